@@ -1,0 +1,25 @@
+//! Size limits, in one place so that every decoder and buffer agrees on them.
+//! Each is checked where bytes from outside the process are read.
+
+/// Bytes of a record batch header, up to and including the record count.
+pub const BATCH_HEADER_BYTES: usize = 61;
+
+/// `base_offset` (8) + `batch_length` (4): the bytes not counted by `batch_length`.
+pub const LOG_OVERHEAD_BYTES: usize = 12;
+
+/// Largest batch (header included) the codec accepts. Kafka's `message.max.bytes` is
+/// far below this; the broker's per-topic `max.message.bytes` is checked separately.
+pub const BATCH_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Default bound on the inflated size of one compressed batch: past it the batch is
+/// treated as a decompression bomb and rejected.
+pub const UNCOMPRESSED_BATCH_BYTES_MAX: usize = 128 * 1024 * 1024;
+
+/// The smallest encoded record: length, attributes, timestamp delta, offset delta,
+/// key length, value length and header count are one byte each at minimum. Used to
+/// reject a record count that cannot fit in the bytes that carry it before allocating.
+pub const RECORD_BYTES_MIN: usize = 7;
+
+const _: () = assert!(BATCH_HEADER_BYTES > LOG_OVERHEAD_BYTES);
+const _: () = assert!(BATCH_BYTES_MAX <= i32::MAX as usize);
+const _: () = assert!(UNCOMPRESSED_BATCH_BYTES_MAX <= i32::MAX as usize);
