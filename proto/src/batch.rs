@@ -210,11 +210,21 @@ pub fn stamp(buf: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {
 /// Marks a batch as broker-timestamped (`message.timestamp.type=LogAppendTime`): sets
 /// the timestamp-type bit and `max_timestamp`, then recomputes the CRC they are under.
 pub fn set_log_append_time(buf: &mut [u8], timestamp: i64) {
-    let attrs = be_i16(buf, ATTRIBUTES_AT) as u16 | TIMESTAMP_TYPE_BIT;
-    buf[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attrs.to_be_bytes());
-    buf[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&timestamp.to_be_bytes());
-    let crc = compute_crc(buf);
-    buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    let (header, records) = buf.split_at_mut(BATCH_HEADER_BYTES);
+    set_log_append_time_header(header, timestamp, records);
+}
+
+/// [`set_log_append_time`] for a batch held as a separate header (the first
+/// [`BATCH_HEADER_BYTES`]) and records, so the records need not be copied.
+pub fn set_log_append_time_header(header: &mut [u8], timestamp: i64, records: &[u8]) {
+    let attrs = be_i16(header, ATTRIBUTES_AT) as u16 | TIMESTAMP_TYPE_BIT;
+    header[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attrs.to_be_bytes());
+    header[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&timestamp.to_be_bytes());
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&header[ATTRIBUTES_AT..BATCH_HEADER_BYTES]),
+        records,
+    );
+    header[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Exactly one record batch whose length, magic and CRC are known to be good.

@@ -1,0 +1,298 @@
+//! Per-log configuration under Kafka's topic-config names. A topic's configs override
+//! the broker's defaults key by key ([`LogConfig::with_overrides`]).
+
+use std::collections::BTreeMap;
+
+/// What happens to old segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    Delete,
+    Compact,
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        }
+    }
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+}
+
+/// A rejected config key or value, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config {name}={value}: {reason}")]
+pub struct ConfigError {
+    pub name: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Settings of one partition log. `Default` gives Kafka's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll the active segment before it would pass this size.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll a non-empty active segment older than this.
+    pub segment_ms: i64,
+    /// `segment.index.bytes`: preallocated size of each index file; a full index rolls.
+    pub segment_index_bytes: u64,
+    /// `index.interval.bytes`: log bytes between two offset-index entries.
+    pub index_interval_bytes: u64,
+    /// `retention.ms`: delete sealed segments whose newest record is older; `None` = forever.
+    pub retention_ms: Option<i64>,
+    /// `retention.bytes`: delete oldest sealed segments while the log is larger; `None` = no limit.
+    pub retention_bytes: Option<u64>,
+    /// `cleanup.policy`.
+    pub cleanup_policy: CleanupPolicy,
+    /// `max.message.bytes`: largest batch accepted.
+    pub max_message_bytes: u64,
+    /// `min.insync.replicas`: ISR size below which acks=all writes are refused.
+    pub min_insync_replicas: u32,
+    /// `flush.messages`: fsync once this many records are unflushed; `None` = leave it to the OS.
+    pub flush_messages: Option<u64>,
+    /// `flush.ms`: fsync data older than this; `None` = leave it to the OS.
+    pub flush_ms: Option<i64>,
+    /// `message.timestamp.type`: `true` for LogAppendTime.
+    pub log_append_time: bool,
+    /// `delete.retention.ms`: how long tombstones survive compaction.
+    pub delete_retention_ms: i64,
+    /// `unclean.leader.election.enable`.
+    pub unclean_leader_election: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            segment_index_bytes: 10 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            cleanup_policy: CleanupPolicy::Delete,
+            max_message_bytes: 1024 * 1024 + 12,
+            min_insync_replicas: 1,
+            flush_messages: None,
+            flush_ms: None,
+            log_append_time: false,
+            delete_retention_ms: 24 * 3600 * 1000,
+            unclean_leader_election: false,
+        }
+    }
+}
+
+/// Every config name this broker understands.
+pub const CONFIG_NAMES: &[&str] = &[
+    "segment.bytes",
+    "segment.ms",
+    "segment.index.bytes",
+    "index.interval.bytes",
+    "retention.ms",
+    "retention.bytes",
+    "cleanup.policy",
+    "max.message.bytes",
+    "min.insync.replicas",
+    "flush.messages",
+    "flush.ms",
+    "message.timestamp.type",
+    "delete.retention.ms",
+    "unclean.leader.election.enable",
+];
+
+fn err(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        name: name.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+fn int(name: &str, value: &str, min: i64) -> Result<i64, ConfigError> {
+    let v: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| err(name, value, "not an integer"))?;
+    if v < min {
+        return Err(err(name, value, format!("must be at least {min}")));
+    }
+    Ok(v)
+}
+
+/// Kafka spells "no limit" as -1 for retention and as Long.MAX_VALUE for flushing.
+fn optional(name: &str, value: &str, min: i64) -> Result<Option<i64>, ConfigError> {
+    if value.trim() == "-1" {
+        return Ok(None);
+    }
+    let v = int(name, value, min)?;
+    Ok((v != i64::MAX).then_some(v))
+}
+
+impl LogConfig {
+    /// Applies one `name=value`; unknown names and bad values are errors.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        match name {
+            "segment.bytes" => self.segment_bytes = int(name, value, 14)? as u64,
+            "segment.ms" => self.segment_ms = int(name, value, 1)?,
+            "segment.index.bytes" => self.segment_index_bytes = int(name, value, 64)? as u64,
+            "index.interval.bytes" => self.index_interval_bytes = int(name, value, 0)? as u64,
+            "retention.ms" => self.retention_ms = optional(name, value, 0)?,
+            "retention.bytes" => self.retention_bytes = optional(name, value, 0)?.map(|v| v as u64),
+            "cleanup.policy" => {
+                let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
+                parts.sort_unstable();
+                self.cleanup_policy = match parts.as_slice() {
+                    ["delete"] => CleanupPolicy::Delete,
+                    ["compact"] => CleanupPolicy::Compact,
+                    ["compact", "delete"] => CleanupPolicy::CompactDelete,
+                    _ => {
+                        return Err(err(
+                            name,
+                            value,
+                            "expected delete, compact or compact,delete",
+                        ))
+                    }
+                }
+            }
+            "max.message.bytes" => self.max_message_bytes = int(name, value, 0)? as u64,
+            "min.insync.replicas" => self.min_insync_replicas = int(name, value, 1)? as u32,
+            "flush.messages" => self.flush_messages = optional(name, value, 1)?.map(|v| v as u64),
+            "flush.ms" => self.flush_ms = optional(name, value, 0)?,
+            "message.timestamp.type" => {
+                self.log_append_time = match value {
+                    "CreateTime" => false,
+                    "LogAppendTime" => true,
+                    _ => return Err(err(name, value, "expected CreateTime or LogAppendTime")),
+                }
+            }
+            "delete.retention.ms" => self.delete_retention_ms = int(name, value, 0)?,
+            "unclean.leader.election.enable" => {
+                self.unclean_leader_election = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(err(name, value, "expected true or false")),
+                }
+            }
+            _ => return Err(err(name, value, "unknown config name")),
+        }
+        Ok(())
+    }
+
+    /// This config with `overrides` applied in order, validated.
+    pub fn with_overrides<'a>(
+        &self,
+        overrides: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<LogConfig, ConfigError> {
+        let mut c = self.clone();
+        for (k, v) in overrides {
+            c.set(k, v)?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Cross-field checks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.segment_bytes > u32::MAX as u64 {
+            return Err(err(
+                "segment.bytes",
+                &self.segment_bytes.to_string(),
+                "index positions are 32-bit: at most 4294967295",
+            ));
+        }
+        if self.segment_index_bytes < 24 {
+            let v = self.segment_index_bytes.to_string();
+            return Err(err("segment.index.bytes", &v, "too small for one entry"));
+        }
+        Ok(())
+    }
+
+    /// Every setting as Kafka names and spells it, for `topic describe`.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        let opt = |v: Option<i64>| v.map_or("-1".to_string(), |v| v.to_string());
+        let flush = |v: Option<i64>| v.map_or(i64::MAX.to_string(), |v| v.to_string());
+        let ts = if self.log_append_time {
+            "LogAppendTime"
+        } else {
+            "CreateTime"
+        };
+        [
+            ("segment.bytes", self.segment_bytes.to_string()),
+            ("segment.ms", self.segment_ms.to_string()),
+            ("segment.index.bytes", self.segment_index_bytes.to_string()),
+            (
+                "index.interval.bytes",
+                self.index_interval_bytes.to_string(),
+            ),
+            ("retention.ms", opt(self.retention_ms)),
+            (
+                "retention.bytes",
+                opt(self.retention_bytes.map(|v| v as i64)),
+            ),
+            ("cleanup.policy", self.cleanup_policy.name().to_string()),
+            ("max.message.bytes", self.max_message_bytes.to_string()),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
+            (
+                "flush.messages",
+                flush(self.flush_messages.map(|v| v as i64)),
+            ),
+            ("flush.ms", flush(self.flush_ms)),
+            ("message.timestamp.type", ts.to_string()),
+            ("delete.retention.ms", self.delete_retention_ms.to_string()),
+            (
+                "unclean.leader.election.enable",
+                self.unclean_leader_election.to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_round_trips_through_to_map() {
+        let c = LogConfig::default();
+        let map = c.to_map();
+        assert_eq!(map.len(), CONFIG_NAMES.len());
+        let again = c
+            .with_overrides(map.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_reason() {
+        let c = LogConfig::default();
+        let e = c.with_overrides([("retention.ms", "soon")]).unwrap_err();
+        assert_eq!(
+            (e.name.as_str(), e.reason.as_str()),
+            ("retention.ms", "not an integer")
+        );
+        let e = c.with_overrides([("no.such", "1")]).unwrap_err();
+        assert_eq!(e.reason, "unknown config name");
+        assert!(c.with_overrides([("cleanup.policy", "shred")]).is_err());
+        assert!(c.with_overrides([("min.insync.replicas", "0")]).is_err());
+        assert!(c
+            .with_overrides([("segment.bytes", "99999999999")])
+            .is_err());
+        let ok = c.with_overrides([
+            ("cleanup.policy", "delete,compact"),
+            ("flush.messages", "1"),
+        ]);
+        let ok = ok.unwrap();
+        assert_eq!(
+            (ok.cleanup_policy, ok.flush_messages),
+            (CleanupPolicy::CompactDelete, Some(1))
+        );
+    }
+}

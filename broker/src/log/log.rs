@@ -1,0 +1,860 @@
+//! One partition's log: an ordered map of segments, the last one active.
+//!
+//! Thread safety: every method takes `&self`. Appends, reads, truncation and retention
+//! serialize on one mutex over the segment map (reads of sealed segments only slice an
+//! mmap under it). fsync runs outside that mutex, under a second one, so appends go on
+//! while a flush is in progress and concurrent flush callers share one fsync (group
+//! commit): whoever gets the flush lock syncs everything appended so far, and the
+//! waiters behind it find their offset already covered.
+//!
+//! Invariants: `log_start_offset <= log_end_offset`; `flushed_offset <= log_end_offset`;
+//! offsets strictly increase across batches and segments; the segment map is never
+//! empty and only its last segment is unsealed.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use sluice_proto::batch::{RecordBatch, ValidateOptions};
+use sluice_proto::limits::BATCH_HEADER_BYTES;
+use sluice_proto::TopicPartition;
+use tracing::{info, warn};
+
+use super::epoch::{EpochCache, EpochEntry};
+use super::error::{io_err, LogError};
+use super::io_util::{fsync_dir, write_atomically};
+use super::segment::{BatchInfo, Segment};
+use super::LogConfig;
+
+const LOG_START_FILE: &str = "log-start-offset";
+const EPOCH_FILE: &str = "leader-epoch-checkpoint";
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: u64,
+    /// Inclusive.
+    pub last_offset: u64,
+    /// The broker's timestamp when the topic uses LogAppendTime.
+    pub log_append_time: Option<i64>,
+    /// `flush.messages` is reached: the caller should [`Log::flush_to`] before acking.
+    pub needs_flush: bool,
+}
+
+/// What [`Log::read`] returns.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Whole batches; empty at the end of the readable range.
+    pub data: Bytes,
+    pub log_start_offset: u64,
+    pub log_end_offset: u64,
+}
+
+/// How opening a log went, for operators and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenStats {
+    pub segments: usize,
+    /// Segments scanned batch by batch (crash recovery or an untrustworthy index).
+    pub segments_scanned: usize,
+    /// Bytes of `.log` files read while opening.
+    pub log_bytes_read: u64,
+    /// Bytes cut from the end of the log because they were not valid batches.
+    pub truncated_bytes: u64,
+}
+
+/// How the data directory was left, decided by the [`super::LogManager`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenHint {
+    /// The previous process closed this log cleanly.
+    pub(crate) clean: bool,
+    /// Offset up to which the log was known flushed.
+    pub(crate) recovery_point: Option<u64>,
+}
+
+#[derive(Debug)]
+struct State {
+    config: LogConfig,
+    /// Invariant: non-empty; only the last segment is unsealed.
+    segments: BTreeMap<u64, Segment>,
+    /// Invariant: `log_start_offset <= log_end_offset`.
+    log_start_offset: u64,
+    log_end_offset: u64,
+    epochs: EpochCache,
+    /// Set after an error that may have left files and memory apart.
+    offline: Option<String>,
+    last_flush_ms: i64,
+}
+
+/// A partition's log. See the module docs.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    tp: TopicPartition,
+    state: Mutex<State>,
+    /// Serializes fsyncs; held across one so waiters can share it.
+    flush_lock: Mutex<()>,
+    /// Invariant: `flushed_offset <= log_end_offset`.
+    flushed_offset: AtomicU64,
+    /// fsync rounds performed (each may cover many appends).
+    flush_count: AtomicU64,
+    open_stats: OpenStats,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Base offsets of the `.log` files in `dir`; stray temp files are removed.
+fn list_segments(dir: &Path) -> Result<Vec<u64>, LogError> {
+    let mut bases = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = entry.map_err(io_err(dir))?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if name.ends_with(".tmp") || name.ends_with(".truncating") {
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        } else if let Some(stem) = name.strip_suffix(".log") {
+            if let Ok(base) = stem.parse::<u64>() {
+                bases.push(base);
+            }
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+impl Log {
+    /// Opens the log in `dir` (created if missing). `hint` says whether the last close
+    /// was clean; after a crash every segment from the recovery point on is scanned.
+    pub(crate) fn open(
+        dir: PathBuf,
+        tp: TopicPartition,
+        config: LogConfig,
+        hint: OpenHint,
+    ) -> Result<Log, LogError> {
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let now = now_ms();
+        let mut stats = OpenStats::default();
+        let saved_start = read_log_start(&dir)?;
+        let mut bases = list_segments(&dir)?;
+        if bases.is_empty() {
+            bases.push(saved_start.unwrap_or(0));
+        }
+        let mut epochs = EpochCache::open(dir.join(EPOCH_FILE))?;
+        let last_base = *bases.last().expect("non-empty");
+        let mut segments = BTreeMap::new();
+        for &base in &bases {
+            segments.insert(
+                base,
+                Segment::open(&dir, base, &config, base == last_base, now)?,
+            );
+        }
+        stats.segments = segments.len();
+        let clean_end = hint
+            .recovery_point
+            .filter(|&rp| hint.clean && rp >= last_base);
+        let log_end_offset = match clean_end {
+            Some(end) => {
+                // Trust the files; only indexes failing their (log-free) check get rebuilt.
+                let mut next = 0;
+                for seg in segments.values_mut() {
+                    if !seg.indexes_sane() {
+                        let out = seg.recover(next)?;
+                        stats.segments_scanned += 1;
+                        stats.log_bytes_read += out.bytes_read;
+                    }
+                    next = seg.base_offset;
+                }
+                end
+            }
+            None => Self::recover(
+                &dir,
+                &mut segments,
+                &mut epochs,
+                hint.recovery_point.unwrap_or(0),
+                &mut stats,
+            )?,
+        };
+        epochs.truncate_from_end(log_end_offset)?;
+        let first_base = *segments.keys().next().expect("non-empty");
+        let log_start_offset = saved_start
+            .unwrap_or(first_base)
+            .max(first_base)
+            .min(log_end_offset);
+        let flushed = if clean_end.is_some() {
+            log_end_offset
+        } else {
+            hint.recovery_point.unwrap_or(0).min(log_end_offset)
+        };
+        if stats.truncated_bytes > 0 {
+            warn!(partition = %tp, truncated_bytes = stats.truncated_bytes, log_end_offset, "recovery cut an invalid tail");
+        }
+        Ok(Log {
+            dir,
+            tp,
+            state: Mutex::new(State {
+                config,
+                segments,
+                log_start_offset,
+                log_end_offset,
+                epochs,
+                offline: None,
+                last_flush_ms: now,
+            }),
+            flush_lock: Mutex::new(()),
+            flushed_offset: AtomicU64::new(flushed),
+            flush_count: AtomicU64::new(0),
+            open_stats: stats,
+        })
+    }
+
+    /// Crash recovery: scans from the segment holding `recovery_point`; the first bad
+    /// batch and everything after it (later segments included) is deleted.
+    fn recover(
+        dir: &Path,
+        segments: &mut BTreeMap<u64, Segment>,
+        epochs: &mut EpochCache,
+        recovery_point: u64,
+        stats: &mut OpenStats,
+    ) -> Result<u64, LogError> {
+        let start = segments
+            .range(..=recovery_point)
+            .next_back()
+            .map_or(0, |(b, _)| *b);
+        let bases: Vec<u64> = segments.keys().copied().collect();
+        let mut next = 0u64;
+        let mut cut_at = None;
+        for (i, &base) in bases.iter().enumerate() {
+            let seg = segments.get_mut(&base).expect("listed");
+            if base < start && seg.indexes_sane() {
+                next = bases[i + 1];
+                continue;
+            }
+            let out = seg.recover(next)?;
+            stats.segments_scanned += 1;
+            stats.log_bytes_read += out.bytes_read;
+            stats.truncated_bytes += out.truncated_bytes;
+            for (epoch, offset) in out.epochs {
+                if epoch >= 0 {
+                    epochs.assign(epoch as u32, offset)?;
+                }
+            }
+            next = out.next_offset.unwrap_or(next.max(base));
+            if out.truncated_bytes > 0 || (out.next_offset.is_none() && i + 1 < bases.len()) {
+                cut_at = Some(i);
+                break;
+            }
+        }
+        if let Some(i) = cut_at {
+            for &base in &bases[i + 1..] {
+                let seg = segments.remove(&base).expect("listed");
+                stats.truncated_bytes += seg.size();
+                seg.delete_files()?;
+            }
+            // An empty segment that is not the first carries no offsets: drop it so the
+            // next append starts a segment at the true end.
+            let last = *segments.keys().next_back().expect("non-empty");
+            if segments.len() > 1 && segments[&last].size() == 0 && last != next {
+                segments.remove(&last).expect("present").delete_files()?;
+            }
+            fsync_dir(dir).map_err(io_err(dir))?;
+        }
+        let last = *segments.keys().next_back().expect("non-empty");
+        let seg = segments.get_mut(&last).expect("present");
+        seg.unseal()?;
+        for s in segments.values_mut().rev().skip(1) {
+            s.seal()?;
+        }
+        Ok(next.max(last))
+    }
+
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn open_stats(&self) -> OpenStats {
+        self.open_stats
+    }
+    pub fn config(&self) -> LogConfig {
+        self.state.lock().config.clone()
+    }
+    /// Applies new topic configs; segment and index sizes take effect at the next roll.
+    pub fn set_config(&self, config: LogConfig) {
+        self.state.lock().config = config;
+    }
+    pub fn log_start_offset(&self) -> u64 {
+        self.state.lock().log_start_offset
+    }
+    pub fn log_end_offset(&self) -> u64 {
+        self.state.lock().log_end_offset
+    }
+    pub fn flushed_offset(&self) -> u64 {
+        self.flushed_offset.load(Ordering::Acquire)
+    }
+    /// fsync rounds so far; with group commit, usually far fewer than flush callers.
+    pub fn flush_count(&self) -> u64 {
+        self.flush_count.load(Ordering::Relaxed)
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.state.lock().segments.values().map(Segment::size).sum()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.state.lock().segments.len()
+    }
+    /// The latest leader epoch and the offset it started at.
+    pub fn latest_epoch(&self) -> Option<EpochEntry> {
+        self.state.lock().epochs.latest()
+    }
+    pub fn epoch_entries(&self) -> Vec<EpochEntry> {
+        self.state.lock().epochs.entries().to_vec()
+    }
+    /// The largest epoch `<= epoch` known here and its end offset (KIP-101).
+    pub fn end_offset_for_epoch(&self, epoch: u32) -> Option<(u32, u64)> {
+        let st = self.state.lock();
+        st.epochs.end_offset_for(epoch, st.log_end_offset)
+    }
+    /// The reason this log is offline, if it is.
+    pub fn offline_reason(&self) -> Option<String> {
+        self.state.lock().offline.clone()
+    }
+
+    fn check_online(&self, st: &State) -> Result<(), LogError> {
+        match &st.offline {
+            Some(reason) => Err(LogError::Offline {
+                partition: self.tp.to_string(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes the log offline after an error that may have split files from memory.
+    fn fail(&self, st: &mut State, e: LogError) -> LogError {
+        if e.takes_log_offline() && st.offline.is_none() {
+            warn!(partition = %self.tp, error = %e, "partition log goes offline");
+            st.offline = Some(e.to_string());
+        }
+        e
+    }
+
+    /// Appends a validated producer batch: stamps the next offset and `leader_epoch`
+    /// (and the broker time under LogAppendTime), writes it, and returns its offsets.
+    pub fn append_as_leader(
+        &self,
+        batch: &RecordBatch,
+        leader_epoch: u32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let bytes = batch.as_bytes();
+        let mut st = self.state.lock();
+        self.check_online(&st)?;
+        if bytes.len() as u64 > st.config.max_message_bytes {
+            return Err(LogError::RecordTooLarge {
+                size: bytes.len(),
+                max: st.config.max_message_bytes as usize,
+            });
+        }
+        let base = st.log_end_offset;
+        let mut header = [0u8; BATCH_HEADER_BYTES];
+        header.copy_from_slice(&bytes[..BATCH_HEADER_BYTES]);
+        sluice_proto::batch::stamp(&mut header, base as i64, leader_epoch as i32);
+        let log_append_time = st.config.log_append_time.then_some(now_ms);
+        if let Some(ts) = log_append_time {
+            // The CRC covers the records too: compute it across header and body.
+            sluice_proto::batch::set_log_append_time_header(
+                &mut header,
+                ts,
+                &bytes[BATCH_HEADER_BYTES..],
+            );
+        }
+        let mut info =
+            BatchInfo::parse_header(&header).expect("a validated batch has a valid header");
+        info.leader_epoch = leader_epoch as i32;
+        let result = self.append_info(&mut st, &header, &bytes[BATCH_HEADER_BYTES..], info, now_ms);
+        result
+            .map(|a| AppendInfo {
+                log_append_time,
+                ..a
+            })
+            .map_err(|e| self.fail(&mut st, e))
+    }
+
+    /// Appends batches copied from the leader, keeping their offsets and epochs. Each
+    /// must start at or after the log end offset.
+    pub fn append_as_follower(
+        &self,
+        batches: &[RecordBatch],
+        now_ms: i64,
+    ) -> Result<Option<AppendInfo>, LogError> {
+        let mut st = self.state.lock();
+        self.check_online(&st)?;
+        let mut first: Option<AppendInfo> = None;
+        for b in batches {
+            if b.base_offset() < 0 || (b.base_offset() as u64) < st.log_end_offset {
+                return Err(LogError::NonMonotonicOffset {
+                    base_offset: b.base_offset(),
+                    log_end_offset: st.log_end_offset,
+                });
+            }
+            let bytes = b.as_bytes();
+            let info = BatchInfo::parse_header(&bytes[..BATCH_HEADER_BYTES])
+                .expect("a checked batch has a valid header");
+            let a = self
+                .append_info(
+                    &mut st,
+                    &bytes[..BATCH_HEADER_BYTES],
+                    &bytes[BATCH_HEADER_BYTES..],
+                    info,
+                    now_ms,
+                )
+                .map_err(|e| self.fail(&mut st, e))?;
+            first = Some(match first {
+                Some(f) => AppendInfo {
+                    last_offset: a.last_offset,
+                    needs_flush: a.needs_flush,
+                    ..f
+                },
+                None => a,
+            });
+        }
+        Ok(first)
+    }
+
+    fn append_info(
+        &self,
+        st: &mut State,
+        header: &[u8],
+        rest: &[u8],
+        info: BatchInfo,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let size = info.size;
+        let active_base = *st.segments.keys().next_back().expect("non-empty");
+        let must_roll =
+            st.segments[&active_base].must_roll(&st.config, size, info.last_offset, now_ms)
+                || info.base_offset.saturating_sub(active_base) > u32::MAX as u64;
+        if must_roll {
+            self.roll(st, info.base_offset, now_ms)?;
+        }
+        let active = st.segments.values_mut().next_back().expect("non-empty");
+        active.append(header, rest, &info, now_ms)?;
+        if info.leader_epoch >= 0 {
+            st.epochs
+                .assign(info.leader_epoch as u32, info.base_offset)?;
+        }
+        debug_assert!(info.last_offset >= st.log_end_offset);
+        st.log_end_offset = info.last_offset + 1;
+        let unflushed = st.log_end_offset - self.flushed_offset();
+        let needs_flush = st.config.flush_messages.is_some_and(|n| unflushed >= n);
+        Ok(AppendInfo {
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            log_append_time: None,
+            needs_flush,
+        })
+    }
+
+    /// Seals the active segment and starts a new one at `base_offset`.
+    fn roll(&self, st: &mut State, base_offset: u64, now_ms: i64) -> Result<(), LogError> {
+        // Create first: if that fails (a full disk), the old segment stays active.
+        let seg = Segment::open(&self.dir, base_offset, &st.config, true, now_ms);
+        let seg = match seg.and_then(|s| fsync_dir(&self.dir).map(|_| s).map_err(io_err(&self.dir)))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                for ext in ["log", "index", "timeindex"] {
+                    let _ = fs::remove_file(self.dir.join(format!("{base_offset:020}.{ext}")));
+                }
+                return Err(e);
+            }
+        };
+        st.segments
+            .values_mut()
+            .next_back()
+            .expect("non-empty")
+            .seal()?;
+        st.segments.insert(base_offset, seg);
+        Ok(())
+    }
+
+    /// Rolls the active segment now if it holds anything (an explicit `roll`).
+    pub fn roll_now(&self, now_ms: i64) -> Result<(), LogError> {
+        let mut st = self.state.lock();
+        self.check_online(&st)?;
+        let end = st.log_end_offset;
+        if st.segments.values().next_back().expect("non-empty").size() == 0 {
+            return Ok(());
+        }
+        self.roll(&mut st, end, now_ms)
+            .map_err(|e| self.fail(&mut st, e))
+    }
+
+    /// Whole batches starting with the one holding `from`, about `max_bytes` of them
+    /// (at least one whole batch, so a consumer always progresses), none of which reaches
+    /// `up_to` (exclusive; the high watermark for consumers). `from` must lie in
+    /// `[log_start_offset, log_end_offset]`.
+    pub fn read(
+        &self,
+        from: u64,
+        max_bytes: usize,
+        up_to: Option<u64>,
+    ) -> Result<ReadResult, LogError> {
+        let mut st = self.state.lock();
+        self.check_online(&st)?;
+        let (start, end) = (st.log_start_offset, st.log_end_offset);
+        if from < start || from > end {
+            return Err(LogError::OffsetOutOfRange {
+                requested: from,
+                log_start_offset: start,
+                log_end_offset: end,
+            });
+        }
+        let limit = up_to.unwrap_or(end).min(end);
+        let mut result = ReadResult {
+            data: Bytes::new(),
+            log_start_offset: start,
+            log_end_offset: end,
+        };
+        let first = st
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(from, |(b, _)| *b);
+        let bases: Vec<u64> = st
+            .segments
+            .range(first..limit.max(first + 1))
+            .map(|(b, _)| *b)
+            .collect();
+        for base in bases {
+            let seg = st.segments.get_mut(&base).expect("listed");
+            let found = seg.find(from).and_then(|b| match b {
+                Some(b) => seg.read(&b, max_bytes as u64, limit).map(Some),
+                None => Ok(None),
+            });
+            match found {
+                Ok(Some(data)) => {
+                    result.data = data;
+                    break;
+                }
+                Ok(None) => continue,
+                Err(e) => return Err(self.fail(&mut st, e)),
+            }
+        }
+        Ok(result)
+    }
+
+    /// The first offset whose record timestamp is `>= timestamp`, with that timestamp.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(u64, i64)>, LogError> {
+        let mut st = self.state.lock();
+        self.check_online(&st)?;
+        let log_start = st.log_start_offset;
+        let bases: Vec<u64> = st.segments.keys().copied().collect();
+        for base in bases {
+            let seg = st.segments.get_mut(&base).expect("listed");
+            if seg.max_timestamp().is_none_or(|m| m < timestamp) {
+                continue;
+            }
+            let from = seg.time_lookup(timestamp).max(log_start);
+            match Self::scan_for_timestamp(seg, from, timestamp) {
+                Ok(Some(hit)) => return Ok(Some(hit)),
+                Ok(None) => continue,
+                Err(e) => return Err(self.fail(&mut st, e)),
+            }
+        }
+        Ok(None)
+    }
+
+    fn scan_for_timestamp(
+        seg: &mut Segment,
+        from: u64,
+        timestamp: i64,
+    ) -> Result<Option<(u64, i64)>, LogError> {
+        let mut next = seg.find(from)?;
+        while let Some(info) = next {
+            if info.max_timestamp >= timestamp {
+                let bytes = seg.bytes(info.position, info.size)?;
+                let corrupt = |e: sluice_proto::BatchError| LogError::Corrupt {
+                    path: seg.path().to_path_buf(),
+                    position: info.position,
+                    reason: e.to_string(),
+                };
+                let batch = RecordBatch::from_bytes(bytes).map_err(corrupt)?;
+                if batch.timestamp_type() == sluice_proto::TimestampType::LogAppendTime {
+                    return Ok(Some((info.base_offset.max(from), batch.max_timestamp())));
+                }
+                for r in batch.records().map_err(corrupt)? {
+                    let (offset, ts) = (
+                        info.base_offset + r.offset_delta as u64,
+                        batch.base_timestamp() + r.timestamp_delta,
+                    );
+                    if ts >= timestamp && offset >= from {
+                        return Ok(Some((offset, ts)));
+                    }
+                }
+            }
+            let after = info.position + info.size;
+            next = if after < seg.size() {
+                Some(seg.batch_at(after)?)
+            } else {
+                None
+            };
+        }
+        Ok(None)
+    }
+
+    /// Removes every batch whose last offset is `>= offset` (a follower dropping a
+    /// divergent suffix). A batch holding `offset` goes whole, so the new log end
+    /// offset may be below `offset`; it is returned.
+    pub fn truncate_to(&self, offset: u64) -> Result<u64, LogError> {
+        let _flush = self.flush_lock.lock();
+        let mut st = self.state.lock();
+        self.check_online(&st)?;
+        if offset >= st.log_end_offset {
+            return Ok(st.log_end_offset);
+        }
+        if offset <= st.log_start_offset {
+            self.reset_to(&mut st, offset)
+                .map_err(|e| self.fail(&mut st, e))?;
+            return Ok(st.log_end_offset);
+        }
+        let old = st.log_end_offset;
+        let result = self.truncate_segments(&mut st, offset);
+        let new_end = result.map_err(|e| self.fail(&mut st, e))?;
+        info!(partition = %self.tp, old_log_end_offset = old, new_log_end_offset = new_end, "truncated log");
+        Ok(new_end)
+    }
+
+    fn truncate_segments(&self, st: &mut State, offset: u64) -> Result<u64, LogError> {
+        let later: Vec<u64> = st.segments.range(offset + 1..).map(|(b, _)| *b).collect();
+        // A segment whose base is past the cut holds only doomed batches.
+        for base in later {
+            st.segments.remove(&base).expect("listed").delete_files()?;
+        }
+        let (_, seg) = st
+            .segments
+            .range_mut(..=offset)
+            .next_back()
+            .expect("offset > log start");
+        seg.unseal()?;
+        let new_end = seg.truncate_to(offset)?.unwrap_or(offset);
+        fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        st.log_end_offset = new_end;
+        st.epochs.truncate_from_end(new_end)?;
+        self.flushed_offset.fetch_min(new_end, Ordering::AcqRel);
+        Ok(new_end)
+    }
+
+    /// Deletes every segment and starts empty at `offset`.
+    fn reset_to(&self, st: &mut State, offset: u64) -> Result<(), LogError> {
+        for seg in std::mem::take(&mut st.segments).into_values() {
+            seg.delete_files()?;
+        }
+        let seg = Segment::open(&self.dir, offset, &st.config, true, now_ms())?;
+        st.segments.insert(offset, seg);
+        fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        st.log_start_offset = offset;
+        st.log_end_offset = offset;
+        st.epochs.truncate_from_end(offset)?;
+        st.epochs.truncate_from_start(offset)?;
+        write_log_start(&self.dir, offset)?;
+        self.flushed_offset.store(offset, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes `offset` the first readable offset (retention, delete-records): whole
+    /// segments below it are deleted. Past the log end, the log restarts empty there.
+    pub fn truncate_prefix_to(&self, offset: u64) -> Result<(), LogError> {
+        let _flush = self.flush_lock.lock();
+        let mut st = self.state.lock();
+        self.check_online(&st)?;
+        if offset <= st.log_start_offset {
+            return Ok(());
+        }
+        let r = if offset > st.log_end_offset {
+            self.reset_to(&mut st, offset)
+        } else {
+            self.advance_start(&mut st, offset)
+        };
+        r.map_err(|e| self.fail(&mut st, e))
+    }
+
+    fn advance_start(&self, st: &mut State, offset: u64) -> Result<(), LogError> {
+        let bases: Vec<u64> = st.segments.keys().copied().collect();
+        for w in bases.windows(2) {
+            if w[1] > offset {
+                break;
+            }
+            st.segments.remove(&w[0]).expect("listed").delete_files()?;
+        }
+        st.log_start_offset = offset;
+        st.epochs.truncate_from_start(offset)?;
+        write_log_start(&self.dir, offset)
+    }
+
+    /// Deletes sealed segments past `retention.ms` / `retention.bytes`, never one
+    /// holding offsets at or past `high_watermark`. Returns how many went.
+    pub fn apply_retention(&self, now_ms: i64, high_watermark: u64) -> Result<usize, LogError> {
+        let mut st = self.state.lock();
+        self.check_online(&st)?;
+        if !st.config.cleanup_policy.deletes() {
+            return Ok(0);
+        }
+        let mut total: u64 = st.segments.values().map(Segment::size).sum();
+        let bases: Vec<u64> = st.segments.keys().copied().collect();
+        let mut deleted = 0;
+        for w in bases.windows(2) {
+            let (seg, next_base) = (&st.segments[&w[0]], w[1]);
+            let expired = st
+                .config
+                .retention_ms
+                .is_some_and(|r| seg.max_timestamp().is_some_and(|m| now_ms - m > r));
+            let oversize = st
+                .config
+                .retention_bytes
+                .is_some_and(|r| total - seg.size() >= r);
+            if next_base > high_watermark || !(expired || oversize) {
+                break;
+            }
+            total -= seg.size();
+            let seg = st.segments.remove(&w[0]).expect("listed");
+            if let Err(e) = seg.delete_files() {
+                return Err(self.fail(&mut st, e));
+            }
+            deleted += 1;
+        }
+        if deleted > 0 {
+            let first = *st.segments.keys().next().expect("non-empty");
+            if first > st.log_start_offset {
+                st.log_start_offset = first;
+                st.epochs.truncate_from_start(first)?;
+                write_log_start(&self.dir, first)?;
+            }
+            info!(partition = %self.tp, segments = deleted, log_start_offset = st.log_start_offset, "retention deleted segments");
+        }
+        Ok(deleted)
+    }
+
+    /// fsyncs everything appended so far (one fsync shared by concurrent callers) and
+    /// returns the new flushed offset.
+    pub fn flush(&self) -> Result<u64, LogError> {
+        let _flush = self.flush_lock.lock();
+        let (target, files) = {
+            let mut st = self.state.lock();
+            self.check_online(&st)?;
+            let target = st.log_end_offset;
+            let flushed = self.flushed_offset();
+            if target <= flushed {
+                return Ok(flushed);
+            }
+            let first = st
+                .segments
+                .range(..=flushed)
+                .next_back()
+                .map_or(0, |(b, _)| *b);
+            let mut files = Vec::new();
+            for seg in st.segments.range(first..).map(|(_, s)| s) {
+                if let Err(e) = seg.flush_indexes() {
+                    return Err(self.fail(&mut st, e));
+                }
+                files.push((seg.file.clone(), seg.path().to_path_buf()));
+            }
+            st.last_flush_ms = now_ms();
+            (target, files)
+        };
+        for (file, path) in files {
+            if let Err(e) = file.sync_data() {
+                let e = LogError::io(&path, e);
+                return Err(self.fail(&mut self.state.lock(), e));
+            }
+        }
+        self.flushed_offset.fetch_max(target, Ordering::AcqRel);
+        self.flush_count.fetch_add(1, Ordering::Relaxed);
+        Ok(target)
+    }
+
+    /// Returns once everything below `offset` is fsynced, flushing if needed.
+    pub fn flush_to(&self, offset: u64) -> Result<(), LogError> {
+        if self.flushed_offset() >= offset {
+            return Ok(());
+        }
+        self.flush().map(|_| ())
+    }
+
+    /// Flushes if `flush.ms` has passed since the last flush with data unflushed.
+    pub fn maybe_flush_by_time(&self, now_ms: i64) -> Result<(), LogError> {
+        let due = {
+            let st = self.state.lock();
+            st.config
+                .flush_ms
+                .is_some_and(|ms| now_ms - st.last_flush_ms >= ms)
+                && st.log_end_offset > self.flushed_offset()
+        };
+        if due {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Flushes, trims the active segment's indexes and takes the log out of service;
+    /// returns the log end offset, all of it flushed.
+    pub fn close(&self) -> Result<u64, LogError> {
+        let end = self.flush()?;
+        let mut st = self.state.lock();
+        st.segments
+            .values_mut()
+            .next_back()
+            .expect("non-empty")
+            .seal()?;
+        st.offline = Some("closed".into());
+        Ok(end)
+    }
+
+    /// Deletes the log's directory. The log must not be used afterwards.
+    pub fn delete(&self) -> Result<(), LogError> {
+        let mut st = self.state.lock();
+        st.offline = Some("deleted".into());
+        st.segments.clear();
+        fs::remove_dir_all(&self.dir).map_err(io_err(&self.dir))
+    }
+
+    /// Validates a producer batch against this log's limits before appending.
+    pub fn validate_producer_batch(&self, batch: &RecordBatch) -> Result<(), LogError> {
+        let max = self.state.lock().config.max_message_bytes as usize;
+        if batch.size() > max {
+            return Err(LogError::RecordTooLarge {
+                size: batch.size(),
+                max,
+            });
+        }
+        batch.validate(&ValidateOptions::default())?;
+        Ok(())
+    }
+}
+
+fn read_log_start(dir: &Path) -> Result<Option<u64>, LogError> {
+    let path = dir.join(LOG_START_FILE);
+    match fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse().map(Some).map_err(|_| LogError::Corrupt {
+            path,
+            position: 0,
+            reason: "log start offset is not a number".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LogError::io(&path, e)),
+    }
+}
+
+fn write_log_start(dir: &Path, offset: u64) -> Result<(), LogError> {
+    let path = dir.join(LOG_START_FILE);
+    write_atomically(&path, offset.to_string().as_bytes()).map_err(io_err(&path))
+}
