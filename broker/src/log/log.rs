@@ -44,6 +44,9 @@ pub struct AppendInfo {
     pub needs_flush: bool,
 }
 
+/// See [`Log::set_truncation_hook`].
+pub(crate) type TruncationHook = std::sync::Arc<dyn Fn() -> Result<(), LogError> + Send + Sync>;
+
 /// What [`Log::read`] returns.
 #[derive(Debug, Clone)]
 pub struct ReadResult {
@@ -89,7 +92,6 @@ struct State {
 }
 
 /// A partition's log. See the module docs.
-#[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
     tp: TopicPartition,
@@ -98,6 +100,9 @@ pub struct Log {
     flush_lock: Mutex<()>,
     /// Invariant: `flushed_offset <= log_end_offset`.
     flushed_offset: AtomicU64,
+    /// Called after a truncation lowered `flushed_offset`, so that the data
+    /// directory's recovery-point checkpoint never claims offsets that are gone.
+    truncation_hook: Mutex<Option<TruncationHook>>,
     /// fsync rounds performed (each may cover many appends).
     flush_count: AtomicU64,
     open_stats: OpenStats,
@@ -129,6 +134,15 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, LogError> {
     }
     bases.sort_unstable();
     Ok(bases)
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("partition", &self.tp)
+            .field("dir", &self.dir)
+            .finish()
+    }
 }
 
 impl Log {
@@ -189,6 +203,10 @@ impl Log {
             .unwrap_or(first_base)
             .max(first_base)
             .min(log_end_offset);
+        if saved_start.is_some_and(|s| s > log_start_offset) {
+            // A crash took the log below its saved start; persist the clamp.
+            write_log_start(&dir, log_start_offset)?;
+        }
         let flushed = if clean_end.is_some() {
             log_end_offset
         } else {
@@ -212,6 +230,7 @@ impl Log {
             flush_lock: Mutex::new(()),
             flushed_offset: AtomicU64::new(flushed),
             flush_count: AtomicU64::new(0),
+            truncation_hook: Mutex::new(None),
             open_stats: stats,
         })
     }
@@ -467,7 +486,7 @@ impl Log {
     /// Seals the active segment and starts a new one at `base_offset`.
     fn roll(&self, st: &mut State, base_offset: u64, now_ms: i64) -> Result<(), LogError> {
         // Create first: if that fails (a full disk), the old segment stays active.
-        let seg = Segment::open(&self.dir, base_offset, &st.config, true, now_ms);
+        let seg = Segment::create(&self.dir, base_offset, &st.config, now_ms);
         let seg = match seg.and_then(|s| fsync_dir(&self.dir).map(|_| s).map_err(io_err(&self.dir)))
         {
             Ok(s) => s,
@@ -634,6 +653,16 @@ impl Log {
         Ok(new_end)
     }
 
+    /// Installs the callback run after truncations (the manager rewrites its checkpoint).
+    pub(crate) fn set_truncation_hook(&self, hook: TruncationHook) {
+        *self.truncation_hook.lock() = Some(hook);
+    }
+
+    fn run_truncation_hook(&self) -> Result<(), LogError> {
+        let hook = self.truncation_hook.lock().clone();
+        hook.map_or(Ok(()), |h| h())
+    }
+
     fn truncate_segments(&self, st: &mut State, offset: u64) -> Result<u64, LogError> {
         let later: Vec<u64> = st.segments.range(offset + 1..).map(|(b, _)| *b).collect();
         // A segment whose base is past the cut holds only doomed batches.
@@ -649,8 +678,14 @@ impl Log {
         let new_end = seg.truncate_to(offset)?.unwrap_or(offset);
         fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
         st.log_end_offset = new_end;
+        if new_end < st.log_start_offset {
+            // The cut batch straddled the log start: keep log_start_offset <= log_end_offset.
+            st.log_start_offset = new_end;
+            write_log_start(&self.dir, new_end)?;
+        }
         st.epochs.truncate_from_end(new_end)?;
         self.flushed_offset.fetch_min(new_end, Ordering::AcqRel);
+        self.run_truncation_hook()?;
         Ok(new_end)
     }
 
@@ -659,7 +694,7 @@ impl Log {
         for seg in std::mem::take(&mut st.segments).into_values() {
             seg.delete_files()?;
         }
-        let seg = Segment::open(&self.dir, offset, &st.config, true, now_ms())?;
+        let seg = Segment::create(&self.dir, offset, &st.config, now_ms())?;
         st.segments.insert(offset, seg);
         fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
         st.log_start_offset = offset;
@@ -668,6 +703,7 @@ impl Log {
         st.epochs.truncate_from_start(offset)?;
         write_log_start(&self.dir, offset)?;
         self.flushed_offset.store(offset, Ordering::Release);
+        self.run_truncation_hook()?;
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use sluice_proto::TopicPartition;
 use tracing::{error, info};
 
@@ -29,9 +29,25 @@ const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 pub struct LogManager {
     dir: PathBuf,
     defaults: LogConfig,
-    logs: RwLock<BTreeMap<TopicPartition, Arc<Log>>>,
+    logs: Arc<LogMap>,
+    /// Serializes checkpoint writes, which may come from truncating logs concurrently.
+    checkpoint_lock: Arc<Mutex<()>>,
     /// Whether the previous process shut down cleanly.
     was_clean: bool,
+}
+
+type LogMap = RwLock<BTreeMap<TopicPartition, Arc<Log>>>;
+
+/// Writes every log's flushed offset as its recovery point.
+fn write_checkpoint(dir: &Path, logs: &LogMap, lock: &Mutex<()>) -> Result<(), LogError> {
+    let _guard = lock.lock();
+    let lines: Vec<String> = logs
+        .read()
+        .iter()
+        .map(|(tp, log)| format!("{} {} {}", tp.topic, tp.partition, log.flushed_offset()))
+        .collect();
+    let path = dir.join(RECOVERY_CHECKPOINT);
+    checkpoint::write(&path, &lines).map_err(io_err(&path))
 }
 
 fn read_recovery_points(path: &Path) -> HashMap<TopicPartition, u64> {
@@ -99,15 +115,26 @@ impl LogManager {
             }
         }
         info!(dir = %dir.display(), logs = logs.len(), clean = was_clean, "opened data directory");
-        Ok((
-            LogManager {
-                dir,
-                defaults,
-                logs: RwLock::new(logs),
-                was_clean,
-            },
-            failed,
-        ))
+        let m = LogManager {
+            dir,
+            defaults,
+            logs: Arc::new(RwLock::new(logs)),
+            checkpoint_lock: Arc::new(Mutex::new(())),
+            was_clean,
+        };
+        for log in m.all() {
+            m.install_hook(&log);
+        }
+        Ok((m, failed))
+    }
+
+    fn install_hook(&self, log: &Log) {
+        let (dir, lock) = (self.dir.clone(), self.checkpoint_lock.clone());
+        let logs = Arc::downgrade(&self.logs);
+        log.set_truncation_hook(Arc::new(move || match logs.upgrade() {
+            Some(logs) => write_checkpoint(&dir, &logs, &lock),
+            None => Ok(()),
+        }));
     }
 
     pub fn dir(&self) -> &Path {
@@ -153,6 +180,7 @@ impl LogManager {
             },
         )?);
         fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        self.install_hook(&log);
         logs.insert(tp.clone(), log.clone());
         Ok(log)
     }
@@ -169,14 +197,7 @@ impl LogManager {
 
     /// Writes every log's flushed offset as its recovery point.
     pub fn checkpoint_recovery_points(&self) -> Result<(), LogError> {
-        let lines: Vec<String> = self
-            .logs
-            .read()
-            .iter()
-            .map(|(tp, log)| format!("{} {} {}", tp.topic, tp.partition, log.flushed_offset()))
-            .collect();
-        let path = self.dir.join(RECOVERY_CHECKPOINT);
-        checkpoint::write(&path, &lines).map_err(io_err(&path))
+        write_checkpoint(&self.dir, &self.logs, &self.checkpoint_lock)
     }
 
     /// Closes every log, writes the checkpoint, then the clean-shutdown marker. If any

@@ -135,6 +135,25 @@ impl AsRef<[u8]> for MapOwner {
 }
 
 impl Segment {
+    /// Creates a new, empty segment at `base_offset`, replacing any leftover files.
+    pub(crate) fn create(
+        dir: &Path,
+        base_offset: u64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<Segment, LogError> {
+        for ext in ["log", "index", "timeindex"] {
+            let p = segment_path(dir, base_offset, ext);
+            match fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(LogError::io(&p, e))
+                }
+                _ => {}
+            }
+        }
+        Segment::open(dir, base_offset, config, true, now_ms)
+    }
+
     /// Opens (creating if missing) the segment at `base_offset`. `active` segments get
     /// preallocated indexes; the caller decides whether to trust or rebuild them.
     pub(crate) fn open(
