@@ -10,10 +10,19 @@
 
 pub mod batch;
 pub mod compression;
+pub mod error;
 pub mod limits;
+pub mod topic_config;
 pub mod types;
 pub mod varint;
 
 pub use batch::{BatchBuilder, BatchError, Header, Record, RecordBatch, TimestampType};
 pub use compression::Compression;
+pub use error::ErrorCode;
 pub use types::{BrokerId, LeaderEpoch, Offset, TopicPartition};
+
+/// Generated gRPC types and services of package `sluice.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("sluice.v1");
+}

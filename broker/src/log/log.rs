@@ -27,7 +27,7 @@ use super::epoch::{EpochCache, EpochEntry};
 use super::error::{io_err, LogError};
 use super::io_util::{fsync_dir, write_atomically};
 use super::segment::{BatchInfo, Segment};
-use super::LogConfig;
+use sluice_proto::topic_config::LogConfig;
 
 const LOG_START_FILE: &str = "log-start-offset";
 const EPOCH_FILE: &str = "leader-epoch-checkpoint";

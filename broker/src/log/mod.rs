@@ -21,7 +21,6 @@
 //! ```
 
 mod checkpoint;
-mod config;
 mod epoch;
 mod error;
 mod index;
@@ -31,11 +30,11 @@ mod log;
 mod manager;
 mod segment;
 
-pub use config::{CleanupPolicy, ConfigError, LogConfig, CONFIG_NAMES};
 pub use epoch::EpochEntry;
 pub use error::LogError;
 pub use log::{AppendInfo, Log, OpenStats, ReadResult};
 pub use manager::LogManager;
+pub use sluice_proto::topic_config::{CleanupPolicy, ConfigError, LogConfig, CONFIG_NAMES};
 
 #[cfg(test)]
 mod model_tests;

@@ -24,7 +24,7 @@ use sluice_proto::limits::BATCH_HEADER_BYTES;
 use super::error::{io_err, LogError};
 use super::index::{OffsetIndex, TimeIndex};
 use super::io_util::pwritev_all;
-use super::LogConfig;
+use sluice_proto::topic_config::LogConfig;
 
 /// File names of the segment starting at `base_offset` in `dir`.
 pub(crate) fn segment_path(dir: &Path, base_offset: u64, ext: &str) -> PathBuf {

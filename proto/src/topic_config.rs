@@ -1,4 +1,5 @@
-//! Per-log configuration under Kafka's topic-config names. A topic's configs override
+//! Topic configuration under Kafka's names, shared by the controller (which validates
+//! and stores it) and the broker (whose logs obey it). A topic's configs override
 //! the broker's defaults key by key ([`LogConfig::with_overrides`]).
 
 use std::collections::BTreeMap;

@@ -1,0 +1,147 @@
+//! Stable wire error codes. The numbers are Kafka's, so a Kafka user reading a code
+//! recognizes it; a retired code is never reused.
+
+/// A typed error code carried in every response beside a human message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    None,
+    UnknownServerError,
+    OffsetOutOfRange,
+    CorruptMessage,
+    UnknownTopicOrPartition,
+    LeaderNotAvailable,
+    NotLeaderOrFollower,
+    RequestTimedOut,
+    BrokerNotAvailable,
+    MessageTooLarge,
+    StaleControllerEpoch,
+    InvalidTopic,
+    NotEnoughReplicas,
+    InvalidRequiredAcks,
+    TopicAlreadyExists,
+    InvalidPartitions,
+    InvalidReplicationFactor,
+    InvalidConfig,
+    NotController,
+    InvalidRequest,
+    StorageError,
+    FencedLeaderEpoch,
+    StaleBrokerEpoch,
+    /// A code this build does not know (from a newer peer).
+    Unknown(i32),
+}
+
+impl ErrorCode {
+    pub fn code(self) -> i32 {
+        match self {
+            ErrorCode::None => 0,
+            ErrorCode::UnknownServerError => -1,
+            ErrorCode::OffsetOutOfRange => 1,
+            ErrorCode::CorruptMessage => 2,
+            ErrorCode::UnknownTopicOrPartition => 3,
+            ErrorCode::LeaderNotAvailable => 5,
+            ErrorCode::NotLeaderOrFollower => 6,
+            ErrorCode::RequestTimedOut => 7,
+            ErrorCode::BrokerNotAvailable => 8,
+            ErrorCode::MessageTooLarge => 10,
+            ErrorCode::StaleControllerEpoch => 11,
+            ErrorCode::InvalidTopic => 17,
+            ErrorCode::NotEnoughReplicas => 19,
+            ErrorCode::InvalidRequiredAcks => 21,
+            ErrorCode::TopicAlreadyExists => 36,
+            ErrorCode::InvalidPartitions => 37,
+            ErrorCode::InvalidReplicationFactor => 38,
+            ErrorCode::InvalidConfig => 40,
+            ErrorCode::NotController => 41,
+            ErrorCode::InvalidRequest => 42,
+            ErrorCode::StorageError => 56,
+            ErrorCode::FencedLeaderEpoch => 74,
+            ErrorCode::StaleBrokerEpoch => 77,
+            ErrorCode::Unknown(c) => c,
+        }
+    }
+
+    pub fn from_code(code: i32) -> ErrorCode {
+        const ALL: [ErrorCode; 23] = [
+            ErrorCode::None,
+            ErrorCode::UnknownServerError,
+            ErrorCode::OffsetOutOfRange,
+            ErrorCode::CorruptMessage,
+            ErrorCode::UnknownTopicOrPartition,
+            ErrorCode::LeaderNotAvailable,
+            ErrorCode::NotLeaderOrFollower,
+            ErrorCode::RequestTimedOut,
+            ErrorCode::BrokerNotAvailable,
+            ErrorCode::MessageTooLarge,
+            ErrorCode::StaleControllerEpoch,
+            ErrorCode::InvalidTopic,
+            ErrorCode::NotEnoughReplicas,
+            ErrorCode::InvalidRequiredAcks,
+            ErrorCode::TopicAlreadyExists,
+            ErrorCode::InvalidPartitions,
+            ErrorCode::InvalidReplicationFactor,
+            ErrorCode::InvalidConfig,
+            ErrorCode::NotController,
+            ErrorCode::InvalidRequest,
+            ErrorCode::StorageError,
+            ErrorCode::FencedLeaderEpoch,
+            ErrorCode::StaleBrokerEpoch,
+        ];
+        ALL.into_iter()
+            .find(|e| e.code() == code)
+            .unwrap_or(ErrorCode::Unknown(code))
+    }
+
+    /// Whether a client should retry (after refreshing metadata where it applies).
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::CorruptMessage
+                | ErrorCode::UnknownTopicOrPartition
+                | ErrorCode::LeaderNotAvailable
+                | ErrorCode::NotLeaderOrFollower
+                | ErrorCode::RequestTimedOut
+                | ErrorCode::BrokerNotAvailable
+                | ErrorCode::NotEnoughReplicas
+                | ErrorCode::NotController
+                | ErrorCode::StorageError
+                | ErrorCode::FencedLeaderEpoch
+        )
+    }
+
+    /// Kafka's upper-snake name, for messages and logs.
+    pub fn name(self) -> String {
+        format!("{self:?}").chars().fold(String::new(), |mut s, c| {
+            if c.is_uppercase() && !s.is_empty() {
+                s.push('_');
+            }
+            s.push(c.to_ascii_uppercase());
+            s
+        })
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name(), self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_unknown_is_kept() {
+        for c in [0, -1, 1, 3, 6, 19, 36, 41, 77] {
+            assert_eq!(ErrorCode::from_code(c).code(), c);
+        }
+        assert_eq!(ErrorCode::from_code(9999), ErrorCode::Unknown(9999));
+        assert_eq!(
+            ErrorCode::NotLeaderOrFollower.name(),
+            "NOT_LEADER_OR_FOLLOWER"
+        );
+        assert!(ErrorCode::NotLeaderOrFollower.is_retriable());
+        assert!(!ErrorCode::TopicAlreadyExists.is_retriable());
+    }
+}
