@@ -1,1 +1,180 @@
-//! placeholder
+//! The Sluice controller: exactly one active instance, elected through a lease, owns
+//! the cluster metadata (topics, partition leaders and ISRs, brokers) and pushes
+//! leadership and metadata to brokers over gRPC.
+//!
+//! Data flow: brokers register and heartbeat through `ControllerApi`; admin requests
+//! arrive through `Admin` (forwarded by brokers). Each request locks the active
+//! [`state::ClusterState`], applies the change, persists the snapshot to the store, and
+//! hands the resulting [`state::Action`]s to the [`pusher`], which sends them to each
+//! broker in order. A standby controller answers NOT_CONTROLLER until it wins the lease.
+//!
+//! Stores: `embedded:DIR` ([`store::EmbeddedStore`], flock + files). `etcd://` is
+//! recognized and refused with a clear error in this build.
+
+pub mod pusher;
+pub mod service;
+pub mod state;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tracing::{error, info};
+
+use crate::pusher::Pusher;
+use crate::state::ClusterState;
+use crate::store::{EmbeddedStore, StoreError};
+
+/// Controller settings.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// This controller's id (reported as the controller id in metadata).
+    pub id: u32,
+    /// `embedded:DIR` (or `etcd://…`, refused by this build).
+    pub store: String,
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced.
+    pub session_timeout: Duration,
+    /// How often liveness is checked and the lease retried while standby.
+    pub tick: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            id: 1,
+            store: "embedded:sluice-data/controller".into(),
+            session_timeout: Duration::from_millis(2000),
+            tick: Duration::from_millis(200),
+        }
+    }
+}
+
+/// State of the active controller; `None` in [`Shared::active`] while standby.
+pub(crate) struct Active {
+    pub(crate) state: ClusterState,
+    pub(crate) store: EmbeddedStore,
+}
+
+impl Active {
+    /// Persists the snapshot, then sends the actions. A failed write is fatal to this
+    /// controller's term: it must not act on state it could not store.
+    pub(crate) fn commit(
+        &mut self,
+        actions: Vec<state::Action>,
+        pusher: &Pusher,
+    ) -> Result<(), StoreError> {
+        self.store.save(&self.state.snap)?;
+        pusher.dispatch(actions, &self.state);
+        Ok(())
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: ControllerConfig,
+    pub(crate) active: Mutex<Option<Active>>,
+    pub(crate) pusher: Pusher,
+}
+
+/// A running controller.
+#[derive(Clone)]
+pub struct Controller {
+    shared: Arc<Shared>,
+}
+
+impl Controller {
+    /// Checks the store spec (so a bad one fails fast) and builds a standby controller.
+    pub fn new(config: ControllerConfig) -> Result<Controller, StoreError> {
+        if !config.store.starts_with("embedded:") {
+            return Err(StoreError::Unsupported(config.store.clone()));
+        }
+        Ok(Controller {
+            shared: Arc::new(Shared {
+                config,
+                active: Mutex::new(None),
+                pusher: Pusher::default(),
+            }),
+        })
+    }
+
+    /// Serves the gRPC API on `listener` and campaigns for the lease, until `shutdown`.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        let campaign = tokio::spawn(self.clone().campaign());
+        let result = service::serve(self.shared.clone(), listener, shutdown).await;
+        campaign.abort();
+        result
+    }
+
+    /// Whether this controller holds the lease.
+    pub async fn is_active(&self) -> bool {
+        self.shared.active.lock().await.is_some()
+    }
+
+    async fn campaign(self) {
+        let config = &self.shared.config;
+        let mut store = match EmbeddedStore::from_spec(&config.store) {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "controller store unusable");
+                return;
+            }
+        };
+        loop {
+            match store.try_acquire() {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => error!(error = %e, "lease attempt failed"),
+            }
+            tokio::time::sleep(config.tick).await;
+        }
+        let activated = store
+            .bump_epoch()
+            .and_then(|epoch| Ok((epoch, store.load()?)));
+        let (epoch, snap) = match activated {
+            Ok((epoch, snap)) => (epoch, snap.unwrap_or_default()),
+            Err(e) => {
+                error!(error = %e, "could not read the metadata store; staying standby");
+                return;
+            }
+        };
+        info!(
+            controller = config.id,
+            controller_epoch = epoch,
+            topics = snap.topics.len(),
+            "won the controller lease"
+        );
+        let state = ClusterState::new(
+            snap,
+            Instant::now(),
+            config.session_timeout,
+            config.id,
+            epoch,
+        );
+        {
+            let mut guard = self.shared.active.lock().await;
+            let active = guard.insert(Active { state, store });
+            // Known brokers learn the new controller epoch and their partitions.
+            let actions = active.state.all_leader_and_isr();
+            self.shared.pusher.dispatch(actions, &active.state);
+        }
+        let mut ticker = tokio::time::interval(config.tick);
+        loop {
+            ticker.tick().await;
+            let mut guard = self.shared.active.lock().await;
+            let active = guard.as_mut().expect("active until the process ends");
+            let actions = active.state.tick(Instant::now());
+            if !actions.is_empty() {
+                if let Err(e) = active.commit(actions, &self.shared.pusher) {
+                    error!(error = %e, "metadata store write failed; resigning");
+                    *guard = None;
+                    return;
+                }
+            }
+        }
+    }
+}

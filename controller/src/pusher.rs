@@ -1,0 +1,142 @@
+//! Sends controller decisions to brokers over `BrokerControl`, in order, per broker.
+//!
+//! Each broker has one queue and one task. A message that cannot be delivered after a
+//! few attempts is dropped: the broker is then dead or unreachable, and when it
+//! registers again it receives its full state anyway.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sluice_proto::v1::broker_control_client::BrokerControlClient;
+use sluice_proto::v1::{self};
+use tokio::sync::mpsc;
+use tonic::transport::Endpoint;
+use tracing::{debug, warn};
+
+use crate::state::{Action, ClusterState};
+
+const ATTEMPTS: u32 = 10;
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+#[derive(Debug)]
+enum Push {
+    LeaderAndIsr(v1::LeaderAndIsrRequest),
+    UpdateMetadata(v1::UpdateMetadataRequest),
+    StopReplica(v1::StopReplicaRequest),
+}
+
+#[derive(Default)]
+pub struct Pusher {
+    /// broker id -> (address the task talks to, its queue)
+    queues: Mutex<HashMap<u32, (String, mpsc::UnboundedSender<Push>)>>,
+}
+
+impl Pusher {
+    /// Turns actions into requests stamped with the controller and broker epochs.
+    pub fn dispatch(&self, actions: Vec<Action>, state: &ClusterState) {
+        let (controller_id, controller_epoch) = (state.controller_id(), state.controller_epoch());
+        for action in actions {
+            match action {
+                Action::LeaderAndIsr { broker, partitions } => {
+                    let broker_epoch = state.broker_epoch(broker).unwrap_or(-1);
+                    let req = v1::LeaderAndIsrRequest {
+                        controller_id,
+                        controller_epoch,
+                        broker_epoch,
+                        partitions,
+                    };
+                    self.send(state, broker, Push::LeaderAndIsr(req));
+                }
+                Action::StopReplica { broker, partitions } => {
+                    let broker_epoch = state.broker_epoch(broker).unwrap_or(-1);
+                    let partitions = partitions
+                        .into_iter()
+                        .map(|(topic, partition)| v1::StopReplicaPartition {
+                            topic,
+                            partition,
+                            delete: true,
+                        })
+                        .collect();
+                    let req = v1::StopReplicaRequest {
+                        controller_id,
+                        controller_epoch,
+                        broker_epoch,
+                        partitions,
+                    };
+                    self.send(state, broker, Push::StopReplica(req));
+                }
+                Action::UpdateMetadataAll => {
+                    let metadata = state.metadata(&[]);
+                    for broker in state.live_brokers() {
+                        let req = v1::UpdateMetadataRequest {
+                            controller_id,
+                            controller_epoch,
+                            metadata: Some(metadata.clone()),
+                        };
+                        self.send(state, broker, Push::UpdateMetadata(req));
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&self, state: &ClusterState, broker: u32, push: Push) {
+        let Some(addr) = state.broker_addr(broker) else {
+            return;
+        };
+        let mut queues = self.queues.lock().expect("pusher lock");
+        let stale = queues
+            .get(&broker)
+            .is_none_or(|(a, tx)| a != addr || tx.is_closed());
+        if stale {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(deliver(broker, addr.to_string(), rx));
+            queues.insert(broker, (addr.to_string(), tx));
+        }
+        let _ = queues[&broker].1.send(push);
+    }
+}
+
+async fn deliver(broker: u32, addr: String, mut rx: mpsc::UnboundedReceiver<Push>) {
+    let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+        Ok(e) => e
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(5)),
+        Err(e) => {
+            warn!(broker, addr, error = %e, "bad broker address");
+            return;
+        }
+    };
+    let mut client = BrokerControlClient::new(endpoint.connect_lazy());
+    while let Some(push) = rx.recv().await {
+        for attempt in 1..=ATTEMPTS {
+            let result = match &push {
+                Push::LeaderAndIsr(r) => client.leader_and_isr(r.clone()).await,
+                Push::UpdateMetadata(r) => client.update_metadata(r.clone()).await,
+                Push::StopReplica(r) => client.stop_replica(r.clone()).await,
+            };
+            match result {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    if resp.error_code != 0 {
+                        warn!(
+                            broker,
+                            code = resp.error_code,
+                            message = resp.error_message,
+                            "broker refused a control request"
+                        );
+                    }
+                    break;
+                }
+                Err(status) if attempt == ATTEMPTS => {
+                    warn!(broker, addr, %status, "giving up on a control request; the broker gets full state when it registers");
+                }
+                Err(status) => {
+                    debug!(broker, %status, attempt, "control request failed; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The controller's gRPC services: `Admin` and `ControllerApi`. Thin: decode, call the
+//! state machine under the active lock, persist and push, encode.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sluice_proto::v1::{self, admin_server, controller_api_server};
+use sluice_proto::ErrorCode;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::state::{Action, Rejection};
+use crate::Shared;
+
+fn result(code: ErrorCode, message: impl Into<String>) -> v1::AdminResult {
+    v1::AdminResult {
+        error_code: code.code(),
+        error_message: message.into(),
+    }
+}
+
+fn not_controller(shared: &Shared) -> v1::AdminResult {
+    result(
+        ErrorCode::NotController,
+        format!(
+            "controller {} is not the active controller",
+            shared.config.id
+        ),
+    )
+}
+
+#[derive(Clone)]
+struct Svc(Arc<Shared>);
+
+impl Svc {
+    /// Runs a mutation on the active controller and commits it.
+    async fn mutate(
+        &self,
+        f: impl FnOnce(&mut crate::state::ClusterState) -> Result<Vec<Action>, Rejection>,
+    ) -> v1::AdminResult {
+        let mut guard = self.0.active.lock().await;
+        let Some(active) = guard.as_mut() else {
+            return not_controller(&self.0);
+        };
+        match f(&mut active.state) {
+            Ok(actions) => match active.commit(actions, &self.0.pusher) {
+                Ok(()) => result(ErrorCode::None, ""),
+                Err(e) => result(
+                    ErrorCode::UnknownServerError,
+                    format!("metadata store write failed: {e}"),
+                ),
+            },
+            Err((code, message)) => result(code, message),
+        }
+    }
+}
+
+fn random_topic_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+#[tonic::async_trait]
+impl admin_server::Admin for Svc {
+    async fn create_topic(
+        &self,
+        req: Request<v1::CreateTopicRequest>,
+    ) -> Result<Response<v1::CreateTopicResponse>, Status> {
+        let r = req.into_inner();
+        let configs: BTreeMap<String, String> = r.configs.into_iter().collect();
+        let res = self
+            .mutate(|s| {
+                s.create_topic(
+                    &r.name,
+                    r.partitions,
+                    r.replication_factor,
+                    configs,
+                    random_topic_id(),
+                )
+            })
+            .await;
+        if res.error_code == 0 {
+            info!(
+                topic = r.name,
+                partitions = r.partitions,
+                replication_factor = r.replication_factor,
+                "created topic"
+            );
+        }
+        let topic = match self.0.active.lock().await.as_ref() {
+            Some(a) if res.error_code == 0 => a.state.metadata(&[r.name]).topics.pop(),
+            _ => None,
+        };
+        Ok(Response::new(v1::CreateTopicResponse {
+            result: Some(res),
+            topic,
+        }))
+    }
+
+    async fn delete_topic(
+        &self,
+        req: Request<v1::DeleteTopicRequest>,
+    ) -> Result<Response<v1::AdminResult>, Status> {
+        let name = req.into_inner().name;
+        Ok(Response::new(self.mutate(|s| s.delete_topic(&name)).await))
+    }
+
+    async fn alter_configs(
+        &self,
+        req: Request<v1::AlterConfigsRequest>,
+    ) -> Result<Response<v1::AdminResult>, Status> {
+        let r = req.into_inner();
+        let set: BTreeMap<String, String> = r.set.into_iter().collect();
+        Ok(Response::new(
+            self.mutate(|s| s.alter_configs(&r.topic, set, &r.delete))
+                .await,
+        ))
+    }
+
+    async fn describe_cluster(
+        &self,
+        _: Request<v1::DescribeClusterRequest>,
+    ) -> Result<Response<v1::DescribeClusterResponse>, Status> {
+        match self.0.active.lock().await.as_ref() {
+            Some(a) => Ok(Response::new(a.state.cluster())),
+            None => Err(Status::unavailable(not_controller(&self.0).error_message)),
+        }
+    }
+
+    async fn describe_topics(
+        &self,
+        req: Request<v1::MetadataRequest>,
+    ) -> Result<Response<v1::MetadataResponse>, Status> {
+        match self.0.active.lock().await.as_ref() {
+            Some(a) => Ok(Response::new(a.state.metadata(&req.into_inner().topics))),
+            None => Err(Status::unavailable(not_controller(&self.0).error_message)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl controller_api_server::ControllerApi for Svc {
+    async fn register_broker(
+        &self,
+        req: Request<v1::RegisterBrokerRequest>,
+    ) -> Result<Response<v1::RegisterBrokerResponse>, Status> {
+        let r = req.into_inner();
+        let mut guard = self.0.active.lock().await;
+        let Some(active) = guard.as_mut() else {
+            let nc = not_controller(&self.0);
+            return Ok(Response::new(v1::RegisterBrokerResponse {
+                error_code: nc.error_code,
+                error_message: nc.error_message,
+                ..Default::default()
+            }));
+        };
+        let rack = (!r.rack.is_empty()).then_some(r.rack);
+        let (epoch, actions) = active.state.register(
+            r.broker_id,
+            r.addr.clone(),
+            rack,
+            r.incarnation,
+            Instant::now(),
+        );
+        if let Err(e) = active.commit(actions, &self.0.pusher) {
+            return Err(Status::internal(format!(
+                "metadata store write failed: {e}"
+            )));
+        }
+        info!(
+            broker = r.broker_id,
+            addr = r.addr,
+            broker_epoch = epoch,
+            "broker registered"
+        );
+        Ok(Response::new(v1::RegisterBrokerResponse {
+            error_code: 0,
+            error_message: String::new(),
+            broker_epoch: epoch,
+            controller_epoch: active.state.controller_epoch(),
+            controller_id: self.0.config.id,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let mut guard = self.0.active.lock().await;
+        let Some(active) = guard.as_mut() else {
+            let nc = not_controller(&self.0);
+            return Ok(Response::new(v1::HeartbeatResponse {
+                error_code: nc.error_code,
+                error_message: nc.error_message,
+                controller_epoch: 0,
+            }));
+        };
+        let epoch = active.state.controller_epoch();
+        Ok(Response::new(
+            match active
+                .state
+                .heartbeat(r.broker_id, r.broker_epoch, Instant::now())
+            {
+                Ok(()) => v1::HeartbeatResponse {
+                    error_code: 0,
+                    error_message: String::new(),
+                    controller_epoch: epoch,
+                },
+                Err((code, message)) => v1::HeartbeatResponse {
+                    error_code: code.code(),
+                    error_message: message,
+                    controller_epoch: epoch,
+                },
+            },
+        ))
+    }
+}
+
+/// Serves both services on `listener` until `shutdown` resolves.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let svc = Svc(shared);
+    tonic::transport::Server::builder()
+        .add_service(admin_server::AdminServer::new(svc.clone()))
+        .add_service(controller_api_server::ControllerApiServer::new(svc))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,643 @@
+//! The controller's cluster state machine, sans-IO: calls in, [`Action`]s out. The
+//! driver (`lib.rs`) persists the [`Snapshot`] after every mutating call, then sends
+//! the actions to brokers. Nothing here touches sockets, files or clocks (`now` is an
+//! argument), so every rule is unit-tested directly.
+//!
+//! Invariants: a partition's leader, when set, is one of its replicas and in its ISR;
+//! `leader_epoch` and `partition_epoch` only grow; broker epochs are unique across the
+//! store's life (`next_broker_epoch` only grows).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sluice_proto::topic_config::LogConfig;
+use sluice_proto::v1;
+use sluice_proto::ErrorCode;
+
+/// What the store keeps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub topics: BTreeMap<String, TopicRecord>,
+    pub brokers: BTreeMap<u32, BrokerRecord>,
+    pub next_broker_epoch: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub id: String,
+    /// Only the configs set on the topic; the rest are broker defaults.
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    pub replicas: Vec<u32>,
+    /// Invariant: when `Some`, a member of `isr`.
+    pub leader: Option<u32>,
+    pub leader_epoch: i32,
+    pub isr: Vec<u32>,
+    pub partition_epoch: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BrokerRecord {
+    pub addr: String,
+    pub rack: Option<String>,
+    pub epoch: i64,
+    pub incarnation: u64,
+}
+
+/// Work for the driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Tell `broker` its role for these partitions.
+    LeaderAndIsr {
+        broker: u32,
+        partitions: Vec<v1::PartitionState>,
+    },
+    /// Tell `broker` to drop (and delete) these partitions.
+    StopReplica {
+        broker: u32,
+        partitions: Vec<(String, u32)>,
+    },
+    /// Send the full metadata to every live broker.
+    UpdateMetadataAll,
+}
+
+pub type Rejection = (ErrorCode, String);
+
+/// Largest partition count accepted for one topic.
+pub const PARTITIONS_MAX: u32 = 10_000;
+
+pub struct ClusterState {
+    pub snap: Snapshot,
+    /// Last heartbeat of each unfenced broker; a broker absent here is fenced.
+    live: HashMap<u32, Instant>,
+    session_timeout: Duration,
+    controller_id: u32,
+    controller_epoch: i64,
+}
+
+fn reject(code: ErrorCode, msg: impl Into<String>) -> Rejection {
+    (code, msg.into())
+}
+
+/// Kafka's topic-name rule.
+pub fn validate_topic_name(name: &str) -> Result<(), Rejection> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if name.is_empty() || name.len() > 249 || name == "." || name == ".." || !ok_chars {
+        return Err(reject(
+            ErrorCode::InvalidTopic,
+            format!("invalid topic name {name:?}: use 1-249 of [a-zA-Z0-9._-], not '.' or '..'"),
+        ));
+    }
+    Ok(())
+}
+
+impl ClusterState {
+    /// A new active controller's state. Brokers known to the store get one session
+    /// timeout from `now` to heartbeat before they are fenced.
+    pub fn new(
+        snap: Snapshot,
+        now: Instant,
+        session_timeout: Duration,
+        controller_id: u32,
+        controller_epoch: i64,
+    ) -> Self {
+        let live = snap.brokers.keys().map(|&b| (b, now)).collect();
+        ClusterState {
+            snap,
+            live,
+            session_timeout,
+            controller_id,
+            controller_epoch,
+        }
+    }
+
+    pub fn controller_epoch(&self) -> i64 {
+        self.controller_epoch
+    }
+
+    pub fn is_live(&self, broker: u32) -> bool {
+        self.live.contains_key(&broker)
+    }
+
+    pub fn live_brokers(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.live.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn partition_state(&self, topic: &str, t: &TopicRecord, index: usize) -> v1::PartitionState {
+        let p = &t.partitions[index];
+        v1::PartitionState {
+            topic: topic.to_string(),
+            partition: index as u32,
+            leader: p.leader.map_or(-1, |l| l as i32),
+            leader_epoch: p.leader_epoch,
+            replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
+            partition_epoch: p.partition_epoch,
+            configs: t.configs.clone().into_iter().collect(),
+            topic_id: t.id.clone(),
+        }
+    }
+
+    /// One LeaderAndIsr action per live replica of the given partitions.
+    fn leader_and_isr_for(&self, changed: &[(String, usize)]) -> Vec<Action> {
+        let mut per_broker: BTreeMap<u32, Vec<v1::PartitionState>> = BTreeMap::new();
+        for (topic, index) in changed {
+            let Some(t) = self.snap.topics.get(topic) else {
+                continue;
+            };
+            for &r in &t.partitions[*index].replicas {
+                if self.is_live(r) {
+                    per_broker
+                        .entry(r)
+                        .or_default()
+                        .push(self.partition_state(topic, t, *index));
+                }
+            }
+        }
+        per_broker
+            .into_iter()
+            .map(|(broker, partitions)| Action::LeaderAndIsr { broker, partitions })
+            .collect()
+    }
+
+    /// Re-elects leaders of every partition whose leader is not live, or which has none
+    /// and a live ISR member: the first live ISR member in replica order.
+    fn elect_offline_leaders(&mut self) -> Vec<(String, usize)> {
+        let live = self.live.clone();
+        let mut changed = Vec::new();
+        for (name, t) in self.snap.topics.iter_mut() {
+            for (i, p) in t.partitions.iter_mut().enumerate() {
+                if p.leader.is_some_and(|l| live.contains_key(&l)) {
+                    continue;
+                }
+                let next = p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|r| p.isr.contains(r) && live.contains_key(r));
+                if next != p.leader {
+                    p.leader = next;
+                    p.leader_epoch += 1;
+                    p.partition_epoch += 1;
+                    changed.push((name.clone(), i));
+                }
+            }
+        }
+        changed
+    }
+
+    /// A broker (re)registers; returns its new broker epoch. A retry from the same
+    /// process (same incarnation) gets the same epoch.
+    pub fn register(
+        &mut self,
+        id: u32,
+        addr: String,
+        rack: Option<String>,
+        incarnation: u64,
+        now: Instant,
+    ) -> (i64, Vec<Action>) {
+        if let Some(b) = self.snap.brokers.get(&id) {
+            if b.incarnation == incarnation && b.addr == addr && self.is_live(id) {
+                self.live.insert(id, now);
+                let epoch = b.epoch;
+                let mine = self.partitions_of(id);
+                let mut actions = self.leader_and_isr_for(&mine);
+                actions
+                    .retain(|a| matches!(a, Action::LeaderAndIsr { broker, .. } if *broker == id));
+                actions.push(Action::UpdateMetadataAll);
+                return (epoch, actions);
+            }
+        }
+        self.snap.next_broker_epoch += 1;
+        let epoch = self.snap.next_broker_epoch;
+        self.snap.brokers.insert(
+            id,
+            BrokerRecord {
+                addr,
+                rack,
+                epoch,
+                incarnation,
+            },
+        );
+        self.live.insert(id, now);
+        let changed = self.elect_offline_leaders();
+        // The registering broker learns all its partitions (it may have restarted);
+        // other replicas learn only what changed.
+        let mine = self.partitions_of(id);
+        let mut actions: Vec<Action> = self
+            .leader_and_isr_for(&changed)
+            .into_iter()
+            .filter(|a| !matches!(a, Action::LeaderAndIsr { broker, .. } if *broker == id))
+            .collect();
+        actions.extend(
+            self.leader_and_isr_for(&mine)
+                .into_iter()
+                .filter(|a| matches!(a, Action::LeaderAndIsr { broker, .. } if *broker == id)),
+        );
+        actions.push(Action::UpdateMetadataAll);
+        (epoch, actions)
+    }
+
+    /// Every partition's state to its live replicas, and metadata to all: what a newly
+    /// elected controller sends so brokers learn its epoch.
+    pub fn all_leader_and_isr(&self) -> Vec<Action> {
+        let all: Vec<(String, usize)> = self
+            .snap
+            .topics
+            .iter()
+            .flat_map(|(name, t)| (0..t.partitions.len()).map(move |i| (name.clone(), i)))
+            .collect();
+        let mut actions = self.leader_and_isr_for(&all);
+        actions.push(Action::UpdateMetadataAll);
+        actions
+    }
+
+    /// The broker epoch of `id`, if registered.
+    pub fn broker_epoch(&self, id: u32) -> Option<i64> {
+        self.snap.brokers.get(&id).map(|b| b.epoch)
+    }
+
+    pub fn broker_addr(&self, id: u32) -> Option<&str> {
+        self.snap.brokers.get(&id).map(|b| b.addr.as_str())
+    }
+
+    pub fn controller_id(&self) -> u32 {
+        self.controller_id
+    }
+
+    fn partitions_of(&self, broker: u32) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        for (name, t) in &self.snap.topics {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if p.replicas.contains(&broker) {
+                    out.push((name.clone(), i));
+                }
+            }
+        }
+        out
+    }
+
+    /// A heartbeat; a fenced broker or a stale epoch must register again.
+    pub fn heartbeat(&mut self, id: u32, epoch: i64, now: Instant) -> Result<(), Rejection> {
+        match self.snap.brokers.get(&id) {
+            Some(b) if b.epoch == epoch && self.is_live(id) => {
+                self.live.insert(id, now);
+                Ok(())
+            }
+            _ => Err(reject(
+                ErrorCode::StaleBrokerEpoch,
+                format!("broker {id} epoch {epoch} is not current: register again"),
+            )),
+        }
+    }
+
+    /// Fences brokers silent for a session timeout and moves their leaderships.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let expired: Vec<u32> = self
+            .live
+            .iter()
+            .filter(|(_, &t)| now.duration_since(t) > self.session_timeout)
+            .map(|(&b, _)| b)
+            .collect();
+        if expired.is_empty() {
+            return Vec::new();
+        }
+        for b in &expired {
+            self.live.remove(b);
+            tracing::warn!(
+                broker = b,
+                "broker missed heartbeats for the session timeout: fenced"
+            );
+        }
+        let changed = self.elect_offline_leaders();
+        let mut actions = self.leader_and_isr_for(&changed);
+        actions.push(Action::UpdateMetadataAll);
+        actions
+    }
+
+    /// Creates a topic with replicas spread round-robin over live brokers.
+    pub fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: BTreeMap<String, String>,
+        topic_id: String,
+    ) -> Result<Vec<Action>, Rejection> {
+        validate_topic_name(name)?;
+        if self.snap.topics.contains_key(name) {
+            return Err(reject(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic {name} already exists"),
+            ));
+        }
+        if partitions == 0 || partitions > PARTITIONS_MAX {
+            return Err(reject(
+                ErrorCode::InvalidPartitions,
+                format!("partitions must be 1..={PARTITIONS_MAX}, got {partitions}"),
+            ));
+        }
+        let live = self.live_brokers();
+        if replication_factor == 0 || replication_factor as usize > live.len() {
+            return Err(reject(
+                ErrorCode::InvalidReplicationFactor,
+                format!("replication factor {replication_factor} needs that many live brokers; {} are live", live.len()),
+            ));
+        }
+        if replication_factor > 1 {
+            return Err(reject(
+                ErrorCode::InvalidReplicationFactor,
+                "replication factor above 1 is not supported by this version yet",
+            ));
+        }
+        LogConfig::default()
+            .with_overrides(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| reject(ErrorCode::InvalidConfig, e.to_string()))?;
+        let start = self.snap.topics.len();
+        let n = live.len();
+        let parts = (0..partitions as usize)
+            .map(|p| {
+                let replicas: Vec<u32> = (0..replication_factor as usize)
+                    .map(|i| live[(start + p + i) % n])
+                    .collect();
+                PartitionRecord {
+                    leader: Some(replicas[0]),
+                    isr: replicas.clone(),
+                    replicas,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                }
+            })
+            .collect();
+        self.snap.topics.insert(
+            name.to_string(),
+            TopicRecord {
+                id: topic_id,
+                configs,
+                partitions: parts,
+            },
+        );
+        let changed: Vec<(String, usize)> = (0..partitions as usize)
+            .map(|i| (name.to_string(), i))
+            .collect();
+        let mut actions = self.leader_and_isr_for(&changed);
+        actions.push(Action::UpdateMetadataAll);
+        Ok(actions)
+    }
+
+    pub fn delete_topic(&mut self, name: &str) -> Result<Vec<Action>, Rejection> {
+        let t = self.snap.topics.remove(name).ok_or_else(|| {
+            reject(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            )
+        })?;
+        let mut per_broker: BTreeMap<u32, Vec<(String, u32)>> = BTreeMap::new();
+        for (i, p) in t.partitions.iter().enumerate() {
+            for &r in &p.replicas {
+                per_broker
+                    .entry(r)
+                    .or_default()
+                    .push((name.to_string(), i as u32));
+            }
+        }
+        let mut actions: Vec<Action> = per_broker
+            .into_iter()
+            .map(|(broker, partitions)| Action::StopReplica { broker, partitions })
+            .collect();
+        actions.push(Action::UpdateMetadataAll);
+        Ok(actions)
+    }
+
+    pub fn alter_configs(
+        &mut self,
+        topic: &str,
+        set: BTreeMap<String, String>,
+        delete: &[String],
+    ) -> Result<Vec<Action>, Rejection> {
+        let t = self.snap.topics.get(topic).ok_or_else(|| {
+            reject(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {topic} does not exist"),
+            )
+        })?;
+        let mut configs = t.configs.clone();
+        for k in delete {
+            configs.remove(k);
+        }
+        configs.extend(set);
+        LogConfig::default()
+            .with_overrides(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| reject(ErrorCode::InvalidConfig, e.to_string()))?;
+        let t = self.snap.topics.get_mut(topic).expect("checked");
+        t.configs = configs;
+        let n = t.partitions.len();
+        let changed: Vec<(String, usize)> = (0..n).map(|i| (topic.to_string(), i)).collect();
+        let mut actions = self.leader_and_isr_for(&changed);
+        actions.push(Action::UpdateMetadataAll);
+        Ok(actions)
+    }
+
+    fn broker_infos(&self) -> Vec<v1::BrokerInfo> {
+        self.snap
+            .brokers
+            .iter()
+            .map(|(&id, b)| v1::BrokerInfo {
+                id,
+                addr: b.addr.clone(),
+                rack: b.rack.clone().unwrap_or_default(),
+                alive: self.is_live(id),
+            })
+            .collect()
+    }
+
+    /// Cluster metadata; `topics` empty means every topic. Unknown topics are listed
+    /// with UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn metadata(&self, topics: &[String]) -> v1::MetadataResponse {
+        let names: Vec<String> = if topics.is_empty() {
+            self.snap.topics.keys().cloned().collect()
+        } else {
+            topics.to_vec()
+        };
+        let topics = names
+            .into_iter()
+            .map(|name| match self.snap.topics.get(&name) {
+                Some(t) => v1::TopicMetadata {
+                    name: name.clone(),
+                    error_code: 0,
+                    error_message: String::new(),
+                    partitions: (0..t.partitions.len())
+                        .map(|i| {
+                            let s = self.partition_state(&name, t, i);
+                            v1::PartitionMetadata {
+                                partition: i as u32,
+                                error_code: if s.leader < 0 {
+                                    ErrorCode::LeaderNotAvailable.code()
+                                } else {
+                                    0
+                                },
+                                leader: s.leader,
+                                leader_epoch: s.leader_epoch,
+                                replicas: s.replicas,
+                                isr: s.isr,
+                                partition_epoch: s.partition_epoch,
+                            }
+                        })
+                        .collect(),
+                    configs: t.configs.clone().into_iter().collect(),
+                    topic_id: t.id.clone(),
+                },
+                None => v1::TopicMetadata {
+                    error_code: ErrorCode::UnknownTopicOrPartition.code(),
+                    error_message: format!("topic {name} does not exist"),
+                    name,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        v1::MetadataResponse {
+            brokers: self.broker_infos(),
+            topics,
+            controller_id: self.controller_id as i32,
+            controller_epoch: self.controller_epoch,
+        }
+    }
+
+    pub fn cluster(&self) -> v1::DescribeClusterResponse {
+        v1::DescribeClusterResponse {
+            controller_id: self.controller_id as i32,
+            controller_epoch: self.controller_epoch,
+            brokers: self.broker_infos(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_with(brokers: &[u32]) -> (ClusterState, Instant) {
+        let now = Instant::now();
+        let mut s = ClusterState::new(Snapshot::default(), now, Duration::from_secs(2), 100, 1);
+        for &b in brokers {
+            s.register(b, format!("127.0.0.1:{}", 9000 + b), None, 1, now);
+        }
+        (s, now)
+    }
+
+    #[test]
+    fn topics_spread_over_brokers_and_reject_bad_input() {
+        let (mut s, _) = state_with(&[1, 2, 3]);
+        let actions = s
+            .create_topic("orders", 6, 1, BTreeMap::new(), "id".into())
+            .unwrap();
+        let leaders: Vec<u32> = s.snap.topics["orders"]
+            .partitions
+            .iter()
+            .map(|p| p.leader.unwrap())
+            .collect();
+        assert_eq!(leaders, vec![1, 2, 3, 1, 2, 3]);
+        assert_eq!(
+            actions
+                .iter()
+                .filter(|a| matches!(a, Action::LeaderAndIsr { .. }))
+                .count(),
+            3
+        );
+        let err = |r: Result<Vec<Action>, Rejection>| r.unwrap_err().0;
+        assert_eq!(
+            err(s.create_topic("orders", 1, 1, BTreeMap::new(), "x".into())),
+            ErrorCode::TopicAlreadyExists
+        );
+        assert_eq!(
+            err(s.create_topic("bad name", 1, 1, BTreeMap::new(), "x".into())),
+            ErrorCode::InvalidTopic
+        );
+        assert_eq!(
+            err(s.create_topic("t", 0, 1, BTreeMap::new(), "x".into())),
+            ErrorCode::InvalidPartitions
+        );
+        assert_eq!(
+            err(s.create_topic("t", 1, 4, BTreeMap::new(), "x".into())),
+            ErrorCode::InvalidReplicationFactor
+        );
+        let bad = BTreeMap::from([("retention.ms".to_string(), "soon".to_string())]);
+        assert_eq!(
+            err(s.create_topic("t", 1, 1, bad, "x".into())),
+            ErrorCode::InvalidConfig
+        );
+    }
+
+    #[test]
+    fn silent_broker_is_fenced_and_its_partitions_go_offline_then_return() {
+        let (mut s, now) = state_with(&[1, 2]);
+        s.create_topic("t", 2, 1, BTreeMap::new(), "id".into())
+            .unwrap();
+        s.heartbeat(1, s.snap.brokers[&1].epoch, now + Duration::from_secs(2))
+            .unwrap();
+        let actions = s.tick(now + Duration::from_millis(2500));
+        assert!(!s.is_live(2));
+        assert!(actions.contains(&Action::UpdateMetadataAll));
+        let p1 = &s.snap.topics["t"].partitions[1];
+        assert_eq!((p1.leader, p1.leader_epoch), (None, 1));
+        let stale = s.snap.brokers[&2].epoch;
+        assert_eq!(
+            s.heartbeat(2, stale, now).unwrap_err().0,
+            ErrorCode::StaleBrokerEpoch
+        );
+        // It comes back: a new epoch, and its partition leads again with a new leader epoch.
+        let (epoch, actions) = s.register(
+            2,
+            "127.0.0.1:9002".into(),
+            None,
+            2,
+            now + Duration::from_secs(3),
+        );
+        assert!(epoch > stale);
+        let p1 = &s.snap.topics["t"].partitions[1];
+        assert_eq!((p1.leader, p1.leader_epoch), (Some(2), 2));
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::LeaderAndIsr { broker: 2, .. })));
+    }
+
+    #[test]
+    fn configs_are_validated_on_alter_and_delete_stops_replicas() {
+        let (mut s, _) = state_with(&[1]);
+        s.create_topic("t", 1, 1, BTreeMap::new(), "id".into())
+            .unwrap();
+        let set = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+        s.alter_configs("t", set, &[]).unwrap();
+        assert_eq!(s.snap.topics["t"].configs["retention.ms"], "1000");
+        let bad = BTreeMap::from([("nope".to_string(), "1".to_string())]);
+        assert_eq!(
+            s.alter_configs("t", bad, &[]).unwrap_err().0,
+            ErrorCode::InvalidConfig
+        );
+        let actions = s.delete_topic("t").unwrap();
+        assert_eq!(
+            actions[0],
+            Action::StopReplica {
+                broker: 1,
+                partitions: vec![("t".into(), 0)]
+            }
+        );
+        assert_eq!(
+            s.delete_topic("t").unwrap_err().0,
+            ErrorCode::UnknownTopicOrPartition
+        );
+        assert_eq!(
+            s.metadata(&["t".into()]).topics[0].error_code,
+            ErrorCode::UnknownTopicOrPartition.code()
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! The embedded lease and metadata store (`embedded:DIR`): no external service.
+//!
+//! - Lease: an exclusive `flock` on `DIR/controller.lock`, held for the life of the
+//!   process and released by the kernel when it dies, however it dies. Several
+//!   controller processes on one machine share DIR; the one holding the lock is active.
+//! - Controller epoch: `DIR/controller-epoch`, incremented by each new holder before it
+//!   acts, so every epoch is used by at most one controller.
+//! - Metadata: `DIR/metadata.json`, a [`Snapshot`] followed by a line with its CRC-32;
+//!   written by write-fsync-rename, so a reader sees a whole snapshot or the previous.
+//!
+//! Writes happen only while the lease is held (the lock is never released early).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::state::Snapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("metadata store file {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "unsupported store {0}: use embedded:DIR (etcd://… needs a build with --features etcd)"
+    )]
+    Unsupported(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync dir).
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(bytes).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+pub struct EmbeddedStore {
+    dir: PathBuf,
+    /// Holds the flock while `Some`.
+    lock: Option<File>,
+}
+
+impl EmbeddedStore {
+    pub fn open(dir: impl Into<PathBuf>) -> Result<EmbeddedStore, StoreError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(EmbeddedStore { dir, lock: None })
+    }
+
+    /// Parses `embedded:DIR`.
+    pub fn from_spec(spec: &str) -> Result<EmbeddedStore, StoreError> {
+        match spec.strip_prefix("embedded:") {
+            Some(dir) if !dir.is_empty() => EmbeddedStore::open(dir),
+            _ => Err(StoreError::Unsupported(spec.to_string())),
+        }
+    }
+
+    /// Tries to take the lease without blocking; `true` once held.
+    pub fn try_acquire(&mut self) -> Result<bool, StoreError> {
+        if self.lock.is_some() {
+            return Ok(true);
+        }
+        let path = self.dir.join("controller.lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        // SAFETY: flock on a descriptor we own.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            self.lock = Some(f);
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(false)
+        } else {
+            Err(StoreError::Io { path, source: e })
+        }
+    }
+
+    /// Increments and returns the controller epoch. Call once per lease acquisition.
+    pub fn bump_epoch(&self) -> Result<i64, StoreError> {
+        assert!(self.lock.is_some(), "epoch bumped without the lease");
+        let path = self.dir.join("controller-epoch");
+        let current = match fs::read_to_string(&path) {
+            Ok(s) => s.trim().parse::<i64>().map_err(|_| StoreError::Corrupt {
+                path: path.clone(),
+                reason: "not a number".into(),
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(StoreError::Io { path, source: e }),
+        };
+        let next = current + 1;
+        write_atomically(&path, next.to_string().as_bytes())?;
+        Ok(next)
+    }
+
+    pub fn load(&self) -> Result<Option<Snapshot>, StoreError> {
+        let path = self.dir.join("metadata.json");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::Io { path, source: e }),
+        };
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            path: path.clone(),
+            reason: reason.into(),
+        };
+        let (body, crc_line) = text
+            .trim_end()
+            .rsplit_once('\n')
+            .ok_or_else(|| corrupt("no checksum line"))?;
+        let crc: u32 = crc_line
+            .strip_prefix("crc32 ")
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| corrupt("bad checksum line"))?;
+        if crc32fast::hash(body.as_bytes()) != crc {
+            return Err(corrupt("checksum mismatch"));
+        }
+        serde_json::from_str(body)
+            .map(Some)
+            .map_err(|e| corrupt(&e.to_string()))
+    }
+
+    pub fn save(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        assert!(self.lock.is_some(), "metadata written without the lease");
+        let body = serde_json::to_string_pretty(snapshot).expect("snapshot serializes");
+        let text = format!("{body}\ncrc32 {}\n", crc32fast::hash(body.as_bytes()));
+        write_atomically(&self.dir.join("metadata.json"), text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_one_holder_and_epochs_increase() {
+        let d = tempfile::tempdir().unwrap();
+        let mut a = EmbeddedStore::open(d.path()).unwrap();
+        let mut b = EmbeddedStore::open(d.path()).unwrap();
+        assert!(a.try_acquire().unwrap());
+        assert!(
+            !b.try_acquire().unwrap(),
+            "flock is per open file description"
+        );
+        assert_eq!(a.bump_epoch().unwrap(), 1);
+        drop(a);
+        assert!(b.try_acquire().unwrap());
+        assert_eq!(b.bump_epoch().unwrap(), 2);
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_corruption_is_detected() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = EmbeddedStore::open(d.path()).unwrap();
+        s.try_acquire().unwrap();
+        assert!(s.load().unwrap().is_none());
+        let mut snap = Snapshot::default();
+        snap.next_broker_epoch = 7;
+        s.save(&snap).unwrap();
+        assert_eq!(s.load().unwrap().unwrap().next_broker_epoch, 7);
+        let p = d.path().join("metadata.json");
+        let text = fs::read_to_string(&p).unwrap().replace('7', "8");
+        fs::write(&p, text).unwrap();
+        assert!(matches!(s.load(), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            EmbeddedStore::from_spec("etcd://x:1"),
+            Err(StoreError::Unsupported(_))
+        ));
+    }
+}
