@@ -4,3 +4,5 @@
 //!   No networking and no knowledge of replication.
 
 pub mod log;
+pub mod replica;
+pub mod server;

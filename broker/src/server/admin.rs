@@ -1,0 +1,144 @@
+//! `Admin` on the broker: forwards each request to the active controller, so clients
+//! need only a bootstrap broker address. Tries the last controller that answered as
+//! active first, then the others.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_proto::v1::admin_client::AdminClient;
+use sluice_proto::v1::{self, admin_server};
+use sluice_proto::ErrorCode;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+
+pub(crate) struct AdminProxy(pub(crate) Arc<Shared>);
+
+pub(crate) fn channel(addr: &str) -> Result<Channel, Status> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(30))
+        .connect_lazy())
+}
+
+/// Whether an answer says "ask another controller".
+trait NotActive {
+    fn not_active(&self) -> bool;
+}
+impl NotActive for v1::AdminResult {
+    fn not_active(&self) -> bool {
+        self.error_code == ErrorCode::NotController.code()
+    }
+}
+impl NotActive for v1::CreateTopicResponse {
+    fn not_active(&self) -> bool {
+        self.result.as_ref().is_some_and(|r| r.not_active())
+    }
+}
+impl NotActive for v1::DescribeClusterResponse {
+    fn not_active(&self) -> bool {
+        false
+    }
+}
+impl NotActive for v1::MetadataResponse {
+    fn not_active(&self) -> bool {
+        false
+    }
+}
+
+impl AdminProxy {
+    async fn forward<T: NotActive, F, Fut>(&self, call: F) -> Result<Response<T>, Status>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        let controllers = &self.0.config.controllers;
+        let start = self.0.controller_hint.load(Ordering::Relaxed);
+        let mut last = Status::unavailable("no controller address configured");
+        for i in 0..controllers.len() {
+            let idx = (start + i) % controllers.len();
+            let client = AdminClient::new(channel(&controllers[idx])?);
+            match call(client).await {
+                Ok(resp) if !resp.get_ref().not_active() => {
+                    self.0.controller_hint.store(idx, Ordering::Relaxed);
+                    return Ok(resp);
+                }
+                Ok(_) => {
+                    last = Status::unavailable(format!(
+                        "controller {} is not active",
+                        controllers[idx]
+                    ))
+                }
+                Err(status) => last = status,
+            }
+        }
+        Err(Status::unavailable(format!(
+            "no active controller reachable: {}",
+            last.message()
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl admin_server::Admin for AdminProxy {
+    async fn create_topic(
+        &self,
+        req: Request<v1::CreateTopicRequest>,
+    ) -> Result<Response<v1::CreateTopicResponse>, Status> {
+        let r = req.into_inner();
+        self.forward(|mut c| {
+            let r = r.clone();
+            async move { c.create_topic(r).await }
+        })
+        .await
+    }
+
+    async fn delete_topic(
+        &self,
+        req: Request<v1::DeleteTopicRequest>,
+    ) -> Result<Response<v1::AdminResult>, Status> {
+        let r = req.into_inner();
+        self.forward(|mut c| {
+            let r = r.clone();
+            async move { c.delete_topic(r).await }
+        })
+        .await
+    }
+
+    async fn alter_configs(
+        &self,
+        req: Request<v1::AlterConfigsRequest>,
+    ) -> Result<Response<v1::AdminResult>, Status> {
+        let r = req.into_inner();
+        self.forward(|mut c| {
+            let r = r.clone();
+            async move { c.alter_configs(r).await }
+        })
+        .await
+    }
+
+    async fn describe_cluster(
+        &self,
+        req: Request<v1::DescribeClusterRequest>,
+    ) -> Result<Response<v1::DescribeClusterResponse>, Status> {
+        let r = req.into_inner();
+        self.forward(|mut c| async move { c.describe_cluster(r).await })
+            .await
+    }
+
+    async fn describe_topics(
+        &self,
+        req: Request<v1::MetadataRequest>,
+    ) -> Result<Response<v1::MetadataResponse>, Status> {
+        let r = req.into_inner();
+        self.forward(|mut c| {
+            let r = r.clone();
+            async move { c.describe_topics(r).await }
+        })
+        .await
+    }
+}

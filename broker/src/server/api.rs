@@ -1,0 +1,240 @@
+//! The client-facing `Broker` service: Produce, Fetch (long-poll), ListOffsets, Metadata.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::select_all;
+use sluice_proto::v1::{self, broker_server};
+use sluice_proto::{ErrorCode, TopicPartition};
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use crate::replica::Failure;
+
+/// Upper bound on a fetch's wait, whatever the client asks.
+const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+
+pub(crate) struct BrokerApi(pub(crate) Arc<Shared>);
+
+fn record_request(api: &'static str, started: Instant) {
+    metrics::histogram!("sluice_request_seconds", "api" => api)
+        .record(started.elapsed().as_secs_f64());
+}
+
+#[tonic::async_trait]
+impl broker_server::Broker for BrokerApi {
+    #[tracing::instrument(skip_all, fields(partitions = req.get_ref().partitions.len(), acks = req.get_ref().acks))]
+    async fn produce(
+        &self,
+        req: Request<v1::ProduceRequest>,
+    ) -> Result<Response<v1::ProduceResponse>, Status> {
+        let started = Instant::now();
+        let r = req.into_inner();
+        let timeout = Duration::from_millis(u64::from(r.timeout_ms.clamp(1, 300_000)));
+        let acks = r.acks.clamp(i16::MIN as i32, i16::MAX as i32) as i16;
+        let futures = r.partitions.into_iter().map(|p| {
+            let shared = self.0.clone();
+            async move {
+                let tp = TopicPartition::new(p.topic.clone(), p.partition);
+                let bytes = p.records.len();
+                let result = shared.replicas.produce(&tp, p.records, acks, timeout).await;
+                let mut out = v1::ProducePartitionResponse {
+                    topic: p.topic,
+                    partition: p.partition,
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                    ..Default::default()
+                };
+                match result {
+                    Ok(done) => {
+                        metrics::counter!("sluice_bytes_in_total", "topic" => out.topic.clone())
+                            .increment(bytes as u64);
+                        metrics::counter!("sluice_records_in_total", "topic" => out.topic.clone())
+                            .increment(done.last_offset - done.base_offset + 1);
+                        out.base_offset = done.base_offset as i64;
+                        out.log_append_time = done.log_append_time.unwrap_or(-1);
+                        out.log_start_offset = done.log_start_offset as i64;
+                    }
+                    Err((code, message)) => {
+                        out.error_code = code.code();
+                        out.error_message = message;
+                    }
+                }
+                out
+            }
+        });
+        let partitions = futures::future::join_all(futures).await;
+        record_request("produce", started);
+        Ok(Response::new(v1::ProduceResponse { partitions }))
+    }
+
+    #[tracing::instrument(skip_all, fields(partitions = req.get_ref().partitions.len()))]
+    async fn fetch(
+        &self,
+        req: Request<v1::FetchRequest>,
+    ) -> Result<Response<v1::FetchResponse>, Status> {
+        let started = Instant::now();
+        let r = req.into_inner();
+        let deadline =
+            Instant::now() + Duration::from_millis(u64::from(r.max_wait_ms)).min(FETCH_WAIT_MAX);
+        let max_bytes = if r.max_bytes == 0 {
+            50 << 20
+        } else {
+            r.max_bytes as usize
+        };
+        loop {
+            // Subscribe before reading, so an append between the read and the wait wakes us.
+            let mut watches: Vec<_> = r
+                .partitions
+                .iter()
+                .filter_map(|p| {
+                    self.0
+                        .replicas
+                        .watch_hw(&TopicPartition::new(p.topic.clone(), p.partition))
+                })
+                .collect();
+            for w in &mut watches {
+                w.mark_unchanged();
+            }
+            let partitions = self.read_all(&r.partitions, max_bytes);
+            let bytes: usize = partitions.iter().map(|p| p.records.len()).sum();
+            let errors = partitions.iter().any(|p| p.error_code != 0);
+            if bytes >= r.min_bytes.max(1) as usize
+                || errors
+                || Instant::now() >= deadline
+                || watches.is_empty()
+            {
+                for p in &partitions {
+                    if !p.records.is_empty() {
+                        metrics::counter!("sluice_bytes_out_total", "topic" => p.topic.clone())
+                            .increment(p.records.len() as u64);
+                    }
+                }
+                record_request("fetch", started);
+                return Ok(Response::new(v1::FetchResponse { partitions }));
+            }
+            let any_change = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            let _ = tokio::time::timeout_at(deadline.into(), any_change).await;
+        }
+    }
+
+    async fn list_offsets(
+        &self,
+        req: Request<v1::ListOffsetsRequest>,
+    ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+        let partitions = req
+            .into_inner()
+            .partitions
+            .into_iter()
+            .map(|p| {
+                let tp = TopicPartition::new(p.topic.clone(), p.partition);
+                let mut out = v1::ListOffsetsPartitionResponse {
+                    topic: p.topic,
+                    partition: p.partition,
+                    offset: -1,
+                    timestamp: -1,
+                    ..Default::default()
+                };
+                match self.0.replicas.list_offset(&tp, p.timestamp) {
+                    Ok((offset, ts, part)) => {
+                        out.offset = offset.map_or(-1, |o| o as i64);
+                        out.timestamp = ts;
+                        out.log_start_offset = part.log.log_start_offset() as i64;
+                        out.high_watermark = part.high_watermark() as i64;
+                        out.log_end_offset = part.log.log_end_offset() as i64;
+                        out.leader_epoch = part.role().leader_epoch;
+                    }
+                    Err((code, message)) => {
+                        out.error_code = code.code();
+                        out.error_message = message;
+                    }
+                }
+                out
+            })
+            .collect();
+        Ok(Response::new(v1::ListOffsetsResponse { partitions }))
+    }
+
+    async fn metadata(
+        &self,
+        req: Request<v1::MetadataRequest>,
+    ) -> Result<Response<v1::MetadataResponse>, Status> {
+        let wanted = req.into_inner().topics;
+        let mut md = self.0.metadata.read().clone();
+        if !wanted.is_empty() {
+            let mut topics = Vec::new();
+            for name in wanted {
+                match md.topics.iter().find(|t| t.name == name) {
+                    Some(t) => topics.push(t.clone()),
+                    None => topics.push(v1::TopicMetadata {
+                        error_code: ErrorCode::UnknownTopicOrPartition.code(),
+                        error_message: format!("topic {name} does not exist"),
+                        name,
+                        ..Default::default()
+                    }),
+                }
+            }
+            md.topics = topics;
+        }
+        Ok(Response::new(md))
+    }
+}
+
+impl BrokerApi {
+    fn read_all(
+        &self,
+        partitions: &[v1::FetchPartition],
+        max_bytes: usize,
+    ) -> Vec<v1::FetchPartitionResponse> {
+        let mut budget = max_bytes;
+        partitions
+            .iter()
+            .map(|p| {
+                let tp = TopicPartition::new(p.topic.clone(), p.partition);
+                let mut out = v1::FetchPartitionResponse {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    log_end_offset: -1,
+                    ..Default::default()
+                };
+                let limit = if p.partition_max_bytes == 0 {
+                    budget
+                } else {
+                    (p.partition_max_bytes as usize).min(budget)
+                };
+                let result: Result<_, Failure> = if p.fetch_offset < 0 {
+                    Err((
+                        ErrorCode::OffsetOutOfRange,
+                        format!("{tp}: negative fetch offset {}", p.fetch_offset),
+                    ))
+                } else if limit == 0 {
+                    Ok(None)
+                } else {
+                    self.0
+                        .replicas
+                        .fetch(&tp, p.fetch_offset as u64, limit)
+                        .map(Some)
+                };
+                match result {
+                    Ok(Some(f)) => {
+                        budget = budget.saturating_sub(f.records.len());
+                        out.records = f.records;
+                        out.high_watermark = f.high_watermark as i64;
+                        out.log_start_offset = f.log_start_offset as i64;
+                        out.log_end_offset = f.log_end_offset as i64;
+                    }
+                    Ok(None) => out.records = Bytes::new(),
+                    Err((code, message)) => {
+                        out.error_code = code.code();
+                        out.error_message = message;
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+}

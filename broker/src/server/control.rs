@@ -1,0 +1,136 @@
+//! `BrokerControl`: what the controller tells this broker. Every request carries the
+//! controller epoch; one older than the newest seen is refused (a deposed controller
+//! can change nothing). A request for an older broker epoch (aimed at a previous run
+//! of this broker) is refused too.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use sluice_proto::topic_config::LogConfig;
+use sluice_proto::v1::{self, broker_control_server};
+use sluice_proto::{ErrorCode, TopicPartition};
+use tonic::{Request, Response, Status};
+use tracing::warn;
+
+use super::Shared;
+use crate::replica::Role;
+
+pub(crate) struct Control(pub(crate) Arc<Shared>);
+
+fn ok() -> v1::ControlResponse {
+    v1::ControlResponse::default()
+}
+
+fn refuse(code: ErrorCode, message: String) -> v1::ControlResponse {
+    warn!(%code, message, "refused a controller request");
+    v1::ControlResponse {
+        error_code: code.code(),
+        error_message: message,
+    }
+}
+
+impl Control {
+    /// Accepts `epoch` if it is at least the newest seen, remembering it.
+    fn check_controller(&self, epoch: i64) -> Result<(), v1::ControlResponse> {
+        let seen = self.0.controller_epoch.fetch_max(epoch, Ordering::AcqRel);
+        if epoch < seen {
+            return Err(refuse(
+                ErrorCode::StaleControllerEpoch,
+                format!("controller epoch {epoch} is older than {seen}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_broker_epoch(&self, epoch: i64) -> Result<(), v1::ControlResponse> {
+        let mine = self.0.broker_epoch.load(Ordering::Acquire);
+        // A newer epoch is this broker's registration whose answer has not arrived yet.
+        if epoch < mine {
+            return Err(refuse(
+                ErrorCode::StaleBrokerEpoch,
+                format!("broker epoch {epoch} is older than {mine}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl broker_control_server::BrokerControl for Control {
+    async fn leader_and_isr(
+        &self,
+        req: Request<v1::LeaderAndIsrRequest>,
+    ) -> Result<Response<v1::ControlResponse>, Status> {
+        let r = req.into_inner();
+        if let Err(resp) = self
+            .check_controller(r.controller_epoch)
+            .and_then(|_| self.check_broker_epoch(r.broker_epoch))
+        {
+            return Ok(Response::new(resp));
+        }
+        let defaults = &self.0.config.log_defaults;
+        for p in r.partitions {
+            let tp = TopicPartition::new(p.topic.clone(), p.partition);
+            let config = match defaults
+                .with_overrides(p.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(partition = %tp, error = %e, "invalid topic config from the controller; using broker defaults");
+                    LogConfig::clone(defaults)
+                }
+            };
+            let role = Role {
+                leader: (p.leader >= 0).then_some(p.leader as u32),
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas,
+                isr: p.isr,
+                partition_epoch: p.partition_epoch,
+            };
+            if let Err((code, message)) = self.0.replicas.apply_role(&tp, role, config) {
+                return Ok(Response::new(refuse(code, message)));
+            }
+        }
+        Ok(Response::new(ok()))
+    }
+
+    async fn update_metadata(
+        &self,
+        req: Request<v1::UpdateMetadataRequest>,
+    ) -> Result<Response<v1::ControlResponse>, Status> {
+        let r = req.into_inner();
+        if let Err(resp) = self.check_controller(r.controller_epoch) {
+            return Ok(Response::new(resp));
+        }
+        if let Some(md) = r.metadata {
+            *self.0.metadata.write() = md;
+        }
+        Ok(Response::new(ok()))
+    }
+
+    async fn stop_replica(
+        &self,
+        req: Request<v1::StopReplicaRequest>,
+    ) -> Result<Response<v1::ControlResponse>, Status> {
+        let r = req.into_inner();
+        if let Err(resp) = self
+            .check_controller(r.controller_epoch)
+            .and_then(|_| self.check_broker_epoch(r.broker_epoch))
+        {
+            return Ok(Response::new(resp));
+        }
+        for p in r.partitions {
+            let tp = TopicPartition::new(p.topic, p.partition);
+            let shared = self.0.clone();
+            let result =
+                tokio::task::spawn_blocking(move || shared.replicas.stop_replica(&tp, p.delete))
+                    .await;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err((code, message))) => return Ok(Response::new(refuse(code, message))),
+                Err(e) => return Err(Status::internal(e.to_string())),
+            }
+        }
+        Ok(Response::new(ok()))
+    }
+}

@@ -1,0 +1,134 @@
+//! Background tasks of a broker: registration and heartbeats to the active
+//! controller, and log maintenance (retention, `flush.ms`, recovery checkpoints).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_proto::v1;
+use sluice_proto::v1::controller_api_client::ControllerApiClient;
+use sluice_proto::ErrorCode;
+use tracing::{debug, info, warn};
+
+use super::admin::channel;
+use super::Shared;
+
+/// Registers with whichever controller is active, then heartbeats to it; on any
+/// sign that it is no longer active (or that this registration is stale), registers
+/// again. Runs until aborted.
+pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) {
+    let incarnation: u64 = rand::random();
+    let config = &shared.config;
+    loop {
+        let Some((idx, epoch)) = register(&shared, incarnation).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        shared.broker_epoch.store(epoch, Ordering::Release);
+        shared.controller_hint.store(idx, Ordering::Relaxed);
+        let Ok(ch) = channel(&config.controllers[idx]) else {
+            continue;
+        };
+        let mut client = ControllerApiClient::new(ch);
+        let mut failures = 0;
+        loop {
+            tokio::time::sleep(config.heartbeat_interval).await;
+            let req = v1::HeartbeatRequest {
+                broker_id: config.id,
+                broker_epoch: epoch,
+            };
+            match client.heartbeat(req).await {
+                Ok(r) if r.get_ref().error_code == 0 => failures = 0,
+                Ok(r) => {
+                    let r = r.into_inner();
+                    info!(code = %ErrorCode::from_code(r.error_code), message = r.error_message, "heartbeat refused; registering again");
+                    break;
+                }
+                Err(status) => {
+                    failures += 1;
+                    debug!(%status, failures, "heartbeat failed");
+                    if failures >= 3 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn register(shared: &Shared, incarnation: u64) -> Option<(usize, i64)> {
+    let config = &shared.config;
+    let start = shared.controller_hint.load(Ordering::Relaxed);
+    for i in 0..config.controllers.len() {
+        let idx = (start + i) % config.controllers.len();
+        let Ok(ch) = channel(&config.controllers[idx]) else {
+            continue;
+        };
+        let req = v1::RegisterBrokerRequest {
+            broker_id: config.id,
+            addr: config.advertised_addr.clone(),
+            rack: config.rack.clone().unwrap_or_default(),
+            incarnation,
+        };
+        match ControllerApiClient::new(ch).register_broker(req).await {
+            Ok(r) if r.get_ref().error_code == 0 => {
+                let r = r.into_inner();
+                info!(
+                    broker = config.id,
+                    broker_epoch = r.broker_epoch,
+                    controller = r.controller_id,
+                    controller_epoch = r.controller_epoch,
+                    "registered with the controller"
+                );
+                return Some((idx, r.broker_epoch));
+            }
+            Ok(r) => debug!(
+                controller = config.controllers[idx],
+                message = r.get_ref().error_message,
+                "registration refused"
+            ),
+            Err(status) => {
+                debug!(controller = config.controllers[idx], %status, "controller unreachable")
+            }
+        }
+    }
+    None
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Retention (never past a partition's high watermark), time-based flushing and the
+/// recovery-point checkpoint, every `maintenance_interval`.
+pub(crate) async fn maintenance(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(shared.config.maintenance_interval);
+    loop {
+        ticker.tick().await;
+        let s = shared.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let now = now_ms();
+            for p in s.replicas.partitions() {
+                let hw = p.high_watermark();
+                if let Err(e) = p.log.apply_retention(now, hw) {
+                    warn!(partition = %p.tp, error = %e, "retention failed");
+                }
+                if let Err(e) = p.log.maybe_flush_by_time(now) {
+                    warn!(partition = %p.tp, error = %e, "flush failed");
+                }
+                metrics::gauge!("sluice_log_end_offset", "topic" => p.tp.topic.clone(), "partition" => p.tp.partition.to_string()).set(p.log.log_end_offset() as f64);
+                metrics::gauge!("sluice_high_watermark", "topic" => p.tp.topic.clone(), "partition" => p.tp.partition.to_string()).set(hw as f64);
+            }
+            metrics::gauge!("sluice_partitions", "broker" => s.config.id.to_string()).set(s.replicas.partitions().len() as f64);
+            if let Err(e) = s.replicas.logs().checkpoint_recovery_points() {
+                warn!(error = %e, "recovery checkpoint failed");
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            warn!(error = %e, "maintenance task failed");
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The broker process: gRPC services over the [`ReplicaManager`], registration and
+//! heartbeats to the controller, background log maintenance, graceful shutdown.
+//!
+//! Services are thin (decode, call the replica manager, encode). Startup: open the data
+//! directory (crash recovery happens here), bind, serve, register with the controller,
+//! which then pushes this broker's partitions. Shutdown: stop accepting, let in-flight
+//! requests finish, flush and close every log, write the clean-shutdown marker.
+
+mod admin;
+mod api;
+mod control;
+mod lifecycle;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use sluice_proto::topic_config::LogConfig;
+use sluice_proto::v1;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{error, info, warn};
+
+use crate::log::{LogError, LogManager};
+use crate::replica::ReplicaManager;
+
+/// Per-broker settings.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub id: u32,
+    /// Address other brokers, the controller and clients use to reach this broker.
+    pub advertised_addr: String,
+    /// Controller addresses; the active one is found by asking.
+    pub controllers: Vec<String>,
+    pub data_dir: PathBuf,
+    pub rack: Option<String>,
+    /// Broker-wide topic config defaults; topic configs override them.
+    pub log_defaults: LogConfig,
+    pub heartbeat_interval: Duration,
+    /// How often retention, `flush.ms` and the recovery checkpoint run.
+    pub maintenance_interval: Duration,
+    /// Largest gRPC message accepted or sent.
+    pub max_message_bytes: usize,
+}
+
+impl BrokerConfig {
+    pub fn new(
+        id: u32,
+        advertised_addr: String,
+        controllers: Vec<String>,
+        data_dir: PathBuf,
+    ) -> BrokerConfig {
+        BrokerConfig {
+            id,
+            advertised_addr,
+            controllers,
+            data_dir,
+            rack: None,
+            log_defaults: LogConfig::default(),
+            heartbeat_interval: Duration::from_millis(500),
+            maintenance_interval: Duration::from_millis(1000),
+            max_message_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: BrokerConfig,
+    pub(crate) replicas: ReplicaManager,
+    /// Highest controller epoch seen; older controllers are refused.
+    pub(crate) controller_epoch: AtomicI64,
+    /// This broker's epoch from its last registration (-1 before).
+    pub(crate) broker_epoch: AtomicI64,
+    /// The latest metadata pushed by the controller.
+    pub(crate) metadata: RwLock<v1::MetadataResponse>,
+    /// Index into `config.controllers` of the last controller that answered as active.
+    pub(crate) controller_hint: std::sync::atomic::AtomicUsize,
+}
+
+/// A broker ready to serve.
+pub struct Broker {
+    shared: Arc<Shared>,
+}
+
+impl Broker {
+    /// Opens the data directory, recovering logs after a crash. Partitions that fail
+    /// to open are logged and stay offline; the rest are served.
+    pub fn open(config: BrokerConfig) -> Result<Broker, LogError> {
+        let (logs, failed) = LogManager::open(&config.data_dir, config.log_defaults.clone())?;
+        for (tp, e) in failed {
+            error!(partition = %tp, error = %e, "partition offline");
+        }
+        let replicas = ReplicaManager::new(config.id, logs);
+        Ok(Broker {
+            shared: Arc::new(Shared {
+                config,
+                replicas,
+                controller_epoch: AtomicI64::new(0),
+                broker_epoch: AtomicI64::new(-1),
+                metadata: RwLock::new(v1::MetadataResponse::default()),
+                controller_hint: Default::default(),
+            }),
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down cleanly.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let shared = self.shared.clone();
+        let id = shared.config.id;
+        info!(
+            broker = id,
+            addr = shared.config.advertised_addr,
+            "broker serving"
+        );
+        let lifecycle = tokio::spawn(lifecycle::register_and_heartbeat(shared.clone()));
+        let maintenance = tokio::spawn(lifecycle::maintenance(shared.clone()));
+        let max = shared.config.max_message_bytes;
+        let served = tonic::transport::Server::builder()
+            .add_service(
+                v1::broker_server::BrokerServer::new(api::BrokerApi(shared.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(v1::admin_server::AdminServer::new(admin::AdminProxy(
+                shared.clone(),
+            )))
+            .add_service(v1::broker_control_server::BrokerControlServer::new(
+                control::Control(shared.clone()),
+            ))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await;
+        lifecycle.abort();
+        maintenance.abort();
+        info!(broker = id, "stopped serving; flushing and closing logs");
+        let logs = shared.clone();
+        let closed = tokio::task::spawn_blocking(move || logs.replicas.logs().shutdown()).await?;
+        match closed {
+            Ok(()) => info!(broker = id, "clean shutdown complete"),
+            Err(e) => {
+                warn!(broker = id, error = %e, "shutdown was not clean; the next start recovers")
+            }
+        }
+        served?;
+        Ok(())
+    }
+}
