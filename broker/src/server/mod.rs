@@ -121,7 +121,13 @@ impl Broker {
         let lifecycle = tokio::spawn(lifecycle::register_and_heartbeat(shared.clone()));
         let maintenance = tokio::spawn(lifecycle::maintenance(shared.clone()));
         let max = shared.config.max_message_bytes;
+        // Large HTTP/2 windows and frames: the 64 KiB defaults cap one stream at a
+        // window per round trip, far below what the log can take.
         let served = tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(16 << 20))
+            .initial_connection_window_size(Some(64 << 20))
+            .max_frame_size(Some((1 << 24) - 1))
+            .tcp_nodelay(true)
             .add_service(
                 v1::broker_server::BrokerServer::new(api::BrokerApi(shared.clone()))
                     .max_decoding_message_size(max)

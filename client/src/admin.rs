@@ -1,0 +1,212 @@
+//! The admin client: every topic and cluster operation the CLI offers, as functions.
+//! Requests go to any broker, which forwards them to the active controller.
+
+use std::collections::BTreeMap;
+
+use sluice_proto::v1;
+use sluice_proto::ErrorCode;
+
+use crate::cluster::Cluster;
+use crate::{ClientConfig, Error};
+
+/// One partition as `topic describe` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDescription {
+    pub partition: u32,
+    pub leader: Option<u32>,
+    pub leader_epoch: i32,
+    pub replicas: Vec<u32>,
+    pub isr: Vec<u32>,
+    /// From the leader; `None` when it could not be asked.
+    pub high_watermark: Option<u64>,
+    pub log_end_offset: Option<u64>,
+    pub log_start_offset: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    pub name: String,
+    pub topic_id: String,
+    pub partitions: Vec<PartitionDescription>,
+    /// Configs set on the topic (others are broker defaults).
+    pub configs: BTreeMap<String, String>,
+}
+
+pub struct Admin {
+    cluster: Cluster,
+}
+
+fn check(r: Option<v1::AdminResult>) -> Result<(), Error> {
+    match r {
+        Some(r) if r.error_code != 0 => Err(Error::broker(r.error_code, r.error_message)),
+        _ => Ok(()),
+    }
+}
+
+impl Admin {
+    pub fn new(client: &ClientConfig) -> Admin {
+        Admin {
+            cluster: Cluster::new(client),
+        }
+    }
+
+    /// Runs `call` against each known address until one answers.
+    async fn any<T, F, Fut>(&self, call: F) -> Result<T, Error>
+    where
+        F: Fn(v1::admin_client::AdminClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut last = Error::Invalid("no bootstrap address given".into());
+        for addr in self.cluster.any_addresses() {
+            match call(self.cluster.admin_client(&addr)?).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s)
+                    if s.code() == tonic::Code::Unavailable
+                        && s.message().contains("no active controller") =>
+                {
+                    last = Error::Unreachable {
+                        addr,
+                        message: s.message().to_string(),
+                    }
+                }
+                Err(s) => last = Error::from_status(&addr, s),
+            }
+        }
+        Err(last)
+    }
+
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let req = v1::CreateTopicRequest {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            configs: configs.into_iter().collect(),
+        };
+        let resp = self
+            .any(|mut c| {
+                let req = req.clone();
+                async move { c.create_topic(req).await }
+            })
+            .await?;
+        check(resp.result)
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), Error> {
+        let resp = self
+            .any(|mut c| async move {
+                c.delete_topic(v1::DeleteTopicRequest { name: name.into() })
+                    .await
+            })
+            .await?;
+        check(Some(resp))
+    }
+
+    pub async fn alter_configs(
+        &self,
+        topic: &str,
+        set: BTreeMap<String, String>,
+        delete: Vec<String>,
+    ) -> Result<(), Error> {
+        let req = v1::AlterConfigsRequest {
+            topic: topic.into(),
+            set: set.into_iter().collect(),
+            delete,
+        };
+        let resp = self
+            .any(|mut c| {
+                let req = req.clone();
+                async move { c.alter_configs(req).await }
+            })
+            .await?;
+        check(Some(resp))
+    }
+
+    pub async fn describe_cluster(&self) -> Result<v1::DescribeClusterResponse, Error> {
+        self.any(|mut c| async move { c.describe_cluster(v1::DescribeClusterRequest {}).await })
+            .await
+    }
+
+    /// Topic names, sorted.
+    pub async fn list_topics(&self) -> Result<Vec<String>, Error> {
+        let md = self
+            .any(|mut c| async move {
+                c.describe_topics(v1::MetadataRequest { topics: vec![] })
+                    .await
+            })
+            .await?;
+        let mut names: Vec<String> = md.topics.into_iter().map(|t| t.name).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// A topic's partitions, with offsets asked from each leader.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, Error> {
+        let md = self
+            .any(|mut c| async move {
+                c.describe_topics(v1::MetadataRequest {
+                    topics: vec![name.to_string()],
+                })
+                .await
+            })
+            .await?;
+        let t = md.topics.into_iter().next().ok_or_else(|| {
+            Error::broker(
+                ErrorCode::UnknownTopicOrPartition.code(),
+                format!("topic {name} does not exist"),
+            )
+        })?;
+        if t.error_code != 0 {
+            return Err(Error::broker(t.error_code, t.error_message));
+        }
+        let brokers: BTreeMap<u32, String> =
+            md.brokers.into_iter().map(|b| (b.id, b.addr)).collect();
+        let mut partitions = Vec::new();
+        for p in t.partitions {
+            let leader = (p.leader >= 0).then_some(p.leader as u32);
+            let mut d = PartitionDescription {
+                partition: p.partition,
+                leader,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas,
+                isr: p.isr,
+                high_watermark: None,
+                log_end_offset: None,
+                log_start_offset: None,
+            };
+            if let Some(addr) = leader.and_then(|l| brokers.get(&l)) {
+                let req = v1::ListOffsetsRequest {
+                    partitions: vec![v1::ListOffsetsPartition {
+                        topic: name.into(),
+                        partition: p.partition,
+                        timestamp: -1,
+                    }],
+                };
+                if let Ok(resp) = self.cluster.broker_client(addr)?.list_offsets(req).await {
+                    if let Some(o) = resp
+                        .into_inner()
+                        .partitions
+                        .into_iter()
+                        .find(|o| o.error_code == 0)
+                    {
+                        d.high_watermark = Some(o.high_watermark as u64);
+                        d.log_end_offset = Some(o.log_end_offset as u64);
+                        d.log_start_offset = Some(o.log_start_offset as u64);
+                    }
+                }
+            }
+            partitions.push(d);
+        }
+        Ok(TopicDescription {
+            name: t.name,
+            topic_id: t.topic_id,
+            partitions,
+            configs: t.configs.into_iter().collect(),
+        })
+    }
+}

@@ -1,0 +1,199 @@
+//! What every client shares: bootstrap addresses, cached metadata and one gRPC channel
+//! per broker address (HTTP/2 multiplexes concurrent requests over it).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use sluice_proto::v1::admin_client::AdminClient;
+use sluice_proto::v1::broker_client::BrokerClient;
+use sluice_proto::v1::{self};
+use sluice_proto::ErrorCode;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::Error;
+
+/// Largest gRPC message a client sends or accepts.
+pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Where to find the cluster.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port` of one or more brokers.
+    pub bootstrap: Vec<String>,
+    /// Per-request deadline.
+    pub request_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// From a comma-separated `host:port` list.
+    pub fn new(bootstrap: &str) -> ClientConfig {
+        ClientConfig {
+            bootstrap: bootstrap
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Meta {
+    brokers: HashMap<u32, String>,
+    topics: HashMap<String, v1::TopicMetadata>,
+}
+
+/// Shared cluster view. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    config: ClientConfig,
+    meta: Arc<RwLock<Meta>>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Cluster {
+    pub fn new(config: &ClientConfig) -> Cluster {
+        Cluster {
+            config: config.clone(),
+            meta: Default::default(),
+            channels: Default::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The channel to `addr`, created on first use.
+    pub fn channel(&self, addr: &str) -> Result<Channel, Error> {
+        let mut channels = self.channels.lock();
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::Invalid(format!("bad broker address {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(self.config.request_timeout)
+            .tcp_nodelay(true)
+            .initial_stream_window_size(16 << 20)
+            .initial_connection_window_size(64 << 20);
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    pub fn broker_client(&self, addr: &str) -> Result<BrokerClient<Channel>, Error> {
+        Ok(BrokerClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX))
+    }
+
+    pub fn admin_client(&self, addr: &str) -> Result<AdminClient<Channel>, Error> {
+        Ok(AdminClient::new(self.channel(addr)?))
+    }
+
+    /// Addresses to try for cluster-wide requests: known brokers, then bootstrap.
+    pub fn any_addresses(&self) -> Vec<String> {
+        let mut addrs: Vec<String> = self.meta.read().brokers.values().cloned().collect();
+        addrs.sort();
+        for b in &self.config.bootstrap {
+            if !addrs.contains(b) {
+                addrs.push(b.clone());
+            }
+        }
+        addrs
+    }
+
+    /// Fetches metadata for `topics` (all when empty) from the first broker that answers.
+    pub async fn refresh(&self, topics: &[String]) -> Result<v1::MetadataResponse, Error> {
+        let mut last = Error::Invalid("no bootstrap address given".into());
+        for addr in self.any_addresses() {
+            let mut client = self.broker_client(&addr)?;
+            match client
+                .metadata(v1::MetadataRequest {
+                    topics: topics.to_vec(),
+                })
+                .await
+            {
+                Ok(resp) => {
+                    let md = resp.into_inner();
+                    let mut meta = self.meta.write();
+                    meta.brokers = md.brokers.iter().map(|b| (b.id, b.addr.clone())).collect();
+                    for t in &md.topics {
+                        if t.error_code == 0 {
+                            meta.topics.insert(t.name.clone(), t.clone());
+                        } else {
+                            meta.topics.remove(&t.name);
+                        }
+                    }
+                    return Ok(md);
+                }
+                Err(status) => last = Error::from_status(&addr, status),
+            }
+        }
+        Err(last)
+    }
+
+    /// Partition count of `topic`, refreshing metadata if it is not known.
+    pub async fn partition_count(&self, topic: &str) -> Result<u32, Error> {
+        if let Some(t) = self.meta.read().topics.get(topic) {
+            return Ok(t.partitions.len() as u32);
+        }
+        let md = self.refresh(&[topic.to_string()]).await?;
+        let t = md
+            .topics
+            .into_iter()
+            .find(|t| t.name == topic)
+            .ok_or_else(|| {
+                Error::broker(
+                    ErrorCode::UnknownTopicOrPartition.code(),
+                    format!("topic {topic} does not exist"),
+                )
+            })?;
+        if t.error_code != 0 {
+            return Err(Error::broker(t.error_code, t.error_message));
+        }
+        Ok(t.partitions.len() as u32)
+    }
+
+    /// Address of the leader of `topic`/`partition` per cached metadata.
+    pub fn leader_addr(&self, topic: &str, partition: u32) -> Option<String> {
+        let meta = self.meta.read();
+        let p = meta
+            .topics
+            .get(topic)?
+            .partitions
+            .iter()
+            .find(|p| p.partition == partition)?;
+        if p.leader < 0 {
+            return None;
+        }
+        meta.brokers.get(&(p.leader as u32)).cloned()
+    }
+
+    /// Like [`Cluster::leader_addr`], refreshing metadata once when unknown.
+    pub async fn leader_addr_refreshed(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<String, Error> {
+        if let Some(a) = self.leader_addr(topic, partition) {
+            return Ok(a);
+        }
+        self.refresh(&[topic.to_string()]).await?;
+        self.leader_addr(topic, partition).ok_or_else(|| {
+            Error::broker(
+                ErrorCode::LeaderNotAvailable.code(),
+                format!("no leader for {topic}-{partition}"),
+            )
+        })
+    }
+
+    /// Forgets cached leadership for `topic` (after a NOT_LEADER answer).
+    pub fn invalidate(&self, topic: &str) {
+        self.meta.write().topics.remove(topic);
+    }
+}

@@ -1,0 +1,428 @@
+//! Client commands: `topic`, `produce`, `consume`, `cluster`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use serde_json::json;
+use sluice_client::{
+    Acks, Admin, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord, Seek,
+};
+use sluice_proto::topic_config::LogConfig;
+use sluice_proto::TopicPartition;
+
+use super::output::{explain, list, opt, table};
+use super::{ClientArgs, Output};
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long)]
+        partitions: u32,
+        #[arg(long)]
+        replication_factor: u32,
+        /// A topic config, `name=value` (repeatable).
+        #[arg(long = "config", value_name = "K=V")]
+        configs: Vec<String>,
+    },
+    /// List topic names.
+    List,
+    /// Partitions, leaders, offsets and configs of a topic.
+    Describe { name: String },
+    /// Delete a topic and its data.
+    Delete { name: String },
+    /// Change topic configs.
+    Alter {
+        name: String,
+        #[arg(long = "config", value_name = "K=V")]
+        configs: Vec<String>,
+        /// A config to reset to the broker default (repeatable).
+        #[arg(long = "delete-config", value_name = "K")]
+        delete: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// The controller and every broker.
+    Describe,
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    pub topic: String,
+    /// all, 1 or 0.
+    #[arg(long, default_value = "all")]
+    pub acks: String,
+    /// Split each line at the first SEP: key before, value after.
+    #[arg(long)]
+    pub key_separator: Option<String>,
+    /// Send every record to this partition.
+    #[arg(long)]
+    pub partition: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    pub topic: String,
+    /// Consumer group (not available in this version).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Start at the earliest offset instead of the end.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Read only this partition.
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// Start at this offset (needs --partition).
+    #[arg(long, requires = "partition")]
+    pub offset: Option<u64>,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub max_messages: Option<u64>,
+    /// Stop after this long without a new record.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// Print `key<TAB>value`.
+    #[arg(long)]
+    pub print_key: bool,
+}
+
+fn parse_configs(configs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    configs
+        .iter()
+        .map(|c| match c.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("--config {c:?} is not of the form name=value"),
+        })
+        .collect()
+}
+
+pub async fn topic(cmd: TopicCommand, c: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let admin = Admin::new(&ClientConfig::new(&c.bootstrap));
+    let ex = |e: sluice_client::Error| explain(&e, &c.bootstrap);
+    match cmd {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            let configs = parse_configs(&configs)?;
+            admin
+                .create_topic(&name, partitions, replication_factor, configs)
+                .await
+                .map_err(ex)?;
+            match c.output {
+                Output::Json => println!("{}", json!({"name": name, "partitions": partitions, "replication_factor": replication_factor})),
+                Output::Table => println!("created topic {name} ({partitions} partitions, replication factor {replication_factor})"),
+            }
+        }
+        TopicCommand::List => {
+            let names = admin.list_topics().await.map_err(ex)?;
+            match c.output {
+                Output::Json => println!("{}", json!(names)),
+                Output::Table => names.iter().for_each(|n| println!("{n}")),
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let d = admin.describe_topic(&name).await.map_err(ex)?;
+            let effective = LogConfig::default()
+                .with_overrides(d.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map(|c| c.to_map())
+                .unwrap_or_else(|_| d.configs.clone());
+            match c.output {
+                Output::Json => {
+                    let parts: Vec<_> = d
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            json!({"partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
+                                   "replicas": p.replicas, "isr": p.isr, "high_watermark": p.high_watermark,
+                                   "log_end_offset": p.log_end_offset, "log_start_offset": p.log_start_offset})
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        json!({"name": d.name, "topic_id": d.topic_id, "partitions": parts, "configs": effective})
+                    );
+                }
+                Output::Table => {
+                    println!("topic {} (id {})", d.name, d.topic_id);
+                    let rows = d
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            vec![
+                                p.partition.to_string(),
+                                opt(p.leader),
+                                p.leader_epoch.to_string(),
+                                list(&p.replicas),
+                                list(&p.isr),
+                                opt(p.log_start_offset),
+                                opt(p.high_watermark),
+                                opt(p.log_end_offset),
+                            ]
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        table(
+                            &[
+                                "partition",
+                                "leader",
+                                "epoch",
+                                "replicas",
+                                "isr",
+                                "log start",
+                                "high watermark",
+                                "log end"
+                            ],
+                            rows
+                        )
+                    );
+                    if !d.configs.is_empty() {
+                        let rows = d
+                            .configs
+                            .iter()
+                            .map(|(k, v)| vec![k.clone(), v.clone()])
+                            .collect();
+                        println!("{}", table(&["config (set on topic)", "value"], rows));
+                    }
+                }
+            }
+        }
+        TopicCommand::Delete { name } => {
+            admin.delete_topic(&name).await.map_err(ex)?;
+            match c.output {
+                Output::Json => println!("{}", json!({"deleted": name})),
+                Output::Table => println!("deleted topic {name}"),
+            }
+        }
+        TopicCommand::Alter {
+            name,
+            configs,
+            delete,
+        } => {
+            if configs.is_empty() && delete.is_empty() {
+                bail!("nothing to change: give --config K=V or --delete-config K");
+            }
+            admin
+                .alter_configs(&name, parse_configs(&configs)?, delete)
+                .await
+                .map_err(ex)?;
+            match c.output {
+                Output::Json => println!("{}", json!({"altered": name})),
+                Output::Table => println!("altered topic {name}"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cluster(cmd: ClusterCommand, c: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let ClusterCommand::Describe = cmd;
+    let admin = Admin::new(&ClientConfig::new(&c.bootstrap));
+    let d = admin
+        .describe_cluster()
+        .await
+        .map_err(|e| explain(&e, &c.bootstrap))?;
+    match c.output {
+        Output::Json => {
+            let brokers: Vec<_> = d.brokers.iter().map(|b| json!({"id": b.id, "addr": b.addr, "rack": (!b.rack.is_empty()).then_some(&b.rack), "alive": b.alive})).collect();
+            println!(
+                "{}",
+                json!({"controller": {"id": d.controller_id, "epoch": d.controller_epoch}, "brokers": brokers})
+            );
+        }
+        Output::Table => {
+            println!(
+                "controller {} (epoch {})",
+                d.controller_id, d.controller_epoch
+            );
+            let rows = d
+                .brokers
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.id.to_string(),
+                        b.addr.clone(),
+                        b.rack.clone(),
+                        if b.alive { "alive" } else { "fenced" }.to_string(),
+                    ]
+                })
+                .collect();
+            println!("{}", table(&["broker", "address", "rack", "state"], rows));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Most records awaiting acknowledgement before `produce` waits for the oldest.
+const PRODUCE_PENDING_MAX: usize = 100_000;
+
+pub async fn produce(a: ProduceArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let acks = Acks::parse(&a.acks)
+        .with_context(|| format!("--acks {} is not one of all, 1, 0", a.acks))?;
+    let config = ClientConfig::new(&c.bootstrap);
+    let producer = Producer::new(
+        &config,
+        ProducerConfig {
+            acks,
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| explain(&e, &c.bootstrap))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(10_000);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut pending = VecDeque::new();
+    let (mut acked, mut failed, mut first_error) = (0u64, 0u64, None);
+    let mut settle = |r: Result<sluice_client::RecordMetadata, sluice_client::Error>,
+                      acked: &mut u64,
+                      failed: &mut u64| match r {
+        Ok(_) => *acked += 1,
+        Err(e) => {
+            *failed += 1;
+            first_error.get_or_insert(e);
+        }
+    };
+    while let Some(line) = rx.recv().await {
+        let (key, value) = match &a.key_separator {
+            Some(sep) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => (Some(Bytes::from(k.to_string())), v.to_string()),
+                None => (None, line),
+            },
+            None => (None, line),
+        };
+        let record = ProducerRecord {
+            partition: a.partition,
+            ..ProducerRecord::new(a.topic.clone(), key, value)
+        };
+        pending.push_back(
+            producer
+                .send(record)
+                .await
+                .map_err(|e| explain(&e, &c.bootstrap))?,
+        );
+        if pending.len() >= PRODUCE_PENDING_MAX {
+            let r = pending.pop_front().expect("non-empty").await;
+            settle(r, &mut acked, &mut failed);
+        }
+    }
+    producer.flush().await;
+    for f in pending {
+        settle(f.await, &mut acked, &mut failed);
+    }
+    match c.output {
+        Output::Json => println!(
+            "{}",
+            json!({"acknowledged": acked, "failed": failed, "acks": acks.name()})
+        ),
+        Output::Table => eprintln!("{acked} record(s) acknowledged (acks={})", acks.name()),
+    }
+    if let Some(e) = first_error {
+        eprintln!(
+            "error: {failed} record(s) not acknowledged: {}",
+            explain(&e, &c.bootstrap)
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
+    if a.group.is_some() {
+        bail!("consumer groups are not available in this version yet; read with --from-beginning, or --partition P --offset N");
+    }
+    let config = ClientConfig::new(&c.bootstrap);
+    let ex = |e: sluice_client::Error| explain(&e, &c.bootstrap);
+    let admin = Admin::new(&config);
+    let topic = admin.describe_topic(&a.topic).await.map_err(ex)?;
+    let partitions: Vec<u32> = match a.partition {
+        Some(p) if topic.partitions.iter().any(|d| d.partition == p) => vec![p],
+        Some(p) => bail!(
+            "topic {} has no partition {p} (it has {})",
+            a.topic,
+            topic.partitions.len()
+        ),
+        None => topic.partitions.iter().map(|p| p.partition).collect(),
+    };
+    let reset = if a.from_beginning {
+        OffsetReset::Earliest
+    } else {
+        OffsetReset::Latest
+    };
+    let mut consumer = Consumer::new(
+        &config,
+        ConsumerConfig {
+            auto_offset_reset: reset,
+            ..ConsumerConfig::default()
+        },
+    );
+    let tps: Vec<TopicPartition> = partitions
+        .iter()
+        .map(|&p| TopicPartition::new(a.topic.clone(), p))
+        .collect();
+    consumer.assign(tps.clone());
+    if let (Some(offset), Some(tp)) = (a.offset, tps.first()) {
+        consumer.seek(tp, Seek::Offset(offset));
+    }
+    let idle = a.timeout_ms.map(Duration::from_millis);
+    let mut seen = 0u64;
+    let mut last_record = tokio::time::Instant::now();
+    let stdout = std::io::stdout();
+    loop {
+        if a.max_messages.is_some_and(|m| seen >= m) {
+            break;
+        }
+        let wait = idle.map_or(Duration::from_millis(500), |t| {
+            t.saturating_sub(last_record.elapsed())
+                .max(Duration::from_millis(1))
+        });
+        let records = tokio::select! {
+            r = consumer.poll(wait) => r.map_err(ex)?,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        if records.is_empty() {
+            if idle.is_some_and(|t| last_record.elapsed() >= t) {
+                break;
+            }
+            continue;
+        }
+        last_record = tokio::time::Instant::now();
+        let mut out = stdout.lock();
+        for r in records {
+            if a.max_messages.is_some_and(|m| seen >= m) {
+                break;
+            }
+            seen += 1;
+            let text =
+                |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+            let line = match c.output {
+                Output::Json => json!({"topic": r.topic, "partition": r.partition, "offset": r.offset, "timestamp": r.timestamp, "key": text(&r.key), "value": text(&r.value)}).to_string(),
+                Output::Table if a.print_key => format!("{}\t{}", text(&r.key).unwrap_or_default(), text(&r.value).unwrap_or_default()),
+                Output::Table => text(&r.value).unwrap_or_default(),
+            };
+            if writeln!(out, "{line}").is_err() {
+                return Ok(ExitCode::SUCCESS); // stdout closed (e.g. piped into head)
+            }
+        }
+        let _ = out.flush();
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,235 @@
+//! `sluice dev`, `sluice controller`, `sluice broker`: bind, run, stop cleanly on
+//! Ctrl-C or SIGTERM (stop accepting, finish in-flight requests, flush, write the
+//! clean-shutdown marker).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use sluice_broker::server::{Broker, BrokerConfig};
+use sluice_controller::{Controller, ControllerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::{default_data_dir, parse_addr};
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Where the controller's store and every broker's logs live.
+    #[arg(long, default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+    /// Number of brokers.
+    #[arg(long, default_value_t = 1)]
+    pub brokers: u32,
+    /// Broker 1's address; the other listeners take the next free ports.
+    #[arg(long, value_parser = parse_addr, default_value = "127.0.0.1:9392")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Args, Debug)]
+pub struct ControllerArgs {
+    #[arg(long)]
+    pub id: u32,
+    #[arg(long, value_parser = parse_addr)]
+    pub listen: SocketAddr,
+    /// `embedded:DIR` (flock lease + files).
+    #[arg(long)]
+    pub store: String,
+    /// `broker.session.timeout.ms`.
+    #[arg(long, default_value_t = 2000)]
+    pub session_timeout_ms: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct BrokerArgs {
+    #[arg(long)]
+    pub id: u32,
+    #[arg(long, value_parser = parse_addr)]
+    pub listen: SocketAddr,
+    /// Controller address(es), comma-separated.
+    #[arg(long)]
+    pub controller: String,
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    #[arg(long)]
+    pub rack: Option<String>,
+    /// Prometheus endpoint address (`/metrics`).
+    #[arg(long, value_parser = parse_addr)]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Resolves when the process gets Ctrl-C or SIGTERM.
+async fn termination() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn shutdown_future(
+    rx: &watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = rx.clone();
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Binds `addr`, or the next free port after it when `next_free` is set.
+async fn bind(addr: SocketAddr, next_free: bool) -> anyhow::Result<TcpListener> {
+    let mut candidate = addr;
+    for _ in 0..200 {
+        match TcpListener::bind(candidate).await {
+            Ok(l) => return Ok(l),
+            Err(e) if next_free && e.kind() == std::io::ErrorKind::AddrInUse => {
+                candidate.set_port(candidate.port() + 1)
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot listen on {candidate}")),
+        }
+    }
+    bail!("no free port after {addr}")
+}
+
+fn install_metrics(addr: SocketAddr) -> anyhow::Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("cannot serve metrics on {addr}"))
+}
+
+pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
+    if a.brokers == 0 {
+        bail!("--brokers must be at least 1");
+    }
+    std::fs::create_dir_all(&a.data_dir)
+        .with_context(|| format!("cannot create {}", a.data_dir.display()))?;
+    let mut broker_listeners = vec![bind(a.listen, false).await?];
+    let mut next = a.listen;
+    for _ in 1..a.brokers {
+        next.set_port(broker_listeners.last().expect("one").local_addr()?.port() + 1);
+        broker_listeners.push(bind(next, true).await?);
+    }
+    next.set_port(broker_listeners.last().expect("one").local_addr()?.port() + 1);
+    let controller_listener = bind(next, true).await?;
+    let controller_addr = controller_listener.local_addr()?;
+    next.set_port(controller_addr.port() + 1);
+    let metrics_addr = bind(next, true).await?.local_addr()?;
+    install_metrics(metrics_addr)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let store = format!("embedded:{}", a.data_dir.join("controller").display());
+    let controller = Controller::new(ControllerConfig {
+        id: 0,
+        store,
+        ..ControllerConfig::default()
+    })?;
+    let controller_task =
+        tokio::spawn(controller.run(controller_listener, shutdown_future(&stop_rx)));
+
+    println!("sluice dev: data in {}", a.data_dir.display());
+    let mut broker_tasks = Vec::new();
+    for (i, listener) in broker_listeners.into_iter().enumerate() {
+        let id = i as u32 + 1;
+        let addr = listener.local_addr()?;
+        let config = BrokerConfig::new(
+            id,
+            addr.to_string(),
+            vec![controller_addr.to_string()],
+            a.data_dir.join(format!("broker-{id}")),
+        );
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+        println!("  broker {id:<4}     {addr}");
+        broker_tasks.push(tokio::spawn(
+            broker.run(listener, shutdown_future(&stop_rx)),
+        ));
+    }
+    println!("  controller      {controller_addr}");
+    println!("  metrics         http://{metrics_addr}/metrics");
+    let admin = sluice_client::Admin::new(&sluice_client::ClientConfig::new(&a.listen.to_string()));
+    let ready = async {
+        loop {
+            if let Ok(c) = admin.describe_cluster().await {
+                if c.brokers.iter().filter(|b| b.alive).count() == a.brokers as usize {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        _ = ready => println!("ready: {} broker(s); Ctrl-C stops", a.brokers),
+        _ = tokio::time::sleep(Duration::from_secs(30)) => eprintln!("warning: brokers did not all register within 30 s"),
+    }
+    termination().await;
+    println!("stopping");
+    let _ = stop_tx.send(true);
+    let mut clean = true;
+    for t in broker_tasks {
+        if let Err(e) = t.await? {
+            eprintln!("error: broker shutdown: {e}");
+            clean = false;
+        }
+    }
+    controller_task.await??;
+    println!("stopped");
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub async fn controller(a: ControllerArgs) -> anyhow::Result<ExitCode> {
+    let listener = bind(a.listen, false).await?;
+    let config = ControllerConfig {
+        id: a.id,
+        store: a.store,
+        session_timeout: Duration::from_millis(a.session_timeout_ms),
+        ..ControllerConfig::default()
+    };
+    let controller = Controller::new(config)?;
+    println!(
+        "controller {} listening on {}",
+        a.id,
+        listener.local_addr()?
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(controller.run(listener, shutdown_future(&stop_rx)));
+    termination().await;
+    let _ = stop_tx.send(true);
+    task.await??;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
+    let listener = bind(a.listen, false).await?;
+    let addr = listener.local_addr()?;
+    if let Some(m) = a.metrics {
+        install_metrics(m)?;
+        println!("metrics on http://{m}/metrics");
+    }
+    let controllers: Vec<String> = a
+        .controller
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if controllers.is_empty() {
+        bail!("--controller needs at least one address");
+    }
+    let mut config = BrokerConfig::new(a.id, addr.to_string(), controllers, a.data_dir);
+    config.rack = a.rack;
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+    println!("broker {} listening on {addr}", a.id);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(broker.run(listener, shutdown_future(&stop_rx)));
+    termination().await;
+    let _ = stop_tx.send(true);
+    task.await?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
