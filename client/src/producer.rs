@@ -150,11 +150,14 @@ type BatchResult = Result<(Option<u64>, Option<i64>), Error>;
 #[derive(Default)]
 struct BatchShared {
     result: OnceLock<BatchResult>,
+    /// When the result arrived (for latency measurement independent of the awaiter).
+    completed_at: OnceLock<Instant>,
     wakers: Mutex<Vec<Waker>>,
 }
 
 impl BatchShared {
     fn complete(&self, r: BatchResult) {
+        let _ = self.completed_at.set(Instant::now());
         if self.result.set(r).is_ok() {
             for w in std::mem::take(&mut *self.wakers.lock()) {
                 w.wake();
@@ -173,6 +176,11 @@ pub struct DeliveryFuture {
 }
 
 impl DeliveryFuture {
+    /// When the acknowledgement (or failure) arrived, once it has.
+    pub fn completed_at(&self) -> Option<Instant> {
+        self.shared.completed_at.get().copied()
+    }
+
     fn ready(&self) -> Option<Result<RecordMetadata, Error>> {
         let r = self.shared.result.get()?;
         Some(r.clone().map(|(base, append_time)| RecordMetadata {
@@ -355,7 +363,7 @@ impl Producer {
         }
         let first = q.open.is_none();
         let open = q.open.get_or_insert_with(|| Open {
-            builder: BatchBuilder::new(inner.config.compression),
+            builder: BatchBuilder::with_capacity(inner.config.compression, inner.config.batch_size),
             shared: Arc::new(BatchShared::default()),
             created: Instant::now(),
             records: 0,

@@ -9,6 +9,7 @@ use sluice_proto::v1::{self, admin_server, controller_api_server};
 use sluice_proto::ErrorCode;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
@@ -229,6 +230,13 @@ pub(crate) async fn serve(
     tonic::transport::Server::builder()
         .add_service(admin_server::AdminServer::new(svc.clone()))
         .add_service(controller_api_server::ControllerApiServer::new(svc))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener).map(|s| {
+                s.inspect(|s| {
+                    let _ = s.set_nodelay(true);
+                })
+            }),
+            shutdown,
+        )
         .await
 }

@@ -26,7 +26,7 @@
 //! been checked; [`RecordBatch::validate`] additionally walks every record. Nothing here
 //! panics on input: every malformation is a [`BatchError`].
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::compression::{Compression, CompressionError};
 use crate::limits::{
@@ -568,8 +568,16 @@ impl BatchBuilder {
             base_timestamp: None,
             max_timestamp: -1,
             count: 0,
-            records: Vec::new(),
+            records: vec![0; BATCH_HEADER_BYTES],
         }
+    }
+
+    /// A builder whose buffer starts with room for `bytes` of records, so a batch that
+    /// is filled up to a known size never reallocates.
+    pub fn with_capacity(compression: Compression, bytes: usize) -> BatchBuilder {
+        let mut b = BatchBuilder::new(compression);
+        b.records.reserve(bytes);
+        b
     }
 
     /// Idempotent producer fields (`-1` everywhere for a plain producer).
@@ -595,7 +603,7 @@ impl BatchBuilder {
     }
     /// Size of the batch if built now without compression.
     pub fn uncompressed_size(&self) -> usize {
-        BATCH_HEADER_BYTES + self.records.len()
+        self.records.len()
     }
 
     /// Appends one record.
@@ -644,15 +652,17 @@ impl BatchBuilder {
 
     /// Encodes the batch with base offset 0 and leader epoch -1 ("not yet stamped").
     pub fn build(self) -> Result<RecordBatch, BatchError> {
-        let mut buf = BytesMut::with_capacity(self.uncompressed_size());
-        buf.resize(BATCH_HEADER_BYTES, 0);
-        if self.compression == Compression::None {
-            buf.extend_from_slice(&self.records);
+        // `records` starts with room for the header, so an uncompressed batch is
+        // built in place, without copying the records.
+        let mut buf = if self.compression == Compression::None {
+            self.records
         } else {
             let mut compressed = Vec::with_capacity(self.records.len() / 2 + 64);
-            self.compression.compress(&self.records, &mut compressed)?;
-            buf.extend_from_slice(&compressed);
-        }
+            compressed.resize(BATCH_HEADER_BYTES, 0);
+            self.compression
+                .compress(&self.records[BATCH_HEADER_BYTES..], &mut compressed)?;
+            compressed
+        };
         let total = buf.len();
         if total > BATCH_BYTES_MAX {
             return Err(BatchError::BadLength {
@@ -688,7 +698,9 @@ impl BatchBuilder {
         b[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&self.count.to_be_bytes());
         let crc = compute_crc(b);
         b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        Ok(RecordBatch { buf: buf.freeze() })
+        Ok(RecordBatch {
+            buf: Bytes::from(buf),
+        })
     }
 }
 

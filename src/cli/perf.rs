@@ -55,6 +55,10 @@ pub struct ProduceArgs {
     /// none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     pub compression: String,
+    /// Also consume in this process and report send-to-consume latency (needs
+    /// --throughput; the consumer shares the CPU, so ack latency is reported apart).
+    #[arg(long, requires = "throughput")]
+    pub end_to_end: bool,
 }
 
 #[derive(Args, Debug)]
@@ -127,8 +131,8 @@ async fn produce(a: ProduceArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     let producer = Producer::new(&config, pconfig).await.map_err(ex)?;
     let epoch = Instant::now();
     let run_id: u64 = rand::random();
-    let e2e = match a.throughput {
-        Some(_) => Some(tokio::spawn(end_to_end(
+    let e2e = match a.end_to_end {
+        true => Some(tokio::spawn(end_to_end(
             config.clone(),
             a.topic.clone(),
             partitions,
@@ -136,9 +140,9 @@ async fn produce(a: ProduceArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
             epoch,
             run_id,
         ))),
-        None => None,
+        false => None,
     };
-    if let Some(_) = &e2e {
+    if e2e.is_some() {
         // Let the consumer find the end before the first record goes out.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -149,12 +153,13 @@ async fn produce(a: ProduceArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         let mut errors = 0u64;
         let mut first_error = None;
         let mut last = None;
-        while let Some((sent, f)) = rx.recv().await {
-            match f.await {
+        while let Some((sent, mut f)) = rx.recv().await {
+            match (&mut f).await {
                 Ok(_) => {
-                    let now = Instant::now();
-                    h.saturating_record(now.duration_since(sent).as_micros() as u64);
-                    last = Some(now);
+                    // The time the ack arrived, not when this task got to it.
+                    let acked = f.completed_at().unwrap_or_else(Instant::now);
+                    h.saturating_record(acked.duration_since(sent).as_micros() as u64);
+                    last = Some(acked);
                 }
                 Err(e) => {
                     errors += 1;

@@ -26,6 +26,19 @@ use tracing::{error, info, warn};
 use crate::log::{LogError, LogManager};
 use crate::replica::ReplicaManager;
 
+/// Accepted connections with Nagle off: `Server::tcp_nodelay` only applies to
+/// listeners tonic binds itself, and Nagle plus delayed ACKs stalls replies ~40 ms.
+pub fn nodelay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|s| {
+        s.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    })
+}
+
 /// Per-broker settings.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -139,7 +152,7 @@ impl Broker {
             .add_service(v1::broker_control_server::BrokerControlServer::new(
                 control::Control(shared.clone()),
             ))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(nodelay(listener), shutdown)
             .await;
         lifecycle.abort();
         maintenance.abort();
