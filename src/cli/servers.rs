@@ -132,6 +132,7 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(controller.run(controller_listener, shutdown_future(&stop_rx)));
 
     println!("sluice dev: data in {}", a.data_dir.display());
+    let first_broker = broker_listeners[0].local_addr()?;
     let mut broker_tasks = Vec::new();
     for (i, listener) in broker_listeners.into_iter().enumerate() {
         let id = i as u32 + 1;
@@ -150,7 +151,8 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
     }
     println!("  controller      {controller_addr}");
     println!("  metrics         http://{metrics_addr}/metrics");
-    let admin = sluice_client::Admin::new(&sluice_client::ClientConfig::new(&a.listen.to_string()));
+    let admin =
+        sluice_client::Admin::new(&sluice_client::ClientConfig::new(&first_broker.to_string()));
     let ready = async {
         loop {
             if let Ok(c) = admin.describe_cluster().await {

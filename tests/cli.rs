@@ -1,0 +1,336 @@
+//! The CLI contract (DESIGN.md §10) against a real `sluice dev`: round trips, JSON
+//! shapes scripts read, restarts that keep data, and every error case exiting non-zero
+//! with one line on stderr.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{json, run_cli, Dev};
+
+fn one_line_error(out: &std::process::Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "error must be one line: {err:?}");
+    assert!(err.starts_with("error:"), "{err}");
+    err
+}
+
+#[test]
+fn topics_produce_consume_and_json_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "1",
+            "--config",
+            "retention.ms=60000",
+        ],
+        "",
+    );
+    assert_eq!(
+        json(&dev.ok(&["topic", "list", "--output", "json"], "")),
+        serde_json::json!(["orders"])
+    );
+
+    let input: String = (0..300).map(|i| format!("key-{i}:value-{i}\n")).collect();
+    let out = dev.cli(&["produce", "orders", "--key-separator", ":"], &input);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("300 record(s) acknowledged"));
+
+    let consumed = dev.ok(
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--max-messages",
+            "300",
+            "--print-key",
+            "--timeout-ms",
+            "10000",
+        ],
+        "",
+    );
+    let got: BTreeSet<String> = consumed.lines().map(str::to_string).collect();
+    let want: BTreeSet<String> = (0..300).map(|i| format!("key-{i}\tvalue-{i}")).collect();
+    assert_eq!(got, want);
+
+    let d = json(&dev.ok(&["topic", "describe", "orders", "--output", "json"], ""));
+    assert_eq!(d["name"], "orders");
+    assert_eq!(d["configs"]["retention.ms"], "60000");
+    let parts = d["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    let mut total = 0;
+    for p in parts {
+        for field in [
+            "partition",
+            "leader",
+            "leader_epoch",
+            "replicas",
+            "isr",
+            "high_watermark",
+            "log_end_offset",
+            "log_start_offset",
+        ] {
+            assert!(!p[field].is_null(), "missing {field} in {p}");
+        }
+        assert_eq!(p["high_watermark"], p["log_end_offset"]);
+        total += p["high_watermark"].as_u64().unwrap();
+    }
+    assert_eq!(total, 300);
+    // Keys are spread over partitions by murmur2, as a Kafka client would place them.
+    assert!(
+        parts
+            .iter()
+            .filter(|p| p["high_watermark"].as_u64().unwrap() > 0)
+            .count()
+            >= 2
+    );
+
+    let c = json(&dev.ok(&["cluster", "describe", "--output", "json"], ""));
+    assert_eq!(c["brokers"][0]["id"], 1);
+    assert_eq!(c["brokers"][0]["alive"], true);
+    assert!(c["controller"]["epoch"].as_i64().unwrap() >= 1);
+    assert!(!c["controller"]["id"].is_null());
+
+    dev.ok(
+        &["topic", "alter", "orders", "--config", "retention.ms=1000"],
+        "",
+    );
+    let d = json(&dev.ok(&["topic", "describe", "orders", "--output", "json"], ""));
+    assert_eq!(d["configs"]["retention.ms"], "1000");
+
+    // One partition from an offset.
+    let p0 = parts[0]["high_watermark"].as_u64().unwrap();
+    let tail = dev.ok(
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "0",
+            "--offset",
+            &(p0 - 1).to_string(),
+            "--max-messages",
+            "1",
+            "--timeout-ms",
+            "5000",
+        ],
+        "",
+    );
+    assert_eq!(tail.lines().count(), 1);
+
+    dev.ok(&["topic", "delete", "orders"], "");
+    let err = one_line_error(&dev.cli(&["topic", "describe", "orders"], ""));
+    assert!(err.contains("does not exist"), "{err}");
+    dev.stop();
+}
+
+#[test]
+fn errors_are_one_clear_line_and_a_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "t",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+        ],
+        "",
+    );
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "topic",
+                "create",
+                "t",
+                "--partitions",
+                "1",
+                "--replication-factor",
+                "1",
+            ],
+            "already exists",
+        ),
+        (
+            vec![
+                "topic",
+                "create",
+                "bad name",
+                "--partitions",
+                "1",
+                "--replication-factor",
+                "1",
+            ],
+            "invalid topic name",
+        ),
+        (
+            vec![
+                "topic",
+                "create",
+                "z",
+                "--partitions",
+                "0",
+                "--replication-factor",
+                "1",
+            ],
+            "partitions",
+        ),
+        (
+            vec![
+                "topic",
+                "create",
+                "z",
+                "--partitions",
+                "1",
+                "--replication-factor",
+                "3",
+            ],
+            "replication factor",
+        ),
+        (
+            vec![
+                "topic",
+                "create",
+                "z",
+                "--partitions",
+                "1",
+                "--replication-factor",
+                "1",
+                "--config",
+                "retention.ms=soon",
+            ],
+            "retention.ms",
+        ),
+        (
+            vec![
+                "topic",
+                "create",
+                "z",
+                "--partitions",
+                "1",
+                "--replication-factor",
+                "1",
+                "--config",
+                "no.such=1",
+            ],
+            "no.such",
+        ),
+        (
+            vec!["topic", "alter", "t", "--config", "cleanup.policy=shred"],
+            "cleanup.policy",
+        ),
+        (vec!["produce", "missing"], "does not exist"),
+        (vec!["produce", "t", "--acks", "2"], "--acks"),
+        (
+            vec!["consume", "missing", "--timeout-ms", "100"],
+            "does not exist",
+        ),
+        (
+            vec!["consume", "t", "--partition", "9", "--timeout-ms", "100"],
+            "no partition 9",
+        ),
+        (vec!["consume", "t", "--group", "g"], "consumer groups"),
+    ];
+    for (args, needle) in cases {
+        let err = one_line_error(&dev.cli(&args, "x\n"));
+        assert!(
+            err.contains(needle),
+            "sluice {args:?}: {err:?} should mention {needle:?}"
+        );
+    }
+    // A bad flag value is refused by the parser, non-zero, naming the flag.
+    let out = dev.cli(
+        &[
+            "topic",
+            "create",
+            "z",
+            "--partitions",
+            "many",
+            "--replication-factor",
+            "1",
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--partitions"));
+    // The broker kept serving through all of it.
+    assert_eq!(
+        json(&dev.ok(&["topic", "list", "--output", "json"], "")),
+        serde_json::json!(["t"])
+    );
+    dev.stop();
+
+    // Nothing listening.
+    let out = run_cli("127.0.0.1:1", &["topic", "list"], "");
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("cannot reach") && err.contains("sluice dev"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_restart_keeps_topics_and_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "keep",
+            "--partitions",
+            "2",
+            "--replication-factor",
+            "1",
+        ],
+        "",
+    );
+    let input: String = (0..1000).map(|i| format!("{i}\n")).collect();
+    dev.ok(&["produce", "keep"], &input);
+    dev.stop();
+    assert!(
+        dir.path().join("broker-1").join(".clean-shutdown").exists(),
+        "clean shutdown writes the marker"
+    );
+
+    let dev = Dev::start(dir.path());
+    let out = dev.ok(
+        &[
+            "consume",
+            "keep",
+            "--from-beginning",
+            "--max-messages",
+            "1000",
+            "--timeout-ms",
+            "10000",
+        ],
+        "",
+    );
+    let mut got: Vec<u32> = out.lines().map(|l| l.parse().unwrap()).collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..1000).collect::<Vec<_>>());
+    // Appends continue after the old end.
+    dev.ok(&["produce", "keep"], "after\n");
+    let d = json(&dev.ok(&["topic", "describe", "keep", "--output", "json"], ""));
+    let total: u64 = d["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["log_end_offset"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 1001);
+    dev.stop();
+}

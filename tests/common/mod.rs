@@ -1,0 +1,150 @@
+//! Test harness: runs the real `sluice` binary (`sluice dev`) on loopback ports in a
+//! temp dir, runs CLI commands against it, and stops or kills it. Waits poll a
+//! condition under a deadline; there are no fixed sleeps.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// Polls `f` until it returns `Some`, failing the test after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `sluice dev`.
+pub struct Dev {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub addr: String,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Dev {
+    /// Starts `sluice dev` on a free port with data in `data_dir`, and waits until it
+    /// reports ready.
+    pub fn start(data_dir: &Path) -> Dev {
+        Dev::start_with(data_dir, &[])
+    }
+
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Dev {
+        let mut child = Command::new(BIN)
+            .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sluice dev");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut addr = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = lines.recv_timeout(left) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("sluice dev did not report ready within 60 s");
+            };
+            if let Some(rest) = line.trim().strip_prefix("broker 1") {
+                addr = Some(rest.trim().to_string());
+            }
+            if line.starts_with("ready") {
+                break;
+            }
+        }
+        Dev {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            addr: addr.expect("broker 1 address printed"),
+            lines,
+        }
+    }
+
+    /// Runs `sluice ARGS` against this cluster, feeding `stdin`.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
+        run_cli(&self.addr, args, stdin)
+    }
+
+    /// Like [`Dev::cli`], asserting success and returning stdout.
+    pub fn ok(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.cli(args, stdin);
+        assert!(
+            out.status.success(),
+            "sluice {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) {
+        // SAFETY: plain kill(2) on our child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = wait_for("sluice dev to exit", Duration::from_secs(30), || {
+            self.child.try_wait().expect("wait")
+        });
+        assert!(status.success(), "sluice dev exited with {status}");
+    }
+
+    /// SIGKILL: no flush, no marker.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run_cli(bootstrap: &str, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("SLUICE_BOOTSTRAP", bootstrap)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    let mut input = child.stdin.take().expect("piped");
+    let text = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(text.as_bytes());
+    });
+    let out = child.wait_with_output().expect("sluice output");
+    writer.join().expect("stdin writer");
+    out
+}
+
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
