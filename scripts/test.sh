@@ -10,7 +10,6 @@ cd "$(dirname "$0")/.."
 packages=(
   "chattr:e2fsprogs"
   "mount:mount"
-  "protoc:protobuf-compiler"
 )
 missing=()
 for entry in "${packages[@]}"; do

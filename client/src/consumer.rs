@@ -230,7 +230,15 @@ impl Consumer {
                     "{tp} has no position and auto.offset.reset is none"
                 )));
             }
-            let offset = self.resolve(&tp, target).await?;
+            let offset = match self.resolve(&tp, target).await {
+                Ok(o) => o,
+                // No leader yet (startup, failover): try again on the next round.
+                Err(e) if e.is_retriable() => {
+                    debug!(partition = %tp, error = %e, "cannot resolve the position yet");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let p = self.parts.get_mut(&tp).expect("assigned");
             p.position = Some(offset);
             p.fetch_position = Some(offset);

@@ -64,10 +64,24 @@ impl Active {
         &mut self,
         actions: Vec<state::Action>,
         pusher: &Pusher,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<tokio::sync::oneshot::Receiver<()>>, StoreError> {
         self.store.save(&self.state.snap)?;
-        pusher.dispatch(actions, &self.state);
-        Ok(())
+        Ok(pusher.dispatch(actions, &self.state))
+    }
+}
+
+/// Longest a request waits for brokers to apply what it changed.
+const PUSH_WAIT: Duration = Duration::from_secs(3);
+
+/// Waits (bounded) until brokers accepted the pushes of a commit, so that a client that
+/// hears "created" can use the topic at once. Call without holding the state lock.
+pub(crate) async fn await_pushes(acks: Vec<tokio::sync::oneshot::Receiver<()>>) {
+    let _ = tokio::time::timeout(PUSH_WAIT, futures_join(acks)).await;
+}
+
+async fn futures_join(acks: Vec<tokio::sync::oneshot::Receiver<()>>) {
+    for a in acks {
+        let _ = a.await;
     }
 }
 
@@ -160,7 +174,7 @@ impl Controller {
             let active = guard.insert(Active { state, store });
             // Known brokers learn the new controller epoch and their partitions.
             let actions = active.state.all_leader_and_isr();
-            self.shared.pusher.dispatch(actions, &active.state);
+            let _ = self.shared.pusher.dispatch(actions, &active.state);
         }
         let mut ticker = tokio::time::interval(config.tick);
         loop {

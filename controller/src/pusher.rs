@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sluice_proto::v1::broker_control_client::BrokerControlClient;
 use sluice_proto::v1::{self};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Endpoint;
 use tracing::{debug, warn};
 
@@ -29,12 +29,20 @@ enum Push {
 #[derive(Default)]
 pub struct Pusher {
     /// broker id -> (address the task talks to, its queue)
-    queues: Mutex<HashMap<u32, (String, mpsc::UnboundedSender<Push>)>>,
+    queues: Mutex<HashMap<u32, (String, mpsc::UnboundedSender<(Push, oneshot::Sender<()>)>)>>,
 }
 
 impl Pusher {
     /// Turns actions into requests stamped with the controller and broker epochs.
-    pub fn dispatch(&self, actions: Vec<Action>, state: &ClusterState) {
+    /// Queues the actions; the returned receivers resolve as each push is accepted by
+    /// its broker (and are dropped if it is given up), so callers can wait for brokers
+    /// to know about a change before answering.
+    pub fn dispatch(
+        &self,
+        actions: Vec<Action>,
+        state: &ClusterState,
+    ) -> Vec<oneshot::Receiver<()>> {
+        let mut acks = Vec::new();
         let (controller_id, controller_epoch) = (state.controller_id(), state.controller_epoch());
         for action in actions {
             match action {
@@ -46,7 +54,7 @@ impl Pusher {
                         broker_epoch,
                         partitions,
                     };
-                    self.send(state, broker, Push::LeaderAndIsr(req));
+                    acks.extend(self.send(state, broker, Push::LeaderAndIsr(req)));
                 }
                 Action::StopReplica { broker, partitions } => {
                     let broker_epoch = state.broker_epoch(broker).unwrap_or(-1);
@@ -64,7 +72,7 @@ impl Pusher {
                         broker_epoch,
                         partitions,
                     };
-                    self.send(state, broker, Push::StopReplica(req));
+                    acks.extend(self.send(state, broker, Push::StopReplica(req)));
                 }
                 Action::UpdateMetadataAll => {
                     let metadata = state.metadata(&[]);
@@ -74,17 +82,17 @@ impl Pusher {
                             controller_epoch,
                             metadata: Some(metadata.clone()),
                         };
-                        self.send(state, broker, Push::UpdateMetadata(req));
+                        acks.extend(self.send(state, broker, Push::UpdateMetadata(req)));
                     }
                 }
             }
         }
+        acks
     }
 
-    fn send(&self, state: &ClusterState, broker: u32, push: Push) {
-        let Some(addr) = state.broker_addr(broker) else {
-            return;
-        };
+    fn send(&self, state: &ClusterState, broker: u32, push: Push) -> Option<oneshot::Receiver<()>> {
+        let addr = state.broker_addr(broker)?;
+        let (done, acked) = oneshot::channel();
         let mut queues = self.queues.lock().expect("pusher lock");
         let stale = queues
             .get(&broker)
@@ -94,11 +102,16 @@ impl Pusher {
             tokio::spawn(deliver(broker, addr.to_string(), rx));
             queues.insert(broker, (addr.to_string(), tx));
         }
-        let _ = queues[&broker].1.send(push);
+        let _ = queues[&broker].1.send((push, done));
+        Some(acked)
     }
 }
 
-async fn deliver(broker: u32, addr: String, mut rx: mpsc::UnboundedReceiver<Push>) {
+async fn deliver(
+    broker: u32,
+    addr: String,
+    mut rx: mpsc::UnboundedReceiver<(Push, oneshot::Sender<()>)>,
+) {
     let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
         Ok(e) => e
             .connect_timeout(Duration::from_secs(1))
@@ -109,7 +122,8 @@ async fn deliver(broker: u32, addr: String, mut rx: mpsc::UnboundedReceiver<Push
         }
     };
     let mut client = BrokerControlClient::new(endpoint.connect_lazy());
-    while let Some(push) = rx.recv().await {
+    while let Some((push, done)) = rx.recv().await {
+        let mut done = Some(done);
         for attempt in 1..=ATTEMPTS {
             let result = match &push {
                 Push::LeaderAndIsr(r) => client.leader_and_isr(r.clone()).await,
@@ -126,6 +140,9 @@ async fn deliver(broker: u32, addr: String, mut rx: mpsc::UnboundedReceiver<Push
                             message = resp.error_message,
                             "broker refused a control request"
                         );
+                    }
+                    if let Some(d) = done.take() {
+                        let _ = d.send(());
                     }
                     break;
                 }

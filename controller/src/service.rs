@@ -42,20 +42,25 @@ impl Svc {
         &self,
         f: impl FnOnce(&mut crate::state::ClusterState) -> Result<Vec<Action>, Rejection>,
     ) -> v1::AdminResult {
-        let mut guard = self.0.active.lock().await;
-        let Some(active) = guard.as_mut() else {
-            return not_controller(&self.0);
+        let acks = {
+            let mut guard = self.0.active.lock().await;
+            let Some(active) = guard.as_mut() else {
+                return not_controller(&self.0);
+            };
+            match f(&mut active.state) {
+                Ok(actions) => match active.commit(actions, &self.0.pusher) {
+                    Ok(acks) => acks,
+                    Err(e) => {
+                        let message = format!("metadata store write failed: {e}");
+                        return result(ErrorCode::UnknownServerError, message);
+                    }
+                },
+                Err((code, message)) => return result(code, message),
+            }
         };
-        match f(&mut active.state) {
-            Ok(actions) => match active.commit(actions, &self.0.pusher) {
-                Ok(()) => result(ErrorCode::None, ""),
-                Err(e) => result(
-                    ErrorCode::UnknownServerError,
-                    format!("metadata store write failed: {e}"),
-                ),
-            },
-            Err((code, message)) => result(code, message),
-        }
+        // Answer once brokers know: a client that hears "created" can use the topic.
+        crate::await_pushes(acks).await;
+        result(ErrorCode::None, "")
     }
 }
 
@@ -165,11 +170,18 @@ impl controller_api_server::ControllerApi for Svc {
             r.incarnation,
             Instant::now(),
         );
-        if let Err(e) = active.commit(actions, &self.0.pusher) {
-            return Err(Status::internal(format!(
-                "metadata store write failed: {e}"
-            )));
-        }
+        let acks = match active.commit(actions, &self.0.pusher) {
+            Ok(acks) => acks,
+            Err(e) => {
+                return Err(Status::internal(format!(
+                    "metadata store write failed: {e}"
+                )))
+            }
+        };
+        let controller_epoch = active.state.controller_epoch();
+        drop(guard);
+        // Answer once the broker holds its partitions: "registered" then means "serving".
+        crate::await_pushes(acks).await;
         info!(
             broker = r.broker_id,
             addr = r.addr,
@@ -180,7 +192,7 @@ impl controller_api_server::ControllerApi for Svc {
             error_code: 0,
             error_message: String::new(),
             broker_epoch: epoch,
-            controller_epoch: active.state.controller_epoch(),
+            controller_epoch,
             controller_id: self.0.config.id,
         }))
     }

@@ -133,6 +133,10 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
 
     println!("sluice dev: data in {}", a.data_dir.display());
     let first_broker = broker_listeners[0].local_addr()?;
+    let mut broker_addrs = Vec::new();
+    for l in &broker_listeners {
+        broker_addrs.push(l.local_addr()?.to_string());
+    }
     let mut broker_tasks = Vec::new();
     for (i, listener) in broker_listeners.into_iter().enumerate() {
         let id = i as u32 + 1;
@@ -151,14 +155,35 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
     }
     println!("  controller      {controller_addr}");
     println!("  metrics         http://{metrics_addr}/metrics");
-    let admin =
-        sluice_client::Admin::new(&sluice_client::ClientConfig::new(&first_broker.to_string()));
+    // Ready once every broker's own metadata lists every broker alive at the address it
+    // has now (a restarted dev may still hold last run's addresses in its store). The
+    // controller pushes a broker's partitions before that metadata, in order, so a
+    // broker that shows it already serves its partitions.
     let ready = async {
+        let client = sluice_client::Cluster::new(&sluice_client::ClientConfig::new(
+            &first_broker.to_string(),
+        ));
         loop {
-            if let Ok(c) = admin.describe_cluster().await {
-                if c.brokers.iter().filter(|b| b.alive).count() == a.brokers as usize {
-                    return;
-                }
+            let mut all = true;
+            for addr in &broker_addrs {
+                let seen = match client.broker_client(addr) {
+                    Ok(mut c) => c
+                        .metadata(sluice_proto::v1::MetadataRequest { topics: vec![] })
+                        .await
+                        .ok(),
+                    Err(_) => None,
+                };
+                let alive = seen.map_or(0, |m| {
+                    m.into_inner()
+                        .brokers
+                        .iter()
+                        .filter(|b| b.alive && broker_addrs.contains(&b.addr))
+                        .count()
+                });
+                all &= alive == broker_addrs.len();
+            }
+            if all {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
