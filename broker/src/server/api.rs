@@ -124,6 +124,7 @@ impl broker_server::Broker for BrokerApi {
         &self,
         req: Request<v1::ListOffsetsRequest>,
     ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
+        let started = Instant::now();
         let partitions = req
             .into_inner()
             .partitions
@@ -154,6 +155,7 @@ impl broker_server::Broker for BrokerApi {
                 out
             })
             .collect();
+        record_request("list_offsets", started);
         Ok(Response::new(v1::ListOffsetsResponse { partitions }))
     }
 
@@ -161,6 +163,7 @@ impl broker_server::Broker for BrokerApi {
         &self,
         req: Request<v1::MetadataRequest>,
     ) -> Result<Response<v1::MetadataResponse>, Status> {
+        let started = Instant::now();
         let wanted = req.into_inner().topics;
         let mut md = self.0.metadata.read().clone();
         if !wanted.is_empty() {
@@ -178,6 +181,7 @@ impl broker_server::Broker for BrokerApi {
             }
             md.topics = topics;
         }
+        record_request("metadata", started);
         Ok(Response::new(md))
     }
 }
