@@ -288,6 +288,8 @@ impl Consumer {
                         partition: tp.partition,
                         fetch_offset: *offset as i64,
                         partition_max_bytes: self.config.partition_max_bytes,
+                        current_leader_epoch: -1,
+                        last_fetched_epoch: -1,
                     })
                     .collect(),
                 replica_id: -1,

@@ -148,6 +148,56 @@ impl admin_server::Admin for Svc {
 
 #[tonic::async_trait]
 impl controller_api_server::ControllerApi for Svc {
+    async fn alter_partition(
+        &self,
+        req: Request<v1::AlterPartitionRequest>,
+    ) -> Result<Response<v1::AlterPartitionResponse>, Status> {
+        let r = req.into_inner();
+        let (state, acks) = {
+            let mut guard = self.0.active.lock().await;
+            let Some(active) = guard.as_mut() else {
+                let nc = not_controller(&self.0);
+                return Ok(Response::new(v1::AlterPartitionResponse {
+                    error_code: nc.error_code,
+                    error_message: nc.error_message,
+                    state: None,
+                }));
+            };
+            let outcome = active.state.alter_partition(
+                r.broker_id,
+                r.broker_epoch,
+                &r.topic,
+                r.partition,
+                r.leader_epoch,
+                r.partition_epoch,
+                r.new_isr,
+            );
+            match outcome {
+                Ok((state, actions)) => match active.commit(actions, &self.0.pusher) {
+                    Ok(acks) => (state, acks),
+                    Err(e) => {
+                        return Err(Status::internal(format!(
+                            "metadata store write failed: {e}"
+                        )))
+                    }
+                },
+                Err((code, message)) => {
+                    return Ok(Response::new(v1::AlterPartitionResponse {
+                        error_code: code.code(),
+                        error_message: message,
+                        state: None,
+                    }));
+                }
+            }
+        };
+        crate::await_pushes(acks).await;
+        Ok(Response::new(v1::AlterPartitionResponse {
+            error_code: 0,
+            error_message: String::new(),
+            state: Some(state),
+        }))
+    }
+
     async fn register_broker(
         &self,
         req: Request<v1::RegisterBrokerRequest>,

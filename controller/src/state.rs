@@ -175,24 +175,121 @@ impl ClusterState {
         let live = self.live.clone();
         let mut changed = Vec::new();
         for (name, t) in self.snap.topics.iter_mut() {
+            let unclean = t
+                .configs
+                .get("unclean.leader.election.enable")
+                .is_some_and(|v| v == "true");
             for (i, p) in t.partitions.iter_mut().enumerate() {
+                // A fenced broker leaves the ISR, unless it is the last member: the
+                // last ISR member is remembered as the only safe future leader.
+                if p.isr.len() > 1 && p.isr.iter().any(|r| !live.contains_key(r)) {
+                    let kept: Vec<u32> = p
+                        .isr
+                        .iter()
+                        .copied()
+                        .filter(|r| live.contains_key(r))
+                        .collect();
+                    p.isr = if kept.is_empty() {
+                        vec![p.isr[0]]
+                    } else {
+                        kept
+                    };
+                    p.partition_epoch += 1;
+                    changed.push((name.clone(), i));
+                }
                 if p.leader.is_some_and(|l| live.contains_key(&l)) {
                     continue;
                 }
-                let next = p
+                let mut next = p
                     .replicas
                     .iter()
                     .copied()
                     .find(|r| p.isr.contains(r) && live.contains_key(r));
+                if next.is_none() && unclean {
+                    // Unclean election: a live non-ISR replica, accepting data loss.
+                    next = p.replicas.iter().copied().find(|r| live.contains_key(r));
+                    if let Some(r) = next {
+                        tracing::warn!(topic = %name, partition = i, leader = r, "unclean leader election");
+                        p.isr = vec![r];
+                    }
+                }
                 if next != p.leader {
+                    tracing::info!(topic = %name, partition = i, old_leader = ?p.leader, new_leader = ?next, leader_epoch = p.leader_epoch + 1, "leader elected");
                     p.leader = next;
                     p.leader_epoch += 1;
                     p.partition_epoch += 1;
-                    changed.push((name.clone(), i));
+                    if !changed.contains(&(name.clone(), i)) {
+                        changed.push((name.clone(), i));
+                    }
                 }
             }
         }
         changed
+    }
+
+    /// A leader's ISR proposal (KIP-497): accepted only from the current leader with the
+    /// current leader and partition epochs, for an ISR of live replicas that keeps the
+    /// leader. Returns the committed partition state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn alter_partition(
+        &mut self,
+        broker: u32,
+        broker_epoch: i64,
+        topic: &str,
+        partition: u32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<u32>,
+    ) -> Result<(v1::PartitionState, Vec<Action>), Rejection> {
+        if self.broker_epoch(broker) != Some(broker_epoch) || !self.is_live(broker) {
+            return Err(reject(
+                ErrorCode::StaleBrokerEpoch,
+                format!("broker {broker} epoch {broker_epoch} is not current"),
+            ));
+        }
+        let live = self.live.clone();
+        let t = self.snap.topics.get_mut(topic).ok_or_else(|| {
+            reject(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {topic} does not exist"),
+            )
+        })?;
+        let p = t.partitions.get_mut(partition as usize).ok_or_else(|| {
+            reject(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("{topic} has no partition {partition}"),
+            )
+        })?;
+        if p.leader != Some(broker) || p.leader_epoch != leader_epoch {
+            return Err(reject(ErrorCode::FencedLeaderEpoch, format!("{topic}-{partition}: broker {broker} at leader epoch {leader_epoch} is not the leader (leader {:?}, epoch {})", p.leader, p.leader_epoch)));
+        }
+        if p.partition_epoch != partition_epoch {
+            return Err(reject(
+                ErrorCode::InvalidUpdateVersion,
+                format!(
+                    "{topic}-{partition}: partition epoch {partition_epoch} is stale (now {})",
+                    p.partition_epoch
+                ),
+            ));
+        }
+        if !new_isr.contains(&broker)
+            || new_isr
+                .iter()
+                .any(|r| !p.replicas.contains(r) || !live.contains_key(r))
+        {
+            return Err(reject(ErrorCode::IneligibleReplica, format!("{topic}-{partition}: ISR {new_isr:?} must hold the leader and only live replicas")));
+        }
+        let mut isr = new_isr;
+        isr.sort_by_key(|r| p.replicas.iter().position(|x| x == r));
+        isr.dedup();
+        tracing::info!(topic, partition, old_isr = ?p.isr, new_isr = ?isr, "ISR changed");
+        p.isr = isr;
+        p.partition_epoch += 1;
+        let changed = vec![(topic.to_string(), partition as usize)];
+        let state = self.partition_state(topic, &self.snap.topics[topic], partition as usize);
+        let mut actions = self.leader_and_isr_for(&changed);
+        actions.push(Action::UpdateMetadataAll);
+        Ok((state, actions))
     }
 
     /// A broker (re)registers; returns its new broker epoch. A retry from the same
@@ -351,12 +448,6 @@ impl ClusterState {
             return Err(reject(
                 ErrorCode::InvalidReplicationFactor,
                 format!("replication factor {replication_factor} needs that many live brokers; {} are live", live.len()),
-            ));
-        }
-        if replication_factor > 1 {
-            return Err(reject(
-                ErrorCode::InvalidReplicationFactor,
-                "replication factor above 1 is not supported by this version yet",
             ));
         }
         LogConfig::default()

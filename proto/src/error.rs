@@ -26,7 +26,10 @@ pub enum ErrorCode {
     InvalidRequest,
     StorageError,
     FencedLeaderEpoch,
+    UnknownLeaderEpoch,
     StaleBrokerEpoch,
+    InvalidUpdateVersion,
+    IneligibleReplica,
     /// A code this build does not know (from a newer peer).
     Unknown(i32),
 }
@@ -56,13 +59,16 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => 42,
             ErrorCode::StorageError => 56,
             ErrorCode::FencedLeaderEpoch => 74,
+            ErrorCode::UnknownLeaderEpoch => 75,
             ErrorCode::StaleBrokerEpoch => 77,
+            ErrorCode::InvalidUpdateVersion => 108,
+            ErrorCode::IneligibleReplica => 107,
             ErrorCode::Unknown(c) => c,
         }
     }
 
     pub fn from_code(code: i32) -> ErrorCode {
-        const ALL: [ErrorCode; 23] = [
+        const ALL: [ErrorCode; 26] = [
             ErrorCode::None,
             ErrorCode::UnknownServerError,
             ErrorCode::OffsetOutOfRange,
@@ -85,7 +91,10 @@ impl ErrorCode {
             ErrorCode::InvalidRequest,
             ErrorCode::StorageError,
             ErrorCode::FencedLeaderEpoch,
+            ErrorCode::UnknownLeaderEpoch,
             ErrorCode::StaleBrokerEpoch,
+            ErrorCode::InvalidUpdateVersion,
+            ErrorCode::IneligibleReplica,
         ];
         ALL.into_iter()
             .find(|e| e.code() == code)
@@ -106,6 +115,7 @@ impl ErrorCode {
                 | ErrorCode::NotController
                 | ErrorCode::StorageError
                 | ErrorCode::FencedLeaderEpoch
+                | ErrorCode::UnknownLeaderEpoch
         )
     }
 

@@ -337,6 +337,15 @@ impl Log {
     pub fn epoch_entries(&self) -> Vec<EpochEntry> {
         self.state.lock().epochs.entries().to_vec()
     }
+    /// Records that `epoch` starts at the current log end offset: what a new leader
+    /// does before accepting writes, so followers can find where they diverged.
+    pub fn assign_leader_epoch(&self, epoch: u32) -> Result<(), LogError> {
+        let mut st = self.state.lock();
+        self.check_online(&st)?;
+        let end = st.log_end_offset;
+        st.epochs.assign(epoch, end)
+    }
+
     /// The largest epoch `<= epoch` known here and its end offset (KIP-101).
     pub fn end_offset_for_epoch(&self, epoch: u32) -> Option<(u32, u64)> {
         let st = self.state.lock();

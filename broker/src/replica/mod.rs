@@ -24,6 +24,9 @@ use tracing::info;
 
 use crate::log::{Log, LogError, LogManager};
 
+mod replication;
+pub use replication::{FollowerFetched, IsrProposal, ToFetch};
+
 /// A refused request: the wire code and a message for the human.
 pub type Failure = (ErrorCode, String);
 
@@ -58,8 +61,24 @@ pub struct Partition {
     high_watermark: AtomicU64,
     /// Publishes the high watermark; fetch and acks=all waiters watch it.
     hw_tx: watch::Sender<u64>,
-    /// Followers' log end offsets as last reported (replication fills this in).
-    follower_leo: parking_lot::Mutex<HashMap<u32, u64>>,
+    /// Publishes the log end offset; follower fetches wait on it.
+    leo_tx: watch::Sender<u64>,
+    /// What this broker, as leader, knows of each follower.
+    followers: parking_lot::Mutex<HashMap<u32, FollowerState>>,
+    /// When this leader last proposed an ISR change (proposals are rate-limited).
+    last_isr_proposal: parking_lot::Mutex<Option<std::time::Instant>>,
+}
+
+/// A follower as its leader sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FollowerState {
+    /// The follower's log end offset: the offset of its last fetch.
+    pub(crate) log_end_offset: u64,
+    /// Last time it was known to have everything the leader had (Kafka's rule: a fetch
+    /// at or past the leader's end as of the previous fetch proves it was caught up then).
+    pub(crate) caught_up_at: std::time::Instant,
+    pub(crate) last_fetch_at: std::time::Instant,
+    pub(crate) leader_end_at_last_fetch: u64,
 }
 
 impl Partition {
@@ -77,16 +96,23 @@ impl Partition {
         self.role.read().leader == Some(me)
     }
 
+    /// A follower takes the leader's high watermark, capped by its own log end. It may
+    /// move back after a truncation, which is why this is a store, not a max.
+    fn set_follower_hw(&self, hw: u64) {
+        self.high_watermark.store(hw, Ordering::Release);
+        self.hw_tx.send_replace(hw);
+    }
+
     /// Recomputes HW = min LEO over the ISR and publishes it if it moved forward.
     fn advance_hw(&self, me: u32) {
         let leo = self.log.log_end_offset();
         let role = self.role.read();
-        let followers = self.follower_leo.lock();
+        let followers = self.followers.lock();
         let hw = role
             .isr
             .iter()
             .filter(|&&r| r != me)
-            .map(|r| followers.get(r).copied().unwrap_or(0))
+            .map(|r| followers.get(r).map_or(0, |f| f.log_end_offset))
             .fold(leo, u64::min);
         let old = self.high_watermark.fetch_max(hw, Ordering::AcqRel);
         if hw > old {
@@ -178,7 +204,9 @@ impl ReplicaManager {
                     }),
                     high_watermark: AtomicU64::new(0),
                     hw_tx,
-                    follower_leo: parking_lot::Mutex::new(HashMap::new()),
+                    leo_tx: watch::channel(0).0,
+                    followers: parking_lot::Mutex::new(HashMap::new()),
+                    last_isr_proposal: parking_lot::Mutex::new(None),
                 });
                 self.partitions
                     .write()
@@ -193,10 +221,35 @@ impl ReplicaManager {
             if role.leader_epoch < current.leader_epoch {
                 return Ok(());
             }
-            if role.leader_epoch != current.leader_epoch || role.leader != current.leader {
+            let new_term =
+                role.leader_epoch != current.leader_epoch || role.leader != current.leader;
+            if new_term {
                 info!(partition = %tp, leader = ?role.leader, leader_epoch = role.leader_epoch, old_leader_epoch = current.leader_epoch, isr = ?role.isr, "partition role changed");
+                if role.leader == Some(self.broker_id) {
+                    // A new term: record where this epoch starts, and give every
+                    // follower a fresh lag clock.
+                    partition
+                        .log
+                        .assign_leader_epoch(role.leader_epoch.max(0) as u32)
+                        .map_err(storage_failure)?;
+                    let now = std::time::Instant::now();
+                    let mut followers = partition.followers.lock();
+                    followers.clear();
+                    for &r in role.replicas.iter().filter(|&&r| r != self.broker_id) {
+                        followers.insert(
+                            r,
+                            FollowerState {
+                                log_end_offset: 0,
+                                caught_up_at: now,
+                                last_fetch_at: now,
+                                leader_end_at_last_fetch: u64::MAX,
+                            },
+                        );
+                    }
+                }
             }
             *current = role;
+            *partition.last_isr_proposal.lock() = None;
         }
         if partition.is_leader(self.broker_id) {
             partition.advance_hw(self.broker_id);
@@ -317,6 +370,7 @@ impl ReplicaManager {
                 .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?
                 .map_err(storage_failure)?;
         }
+        p.leo_tx.send_replace(p.log.log_end_offset());
         p.advance_hw(self.broker_id);
         produced.log_start_offset = p.log.log_start_offset();
         if acks == -1 {

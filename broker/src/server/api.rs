@@ -90,17 +90,23 @@ impl broker_server::Broker for BrokerApi {
                 .partitions
                 .iter()
                 .filter_map(|p| {
-                    self.0
-                        .replicas
-                        .watch_hw(&TopicPartition::new(p.topic.clone(), p.partition))
+                    // Followers wait for new data (log end), consumers for committed data.
+                    let tp = TopicPartition::new(p.topic.clone(), p.partition);
+                    if r.replica_id >= 0 {
+                        self.0.replicas.watch_leo(&tp)
+                    } else {
+                        self.0.replicas.watch_hw(&tp)
+                    }
                 })
                 .collect();
             for w in &mut watches {
                 w.mark_unchanged();
             }
-            let partitions = self.read_all(&r.partitions, max_bytes);
+            let partitions = self.read_all(&r.partitions, max_bytes, r.replica_id);
             let bytes: usize = partitions.iter().map(|p| p.records.len()).sum();
-            let errors = partitions.iter().any(|p| p.error_code != 0);
+            let errors = partitions
+                .iter()
+                .any(|p| p.error_code != 0 || p.diverging_end_offset >= 0);
             if bytes >= r.min_bytes.max(1) as usize
                 || errors
                 || Instant::now() >= deadline
@@ -191,6 +197,7 @@ impl BrokerApi {
         &self,
         partitions: &[v1::FetchPartition],
         max_bytes: usize,
+        replica_id: i32,
     ) -> Vec<v1::FetchPartitionResponse> {
         let mut budget = max_bytes;
         partitions
@@ -203,8 +210,20 @@ impl BrokerApi {
                     high_watermark: -1,
                     log_start_offset: -1,
                     log_end_offset: -1,
+                    diverging_epoch: -1,
+                    diverging_end_offset: -1,
                     ..Default::default()
                 };
+                if replica_id >= 0 {
+                    let limit = if p.partition_max_bytes == 0 {
+                        budget
+                    } else {
+                        (p.partition_max_bytes as usize).min(budget)
+                    };
+                    self.follower_read(p, &tp, replica_id as u32, limit, &mut out);
+                    budget = budget.saturating_sub(out.records.len());
+                    return out;
+                }
                 let limit = if p.partition_max_bytes == 0 {
                     budget
                 } else {
@@ -240,5 +259,42 @@ impl BrokerApi {
                 out
             })
             .collect()
+    }
+
+    /// A follower's fetch of one partition (replication).
+    fn follower_read(
+        &self,
+        p: &v1::FetchPartition,
+        tp: &TopicPartition,
+        replica: u32,
+        limit: usize,
+        out: &mut v1::FetchPartitionResponse,
+    ) {
+        let want = crate::replica::ToFetch {
+            tp: tp.clone(),
+            fetch_offset: p.fetch_offset.max(0) as u64,
+            current_leader_epoch: p.current_leader_epoch,
+            last_fetched_epoch: p.last_fetched_epoch,
+        };
+        match self.0.replicas.fetch_for_follower(replica, &want, limit) {
+            Ok(f) => {
+                out.records = f.records;
+                out.high_watermark = f.high_watermark as i64;
+                out.log_start_offset = f.log_start_offset as i64;
+                out.log_end_offset = f.log_end_offset as i64;
+                if let Some((epoch, end)) = f.diverging {
+                    out.diverging_epoch = epoch;
+                    out.diverging_end_offset = end as i64;
+                }
+            }
+            Err((code, message)) => {
+                out.error_code = code.code();
+                out.error_message = message;
+                if let Some(part) = self.0.replicas.partition(tp) {
+                    out.log_start_offset = part.log.log_start_offset() as i64;
+                    out.log_end_offset = part.log.log_end_offset() as i64;
+                }
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@
 mod admin;
 mod api;
 mod control;
+mod fetcher;
 mod lifecycle;
 
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ pub struct BrokerConfig {
     pub maintenance_interval: Duration,
     /// Largest gRPC message accepted or sent.
     pub max_message_bytes: usize,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max: Duration,
 }
 
 impl BrokerConfig {
@@ -75,6 +78,7 @@ impl BrokerConfig {
             heartbeat_interval: Duration::from_millis(500),
             maintenance_interval: Duration::from_millis(1000),
             max_message_bytes: 64 * 1024 * 1024,
+            replica_lag_time_max: Duration::from_secs(10),
         }
     }
 }
@@ -133,6 +137,8 @@ impl Broker {
         );
         let lifecycle = tokio::spawn(lifecycle::register_and_heartbeat(shared.clone()));
         let maintenance = tokio::spawn(lifecycle::maintenance(shared.clone()));
+        let replication = tokio::spawn(fetcher::replicate(shared.clone()));
+        let isr = tokio::spawn(fetcher::propose_isr_changes(shared.clone()));
         let max = shared.config.max_message_bytes;
         // Large HTTP/2 windows and frames: the 64 KiB defaults cap one stream at a
         // window per round trip, far below what the log can take.
@@ -156,6 +162,8 @@ impl Broker {
             .await;
         lifecycle.abort();
         maintenance.abort();
+        replication.abort();
+        isr.abort();
         info!(broker = id, "stopped serving; flushing and closing logs");
         let logs = shared.clone();
         let closed = tokio::task::spawn_blocking(move || logs.replicas.logs().shutdown()).await?;
