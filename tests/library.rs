@@ -159,6 +159,8 @@ fn long_poll_fetch_is_woken_by_an_append() {
                 partition: 0,
                 fetch_offset: 0,
                 partition_max_bytes: 1 << 20,
+                current_leader_epoch: -1,
+                last_fetched_epoch: -1,
             }],
             replica_id: -1,
         };
@@ -301,6 +303,8 @@ fn malformed_and_oversized_produce_requests_get_typed_errors() {
                 partition: 0,
                 fetch_offset: 99,
                 partition_max_bytes: 1 << 20,
+                current_leader_epoch: -1,
+                last_fetched_epoch: -1,
             }],
             replica_id: -1,
         };
