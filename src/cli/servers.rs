@@ -59,6 +59,12 @@ pub struct BrokerArgs {
     /// Prometheus endpoint address (`/metrics`).
     #[arg(long, value_parser = parse_addr)]
     pub metrics: Option<SocketAddr>,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    #[arg(long, default_value_t = 10_000)]
+    pub replica_lag_time_max_ms: u64,
+    /// Heartbeat interval to the controller.
+    #[arg(long, default_value_t = 500)]
+    pub heartbeat_ms: u64,
 }
 
 /// Resolves when the process gets Ctrl-C or SIGTERM.
@@ -251,6 +257,8 @@ pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
     }
     let mut config = BrokerConfig::new(a.id, addr.to_string(), controllers, a.data_dir);
     config.rack = a.rack;
+    config.replica_lag_time_max = Duration::from_millis(a.replica_lag_time_max_ms);
+    config.heartbeat_interval = Duration::from_millis(a.heartbeat_ms);
     let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
     println!("broker {} listening on {addr}", a.id);
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,0 +1,309 @@
+//! Replication and failover with separate processes: one `sluice controller` and three
+//! `sluice broker`s on loopback. A producer writes numbered records with acks=all
+//! (min.insync.replicas=2) while the test kill -9s the partition leader, restarts it,
+//! and repeats; afterwards every acknowledged record is at the offset it was
+//! acknowledged with, and all replicas hold identical records.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{wait_for, BIN};
+use sluice_client::{Acks, Admin, ClientConfig, Producer, ProducerConfig, ProducerRecord};
+use sluice_proto::batch::Batches;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Cluster {
+    dir: PathBuf,
+    controller: Child,
+    controller_addr: String,
+    brokers: Vec<(String, Option<Child>)>,
+}
+
+impl Cluster {
+    fn start(dir: &Path, brokers: usize) -> Cluster {
+        let controller_addr = format!("127.0.0.1:{}", free_port());
+        let controller = Command::new(BIN)
+            .args([
+                "controller",
+                "--id",
+                "100",
+                "--listen",
+                &controller_addr,
+                "--session-timeout-ms",
+                "2000",
+            ])
+            .arg("--store")
+            .arg(format!("embedded:{}", dir.join("controller").display()))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut c = Cluster {
+            dir: dir.to_path_buf(),
+            controller,
+            controller_addr,
+            brokers: Vec::new(),
+        };
+        for _ in 0..brokers {
+            c.brokers.push((format!("127.0.0.1:{}", free_port()), None));
+        }
+        for i in 0..brokers {
+            c.start_broker(i);
+        }
+        c
+    }
+
+    fn start_broker(&mut self, i: usize) {
+        let child = Command::new(BIN)
+            .args([
+                "broker",
+                "--id",
+                &(i + 1).to_string(),
+                "--listen",
+                &self.brokers[i].0,
+                "--controller",
+                &self.controller_addr,
+            ])
+            .args(["--replica-lag-time-max-ms", "3000"])
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("broker-{}", i + 1)))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.brokers[i].1 = Some(child);
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.brokers[i].1.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .map(|b| b.0.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn stop_all(&mut self) {
+        for b in &mut self.brokers {
+            if let Some(mut c) = b.1.take() {
+                // SAFETY: kill(2) on our own child.
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+                c.wait().unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for b in &mut self.brokers {
+            if let Some(c) = b.1.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        let _ = self.controller.kill();
+        let _ = self.controller.wait();
+    }
+}
+
+/// (leader, isr, high watermark, log end) of partition 0, from the controller's view.
+fn state(
+    rt: &tokio::runtime::Runtime,
+    admin: &Admin,
+    topic: &str,
+) -> Option<(Option<u32>, Vec<u32>, Option<u64>, Option<u64>)> {
+    let d = rt.block_on(admin.describe_topic(topic)).ok()?;
+    let p = d.partitions.into_iter().next()?;
+    Some((p.leader, p.isr, p.high_watermark, p.log_end_offset))
+}
+
+/// (offset, value) of every record in one broker's copy of `topic-0`.
+fn replica_records(dir: &Path, broker: usize, topic: &str) -> Vec<(u64, String)> {
+    let pdir = dir
+        .join(format!("broker-{broker}"))
+        .join(format!("{topic}-0"));
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(&pdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    let mut out = Vec::new();
+    for l in logs {
+        for b in Batches::new(Bytes::from(std::fs::read(l).unwrap())) {
+            let b = b.unwrap();
+            for r in b.records().unwrap() {
+                out.push((
+                    b.base_offset() as u64 + r.offset_delta as u64,
+                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn acknowledged_writes_survive_repeated_leader_kills() {
+    const ROUNDS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), 3);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = ClientConfig::new(&cluster.bootstrap());
+    let admin = Admin::new(&config);
+    wait_for("3 live brokers", Duration::from_secs(30), || {
+        rt.block_on(admin.describe_cluster())
+            .ok()
+            .filter(|c| c.brokers.iter().filter(|b| b.alive).count() == 3)
+    });
+    let mut configs = BTreeMap::new();
+    configs.insert("min.insync.replicas".to_string(), "2".to_string());
+    rt.block_on(admin.create_topic("ha", 1, 3, configs))
+        .unwrap();
+
+    let acked: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producing = {
+        let (config, acked, stop) = (config.clone(), acked.clone(), stop.clone());
+        rt.spawn(async move {
+            let pconfig = ProducerConfig {
+                acks: Acks::All,
+                linger: Duration::from_millis(2),
+                delivery_timeout: Duration::from_secs(60),
+                ..Default::default()
+            };
+            let producer = Producer::new(&config, pconfig).await.unwrap();
+            let mut i = 0u64;
+            let mut pending = std::collections::VecDeque::new();
+            while !stop.load(Ordering::Relaxed) {
+                let value = format!("n{i}");
+                let f = producer
+                    .send(ProducerRecord {
+                        partition: Some(0),
+                        ..ProducerRecord::new("ha", None::<String>, value.clone())
+                    })
+                    .await
+                    .unwrap();
+                pending.push_back((value, f));
+                i += 1;
+                // Keep a bounded window so the test's pace follows the cluster's.
+                while pending.len() > 200 {
+                    let (value, f) = pending.pop_front().unwrap();
+                    if let Ok(meta) = f.await {
+                        acked.lock().unwrap().insert(meta.offset.unwrap(), value);
+                    }
+                }
+            }
+            for (value, f) in pending {
+                if let Ok(meta) = f.await {
+                    acked.lock().unwrap().insert(meta.offset.unwrap(), value);
+                }
+            }
+        })
+    };
+    let acked_count = || acked.lock().unwrap().len();
+    let mut rng_state = 0x2545F4914F6CDD1Du64;
+    let mut recoveries = Vec::new();
+    for round in 0..ROUNDS {
+        let (leader, isr, _, _) =
+            wait_for("a leader with a full ISR", Duration::from_secs(60), || {
+                state(&rt, &admin, "ha").filter(|s| s.0.is_some() && s.1.len() == 3)
+            });
+        let leader = leader.unwrap();
+        // Random timing: kill after a random number of further acknowledgements.
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        let more = 1 + (rng_state % 400) as usize;
+        let target = acked_count() + more;
+        wait_for("more acknowledged writes", Duration::from_secs(60), || {
+            (acked_count() >= target).then_some(())
+        });
+        let killed_at = Instant::now();
+        cluster.kill9(leader as usize - 1);
+        let before = acked_count();
+        wait_for("a new leader", Duration::from_secs(30), || {
+            state(&rt, &admin, "ha").filter(|s| s.0.is_some_and(|l| l != leader))
+        });
+        wait_for(
+            "writes acknowledged by the new leader",
+            Duration::from_secs(30),
+            || (acked_count() > before + 10).then_some(()),
+        );
+        recoveries.push(killed_at.elapsed());
+        cluster.start_broker(leader as usize - 1);
+        eprintln!("round {round}: killed leader {leader} (isr was {isr:?}), acks resumed after {:?}, {} acked so far", killed_at.elapsed(), acked_count());
+    }
+    recoveries.sort();
+    eprintln!("kill -9 of the leader to acks=all writes resuming: median {:?}, max {:?} (session timeout 2 s)", recoveries[ROUNDS / 2], recoveries[ROUNDS - 1]);
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(producing).unwrap();
+    let promised = acked.lock().unwrap().clone();
+    // Let every replica catch up: full ISR and HW == LEO.
+    wait_for("replicas to converge", Duration::from_secs(60), || {
+        state(&rt, &admin, "ha").filter(|s| s.1.len() == 3 && s.2.is_some() && s.2 == s.3)
+    });
+    cluster.stop_all();
+
+    let copies: Vec<Vec<(u64, String)>> = (1..=3)
+        .map(|b| replica_records(dir.path(), b, "ha"))
+        .collect();
+    let leo = copies
+        .iter()
+        .map(|c| c.last().map_or(0, |r| r.0 + 1))
+        .min()
+        .unwrap();
+    for (b, c) in copies.iter().enumerate() {
+        let prefix: Vec<_> = c.iter().filter(|r| r.0 < leo).cloned().collect();
+        let first: Vec<_> = copies[0].iter().filter(|r| r.0 < leo).cloned().collect();
+        assert_eq!(
+            prefix,
+            first,
+            "broker {} differs from broker 1 below offset {leo}",
+            b + 1
+        );
+    }
+    let stored: BTreeMap<u64, String> = copies[0].iter().cloned().collect();
+    assert!(promised.len() > ROUNDS * 10);
+    for (offset, value) in &promised {
+        assert_eq!(
+            stored.get(offset),
+            Some(value),
+            "acknowledged offset {offset} lost or changed"
+        );
+    }
+    let mut values: Vec<&String> = stored.values().collect();
+    values.sort();
+    let total = values.len();
+    values.dedup();
+    eprintln!(
+        "{} acknowledged, {total} stored, {} duplicates from retries of unacknowledged sends",
+        promised.len(),
+        total - values.len()
+    );
+}
