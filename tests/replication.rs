@@ -28,33 +28,47 @@ fn free_port() -> u16 {
 
 struct Cluster {
     dir: PathBuf,
-    controller: Child,
+    /// (id, address, process); all share one embedded store.
+    controllers: Vec<(u32, String, Option<Child>)>,
     controller_addr: String,
     brokers: Vec<(String, Option<Child>)>,
 }
 
 impl Cluster {
     fn start(dir: &Path, brokers: usize) -> Cluster {
-        let controller_addr = format!("127.0.0.1:{}", free_port());
-        let controller = Command::new(BIN)
-            .args([
-                "controller",
-                "--id",
-                "100",
-                "--listen",
-                &controller_addr,
-                "--session-timeout-ms",
-                "2000",
-            ])
-            .arg("--store")
-            .arg(format!("embedded:{}", dir.join("controller").display()))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        Cluster::start_with(dir, brokers, 1)
+    }
+
+    fn start_with(dir: &Path, brokers: usize, controllers: usize) -> Cluster {
+        let mut cs = Vec::new();
+        for i in 0..controllers {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let id = 100 + i as u32;
+            let child = Command::new(BIN)
+                .args([
+                    "controller",
+                    "--id",
+                    &id.to_string(),
+                    "--listen",
+                    &addr,
+                    "--session-timeout-ms",
+                    "2000",
+                ])
+                .arg("--store")
+                .arg(format!("embedded:{}", dir.join("controller").display()))
+                .env(
+                    "RUST_LOG",
+                    std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            cs.push((id, addr, Some(child)));
+        }
+        let controller_addr = cs.iter().map(|c| c.1.clone()).collect::<Vec<_>>().join(",");
         let mut c = Cluster {
             dir: dir.to_path_buf(),
-            controller,
+            controllers: cs,
             controller_addr,
             brokers: Vec::new(),
         };
@@ -81,7 +95,10 @@ impl Cluster {
             .args(["--replica-lag-time-max-ms", "3000"])
             .arg("--data-dir")
             .arg(self.dir.join(format!("broker-{}", i + 1)))
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -122,8 +139,12 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
-        let _ = self.controller.kill();
-        let _ = self.controller.wait();
+        for c in &mut self.controllers {
+            if let Some(p) = c.2.as_mut() {
+                let _ = p.kill();
+                let _ = p.wait();
+            }
+        }
     }
 }
 
@@ -306,4 +327,158 @@ fn acknowledged_writes_survive_repeated_leader_kills() {
         promised.len(),
         total - values.len()
     );
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+fn produce_numbered(
+    rt: &tokio::runtime::Runtime,
+    config: &ClientConfig,
+    topic: &str,
+    from: u64,
+    n: u64,
+) -> BTreeMap<u64, String> {
+    rt.block_on(async {
+        // A stopped leader keeps its TCP connections open: the request timeout is how a
+        // client notices and moves on to the new leader.
+        let pconfig = ProducerConfig {
+            acks: Acks::All,
+            linger: Duration::from_millis(1),
+            request_timeout: Duration::from_secs(3),
+            delivery_timeout: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let producer = Producer::new(config, pconfig).await.unwrap();
+        let mut futures = Vec::new();
+        for i in from..from + n {
+            let value = format!("s{i}");
+            futures.push((
+                value.clone(),
+                producer
+                    .send(ProducerRecord {
+                        partition: Some(0),
+                        ..ProducerRecord::new(topic, None::<String>, value)
+                    })
+                    .await
+                    .unwrap(),
+            ));
+        }
+        let mut acked = BTreeMap::new();
+        for (value, f) in futures {
+            let meta = f
+                .await
+                .expect("acks=all write with two of three replicas alive");
+            acked.insert(meta.offset.unwrap(), value);
+        }
+        acked
+    })
+}
+
+#[test]
+fn controller_failover_and_a_stopped_leader_that_wakes_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start_with(dir.path(), 3, 2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = ClientConfig::new(&cluster.bootstrap());
+    let admin = Admin::new(&config);
+    wait_for("3 live brokers", Duration::from_secs(30), || {
+        rt.block_on(admin.describe_cluster())
+            .ok()
+            .filter(|c| c.brokers.iter().filter(|b| b.alive).count() == 3)
+    });
+    let mut configs = BTreeMap::new();
+    configs.insert("min.insync.replicas".to_string(), "2".to_string());
+    rt.block_on(admin.create_topic("fo", 1, 3, configs))
+        .unwrap();
+    let mut acked = produce_numbered(&rt, &config, "fo", 0, 500);
+
+    // kill -9 the active controller: the standby takes the lease and serves metadata changes.
+    let before = rt.block_on(admin.describe_cluster()).unwrap();
+    let active = cluster
+        .controllers
+        .iter()
+        .position(|c| c.0 as i32 == before.controller_id)
+        .expect("active controller is one of ours");
+    let killed_at = Instant::now();
+    let mut p = cluster.controllers[active].2.take().unwrap();
+    p.kill().unwrap();
+    p.wait().unwrap();
+    wait_for(
+        "a metadata change through the new controller",
+        Duration::from_secs(30),
+        || {
+            rt.block_on(admin.create_topic("after-failover", 1, 3, BTreeMap::new()))
+                .ok()
+        },
+    );
+    eprintln!(
+        "kill -9 of the active controller to the next committed metadata change: {:?}",
+        killed_at.elapsed()
+    );
+    let after = rt.block_on(admin.describe_cluster()).unwrap();
+    assert!(
+        after.controller_epoch > before.controller_epoch,
+        "a new controller epoch"
+    );
+    assert_ne!(after.controller_id, before.controller_id);
+    let fo = rt.block_on(admin.describe_topic("fo")).unwrap();
+    assert_eq!(fo.partitions[0].replicas.len(), 3, "metadata intact");
+    assert!(
+        fo.partitions[0].leader.is_some(),
+        "no partition without a leader while ISR members live"
+    );
+
+    // SIGSTOP the leader past the session timeout; writes continue through a new leader.
+    let (old_leader, _, _, _) = state(&rt, &admin, "fo").unwrap();
+    let old_leader = old_leader.unwrap();
+    signal(
+        cluster.brokers[old_leader as usize - 1].1.as_ref().unwrap(),
+        libc::SIGSTOP,
+    );
+    wait_for(
+        "a new leader while the old one is stopped",
+        Duration::from_secs(30),
+        || state(&rt, &admin, "fo").filter(|s| s.0.is_some_and(|l| l != old_leader)),
+    );
+    acked.extend(produce_numbered(&rt, &config, "fo", 500, 500));
+    signal(
+        cluster.brokers[old_leader as usize - 1].1.as_ref().unwrap(),
+        libc::SIGCONT,
+    );
+    // It steps down, truncates what only it had, and rejoins the ISR.
+    wait_for(
+        "the woken broker back in the ISR",
+        Duration::from_secs(60),
+        || {
+            state(&rt, &admin, "fo")
+                .filter(|s| s.1.contains(&old_leader) && s.1.len() == 3 && s.2 == s.3)
+        },
+    );
+    acked.extend(produce_numbered(&rt, &config, "fo", 1000, 100));
+    wait_for("replicas to converge", Duration::from_secs(60), || {
+        state(&rt, &admin, "fo").filter(|s| s.1.len() == 3 && s.2.is_some() && s.2 == s.3)
+    });
+    cluster.stop_all();
+
+    let copies: Vec<Vec<(u64, String)>> = (1..=3)
+        .map(|b| replica_records(dir.path(), b, "fo"))
+        .collect();
+    for c in &copies[1..] {
+        assert_eq!(c, &copies[0], "replicas hold identical records");
+    }
+    let stored: BTreeMap<u64, String> = copies[0].iter().cloned().collect();
+    for (offset, value) in &acked {
+        assert_eq!(
+            stored.get(offset),
+            Some(value),
+            "acknowledged offset {offset} lost or changed"
+        );
+    }
 }

@@ -64,7 +64,7 @@ impl Active {
         &mut self,
         actions: Vec<state::Action>,
         pusher: &Pusher,
-    ) -> Result<Vec<tokio::sync::oneshot::Receiver<()>>, StoreError> {
+    ) -> Result<Vec<pusher::PushAck>, StoreError> {
         self.store.save(&self.state.snap)?;
         Ok(pusher.dispatch(actions, &self.state))
     }
@@ -75,12 +75,12 @@ const PUSH_WAIT: Duration = Duration::from_secs(3);
 
 /// Waits (bounded) until brokers accepted the pushes of a commit, so that a client that
 /// hears "created" can use the topic at once. Call without holding the state lock.
-pub(crate) async fn await_pushes(acks: Vec<tokio::sync::oneshot::Receiver<()>>) {
+pub(crate) async fn await_pushes(acks: impl IntoIterator<Item = pusher::PushAck>) {
     let _ = tokio::time::timeout(PUSH_WAIT, futures_join(acks)).await;
 }
 
-async fn futures_join(acks: Vec<tokio::sync::oneshot::Receiver<()>>) {
-    for a in acks {
+async fn futures_join(acks: impl IntoIterator<Item = pusher::PushAck>) {
+    for (_, a) in acks {
         let _ = a.await;
     }
 }

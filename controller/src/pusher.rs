@@ -26,10 +26,21 @@ enum Push {
     StopReplica(v1::StopReplicaRequest),
 }
 
+/// Resolves once `broker` accepted one push.
+pub type PushAck = (u32, oneshot::Receiver<()>);
+
 #[derive(Default)]
 pub struct Pusher {
     /// broker id -> (address the task talks to, its queue)
-    queues: Mutex<HashMap<u32, (String, mpsc::UnboundedSender<(Push, oneshot::Sender<()>)>)>>,
+    queues: Mutex<HashMap<u32, Queue>>,
+}
+
+/// One broker's ordered queue and the task draining it.
+struct Queue {
+    addr: String,
+    epoch: i64,
+    tx: mpsc::UnboundedSender<(Push, oneshot::Sender<()>)>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Pusher {
@@ -37,11 +48,7 @@ impl Pusher {
     /// Queues the actions; the returned receivers resolve as each push is accepted by
     /// its broker (and are dropped if it is given up), so callers can wait for brokers
     /// to know about a change before answering.
-    pub fn dispatch(
-        &self,
-        actions: Vec<Action>,
-        state: &ClusterState,
-    ) -> Vec<oneshot::Receiver<()>> {
+    pub fn dispatch(&self, actions: Vec<Action>, state: &ClusterState) -> Vec<PushAck> {
         let mut acks = Vec::new();
         let (controller_id, controller_epoch) = (state.controller_id(), state.controller_epoch());
         for action in actions {
@@ -54,7 +61,10 @@ impl Pusher {
                         broker_epoch,
                         partitions,
                     };
-                    acks.extend(self.send(state, broker, Push::LeaderAndIsr(req)));
+                    acks.extend(
+                        self.send(state, broker, Push::LeaderAndIsr(req))
+                            .map(|r| (broker, r)),
+                    );
                 }
                 Action::StopReplica { broker, partitions } => {
                     let broker_epoch = state.broker_epoch(broker).unwrap_or(-1);
@@ -72,7 +82,10 @@ impl Pusher {
                         broker_epoch,
                         partitions,
                     };
-                    acks.extend(self.send(state, broker, Push::StopReplica(req)));
+                    acks.extend(
+                        self.send(state, broker, Push::StopReplica(req))
+                            .map(|r| (broker, r)),
+                    );
                 }
                 Action::UpdateMetadataAll => {
                     let metadata = state.metadata(&[]);
@@ -82,7 +95,10 @@ impl Pusher {
                             controller_epoch,
                             metadata: Some(metadata.clone()),
                         };
-                        acks.extend(self.send(state, broker, Push::UpdateMetadata(req)));
+                        acks.extend(
+                            self.send(state, broker, Push::UpdateMetadata(req))
+                                .map(|r| (broker, r)),
+                        );
                     }
                 }
             }
@@ -93,16 +109,29 @@ impl Pusher {
     fn send(&self, state: &ClusterState, broker: u32, push: Push) -> Option<oneshot::Receiver<()>> {
         let addr = state.broker_addr(broker)?;
         let (done, acked) = oneshot::channel();
+        let epoch = state.broker_epoch(broker).unwrap_or(-1);
         let mut queues = self.queues.lock().expect("pusher lock");
+        // A new registration (epoch) or address starts a fresh queue: what was queued for
+        // the old incarnation is moot, and must not hold up what the new one needs.
         let stale = queues
             .get(&broker)
-            .is_none_or(|(a, tx)| a != addr || tx.is_closed());
+            .is_none_or(|q| q.addr != addr || q.epoch != epoch || q.tx.is_closed());
         if stale {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(deliver(broker, addr.to_string(), rx));
-            queues.insert(broker, (addr.to_string(), tx));
+            let task = tokio::spawn(deliver(broker, addr.to_string(), rx));
+            if let Some(old) = queues.insert(
+                broker,
+                Queue {
+                    addr: addr.to_string(),
+                    epoch,
+                    tx,
+                    task,
+                },
+            ) {
+                old.task.abort();
+            }
         }
-        let _ = queues[&broker].1.send((push, done));
+        let _ = queues[&broker].tx.send((push, done));
         Some(acked)
     }
 }

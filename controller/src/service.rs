@@ -231,7 +231,8 @@ impl controller_api_server::ControllerApi for Svc {
         let controller_epoch = active.state.controller_epoch();
         drop(guard);
         // Answer once the broker holds its partitions: "registered" then means "serving".
-        crate::await_pushes(acks).await;
+        // Only its own pushes: a dead peer must not delay (and so fence) it.
+        crate::await_pushes(acks.into_iter().filter(|(b, _)| *b == r.broker_id)).await;
         info!(
             broker = r.broker_id,
             addr = r.addr,

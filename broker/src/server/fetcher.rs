@@ -22,6 +22,7 @@ use crate::replica::FollowerFetched;
 const FOLLOWER_WAIT_MS: u32 = 500;
 const FOLLOWER_FETCH_BYTES: u32 = 32 << 20;
 const IDLE: Duration = Duration::from_millis(100);
+const FOLLOWER_FETCH_TIMEOUT: Duration = Duration::from_millis(FOLLOWER_WAIT_MS as u64 + 2500);
 
 fn broker_addr(shared: &Shared, id: u32) -> Option<String> {
     shared
@@ -105,9 +106,17 @@ async fn fetch_from(shared: Arc<Shared>, leader: u32) {
                 })
                 .collect(),
         };
-        let resp = match c.fetch(req).await {
-            Ok(r) => r.into_inner(),
-            Err(status) => {
+        // A leader that stops answering (SIGSTOP, a partition) must not hold the
+        // follower for the channel's 30 s request timeout.
+        let answer = tokio::time::timeout(FOLLOWER_FETCH_TIMEOUT, c.fetch(req)).await;
+        let resp = match answer {
+            Ok(Ok(r)) => r.into_inner(),
+            Err(_) => {
+                debug!(leader, "follower fetch timed out");
+                client = None;
+                continue;
+            }
+            Ok(Err(status)) => {
                 debug!(leader, %status, "follower fetch failed");
                 tokio::time::sleep(IDLE).await;
                 continue;

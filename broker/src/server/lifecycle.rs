@@ -47,7 +47,9 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) {
                 Err(status) => {
                     failures += 1;
                     debug!(%status, failures, "heartbeat failed");
-                    if failures >= 3 {
+                    // One miss is enough to look for the active controller again: a new
+                    // controller gives brokers only one session timeout to find it.
+                    if failures >= 1 {
                         break;
                     }
                 }
