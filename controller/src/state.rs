@@ -731,4 +731,86 @@ mod tests {
             ErrorCode::UnknownTopicOrPartition.code()
         );
     }
+
+    #[test]
+    fn fencing_shrinks_isrs_and_moves_leadership() {
+        let (mut s, now) = state_with(&[1, 2, 3]);
+        s.create_topic("r", 1, 3, BTreeMap::new(), "id".into())
+            .unwrap();
+        assert_eq!(s.snap.topics["r"].partitions[0].isr, vec![1, 2, 3]);
+        for b in [2, 3] {
+            s.heartbeat(b, s.snap.brokers[&b].epoch, now + Duration::from_secs(2))
+                .unwrap();
+        }
+        s.tick(now + Duration::from_millis(2500));
+        let p = &s.snap.topics["r"].partitions[0];
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.leader_epoch),
+            (Some(2), vec![2, 3], 1)
+        );
+        assert!(p.partition_epoch >= 1);
+    }
+
+    #[test]
+    fn alter_partition_is_fenced_by_leader_and_partition_epochs() {
+        let (mut s, _) = state_with(&[1, 2, 3]);
+        s.create_topic("r", 1, 3, BTreeMap::new(), "id".into())
+            .unwrap();
+        let e1 = s.snap.brokers[&1].epoch;
+        let (state, actions) = s.alter_partition(1, e1, "r", 0, 0, 0, vec![1, 3]).unwrap();
+        assert_eq!((state.isr, state.partition_epoch), (vec![1, 3], 1));
+        assert!(actions.contains(&Action::UpdateMetadataAll));
+        let code = |r: Result<(v1::PartitionState, Vec<Action>), Rejection>| r.unwrap_err().0;
+        // Stale partition epoch, wrong leader, stale leader epoch, leader left out, stale broker.
+        assert_eq!(
+            code(s.alter_partition(1, e1, "r", 0, 0, 0, vec![1, 2, 3])),
+            ErrorCode::InvalidUpdateVersion
+        );
+        let e2 = s.snap.brokers[&2].epoch;
+        assert_eq!(
+            code(s.alter_partition(2, e2, "r", 0, 0, 1, vec![2])),
+            ErrorCode::FencedLeaderEpoch
+        );
+        assert_eq!(
+            code(s.alter_partition(1, e1, "r", 0, 5, 1, vec![1])),
+            ErrorCode::FencedLeaderEpoch
+        );
+        assert_eq!(
+            code(s.alter_partition(1, e1, "r", 0, 0, 1, vec![3])),
+            ErrorCode::IneligibleReplica
+        );
+        assert_eq!(
+            code(s.alter_partition(1, e1 - 1, "r", 0, 0, 1, vec![1])),
+            ErrorCode::StaleBrokerEpoch
+        );
+        s.alter_partition(1, e1, "r", 0, 0, 1, vec![3, 1, 2])
+            .unwrap();
+        assert_eq!(
+            s.snap.topics["r"].partitions[0].isr,
+            vec![1, 2, 3],
+            "kept in replica order"
+        );
+    }
+
+    #[test]
+    fn unclean_election_only_when_the_topic_allows_it() {
+        for (allowed, expect) in [(false, None), (true, Some(2))] {
+            let (mut s, now) = state_with(&[1, 2]);
+            let mut configs = BTreeMap::new();
+            configs.insert(
+                "unclean.leader.election.enable".to_string(),
+                allowed.to_string(),
+            );
+            s.create_topic("u", 1, 2, configs, "id".into()).unwrap();
+            let e1 = s.snap.brokers[&1].epoch;
+            s.alter_partition(1, e1, "u", 0, 0, 0, vec![1]).unwrap();
+            s.heartbeat(2, s.snap.brokers[&2].epoch, now + Duration::from_secs(2))
+                .unwrap();
+            s.tick(now + Duration::from_millis(2500));
+            assert_eq!(
+                s.snap.topics["u"].partitions[0].leader, expect,
+                "unclean allowed: {allowed}"
+            );
+        }
+    }
 }

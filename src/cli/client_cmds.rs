@@ -35,7 +35,12 @@ pub enum TopicCommand {
     /// List topic names.
     List,
     /// Partitions, leaders, offsets and configs of a topic.
-    Describe { name: String },
+    Describe {
+        name: String,
+        /// Only partitions whose ISR is smaller than their replica set.
+        #[arg(long)]
+        under_replicated: bool,
+    },
     /// Delete a topic and its data.
     Delete { name: String },
     /// Change topic configs.
@@ -132,8 +137,14 @@ pub async fn topic(cmd: TopicCommand, c: &ClientArgs) -> anyhow::Result<ExitCode
                 Output::Table => names.iter().for_each(|n| println!("{n}")),
             }
         }
-        TopicCommand::Describe { name } => {
-            let d = admin.describe_topic(&name).await.map_err(ex)?;
+        TopicCommand::Describe {
+            name,
+            under_replicated,
+        } => {
+            let mut d = admin.describe_topic(&name).await.map_err(ex)?;
+            if under_replicated {
+                d.partitions.retain(|p| p.isr.len() < p.replicas.len());
+            }
             let effective = LogConfig::default()
                 .with_overrides(d.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .map(|c| c.to_map())
