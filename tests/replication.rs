@@ -197,7 +197,7 @@ fn acknowledged_writes_survive_repeated_leader_kills() {
         .unwrap();
     let config = ClientConfig::new(&cluster.bootstrap());
     let admin = Admin::new(&config);
-    wait_for("3 live brokers", Duration::from_secs(30), || {
+    wait_for("3 live brokers", Duration::from_secs(60), || {
         rt.block_on(admin.describe_cluster())
             .ok()
             .filter(|c| c.brokers.iter().filter(|b| b.alive).count() == 3)
@@ -388,7 +388,7 @@ fn controller_failover_and_a_stopped_leader_that_wakes_up() {
         .unwrap();
     let config = ClientConfig::new(&cluster.bootstrap());
     let admin = Admin::new(&config);
-    wait_for("3 live brokers", Duration::from_secs(30), || {
+    wait_for("3 live brokers", Duration::from_secs(60), || {
         rt.block_on(admin.describe_cluster())
             .ok()
             .filter(|c| c.brokers.iter().filter(|b| b.alive).count() == 3)

@@ -127,6 +127,20 @@ impl Admin {
         check(Some(resp))
     }
 
+    /// Preferred-replica election for `topic` (all topics when `None`); returns how
+    /// many partitions changed leader.
+    pub async fn elect_leaders(&self, topic: Option<&str>) -> Result<u32, Error> {
+        let topic = topic.unwrap_or_default().to_string();
+        let resp = self
+            .any(|mut c| {
+                let topic = topic.clone();
+                async move { c.elect_leaders(v1::ElectLeadersRequest { topic }).await }
+            })
+            .await?;
+        check(resp.result)?;
+        Ok(resp.changed)
+    }
+
     pub async fn describe_cluster(&self) -> Result<v1::DescribeClusterResponse, Error> {
         self.any(|mut c| async move { c.describe_cluster(v1::DescribeClusterRequest {}).await })
             .await

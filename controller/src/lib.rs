@@ -38,6 +38,8 @@ pub struct ControllerConfig {
     pub session_timeout: Duration,
     /// How often liveness is checked and the lease retried while standby.
     pub tick: Duration,
+    /// How often leadership is moved back to preferred replicas.
+    pub leader_rebalance_interval: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -47,6 +49,7 @@ impl Default for ControllerConfig {
             store: "embedded:sluice-data/controller".into(),
             session_timeout: Duration::from_millis(2000),
             tick: Duration::from_millis(200),
+            leader_rebalance_interval: Duration::from_secs(30),
         }
     }
 }
@@ -177,11 +180,19 @@ impl Controller {
             let _ = self.shared.pusher.dispatch(actions, &active.state);
         }
         let mut ticker = tokio::time::interval(config.tick);
+        let mut last_rebalance = Instant::now();
         loop {
             ticker.tick().await;
             let mut guard = self.shared.active.lock().await;
             let active = guard.as_mut().expect("active until the process ends");
-            let actions = active.state.tick(Instant::now());
+            let mut actions = active.state.tick(Instant::now());
+            if last_rebalance.elapsed() >= config.leader_rebalance_interval {
+                // Leadership drifts to survivors after failures; move it back.
+                last_rebalance = Instant::now();
+                if let Ok((_, more)) = active.state.elect_preferred(None) {
+                    actions.extend(more);
+                }
+            }
             if !actions.is_empty() {
                 if let Err(e) = active.commit(actions, &self.shared.pusher) {
                     error!(error = %e, "metadata store write failed; resigning");

@@ -70,6 +70,26 @@ fn random_topic_id() -> String {
 
 #[tonic::async_trait]
 impl admin_server::Admin for Svc {
+    async fn elect_leaders(
+        &self,
+        req: Request<v1::ElectLeadersRequest>,
+    ) -> Result<Response<v1::ElectLeadersResponse>, Status> {
+        let topic = req.into_inner().topic;
+        let mut changed = 0;
+        let res = self
+            .mutate(|s| {
+                let (n, actions) =
+                    s.elect_preferred((!topic.is_empty()).then_some(topic.as_str()))?;
+                changed = n;
+                Ok(actions)
+            })
+            .await;
+        Ok(Response::new(v1::ElectLeadersResponse {
+            result: Some(res),
+            changed,
+        }))
+    }
+
     async fn create_topic(
         &self,
         req: Request<v1::CreateTopicRequest>,
@@ -148,6 +168,26 @@ impl admin_server::Admin for Svc {
 
 #[tonic::async_trait]
 impl controller_api_server::ControllerApi for Svc {
+    async fn controlled_shutdown(
+        &self,
+        req: Request<v1::ControlledShutdownRequest>,
+    ) -> Result<Response<v1::ControlledShutdownResponse>, Status> {
+        let r = req.into_inner();
+        let mut remaining = 0;
+        let res = self
+            .mutate(|s| {
+                let (n, actions) = s.controlled_shutdown(r.broker_id, r.broker_epoch)?;
+                remaining = n;
+                Ok(actions)
+            })
+            .await;
+        Ok(Response::new(v1::ControlledShutdownResponse {
+            error_code: res.error_code,
+            error_message: res.error_message,
+            remaining_leaderships: remaining,
+        }))
+    }
+
     async fn alter_partition(
         &self,
         req: Request<v1::AlterPartitionRequest>,

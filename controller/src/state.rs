@@ -73,6 +73,8 @@ pub const PARTITIONS_MAX: u32 = 10_000;
 
 pub struct ClusterState {
     pub snap: Snapshot,
+    /// Brokers in controlled shutdown: alive, but not eligible to lead.
+    shutting_down: std::collections::HashSet<u32>,
     /// Last heartbeat of each unfenced broker; a broker absent here is fenced.
     live: HashMap<u32, Instant>,
     session_timeout: Duration,
@@ -115,6 +117,7 @@ impl ClusterState {
             session_timeout,
             controller_id,
             controller_epoch,
+            shutting_down: Default::default(),
         }
     }
 
@@ -172,7 +175,9 @@ impl ClusterState {
     /// Re-elects leaders of every partition whose leader is not live, or which has none
     /// and a live ISR member: the first live ISR member in replica order.
     fn elect_offline_leaders(&mut self) -> Vec<(String, usize)> {
-        let live = self.live.clone();
+        // Brokers in controlled shutdown count as gone: they lose leadership and ISR places.
+        let mut live = self.live.clone();
+        live.retain(|b, _| !self.shutting_down.contains(b));
         let mut changed = Vec::new();
         for (name, t) in self.snap.topics.iter_mut() {
             let unclean = t
@@ -225,6 +230,81 @@ impl ClusterState {
             }
         }
         changed
+    }
+
+    /// Controlled shutdown: `broker` keeps running but gives up leadership and its ISR
+    /// places; returns how many partitions it still leads (no other ISR member).
+    pub fn controlled_shutdown(
+        &mut self,
+        broker: u32,
+        broker_epoch: i64,
+    ) -> Result<(u32, Vec<Action>), Rejection> {
+        if self.broker_epoch(broker) != Some(broker_epoch) || !self.is_live(broker) {
+            return Err(reject(
+                ErrorCode::StaleBrokerEpoch,
+                format!("broker {broker} epoch {broker_epoch} is not current"),
+            ));
+        }
+        self.shutting_down.insert(broker);
+        let changed = self.elect_offline_leaders();
+        let remaining = self
+            .snap
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| p.leader == Some(broker))
+            .count() as u32;
+        tracing::info!(
+            broker,
+            moved = changed.len(),
+            remaining,
+            "controlled shutdown"
+        );
+        let mut actions = self.leader_and_isr_for(&changed);
+        actions.push(Action::UpdateMetadataAll);
+        Ok((remaining, actions))
+    }
+
+    /// Preferred-replica election: each partition (of `topic`, or all) whose first
+    /// replica is live, in sync and not leading gets it back as leader.
+    pub fn elect_preferred(
+        &mut self,
+        topic: Option<&str>,
+    ) -> Result<(u32, Vec<Action>), Rejection> {
+        if let Some(t) = topic.filter(|t| !self.snap.topics.contains_key(*t)) {
+            return Err(reject(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {t} does not exist"),
+            ));
+        }
+        let eligible = |b: u32| self.live.contains_key(&b) && !self.shutting_down.contains(&b);
+        let mut changed = Vec::new();
+        let mut moves = Vec::new();
+        for (name, t) in &self.snap.topics {
+            if topic.is_some_and(|x| x != name) {
+                continue;
+            }
+            for (i, p) in t.partitions.iter().enumerate() {
+                let preferred = p.replicas[0];
+                if p.leader != Some(preferred) && p.isr.contains(&preferred) && eligible(preferred)
+                {
+                    moves.push((name.clone(), i, preferred));
+                }
+            }
+        }
+        for (name, i, preferred) in moves {
+            let p = &mut self.snap.topics.get_mut(&name).expect("listed").partitions[i];
+            tracing::info!(topic = %name, partition = i, old_leader = ?p.leader, new_leader = preferred, "preferred leader elected");
+            p.leader = Some(preferred);
+            p.leader_epoch += 1;
+            p.partition_epoch += 1;
+            changed.push((name, i));
+        }
+        let mut actions = self.leader_and_isr_for(&changed);
+        if !changed.is_empty() {
+            actions.push(Action::UpdateMetadataAll);
+        }
+        Ok((changed.len() as u32, actions))
     }
 
     /// A leader's ISR proposal (KIP-497): accepted only from the current leader with the
@@ -315,6 +395,7 @@ impl ClusterState {
             }
         }
         self.snap.next_broker_epoch += 1;
+        self.shutting_down.remove(&id);
         let epoch = self.snap.next_broker_epoch;
         self.snap.brokers.insert(
             id,

@@ -55,6 +55,29 @@ pub enum TopicCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum PartitionCommand {
+    /// Move leadership back to each partition's preferred (first) replica.
+    ElectLeaders {
+        #[arg(long)]
+        topic: Option<String>,
+    },
+}
+
+pub async fn partition(cmd: PartitionCommand, c: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let PartitionCommand::ElectLeaders { topic } = cmd;
+    let admin = Admin::new(&ClientConfig::new(&c.bootstrap));
+    let changed = admin
+        .elect_leaders(topic.as_deref())
+        .await
+        .map_err(|e| explain(&e, &c.bootstrap))?;
+    match c.output {
+        Output::Json => println!("{}", json!({"changed": changed})),
+        Output::Table => println!("{changed} partition(s) moved to their preferred leader"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
     /// The controller and every broker.
     Describe,

@@ -80,6 +80,13 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Partition leadership.
+    Partition {
+        #[command(subcommand)]
+        command: client_cmds::PartitionCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Throughput and latency harness.
     Perf {
         #[command(subcommand)]
@@ -137,6 +144,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cluster { command, client } => {
             init_tracing("warn");
             client_cmds::cluster(command, &client).await
+        }
+        Command::Partition { command, client } => {
+            init_tracing("warn");
+            client_cmds::partition(command, &client).await
         }
         Command::Perf { command, client } => {
             init_tracing("warn");

@@ -39,6 +39,11 @@ impl NotActive for v1::CreateTopicResponse {
         self.result.as_ref().is_some_and(|r| r.not_active())
     }
 }
+impl NotActive for v1::ElectLeadersResponse {
+    fn not_active(&self) -> bool {
+        self.result.as_ref().is_some_and(|r| r.not_active())
+    }
+}
 impl NotActive for v1::DescribeClusterResponse {
     fn not_active(&self) -> bool {
         false
@@ -85,6 +90,18 @@ impl AdminProxy {
 
 #[tonic::async_trait]
 impl admin_server::Admin for AdminProxy {
+    async fn elect_leaders(
+        &self,
+        req: Request<v1::ElectLeadersRequest>,
+    ) -> Result<Response<v1::ElectLeadersResponse>, Status> {
+        let r = req.into_inner();
+        self.forward(|mut c| {
+            let r = r.clone();
+            async move { c.elect_leaders(r).await }
+        })
+        .await
+    }
+
     async fn create_topic(
         &self,
         req: Request<v1::CreateTopicRequest>,

@@ -134,3 +134,50 @@ pub(crate) async fn maintenance(shared: Arc<Shared>) {
         }
     }
 }
+
+/// Asks the active controller to move this broker's leaderships elsewhere before it
+/// stops. Bounded: a missing controller must not hold the shutdown.
+pub(crate) async fn controlled_shutdown(shared: &Shared) {
+    let config = &shared.config;
+    let epoch = shared.broker_epoch.load(Ordering::Acquire);
+    if epoch < 0 {
+        return;
+    }
+    let attempt = async {
+        for i in 0..config.controllers.len() {
+            let idx =
+                (shared.controller_hint.load(Ordering::Relaxed) + i) % config.controllers.len();
+            let Ok(ch) = channel(&config.controllers[idx]) else {
+                continue;
+            };
+            let req = v1::ControlledShutdownRequest {
+                broker_id: config.id,
+                broker_epoch: epoch,
+            };
+            if let Ok(r) = ControllerApiClient::new(ch).controlled_shutdown(req).await {
+                let r = r.into_inner();
+                if r.error_code == 0 {
+                    info!(
+                        broker = config.id,
+                        remaining_leaderships = r.remaining_leaderships,
+                        "controlled shutdown: leadership moved"
+                    );
+                    return;
+                }
+            }
+        }
+        warn!(
+            broker = config.id,
+            "controlled shutdown: no active controller answered"
+        );
+    };
+    if tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .is_err()
+    {
+        warn!(
+            broker = config.id,
+            "controlled shutdown timed out; stopping anyway"
+        );
+    }
+}

@@ -158,7 +158,15 @@ impl Broker {
             .add_service(v1::broker_control_server::BrokerControlServer::new(
                 control::Control(shared.clone()),
             ))
-            .serve_with_incoming_shutdown(nodelay(listener), shutdown)
+            .serve_with_incoming_shutdown(nodelay(listener), {
+                let shared = shared.clone();
+                async move {
+                    shutdown.await;
+                    // Keep serving while leadership moves away, so clients see a
+                    // NOT_LEADER and a retry, not a dead connection.
+                    lifecycle::controlled_shutdown(&shared).await;
+                }
+            })
             .await;
         lifecycle.abort();
         maintenance.abort();
