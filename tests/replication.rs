@@ -482,3 +482,68 @@ fn controller_failover_and_a_stopped_leader_that_wakes_up() {
         );
     }
 }
+
+#[test]
+fn controlled_shutdown_moves_leadership_and_preferred_election_moves_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), 3);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = ClientConfig::new(&cluster.bootstrap());
+    let admin = Admin::new(&config);
+    wait_for("3 live brokers", Duration::from_secs(60), || {
+        rt.block_on(admin.describe_cluster())
+            .ok()
+            .filter(|c| c.brokers.iter().filter(|b| b.alive).count() == 3)
+    });
+    rt.block_on(admin.create_topic("cs", 3, 3, BTreeMap::new()))
+        .unwrap();
+    let leaders = |rt: &tokio::runtime::Runtime| -> Vec<Option<u32>> {
+        rt.block_on(admin.describe_topic("cs"))
+            .unwrap()
+            .partitions
+            .iter()
+            .map(|p| p.leader)
+            .collect()
+    };
+    let all_in_sync = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(admin.describe_topic("cs"))
+            .ok()
+            .filter(|d| d.partitions.iter().all(|p| p.isr.len() == 3))
+    };
+    wait_for("full ISRs", Duration::from_secs(30), || all_in_sync(&rt));
+    assert_eq!(leaders(&rt), vec![Some(1), Some(2), Some(3)]);
+
+    // SIGTERM broker 1: before it stops, its partition is led by another in-sync replica.
+    let b1 = cluster.brokers[0].1.take().unwrap();
+    signal(&b1, libc::SIGTERM);
+    let mut b1 = b1;
+    let status = b1.wait().unwrap();
+    assert!(status.success(), "broker 1 stopped cleanly: {status}");
+    let after = leaders(&rt);
+    assert!(
+        after[0].is_some_and(|l| l != 1),
+        "leadership moved off the stopping broker: {after:?}"
+    );
+    // Writes keep succeeding with acks=all (min.insync.replicas defaults to 1 here).
+    let acked = produce_numbered(&rt, &config, "cs", 0, 200);
+    assert_eq!(acked.len(), 200);
+
+    // Back, in sync, then a preferred election returns partition 0 to broker 1.
+    cluster.start_broker(0);
+    wait_for(
+        "broker 1 back in every ISR",
+        Duration::from_secs(60),
+        || all_in_sync(&rt),
+    );
+    let changed = wait_for("a preferred election", Duration::from_secs(30), || {
+        rt.block_on(admin.elect_leaders(Some("cs")))
+            .ok()
+            .filter(|&n| n > 0 || leaders(&rt)[0] == Some(1))
+    });
+    assert!(changed <= 3);
+    assert_eq!(leaders(&rt), vec![Some(1), Some(2), Some(3)]);
+}
