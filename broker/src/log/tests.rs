@@ -670,3 +670,23 @@ fn manager_reports_a_broken_partition_and_opens_the_rest() {
     assert_eq!(m.all().len(), 2);
     let _ = Bytes::new();
 }
+
+#[test]
+fn orphan_index_files_are_removed_on_open() {
+    let d = tempfile::tempdir().unwrap();
+    let pdir = d.path().join("t-0");
+    std::fs::create_dir_all(&pdir).unwrap();
+    // Index files whose .log vanished in a crash, at the base the log will start at.
+    std::fs::write(
+        pdir.join("00000000000000000000.index"),
+        [0u8, 0, 0, 9, 0, 0, 1, 0],
+    )
+    .unwrap();
+    std::fs::write(pdir.join("00000000000000000000.timeindex"), [1u8; 12]).unwrap();
+    let log = open(d.path(), small_segments());
+    for i in 0..5 {
+        log.append_as_leader(&batch(&["v"], i), 0, 0).unwrap();
+    }
+    assert_eq!(read_all(&log, 0, 1 << 20).len(), 5);
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 0)));
+}

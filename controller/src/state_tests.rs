@@ -1,0 +1,200 @@
+//! Unit tests of the cluster state machine.
+use super::*;
+
+fn state_with(brokers: &[u32]) -> (ClusterState, Instant) {
+    let now = Instant::now();
+    let mut s = ClusterState::new(Snapshot::default(), now, Duration::from_secs(2), 100, 1);
+    for &b in brokers {
+        s.register(b, format!("127.0.0.1:{}", 9000 + b), None, 1, now);
+    }
+    (s, now)
+}
+
+#[test]
+fn topics_spread_over_brokers_and_reject_bad_input() {
+    let (mut s, _) = state_with(&[1, 2, 3]);
+    let actions = s
+        .create_topic("orders", 6, 1, BTreeMap::new(), "id".into())
+        .unwrap();
+    let leaders: Vec<u32> = s.snap.topics["orders"]
+        .partitions
+        .iter()
+        .map(|p| p.leader.unwrap())
+        .collect();
+    assert_eq!(leaders, vec![1, 2, 3, 1, 2, 3]);
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::LeaderAndIsr { .. }))
+            .count(),
+        3
+    );
+    let err = |r: Result<Vec<Action>, Rejection>| r.unwrap_err().0;
+    assert_eq!(
+        err(s.create_topic("orders", 1, 1, BTreeMap::new(), "x".into())),
+        ErrorCode::TopicAlreadyExists
+    );
+    assert_eq!(
+        err(s.create_topic("bad name", 1, 1, BTreeMap::new(), "x".into())),
+        ErrorCode::InvalidTopic
+    );
+    assert_eq!(
+        err(s.create_topic("t", 0, 1, BTreeMap::new(), "x".into())),
+        ErrorCode::InvalidPartitions
+    );
+    assert_eq!(
+        err(s.create_topic("t", 1, 4, BTreeMap::new(), "x".into())),
+        ErrorCode::InvalidReplicationFactor
+    );
+    let bad = BTreeMap::from([("retention.ms".to_string(), "soon".to_string())]);
+    assert_eq!(
+        err(s.create_topic("t", 1, 1, bad, "x".into())),
+        ErrorCode::InvalidConfig
+    );
+}
+
+#[test]
+fn silent_broker_is_fenced_and_its_partitions_go_offline_then_return() {
+    let (mut s, now) = state_with(&[1, 2]);
+    s.create_topic("t", 2, 1, BTreeMap::new(), "id".into())
+        .unwrap();
+    s.heartbeat(1, s.snap.brokers[&1].epoch, now + Duration::from_secs(2))
+        .unwrap();
+    let actions = s.tick(now + Duration::from_millis(2500));
+    assert!(!s.is_live(2));
+    assert!(actions.contains(&Action::UpdateMetadataAll));
+    let p1 = &s.snap.topics["t"].partitions[1];
+    assert_eq!((p1.leader, p1.leader_epoch), (None, 1));
+    let stale = s.snap.brokers[&2].epoch;
+    assert_eq!(
+        s.heartbeat(2, stale, now).unwrap_err().0,
+        ErrorCode::StaleBrokerEpoch
+    );
+    // It comes back: a new epoch, and its partition leads again with a new leader epoch.
+    let (epoch, actions) = s.register(
+        2,
+        "127.0.0.1:9002".into(),
+        None,
+        2,
+        now + Duration::from_secs(3),
+    );
+    assert!(epoch > stale);
+    let p1 = &s.snap.topics["t"].partitions[1];
+    assert_eq!((p1.leader, p1.leader_epoch), (Some(2), 2));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::LeaderAndIsr { broker: 2, .. })));
+}
+
+#[test]
+fn configs_are_validated_on_alter_and_delete_stops_replicas() {
+    let (mut s, _) = state_with(&[1]);
+    s.create_topic("t", 1, 1, BTreeMap::new(), "id".into())
+        .unwrap();
+    let set = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+    s.alter_configs("t", set, &[]).unwrap();
+    assert_eq!(s.snap.topics["t"].configs["retention.ms"], "1000");
+    let bad = BTreeMap::from([("nope".to_string(), "1".to_string())]);
+    assert_eq!(
+        s.alter_configs("t", bad, &[]).unwrap_err().0,
+        ErrorCode::InvalidConfig
+    );
+    let actions = s.delete_topic("t").unwrap();
+    assert_eq!(
+        actions[0],
+        Action::StopReplica {
+            broker: 1,
+            partitions: vec![("t".into(), 0)]
+        }
+    );
+    assert_eq!(
+        s.delete_topic("t").unwrap_err().0,
+        ErrorCode::UnknownTopicOrPartition
+    );
+    assert_eq!(
+        s.metadata(&["t".into()]).topics[0].error_code,
+        ErrorCode::UnknownTopicOrPartition.code()
+    );
+}
+
+#[test]
+fn fencing_shrinks_isrs_and_moves_leadership() {
+    let (mut s, now) = state_with(&[1, 2, 3]);
+    s.create_topic("r", 1, 3, BTreeMap::new(), "id".into())
+        .unwrap();
+    assert_eq!(s.snap.topics["r"].partitions[0].isr, vec![1, 2, 3]);
+    for b in [2, 3] {
+        s.heartbeat(b, s.snap.brokers[&b].epoch, now + Duration::from_secs(2))
+            .unwrap();
+    }
+    s.tick(now + Duration::from_millis(2500));
+    let p = &s.snap.topics["r"].partitions[0];
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.leader_epoch),
+        (Some(2), vec![2, 3], 1)
+    );
+    assert!(p.partition_epoch >= 1);
+}
+
+#[test]
+fn alter_partition_is_fenced_by_leader_and_partition_epochs() {
+    let (mut s, _) = state_with(&[1, 2, 3]);
+    s.create_topic("r", 1, 3, BTreeMap::new(), "id".into())
+        .unwrap();
+    let e1 = s.snap.brokers[&1].epoch;
+    let (state, actions) = s.alter_partition(1, e1, "r", 0, 0, 0, vec![1, 3]).unwrap();
+    assert_eq!((state.isr, state.partition_epoch), (vec![1, 3], 1));
+    assert!(actions.contains(&Action::UpdateMetadataAll));
+    let code = |r: Result<(v1::PartitionState, Vec<Action>), Rejection>| r.unwrap_err().0;
+    // Stale partition epoch, wrong leader, stale leader epoch, leader left out, stale broker.
+    assert_eq!(
+        code(s.alter_partition(1, e1, "r", 0, 0, 0, vec![1, 2, 3])),
+        ErrorCode::InvalidUpdateVersion
+    );
+    let e2 = s.snap.brokers[&2].epoch;
+    assert_eq!(
+        code(s.alter_partition(2, e2, "r", 0, 0, 1, vec![2])),
+        ErrorCode::FencedLeaderEpoch
+    );
+    assert_eq!(
+        code(s.alter_partition(1, e1, "r", 0, 5, 1, vec![1])),
+        ErrorCode::FencedLeaderEpoch
+    );
+    assert_eq!(
+        code(s.alter_partition(1, e1, "r", 0, 0, 1, vec![3])),
+        ErrorCode::IneligibleReplica
+    );
+    assert_eq!(
+        code(s.alter_partition(1, e1 - 1, "r", 0, 0, 1, vec![1])),
+        ErrorCode::StaleBrokerEpoch
+    );
+    s.alter_partition(1, e1, "r", 0, 0, 1, vec![3, 1, 2])
+        .unwrap();
+    assert_eq!(
+        s.snap.topics["r"].partitions[0].isr,
+        vec![1, 2, 3],
+        "kept in replica order"
+    );
+}
+
+#[test]
+fn unclean_election_only_when_the_topic_allows_it() {
+    for (allowed, expect) in [(false, None), (true, Some(2))] {
+        let (mut s, now) = state_with(&[1, 2]);
+        let mut configs = BTreeMap::new();
+        configs.insert(
+            "unclean.leader.election.enable".to_string(),
+            allowed.to_string(),
+        );
+        s.create_topic("u", 1, 2, configs, "id".into()).unwrap();
+        let e1 = s.snap.brokers[&1].epoch;
+        s.alter_partition(1, e1, "u", 0, 0, 0, vec![1]).unwrap();
+        s.heartbeat(2, s.snap.brokers[&2].epoch, now + Duration::from_secs(2))
+            .unwrap();
+        s.tick(now + Duration::from_millis(2500));
+        assert_eq!(
+            s.snap.topics["u"].partitions[0].leader, expect,
+            "unclean allowed: {allowed}"
+        );
+    }
+}
