@@ -129,6 +129,28 @@ impl ClusterState {
         self.live.contains_key(&broker)
     }
 
+    /// Brokers ordered so that consecutive ones sit in different racks where possible
+    /// (one from each rack in turn), so consecutive replicas land on distinct racks.
+    /// Without racks this is the input order.
+    fn rack_alternated(&self, brokers: Vec<u32>) -> Vec<u32> {
+        let mut by_rack: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for b in brokers {
+            let rack = self
+                .snap
+                .brokers
+                .get(&b)
+                .and_then(|r| r.rack.clone())
+                .unwrap_or_default();
+            by_rack.entry(rack).or_default().push(b);
+        }
+        let mut out = Vec::new();
+        let deepest = by_rack.values().map(Vec::len).max().unwrap_or(0);
+        for i in 0..deepest {
+            out.extend(by_rack.values().filter_map(|rack| rack.get(i).copied()));
+        }
+        out
+    }
+
     pub fn live_brokers(&self) -> Vec<u32> {
         let mut v: Vec<u32> = self.live.keys().copied().collect();
         v.sort_unstable();
@@ -534,6 +556,7 @@ impl ClusterState {
         LogConfig::default()
             .with_overrides(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| reject(ErrorCode::InvalidConfig, e.to_string()))?;
+        let live = self.rack_alternated(live);
         let start = self.snap.topics.len();
         let n = live.len();
         let parts = (0..partitions as usize)

@@ -198,3 +198,36 @@ fn unclean_election_only_when_the_topic_allows_it() {
         );
     }
 }
+
+#[test]
+fn replicas_spread_across_racks() {
+    let now = Instant::now();
+    let mut s = ClusterState::new(Snapshot::default(), now, Duration::from_secs(2), 100, 1);
+    for (b, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")] {
+        s.register(
+            b,
+            format!("127.0.0.1:{}", 9000 + b),
+            Some(rack.to_string()),
+            1,
+            now,
+        );
+    }
+    s.create_topic("r", 6, 3, BTreeMap::new(), "id".into())
+        .unwrap();
+    for p in &s.snap.topics["r"].partitions {
+        let mut racks: Vec<String> = p
+            .replicas
+            .iter()
+            .map(|b| s.snap.brokers[b].rack.clone().unwrap())
+            .collect();
+        racks.sort();
+        racks.dedup();
+        assert_eq!(racks.len(), 3, "replicas {:?} share a rack", p.replicas);
+    }
+    let leaders: std::collections::BTreeSet<u32> = s.snap.topics["r"]
+        .partitions
+        .iter()
+        .map(|p| p.leader.unwrap())
+        .collect();
+    assert_eq!(leaders.len(), 6, "leaders spread over every broker");
+}
