@@ -141,6 +141,15 @@ impl Admin {
         Ok(resp.changed)
     }
 
+    /// A new producer id from the controller (for idempotent producers).
+    pub async fn init_producer_id(&self) -> Result<i64, Error> {
+        let resp = self
+            .any(|mut c| async move { c.init_producer_id(v1::InitProducerIdRequest {}).await })
+            .await?;
+        check(resp.result)?;
+        Ok(resp.producer_id)
+    }
+
     pub async fn describe_cluster(&self) -> Result<v1::DescribeClusterResponse, Error> {
         self.any(|mut c| async move { c.describe_cluster(v1::DescribeClusterRequest {}).await })
             .await

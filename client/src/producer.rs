@@ -86,6 +86,10 @@ pub struct ProducerConfig {
     pub retry_backoff: Duration,
     /// `buffer.memory`: `send` waits while this many bytes are unacknowledged.
     pub buffer_memory: usize,
+    /// Idempotence (with acks=all): the cluster gives this producer an id, batches carry
+    /// per-partition sequence numbers, and a leader answers a retry of a batch it
+    /// already holds with the original offset, so retries never duplicate records.
+    pub idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -100,6 +104,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
             buffer_memory: 64 * 1024 * 1024,
+            idempotence: true,
         }
     }
 }
@@ -239,6 +244,8 @@ struct PartQueue {
     /// Encoded batches waiting (after a retriable failure), oldest first.
     ready: VecDeque<Closed>,
     in_flight: bool,
+    /// Sequence number of the next batch's first record (idempotent producers).
+    next_sequence: i32,
     retry_at: Option<Instant>,
 }
 
@@ -260,6 +267,8 @@ struct Inner {
     idle: Notify,
     flushing: AtomicUsize,
     closed: AtomicBool,
+    /// Set when idempotence is on (acks=all).
+    producer_id: Option<i64>,
 }
 
 /// A producer. Cheap to clone; all clones share batches and the sender task.
@@ -283,6 +292,11 @@ impl Producer {
                 config.batch_size, config.batch_size_max
             )));
         }
+        let producer_id = if config.idempotence && config.acks == Acks::All {
+            Some(crate::Admin::new(client).init_producer_id().await?)
+        } else {
+            None
+        };
         let mut cluster_config = client.clone();
         cluster_config.request_timeout = config.request_timeout + Duration::from_secs(5);
         let inner = Arc::new(Inner {
@@ -296,6 +310,7 @@ impl Producer {
             idle: Notify::new(),
             flushing: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            producer_id,
         });
         tokio::spawn(sender_loop(inner.clone()));
         Ok(Producer { inner })
@@ -348,7 +363,7 @@ impl Producer {
             .as_ref()
             .is_some_and(|o| o.bytes + size > inner.config.batch_size_max)
         {
-            let full = q.open.take().expect("checked");
+            let full = take_open(q, inner.producer_id).expect("checked");
             // Cannot be sent yet (in flight or behind retries): encode now, queue in order.
             match encode(full, inner.config.compression) {
                 Ok(c) => q.ready.push_back(c),
@@ -423,6 +438,18 @@ impl Producer {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.wake_sender.notify_one();
     }
+}
+
+/// Takes the open batch out of `q` to be sent, giving it the partition's next
+/// sequence numbers when the producer is idempotent. Called under the accumulator lock,
+/// in send order, so sequences follow the order batches leave.
+fn take_open(q: &mut PartQueue, producer_id: Option<i64>) -> Option<Open> {
+    let mut open = q.open.take()?;
+    if let Some(pid) = producer_id {
+        open.builder.set_producer(pid, 0, q.next_sequence);
+        q.next_sequence = q.next_sequence.wrapping_add(open.records as i32);
+    }
+    Some(open)
 }
 
 /// Encodes a batch; on failure returns it (empty) with the error, for `finish`.
@@ -534,7 +561,11 @@ fn collect_ready(
             q.in_flight = true;
             match q.ready.pop_front() {
                 Some(c) => sends.entry(addr).or_default().push((key.clone(), c)),
-                None => to_encode.push((addr, key.clone(), q.open.take().expect("has work"))),
+                None => to_encode.push((
+                    addr,
+                    key.clone(),
+                    take_open(q, inner.producer_id).expect("has work"),
+                )),
             }
         }
     }

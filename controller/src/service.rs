@@ -70,6 +70,24 @@ fn random_topic_id() -> String {
 
 #[tonic::async_trait]
 impl admin_server::Admin for Svc {
+    async fn init_producer_id(
+        &self,
+        _: Request<v1::InitProducerIdRequest>,
+    ) -> Result<Response<v1::InitProducerIdResponse>, Status> {
+        let mut id = -1;
+        let res = self
+            .mutate(|s| {
+                id = s.init_producer_id();
+                Ok(Vec::new())
+            })
+            .await;
+        Ok(Response::new(v1::InitProducerIdResponse {
+            result: Some(res),
+            producer_id: id,
+            producer_epoch: 0,
+        }))
+    }
+
     async fn elect_leaders(
         &self,
         req: Request<v1::ElectLeadersRequest>,

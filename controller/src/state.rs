@@ -21,6 +21,9 @@ pub struct Snapshot {
     pub topics: BTreeMap<String, TopicRecord>,
     pub brokers: BTreeMap<u32, BrokerRecord>,
     pub next_broker_epoch: i64,
+    /// Last producer id handed out (idempotent producers).
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -285,6 +288,12 @@ impl ClusterState {
         let mut actions = self.leader_and_isr_for(&changed);
         actions.push(Action::UpdateMetadataAll);
         Ok((remaining, actions))
+    }
+
+    /// A fresh producer id; persisted with the snapshot before it is returned.
+    pub fn init_producer_id(&mut self) -> i64 {
+        self.snap.next_producer_id += 1;
+        self.snap.next_producer_id
     }
 
     /// Preferred-replica election: each partition (of `topic`, or all) whose first

@@ -587,6 +587,12 @@ impl BatchBuilder {
         self.base_sequence = base_sequence;
         self
     }
+    /// [`BatchBuilder::producer`] on a builder already holding records.
+    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+        self.base_sequence = base_sequence;
+    }
     pub fn transactional(mut self, yes: bool) -> Self {
         self.transactional = yes;
         self

@@ -30,6 +30,7 @@ pub enum ErrorCode {
     StaleBrokerEpoch,
     InvalidUpdateVersion,
     IneligibleReplica,
+    OutOfOrderSequence,
     /// A code this build does not know (from a newer peer).
     Unknown(i32),
 }
@@ -63,12 +64,13 @@ impl ErrorCode {
             ErrorCode::StaleBrokerEpoch => 77,
             ErrorCode::InvalidUpdateVersion => 108,
             ErrorCode::IneligibleReplica => 107,
+            ErrorCode::OutOfOrderSequence => 45,
             ErrorCode::Unknown(c) => c,
         }
     }
 
     pub fn from_code(code: i32) -> ErrorCode {
-        const ALL: [ErrorCode; 26] = [
+        const ALL: [ErrorCode; 27] = [
             ErrorCode::None,
             ErrorCode::UnknownServerError,
             ErrorCode::OffsetOutOfRange,
@@ -95,6 +97,7 @@ impl ErrorCode {
             ErrorCode::StaleBrokerEpoch,
             ErrorCode::InvalidUpdateVersion,
             ErrorCode::IneligibleReplica,
+            ErrorCode::OutOfOrderSequence,
         ];
         ALL.into_iter()
             .find(|e| e.code() == code)

@@ -24,6 +24,7 @@ use tracing::info;
 
 use crate::log::{Log, LogError, LogManager};
 
+mod producers;
 mod replication;
 pub use replication::{FollowerFetched, IsrProposal, ToFetch};
 
@@ -65,6 +66,8 @@ pub struct Partition {
     leo_tx: watch::Sender<u64>,
     /// What this broker, as leader, knows of each follower.
     followers: parking_lot::Mutex<HashMap<u32, FollowerState>>,
+    /// Idempotent-producer state; its lock also makes check-then-append atomic.
+    producers: parking_lot::Mutex<producers::ProducerStates>,
     /// When this leader last proposed an ISR change (proposals are rate-limited).
     last_isr_proposal: parking_lot::Mutex<Option<std::time::Instant>>,
 }
@@ -94,6 +97,13 @@ impl Partition {
 
     fn is_leader(&self, me: u32) -> bool {
         self.role.read().leader == Some(me)
+    }
+
+    /// Re-reads the idempotent-producer state from the log (after a truncation).
+    fn rebuild_producer_state(&self) -> Result<(), LogError> {
+        let mut producers = self.producers.lock();
+        *producers = producers::ProducerStates::rebuild(&self.log)?;
+        Ok(())
     }
 
     /// A follower takes the leader's high watermark, capped by its own log end. It may
@@ -191,6 +201,7 @@ impl ReplicaManager {
                     .logs
                     .get_or_create(tp, config.clone())
                     .map_err(storage_failure)?;
+                let log_for_state = log.clone();
                 let (hw_tx, _) = watch::channel(0);
                 let p = Arc::new(Partition {
                     tp: tp.clone(),
@@ -206,6 +217,10 @@ impl ReplicaManager {
                     hw_tx,
                     leo_tx: watch::channel(0).0,
                     followers: parking_lot::Mutex::new(HashMap::new()),
+                    producers: parking_lot::Mutex::new(
+                        producers::ProducerStates::rebuild(&log_for_state)
+                            .map_err(storage_failure)?,
+                    ),
                     last_isr_proposal: parking_lot::Mutex::new(None),
                 });
                 self.partitions
@@ -342,10 +357,41 @@ impl ReplicaManager {
         let mut first: Option<Produced> = None;
         let mut needs_flush = false;
         for b in &batches {
-            let info = p
-                .log
-                .append_as_leader(b, role.leader_epoch.max(0) as u32, now)
-                .map_err(storage_failure)?;
+            let info = {
+                // Check and append under the producer-state lock: a retry racing its
+                // original cannot slip in between.
+                let mut producers = p.producers.lock();
+                let check = if b.producer_id() >= 0 {
+                    producers.check(b)
+                } else {
+                    producers::Check::Append
+                };
+                match check {
+                    producers::Check::Duplicate(base) => crate::log::AppendInfo {
+                        base_offset: base,
+                        last_offset: base + b.last_offset_delta() as u64,
+                        log_append_time: None,
+                        needs_flush: false,
+                    },
+                    producers::Check::OutOfOrder { expected, got } => {
+                        return Err((
+                            ErrorCode::OutOfOrderSequence,
+                            format!(
+                                "{tp}: producer {} sent sequence {got}, expected {expected}",
+                                b.producer_id()
+                            ),
+                        ));
+                    }
+                    producers::Check::Append => {
+                        let info = p
+                            .log
+                            .append_as_leader(b, role.leader_epoch.max(0) as u32, now)
+                            .map_err(storage_failure)?;
+                        producers.record(b, info.base_offset);
+                        info
+                    }
+                }
+            };
             needs_flush |= info.needs_flush;
             let produced = Produced {
                 base_offset: info.base_offset,

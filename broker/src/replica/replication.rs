@@ -205,6 +205,7 @@ impl ReplicaManager {
                 } else if mine > leader_end {
                     p.log.truncate_to(leader_end).map_err(storage_failure)?;
                 }
+                p.rebuild_producer_state().map_err(storage_failure)?;
                 return Ok(());
             }
             Err(_) => return Ok(()),
@@ -223,6 +224,8 @@ impl ReplicaManager {
             };
             let new_end = p.log.truncate_to(target).map_err(storage_failure)?;
             info!(partition = %sent.tp, diverging_epoch = epoch, leader_end = end, new_log_end_offset = new_end, "follower truncated a divergent suffix");
+            // Forget batches that are gone, or a retry of one would be "found".
+            p.rebuild_producer_state().map_err(storage_failure)?;
             return Ok(());
         }
         if !fetched.records.is_empty() {
@@ -238,9 +241,13 @@ impl ReplicaManager {
                     batches.push(b);
                 }
             }
+            let mut producers = p.producers.lock();
             p.log
                 .append_as_follower(&batches, super::now_ms())
                 .map_err(storage_failure)?;
+            for b in &batches {
+                producers.record(b, b.base_offset() as u64);
+            }
         }
         let hw = fetched.high_watermark.min(p.log.log_end_offset());
         p.set_follower_hw(hw);

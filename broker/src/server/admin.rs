@@ -44,6 +44,11 @@ impl NotActive for v1::ElectLeadersResponse {
         self.result.as_ref().is_some_and(|r| r.not_active())
     }
 }
+impl NotActive for v1::InitProducerIdResponse {
+    fn not_active(&self) -> bool {
+        self.result.as_ref().is_some_and(|r| r.not_active())
+    }
+}
 impl NotActive for v1::DescribeClusterResponse {
     fn not_active(&self) -> bool {
         false
@@ -90,6 +95,15 @@ impl AdminProxy {
 
 #[tonic::async_trait]
 impl admin_server::Admin for AdminProxy {
+    async fn init_producer_id(
+        &self,
+        req: Request<v1::InitProducerIdRequest>,
+    ) -> Result<Response<v1::InitProducerIdResponse>, Status> {
+        let r = req.into_inner();
+        self.forward(|mut c| async move { c.init_producer_id(r).await })
+            .await
+    }
+
     async fn elect_leaders(
         &self,
         req: Request<v1::ElectLeadersRequest>,
