@@ -316,3 +316,43 @@ fn malformed_and_oversized_produce_requests_get_typed_errors() {
     });
     dev.stop();
 }
+
+#[test]
+fn an_idempotent_producer_recovers_from_a_refused_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let config = ClientConfig::new(&dev.addr);
+    runtime().block_on(async {
+        let mut configs = BTreeMap::new();
+        configs.insert("max.message.bytes".to_string(), "2000".to_string());
+        Admin::new(&config)
+            .create_topic("idem", 1, 1, configs)
+            .await
+            .unwrap();
+        let producer = Producer::new(
+            &config,
+            ProducerConfig {
+                acks: Acks::All,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let send = |v: Vec<u8>| {
+            let producer = producer.clone();
+            async move {
+                producer
+                    .send(ProducerRecord::new("idem", None::<Bytes>, v))
+                    .await
+                    .unwrap()
+                    .await
+            }
+        };
+        assert_eq!(send(b"first".to_vec()).await.unwrap().offset, Some(0));
+        let err = send(vec![7u8; 5000]).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::MessageTooLarge));
+        // The refused batch's sequence numbers were never used: the next send works.
+        assert_eq!(send(b"third".to_vec()).await.unwrap().offset, Some(1));
+    });
+    dev.stop();
+}

@@ -246,6 +246,8 @@ struct PartQueue {
     in_flight: bool,
     /// Sequence number of the next batch's first record (idempotent producers).
     next_sequence: i32,
+    /// Producer epoch on this partition, bumped when its sequence restarts.
+    epoch: i16,
     retry_at: Option<Instant>,
 }
 
@@ -446,7 +448,7 @@ impl Producer {
 fn take_open(q: &mut PartQueue, producer_id: Option<i64>) -> Option<Open> {
     let mut open = q.open.take()?;
     if let Some(pid) = producer_id {
-        open.builder.set_producer(pid, 0, q.next_sequence);
+        open.builder.set_producer(pid, q.epoch, q.next_sequence);
         q.next_sequence = q.next_sequence.wrapping_add(open.records as i32);
     }
     Some(open)
@@ -638,6 +640,7 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
         Err(e) => Err(e),
     };
     let mut retry = Vec::new();
+    let mut resequence = Vec::new();
     let mut acc_updates = Vec::new();
     for (key, c) in batches {
         let outcome = match &response {
@@ -673,6 +676,11 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
                 acc_updates.push((key, Some(c)));
             }
             result => {
+                if result.is_err() && inner.producer_id.is_some() {
+                    // The batch's sequence numbers were never appended: start the
+                    // partition's sequence again so later batches are not out of order.
+                    resequence.push(key.clone());
+                }
                 inner.finish(&c, result);
                 acc_updates.push((key, None));
             }
@@ -683,6 +691,12 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
         for (key, requeue) in acc_updates {
             let q = acc.parts.entry(key.clone()).or_default();
             q.in_flight = false;
+            if resequence.contains(&key) {
+                // A new epoch tells the leader the sequence restarts (and forgets the
+                // batches it remembers for this producer on this partition).
+                q.next_sequence = 0;
+                q.epoch = q.epoch.wrapping_add(1).max(0);
+            }
             if let Some(c) = requeue {
                 q.ready.push_front(c);
                 q.retry_at = Some(Instant::now() + config.retry_backoff);
