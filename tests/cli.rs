@@ -129,6 +129,17 @@ fn topics_produce_consume_and_json_shapes() {
     );
     assert_eq!(tail.lines().count(), 1);
 
+    // Growing the topic keeps the old partitions and their data.
+    dev.ok(&["topic", "alter", "orders", "--partitions", "5"], "");
+    let d = json(&dev.ok(&["topic", "describe", "orders", "--output", "json"], ""));
+    assert_eq!(d["partitions"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        d["partitions"][0]["high_watermark"],
+        parts[0]["high_watermark"]
+    );
+    let err = one_line_error(&dev.cli(&["topic", "alter", "orders", "--partitions", "2"], ""));
+    assert!(err.contains("partitions"), "{err}");
+
     dev.ok(&["topic", "delete", "orders"], "");
     let err = one_line_error(&dev.cli(&["topic", "describe", "orders"], ""));
     assert!(err.contains("does not exist"), "{err}");

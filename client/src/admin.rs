@@ -141,6 +141,21 @@ impl Admin {
         Ok(resp.changed)
     }
 
+    /// Grows `topic` to `total` partitions.
+    pub async fn create_partitions(&self, topic: &str, total: u32) -> Result<(), Error> {
+        let req = v1::CreatePartitionsRequest {
+            topic: topic.into(),
+            total,
+        };
+        let resp = self
+            .any(|mut c| {
+                let req = req.clone();
+                async move { c.create_partitions(req).await }
+            })
+            .await?;
+        check(Some(resp))
+    }
+
     /// A new producer id from the controller (for idempotent producers).
     pub async fn init_producer_id(&self) -> Result<i64, Error> {
         let resp = self

@@ -70,6 +70,17 @@ fn random_topic_id() -> String {
 
 #[tonic::async_trait]
 impl admin_server::Admin for Svc {
+    async fn create_partitions(
+        &self,
+        req: Request<v1::CreatePartitionsRequest>,
+    ) -> Result<Response<v1::AdminResult>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(
+            self.mutate(|s| s.create_partitions(&r.topic, r.total))
+                .await,
+        ))
+    }
+
     async fn init_producer_id(
         &self,
         _: Request<v1::InitProducerIdRequest>,

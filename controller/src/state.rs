@@ -598,6 +598,50 @@ impl ClusterState {
         Ok(actions)
     }
 
+    /// Grows `topic` to `total` partitions, placed like `create_topic` places them.
+    /// Existing partitions (and so existing keys' placement) are untouched.
+    pub fn create_partitions(&mut self, topic: &str, total: u32) -> Result<Vec<Action>, Rejection> {
+        let live = self.rack_alternated(self.live_brokers());
+        let t = self.snap.topics.get(topic).ok_or_else(|| {
+            reject(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {topic} does not exist"),
+            )
+        })?;
+        let current = t.partitions.len() as u32;
+        if total <= current || total > PARTITIONS_MAX {
+            return Err(reject(ErrorCode::InvalidPartitions, format!("{topic} has {current} partitions; the new count must be in {}..={PARTITIONS_MAX}", current + 1)));
+        }
+        let rf = t.partitions[0].replicas.len();
+        if rf > live.len() {
+            return Err(reject(
+                ErrorCode::InvalidReplicationFactor,
+                format!(
+                    "{topic} needs {rf} live brokers for new partitions; {} are live",
+                    live.len()
+                ),
+            ));
+        }
+        let n = live.len();
+        let t = self.snap.topics.get_mut(topic).expect("checked");
+        for p in current as usize..total as usize {
+            let replicas: Vec<u32> = (0..rf).map(|i| live[(p + i) % n]).collect();
+            t.partitions.push(PartitionRecord {
+                leader: Some(replicas[0]),
+                isr: replicas.clone(),
+                replicas,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            });
+        }
+        let changed: Vec<(String, usize)> = (current as usize..total as usize)
+            .map(|i| (topic.to_string(), i))
+            .collect();
+        let mut actions = self.leader_and_isr_for(&changed);
+        actions.push(Action::UpdateMetadataAll);
+        Ok(actions)
+    }
+
     pub fn delete_topic(&mut self, name: &str) -> Result<Vec<Action>, Rejection> {
         let t = self.snap.topics.remove(name).ok_or_else(|| {
             reject(

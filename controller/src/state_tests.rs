@@ -231,3 +231,31 @@ fn replicas_spread_across_racks() {
         .collect();
     assert_eq!(leaders.len(), 6, "leaders spread over every broker");
 }
+
+#[test]
+fn partitions_can_be_added_never_removed() {
+    let (mut s, _) = state_with(&[1, 2, 3]);
+    s.create_topic("g", 2, 2, BTreeMap::new(), "id".into())
+        .unwrap();
+    let before = s.snap.topics["g"].partitions.clone();
+    let actions = s.create_partitions("g", 5).unwrap();
+    let after = &s.snap.topics["g"].partitions;
+    assert_eq!(after.len(), 5);
+    assert_eq!(&after[..2], &before[..], "existing partitions untouched");
+    assert!(after[2..]
+        .iter()
+        .all(|p| p.replicas.len() == 2 && p.leader == Some(p.replicas[0])));
+    assert!(actions.contains(&Action::UpdateMetadataAll));
+    assert_eq!(
+        s.create_partitions("g", 5).unwrap_err().0,
+        ErrorCode::InvalidPartitions
+    );
+    assert_eq!(
+        s.create_partitions("g", 3).unwrap_err().0,
+        ErrorCode::InvalidPartitions
+    );
+    assert_eq!(
+        s.create_partitions("nope", 9).unwrap_err().0,
+        ErrorCode::UnknownTopicOrPartition
+    );
+}

@@ -51,6 +51,9 @@ pub enum TopicCommand {
         /// A config to reset to the broker default (repeatable).
         #[arg(long = "delete-config", value_name = "K")]
         delete: Vec<String>,
+        /// Grow the topic to this many partitions.
+        #[arg(long)]
+        partitions: Option<u32>,
     },
 }
 
@@ -244,14 +247,20 @@ pub async fn topic(cmd: TopicCommand, c: &ClientArgs) -> anyhow::Result<ExitCode
             name,
             configs,
             delete,
+            partitions,
         } => {
-            if configs.is_empty() && delete.is_empty() {
-                bail!("nothing to change: give --config K=V or --delete-config K");
+            if configs.is_empty() && delete.is_empty() && partitions.is_none() {
+                bail!("nothing to change: give --config K=V, --delete-config K or --partitions N");
             }
-            admin
-                .alter_configs(&name, parse_configs(&configs)?, delete)
-                .await
-                .map_err(ex)?;
+            if !configs.is_empty() || !delete.is_empty() {
+                admin
+                    .alter_configs(&name, parse_configs(&configs)?, delete)
+                    .await
+                    .map_err(ex)?;
+            }
+            if let Some(total) = partitions {
+                admin.create_partitions(&name, total).await.map_err(ex)?;
+            }
             match c.output {
                 Output::Json => println!("{}", json!({"altered": name})),
                 Output::Table => println!("altered topic {name}"),

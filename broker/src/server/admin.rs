@@ -95,6 +95,18 @@ impl AdminProxy {
 
 #[tonic::async_trait]
 impl admin_server::Admin for AdminProxy {
+    async fn create_partitions(
+        &self,
+        req: Request<v1::CreatePartitionsRequest>,
+    ) -> Result<Response<v1::AdminResult>, Status> {
+        let r = req.into_inner();
+        self.forward(|mut c| {
+            let r = r.clone();
+            async move { c.create_partitions(r).await }
+        })
+        .await
+    }
+
     async fn init_producer_id(
         &self,
         req: Request<v1::InitProducerIdRequest>,
