@@ -17,6 +17,9 @@ use crate::log::{Log, LogError};
 /// Batches remembered per producer for duplicate detection (Kafka keeps five).
 const RECENT_BATCHES: usize = 5;
 
+/// How far back (in records) a rebuild reads.
+const REBUILD_WINDOW_RECORDS: u64 = 100_000;
+
 #[derive(Debug, Default, Clone)]
 struct Entry {
     epoch: i16,
@@ -48,10 +51,15 @@ fn sequences(b: &RecordBatch) -> (i32, i32) {
 }
 
 impl ProducerStates {
-    /// Reads every batch header of `log` (from its start) to rebuild the state.
+    /// Rebuilds the state from the batch headers of the log's last
+    /// [`REBUILD_WINDOW_RECORDS`] records: retries only ever concern a producer's last
+    /// few batches, and this bounds what a broker reads when it starts hosting a
+    /// partition. A producer seen only before the window is treated as new.
     pub(crate) fn rebuild(log: &Log) -> Result<ProducerStates, LogError> {
         let mut states = ProducerStates::default();
-        let mut next = log.log_start_offset();
+        let mut next = log
+            .log_start_offset()
+            .max(log.log_end_offset().saturating_sub(REBUILD_WINDOW_RECORDS));
         while next < log.log_end_offset() {
             let r = log.read(next, 16 << 20, None)?;
             if r.data.is_empty() {
