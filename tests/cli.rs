@@ -345,3 +345,83 @@ fn a_restart_keeps_topics_and_records() {
     assert_eq!(total, 1001);
     dev.stop();
 }
+
+#[test]
+fn partition_reassignment_moves_data_and_deletes_the_old_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(dir.path(), &["--brokers", "3"]);
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "mv",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "2",
+        ],
+        "",
+    );
+    let input: String = (0..500).map(|i| format!("{i}\n")).collect();
+    dev.ok(&["produce", "mv"], &input);
+    let d = json(&dev.ok(&["topic", "describe", "mv", "--output", "json"], ""));
+    let old: Vec<u64> = d["partitions"][0]["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    let spare = (1..=3).find(|b| !old.contains(b)).unwrap();
+    // Keep the second old replica, replace the first (the leader) with the spare broker.
+    let target = [spare, old[1]];
+    let list = format!("{},{}", target[0], target[1]);
+    dev.ok(
+        &[
+            "partition",
+            "reassign",
+            "--topic",
+            "mv",
+            "--partition",
+            "0",
+            "--replicas",
+            &list,
+        ],
+        "",
+    );
+    common::wait_for(
+        "the reassignment to complete",
+        std::time::Duration::from_secs(60),
+        || {
+            let d = json(&dev.ok(&["topic", "describe", "mv", "--output", "json"], ""));
+            let p = &d["partitions"][0];
+            let replicas: Vec<u64> = p["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            let isr = p["isr"].as_array().unwrap().len();
+            (replicas == target && isr == 2 && p["high_watermark"] == 500).then_some(())
+        },
+    );
+    let out = dev.ok(
+        &[
+            "consume",
+            "mv",
+            "--from-beginning",
+            "--max-messages",
+            "500",
+            "--timeout-ms",
+            "10000",
+        ],
+        "",
+    );
+    assert_eq!(out.lines().count(), 500);
+    let removed_dir = dir.path().join(format!("broker-{}", old[0])).join("mv-0");
+    common::wait_for(
+        "the old replica's files to be deleted",
+        std::time::Duration::from_secs(30),
+        || (!removed_dir.exists()).then_some(()),
+    );
+    dev.stop();
+}

@@ -141,6 +141,28 @@ impl Admin {
         Ok(resp.changed)
     }
 
+    /// Moves a partition to `replicas` (the first is preferred leader); completes in the
+    /// background once the new replicas are in sync.
+    pub async fn reassign_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        replicas: Vec<u32>,
+    ) -> Result<(), Error> {
+        let req = v1::ReassignPartitionRequest {
+            topic: topic.into(),
+            partition,
+            replicas,
+        };
+        let resp = self
+            .any(|mut c| {
+                let req = req.clone();
+                async move { c.reassign_partition(req).await }
+            })
+            .await?;
+        check(Some(resp))
+    }
+
     /// Grows `topic` to `total` partitions.
     pub async fn create_partitions(&self, topic: &str, total: u32) -> Result<(), Error> {
         let req = v1::CreatePartitionsRequest {

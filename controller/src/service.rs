@@ -70,6 +70,17 @@ fn random_topic_id() -> String {
 
 #[tonic::async_trait]
 impl admin_server::Admin for Svc {
+    async fn reassign_partition(
+        &self,
+        req: Request<v1::ReassignPartitionRequest>,
+    ) -> Result<Response<v1::AdminResult>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(
+            self.mutate(|s| s.reassign(&r.topic, r.partition, r.replicas))
+                .await,
+        ))
+    }
+
     async fn create_partitions(
         &self,
         req: Request<v1::CreatePartitionsRequest>,

@@ -42,6 +42,10 @@ pub struct PartitionRecord {
     pub leader_epoch: i32,
     pub isr: Vec<u32>,
     pub partition_epoch: i32,
+    /// During a reassignment: the replica set to end with. `replicas` then holds the
+    /// union of old and new until every target replica is in the ISR.
+    #[serde(default)]
+    pub target: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -399,8 +403,104 @@ impl ClusterState {
         let changed = vec![(topic.to_string(), partition as usize)];
         let state = self.partition_state(topic, &self.snap.topics[topic], partition as usize);
         let mut actions = self.leader_and_isr_for(&changed);
+        actions.extend(self.complete_reassignment(topic, partition as usize));
         actions.push(Action::UpdateMetadataAll);
         Ok((state, actions))
+    }
+
+    /// Starts moving a partition to `replicas`: the new replicas join the replica set
+    /// and catch up; once all are in the ISR, [`Self::complete_reassignment`] switches
+    /// leadership if needed and drops the old ones (their files are deleted).
+    pub fn reassign(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        replicas: Vec<u32>,
+    ) -> Result<Vec<Action>, Rejection> {
+        let mut unique = replicas.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        if replicas.is_empty()
+            || unique.len() != replicas.len()
+            || replicas.iter().any(|b| !self.is_live(*b))
+        {
+            return Err(reject(
+                ErrorCode::InvalidReplicationFactor,
+                format!("replicas {replicas:?} must be distinct live brokers"),
+            ));
+        }
+        let t = self.snap.topics.get_mut(topic).ok_or_else(|| {
+            reject(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {topic} does not exist"),
+            )
+        })?;
+        let p = t.partitions.get_mut(partition as usize).ok_or_else(|| {
+            reject(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("{topic} has no partition {partition}"),
+            )
+        })?;
+        if p.replicas == replicas {
+            return Ok(Vec::new());
+        }
+        let mut all = replicas.clone();
+        all.extend(p.replicas.iter().copied().filter(|r| !replicas.contains(r)));
+        tracing::info!(topic, partition, old = ?p.replicas, target = ?replicas, "reassignment started");
+        p.replicas = all;
+        p.target = Some(replicas);
+        p.partition_epoch += 1;
+        let changed = vec![(topic.to_string(), partition as usize)];
+        let mut actions = self.leader_and_isr_for(&changed);
+        actions.extend(self.complete_reassignment(topic, partition as usize));
+        actions.push(Action::UpdateMetadataAll);
+        Ok(actions)
+    }
+
+    /// Finishes a reassignment whose target replicas are all in sync.
+    fn complete_reassignment(&mut self, topic: &str, index: usize) -> Vec<Action> {
+        let live = self.live.clone();
+        let Some(p) = self
+            .snap
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(index))
+        else {
+            return Vec::new();
+        };
+        let Some(target) = p.target.clone() else {
+            return Vec::new();
+        };
+        if !target.iter().all(|r| p.isr.contains(r)) {
+            return Vec::new();
+        }
+        let removed: Vec<u32> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| !target.contains(r))
+            .collect();
+        p.isr = target
+            .iter()
+            .copied()
+            .filter(|r| p.isr.contains(r))
+            .collect();
+        if p.leader.is_none_or(|l| !target.contains(&l)) {
+            p.leader = target.iter().copied().find(|r| live.contains_key(r));
+            p.leader_epoch += 1;
+        }
+        p.replicas = target;
+        p.target = None;
+        p.partition_epoch += 1;
+        tracing::info!(topic, partition = index, replicas = ?p.replicas, leader = ?p.leader, "reassignment completed");
+        let mut actions = self.leader_and_isr_for(&[(topic.to_string(), index)]);
+        for broker in removed {
+            actions.push(Action::StopReplica {
+                broker,
+                partitions: vec![(topic.to_string(), index as u32)],
+            });
+        }
+        actions
     }
 
     /// A broker (re)registers; returns its new broker epoch. A retry from the same
@@ -579,6 +679,7 @@ impl ClusterState {
                     replicas,
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    target: None,
                 }
             })
             .collect();
@@ -632,6 +733,7 @@ impl ClusterState {
                 replicas,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                target: None,
             });
         }
         let changed: Vec<(String, usize)> = (current as usize..total as usize)

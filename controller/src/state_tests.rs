@@ -259,3 +259,41 @@ fn partitions_can_be_added_never_removed() {
         ErrorCode::UnknownTopicOrPartition
     );
 }
+
+#[test]
+fn reassignment_waits_for_the_new_replicas_then_drops_the_old() {
+    let (mut s, _) = state_with(&[1, 2, 3]);
+    s.create_topic("m", 1, 2, BTreeMap::new(), "id".into())
+        .unwrap();
+    assert_eq!(s.snap.topics["m"].partitions[0].replicas, vec![1, 2]);
+    s.reassign("m", 0, vec![3, 2]).unwrap();
+    let p = &s.snap.topics["m"].partitions[0];
+    assert_eq!(
+        (p.replicas.clone(), p.target.clone(), p.leader),
+        (vec![3, 2, 1], Some(vec![3, 2]), Some(1))
+    );
+    // Broker 3 catches up and the leader adds it to the ISR: the move completes.
+    let e1 = s.snap.brokers[&1].epoch;
+    let pe = p.partition_epoch;
+    let (_, actions) = s
+        .alter_partition(1, e1, "m", 0, 0, pe, vec![1, 2, 3])
+        .unwrap();
+    let p = &s.snap.topics["m"].partitions[0];
+    assert_eq!(
+        (
+            p.replicas.clone(),
+            p.isr.clone(),
+            p.leader,
+            p.target.clone()
+        ),
+        (vec![3, 2], vec![3, 2], Some(3), None)
+    );
+    assert!(actions.contains(&Action::StopReplica {
+        broker: 1,
+        partitions: vec![("m".into(), 0)]
+    }));
+    assert_eq!(
+        s.reassign("m", 0, vec![3, 3]).unwrap_err().0,
+        ErrorCode::InvalidReplicationFactor
+    );
+}

@@ -64,11 +64,38 @@ pub enum PartitionCommand {
         #[arg(long)]
         topic: Option<String>,
     },
+    /// Move a partition to other brokers (new replicas catch up first).
+    Reassign {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: u32,
+        /// Broker ids, comma-separated; the first is the preferred leader.
+        #[arg(long, value_delimiter = ',')]
+        replicas: Vec<u32>,
+    },
 }
 
 pub async fn partition(cmd: PartitionCommand, c: &ClientArgs) -> anyhow::Result<ExitCode> {
-    let PartitionCommand::ElectLeaders { topic } = cmd;
     let admin = Admin::new(&ClientConfig::new(&c.bootstrap));
+    let topic = match cmd {
+        PartitionCommand::ElectLeaders { topic } => topic,
+        PartitionCommand::Reassign {
+            topic,
+            partition,
+            replicas,
+        } => {
+            admin
+                .reassign_partition(&topic, partition, replicas.clone())
+                .await
+                .map_err(|e| explain(&e, &c.bootstrap))?;
+            match c.output {
+                Output::Json => println!("{}", json!({"topic": topic, "partition": partition, "target": replicas})),
+                Output::Table => println!("reassigning {topic}-{partition} to {replicas:?}; it completes when the new replicas are in sync"),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let changed = admin
         .elect_leaders(topic.as_deref())
         .await

@@ -95,6 +95,18 @@ impl AdminProxy {
 
 #[tonic::async_trait]
 impl admin_server::Admin for AdminProxy {
+    async fn reassign_partition(
+        &self,
+        req: Request<v1::ReassignPartitionRequest>,
+    ) -> Result<Response<v1::AdminResult>, Status> {
+        let r = req.into_inner();
+        self.forward(|mut c| {
+            let r = r.clone();
+            async move { c.reassign_partition(r).await }
+        })
+        .await
+    }
+
     async fn create_partitions(
         &self,
         req: Request<v1::CreatePartitionsRequest>,
