@@ -112,6 +112,24 @@ impl Cluster {
         }
     }
 
+    /// A runtime and clients for this cluster, once every broker is alive.
+    fn client(&self) -> (tokio::runtime::Runtime, ClientConfig, Admin) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = ClientConfig::new(&self.bootstrap());
+        let admin = Admin::new(&config);
+        let n = self.brokers.len();
+        wait_for("every broker alive", Duration::from_secs(60), || {
+            rt.block_on(admin.describe_cluster())
+                .ok()
+                .filter(|c| c.brokers.iter().filter(|b| b.alive).count() == n)
+        });
+        (rt, config, admin)
+    }
+
     fn bootstrap(&self) -> String {
         self.brokers
             .iter()
@@ -190,18 +208,7 @@ fn acknowledged_writes_survive_repeated_leader_kills() {
     const ROUNDS: usize = 20;
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(dir.path(), 3);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let config = ClientConfig::new(&cluster.bootstrap());
-    let admin = Admin::new(&config);
-    wait_for("3 live brokers", Duration::from_secs(60), || {
-        rt.block_on(admin.describe_cluster())
-            .ok()
-            .filter(|c| c.brokers.iter().filter(|b| b.alive).count() == 3)
-    });
+    let (rt, config, admin) = cluster.client();
     let mut configs = BTreeMap::new();
     configs.insert("min.insync.replicas".to_string(), "2".to_string());
     rt.block_on(admin.create_topic("ha", 1, 3, configs))
@@ -385,18 +392,7 @@ fn produce_numbered(
 fn controller_failover_and_a_stopped_leader_that_wakes_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start_with(dir.path(), 3, 2);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let config = ClientConfig::new(&cluster.bootstrap());
-    let admin = Admin::new(&config);
-    wait_for("3 live brokers", Duration::from_secs(60), || {
-        rt.block_on(admin.describe_cluster())
-            .ok()
-            .filter(|c| c.brokers.iter().filter(|b| b.alive).count() == 3)
-    });
+    let (rt, config, admin) = cluster.client();
     let mut configs = BTreeMap::new();
     configs.insert("min.insync.replicas".to_string(), "2".to_string());
     rt.block_on(admin.create_topic("fo", 1, 3, configs))
@@ -491,18 +487,7 @@ fn controller_failover_and_a_stopped_leader_that_wakes_up() {
 fn controlled_shutdown_moves_leadership_and_preferred_election_moves_it_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(dir.path(), 3);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let config = ClientConfig::new(&cluster.bootstrap());
-    let admin = Admin::new(&config);
-    wait_for("3 live brokers", Duration::from_secs(60), || {
-        rt.block_on(admin.describe_cluster())
-            .ok()
-            .filter(|c| c.brokers.iter().filter(|b| b.alive).count() == 3)
-    });
+    let (rt, config, admin) = cluster.client();
     rt.block_on(admin.create_topic("cs", 3, 3, BTreeMap::new()))
         .unwrap();
     let leaders = |rt: &tokio::runtime::Runtime| -> Vec<Option<u32>> {

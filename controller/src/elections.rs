@@ -5,6 +5,26 @@
 use super::*;
 
 impl ClusterState {
+    /// The record of `topic`-`partition`, or UNKNOWN_TOPIC_OR_PARTITION.
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<&mut PartitionRecord, Rejection> {
+        let t = self.snap.topics.get_mut(topic).ok_or_else(|| {
+            reject(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {topic} does not exist"),
+            )
+        })?;
+        t.partitions.get_mut(partition as usize).ok_or_else(|| {
+            reject(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("{topic} has no partition {partition}"),
+            )
+        })
+    }
+
     /// Re-elects leaders of every partition whose leader is not live, or which has none
     /// and a live ISR member: the first live ISR member in replica order.
     pub(super) fn elect_offline_leaders(&mut self) -> Vec<(String, usize)> {
@@ -167,18 +187,7 @@ impl ClusterState {
             ));
         }
         let live = self.live.clone();
-        let t = self.snap.topics.get_mut(topic).ok_or_else(|| {
-            reject(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("topic {topic} does not exist"),
-            )
-        })?;
-        let p = t.partitions.get_mut(partition as usize).ok_or_else(|| {
-            reject(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("{topic} has no partition {partition}"),
-            )
-        })?;
+        let p = self.partition_mut(topic, partition)?;
         if p.leader != Some(broker) || p.leader_epoch != leader_epoch {
             return Err(reject(ErrorCode::FencedLeaderEpoch, format!("{topic}-{partition}: broker {broker} at leader epoch {leader_epoch} is not the leader (leader {:?}, epoch {})", p.leader, p.leader_epoch)));
         }
@@ -233,18 +242,7 @@ impl ClusterState {
                 format!("replicas {replicas:?} must be distinct live brokers"),
             ));
         }
-        let t = self.snap.topics.get_mut(topic).ok_or_else(|| {
-            reject(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("topic {topic} does not exist"),
-            )
-        })?;
-        let p = t.partitions.get_mut(partition as usize).ok_or_else(|| {
-            reject(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("{topic} has no partition {partition}"),
-            )
-        })?;
+        let p = self.partition_mut(topic, partition)?;
         if p.replicas == replicas {
             return Ok(Vec::new());
         }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use sluice_proto::batch::{RecordBatch, ValidateOptions};
+use sluice_proto::batch::RecordBatch;
 use sluice_proto::limits::BATCH_HEADER_BYTES;
 use sluice_proto::TopicPartition;
 use tracing::{info, warn};
@@ -690,19 +690,6 @@ impl Log {
         st.offline = Some("deleted".into());
         st.segments.clear();
         fs::remove_dir_all(&self.dir).map_err(io_err(&self.dir))
-    }
-
-    /// Validates a producer batch against this log's limits before appending.
-    pub fn validate_producer_batch(&self, batch: &RecordBatch) -> Result<(), LogError> {
-        let max = self.state.lock().config.max_message_bytes as usize;
-        if batch.size() > max {
-            return Err(LogError::RecordTooLarge {
-                size: batch.size(),
-                max,
-            });
-        }
-        batch.validate(&ValidateOptions::default())?;
-        Ok(())
     }
 }
 
