@@ -14,22 +14,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{wait_for, BIN};
+use common::{free_port, wait_for, BIN};
 use sluice_client::{Acks, Admin, ClientConfig, Producer, ProducerConfig, ProducerRecord};
 use sluice_proto::batch::Batches;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Cluster {
     dir: PathBuf,
-    /// (id, address, process); all share one embedded store.
+    /// (id, address, process); all share one store.
     controllers: Vec<(u32, String, Option<Child>)>,
+    store: String,
     controller_addr: String,
     brokers: Vec<(String, Option<Child>)>,
 }
@@ -39,39 +32,31 @@ impl Cluster {
         Cluster::start_with(dir, brokers, 1)
     }
 
+    /// `controllers` controllers sharing an embedded store in `dir`.
     fn start_with(dir: &Path, brokers: usize, controllers: usize) -> Cluster {
-        let mut cs = Vec::new();
-        for i in 0..controllers {
-            let addr = format!("127.0.0.1:{}", free_port());
-            let id = 100 + i as u32;
-            let child = Command::new(BIN)
-                .args([
-                    "controller",
-                    "--id",
-                    &id.to_string(),
-                    "--listen",
-                    &addr,
-                    "--session-timeout-ms",
-                    "2000",
-                ])
-                .arg("--store")
-                .arg(format!("embedded:{}", dir.join("controller").display()))
-                .env(
-                    "RUST_LOG",
-                    std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
-                )
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
-            cs.push((id, addr, Some(child)));
-        }
-        let controller_addr = cs.iter().map(|c| c.1.clone()).collect::<Vec<_>>().join(",");
+        let store = format!("embedded:{}", dir.join("controller").display());
+        Cluster::start_with_store(dir, brokers, controllers, &store)
+    }
+
+    fn start_with_store(dir: &Path, brokers: usize, controllers: usize, store: &str) -> Cluster {
         let mut c = Cluster {
             dir: dir.to_path_buf(),
-            controllers: cs,
-            controller_addr,
+            controllers: (0..controllers)
+                .map(|i| (100 + i as u32, format!("127.0.0.1:{}", free_port()), None))
+                .collect(),
+            store: store.to_string(),
+            controller_addr: String::new(),
             brokers: Vec::new(),
         };
+        for i in 0..controllers {
+            c.start_controller(i);
+        }
+        c.controller_addr = c
+            .controllers
+            .iter()
+            .map(|c| c.1.clone())
+            .collect::<Vec<_>>()
+            .join(",");
         for _ in 0..brokers {
             c.brokers.push((format!("127.0.0.1:{}", free_port()), None));
         }
@@ -103,6 +88,38 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.brokers[i].1 = Some(child);
+    }
+
+    fn start_controller(&mut self, i: usize) {
+        let (id, addr, _) = &self.controllers[i];
+        let child = Command::new(BIN)
+            .args(["controller", "--id", &id.to_string(), "--listen", addr])
+            .args(["--session-timeout-ms", "2000", "--lease-ttl-ms", "2000"])
+            .args(["--store", &self.store])
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.controllers[i].2 = Some(child);
+    }
+
+    /// Index (into `controllers`) of the controller the brokers report as active.
+    fn active_controller(&self, rt: &tokio::runtime::Runtime, admin: &Admin) -> usize {
+        let d = rt.block_on(admin.describe_cluster()).unwrap();
+        self.controllers
+            .iter()
+            .position(|c| c.0 as i32 == d.controller_id)
+            .expect("the active controller is one of ours")
+    }
+
+    fn kill9_controller(&mut self, i: usize) {
+        if let Some(mut c) = self.controllers[i].2.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
     }
 
     fn kill9(&mut self, i: usize) {
@@ -205,9 +222,33 @@ fn replica_records(dir: &Path, broker: usize, topic: &str) -> Vec<(u64, String)>
 
 #[test]
 fn acknowledged_writes_survive_repeated_leader_kills() {
-    const ROUNDS: usize = 20;
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(dir.path(), 3);
+    let cluster = Cluster::start(dir.path(), 3);
+    repeated_leader_kills(cluster, dir.path());
+}
+
+/// The same with two controllers sharing an embedded store; every other round also
+/// kill -9s the active controller just before the leader.
+#[test]
+fn acknowledged_writes_survive_leader_and_controller_kills_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start_with(dir.path(), 3, 2);
+    repeated_leader_kills(cluster, dir.path());
+}
+
+/// The same with three controllers electing through a real etcd.
+#[cfg(feature = "etcd")]
+#[test]
+fn acknowledged_writes_survive_leader_and_controller_kills_etcd() {
+    let etcd = common::Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start_with_store(dir.path(), 3, 3, &etcd.store_spec());
+    repeated_leader_kills(cluster, dir.path());
+}
+
+fn repeated_leader_kills(mut cluster: Cluster, dir: &Path) {
+    const ROUNDS: usize = 20;
+    let several_controllers = cluster.controllers.len() > 1;
     let (rt, config, admin) = cluster.client();
     let mut configs = BTreeMap::new();
     configs.insert("min.insync.replicas".to_string(), "2".to_string());
@@ -256,7 +297,7 @@ fn acknowledged_writes_survive_repeated_leader_kills() {
     };
     let acked_count = || acked.lock().unwrap().len();
     let mut rng_state = 0x2545F4914F6CDD1Du64;
-    let mut recoveries = Vec::new();
+    let (mut recoveries, mut both) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let (leader, isr, _, _) =
             wait_for("a leader with a full ISR", Duration::from_secs(60), || {
@@ -272,7 +313,12 @@ fn acknowledged_writes_survive_repeated_leader_kills() {
         wait_for("more acknowledged writes", Duration::from_secs(60), || {
             (acked_count() >= target).then_some(())
         });
+        let with_controller = several_controllers && round % 2 == 1;
+        let controller = cluster.active_controller(&rt, &admin);
         let killed_at = Instant::now();
+        if with_controller {
+            cluster.kill9_controller(controller);
+        }
         cluster.kill9(leader as usize - 1);
         let before = acked_count();
         wait_for("a new leader", Duration::from_secs(30), || {
@@ -283,12 +329,29 @@ fn acknowledged_writes_survive_repeated_leader_kills() {
             Duration::from_secs(30),
             || (acked_count() > before + 10).then_some(()),
         );
-        recoveries.push(killed_at.elapsed());
+        if with_controller {
+            both.push(killed_at.elapsed());
+            cluster.start_controller(controller);
+        } else {
+            recoveries.push(killed_at.elapsed());
+        }
         cluster.start_broker(leader as usize - 1);
-        eprintln!("round {round}: killed leader {leader} (isr was {isr:?}), acks resumed after {:?}, {} acked so far", killed_at.elapsed(), acked_count());
+        eprintln!("round {round}: killed leader {leader} (isr was {isr:?}){}, acks resumed after {:?}, {} acked so far", if with_controller { " and the active controller" } else { "" }, killed_at.elapsed(), acked_count());
     }
-    recoveries.sort();
-    eprintln!("kill -9 of the leader to acks=all writes resuming: median {:?}, max {:?} (session timeout 2 s)", recoveries[ROUNDS / 2], recoveries[ROUNDS - 1]);
+    let summary = |what: &str, mut times: Vec<Duration>| {
+        if !times.is_empty() {
+            times.sort();
+            eprintln!(
+                "{what} to acks=all writes resuming ({} rounds, store {}): median {:?}, max {:?} (session timeout 2 s, lease TTL 2 s)",
+                times.len(),
+                cluster.store.split(':').next().unwrap_or_default(),
+                times[times.len() / 2],
+                times[times.len() - 1]
+            );
+        }
+    };
+    summary("kill -9 of the leader", recoveries);
+    summary("kill -9 of the leader and the active controller", both);
     stop.store(true, Ordering::Relaxed);
     rt.block_on(producing).unwrap();
     let promised = acked.lock().unwrap().clone();
@@ -298,9 +361,7 @@ fn acknowledged_writes_survive_repeated_leader_kills() {
     });
     cluster.stop_all();
 
-    let copies: Vec<Vec<(u64, String)>> = (1..=3)
-        .map(|b| replica_records(dir.path(), b, "ha"))
-        .collect();
+    let copies: Vec<Vec<(u64, String)>> = (1..=3).map(|b| replica_records(dir, b, "ha")).collect();
     let leo = copies
         .iter()
         .map(|c| c.last().map_or(0, |r| r.0 + 1))

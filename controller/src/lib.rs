@@ -8,8 +8,9 @@
 //! hands the resulting [`state::Action`]s to the [`pusher`], which sends them to each
 //! broker in order. A standby controller answers NOT_CONTROLLER until it wins the lease.
 //!
-//! Stores: `embedded:DIR` ([`store::EmbeddedStore`], flock + files). `etcd://` is
-//! recognized and refused with a clear error in this build.
+//! Stores ([`store::Store`]): `embedded:DIR` (flock + files) and, with the cargo feature
+//! `etcd`, `etcd://HOST:PORT[,…][/PREFIX]`. A controller that loses its lease resigns
+//! and campaigns again.
 
 pub mod pusher;
 pub mod service;
@@ -21,19 +22,21 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::pusher::Pusher;
 use crate::state::ClusterState;
-use crate::store::{EmbeddedStore, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Controller settings.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
     /// This controller's id (reported as the controller id in metadata).
     pub id: u32,
-    /// `embedded:DIR` (or `etcd://…`, refused by this build).
+    /// `embedded:DIR` or `etcd://HOST:PORT[,…][/PREFIX]`.
     pub store: String,
+    /// TTL of the etcd controller lease (whole seconds, at least 1).
+    pub lease_ttl: Duration,
     /// `broker.session.timeout.ms`: a broker silent this long is fenced.
     pub session_timeout: Duration,
     /// How often liveness is checked and the lease retried while standby.
@@ -48,6 +51,7 @@ impl Default for ControllerConfig {
             id: 1,
             store: "embedded:sluice-data/controller".into(),
             session_timeout: Duration::from_millis(2000),
+            lease_ttl: Duration::from_secs(2),
             tick: Duration::from_millis(200),
             leader_rebalance_interval: Duration::from_secs(30),
         }
@@ -57,18 +61,18 @@ impl Default for ControllerConfig {
 /// State of the active controller; `None` in [`Shared::active`] while standby.
 pub(crate) struct Active {
     pub(crate) state: ClusterState,
-    pub(crate) store: EmbeddedStore,
+    pub(crate) store: Store,
 }
 
 impl Active {
     /// Persists the snapshot, then sends the actions. A failed write is fatal to this
     /// controller's term: it must not act on state it could not store.
-    pub(crate) fn commit(
+    pub(crate) async fn commit(
         &mut self,
         actions: Vec<state::Action>,
         pusher: &Pusher,
     ) -> Result<Vec<pusher::PushAck>, StoreError> {
-        self.store.save(&self.state.snap)?;
+        self.store.save(&self.state.snap).await?;
         Ok(pusher.dispatch(actions, &self.state))
     }
 }
@@ -103,9 +107,7 @@ pub struct Controller {
 impl Controller {
     /// Checks the store spec (so a bad one fails fast) and builds a standby controller.
     pub fn new(config: ControllerConfig) -> Result<Controller, StoreError> {
-        if !config.store.starts_with("embedded:") {
-            return Err(StoreError::Unsupported(config.store.clone()));
-        }
+        Store::check_spec(&config.store)?;
         Ok(Controller {
             shared: Arc::new(Shared {
                 config,
@@ -132,9 +134,11 @@ impl Controller {
         self.shared.active.lock().await.is_some()
     }
 
+    /// Campaigns for the lease, leads while it is held, and campaigns again after
+    /// losing it.
     async fn campaign(self) {
         let config = &self.shared.config;
-        let mut store = match EmbeddedStore::from_spec(&config.store) {
+        let mut store = match Store::open(&config.store, config.lease_ttl) {
             Ok(s) => s,
             Err(e) => {
                 error!(error = %e, "controller store unusable");
@@ -142,49 +146,60 @@ impl Controller {
             }
         };
         loop {
-            match store.try_acquire() {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) => error!(error = %e, "lease attempt failed"),
+            let epoch = store.acquire(config.id, config.tick).await;
+            let snap = match store.load().await {
+                Ok(snap) => snap.unwrap_or_default(),
+                Err(e) => {
+                    error!(error = %e, "could not read the metadata store; giving the lease up");
+                    store.resign().await;
+                    tokio::time::sleep(config.tick).await;
+                    continue;
+                }
+            };
+            info!(
+                controller = config.id,
+                controller_epoch = epoch,
+                topics = snap.topics.len(),
+                "won the controller lease"
+            );
+            let state = ClusterState::new(
+                snap,
+                Instant::now(),
+                config.session_timeout,
+                config.id,
+                epoch,
+            );
+            {
+                let mut guard = self.shared.active.lock().await;
+                let active = guard.insert(Active { state, store });
+                // Known brokers learn the new controller epoch and their partitions.
+                let actions = active.state.all_leader_and_isr();
+                let _ = self.shared.pusher.dispatch(actions, &active.state);
             }
-            tokio::time::sleep(config.tick).await;
+            store = self.lead().await;
+            store.resign().await;
+            info!(controller = config.id, "resigned; campaigning again");
         }
-        let activated = store
-            .bump_epoch()
-            .and_then(|epoch| Ok((epoch, store.load()?)));
-        let (epoch, snap) = match activated {
-            Ok((epoch, snap)) => (epoch, snap.unwrap_or_default()),
-            Err(e) => {
-                error!(error = %e, "could not read the metadata store; staying standby");
-                return;
-            }
-        };
-        info!(
-            controller = config.id,
-            controller_epoch = epoch,
-            topics = snap.topics.len(),
-            "won the controller lease"
-        );
-        let state = ClusterState::new(
-            snap,
-            Instant::now(),
-            config.session_timeout,
-            config.id,
-            epoch,
-        );
-        {
-            let mut guard = self.shared.active.lock().await;
-            let active = guard.insert(Active { state, store });
-            // Known brokers learn the new controller epoch and their partitions.
-            let actions = active.state.all_leader_and_isr();
-            let _ = self.shared.pusher.dispatch(actions, &active.state);
-        }
+    }
+
+    /// Drives liveness and rebalancing while the lease is held; returns the store once
+    /// it is lost or a write failed (the controller is then standby again).
+    async fn lead(&self) -> Store {
+        let config = &self.shared.config;
         let mut ticker = tokio::time::interval(config.tick);
         let mut last_rebalance = Instant::now();
         loop {
             ticker.tick().await;
             let mut guard = self.shared.active.lock().await;
-            let active = guard.as_mut().expect("active until the process ends");
+            let Some(active) = guard.as_mut() else {
+                unreachable!("only lead() ends a term");
+            };
+            // Checked before anything else: after a stop (SIGSTOP) every broker looks
+            // silent, and a deposed controller must not act on that.
+            if active.store.lease_lost() {
+                warn!(controller = config.id, "controller lease lost");
+                return guard.take().map(|a| a.store).expect("active above");
+            }
             let mut actions = active.state.tick(Instant::now());
             if last_rebalance.elapsed() >= config.leader_rebalance_interval {
                 // Leadership drifts to survivors after failures; move it back.
@@ -194,10 +209,9 @@ impl Controller {
                 }
             }
             if !actions.is_empty() {
-                if let Err(e) = active.commit(actions, &self.shared.pusher) {
+                if let Err(e) = active.commit(actions, &self.shared.pusher).await {
                     error!(error = %e, "metadata store write failed; resigning");
-                    *guard = None;
-                    return;
+                    return guard.take().map(|a| a.store).expect("active above");
                 }
             }
         }

@@ -48,7 +48,7 @@ impl Svc {
                 return not_controller(&self.0);
             };
             match f(&mut active.state) {
-                Ok(actions) => match active.commit(actions, &self.0.pusher) {
+                Ok(actions) => match active.commit(actions, &self.0.pusher).await {
                     Ok(acks) => acks,
                     Err(e) => {
                         let message = format!("metadata store write failed: {e}");
@@ -253,7 +253,7 @@ impl controller_api_server::ControllerApi for Svc {
                 r.new_isr,
             );
             match outcome {
-                Ok((state, actions)) => match active.commit(actions, &self.0.pusher) {
+                Ok((state, actions)) => match active.commit(actions, &self.0.pusher).await {
                     Ok(acks) => (state, acks),
                     Err(e) => {
                         return Err(Status::internal(format!(
@@ -300,7 +300,7 @@ impl controller_api_server::ControllerApi for Svc {
             r.incarnation,
             Instant::now(),
         );
-        let acks = match active.commit(actions, &self.0.pusher) {
+        let acks = match active.commit(actions, &self.0.pusher).await {
             Ok(acks) => acks,
             Err(e) => {
                 return Err(Status::internal(format!(

@@ -35,12 +35,17 @@ pub struct ControllerArgs {
     pub id: u32,
     #[arg(long, value_parser = parse_addr)]
     pub listen: SocketAddr,
-    /// `embedded:DIR` (flock lease + files).
+    /// `embedded:DIR` (flock lease + files) or `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`
+    /// (etcd lease; needs a build with `--features etcd`).
     #[arg(long)]
     pub store: String,
     /// `broker.session.timeout.ms`.
     #[arg(long, default_value_t = 2000)]
     pub session_timeout_ms: u64,
+    /// TTL of the etcd controller lease, rounded up to whole seconds: how long a dead or
+    /// stopped controller keeps the lease.
+    #[arg(long, default_value_t = 2000)]
+    pub lease_ttl_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -223,6 +228,7 @@ pub async fn controller(a: ControllerArgs) -> anyhow::Result<ExitCode> {
         id: a.id,
         store: a.store,
         session_timeout: Duration::from_millis(a.session_timeout_ms),
+        lease_ttl: Duration::from_millis(a.lease_ttl_ms),
         ..ControllerConfig::default()
     };
     let controller = Controller::new(config)?;

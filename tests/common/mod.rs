@@ -148,3 +148,77 @@ pub fn run_cli(bootstrap: &str, args: &[&str], stdin: &str) -> Output {
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A throwaway single-member etcd (Debian `etcd-server`) on loopback ports, data in a
+/// temp dir; killed on drop.
+pub struct Etcd {
+    child: Child,
+    pub client_addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let client_addr = format!("127.0.0.1:{}", free_port());
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let client_url = format!("http://{client_addr}");
+        let child = Command::new("etcd")
+            .args(["--name", "default"])
+            .arg("--data-dir")
+            .arg(dir.path().join("etcd"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("default={peer_url}")])
+            .args(["--logger", "zap", "--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd from Debian's etcd-server (scripts/test.sh installs it)");
+        let etcd = Etcd {
+            child,
+            client_addr,
+            _dir: dir,
+        };
+        wait_for("etcd to report healthy", Duration::from_secs(30), || {
+            etcd.healthy().then_some(())
+        });
+        etcd
+    }
+
+    fn healthy(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(&self.client_addr) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let req = format!("GET /health HTTP/1.0\r\nHost: {}\r\n\r\n", self.client_addr);
+        let mut body = String::new();
+        s.write_all(req.as_bytes()).is_ok()
+            && s.read_to_string(&mut body).is_ok()
+            && body.contains("\"health\":\"true\"")
+    }
+
+    /// The `--store` spec for controllers using this etcd.
+    pub fn store_spec(&self) -> String {
+        format!("etcd://{}/sluice-test", self.client_addr)
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

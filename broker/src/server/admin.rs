@@ -19,9 +19,15 @@ pub(crate) struct AdminProxy(pub(crate) Arc<Shared>);
 pub(crate) fn channel(addr: &str) -> Result<Channel, Status> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    // HTTP/2 pings find a controller that is stopped (SIGSTOP, a hung host) within
+    // ~1.5 s: its kernel still accepts the connection, only the pings go unanswered.
+    // Long calls (registration waits for pushes) stay possible.
     Ok(endpoint
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(30))
+        .http2_keep_alive_interval(Duration::from_millis(500))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .keep_alive_while_idle(true)
         .connect_lazy())
 }
 

@@ -37,7 +37,12 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) {
                 broker_id: config.id,
                 broker_epoch: epoch,
             };
-            match client.heartbeat(req).await {
+            let limit = (config.heartbeat_interval * 2).max(Duration::from_secs(1));
+            let answer = match tokio::time::timeout(limit, client.heartbeat(req)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(tonic::Status::deadline_exceeded("heartbeat timed out")),
+            };
+            match answer {
                 Ok(r) if r.get_ref().error_code == 0 => failures = 0,
                 Ok(r) => {
                     let r = r.into_inner();
@@ -49,7 +54,10 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) {
                     debug!(%status, failures, "heartbeat failed");
                     // One miss is enough to look for the active controller again: a new
                     // controller gives brokers only one session timeout to find it.
+                    // Start with the next one: this one may be stopped, not dead.
                     if failures >= 1 {
+                        let next = (idx + 1) % config.controllers.len();
+                        shared.controller_hint.store(next, Ordering::Relaxed);
                         break;
                     }
                 }

@@ -8,26 +8,18 @@
 //! - Metadata: `DIR/metadata.json`, a [`Snapshot`] followed by a line with its CRC-32;
 //!   written by write-fsync-rename, so a reader sees a whole snapshot or the previous.
 //!
-//! Writes happen only while the lease is held (the lock is never released early).
+//! Writes happen only while the lock is held.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use tracing::error;
+
+use super::{decode_snapshot, encode_snapshot, StoreError};
 use crate::state::Snapshot;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("metadata store file {path} is corrupt: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
-    #[error(
-        "unsupported store {0}: use embedded:DIR (etcd://… needs a build with --features etcd)"
-    )]
-    Unsupported(String),
-}
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
@@ -98,7 +90,9 @@ impl EmbeddedStore {
 
     /// Increments and returns the controller epoch. Call once per lease acquisition.
     pub fn bump_epoch(&self) -> Result<i64, StoreError> {
-        assert!(self.lock.is_some(), "epoch bumped without the lease");
+        if self.lock.is_none() {
+            return Err(StoreError::LeaseLost);
+        }
         let path = self.dir.join("controller-epoch");
         let current = match fs::read_to_string(&path) {
             Ok(s) => s.trim().parse::<i64>().map_err(|_| StoreError::Corrupt {
@@ -115,36 +109,46 @@ impl EmbeddedStore {
 
     pub fn load(&self) -> Result<Option<Snapshot>, StoreError> {
         let path = self.dir.join("metadata.json");
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::Io { path, source: e }),
-        };
-        let corrupt = |reason: &str| StoreError::Corrupt {
-            path: path.clone(),
-            reason: reason.into(),
-        };
-        let (body, crc_line) = text
-            .trim_end()
-            .rsplit_once('\n')
-            .ok_or_else(|| corrupt("no checksum line"))?;
-        let crc: u32 = crc_line
-            .strip_prefix("crc32 ")
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| corrupt("bad checksum line"))?;
-        if crc32fast::hash(body.as_bytes()) != crc {
-            return Err(corrupt("checksum mismatch"));
+        match fs::read_to_string(&path) {
+            Ok(text) => decode_snapshot(&text, path).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io { path, source: e }),
         }
-        serde_json::from_str(body)
-            .map(Some)
-            .map_err(|e| corrupt(&e.to_string()))
     }
 
     pub fn save(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        assert!(self.lock.is_some(), "metadata written without the lease");
-        let body = serde_json::to_string_pretty(snapshot).expect("snapshot serializes");
-        let text = format!("{body}\ncrc32 {}\n", crc32fast::hash(body.as_bytes()));
+        if self.lock.is_none() {
+            return Err(StoreError::LeaseLost);
+        }
+        let text = encode_snapshot(snapshot);
         write_atomically(&self.dir.join("metadata.json"), text.as_bytes())
+    }
+
+    /// Polls for the lock every `retry` until held, then takes the next epoch. Errors
+    /// (an unwritable DIR, say) are logged and retried: a standby stays a standby.
+    pub async fn acquire(&mut self, retry: Duration) -> i64 {
+        loop {
+            match self.try_acquire().and_then(|held| {
+                if held {
+                    self.bump_epoch().map(Some)
+                } else {
+                    Ok(None)
+                }
+            }) {
+                Ok(Some(epoch)) => return epoch,
+                Ok(None) => {}
+                Err(e) => {
+                    error!(error = %e, "lease attempt failed");
+                    self.release();
+                }
+            }
+            tokio::time::sleep(retry).await;
+        }
+    }
+
+    /// Drops the lock; another process can take the lease.
+    pub fn release(&mut self) {
+        self.lock = None;
     }
 }
 
@@ -186,5 +190,7 @@ mod tests {
             EmbeddedStore::from_spec("etcd://x:1"),
             Err(StoreError::Unsupported(_))
         ));
+        s.release();
+        assert!(matches!(s.save(&snap), Err(StoreError::LeaseLost)));
     }
 }

@@ -1,0 +1,165 @@
+//! Lease and metadata stores (DESIGN §6). A controller candidate campaigns for the
+//! lease; the holder gets a controller epoch that no other holder ever had, loads the
+//! metadata snapshot, and from then on every write is conditional on still holding the
+//! lease. A holder that loses the lease (or cannot write) resigns and campaigns again.
+//!
+//! - `embedded:DIR` ([`EmbeddedStore`]): flock lease + atomically renamed files.
+//! - `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]` ([`etcd::EtcdStore`], cargo feature
+//!   `etcd`): an etcd lease kept alive at TTL/3, the leader key put only if absent, and
+//!   metadata writes in transactions guarded by the leader key's create revision.
+
+mod embedded;
+#[cfg(feature = "etcd")]
+mod etcd;
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use embedded::EmbeddedStore;
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdStore;
+
+use crate::state::Snapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("metadata store {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("unsupported store {0}: use embedded:DIR or etcd://HOST:PORT[,HOST:PORT...][/PREFIX]")]
+    Unsupported(String),
+    #[error(
+        "store {0} needs etcd support: install protobuf-compiler and build with `cargo build --release --features etcd`"
+    )]
+    EtcdNotBuilt(String),
+    #[error("etcd: {0}")]
+    Etcd(String),
+    #[error("the controller lease was lost; this controller no longer writes metadata")]
+    LeaseLost,
+}
+
+/// Serializes a snapshot followed by a line with its CRC-32, so a torn or edited copy is
+/// detected on load wherever it is stored.
+pub(crate) fn encode_snapshot(snapshot: &Snapshot) -> String {
+    let body = serde_json::to_string_pretty(snapshot).expect("snapshot serializes");
+    format!("{body}\ncrc32 {}\n", crc32fast::hash(body.as_bytes()))
+}
+
+/// Inverse of [`encode_snapshot`]; `path` names where the text came from in errors.
+pub(crate) fn decode_snapshot(text: &str, path: PathBuf) -> Result<Snapshot, StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        path: path.clone(),
+        reason: reason.into(),
+    };
+    let (body, crc_line) = text
+        .trim_end()
+        .rsplit_once('\n')
+        .ok_or_else(|| corrupt("no checksum line"))?;
+    let crc: u32 = crc_line
+        .strip_prefix("crc32 ")
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| corrupt("bad checksum line"))?;
+    if crc32fast::hash(body.as_bytes()) != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    serde_json::from_str(body).map_err(|e| corrupt(&e.to_string()))
+}
+
+/// One of the lease stores. An enum rather than a trait object: the set is closed and
+/// the methods are async.
+pub enum Store {
+    Embedded(EmbeddedStore),
+    #[cfg(feature = "etcd")]
+    Etcd(EtcdStore),
+}
+
+impl Store {
+    /// Parses a store spec without connecting to anything, so a bad spec fails at
+    /// start-up rather than in the campaign.
+    pub fn check_spec(spec: &str) -> Result<(), StoreError> {
+        if let Some(dir) = spec.strip_prefix("embedded:") {
+            return if dir.is_empty() {
+                Err(StoreError::Unsupported(spec.into()))
+            } else {
+                Ok(())
+            };
+        }
+        if spec.starts_with("etcd://") {
+            #[cfg(feature = "etcd")]
+            return etcd::EtcdSpec::parse(spec).map(|_| ());
+            #[cfg(not(feature = "etcd"))]
+            return Err(StoreError::EtcdNotBuilt(spec.into()));
+        }
+        Err(StoreError::Unsupported(spec.into()))
+    }
+
+    /// Opens the store named by `spec`. `lease_ttl` applies to etcd (the embedded lease
+    /// lives as long as the process).
+    pub fn open(spec: &str, lease_ttl: Duration) -> Result<Store, StoreError> {
+        Store::check_spec(spec)?;
+        if spec.starts_with("embedded:") {
+            return EmbeddedStore::from_spec(spec).map(Store::Embedded);
+        }
+        #[cfg(feature = "etcd")]
+        return Ok(Store::Etcd(EtcdStore::new(
+            etcd::EtcdSpec::parse(spec)?,
+            lease_ttl,
+        )));
+        #[cfg(not(feature = "etcd"))]
+        {
+            let _ = lease_ttl;
+            Err(StoreError::EtcdNotBuilt(spec.into()))
+        }
+    }
+
+    /// Waits until `id` holds the lease, retrying every `retry`; returns the new
+    /// controller epoch, greater than any earlier holder's.
+    pub async fn acquire(&mut self, id: u32, retry: Duration) -> i64 {
+        match self {
+            Store::Embedded(s) => {
+                let _ = id; // the flock needs no holder name
+                s.acquire(retry).await
+            }
+            #[cfg(feature = "etcd")]
+            Store::Etcd(s) => s.acquire(id, retry).await,
+        }
+    }
+
+    pub async fn load(&mut self) -> Result<Option<Snapshot>, StoreError> {
+        match self {
+            Store::Embedded(s) => s.load(),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(s) => s.load().await,
+        }
+    }
+
+    /// Writes the snapshot if and only if this holder still has the lease.
+    pub async fn save(&mut self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        match self {
+            Store::Embedded(s) => s.save(snapshot),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(s) => s.save(snapshot).await,
+        }
+    }
+
+    /// Whether the lease is known to be lost (expired, revoked, or a guarded write
+    /// failed). The embedded lease cannot be lost while the process lives.
+    pub fn lease_lost(&self) -> bool {
+        match self {
+            Store::Embedded(_) => false,
+            #[cfg(feature = "etcd")]
+            Store::Etcd(s) => s.lease_lost(),
+        }
+    }
+
+    /// Gives the lease up (best effort), so that another candidate can win at once.
+    pub async fn resign(&mut self) {
+        match self {
+            Store::Embedded(s) => s.release(),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(s) => s.resign().await,
+        }
+    }
+}
