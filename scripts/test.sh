@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
 # Runs the whole Sluice test suite on a fresh Debian machine with a Rust toolchain.
-# Installs the system packages the tests need (apt-get, as root) when they are missing,
+# Installs the system packages the tests need (etcd, protoc for the etcd feature, iproute2
+# for network namespaces, e2fsprogs) (apt-get, as root) when they are missing,
 # then runs every test with cargo-nextest when present (plain `cargo test` otherwise)
 # and prints the runner's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# command -> Debian package that provides it
+# command or file -> Debian package that provides it
 packages=(
   "chattr:e2fsprogs"
   "mount:mount"
+  "ip:iproute2"
+  "etcd:etcd-server"
+  "protoc:protobuf-compiler"
+  "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"
 )
 missing=()
 for entry in "${packages[@]}"; do
-  cmd="${entry%%:*}"; pkg="${entry#*:}"
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  what="${entry%%:*}"; pkg="${entry#*:}"
+  if [[ "$what" == /* ]]; then
+    [[ -e "$what" ]] || missing+=("$pkg")
+  else
+    command -v "$what" >/dev/null 2>&1 || missing+=("$pkg")
+  fi
 done
 if ((${#missing[@]})); then
   echo "installing system packages: ${missing[*]}"
@@ -23,10 +32,12 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# The etcd lease store and its tests need the `etcd` feature (protoc at build time).
+features=(--features sluice/etcd)
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace "${features[@]}" --no-fail-fast "$@"
   # nextest does not run doctests
-  cargo test --workspace --doc --quiet
+  cargo test --workspace "${features[@]}" --doc --quiet
 else
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace "${features[@]}" --no-fail-fast "$@"
 fi

@@ -597,3 +597,139 @@ fn controlled_shutdown_moves_leadership_and_preferred_election_moves_it_back() {
     assert!(changed <= 3);
     assert_eq!(leaders(&rt), vec![Some(1), Some(2), Some(3)]);
 }
+
+/// Three controllers electing through a real etcd: kill -9 of the active one, then
+/// SIGSTOP of the next past its lease TTL. A third takes over; the stopped one, woken,
+/// refuses to act, and the metadata in etcd is what the third wrote.
+#[cfg(feature = "etcd")]
+#[test]
+fn etcd_controller_failover_and_a_stopped_controller_that_wakes_up() {
+    use sluice_proto::error::ErrorCode;
+    use sluice_proto::v1::{admin_client::AdminClient, CreateTopicRequest};
+
+    let etcd = common::Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start_with_store(dir.path(), 3, 3, &etcd.store_spec());
+    let (rt, config, admin) = cluster.client();
+    let mut configs = BTreeMap::new();
+    configs.insert("min.insync.replicas".to_string(), "2".to_string());
+    rt.block_on(admin.create_topic("fo", 1, 3, configs))
+        .unwrap();
+    let mut acked = produce_numbered(&rt, &config, "fo", 0, 300);
+
+    // kill -9 of the active controller.
+    let first = rt.block_on(admin.describe_cluster()).unwrap();
+    let killed = cluster.active_controller(&rt, &admin);
+    let killed_at = Instant::now();
+    cluster.kill9_controller(killed);
+    wait_for(
+        "a metadata change through a new controller",
+        Duration::from_secs(30),
+        || {
+            rt.block_on(admin.create_topic("after-kill", 1, 3, BTreeMap::new()))
+                .ok()
+        },
+    );
+    eprintln!(
+        "kill -9 of the active etcd controller to the next committed metadata change: {:?} (lease TTL 2 s)",
+        killed_at.elapsed()
+    );
+    let second = rt.block_on(admin.describe_cluster()).unwrap();
+    assert!(second.controller_epoch > first.controller_epoch);
+    assert_ne!(second.controller_id, first.controller_id);
+    cluster.start_controller(killed);
+
+    // SIGSTOP of the new active controller, past its lease TTL.
+    let stopped = cluster.active_controller(&rt, &admin);
+    signal(
+        cluster.controllers[stopped].2.as_ref().unwrap(),
+        libc::SIGSTOP,
+    );
+    let stopped_at = Instant::now();
+    let third = wait_for(
+        "another controller to take over from the stopped one",
+        Duration::from_secs(30),
+        || {
+            rt.block_on(admin.describe_cluster()).ok().filter(|d| {
+                d.controller_id != second.controller_id
+                    && d.controller_epoch > second.controller_epoch
+            })
+        },
+    );
+    wait_for(
+        "a metadata change while the old controller is stopped",
+        Duration::from_secs(30),
+        || {
+            rt.block_on(admin.create_topic("during-stop", 1, 3, BTreeMap::new()))
+                .ok()
+        },
+    );
+    eprintln!(
+        "SIGSTOP of the active etcd controller to the next committed metadata change: {:?}",
+        stopped_at.elapsed()
+    );
+    acked.extend(produce_numbered(&rt, &config, "fo", 300, 300));
+
+    signal(
+        cluster.controllers[stopped].2.as_ref().unwrap(),
+        libc::SIGCONT,
+    );
+    let addr = format!("http://{}", cluster.controllers[stopped].1);
+    let mut direct = rt.block_on(AdminClient::connect(addr)).unwrap();
+    wait_for(
+        "the woken controller to answer NOT_CONTROLLER",
+        Duration::from_secs(30),
+        || {
+            let r = rt
+                .block_on(direct.create_topic(CreateTopicRequest {
+                    name: "from-the-deposed".into(),
+                    partitions: 1,
+                    replication_factor: 1,
+                    configs: Default::default(),
+                }))
+                .ok()?
+                .into_inner();
+            let result = r.result.unwrap_or_default();
+            assert_ne!(result.error_code, 0, "a deposed controller created a topic");
+            (result.error_code == ErrorCode::NotController.code()).then_some(())
+        },
+    );
+    let now = rt.block_on(admin.describe_cluster()).unwrap();
+    assert_eq!(
+        (now.controller_id, now.controller_epoch),
+        (third.controller_id, third.controller_epoch),
+        "the woken controller did not take over"
+    );
+    assert!(now.brokers.iter().all(|b| b.alive), "nobody was fenced");
+
+    // What is in etcd is the third controller's metadata: a controller elected after
+    // killing it reads it back.
+    let third_idx = cluster.active_controller(&rt, &admin);
+    cluster.kill9_controller(third_idx);
+    wait_for(
+        "a metadata change through a fourth term",
+        Duration::from_secs(30),
+        || {
+            rt.block_on(admin.create_topic("after-wake", 1, 3, BTreeMap::new()))
+                .ok()
+        },
+    );
+    let topics = rt.block_on(admin.list_topics()).unwrap();
+    for t in ["fo", "after-kill", "during-stop", "after-wake"] {
+        assert!(topics.iter().any(|x| x == t), "{t} missing from {topics:?}");
+    }
+    assert!(!topics.iter().any(|x| x == "from-the-deposed"));
+    acked.extend(produce_numbered(&rt, &config, "fo", 600, 100));
+    wait_for("replicas to converge", Duration::from_secs(60), || {
+        state(&rt, &admin, "fo").filter(|s| s.1.len() == 3 && s.2.is_some() && s.2 == s.3)
+    });
+    cluster.stop_all();
+    let stored: BTreeMap<u64, String> = replica_records(dir.path(), 1, "fo").into_iter().collect();
+    for (offset, value) in &acked {
+        assert_eq!(
+            stored.get(offset),
+            Some(value),
+            "acknowledged offset {offset} lost"
+        );
+    }
+}

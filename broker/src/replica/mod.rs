@@ -310,7 +310,7 @@ impl ReplicaManager {
         acks: i16,
         timeout: Duration,
     ) -> Result<Produced, Failure> {
-        if !matches!(acks, -1 | 0 | 1) {
+        if !(-1..=1).contains(&acks) {
             return Err((
                 ErrorCode::InvalidRequiredAcks,
                 format!("acks must be -1 (all), 0 or 1, got {acks}"),

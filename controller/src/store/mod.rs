@@ -72,7 +72,7 @@ pub(crate) fn decode_snapshot(text: &str, path: PathBuf) -> Result<Snapshot, Sto
 pub enum Store {
     Embedded(EmbeddedStore),
     #[cfg(feature = "etcd")]
-    Etcd(EtcdStore),
+    Etcd(Box<EtcdStore>),
 }
 
 impl Store {
@@ -103,10 +103,10 @@ impl Store {
             return EmbeddedStore::from_spec(spec).map(Store::Embedded);
         }
         #[cfg(feature = "etcd")]
-        return Ok(Store::Etcd(EtcdStore::new(
+        return Ok(Store::Etcd(Box::new(EtcdStore::new(
             etcd::EtcdSpec::parse(spec)?,
             lease_ttl,
-        )));
+        ))));
         #[cfg(not(feature = "etcd"))]
         {
             let _ = lease_ttl;
