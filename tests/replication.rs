@@ -25,6 +25,8 @@ struct Cluster {
     store: String,
     controller_addr: String,
     brokers: Vec<(String, Option<Child>)>,
+    /// Per broker: a command prefix to start it with (empty: none).
+    broker_prefix: Vec<Vec<String>>,
 }
 
 impl Cluster {
@@ -39,35 +41,52 @@ impl Cluster {
     }
 
     fn start_with_store(dir: &Path, brokers: usize, controllers: usize, store: &str) -> Cluster {
+        let local = || format!("127.0.0.1:{}", free_port());
+        let controllers = (0..controllers).map(|_| local()).collect();
+        let brokers = (0..brokers).map(|_| (local(), Vec::new())).collect();
+        Cluster::start_custom(dir, controllers, brokers, store)
+    }
+
+    /// Controllers at `controllers` (ids 100, 101, …) sharing `store`, and brokers 1, 2, …
+    /// at the given addresses, each started behind its command prefix (e.g. `ip netns
+    /// exec NS`) when one is given.
+    fn start_custom(
+        dir: &Path,
+        controllers: Vec<String>,
+        brokers: Vec<(String, Vec<String>)>,
+        store: &str,
+    ) -> Cluster {
         let mut c = Cluster {
             dir: dir.to_path_buf(),
-            controllers: (0..controllers)
-                .map(|i| (100 + i as u32, format!("127.0.0.1:{}", free_port()), None))
+            controller_addr: controllers.join(","),
+            controllers: controllers
+                .into_iter()
+                .enumerate()
+                .map(|(i, addr)| (100 + i as u32, addr, None))
                 .collect(),
             store: store.to_string(),
-            controller_addr: String::new(),
-            brokers: Vec::new(),
+            broker_prefix: brokers.iter().map(|b| b.1.clone()).collect(),
+            brokers: brokers.into_iter().map(|b| (b.0, None)).collect(),
         };
-        for i in 0..controllers {
+        for i in 0..c.controllers.len() {
             c.start_controller(i);
         }
-        c.controller_addr = c
-            .controllers
-            .iter()
-            .map(|c| c.1.clone())
-            .collect::<Vec<_>>()
-            .join(",");
-        for _ in 0..brokers {
-            c.brokers.push((format!("127.0.0.1:{}", free_port()), None));
-        }
-        for i in 0..brokers {
+        for i in 0..c.brokers.len() {
             c.start_broker(i);
         }
         c
     }
 
     fn start_broker(&mut self, i: usize) {
-        let child = Command::new(BIN)
+        let mut command = match self.broker_prefix[i].split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
             .args([
                 "broker",
                 "--id",
@@ -725,6 +744,107 @@ fn etcd_controller_failover_and_a_stopped_controller_that_wakes_up() {
     });
     cluster.stop_all();
     let stored: BTreeMap<u64, String> = replica_records(dir.path(), 1, "fo").into_iter().collect();
+    for (offset, value) in &acked {
+        assert_eq!(
+            stored.get(offset),
+            Some(value),
+            "acknowledged offset {offset} lost"
+        );
+    }
+}
+
+/// A real network partition: broker 3 runs in its own network namespace, and a
+/// blackhole route there cuts it off from brokers 1 and 2 while the controller and
+/// clients still reach it. It leaves the ISR, acks=all (min.insync.replicas=2) carries
+/// on with two replicas, and once healed it catches up and rejoins.
+#[test]
+fn a_broker_cut_off_from_its_peers_leaves_the_isr_and_rejoins_when_healed() {
+    let net = common::Netns::create();
+    let dir = tempfile::tempdir().unwrap();
+    // Every address is private to this test (its own IPs), so fixed ports are free.
+    let mut cluster = Cluster::start_custom(
+        dir.path(),
+        vec![format!("{}:9390", net.addr(1))],
+        vec![
+            (format!("{}:9392", net.addr(11)), Vec::new()),
+            (format!("{}:9392", net.addr(12)), Vec::new()),
+            (format!("{}:9392", net.addr(2)), net.exec_prefix()),
+        ],
+        &format!("embedded:{}", dir.path().join("controller").display()),
+    );
+    let (rt, config, admin) = cluster.client();
+    let mut configs = BTreeMap::new();
+    configs.insert("min.insync.replicas".to_string(), "2".to_string());
+    rt.block_on(admin.create_topic("cut", 1, 3, configs))
+        .unwrap();
+    // Broker 3 must be a follower: its peers reach it through the root side's primary
+    // address, which the cut leaves open, so only its own fetches are cut.
+    if state(&rt, &admin, "cut").and_then(|s| s.0) == Some(3) {
+        rt.block_on(admin.reassign_partition("cut", 0, vec![1, 2, 3]))
+            .unwrap();
+        rt.block_on(admin.elect_leaders(Some("cut"))).unwrap();
+    }
+    wait_for(
+        "a leader other than broker 3 with a full ISR",
+        Duration::from_secs(30),
+        || state(&rt, &admin, "cut").filter(|s| s.0.is_some_and(|l| l != 3) && s.1.len() == 3),
+    );
+    let mut acked = produce_numbered(&rt, &config, "cut", 0, 500);
+
+    let cut_at = Instant::now();
+    net.cut(&[11, 12]);
+    // Writes go on meanwhile: they wait for broker 3 until it leaves the ISR.
+    let writer = {
+        let config = config.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            produce_numbered(&rt, &config, "cut", 500, 500)
+        })
+    };
+    wait_for("broker 3 out of the ISR", Duration::from_secs(30), || {
+        state(&rt, &admin, "cut").filter(|s| s.1.len() == 2 && !s.1.contains(&3))
+    });
+    eprintln!(
+        "cut to broker 3 leaving the ISR: {:?} (replica.lag.time.max.ms 3000)",
+        cut_at.elapsed()
+    );
+    acked.extend(writer.join().unwrap());
+    acked.extend(produce_numbered(&rt, &config, "cut", 1000, 500));
+    // Cut off from its peers, not from the controller or clients: still alive, and it
+    // answers a client that only knows its address.
+    let d = rt.block_on(admin.describe_cluster()).unwrap();
+    assert!(d.brokers.iter().all(|b| b.alive), "broker 3 was fenced");
+    let only3 = Admin::new(&ClientConfig::new(&cluster.brokers[2].0));
+    let seen = rt.block_on(only3.describe_cluster()).unwrap();
+    assert_eq!(seen.brokers.len(), 3);
+
+    let healed_at = Instant::now();
+    net.heal(&[11, 12]);
+    wait_for(
+        "broker 3 back in the ISR, caught up",
+        Duration::from_secs(60),
+        || state(&rt, &admin, "cut").filter(|s| s.1.len() == 3 && s.2.is_some() && s.2 == s.3),
+    );
+    eprintln!(
+        "heal to broker 3 back in the ISR and caught up: {:?}",
+        healed_at.elapsed()
+    );
+    acked.extend(produce_numbered(&rt, &config, "cut", 1500, 100));
+    wait_for("replicas to converge", Duration::from_secs(60), || {
+        state(&rt, &admin, "cut").filter(|s| s.1.len() == 3 && s.2.is_some() && s.2 == s.3)
+    });
+    cluster.stop_all();
+    let copies: Vec<Vec<(u64, String)>> = (1..=3)
+        .map(|b| replica_records(dir.path(), b, "cut"))
+        .collect();
+    for c in &copies[1..] {
+        assert_eq!(c, &copies[0], "replicas hold identical records");
+    }
+    let stored: BTreeMap<u64, String> = copies[0].iter().cloned().collect();
+    assert_eq!(acked.len(), 1600);
     for (offset, value) in &acked {
         assert_eq!(
             stored.get(offset),

@@ -222,3 +222,106 @@ impl Drop for Etcd {
         let _ = self.child.wait();
     }
 }
+
+/// A network namespace joined to the root namespace by a veth pair, on the
+/// benchmarking range 198.18.0.0/15 (RFC 2544), so test traffic never leaves the
+/// machine. Root side: `.1` (plus any [`Netns::ROOT_HOSTS`] addresses), namespace
+/// side: `.2`. Needs root and iproute2; removed on drop.
+pub struct Netns {
+    pub name: String,
+    /// First three octets, e.g. `198.18.7`.
+    pub subnet: String,
+    root_if: String,
+}
+
+impl Netns {
+    /// Host numbers added on the root side for processes that must be told apart.
+    pub const ROOT_HOSTS: [u8; 3] = [1, 11, 12];
+
+    pub fn create() -> Netns {
+        let pid = std::process::id();
+        let name = format!("sluice-test-{pid}");
+        let root_if = format!("sl{pid}r");
+        let peer_if = format!("sl{pid}n");
+        let subnet = format!("198.18.{}", pid % 250 + 1);
+        let netns = Netns {
+            name: name.clone(),
+            subnet: subnet.clone(),
+            root_if: root_if.clone(),
+        };
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "link", "add", &root_if, "type", "veth", "peer", "name", &peer_if,
+        ]);
+        ip(&["link", "set", &peer_if, "netns", &name]);
+        ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &root_if]);
+        for h in &Netns::ROOT_HOSTS[1..] {
+            ip(&["addr", "add", &format!("{subnet}.{h}/32"), "dev", &root_if]);
+        }
+        ip(&["link", "set", &root_if, "up"]);
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{subnet}.2/24"),
+            "dev",
+            &peer_if,
+        ]);
+        ip(&["-n", &name, "link", "set", &peer_if, "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        netns
+    }
+
+    /// `SUBNET.host`.
+    pub fn addr(&self, host: u8) -> String {
+        format!("{}.{host}", self.subnet)
+    }
+
+    /// Drops everything the namespace sends to these root-side hosts.
+    pub fn cut(&self, hosts: &[u8]) {
+        for h in hosts {
+            let to = format!("{}/32", self.addr(*h));
+            ip(&["-n", &self.name, "route", "add", "blackhole", &to]);
+        }
+    }
+
+    pub fn heal(&self, hosts: &[u8]) {
+        for h in hosts {
+            let to = format!("{}/32", self.addr(*h));
+            ip(&["-n", &self.name, "route", "del", "blackhole", &to]);
+        }
+    }
+
+    /// The command prefix that runs a program inside the namespace.
+    pub fn exec_prefix(&self) -> Vec<String> {
+        ["ip", "netns", "exec", &self.name]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("iproute2's ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.root_if])
+            .output();
+    }
+}
