@@ -486,10 +486,35 @@ fn controller_failover_and_a_stopped_leader_that_wakes_up() {
         .iter()
         .position(|c| c.0 as i32 == before.controller_id)
         .expect("active controller is one of ours");
+    // Topic creations go on, one after another, while it dies: some complete before,
+    // one is in flight, the rest go to the new controller.
+    let created = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let creations = {
+        let (config, created) = (config.clone(), created.clone());
+        rt.spawn(async move {
+            let admin = Admin::new(&config);
+            let mut outcomes = Vec::new();
+            let started = Instant::now();
+            for i in 0..16 {
+                let name = format!("burst-{i}");
+                let ok = admin
+                    .create_topic(&name, 4, 3, BTreeMap::new())
+                    .await
+                    .is_ok();
+                if ok {
+                    created.fetch_add(1, Ordering::Relaxed);
+                }
+                outcomes.push((name, ok));
+            }
+            eprintln!("16 creations took {:?}", started.elapsed());
+            outcomes
+        })
+    };
+    wait_for("some creations done", Duration::from_secs(30), || {
+        (created.load(Ordering::Relaxed) >= 3).then_some(())
+    });
     let killed_at = Instant::now();
-    let mut p = cluster.controllers[active].2.take().unwrap();
-    p.kill().unwrap();
-    p.wait().unwrap();
+    cluster.kill9_controller(active);
     wait_for(
         "a metadata change through the new controller",
         Duration::from_secs(30),
@@ -508,6 +533,36 @@ fn controller_failover_and_a_stopped_leader_that_wakes_up() {
         "a new controller epoch"
     );
     assert_ne!(after.controller_id, before.controller_id);
+    // A creation reported done survived; every topic that exists is whole, and each of
+    // its partitions gets a leader.
+    let outcomes: Vec<(String, bool)> = rt.block_on(creations).unwrap();
+    let topics = rt.block_on(admin.list_topics()).unwrap();
+    for (name, created) in &outcomes {
+        assert!(
+            !created || topics.contains(name),
+            "{name} was acknowledged, then lost"
+        );
+        if topics.contains(name) {
+            wait_for(
+                &format!("{name} fully led"),
+                Duration::from_secs(30),
+                || {
+                    rt.block_on(admin.describe_topic(name)).ok().filter(|d| {
+                        d.partitions.len() == 4
+                            && d.partitions
+                                .iter()
+                                .all(|p| p.leader.is_some() && p.replicas.len() == 3)
+                    })
+                },
+            );
+        }
+    }
+    eprintln!(
+        "{} of {} creations around the kill were acknowledged; {} topics exist",
+        outcomes.iter().filter(|o| o.1).count(),
+        outcomes.len(),
+        outcomes.iter().filter(|o| topics.contains(&o.0)).count()
+    );
     let fo = rt.block_on(admin.describe_topic("fo")).unwrap();
     assert_eq!(fo.partitions[0].replicas.len(), 3, "metadata intact");
     assert!(

@@ -2,6 +2,7 @@
 //! Requests go to any broker, which forwards them to the active controller.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use sluice_proto::v1;
 use sluice_proto::ErrorCode;
@@ -56,23 +57,33 @@ impl Admin {
         F: Fn(v1::admin_client::AdminClient<tonic::transport::Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let mut last = Error::Invalid("no bootstrap address given".into());
-        for addr in self.cluster.any_addresses() {
-            match call(self.cluster.admin_client(&addr)?).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(s)
-                    if s.code() == tonic::Code::Unavailable
-                        && s.message().contains("no active controller") =>
-                {
-                    last = Error::Unreachable {
-                        addr,
-                        message: s.message().to_string(),
+        // During a controller failover brokers answer "no active controller": retry
+        // with a short backoff until the api timeout, as Kafka's admin client does.
+        let deadline = tokio::time::Instant::now() + self.cluster.config().api_timeout;
+        loop {
+            let mut last = Error::Invalid("no bootstrap address given".into());
+            let mut no_controller = false;
+            for addr in self.cluster.any_addresses() {
+                match call(self.cluster.admin_client(&addr)?).await {
+                    Ok(r) => return Ok(r.into_inner()),
+                    Err(s)
+                        if s.code() == tonic::Code::Unavailable
+                            && s.message().contains("no active controller") =>
+                    {
+                        no_controller = true;
+                        last = Error::Unreachable {
+                            addr,
+                            message: s.message().to_string(),
+                        }
                     }
+                    Err(s) => last = Error::from_status(&addr, s),
                 }
-                Err(s) => last = Error::from_status(&addr, s),
             }
+            if !no_controller || tokio::time::Instant::now() >= deadline {
+                return Err(last);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(last)
     }
 
     pub async fn create_topic(

@@ -24,6 +24,9 @@ pub struct ClientConfig {
     pub bootstrap: Vec<String>,
     /// Per-request deadline.
     pub request_timeout: Duration,
+    /// How long an admin operation keeps retrying while no controller is active (a
+    /// controller failover), like Kafka's `default.api.timeout.ms`.
+    pub api_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -36,6 +39,7 @@ impl ClientConfig {
                 .filter(|s| !s.is_empty())
                 .collect(),
             request_timeout: Duration::from_secs(30),
+            api_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -78,6 +82,12 @@ impl Cluster {
             .connect_timeout(Duration::from_secs(3))
             .timeout(self.config.request_timeout)
             .tcp_nodelay(true)
+            // A stopped broker (SIGSTOP, hung host) still accepts TCP; unanswered HTTP/2
+            // pings find it in ~3 s instead of a whole request timeout. hyper pings only
+            // after a quiet second, so busy connections carry no extra frames.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true)
             .initial_stream_window_size(16 << 20)
             .initial_connection_window_size(64 << 20);
         let channel = endpoint.connect_lazy();
