@@ -908,3 +908,173 @@ fn a_broker_cut_off_from_its_peers_leaves_the_isr_and_rejoins_when_healed() {
         );
     }
 }
+
+/// Reassignment and added partitions under load: a producer (acks=all) and a consumer
+/// keep running while a partition moves from [a, b, c] to [d, b, c] (leadership
+/// switches to d) and the topic grows to three partitions. No write fails, the consumer
+/// sees every record once in order, and the old replica's files are deleted.
+#[test]
+fn reassignment_and_new_partitions_while_writing_and_reading() {
+    use sluice_client::{Consumer, ConsumerConfig, OffsetReset};
+    use sluice_proto::TopicPartition;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 4);
+    let (rt, config, admin) = cluster.client();
+    let mut configs = BTreeMap::new();
+    configs.insert("min.insync.replicas".to_string(), "2".to_string());
+    rt.block_on(admin.create_topic("mv", 1, 3, configs))
+        .unwrap();
+    let old = rt.block_on(admin.describe_topic("mv")).unwrap().partitions[0]
+        .replicas
+        .clone();
+    let spare = (1..=4).find(|b| !old.contains(b)).unwrap();
+    let target = vec![spare, old[1], old[2]];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = {
+        let (config, acked, stop, failures) = (
+            config.clone(),
+            acked.clone(),
+            stop.clone(),
+            failures.clone(),
+        );
+        rt.spawn(async move {
+            let pconfig = ProducerConfig {
+                acks: Acks::All,
+                linger: Duration::from_millis(2),
+                ..Default::default()
+            };
+            let producer = Producer::new(&config, pconfig).await.unwrap();
+            let mut pending = std::collections::VecDeque::new();
+            let mut i = 0u64;
+            let settle = |value: String, r: Result<sluice_client::RecordMetadata, _>| match r {
+                Ok(meta) => acked.lock().unwrap().push((meta.offset.unwrap(), value)),
+                Err(e) => {
+                    eprintln!("write failed: {e}");
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let value = format!("n{i}");
+                i += 1;
+                let f = producer
+                    .send(ProducerRecord {
+                        partition: Some(0),
+                        ..ProducerRecord::new("mv", None::<String>, value.clone())
+                    })
+                    .await
+                    .unwrap();
+                pending.push_back((value, f));
+                while pending.len() > 100 {
+                    let (value, f) = pending.pop_front().unwrap();
+                    settle(value, f.await);
+                }
+            }
+            for (value, f) in pending {
+                settle(value, f.await);
+            }
+        })
+    };
+    let read: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    // The reader runs until it has read up to this offset (set once writing stops).
+    let read_until = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let reader = {
+        let (config, read, read_until) = (config.clone(), read.clone(), read_until.clone());
+        rt.spawn(async move {
+            let mut c = Consumer::new(
+                &config,
+                ConsumerConfig {
+                    auto_offset_reset: OffsetReset::Earliest,
+                    ..Default::default()
+                },
+            );
+            c.assign(vec![TopicPartition::new("mv", 0)]);
+            let deadline = Instant::now() + Duration::from_secs(240);
+            loop {
+                let until = read_until.load(Ordering::Relaxed);
+                let last = read.lock().unwrap().last().map(|r| r.0);
+                if last.is_some_and(|l| l >= until) || Instant::now() > deadline {
+                    return;
+                }
+                if let Ok(records) = c.poll(Duration::from_millis(200)).await {
+                    let mut read = read.lock().unwrap();
+                    for r in records {
+                        let v = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+                        read.push((r.offset, v));
+                    }
+                }
+            }
+        })
+    };
+    let acked_count = || acked.lock().unwrap().len();
+    wait_for("writes before the move", Duration::from_secs(60), || {
+        (acked_count() >= 2000).then_some(())
+    });
+    rt.block_on(admin.reassign_partition("mv", 0, target.clone()))
+        .unwrap();
+    let moved = wait_for(
+        "the reassignment to complete",
+        Duration::from_secs(60),
+        || {
+            rt.block_on(admin.describe_topic("mv")).ok().filter(|d| {
+                let p = &d.partitions[0];
+                p.replicas == target && p.isr.len() == 3 && p.leader == Some(spare)
+            })
+        },
+    );
+    assert_eq!(
+        moved.partitions[0].leader,
+        Some(spare),
+        "leadership switched"
+    );
+    rt.block_on(admin.create_partitions("mv", 3)).unwrap();
+    wait_for("three partitions, all led", Duration::from_secs(30), || {
+        rt.block_on(admin.describe_topic("mv"))
+            .ok()
+            .filter(|d| d.partitions.len() == 3 && d.partitions.iter().all(|p| p.leader.is_some()))
+    });
+    let target_count = acked_count() + 2000;
+    wait_for("writes after the move", Duration::from_secs(60), || {
+        (acked_count() >= target_count).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(writer).unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let last = acked.iter().map(|a| a.0).max().unwrap();
+    read_until.store(last, Ordering::Relaxed);
+    rt.block_on(reader).unwrap();
+
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "a write failed during the move"
+    );
+    let read = read.lock().unwrap().clone();
+    let offsets: Vec<u64> = read.iter().map(|r| r.0).collect();
+    assert_eq!(
+        offsets,
+        (0..=last).collect::<Vec<_>>(),
+        "the consumer saw every offset once, in order"
+    );
+    let by_offset: BTreeMap<u64, String> = read.into_iter().collect();
+    for (offset, value) in &acked {
+        assert_eq!(
+            by_offset.get(offset),
+            Some(value),
+            "acknowledged offset {offset}"
+        );
+    }
+    let removed = dir.path().join(format!("broker-{}", old[0])).join("mv-0");
+    wait_for(
+        "the old replica's files to be deleted",
+        Duration::from_secs(30),
+        || (!removed.exists()).then_some(()),
+    );
+    eprintln!(
+        "{} records written and read while moving mv-0 from {old:?} to {target:?} and adding partitions",
+        acked.len()
+    );
+}
