@@ -31,6 +31,23 @@ pub(crate) fn channel(addr: &str) -> Result<Channel, Status> {
         .connect_lazy())
 }
 
+/// A channel to a leader for the replication stream: no per-call deadline (the stream
+/// lives as long as the pair does; each fetch is bounded by the follower), HTTP/2 pings
+/// to notice a stopped leader, and large windows so one stream is not window-bound.
+pub(crate) fn replication_channel(addr: &str) -> Result<Channel, Status> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(endpoint
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_millis(500))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(16 << 20)
+        .initial_connection_window_size(64 << 20)
+        .connect_lazy())
+}
+
 /// Whether an answer says "ask another controller".
 trait NotActive {
     fn not_active(&self) -> bool;

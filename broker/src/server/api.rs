@@ -1,13 +1,17 @@
-//! The client-facing `Broker` service: Produce, Fetch (long-poll), ListOffsets, Metadata.
+//! The `Broker` service: Produce, Fetch (long-poll), ReplicaFetch (the followers'
+//! stream), ListOffsets, Metadata.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::select_all;
+use futures::Stream;
 use sluice_proto::v1::{self, broker_server};
 use sluice_proto::{ErrorCode, TopicPartition};
-use tonic::{Request, Response, Status};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
 use crate::replica::Failure;
@@ -20,6 +24,69 @@ pub(crate) struct BrokerApi(pub(crate) Arc<Shared>);
 fn record_request(api: &'static str, started: Instant) {
     metrics::histogram!("sluice_request_seconds", "api" => api)
         .record(started.elapsed().as_secs_f64());
+}
+
+impl BrokerApi {
+    /// One fetch: reads at once, or waits (up to `max_wait_ms`) on the partitions'
+    /// watches until `min_bytes` are there. `api` labels the request metric.
+    async fn fetch_once(&self, r: v1::FetchRequest, api: &'static str) -> v1::FetchResponse {
+        let started = Instant::now();
+        let mut stopping = self.0.stopping.subscribe();
+        let mut deadline =
+            Instant::now() + Duration::from_millis(u64::from(r.max_wait_ms)).min(FETCH_WAIT_MAX);
+        let max_bytes = if r.max_bytes == 0 {
+            50 << 20
+        } else {
+            r.max_bytes as usize
+        };
+        loop {
+            // Subscribe before reading, so an append between the read and the wait wakes us.
+            let mut watches: Vec<_> = r
+                .partitions
+                .iter()
+                .filter_map(|p| {
+                    // Followers wait for new data (log end), consumers for committed data.
+                    let tp = TopicPartition::new(p.topic.clone(), p.partition);
+                    if r.replica_id >= 0 {
+                        self.0.replicas.watch_leo(&tp)
+                    } else {
+                        self.0.replicas.watch_hw(&tp)
+                    }
+                })
+                .collect();
+            for w in &mut watches {
+                w.mark_unchanged();
+            }
+            let partitions = self.read_all(&r.partitions, max_bytes, r.replica_id);
+            let bytes: usize = partitions.iter().map(|p| p.records.len()).sum();
+            let errors = partitions
+                .iter()
+                .any(|p| p.error_code != 0 || p.diverging_end_offset >= 0);
+            if bytes >= r.min_bytes.max(1) as usize
+                || errors
+                || Instant::now() >= deadline
+                || watches.is_empty()
+            {
+                for p in &partitions {
+                    if !p.records.is_empty() {
+                        metrics::counter!("sluice_bytes_out_total", "topic" => p.topic.clone())
+                            .increment(p.records.len() as u64);
+                    }
+                }
+                record_request(api, started);
+                return v1::FetchResponse { partitions };
+            }
+            if *stopping.borrow() {
+                deadline = Instant::now();
+                continue;
+            }
+            let any_change = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            tokio::select! {
+                _ = tokio::time::timeout_at(deadline.into(), any_change) => {}
+                _ = stopping.changed() => {}
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -75,55 +142,47 @@ impl broker_server::Broker for BrokerApi {
         &self,
         req: Request<v1::FetchRequest>,
     ) -> Result<Response<v1::FetchResponse>, Status> {
-        let started = Instant::now();
-        let r = req.into_inner();
-        let deadline =
-            Instant::now() + Duration::from_millis(u64::from(r.max_wait_ms)).min(FETCH_WAIT_MAX);
-        let max_bytes = if r.max_bytes == 0 {
-            50 << 20
-        } else {
-            r.max_bytes as usize
-        };
-        loop {
-            // Subscribe before reading, so an append between the read and the wait wakes us.
-            let mut watches: Vec<_> = r
-                .partitions
-                .iter()
-                .filter_map(|p| {
-                    // Followers wait for new data (log end), consumers for committed data.
-                    let tp = TopicPartition::new(p.topic.clone(), p.partition);
-                    if r.replica_id >= 0 {
-                        self.0.replicas.watch_leo(&tp)
-                    } else {
-                        self.0.replicas.watch_hw(&tp)
-                    }
-                })
-                .collect();
-            for w in &mut watches {
-                w.mark_unchanged();
-            }
-            let partitions = self.read_all(&r.partitions, max_bytes, r.replica_id);
-            let bytes: usize = partitions.iter().map(|p| p.records.len()).sum();
-            let errors = partitions
-                .iter()
-                .any(|p| p.error_code != 0 || p.diverging_end_offset >= 0);
-            if bytes >= r.min_bytes.max(1) as usize
-                || errors
-                || Instant::now() >= deadline
-                || watches.is_empty()
-            {
-                for p in &partitions {
-                    if !p.records.is_empty() {
-                        metrics::counter!("sluice_bytes_out_total", "topic" => p.topic.clone())
-                            .increment(p.records.len() as u64);
-                    }
+        Ok(Response::new(
+            self.fetch_once(req.into_inner(), "fetch").await,
+        ))
+    }
+
+    type ReplicaFetchStream =
+        Pin<Box<dyn Stream<Item = Result<v1::FetchResponse, Status>> + Send + 'static>>;
+
+    /// Answers a follower's fetches in order on one stream, each long-polling as
+    /// [`fetch`](Self::fetch) does. Ends when the follower closes its side.
+    async fn replica_fetch(
+        &self,
+        req: Request<Streaming<v1::FetchRequest>>,
+    ) -> Result<Response<Self::ReplicaFetchStream>, Status> {
+        let mut inbound = req.into_inner();
+        let api = BrokerApi(self.0.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let mut stopping = self.0.stopping.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = inbound.message() => next,
+                    _ = stopping.wait_for(|s| *s) => return,
+                };
+                let Ok(Some(r)) = next else {
+                    return;
+                };
+                let answer = if r.replica_id < 0 {
+                    Err(Status::invalid_argument(
+                        "ReplicaFetch is for followers: set replica_id",
+                    ))
+                } else {
+                    Ok(api.fetch_once(r, "replica_fetch").await)
+                };
+                let last = answer.is_err();
+                if tx.send(answer).await.is_err() || last {
+                    return;
                 }
-                record_request("fetch", started);
-                return Ok(Response::new(v1::FetchResponse { partitions }));
             }
-            let any_change = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
-            let _ = tokio::time::timeout_at(deadline.into(), any_change).await;
-        }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn list_offsets(

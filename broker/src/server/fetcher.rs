@@ -1,6 +1,7 @@
-//! Replication drivers: one fetch loop per leader this broker follows (carrying all
-//! partitions it follows from that leader, over one HTTP/2 channel, long-polling), and
-//! the ISR proposer that sends a leader's ISR changes to the controller.
+//! Replication drivers: one fetch loop per leader this broker follows, carrying all
+//! partitions it follows from that leader over one long-lived `ReplicaFetch` stream
+//! (request, long-polled answer, request, …), and the ISR proposer that sends a
+//! leader's ISR changes to the controller.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -11,11 +12,13 @@ use sluice_proto::v1;
 use sluice_proto::v1::broker_client::BrokerClient;
 use sluice_proto::v1::controller_api_client::ControllerApiClient;
 use sluice_proto::{ErrorCode, TopicPartition};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
-use super::admin::channel;
+use super::admin::{channel, replication_channel};
 use super::Shared;
 use crate::replica::FollowerFetched;
 
@@ -58,9 +61,53 @@ pub(crate) async fn replicate(shared: Arc<Shared>) {
     }
 }
 
+/// One open `ReplicaFetch` stream to a leader.
+struct FetchStream {
+    addr: String,
+    requests: mpsc::Sender<v1::FetchRequest>,
+    answers: Streaming<v1::FetchResponse>,
+}
+
+impl FetchStream {
+    async fn open(addr: &str) -> Result<FetchStream, Status> {
+        let mut client =
+            BrokerClient::new(replication_channel(addr)?).max_decoding_message_size(64 << 20);
+        let (requests, rx) = mpsc::channel(1);
+        let answers = tokio::time::timeout(
+            FOLLOWER_FETCH_TIMEOUT,
+            client.replica_fetch(ReceiverStream::new(rx)),
+        )
+        .await
+        .map_err(|_| Status::deadline_exceeded("opening the replication stream"))??
+        .into_inner();
+        Ok(FetchStream {
+            addr: addr.to_string(),
+            requests,
+            answers,
+        })
+    }
+
+    /// Sends one fetch and waits for its answer. A leader that stops answering
+    /// (SIGSTOP, a partition) fails the stream within `FOLLOWER_FETCH_TIMEOUT`.
+    async fn fetch(&mut self, req: v1::FetchRequest) -> Result<v1::FetchResponse, Status> {
+        self.requests
+            .send(req)
+            .await
+            .map_err(|_| Status::unavailable("replication stream closed"))?;
+        match tokio::time::timeout(FOLLOWER_FETCH_TIMEOUT, self.answers.message()).await {
+            Ok(Ok(Some(resp))) => Ok(resp),
+            Ok(Ok(None)) => Err(Status::unavailable(
+                "the leader ended the replication stream",
+            )),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(Status::deadline_exceeded("follower fetch timed out")),
+        }
+    }
+}
+
 async fn fetch_from(shared: Arc<Shared>, leader: u32) {
     let me = shared.config.id;
-    let mut client: Option<(String, BrokerClient<Channel>)> = None;
+    let mut stream: Option<FetchStream> = None;
     loop {
         let parts = shared
             .replicas
@@ -74,21 +121,18 @@ async fn fetch_from(shared: Arc<Shared>, leader: u32) {
             tokio::time::sleep(IDLE).await;
             continue;
         };
-        if client.as_ref().is_none_or(|(a, _)| *a != addr) {
-            match channel(&addr) {
-                Ok(ch) => {
-                    client = Some((
-                        addr.clone(),
-                        BrokerClient::new(ch).max_decoding_message_size(64 << 20),
-                    ))
-                }
-                Err(_) => {
+        if stream.as_ref().is_none_or(|s| s.addr != addr) {
+            match FetchStream::open(&addr).await {
+                Ok(s) => stream = Some(s),
+                Err(status) => {
+                    debug!(leader, %status, "could not open the replication stream");
+                    stream = None;
                     tokio::time::sleep(IDLE).await;
                     continue;
                 }
             }
         }
-        let c = &mut client.as_mut().expect("set above").1;
+        let s = stream.as_mut().expect("opened above");
         let req = v1::FetchRequest {
             max_wait_ms: FOLLOWER_WAIT_MS,
             min_bytes: 1,
@@ -106,18 +150,11 @@ async fn fetch_from(shared: Arc<Shared>, leader: u32) {
                 })
                 .collect(),
         };
-        // A leader that stops answering (SIGSTOP, a partition) must not hold the
-        // follower for the channel's 30 s request timeout.
-        let answer = tokio::time::timeout(FOLLOWER_FETCH_TIMEOUT, c.fetch(req)).await;
-        let resp = match answer {
-            Ok(Ok(r)) => r.into_inner(),
-            Err(_) => {
-                debug!(leader, "follower fetch timed out");
-                client = None;
-                continue;
-            }
-            Ok(Err(status)) => {
-                debug!(leader, %status, "follower fetch failed");
+        let resp = match s.fetch(req).await {
+            Ok(r) => r,
+            Err(status) => {
+                debug!(leader, %status, "follower fetch failed; reopening the stream");
+                stream = None;
                 tokio::time::sleep(IDLE).await;
                 continue;
             }

@@ -94,6 +94,9 @@ pub(crate) struct Shared {
     pub(crate) metadata: RwLock<v1::MetadataResponse>,
     /// Index into `config.controllers` of the last controller that answered as active.
     pub(crate) controller_hint: std::sync::atomic::AtomicUsize,
+    /// Set once the broker stops serving: long-polls answer at once and replication
+    /// streams end, so a graceful shutdown does not wait on peers that keep them open.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// A broker ready to serve.
@@ -118,6 +121,7 @@ impl Broker {
                 broker_epoch: AtomicI64::new(-1),
                 metadata: RwLock::new(v1::MetadataResponse::default()),
                 controller_hint: Default::default(),
+                stopping: tokio::sync::watch::channel(false).0,
             }),
         })
     }
@@ -165,6 +169,7 @@ impl Broker {
                     // Keep serving while leadership moves away, so clients see a
                     // NOT_LEADER and a retry, not a dead connection.
                     lifecycle::controlled_shutdown(&shared).await;
+                    shared.stopping.send_replace(true);
                 }
             })
             .await;
