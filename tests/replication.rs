@@ -239,6 +239,49 @@ fn replica_records(dir: &Path, broker: usize, topic: &str) -> Vec<(u64, String)>
     out
 }
 
+/// Waits until every replica of `topic`-0 is in the ISR and caught up, stops the
+/// brokers, and checks that the three copies are identical and hold every acknowledged
+/// record at its acknowledged offset.
+fn converge_stop_and_check(
+    rt: &tokio::runtime::Runtime,
+    admin: &Admin,
+    cluster: &mut Cluster,
+    topic: &str,
+    acked: &BTreeMap<u64, String>,
+) {
+    wait_for("replicas to converge", Duration::from_secs(60), || {
+        state(rt, admin, topic).filter(|s| s.1.len() == 3 && s.2.is_some() && s.2 == s.3)
+    });
+    cluster.stop_all();
+    let copies: Vec<Vec<(u64, String)>> = (1..=3)
+        .map(|b| replica_records(&cluster.dir, b, topic))
+        .collect();
+    for c in &copies[1..] {
+        assert_eq!(c, &copies[0], "replicas hold identical records");
+    }
+    let stored: BTreeMap<u64, String> = copies[0].iter().cloned().collect();
+    for (offset, value) in acked {
+        assert_eq!(
+            stored.get(offset),
+            Some(value),
+            "acknowledged offset {offset} lost or changed"
+        );
+    }
+}
+
+/// Creates `topic` (one partition, three replicas) as soon as a controller commits
+/// it: the next metadata change after a controller failover.
+fn create_when_possible(rt: &tokio::runtime::Runtime, admin: &Admin, topic: &str) {
+    wait_for(
+        &format!("a controller to create {topic}"),
+        Duration::from_secs(30),
+        || {
+            rt.block_on(admin.create_topic(topic, 1, 3, BTreeMap::new()))
+                .ok()
+        },
+    );
+}
+
 #[test]
 fn acknowledged_writes_survive_repeated_leader_kills() {
     let dir = tempfile::tempdir().unwrap();
@@ -515,14 +558,7 @@ fn controller_failover_and_a_stopped_leader_that_wakes_up() {
     });
     let killed_at = Instant::now();
     cluster.kill9_controller(active);
-    wait_for(
-        "a metadata change through the new controller",
-        Duration::from_secs(30),
-        || {
-            rt.block_on(admin.create_topic("after-failover", 1, 3, BTreeMap::new()))
-                .ok()
-        },
-    );
+    create_when_possible(&rt, &admin, "after-failover");
     eprintln!(
         "kill -9 of the active controller to the next committed metadata change: {:?}",
         killed_at.elapsed()
@@ -597,25 +633,7 @@ fn controller_failover_and_a_stopped_leader_that_wakes_up() {
         },
     );
     acked.extend(produce_numbered(&rt, &config, "fo", 1000, 100));
-    wait_for("replicas to converge", Duration::from_secs(60), || {
-        state(&rt, &admin, "fo").filter(|s| s.1.len() == 3 && s.2.is_some() && s.2 == s.3)
-    });
-    cluster.stop_all();
-
-    let copies: Vec<Vec<(u64, String)>> = (1..=3)
-        .map(|b| replica_records(dir.path(), b, "fo"))
-        .collect();
-    for c in &copies[1..] {
-        assert_eq!(c, &copies[0], "replicas hold identical records");
-    }
-    let stored: BTreeMap<u64, String> = copies[0].iter().cloned().collect();
-    for (offset, value) in &acked {
-        assert_eq!(
-            stored.get(offset),
-            Some(value),
-            "acknowledged offset {offset} lost or changed"
-        );
-    }
+    converge_stop_and_check(&rt, &admin, &mut cluster, "fo", &acked);
 }
 
 #[test]
@@ -696,14 +714,7 @@ fn etcd_controller_failover_and_a_stopped_controller_that_wakes_up() {
     let killed = cluster.active_controller(&rt, &admin);
     let killed_at = Instant::now();
     cluster.kill9_controller(killed);
-    wait_for(
-        "a metadata change through a new controller",
-        Duration::from_secs(30),
-        || {
-            rt.block_on(admin.create_topic("after-kill", 1, 3, BTreeMap::new()))
-                .ok()
-        },
-    );
+    create_when_possible(&rt, &admin, "after-kill");
     eprintln!(
         "kill -9 of the active etcd controller to the next committed metadata change: {:?} (lease TTL 2 s)",
         killed_at.elapsed()
@@ -730,14 +741,7 @@ fn etcd_controller_failover_and_a_stopped_controller_that_wakes_up() {
             })
         },
     );
-    wait_for(
-        "a metadata change while the old controller is stopped",
-        Duration::from_secs(30),
-        || {
-            rt.block_on(admin.create_topic("during-stop", 1, 3, BTreeMap::new()))
-                .ok()
-        },
-    );
+    create_when_possible(&rt, &admin, "during-stop");
     eprintln!(
         "SIGSTOP of the active etcd controller to the next committed metadata change: {:?}",
         stopped_at.elapsed()
@@ -780,32 +784,14 @@ fn etcd_controller_failover_and_a_stopped_controller_that_wakes_up() {
     // killing it reads it back.
     let third_idx = cluster.active_controller(&rt, &admin);
     cluster.kill9_controller(third_idx);
-    wait_for(
-        "a metadata change through a fourth term",
-        Duration::from_secs(30),
-        || {
-            rt.block_on(admin.create_topic("after-wake", 1, 3, BTreeMap::new()))
-                .ok()
-        },
-    );
+    create_when_possible(&rt, &admin, "after-wake");
     let topics = rt.block_on(admin.list_topics()).unwrap();
     for t in ["fo", "after-kill", "during-stop", "after-wake"] {
         assert!(topics.iter().any(|x| x == t), "{t} missing from {topics:?}");
     }
     assert!(!topics.iter().any(|x| x == "from-the-deposed"));
     acked.extend(produce_numbered(&rt, &config, "fo", 600, 100));
-    wait_for("replicas to converge", Duration::from_secs(60), || {
-        state(&rt, &admin, "fo").filter(|s| s.1.len() == 3 && s.2.is_some() && s.2 == s.3)
-    });
-    cluster.stop_all();
-    let stored: BTreeMap<u64, String> = replica_records(dir.path(), 1, "fo").into_iter().collect();
-    for (offset, value) in &acked {
-        assert_eq!(
-            stored.get(offset),
-            Some(value),
-            "acknowledged offset {offset} lost"
-        );
-    }
+    converge_stop_and_check(&rt, &admin, &mut cluster, "fo", &acked);
 }
 
 /// A real network partition: broker 3 runs in its own network namespace, and a
@@ -888,25 +874,8 @@ fn a_broker_cut_off_from_its_peers_leaves_the_isr_and_rejoins_when_healed() {
         healed_at.elapsed()
     );
     acked.extend(produce_numbered(&rt, &config, "cut", 1500, 100));
-    wait_for("replicas to converge", Duration::from_secs(60), || {
-        state(&rt, &admin, "cut").filter(|s| s.1.len() == 3 && s.2.is_some() && s.2 == s.3)
-    });
-    cluster.stop_all();
-    let copies: Vec<Vec<(u64, String)>> = (1..=3)
-        .map(|b| replica_records(dir.path(), b, "cut"))
-        .collect();
-    for c in &copies[1..] {
-        assert_eq!(c, &copies[0], "replicas hold identical records");
-    }
-    let stored: BTreeMap<u64, String> = copies[0].iter().cloned().collect();
     assert_eq!(acked.len(), 1600);
-    for (offset, value) in &acked {
-        assert_eq!(
-            stored.get(offset),
-            Some(value),
-            "acknowledged offset {offset} lost"
-        );
-    }
+    converge_stop_and_check(&rt, &admin, &mut cluster, "cut", &acked);
 }
 
 /// Reassignment and added partitions under load: a producer (acks=all) and a consumer

@@ -163,3 +163,28 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_are_checked_before_anything_connects() {
+        assert!(Store::check_spec("embedded:/tmp/x").is_ok());
+        for bad in ["embedded:", "zookeeper://a:1", "", "etcd:/a:1"] {
+            assert!(
+                matches!(Store::check_spec(bad), Err(StoreError::Unsupported(_))),
+                "{bad:?} accepted"
+            );
+        }
+        let etcd = Store::check_spec("etcd://127.0.0.1:2379");
+        #[cfg(feature = "etcd")]
+        assert!(etcd.is_ok());
+        #[cfg(not(feature = "etcd"))]
+        {
+            let e = etcd.unwrap_err();
+            assert!(matches!(e, StoreError::EtcdNotBuilt(_)));
+            assert!(e.to_string().contains("--features etcd"), "{e}");
+        }
+    }
+}
