@@ -86,7 +86,7 @@ impl Cluster {
             }
             None => Command::new(BIN),
         };
-        let child = command
+        command
             .args([
                 "broker",
                 "--id",
@@ -98,31 +98,18 @@ impl Cluster {
             ])
             .args(["--replica-lag-time-max-ms", "3000"])
             .arg("--data-dir")
-            .arg(self.dir.join(format!("broker-{}", i + 1)))
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.brokers[i].1 = Some(child);
+            .arg(self.dir.join(format!("broker-{}", i + 1)));
+        self.brokers[i].1 = Some(spawn_quiet(command));
     }
 
     fn start_controller(&mut self, i: usize) {
         let (id, addr, _) = &self.controllers[i];
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["controller", "--id", &id.to_string(), "--listen", addr])
             .args(["--session-timeout-ms", "2000", "--lease-ttl-ms", "2000"])
-            .args(["--store", &self.store])
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.controllers[i].2 = Some(child);
+            .args(["--store", &self.store]);
+        self.controllers[i].2 = Some(spawn_quiet(command));
     }
 
     /// Index (into `controllers`) of the controller the brokers report as active.
@@ -183,6 +170,19 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Starts a server process with stdout discarded and `RUST_LOG` from `TEST_LOG`
+/// (default `warn`).
+fn spawn_quiet(mut command: Command) -> Child {
+    command
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 impl Drop for Cluster {
@@ -269,6 +269,14 @@ fn converge_stop_and_check(
     }
 }
 
+/// Creates `topic`: one partition, three replicas, `min.insync.replicas=2`.
+fn create_replicated(rt: &tokio::runtime::Runtime, admin: &Admin, topic: &str) {
+    let mut configs = BTreeMap::new();
+    configs.insert("min.insync.replicas".to_string(), "2".to_string());
+    rt.block_on(admin.create_topic(topic, 1, 3, configs))
+        .unwrap();
+}
+
 /// Creates `topic` (one partition, three replicas) as soon as a controller commits
 /// it: the next metadata change after a controller failover.
 fn create_when_possible(rt: &tokio::runtime::Runtime, admin: &Admin, topic: &str) {
@@ -312,10 +320,7 @@ fn repeated_leader_kills(mut cluster: Cluster, dir: &Path) {
     const ROUNDS: usize = 20;
     let several_controllers = cluster.controllers.len() > 1;
     let (rt, config, admin) = cluster.client();
-    let mut configs = BTreeMap::new();
-    configs.insert("min.insync.replicas".to_string(), "2".to_string());
-    rt.block_on(admin.create_topic("ha", 1, 3, configs))
-        .unwrap();
+    create_replicated(&rt, &admin, "ha");
 
     let acked: Arc<Mutex<BTreeMap<u64, String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -516,19 +521,12 @@ fn controller_failover_and_a_stopped_leader_that_wakes_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start_with(dir.path(), 3, 2);
     let (rt, config, admin) = cluster.client();
-    let mut configs = BTreeMap::new();
-    configs.insert("min.insync.replicas".to_string(), "2".to_string());
-    rt.block_on(admin.create_topic("fo", 1, 3, configs))
-        .unwrap();
+    create_replicated(&rt, &admin, "fo");
     let mut acked = produce_numbered(&rt, &config, "fo", 0, 500);
 
     // kill -9 the active controller: the standby takes the lease and serves metadata changes.
     let before = rt.block_on(admin.describe_cluster()).unwrap();
-    let active = cluster
-        .controllers
-        .iter()
-        .position(|c| c.0 as i32 == before.controller_id)
-        .expect("active controller is one of ours");
+    let active = cluster.active_controller(&rt, &admin);
     // Topic creations go on, one after another, while it dies: some complete before,
     // one is in flight, the rest go to the new controller.
     let created = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -703,10 +701,7 @@ fn etcd_controller_failover_and_a_stopped_controller_that_wakes_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start_with_store(dir.path(), 3, 3, &etcd.store_spec());
     let (rt, config, admin) = cluster.client();
-    let mut configs = BTreeMap::new();
-    configs.insert("min.insync.replicas".to_string(), "2".to_string());
-    rt.block_on(admin.create_topic("fo", 1, 3, configs))
-        .unwrap();
+    create_replicated(&rt, &admin, "fo");
     let mut acked = produce_numbered(&rt, &config, "fo", 0, 300);
 
     // kill -9 of the active controller.
@@ -814,10 +809,7 @@ fn a_broker_cut_off_from_its_peers_leaves_the_isr_and_rejoins_when_healed() {
         &format!("embedded:{}", dir.path().join("controller").display()),
     );
     let (rt, config, admin) = cluster.client();
-    let mut configs = BTreeMap::new();
-    configs.insert("min.insync.replicas".to_string(), "2".to_string());
-    rt.block_on(admin.create_topic("cut", 1, 3, configs))
-        .unwrap();
+    create_replicated(&rt, &admin, "cut");
     // Broker 3 must be a follower: its peers reach it through the root side's primary
     // address, which the cut leaves open, so only its own fetches are cut.
     if state(&rt, &admin, "cut").and_then(|s| s.0) == Some(3) {
@@ -890,10 +882,7 @@ fn reassignment_and_new_partitions_while_writing_and_reading() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::start(dir.path(), 4);
     let (rt, config, admin) = cluster.client();
-    let mut configs = BTreeMap::new();
-    configs.insert("min.insync.replicas".to_string(), "2".to_string());
-    rt.block_on(admin.create_topic("mv", 1, 3, configs))
-        .unwrap();
+    create_replicated(&rt, &admin, "mv");
     let old = rt.block_on(admin.describe_topic("mv")).unwrap().partitions[0]
         .replicas
         .clone();
