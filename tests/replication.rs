@@ -27,6 +27,8 @@ struct Cluster {
     brokers: Vec<(String, Option<Child>)>,
     /// Per broker: a command prefix to start it with (empty: none).
     broker_prefix: Vec<Vec<String>>,
+    /// Per broker: extra arguments.
+    broker_args: Vec<Vec<String>>,
 }
 
 impl Cluster {
@@ -43,17 +45,18 @@ impl Cluster {
     fn start_with_store(dir: &Path, brokers: usize, controllers: usize, store: &str) -> Cluster {
         let local = || format!("127.0.0.1:{}", free_port());
         let controllers = (0..controllers).map(|_| local()).collect();
-        let brokers = (0..brokers).map(|_| (local(), Vec::new())).collect();
+        let brokers = (0..brokers)
+            .map(|_| (local(), Vec::new(), Vec::new()))
+            .collect();
         Cluster::start_custom(dir, controllers, brokers, store)
     }
 
     /// Controllers at `controllers` (ids 100, 101, …) sharing `store`, and brokers 1, 2, …
-    /// at the given addresses, each started behind its command prefix (e.g. `ip netns
-    /// exec NS`) when one is given.
+    /// as (address, command prefix such as `ip netns exec NS`, extra arguments).
     fn start_custom(
         dir: &Path,
         controllers: Vec<String>,
-        brokers: Vec<(String, Vec<String>)>,
+        brokers: Vec<(String, Vec<String>, Vec<String>)>,
         store: &str,
     ) -> Cluster {
         let mut c = Cluster {
@@ -66,6 +69,7 @@ impl Cluster {
                 .collect(),
             store: store.to_string(),
             broker_prefix: brokers.iter().map(|b| b.1.clone()).collect(),
+            broker_args: brokers.iter().map(|b| b.2.clone()).collect(),
             brokers: brokers.into_iter().map(|b| (b.0, None)).collect(),
         };
         for i in 0..c.controllers.len() {
@@ -98,7 +102,8 @@ impl Cluster {
             ])
             .args(["--replica-lag-time-max-ms", "3000"])
             .arg("--data-dir")
-            .arg(self.dir.join(format!("broker-{}", i + 1)));
+            .arg(self.dir.join(format!("broker-{}", i + 1)))
+            .args(&self.broker_args[i]);
         self.brokers[i].1 = Some(spawn_quiet(command));
     }
 
@@ -796,15 +801,21 @@ fn etcd_controller_failover_and_a_stopped_controller_that_wakes_up() {
 #[test]
 fn a_broker_cut_off_from_its_peers_leaves_the_isr_and_rejoins_when_healed() {
     let net = common::Netns::create();
+    let metrics_addr = |host: u8| format!("{}:9393", net.addr(host));
+    let metrics_at = |host: u8| vec!["--metrics".to_string(), metrics_addr(host)];
     let dir = tempfile::tempdir().unwrap();
     // Every address is private to this test (its own IPs), so fixed ports are free.
     let mut cluster = Cluster::start_custom(
         dir.path(),
         vec![format!("{}:9390", net.addr(1))],
         vec![
-            (format!("{}:9392", net.addr(11)), Vec::new()),
-            (format!("{}:9392", net.addr(12)), Vec::new()),
-            (format!("{}:9392", net.addr(2)), net.exec_prefix()),
+            (format!("{}:9392", net.addr(11)), Vec::new(), metrics_at(11)),
+            (format!("{}:9392", net.addr(12)), Vec::new(), metrics_at(12)),
+            (
+                format!("{}:9392", net.addr(2)),
+                net.exec_prefix(),
+                Vec::new(),
+            ),
         ],
         &format!("embedded:{}", dir.path().join("controller").display()),
     );
@@ -844,6 +855,18 @@ fn a_broker_cut_off_from_its_peers_leaves_the_isr_and_rejoins_when_healed() {
         "cut to broker 3 leaving the ISR: {:?} (replica.lag.time.max.ms 3000)",
         cut_at.elapsed()
     );
+    // The leader reports it, as Kafka's UnderReplicatedPartitions and IsrShrinksPerSec do.
+    let leader = state(&rt, &admin, "cut").and_then(|s| s.0).unwrap();
+    let leader_metrics = metrics_addr(if leader == 1 { 11 } else { 12 });
+    let scrape = |name: &str| {
+        common::http_get(&leader_metrics, "/metrics").and_then(|m| common::metric(&m, name))
+    };
+    wait_for(
+        "the leader to count an under-replicated partition",
+        Duration::from_secs(10),
+        || (scrape("sluice_under_replicated_partitions") == Some(1.0)).then_some(()),
+    );
+    assert!(scrape("sluice_isr_shrinks_total").unwrap_or(0.0) >= 1.0);
     acked.extend(writer.join().unwrap());
     acked.extend(produce_numbered(&rt, &config, "cut", 1000, 500));
     // Cut off from its peers, not from the controller or clients: still alive, and it
@@ -865,6 +888,12 @@ fn a_broker_cut_off_from_its_peers_leaves_the_isr_and_rejoins_when_healed() {
         "heal to broker 3 back in the ISR and caught up: {:?}",
         healed_at.elapsed()
     );
+    wait_for(
+        "no under-replicated partition on the leader",
+        Duration::from_secs(10),
+        || (scrape("sluice_under_replicated_partitions") == Some(0.0)).then_some(()),
+    );
+    assert!(scrape("sluice_isr_expands_total").unwrap_or(0.0) >= 1.0);
     acked.extend(produce_numbered(&rt, &config, "cut", 1500, 100));
     assert_eq!(acked.len(), 1600);
     converge_stop_and_check(&rt, &admin, &mut cluster, "cut", &acked);

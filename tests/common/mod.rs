@@ -198,16 +198,7 @@ impl Etcd {
     }
 
     fn healthy(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(&self.client_addr) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let req = format!("GET /health HTTP/1.0\r\nHost: {}\r\n\r\n", self.client_addr);
-        let mut body = String::new();
-        s.write_all(req.as_bytes()).is_ok()
-            && s.read_to_string(&mut body).is_ok()
-            && body.contains("\"health\":\"true\"")
+        http_get(&self.client_addr, "/health").is_some_and(|b| b.contains("\"health\":\"true\""))
     }
 
     /// The `--store` spec for controllers using this etcd.
@@ -324,4 +315,28 @@ impl Drop for Netns {
             .args(["link", "del", &self.root_if])
             .output();
     }
+}
+
+/// The body of a plain HTTP/1.0 GET (status line and headers included), or `None` when
+/// the server cannot be reached.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// The value of a Prometheus sample whose line starts with `name{` (any labels) or
+/// `name ` in a scrape, summed over label sets.
+pub fn metric(scrape: &str, name: &str) -> Option<f64> {
+    let values: Vec<f64> = scrape
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }

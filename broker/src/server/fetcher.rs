@@ -221,8 +221,20 @@ pub(crate) async fn propose_isr_changes(shared: Arc<Shared>) {
                 partition_epoch: prop.partition_epoch,
                 new_isr: prop.new_isr.clone(),
             };
+            let shrink = shared
+                .replicas
+                .partition(&prop.tp)
+                .is_some_and(|p| prop.new_isr.len() < p.role().isr.len());
             match client.alter_partition(req).await {
                 Ok(r) if r.get_ref().error_code == 0 => {
+                    let broker = shared.config.id.to_string();
+                    if shrink {
+                        metrics::counter!("sluice_isr_shrinks_total", "broker" => broker)
+                            .increment(1);
+                    } else {
+                        metrics::counter!("sluice_isr_expands_total", "broker" => broker)
+                            .increment(1);
+                    }
                     info!(partition = %prop.tp, isr = ?prop.new_isr, "ISR change committed")
                 }
                 Ok(r) => {
