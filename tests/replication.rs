@@ -22,6 +22,8 @@ struct Cluster {
     dir: PathBuf,
     /// (id, address, process); all share one store.
     controllers: Vec<(u32, String, Option<Child>)>,
+    /// Each controller's Prometheus endpoint (loopback clusters only).
+    controller_metrics: Vec<Option<String>>,
     store: String,
     controller_addr: String,
     brokers: Vec<(String, Option<Child>)>,
@@ -59,8 +61,13 @@ impl Cluster {
         brokers: Vec<(String, Vec<String>, Vec<String>)>,
         store: &str,
     ) -> Cluster {
+        let loopback = controllers.iter().all(|a| a.starts_with("127.0.0.1:"));
         let mut c = Cluster {
             dir: dir.to_path_buf(),
+            controller_metrics: controllers
+                .iter()
+                .map(|_| loopback.then(|| format!("127.0.0.1:{}", free_port())))
+                .collect(),
             controller_addr: controllers.join(","),
             controllers: controllers
                 .into_iter()
@@ -114,6 +121,9 @@ impl Cluster {
             .args(["controller", "--id", &id.to_string(), "--listen", addr])
             .args(["--session-timeout-ms", "2000", "--lease-ttl-ms", "2000"])
             .args(["--store", &self.store]);
+        if let Some(m) = &self.controller_metrics[i] {
+            command.args(["--metrics", m]);
+        }
         self.controllers[i].2 = Some(spawn_quiet(command));
     }
 
@@ -572,6 +582,22 @@ fn controller_failover_and_a_stopped_leader_that_wakes_up() {
         "a new controller epoch"
     );
     assert_ne!(after.controller_id, before.controller_id);
+    // The new controller says so on its metrics endpoint (Kafka's ActiveControllerCount).
+    let now_active = cluster.active_controller(&rt, &admin);
+    let scrape = |name: &str| {
+        let addr = cluster.controller_metrics[now_active].as_ref().unwrap();
+        common::http_get(addr, "/metrics").and_then(|m| common::metric(&m, name))
+    };
+    wait_for(
+        "the new controller's gauges",
+        Duration::from_secs(10),
+        || {
+            (scrape("sluice_controller_active") == Some(1.0)
+                && scrape("sluice_controller_epoch") == Some(after.controller_epoch as f64)
+                && scrape("sluice_offline_partitions") == Some(0.0))
+            .then_some(())
+        },
+    );
     // A creation reported done survived; every topic that exists is whole, and each of
     // its partitions gets a leader.
     let outcomes: Vec<(String, bool)> = rt.block_on(creations).unwrap();

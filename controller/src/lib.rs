@@ -104,6 +104,28 @@ pub struct Controller {
     shared: Arc<Shared>,
 }
 
+/// Kafka's ActiveControllerCount, OfflinePartitionsCount and fenced brokers, from the
+/// active controller's state (a standby reports itself inactive and nothing else).
+fn publish_gauges(state: &ClusterState) {
+    let offline = state
+        .snap
+        .topics
+        .values()
+        .flat_map(|t| &t.partitions)
+        .filter(|p| p.leader.is_none())
+        .count();
+    let fenced = state
+        .snap
+        .brokers
+        .keys()
+        .filter(|id| !state.is_live(**id))
+        .count();
+    metrics::gauge!("sluice_controller_active").set(1.0);
+    metrics::gauge!("sluice_controller_epoch").set(state.controller_epoch() as f64);
+    metrics::gauge!("sluice_offline_partitions").set(offline as f64);
+    metrics::gauge!("sluice_fenced_brokers").set(fenced as f64);
+}
+
 impl Controller {
     /// Checks the store spec (so a bad one fails fast) and builds a standby controller.
     pub fn new(config: ControllerConfig) -> Result<Controller, StoreError> {
@@ -177,6 +199,7 @@ impl Controller {
                 let _ = self.shared.pusher.dispatch(actions, &active.state);
             }
             store = self.lead().await;
+            metrics::gauge!("sluice_controller_active").set(0.0);
             store.resign().await;
             info!(controller = config.id, "resigned; campaigning again");
         }
@@ -201,6 +224,7 @@ impl Controller {
                 return guard.take().map(|a| a.store).expect("active above");
             }
             let mut actions = active.state.tick(Instant::now());
+            publish_gauges(&active.state);
             if last_rebalance.elapsed() >= config.leader_rebalance_interval {
                 // Leadership drifts to survivors after failures; move it back.
                 last_rebalance = Instant::now();

@@ -46,6 +46,10 @@ pub struct ControllerArgs {
     /// stopped controller keeps the lease.
     #[arg(long, default_value_t = 2000)]
     pub lease_ttl_ms: u64,
+    /// Prometheus endpoint address (`/metrics`): whether this controller is active, its
+    /// epoch, offline partitions, fenced brokers.
+    #[arg(long, value_parser = parse_addr)]
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -224,6 +228,9 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn controller(a: ControllerArgs) -> anyhow::Result<ExitCode> {
     let listener = bind(a.listen, false).await?;
+    if let Some(m) = a.metrics {
+        install_metrics(m)?;
+    }
     let config = ControllerConfig {
         id: a.id,
         store: a.store,
