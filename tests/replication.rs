@@ -1091,3 +1091,44 @@ fn reassignment_and_new_partitions_while_writing_and_reading() {
         acked.len()
     );
 }
+
+/// The controller cannot write its store (the directory made immutable, as a full or
+/// read-only disk would): the change is refused, the controller ends its term instead
+/// of keeping a change it could not store, and once the store is writable again a new
+/// term serves exactly what was stored.
+#[test]
+fn a_failed_metadata_write_is_refused_and_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), 3);
+    let (rt, _config, admin) = cluster.client();
+    create_replicated(&rt, &admin, "before");
+    let epoch = rt
+        .block_on(admin.describe_cluster())
+        .unwrap()
+        .controller_epoch;
+    let store = dir.path().join("controller");
+    let chattr = |flag: &str| {
+        let ok = Command::new("chattr")
+            .arg(flag)
+            .arg(&store)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chattr {flag} failed (needs root and e2fsprogs)");
+    };
+    chattr("+i");
+    let refused = rt.block_on(admin.create_topic("during", 1, 3, BTreeMap::new()));
+    chattr("-i");
+    let e = refused.expect_err("a topic the store could not hold was created");
+    assert!(e.to_string().contains("metadata store write failed"), "{e}");
+    create_when_possible(&rt, &admin, "after");
+    let topics = rt.block_on(admin.list_topics()).unwrap();
+    assert!(topics.contains(&"before".to_string()) && topics.contains(&"after".to_string()));
+    assert!(
+        !topics.contains(&"during".to_string()),
+        "the refused change was kept: {topics:?}"
+    );
+    let now = rt.block_on(admin.describe_cluster()).unwrap();
+    assert!(now.controller_epoch > epoch, "a new term began");
+    assert!(now.brokers.iter().all(|b| b.alive));
+    cluster.stop_all();
+}

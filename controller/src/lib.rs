@@ -62,6 +62,9 @@ impl Default for ControllerConfig {
 pub(crate) struct Active {
     pub(crate) state: ClusterState,
     pub(crate) store: Store,
+    /// A commit failed: the in-memory state holds a change the store does not, so this
+    /// term must end (the next term reloads the store).
+    pub(crate) failed: bool,
 }
 
 impl Active {
@@ -72,7 +75,13 @@ impl Active {
         actions: Vec<state::Action>,
         pusher: &Pusher,
     ) -> Result<Vec<pusher::PushAck>, StoreError> {
-        self.store.save(&self.state.snap).await?;
+        if self.failed {
+            return Err(StoreError::TermEnded);
+        }
+        if let Err(e) = self.store.save(&self.state.snap).await {
+            self.failed = true;
+            return Err(e);
+        }
         Ok(pusher.dispatch(actions, &self.state))
     }
 }
@@ -193,7 +202,11 @@ impl Controller {
             );
             {
                 let mut guard = self.shared.active.lock().await;
-                let active = guard.insert(Active { state, store });
+                let active = guard.insert(Active {
+                    state,
+                    store,
+                    failed: false,
+                });
                 // Known brokers learn the new controller epoch and their partitions.
                 let actions = active.state.all_leader_and_isr();
                 let _ = self.shared.pusher.dispatch(actions, &active.state);
@@ -219,8 +232,12 @@ impl Controller {
             };
             // Checked before anything else: after a stop (SIGSTOP) every broker looks
             // silent, and a deposed controller must not act on that.
-            if active.store.lease_lost() {
-                warn!(controller = config.id, "controller lease lost");
+            if active.failed || active.store.lease_lost() {
+                warn!(
+                    controller = config.id,
+                    lease_lost = active.store.lease_lost(),
+                    "ending this controller term: lease lost or a metadata write failed"
+                );
                 return guard.take().map(|a| a.store).expect("active above");
             }
             let mut actions = active.state.tick(Instant::now());

@@ -38,6 +38,8 @@ pub enum StoreError {
     Etcd(String),
     #[error("the controller lease was lost; this controller no longer writes metadata")]
     LeaseLost,
+    #[error("an earlier metadata write failed; this controller is resigning")]
+    TermEnded,
 }
 
 /// Serializes a snapshot followed by a line with its CRC-32, so a torn or edited copy is
