@@ -217,12 +217,11 @@ impl Drop for Cluster {
     }
 }
 
+/// (leader, isr, high watermark, log end) of one partition.
+type PartitionView = (Option<u32>, Vec<u32>, Option<u64>, Option<u64>);
+
 /// (leader, isr, high watermark, log end) of partition 0, from the controller's view.
-fn state(
-    rt: &tokio::runtime::Runtime,
-    admin: &Admin,
-    topic: &str,
-) -> Option<(Option<u32>, Vec<u32>, Option<u64>, Option<u64>)> {
+fn state(rt: &tokio::runtime::Runtime, admin: &Admin, topic: &str) -> Option<PartitionView> {
     let d = rt.block_on(admin.describe_topic(topic)).ok()?;
     let p = d.partitions.into_iter().next()?;
     Some((p.leader, p.isr, p.high_watermark, p.log_end_offset))

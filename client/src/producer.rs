@@ -498,21 +498,17 @@ impl Inner {
     }
 }
 
+/// Closed batches to send, by leader address.
+type SendsByLeader = HashMap<String, Vec<(PartKey, Closed)>>;
+
 /// Picks what can be sent now; returns batches by leader, topics needing metadata, and
 /// when to look again.
-fn collect_ready(
-    inner: &Inner,
-    now: Instant,
-) -> (
-    HashMap<String, Vec<(PartKey, Closed)>>,
-    HashSet<Arc<str>>,
-    Instant,
-) {
+fn collect_ready(inner: &Inner, now: Instant) -> (SendsByLeader, HashSet<Arc<str>>, Instant) {
     let config = &inner.config;
     let flushing =
         inner.flushing.load(Ordering::Acquire) > 0 || inner.closed.load(Ordering::Acquire);
     let mut next = now + Duration::from_millis(200);
-    let mut sends: HashMap<String, Vec<(PartKey, Closed)>> = HashMap::new();
+    let mut sends: SendsByLeader = HashMap::new();
     let mut unknown = HashSet::new();
     let mut to_encode = Vec::new();
     {
