@@ -1131,3 +1131,29 @@ fn a_failed_metadata_write_is_refused_and_not_kept() {
     assert!(now.brokers.iter().all(|b| b.alive));
     cluster.stop_all();
 }
+
+/// Controllers on a three-member etcd cluster keep working when one etcd member dies
+/// (kill -9): the store spec names every member, and the client moves to the others.
+#[cfg(feature = "etcd")]
+#[test]
+fn etcd_store_survives_the_loss_of_one_etcd_member() {
+    let mut etcd = common::Etcd::start_members(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start_with_store(dir.path(), 3, 2, &etcd.store_spec());
+    let (rt, config, admin) = cluster.client();
+    create_replicated(&rt, &admin, "fo");
+    let mut acked = produce_numbered(&rt, &config, "fo", 0, 300);
+    // The hard case: the member that is etcd's raft leader.
+    let leader = etcd.raft_leader().expect("etcd reports a raft leader");
+    let killed_at = Instant::now();
+    etcd.kill9(leader);
+    create_when_possible(&rt, &admin, "after-etcd-member-loss");
+    eprintln!(
+        "kill -9 of the etcd raft leader to the next committed metadata change: {:?}",
+        killed_at.elapsed()
+    );
+    acked.extend(produce_numbered(&rt, &config, "fo", 300, 300));
+    let d = rt.block_on(admin.describe_cluster()).unwrap();
+    assert!(d.brokers.iter().all(|b| b.alive), "no broker fenced");
+    converge_stop_and_check(&rt, &admin, &mut cluster, "fo", &acked);
+}

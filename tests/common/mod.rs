@@ -158,59 +158,102 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A throwaway single-member etcd (Debian `etcd-server`) on loopback ports, data in a
-/// temp dir; killed on drop.
+/// A throwaway etcd (Debian `etcd-server`) of one or more members on loopback ports,
+/// data in a temp dir; killed on drop.
 pub struct Etcd {
-    child: Child,
-    pub client_addr: String,
+    /// (client address, process) per member; `None` once killed.
+    members: Vec<(String, Option<Child>)>,
     _dir: tempfile::TempDir,
 }
 
 impl Etcd {
     pub fn start() -> Etcd {
+        Etcd::start_members(1)
+    }
+
+    /// An etcd cluster of `n` members, waited on until every member reports healthy.
+    pub fn start_members(n: usize) -> Etcd {
         let dir = tempfile::tempdir().unwrap();
-        let client_addr = format!("127.0.0.1:{}", free_port());
-        let peer_url = format!("http://127.0.0.1:{}", free_port());
-        let client_url = format!("http://{client_addr}");
-        let child = Command::new("etcd")
-            .args(["--name", "default"])
-            .arg("--data-dir")
-            .arg(dir.path().join("etcd"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("default={peer_url}")])
-            .args(["--logger", "zap", "--log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd from Debian's etcd-server (scripts/test.sh installs it)");
-        let etcd = Etcd {
-            child,
-            client_addr,
-            _dir: dir,
-        };
+        let clients: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peers: Vec<String> = (0..n)
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        let initial = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("m{i}={p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let members = (0..n)
+            .map(|i| {
+                let client_url = format!("http://{}", clients[i]);
+                let child = Command::new("etcd")
+                    .args(["--name", &format!("m{i}")])
+                    .arg("--data-dir")
+                    .arg(dir.path().join(format!("m{i}")))
+                    .args(["--listen-client-urls", &client_url])
+                    .args(["--advertise-client-urls", &client_url])
+                    .args(["--listen-peer-urls", &peers[i]])
+                    .args(["--initial-advertise-peer-urls", &peers[i]])
+                    .args(["--initial-cluster", &initial])
+                    .args(["--initial-cluster-state", "new"])
+                    .args(["--logger", "zap", "--log-level", "error"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("etcd from Debian's etcd-server (scripts/test.sh installs it)");
+                (clients[i].clone(), Some(child))
+            })
+            .collect();
+        let etcd = Etcd { members, _dir: dir };
         wait_for("etcd to report healthy", Duration::from_secs(30), || {
-            etcd.healthy().then_some(())
+            etcd.members
+                .iter()
+                .all(|m| {
+                    http_get(&m.0, "/health").is_some_and(|b| b.contains("\"health\":\"true\""))
+                })
+                .then_some(())
         });
         etcd
     }
 
-    fn healthy(&self) -> bool {
-        http_get(&self.client_addr, "/health").is_some_and(|b| b.contains("\"health\":\"true\""))
+    /// kill -9 of member `i`.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].1.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
-    /// The `--store` spec for controllers using this etcd.
+    /// Index of the member that is the raft leader, from the members' own status
+    /// (etcd's JSON gateway, `POST /v3/maintenance/status`).
+    pub fn raft_leader(&self) -> Option<usize> {
+        self.members.iter().position(|(addr, child)| {
+            child.is_some()
+                && http_post(addr, "/v3/maintenance/status", "{}")
+                    .and_then(|r| {
+                        let body = r.split("\r\n\r\n").nth(1)?.to_string();
+                        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+                        Some(v["header"]["member_id"] == v["leader"])
+                    })
+                    .unwrap_or(false)
+        })
+    }
+
+    /// The `--store` spec for controllers using this etcd: every member's address.
     pub fn store_spec(&self) -> String {
-        format!("etcd://{}/sluice-test", self.client_addr)
+        let endpoints: Vec<&str> = self.members.iter().map(|m| m.0.as_str()).collect();
+        format!("etcd://{}/sluice-test", endpoints.join(","))
     }
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for i in 0..self.members.len() {
+            self.kill9(i);
+        }
     }
 }
 
@@ -328,6 +371,21 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
     Some(body)
+}
+
+/// A plain HTTP/1.0 POST with a JSON body; the whole answer, or `None`.
+pub fn http_post(addr: &str, path: &str, body: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let req = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    Some(answer)
 }
 
 /// The value of a Prometheus sample whose line starts with `name{` (any labels) or

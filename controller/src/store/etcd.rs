@@ -100,8 +100,25 @@ impl Drop for Held {
 pub struct EtcdStore {
     spec: EtcdSpec,
     ttl: Duration,
+    /// The member calls go to; the next one is tried when a call fails.
+    member: usize,
     client: Option<Client>,
     held: Option<Held>,
+}
+
+/// A client talking to one member. One member at a time, not etcd-client's balanced
+/// channel: that one hands a request to a dead member and returns its connection error,
+/// where the store wants to move on to a live one.
+async fn connect(endpoint: &str, limit: Duration) -> Result<Client, StoreError> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_keep_alive(Duration::from_millis(500), Duration::from_secs(1));
+    bounded(
+        limit,
+        "connecting to etcd",
+        Client::connect([endpoint], Some(options)),
+    )
+    .await
 }
 
 impl EtcdStore {
@@ -109,6 +126,7 @@ impl EtcdStore {
         EtcdStore {
             spec,
             ttl: ttl.max(Duration::from_secs(1)),
+            member: 0,
             client: None,
             held: None,
         }
@@ -123,17 +141,35 @@ impl EtcdStore {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(1))
-            .with_keep_alive(Duration::from_millis(500), Duration::from_secs(1));
-        let c = bounded(
-            self.op_timeout(),
-            "connecting to etcd",
-            Client::connect(&self.spec.endpoints, Some(options)),
-        )
-        .await?;
+        let c = connect(&self.spec.endpoints[self.member], self.op_timeout()).await?;
         self.client = Some(c.clone());
         Ok(c)
+    }
+
+    /// Runs `op` on the current member, moving to the next member after a failure,
+    /// until one answers or each has failed once. Every call the store makes is safe to
+    /// repeat: reads, lease grants and revokes, and transactions guarded by a compare.
+    async fn call<T, F, Fut>(&mut self, what: &str, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut last = StoreError::Etcd(format!("{what}: no etcd endpoint"));
+        for _ in 0..self.spec.endpoints.len() {
+            let attempt = match self.client().await {
+                Ok(c) => bounded(self.op_timeout(), what, op(c)).await,
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    last = e;
+                    self.client = None;
+                    self.member = (self.member + 1) % self.spec.endpoints.len();
+                }
+            }
+        }
+        Err(last)
     }
 
     pub async fn acquire(&mut self, id: u32, retry: Duration) -> i64 {
@@ -157,28 +193,43 @@ impl EtcdStore {
     }
 
     async fn try_acquire(&mut self, id: u32) -> Result<Option<i64>, StoreError> {
-        let mut c = self.client().await?;
         let key = self.spec.key("controller");
-        let limit = self.op_timeout();
         // Look before granting, so standbys do not create a lease per retry.
-        let current = bounded(limit, "reading the leader key", c.get(key.as_str(), None)).await?;
+        let current = self
+            .call("reading the leader key", |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
         if !current.kvs().is_empty() {
             return Ok(None);
         }
         let ttl_secs = self.ttl.as_millis().div_ceil(1000) as i64;
         let granted_at = Instant::now();
-        let lease = bounded(limit, "granting a lease", c.lease_grant(ttl_secs, None)).await?;
-        let lease_id = lease.id();
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.as_str(),
-                id.to_string(),
-                Some(PutOptions::new().with_lease(lease_id)),
-            )]);
-        let resp = bounded(limit, "putting the leader key", c.txn(txn)).await?;
+        let lease_id = self
+            .call("granting a lease", |mut c| async move {
+                c.lease_grant(ttl_secs, None).await
+            })
+            .await?
+            .id();
+        let resp = self
+            .call("putting the leader key", |mut c| {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(
+                        key.as_str(),
+                        id.to_string(),
+                        Some(PutOptions::new().with_lease(lease_id)),
+                    )]);
+                async move { c.txn(txn).await }
+            })
+            .await?;
         if !resp.succeeded() {
-            let _ = bounded(limit, "revoking a lease", c.lease_revoke(lease_id)).await;
+            let _ = self
+                .call("revoking a lease", |mut c| async move {
+                    c.lease_revoke(lease_id).await
+                })
+                .await;
             return Ok(None);
         }
         let create_revision = resp
@@ -188,7 +239,8 @@ impl EtcdStore {
         let lost = Arc::new(AtomicBool::new(false));
         let expires = Arc::new(Mutex::new(granted_at + self.ttl));
         let keeper = tokio::spawn(keep_alive(
-            c,
+            self.spec.endpoints.clone(),
+            self.member,
             lease_id,
             self.ttl,
             lost.clone(),
@@ -219,14 +271,13 @@ impl EtcdStore {
     }
 
     pub async fn load(&mut self) -> Result<Option<Snapshot>, StoreError> {
-        let mut c = self.client().await?;
         let key = self.spec.key("metadata");
-        let resp = bounded(
-            self.op_timeout(),
-            "reading metadata",
-            c.get(key.as_str(), None),
-        )
-        .await?;
+        let resp = self
+            .call("reading metadata", |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
         let Some(kv) = resp.kvs().first() else {
             return Ok(None);
         };
@@ -245,19 +296,20 @@ impl EtcdStore {
         let Some(create_revision) = self.held.as_ref().map(|h| h.create_revision) else {
             return Err(StoreError::LeaseLost);
         };
-        let mut c = self.client().await?;
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                self.spec.key("controller"),
-                CompareOp::Equal,
-                create_revision,
-            )])
-            .and_then([TxnOp::put(
-                self.spec.key("metadata"),
-                encode_snapshot(snapshot),
-                None,
-            )]);
-        let resp = bounded(self.op_timeout(), "writing metadata", c.txn(txn)).await?;
+        let (leader_key, metadata_key) = (self.spec.key("controller"), self.spec.key("metadata"));
+        let text = encode_snapshot(snapshot);
+        let resp = self
+            .call("writing metadata", |mut c| {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(
+                        leader_key.as_str(),
+                        CompareOp::Equal,
+                        create_revision,
+                    )])
+                    .and_then([TxnOp::put(metadata_key.as_str(), text.as_str(), None)]);
+                async move { c.txn(txn).await }
+            })
+            .await?;
         if resp.succeeded() {
             Ok(())
         } else {
@@ -270,21 +322,20 @@ impl EtcdStore {
 
     pub async fn resign(&mut self) {
         if let Some(h) = self.held.take() {
-            if let Ok(mut c) = self.client().await {
-                let _ = bounded(
-                    Duration::from_secs(1),
-                    "revoking the lease",
-                    c.lease_revoke(h.lease_id),
-                )
+            let _ = self
+                .call("revoking the lease", |mut c| async move {
+                    c.lease_revoke(h.lease_id).await
+                })
                 .await;
-            }
         }
     }
 }
 
-/// Renews the lease every TTL/3 until it is lost, recording the local expiry.
+/// Renews the lease every TTL/3 until it is lost, recording the local expiry. A member
+/// that fails a renewal is left for the next one.
 async fn keep_alive(
-    mut client: Client,
+    endpoints: Vec<String>,
+    mut member: usize,
     lease_id: i64,
     ttl: Duration,
     lost: Arc<AtomicBool>,
@@ -305,6 +356,9 @@ async fn keep_alive(
         let sent = Instant::now();
         let renewed = tokio::time::timeout(period, async {
             if channel.is_none() {
+                let mut client = connect(&endpoints[member], period)
+                    .await
+                    .map_err(|e| etcd_client::Error::InvalidArgs(e.to_string()))?;
                 channel = Some(client.lease_keep_alive(lease_id).await?);
             }
             let (keeper, stream) = channel.as_mut().expect("opened above");
@@ -322,8 +376,14 @@ async fn keep_alive(
                 lost.store(true, Ordering::Release);
                 return;
             }
-            // A broken stream or a slow answer: reopen and retry until the lease runs out.
-            _ => channel = None,
+            // A broken stream, a dead member or a slow answer: try the next member at
+            // once, until the lease runs out.
+            _ => {
+                channel = None;
+                member = (member + 1) % endpoints.len();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         }
         tokio::time::sleep_until((sent + period).into()).await;
     }
