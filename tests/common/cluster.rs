@@ -1,0 +1,354 @@
+//! A multi-process cluster for the fault tests: `sluice controller`s (embedded or etcd
+//! store) and `sluice broker`s started as separate processes, optionally inside a
+//! network namespace, plus the checks those tests share (partition state, a broker's
+//! copy of a partition read from its files, numbered acks=all production, convergence).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_client::{Acks, Admin, ClientConfig, Producer, ProducerConfig, ProducerRecord};
+use sluice_proto::batch::Batches;
+
+use super::{free_port, wait_for, BIN};
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    /// (id, address, process); all share one store.
+    pub controllers: Vec<(u32, String, Option<Child>)>,
+    /// Each controller's Prometheus endpoint (loopback clusters only).
+    pub controller_metrics: Vec<Option<String>>,
+    pub store: String,
+    pub controller_addr: String,
+    pub brokers: Vec<(String, Option<Child>)>,
+    /// Per broker: a command prefix to start it with (empty: none).
+    pub broker_prefix: Vec<Vec<String>>,
+    /// Per broker: extra arguments.
+    pub broker_args: Vec<Vec<String>>,
+}
+
+impl Cluster {
+    pub fn start(dir: &Path, brokers: usize) -> Cluster {
+        Cluster::start_with(dir, brokers, 1)
+    }
+
+    /// `controllers` controllers sharing an embedded store in `dir`.
+    pub fn start_with(dir: &Path, brokers: usize, controllers: usize) -> Cluster {
+        let store = format!("embedded:{}", dir.join("controller").display());
+        Cluster::start_with_store(dir, brokers, controllers, &store)
+    }
+
+    pub fn start_with_store(
+        dir: &Path,
+        brokers: usize,
+        controllers: usize,
+        store: &str,
+    ) -> Cluster {
+        let local = || format!("127.0.0.1:{}", free_port());
+        let controllers = (0..controllers).map(|_| local()).collect();
+        let brokers = (0..brokers)
+            .map(|_| (local(), Vec::new(), Vec::new()))
+            .collect();
+        Cluster::start_custom(dir, controllers, brokers, store)
+    }
+
+    /// Controllers at `controllers` (ids 100, 101, …) sharing `store`, and brokers 1, 2, …
+    /// as (address, command prefix such as `ip netns exec NS`, extra arguments).
+    pub fn start_custom(
+        dir: &Path,
+        controllers: Vec<String>,
+        brokers: Vec<(String, Vec<String>, Vec<String>)>,
+        store: &str,
+    ) -> Cluster {
+        let loopback = controllers.iter().all(|a| a.starts_with("127.0.0.1:"));
+        let mut c = Cluster {
+            dir: dir.to_path_buf(),
+            controller_metrics: controllers
+                .iter()
+                .map(|_| loopback.then(|| format!("127.0.0.1:{}", free_port())))
+                .collect(),
+            controller_addr: controllers.join(","),
+            controllers: controllers
+                .into_iter()
+                .enumerate()
+                .map(|(i, addr)| (100 + i as u32, addr, None))
+                .collect(),
+            store: store.to_string(),
+            broker_prefix: brokers.iter().map(|b| b.1.clone()).collect(),
+            broker_args: brokers.iter().map(|b| b.2.clone()).collect(),
+            brokers: brokers.into_iter().map(|b| (b.0, None)).collect(),
+        };
+        for i in 0..c.controllers.len() {
+            c.start_controller(i);
+        }
+        for i in 0..c.brokers.len() {
+            c.start_broker(i);
+        }
+        c
+    }
+
+    pub fn start_broker(&mut self, i: usize) {
+        let mut command = match self.broker_prefix[i].split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        command
+            .args([
+                "broker",
+                "--id",
+                &(i + 1).to_string(),
+                "--listen",
+                &self.brokers[i].0,
+                "--controller",
+                &self.controller_addr,
+            ])
+            .args(["--replica-lag-time-max-ms", "3000"])
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("broker-{}", i + 1)))
+            .args(&self.broker_args[i]);
+        self.brokers[i].1 = Some(spawn_quiet(command));
+    }
+
+    pub fn start_controller(&mut self, i: usize) {
+        let (id, addr, _) = &self.controllers[i];
+        let mut command = Command::new(BIN);
+        command
+            .args(["controller", "--id", &id.to_string(), "--listen", addr])
+            .args(["--session-timeout-ms", "2000", "--lease-ttl-ms", "2000"])
+            .args(["--store", &self.store]);
+        if let Some(m) = &self.controller_metrics[i] {
+            command.args(["--metrics", m]);
+        }
+        self.controllers[i].2 = Some(spawn_quiet(command));
+    }
+
+    /// Index (into `controllers`) of the controller the brokers report as active.
+    pub fn active_controller(&self, rt: &tokio::runtime::Runtime, admin: &Admin) -> usize {
+        let d = rt.block_on(admin.describe_cluster()).unwrap();
+        self.controllers
+            .iter()
+            .position(|c| c.0 as i32 == d.controller_id)
+            .expect("the active controller is one of ours")
+    }
+
+    pub fn kill9_controller(&mut self, i: usize) {
+        if let Some(mut c) = self.controllers[i].2.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.brokers[i].1.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// A runtime and clients for this cluster, once every broker is alive.
+    pub fn client(&self) -> (tokio::runtime::Runtime, ClientConfig, Admin) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = ClientConfig::new(&self.bootstrap());
+        let admin = Admin::new(&config);
+        let n = self.brokers.len();
+        wait_for("every broker alive", Duration::from_secs(60), || {
+            rt.block_on(admin.describe_cluster())
+                .ok()
+                .filter(|c| c.brokers.iter().filter(|b| b.alive).count() == n)
+        });
+        (rt, config, admin)
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .map(|b| b.0.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn stop_all(&mut self) {
+        for b in &mut self.brokers {
+            if let Some(mut c) = b.1.take() {
+                // SAFETY: kill(2) on our own child.
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+                c.wait().unwrap();
+            }
+        }
+    }
+}
+
+/// Starts a server process with stdout discarded and `RUST_LOG` from `TEST_LOG`
+/// (default `warn`).
+pub fn spawn_quiet(mut command: Command) -> Child {
+    command
+        .env(
+            "RUST_LOG",
+            std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for b in &mut self.brokers {
+            if let Some(c) = b.1.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        for c in &mut self.controllers {
+            if let Some(p) = c.2.as_mut() {
+                let _ = p.kill();
+                let _ = p.wait();
+            }
+        }
+    }
+}
+
+/// (leader, isr, high watermark, log end) of one partition.
+pub type PartitionView = (Option<u32>, Vec<u32>, Option<u64>, Option<u64>);
+
+/// (leader, isr, high watermark, log end) of partition 0, from the controller's view.
+pub fn state(rt: &tokio::runtime::Runtime, admin: &Admin, topic: &str) -> Option<PartitionView> {
+    let d = rt.block_on(admin.describe_topic(topic)).ok()?;
+    let p = d.partitions.into_iter().next()?;
+    Some((p.leader, p.isr, p.high_watermark, p.log_end_offset))
+}
+
+/// (offset, value) of every record in one broker's copy of `topic-0`.
+pub fn replica_records(dir: &Path, broker: usize, topic: &str) -> Vec<(u64, String)> {
+    let pdir = dir
+        .join(format!("broker-{broker}"))
+        .join(format!("{topic}-0"));
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(&pdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    let mut out = Vec::new();
+    for l in logs {
+        for b in Batches::new(Bytes::from(std::fs::read(l).unwrap())) {
+            let b = b.unwrap();
+            for r in b.records().unwrap() {
+                out.push((
+                    b.base_offset() as u64 + r.offset_delta as u64,
+                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Waits until every replica of `topic`-0 is in the ISR and caught up, stops the
+/// brokers, and checks that the three copies are identical and hold every acknowledged
+/// record at its acknowledged offset.
+pub fn converge_stop_and_check(
+    rt: &tokio::runtime::Runtime,
+    admin: &Admin,
+    cluster: &mut Cluster,
+    topic: &str,
+    acked: &BTreeMap<u64, String>,
+) {
+    wait_for("replicas to converge", Duration::from_secs(60), || {
+        state(rt, admin, topic).filter(|s| s.1.len() == 3 && s.2.is_some() && s.2 == s.3)
+    });
+    cluster.stop_all();
+    let copies: Vec<Vec<(u64, String)>> = (1..=3)
+        .map(|b| replica_records(&cluster.dir, b, topic))
+        .collect();
+    for c in &copies[1..] {
+        assert_eq!(c, &copies[0], "replicas hold identical records");
+    }
+    let stored: BTreeMap<u64, String> = copies[0].iter().cloned().collect();
+    for (offset, value) in acked {
+        assert_eq!(
+            stored.get(offset),
+            Some(value),
+            "acknowledged offset {offset} lost or changed"
+        );
+    }
+}
+
+/// Creates `topic`: one partition, three replicas, `min.insync.replicas=2`.
+pub fn create_replicated(rt: &tokio::runtime::Runtime, admin: &Admin, topic: &str) {
+    let mut configs = BTreeMap::new();
+    configs.insert("min.insync.replicas".to_string(), "2".to_string());
+    rt.block_on(admin.create_topic(topic, 1, 3, configs))
+        .unwrap();
+}
+
+/// Creates `topic` (one partition, three replicas) as soon as a controller commits
+/// it: the next metadata change after a controller failover.
+pub fn create_when_possible(rt: &tokio::runtime::Runtime, admin: &Admin, topic: &str) {
+    wait_for(
+        &format!("a controller to create {topic}"),
+        Duration::from_secs(30),
+        || {
+            rt.block_on(admin.create_topic(topic, 1, 3, BTreeMap::new()))
+                .ok()
+        },
+    );
+}
+
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+pub fn produce_numbered(
+    rt: &tokio::runtime::Runtime,
+    config: &ClientConfig,
+    topic: &str,
+    from: u64,
+    n: u64,
+) -> BTreeMap<u64, String> {
+    rt.block_on(async {
+        // A stopped leader keeps its TCP connections open: the request timeout is how a
+        // client notices and moves on to the new leader.
+        let pconfig = ProducerConfig {
+            acks: Acks::All,
+            linger: Duration::from_millis(1),
+            request_timeout: Duration::from_secs(3),
+            delivery_timeout: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let producer = Producer::new(config, pconfig).await.unwrap();
+        let mut futures = Vec::new();
+        for i in from..from + n {
+            let value = format!("s{i}");
+            futures.push((
+                value.clone(),
+                producer
+                    .send(ProducerRecord {
+                        partition: Some(0),
+                        ..ProducerRecord::new(topic, None::<String>, value)
+                    })
+                    .await
+                    .unwrap(),
+            ));
+        }
+        let mut acked = BTreeMap::new();
+        for (value, f) in futures {
+            let meta = f
+                .await
+                .expect("acks=all write with two of three replicas alive");
+            acked.insert(meta.offset.unwrap(), value);
+        }
+        acked
+    })
+}
