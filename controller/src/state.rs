@@ -48,6 +48,20 @@ pub struct PartitionRecord {
     pub target: Option<Vec<u32>>,
 }
 
+impl PartitionRecord {
+    /// A new partition on `replicas` (not empty): all in sync, led by the first.
+    pub fn new(replicas: Vec<u32>) -> PartitionRecord {
+        PartitionRecord {
+            leader: replicas.first().copied(),
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            target: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BrokerRecord {
     pub addr: String,
@@ -368,17 +382,11 @@ impl ClusterState {
         let n = live.len();
         let parts = (0..partitions as usize)
             .map(|p| {
-                let replicas: Vec<u32> = (0..replication_factor as usize)
-                    .map(|i| live[(start + p + i) % n])
-                    .collect();
-                PartitionRecord {
-                    leader: Some(replicas[0]),
-                    isr: replicas.clone(),
-                    replicas,
-                    leader_epoch: 0,
-                    partition_epoch: 0,
-                    target: None,
-                }
+                PartitionRecord::new(
+                    (0..replication_factor as usize)
+                        .map(|i| live[(start + p + i) % n])
+                        .collect(),
+                )
             })
             .collect();
         self.snap.topics.insert(
@@ -424,15 +432,9 @@ impl ClusterState {
         let n = live.len();
         let t = self.snap.topics.get_mut(topic).expect("checked");
         for p in current as usize..total as usize {
-            let replicas: Vec<u32> = (0..rf).map(|i| live[(p + i) % n]).collect();
-            t.partitions.push(PartitionRecord {
-                leader: Some(replicas[0]),
-                isr: replicas.clone(),
-                replicas,
-                leader_epoch: 0,
-                partition_epoch: 0,
-                target: None,
-            });
+            t.partitions.push(PartitionRecord::new(
+                (0..rf).map(|i| live[(p + i) % n]).collect(),
+            ));
         }
         let changed: Vec<(String, usize)> = (current as usize..total as usize)
             .map(|i| (topic.to_string(), i))

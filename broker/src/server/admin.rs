@@ -16,36 +16,34 @@ use super::Shared;
 
 pub(crate) struct AdminProxy(pub(crate) Arc<Shared>);
 
+/// A channel to a controller (or any peer) for ordinary calls, each bounded at 30 s.
 pub(crate) fn channel(addr: &str) -> Result<Channel, Status> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    // HTTP/2 pings find a controller that is stopped (SIGSTOP, a hung host) within
-    // ~1.5 s: its kernel still accepts the connection, only the pings go unanswered.
-    // Long calls (registration waits for pushes) stay possible.
-    Ok(endpoint
-        .connect_timeout(Duration::from_secs(1))
+    Ok(endpoint(addr)?
         .timeout(Duration::from_secs(30))
-        .http2_keep_alive_interval(Duration::from_millis(500))
-        .keep_alive_timeout(Duration::from_secs(1))
-        .keep_alive_while_idle(true)
         .connect_lazy())
 }
 
 /// A channel to a leader for the replication stream: no per-call deadline (the stream
-/// lives as long as the pair does; each fetch is bounded by the follower), HTTP/2 pings
-/// to notice a stopped leader, and large windows so one stream is not window-bound.
+/// lives as long as the pair does; each fetch is bounded by the follower) and large
+/// windows so one stream is not window-bound.
 pub(crate) fn replication_channel(addr: &str) -> Result<Channel, Status> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    Ok(endpoint
-        .connect_timeout(Duration::from_secs(1))
+    Ok(endpoint(addr)?
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_millis(500))
-        .keep_alive_timeout(Duration::from_secs(1))
-        .keep_alive_while_idle(true)
         .initial_stream_window_size(16 << 20)
         .initial_connection_window_size(64 << 20)
         .connect_lazy())
+}
+
+/// What every broker-to-peer channel shares. HTTP/2 pings find a peer that is stopped
+/// (SIGSTOP, a hung host) within ~1.5 s: its kernel still accepts the connection, only
+/// the pings go unanswered. Long calls (registration waits for pushes) stay possible.
+fn endpoint(addr: &str) -> Result<Endpoint, Status> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+        .connect_timeout(Duration::from_secs(1))
+        .http2_keep_alive_interval(Duration::from_millis(500))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .keep_alive_while_idle(true))
 }
 
 /// Whether an answer says "ask another controller".

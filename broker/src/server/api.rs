@@ -32,7 +32,7 @@ impl BrokerApi {
     async fn fetch_once(&self, r: v1::FetchRequest, api: &'static str) -> v1::FetchResponse {
         let started = Instant::now();
         let mut stopping = self.0.stopping.subscribe();
-        let mut deadline =
+        let deadline =
             Instant::now() + Duration::from_millis(u64::from(r.max_wait_ms)).min(FETCH_WAIT_MAX);
         let max_bytes = if r.max_bytes == 0 {
             50 << 20
@@ -66,6 +66,7 @@ impl BrokerApi {
                 || errors
                 || Instant::now() >= deadline
                 || watches.is_empty()
+                || *stopping.borrow()
             {
                 for p in &partitions {
                     if !p.records.is_empty() {
@@ -75,10 +76,6 @@ impl BrokerApi {
                 }
                 record_request(api, started);
                 return v1::FetchResponse { partitions };
-            }
-            if *stopping.borrow() {
-                deadline = Instant::now();
-                continue;
             }
             let any_change = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
             tokio::select! {

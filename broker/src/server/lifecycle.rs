@@ -120,7 +120,16 @@ pub(crate) async fn maintenance(shared: Arc<Shared>) {
         let s = shared.clone();
         let done = tokio::task::spawn_blocking(move || {
             let now = now_ms();
-            for p in s.replicas.partitions() {
+            let partitions = s.replicas.partitions();
+            let (mut leading, mut under_replicated) = (0, 0);
+            for p in &partitions {
+                let role = p.role();
+                if role.leader == Some(s.config.id) {
+                    leading += 1;
+                    if role.isr.len() < role.replicas.len() {
+                        under_replicated += 1;
+                    }
+                }
                 let hw = p.high_watermark();
                 if let Err(e) = p.log.apply_retention(now, hw) {
                     warn!(partition = %p.tp, error = %e, "retention failed");
@@ -132,17 +141,7 @@ pub(crate) async fn maintenance(shared: Arc<Shared>) {
                 metrics::gauge!("sluice_high_watermark", "topic" => p.tp.topic.clone(), "partition" => p.tp.partition.to_string()).set(hw as f64);
             }
             let broker = s.config.id.to_string();
-            let (mut leading, mut under_replicated) = (0, 0);
-            for p in s.replicas.partitions() {
-                let role = p.role();
-                if role.leader == Some(s.config.id) {
-                    leading += 1;
-                    if role.isr.len() < role.replicas.len() {
-                        under_replicated += 1;
-                    }
-                }
-            }
-            metrics::gauge!("sluice_partitions", "broker" => broker.clone()).set(s.replicas.partitions().len() as f64);
+            metrics::gauge!("sluice_partitions", "broker" => broker.clone()).set(partitions.len() as f64);
             metrics::gauge!("sluice_leader_partitions", "broker" => broker.clone()).set(leading as f64);
             // Kafka's UnderReplicatedPartitions: led here, ISR smaller than the replica set.
             metrics::gauge!("sluice_under_replicated_partitions", "broker" => broker).set(under_replicated as f64);
