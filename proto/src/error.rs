@@ -17,6 +17,9 @@ pub enum ErrorCode {
     StaleControllerEpoch,
     InvalidTopic,
     NotEnoughReplicas,
+    /// acks=all: appended, but the ISR shrank below `min.insync.replicas` before the
+    /// high watermark passed the records. Retriable (idempotence keeps a retry exact).
+    NotEnoughReplicasAfterAppend,
     InvalidRequiredAcks,
     TopicAlreadyExists,
     InvalidPartitions,
@@ -51,6 +54,7 @@ impl ErrorCode {
             ErrorCode::StaleControllerEpoch => 11,
             ErrorCode::InvalidTopic => 17,
             ErrorCode::NotEnoughReplicas => 19,
+            ErrorCode::NotEnoughReplicasAfterAppend => 20,
             ErrorCode::InvalidRequiredAcks => 21,
             ErrorCode::TopicAlreadyExists => 36,
             ErrorCode::InvalidPartitions => 37,
@@ -70,7 +74,7 @@ impl ErrorCode {
     }
 
     pub fn from_code(code: i32) -> ErrorCode {
-        const ALL: [ErrorCode; 27] = [
+        const ALL: [ErrorCode; 28] = [
             ErrorCode::None,
             ErrorCode::UnknownServerError,
             ErrorCode::OffsetOutOfRange,
@@ -84,6 +88,7 @@ impl ErrorCode {
             ErrorCode::StaleControllerEpoch,
             ErrorCode::InvalidTopic,
             ErrorCode::NotEnoughReplicas,
+            ErrorCode::NotEnoughReplicasAfterAppend,
             ErrorCode::InvalidRequiredAcks,
             ErrorCode::TopicAlreadyExists,
             ErrorCode::InvalidPartitions,
@@ -115,6 +120,7 @@ impl ErrorCode {
                 | ErrorCode::RequestTimedOut
                 | ErrorCode::BrokerNotAvailable
                 | ErrorCode::NotEnoughReplicas
+                | ErrorCode::NotEnoughReplicasAfterAppend
                 | ErrorCode::NotController
                 | ErrorCode::StorageError
                 | ErrorCode::FencedLeaderEpoch

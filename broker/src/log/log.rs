@@ -157,6 +157,10 @@ impl Log {
     pub fn epoch_entries(&self) -> Vec<EpochEntry> {
         self.state.lock().epochs.entries().to_vec()
     }
+    /// A copy of the epoch cache, for the replication rules in `replica::state`.
+    pub fn epoch_entries_snapshot(&self) -> super::EpochEntries {
+        self.state.lock().epochs.snapshot()
+    }
     /// Records that `epoch` starts at the current log end offset: what a new leader
     /// does before accepting writes, so followers can find where they diverged.
     pub fn assign_leader_epoch(&self, epoch: u32) -> Result<(), LogError> {
@@ -468,6 +472,11 @@ impl Log {
         let mut st = self.state.lock();
         self.check_online(&st)?;
         if offset >= st.log_end_offset {
+            // No bytes go, but an epoch that began at or past `offset` does (see
+            // `EpochEntries::truncate_from_end`).
+            st.epochs
+                .truncate_from_end(offset)
+                .map_err(|e| self.fail(&mut st, e))?;
             return Ok(st.log_end_offset);
         }
         if offset <= st.log_start_offset {

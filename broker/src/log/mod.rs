@@ -30,7 +30,7 @@ mod log;
 mod manager;
 mod segment;
 
-pub use epoch::EpochEntry;
+pub use epoch::{EpochEntries, EpochEntry};
 pub use error::LogError;
 pub use log::{AppendInfo, Log, OpenStats, ReadResult};
 pub use manager::LogManager;

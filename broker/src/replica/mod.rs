@@ -1,10 +1,12 @@
 //! Partitions this broker hosts and what producing to and fetching from them means:
-//! leadership checks, batch validation, appends, the high watermark, acks.
+//! the driver of each partition's sans-IO [`PartitionState`].
 //!
 //! Knows nothing of gRPC: callers pass plain values and get [`Failure`]s (a wire error
-//! code and a message). The high watermark is `min(LEO)` over the ISR — today the ISR
-//! of a leader with no followers is the leader alone, so it follows the leader's log
-//! end offset; follower LEOs plug in with replication.
+//! code and a message). Every decision about roles, the high watermark, the ISR and
+//! waiting acks=all produces is made by [`PartitionState`] (`state.rs`); this module
+//! carries out its [`Action`]s against the partition's [`Log`], watch channels and
+//! one-shot answers. The state machine and the log change together under the
+//! partition's lock, so an append, a role change and a follower's fetch are ordered.
 //!
 //! Invariant per partition: `high_watermark <= log_end_offset`, and it never moves
 //! back while this broker leads the same leader epoch.
@@ -12,21 +14,23 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use sluice_proto::batch::{Batches, ValidateOptions};
 use sluice_proto::topic_config::LogConfig;
-use sluice_proto::{ErrorCode, RecordBatch, TopicPartition};
-use tokio::sync::watch;
+use sluice_proto::{BrokerId, ErrorCode, LeaderEpoch, Offset, RecordBatch, TopicPartition};
+use tokio::sync::{oneshot, watch};
 use tracing::info;
 
 use crate::log::{Log, LogError, LogManager};
 
 mod producers;
 mod replication;
-pub use replication::{FollowerFetched, IsrProposal, ToFetch};
+pub mod state;
+pub use replication::{FollowerFetched, ToFetch};
+pub use state::{Action, Event, IsrProposal, PartitionState, Refusal, Role, StateConfig, WaiterId};
 
 /// A refused request: the wire code and a message for the human.
 pub type Failure = (ErrorCode, String);
@@ -43,50 +47,38 @@ pub fn storage_failure(e: LogError) -> Failure {
     (code, e.to_string())
 }
 
-/// The controller's decision about one partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Role {
-    pub leader: Option<u32>,
-    pub leader_epoch: i32,
-    pub replicas: Vec<u32>,
-    pub isr: Vec<u32>,
-    pub partition_epoch: i32,
+/// What the partition's lock guards: the state machine and the producer state, which
+/// change together with the log.
+pub(crate) struct Replica {
+    pub(crate) state: PartitionState,
+    /// Idempotent-producer state; under this lock, check-then-append is atomic.
+    pub(crate) producers: producers::ProducerStates,
+    /// When a divergence was last logged at info (the line is rate-limited).
+    pub(crate) last_divergence_log: Option<Instant>,
 }
 
 /// One hosted partition.
 pub struct Partition {
     pub tp: TopicPartition,
     pub log: Arc<Log>,
-    role: RwLock<Role>,
+    pub(crate) replica: Mutex<Replica>,
+    /// A lock-free copy of the state's high watermark for readers.
     /// Invariant: `<= log.log_end_offset()`.
     high_watermark: AtomicU64,
-    /// Publishes the high watermark; fetch and acks=all waiters watch it.
+    /// Publishes the high watermark; consumer long-polls watch it.
     hw_tx: watch::Sender<u64>,
     /// Publishes the log end offset; follower fetches wait on it.
     leo_tx: watch::Sender<u64>,
-    /// What this broker, as leader, knows of each follower.
-    followers: parking_lot::Mutex<HashMap<u32, FollowerState>>,
-    /// Idempotent-producer state; its lock also makes check-then-append atomic.
-    producers: parking_lot::Mutex<producers::ProducerStates>,
-    /// When this leader last proposed an ISR change (proposals are rate-limited).
-    last_isr_proposal: parking_lot::Mutex<Option<std::time::Instant>>,
-}
-
-/// A follower as its leader sees it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FollowerState {
-    /// The follower's log end offset: the offset of its last fetch.
-    pub(crate) log_end_offset: u64,
-    /// Last time it was known to have everything the leader had (Kafka's rule: a fetch
-    /// at or past the leader's end as of the previous fetch proves it was caught up then).
-    pub(crate) caught_up_at: std::time::Instant,
-    pub(crate) last_fetch_at: std::time::Instant,
-    pub(crate) leader_end_at_last_fetch: u64,
+    /// The answers owed to waiting acks=all produces, by waiter.
+    waiters: Mutex<HashMap<WaiterId, oneshot::Sender<Result<(), ErrorCode>>>>,
+    next_waiter: AtomicU64,
+    /// ISR proposals the state machine made, for the proposer task to send.
+    proposals: Mutex<Vec<IsrProposal>>,
 }
 
 impl Partition {
     pub fn role(&self) -> Role {
-        self.role.read().clone()
+        self.replica.lock().state.role().clone()
     }
     pub fn high_watermark(&self) -> u64 {
         self.high_watermark.load(Ordering::Acquire)
@@ -95,39 +87,53 @@ impl Partition {
         self.hw_tx.subscribe()
     }
 
-    fn is_leader(&self, me: u32) -> bool {
-        self.role.read().leader == Some(me)
+    fn is_leader(&self) -> bool {
+        self.replica.lock().state.is_leader()
     }
 
-    /// Re-reads the idempotent-producer state from the log (after a truncation).
-    fn rebuild_producer_state(&self) -> Result<(), LogError> {
-        let mut producers = self.producers.lock();
-        *producers = producers::ProducerStates::rebuild(&self.log)?;
-        Ok(())
-    }
-
-    /// A follower takes the leader's high watermark, capped by its own log end. It may
-    /// move back after a truncation, which is why this is a store, not a max.
-    fn set_follower_hw(&self, hw: u64) {
-        self.high_watermark.store(hw, Ordering::Release);
-        self.hw_tx.send_replace(hw);
-    }
-
-    /// Recomputes HW = min LEO over the ISR and publishes it if it moved forward.
-    fn advance_hw(&self, me: u32) {
-        let leo = self.log.log_end_offset();
-        let role = self.role.read();
-        let followers = self.followers.lock();
-        let hw = role
-            .isr
-            .iter()
-            .filter(|&&r| r != me)
-            .map(|r| followers.get(r).map_or(0, |f| f.log_end_offset))
-            .fold(leo, u64::min);
-        let old = self.high_watermark.fetch_max(hw, Ordering::AcqRel);
-        if hw > old {
-            self.hw_tx.send_replace(hw);
+    /// Carries out the state machine's actions. Called with the partition's lock held
+    /// (`replica` is that guard), so actions apply in the order they were decided.
+    fn perform(&self, actions: Vec<Action>) -> Result<(), Failure> {
+        let mut result = Ok(());
+        for action in actions {
+            match action {
+                Action::AssignLeaderEpoch { epoch, .. } => {
+                    // The state machine takes the start offset from the log end it was
+                    // given under this same lock, which is where the log assigns it.
+                    if let Err(e) = self.log.assign_leader_epoch(epoch.0) {
+                        result = Err(storage_failure(e));
+                    }
+                }
+                Action::PublishHighWatermark(hw) => {
+                    self.high_watermark.store(hw.0, Ordering::Release);
+                    self.hw_tx.send_replace(hw.0);
+                }
+                Action::Complete { waiter, result } => {
+                    if let Some(tx) = self.waiters.lock().remove(&waiter) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Action::ProposeIsr(p) => self.proposals.lock().push(p),
+            }
         }
+        result
+    }
+
+    fn handle(&self, replica: &mut Replica, event: Event) -> Result<(), Failure> {
+        let actions = replica.state.handle(event);
+        self.perform(actions)
+    }
+
+    fn log_end(&self) -> Offset {
+        Offset(self.log.log_end_offset())
+    }
+}
+
+fn state_config(config: &LogConfig, lag_max: Duration) -> StateConfig {
+    StateConfig {
+        min_insync_replicas: config.min_insync_replicas as usize,
+        replica_lag_max: lag_max,
+        ..StateConfig::default()
     }
 }
 
@@ -153,6 +159,8 @@ pub struct ReplicaManager {
     broker_id: u32,
     logs: LogManager,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// `replica.lag.time.max.ms`, given to every partition's state machine.
+    replica_lag_max: RwLock<Duration>,
 }
 
 fn now_ms() -> i64 {
@@ -161,13 +169,37 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The answer for a waiter that failed, in words a user can act on.
+fn waiter_failure(tp: &TopicPartition, code: ErrorCode, timeout: Duration) -> Failure {
+    let message = match code {
+        ErrorCode::NotLeaderOrFollower => format!(
+            "{tp}: leadership changed before the in-sync replicas confirmed the write; it may \
+             be truncated by the new leader: retry"
+        ),
+        ErrorCode::NotEnoughReplicasAfterAppend => format!(
+            "{tp}: written on the leader, but the in-sync replica set shrank below \
+             min.insync.replicas before the write was replicated: retry"
+        ),
+        ErrorCode::RequestTimedOut => {
+            format!("{tp}: in-sync replicas did not confirm within {timeout:?}")
+        }
+        other => format!("{tp}: {}", other.name()),
+    };
+    (code, message)
+}
+
 impl ReplicaManager {
     pub fn new(broker_id: u32, logs: LogManager) -> ReplicaManager {
         ReplicaManager {
             broker_id,
             logs,
             partitions: RwLock::new(HashMap::new()),
+            replica_lag_max: RwLock::new(StateConfig::default().replica_lag_max),
         }
+    }
+
+    pub fn set_replica_lag_max(&self, lag_max: Duration) {
+        *self.replica_lag_max.write() = lag_max;
     }
 
     pub fn logs(&self) -> &LogManager {
@@ -182,46 +214,46 @@ impl ReplicaManager {
         self.partitions.read().values().cloned().collect()
     }
 
-    /// Applies a LeaderAndIsr decision. A state with an older leader epoch than the one
-    /// held is ignored (it was overtaken); the same epoch may carry new configs.
+    fn me(&self) -> BrokerId {
+        BrokerId(self.broker_id)
+    }
+
+    /// Applies a LeaderAndIsr decision. The state machine ignores one older than what it
+    /// holds (a lower leader epoch, or the same epoch with a lower partition epoch); the
+    /// same epoch may carry new configs.
     pub fn apply_role(
         &self,
         tp: &TopicPartition,
         role: Role,
         config: LogConfig,
     ) -> Result<(), Failure> {
-        if !role.replicas.contains(&self.broker_id) {
+        if !role.replicas.contains(&self.me()) {
             return Ok(());
         }
-        let existing = self.partition(tp);
-        let partition = match existing {
+        let partition = match self.partition(tp) {
             Some(p) => p,
             None => {
                 let log = self
                     .logs
                     .get_or_create(tp, config.clone())
                     .map_err(storage_failure)?;
-                let log_for_state = log.clone();
-                let (hw_tx, _) = watch::channel(0);
+                let producers =
+                    producers::ProducerStates::rebuild(&log).map_err(storage_failure)?;
+                let lag_max = *self.replica_lag_max.read();
                 let p = Arc::new(Partition {
                     tp: tp.clone(),
                     log,
-                    role: RwLock::new(Role {
-                        leader: None,
-                        leader_epoch: -1,
-                        replicas: vec![],
-                        isr: vec![],
-                        partition_epoch: -1,
+                    replica: Mutex::new(Replica {
+                        state: PartitionState::new(self.me(), state_config(&config, lag_max)),
+                        producers,
+                        last_divergence_log: None,
                     }),
                     high_watermark: AtomicU64::new(0),
-                    hw_tx,
+                    hw_tx: watch::channel(0).0,
                     leo_tx: watch::channel(0).0,
-                    followers: parking_lot::Mutex::new(HashMap::new()),
-                    producers: parking_lot::Mutex::new(
-                        producers::ProducerStates::rebuild(&log_for_state)
-                            .map_err(storage_failure)?,
-                    ),
-                    last_isr_proposal: parking_lot::Mutex::new(None),
+                    waiters: Mutex::new(HashMap::new()),
+                    next_waiter: AtomicU64::new(0),
+                    proposals: Mutex::new(Vec::new()),
                 });
                 self.partitions
                     .write()
@@ -230,51 +262,37 @@ impl ReplicaManager {
                     .clone()
             }
         };
-        partition.log.set_config(config);
+        let lag_max = *self.replica_lag_max.read();
+        partition.log.set_config(config.clone());
+        let mut replica = partition.replica.lock();
+        replica.state.set_config(state_config(&config, lag_max));
+        let old = replica.state.role().clone();
+        let event = Event::Role {
+            role: role.clone(),
+            log_end_offset: partition.log_end(),
+            now: Instant::now(),
+        };
+        let result = partition.handle(&mut replica, event);
+        let new = replica.state.role();
+        if new.leader_epoch != old.leader_epoch
+            || new.leader != old.leader
+            || old.partition_epoch < 0
         {
-            let mut current = partition.role.write();
-            if role.leader_epoch < current.leader_epoch {
-                return Ok(());
-            }
-            let new_term =
-                role.leader_epoch != current.leader_epoch || role.leader != current.leader;
-            if new_term {
-                info!(partition = %tp, leader = ?role.leader, leader_epoch = role.leader_epoch, old_leader_epoch = current.leader_epoch, isr = ?role.isr, "partition role changed");
-                if role.leader == Some(self.broker_id) {
-                    // A new term: record where this epoch starts, and give every
-                    // follower a fresh lag clock.
-                    partition
-                        .log
-                        .assign_leader_epoch(role.leader_epoch.max(0) as u32)
-                        .map_err(storage_failure)?;
-                    let now = std::time::Instant::now();
-                    let mut followers = partition.followers.lock();
-                    followers.clear();
-                    for &r in role.replicas.iter().filter(|&&r| r != self.broker_id) {
-                        followers.insert(
-                            r,
-                            FollowerState {
-                                log_end_offset: 0,
-                                caught_up_at: now,
-                                last_fetch_at: now,
-                                leader_end_at_last_fetch: u64::MAX,
-                            },
-                        );
-                    }
-                }
-            }
-            *current = role;
-            *partition.last_isr_proposal.lock() = None;
+            info!(partition = %tp, leader = ?new.leader.map(|b| b.0), leader_epoch = new.leader_epoch.0, old_leader_epoch = old.leader_epoch.0, isr = ?new.isr.iter().map(|b| b.0).collect::<Vec<_>>(), "partition role changed");
+        } else if *new != role {
+            info!(partition = %tp, leader_epoch = role.leader_epoch.0, partition_epoch = role.partition_epoch, held_partition_epoch = new.partition_epoch, "ignored a stale partition state");
         }
-        if partition.is_leader(self.broker_id) {
-            partition.advance_hw(self.broker_id);
-        }
-        Ok(())
+        result
     }
 
-    /// Stops hosting `tp`, deleting its log when asked (topic deletion).
+    /// Stops hosting `tp`, deleting its log when asked (topic deletion). Waiting
+    /// produces fail with NOT_LEADER_OR_FOLLOWER.
     pub fn stop_replica(&self, tp: &TopicPartition, delete: bool) -> Result<(), Failure> {
-        self.partitions.write().remove(tp);
+        let removed = self.partitions.write().remove(tp);
+        if let Some(p) = removed {
+            let mut replica = p.replica.lock();
+            let _ = p.handle(&mut replica, Event::Shutdown);
+        }
         if delete {
             self.logs.delete(tp).map_err(storage_failure)?;
             info!(partition = %tp, "deleted partition");
@@ -282,22 +300,61 @@ impl ReplicaManager {
         Ok(())
     }
 
-    fn leader_partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>, Failure> {
-        let p = self.partition(tp).ok_or_else(|| {
+    /// Fails every waiting produce: the broker stops serving.
+    pub fn shutdown(&self) {
+        for p in self.partitions() {
+            let mut replica = p.replica.lock();
+            let _ = p.handle(&mut replica, Event::Shutdown);
+        }
+    }
+
+    /// Expires waiters past their deadline and collects ISR proposals, for every
+    /// partition this broker leads.
+    pub fn tick(&self, now: Instant) -> Vec<(TopicPartition, IsrProposal)> {
+        let lag_max = *self.replica_lag_max.read();
+        let mut out = Vec::new();
+        for p in self.partitions() {
+            {
+                let mut replica = p.replica.lock();
+                let config = state_config(&p.log.config(), lag_max);
+                replica.state.set_config(config);
+                let _ = p.handle(&mut replica, Event::Tick { now });
+            }
+            out.extend(
+                p.proposals
+                    .lock()
+                    .drain(..)
+                    .map(|prop| (p.tp.clone(), prop)),
+            );
+        }
+        out
+    }
+
+    fn hosted(&self, tp: &TopicPartition) -> Result<Arc<Partition>, Failure> {
+        self.partition(tp).ok_or_else(|| {
             (
                 ErrorCode::UnknownTopicOrPartition,
                 format!("this broker does not host {tp}"),
             )
-        })?;
-        if !p.is_leader(self.broker_id) {
+        })
+    }
+
+    fn not_leader(&self, tp: &TopicPartition, leader: Option<BrokerId>) -> Failure {
+        (
+            ErrorCode::NotLeaderOrFollower,
+            format!(
+                "broker {} is not the leader of {tp} (leader: {:?})",
+                self.broker_id,
+                leader.map(|b| b.0)
+            ),
+        )
+    }
+
+    fn leader_partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>, Failure> {
+        let p = self.hosted(tp)?;
+        if !p.is_leader() {
             let leader = p.role().leader;
-            return Err((
-                ErrorCode::NotLeaderOrFollower,
-                format!(
-                    "broker {} is not the leader of {tp} (leader: {leader:?})",
-                    self.broker_id
-                ),
-            ));
+            return Err(self.not_leader(tp, leader));
         }
         Ok(p)
     }
@@ -317,97 +374,8 @@ impl ReplicaManager {
             ));
         }
         let p = self.leader_partition(tp)?;
-        let config = p.log.config();
-        let mut batches = Vec::new();
-        for b in Batches::new(records) {
-            let b: RecordBatch =
-                b.map_err(|e| (ErrorCode::CorruptMessage, format!("{tp}: {e}")))?;
-            if b.size() as u64 > config.max_message_bytes {
-                return Err((
-                    ErrorCode::MessageTooLarge,
-                    format!(
-                        "{tp}: batch of {} bytes exceeds max.message.bytes={}",
-                        b.size(),
-                        config.max_message_bytes
-                    ),
-                ));
-            }
-            b.validate(&ValidateOptions::default())
-                .map_err(|e| (ErrorCode::CorruptMessage, format!("{tp}: {e}")))?;
-            batches.push(b);
-        }
-        if batches.is_empty() {
-            return Err((
-                ErrorCode::CorruptMessage,
-                format!("{tp}: the request carries no record batch"),
-            ));
-        }
-        let role = p.role();
-        if acks == -1 && (role.isr.len() as u32) < config.min_insync_replicas {
-            return Err((
-                ErrorCode::NotEnoughReplicas,
-                format!(
-                    "{tp}: {} in-sync replicas, min.insync.replicas={}",
-                    role.isr.len(),
-                    config.min_insync_replicas
-                ),
-            ));
-        }
-        let now = now_ms();
-        let mut first: Option<Produced> = None;
-        let mut needs_flush = false;
-        for b in &batches {
-            let info = {
-                // Check and append under the producer-state lock: a retry racing its
-                // original cannot slip in between.
-                let mut producers = p.producers.lock();
-                let check = if b.producer_id() >= 0 {
-                    producers.check(b)
-                } else {
-                    producers::Check::Append
-                };
-                match check {
-                    producers::Check::Duplicate(base) => crate::log::AppendInfo {
-                        base_offset: base,
-                        last_offset: base + b.last_offset_delta() as u64,
-                        log_append_time: None,
-                        needs_flush: false,
-                    },
-                    producers::Check::OutOfOrder { expected, got } => {
-                        return Err((
-                            ErrorCode::OutOfOrderSequence,
-                            format!(
-                                "{tp}: producer {} sent sequence {got}, expected {expected}",
-                                b.producer_id()
-                            ),
-                        ));
-                    }
-                    producers::Check::Append => {
-                        let info = p
-                            .log
-                            .append_as_leader(b, role.leader_epoch.max(0) as u32, now)
-                            .map_err(storage_failure)?;
-                        producers.record(b, info.base_offset);
-                        info
-                    }
-                }
-            };
-            needs_flush |= info.needs_flush;
-            let produced = Produced {
-                base_offset: info.base_offset,
-                last_offset: info.last_offset,
-                log_append_time: info.log_append_time,
-                log_start_offset: 0,
-            };
-            first = Some(match first {
-                Some(f) => Produced {
-                    last_offset: info.last_offset,
-                    ..f
-                },
-                None => produced,
-            });
-        }
-        let mut produced = first.expect("non-empty");
+        let batches = validate_batches(tp, records, &p.log.config())?;
+        let (produced, needs_flush, answer) = self.append(&p, &batches, acks == -1, timeout)?;
         let end = produced.last_offset + 1;
         if needs_flush {
             let log = p.log.clone();
@@ -416,23 +384,117 @@ impl ReplicaManager {
                 .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?
                 .map_err(storage_failure)?;
         }
-        p.leo_tx.send_replace(p.log.log_end_offset());
-        p.advance_hw(self.broker_id);
-        produced.log_start_offset = p.log.log_start_offset();
-        if acks == -1 {
-            let mut rx = p.subscribe_hw();
-            let waited = tokio::time::timeout(timeout, rx.wait_for(|&hw| hw >= end)).await;
-            match waited {
-                Ok(Ok(_)) => {}
-                _ => {
-                    return Err((
-                        ErrorCode::RequestTimedOut,
-                        format!("{tp}: in-sync replicas did not confirm within {timeout:?}"),
-                    ));
+        if let Some((id, rx)) = answer {
+            // The state machine answers at the deadline; the margin only covers a tick
+            // that never comes (the broker stopping).
+            let waited = tokio::time::timeout(timeout + Duration::from_secs(1), rx).await;
+            let code = match waited {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(code))) => Some(code),
+                Ok(Err(_)) => Some(ErrorCode::NotLeaderOrFollower),
+                Err(_) => {
+                    p.waiters.lock().remove(&id);
+                    Some(ErrorCode::RequestTimedOut)
                 }
+            };
+            if let Some(code) = code {
+                return Err(waiter_failure(tp, code, timeout));
             }
         }
         Ok(produced)
+    }
+
+    /// The append itself, under the partition's lock: the state machine says whether
+    /// this broker may append, the producer state says whether each batch is new, the
+    /// log appends, and the state machine learns the new log end (and the waiter).
+    #[allow(clippy::type_complexity)]
+    fn append(
+        &self,
+        p: &Partition,
+        batches: &[RecordBatch],
+        acks_all: bool,
+        timeout: Duration,
+    ) -> Result<
+        (
+            Produced,
+            bool,
+            Option<(WaiterId, oneshot::Receiver<Result<(), ErrorCode>>)>,
+        ),
+        Failure,
+    > {
+        let tp = &p.tp;
+        let mut guard = p.replica.lock();
+        let replica = &mut *guard;
+        let leader_epoch = match replica.state.check_produce(acks_all) {
+            Ok(epoch) => epoch,
+            Err(Refusal::NotLeader { leader }) => return Err(self.not_leader(tp, leader)),
+            Err(Refusal::NotEnoughReplicas { isr, min }) => {
+                return Err((
+                    ErrorCode::NotEnoughReplicas,
+                    format!("{tp}: {isr} in-sync replicas, min.insync.replicas={min}"),
+                ))
+            }
+        };
+        let now = now_ms();
+        let mut first: Option<Produced> = None;
+        let mut needs_flush = false;
+        let mut failed = None;
+        for b in batches {
+            match append_one(p, &mut replica.producers, b, leader_epoch, now) {
+                Ok(info) => {
+                    needs_flush |= info.needs_flush;
+                    first = Some(match first {
+                        Some(f) => Produced {
+                            last_offset: info.last_offset,
+                            ..f
+                        },
+                        None => Produced {
+                            base_offset: info.base_offset,
+                            last_offset: info.last_offset,
+                            log_append_time: info.log_append_time,
+                            log_start_offset: 0,
+                        },
+                    });
+                }
+                Err(f) => {
+                    failed = Some(f);
+                    break;
+                }
+            }
+        }
+        let answer = match (&first, acks_all, &failed) {
+            (Some(f), true, None) => {
+                let id = WaiterId(p.next_waiter.fetch_add(1, Ordering::Relaxed));
+                let (tx, rx) = oneshot::channel();
+                p.waiters.lock().insert(id, tx);
+                let waiter = state::NewWaiter {
+                    id,
+                    required_end: Offset(f.last_offset + 1),
+                    deadline: Instant::now() + timeout,
+                };
+                Some((waiter, rx))
+            }
+            _ => None,
+        };
+        let event = Event::Appended {
+            log_end_offset: p.log_end(),
+            waiter: answer.as_ref().map(|(w, _)| *w),
+            now: Instant::now(),
+        };
+        p.handle(replica, event)?;
+        p.leo_tx.send_replace(p.log.log_end_offset());
+        drop(guard);
+        if let Some(f) = failed {
+            return Err(f);
+        }
+        let mut produced = first.ok_or_else(|| {
+            (
+                ErrorCode::CorruptMessage,
+                format!("{tp}: the request carries no record batch"),
+            )
+        })?;
+        produced.log_start_offset = p.log.log_start_offset();
+        Ok((produced, needs_flush, answer.map(|(w, rx)| (w.id, rx))))
     }
 
     /// Reads from `offset` up to the high watermark (consumers never see more).
@@ -485,5 +547,76 @@ impl ReplicaManager {
             },
         };
         Ok((answer.0, answer.1, p))
+    }
+}
+
+/// Decodes and checks every batch of a produce request before anything is appended.
+fn validate_batches(
+    tp: &TopicPartition,
+    records: Bytes,
+    config: &LogConfig,
+) -> Result<Vec<RecordBatch>, Failure> {
+    let mut batches = Vec::new();
+    for b in Batches::new(records) {
+        let b: RecordBatch = b.map_err(|e| (ErrorCode::CorruptMessage, format!("{tp}: {e}")))?;
+        if b.size() as u64 > config.max_message_bytes {
+            return Err((
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "{tp}: batch of {} bytes exceeds max.message.bytes={}",
+                    b.size(),
+                    config.max_message_bytes
+                ),
+            ));
+        }
+        b.validate(&ValidateOptions::default())
+            .map_err(|e| (ErrorCode::CorruptMessage, format!("{tp}: {e}")))?;
+        batches.push(b);
+    }
+    if batches.is_empty() {
+        return Err((
+            ErrorCode::CorruptMessage,
+            format!("{tp}: the request carries no record batch"),
+        ));
+    }
+    Ok(batches)
+}
+
+/// Appends one batch unless the producer state finds it is a retry already in the log.
+fn append_one(
+    p: &Partition,
+    producers: &mut producers::ProducerStates,
+    b: &RecordBatch,
+    leader_epoch: LeaderEpoch,
+    now_ms: i64,
+) -> Result<crate::log::AppendInfo, Failure> {
+    let check = if b.producer_id() >= 0 {
+        producers.check(b)
+    } else {
+        producers::Check::Append
+    };
+    match check {
+        producers::Check::Duplicate(base) => Ok(crate::log::AppendInfo {
+            base_offset: base,
+            last_offset: base + b.last_offset_delta() as u64,
+            log_append_time: None,
+            needs_flush: false,
+        }),
+        producers::Check::OutOfOrder { expected, got } => Err((
+            ErrorCode::OutOfOrderSequence,
+            format!(
+                "{}: producer {} sent sequence {got}, expected {expected}",
+                p.tp,
+                b.producer_id()
+            ),
+        )),
+        producers::Check::Append => {
+            let info = p
+                .log
+                .append_as_leader(b, leader_epoch.0, now_ms)
+                .map_err(storage_failure)?;
+            producers.record(b, info.base_offset);
+            Ok(info)
+        }
     }
 }

@@ -1,35 +1,43 @@
-//! Leader/follower replication logic (DESIGN §5), without networking: the fetcher
-//! (`server/fetcher.rs`) and the fetch service call these.
+//! Leader/follower replication (DESIGN §5), without networking: the fetcher
+//! (`server/fetcher.rs`) and the fetch service call these, and they feed what happened to
+//! the partition's [`PartitionState`](super::PartitionState).
 //!
-//! Leader side: a follower's fetch offset is its log end offset; the leader records it,
-//! moves the high watermark to `min(LEO)` over the ISR, and answers with records up to
-//! its own log end, or with a divergence point when the follower's last epoch ended
-//! earlier on the leader (KIP-279/320). ISR changes are only *proposed* here
-//! ([`ReplicaManager::isr_proposals`]); they apply when the controller commits them.
+//! Leader side: a follower's fetch offset is its log end offset; the leader checks the
+//! follower's epochs, answers with a divergence point when the follower's last epoch
+//! ended earlier here (KIP-279/320, [`state::divergence`]), and otherwise tells the
+//! state machine, which moves the high watermark and completes waiting produces. ISR
+//! changes are only *proposed* ([`super::ReplicaManager::tick`]); they apply when the
+//! controller commits them.
 //!
-//! Follower side: [`ReplicaManager::apply_fetched`] truncates to a divergence point,
-//! appends the leader's batches unchanged, and takes the leader's high watermark
-//! (capped by its own end).
+//! Follower side: [`ReplicaManager::apply_fetched`] truncates to a divergence point
+//! ([`state::truncation_target`]), appends the leader's batches unchanged, and takes the
+//! leader's high watermark (capped by its own end). Nothing a peer sends is trusted:
+//! malformed batches are an error, never a panic.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_proto::batch::Batches;
-use sluice_proto::{ErrorCode, RecordBatch, TopicPartition};
+use sluice_proto::{BrokerId, ErrorCode, LeaderEpoch, Offset, RecordBatch, TopicPartition};
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{debug, info};
 
-use super::{storage_failure, Failure, ReplicaManager};
+use super::state::{self, Event};
+use super::{storage_failure, Failure, Partition, ReplicaManager};
+
+/// Shortest interval between two info-level divergence lines for one partition.
+const DIVERGENCE_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One partition a follower fetches.
 #[derive(Debug, Clone)]
 pub struct ToFetch {
     pub tp: TopicPartition,
-    pub fetch_offset: u64,
-    pub current_leader_epoch: i32,
-    /// Epoch of the follower's last batch; -1 when its log is empty.
-    pub last_fetched_epoch: i32,
+    pub fetch_offset: Offset,
+    /// `None` when the requester does not say (skips the epoch check).
+    pub current_leader_epoch: Option<LeaderEpoch>,
+    /// Epoch of the follower's last batch; `None` when its log is empty.
+    pub last_fetched_epoch: Option<LeaderEpoch>,
 }
 
 /// The leader's answer to a follower, per partition.
@@ -40,20 +48,8 @@ pub struct FollowerFetched {
     pub log_start_offset: u64,
     pub log_end_offset: u64,
     /// (epoch, end offset) to truncate to before fetching again.
-    pub diverging: Option<(i32, u64)>,
+    pub diverging: Option<(Option<LeaderEpoch>, Offset)>,
 }
-
-/// An ISR change a leader asks the controller to commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IsrProposal {
-    pub tp: TopicPartition,
-    pub leader_epoch: i32,
-    pub partition_epoch: i32,
-    pub new_isr: Vec<u32>,
-}
-
-/// Shortest interval between two ISR proposals for one partition.
-const PROPOSAL_INTERVAL: Duration = Duration::from_millis(1000);
 
 impl ReplicaManager {
     pub fn broker_id(&self) -> u32 {
@@ -65,17 +61,17 @@ impl ReplicaManager {
         let mut out: HashMap<u32, Vec<ToFetch>> = HashMap::new();
         for p in self.partitions() {
             let role = p.role();
-            let Some(leader) = role.leader.filter(|&l| l != self.broker_id) else {
+            let Some(leader) = role.leader.filter(|&l| l != self.me()) else {
                 continue;
             };
             if p.log.offline_reason().is_some() {
                 continue;
             }
-            out.entry(leader).or_default().push(ToFetch {
+            out.entry(leader.0).or_default().push(ToFetch {
                 tp: p.tp.clone(),
-                fetch_offset: p.log.log_end_offset(),
-                current_leader_epoch: role.leader_epoch,
-                last_fetched_epoch: p.log.latest_epoch().map_or(-1, |e| e.epoch as i32),
+                fetch_offset: p.log_end(),
+                current_leader_epoch: Some(role.leader_epoch),
+                last_fetched_epoch: p.log.latest_epoch().map(|e| LeaderEpoch(e.epoch)),
             });
         }
         out
@@ -95,51 +91,40 @@ impl ReplicaManager {
     ) -> Result<FollowerFetched, Failure> {
         let p = self.leader_partition(&f.tp)?;
         let role = p.role();
-        if !role.replicas.contains(&replica) {
+        if !role.replicas.contains(&BrokerId(replica)) {
             return Err((
                 ErrorCode::NotLeaderOrFollower,
                 format!("broker {replica} is not a replica of {}", f.tp),
             ));
         }
-        if f.current_leader_epoch >= 0 && f.current_leader_epoch < role.leader_epoch {
-            return Err((
-                ErrorCode::FencedLeaderEpoch,
-                format!(
-                    "{}: follower epoch {} < leader epoch {}",
-                    f.tp, f.current_leader_epoch, role.leader_epoch
-                ),
-            ));
-        }
-        if f.current_leader_epoch > role.leader_epoch {
-            return Err((
-                ErrorCode::UnknownLeaderEpoch,
-                format!(
-                    "{}: follower epoch {} > leader epoch {}",
-                    f.tp, f.current_leader_epoch, role.leader_epoch
-                ),
-            ));
-        }
-        let (start, end) = (p.log.log_start_offset(), p.log.log_end_offset());
-        let answer = |records: Bytes, diverging| FollowerFetched {
-            records,
-            high_watermark: p.high_watermark(),
-            log_start_offset: start,
-            log_end_offset: end,
-            diverging,
-        };
-        if f.last_fetched_epoch >= 0 {
-            let diverged = match p.log.end_offset_for_epoch(f.last_fetched_epoch as u32) {
-                Some((epoch, epoch_end))
-                    if epoch as i32 != f.last_fetched_epoch || epoch_end < f.fetch_offset =>
-                {
-                    Some((epoch as i32, epoch_end))
-                }
-                Some(_) => None,
-                None => Some((-1, start)),
-            };
-            if diverged.is_some() {
-                return Ok(answer(Bytes::new(), diverged));
+        if let Some(theirs) = f.current_leader_epoch {
+            if theirs != role.leader_epoch {
+                let code = if theirs < role.leader_epoch {
+                    ErrorCode::FencedLeaderEpoch
+                } else {
+                    ErrorCode::UnknownLeaderEpoch
+                };
+                return Err((
+                    code,
+                    format!(
+                        "{}: follower epoch {theirs} but leader epoch {}",
+                        f.tp, role.leader_epoch
+                    ),
+                ));
             }
+        }
+        let (start, end) = (Offset(p.log.log_start_offset()), p.log_end());
+        let epochs = p.log.epoch_entries_snapshot();
+        if let Some(d) =
+            state::divergence(&epochs, start, end, f.last_fetched_epoch, f.fetch_offset)
+        {
+            return Ok(FollowerFetched {
+                records: Bytes::new(),
+                high_watermark: p.high_watermark(),
+                log_start_offset: start.0,
+                log_end_offset: end.0,
+                diverging: Some(d),
+            });
         }
         if f.fetch_offset < start || f.fetch_offset > end {
             return Err((
@@ -150,30 +135,27 @@ impl ReplicaManager {
                 ),
             ));
         }
-        let now = Instant::now();
         {
-            let mut followers = p.followers.lock();
-            let st = followers.entry(replica).or_insert(super::FollowerState {
-                log_end_offset: 0,
-                caught_up_at: now,
-                last_fetch_at: now,
-                leader_end_at_last_fetch: u64::MAX,
-            });
-            st.log_end_offset = f.fetch_offset;
-            if f.fetch_offset >= end {
-                st.caught_up_at = now;
-            } else if f.fetch_offset >= st.leader_end_at_last_fetch {
-                st.caught_up_at = st.caught_up_at.max(st.last_fetch_at);
-            }
-            st.last_fetch_at = now;
-            st.leader_end_at_last_fetch = end;
+            let mut replica_state = p.replica.lock();
+            let event = Event::FollowerFetch {
+                replica: BrokerId(replica),
+                fetch_offset: f.fetch_offset,
+                log_end_offset: p.log_end(),
+                now: Instant::now(),
+            };
+            p.handle(&mut replica_state, event)?;
         }
-        p.advance_hw(self.broker_id);
         let r = p
             .log
-            .read(f.fetch_offset, max_bytes, None)
+            .read(f.fetch_offset.0, max_bytes, None)
             .map_err(storage_failure)?;
-        Ok(answer(r.data, None))
+        Ok(FollowerFetched {
+            records: r.data,
+            high_watermark: p.high_watermark(),
+            log_start_offset: r.log_start_offset,
+            log_end_offset: r.log_end_offset,
+            diverging: None,
+        })
     }
 
     /// Follower side: applies the leader's answer, unless the partition's role changed
@@ -186,10 +168,12 @@ impl ReplicaManager {
         let Some(p) = self.partition(&sent.tp) else {
             return Ok(());
         };
-        let role = p.role();
-        if role.leader_epoch != sent.current_leader_epoch
-            || role.leader == Some(self.broker_id)
-            || p.log.log_end_offset() != sent.fetch_offset
+        let mut guard = p.replica.lock();
+        let replica = &mut *guard;
+        let role = replica.state.role();
+        if Some(role.leader_epoch) != sent.current_leader_epoch
+            || role.leader == Some(self.me())
+            || p.log_end() != sent.fetch_offset
         {
             return Ok(());
         }
@@ -205,28 +189,26 @@ impl ReplicaManager {
                 } else if mine > leader_end {
                     p.log.truncate_to(leader_end).map_err(storage_failure)?;
                 }
-                p.rebuild_producer_state().map_err(storage_failure)?;
-                return Ok(());
+                return after_truncation(&p, replica);
             }
             Err(_) => return Ok(()),
         };
-        if let Some((epoch, end)) = fetched.diverging {
-            // KIP-320: cut at the smaller of the leader's end for that epoch and ours
-            // (epoch -1: the leader knows nothing that old; cut to its log start).
-            let target = if epoch >= 0 {
-                let mine = p
-                    .log
-                    .end_offset_for_epoch(epoch as u32)
-                    .map_or(0, |(_, o)| o);
-                end.min(mine)
+        if let Some(diverging) = fetched.diverging {
+            let epochs = p.log.epoch_entries_snapshot();
+            let target = state::truncation_target(&epochs, p.log_end(), diverging);
+            let old_end = p.log.log_end_offset();
+            let new_end = p.log.truncate_to(target.0).map_err(storage_failure)?;
+            let now = Instant::now();
+            let quiet = replica
+                .last_divergence_log
+                .is_some_and(|t| now.duration_since(t) < DIVERGENCE_LOG_INTERVAL);
+            if !quiet {
+                replica.last_divergence_log = Some(now);
+                info!(partition = %sent.tp, diverging_epoch = ?diverging.0.map(|e| e.0), leader_end = diverging.1.0, old_log_end_offset = old_end, new_log_end_offset = new_end, "follower truncated a divergent suffix");
             } else {
-                end
-            };
-            let new_end = p.log.truncate_to(target).map_err(storage_failure)?;
-            info!(partition = %sent.tp, diverging_epoch = epoch, leader_end = end, new_log_end_offset = new_end, "follower truncated a divergent suffix");
-            // Forget batches that are gone, or a retry of one would be "found".
-            p.rebuild_producer_state().map_err(storage_failure)?;
-            return Ok(());
+                debug!(partition = %sent.tp, new_log_end_offset = new_end, "follower truncated a divergent suffix");
+            }
+            return after_truncation(&p, replica);
         }
         if !fetched.records.is_empty() {
             let mut batches = Vec::new();
@@ -237,75 +219,32 @@ impl ReplicaManager {
                         format!("{}: from leader: {e}", sent.tp),
                     )
                 })?;
-                if (b.next_offset() as u64) > p.log.log_end_offset() {
+                if (b.next_offset().max(0) as u64) > p.log.log_end_offset() {
                     batches.push(b);
                 }
             }
-            let mut producers = p.producers.lock();
             p.log
                 .append_as_follower(&batches, super::now_ms())
                 .map_err(storage_failure)?;
             for b in &batches {
-                producers.record(b, b.base_offset() as u64);
+                replica.producers.record(b, b.base_offset().max(0) as u64);
             }
         }
-        let hw = fetched.high_watermark.min(p.log.log_end_offset());
-        p.set_follower_hw(hw);
-        Ok(())
+        let event = Event::Replicated {
+            leader_high_watermark: Offset(fetched.high_watermark),
+            log_end_offset: p.log_end(),
+        };
+        p.handle(replica, event)
     }
+}
 
-    /// ISR changes this broker, as leader, should propose: followers silent or behind
-    /// past `lag_max` leave; followers caught up to the high watermark (and into the
-    /// current epoch) join.
-    pub fn isr_proposals(&self, now: Instant, lag_max: Duration) -> Vec<IsrProposal> {
-        let mut out = Vec::new();
-        for p in self.partitions() {
-            let role = p.role();
-            if role.leader != Some(self.broker_id) {
-                continue;
-            }
-            let hw = p.high_watermark();
-            let epoch_start = p.log.latest_epoch().map_or(0, |e| e.start_offset);
-            let followers = p.followers.lock().clone();
-            let mut isr: Vec<u32> = role
-                .isr
-                .iter()
-                .copied()
-                .filter(|r| {
-                    *r == self.broker_id
-                        || followers
-                            .get(r)
-                            .is_some_and(|f| now.duration_since(f.caught_up_at) <= lag_max)
-                })
-                .collect();
-            for &r in &role.replicas {
-                let caught_up = followers.get(&r).is_some_and(|f| {
-                    f.log_end_offset >= hw
-                        && f.log_end_offset >= epoch_start
-                        && now.duration_since(f.caught_up_at) <= lag_max
-                });
-                if !isr.contains(&r) && caught_up {
-                    isr.push(r);
-                }
-            }
-            isr.sort_by_key(|r| role.replicas.iter().position(|x| x == r));
-            let mut current = role.isr.clone();
-            current.sort_by_key(|r| role.replicas.iter().position(|x| x == r));
-            if isr == current {
-                continue;
-            }
-            let mut last = p.last_isr_proposal.lock();
-            if last.is_some_and(|t| now.duration_since(t) < PROPOSAL_INTERVAL) {
-                continue;
-            }
-            *last = Some(now);
-            out.push(IsrProposal {
-                tp: p.tp.clone(),
-                leader_epoch: role.leader_epoch,
-                partition_epoch: role.partition_epoch,
-                new_isr: isr,
-            });
-        }
-        out
-    }
+/// After a follower truncation: the state machine caps its high watermark, and the
+/// producer state forgets batches that are gone (or a retry of one would be "found").
+fn after_truncation(p: &Partition, replica: &mut super::Replica) -> Result<(), Failure> {
+    replica.producers =
+        super::producers::ProducerStates::rebuild(&p.log).map_err(storage_failure)?;
+    let event = Event::Truncated {
+        log_end_offset: p.log_end(),
+    };
+    p.handle(replica, event)
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::future::select_all;
 use futures::Stream;
 use sluice_proto::v1::{self, broker_server};
-use sluice_proto::{ErrorCode, TopicPartition};
+use sluice_proto::{ErrorCode, LeaderEpoch, Offset, TopicPartition};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -207,7 +207,7 @@ impl broker_server::Broker for BrokerApi {
                         out.log_start_offset = part.log.log_start_offset() as i64;
                         out.high_watermark = part.high_watermark() as i64;
                         out.log_end_offset = part.log.log_end_offset() as i64;
-                        out.leader_epoch = part.role().leader_epoch;
+                        out.leader_epoch = part.role().leader_epoch.to_wire();
                     }
                     Err((code, message)) => {
                         out.error_code = code.code();
@@ -328,9 +328,9 @@ impl BrokerApi {
     ) {
         let want = crate::replica::ToFetch {
             tp: tp.clone(),
-            fetch_offset: p.fetch_offset.max(0) as u64,
-            current_leader_epoch: p.current_leader_epoch,
-            last_fetched_epoch: p.last_fetched_epoch,
+            fetch_offset: Offset(p.fetch_offset.max(0) as u64),
+            current_leader_epoch: LeaderEpoch::from_wire(p.current_leader_epoch),
+            last_fetched_epoch: LeaderEpoch::from_wire(p.last_fetched_epoch),
         };
         match self.0.replicas.fetch_for_follower(replica, &want, limit) {
             Ok(f) => {
@@ -339,8 +339,8 @@ impl BrokerApi {
                 out.log_start_offset = f.log_start_offset as i64;
                 out.log_end_offset = f.log_end_offset as i64;
                 if let Some((epoch, end)) = f.diverging {
-                    out.diverging_epoch = epoch;
-                    out.diverging_end_offset = end as i64;
+                    out.diverging_epoch = epoch.map_or(-1, LeaderEpoch::to_wire);
+                    out.diverging_end_offset = end.to_wire();
                 }
             }
             Err((code, message)) => {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use sluice_proto::topic_config::LogConfig;
 use sluice_proto::v1::{self, broker_control_server};
-use sluice_proto::{ErrorCode, TopicPartition};
+use sluice_proto::{BrokerId, ErrorCode, LeaderEpoch, TopicPartition};
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
@@ -80,11 +80,15 @@ impl broker_control_server::BrokerControl for Control {
                     LogConfig::clone(defaults)
                 }
             };
+            let Some(leader_epoch) = LeaderEpoch::from_wire(p.leader_epoch) else {
+                warn!(partition = %tp, leader_epoch = p.leader_epoch, "ignored a partition state without a leader epoch");
+                continue;
+            };
             let role = Role {
-                leader: (p.leader >= 0).then_some(p.leader as u32),
-                leader_epoch: p.leader_epoch,
-                replicas: p.replicas,
-                isr: p.isr,
+                leader: (p.leader >= 0).then_some(BrokerId(p.leader as u32)),
+                leader_epoch,
+                replicas: p.replicas.into_iter().map(BrokerId).collect(),
+                isr: p.isr.into_iter().map(BrokerId).collect(),
                 partition_epoch: p.partition_epoch,
             };
             if let Err((code, message)) = self.0.replicas.apply_role(&tp, role, config) {

@@ -3,7 +3,7 @@
 //! (request, long-polled answer, request, …), and the ISR proposer that sends a
 //! leader's ISR changes to the controller.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use sluice_proto::v1;
 use sluice_proto::v1::broker_client::BrokerClient;
 use sluice_proto::v1::controller_api_client::ControllerApiClient;
-use sluice_proto::{ErrorCode, TopicPartition};
+use sluice_proto::{ErrorCode, LeaderEpoch, Offset, TopicPartition};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::admin::{channel, replication_channel};
 use super::Shared;
@@ -25,6 +25,8 @@ use crate::replica::FollowerFetched;
 const FOLLOWER_WAIT_MS: u32 = 500;
 const FOLLOWER_FETCH_BYTES: u32 = 32 << 20;
 const IDLE: Duration = Duration::from_millis(100);
+/// How often waiting produces are checked against their deadlines and ISR proposals made.
+const TICK: Duration = Duration::from_millis(100);
 const FOLLOWER_FETCH_TIMEOUT: Duration = Duration::from_millis(FOLLOWER_WAIT_MS as u64 + 2500);
 
 fn broker_addr(shared: &Shared, id: u32) -> Option<String> {
@@ -42,19 +44,34 @@ fn broker_addr(shared: &Shared, id: u32) -> Option<String> {
 pub(crate) async fn replicate(shared: Arc<Shared>) {
     let mut loops = JoinSet::new();
     let mut running = HashSet::new();
+    let mut ids: HashMap<tokio::task::Id, u32> = HashMap::new();
     loop {
-        while let Some(done) = loops.try_join_next() {
-            if let Ok(leader) = done {
-                running.remove(&leader);
+        // A loop that ends or panics is restarted below on the next pass, so no leader
+        // stays unfollowed.
+        while let Some(done) = loops.try_join_next_with_id() {
+            match done {
+                Ok((id, leader)) => {
+                    ids.remove(&id);
+                    running.remove(&leader);
+                }
+                Err(e) => {
+                    if let Some(leader) = ids.remove(&e.id()) {
+                        running.remove(&leader);
+                        if e.is_panic() {
+                            error!(leader, "replica fetch loop panicked; restarting it");
+                        }
+                    }
+                }
             }
         }
         for leader in shared.replicas.followed().into_keys() {
             if running.insert(leader) {
                 let shared = shared.clone();
-                loops.spawn(async move {
+                let handle = loops.spawn(async move {
                     fetch_from(shared, leader).await;
                     leader
                 });
+                ids.insert(handle.id(), leader);
             }
         }
         tokio::time::sleep(IDLE).await;
@@ -132,7 +149,9 @@ async fn fetch_from(shared: Arc<Shared>, leader: u32) {
                 }
             }
         }
-        let s = stream.as_mut().expect("opened above");
+        let Some(s) = stream.as_mut() else {
+            continue;
+        };
         let req = v1::FetchRequest {
             max_wait_ms: FOLLOWER_WAIT_MS,
             min_bytes: 1,
@@ -143,10 +162,10 @@ async fn fetch_from(shared: Arc<Shared>, leader: u32) {
                 .map(|f| v1::FetchPartition {
                     topic: f.tp.topic.clone(),
                     partition: f.tp.partition,
-                    fetch_offset: f.fetch_offset as i64,
+                    fetch_offset: f.fetch_offset.to_wire(),
                     partition_max_bytes: 8 << 20,
-                    current_leader_epoch: f.current_leader_epoch,
-                    last_fetched_epoch: f.last_fetched_epoch,
+                    current_leader_epoch: f.current_leader_epoch.map_or(-1, LeaderEpoch::to_wire),
+                    last_fetched_epoch: f.last_fetched_epoch.map_or(-1, LeaderEpoch::to_wire),
                 })
                 .collect(),
         };
@@ -172,8 +191,8 @@ async fn fetch_from(shared: Arc<Shared>, leader: u32) {
                     high_watermark: p.high_watermark.max(0) as u64,
                     log_start_offset: p.log_start_offset.max(0) as u64,
                     log_end_offset: p.log_end_offset.max(0) as u64,
-                    diverging: (p.diverging_end_offset >= 0)
-                        .then_some((p.diverging_epoch, p.diverging_end_offset as u64)),
+                    diverging: Offset::from_wire(p.diverging_end_offset)
+                        .map(|end| (LeaderEpoch::from_wire(p.diverging_epoch), end)),
                 })
             } else {
                 debug!(partition = %tp, code = %ErrorCode::from_code(p.error_code), message = p.error_message, "follower fetch refused");
@@ -194,14 +213,17 @@ async fn fetch_from(shared: Arc<Shared>, leader: u32) {
     }
 }
 
-/// Sends this broker's ISR proposals (as leader) to the active controller.
+/// Ticks every partition's state machine (waiting produces expire on time) and sends
+/// this broker's ISR proposals (as leader) to the active controller.
 pub(crate) async fn propose_isr_changes(shared: Arc<Shared>) {
-    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    shared
+        .replicas
+        .set_replica_lag_max(shared.config.replica_lag_time_max);
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let proposals = shared
-            .replicas
-            .isr_proposals(Instant::now(), shared.config.replica_lag_time_max);
+        let proposals = shared.replicas.tick(Instant::now());
         if proposals.is_empty() {
             continue;
         }
@@ -211,20 +233,21 @@ pub(crate) async fn propose_isr_changes(shared: Arc<Shared>) {
             continue;
         };
         let mut client = ControllerApiClient::new(ch);
-        for prop in proposals {
+        for (tp, prop) in proposals {
+            let new_isr: Vec<u32> = prop.new_isr.iter().map(|b| b.0).collect();
             let req = v1::AlterPartitionRequest {
                 broker_id: shared.config.id,
                 broker_epoch: shared.broker_epoch.load(Ordering::Acquire),
-                topic: prop.tp.topic.clone(),
-                partition: prop.tp.partition,
-                leader_epoch: prop.leader_epoch,
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                leader_epoch: prop.leader_epoch.to_wire(),
                 partition_epoch: prop.partition_epoch,
-                new_isr: prop.new_isr.clone(),
+                new_isr: new_isr.clone(),
             };
             let shrink = shared
                 .replicas
-                .partition(&prop.tp)
-                .is_some_and(|p| prop.new_isr.len() < p.role().isr.len());
+                .partition(&tp)
+                .is_some_and(|p| new_isr.len() < p.role().isr.len());
             match client.alter_partition(req).await {
                 Ok(r) if r.get_ref().error_code == 0 => {
                     let broker = shared.config.id.to_string();
@@ -235,10 +258,10 @@ pub(crate) async fn propose_isr_changes(shared: Arc<Shared>) {
                         metrics::counter!("sluice_isr_expands_total", "broker" => broker)
                             .increment(1);
                     }
-                    info!(partition = %prop.tp, isr = ?prop.new_isr, "ISR change committed")
+                    info!(partition = %tp, isr = ?new_isr, "ISR change committed")
                 }
                 Ok(r) => {
-                    debug!(partition = %prop.tp, message = r.get_ref().error_message, "ISR change refused")
+                    debug!(partition = %tp, message = r.get_ref().error_message, "ISR change refused")
                 }
                 Err(status) => debug!(%status, "AlterPartition failed"),
             }

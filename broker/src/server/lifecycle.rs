@@ -124,7 +124,7 @@ pub(crate) async fn maintenance(shared: Arc<Shared>) {
             let (mut leading, mut under_replicated) = (0, 0);
             for p in &partitions {
                 let role = p.role();
-                if role.leader == Some(s.config.id) {
+                if role.leader == Some(sluice_proto::BrokerId(s.config.id)) {
                     leading += 1;
                     if role.isr.len() < role.replicas.len() {
                         under_replicated += 1;

@@ -170,6 +170,8 @@ impl Broker {
                     // NOT_LEADER and a retry, not a dead connection.
                     lifecycle::controlled_shutdown(&shared).await;
                     shared.stopping.send_replace(true);
+                    // Waiting acks=all produces fail now rather than at their deadline.
+                    shared.replicas.shutdown();
                 }
             })
             .await;
