@@ -5,8 +5,34 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 
-use common::{json, run_cli, Dev};
+use common::{json, run_cli, Dev, BIN};
+
+/// Runs `sluice ARGS` against `dev` with raw bytes on stdin (records are bytes, not text).
+fn cli_bytes(dev: &Dev, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("SLUICE_BOOTSTRAP", &dev.addr)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    let mut input = child.stdin.take().expect("piped");
+    let bytes = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&bytes);
+    });
+    let out = child.wait_with_output().expect("sluice output");
+    writer.join().expect("stdin writer");
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
 
 fn one_line_error(out: &std::process::Output) -> String {
     assert!(
@@ -422,6 +448,88 @@ fn partition_reassignment_moves_data_and_deletes_the_old_replica() {
         "the old replica's files to be deleted",
         std::time::Duration::from_secs(30),
         || (!removed_dir.exists()).then_some(()),
+    );
+    dev.stop();
+}
+
+#[test]
+fn non_utf8_records_round_trip_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    for t in ["bytes", "keyed"] {
+        dev.ok(
+            &[
+                "topic",
+                "create",
+                t,
+                "--partitions",
+                "1",
+                "--replication-factor",
+                "1",
+            ],
+            "",
+        );
+    }
+    let records: Vec<&[u8]> = vec![
+        b"plain ascii",
+        b"caf\xe9 cr\xe8me br\xfbl\xe9e",            // Latin-1
+        b"\xff\xfe\x00\x01 binary \x7f\x80\xc3\x28", // no UTF-8 anywhere
+        b"",                                         // an empty line is an empty record
+        b"carriage return kept\r",
+        b"last line without a newline \xe9",
+    ];
+    let out = cli_bytes(&dev, &["produce", "bytes"], &records.join(&b'\n'));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("6 record(s) acknowledged"),
+        "{}",
+        stderr(&out)
+    );
+    let consume = |topic: &str, extra: &[&str]| {
+        let mut args = vec![
+            "consume",
+            topic,
+            "--from-beginning",
+            "--timeout-ms",
+            "10000",
+        ];
+        args.extend_from_slice(extra);
+        let out = cli_bytes(&dev, &args, b"");
+        assert!(out.status.success(), "{}", stderr(&out));
+        out.stdout
+    };
+    let want: Vec<u8> = records
+        .iter()
+        .flat_map(|r| r.iter().copied().chain([b'\n']))
+        .collect();
+    let got = consume("bytes", &["--max-messages", "6"]);
+    assert_eq!(
+        got.escape_ascii().to_string(),
+        want.escape_ascii().to_string()
+    );
+
+    // JSON carries bytes that are not UTF-8 as base64, marked beside them.
+    let got = consume("bytes", &["--max-messages", "2", "--output", "json"]);
+    let lines: Vec<serde_json::Value> = got
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["value"], "plain ascii");
+    assert!(lines[0].get("encoding").is_none(), "{}", lines[0]);
+    assert_eq!(lines[1]["encoding"], "base64");
+    assert_eq!(lines[1]["value"], "Y2Fm6SBjcuhtZSBicvts6WU=");
+
+    // The key separator splits bytes too; a line without it has no key.
+    let input = b"k\xe91:v\xff1\nk2:v:2\xe9\nno separator \xfe\n";
+    let out = cli_bytes(&dev, &["produce", "keyed", "--key-separator", ":"], input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("3 record(s) acknowledged"));
+    let got = consume("keyed", &["--max-messages", "3", "--print-key"]);
+    let want = b"k\xe91\tv\xff1\nk2\tv:2\xe9\n\tno separator \xfe\n";
+    assert_eq!(
+        got.escape_ascii().to_string(),
+        want.escape_ascii().to_string()
     );
     dev.stop();
 }

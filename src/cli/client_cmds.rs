@@ -16,7 +16,7 @@ use sluice_client::{
 use sluice_proto::topic_config::LogConfig;
 use sluice_proto::TopicPartition;
 
-use super::output::{explain, list, opt, table};
+use super::output::{base64, explain, list, opt, table};
 use super::{ClientArgs, Output};
 
 #[derive(Subcommand, Debug)]
@@ -351,15 +351,12 @@ pub async fn produce(a: ProduceArgs, c: &ClientArgs) -> anyhow::Result<ExitCode>
     )
     .await
     .map_err(|e| explain(&e, &c.bootstrap))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(10_000);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let separator = match a.key_separator.as_deref() {
+        Some("") => bail!("--key-separator must not be empty"),
+        Some(sep) => Some(sep.as_bytes().to_vec()),
+        None => None,
+    };
+    let mut rx = read_stdin_records();
     let mut pending = VecDeque::new();
     let (mut acked, mut failed, mut first_error) = (0u64, 0u64, None);
     let mut settle = |r: Result<sluice_client::RecordMetadata, sluice_client::Error>,
@@ -371,14 +368,16 @@ pub async fn produce(a: ProduceArgs, c: &ClientArgs) -> anyhow::Result<ExitCode>
             first_error.get_or_insert(e);
         }
     };
+    let mut read_error = None;
     while let Some(line) = rx.recv().await {
-        let (key, value) = match &a.key_separator {
-            Some(sep) => match line.split_once(sep.as_str()) {
-                Some((k, v)) => (Some(Bytes::from(k.to_string())), v.to_string()),
-                None => (None, line),
-            },
-            None => (None, line),
+        let line = match line {
+            Ok(line) => Bytes::from(line),
+            Err(e) => {
+                read_error = Some(e);
+                break;
+            }
         };
+        let (key, value) = split_key(line, separator.as_deref());
         let record = ProducerRecord {
             partition: a.partition,
             ..ProducerRecord::new(a.topic.clone(), key, value)
@@ -398,21 +397,76 @@ pub async fn produce(a: ProduceArgs, c: &ClientArgs) -> anyhow::Result<ExitCode>
     for f in pending {
         settle(f.await, &mut acked, &mut failed);
     }
+    // The summary is best effort: whether the records were delivered decides the exit
+    // status, not whether anyone still reads stdout.
     match c.output {
-        Output::Json => println!(
-            "{}",
-            json!({"acknowledged": acked, "failed": failed, "acks": acks.name()})
-        ),
-        Output::Table => eprintln!("{acked} record(s) acknowledged (acks={})", acks.name()),
+        Output::Json => {
+            let summary = json!({"acknowledged": acked, "failed": failed, "acks": acks.name()});
+            let _ = writeln!(std::io::stdout(), "{summary}");
+        }
+        Output::Table => {
+            let line = format!("{acked} record(s) acknowledged (acks={})", acks.name());
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
     }
+    let mut status = ExitCode::SUCCESS;
     if let Some(e) = first_error {
-        eprintln!(
-            "error: {failed} record(s) not acknowledged: {}",
-            explain(&e, &c.bootstrap)
+        let e = explain(&e, &c.bootstrap);
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: {failed} record(s) not acknowledged: {e}"
         );
-        return Ok(ExitCode::from(1));
+        status = ExitCode::from(1);
     }
-    Ok(ExitCode::SUCCESS)
+    if let Some(e) = read_error {
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: reading stdin failed after {} line(s): {e}; the rest was not sent",
+            acked + failed
+        );
+        status = ExitCode::from(1);
+    }
+    Ok(status)
+}
+
+/// Reads stdin on its own thread (it blocks) as records: the bytes between `\n`s, sent
+/// as they are — not decoded, no `\r` stripped — and a last line without `\n` too.
+/// A read error is passed on (it must fail the command) and ends the stream.
+fn read_stdin_records() -> tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(10_000);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            let mut line = Vec::new();
+            let item = match stdin.read_until(b'\n', &mut line) {
+                Ok(0) => return,
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                    }
+                    Ok(line)
+                }
+                Err(e) => Err(e),
+            };
+            let last = item.is_err();
+            if tx.blocking_send(item).is_err() || last {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Splits `line` at the first `separator`: key before, value after. A line without the
+/// separator is all value, with no key.
+fn split_key(line: Bytes, separator: Option<&[u8]>) -> (Option<Bytes>, Bytes) {
+    let Some(sep) = separator else {
+        return (None, line);
+    };
+    match line.windows(sep.len()).position(|w| w == sep) {
+        Some(i) => (Some(line.slice(..i)), line.slice(i + sep.len()..)),
+        None => (None, line),
+    }
 }
 
 pub async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
@@ -481,18 +535,54 @@ pub async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode>
                 break;
             }
             seen += 1;
-            let text =
-                |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
-            let line = match c.output {
-                Output::Json => json!({"topic": r.topic, "partition": r.partition, "offset": r.offset, "timestamp": r.timestamp, "key": text(&r.key), "value": text(&r.value)}).to_string(),
-                Output::Table if a.print_key => format!("{}\t{}", text(&r.key).unwrap_or_default(), text(&r.value).unwrap_or_default()),
-                Output::Table => text(&r.value).unwrap_or_default(),
+            let mut line = match c.output {
+                Output::Json => record_json(&r).to_string().into_bytes(),
+                Output::Table if a.print_key => {
+                    let mut l = r.key.as_deref().unwrap_or_default().to_vec();
+                    l.push(b'\t');
+                    l.extend_from_slice(r.value.as_deref().unwrap_or_default());
+                    l
+                }
+                Output::Table => r.value.as_deref().unwrap_or_default().to_vec(),
             };
-            if writeln!(out, "{line}").is_err() {
-                return Ok(ExitCode::SUCCESS); // stdout closed (e.g. piped into head)
+            line.push(b'\n');
+            if let Err(e) = out.write_all(&line) {
+                return stdout_failed(e);
             }
         }
-        let _ = out.flush();
+        if let Err(e) = out.flush() {
+            return stdout_failed(e);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One consumed record as JSON. Keys and values are UTF-8 strings when both are valid
+/// UTF-8; otherwise both are base64 with `"encoding": "base64"` beside them (the same
+/// convention as `sluice table serve`), so no byte is lost or replaced.
+fn record_json(r: &sluice_client::ConsumerRecord) -> serde_json::Value {
+    let utf8 = |b: &Option<Bytes>| b.as_deref().is_none_or(|b| std::str::from_utf8(b).is_ok());
+    let mut v = json!({"topic": r.topic, "partition": r.partition, "offset": r.offset, "timestamp": r.timestamp});
+    if utf8(&r.key) && utf8(&r.value) {
+        let text = |b: &Option<Bytes>| {
+            b.as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        };
+        v["key"] = json!(text(&r.key));
+        v["value"] = json!(text(&r.value));
+    } else {
+        v["key"] = json!(r.key.as_deref().map(base64));
+        v["value"] = json!(r.value.as_deref().map(base64));
+        v["encoding"] = json!("base64");
+    }
+    v
+}
+
+/// A closed stdout (`sluice consume T | head -3`) ends `consume` quietly with status 0;
+/// any other write error (a full disk) is an error.
+fn stdout_failed(e: std::io::Error) -> anyhow::Result<ExitCode> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Err(e).context("cannot write to stdout")
 }
