@@ -533,3 +533,149 @@ fn non_utf8_records_round_trip_byte_for_byte() {
     );
     dev.stop();
 }
+
+/// Runs a server command (`dev`, `broker`) that is expected to exit by itself; one
+/// still running after `limit` gets SIGTERM. Returns its exit status and stderr.
+fn run_server(args: &[&str], limit: std::time::Duration) -> (std::process::ExitStatus, String) {
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err.reopen().unwrap())
+        .spawn()
+        .expect("spawn sluice");
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: plain kill(2) on our child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    (status, std::fs::read_to_string(err.path()).unwrap())
+}
+
+/// `sluice dev` with INFO logs (no colours) in a file, for tests that read what it
+/// logged at start; returns the child, broker 1's address and the log path.
+fn start_dev_logged(
+    data_dir: &std::path::Path,
+    log: &std::path::Path,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn sluice dev");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr = None;
+    for line in stdout.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("broker 1") {
+            addr = Some(rest.trim().to_string());
+        }
+        if line.starts_with("ready") {
+            // Keep reading: this test is not about a closed stdout.
+            std::thread::spawn(move || stdout.for_each(drop));
+            return (child, addr.expect("broker 1 address printed"));
+        }
+    }
+    panic!(
+        "sluice dev exited before ready: {}",
+        std::fs::read_to_string(log).unwrap()
+    );
+}
+
+#[test]
+fn data_dir_lock_refuses_a_second_process_and_a_kill9_stays_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "locked",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+        ],
+        "",
+    );
+    dev.ok(&["produce", "locked"], "a\nb\nc\n");
+    let pid = dev.child.id();
+    let broker_dir = dir.path().join("broker-1");
+    let checkpoint = broker_dir.join("recovery-point-offset-checkpoint");
+    let checkpoint_before = std::fs::read(&checkpoint).ok();
+    let data_dir = dir.path().to_str().unwrap();
+    let limit = std::time::Duration::from_secs(20);
+
+    let (status, err) = run_server(
+        &["dev", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
+        limit,
+    );
+    assert_eq!(status.code(), Some(1), "second dev: {err}");
+    let want = format!("error: data dir {data_dir} is in use by another sluice (pid {pid})");
+    assert!(err.contains(&want), "{err:?} should say {want:?}");
+
+    let broker_path = broker_dir.to_str().unwrap();
+    let (status, err) = run_server(
+        &[
+            "broker",
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--controller",
+            "127.0.0.1:1",
+            "--data-dir",
+            broker_path,
+        ],
+        limit,
+    );
+    assert_eq!(status.code(), Some(1), "second broker: {err}");
+    let want = format!("error: data dir {broker_path} is in use by another sluice (pid {pid})");
+    assert!(err.contains(&want), "{err:?} should say {want:?}");
+
+    // Neither touched the live directory.
+    assert!(!broker_dir.join(".clean-shutdown").exists());
+    assert_eq!(std::fs::read(&checkpoint).ok(), checkpoint_before);
+
+    // The first process dies; its next start recovers a crash, not a clean shutdown.
+    dev.kill9();
+    let log = dir.path().join("restart.log");
+    let (mut child, addr) = start_dev_logged(dir.path(), &log);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let opened = text
+        .lines()
+        .find(|l| l.contains("opened data directory") && l.contains(broker_path))
+        .unwrap_or_else(|| panic!("no 'opened data directory' line for broker-1 in {text}"));
+    assert!(opened.contains("clean=false"), "{opened}");
+    let out = run_cli(
+        &addr,
+        &[
+            "consume",
+            "locked",
+            "--from-beginning",
+            "--max-messages",
+            "3",
+            "--timeout-ms",
+            "10000",
+        ],
+        "",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a\nb\nc\n");
+    // SAFETY: plain kill(2) on our child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}

@@ -123,6 +123,8 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
     }
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("cannot create {}", a.data_dir.display()))?;
+    // One dev per data dir, refused before it binds or opens anything (docs/cli.md).
+    let _lock = sluice_broker::log::LogManager::lock_dir(&a.data_dir)?;
     let mut broker_listeners = vec![bind(a.listen, false).await?];
     let mut next = a.listen;
     for _ in 1..a.brokers {

@@ -46,6 +46,9 @@ pub enum LogError {
     },
     #[error("partition {partition} is offline after an earlier error: {reason}")]
     Offline { partition: String, reason: String },
+    /// Another process holds the data directory's lock (see `LogManager::lock_dir`).
+    #[error("data dir {dir} is in use by another sluice (pid {pid}); stop that one first, or use another data directory")]
+    DirInUse { dir: PathBuf, pid: String },
 }
 
 impl LogError {

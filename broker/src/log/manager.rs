@@ -6,9 +6,19 @@
 //! else so that a crash from here on is seen as one. Shutdown: close every log (flush,
 //! trim indexes), write the checkpoint, then the marker. A partition that fails to open
 //! is reported and left out; the others are served.
+//!
+//! One process per directory: `open` first takes an exclusive `flock` on `DIR/.lock`
+//! (the holder's pid inside) and keeps it for the manager's life. A second process on a
+//! live directory is refused before it reads or writes anything — without this, its
+//! recovery could truncate logs the first is appending to, and its clean shutdown would
+//! leave `.clean-shutdown` and a checkpoint behind, so the first one's crash would later
+//! be recovered as if clean. The kernel drops the lock when the holder dies, however it
+//! dies: a kill -9 leaves no stale lock to clean up.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,6 +34,49 @@ use super::{Log, LogConfig};
 
 const CLEAN_MARKER: &str = ".clean-shutdown";
 const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
+const LOCK_FILE: &str = ".lock";
+
+/// An exclusive `flock` on `DIR/.lock`, held while this value lives. Only the lock
+/// matters; the pid written into the file is there to name the holder in the refusal.
+#[derive(Debug)]
+pub struct DirLock {
+    /// The open file description that holds the lock.
+    _file: File,
+}
+
+impl DirLock {
+    fn acquire(dir: &Path) -> Result<DirLock, LogError> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(LogError::io(&path, e));
+            }
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = match pid.trim() {
+                "" => "unknown".to_string(),
+                p => p.to_string(),
+            };
+            return Err(LogError::DirInUse {
+                dir: dir.to_path_buf(),
+                pid,
+            });
+        }
+        file.set_len(0)
+            .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
+            .map_err(io_err(&path))?;
+        Ok(DirLock { _file: file })
+    }
+}
 
 #[derive(Debug)]
 pub struct LogManager {
@@ -34,6 +87,8 @@ pub struct LogManager {
     checkpoint_lock: Arc<Mutex<()>>,
     /// Whether the previous process shut down cleanly.
     was_clean: bool,
+    /// This process's exclusive claim on `dir`, released when the manager is dropped.
+    _lock: DirLock,
 }
 
 type LogMap = RwLock<BTreeMap<TopicPartition, Arc<Log>>>;
@@ -79,6 +134,7 @@ impl LogManager {
     ) -> Result<(LogManager, Vec<(TopicPartition, LogError)>), LogError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let lock = DirLock::acquire(&dir)?;
         let marker = dir.join(CLEAN_MARKER);
         let was_clean = marker.exists();
         if was_clean {
@@ -121,6 +177,7 @@ impl LogManager {
             logs: Arc::new(RwLock::new(logs)),
             checkpoint_lock: Arc::new(Mutex::new(())),
             was_clean,
+            _lock: lock,
         };
         for log in m.all() {
             m.install_hook(&log);
@@ -135,6 +192,15 @@ impl LogManager {
             Some(logs) => write_checkpoint(&dir, &logs, &lock),
             None => Ok(()),
         }));
+    }
+
+    /// Takes the exclusive lock `open` takes, for a process that keeps several data
+    /// directories under `dir` (`sluice dev`) and must be refused before it starts
+    /// anything. Do not call it on a directory this process will also `open`: the lock
+    /// is per open file, so the process would refuse itself.
+    pub fn lock_dir(dir: &Path) -> Result<DirLock, LogError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        DirLock::acquire(dir)
     }
 
     pub fn dir(&self) -> &Path {
@@ -222,5 +288,31 @@ impl LogManager {
         }
         let marker = self.dir.join(CLEAN_MARKER);
         write_atomically(&marker, b"").map_err(io_err(&marker))
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_of_a_live_directory_is_refused_until_the_first_is_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let (first, _) = LogManager::open(d.path(), LogConfig::default()).unwrap();
+        match LogManager::open(d.path(), LogConfig::default()) {
+            Err(LogError::DirInUse { dir, pid }) => {
+                assert_eq!(dir, d.path());
+                assert_eq!(pid, std::process::id().to_string());
+            }
+            other => panic!("expected DirInUse, got {other:?}"),
+        }
+        assert!(matches!(
+            LogManager::lock_dir(d.path()),
+            Err(LogError::DirInUse { .. })
+        ));
+        first.shutdown().unwrap();
+        drop(first);
+        let (again, _) = LogManager::open(d.path(), LogConfig::default()).unwrap();
+        assert!(again.was_clean(), "the refused opens touched nothing");
     }
 }

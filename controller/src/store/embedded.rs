@@ -8,7 +8,12 @@
 //! - Metadata: `DIR/metadata.json`, a [`Snapshot`] followed by a line with its CRC-32;
 //!   written by write-fsync-rename, so a reader sees a whole snapshot or the previous.
 //!
-//! Writes happen only while the lock is held.
+//! Writes happen only while the lock is held (`bump_epoch` and `save` check it), so
+//! sharing DIR is safe: a standby — or any second process pointed at DIR by mistake —
+//! only creates DIR and opens the lock file, and reads. That is why DIR gets no
+//! exclusive process lock of its own, unlike a broker's data directory: standbys must be
+//! able to share it. The holder writes its pid into `controller.lock` (informational:
+//! which process is active).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -77,6 +82,10 @@ impl EmbeddedStore {
         // SAFETY: flock on a descriptor we own.
         let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc == 0 {
+            let mut f = f;
+            f.set_len(0)
+                .and_then(|()| f.write_all(format!("{}\n", std::process::id()).as_bytes()))
+                .map_err(io_err(&path))?;
             self.lock = Some(f);
             return Ok(true);
         }
@@ -167,6 +176,15 @@ mod tests {
             "flock is per open file description"
         );
         assert_eq!(a.bump_epoch().unwrap(), 1);
+        let holder = fs::read_to_string(d.path().join("controller.lock")).unwrap();
+        assert_eq!(holder.trim(), std::process::id().to_string());
+        // A standby's failed attempt leaves the holder's files alone.
+        assert!(!b.try_acquire().unwrap());
+        assert!(matches!(
+            b.save(&Snapshot::default()),
+            Err(StoreError::LeaseLost)
+        ));
+        assert!(matches!(b.bump_epoch(), Err(StoreError::LeaseLost)));
         drop(a);
         assert!(b.try_acquire().unwrap());
         assert_eq!(b.bump_epoch().unwrap(), 2);
