@@ -352,3 +352,291 @@ pub fn produce_numbered(
         acked
     })
 }
+
+// ---------------------------------------------------------------------------------
+// Helpers for the acks=all and fault-campaign tests (tests/acks_all.rs, tests/faults.rs):
+// several partitions, long-running producers that remember what was acknowledged, and
+// an exactly-once check against a consumer's or a replica's copy of a partition.
+
+/// Every partition of `topic` as the controller (and each leader) reports it.
+pub fn partitions(
+    rt: &tokio::runtime::Runtime,
+    admin: &Admin,
+    topic: &str,
+) -> Option<Vec<sluice_client::PartitionDescription>> {
+    rt.block_on(admin.describe_topic(topic))
+        .ok()
+        .map(|d| d.partitions)
+}
+
+/// Every partition of `topic` led, with all `replicas` in its ISR and HW == LEO.
+pub fn all_in_sync(
+    rt: &tokio::runtime::Runtime,
+    admin: &Admin,
+    topic: &str,
+    replicas: usize,
+) -> Option<Vec<sluice_client::PartitionDescription>> {
+    partitions(rt, admin, topic).filter(|ps| {
+        !ps.is_empty()
+            && ps.iter().all(|p| {
+                p.leader.is_some()
+                    && p.isr.len() == replicas
+                    && p.high_watermark.is_some()
+                    && p.high_watermark == p.log_end_offset
+            })
+    })
+}
+
+/// (offset, value) of every record in one broker's copy of `topic`-`partition`, read
+/// from its files (stop the broker first).
+pub fn replica_partition_records(
+    dir: &Path,
+    broker: usize,
+    topic: &str,
+    partition: u32,
+) -> Vec<(u64, String)> {
+    let pdir = dir
+        .join(format!("broker-{broker}"))
+        .join(format!("{topic}-{partition}"));
+    let mut logs: Vec<PathBuf> = match std::fs::read_dir(&pdir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect(),
+        Err(_) => return Vec::new(),
+    };
+    logs.sort();
+    let mut out = Vec::new();
+    for l in logs {
+        for b in Batches::new(Bytes::from(std::fs::read(l).unwrap())) {
+            let b = b.unwrap();
+            for r in b.records().unwrap() {
+                out.push((
+                    b.base_offset() as u64 + r.offset_delta as u64,
+                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// (offset, value) of `topic`-`partition` from the beginning up to (not including)
+/// `end`, read by a consumer; fails the test if that takes longer than `limit`.
+pub fn consume_partition(
+    rt: &tokio::runtime::Runtime,
+    config: &ClientConfig,
+    topic: &str,
+    partition: u32,
+    end: u64,
+    limit: Duration,
+) -> Vec<(u64, String)> {
+    use sluice_client::{Consumer, ConsumerConfig, OffsetReset};
+    rt.block_on(async {
+        let mut c = Consumer::new(
+            config,
+            ConsumerConfig {
+                auto_offset_reset: OffsetReset::Earliest,
+                ..Default::default()
+            },
+        );
+        c.assign(vec![sluice_proto::TopicPartition::new(topic, partition)]);
+        let deadline = std::time::Instant::now() + limit;
+        let mut out: Vec<(u64, String)> = Vec::new();
+        while out.last().map_or(0, |r| r.0 + 1) < end {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a consumer of {topic}-{partition} read {} records, up to offset {:?}, not up to {end} within {limit:?}",
+                out.len(),
+                out.last().map(|r| r.0)
+            );
+            if let Ok(records) = c.poll(Duration::from_millis(200)).await {
+                for r in records {
+                    let v = r.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
+                    out.push((r.offset, v.unwrap_or_default()));
+                }
+            }
+        }
+        out.retain(|r| r.0 < end);
+        out
+    })
+}
+
+/// What one [`Load`] producer was told: acknowledged records by (partition, offset),
+/// and the records that failed with the error the client surfaced.
+#[derive(Debug, Default, Clone)]
+pub struct Outcomes {
+    pub acked: BTreeMap<(u32, u64), String>,
+    pub failed: Vec<(String, String)>,
+}
+
+/// A background acks=all (idempotent) producer writing `{prefix}{n}` for n = 0, 1, …,
+/// record n to partition `n % partitions`, with at most `window` records unsettled and,
+/// when paced, at most `per_sec` records a second.
+pub struct Load {
+    pub prefix: String,
+    pub outcomes: std::sync::Arc<std::sync::Mutex<Outcomes>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    pub fn start(
+        rt: &tokio::runtime::Runtime,
+        config: &ClientConfig,
+        topic: &str,
+        prefix: &str,
+        partitions: u32,
+        window: usize,
+    ) -> Load {
+        Load::start_paced(rt, config, topic, prefix, partitions, window, None)
+    }
+
+    pub fn start_paced(
+        rt: &tokio::runtime::Runtime,
+        config: &ClientConfig,
+        topic: &str,
+        prefix: &str,
+        partitions: u32,
+        window: usize,
+        per_sec: Option<u32>,
+    ) -> Load {
+        use std::sync::atomic::Ordering;
+        let outcomes: std::sync::Arc<std::sync::Mutex<Outcomes>> = Default::default();
+        let stop: std::sync::Arc<std::sync::atomic::AtomicBool> = Default::default();
+        let task = {
+            let (config, outcomes, stop) = (config.clone(), outcomes.clone(), stop.clone());
+            let (topic, prefix) = (topic.to_string(), prefix.to_string());
+            rt.spawn(async move {
+                // A paused leader keeps its TCP connections open: the request timeout is
+                // how the client notices and moves on to the new leader.
+                let pconfig = ProducerConfig {
+                    acks: Acks::All,
+                    linger: Duration::from_millis(2),
+                    request_timeout: Duration::from_secs(5),
+                    delivery_timeout: Duration::from_secs(90),
+                    ..Default::default()
+                };
+                let producer = Producer::new(&config, pconfig).await.unwrap();
+                let settle = |value: String,
+                              partition: u32,
+                              r: Result<sluice_client::RecordMetadata, sluice_client::Error>| {
+                    let mut o = outcomes.lock().unwrap();
+                    match r {
+                        Ok(meta) => {
+                            o.acked.insert((partition, meta.offset.unwrap()), value);
+                        }
+                        Err(e) => o.failed.push((value, format!("{e:?}"))),
+                    }
+                };
+                let mut pending = std::collections::VecDeque::new();
+                let mut n = 0u64;
+                let began = tokio::time::Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(rate) = per_sec {
+                        let due = began + Duration::from_secs_f64(n as f64 / f64::from(rate));
+                        tokio::time::sleep_until(due).await;
+                    }
+                    let value = format!("{prefix}{n}");
+                    let partition = (n % u64::from(partitions)) as u32;
+                    n += 1;
+                    let f = producer
+                        .send(ProducerRecord {
+                            partition: Some(partition),
+                            ..ProducerRecord::new(topic.as_str(), None::<String>, value.clone())
+                        })
+                        .await
+                        .unwrap();
+                    pending.push_back((value, partition, f));
+                    while pending.len() > window {
+                        let (value, partition, f) = pending.pop_front().unwrap();
+                        settle(value, partition, f.await);
+                    }
+                }
+                for (value, partition, f) in pending {
+                    settle(value, partition, f.await);
+                }
+            })
+        };
+        Load {
+            prefix: prefix.to_string(),
+            outcomes,
+            stop,
+            task,
+        }
+    }
+
+    pub fn acked_count(&self) -> usize {
+        self.outcomes.lock().unwrap().acked.len()
+    }
+
+    /// Stops sending, waits until every record sent has settled, and returns the outcomes.
+    pub fn finish(self, rt: &tokio::runtime::Runtime) -> Outcomes {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        rt.block_on(self.task).unwrap();
+        let o = self.outcomes.lock().unwrap().clone();
+        o
+    }
+}
+
+/// Checks one copy of a partition (`records`, from a consumer or a replica's files)
+/// against what producers were told: every acknowledged record is at its acknowledged
+/// offset and nowhere else; no value appears twice (the producers are idempotent); and
+/// each producer's acknowledged records are in the order it sent them. `acked` is a
+/// list, not a map, so that one offset acknowledged for two records shows up. Returns
+/// every violation found (empty: all good).
+pub fn exactly_once_violations(
+    what: &str,
+    records: &[(u64, String)],
+    acked: &[(u64, String)],
+    prefixes: &[&str],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut at: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut by_offset: BTreeMap<u64, &str> = BTreeMap::new();
+    for (offset, value) in records {
+        at.entry(value.as_str()).or_default().push(*offset);
+        if by_offset.insert(*offset, value.as_str()).is_some() {
+            problems.push(format!("{what}: offset {offset} appears twice"));
+        }
+    }
+    for (value, offsets) in &at {
+        if offsets.len() > 1 {
+            problems.push(format!(
+                "{what}: {value} appears {} times, at offsets {offsets:?}",
+                offsets.len()
+            ));
+        }
+    }
+    let mut lost = Vec::new();
+    for (offset, value) in acked {
+        match at.get(value.as_str()) {
+            None => lost.push(format!("{value}@{offset}")),
+            Some(offsets) if !offsets.contains(offset) => problems.push(format!(
+                "{what}: {value} acknowledged at offset {offset} but stored at {offsets:?}"
+            )),
+            Some(_) => {}
+        }
+    }
+    if !lost.is_empty() {
+        problems.push(format!(
+            "{what}: {} acknowledged records missing (first: {:?})",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        ));
+    }
+    for prefix in prefixes {
+        let mut mine: Vec<(u64, u64)> = acked
+            .iter()
+            .filter_map(|(o, v)| Some((v.strip_prefix(prefix)?.parse::<u64>().ok()?, *o)))
+            .collect();
+        mine.sort();
+        if let Some(w) = mine.windows(2).find(|w| w[0].1 >= w[1].1) {
+            problems.push(format!(
+                "{what}: producer {prefix} out of order: {prefix}{} at offset {} but {prefix}{} at offset {}",
+                w[0].0, w[0].1, w[1].0, w[1].1
+            ));
+        }
+    }
+    problems
+}
