@@ -2,7 +2,9 @@
 //!
 //! - [`log`]: partition storage: segmented logs, mmapped indexes, recovery, retention.
 //!   No networking and no knowledge of replication.
+//! - `ratelimit`: `LogLimiter`, one line per interval for log lines that can repeat in a loop.
 
 pub mod log;
+pub(crate) mod ratelimit;
 pub mod replica;
 pub mod server;

@@ -57,12 +57,13 @@ impl Admin {
         F: Fn(v1::admin_client::AdminClient<tonic::transport::Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        // During a controller failover brokers answer "no active controller": retry
-        // with a short backoff until the api timeout, as Kafka's admin client does.
+        // During a controller failover brokers answer "no active controller", and a
+        // starting broker answers "not ready" until it has registered: retry with a
+        // short backoff until the api timeout, as Kafka's admin client does.
         let deadline = tokio::time::Instant::now() + self.cluster.config().api_timeout;
         loop {
             let mut last = Error::Invalid("no bootstrap address given".into());
-            let mut no_controller = false;
+            let mut retry_later = false;
             for addr in self.cluster.any_addresses() {
                 match call(self.cluster.admin_client(&addr)?).await {
                     Ok(r) => return Ok(r.into_inner()),
@@ -70,16 +71,19 @@ impl Admin {
                         if s.code() == tonic::Code::Unavailable
                             && s.message().contains("no active controller") =>
                     {
-                        no_controller = true;
+                        retry_later = true;
                         last = Error::Unreachable {
                             addr,
                             message: s.message().to_string(),
                         }
                     }
-                    Err(s) => last = Error::from_status(&addr, s),
+                    Err(s) => {
+                        last = Error::from_status(&addr, s);
+                        retry_later |= last.code().is_some_and(|c| c.is_retriable());
+                    }
                 }
             }
-            if !no_controller || tokio::time::Instant::now() >= deadline {
+            if !retry_later || tokio::time::Instant::now() >= deadline {
                 return Err(last);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -118,7 +118,24 @@ impl Cluster {
     }
 
     /// Fetches metadata for `topics` (all when empty) from the first broker that answers.
+    /// While every broker answers "not ready" (just started, not registered yet), retries
+    /// until the api timeout.
     pub async fn refresh(&self, topics: &[String]) -> Result<v1::MetadataResponse, Error> {
+        let deadline = tokio::time::Instant::now() + self.config.api_timeout;
+        loop {
+            match self.refresh_once(topics).await {
+                Err(e)
+                    if e.code() == Some(ErrorCode::BrokerNotAvailable)
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn refresh_once(&self, topics: &[String]) -> Result<v1::MetadataResponse, Error> {
         let mut last = Error::Invalid("no bootstrap address given".into());
         for addr in self.any_addresses() {
             let mut client = self.broker_client(&addr)?;

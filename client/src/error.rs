@@ -43,10 +43,18 @@ impl Error {
         }
     }
 
+    /// A failed call. A status that carries a typed code (a broker that is not ready
+    /// yet) becomes [`Error::Broker`], so it is retried like any retriable code.
     pub(crate) fn from_status(addr: &str, status: tonic::Status) -> Error {
-        Error::Unreachable {
-            addr: addr.to_string(),
-            message: status.message().to_string(),
+        match sluice_proto::status::error_code(&status) {
+            Some(code) => Error::Broker {
+                code,
+                message: format!("{addr}: {}", status.message()),
+            },
+            None => Error::Unreachable {
+                addr: addr.to_string(),
+                message: status.message().to_string(),
+            },
         }
     }
 }

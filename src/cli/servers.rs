@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use sluice_broker::server::{Broker, BrokerConfig};
+use sluice_broker::server::{Broker, BrokerConfig, Readiness};
 use sluice_controller::{Controller, ControllerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -149,12 +149,12 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(controller.run(controller_listener, shutdown_future(&stop_rx)));
 
     println!("sluice dev: data in {}", a.data_dir.display());
-    let first_broker = broker_listeners[0].local_addr()?;
     let mut broker_addrs = Vec::new();
     for l in &broker_listeners {
         broker_addrs.push(l.local_addr()?.to_string());
     }
     let mut broker_tasks = Vec::new();
+    let mut readiness = Vec::new();
     for (i, listener) in broker_listeners.into_iter().enumerate() {
         let id = i as u32 + 1;
         let addr = listener.local_addr()?;
@@ -165,6 +165,11 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
             a.data_dir.join(format!("broker-{id}")),
         );
         let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+        // Clients hear "not ready" (and retry) until the whole dev cluster is up, so a
+        // script that creates a replicated topic as soon as the port opens succeeds.
+        let r = broker.readiness();
+        r.hold_clients();
+        readiness.push((id, r));
         println!("  broker {id:<4}     {addr}");
         broker_tasks.push(tokio::spawn(
             broker.run(listener, shutdown_future(&stop_rx)),
@@ -172,42 +177,24 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
     }
     println!("  controller      {controller_addr}");
     println!("  metrics         http://{metrics_addr}/metrics");
-    // Ready once every broker's own metadata lists every broker alive at the address it
-    // has now (a restarted dev may still hold last run's addresses in its store). The
-    // controller pushes a broker's partitions before that metadata, in order, so a
-    // broker that shows it already serves its partitions.
-    let ready = async {
-        let client = sluice_client::Cluster::new(&sluice_client::ClientConfig::new(
-            &first_broker.to_string(),
-        ));
-        loop {
-            let mut all = true;
-            for addr in &broker_addrs {
-                let seen = match client.broker_client(addr) {
-                    Ok(mut c) => c
-                        .metadata(sluice_proto::v1::MetadataRequest { topics: vec![] })
-                        .await
-                        .ok(),
-                    Err(_) => None,
-                };
-                let alive = seen.map_or(0, |m| {
-                    m.into_inner()
-                        .brokers
-                        .iter()
-                        .filter(|b| b.alive && broker_addrs.contains(&b.addr))
-                        .count()
-                });
-                all &= alive == broker_addrs.len();
-            }
-            if all {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::select! {
-        _ = ready => println!("ready: {} broker(s); Ctrl-C stops", a.brokers),
-        _ = tokio::time::sleep(Duration::from_secs(30)) => eprintln!("warning: brokers did not all register within 30 s"),
+    let brokers: Vec<(u32, String)> = readiness
+        .iter()
+        .zip(&broker_addrs)
+        .map(|((id, _), addr)| (*id, addr.clone()))
+        .collect();
+    let controller_at = controller_addr.to_string();
+    let up = dev_cluster_up(&controller_at, &readiness, &brokers);
+    let timed_out = tokio::time::timeout(Duration::from_secs(30), up)
+        .await
+        .is_err();
+    // Released together, so a client's first answer already comes from the whole cluster.
+    for (_, r) in &readiness {
+        r.release_clients();
+    }
+    if timed_out {
+        eprintln!("warning: brokers did not all register within 30 s");
+    } else {
+        println!("ready: {} broker(s); Ctrl-C stops", a.brokers);
     }
     termination().await;
     println!("stopping");
@@ -225,6 +212,52 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// Resolves once the dev cluster is up: every broker registered and holds metadata
+/// listing every broker alive at the address it has now (a restarted dev may still
+/// hold last run's addresses in its store), and the controller counts every broker
+/// live, since it is the controller that answers topic creation from live brokers.
+/// The controller pushes a broker's partitions before that metadata, in order, so a
+/// broker that shows it already serves its partitions.
+async fn dev_cluster_up(
+    controller: &str,
+    readiness: &[(u32, Readiness)],
+    brokers: &[(u32, String)],
+) {
+    let client = sluice_client::Cluster::new(&sluice_client::ClientConfig::new(controller));
+    loop {
+        let registered = readiness.iter().all(|(_, r)| {
+            let live = r.live_broker_addrs();
+            r.is_registered() && brokers.iter().all(|(_, addr)| live.contains(addr))
+        });
+        if registered && controller_counts_live(&client, controller, brokers).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether the active controller at `addr` lists every one of `brokers` alive.
+async fn controller_counts_live(
+    client: &sluice_client::Cluster,
+    addr: &str,
+    brokers: &[(u32, String)],
+) -> bool {
+    let Ok(mut admin) = client.admin_client(addr) else {
+        return false;
+    };
+    let request = sluice_proto::v1::DescribeClusterRequest {};
+    let Ok(cluster) = admin.describe_cluster(request).await else {
+        return false;
+    };
+    let cluster = cluster.into_inner();
+    brokers.iter().all(|(id, addr)| {
+        cluster
+            .brokers
+            .iter()
+            .any(|b| b.id == *id && b.alive && &b.addr == addr)
     })
 }
 

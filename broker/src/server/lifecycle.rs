@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sluice_proto::v1;
 use sluice_proto::v1::controller_api_client::ControllerApiClient;
@@ -12,6 +12,13 @@ use tracing::{debug, info, warn};
 
 use super::admin::channel;
 use super::Shared;
+use crate::ratelimit::LogLimiter;
+
+/// How long registration may fail before it is worth a WARN: a cold `sluice dev`
+/// starts its brokers while its controller is still taking the lease.
+const UNREACHABLE_GRACE: Duration = Duration::from_secs(1);
+/// At most one line per this interval for each failure that repeats in a loop.
+const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Registers with whichever controller is active, then heartbeats to it; on any
 /// sign that it is no longer active (or that this registration is stale), registers
@@ -19,18 +26,48 @@ use super::Shared;
 pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) {
     let incarnation: u64 = rand::random();
     let config = &shared.config;
+    let unreachable = LogLimiter::new(REPEAT_LOG_INTERVAL);
+    let refused = LogLimiter::new(REPEAT_LOG_INTERVAL);
+    let mut failing_since: Option<Instant> = None;
     loop {
-        let Some((idx, epoch)) = register(&shared, incarnation).await else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
+        let (idx, epoch) = match register(&shared, incarnation).await {
+            Ok(registered) => registered,
+            Err(reason) => {
+                let now = Instant::now();
+                let since = *failing_since.get_or_insert(now);
+                if now.duration_since(since) >= UNREACHABLE_GRACE {
+                    if let Some(suppressed) = unreachable.allow(now) {
+                        warn!(
+                            broker = config.id,
+                            controllers = config.controllers.join(","),
+                            failing_for_s = now.duration_since(since).as_secs(),
+                            last_error = reason,
+                            suppressed,
+                            "cannot register: no active controller reachable; retrying"
+                        );
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
         };
+        if let Some(since) = failing_since.take() {
+            let suppressed = unreachable.reset();
+            if since.elapsed() >= UNREACHABLE_GRACE {
+                info!(
+                    broker = config.id,
+                    after_s = since.elapsed().as_secs(),
+                    suppressed,
+                    "reached the active controller again"
+                );
+            }
+        }
         shared.broker_epoch.store(epoch, Ordering::Release);
         shared.controller_hint.store(idx, Ordering::Relaxed);
         let Ok(ch) = channel(&config.controllers[idx]) else {
             continue;
         };
         let mut client = ControllerApiClient::new(ch);
-        let mut failures = 0;
         loop {
             tokio::time::sleep(config.heartbeat_interval).await;
             let req = v1::HeartbeatRequest {
@@ -43,36 +80,49 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) {
                 Err(_) => Err(tonic::Status::deadline_exceeded("heartbeat timed out")),
             };
             match answer {
-                Ok(r) if r.get_ref().error_code == 0 => failures = 0,
+                Ok(r) if r.get_ref().error_code == 0 => {}
                 Ok(r) => {
                     let r = r.into_inner();
-                    info!(code = %ErrorCode::from_code(r.error_code), message = r.error_message, "heartbeat refused; registering again");
+                    if let Some(suppressed) = refused.allow(Instant::now()) {
+                        info!(
+                            broker = config.id,
+                            code = %ErrorCode::from_code(r.error_code),
+                            message = r.error_message,
+                            suppressed,
+                            "heartbeat refused; registering again"
+                        );
+                    }
                     break;
                 }
                 Err(status) => {
-                    failures += 1;
-                    debug!(%status, failures, "heartbeat failed");
+                    debug!(%status, "heartbeat failed; looking for the active controller");
                     // One miss is enough to look for the active controller again: a new
                     // controller gives brokers only one session timeout to find it.
                     // Start with the next one: this one may be stopped, not dead.
-                    if failures >= 1 {
-                        let next = (idx + 1) % config.controllers.len();
-                        shared.controller_hint.store(next, Ordering::Relaxed);
-                        break;
-                    }
+                    let next = (idx + 1) % config.controllers.len();
+                    shared.controller_hint.store(next, Ordering::Relaxed);
+                    break;
                 }
             }
         }
     }
 }
 
-async fn register(shared: &Shared, incarnation: u64) -> Option<(usize, i64)> {
+/// Tries each controller once, starting with the last one that answered as active.
+/// On failure, says why the last one failed.
+async fn register(shared: &Shared, incarnation: u64) -> Result<(usize, i64), String> {
     let config = &shared.config;
     let start = shared.controller_hint.load(Ordering::Relaxed);
+    let mut last = String::from("no controller address configured");
     for i in 0..config.controllers.len() {
         let idx = (start + i) % config.controllers.len();
-        let Ok(ch) = channel(&config.controllers[idx]) else {
-            continue;
+        let addr = &config.controllers[idx];
+        let ch = match channel(addr) {
+            Ok(ch) => ch,
+            Err(status) => {
+                last = format!("{addr}: {}", status.message());
+                continue;
+            }
         };
         let req = v1::RegisterBrokerRequest {
             broker_id: config.id,
@@ -90,19 +140,28 @@ async fn register(shared: &Shared, incarnation: u64) -> Option<(usize, i64)> {
                     controller_epoch = r.controller_epoch,
                     "registered with the controller"
                 );
-                return Some((idx, r.broker_epoch));
+                return Ok((idx, r.broker_epoch));
             }
-            Ok(r) => debug!(
-                controller = config.controllers[idx],
-                message = r.get_ref().error_message,
-                "registration refused"
-            ),
+            Ok(r) => {
+                let r = r.into_inner();
+                debug!(
+                    controller = addr,
+                    message = r.error_message,
+                    "registration refused"
+                );
+                last = format!(
+                    "{addr}: {} {}",
+                    ErrorCode::from_code(r.error_code),
+                    r.error_message
+                );
+            }
             Err(status) => {
-                debug!(controller = config.controllers[idx], %status, "controller unreachable")
+                debug!(controller = addr, %status, "controller unreachable");
+                last = format!("{addr}: {}", status.message());
             }
         }
     }
-    None
+    Err(last)
 }
 
 fn now_ms() -> i64 {

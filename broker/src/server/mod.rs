@@ -3,7 +3,8 @@
 //!
 //! Services are thin (decode, call the replica manager, encode). Startup: open the data
 //! directory (crash recovery happens here), bind, serve, register with the controller,
-//! which then pushes this broker's partitions. Shutdown: stop accepting, let in-flight
+//! which then pushes this broker's partitions; client requests are answered "not ready"
+//! until then ([`readiness`]). Shutdown: stop accepting, let in-flight
 //! requests finish, flush and close every log, write the clean-shutdown marker.
 
 mod admin;
@@ -11,6 +12,9 @@ mod api;
 mod control;
 mod fetcher;
 mod lifecycle;
+mod readiness;
+
+pub use readiness::Readiness;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicI64;
@@ -22,6 +26,7 @@ use sluice_proto::topic_config::LogConfig;
 use sluice_proto::v1;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tracing::{error, info, warn};
 
 use crate::log::{LogError, LogManager};
@@ -97,6 +102,8 @@ pub(crate) struct Shared {
     /// Set once the broker stops serving: long-polls answer at once and replication
     /// streams end, so a graceful shutdown does not wait on peers that keep them open.
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
+    /// Whether client requests are served yet.
+    pub(crate) gate: readiness::Gate,
 }
 
 /// A broker ready to serve.
@@ -122,8 +129,14 @@ impl Broker {
                 metadata: RwLock::new(v1::MetadataResponse::default()),
                 controller_hint: Default::default(),
                 stopping: tokio::sync::watch::channel(false).0,
+                gate: Default::default(),
             }),
         })
+    }
+
+    /// A handle on whether this broker serves clients yet.
+    pub fn readiness(&self) -> Readiness {
+        Readiness(self.shared.clone())
     }
 
     /// Serves until `shutdown` resolves, then shuts down cleanly.
@@ -144,6 +157,7 @@ impl Broker {
         let replication = tokio::spawn(fetcher::replicate(shared.clone()));
         let isr = tokio::spawn(fetcher::propose_isr_changes(shared.clone()));
         let max = shared.config.max_message_bytes;
+        let gate = readiness::client_gate(shared.clone());
         // Large HTTP/2 windows and frames: the 64 KiB defaults cap one stream at a
         // window per round trip, far below what the log can take.
         let served = tonic::transport::Server::builder()
@@ -151,14 +165,16 @@ impl Broker {
             .initial_connection_window_size(Some(64 << 20))
             .max_frame_size(Some((1 << 24) - 1))
             .tcp_nodelay(true)
-            .add_service(
+            .add_service(InterceptedService::new(
                 v1::broker_server::BrokerServer::new(api::BrokerApi(shared.clone()))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
-            )
-            .add_service(v1::admin_server::AdminServer::new(admin::AdminProxy(
-                shared.clone(),
-            )))
+                gate.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                v1::admin_server::AdminServer::new(admin::AdminProxy(shared.clone())),
+                gate,
+            ))
             .add_service(v1::broker_control_server::BrokerControlServer::new(
                 control::Control(shared.clone()),
             ))
