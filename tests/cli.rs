@@ -590,6 +590,8 @@ fn start_dev_logged(
             return (child, addr.expect("broker 1 address printed"));
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!(
         "sluice dev exited before ready: {}",
         std::fs::read_to_string(log).unwrap()
@@ -678,4 +680,132 @@ fn data_dir_lock_refuses_a_second_process_and_a_kill9_stays_a_crash() {
     // SAFETY: plain kill(2) on our child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
+}
+
+/// A pipe whose read end is already closed: every write to it fails with EPIPE, as
+/// stdout does under `| head -1` once head has exited.
+fn closed_pipe() -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills both descriptors; we own them from here on.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: closing the read end we own and never use again.
+    unsafe { libc::close(fds[0]) };
+    // SAFETY: the write end is a fresh descriptor nothing else owns.
+    unsafe { std::fs::File::from_raw_fd(fds[1]) }
+}
+
+/// Whether `pid` has a handler for SIGINT (tokio installs it when `sluice dev` starts
+/// waiting for Ctrl-C), from the `SigCgt` mask in /proc.
+fn catches_sigint(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0)
+}
+
+#[test]
+fn dev_stops_cleanly_on_ctrl_c_after_its_stdout_pipe_closed() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let err = dir.path().join("stderr");
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    // `sluice dev | head -1`: the reader goes away after the first line.
+    let mut child = Command::new(BIN)
+        .args(["dev", "--listen", &addr, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("spawn sluice dev");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("sluice dev"), "{first}");
+    common::wait_for(
+        "sluice dev to wait for Ctrl-C",
+        std::time::Duration::from_secs(60),
+        || {
+            if let Some(s) = child.try_wait().unwrap() {
+                panic!(
+                    "sluice dev exited ({s}) with its stdout closed: {}",
+                    std::fs::read_to_string(&err).unwrap()
+                );
+            }
+            catches_sigint(child.id()).then_some(())
+        },
+    );
+    assert!(run_cli(&addr, &["topic", "list"], "").status.success());
+    // SAFETY: plain kill(2) on our child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = common::wait_for(
+        "sluice dev to exit",
+        std::time::Duration::from_secs(30),
+        || child.try_wait().unwrap(),
+    );
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(dir
+        .path()
+        .join("data")
+        .join("broker-1")
+        .join(".clean-shutdown")
+        .exists());
+}
+
+#[test]
+fn client_commands_into_a_closed_pipe_exit_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "piped",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "1",
+        ],
+        "",
+    );
+    dev.ok(&["produce", "piped"], "a\nb\nc\n");
+    for args in [
+        vec!["topic", "list"],
+        vec!["topic", "describe", "piped"],
+        vec!["topic", "describe", "piped", "--output", "json"],
+        vec!["cluster", "describe"],
+        vec![
+            "consume",
+            "piped",
+            "--from-beginning",
+            "--max-messages",
+            "3",
+            "--timeout-ms",
+            "10000",
+        ],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env("SLUICE_BOOTSTRAP", &dev.addr)
+            .stdin(Stdio::null())
+            .stdout(closed_pipe())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run sluice");
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "sluice {args:?}: {err}");
+        assert!(
+            out.status.success(),
+            "sluice {args:?}: {}: {err}",
+            out.status
+        );
+        assert!(err.is_empty(), "sluice {args:?}: {err}");
+    }
+    dev.stop();
 }

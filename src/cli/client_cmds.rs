@@ -16,7 +16,7 @@ use sluice_client::{
 use sluice_proto::topic_config::LogConfig;
 use sluice_proto::TopicPartition;
 
-use super::output::{base64, explain, list, opt, table};
+use super::output::{base64, explain, list, opt, outln, table};
 use super::{ClientArgs, Output};
 
 #[derive(Subcommand, Debug)]
@@ -90,8 +90,8 @@ pub async fn partition(cmd: PartitionCommand, c: &ClientArgs) -> anyhow::Result<
                 .await
                 .map_err(|e| explain(&e, &c.bootstrap))?;
             match c.output {
-                Output::Json => println!("{}", json!({"topic": topic, "partition": partition, "target": replicas})),
-                Output::Table => println!("reassigning {topic}-{partition} to {replicas:?}; it completes when the new replicas are in sync"),
+                Output::Json => outln!("{}", json!({"topic": topic, "partition": partition, "target": replicas})),
+                Output::Table => outln!("reassigning {topic}-{partition} to {replicas:?}; it completes when the new replicas are in sync"),
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -101,8 +101,8 @@ pub async fn partition(cmd: PartitionCommand, c: &ClientArgs) -> anyhow::Result<
         .await
         .map_err(|e| explain(&e, &c.bootstrap))?;
     match c.output {
-        Output::Json => println!("{}", json!({"changed": changed})),
-        Output::Table => println!("{changed} partition(s) moved to their preferred leader"),
+        Output::Json => outln!("{}", json!({"changed": changed})),
+        Output::Table => outln!("{changed} partition(s) moved to their preferred leader"),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -179,15 +179,15 @@ pub async fn topic(cmd: TopicCommand, c: &ClientArgs) -> anyhow::Result<ExitCode
                 .await
                 .map_err(ex)?;
             match c.output {
-                Output::Json => println!("{}", json!({"name": name, "partitions": partitions, "replication_factor": replication_factor})),
-                Output::Table => println!("created topic {name} ({partitions} partitions, replication factor {replication_factor})"),
+                Output::Json => outln!("{}", json!({"name": name, "partitions": partitions, "replication_factor": replication_factor})),
+                Output::Table => outln!("created topic {name} ({partitions} partitions, replication factor {replication_factor})"),
             }
         }
         TopicCommand::List => {
             let names = admin.list_topics().await.map_err(ex)?;
             match c.output {
-                Output::Json => println!("{}", json!(names)),
-                Output::Table => names.iter().for_each(|n| println!("{n}")),
+                Output::Json => outln!("{}", json!(names)),
+                Output::Table => names.iter().for_each(|n| outln!("{n}")),
             }
         }
         TopicCommand::Describe {
@@ -213,13 +213,13 @@ pub async fn topic(cmd: TopicCommand, c: &ClientArgs) -> anyhow::Result<ExitCode
                                    "log_end_offset": p.log_end_offset, "log_start_offset": p.log_start_offset})
                         })
                         .collect();
-                    println!(
+                    outln!(
                         "{}",
                         json!({"name": d.name, "topic_id": d.topic_id, "partitions": parts, "configs": effective})
                     );
                 }
                 Output::Table => {
-                    println!("topic {} (id {})", d.name, d.topic_id);
+                    outln!("topic {} (id {})", d.name, d.topic_id);
                     let rows = d
                         .partitions
                         .iter()
@@ -236,7 +236,7 @@ pub async fn topic(cmd: TopicCommand, c: &ClientArgs) -> anyhow::Result<ExitCode
                             ]
                         })
                         .collect();
-                    println!(
+                    outln!(
                         "{}",
                         table(
                             &[
@@ -258,7 +258,7 @@ pub async fn topic(cmd: TopicCommand, c: &ClientArgs) -> anyhow::Result<ExitCode
                             .iter()
                             .map(|(k, v)| vec![k.clone(), v.clone()])
                             .collect();
-                        println!("{}", table(&["config (set on topic)", "value"], rows));
+                        outln!("{}", table(&["config (set on topic)", "value"], rows));
                     }
                 }
             }
@@ -266,8 +266,8 @@ pub async fn topic(cmd: TopicCommand, c: &ClientArgs) -> anyhow::Result<ExitCode
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await.map_err(ex)?;
             match c.output {
-                Output::Json => println!("{}", json!({"deleted": name})),
-                Output::Table => println!("deleted topic {name}"),
+                Output::Json => outln!("{}", json!({"deleted": name})),
+                Output::Table => outln!("deleted topic {name}"),
             }
         }
         TopicCommand::Alter {
@@ -289,8 +289,8 @@ pub async fn topic(cmd: TopicCommand, c: &ClientArgs) -> anyhow::Result<ExitCode
                 admin.create_partitions(&name, total).await.map_err(ex)?;
             }
             match c.output {
-                Output::Json => println!("{}", json!({"altered": name})),
-                Output::Table => println!("altered topic {name}"),
+                Output::Json => outln!("{}", json!({"altered": name})),
+                Output::Table => outln!("altered topic {name}"),
             }
         }
     }
@@ -307,15 +307,16 @@ pub async fn cluster(cmd: ClusterCommand, c: &ClientArgs) -> anyhow::Result<Exit
     match c.output {
         Output::Json => {
             let brokers: Vec<_> = d.brokers.iter().map(|b| json!({"id": b.id, "addr": b.addr, "rack": (!b.rack.is_empty()).then_some(&b.rack), "alive": b.alive})).collect();
-            println!(
+            outln!(
                 "{}",
                 json!({"controller": {"id": d.controller_id, "epoch": d.controller_epoch}, "brokers": brokers})
             );
         }
         Output::Table => {
-            println!(
+            outln!(
                 "controller {} (epoch {})",
-                d.controller_id, d.controller_epoch
+                d.controller_id,
+                d.controller_epoch
             );
             let rows = d
                 .brokers
@@ -329,7 +330,7 @@ pub async fn cluster(cmd: ClusterCommand, c: &ClientArgs) -> anyhow::Result<Exit
                     ]
                 })
                 .collect();
-            println!("{}", table(&["broker", "address", "rack", "state"], rows));
+            outln!("{}", table(&["broker", "address", "rack", "state"], rows));
         }
     }
     Ok(ExitCode::SUCCESS)

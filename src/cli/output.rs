@@ -1,7 +1,58 @@
-//! Human tables and JSON for client commands, and the one-line error convention.
+//! Human tables and JSON for client commands, the one-line error convention, and how
+//! commands write to stdout when nobody reads it any more.
+//!
+//! Rust ignores SIGPIPE, so a write to a closed pipe is an EPIPE error, and `println!`
+//! panics on it (exit 101). Client commands use [`outln!`]: a closed stdout ends the
+//! command quietly with status 0 (docs/cli.md). Servers use [`status_println!`] and
+//! [`status_eprintln!`], which ignore write errors: a status line is for a human
+//! watching, and a server's shutdown (flush, checkpoint, clean-shutdown marker) must not
+//! depend on whether anyone still reads it.
+
+use std::io::Write;
 
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use sluice_client::Error;
+
+/// `println!` for client commands: a closed stdout (the reader, say `head -1`, has what
+/// it wanted) exits with status 0 and no message; any other write error exits 1.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
+
+/// `println!` for servers: write errors are ignored (see the module doc).
+macro_rules! status_println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+pub(crate) use status_println;
+
+/// `eprintln!` for servers: write errors are ignored (see the module doc).
+macro_rules! status_eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+pub(crate) use status_eprintln;
+
+/// What [`outln!`] expands to.
+pub fn write_stdout_line(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    // The `\n` makes the line-buffered stdout flush, so an error shows up here.
+    let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) else {
+        return;
+    };
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    let _ = writeln!(std::io::stderr(), "error: cannot write to stdout: {e}");
+    std::process::exit(1);
+}
 
 /// A table with a header row, printed with light borders.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {

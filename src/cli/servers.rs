@@ -14,6 +14,9 @@ use sluice_controller::{Controller, ControllerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+// Status lines never abort a server: these ignore a closed stdout or stderr
+// (`sluice dev | head -1`, Ctrl-C under `| tee`), so shutdown always completes.
+use super::output::{status_eprintln as eprintln, status_println as println};
 use super::{default_data_dir, parse_addr};
 
 #[derive(Args, Debug)]
