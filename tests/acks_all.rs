@@ -20,8 +20,10 @@ const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i32 = 20;
 /// harness's). Both followers of the partition are paused (SIGSTOP) and one acks=all
 /// record is sent with a delivery timeout well past the ISR shrink and the followers'
 /// fencing: it must fail — the leader alone holds it — with NOT_ENOUGH_REPLICAS(_AFTER_APPEND)
-/// or a timeout, never succeed. Once the followers resume, acks=all writes succeed
-/// again, and every acknowledged record is readable exactly once on every replica.
+/// or a timeout, never succeed; a raw acks=all request sent at the same moment must be
+/// answered NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrinks. Once the followers
+/// resume, acks=all writes succeed again, and every acknowledged record is readable
+/// exactly once on every replica.
 #[test]
 fn paused_followers_fail_acks_all_then_recover() {
     const TOPIC: &str = "paused";
@@ -54,6 +56,34 @@ fn paused_followers_fail_acks_all_then_recover() {
         signal(cluster.brokers[f - 1].1.as_ref().unwrap(), libc::SIGSTOP);
     }
     let paused_at = Instant::now();
+    // What the leader answers on the wire: one acks=all request, appended while the
+    // ISR still counts three, must come back NOT_ENOUGH_REPLICAS_AFTER_APPEND once the
+    // ISR shrinks — not success, and not after the request timeout.
+    let wire = {
+        let addr = cluster.brokers[leader as usize - 1].0.clone();
+        let config = config.clone();
+        rt.spawn(async move {
+            let mut batch = sluice_proto::BatchBuilder::new(sluice_proto::Compression::None);
+            batch.append(0, None, Some(b"paused-wire"), &[]);
+            let req = sluice_proto::v1::ProduceRequest {
+                acks: -1,
+                timeout_ms: 30_000,
+                partitions: vec![sluice_proto::v1::ProducePartition {
+                    topic: TOPIC.into(),
+                    partition: 0,
+                    records: batch.build().unwrap().into_bytes(),
+                }],
+            };
+            let answer = sluice_client::Cluster::new(&config)
+                .broker_client(&addr)
+                .unwrap()
+                .produce(req)
+                .await
+                .unwrap()
+                .into_inner();
+            (answer, paused_at.elapsed())
+        })
+    };
     let outcome = rt.block_on(async {
         let f = producer
             .send(ProducerRecord {
@@ -105,6 +135,23 @@ fn paused_followers_fail_acks_all_then_recover() {
         },
     }
 
+    let (answer, answered_after) = rt.block_on(wire).unwrap();
+    eprintln!("the leader answered the acks=all request after {answered_after:?}: {answer:?}");
+    let p = &answer.partitions[0];
+    assert_eq!(
+        p.error_code, NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        "the leader answers an acks=all write the ISR shrank under with NOT_ENOUGH_REPLICAS_AFTER_APPEND: {p:?}"
+    );
+    assert!(
+        p.error_message.contains("min.insync.replicas"),
+        "the message names the setting: {}",
+        p.error_message
+    );
+    assert!(
+        answered_after < Duration::from_secs(20),
+        "answered when the ISR shrank, not at the request timeout: {answered_after:?}"
+    );
+
     let resumed_at = Instant::now();
     for &f in &followers {
         signal(cluster.brokers[f - 1].1.as_ref().unwrap(), libc::SIGCONT);
@@ -136,6 +183,11 @@ fn paused_followers_fail_acks_all_then_recover() {
     assert!(
         failed_copies <= 1,
         "the failed record is stored {failed_copies} times"
+    );
+    let wire_copies = read.iter().filter(|r| r.1 == "paused-wire").count();
+    assert!(
+        wire_copies <= 1,
+        "the failed wire record is stored {wire_copies} times"
     );
     eprintln!(
         "{} acknowledged, {} read by a consumer, the failed record stored {failed_copies} time(s)",
