@@ -809,3 +809,41 @@ fn client_commands_into_a_closed_pipe_exit_quietly() {
     }
     dev.stop();
 }
+
+#[test]
+fn acks_all_below_min_insync_fails_within_the_timeout_naming_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "thin",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+            "--config",
+            "min.insync.replicas=2",
+        ],
+        "",
+    );
+    let started = std::time::Instant::now();
+    let out = dev.cli(&["produce", "thin", "--timeout-ms", "2000"], "x\ny\n");
+    let took = started.elapsed();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "took {took:?}: {err}"
+    );
+    assert!(err.contains("0 record(s) acknowledged"), "{err}");
+    assert!(err.contains("2 record(s) not acknowledged"), "{err}");
+    assert!(err.contains("NOT_ENOUGH_REPLICAS"), "{err}");
+    // acks=1 does not need the ISR: the same topic takes the records.
+    dev.ok(
+        &["produce", "thin", "--acks", "1", "--timeout-ms", "2000"],
+        "z\n",
+    );
+    dev.stop();
+}

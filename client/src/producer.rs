@@ -81,7 +81,8 @@ pub struct ProducerConfig {
     pub batch_size_max: usize,
     pub compression: Compression,
     pub request_timeout: Duration,
-    /// `delivery.timeout.ms`: give up on a record this long after `send`.
+    /// `delivery.timeout.ms`: give up on a record this long after `send`. A record that
+    /// kept failing with a retriable error fails with that last error (its code kept).
     pub delivery_timeout: Duration,
     pub retry_backoff: Duration,
     /// `buffer.memory`: `send` waits while this many bytes are unacknowledged.
@@ -236,6 +237,9 @@ struct Closed {
     records: u32,
     buffered: usize,
     created: Instant,
+    /// The retriable error that sent this batch back to wait, if any: what the caller
+    /// is told when the delivery timeout expires, rather than a bare "timed out".
+    last_error: Option<Error>,
 }
 
 #[derive(Default)]
@@ -470,6 +474,7 @@ fn encode(open: Open, compression: Compression) -> Result<Closed, (Closed, Error
         records,
         buffered,
         created,
+        last_error: None,
     };
     match builder.build() {
         Ok(batch) => {
@@ -495,6 +500,28 @@ impl Inner {
         {
             self.idle.notify_waiters();
         }
+    }
+}
+
+/// The error for a batch whose delivery timeout expired while it waited to be retried:
+/// the last error it got (say NOT_ENOUGH_REPLICAS, with its code kept so callers can
+/// match on it), saying it persisted; a plain timeout if it never got an answer.
+fn expired(last: Option<Error>, key: &PartKey, timeout: Duration) -> Error {
+    let gave_up = format!(
+        "{}-{} not delivered within the delivery timeout ({timeout:?})",
+        key.0, key.1
+    );
+    match last {
+        Some(Error::Broker { code, message }) => Error::Broker {
+            code,
+            message: format!("{gave_up}; last error: {message}"),
+        },
+        Some(Error::Unreachable { addr, message }) => Error::Unreachable {
+            addr,
+            message: format!("{message} ({gave_up})"),
+        },
+        Some(other) => Error::Timeout(format!("{gave_up}; last error: {other}")),
+        None => Error::Timeout(gave_up),
     }
 }
 
@@ -530,14 +557,9 @@ fn collect_ready(inner: &Inner, now: Instant) -> (SendsByLeader, HashSet<Arc<str
                 .front()
                 .is_some_and(|c| now.duration_since(c.created) > config.delivery_timeout)
             {
-                let c = q.ready.pop_front().expect("checked");
-                inner.finish(
-                    &c,
-                    Err(Error::Timeout(format!(
-                        "{}-{} not delivered within {:?}",
-                        key.0, key.1, config.delivery_timeout
-                    ))),
-                );
+                let mut c = q.ready.pop_front().expect("checked");
+                let error = expired(c.last_error.take(), key, config.delivery_timeout);
+                inner.finish(&c, Err(error));
             }
             let has_work = !q.ready.is_empty()
                 || q.open.as_ref().is_some_and(|o| {
@@ -638,7 +660,7 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
     let mut retry = Vec::new();
     let mut resequence = Vec::new();
     let mut acc_updates = Vec::new();
-    for (key, c) in batches {
+    for (key, mut c) in batches {
         let outcome = match &response {
             Ok(resp) => match resp
                 .partitions
@@ -668,6 +690,7 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
             {
                 debug!(topic = %key.0, partition = key.1, error = %e, "retrying batch");
                 inner.cluster.invalidate(&key.0);
+                c.last_error = Some(e);
                 retry.push(key.clone());
                 acc_updates.push((key, Some(c)));
             }

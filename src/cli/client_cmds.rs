@@ -125,6 +125,10 @@ pub struct ProduceArgs {
     /// Send every record to this partition.
     #[arg(long)]
     pub partition: Option<u32>,
+    /// Delivery timeout (`delivery.timeout.ms`): how long a record may take, retries
+    /// included; a record still failing then fails with the last error seen.
+    #[arg(long, default_value_t = 120_000)]
+    pub timeout_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -342,12 +346,20 @@ const PRODUCE_PENDING_MAX: usize = 100_000;
 pub async fn produce(a: ProduceArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     let acks = Acks::parse(&a.acks)
         .with_context(|| format!("--acks {} is not one of all, 1, 0", a.acks))?;
+    if a.timeout_ms == 0 {
+        bail!("--timeout-ms must be at least 1");
+    }
     let config = ClientConfig::new(&c.bootstrap);
+    let defaults = ProducerConfig::default();
+    let delivery_timeout = Duration::from_millis(a.timeout_ms);
     let producer = Producer::new(
         &config,
         ProducerConfig {
             acks,
-            ..ProducerConfig::default()
+            delivery_timeout,
+            // One request may not outlast the whole delivery timeout.
+            request_timeout: defaults.request_timeout.min(delivery_timeout),
+            ..defaults
         },
     )
     .await
