@@ -397,7 +397,7 @@ fn run(mut cluster: Cluster, net: Option<&Netns>, mut log: Log) {
     }
     resumed.sort();
     eprintln!(
-        "acknowledgements resumed after a fault: median {:?}, max {:?}",
+        "acknowledgements resumed after a healed fault (every broker alive again): median {:?}, max {:?}",
         resumed.get(resumed.len() / 2),
         resumed.last()
     );
