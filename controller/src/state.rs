@@ -329,7 +329,17 @@ impl ClusterState {
             .filter(|(_, &t)| now.duration_since(t) > self.session_timeout)
             .map(|(&b, _)| b)
             .collect();
-        if expired.is_empty() {
+        // A partition without a leader gets one as soon as an ISR member is live again.
+        // Not only on registration: a newly elected controller takes every known broker
+        // as live, so a broker that was the last ISR member and kept heartbeating through
+        // a controller failover never registers again (found by the simulator, seed 97).
+        let leaderless = self
+            .snap
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .any(|p| p.leader.is_none() && p.isr.iter().any(|r| self.live.contains_key(r)));
+        if expired.is_empty() && !leaderless {
             return Vec::new();
         }
         for b in &expired {
@@ -340,6 +350,9 @@ impl ClusterState {
             );
         }
         let changed = self.elect_offline_leaders();
+        if changed.is_empty() && expired.is_empty() {
+            return Vec::new();
+        }
         let mut actions = self.leader_and_isr_for(&changed);
         actions.push(Action::UpdateMetadataAll);
         actions

@@ -189,6 +189,12 @@ pub struct PartitionState {
     /// is this broker.
     purgatory: BTreeMap<(Offset, WaiterId), Waiter>,
     last_isr_proposal: Option<Instant>,
+    /// Replicas this leader proposed adding to the ISR at the current partition epoch.
+    /// Until a new partition epoch arrives they count toward the high watermark as if
+    /// already in the ISR (Kafka's "maximal ISR", KIP-497): a proposal in flight may be
+    /// committed at any moment, and a committed ISR member must hold every record below
+    /// the high watermark.
+    pending_additions: Vec<BrokerId>,
 }
 
 impl PartitionState {
@@ -210,6 +216,7 @@ impl PartitionState {
             followers: HashMap::new(),
             purgatory: BTreeMap::new(),
             last_isr_proposal: None,
+            pending_additions: Vec::new(),
         }
     }
 
@@ -331,6 +338,10 @@ impl PartitionState {
         }
         let new_term =
             !started || role.leader_epoch != current.leader_epoch || role.leader != current.leader;
+        if new_term || role.partition_epoch != current.partition_epoch {
+            // Proposals made at the old partition epoch are refused by the controller now.
+            self.pending_additions.clear();
+        }
         if new_term {
             // Whatever waited was appended in the old term; the next leader may truncate it.
             self.fail_all(ErrorCode::NotLeaderOrFollower, out);
@@ -393,7 +404,8 @@ impl PartitionState {
             return;
         }
         let mut hw = self.log_end_offset;
-        for r in self.role.isr.iter().filter(|&&r| r != self.me) {
+        let maximal = self.role.isr.iter().chain(&self.pending_additions);
+        for r in maximal.filter(|&&r| r != self.me) {
             let leo = self
                 .followers
                 .get(r)
@@ -488,9 +500,12 @@ impl PartitionState {
         isr.sort_by_key(order);
         let mut current = self.role.isr.clone();
         current.sort_by_key(order);
-        if isr == current {
+        if isr == current && self.pending_additions.is_empty() {
             return None;
         }
+        // With additions pending and nothing to change, the proposal repeats the current
+        // ISR: committing it moves the partition epoch, which retires every proposal still
+        // in flight and so lets the pending additions go.
         if self
             .last_isr_proposal
             .is_some_and(|t| now.saturating_duration_since(t) < self.config.isr_proposal_interval)
@@ -498,6 +513,11 @@ impl PartitionState {
             return None;
         }
         self.last_isr_proposal = Some(now);
+        for r in &isr {
+            if !self.role.isr.contains(r) && !self.pending_additions.contains(r) {
+                self.pending_additions.push(*r);
+            }
+        }
         Some(IsrProposal {
             leader_epoch: self.role.leader_epoch,
             partition_epoch: self.role.partition_epoch,

@@ -345,3 +345,78 @@ fn an_empty_epoch_at_the_log_end_is_truncated_and_replication_resumes() {
     let last = follower.latest().map(|e| LeaderEpoch(e.epoch));
     assert_eq!(divergence(&leader_epochs, Offset(0), end, last, end), None);
 }
+
+#[test]
+fn a_replica_proposed_for_the_isr_holds_back_the_hw_until_the_next_partition_epoch() {
+    // Found by the simulator (seed 213): the leader proposed adding replica 2 at HW 106,
+    // kept acknowledging with ISR {1, 3} past 106, then the controller committed
+    // {1, 2, 3}; with 1 gone, 2 was elected without the acknowledged records.
+    let t0 = Instant::now();
+    let mut s = PartitionState::new(ME, config(2));
+    s.handle(Event::Role {
+        role: role(ME, 1, &[ME, B3], 3),
+        log_end_offset: Offset(106),
+        now: t0,
+    });
+    fetch(&mut s, B3, 106, 106, t0);
+    fetch(&mut s, B2, 106, 106, t0);
+    assert_eq!(s.high_watermark(), Offset(106));
+    let a = s.handle(Event::Tick { now: t0 });
+    assert!(matches!(&a[..], [Action::ProposeIsr(p)] if p.new_isr == vec![ME, B2, B3]));
+    // Replica 3 keeps up; replica 2 does not fetch again. The HW must wait for 2.
+    append(&mut s, 110, 1, t0);
+    let a = fetch(&mut s, B3, 110, 110, t0);
+    assert!(
+        completions(&a).is_empty(),
+        "acknowledged without the joining replica: {a:?}"
+    );
+    assert_eq!(s.high_watermark(), Offset(106));
+    // The controller commits {1, 2, 3}: the pending addition is now a real member.
+    s.handle(Event::Role {
+        role: role(ME, 1, &[ME, B2, B3], 4),
+        log_end_offset: Offset(110),
+        now: t0,
+    });
+    let a = fetch(&mut s, B2, 110, 110, t0);
+    assert_eq!(completions(&a), vec![(1, Ok(()))]);
+}
+
+#[test]
+fn pending_additions_are_retired_by_a_proposal_of_the_current_isr() {
+    let t0 = Instant::now();
+    let mut s = PartitionState::new(ME, config(1));
+    s.handle(Event::Role {
+        role: role(ME, 1, &[ME, B3], 3),
+        log_end_offset: Offset(10),
+        now: t0,
+    });
+    fetch(&mut s, B3, 10, 10, t0);
+    fetch(&mut s, B2, 10, 10, t0);
+    assert_eq!(s.handle(Event::Tick { now: t0 }).len(), 1);
+    // Replica 2 goes silent past the lag limit; nothing else changes.
+    let t1 = t0 + Duration::from_secs(11);
+    fetch(&mut s, B3, 10, 10, t1);
+    let a = s.handle(Event::Tick { now: t1 });
+    assert_eq!(
+        a,
+        vec![Action::ProposeIsr(IsrProposal {
+            leader_epoch: LeaderEpoch(1),
+            partition_epoch: 3,
+            new_isr: vec![ME, B3],
+        })],
+        "the current ISR again, to retire the proposal that added 2"
+    );
+    s.handle(Event::Role {
+        role: role(ME, 1, &[ME, B3], 4),
+        log_end_offset: Offset(10),
+        now: t1,
+    });
+    let appended = append(&mut s, 12, 5, t1);
+    let a = fetch(&mut s, B3, 12, 12, t1);
+    assert_eq!(
+        completions(&a),
+        vec![(5, Ok(()))],
+        "2 no longer holds the HW back; appended: {appended:?}, hw {:?}",
+        s.high_watermark()
+    );
+}
