@@ -297,3 +297,34 @@ fn reassignment_waits_for_the_new_replicas_then_drops_the_old() {
         ErrorCode::InvalidReplicationFactor
     );
 }
+
+#[test]
+fn a_new_controller_elects_a_leader_for_a_partition_whose_last_isr_member_is_live() {
+    // Simulator seed 97: the only ISR member was fenced (the partition went leaderless),
+    // then the controller failed over; the new controller takes every stored broker as
+    // live, the broker keeps heartbeating with its old epoch and never registers again.
+    let (mut s, now) = state_with(&[1, 2]);
+    s.create_topic("t", 1, 2, BTreeMap::new(), "id".into())
+        .unwrap();
+    let later = now + Duration::from_secs(3);
+    s.heartbeat(1, s.broker_epoch(1).unwrap(), later).unwrap();
+    s.tick(later); // broker 2 fenced: ISR [1]
+    let much_later = later + Duration::from_secs(3);
+    s.tick(much_later); // broker 1 fenced too: leaderless, ISR [1] remembered
+    let p = &s.snap.topics["t"].partitions[0];
+    assert_eq!((p.leader, p.isr.clone()), (None, vec![1]));
+
+    let mut next = ClusterState::new(s.snap.clone(), much_later, Duration::from_secs(2), 101, 2);
+    let epoch1 = next.broker_epoch(1).unwrap();
+    next.heartbeat(1, epoch1, much_later).unwrap();
+    let actions = next.tick(much_later + Duration::from_millis(100));
+    assert_eq!(next.snap.topics["t"].partitions[0].leader, Some(1));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::LeaderAndIsr { broker: 1, .. })));
+    assert!(
+        next.tick(much_later + Duration::from_millis(200))
+            .is_empty(),
+        "nothing more to do"
+    );
+}

@@ -15,7 +15,7 @@ fn replication_invariants_hold_under_faults() {
         Some(seed) => vec![seed],
         None => {
             let first = env("SIM_FIRST_SEED").unwrap_or(1);
-            (first..first + env("SIM_SEEDS").unwrap_or(200)).collect()
+            (first..first + env("SIM_SEEDS").unwrap_or(500)).collect()
         }
     };
     let threads = std::thread::available_parallelism()
