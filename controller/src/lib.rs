@@ -4,9 +4,12 @@
 //!
 //! Data flow: brokers register and heartbeat through `ControllerApi`; admin requests
 //! arrive through `Admin` (forwarded by brokers). Each request locks the active
-//! [`state::ClusterState`], applies the change, persists the snapshot to the store, and
-//! hands the resulting [`state::Action`]s to the [`pusher`], which sends them to each
-//! broker in order. A standby controller answers NOT_CONTROLLER until it wins the lease.
+//! [`state::ClusterState`], applies the change, stages the snapshot and queues the
+//! resulting [`state::Action`]s with the [`pusher`], then releases the lock and writes
+//! the snapshot to the store (`writer`: in order, never under the state lock, so a slow
+//! store never delays heartbeats); pushes go out to each broker in order once the change
+//! they report is stored. A standby controller answers NOT_CONTROLLER until it wins the
+//! lease.
 //!
 //! Stores ([`store::Store`]): `embedded:DIR` (flock + files) and, with the cargo feature
 //! `etcd`, `etcd://HOST:PORT[,…][/PREFIX]`. A controller that loses its lease resigns
@@ -16,6 +19,7 @@ pub mod pusher;
 pub mod service;
 pub mod state;
 pub mod store;
+mod writer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +31,7 @@ use tracing::{error, info, warn};
 use crate::pusher::Pusher;
 use crate::state::ClusterState;
 use crate::store::{Store, StoreError};
+use crate::writer::{Staged, Writer};
 
 /// Controller settings.
 #[derive(Debug, Clone)]
@@ -61,28 +66,41 @@ impl Default for ControllerConfig {
 /// State of the active controller; `None` in [`Shared::active`] while standby.
 pub(crate) struct Active {
     pub(crate) state: ClusterState,
-    pub(crate) store: Store,
-    /// A commit failed: the in-memory state holds a change the store does not, so this
-    /// term must end (the next term reloads the store).
-    pub(crate) failed: bool,
+    /// This term's store, written outside the state lock.
+    pub(crate) writer: Arc<Writer>,
+    /// Sequence number of the last snapshot staged.
+    /// Invariant: never below the writer's durable sequence number.
+    staged: u64,
 }
 
 impl Active {
-    /// Persists the snapshot, then sends the actions. A failed write is fatal to this
-    /// controller's term: it must not act on state it could not store.
-    pub(crate) async fn commit(
+    pub(crate) fn new(state: ClusterState, writer: Arc<Writer>) -> Active {
+        Active {
+            state,
+            writer,
+            staged: 0,
+        }
+    }
+
+    /// Under the state lock: numbers the change, copies the snapshot, and queues the
+    /// actions' pushes behind its write. The caller then releases the lock and calls
+    /// [`Staged::write`]. Once a write has failed the term is over and nothing is staged.
+    pub(crate) fn stage(
         &mut self,
         actions: Vec<state::Action>,
         pusher: &Pusher,
-    ) -> Result<Vec<pusher::PushAck>, StoreError> {
-        if self.failed {
+    ) -> Result<Staged, StoreError> {
+        if self.writer.failed() {
             return Err(StoreError::TermEnded);
         }
-        if let Err(e) = self.store.save(&self.state.snap).await {
-            self.failed = true;
-            return Err(e);
-        }
-        Ok(pusher.dispatch(actions, &self.state))
+        self.staged += 1;
+        let gate = self.writer.gate(self.staged);
+        Ok(Staged {
+            writer: self.writer.clone(),
+            seq: self.staged,
+            snapshot: self.state.snap.clone(),
+            acks: pusher.dispatch_after(actions, &self.state, Some(gate)),
+        })
     }
 }
 
@@ -202,11 +220,7 @@ impl Controller {
             );
             {
                 let mut guard = self.shared.active.lock().await;
-                let active = guard.insert(Active {
-                    state,
-                    store,
-                    failed: false,
-                });
+                let active = guard.insert(Active::new(state, Arc::new(Writer::new(store))));
                 // Known brokers learn the new controller epoch and their partitions.
                 let actions = active.state.all_leader_and_isr();
                 let _ = self.shared.pusher.dispatch(actions, &active.state);
@@ -232,13 +246,16 @@ impl Controller {
             };
             // Checked before anything else: after a stop (SIGSTOP) every broker looks
             // silent, and a deposed controller must not act on that.
-            if active.failed || active.store.lease_lost() {
+            let lease_lost = active.writer.lease_lost();
+            if active.writer.failed() || lease_lost {
                 warn!(
                     controller = config.id,
-                    lease_lost = active.store.lease_lost(),
+                    lease_lost,
                     "ending this controller term: lease lost or a metadata write failed"
                 );
-                return guard.take().map(|a| a.store).expect("active above");
+                let writer = guard.take().map(|a| a.writer).expect("active above");
+                drop(guard);
+                return writer.end_term().await.expect("only lead() ends a term");
             }
             let mut actions = active.state.tick(Instant::now());
             publish_gauges(&active.state);
@@ -249,12 +266,20 @@ impl Controller {
                     actions.extend(more);
                 }
             }
-            if !actions.is_empty() {
-                if let Err(e) = active.commit(actions, &self.shared.pusher).await {
-                    error!(error = %e, "metadata store write failed; resigning");
-                    return guard.take().map(|a| a.store).expect("active above");
-                }
+            if actions.is_empty() {
+                continue;
             }
+            let Ok(staged) = active.stage(actions, &self.shared.pusher) else {
+                continue; // the term ends on the next tick
+            };
+            drop(guard);
+            // In its own task: the next tick must not wait for the store either. A
+            // failure ends the term on the next tick.
+            tokio::spawn(async move {
+                if let Err(e) = staged.write().await {
+                    error!(error = %e, "metadata store write failed; resigning");
+                }
+            });
         }
     }
 }

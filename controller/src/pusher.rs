@@ -1,6 +1,8 @@
 //! Sends controller decisions to brokers over `BrokerControl`, in order, per broker.
 //!
-//! Each broker has one queue and one task. A message that cannot be delivered after a
+//! Each broker has one queue and one task. A push staged with a metadata change waits
+//! in its queue until that change is stored ([`DurableGate`]), and is dropped if the
+//! controller's term ends first. A message that cannot be delivered after a
 //! few attempts is dropped: the broker is then dead or unreachable, and when it
 //! registers again it receives its full state anyway.
 
@@ -15,6 +17,7 @@ use tonic::transport::Endpoint;
 use tracing::{debug, warn};
 
 use crate::state::{Action, ClusterState};
+use crate::writer::DurableGate;
 
 const ATTEMPTS: u32 = 10;
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -35,11 +38,14 @@ pub struct Pusher {
     queues: Mutex<HashMap<u32, Queue>>,
 }
 
+/// A push, its acknowledgement, and the write it waits for (if any).
+type Queued = (Push, oneshot::Sender<()>, Option<DurableGate>);
+
 /// One broker's ordered queue and the task draining it.
 struct Queue {
     addr: String,
     epoch: i64,
-    tx: mpsc::UnboundedSender<(Push, oneshot::Sender<()>)>,
+    tx: mpsc::UnboundedSender<Queued>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -49,6 +55,18 @@ impl Pusher {
     /// its broker (and are dropped if it is given up), so callers can wait for brokers
     /// to know about a change before answering.
     pub fn dispatch(&self, actions: Vec<Action>, state: &ClusterState) -> Vec<PushAck> {
+        self.dispatch_after(actions, state, None)
+    }
+
+    /// Like [`Pusher::dispatch`], but each push waits in its queue until `gate` opens
+    /// (the change it reports is stored) and is dropped if it never does. Call under
+    /// the state lock, so pushes queue in the order their changes were made.
+    pub(crate) fn dispatch_after(
+        &self,
+        actions: Vec<Action>,
+        state: &ClusterState,
+        gate: Option<DurableGate>,
+    ) -> Vec<PushAck> {
         let mut acks = Vec::new();
         let (controller_id, controller_epoch) = (state.controller_id(), state.controller_epoch());
         for action in actions {
@@ -62,7 +80,7 @@ impl Pusher {
                         partitions,
                     };
                     acks.extend(
-                        self.send(state, broker, Push::LeaderAndIsr(req))
+                        self.send(state, &gate, broker, Push::LeaderAndIsr(req))
                             .map(|r| (broker, r)),
                     );
                 }
@@ -83,7 +101,7 @@ impl Pusher {
                         partitions,
                     };
                     acks.extend(
-                        self.send(state, broker, Push::StopReplica(req))
+                        self.send(state, &gate, broker, Push::StopReplica(req))
                             .map(|r| (broker, r)),
                     );
                 }
@@ -96,7 +114,7 @@ impl Pusher {
                             metadata: Some(metadata.clone()),
                         };
                         acks.extend(
-                            self.send(state, broker, Push::UpdateMetadata(req))
+                            self.send(state, &gate, broker, Push::UpdateMetadata(req))
                                 .map(|r| (broker, r)),
                         );
                     }
@@ -106,7 +124,13 @@ impl Pusher {
         acks
     }
 
-    fn send(&self, state: &ClusterState, broker: u32, push: Push) -> Option<oneshot::Receiver<()>> {
+    fn send(
+        &self,
+        state: &ClusterState,
+        gate: &Option<DurableGate>,
+        broker: u32,
+        push: Push,
+    ) -> Option<oneshot::Receiver<()>> {
         let addr = state.broker_addr(broker)?;
         let (done, acked) = oneshot::channel();
         let epoch = state.broker_epoch(broker).unwrap_or(-1);
@@ -131,16 +155,12 @@ impl Pusher {
                 old.task.abort();
             }
         }
-        let _ = queues[&broker].tx.send((push, done));
+        let _ = queues[&broker].tx.send((push, done, gate.clone()));
         Some(acked)
     }
 }
 
-async fn deliver(
-    broker: u32,
-    addr: String,
-    mut rx: mpsc::UnboundedReceiver<(Push, oneshot::Sender<()>)>,
-) {
+async fn deliver(broker: u32, addr: String, mut rx: mpsc::UnboundedReceiver<Queued>) {
     let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
         Ok(e) => e
             .connect_timeout(Duration::from_secs(1))
@@ -151,7 +171,15 @@ async fn deliver(
         }
     };
     let mut client = BrokerControlClient::new(endpoint.connect_lazy());
-    while let Some((push, done)) = rx.recv().await {
+    while let Some((push, done, gate)) = rx.recv().await {
+        if let Some(gate) = gate {
+            if !gate.passed().await {
+                // The change was never stored: the term ended. Dropping `done` tells
+                // whoever waits on it.
+                debug!(broker, "dropping a push whose change was not stored");
+                continue;
+            }
+        }
         let mut done = Some(done);
         for attempt in 1..=ATTEMPTS {
             let result = match &push {

@@ -1,5 +1,6 @@
 //! The controller's gRPC services: `Admin` and `ControllerApi`. Thin: decode, call the
-//! state machine under the active lock, persist and push, encode.
+//! state machine under the active lock and stage the change, write it after releasing
+//! the lock (its pushes follow the write), encode. Heartbeats only take the state lock.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +14,10 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
+use crate::pusher::PushAck;
 use crate::state::{Action, Rejection};
+use crate::store::StoreError;
+use crate::writer::Staged;
 use crate::Shared;
 
 fn result(code: ErrorCode, message: impl Into<String>) -> v1::AdminResult {
@@ -42,26 +46,32 @@ impl Svc {
         &self,
         f: impl FnOnce(&mut crate::state::ClusterState) -> Result<Vec<Action>, Rejection>,
     ) -> v1::AdminResult {
-        let acks = {
+        let staged = {
             let mut guard = self.0.active.lock().await;
             let Some(active) = guard.as_mut() else {
                 return not_controller(&self.0);
             };
             match f(&mut active.state) {
-                Ok(actions) => match active.commit(actions, &self.0.pusher).await {
-                    Ok(acks) => acks,
-                    Err(e) => {
-                        let message = format!("metadata store write failed: {e}");
-                        return result(ErrorCode::UnknownServerError, message);
-                    }
-                },
+                Ok(actions) => active.stage(actions, &self.0.pusher),
                 Err((code, message)) => return result(code, message),
+            }
+        };
+        let acks = match write(staged).await {
+            Ok(acks) => acks,
+            Err(e) => {
+                let message = format!("metadata store write failed: {e}");
+                return result(ErrorCode::UnknownServerError, message);
             }
         };
         // Answer once brokers know: a client that hears "created" can use the topic.
         crate::await_pushes(acks).await;
         result(ErrorCode::None, "")
     }
+}
+
+/// Writes a change staged under the state lock; call after releasing it.
+async fn write(staged: Result<Staged, StoreError>) -> Result<Vec<PushAck>, StoreError> {
+    staged?.write().await
 }
 
 fn random_topic_id() -> String {
@@ -233,7 +243,7 @@ impl controller_api_server::ControllerApi for Svc {
         req: Request<v1::AlterPartitionRequest>,
     ) -> Result<Response<v1::AlterPartitionResponse>, Status> {
         let r = req.into_inner();
-        let (state, acks) = {
+        let (state, staged) = {
             let mut guard = self.0.active.lock().await;
             let Some(active) = guard.as_mut() else {
                 let nc = not_controller(&self.0);
@@ -253,14 +263,7 @@ impl controller_api_server::ControllerApi for Svc {
                 r.new_isr,
             );
             match outcome {
-                Ok((state, actions)) => match active.commit(actions, &self.0.pusher).await {
-                    Ok(acks) => (state, acks),
-                    Err(e) => {
-                        return Err(Status::internal(format!(
-                            "metadata store write failed: {e}"
-                        )))
-                    }
-                },
+                Ok((state, actions)) => (state, active.stage(actions, &self.0.pusher)),
                 Err((code, message)) => {
                     return Ok(Response::new(v1::AlterPartitionResponse {
                         error_code: code.code(),
@@ -270,6 +273,9 @@ impl controller_api_server::ControllerApi for Svc {
                 }
             }
         };
+        let acks = write(staged)
+            .await
+            .map_err(|e| Status::internal(format!("metadata store write failed: {e}")))?;
         crate::await_pushes(acks).await;
         Ok(Response::new(v1::AlterPartitionResponse {
             error_code: 0,
@@ -300,16 +306,12 @@ impl controller_api_server::ControllerApi for Svc {
             r.incarnation,
             Instant::now(),
         );
-        let acks = match active.commit(actions, &self.0.pusher).await {
-            Ok(acks) => acks,
-            Err(e) => {
-                return Err(Status::internal(format!(
-                    "metadata store write failed: {e}"
-                )))
-            }
-        };
+        let staged = active.stage(actions, &self.0.pusher);
         let controller_epoch = active.state.controller_epoch();
         drop(guard);
+        let acks = write(staged)
+            .await
+            .map_err(|e| Status::internal(format!("metadata store write failed: {e}")))?;
         // Answer once the broker holds its partitions: "registered" then means "serving".
         // Only its own pushes: a dead peer must not delay (and so fence) it.
         crate::await_pushes(acks.into_iter().filter(|(b, _)| *b == r.broker_id)).await;
@@ -382,4 +384,105 @@ pub(crate) async fn serve(
             shutdown,
         )
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::state::{ClusterState, Snapshot};
+    use crate::store::Store;
+    use crate::writer::Writer;
+    use crate::{Active, ControllerConfig};
+
+    /// An active controller on an embedded store in `dir`, with broker 1 registered.
+    async fn active(dir: &std::path::Path) -> (Svc, Arc<Writer>, i64) {
+        let spec = format!("embedded:{}", dir.display());
+        let mut store = Store::open(&spec, Duration::from_secs(1)).unwrap();
+        let epoch = store.acquire(1, Duration::from_millis(10)).await;
+        let now = Instant::now();
+        let mut state =
+            ClusterState::new(Snapshot::default(), now, Duration::from_secs(60), 1, epoch);
+        // A port nothing listens on: pushes fail fast and are given up.
+        let (broker_epoch, _) = state.register(1, "127.0.0.1:1".into(), None, 7, now);
+        let writer = Arc::new(Writer::new(store));
+        let shared = Arc::new(Shared {
+            config: ControllerConfig::default(),
+            active: tokio::sync::Mutex::new(Some(Active::new(state, writer.clone()))),
+            pusher: Default::default(),
+        });
+        (Svc(shared), writer, broker_epoch)
+    }
+
+    #[tokio::test]
+    async fn heartbeats_and_describes_do_not_wait_for_a_slow_store_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svc, writer, broker_epoch) = active(dir.path()).await;
+        let stalled = writer.stall().await;
+        let create = tokio::spawn({
+            let svc = svc.clone();
+            async move {
+                let req = v1::CreateTopicRequest {
+                    name: "t".into(),
+                    partitions: 1,
+                    replication_factor: 1,
+                    configs: Default::default(),
+                };
+                admin_server::Admin::create_topic(&svc, Request::new(req)).await
+            }
+        });
+        // The creation has changed the state and now waits for its write.
+        let staged = async {
+            while !svc
+                .0
+                .active
+                .lock()
+                .await
+                .as_ref()
+                .unwrap()
+                .state
+                .snap
+                .topics
+                .contains_key("t")
+            {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), staged)
+            .await
+            .unwrap();
+        let beat = v1::HeartbeatRequest {
+            broker_id: 1,
+            broker_epoch,
+        };
+        let answer = tokio::time::timeout(
+            Duration::from_secs(1),
+            controller_api_server::ControllerApi::heartbeat(&svc, Request::new(beat)),
+        )
+        .await
+        .expect("a heartbeat must not wait for the store")
+        .unwrap();
+        assert_eq!(answer.into_inner().error_code, 0);
+        let describe = admin_server::Admin::describe_cluster(
+            &svc,
+            Request::new(v1::DescribeClusterRequest {}),
+        );
+        tokio::time::timeout(Duration::from_secs(1), describe)
+            .await
+            .expect("a describe must not wait for the store")
+            .unwrap();
+        assert!(!create.is_finished(), "the creation waits for its write");
+        drop(stalled);
+        let created = create.await.unwrap().unwrap().into_inner();
+        assert_eq!(created.result.unwrap().error_code, 0);
+        let mut store = writer.end_term().await.unwrap();
+        assert!(store
+            .load()
+            .await
+            .unwrap()
+            .unwrap()
+            .topics
+            .contains_key("t"));
+    }
 }

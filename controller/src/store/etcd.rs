@@ -97,6 +97,22 @@ impl Drop for Held {
     }
 }
 
+/// Whether the lease held when it was taken is lost; `None` inside: none was held.
+#[derive(Clone)]
+pub struct EtcdLeaseProbe(Option<(Arc<AtomicBool>, Arc<Mutex<Instant>>)>);
+
+impl EtcdLeaseProbe {
+    pub fn lease_lost(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some((lost, expires)) => {
+                lost.load(Ordering::Acquire)
+                    || Instant::now() >= *expires.lock().unwrap_or_else(|p| p.into_inner())
+            }
+        }
+    }
+}
+
 pub struct EtcdStore {
     spec: EtcdSpec,
     ttl: Duration,
@@ -261,13 +277,17 @@ impl EtcdStore {
     }
 
     pub fn lease_lost(&self) -> bool {
-        match &self.held {
-            None => true,
-            Some(h) => {
-                h.lost.load(Ordering::Acquire)
-                    || Instant::now() >= *h.expires.lock().unwrap_or_else(|p| p.into_inner())
-            }
-        }
+        self.lease_probe().lease_lost()
+    }
+
+    /// What [`EtcdStore::lease_lost`] reads, shareable with tasks that must not wait
+    /// for the store (a write may be in flight).
+    pub fn lease_probe(&self) -> EtcdLeaseProbe {
+        EtcdLeaseProbe(
+            self.held
+                .as_ref()
+                .map(|h| (h.lost.clone(), h.expires.clone())),
+        )
     }
 
     pub async fn load(&mut self) -> Result<Option<Snapshot>, StoreError> {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub use embedded::EmbeddedStore;
 #[cfg(feature = "etcd")]
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdLeaseProbe, EtcdStore};
 
 use crate::state::Snapshot;
 
@@ -75,6 +75,25 @@ pub enum Store {
     Embedded(EmbeddedStore),
     #[cfg(feature = "etcd")]
     Etcd(Box<EtcdStore>),
+}
+
+/// Whether the lease a [`Store`] held when the probe was taken is lost.
+#[derive(Clone)]
+pub enum LeaseProbe {
+    /// The embedded lease cannot be lost while the process lives.
+    Embedded,
+    #[cfg(feature = "etcd")]
+    Etcd(etcd::EtcdLeaseProbe),
+}
+
+impl LeaseProbe {
+    pub fn lease_lost(&self) -> bool {
+        match self {
+            LeaseProbe::Embedded => false,
+            #[cfg(feature = "etcd")]
+            LeaseProbe::Etcd(p) => p.lease_lost(),
+        }
+    }
 }
 
 impl Store {
@@ -153,6 +172,16 @@ impl Store {
             Store::Embedded(_) => false,
             #[cfg(feature = "etcd")]
             Store::Etcd(s) => s.lease_lost(),
+        }
+    }
+
+    /// A probe of [`Store::lease_lost`] for the lease held now, readable without the
+    /// store (while a write is in flight).
+    pub fn lease_probe(&self) -> LeaseProbe {
+        match self {
+            Store::Embedded(_) => LeaseProbe::Embedded,
+            #[cfg(feature = "etcd")]
+            Store::Etcd(s) => LeaseProbe::Etcd(s.lease_probe()),
         }
     }
 
