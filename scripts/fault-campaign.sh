@@ -45,11 +45,13 @@ for seed in "${seeds[@]}"; do
   line=$(grep -a '^FAULT-CAMPAIGN ' "$log" | tail -1)
   if ((rc == 0)) && [[ -n "$line" ]]; then
     passed=$((passed + 1))
-    summary+=("ok    seed=$seed ${line#FAULT-CAMPAIGN } (wall ${took}s)")
+    summary+=("ok    ${line#FAULT-CAMPAIGN } (wall ${took}s)")
   else
     failed=$((failed + 1))
-    why=$(grep -a -m1 -E 'fault campaign FAILED|panicked|timed out' "$log" || true)
-    summary+=("FAIL  seed=$seed faults=$FAULTS (wall ${took}s): ${why:-see $log}")
+    # The first problem the campaign named, else the panic message.
+    why=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -a -A1 '^problems:' | sed -n 2p)
+    [[ -n "$why" ]] || why=$(grep -a -A1 -m1 'panicked at' "$log" | tail -1)
+    summary+=("FAIL  seed=$seed faults=$FAULTS (wall ${took}s): ${why:-see $log} (log: $log)")
     grep -a -A40 'fault campaign FAILED' "$log" | head -60
   fi
   echo "${summary[-1]}"

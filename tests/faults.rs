@@ -401,10 +401,23 @@ fn run(mut cluster: Cluster, net: Option<&Netns>, mut log: Log) {
         resumed.get(resumed.len() / 2),
         resumed.last()
     );
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, f) in &log.planned {
+        let kind = match f {
+            Fault::Kill9 { .. } => "kill9",
+            Fault::Pause { .. } => "sigstop",
+            Fault::Term { .. } => "sigterm",
+            Fault::KillController { .. } => "controller-kill9",
+            Fault::Cut { .. } => "partition",
+        };
+        *kinds.entry(kind).or_default() += 1;
+    }
+    let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k}:{n}")).collect();
     eprintln!(
-        "FAULT-CAMPAIGN seed={} faults={} acked={acked_total} failed={failed_total} stalls={stalls} duration={:.0}s result=ok",
+        "FAULT-CAMPAIGN seed={} faults={} kinds={} acked={acked_total} failed={failed_total} stalls={stalls} duration={:.0}s result=ok",
         log.seed,
         log.injected.len(),
+        kinds.join(","),
         log.started.elapsed().as_secs_f64()
     );
     if !failure_kinds.is_empty() {
