@@ -17,6 +17,9 @@ use crate::ratelimit::LogLimiter;
 /// How long registration may fail before it is worth a WARN: a cold `sluice dev`
 /// starts its brokers while its controller is still taking the lease.
 const UNREACHABLE_GRACE: Duration = Duration::from_secs(1);
+/// How long after registering a broker waits for the controller's metadata push
+/// before it registers again to have it sent again.
+const METADATA_WAIT: Duration = Duration::from_secs(5);
 /// At most one line per this interval for each failure that repeats in a loop.
 const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -68,6 +71,7 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) {
             continue;
         };
         let mut client = ControllerApiClient::new(ch);
+        let registered_at = Instant::now();
         loop {
             tokio::time::sleep(config.heartbeat_interval).await;
             let req = v1::HeartbeatRequest {
@@ -80,7 +84,21 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) {
                 Err(_) => Err(tonic::Status::deadline_exceeded("heartbeat timed out")),
             };
             match answer {
-                Ok(r) if r.get_ref().error_code == 0 => {}
+                Ok(r) if r.get_ref().error_code == 0 => {
+                    // The controller's metadata push after a registration can be lost
+                    // (given up after its retries); without it this broker never serves
+                    // clients. Registering again with the same incarnation keeps the
+                    // broker epoch and makes the controller push everything again.
+                    if !super::readiness::registered(&shared)
+                        && registered_at.elapsed() >= METADATA_WAIT
+                    {
+                        info!(
+                            broker = config.id,
+                            "no metadata from the controller since registering; registering again"
+                        );
+                        break;
+                    }
+                }
                 Ok(r) => {
                     let r = r.into_inner();
                     if let Some(suppressed) = refused.allow(Instant::now()) {

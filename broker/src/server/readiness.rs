@@ -31,7 +31,7 @@ pub(crate) struct Gate {
 
 /// Whether `shared` is registered with the controller and holds metadata that lists
 /// it alive at its own address (the controller pushes it right after registration).
-fn registered(shared: &Shared) -> bool {
+pub(crate) fn registered(shared: &Shared) -> bool {
     if shared.broker_epoch.load(Ordering::Acquire) < 0 {
         return false;
     }
