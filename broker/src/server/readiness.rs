@@ -69,8 +69,9 @@ pub(crate) fn client_gate(
             Ok(req)
         } else {
             Err(sluice_proto::status::not_ready(format!(
-                "broker {} is not ready: it has not registered with the controller yet; retry",
-                shared.config.id
+                "broker {} is not ready yet: not registered with an active controller ({})",
+                shared.config.id,
+                shared.config.controllers.join(",")
             )))
         }
     }
