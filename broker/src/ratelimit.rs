@@ -84,6 +84,14 @@ mod tests {
     }
 
     #[test]
+    fn a_call_site_can_keep_one_in_a_static() {
+        static LIMITER: LogLimiter = LogLimiter::new(Duration::from_secs(10));
+        let now = Instant::now();
+        assert_eq!(LIMITER.allow(now), Some(0));
+        assert_eq!(LIMITER.allow(now), None);
+    }
+
+    #[test]
     fn a_reset_lets_the_next_line_through_and_reports_what_was_held() {
         let limiter = LogLimiter::new(Duration::from_secs(10));
         let t0 = Instant::now();
