@@ -5,7 +5,10 @@
 //! - an acks=all record is, when the leader acknowledges it, on at least
 //!   `min.insync.replicas` replicas at its offset;
 //! - a committed record (acknowledged, or read by a consumer below a leader's high
-//!   watermark) is never truncated from any replica and never replaced by another;
+//!   watermark, in leader epoch E) is never replaced by another, every leader of an
+//!   epoch after E holds it when it takes over (leader completeness), and no replica
+//!   truncates it while following a leader of epoch E or later (a replica still
+//!   following an older leader may cut it and fetch it again later);
 //! - replicas agree below their high watermarks.
 
 use std::collections::BTreeMap;
@@ -23,8 +26,8 @@ pub struct Entry {
 pub struct Checker {
     leaders: BTreeMap<LeaderEpoch, BrokerId>,
     leader_hw: BTreeMap<(BrokerId, LeaderEpoch), Offset>,
-    /// offset -> id of every committed record.
-    pub committed: BTreeMap<u64, u64>,
+    /// offset -> (id, leader epoch it was committed in) of every committed record.
+    pub committed: BTreeMap<u64, (u64, LeaderEpoch)>,
     pub acked: u64,
 }
 
@@ -56,12 +59,22 @@ impl Checker {
         Ok(())
     }
 
-    fn commit(&mut self, offset: u64, id: u64, how: &str) -> Result<(), Violation> {
-        match self.committed.insert(offset, id) {
-            Some(other) if other != id => Err(format!(
+    fn commit(
+        &mut self,
+        offset: u64,
+        id: u64,
+        epoch: LeaderEpoch,
+        how: &str,
+    ) -> Result<(), Violation> {
+        match self.committed.get(&offset) {
+            Some(&(other, _)) if other != id => Err(format!(
                 "offset {offset} committed twice with different records: {other} and {id} ({how})"
             )),
-            _ => Ok(()),
+            Some(&(_, first)) if first <= epoch => Ok(()),
+            _ => {
+                self.committed.insert(offset, (id, epoch));
+                Ok(())
+            }
         }
     }
 
@@ -69,6 +82,7 @@ impl Checker {
         &mut self,
         offset: u64,
         id: u64,
+        epoch: LeaderEpoch,
         holders: usize,
         min_isr: usize,
     ) -> Result<(), Violation> {
@@ -78,25 +92,46 @@ impl Checker {
             ));
         }
         self.acked += 1;
-        self.commit(offset, id, "acknowledged")
+        self.commit(offset, id, epoch, "acknowledged")
     }
 
-    pub fn on_read(&mut self, offset: u64, id: u64) -> Result<(), Violation> {
-        self.commit(offset, id, "read by a consumer")
+    pub fn on_read(&mut self, offset: u64, id: u64, epoch: LeaderEpoch) -> Result<(), Violation> {
+        self.commit(offset, id, epoch, "read by a consumer")
     }
 
-    /// `removed` are the (offset, entry) pairs a replica just dropped.
+    /// `removed` are the (offset, entry) pairs a replica following a leader of
+    /// `following` just dropped.
     pub fn on_truncate(
         &self,
         node: BrokerId,
+        following: LeaderEpoch,
         removed: &[(u64, Entry)],
         why: &str,
     ) -> Result<(), Violation> {
         for (offset, e) in removed {
-            if self.committed.get(offset) == Some(&e.id) {
+            if let Some(&(id, epoch)) = self.committed.get(offset) {
+                if id == e.id && following >= epoch {
+                    return Err(format!(
+                        "broker {node}, following epoch {following}, truncated record {id} at offset {offset} committed in epoch {epoch} ({why})"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Leader completeness: a leader of `epoch` holds every record committed before it.
+    pub fn leader_complete(
+        &self,
+        node: BrokerId,
+        epoch: LeaderEpoch,
+        log: &[Entry],
+    ) -> Result<(), Violation> {
+        for (&offset, &(id, committed_in)) in &self.committed {
+            if committed_in < epoch && log.get(offset as usize).map(|e| e.id) != Some(id) {
                 return Err(format!(
-                    "broker {node} truncated committed record {} at offset {offset} ({why})",
-                    e.id
+                    "broker {node} leads epoch {epoch} without record {id} committed at offset {offset} in epoch {committed_in} (has {:?})",
+                    log.get(offset as usize)
                 ));
             }
         }
@@ -122,7 +157,7 @@ impl Checker {
 
     /// Every committed record is on this replica at its offset.
     pub fn holds_all(&self, node: BrokerId, log: &[Entry]) -> Result<(), Violation> {
-        for (&offset, &id) in &self.committed {
+        for (&offset, &(id, _)) in &self.committed {
             if log.get(offset as usize).map(|e| e.id) != Some(id) {
                 return Err(format!(
                     "broker {node} lacks committed record {id} at offset {offset} (has {:?})",

@@ -750,7 +750,12 @@ impl World {
             self.trace(|| format!("b{} role: leader={leads} epoch={epoch}", i + 1));
         }
         if leads {
-            self.checker.on_leader(epoch, BrokerId(i as u32 + 1))?;
+            let me = BrokerId(i as u32 + 1);
+            self.checker.on_leader(epoch, me)?;
+            if !was_leader || epoch != old_epoch {
+                self.checker
+                    .leader_complete(me, epoch, &self.nodes[i].log)?;
+            }
         }
         self.node_actions(i, actions)
     }
@@ -789,14 +794,23 @@ impl World {
                     let Some((req, offset, id)) = self.nodes[i].waiters.remove(&waiter) else {
                         continue;
                     };
+                    let epoch = self.nodes[i]
+                        .part
+                        .as_ref()
+                        .map_or(LeaderEpoch(0), |p| p.role().leader_epoch);
                     if result.is_ok() {
                         let holders = self
                             .nodes
                             .iter()
                             .filter(|n| n.log.get(offset as usize).map(|e| e.id) == Some(id))
                             .count();
-                        self.checker
-                            .on_ack(offset, id, holders, self.cfg.min_insync_replicas)?;
+                        self.checker.on_ack(
+                            offset,
+                            id,
+                            epoch,
+                            holders,
+                            self.cfg.min_insync_replicas,
+                        )?;
                         self.trace(|| {
                             format!(
                                 "b{} acks record {id} at {offset} ({holders} holders)",
@@ -941,7 +955,11 @@ impl World {
         let removed: Vec<(u64, Entry)> = (to as usize..n.log.len())
             .map(|o| (o as u64, n.log[o]))
             .collect();
-        self.checker.on_truncate(n.id, &removed, why)?;
+        let following = n
+            .part
+            .as_ref()
+            .map_or(LeaderEpoch(0), |p| p.role().leader_epoch);
+        self.checker.on_truncate(n.id, following, &removed, why)?;
         if !removed.is_empty() {
             self.report.truncations += 1;
             self.trace(|| {
@@ -1118,6 +1136,10 @@ impl World {
         let Some(i) = leader else { return Ok(()) };
         let n = &self.nodes[i];
         let hw = n.part.as_ref().map_or(0, |p| p.high_watermark().0);
+        let epoch = n
+            .part
+            .as_ref()
+            .map_or(LeaderEpoch(0), |p| p.role().leader_epoch);
         if hw > n.log.len() as u64 {
             return Err(format!(
                 "b{} high watermark {hw} above its log end {}",
@@ -1129,7 +1151,7 @@ impl World {
             .map(|o| (o, n.log[o as usize].id))
             .collect();
         for (o, id) in reads {
-            self.checker.on_read(o, id)?;
+            self.checker.on_read(o, id, epoch)?;
         }
         self.consumer_read_upto = self.consumer_read_upto.max(hw);
         Ok(())
