@@ -347,6 +347,7 @@ impl Consumer {
             let Some(mut next) = state.fetch_position else {
                 continue;
             };
+            let buffered = self.buffer.len();
             for batch in Batches::new(p.records) {
                 let batch = batch.map_err(|e| {
                     Error::broker(ErrorCode::CorruptMessage.code(), format!("{tp}: {e}"))
@@ -380,6 +381,11 @@ impl Consumer {
                     });
                 }
                 next = next.max(batch.next_offset() as u64);
+            }
+            // Only control batches (or nothing) came back: nothing left for poll to
+            // return below `next`, so the position moves past them, as Kafka's does.
+            if self.buffer.len() == buffered && state.position == state.fetch_position {
+                state.position = Some(next);
             }
             state.fetch_position = Some(next);
         }

@@ -1,8 +1,10 @@
 //! Command-line definitions and dispatch.
 
 mod client_cmds;
+mod consume;
 mod output;
 mod perf;
+mod produce;
 mod servers;
 
 use std::net::SocketAddr;
@@ -27,13 +29,14 @@ pub struct Cli {
 pub struct ClientArgs {
     /// Broker address(es), comma-separated.
     #[arg(
+        short = 'b',
         long,
         env = "SLUICE_BOOTSTRAP",
         default_value = "127.0.0.1:9392",
         global = true
     )]
     pub bootstrap: String,
-    /// Output format.
+    /// Output format: a table (records as they are, for consume) or JSON.
     #[arg(long, value_enum, default_value_t = Output::Table, global = true)]
     pub output: Output,
 }
@@ -59,17 +62,17 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Produce one record per stdin line.
+    /// Produce one record per stdin line (or one per --value-file).
     Produce {
         #[command(flatten)]
-        args: client_cmds::ProduceArgs,
+        args: produce::ProduceArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Print records of a topic, one per line.
     Consume {
         #[command(flatten)]
-        args: client_cmds::ConsumeArgs,
+        args: consume::ConsumeArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -135,11 +138,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Produce { args, client } => {
             init_tracing("warn");
-            client_cmds::produce(args, &client).await
+            produce::produce(args, &client).await
         }
         Command::Consume { args, client } => {
             init_tracing("warn");
-            client_cmds::consume(args, &client).await
+            consume::consume(args, &client).await
         }
         Command::Cluster { command, client } => {
             init_tracing("warn");

@@ -30,23 +30,28 @@ use super::{ClientArgs, Output};
 pub enum PerfCommand {
     /// Produce N records as fast as possible (or at --throughput) and report.
     Produce(ProduceArgs),
-    /// Consume N records from the start of a topic and report.
+    /// Consume exactly N records from the start of a topic and report.
     Consume(ConsumeArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct ProduceArgs {
+    /// The topic to write (it must exist).
     #[arg(long)]
     pub topic: String,
+    /// How many records to send.
     #[arg(long)]
     pub num_records: u64,
+    /// Bytes of value per record (at least 16).
     #[arg(long, default_value_t = 100)]
     pub record_size: usize,
-    #[arg(long, default_value = "all")]
+    /// all (or -1), 1 or 0.
+    #[arg(long, default_value = "all", allow_hyphen_values = true)]
     pub acks: String,
     /// `batch.size` in bytes.
     #[arg(long, default_value_t = 16384)]
     pub batch_size: usize,
+    /// `linger.ms`: how long a batch that is not full waits for more records.
     #[arg(long, default_value_t = 5)]
     pub linger_ms: u64,
     /// Records per second; unlimited when absent.
@@ -63,8 +68,10 @@ pub struct ProduceArgs {
 
 #[derive(Args, Debug)]
 pub struct ConsumeArgs {
+    /// The topic to read, every partition from its log start.
     #[arg(long)]
     pub topic: String,
+    /// How many records to read; fewer within the timeout is an error.
     #[arg(long)]
     pub num_records: u64,
     /// Give up after this long without a record.
@@ -349,7 +356,9 @@ async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
             break;
         }
         last = Instant::now();
-        for r in batch {
+        // A fetch may bring more than asked for: read exactly --num-records.
+        let wanted = (a.num_records - records) as usize;
+        for r in batch.into_iter().take(wanted) {
             records += 1;
             bytes += r.value.as_ref().map_or(0, |v| v.len() as u64);
             *per_partition.entry(r.partition).or_default() += 1;
