@@ -3,6 +3,7 @@
 //! `min.insync.replicas=2`, and two acks=all producers running throughout, while faults
 //! drawn from a seeded RNG hit one process at a time: kill -9 + restart of a broker,
 //! SIGSTOP for 1–4 s, SIGTERM + restart, kill -9 + restart of the active controller,
+//! leadership moved one to three times back to back (reassign + preferred election),
 //! and (as root, with iproute2) cutting broker 3 off from its peers for a few seconds.
 //! Afterwards everything is healed, every ISR must be whole again, every acknowledged
 //! record readable exactly once (in each producer's order), and the replicas identical.
@@ -54,6 +55,9 @@ enum Fault {
     Term { broker: usize },
     /// kill -9 the active controller, restart it after `down_ms`.
     KillController { down_ms: u64 },
+    /// Leadership of `partition` moved `hops` times back to back (replica list reordered,
+    /// then a preferred election), so a leader may lose leadership before it appends.
+    Move { partition: u32, hops: u64 },
     /// Broker 3 cannot reach brokers 1 and 2 (blackhole routes in its namespace) for `ms`.
     Cut { ms: u64 },
 }
@@ -72,6 +76,12 @@ impl fmt::Display for Fault {
                     "kill -9 the active controller, restart after {down_ms} ms"
                 )
             }
+            Fault::Move { partition, hops } => {
+                write!(
+                    f,
+                    "move leadership of {TOPIC}-{partition} {hops} time(s) back to back"
+                )
+            }
             Fault::Cut { ms } => write!(f, "cut broker 3 from its peers for {ms} ms"),
         }
     }
@@ -84,7 +94,7 @@ fn plan(seed: u64, count: usize, netns: bool) -> Vec<(u64, Fault)> {
         .map(|_| {
             let gap = rng.range(500, 3000);
             let broker = rng.range(1, 3) as usize;
-            let fault = match rng.range(0, if netns { 4 } else { 3 }) {
+            let fault = match rng.range(0, if netns { 5 } else { 4 }) {
                 0 => Fault::Kill9 {
                     broker,
                     down_ms: rng.range(0, 3000),
@@ -96,6 +106,10 @@ fn plan(seed: u64, count: usize, netns: bool) -> Vec<(u64, Fault)> {
                 2 => Fault::Term { broker },
                 3 => Fault::KillController {
                     down_ms: rng.range(0, 2000),
+                },
+                4 => Fault::Move {
+                    partition: rng.range(0, u64::from(PARTITIONS) - 1) as u32,
+                    hops: rng.range(1, 3),
                 },
                 _ => Fault::Cut {
                     ms: rng.range(2000, 6000),
@@ -408,6 +422,7 @@ fn run(mut cluster: Cluster, net: Option<&Netns>, mut log: Log) {
             Fault::Pause { .. } => "sigstop",
             Fault::Term { .. } => "sigterm",
             Fault::KillController { .. } => "controller-kill9",
+            Fault::Move { .. } => "leader-move",
             Fault::Cut { .. } => "partition",
         };
         *kinds.entry(kind).or_default() += 1;
@@ -486,6 +501,37 @@ fn inject(
             std::thread::sleep(Duration::from_millis(down_ms));
             cluster.start_controller(active);
             return format!("{fault} (controller {})", cluster.controllers[active].0);
+        }
+        Fault::Move { partition, hops } => {
+            let mut moves = Vec::new();
+            for _ in 0..hops {
+                let Some(p) = partitions(rt, admin, TOPIC)
+                    .and_then(|ps| ps.into_iter().find(|p| p.partition == partition))
+                else {
+                    moves.push("no metadata".to_string());
+                    continue;
+                };
+                // The next in-sync replica after the current leader becomes preferred.
+                let leader = p.leader.unwrap_or(0);
+                let Some(to) = (1..=3)
+                    .map(|i| (leader + i - 1) % 3 + 1)
+                    .find(|b| *b != leader && p.isr.contains(b))
+                else {
+                    moves.push(format!("none: isr {:?}", p.isr));
+                    continue;
+                };
+                let order: Vec<u32> = std::iter::once(to)
+                    .chain(p.replicas.iter().copied().filter(|&b| b != to))
+                    .collect();
+                let moved = rt
+                    .block_on(admin.reassign_partition(TOPIC, partition, order.clone()))
+                    .and_then(|()| rt.block_on(admin.elect_leaders(Some(TOPIC))));
+                moves.push(match moved {
+                    Ok(_) => format!("{leader}->{to}"),
+                    Err(e) => format!("{leader}->{to} refused: {e}"),
+                });
+            }
+            return format!("{fault} ({})", moves.join(", "));
         }
         Fault::Cut { ms } => {
             let net = net.expect("cuts are planned only with a namespace");
