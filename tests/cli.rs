@@ -1164,11 +1164,12 @@ fn produce_headers_partition_files_and_tuning_flags() {
         .collect();
     assert_eq!(hws, [0, 0, 3]);
 
-    // Each --value-file is one record, its bytes exactly (newlines and all); no stdin.
+    // Each --value-file is one record, its bytes exactly (newlines, separators and all);
+    // no stdin.
     create_topic(&dev, "files", "1");
     let text = dir.path().join("text");
     let binary = dir.path().join("binary");
-    std::fs::write(&text, "line 1\nline 2\n").unwrap();
+    std::fs::write(&text, "line 1\nkey:line 2\n").unwrap();
     std::fs::write(&binary, b"\xff\x00bin").unwrap();
     let (text, binary) = (text.to_str().unwrap(), binary.to_str().unwrap());
     let out = cli_within(
@@ -1182,6 +1183,8 @@ fn produce_headers_partition_files_and_tuning_flags() {
             binary,
             "-k",
             "fixed",
+            "-K",
+            ":",
         ],
         std::time::Duration::from_secs(30),
     );
@@ -1205,7 +1208,7 @@ fn produce_headers_partition_files_and_tuning_flags() {
     );
     let recs: Vec<serde_json::Value> = got.lines().map(json).collect();
     assert_eq!(recs.len(), 2);
-    assert_eq!(recs[0]["value"], "line 1\nline 2\n");
+    assert_eq!(recs[0]["value"], "line 1\nkey:line 2\n");
     assert_eq!(recs[0]["key"], "fixed");
     assert_eq!(recs[1]["encoding"], "base64");
     assert_eq!(recs[1]["value"], "/wBiaW4=");

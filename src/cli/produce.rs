@@ -40,7 +40,7 @@ pub struct ProduceArgs {
     #[arg(short = 'Z', long)]
     pub null_value_if_empty: bool,
     /// Send this file's whole content as one record's value, instead of reading stdin
-    /// (repeatable: one record per file, in order).
+    /// (repeatable: one record per file, in order; --key-separator does not apply).
     #[arg(long, value_name = "PATH")]
     pub value_file: Vec<PathBuf>,
     /// Delivery timeout (`delivery.timeout.ms`): how long a record may take, retries
@@ -72,8 +72,11 @@ struct Shape {
 }
 
 impl Shape {
-    fn record(&self, line: Bytes) -> ProducerRecord {
-        let (key, value) = split_key(line, self.separator.as_deref());
+    /// A record of `bytes`: a stdin line, split at the key separator, or a whole file
+    /// (`split` false: a file's content is its value, whatever bytes it holds).
+    fn record(&self, bytes: Bytes, split: bool) -> ProducerRecord {
+        let separator = self.separator.as_deref().filter(|_| split);
+        let (key, value) = split_key(bytes, separator);
         ProducerRecord {
             topic: self.topic.clone(),
             partition: self.partition,
@@ -150,7 +153,8 @@ pub async fn produce(a: ProduceArgs, c: &ClientArgs) -> anyhow::Result<ExitCode>
     let producer = Producer::new(&ClientConfig::new(&c.bootstrap), pconfig)
         .await
         .map_err(|e| explain(&e, &c.bootstrap))?;
-    let mut rx = if a.value_file.is_empty() {
+    let from_files = !a.value_file.is_empty();
+    let mut rx = if !from_files {
         read_stdin_records()
     } else {
         let (tx, rx) = tokio::sync::mpsc::channel(files.len().max(1));
@@ -181,7 +185,7 @@ pub async fn produce(a: ProduceArgs, c: &ClientArgs) -> anyhow::Result<ExitCode>
         };
         pending.push_back(
             producer
-                .send(shape.record(line))
+                .send(shape.record(line, !from_files))
                 .await
                 .map_err(|e| explain(&e, &c.bootstrap))?,
         );
