@@ -28,8 +28,26 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // Not `eprintln!`: it panics when stderr is a closed pipe.
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {}", one_line(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, `a: b: c`, leaving out a cause whose text
+/// the line already holds (many error types print their source in their own message,
+/// which `{:#}` would print twice).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }

@@ -154,9 +154,10 @@ fn publish_gauges(state: &ClusterState) {
 }
 
 impl Controller {
-    /// Checks the store spec (so a bad one fails fast) and builds a standby controller.
+    /// Checks the store spec and, for an embedded store, that its directory is
+    /// writable (so a bad one fails fast), and builds a standby controller.
     pub fn new(config: ControllerConfig) -> Result<Controller, StoreError> {
-        Store::check_spec(&config.store)?;
+        Store::preflight(&config.store)?;
         Ok(Controller {
             shared: Arc::new(Shared {
                 config,

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::pusher::PushAck;
 use crate::state::{Action, Rejection};
@@ -298,14 +298,27 @@ impl controller_api_server::ControllerApi for Svc {
                 ..Default::default()
             }));
         };
+        let now = Instant::now();
+        if let Err((code, message)) =
+            active
+                .state
+                .admit_registration(r.broker_id, &r.addr, r.incarnation, now)
+        {
+            drop(guard);
+            if code == ErrorCode::DuplicateBrokerRegistration {
+                warn!(broker = r.broker_id, addr = r.addr, %message, "duplicate broker registration refused");
+            }
+            return Ok(Response::new(v1::RegisterBrokerResponse {
+                error_code: code.code(),
+                error_message: message,
+                ..Default::default()
+            }));
+        }
         let rack = (!r.rack.is_empty()).then_some(r.rack);
-        let (epoch, actions) = active.state.register(
-            r.broker_id,
-            r.addr.clone(),
-            rack,
-            r.incarnation,
-            Instant::now(),
-        );
+        let (epoch, actions) =
+            active
+                .state
+                .register(r.broker_id, r.addr.clone(), rack, r.incarnation, now);
         let staged = active.stage(actions, &self.0.pusher);
         let controller_epoch = active.state.controller_epoch();
         drop(guard);

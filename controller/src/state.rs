@@ -98,6 +98,12 @@ pub struct ClusterState {
     shutting_down: std::collections::HashSet<u32>,
     /// Last heartbeat of each unfenced broker; a broker absent here is fenced.
     live: HashMap<u32, Instant>,
+    /// Registrations refused because the id's session is live and held by another
+    /// process: broker id → (the refused process's incarnation, when it was first
+    /// refused). A heartbeat of the live session after that instant proves its holder
+    /// alive, so the newcomer is a duplicate, not a restart (see
+    /// [`ClusterState::admit_registration`]).
+    claims: HashMap<u32, (u64, Instant)>,
     session_timeout: Duration,
     controller_id: u32,
     controller_epoch: i64,
@@ -139,6 +145,7 @@ impl ClusterState {
             controller_id,
             controller_epoch,
             shutting_down: Default::default(),
+            claims: HashMap::new(),
         }
     }
 
@@ -215,6 +222,57 @@ impl ClusterState {
             .collect()
     }
 
+    /// Whether broker `id` may register from process `incarnation` at `addr`; call
+    /// before [`ClusterState::register`]. Kafka's rule: while the id's session is live
+    /// and held by another process, a registration is refused, so two processes with
+    /// one id cannot steal the registration from each other. Two exceptions keep a
+    /// restart after kill -9 working: the same address (the new process has bound the
+    /// port, so the old one no longer listens there) is admitted at once, and a fenced
+    /// id at once. Otherwise the newcomer hears BROKER_NOT_AVAILABLE (retriable: the
+    /// holder may be a dead process whose session has not expired yet) until either the
+    /// session expires (a restart: admitted) or its holder heartbeats after the
+    /// newcomer's first attempt (alive: DUPLICATE_BROKER_REGISTRATION, final).
+    pub fn admit_registration(
+        &mut self,
+        id: u32,
+        addr: &str,
+        incarnation: u64,
+        now: Instant,
+    ) -> Result<(), Rejection> {
+        let (Some(b), Some(&last_heartbeat)) = (self.snap.brokers.get(&id), self.live.get(&id))
+        else {
+            self.claims.remove(&id);
+            return Ok(());
+        };
+        if b.incarnation == incarnation || b.addr == addr {
+            self.claims.remove(&id);
+            return Ok(());
+        }
+        let first_refused = match self.claims.get(&id) {
+            Some(&(claimant, at)) if claimant == incarnation => at,
+            _ => {
+                self.claims.insert(id, (incarnation, now));
+                now
+            }
+        };
+        if last_heartbeat > first_refused {
+            return Err(reject(
+                ErrorCode::DuplicateBrokerRegistration,
+                format!(
+                    "broker id {id} is already registered by a live broker at {} (broker epoch {}, still heartbeating); give this broker another --id, or stop that one first",
+                    b.addr, b.epoch
+                ),
+            ));
+        }
+        Err(reject(
+            ErrorCode::BrokerNotAvailable,
+            format!(
+                "broker id {id} has a live session from another process at {} (broker epoch {}); waiting for it to expire (a restart) or to heartbeat (a duplicate)",
+                b.addr, b.epoch
+            ),
+        ))
+    }
+
     /// A broker (re)registers; returns its new broker epoch. A retry from the same
     /// process (same incarnation) gets the same epoch.
     pub fn register(
@@ -239,6 +297,7 @@ impl ClusterState {
         }
         self.snap.next_broker_epoch += 1;
         self.shutting_down.remove(&id);
+        self.claims.remove(&id);
         let epoch = self.snap.next_broker_epoch;
         self.snap.brokers.insert(
             id,

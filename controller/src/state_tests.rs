@@ -328,3 +328,43 @@ fn a_new_controller_elects_a_leader_for_a_partition_whose_last_isr_member_is_liv
         "nothing more to do"
     );
 }
+
+#[test]
+fn a_second_process_with_a_live_id_is_refused_a_restart_is_admitted() {
+    let (mut s, now) = state_with(&[1]);
+    let addr = "127.0.0.1:9001";
+    let ms = Duration::from_millis;
+    // The same process retrying, or a restart that bound the same port: admitted.
+    assert!(s.admit_registration(1, addr, 1, now).is_ok());
+    assert!(s.admit_registration(1, addr, 2, now).is_ok());
+    // Another process elsewhere: not yet known to be a duplicate (the holder may be
+    // dead with its session not expired), so retriable.
+    let (code, _) = s
+        .admit_registration(1, "127.0.0.1:7", 9, now + ms(10))
+        .unwrap_err();
+    assert_eq!(code, ErrorCode::BrokerNotAvailable);
+    assert!(code.is_retriable());
+    // The holder heartbeats after that first attempt: it is alive, the newcomer a duplicate.
+    s.heartbeat(1, s.broker_epoch(1).unwrap(), now + ms(500))
+        .unwrap();
+    let (code, msg) = s
+        .admit_registration(1, "127.0.0.1:7", 9, now + ms(600))
+        .unwrap_err();
+    assert_eq!(code, ErrorCode::DuplicateBrokerRegistration);
+    assert!(!code.is_retriable());
+    assert!(msg.contains(addr), "{msg}");
+    assert_eq!(
+        s.snap.brokers[&1].incarnation, 1,
+        "the holder keeps its registration"
+    );
+    // A newcomer whose holder has died: admitted once the session expires.
+    let (code, _) = s
+        .admit_registration(1, "127.0.0.1:8", 10, now + ms(700))
+        .unwrap_err();
+    assert_eq!(code, ErrorCode::BrokerNotAvailable);
+    s.tick(now + ms(3000));
+    assert!(!s.is_live(1));
+    assert!(s
+        .admit_registration(1, "127.0.0.1:8", 10, now + ms(3100))
+        .is_ok());
+}

@@ -34,6 +34,8 @@ pub enum ErrorCode {
     InvalidUpdateVersion,
     IneligibleReplica,
     OutOfOrderSequence,
+    /// A broker registered with an id that another live process holds.
+    DuplicateBrokerRegistration,
     /// A code this build does not know (from a newer peer).
     Unknown(i32),
 }
@@ -69,12 +71,13 @@ impl ErrorCode {
             ErrorCode::InvalidUpdateVersion => 108,
             ErrorCode::IneligibleReplica => 107,
             ErrorCode::OutOfOrderSequence => 45,
+            ErrorCode::DuplicateBrokerRegistration => 101,
             ErrorCode::Unknown(c) => c,
         }
     }
 
     pub fn from_code(code: i32) -> ErrorCode {
-        const ALL: [ErrorCode; 28] = [
+        const ALL: [ErrorCode; 29] = [
             ErrorCode::None,
             ErrorCode::UnknownServerError,
             ErrorCode::OffsetOutOfRange,
@@ -103,6 +106,7 @@ impl ErrorCode {
             ErrorCode::InvalidUpdateVersion,
             ErrorCode::IneligibleReplica,
             ErrorCode::OutOfOrderSequence,
+            ErrorCode::DuplicateBrokerRegistration,
         ];
         ALL.into_iter()
             .find(|e| e.code() == code)

@@ -113,6 +113,19 @@ async fn bind(addr: SocketAddr, next_free: bool) -> anyhow::Result<TcpListener> 
     bail!("no free port after {addr}")
 }
 
+/// Fails unless the kernel lets this process create files in `dir` (`access(2)` sees
+/// permissions, read-only mounts and immutable directories, even for root).
+fn check_writable(dir: &std::path::Path) -> anyhow::Result<()> {
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .with_context(|| format!("bad path {}", dir.display()))?;
+    // SAFETY: access(2) on a NUL-terminated path we own.
+    if unsafe { libc::access(c_dir.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        let e = std::io::Error::last_os_error();
+        bail!("data dir {} is not writable: {e}", dir.display());
+    }
+    Ok(())
+}
+
 fn install_metrics(addr: SocketAddr) -> anyhow::Result<()> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
@@ -310,12 +323,29 @@ pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
     config.rack = a.rack;
     config.replica_lag_time_max = Duration::from_millis(a.replica_lag_time_max_ms);
     config.heartbeat_interval = Duration::from_millis(a.heartbeat_ms);
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+    let data_dir = config.data_dir.clone();
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await?
+        .with_context(|| format!("cannot use data dir {}", data_dir.display()))?;
+    // Opening may succeed in a directory it cannot write (an existing lock file, no
+    // partitions yet); the first partition would then fail, forever. Fail now instead.
+    check_writable(&data_dir)?;
     println!("broker {} listening on {addr}", a.id);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(broker.run(listener, shutdown_future(&stop_rx)));
-    termination().await;
-    let _ = stop_tx.send(true);
-    task.await?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut task = tokio::spawn(broker.run(listener, shutdown_future(&stop_rx)));
+    // The broker also stops by itself when the controller refuses it for good (a
+    // duplicate id): its reason is then the error line.
+    let ended = tokio::select! {
+        () = termination() => None,
+        ended = &mut task => Some(ended),
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => {
+            let _ = stop_tx.send(true);
+            task.await
+        }
+    };
+    ended?.map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -400,3 +400,52 @@ pub fn metric(scrape: &str, name: &str) -> Option<f64> {
         .collect();
     (!values.is_empty()).then(|| values.iter().sum())
 }
+
+/// A server process run to its exit (or killed at a deadline), with what it printed.
+pub struct ExitedServer {
+    pub status: std::process::ExitStatus,
+    pub stderr: String,
+}
+
+impl ExitedServer {
+    /// Runs `command` (stdout discarded, stderr captured, `RUST_LOG=warn`) and waits for
+    /// it to exit; a process still running at `limit` is killed and the test fails.
+    pub fn run(mut command: Command, limit: Duration) -> ExitedServer {
+        let mut child = command
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sluice");
+        let mut stderr = child.stderr.take().expect("piped");
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+            s
+        });
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr = reader.join().unwrap_or_default();
+                panic!("still running after {limit:?}; stderr:\n{stderr}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = reader.join().expect("stderr reader");
+        ExitedServer { status, stderr }
+    }
+
+    /// The last non-empty line on stderr.
+    pub fn last_line(&self) -> &str {
+        self.stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+    }
+}

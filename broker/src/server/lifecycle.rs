@@ -23,10 +23,20 @@ const METADATA_WAIT: Duration = Duration::from_secs(5);
 /// At most one line per this interval for each failure that repeats in a loop.
 const REPEAT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Why registration failed.
+enum RegisterError {
+    /// No controller reachable, none active, or a retriable refusal: try again.
+    Retry(String),
+    /// The active controller refused for good (another live process holds this
+    /// broker id): retrying cannot help, the broker stops.
+    Fatal(String),
+}
+
 /// Registers with whichever controller is active, then heartbeats to it; on any
 /// sign that it is no longer active (or that this registration is stale), registers
-/// again. Runs until aborted.
-pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) {
+/// again. Runs until aborted, or returns why the controller refused this broker for
+/// good (then the broker stops).
+pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) -> String {
     let incarnation: u64 = rand::random();
     let config = &shared.config;
     let unreachable = LogLimiter::new(REPEAT_LOG_INTERVAL);
@@ -35,7 +45,8 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) {
     loop {
         let (idx, epoch) = match register(&shared, incarnation).await {
             Ok(registered) => registered,
-            Err(reason) => {
+            Err(RegisterError::Fatal(reason)) => return reason,
+            Err(RegisterError::Retry(reason)) => {
                 let now = Instant::now();
                 let since = *failing_since.get_or_insert(now);
                 if now.duration_since(since) >= UNREACHABLE_GRACE {
@@ -46,7 +57,7 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) {
                             failing_for_s = now.duration_since(since).as_secs(),
                             last_error = reason,
                             suppressed,
-                            "cannot register: no active controller reachable; retrying"
+                            "not registered with a controller yet; retrying"
                         );
                     }
                 }
@@ -128,7 +139,7 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) {
 
 /// Tries each controller once, starting with the last one that answered as active.
 /// On failure, says why the last one failed.
-async fn register(shared: &Shared, incarnation: u64) -> Result<(usize, i64), String> {
+async fn register(shared: &Shared, incarnation: u64) -> Result<(usize, i64), RegisterError> {
     let config = &shared.config;
     let start = shared.controller_hint.load(Ordering::Relaxed);
     let mut last = String::from("no controller address configured");
@@ -160,6 +171,15 @@ async fn register(shared: &Shared, incarnation: u64) -> Result<(usize, i64), Str
                 );
                 return Ok((idx, r.broker_epoch));
             }
+            Ok(r) if r.get_ref().error_code == ErrorCode::DuplicateBrokerRegistration.code() => {
+                let r = r.into_inner();
+                return Err(RegisterError::Fatal(format!(
+                    "controller {addr} refused broker {}: {} {}",
+                    config.id,
+                    ErrorCode::from_code(r.error_code),
+                    r.error_message
+                )));
+            }
             Ok(r) => {
                 let r = r.into_inner();
                 debug!(
@@ -179,7 +199,7 @@ async fn register(shared: &Shared, incarnation: u64) -> Result<(usize, i64), Str
             }
         }
     }
-    Err(last)
+    Err(RegisterError::Retry(last))
 }
 
 fn now_ms() -> i64 {

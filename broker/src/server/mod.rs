@@ -152,7 +152,16 @@ impl Broker {
             addr = shared.config.advertised_addr,
             "broker serving"
         );
-        let lifecycle = tokio::spawn(lifecycle::register_and_heartbeat(shared.clone()));
+        // Set when the controller refuses this broker for good: it then stops serving
+        // and `run` returns the reason.
+        let (fatal_tx, fatal_rx) = tokio::sync::watch::channel(None::<String>);
+        let lifecycle = tokio::spawn({
+            let shared = shared.clone();
+            async move {
+                let reason = lifecycle::register_and_heartbeat(shared).await;
+                fatal_tx.send_replace(Some(reason));
+            }
+        });
         let maintenance = tokio::spawn(lifecycle::maintenance(shared.clone()));
         let replication = tokio::spawn(fetcher::replicate(shared.clone()));
         let isr = tokio::spawn(fetcher::propose_isr_changes(shared.clone()));
@@ -180,8 +189,12 @@ impl Broker {
             ))
             .serve_with_incoming_shutdown(nodelay(listener), {
                 let shared = shared.clone();
+                let mut fatal_rx = fatal_rx.clone();
                 async move {
-                    shutdown.await;
+                    tokio::select! {
+                        () = shutdown => {}
+                        _ = fatal_rx.wait_for(Option::is_some) => {}
+                    }
                     // Keep serving while leadership moves away, so clients see a
                     // NOT_LEADER and a retry, not a dead connection.
                     lifecycle::controlled_shutdown(&shared).await;
@@ -205,6 +218,9 @@ impl Broker {
             }
         }
         served?;
+        if let Some(reason) = fatal_rx.borrow().clone() {
+            return Err(reason.into());
+        }
         Ok(())
     }
 }

@@ -59,6 +59,32 @@ impl EmbeddedStore {
         Ok(EmbeddedStore { dir, lock: None })
     }
 
+    /// Whether DIR can be created and written, without writing anything a standby may
+    /// not write: creates DIR and the lock file (what any candidate does) and asks the
+    /// kernel whether DIR is writable (`access(2)`, which also sees read-only mounts and
+    /// immutable directories, even for root).
+    pub fn check_usable(dir: &Path) -> Result<(), StoreError> {
+        let unusable = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Unusable { path, source }
+        };
+        fs::create_dir_all(dir).map_err(unusable(dir))?;
+        let lock = dir.join("controller.lock");
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(unusable(&lock))?;
+        let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+            .map_err(|e| unusable(dir)(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        // SAFETY: access(2) on a NUL-terminated path we own.
+        if unsafe { libc::access(c_dir.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+            return Err(unusable(dir)(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
     /// Parses `embedded:DIR`.
     pub fn from_spec(spec: &str) -> Result<EmbeddedStore, StoreError> {
         match spec.strip_prefix("embedded:") {

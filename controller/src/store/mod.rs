@@ -36,6 +36,8 @@ pub enum StoreError {
     EtcdNotBuilt(String),
     #[error("etcd: {0}")]
     Etcd(String),
+    #[error("controller store: cannot write {path}: {source}")]
+    Unusable { path: PathBuf, source: io::Error },
     #[error("the controller lease was lost; this controller no longer writes metadata")]
     LeaseLost,
     #[error("an earlier metadata write failed; this controller is resigning")]
@@ -114,6 +116,18 @@ impl Store {
             return Err(StoreError::EtcdNotBuilt(spec.into()));
         }
         Err(StoreError::Unsupported(spec.into()))
+    }
+
+    /// Checks at start-up what can never fix itself while the process runs: an
+    /// embedded store's directory must be creatable and writable (it would otherwise
+    /// retry the lease forever). An etcd store is checked by connecting, later: an
+    /// unreachable etcd may come back.
+    pub fn preflight(spec: &str) -> Result<(), StoreError> {
+        Store::check_spec(spec)?;
+        match spec.strip_prefix("embedded:") {
+            Some(dir) => EmbeddedStore::check_usable(std::path::Path::new(dir)),
+            None => Ok(()),
+        }
     }
 
     /// Opens the store named by `spec`. `lease_ttl` applies to etcd (the embedded lease

@@ -1,0 +1,206 @@
+//! Servers that fail fast and say why (issue 9): a duplicate broker id is refused while
+//! its holder is alive, unusable directories stop a server at start with one line, an
+//! unreachable controller is named in client errors, and `sluice dev` restarted with
+//! fewer brokers says which partitions are offline. Every wait has a deadline.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::cluster::Cluster;
+use common::{free_port, wait_for, ExitedServer, BIN};
+
+/// The brokers `describe cluster` lists alive, as (id, address).
+fn alive_brokers(
+    rt: &tokio::runtime::Runtime,
+    admin: &sluice_client::Admin,
+) -> Option<Vec<(u32, String)>> {
+    let d = rt.block_on(admin.describe_cluster()).ok()?;
+    Some(
+        d.brokers
+            .into_iter()
+            .filter(|b| b.alive)
+            .map(|b| (b.id, b.addr))
+            .collect(),
+    )
+}
+
+fn broker_command(id: u32, addr: &str, controller: &str, data_dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["broker", "--id", &id.to_string(), "--listen", addr])
+        .args(["--controller", controller, "--data-dir"])
+        .arg(data_dir);
+    c
+}
+
+/// A second broker with an id that a live broker holds is refused with
+/// DUPLICATE_BROKER_REGISTRATION and exits non-zero with one line naming it; the first
+/// keeps its registration. A broker restarted after kill -9 on another port still
+/// registers once the dead session expires.
+#[test]
+fn duplicate_broker_id_is_refused_while_the_first_is_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), 1);
+    let (rt, _config, admin) = cluster.client();
+    let first = cluster.brokers[0].0.clone();
+    assert_eq!(
+        alive_brokers(&rt, &admin).unwrap(),
+        vec![(1, first.clone())]
+    );
+
+    let second_addr = format!("127.0.0.1:{}", free_port());
+    let second = ExitedServer::run(
+        broker_command(
+            1,
+            &second_addr,
+            &cluster.controller_addr,
+            &dir.path().join("dup"),
+        ),
+        Duration::from_secs(20),
+    );
+    assert!(
+        !second.status.success(),
+        "the duplicate exited {}",
+        second.status
+    );
+    let line = second.last_line();
+    assert!(
+        line.starts_with("error: ") && line.contains("DUPLICATE_BROKER_REGISTRATION"),
+        "{line}"
+    );
+    assert!(line.contains(&first), "names the live holder: {line}");
+    // The first keeps its registration: still alive at its address a session timeout
+    // (2 s) later, i.e. still heartbeating on the same epoch.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        alive_brokers(&rt, &admin).unwrap(),
+        vec![(1, first.clone())]
+    );
+
+    // kill -9, then a restart on another port: refused only until the dead session
+    // expires, then registered without help.
+    cluster.kill9(0);
+    let restarted = format!("127.0.0.1:{}", free_port());
+    cluster.brokers[0].0 = restarted.clone();
+    cluster.start_broker(0);
+    // The only broker moved: bootstrap from its new address.
+    let admin = sluice_client::Admin::new(&sluice_client::ClientConfig::new(&restarted));
+    wait_for(
+        "the restarted broker registered",
+        Duration::from_secs(15),
+        || alive_brokers(&rt, &admin).filter(|b| b == &vec![(1, restarted.clone())]),
+    );
+    assert!(
+        cluster.brokers[0]
+            .1
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none(),
+        "the restarted broker kept running"
+    );
+    cluster.stop_all();
+}
+
+/// `chattr +i` on a directory for the life of the guard (root and e2fsprogs needed, as
+/// for the controller's failed-write test); cleared on drop so the temp dir can go.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(dir: &Path) -> Immutable {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chattr +i failed (needs root and e2fsprogs)");
+        Immutable(dir.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// The process failed at start with exactly one line on stderr, naming `what`.
+fn assert_one_line_failure(out: &ExitedServer, what: &str) {
+    assert!(
+        !out.status.success(),
+        "exited {}: {}",
+        out.status,
+        out.stderr
+    );
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1, "one line expected:\n{}", out.stderr);
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(what),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        !lines[0].contains('\u{1b}'),
+        "no terminal escapes: {}",
+        lines[0]
+    );
+}
+
+/// A broker or controller whose directory cannot be created or written exits non-zero
+/// at start with one line, instead of serving and logging the failure forever.
+#[test]
+fn servers_on_unusable_directories_exit_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let controller = format!("127.0.0.1:{}", free_port());
+    let limit = Duration::from_secs(10);
+    let listen = || format!("127.0.0.1:{}", free_port());
+
+    let out = ExitedServer::run(
+        broker_command(1, &listen(), &controller, &file.join("data")),
+        limit,
+    );
+    assert_one_line_failure(&out, "a-file/data");
+
+    // A directory a broker used before (its lock file is there) that became read-only.
+    let used = dir.path().join("used");
+    std::fs::create_dir(&used).unwrap();
+    std::fs::write(used.join(".lock"), "").unwrap();
+    let guard = Immutable::set(&used);
+    let out = ExitedServer::run(broker_command(1, &listen(), &controller, &used), limit);
+    drop(guard);
+    assert_one_line_failure(&out, "not writable");
+
+    let controller_command = |store: String| {
+        let mut c = Command::new(BIN);
+        c.args([
+            "controller",
+            "--id",
+            "1",
+            "--listen",
+            &listen(),
+            "--store",
+            &store,
+        ]);
+        c
+    };
+    let spec = format!("embedded:{}", file.join("store").display());
+    let out = ExitedServer::run(controller_command(spec), limit);
+    assert_one_line_failure(&out, "a-file/store");
+
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let guard = Immutable::set(&store);
+    let spec = format!("embedded:{}", store.display());
+    let out = ExitedServer::run(controller_command(spec), limit);
+    drop(guard);
+    assert_one_line_failure(&out, "cannot write");
+}
