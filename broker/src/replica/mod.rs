@@ -276,7 +276,7 @@ impl ReplicaManager {
         let new = replica.state.role();
         if new.leader_epoch != old.leader_epoch
             || new.leader != old.leader
-            || old.partition_epoch < 0
+            || old.replicas.is_empty()
         {
             info!(partition = %tp, leader = ?new.leader.map(|b| b.0), leader_epoch = new.leader_epoch.0, old_leader_epoch = old.leader_epoch.0, isr = ?new.isr.iter().map(|b| b.0).collect::<Vec<_>>(), "partition role changed");
         } else if *new != role {

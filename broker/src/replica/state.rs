@@ -172,9 +172,19 @@ pub enum Refusal {
     NotEnoughReplicas { isr: usize, min: usize },
 }
 
+/// What a replica that has not yet heard from the controller reports as its role.
+static UNASSIGNED: Role = Role {
+    leader: None,
+    leader_epoch: LeaderEpoch(0),
+    replicas: Vec::new(),
+    isr: Vec::new(),
+    partition_epoch: 0,
+};
+
 pub struct PartitionState {
     me: BrokerId,
-    role: Role,
+    /// `None` until the first LeaderAndIsr.
+    role: Option<Role>,
     config: StateConfig,
     /// Invariant: `<= log_end_offset`; on a leader, never decreases within an epoch.
     high_watermark: Offset,
@@ -202,13 +212,7 @@ impl PartitionState {
     pub fn new(me: BrokerId, config: StateConfig) -> PartitionState {
         PartitionState {
             me,
-            role: Role {
-                leader: None,
-                leader_epoch: LeaderEpoch(0),
-                replicas: Vec::new(),
-                isr: Vec::new(),
-                partition_epoch: -1,
-            },
+            role: None,
             config,
             high_watermark: Offset::ZERO,
             log_end_offset: Offset::ZERO,
@@ -220,14 +224,15 @@ impl PartitionState {
         }
     }
 
+    /// The role the controller gave, or an empty one before the first.
     pub fn role(&self) -> &Role {
-        &self.role
+        self.role.as_ref().unwrap_or(&UNASSIGNED)
     }
     pub fn high_watermark(&self) -> Offset {
         self.high_watermark
     }
     pub fn is_leader(&self) -> bool {
-        self.role.leader == Some(self.me)
+        self.role().leader == Some(self.me)
     }
     pub fn waiting(&self) -> usize {
         self.purgatory.len()
@@ -240,16 +245,16 @@ impl PartitionState {
     pub fn check_produce(&self, acks_all: bool) -> Result<LeaderEpoch, Refusal> {
         if !self.is_leader() {
             return Err(Refusal::NotLeader {
-                leader: self.role.leader,
+                leader: self.role().leader,
             });
         }
-        if acks_all && self.role.isr.len() < self.config.min_insync_replicas {
+        if acks_all && self.role().isr.len() < self.config.min_insync_replicas {
             return Err(Refusal::NotEnoughReplicas {
-                isr: self.role.isr.len(),
+                isr: self.role().isr.len(),
                 min: self.config.min_insync_replicas,
             });
         }
-        Ok(self.role.leader_epoch)
+        Ok(self.role().leader_epoch)
     }
 
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
@@ -271,7 +276,7 @@ impl PartitionState {
                         self.purgatory.insert(
                             (w.required_end, w.id),
                             Waiter {
-                                leader_epoch: self.role.leader_epoch,
+                                leader_epoch: self.role().leader_epoch,
                                 deadline: w.deadline,
                             },
                         );
@@ -326,18 +331,19 @@ impl PartitionState {
 
     fn on_role(&mut self, role: Role, log_end_offset: Offset, now: Instant, out: &mut Vec<Action>) {
         self.log_end_offset = log_end_offset;
-        let current = &self.role;
-        let started = current.partition_epoch >= 0;
-        if started
-            && (role.leader_epoch < current.leader_epoch
+        if let Some(current) = &self.role {
+            if role.leader_epoch < current.leader_epoch
                 || (role.leader_epoch == current.leader_epoch
-                    && role.partition_epoch < current.partition_epoch))
-        {
-            // Overtaken by a newer decision that arrived first: ignore.
-            return;
+                    && role.partition_epoch < current.partition_epoch)
+            {
+                // Overtaken by a newer decision that arrived first: ignore.
+                return;
+            }
         }
-        let new_term =
-            !started || role.leader_epoch != current.leader_epoch || role.leader != current.leader;
+        let current = self.role();
+        let new_term = self.role.is_none()
+            || role.leader_epoch != current.leader_epoch
+            || role.leader != current.leader;
         if new_term || role.partition_epoch != current.partition_epoch {
             // Proposals made at the old partition epoch are refused by the controller now.
             self.pending_additions.clear();
@@ -357,7 +363,7 @@ impl PartitionState {
                     self.followers.insert(r, FollowerState::fresh(now));
                 }
             }
-        } else if role.isr != self.role.isr || role.replicas != self.role.replicas {
+        } else if role.isr != self.role().isr || role.replicas != self.role().replicas {
             // An ISR commit (or a reassignment) within the term: the next proposal may go
             // at once, and new replicas get a lag clock.
             self.last_isr_proposal = None;
@@ -368,7 +374,7 @@ impl PartitionState {
                 self.followers.retain(|r, _| role.replicas.contains(r));
             }
         }
-        self.role = role;
+        self.role = Some(role);
         if self.high_watermark > log_end_offset {
             self.set_hw(log_end_offset, out);
         }
@@ -376,7 +382,7 @@ impl PartitionState {
     }
 
     fn on_follower_fetch(&mut self, replica: BrokerId, fetch_offset: Offset, now: Instant) {
-        if !self.role.replicas.contains(&replica) || replica == self.me {
+        if !self.role().replicas.contains(&replica) || replica == self.me {
             return;
         }
         let end = self.log_end_offset;
@@ -404,7 +410,7 @@ impl PartitionState {
             return;
         }
         let mut hw = self.log_end_offset;
-        let maximal = self.role.isr.iter().chain(&self.pending_additions);
+        let maximal = self.role().isr.iter().chain(&self.pending_additions);
         for r in maximal.filter(|&&r| r != self.me) {
             let leo = self
                 .followers
@@ -430,12 +436,12 @@ impl PartitionState {
     /// is still large enough, else NOT_ENOUGH_REPLICAS_AFTER_APPEND (Kafka's rule: the
     /// records are in the log, but fewer replicas than promised hold them).
     fn complete_reached(&mut self, out: &mut Vec<Action>) {
-        let enough = self.role.isr.len() >= self.config.min_insync_replicas;
+        let enough = self.role().isr.len() >= self.config.min_insync_replicas;
         while let Some((&(required, id), w)) = self.purgatory.first_key_value() {
             if required > self.high_watermark {
                 break;
             }
-            debug_assert_eq!(w.leader_epoch, self.role.leader_epoch);
+            debug_assert_eq!(w.leader_epoch, self.role().leader_epoch);
             self.purgatory.remove(&(required, id));
             let result = if enough {
                 Ok(())
@@ -480,13 +486,13 @@ impl PartitionState {
         let lag_max = self.config.replica_lag_max;
         let in_time = |f: &FollowerState| now.saturating_duration_since(f.caught_up_at) <= lag_max;
         let mut isr: Vec<BrokerId> = self
-            .role
+            .role()
             .isr
             .iter()
             .copied()
             .filter(|r| *r == self.me || self.followers.get(r).is_some_and(in_time))
             .collect();
-        for r in &self.role.replicas {
+        for r in &self.role().replicas {
             let caught_up = self.followers.get(r).is_some_and(|f| {
                 f.log_end_offset
                     .is_some_and(|leo| leo >= self.high_watermark && leo >= self.epoch_start_offset)
@@ -496,9 +502,9 @@ impl PartitionState {
                 isr.push(*r);
             }
         }
-        let order = |r: &BrokerId| self.role.replicas.iter().position(|x| x == r);
+        let order = |r: &BrokerId| self.role().replicas.iter().position(|x| x == r);
         isr.sort_by_key(order);
-        let mut current = self.role.isr.clone();
+        let mut current = self.role().isr.clone();
         current.sort_by_key(order);
         if isr == current && self.pending_additions.is_empty() {
             return None;
@@ -514,13 +520,13 @@ impl PartitionState {
         }
         self.last_isr_proposal = Some(now);
         for r in &isr {
-            if !self.role.isr.contains(r) && !self.pending_additions.contains(r) {
+            if !self.role().isr.contains(r) && !self.pending_additions.contains(r) {
                 self.pending_additions.push(*r);
             }
         }
         Some(IsrProposal {
-            leader_epoch: self.role.leader_epoch,
-            partition_epoch: self.role.partition_epoch,
+            leader_epoch: self.role().leader_epoch,
+            partition_epoch: self.role().partition_epoch,
             new_isr: isr,
         })
     }
