@@ -321,7 +321,23 @@ fn run(mut cluster: Cluster, net: Option<&Netns>, mut log: Log) {
                 .filter(|ps| ps.iter().all(|p| p.leader.is_some() && p.isr.len() == 3))
         },
     ) {
-        problems.push(format!("{e}; last seen: {last:#?}"));
+        let seen: Vec<String> = last
+            .iter()
+            .flatten()
+            .map(|p| {
+                format!(
+                    "{TOPIC}-{}: leader {:?} (epoch {}), replicas {:?}, isr {:?}, hw {:?}, leo {:?}",
+                    p.partition,
+                    p.leader,
+                    p.leader_epoch,
+                    p.replicas,
+                    p.isr,
+                    p.high_watermark,
+                    p.log_end_offset
+                )
+            })
+            .collect();
+        problems.push(format!("{e}; last seen: {}", seen.join("; ")));
         log.fail(&problems);
     }
     eprintln!(
