@@ -1453,3 +1453,77 @@ fn perf_consume_reads_exactly_num_records() {
     );
     dev.stop();
 }
+
+/// Starts a following `sluice consume` (no end) and returns it with its stdout reader.
+fn spawn_consumer(
+    dev: &Dev,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("SLUICE_BOOTSTRAP", &dev.addr)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    (child, reader)
+}
+
+#[test]
+fn consume_stops_when_its_topic_is_deleted_or_replaced() {
+    use std::io::{BufRead, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let limit = std::time::Duration::from_secs(20);
+    let finish = |mut child: std::process::Child| {
+        let status = common::wait_for("consume to stop", limit, || child.try_wait().unwrap());
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (status, err)
+    };
+
+    // Deleted: a follower stops with an error instead of waiting silently.
+    create_topic(&dev, "gone", "1");
+    dev.ok(&["produce", "gone"], "old\n");
+    let (child, mut out) = spawn_consumer(&dev, &["consume", "gone", "-o", "beginning"]);
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "old\n");
+    dev.ok(&["topic", "delete", "gone"], "");
+    let (status, err) = finish(child);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim(),
+        "error: topic gone was deleted while it was being read"
+    );
+
+    // Deleted and created again under the same name: the new topic's records are never
+    // printed as if they were the old one's.
+    create_topic(&dev, "swap", "1");
+    dev.ok(&["produce", "swap"], "old\n");
+    let (child, mut out) = spawn_consumer(&dev, &["consume", "swap", "-o", "beginning"]);
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "old\n");
+    dev.ok(&["topic", "delete", "swap"], "");
+    create_topic(&dev, "swap", "1");
+    dev.ok(&["produce", "swap"], "new\n");
+    let (status, err) = finish(child);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: topic swap was deleted"), "{err}");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "", "records of the new topic were printed");
+    dev.stop();
+}

@@ -220,6 +220,27 @@ impl Admin {
         Ok(names)
     }
 
+    /// A topic's id, from metadata alone (no broker is asked for offsets): cheap enough
+    /// to ask often, e.g. to notice that a topic being read was deleted or replaced.
+    pub async fn topic_id(&self, name: &str) -> Result<String, Error> {
+        let md = self
+            .any(|mut c| async move {
+                c.describe_topics(v1::MetadataRequest {
+                    topics: vec![name.to_string()],
+                })
+                .await
+            })
+            .await?;
+        match md.topics.into_iter().next() {
+            Some(t) if t.error_code == 0 => Ok(t.topic_id),
+            Some(t) => Err(Error::broker(t.error_code, t.error_message)),
+            None => Err(Error::broker(
+                ErrorCode::UnknownTopicOrPartition.code(),
+                format!("topic {name} does not exist"),
+            )),
+        }
+    }
+
     /// A topic's partitions, with offsets asked from each leader.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, Error> {
         let md = self

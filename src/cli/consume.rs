@@ -4,7 +4,8 @@
 //! The start of every partition read is resolved before the first fetch: `--offset`
 //! is checked against each partition's log start and high watermark (an offset past
 //! the end is an error, never a silent jump), and `--exit-at-end` takes each
-//! partition's high watermark as it is when the command starts.
+//! partition's high watermark as it is when the command starts. The topic's id is
+//! checked while reading, so a deleted or recreated topic stops the command.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -19,7 +20,7 @@ use serde_json::json;
 use sluice_client::{
     Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Seek,
 };
-use sluice_proto::TopicPartition;
+use sluice_proto::{ErrorCode, TopicPartition};
 
 use super::output::{base64, explain};
 use super::{ClientArgs, Output};
@@ -257,6 +258,43 @@ impl Printer {
     }
 }
 
+/// How long `consume` may go without checking that its topic is still the one it
+/// started on, while no record arrives.
+const TOPIC_CHECK_IDLE: Duration = Duration::from_secs(1);
+
+/// Stops `consume` when the topic it reads is deleted, or deleted and created again
+/// under the same name: fetches name topics, not ids, so without this a follower of a
+/// deleted topic would wait silently and then print another topic's records.
+struct TopicGuard {
+    admin: Admin,
+    name: String,
+    /// The id of the topic when the command started.
+    id: String,
+    checked: tokio::time::Instant,
+}
+
+impl TopicGuard {
+    /// Errors if the topic is gone or has another id. Called before printing records
+    /// (a topic whose id is unchanged now was the same when they were fetched, since
+    /// ids are never reused) and every [`TOPIC_CHECK_IDLE`] while idle. A check that
+    /// cannot reach the cluster passes: the next one will tell.
+    async fn check(&mut self) -> anyhow::Result<()> {
+        self.checked = tokio::time::Instant::now();
+        match self.admin.topic_id(&self.name).await {
+            Ok(id) if id == self.id => Ok(()),
+            Ok(id) => bail!(
+                "topic {} was deleted and created again (id {} is now {id}) while it was being read; stopping, as the new topic's records are not the ones asked for",
+                self.name,
+                self.id
+            ),
+            Err(e) if e.code() == Some(ErrorCode::UnknownTopicOrPartition) => {
+                bail!("topic {} was deleted while it was being read", self.name)
+            }
+            Err(_) => Ok(()),
+        }
+    }
+}
+
 /// The seek for one partition, from its offsets as `topic describe` reads them.
 fn start_of(
     start: StartAt,
@@ -357,6 +395,12 @@ pub async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode>
     for (tp, seek) in &seeks {
         consumer.seek(tp, *seek);
     }
+    let mut guard = TopicGuard {
+        admin,
+        name: a.topic.clone(),
+        id: topic.topic_id.clone(),
+        checked: tokio::time::Instant::now(),
+    };
     let idle = a.timeout_ms.map(Duration::from_millis);
     let mut seen = 0u64;
     let mut last_record = tokio::time::Instant::now();
@@ -392,8 +436,12 @@ pub async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode>
             if idle.is_some_and(|t| last_record.elapsed() >= t) {
                 break;
             }
+            if guard.checked.elapsed() >= TOPIC_CHECK_IDLE {
+                guard.check().await?;
+            }
             continue;
         }
+        guard.check().await?;
         last_record = tokio::time::Instant::now();
         let mut line = Vec::new();
         for r in records {
