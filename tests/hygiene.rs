@@ -204,3 +204,42 @@ fn servers_on_unusable_directories_exit_with_one_line() {
     drop(guard);
     assert_one_line_failure(&out, "cannot write");
 }
+
+/// A broker whose controller is unreachable: a client's error names the broker, that
+/// it is not registered, and why (the controller it cannot reach), not a bare timeout.
+#[test]
+fn client_errors_name_an_unreachable_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = format!("127.0.0.1:{}", free_port());
+    let controller = format!("127.0.0.1:{}", free_port());
+    let mut child = common::cluster::spawn_quiet(broker_command(
+        1,
+        &broker,
+        &controller,
+        &dir.path().join("b"),
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = sluice_client::ClientConfig::new(&broker);
+    config.api_timeout = Duration::from_secs(3);
+    let admin = sluice_client::Admin::new(&config);
+    let e = wait_for("the registration failure", Duration::from_secs(20), || {
+        let e = rt
+            .block_on(admin.list_topics())
+            .expect_err("no controller")
+            .to_string();
+        e.contains("unreachable").then_some(e)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    for part in [
+        &format!("broker 1 at {broker}"),
+        "not registered with a controller",
+        &format!("controller {controller} unreachable"),
+        "BROKER_NOT_AVAILABLE",
+    ] {
+        assert!(e.contains(part), "{part:?} missing from: {e}");
+    }
+}

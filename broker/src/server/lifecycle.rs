@@ -47,6 +47,7 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) -> String {
             Ok(registered) => registered,
             Err(RegisterError::Fatal(reason)) => return reason,
             Err(RegisterError::Retry(reason)) => {
+                *shared.registration_failure.lock() = Some(reason.clone());
                 let now = Instant::now();
                 let since = *failing_since.get_or_insert(now);
                 if now.duration_since(since) >= UNREACHABLE_GRACE {
@@ -57,7 +58,7 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) -> String {
                             failing_for_s = now.duration_since(since).as_secs(),
                             last_error = reason,
                             suppressed,
-                            "not registered with a controller yet; retrying"
+                            "cannot register with a controller; retrying"
                         );
                     }
                 }
@@ -65,6 +66,7 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) -> String {
                 continue;
             }
         };
+        *shared.registration_failure.lock() = None;
         if let Some(since) = failing_since.take() {
             let suppressed = unreachable.reset();
             if since.elapsed() >= UNREACHABLE_GRACE {
@@ -138,18 +140,19 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) -> String {
 }
 
 /// Tries each controller once, starting with the last one that answered as active.
-/// On failure, says why the last one failed.
+/// On failure, says why each one failed.
 async fn register(shared: &Shared, incarnation: u64) -> Result<(usize, i64), RegisterError> {
     let config = &shared.config;
     let start = shared.controller_hint.load(Ordering::Relaxed);
-    let mut last = String::from("no controller address configured");
+    // Why each controller failed, in the order tried: what a client is told.
+    let mut failures: Vec<String> = Vec::new();
     for i in 0..config.controllers.len() {
         let idx = (start + i) % config.controllers.len();
         let addr = &config.controllers[idx];
         let ch = match channel(addr) {
             Ok(ch) => ch,
             Err(status) => {
-                last = format!("{addr}: {}", status.message());
+                failures.push(format!("controller {addr} unusable ({})", status.message()));
                 continue;
             }
         };
@@ -187,19 +190,25 @@ async fn register(shared: &Shared, incarnation: u64) -> Result<(usize, i64), Reg
                     message = r.error_message,
                     "registration refused"
                 );
-                last = format!(
-                    "{addr}: {} {}",
+                failures.push(format!(
+                    "controller {addr} refused: {} {}",
                     ErrorCode::from_code(r.error_code),
                     r.error_message
-                );
+                ));
             }
             Err(status) => {
                 debug!(controller = addr, %status, "controller unreachable");
-                last = format!("{addr}: {}", status.message());
+                failures.push(format!(
+                    "controller {addr} unreachable ({})",
+                    status.message()
+                ));
             }
         }
     }
-    Err(RegisterError::Retry(last))
+    if failures.is_empty() {
+        failures.push("no controller address configured".into());
+    }
+    Err(RegisterError::Retry(failures.join("; ")))
 }
 
 fn now_ms() -> i64 {

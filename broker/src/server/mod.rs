@@ -104,6 +104,9 @@ pub(crate) struct Shared {
     pub(crate) stopping: tokio::sync::watch::Sender<bool>,
     /// Whether client requests are served yet.
     pub(crate) gate: readiness::Gate,
+    /// Why the last registration attempt failed, per controller (`None` once
+    /// registered): clients hear this instead of a bare "not ready".
+    pub(crate) registration_failure: parking_lot::Mutex<Option<String>>,
 }
 
 /// A broker ready to serve.
@@ -130,6 +133,7 @@ impl Broker {
                 controller_hint: Default::default(),
                 stopping: tokio::sync::watch::channel(false).0,
                 gate: Default::default(),
+                registration_failure: Default::default(),
             }),
         })
     }

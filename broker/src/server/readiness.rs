@@ -68,10 +68,17 @@ pub(crate) fn client_gate(
         if serving_clients(&shared) {
             Ok(req)
         } else {
+            let config = &shared.config;
+            let why = match shared.registration_failure.lock().clone() {
+                Some(failure) => format!("not registered with a controller: {failure}"),
+                None => format!(
+                    "not registered with an active controller ({}) yet",
+                    config.controllers.join(",")
+                ),
+            };
             Err(sluice_proto::status::not_ready(format!(
-                "broker {} is not ready yet: not registered with an active controller ({})",
-                shared.config.id,
-                shared.config.controllers.join(",")
+                "broker {} at {} is not ready: {why}",
+                config.id, config.advertised_addr
             )))
         }
     }
