@@ -220,18 +220,12 @@ impl Admin {
         Ok(names)
     }
 
-    /// A topic's id, from metadata alone (no broker is asked for offsets): cheap enough
-    /// to ask often, e.g. to notice that a topic being read was deleted or replaced.
+    /// A topic's id, from a broker's own metadata (the controller is not asked, so
+    /// this answers during a controller failover too): cheap enough to ask often, e.g.
+    /// to notice that a topic being read was deleted or replaced.
     pub async fn topic_id(&self, name: &str) -> Result<String, Error> {
-        let md = self
-            .any(|mut c| async move {
-                c.describe_topics(v1::MetadataRequest {
-                    topics: vec![name.to_string()],
-                })
-                .await
-            })
-            .await?;
-        match md.topics.into_iter().next() {
+        let md = self.cluster.refresh(&[name.to_string()]).await?;
+        match md.topics.into_iter().find(|t| t.name == name) {
             Some(t) if t.error_code == 0 => Ok(t.topic_id),
             Some(t) => Err(Error::broker(t.error_code, t.error_message)),
             None => Err(Error::broker(

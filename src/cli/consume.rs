@@ -395,10 +395,12 @@ pub async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode>
     for (tp, seek) in &seeks {
         consumer.seek(tp, *seek);
     }
+    // The id to compare comes from where later checks read it (a broker's metadata).
+    let id = admin.topic_id(&a.topic).await.map_err(ex)?;
     let mut guard = TopicGuard {
         admin,
         name: a.topic.clone(),
-        id: topic.topic_id.clone(),
+        id,
         checked: tokio::time::Instant::now(),
     };
     let idle = a.timeout_ms.map(Duration::from_millis);
