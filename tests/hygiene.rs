@@ -243,3 +243,170 @@ fn client_errors_name_an_unreachable_controller() {
         assert!(e.contains(part), "{part:?} missing from: {e}");
     }
 }
+
+/// A `sluice dev` whose stdout and stderr lines are collected; killed on drop.
+struct DevRun {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<(bool, String)>,
+    /// (stderr?, line) seen so far.
+    seen: Vec<(bool, String)>,
+}
+
+impl DevRun {
+    fn spawn(dir: &Path, brokers: u32, listen: &str) -> DevRun {
+        use std::io::BufRead;
+        let mut child = Command::new(BIN)
+            .args(["dev", "--brokers", &brokers.to_string(), "--listen", listen])
+            .arg("--data-dir")
+            .arg(dir)
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sluice dev");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = child.stdout.take().expect("piped");
+        let err = child.stderr.take().expect("piped");
+        for (is_err, stream) in [
+            (false, Box::new(out) as Box<dyn std::io::Read + Send>),
+            (true, Box::new(err)),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if tx.send((is_err, line)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut dev = DevRun {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        dev.wait_line("the ready line", |l| l.starts_with("ready"));
+        dev
+    }
+
+    fn wait_line(&mut self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some((_, l)) = self.seen.iter().find(|(_, l)| f(l)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no line for {what} within 60 s; seen: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// The address printed on the stdout line starting with `label`.
+    fn addr(&mut self, label: &str) -> String {
+        let line = self.wait_line(label, |l| l.trim_start().starts_with(label));
+        line.trim_start()[label.len()..].trim().to_string()
+    }
+
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = wait_for("sluice dev to stop", Duration::from_secs(30), || {
+            self.child.try_wait().unwrap()
+        });
+        assert!(status.success(), "sluice dev exited {status}");
+    }
+}
+
+impl Drop for DevRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `sluice dev` restarted with fewer brokers than its data dir holds says at start which
+/// partitions stay offline and why, and none of its listeners takes a port the metadata
+/// still gives a broker it did not start.
+#[test]
+fn dev_restarted_with_fewer_brokers_names_offline_partitions_and_avoids_old_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = DevRun::spawn(dir.path(), 3, "127.0.0.1:0");
+    let first = dev.addr("broker 1");
+    let old: Vec<String> = ["broker 2", "broker 3"]
+        .iter()
+        .map(|b| dev.addr(b))
+        .collect();
+    for create in [
+        ["wide", "1", "3"],
+        ["spread", "3", "1"], // one partition on each broker
+    ] {
+        let out = common::run_cli(
+            &first,
+            &[
+                "topic",
+                "create",
+                create[0],
+                "--partitions",
+                create[1],
+                "--replication-factor",
+                create[2],
+            ],
+            "",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dev.stop();
+
+    // Broker 1 where it was: the next ports, where the controller and metrics would
+    // go, are brokers 2's and 3's old addresses.
+    let mut dev = DevRun::spawn(dir.path(), 1, &first);
+    let controller = dev.addr("controller");
+    let metrics = dev.addr("metrics");
+    for addr in &old {
+        assert_ne!(
+            &controller, addr,
+            "the controller took a fenced broker's address"
+        );
+        assert!(!metrics.contains(addr.as_str()), "metrics took {addr}");
+    }
+    let warnings: Vec<String> = dev
+        .seen
+        .iter()
+        .filter(|(err, l)| *err && l.starts_with("warning:"))
+        .map(|(_, l)| l.clone())
+        .collect();
+    let spread = warnings
+        .iter()
+        .find(|l| l.contains("topic spread"))
+        .unwrap_or_else(|| panic!("no offline warning for spread: {warnings:#?}"));
+    // Placement starts at a different broker per topic: two of the three partitions
+    // are on brokers 2 and 3, whichever they are.
+    let listed = spread
+        .split("partition(s) ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or("");
+    assert_eq!(listed.split(',').count(), 2, "{spread}");
+    assert!(
+        spread.contains("offline") && spread.contains("broker(s) 2,3"),
+        "{spread}"
+    );
+    assert!(
+        !warnings.iter().any(|l| l.contains("topic wide")),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings.iter().any(|l| l.contains("under-replicated")),
+        "{warnings:#?}"
+    );
+    dev.stop();
+}

@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use sluice_broker::server::{Broker, BrokerConfig, Readiness};
+use sluice_controller::state::Snapshot;
+use sluice_controller::store::EmbeddedStore;
 use sluice_controller::{Controller, ControllerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -79,13 +81,19 @@ pub struct BrokerArgs {
     pub heartbeat_ms: u64,
 }
 
-/// Resolves when the process gets Ctrl-C or SIGTERM.
-async fn termination() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Resolves when the process gets Ctrl-C or SIGTERM. The handlers are installed when
+/// this is called, not when it is first awaited: call it before printing anything a
+/// script may react to with a signal (a SIGTERM right after `ready` must still stop
+/// the server cleanly, not kill it).
+fn termination() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }
 
@@ -100,8 +108,22 @@ fn shutdown_future(
 
 /// Binds `addr`, or the next free port after it when `next_free` is set.
 async fn bind(addr: SocketAddr, next_free: bool) -> anyhow::Result<TcpListener> {
+    bind_avoiding(addr, next_free, &[]).await
+}
+
+/// Like [`bind`], skipping `avoid` when looking for the next free port: addresses the
+/// cluster metadata still gives brokers this `sluice dev` does not start.
+async fn bind_avoiding(
+    addr: SocketAddr,
+    next_free: bool,
+    avoid: &[SocketAddr],
+) -> anyhow::Result<TcpListener> {
     let mut candidate = addr;
     for _ in 0..200 {
+        if next_free && avoid.contains(&candidate) {
+            candidate.set_port(candidate.port() + 1);
+            continue;
+        }
         match TcpListener::bind(candidate).await {
             Ok(l) => return Ok(l),
             Err(e) if next_free && e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -137,21 +159,36 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
     if a.brokers == 0 {
         bail!("--brokers must be at least 1");
     }
+    let terminated = termination();
+    tokio::pin!(terminated);
     std::fs::create_dir_all(&a.data_dir)
         .with_context(|| format!("cannot create {}", a.data_dir.display()))?;
     // One dev per data dir, refused before it binds or opens anything (docs/cli.md).
     let _lock = sluice_broker::log::LogManager::lock_dir(&a.data_dir)?;
+    // Last run's metadata: brokers this run does not start keep their old addresses
+    // there (fenced, but still listed), so no new listener may take one of them.
+    let previous = previous_metadata(&a.data_dir.join("controller"));
+    let not_started: Vec<(u32, String)> = previous
+        .iter()
+        .flat_map(|snap| &snap.brokers)
+        .filter(|(id, _)| **id > a.brokers)
+        .map(|(id, b)| (*id, b.addr.clone()))
+        .collect();
+    let avoid: Vec<SocketAddr> = not_started
+        .iter()
+        .filter_map(|(_, addr)| addr.parse().ok())
+        .collect();
     let mut broker_listeners = vec![bind(a.listen, false).await?];
     let mut next = a.listen;
     for _ in 1..a.brokers {
         next.set_port(broker_listeners.last().expect("one").local_addr()?.port() + 1);
-        broker_listeners.push(bind(next, true).await?);
+        broker_listeners.push(bind_avoiding(next, true, &avoid).await?);
     }
     next.set_port(broker_listeners.last().expect("one").local_addr()?.port() + 1);
-    let controller_listener = bind(next, true).await?;
+    let controller_listener = bind_avoiding(next, true, &avoid).await?;
     let controller_addr = controller_listener.local_addr()?;
     next.set_port(controller_addr.port() + 1);
-    let metrics_addr = bind(next, true).await?.local_addr()?;
+    let metrics_addr = bind_avoiding(next, true, &avoid).await?.local_addr()?;
     install_metrics(metrics_addr)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -193,6 +230,11 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
     }
     println!("  controller      {controller_addr}");
     println!("  metrics         http://{metrics_addr}/metrics");
+    if let Some(snap) = &previous {
+        for line in offline_report(snap, a.brokers, &not_started) {
+            eprintln!("{line}");
+        }
+    }
     let brokers: Vec<(u32, String)> = readiness
         .iter()
         .zip(&broker_addrs)
@@ -200,19 +242,23 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let controller_at = controller_addr.to_string();
     let up = dev_cluster_up(&controller_at, &readiness, &brokers);
-    let timed_out = tokio::time::timeout(Duration::from_secs(30), up)
-        .await
-        .is_err();
+    // Ctrl-C while starting stops at once rather than after the wait.
+    let (timed_out, stopped) = tokio::select! {
+        up = tokio::time::timeout(Duration::from_secs(30), up) => (up.is_err(), false),
+        () = &mut terminated => (false, true),
+    };
     // Released together, so a client's first answer already comes from the whole cluster.
     for (_, r) in &readiness {
         r.release_clients();
     }
-    if timed_out {
-        eprintln!("warning: brokers did not all register within 30 s");
-    } else {
-        println!("ready: {} broker(s); Ctrl-C stops", a.brokers);
+    if !stopped {
+        if timed_out {
+            eprintln!("warning: brokers did not all register within 30 s");
+        } else {
+            println!("ready: {} broker(s); Ctrl-C stops", a.brokers);
+        }
+        terminated.await;
     }
-    termination().await;
     println!("stopping");
     let _ = stop_tx.send(true);
     let mut clean = true;
@@ -229,6 +275,64 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The metadata a previous run left in the embedded store at `dir`, if any; a store
+/// that cannot be read is left for the controller to report.
+fn previous_metadata(dir: &std::path::Path) -> Option<Snapshot> {
+    if !dir.join("metadata.json").exists() {
+        return None;
+    }
+    EmbeddedStore::open(dir).ok()?.load().ok().flatten()
+}
+
+/// Warnings for a dev restarted with fewer brokers than its data dir holds: one line per
+/// topic with partitions that stay offline (no in-sync replica among the brokers
+/// started; unclean election is off by default), and one for partitions that will run
+/// under-replicated.
+fn offline_report(snap: &Snapshot, started: u32, not_started: &[(u32, String)]) -> Vec<String> {
+    if not_started.is_empty() {
+        return Vec::new();
+    }
+    let is_started = |b: &u32| *b >= 1 && *b <= started;
+    let ids = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let absent: Vec<u32> = not_started.iter().map(|(id, _)| *id).collect();
+    let mut lines = Vec::new();
+    let mut under_replicated = 0;
+    for (name, t) in &snap.topics {
+        let mut offline = Vec::new();
+        let mut on = std::collections::BTreeSet::new();
+        for (i, p) in t.partitions.iter().enumerate() {
+            if !p.isr.iter().any(is_started) {
+                offline.push(i.to_string());
+                on.extend(p.isr.iter().copied().filter(|b| !is_started(b)));
+            } else if !p.replicas.iter().all(is_started) {
+                under_replicated += 1;
+            }
+        }
+        if !offline.is_empty() {
+            let on: Vec<u32> = on.into_iter().collect();
+            lines.push(format!(
+                "warning: topic {name}: partition(s) {} offline: their in-sync replicas are on broker(s) {}, not started (--brokers {started})",
+                offline.join(","),
+                ids(&on)
+            ));
+        }
+    }
+    if under_replicated > 0 {
+        lines.push(format!(
+            "warning: {under_replicated} partition(s) under-replicated: replicas on broker(s) {} not started",
+            ids(&absent)
+        ));
+    }
+    if !lines.is_empty() {
+        lines.push(format!(
+            "warning: the data dir holds brokers 1-{}; start with --brokers {} to bring them back",
+            absent.iter().max().copied().unwrap_or(started),
+            absent.iter().max().copied().unwrap_or(started)
+        ));
+    }
+    lines
 }
 
 /// Resolves once the dev cluster is up: every broker registered and holds metadata
@@ -278,6 +382,7 @@ async fn controller_counts_live(
 }
 
 pub async fn controller(a: ControllerArgs) -> anyhow::Result<ExitCode> {
+    let terminated = termination();
     let listener = bind(a.listen, false).await?;
     if let Some(m) = a.metrics {
         install_metrics(m)?;
@@ -297,13 +402,14 @@ pub async fn controller(a: ControllerArgs) -> anyhow::Result<ExitCode> {
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(controller.run(listener, shutdown_future(&stop_rx)));
-    termination().await;
+    terminated.await;
     let _ = stop_tx.send(true);
     task.await??;
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
+    let terminated = termination();
     let listener = bind(a.listen, false).await?;
     let addr = listener.local_addr()?;
     if let Some(m) = a.metrics {
@@ -336,7 +442,7 @@ pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
     // The broker also stops by itself when the controller refuses it for good (a
     // duplicate id): its reason is then the error line.
     let ended = tokio::select! {
-        () = termination() => None,
+        () = terminated => None,
         ended = &mut task => Some(ended),
     };
     let ended = match ended {
