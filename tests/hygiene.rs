@@ -410,3 +410,118 @@ fn dev_restarted_with_fewer_brokers_names_offline_partitions_and_avoids_old_port
     );
     dev.stop();
 }
+
+/// Operator output: logs carry no terminal escapes when stderr is not a terminal; a
+/// standby controller's `/metrics` says it is inactive; records in and out are counted
+/// per topic.
+#[test]
+fn plain_logs_standby_metrics_and_record_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two controllers on one store: one active, one standby.
+    let cluster = Cluster::start_with(dir.path(), 1, 2);
+    let (rt, _config, admin) = cluster.client();
+    let active = cluster.active_controller(&rt, &admin);
+    let standby = cluster.controller_metrics[1 - active].clone().unwrap();
+    let scraped = wait_for("the standby's /metrics", Duration::from_secs(10), || {
+        common::http_get(&standby, "/metrics")
+            .and_then(|s| common::metric(&s, "sluice_controller_active"))
+    });
+    assert_eq!(scraped, 0.0, "a standby reports sluice_controller_active 0");
+    drop(cluster);
+
+    // A dev with RUST_LOG=info and stderr a pipe: plenty of log lines, none coloured.
+    let dev_dir = dir.path().join("dev");
+    let mut child = Command::new(BIN)
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dev_dir)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut { stderr }, &mut s);
+        s
+    });
+    let (addr, metrics) = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut addr, mut metrics) = (None, None);
+        for line in lines.by_ref().map_while(Result::ok) {
+            let line = line.trim().to_string();
+            if let Some(a) = line.strip_prefix("broker 1") {
+                addr = Some(a.trim().to_string());
+            }
+            if let Some(m) = line.strip_prefix("metrics") {
+                let m = m.trim().trim_start_matches("http://");
+                metrics = Some(m.trim_end_matches("/metrics").to_string());
+            }
+            if line.starts_with("ready") {
+                break;
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        (addr.unwrap(), metrics.unwrap())
+    };
+    let cli = |args: &[&str], stdin: &str| {
+        let out = common::run_cli(&addr, args, stdin);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    cli(
+        &[
+            "topic",
+            "create",
+            "counted",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+        ],
+        "",
+    );
+    cli(&["produce", "counted"], "a\nb\nc\n");
+    cli(
+        &[
+            "consume",
+            "counted",
+            "--from-beginning",
+            "--max-messages",
+            "3",
+        ],
+        "",
+    );
+    let counter = |name: &str| {
+        common::http_get(&metrics, "/metrics").and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(name) && l.contains("topic=\"counted\""))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        })
+    };
+    wait_for(
+        "records counted in and out",
+        Duration::from_secs(10),
+        || {
+            (counter("sluice_records_in_total") == Some(3.0)
+                && counter("sluice_records_out_total") >= Some(3.0))
+            .then_some(())
+        },
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_for("dev to stop", Duration::from_secs(30), || {
+        child.try_wait().unwrap()
+    });
+    assert!(status.success());
+    let logs = logs.join().unwrap();
+    assert!(logs.lines().count() > 5, "expected info logs:\n{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI escapes in piped logs:\n{logs}"
+    );
+}

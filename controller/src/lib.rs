@@ -188,6 +188,8 @@ impl Controller {
     /// losing it.
     async fn campaign(self) {
         let config = &self.shared.config;
+        // A standby reports itself inactive from the start, not only after a term.
+        metrics::gauge!("sluice_controller_active").set(0.0);
         let mut store = match Store::open(&config.store, config.lease_ttl) {
             Ok(s) => s,
             Err(e) => {

@@ -72,6 +72,8 @@ impl BrokerApi {
                     if !p.records.is_empty() {
                         metrics::counter!("sluice_bytes_out_total", "topic" => p.topic.clone())
                             .increment(p.records.len() as u64);
+                        metrics::counter!("sluice_records_out_total", "topic" => p.topic.clone())
+                            .increment(records_in(&p.records));
                     }
                 }
                 record_request(api, started);
@@ -84,6 +86,31 @@ impl BrokerApi {
             }
         }
     }
+}
+
+/// Records in `batches` (RecordBatch v2, back to back), control batches left out, read
+/// from each header without a CRC pass: what `sluice_records_out_total` counts. Whole
+/// batches are counted, as Kafka does, even where a fetch began inside one.
+fn records_in(batches: &[u8]) -> u64 {
+    // Kafka's RecordBatch v2 header: attributes at 21..23, records count at 57..61.
+    const ATTRIBUTES_AT: usize = 21;
+    const CONTROL_FLAG: u16 = 0x20;
+    const RECORD_COUNT_AT: usize = 57;
+    let mut rest = batches;
+    let mut records = 0;
+    while rest.len() >= RECORD_COUNT_AT + 4 {
+        let Ok(size) = sluice_proto::batch::batch_size(rest) else {
+            break;
+        };
+        let attributes = u16::from_be_bytes([rest[ATTRIBUTES_AT], rest[ATTRIBUTES_AT + 1]]);
+        if attributes & CONTROL_FLAG == 0 {
+            let count = &rest[RECORD_COUNT_AT..RECORD_COUNT_AT + 4];
+            let count = i32::from_be_bytes([count[0], count[1], count[2], count[3]]);
+            records += count.max(0) as u64;
+        }
+        rest = rest.get(size..).unwrap_or_default();
+    }
+    records
 }
 
 #[tonic::async_trait]
