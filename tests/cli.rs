@@ -1527,3 +1527,23 @@ fn consume_stops_when_its_topic_is_deleted_or_replaced() {
     assert_eq!(rest, "", "records of the new topic were printed");
     dev.stop();
 }
+
+#[test]
+fn a_client_error_names_a_missing_controller_not_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = common::cluster::Cluster::start(dir.path(), 1);
+    drop(cluster.client()); // every broker registered
+    let bootstrap = cluster.bootstrap();
+    assert!(run_cli(&bootstrap, &["topic", "list"], "").status.success());
+    cluster.kill9_controller(0);
+    // Admin requests retry a missing controller for the client's api timeout (30 s).
+    let err = one_line_error(&run_cli(&bootstrap, &["topic", "list"], ""));
+    assert!(
+        err.starts_with(&format!(
+            "error: the broker at {bootstrap} is up, but it has no active controller"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("cannot reach a Sluice broker"), "{err}");
+    cluster.stop_all();
+}

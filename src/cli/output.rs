@@ -67,6 +67,13 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 /// Turns a client error into the one line a user reads, with what to do.
 pub fn explain(e: &Error, bootstrap: &str) -> anyhow::Error {
     match e {
+        // The broker answered; what it could not reach is a controller (admin requests
+        // are forwarded to the active one), so do not send the user after the broker.
+        Error::Unreachable { addr, message } if message.contains("no active controller") => {
+            anyhow::anyhow!(
+                "the broker at {addr} is up, but it has no active controller to pass this request to ({message}); is a controller running (`sluice controller`, or `sluice dev`), and are the broker's --controller addresses right?"
+            )
+        }
         Error::Unreachable { addr, message } => anyhow::anyhow!(
             "cannot reach a Sluice broker at {addr} ({message}); is `sluice dev` running, or is --bootstrap (now {bootstrap}) right?"
         ),
