@@ -1547,3 +1547,41 @@ fn a_client_error_names_a_missing_controller_not_the_broker() {
     assert!(!err.contains("cannot reach a Sluice broker"), "{err}");
     cluster.stop_all();
 }
+
+#[test]
+fn perf_into_a_closed_pipe_exits_by_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    create_topic(&dev, "pp", "1");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("SLUICE_BOOTSTRAP", &dev.addr)
+            .stdin(Stdio::null())
+            .stdout(closed_pipe())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run sluice")
+    };
+    let produce = ["perf", "produce", "--topic", "pp", "--num-records", "100"];
+    let out = run(&produce);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let consume = ["perf", "consume", "--topic", "pp", "--num-records", "100"];
+    let out = run(&consume);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A run that fails still says so when nobody reads its results.
+    let consume = [
+        "perf",
+        "consume",
+        "--topic",
+        "pp",
+        "--num-records",
+        "101",
+        "--timeout-ms",
+        "500",
+    ];
+    let out = run(&consume);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("only 100 of 101"), "{}", stderr(&out));
+    dev.stop();
+}

@@ -6,7 +6,8 @@
 //! command quietly with status 0 (docs/cli.md). Servers use [`status_println!`] and
 //! [`status_eprintln!`], which ignore write errors: a status line is for a human
 //! watching, and a server's shutdown (flush, checkpoint, clean-shutdown marker) must not
-//! depend on whether anyone still reads it.
+//! depend on whether anyone still reads it. `perf` uses them too: its exit status says
+//! whether the run succeeded, whatever became of the result lines.
 
 use std::io::Write;
 
@@ -22,7 +23,7 @@ macro_rules! outln {
 }
 pub(crate) use outln;
 
-/// `println!` for servers: write errors are ignored (see the module doc).
+/// `println!` for servers and `perf`: write errors are ignored (see the module doc).
 macro_rules! status_println {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -31,7 +32,7 @@ macro_rules! status_println {
 }
 pub(crate) use status_println;
 
-/// `eprintln!` for servers: write errors are ignored (see the module doc).
+/// `eprintln!` for servers and `perf`: write errors are ignored (see the module doc).
 macro_rules! status_eprintln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;

@@ -23,7 +23,7 @@ use sluice_client::{
 };
 use sluice_proto::{Compression, TopicPartition};
 
-use super::output::explain;
+use super::output::{explain, status_eprintln, status_println};
 use super::{ClientArgs, Output};
 
 #[derive(Subcommand, Debug)]
@@ -212,7 +212,7 @@ async fn produce(a: ProduceArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         }
         if progress && sent.duration_since(last_report) >= Duration::from_secs(1) {
             last_report = sent;
-            eprintln!(
+            status_eprintln!(
                 "{i} records sent, {:.0} records/s",
                 i as f64 / start.elapsed().as_secs_f64()
             );
@@ -246,25 +246,33 @@ async fn produce(a: ProduceArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         out["end_to_end_latency_ms"] = latency_json(e);
     }
     match c.output {
-        Output::Json => println!("{out}"),
+        Output::Json => status_println!("{out}"),
         Output::Table => {
-            println!("{acked} records, {rps:.0} records/s, {mbps:.1} MB/s   [acks={}, replication factor {rf}, fsync {fsync}]", acks.name());
+            status_println!("{acked} records, {rps:.0} records/s, {mbps:.1} MB/s   [acks={}, replication factor {rf}, fsync {fsync}]", acks.name());
             let l = &out["latency_ms"];
-            println!(
+            status_println!(
                 "produce->ack latency ms: p50 {} p95 {} p99 {} p99.9 {} max {}",
-                l["p50"], l["p95"], l["p99"], l["p999"], l["max"]
+                l["p50"],
+                l["p95"],
+                l["p99"],
+                l["p999"],
+                l["max"]
             );
             if e2e_hist.is_some() {
                 let l = &out["end_to_end_latency_ms"];
-                println!(
+                status_println!(
                     "produce->consume latency ms: p50 {} p95 {} p99 {} p99.9 {} max {}",
-                    l["p50"], l["p95"], l["p99"], l["p999"], l["max"]
+                    l["p50"],
+                    l["p95"],
+                    l["p99"],
+                    l["p999"],
+                    l["max"]
                 );
             }
         }
     }
     if let Some(e) = first_error {
-        eprintln!(
+        status_eprintln!(
             "error: {errors} record(s) failed: {}",
             explain(&e, &c.bootstrap)
         );
@@ -367,11 +375,11 @@ async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     let elapsed = last.duration_since(start).as_secs_f64().max(1e-9);
     let out = json!({"records": records, "records_per_sec": records as f64 / elapsed, "mb_per_sec": bytes as f64 / elapsed / 1e6, "replication_factor": rf, "fsync": fsync});
     match c.output {
-        Output::Json => println!("{out}"),
-        Output::Table => println!("{records} records, {:.0} records/s, {:.1} MB/s   [replication factor {rf}, fsync {fsync}]", records as f64 / elapsed, bytes as f64 / elapsed / 1e6),
+        Output::Json => status_println!("{out}"),
+        Output::Table => status_println!("{records} records, {:.0} records/s, {:.1} MB/s   [replication factor {rf}, fsync {fsync}]", records as f64 / elapsed, bytes as f64 / elapsed / 1e6),
     }
     if records < a.num_records {
-        eprintln!(
+        status_eprintln!(
             "error: only {records} of {} records arrived within the timeout",
             a.num_records
         );
