@@ -998,10 +998,12 @@ fn consume_exit_at_end_and_offsets_across_partitions() {
 
     // -e stops at the high watermark seen at start: records produced while it runs
     // (it is held back by a full stdout pipe) are not printed.
-    create_topic(&dev, "big", "1");
-    let pad = "x".repeat(100);
+    // Partition 1 is empty, so it is done at once, while partition 0 (2 MB, more than
+    // one fetch) takes several polls.
+    create_topic(&dev, "big", "2");
+    let pad = "x".repeat(1000);
     let big: String = (0..2000).map(|i| format!("{i:04}{pad}\n")).collect();
-    dev.ok(&["produce", "big"], &big);
+    dev.ok(&["produce", "big", "-p", "0"], &big);
     let mut child = Command::new(BIN)
         .args(["consume", "big", "-e", "-o", "beginning", "-f", "%o %s\\n"])
         .env("SLUICE_BOOTSTRAP", &dev.addr)
@@ -1014,11 +1016,14 @@ fn consume_exit_at_end_and_offsets_across_partitions() {
     let mut first = String::new();
     std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
     assert_eq!(first, format!("0 0000{pad}\n"));
-    dev.ok(&["produce", "big"], "late-1\nlate-2\n");
+    dev.ok(&["produce", "big", "-p", "0"], "late-1\nlate-2\n");
+    dev.ok(&["produce", "big", "-p", "1"], "late-3\n");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
     let status = common::wait_for("consume -e to exit", limit, || child.try_wait().unwrap());
-    assert!(status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status}: {err}");
     let lines: Vec<&str> = rest.lines().collect();
     assert_eq!(lines.len(), 1999);
     assert_eq!(lines[1998], format!("1999 1999{pad}"));

@@ -412,12 +412,13 @@ pub async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode>
             break;
         }
         if a.exit_at_end {
-            // A partition is done once its position reached the end seen at start.
+            // A partition is done once its position reached the end seen at start;
+            // `ends` keeps only the partitions still to finish.
             for (tp, _) in &seeks {
-                if consumer
-                    .position(tp)
-                    .is_some_and(|p| p >= ends[&tp.partition])
-                {
+                let Some(&end) = ends.get(&tp.partition) else {
+                    continue;
+                };
+                if consumer.position(tp).is_some_and(|p| p >= end) {
                     consumer.pause(tp);
                     ends.remove(&tp.partition);
                 }
