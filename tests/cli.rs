@@ -1128,6 +1128,10 @@ fn consume_from_timestamp_headers_and_format_strings() {
         &dev,
         &["consume", "h", "-e", "-o", "-1", "--output", "json"],
     );
+    assert_eq!(
+        ok_within(&dev, &["consume", "h", "-e", "-o", "-1", "-J"]),
+        got
+    );
     let v = json(&got);
     assert_eq!(
         v["headers"],

@@ -62,6 +62,9 @@ pub struct ConsumeArgs {
     /// Print the headers first, as `name=value,name=value` and a TAB.
     #[arg(long)]
     pub print_headers: bool,
+    /// One JSON object per record, as kcat -J (the same as `--output json`).
+    #[arg(short = 'J')]
+    pub json: bool,
     /// Print each record by this format, as kcat -f: %s value, %k key, %S / %K their
     /// lengths (-1 if null), %t topic, %p partition, %o offset, %T timestamp (ms), %h
     /// headers (name=value,…), %% a percent sign; escapes \n \r \t \\ \xHH. No newline
@@ -335,8 +338,9 @@ pub async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode>
     if a.group.is_some() {
         bail!("consumer groups are not available in this version yet; read with --from-beginning, or --partition P --offset N");
     }
-    let printer = match (&a.format, c.output) {
-        (Some(_), Output::Json) => bail!("--format and --output json cannot be combined"),
+    let output = if a.json { Output::Json } else { c.output };
+    let printer = match (&a.format, output) {
+        (Some(_), Output::Json) => bail!("--format and --output json (-J) cannot be combined"),
         (Some(f), Output::Table) => Printer::Format(parse_format(f).map_err(anyhow::Error::msg)?),
         (None, Output::Json) => Printer::Json,
         (None, Output::Table) => Printer::Plain {
