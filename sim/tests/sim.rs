@@ -30,7 +30,7 @@ fn replication_invariants_hold_under_faults() {
             .map(|chunk| {
                 let cfg = cfg.clone();
                 s.spawn(move || {
-                    let mut totals = (0u64, 0u64, 0u64, 0u64, 0u64);
+                    let mut totals = (0u64, 0u64, 0u64, 0u64, 0u64, (0u64, 0u64));
                     for &seed in chunk {
                         match run(seed, &cfg) {
                             Ok(r) => {
@@ -39,6 +39,7 @@ fn replication_invariants_hold_under_faults() {
                                 totals.2 += r.acked;
                                 totals.3 += r.faults;
                                 totals.4 += r.truncations;
+                                totals.5 = totals.5.max((r.steps, seed));
                             }
                             Err(f) => return Err(f),
                         }
@@ -52,7 +53,7 @@ fn replication_invariants_hold_under_faults() {
             .map(|h| h.join().expect("no panic"))
             .collect()
     });
-    let mut sum = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut sum = (0u64, 0u64, 0u64, 0u64, 0u64, (0u64, 0u64));
     for r in results {
         match r {
             Ok(t) => {
@@ -61,15 +62,18 @@ fn replication_invariants_hold_under_faults() {
                 sum.2 += t.2;
                 sum.3 += t.3;
                 sum.4 += t.4;
+                sum.5 = sum.5.max(t.5);
             }
             Err(f) => panic!("{f}"),
         }
     }
     println!(
-        "simulated {} seeds ({}..): {} steps, {} acks=all records acknowledged, {} faults, {} divergent-suffix truncations; no invariant violated",
+        "simulated {} seeds ({}..): {} steps (longest: seed {}, {} steps), {} acks=all records acknowledged, {} faults, {} divergent-suffix truncations; no invariant violated",
         sum.0,
         seeds.first().copied().unwrap_or(0),
         sum.1,
+        sum.5 .1,
+        sum.5 .0,
         sum.2,
         sum.3,
         sum.4
