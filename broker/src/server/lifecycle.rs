@@ -177,7 +177,7 @@ async fn register(shared: &Shared, incarnation: u64) -> Result<(usize, i64), Reg
             Ok(r) if r.get_ref().error_code == ErrorCode::DuplicateBrokerRegistration.code() => {
                 let r = r.into_inner();
                 return Err(RegisterError::Fatal(format!(
-                    "controller {addr} refused broker {}: {} {}",
+                    "controller {addr} refused broker {}: {}: {}",
                     config.id,
                     ErrorCode::from_code(r.error_code),
                     r.error_message
