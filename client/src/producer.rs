@@ -11,23 +11,25 @@
 //! to `batch_size_max`), which is what lets one partition reach high throughput.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use sluice_proto::v1;
-use sluice_proto::{BatchBuilder, Compression, Header};
+use sluice_proto::{BatchBuilder, BatchError, Compression, ErrorCode, Header, RecordBatch};
 use tokio::sync::Notify;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::cluster::Cluster;
 use crate::partitioner::partition_for_key;
 use crate::{ClientConfig, Error};
+
+mod delivery;
+
+use delivery::{BatchResult, BatchShared};
+pub use delivery::{DeliveryFuture, RecordMetadata};
 
 /// How many replicas must have a record before it counts as delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,89 +142,30 @@ impl ProducerRecord {
     }
 }
 
-/// Where a record landed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordMetadata {
-    pub topic: String,
-    pub partition: u32,
-    /// `None` with acks=0.
-    pub offset: Option<u64>,
-    pub timestamp: i64,
-}
-
-type BatchResult = Result<(Option<u64>, Option<i64>), Error>;
-
-/// Completion shared by every record of one batch.
-#[derive(Default)]
-struct BatchShared {
-    result: OnceLock<BatchResult>,
-    /// When the result arrived (for latency measurement independent of the awaiter).
-    completed_at: OnceLock<Instant>,
-    wakers: Mutex<Vec<Waker>>,
-}
-
-impl BatchShared {
-    fn complete(&self, r: BatchResult) {
-        let _ = self.completed_at.set(Instant::now());
-        if self.result.set(r).is_ok() {
-            for w in std::mem::take(&mut *self.wakers.lock()) {
-                w.wake();
-            }
-        }
-    }
-}
-
-/// Resolves when the record is acknowledged (or has failed for good).
-pub struct DeliveryFuture {
-    shared: Arc<BatchShared>,
-    index: u32,
-    topic: Arc<str>,
-    partition: u32,
-    timestamp: i64,
-}
-
-impl DeliveryFuture {
-    /// When the acknowledgement (or failure) arrived, once it has.
-    pub fn completed_at(&self) -> Option<Instant> {
-        self.shared.completed_at.get().copied()
-    }
-
-    fn ready(&self) -> Option<Result<RecordMetadata, Error>> {
-        let r = self.shared.result.get()?;
-        Some(r.clone().map(|(base, append_time)| RecordMetadata {
-            topic: self.topic.to_string(),
-            partition: self.partition,
-            offset: base.map(|b| b + u64::from(self.index)),
-            timestamp: append_time.unwrap_or(self.timestamp),
-        }))
-    }
-}
-
-impl Future for DeliveryFuture {
-    type Output = Result<RecordMetadata, Error>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(r) = self.ready() {
-            return Poll::Ready(r);
-        }
-        {
-            let mut wakers = self.shared.wakers.lock();
-            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                wakers.push(cx.waker().clone());
-            }
-        }
-        // Completed between the first check and registering: do not sleep forever.
-        match self.ready() {
-            Some(r) => Poll::Ready(r),
-            None => Poll::Pending,
-        }
-    }
-}
-
 type PartKey = (Arc<str>, u32);
 
+/// Estimated bytes of a batch's header (the v2 header is 61 bytes).
+const BATCH_HEADER_ESTIMATE_BYTES: usize = 61;
+
+/// Estimated encoded size of one record: payload plus a generous allowance for its
+/// varints. Also what the record holds of `Inner::buffered`, so the pieces of a split
+/// batch, estimated again record by record, account for exactly what the batch held.
+fn record_bytes(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header]) -> usize {
+    let headers: usize = headers
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()) + 4)
+        .sum();
+    key.map_or(0, |k| k.len()) + value.map_or(0, |v| v.len()) + headers + 24
+}
+
+/// A batch still taking records, or built and waiting its turn; not yet encoded, so it
+/// has no sequence numbers yet.
 struct Open {
     builder: BatchBuilder,
     shared: Arc<BatchShared>,
+    /// Index in `shared` of this batch's first record: 0, except for the pieces of a
+    /// split batch.
+    first_index: u32,
     created: Instant,
     records: u32,
     /// Estimated encoded size, header included (decides when the batch is full).
@@ -231,28 +174,106 @@ struct Open {
     buffered: usize,
 }
 
+impl Open {
+    fn new(
+        compression: Compression,
+        capacity: usize,
+        shared: Arc<BatchShared>,
+        first_index: u32,
+        created: Instant,
+    ) -> Open {
+        Open {
+            builder: BatchBuilder::with_capacity(compression, capacity),
+            shared,
+            first_index,
+            created,
+            records: 0,
+            bytes: BATCH_HEADER_ESTIMATE_BYTES,
+            buffered: 0,
+        }
+    }
+
+    fn append(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) {
+        let size = record_bytes(key, value, headers);
+        self.builder.append(timestamp, key, value, headers);
+        self.records += 1;
+        self.bytes += size;
+        self.buffered += size;
+    }
+}
+
+/// An encoded batch: in flight, or waiting to be sent again after a retriable failure.
 struct Closed {
     data: Bytes,
     shared: Arc<BatchShared>,
+    first_index: u32,
     records: u32,
+    /// The estimate it was built to (see [`Open::bytes`]).
+    bytes: usize,
     buffered: usize,
     created: Instant,
+    /// Its first sequence number (idempotent producers).
+    base_sequence: Option<i32>,
     /// The retriable error that sent this batch back to wait, if any: what the caller
     /// is told when the delivery timeout expires, rather than a bare "timed out".
     last_error: Option<Error>,
 }
 
+/// A partition's batch waiting for its turn.
+enum Queued {
+    /// Not sent yet: encoded (and given sequence numbers) when it is.
+    Unsent(Open),
+    /// Sent and failed with a retriable error: sent again as it is, sequence included.
+    Retry(Closed),
+}
+
+impl Queued {
+    fn created(&self) -> Instant {
+        match self {
+            Queued::Unsent(o) => o.created,
+            Queued::Retry(c) => c.created,
+        }
+    }
+}
+
 #[derive(Default)]
 struct PartQueue {
     open: Option<Open>,
-    /// Encoded batches waiting (after a retriable failure), oldest first.
-    ready: VecDeque<Closed>,
+    /// Batches waiting (full ones behind an in-flight request, a retry, the pieces of a
+    /// split batch), oldest first.
+    /// Invariant: only the front may be `Queued::Retry`.
+    ready: VecDeque<Queued>,
     in_flight: bool,
     /// Sequence number of the next batch's first record (idempotent producers).
+    /// Invariant: batches get sequence numbers only when they are sent, so everything
+    /// below `next_sequence` is either appended or in the one batch in flight (or
+    /// retried); a batch refused unappended can hand its range back.
     next_sequence: i32,
     /// Producer epoch on this partition, bumped when its sequence restarts.
     epoch: i16,
     retry_at: Option<Instant>,
+    /// Estimated batch size this partition's leader is known to take: set when it
+    /// refuses a batch as larger than the topic's `max.message.bytes`, so later batches
+    /// are built small enough at once rather than split every time.
+    /// Invariant: only ever lowered (for the producer's lifetime).
+    batch_bytes_max: Option<usize>,
+}
+
+impl PartQueue {
+    /// `(batch.size, batch_size_max)` for this partition: the configured values,
+    /// lowered to `batch_bytes_max` once it is known.
+    fn batch_limits(&self, config: &ProducerConfig) -> (usize, usize) {
+        match self.batch_bytes_max {
+            Some(cap) => (config.batch_size.min(cap), config.batch_size_max.min(cap)),
+            None => (config.batch_size, config.batch_size_max),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -334,9 +355,11 @@ impl Producer {
             return Err(Error::Closed);
         }
         let count = inner.cluster.partition_count(&record.topic).await?;
-        let size = record.key.as_ref().map_or(0, |k| k.len())
-            + record.value.as_ref().map_or(0, |v| v.len())
-            + 24;
+        let size = record_bytes(
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        );
         loop {
             let space = inner.space.notified();
             let used = inner.buffered.load(Ordering::Acquire);
@@ -365,43 +388,30 @@ impl Producer {
             }
         };
         let q = acc.parts.entry((topic.clone(), partition)).or_default();
+        let (batch_size, batch_size_max) = q.batch_limits(&inner.config);
         if q.open
             .as_ref()
-            .is_some_and(|o| o.bytes + size > inner.config.batch_size_max)
+            .is_some_and(|o| o.bytes + size > batch_size_max)
         {
-            let full = take_open(q, inner.producer_id).expect("checked");
-            // Cannot be sent yet (in flight or behind retries): encode now, queue in order.
-            match encode(full, inner.config.compression) {
-                Ok(c) => q.ready.push_back(c),
-                Err((c, e)) => {
-                    drop(acc);
-                    inner.finish(&c, Err(e));
-                    return Err(Error::Invalid(
-                        "the record's batch could not be encoded".into(),
-                    ));
-                }
-            }
+            // Cannot be sent yet (in flight or behind others): queue it in order. It is
+            // encoded, and given sequence numbers, when its turn comes.
+            let full = q.open.take().expect("checked");
+            q.ready.push_back(Queued::Unsent(full));
         }
         let first = q.open.is_none();
-        let open = q.open.get_or_insert_with(|| Open {
-            builder: BatchBuilder::with_capacity(inner.config.compression, inner.config.batch_size),
-            shared: Arc::new(BatchShared::default()),
-            created: Instant::now(),
-            records: 0,
-            bytes: 61,
-            buffered: 0,
+        let open = q.open.get_or_insert_with(|| {
+            let shared = Arc::new(BatchShared::default());
+            let compression = inner.config.compression;
+            Open::new(compression, batch_size, shared, 0, Instant::now())
         });
-        open.builder.append(
+        let index = open.records;
+        open.append(
             timestamp,
             record.key.as_deref(),
             record.value.as_deref(),
             &record.headers,
         );
-        let index = open.records;
-        open.records += 1;
-        open.bytes += size;
-        open.buffered += size;
-        let full = open.bytes >= inner.config.batch_size;
+        let full = open.bytes >= batch_size;
         let shared = open.shared.clone();
         if full && record.key.is_none() && record.partition.is_none() {
             // Sticky partitioning: a new partition for the next batch of keyless records.
@@ -414,13 +424,9 @@ impl Producer {
         if first || full {
             inner.wake_sender.notify_one();
         }
-        Ok(DeliveryFuture {
-            shared,
-            index,
-            topic,
-            partition,
-            timestamp,
-        })
+        Ok(DeliveryFuture::new(
+            shared, index, topic, partition, timestamp,
+        ))
     }
 
     /// Sends everything queued now and waits until every record sent so far completed.
@@ -446,34 +452,42 @@ impl Producer {
     }
 }
 
-/// Takes the open batch out of `q` to be sent, giving it the partition's next
-/// sequence numbers when the producer is idempotent. Called under the accumulator lock,
-/// in send order, so sequences follow the order batches leave.
-fn take_open(q: &mut PartQueue, producer_id: Option<i64>) -> Option<Open> {
-    let mut open = q.open.take()?;
-    if let Some(pid) = producer_id {
-        open.builder.set_producer(pid, q.epoch, q.next_sequence);
-        q.next_sequence = q.next_sequence.wrapping_add(open.records as i32);
-    }
-    Some(open)
+/// Gives a batch about to be sent the partition's next sequence numbers when the
+/// producer is idempotent, and returns the first. Called under the accumulator lock
+/// when the batch is dispatched — not earlier — so the batch in flight is the only one
+/// holding sequence numbers not yet appended (see `PartQueue::next_sequence`).
+fn assign_sequence(q: &mut PartQueue, open: &mut Open, producer_id: Option<i64>) -> Option<i32> {
+    let pid = producer_id?;
+    let first = q.next_sequence;
+    open.builder.set_producer(pid, q.epoch, first);
+    q.next_sequence = first.wrapping_add(open.records as i32);
+    Some(first)
 }
 
 /// Encodes a batch; on failure returns it (empty) with the error, for `finish`.
-fn encode(open: Open, compression: Compression) -> Result<Closed, (Closed, Error)> {
+fn encode(
+    open: Open,
+    base_sequence: Option<i32>,
+    compression: Compression,
+) -> Result<Closed, (Closed, Error)> {
     let Open {
         builder,
         shared,
+        first_index,
         created,
         records,
+        bytes,
         buffered,
-        ..
     } = open;
     let mut closed = Closed {
         data: Bytes::new(),
         shared,
+        first_index,
         records,
+        bytes,
         buffered,
         created,
+        base_sequence,
         last_error: None,
     };
     match builder.build() {
@@ -488,15 +502,93 @@ fn encode(open: Open, compression: Compression) -> Result<Closed, (Closed, Error
     }
 }
 
+/// Re-encodes the records of a batch the leader refused as too large into pieces of at
+/// most `bytes_max` estimated bytes (a record larger than that forms a piece alone), in
+/// order, without sequence numbers (they get them when sent). The pieces share the
+/// batch's completion, its creation time (the delivery timeout still counts from
+/// `send`) and, between them, exactly its share of `Inner::buffered`.
+fn split(c: &Closed, bytes_max: usize, compression: Compression) -> Result<Vec<Open>, BatchError> {
+    let batch = RecordBatch::from_bytes(c.data.clone())?;
+    let base_timestamp = batch.base_timestamp();
+    let mut pieces: Vec<Open> = Vec::new();
+    for (i, r) in batch.records()?.iter().enumerate() {
+        let (key, value) = (r.key.as_deref(), r.value.as_deref());
+        let size = record_bytes(key, value, &r.headers);
+        if pieces
+            .last()
+            .map_or(true, |p| p.records > 0 && p.bytes + size > bytes_max)
+        {
+            let first_index = c.first_index + i as u32;
+            let shared = c.shared.clone();
+            pieces.push(Open::new(
+                compression,
+                bytes_max,
+                shared,
+                first_index,
+                c.created,
+            ));
+        }
+        let piece = pieces.last_mut().expect("pushed");
+        piece.append(base_timestamp + r.timestamp_delta, key, value, &r.headers);
+    }
+    let records: u32 = pieces.iter().map(|p| p.records).sum();
+    if records != c.records {
+        return Err(BatchError::BadRecordCount {
+            declared: c.records as i32,
+            bytes: c.data.len(),
+        });
+    }
+    debug_assert_eq!(pieces.iter().map(|p| p.buffered).sum::<usize>(), c.buffered);
+    Ok(pieces)
+}
+
+/// The error for a record refused on its own as larger than the topic allows: it
+/// names the record's size; the leader's message names the batch's and the limit.
+fn record_too_large(key: &PartKey, c: &Closed, leader: &Error) -> Error {
+    let record = RecordBatch::from_bytes(c.data.clone())
+        .and_then(|b| b.records())
+        .ok()
+        .and_then(|r| r.into_iter().next())
+        .map_or(c.data.len(), |r| {
+            r.key.map_or(0, |k| k.len()) + r.value.map_or(0, |v| v.len())
+        });
+    let message = match leader {
+        Error::Broker { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    Error::Broker {
+        code: ErrorCode::MessageTooLarge,
+        message: format!(
+            "a record of {record} bytes (key and value) is too large for {}-{} even alone: {message}",
+            key.0, key.1
+        ),
+    }
+}
+
 impl Inner {
     fn finish(&self, c: &Closed, result: BatchResult) {
-        c.shared.complete(result);
-        self.buffered.fetch_sub(c.buffered, Ordering::AcqRel);
+        self.finish_records(&c.shared, c.first_index, c.records, c.buffered, result);
+    }
+
+    fn finish_unsent(&self, o: &Open, result: BatchResult) {
+        self.finish_records(&o.shared, o.first_index, o.records, o.buffered, result);
+    }
+
+    fn finish_records(
+        &self,
+        shared: &BatchShared,
+        first_index: u32,
+        records: u32,
+        buffered: usize,
+        result: BatchResult,
+    ) {
+        shared.complete(first_index, records, result);
+        self.buffered.fetch_sub(buffered, Ordering::AcqRel);
         self.space.notify_waiters();
         if self
             .outstanding
-            .fetch_sub(c.records as usize, Ordering::AcqRel)
-            == c.records as usize
+            .fetch_sub(records as usize, Ordering::AcqRel)
+            == records as usize
         {
             self.idle.notify_waiters();
         }
@@ -555,16 +647,28 @@ fn collect_ready(inner: &Inner, now: Instant) -> (SendsByLeader, HashSet<Arc<str
             while q
                 .ready
                 .front()
-                .is_some_and(|c| now.duration_since(c.created) > config.delivery_timeout)
+                .is_some_and(|b| now.duration_since(b.created()) > config.delivery_timeout)
             {
-                let mut c = q.ready.pop_front().expect("checked");
-                let error = expired(c.last_error.take(), key, config.delivery_timeout);
-                inner.finish(&c, Err(error));
+                match q.ready.pop_front().expect("checked") {
+                    Queued::Unsent(o) => {
+                        let error = expired(None, key, config.delivery_timeout);
+                        inner.finish_unsent(&o, Err(error));
+                    }
+                    Queued::Retry(mut c) => {
+                        let error = expired(c.last_error.take(), key, config.delivery_timeout);
+                        inner.finish(&c, Err(error));
+                        if c.base_sequence.is_some() {
+                            // Whether it was appended is unknown: restart the sequence.
+                            restart_sequence(q);
+                        }
+                    }
+                }
             }
+            let (batch_size, _) = q.batch_limits(config);
             let has_work = !q.ready.is_empty()
                 || q.open.as_ref().is_some_and(|o| {
                     let due = o.created + config.linger;
-                    let go = o.bytes >= config.batch_size || due <= now || flushing;
+                    let go = o.bytes >= batch_size || due <= now || flushing;
                     if !go {
                         next = next.min(due);
                     }
@@ -579,28 +683,30 @@ fn collect_ready(inner: &Inner, now: Instant) -> (SendsByLeader, HashSet<Arc<str
                 continue;
             };
             q.in_flight = true;
-            match q.ready.pop_front() {
-                Some(c) => sends.entry(addr).or_default().push((key.clone(), c)),
-                None => to_encode.push((
-                    addr,
-                    key.clone(),
-                    take_open(q, inner.producer_id).expect("has work"),
-                )),
-            }
+            let mut open = match q.ready.pop_front() {
+                Some(Queued::Retry(c)) => {
+                    sends.entry(addr).or_default().push((key.clone(), c));
+                    continue;
+                }
+                Some(Queued::Unsent(o)) => o,
+                None => q.open.take().expect("has work"),
+            };
+            let base_sequence = assign_sequence(q, &mut open, inner.producer_id);
+            to_encode.push((addr, key.clone(), open, base_sequence));
         }
     }
-    for (addr, key, open) in to_encode {
-        match encode(open, config.compression) {
+    for (addr, key, open, base_sequence) in to_encode {
+        match encode(open, base_sequence, config.compression) {
             Ok(c) => sends.entry(addr).or_default().push((key, c)),
             Err((c, e)) => {
                 inner.finish(&c, Err(e));
-                inner
-                    .acc
-                    .lock()
-                    .parts
-                    .get_mut(&key)
-                    .expect("present")
-                    .in_flight = false;
+                let mut acc = inner.acc.lock();
+                let q = acc.parts.get_mut(&key).expect("present");
+                q.in_flight = false;
+                if let Some(first) = base_sequence {
+                    // Never sent, and nothing took sequences since: hand its range back.
+                    q.next_sequence = first;
+                }
             }
         }
     }
@@ -657,9 +763,7 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
             .map_err(|s| Error::from_status(&addr, s)),
         Err(e) => Err(e),
     };
-    let mut retry = Vec::new();
-    let mut resequence = Vec::new();
-    let mut acc_updates = Vec::new();
+    let mut updates = Vec::new();
     for (key, mut c) in batches {
         let outcome = match &response {
             Ok(resp) => match resp
@@ -680,10 +784,10 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
             Err(e) => Err(e.clone()),
         };
         if config.acks == Acks::None {
-            acc_updates.push((key, None));
+            updates.push((key, Update::Done));
             continue;
         }
-        match outcome {
+        let update = match outcome {
             Err(e)
                 if e.is_retriable()
                     && Instant::now().duration_since(c.created) < config.delivery_timeout =>
@@ -691,36 +795,136 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
                 debug!(topic = %key.0, partition = key.1, error = %e, "retrying batch");
                 inner.cluster.invalidate(&key.0);
                 c.last_error = Some(e);
-                retry.push(key.clone());
-                acc_updates.push((key, Some(c)));
+                Update::Retry(c)
             }
+            Err(e) if e.code() == Some(ErrorCode::MessageTooLarge) => too_large(&inner, &key, c, e),
             result => {
-                if result.is_err() && inner.producer_id.is_some() {
-                    // The batch's sequence numbers were never appended: start the
-                    // partition's sequence again so later batches are not out of order.
-                    resequence.push(key.clone());
-                }
+                let failed = result.is_err();
                 inner.finish(&c, result);
-                acc_updates.push((key, None));
+                if failed && c.base_sequence.is_some() {
+                    Update::RestartSequence
+                } else {
+                    Update::Done
+                }
             }
-        }
+        };
+        updates.push((key, update));
     }
     {
         let mut acc = inner.acc.lock();
-        for (key, requeue) in acc_updates {
+        for (key, update) in updates {
             let q = acc.parts.entry(key.clone()).or_default();
             q.in_flight = false;
-            if resequence.contains(&key) {
-                // A new epoch tells the leader the sequence restarts (and forgets the
-                // batches it remembers for this producer on this partition).
-                q.next_sequence = 0;
-                q.epoch = q.epoch.wrapping_add(1).max(0);
-            }
-            if let Some(c) = requeue {
-                q.ready.push_front(c);
-                q.retry_at = Some(Instant::now() + config.retry_backoff);
+            match update {
+                Update::Done => {}
+                Update::RestartSequence => restart_sequence(q),
+                Update::Retry(c) => {
+                    q.ready.push_front(Queued::Retry(c));
+                    q.retry_at = Some(Instant::now() + config.retry_backoff);
+                }
+                Update::Refused {
+                    sequences,
+                    pieces,
+                    batch_bytes_max,
+                } => {
+                    if let Some((first, records)) = sequences {
+                        if q.next_sequence == first.wrapping_add(records as i32) {
+                            q.next_sequence = first;
+                        } else {
+                            // Not expected (only the batch in flight holds unappended
+                            // sequences); a new epoch is right whatever happened.
+                            restart_sequence(q);
+                        }
+                    }
+                    if let Some(cap) = batch_bytes_max {
+                        if q.batch_bytes_max.map_or(true, |old| cap < old) {
+                            info!(topic = %key.0, partition = key.1, old = ?q.batch_bytes_max,
+                                new = cap, "batch refused as too large: building smaller batches");
+                            q.batch_bytes_max = Some(cap);
+                        }
+                    }
+                    for p in pieces.into_iter().rev() {
+                        q.ready.push_front(Queued::Unsent(p));
+                    }
+                }
             }
         }
     }
     inner.wake_sender.notify_one();
+}
+
+/// What an answer (or its absence) does to a partition's queue.
+enum Update {
+    /// Acknowledged, or failed with nothing for the queue to do.
+    Done,
+    /// Failed for good, possibly after some attempt was appended: restart the sequence.
+    RestartSequence,
+    /// A retriable failure: send the same batch again after the backoff.
+    Retry(Closed),
+    /// Refused as too large, so nothing of it was appended: its sequence range
+    /// `(first, records)` goes back to the partition, its pieces (if it had more than
+    /// one record) go first in the queue, and batches are built no larger than
+    /// `batch_bytes_max` from now on.
+    Refused {
+        sequences: Option<(i32, u32)>,
+        pieces: Vec<Open>,
+        batch_bytes_max: Option<usize>,
+    },
+}
+
+/// A batch refused with MESSAGE_TOO_LARGE: split in halves (or down to the size this
+/// partition already learned), sent again piece by piece, recursively; a record that is
+/// alone and still too large fails by itself. The leader checks the size before
+/// anything is appended, so the batch's sequence range can be handed to the pieces.
+fn too_large(inner: &Inner, key: &PartKey, c: Closed, e: Error) -> Update {
+    let sequences = c.base_sequence.map(|first| (first, c.records));
+    if c.records == 1 {
+        inner.finish(&c, Err(record_too_large(key, &c, &e)));
+        return Update::Refused {
+            sequences,
+            pieces: Vec::new(),
+            batch_bytes_max: None,
+        };
+    }
+    let learned = inner
+        .acc
+        .lock()
+        .parts
+        .get(key)
+        .and_then(|q| q.batch_bytes_max);
+    // Halves: a piece takes up to half the records' bytes plus half an average record,
+    // so n equal records split n/2 + n/2 rather than leaving a small third piece; no
+    // piece can take all the records, so the recursion ends.
+    let payload = c.bytes.saturating_sub(BATCH_HEADER_ESTIMATE_BYTES);
+    let half =
+        BATCH_HEADER_ESTIMATE_BYTES + payload.div_ceil(2) + payload / (2 * c.records as usize);
+    let bytes_max = half.min(learned.unwrap_or(usize::MAX));
+    match split(&c, bytes_max, inner.config.compression) {
+        Ok(pieces) => {
+            debug!(topic = %key.0, partition = key.1, records = c.records, bytes = c.data.len(),
+                pieces = pieces.len(), "splitting a batch refused as too large");
+            Update::Refused {
+                sequences,
+                pieces,
+                batch_bytes_max: Some(bytes_max),
+            }
+        }
+        Err(split_error) => {
+            debug!(error = %split_error, "cannot split a batch refused as too large");
+            inner.finish(&c, Err(e));
+            Update::Refused {
+                sequences,
+                pieces: Vec::new(),
+                batch_bytes_max: None,
+            }
+        }
+    }
+}
+
+/// Restarts a partition's sequence under a new epoch, which tells the leader to forget
+/// the batches it remembers for this producer there. Right only while no batch holding
+/// sequence numbers is queued (see `PartQueue::next_sequence`).
+fn restart_sequence(q: &mut PartQueue) {
+    q.next_sequence = 0;
+    q.epoch = q.epoch.wrapping_add(1).max(0);
 }
