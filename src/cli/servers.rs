@@ -211,12 +211,15 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
     for (i, listener) in broker_listeners.into_iter().enumerate() {
         let id = i as u32 + 1;
         let addr = listener.local_addr()?;
-        let config = BrokerConfig::new(
+        let mut config = BrokerConfig::new(
             id,
             addr.to_string(),
             vec![controller_addr.to_string()],
             a.data_dir.join(format!("broker-{id}")),
         );
+        // Every broker and the controller stop together: no leadership to move, and
+        // ISRs left whole let a restart with fewer brokers elect from any of them.
+        config.controlled_shutdown = false;
         let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
         // Clients hear "not ready" (and retry) until the whole dev cluster is up, so a
         // script that creates a replicated topic as soon as the port opens succeeds.
@@ -430,9 +433,8 @@ pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
     config.replica_lag_time_max = Duration::from_millis(a.replica_lag_time_max_ms);
     config.heartbeat_interval = Duration::from_millis(a.heartbeat_ms);
     let data_dir = config.data_dir.clone();
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
-        .await?
-        .with_context(|| format!("cannot use data dir {}", data_dir.display()))?;
+    // Broker::open's errors name the path already (`data dir … is in use …`).
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
     // Opening may succeed in a directory it cannot write (an existing lock file, no
     // partitions yet); the first partition would then fail, forever. Fail now instead.
     check_writable(&data_dir)?;

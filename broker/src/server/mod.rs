@@ -64,6 +64,10 @@ pub struct BrokerConfig {
     pub max_message_bytes: usize,
     /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
     pub replica_lag_time_max: Duration,
+    /// Ask the controller to move leadership away (and this broker out of ISRs) before
+    /// stopping. Off when the whole cluster stops at once (`sluice dev`): there is
+    /// nowhere to move to, and the ISRs are best left whole for the next start.
+    pub controlled_shutdown: bool,
 }
 
 impl BrokerConfig {
@@ -84,6 +88,7 @@ impl BrokerConfig {
             maintenance_interval: Duration::from_millis(1000),
             max_message_bytes: 64 * 1024 * 1024,
             replica_lag_time_max: Duration::from_secs(10),
+            controlled_shutdown: true,
         }
     }
 }
@@ -201,7 +206,9 @@ impl Broker {
                     }
                     // Keep serving while leadership moves away, so clients see a
                     // NOT_LEADER and a retry, not a dead connection.
-                    lifecycle::controlled_shutdown(&shared).await;
+                    if shared.config.controlled_shutdown {
+                        lifecycle::controlled_shutdown(&shared).await;
+                    }
                     shared.stopping.send_replace(true);
                     // Waiting acks=all produces fail now rather than at their deadline.
                     shared.replicas.shutdown();
