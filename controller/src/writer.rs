@@ -164,8 +164,10 @@ mod tests {
         store.acquire(1, std::time::Duration::from_millis(10)).await;
         let w = Writer::new(store);
         let (early, late) = (w.gate(1), w.gate(2));
-        let mut second = Snapshot::default();
-        second.next_broker_epoch = 2;
+        let second = Snapshot {
+            next_broker_epoch: 2,
+            ..Snapshot::default()
+        };
         w.write(2, &second).await.unwrap();
         // Seq 1 is covered by 2: skipped, never written over it.
         w.write(1, &Snapshot::default()).await.unwrap();

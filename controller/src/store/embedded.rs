@@ -222,8 +222,10 @@ mod tests {
         let mut s = EmbeddedStore::open(d.path()).unwrap();
         s.try_acquire().unwrap();
         assert!(s.load().unwrap().is_none());
-        let mut snap = Snapshot::default();
-        snap.next_broker_epoch = 7;
+        let snap = Snapshot {
+            next_broker_epoch: 7,
+            ..Snapshot::default()
+        };
         s.save(&snap).unwrap();
         assert_eq!(s.load().unwrap().unwrap().next_broker_epoch, 7);
         let p = d.path().join("metadata.json");
