@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use sluice_proto::v1;
-use sluice_proto::{BatchBuilder, BatchError, Compression, ErrorCode, Header, RecordBatch};
+use sluice_proto::{BatchBuilder, Compression, ErrorCode, Header};
 use tokio::sync::Notify;
 use tracing::{debug, info};
 
@@ -27,6 +27,7 @@ use crate::partitioner::partition_for_key;
 use crate::{ClientConfig, Error};
 
 mod delivery;
+mod split;
 
 use delivery::{BatchResult, BatchShared};
 pub use delivery::{DeliveryFuture, RecordMetadata};
@@ -502,69 +503,6 @@ fn encode(
     }
 }
 
-/// Re-encodes the records of a batch the leader refused as too large into pieces of at
-/// most `bytes_max` estimated bytes (a record larger than that forms a piece alone), in
-/// order, without sequence numbers (they get them when sent). The pieces share the
-/// batch's completion, its creation time (the delivery timeout still counts from
-/// `send`) and, between them, exactly its share of `Inner::buffered`.
-fn split(c: &Closed, bytes_max: usize, compression: Compression) -> Result<Vec<Open>, BatchError> {
-    let batch = RecordBatch::from_bytes(c.data.clone())?;
-    let base_timestamp = batch.base_timestamp();
-    let mut pieces: Vec<Open> = Vec::new();
-    for (i, r) in batch.records()?.iter().enumerate() {
-        let (key, value) = (r.key.as_deref(), r.value.as_deref());
-        let size = record_bytes(key, value, &r.headers);
-        if pieces
-            .last()
-            .map_or(true, |p| p.records > 0 && p.bytes + size > bytes_max)
-        {
-            let first_index = c.first_index + i as u32;
-            let shared = c.shared.clone();
-            pieces.push(Open::new(
-                compression,
-                bytes_max,
-                shared,
-                first_index,
-                c.created,
-            ));
-        }
-        let piece = pieces.last_mut().expect("pushed");
-        piece.append(base_timestamp + r.timestamp_delta, key, value, &r.headers);
-    }
-    let records: u32 = pieces.iter().map(|p| p.records).sum();
-    if records != c.records {
-        return Err(BatchError::BadRecordCount {
-            declared: c.records as i32,
-            bytes: c.data.len(),
-        });
-    }
-    debug_assert_eq!(pieces.iter().map(|p| p.buffered).sum::<usize>(), c.buffered);
-    Ok(pieces)
-}
-
-/// The error for a record refused on its own as larger than the topic allows: it
-/// names the record's size; the leader's message names the batch's and the limit.
-fn record_too_large(key: &PartKey, c: &Closed, leader: &Error) -> Error {
-    let record = RecordBatch::from_bytes(c.data.clone())
-        .and_then(|b| b.records())
-        .ok()
-        .and_then(|r| r.into_iter().next())
-        .map_or(c.data.len(), |r| {
-            r.key.map_or(0, |k| k.len()) + r.value.map_or(0, |v| v.len())
-        });
-    let message = match leader {
-        Error::Broker { message, .. } => message.clone(),
-        other => other.to_string(),
-    };
-    Error::Broker {
-        code: ErrorCode::MessageTooLarge,
-        message: format!(
-            "a record of {record} bytes (key and value) is too large for {}-{} even alone: {message}",
-            key.0, key.1
-        ),
-    }
-}
-
 impl Inner {
     fn finish(&self, c: &Closed, result: BatchResult) {
         self.finish_records(&c.shared, c.first_index, c.records, c.buffered, result);
@@ -630,6 +568,7 @@ fn collect_ready(inner: &Inner, now: Instant) -> (SendsByLeader, HashSet<Arc<str
     let mut sends: SendsByLeader = HashMap::new();
     let mut unknown = HashSet::new();
     let mut to_encode = Vec::new();
+    let mut to_split = Vec::new();
     {
         let mut acc = inner.acc.lock();
         for (key, q) in acc.parts.iter_mut() {
@@ -691,9 +630,27 @@ fn collect_ready(inner: &Inner, now: Instant) -> (SendsByLeader, HashSet<Arc<str
                 Some(Queued::Unsent(o)) => o,
                 None => q.open.take().expect("has work"),
             };
+            if let Some(cap) = q.batch_bytes_max.filter(|cap| open.bytes > *cap) {
+                if open.records > 1 {
+                    // Built before the partition learned its size: split it here rather
+                    // than after a refusal. It stays "in flight" until the pieces queue.
+                    to_split.push((key.clone(), open, cap));
+                    continue;
+                }
+            }
             let base_sequence = assign_sequence(q, &mut open, inner.producer_id);
             to_encode.push((addr, key.clone(), open, base_sequence));
         }
+    }
+    for (key, open, cap) in to_split {
+        let pieces = split::split_unsent(inner, open, cap).unwrap_or_default();
+        let mut acc = inner.acc.lock();
+        let q = acc.parts.get_mut(&key).expect("present");
+        q.in_flight = false;
+        for p in pieces.into_iter().rev() {
+            q.ready.push_front(Queued::Unsent(p));
+        }
+        next = now;
     }
     for (addr, key, open, base_sequence) in to_encode {
         match encode(open, base_sequence, config.compression) {
@@ -797,7 +754,9 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
                 c.last_error = Some(e);
                 Update::Retry(c)
             }
-            Err(e) if e.code() == Some(ErrorCode::MessageTooLarge) => too_large(&inner, &key, c, e),
+            Err(e) if e.code() == Some(ErrorCode::MessageTooLarge) => {
+                split::too_large(&inner, &key, c, e)
+            }
             result => {
                 let failed = result.is_err();
                 inner.finish(&c, result);
@@ -870,55 +829,6 @@ enum Update {
         pieces: Vec<Open>,
         batch_bytes_max: Option<usize>,
     },
-}
-
-/// A batch refused with MESSAGE_TOO_LARGE: split in halves (or down to the size this
-/// partition already learned), sent again piece by piece, recursively; a record that is
-/// alone and still too large fails by itself. The leader checks the size before
-/// anything is appended, so the batch's sequence range can be handed to the pieces.
-fn too_large(inner: &Inner, key: &PartKey, c: Closed, e: Error) -> Update {
-    let sequences = c.base_sequence.map(|first| (first, c.records));
-    if c.records == 1 {
-        inner.finish(&c, Err(record_too_large(key, &c, &e)));
-        return Update::Refused {
-            sequences,
-            pieces: Vec::new(),
-            batch_bytes_max: None,
-        };
-    }
-    let learned = inner
-        .acc
-        .lock()
-        .parts
-        .get(key)
-        .and_then(|q| q.batch_bytes_max);
-    // Halves: a piece takes up to half the records' bytes plus half an average record,
-    // so n equal records split n/2 + n/2 rather than leaving a small third piece; no
-    // piece can take all the records, so the recursion ends.
-    let payload = c.bytes.saturating_sub(BATCH_HEADER_ESTIMATE_BYTES);
-    let half =
-        BATCH_HEADER_ESTIMATE_BYTES + payload.div_ceil(2) + payload / (2 * c.records as usize);
-    let bytes_max = half.min(learned.unwrap_or(usize::MAX));
-    match split(&c, bytes_max, inner.config.compression) {
-        Ok(pieces) => {
-            debug!(topic = %key.0, partition = key.1, records = c.records, bytes = c.data.len(),
-                pieces = pieces.len(), "splitting a batch refused as too large");
-            Update::Refused {
-                sequences,
-                pieces,
-                batch_bytes_max: Some(bytes_max),
-            }
-        }
-        Err(split_error) => {
-            debug!(error = %split_error, "cannot split a batch refused as too large");
-            inner.finish(&c, Err(e));
-            Update::Refused {
-                sequences,
-                pieces: Vec::new(),
-                batch_bytes_max: None,
-            }
-        }
-    }
 }
 
 /// Restarts a partition's sequence under a new epoch, which tells the leader to forget
