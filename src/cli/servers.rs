@@ -412,7 +412,6 @@ pub async fn controller(a: ControllerArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
-    let terminated = termination();
     let listener = bind(a.listen, false).await?;
     let addr = listener.local_addr()?;
     if let Some(m) = a.metrics {
@@ -438,6 +437,10 @@ pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
     // Opening may succeed in a directory it cannot write (an existing lock file, no
     // partitions yet); the first partition would then fail, forever. Fail now instead.
     check_writable(&data_dir)?;
+    // Installed after opening the logs, so Ctrl-C during a long recovery still stops
+    // the process at once (recovery is safe to interrupt), and before the first line
+    // a script may react to.
+    let terminated = termination();
     println!("broker {} listening on {addr}", a.id);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut task = tokio::spawn(broker.run(listener, shutdown_future(&stop_rx)));
