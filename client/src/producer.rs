@@ -80,7 +80,8 @@ pub struct ProducerConfig {
     /// `batch.size`: a batch this large is sent without waiting for `linger`.
     pub batch_size: usize,
     /// Largest batch; a batch grows past `batch_size` only while its partition has a
-    /// request in flight. Keep it at or below the topic's `max.message.bytes`.
+    /// request in flight. A batch over the topic's `max.message.bytes` is split when
+    /// the leader refuses it, and its partition's batches are built smaller from then on.
     pub batch_size_max: usize,
     pub compression: Compression,
     pub request_timeout: Duration,
@@ -465,12 +466,13 @@ fn assign_sequence(q: &mut PartQueue, open: &mut Open, producer_id: Option<i64>)
     Some(first)
 }
 
-/// Encodes a batch; on failure returns it (empty) with the error, for `finish`.
+/// Encodes a batch; on failure returns it (empty) with the error, for `finish` (boxed:
+/// failures are rare and the pair is large).
 fn encode(
     open: Open,
     base_sequence: Option<i32>,
     compression: Compression,
-) -> Result<Closed, (Closed, Error)> {
+) -> Result<Closed, Box<(Closed, Error)>> {
     let Open {
         builder,
         shared,
@@ -496,10 +498,10 @@ fn encode(
             closed.data = batch.into_bytes();
             Ok(closed)
         }
-        Err(e) => Err((
+        Err(e) => Err(Box::new((
             closed,
             Error::Invalid(format!("cannot encode a {compression:?} batch: {e}")),
-        )),
+        ))),
     }
 }
 
@@ -655,7 +657,8 @@ fn collect_ready(inner: &Inner, now: Instant) -> (SendsByLeader, HashSet<Arc<str
     for (addr, key, open, base_sequence) in to_encode {
         match encode(open, base_sequence, config.compression) {
             Ok(c) => sends.entry(addr).or_default().push((key, c)),
-            Err((c, e)) => {
+            Err(failed) => {
+                let (c, e) = *failed;
                 inner.finish(&c, Err(e));
                 let mut acc = inner.acc.lock();
                 let q = acc.parts.get_mut(&key).expect("present");
@@ -796,7 +799,7 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
                         }
                     }
                     if let Some(cap) = batch_bytes_max {
-                        if q.batch_bytes_max.map_or(true, |old| cap < old) {
+                        if q.batch_bytes_max.is_none_or(|old| cap < old) {
                             info!(topic = %key.0, partition = key.1, old = ?q.batch_bytes_max,
                                 new = cap, "batch refused as too large: building smaller batches");
                             q.batch_bytes_max = Some(cap);

@@ -73,7 +73,8 @@ pub(super) fn split_unsent(inner: &Inner, open: Open, bytes_max: usize) -> Optio
     let compression = inner.config.compression;
     let c = match encode(open, None, compression) {
         Ok(c) => c,
-        Err((c, e)) => {
+        Err(failed) => {
+            let (c, e) = *failed;
             inner.finish(&c, Err(e));
             return None;
         }
@@ -105,7 +106,7 @@ fn split(c: &Closed, bytes_max: usize, compression: Compression) -> Result<Vec<O
         let size = record_bytes(key, value, &r.headers);
         if pieces
             .last()
-            .map_or(true, |p| p.records > 0 && p.bytes + size > bytes_max)
+            .is_none_or(|p| p.records > 0 && p.bytes + size > bytes_max)
         {
             let first_index = c.first_index + i as u32;
             let shared = c.shared.clone();
@@ -170,7 +171,7 @@ mod tests {
             open.append(1000 + i as i64, Some(b"k"), Some(&value), &[]);
         }
         encode(open, Some(7), Compression::Lz4)
-            .map_err(|(_, e)| e)
+            .map_err(|f| f.1)
             .unwrap()
     }
 
