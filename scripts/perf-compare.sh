@@ -11,7 +11,7 @@ set -euo pipefail
 A=$(realpath "$1"); B=$(realpath "$2")
 rounds=${3:-3}
 size=${4:-100}
-records=$((100000000 / size))
+records=${RECORDS:-$((100000000 / size))}
 work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-perfcmp.XXXXXX")
 dev=
 cleanup() { [[ -n "$dev" ]] && kill -INT "$dev" 2>/dev/null && wait "$dev" 2>/dev/null; rm -rf "$work"; }
