@@ -479,7 +479,6 @@ impl ReplicaManager {
         let event = Event::Appended {
             log_end_offset: p.log_end(),
             waiter: answer.as_ref().map(|(w, _)| *w),
-            now: Instant::now(),
         };
         p.handle(replica, event)?;
         p.leo_tx.send_replace(p.log.log_end_offset());

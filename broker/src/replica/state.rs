@@ -120,10 +120,10 @@ pub enum Event {
         now: Instant,
     },
     /// The leader appended; `waiter` is the acks=all produce to complete, if any.
+    /// (Deadlines are checked on [`Event::Tick`], not on the hot path.)
     Appended {
         log_end_offset: Offset,
         waiter: Option<NewWaiter>,
-        now: Instant,
     },
     /// A follower fetched at `fetch_offset` in the current epoch (the driver has already
     /// checked its epochs and that it did not diverge).
@@ -268,7 +268,6 @@ impl PartitionState {
             Event::Appended {
                 log_end_offset,
                 waiter,
-                now,
             } => {
                 self.log_end_offset = log_end_offset;
                 if let Some(w) = waiter {
@@ -289,7 +288,6 @@ impl PartitionState {
                     }
                 }
                 self.advance_leader_hw(&mut out);
-                self.expire(now, &mut out);
             }
             Event::FollowerFetch {
                 replica,

@@ -50,7 +50,6 @@ fn append(s: &mut PartitionState, leo: u64, id: u64, now: Instant) -> Vec<Action
             required_end: Offset(leo),
             deadline: now + Duration::from_secs(30),
         }),
-        now,
     })
 }
 
@@ -159,7 +158,6 @@ fn waiters_time_out_at_their_deadline_and_on_shutdown_fail() {
             required_end: Offset(1),
             deadline: t0 + Duration::from_millis(500),
         }),
-        now: t0,
     });
     append(&mut s, 2, 2, t0);
     let a = s.handle(Event::Tick {

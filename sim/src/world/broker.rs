@@ -21,10 +21,9 @@ impl World {
         msg: Msg,
     ) -> Result<(), Violation> {
         match msg {
-            Msg::Registered { incarnation, epoch }
-                if incarnation == self.nodes[i].incarnation => {
-                    self.nodes[i].broker_epoch = Some(epoch);
-                }
+            Msg::Registered { incarnation, epoch } if incarnation == self.nodes[i].incarnation => {
+                self.nodes[i].broker_epoch = Some(epoch);
+            }
             Msg::HeartbeatRefused => self.nodes[i].broker_epoch = None,
             Msg::LeaderAndIsr {
                 controller_epoch,
@@ -429,7 +428,6 @@ impl World {
                 required_end: Offset(offset + 1),
                 deadline: now + Duration::from_millis(PRODUCE_TIMEOUT_MS),
             }),
-            now,
         });
         self.node_actions(i, actions)
     }
