@@ -36,8 +36,10 @@ pub struct DevArgs {
 
 #[derive(Args, Debug)]
 pub struct ControllerArgs {
+    /// This controller's id (distinct among the controllers sharing a store).
     #[arg(long)]
     pub id: u32,
+    /// Address brokers and admin clients reach this controller at (HOST:PORT).
     #[arg(long, value_parser = parse_addr)]
     pub listen: SocketAddr,
     /// `embedded:DIR` (flock lease + files) or `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`
@@ -59,15 +61,19 @@ pub struct ControllerArgs {
 
 #[derive(Args, Debug)]
 pub struct BrokerArgs {
+    /// This broker's id, unique in the cluster; a second live process with it is refused.
     #[arg(long)]
     pub id: u32,
+    /// Address clients, peers and the controller reach this broker at (HOST:PORT).
     #[arg(long, value_parser = parse_addr)]
     pub listen: SocketAddr,
     /// Controller address(es), comma-separated.
     #[arg(long)]
     pub controller: String,
+    /// This broker's log directory, locked for the life of the process.
     #[arg(long)]
     pub data_dir: PathBuf,
+    /// Rack (or zone) of this broker: replicas of a partition are spread across racks.
     #[arg(long)]
     pub rack: Option<String>,
     /// Prometheus endpoint address (`/metrics`).
