@@ -644,10 +644,9 @@ impl World {
                 );
                 self.controller_actions(actions);
             }
-            Msg::Heartbeat { epoch }
-                if self.controller.heartbeat(id, epoch, now).is_err() => {
-                    self.send(Addr::Controller, from, Msg::HeartbeatRefused);
-                }
+            Msg::Heartbeat { epoch } if self.controller.heartbeat(id, epoch, now).is_err() => {
+                self.send(Addr::Controller, from, Msg::HeartbeatRefused);
+            }
             Msg::AlterPartition {
                 broker_epoch,
                 proposal,
