@@ -128,6 +128,11 @@ impl Drop for Dev {
 }
 
 pub fn run_cli(bootstrap: &str, args: &[&str], stdin: &str) -> Output {
+    run_cli_bytes(bootstrap, args, stdin.as_bytes())
+}
+
+/// Runs `sluice ARGS` with raw bytes on stdin (records are bytes, not text).
+pub fn run_cli_bytes(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;
     let mut child = Command::new(BIN)
         .args(args)
@@ -138,13 +143,43 @@ pub fn run_cli(bootstrap: &str, args: &[&str], stdin: &str) -> Output {
         .spawn()
         .expect("spawn sluice");
     let mut input = child.stdin.take().expect("piped");
-    let text = stdin.to_string();
+    let bytes = stdin.to_vec();
     let writer = std::thread::spawn(move || {
-        let _ = input.write_all(text.as_bytes());
+        let _ = input.write_all(&bytes);
     });
     let out = child.wait_with_output().expect("sluice output");
     writer.join().expect("stdin writer");
     out
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts `out` is a failure with exactly one `error:` line on stderr; returns it.
+pub fn one_line_error(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "error must be one line: {err:?}");
+    assert!(err.starts_with("error:"), "{err}");
+    err
+}
+
+/// A pipe whose read end is already closed: every write to it fails with EPIPE, as
+/// stdout does under `| head -1` once head has exited.
+pub fn closed_pipe() -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills both descriptors; we own them from here on.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: closing the read end we own and never use again.
+    unsafe { libc::close(fds[0]) };
+    // SAFETY: the write end is a fresh descriptor nothing else owns.
+    unsafe { std::fs::File::from_raw_fd(fds[1]) }
 }
 
 pub fn json(s: &str) -> serde_json::Value {
