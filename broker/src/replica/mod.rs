@@ -198,8 +198,15 @@ impl ReplicaManager {
         }
     }
 
+    /// Sets `replica.lag.time.max.ms` for every partition, hosted now or later. The
+    /// other settings come with each LeaderAndIsr (`apply_role`), so a tick need not
+    /// re-read them.
     pub fn set_replica_lag_max(&self, lag_max: Duration) {
         *self.replica_lag_max.write() = lag_max;
+        for p in self.partitions() {
+            let config = state_config(&p.log.config(), lag_max);
+            p.replica.lock().state.set_config(config);
+        }
     }
 
     pub fn logs(&self) -> &LogManager {
@@ -311,13 +318,10 @@ impl ReplicaManager {
     /// Expires waiters past their deadline and collects ISR proposals, for every
     /// partition this broker leads.
     pub fn tick(&self, now: Instant) -> Vec<(TopicPartition, IsrProposal)> {
-        let lag_max = *self.replica_lag_max.read();
         let mut out = Vec::new();
         for p in self.partitions() {
             {
                 let mut replica = p.replica.lock();
-                let config = state_config(&p.log.config(), lag_max);
-                replica.state.set_config(config);
                 let _ = p.handle(&mut replica, Event::Tick { now });
             }
             out.extend(
