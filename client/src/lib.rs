@@ -1,4 +1,5 @@
-//! Sluice client libraries: [`Producer`], [`Consumer`] and [`Admin`], all async (tokio)
+//! Sluice client libraries: [`Producer`], [`Consumer`], [`Admin`] and [`Table`] (an
+//! in-memory cache following compacted topics), all async (tokio)
 //! and talking gRPC to brokers. They share a [`Cluster`]: bootstrap addresses, the
 //! metadata (who leads which partition) and one HTTP/2 channel per broker.
 //!
@@ -31,6 +32,7 @@ mod consumer;
 mod error;
 pub mod partitioner;
 mod producer;
+pub mod table;
 
 pub use admin::{Admin, PartitionDescription, TopicDescription};
 pub use cluster::{ClientConfig, Cluster};
@@ -38,4 +40,7 @@ pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Seek};
 pub use error::Error;
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
+pub use table::{
+    Change, ChangeSet, RawTable, Table, TableConfig, TableSet, TableSnapshot, TableStats,
 };

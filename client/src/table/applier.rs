@@ -1,0 +1,231 @@
+//! The set's single applier task: takes fetch deliveries, runs them through the
+//! transaction assembler, and applies each released unit to the stores under one
+//! round of shard write locks (topic index, then shard index: the global lock order).
+//! Positions advance while those locks are held and change sets go out after, so a
+//! reader that sees a position also sees the rows it covers.
+//!
+//! It also decides readiness (every partition's position reached the high watermark
+//! captured at open), trims the stores' spare capacity at that moment, and writes
+//! periodic and final snapshots when the set has a snapshot directory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::RwLockWriteGuard;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::fetch::Delivery;
+use super::raw::{Readiness, SetShared};
+use super::store::Shard;
+use super::txn::{Assembler, Tp, Unit};
+use super::{Change, ChangeSet};
+use crate::Error;
+
+pub(crate) struct Applier {
+    pub shared: Arc<SetShared>,
+    pub assembler: Assembler,
+    /// High watermarks captured at open: ready once every position reaches them.
+    pub targets: BTreeMap<Tp, u64>,
+    pub rx: mpsc::Receiver<Delivery>,
+    pub snapshot_interval: Option<std::time::Duration>,
+}
+
+impl Applier {
+    pub(crate) async fn run(mut self) {
+        let mut shutdown = self.shared.shutdown.subscribe();
+        self.check_ready();
+        let mut tick = self.snapshot_interval.map(|every| {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        loop {
+            tokio::select! {
+                biased;
+                _ = closed(&mut shutdown) => break,
+                d = self.rx.recv() => match d {
+                    Some(d) => {
+                        if let Err(e) = self.on_delivery(d) {
+                            self.fail(e);
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                _ = async { tick.as_mut().expect("guarded").tick().await }, if tick.is_some() => {
+                    self.write_snapshots().await;
+                }
+            }
+        }
+        self.shared.shutdown.send_replace(true);
+        if self.shared.ready() {
+            self.write_snapshots().await;
+        }
+        if matches!(*self.shared.readiness.borrow(), Readiness::Bootstrapping) {
+            self.shared
+                .readiness
+                .send_replace(Readiness::Failed(Error::Closed));
+        }
+        self.shared.finished.send_replace(true);
+    }
+
+    fn fail(&self, error: Error) {
+        warn!(error = %error, "table stopped following");
+        self.shared.readiness.send_replace(Readiness::Failed(error));
+    }
+
+    fn on_delivery(&mut self, d: Delivery) -> Result<(), Error> {
+        let now = Instant::now();
+        match d {
+            Delivery::Records {
+                tp,
+                records,
+                next_offset,
+                _permit,
+            } => self.assembler.push(tp, records, next_offset, now),
+            Delivery::Reset { tp, offset } => self.assembler.reset(tp, offset),
+            Delivery::Failed { error } => return Err(error),
+        }
+        for unit in self.assembler.drain(now) {
+            apply_unit(&self.shared, unit)?;
+        }
+        self.check_ready();
+        Ok(())
+    }
+
+    fn check_ready(&mut self) {
+        if !matches!(*self.shared.readiness.borrow(), Readiness::Bootstrapping) {
+            return;
+        }
+        let done = self.targets.iter().all(|(&(t, p), &target)| {
+            let pos = self.shared.topics[t].position.borrow();
+            pos.get(&p).is_some_and(|&o| o >= target)
+        });
+        if !done {
+            return;
+        }
+        let ms = self.shared.opened_at.elapsed().as_millis() as u64;
+        let _ = self.shared.bootstrap_ms.set(ms);
+        for t in &self.shared.topics {
+            for s in t.store.shards() {
+                s.write().trim(t.store.hasher());
+            }
+            let totals = t.store.totals();
+            info!(topic = %t.topic, rows = totals.rows, bootstrap_ms = ms,
+                memory_bytes = totals.memory_bytes, "table ready");
+        }
+        self.shared.readiness.send_replace(Readiness::Ready);
+    }
+
+    async fn write_snapshots(&self) {
+        let Some(dir) = self.shared.snapshot_dir.clone() else {
+            return;
+        };
+        for t in &self.shared.topics {
+            let t = t.clone();
+            let dir = dir.clone();
+            let topic = t.topic.clone();
+            let written =
+                tokio::task::spawn_blocking(move || super::snapshot::write(&dir, &t)).await;
+            match written {
+                Ok(Ok(path)) => info!(topic, path = %path.display(), "table snapshot written"),
+                Ok(Err(e)) => warn!(topic, error = %e, "table snapshot not written"),
+                Err(e) => warn!(topic, error = %e, "table snapshot task failed"),
+            }
+        }
+    }
+}
+
+/// Resolves once the set is closed (or its handles are all gone).
+async fn closed(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|closed| *closed).await.map(|_| ());
+}
+
+/// Applies one unit: hashes outside the locks, then write-locks every shard it
+/// touches in the global order, applies the records and moves the positions, and
+/// publishes the change sets after unlocking.
+pub(crate) fn apply_unit(shared: &SetShared, unit: Unit) -> Result<(), Error> {
+    let topics = &shared.topics;
+    // (piece index, record index, hash, shard) for every keyed record.
+    let mut plan = Vec::new();
+    let mut touched: Vec<Vec<bool>> = topics
+        .iter()
+        .map(|t| vec![false; t.store.shards().len()])
+        .collect();
+    for (pi, piece) in unit.pieces.iter().enumerate() {
+        let store = &topics[piece.tp.0].store;
+        for (ri, r) in piece.records.iter().enumerate() {
+            if let Some(key) = &r.key {
+                let hash = store.hash(key);
+                let shard = store.shard_of(hash);
+                touched[piece.tp.0][shard] = true;
+                plan.push((pi, ri, hash, shard));
+            }
+        }
+    }
+    let mut guards: Vec<Vec<Option<RwLockWriteGuard<'_, Shard>>>> = topics
+        .iter()
+        .zip(&touched)
+        .map(|(t, touched)| {
+            t.store
+                .shards()
+                .iter()
+                .zip(touched)
+                .map(|(s, &yes)| yes.then(|| s.write()))
+                .collect()
+        })
+        .collect();
+    let watching: Vec<bool> = topics
+        .iter()
+        .map(|t| t.changes.receiver_count() > 0)
+        .collect();
+    let mut changes: Vec<Vec<Change>> = vec![Vec::new(); topics.len()];
+    for (pi, ri, hash, shard) in plan {
+        let piece = &unit.pieces[pi];
+        let t = piece.tp.0;
+        let r = &piece.records[ri];
+        let Some(key) = &r.key else { continue };
+        let Some(guard) = guards[t][shard].as_mut() else {
+            continue;
+        };
+        let mut old = None;
+        let hasher = topics[t].store.hasher();
+        let watched = watching[t];
+        guard
+            .apply(
+                hasher,
+                hash,
+                key,
+                r.value.as_deref(),
+                watched.then_some(&mut old),
+            )
+            .map_err(|e| Error::Invalid(format!("{}: {e}", topics[t].topic)))?;
+        if watched {
+            changes[t].push(Change {
+                key: key.clone(),
+                old,
+                new: r.value.clone(),
+            });
+        }
+    }
+    for piece in &unit.pieces {
+        let (t, p) = piece.tp;
+        topics[t].position.send_modify(|pos| {
+            pos.insert(p, piece.position);
+        });
+    }
+    drop(guards);
+    for (t, changes) in changes.into_iter().enumerate() {
+        if changes.is_empty() {
+            continue;
+        }
+        let _ = topics[t].changes.send(Arc::new(ChangeSet {
+            topic: topics[t].topic.clone(),
+            changes,
+            position: topics[t].position.borrow().clone(),
+        }));
+    }
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! One partition's fetch loop: large fetches from the leader, decoded here (outside
+//! any lock, on whichever runtime thread runs this task) into [`Rec`]s and handed to
+//! the applier over a bounded channel. A semaphore shared by the set bounds how many
+//! fetched-but-unapplied answers exist (`fetch_max_bytes / partition_max_bytes`), so
+//! a slow applier stops the fetchers instead of growing memory.
+//!
+//! Errors: a leader move, an unreachable broker or any retriable code refreshes
+//! metadata and retries with backoff; OFFSET_OUT_OF_RANGE restarts the partition at
+//! its log start (docs/table.md says what that means for deleted keys); anything else
+//! is reported to the applier, which fails the set.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_proto::batch::Batches;
+use sluice_proto::{v1, ErrorCode};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, warn};
+
+use super::txn::{Rec, Tp, TxnTag};
+use super::{TXN_END_HEADER, TXN_HEADER};
+use crate::cluster::Cluster;
+use crate::Error;
+
+/// What a fetch task tells the applier.
+pub(crate) enum Delivery {
+    Records {
+        tp: Tp,
+        records: Vec<Rec>,
+        next_offset: u64,
+        /// Held until the applier has taken the records in.
+        _permit: OwnedSemaphorePermit,
+    },
+    /// The partition starts over at `offset` (its log start).
+    Reset {
+        tp: Tp,
+        offset: u64,
+    },
+    Failed {
+        error: Error,
+    },
+}
+
+/// What one fetch task needs.
+pub(crate) struct Fetcher {
+    pub cluster: Cluster,
+    pub topic: String,
+    pub tp: Tp,
+    pub next_offset: u64,
+    pub partition_max_bytes: u32,
+    pub max_wait: Duration,
+    pub permits: Arc<Semaphore>,
+    pub tx: mpsc::Sender<Delivery>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Undecodable answers tolerated in a row before the table fails.
+const DECODE_FAILURES_MAX: u32 = 3;
+
+enum Step {
+    Continue,
+    Stop,
+}
+
+impl Fetcher {
+    pub(crate) async fn run(mut self) {
+        let mut backoff = BACKOFF_MIN;
+        let mut decode_failures = 0;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let permit = tokio::select! {
+                p = self.permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = shutdown.changed() => return,
+            };
+            let answer = tokio::select! {
+                a = self.fetch_once() => a,
+                _ = shutdown.changed() => return,
+            };
+            let step = match answer {
+                Ok(p) => self.absorb(p, permit, &mut decode_failures).await,
+                Err(e) => {
+                    debug!(topic = %self.topic, partition = self.tp.1, error = %e, "fetch failed; retrying");
+                    self.cluster.invalidate(&self.topic);
+                    Err(e)
+                }
+            };
+            match step {
+                Ok(Step::Continue) => backoff = BACKOFF_MIN,
+                Ok(Step::Stop) => return,
+                Err(_) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    async fn fetch_once(&self) -> Result<v1::FetchPartitionResponse, Error> {
+        let addr = self
+            .cluster
+            .leader_addr_refreshed(&self.topic, self.tp.1)
+            .await?;
+        let mut client = self.cluster.broker_client(&addr)?;
+        let req = v1::FetchRequest {
+            max_wait_ms: self.max_wait.as_millis() as u32,
+            min_bytes: 1,
+            max_bytes: self.partition_max_bytes,
+            partitions: vec![v1::FetchPartition {
+                topic: self.topic.clone(),
+                partition: self.tp.1,
+                fetch_offset: self.next_offset as i64,
+                partition_max_bytes: self.partition_max_bytes,
+                current_leader_epoch: -1,
+                last_fetched_epoch: -1,
+            }],
+            replica_id: -1,
+        };
+        let resp = client
+            .fetch(req)
+            .await
+            .map_err(|s| Error::from_status(&addr, s))?
+            .into_inner();
+        resp.partitions
+            .into_iter()
+            .find(|p| p.topic == self.topic && p.partition == self.tp.1)
+            .ok_or_else(|| Error::broker(-1, format!("{addr}: fetch answer without the partition")))
+    }
+
+    /// Handles one partition answer. `Err` means: back off, then fetch again.
+    async fn absorb(
+        &mut self,
+        p: v1::FetchPartitionResponse,
+        permit: OwnedSemaphorePermit,
+        decode_failures: &mut u32,
+    ) -> Result<Step, Error> {
+        let delivery = match ErrorCode::from_code(p.error_code) {
+            ErrorCode::None => match decode(&self.topic, self.tp.1, p.records, self.next_offset) {
+                Ok((records, next)) => {
+                    *decode_failures = 0;
+                    self.next_offset = next;
+                    Delivery::Records {
+                        tp: self.tp,
+                        records,
+                        next_offset: next,
+                        _permit: permit,
+                    }
+                }
+                Err(e) if *decode_failures + 1 < DECODE_FAILURES_MAX => {
+                    *decode_failures += 1;
+                    warn!(topic = %self.topic, partition = self.tp.1, error = %e, "undecodable fetch answer; fetching again");
+                    return Err(e);
+                }
+                Err(error) => Delivery::Failed { error },
+            },
+            ErrorCode::OffsetOutOfRange => {
+                let start = p.log_start_offset.max(0) as u64;
+                info!(topic = %self.topic, partition = self.tp.1, position = self.next_offset,
+                    log_start_offset = start, "position out of range; starting over at the log start");
+                self.next_offset = start;
+                Delivery::Reset {
+                    tp: self.tp,
+                    offset: start,
+                }
+            }
+            code if code.is_retriable() => {
+                self.cluster.invalidate(&self.topic);
+                return Err(Error::broker(p.error_code, p.error_message));
+            }
+            _ => Delivery::Failed {
+                error: Error::broker(
+                    p.error_code,
+                    format!("{}-{}: {}", self.topic, self.tp.1, p.error_message),
+                ),
+            },
+        };
+        let stop = matches!(delivery, Delivery::Failed { .. });
+        if self.tx.send(delivery).await.is_err() || stop {
+            return Ok(Step::Stop);
+        }
+        Ok(Step::Continue)
+    }
+}
+
+/// Decodes a fetch answer's batches into records at or after `from`; returns them and
+/// the next offset to fetch.
+pub(crate) fn decode(
+    topic: &str,
+    partition: u32,
+    data: Bytes,
+    from: u64,
+) -> Result<(Vec<Rec>, u64), Error> {
+    let corrupt = |e: sluice_proto::BatchError| {
+        Error::broker(
+            ErrorCode::CorruptMessage.code(),
+            format!("{topic}-{partition}: {e}"),
+        )
+    };
+    let mut out = Vec::new();
+    let mut next = from;
+    for batch in Batches::new(data) {
+        let batch = batch.map_err(corrupt)?;
+        let batch_next = batch.next_offset().max(0) as u64;
+        if batch.is_control() || batch_next <= from {
+            next = next.max(batch_next);
+            continue;
+        }
+        let base = batch.base_offset().max(0) as u64;
+        let records = batch.records().map_err(corrupt)?;
+        out.reserve(records.len());
+        for r in records {
+            let offset = base + r.offset_delta.max(0) as u64;
+            if offset < from {
+                continue;
+            }
+            let mut id = None;
+            let mut end = None;
+            for h in r.headers {
+                if h.key == TXN_HEADER {
+                    id = Some(h.value.unwrap_or_default());
+                } else if h.key == TXN_END_HEADER {
+                    end = Some(h.value.unwrap_or_default());
+                }
+            }
+            out.push(Rec {
+                offset,
+                key: r.key,
+                value: r.value,
+                txn: id.map(|id| Box::new(TxnTag { id, end })),
+            });
+        }
+        next = next.max(batch_next);
+    }
+    Ok((out, next))
+}

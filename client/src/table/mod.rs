@@ -1,0 +1,160 @@
+//! Table: a key → value cache materialized from (compacted) topics, for application
+//! processes that keep millions of rows in memory and must follow every change live.
+//!
+//! Data flow: one fetch task per partition ([`fetch`]) reads large fetches, decodes
+//! the batches outside any lock and hands runs of records to the set's single applier
+//! task ([`applier`]). The applier feeds them to the sans-IO transaction assembler
+//! ([`txn`]), which releases records in apply units (a run of plain records, or a whole
+//! transaction across partitions and topics); each unit is applied to the sharded
+//! arena store ([`store`]) holding the write locks of just the shards it touches, and
+//! the positions advance under those same locks. Readers ([`RawTable`], [`Table`])
+//! take one shard read lock for a `get`, all of them (in index order) for a snapshot.
+//!
+//! Invariants:
+//! - A reader never sees part of an apply unit: a unit's rows and positions change
+//!   while every shard it touches is write-locked, and consistent reads lock every
+//!   shard of every topic in one global order (topic index, then shard index).
+//! - `position()[p]` is the next offset of partition `p` not yet applied; it never
+//!   passes a held transaction record.
+//! - Null values (tombstones) remove keys; an empty value is a real value.
+//!
+//! Headers (see docs/table.md): [`TXN_HEADER`], [`TXN_END_HEADER`], [`POS_HEADER`].
+//!
+//! Callers: application code and `sluice table dump|serve` (src/cli/table.rs), from
+//! any thread; the tasks run on the caller's tokio runtime.
+
+mod applier;
+mod fetch;
+mod open;
+mod raw;
+mod snapshot;
+mod store;
+mod txn;
+mod typed;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use raw::{RawTable, TableSet};
+pub use typed::Table;
+
+/// Header naming the source transaction a record belongs to (opaque bytes; UTF-8 from
+/// CDC). Records carrying it are held until the whole transaction can be applied.
+pub const TXN_HEADER: &str = "sluice.txn";
+/// Header on the last record of a transaction in its partition; its value lists every
+/// `topic:partition` piece of the transaction, comma-separated.
+pub const TXN_END_HEADER: &str = "sluice.txn.end";
+/// Reserved: the source position (Postgres LSN, MySQL GTID) of a record, for
+/// `wait_for_source` (issue 11). Carried, not interpreted yet.
+pub const POS_HEADER: &str = "sluice.pos";
+
+/// How a Table reads and stores. Every field has a default suited to 1–3 M rows.
+#[derive(Debug, Clone)]
+pub struct TableConfig {
+    /// Bytes fetched but not yet applied, across all partitions of the set: the
+    /// bound on memory the fetch pipeline adds on top of the table.
+    pub fetch_max_bytes: u32,
+    /// Bytes one partition fetch may return. Large, so bootstrap needs few round
+    /// trips; at most `fetch_max_bytes / partition_max_bytes` fetches are in flight.
+    pub partition_max_bytes: u32,
+    /// How long the broker holds a fetch with nothing new (long poll) while following.
+    pub fetch_max_wait: Duration,
+    /// Lock shards per topic (by key hash); more shards, less contention between the
+    /// applier and readers. Rounded up to a power of two, at most 1024.
+    pub shards: usize,
+    /// How often a table opened with a snapshot directory writes its snapshot (and
+    /// always on close). `None`: only on close.
+    pub snapshot_interval: Option<Duration>,
+    /// Capacity of the change broadcast; a subscriber that falls further behind gets
+    /// `RecvError::Lagged`.
+    pub changes_capacity: usize,
+    /// Records applied per lock round for runs of plain (non-transactional) records:
+    /// bounds how long a reader can wait behind the applier. Transactions are always
+    /// applied whole.
+    pub apply_chunk_records: usize,
+    /// A transaction piece listed in an end marker but never seen in its partition
+    /// (compaction removed every record of it) is given up on after its partition has
+    /// been caught up for this long. See docs/table.md.
+    pub missing_piece_wait: Duration,
+    /// Expected rows, to pre-size the store; `None`: estimated from the topic's size.
+    pub expected_rows: Option<usize>,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        TableConfig {
+            fetch_max_bytes: 64 << 20,
+            partition_max_bytes: 16 << 20,
+            fetch_max_wait: Duration::from_millis(500),
+            shards: 64,
+            snapshot_interval: Some(Duration::from_secs(600)),
+            changes_capacity: 1024,
+            apply_chunk_records: 4096,
+            missing_piece_wait: Duration::from_secs(2),
+            expected_rows: None,
+        }
+    }
+}
+
+impl TableConfig {
+    /// Rejects settings that cannot work.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |m: &str| Err(crate::Error::Invalid(format!("table config: {m}")));
+        if self.partition_max_bytes == 0 || self.fetch_max_bytes < self.partition_max_bytes {
+            return bad("need 0 < partition_max_bytes <= fetch_max_bytes");
+        }
+        if self.shards == 0 || self.shards > 1024 {
+            return bad("shards must be 1..=1024");
+        }
+        if self.changes_capacity == 0 || self.apply_chunk_records == 0 {
+            return bad("changes_capacity and apply_chunk_records must be > 0");
+        }
+        Ok(())
+    }
+}
+
+/// Size and progress of one table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TableStats {
+    pub rows: usize,
+    /// Sum of live key lengths.
+    pub key_bytes: usize,
+    /// Sum of live value lengths.
+    pub value_bytes: usize,
+    /// What the store holds: arena capacity plus index tables.
+    pub memory_bytes: usize,
+    /// `memory_bytes / rows` (0 when empty).
+    pub bytes_per_row: f64,
+    /// Milliseconds from open to ready; `None` while bootstrapping.
+    pub bootstrap_ms: Option<u64>,
+}
+
+/// A consistent copy of a table: whole transactions only, with the positions the rows
+/// reflect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableSnapshot {
+    pub topic: String,
+    pub ready: bool,
+    pub position: BTreeMap<u32, u64>,
+    pub rows: Vec<(Bytes, Bytes)>,
+}
+
+/// One key's change. `old`: the value before (only filled while someone subscribes);
+/// `new`: `None` when the key was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: Bytes,
+    pub old: Option<Bytes>,
+    pub new: Option<Bytes>,
+}
+
+/// Every change of one applied unit (a transaction or a run of plain records) to one
+/// topic, and the topic's positions after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeSet {
+    pub topic: String,
+    pub changes: Vec<Change>,
+    pub position: BTreeMap<u32, u64>,
+}

@@ -1,0 +1,371 @@
+//! The transaction assembler: sans-IO. Fetched records go in per partition, in offset
+//! order; apply units come out, each either a run of plain records of one partition
+//! or every held record of one transaction across the partitions (and topics) the set
+//! follows. The applier applies each unit under one round of shard locks.
+//!
+//! Rules (docs/table.md has the user-facing version):
+//! - A record without [`TXN_HEADER`] is released as soon as nothing is held before it
+//!   in its partition.
+//! - Records with `sluice.txn = X` are held. The piece of X in partition p is complete
+//!   when p delivered X's end record ([`TXN_END_HEADER`]), or a record after X's that
+//!   is not X (the end record was compacted away).
+//! - X's pieces: the partitions whose records of X arrived, plus every followed
+//!   `topic:partition` an end record lists. A listed piece of which nothing arrived
+//!   counts as complete once applied earlier (recently-applied memory) or, when
+//!   compaction removed all of it, once `missing_piece_wait` passed since X was
+//!   first seen and p answered a fetch after that.
+//! - X is released when every piece is complete and at the head of its partition.
+//!
+//! Invariant: within a partition, units come out in offset order; a partition's
+//! position never passes a held record.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// A partition of a topic of the set: (topic index, partition).
+pub(crate) type Tp = (usize, u32);
+
+/// Transaction headers of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TxnTag {
+    pub id: Bytes,
+    /// The end record's list of pieces (`topic:partition,...`), when this is one.
+    pub end: Option<Bytes>,
+}
+
+/// One decoded record, as the fetcher hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rec {
+    pub offset: u64,
+    /// `None`: a record without key, which a table cannot hold (skipped on apply).
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub txn: Option<Box<TxnTag>>,
+}
+
+/// Records of one partition in a unit, and the position after applying them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Piece {
+    pub tp: Tp,
+    pub records: Vec<Rec>,
+    /// Next offset not yet applied in `tp` once this unit is applied.
+    pub position: u64,
+}
+
+/// What to apply at once.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Unit {
+    /// The transaction id, when this is a transaction.
+    pub txn: Option<Bytes>,
+    pub pieces: Vec<Piece>,
+}
+
+#[derive(Debug)]
+struct Part {
+    queue: VecDeque<Rec>,
+    /// Next offset after everything delivered.
+    next_offset: u64,
+    /// The position last reported (so empty advances are reported once).
+    reported: u64,
+    last_delivery: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Txn {
+    first_seen: Instant,
+    /// Followed pieces named by end records.
+    listed: HashSet<Tp>,
+}
+
+/// Recently applied transactions remembered, so a piece that arrives after its
+/// transaction was applied elsewhere does not wait for pieces already gone.
+const RECENT_TXNS_MAX: usize = 4096;
+
+pub(crate) struct Assembler {
+    topic_index: HashMap<String, usize>,
+    parts: HashMap<Tp, Part>,
+    /// Sorted, for deterministic release order.
+    order: Vec<Tp>,
+    txns: HashMap<Bytes, Txn>,
+    recent: VecDeque<(Bytes, Tp)>,
+    recent_set: HashSet<(Bytes, Tp)>,
+    chunk_records: usize,
+    missing_piece_wait: Duration,
+}
+
+impl Assembler {
+    /// `starts`: every followed partition and the offset it starts at.
+    pub(crate) fn new(
+        topics: &[String],
+        starts: impl IntoIterator<Item = (Tp, u64)>,
+        chunk_records: usize,
+        missing_piece_wait: Duration,
+    ) -> Assembler {
+        let parts: HashMap<Tp, Part> = starts
+            .into_iter()
+            .map(|(tp, o)| {
+                let part = Part {
+                    queue: VecDeque::new(),
+                    next_offset: o,
+                    reported: o,
+                    last_delivery: None,
+                };
+                (tp, part)
+            })
+            .collect();
+        let mut order: Vec<Tp> = parts.keys().copied().collect();
+        order.sort_unstable();
+        Assembler {
+            topic_index: topics
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.clone(), i))
+                .collect(),
+            parts,
+            order,
+            txns: HashMap::new(),
+            recent: VecDeque::new(),
+            recent_set: HashSet::new(),
+            chunk_records: chunk_records.max(1),
+            missing_piece_wait,
+        }
+    }
+
+    /// Records fetched from `tp` (offset order), and the offset after them (past
+    /// control batches and compacted gaps too). Records below what was delivered
+    /// before are dropped.
+    pub(crate) fn push(&mut self, tp: Tp, records: Vec<Rec>, next_offset: u64, now: Instant) {
+        let Some(part) = self.parts.get_mut(&tp) else {
+            return;
+        };
+        part.last_delivery = Some(now);
+        let from = part.next_offset;
+        for r in records.into_iter().filter(|r| r.offset >= from) {
+            if let Some(tag) = &r.txn {
+                let txn = self.txns.entry(tag.id.clone()).or_insert_with(|| Txn {
+                    first_seen: now,
+                    listed: HashSet::new(),
+                });
+                if let Some(list) = &tag.end {
+                    txn.listed.extend(parse_pieces(list, &self.topic_index));
+                }
+            }
+            part.next_offset = part.next_offset.max(r.offset + 1);
+            part.queue.push_back(r);
+        }
+        part.next_offset = part.next_offset.max(next_offset);
+    }
+
+    /// `tp` starts over at `offset` (its log start moved past the position): held
+    /// records of it are dropped.
+    pub(crate) fn reset(&mut self, tp: Tp, offset: u64) {
+        if let Some(part) = self.parts.get_mut(&tp) {
+            part.queue.clear();
+            part.next_offset = offset;
+            part.reported = u64::MAX; // reported again, even if equal
+        }
+    }
+
+    /// Every unit that can be applied now, in order.
+    pub(crate) fn drain(&mut self, now: Instant) -> Vec<Unit> {
+        let mut out = Vec::new();
+        loop {
+            let mut progress = false;
+            for i in 0..self.order.len() {
+                let tp = self.order[i];
+                while let Some(unit) = self.release_head(tp, now) {
+                    out.push(unit);
+                    progress = true;
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        // Positions that moved without records (control batches, compacted gaps).
+        let mut idle = Unit::default();
+        for tp in &self.order {
+            let part = self.parts.get_mut(tp).expect("order lists parts");
+            if part.queue.is_empty() && part.reported != part.next_offset {
+                part.reported = part.next_offset;
+                idle.pieces.push(Piece {
+                    tp: *tp,
+                    records: Vec::new(),
+                    position: part.next_offset,
+                });
+            }
+        }
+        if !idle.pieces.is_empty() {
+            out.push(idle);
+        }
+        out
+    }
+
+    /// Whether any record is held.
+    #[cfg(test)]
+    pub(crate) fn holding(&self) -> bool {
+        self.parts.values().any(|p| !p.queue.is_empty())
+    }
+
+    fn release_head(&mut self, tp: Tp, now: Instant) -> Option<Unit> {
+        let part = self.parts.get(&tp)?;
+        let head = part.queue.front()?;
+        match head.txn.as_ref().map(|t| t.id.clone()) {
+            None => Some(self.release_plain(tp)),
+            Some(id) => {
+                let pieces = self.pieces_if_complete(&id, now)?;
+                Some(self.release_txn(id, pieces))
+            }
+        }
+    }
+
+    fn release_plain(&mut self, tp: Tp) -> Unit {
+        let part = self.parts.get_mut(&tp).expect("checked by caller");
+        let mut records = Vec::new();
+        while records.len() < self.chunk_records {
+            match part.queue.front() {
+                Some(r) if r.txn.is_none() => records.push(part.queue.pop_front().expect("front")),
+                _ => break,
+            }
+        }
+        let position = position_of(part);
+        part.reported = position;
+        Unit {
+            txn: None,
+            pieces: vec![Piece {
+                tp,
+                records,
+                position,
+            }],
+        }
+    }
+
+    /// X's pieces (each at the head of its partition) when every one is complete.
+    fn pieces_if_complete(&self, id: &Bytes, now: Instant) -> Option<Vec<Tp>> {
+        let txn = self.txns.get(id)?;
+        let mut pieces: Vec<Tp> = txn.listed.iter().copied().collect();
+        for (tp, part) in &self.parts {
+            if !txn.listed.contains(tp) && part.queue.iter().any(|r| is_txn(r, id)) {
+                pieces.push(*tp);
+            }
+        }
+        pieces.sort_unstable();
+        let mut ready = Vec::new();
+        for tp in pieces {
+            // A listed partition the set does not follow (or that does not exist).
+            let Some(part) = self.parts.get(&tp) else {
+                continue;
+            };
+            match head_run(part, id) {
+                Some((_, true)) => ready.push(tp),
+                Some((_, false)) => return None,
+                None if part.queue.iter().any(|r| is_txn(r, id)) => return None,
+                None if self.recent_set.contains(&(id.clone(), tp)) => {}
+                None => {
+                    // Nothing of X arrived in tp: compacted away, or not yet fetched.
+                    let given_up = txn.first_seen + self.missing_piece_wait;
+                    if now < given_up || part.last_delivery.is_none_or(|d| d < given_up) {
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(ready)
+    }
+
+    fn release_txn(&mut self, id: Bytes, tps: Vec<Tp>) -> Unit {
+        self.txns.remove(&id);
+        let mut unit = Unit {
+            txn: Some(id.clone()),
+            pieces: Vec::new(),
+        };
+        for tp in tps {
+            let part = self.parts.get_mut(&tp).expect("complete pieces exist");
+            let (len, _) = head_run(part, &id).unwrap_or((0, false));
+            let records: Vec<Rec> = part.queue.drain(..len).collect();
+            let position = position_of(part);
+            part.reported = position;
+            unit.pieces.push(Piece {
+                tp,
+                records,
+                position,
+            });
+            self.remember(id.clone(), tp);
+        }
+        // Records of X still queued behind the released run (a second run) start a
+        // new transaction state of their own.
+        let again = self
+            .parts
+            .values()
+            .any(|p| p.queue.iter().any(|r| is_txn(r, &id)));
+        if again {
+            self.txns.insert(
+                id,
+                Txn {
+                    first_seen: Instant::now(),
+                    listed: HashSet::new(),
+                },
+            );
+        }
+        unit
+    }
+
+    fn remember(&mut self, id: Bytes, tp: Tp) {
+        if self.recent_set.insert((id.clone(), tp)) {
+            self.recent.push_back((id, tp));
+            if self.recent.len() > RECENT_TXNS_MAX {
+                if let Some(old) = self.recent.pop_front() {
+                    self.recent_set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+fn is_txn(r: &Rec, id: &Bytes) -> bool {
+    r.txn.as_ref().is_some_and(|t| t.id == *id)
+}
+
+/// The run of X at the head of `part`: its length, and whether the piece is complete
+/// (it ends with an end record, or another record follows it). `None` when the head
+/// is not X.
+fn head_run(part: &Part, id: &Bytes) -> Option<(usize, bool)> {
+    let mut len = 0;
+    for r in &part.queue {
+        match &r.txn {
+            Some(t) if t.id == *id => {
+                len += 1;
+                if t.end.is_some() {
+                    return Some((len, true));
+                }
+            }
+            _ => return (len > 0).then_some((len, true)),
+        }
+    }
+    (len > 0).then_some((len, false))
+}
+
+/// Next offset not applied: the first held record's, or past everything delivered.
+fn position_of(part: &Part) -> u64 {
+    part.queue.front().map_or(part.next_offset, |r| r.offset)
+}
+
+/// `topic:partition,topic:partition` → the pieces of followed topics. Malformed
+/// entries are skipped (a bad marker must not stop the table).
+pub(crate) fn parse_pieces(list: &[u8], topics: &HashMap<String, usize>) -> Vec<Tp> {
+    let Ok(s) = std::str::from_utf8(list) else {
+        return Vec::new();
+    };
+    s.split(',')
+        .filter_map(|piece| {
+            let (topic, partition) = piece.trim().rsplit_once(':')?;
+            Some((*topics.get(topic)?, partition.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "txn_tests.rs"]
+mod tests;
