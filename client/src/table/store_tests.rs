@@ -1,1 +1,201 @@
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
 use super::*;
+
+fn set(store: &Store, key: &[u8], value: Option<&[u8]>) -> Option<Bytes> {
+    let hash = store.hash(key);
+    let mut shard = store.shards()[store.shard_of(hash)].write();
+    let mut old = None;
+    shard
+        .apply(store.hasher(), hash, key, value, Some(&mut old))
+        .unwrap();
+    old
+}
+
+fn shard_of_key<'a>(store: &'a Store, key: &[u8]) -> &'a RwLock<Shard> {
+    &store.shards()[store.shard_of(store.hash(key))]
+}
+
+#[test]
+fn varints_pad_to_the_width_asked_and_decode_back() {
+    for (v, w) in [
+        (0, 1),
+        (5, 1),
+        (127, 1),
+        (5, 2),
+        (128, 2),
+        (300, 3),
+        (1 << 20, 3),
+    ] {
+        let mut buf = [0u8; 8];
+        put_varint(&mut buf, v, w);
+        assert_eq!(get_varint(&buf, 0), (v, w), "{v} in {w} bytes");
+    }
+    assert_eq!(varint_width(127), 1);
+    assert_eq!(varint_width(128), 2);
+    assert_eq!(varint_width(16383), 2);
+    assert_eq!(varint_width(16384), 3);
+}
+
+#[test]
+fn insert_get_update_in_place_grow_and_delete() {
+    let store = Store::new(4, 0, 0);
+    assert_eq!(set(&store, b"k", Some(b"hello")), None);
+    assert_eq!(store.get(b"k").as_deref(), Some(&b"hello"[..]));
+    let arena_len = shard_of_key(&store, b"k").read().arena.len();
+
+    // Shorter and equal sizes fit the reserved capacity: no new entry.
+    assert_eq!(
+        set(&store, b"k", Some(b"hi")).as_deref(),
+        Some(&b"hello"[..])
+    );
+    assert_eq!(
+        set(&store, b"k", Some(b"world")).as_deref(),
+        Some(&b"hi"[..])
+    );
+    assert_eq!(store.get(b"k").as_deref(), Some(&b"world"[..]));
+    assert_eq!(shard_of_key(&store, b"k").read().arena.len(), arena_len);
+    assert_eq!(shard_of_key(&store, b"k").read().garbage_bytes(), 0);
+
+    // Larger: a new entry, the old one garbage.
+    let big = vec![7u8; 300];
+    set(&store, b"k", Some(&big));
+    assert_eq!(store.get(b"k").as_deref(), Some(&big[..]));
+    assert!(shard_of_key(&store, b"k").read().garbage_bytes() > 0);
+    // The grown entry has slack: a slightly larger value still fits in place.
+    let len = shard_of_key(&store, b"k").read().arena.len();
+    set(&store, b"k", Some(&[1u8; 320]));
+    assert_eq!(shard_of_key(&store, b"k").read().arena.len(), len);
+
+    // Empty is a value; None deletes.
+    set(&store, b"k", Some(b""));
+    assert_eq!(store.get(b"k").as_deref(), Some(&b""[..]));
+    let t = store.totals();
+    assert_eq!((t.rows, t.key_bytes, t.value_bytes), (1, 1, 0));
+    assert_eq!(set(&store, b"k", None).as_deref(), Some(&b""[..]));
+    assert_eq!(store.get(b"k"), None);
+    assert_eq!(set(&store, b"absent", None), None);
+    let t = store.totals();
+    assert_eq!((t.rows, t.key_bytes, t.value_bytes), (0, 0, 0));
+}
+
+#[test]
+fn compaction_reclaims_garbage_and_keeps_every_row() {
+    let store = Store::new(1, 0, 0);
+    for i in 0..2000u32 {
+        set(&store, &i.to_be_bytes(), Some(&[1u8; 50]));
+    }
+    // Every row grows twice (garbage), half are deleted (garbage).
+    for round in 0..2 {
+        for i in 0..2000u32 {
+            set(
+                &store,
+                &i.to_be_bytes(),
+                Some(&vec![round as u8; 100 * (round + 2)]),
+            );
+        }
+    }
+    for i in (0..2000u32).step_by(2) {
+        set(&store, &i.to_be_bytes(), None);
+    }
+    let shard = store.shards()[0].read();
+    // Compaction ran (garbage stays under a fifth of the arena, or under the minimum).
+    assert!(
+        shard.garbage_bytes() * GARBAGE_FRACTION <= shard.arena.len()
+            || shard.garbage_bytes() < GARBAGE_BYTES_MIN,
+        "garbage {} of {}",
+        shard.garbage_bytes(),
+        shard.arena.len()
+    );
+    drop(shard);
+    for i in 0..2000u32 {
+        let want = (i % 2 == 1).then(|| vec![1u8; 300]);
+        assert_eq!(
+            store.get(&i.to_be_bytes()).map(|b| b.to_vec()),
+            want,
+            "key {i}"
+        );
+    }
+    assert_eq!(store.totals().rows, 1000);
+}
+
+#[test]
+fn memory_stays_under_one_and_a_half_times_the_raw_bytes() {
+    // 100 k rows of ~100 B values and ~12 B keys, grown without a size hint (the worst
+    // case: arenas and indexes grow as they go), then after a trim.
+    let store = Store::new(64, 0, 0);
+    for i in 0..100_000u64 {
+        let key = format!("user:{i:07}");
+        let value = vec![b'v'; 90 + (i % 21) as usize];
+        set(&store, key.as_bytes(), Some(&value));
+    }
+    let t = store.totals();
+    let raw = t.key_bytes + t.value_bytes;
+    let ratio = t.memory_bytes as f64 / raw as f64;
+    assert_eq!(t.rows, 100_000);
+    assert!(
+        ratio <= 1.5,
+        "memory {} for {raw} raw bytes: {ratio:.3}x",
+        t.memory_bytes
+    );
+    for s in store.shards() {
+        s.write().trim(store.hasher());
+    }
+    let trimmed = store.totals().memory_bytes as f64 / raw as f64;
+    assert!(trimmed <= 1.5, "after trim {trimmed:.3}x");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Set(u8, Vec<u8>),
+    Delete(u8),
+    Compact,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..200)).prop_map(|(k, v)| Op::Set(k, v)),
+        3 => any::<u8>().prop_map(Op::Delete),
+        1 => Just(Op::Compact),
+    ]
+}
+
+proptest! {
+    /// The store against a HashMap: every op's old value, and the whole content and
+    /// counters at the end.
+    #[test]
+    fn store_matches_a_hashmap(ops in proptest::collection::vec(op(), 1..400)) {
+        let store = Store::new(2, 0, 0);
+        let mut model: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        for op in ops {
+            match op {
+                Op::Set(k, v) => {
+                    let key = vec![k; 1 + (k % 5) as usize];
+                    let old = set(&store, &key, Some(&v));
+                    prop_assert_eq!(old.map(|b| b.to_vec()), model.insert(key, v));
+                }
+                Op::Delete(k) => {
+                    let key = vec![k; 1 + (k % 5) as usize];
+                    let old = set(&store, &key, None);
+                    prop_assert_eq!(old.map(|b| b.to_vec()), model.remove(&key));
+                }
+                Op::Compact => {
+                    for s in store.shards() {
+                        s.write().compact(store.hasher());
+                    }
+                }
+            }
+        }
+        let mut all = HashMap::new();
+        for s in store.shards() {
+            s.read().for_each(|k, v| { all.insert(k.to_vec(), v.to_vec()); });
+        }
+        prop_assert_eq!(&all, &model);
+        let t = store.totals();
+        prop_assert_eq!(t.rows, model.len());
+        prop_assert_eq!(t.key_bytes, model.keys().map(Vec::len).sum::<usize>());
+        prop_assert_eq!(t.value_bytes, model.values().map(Vec::len).sum::<usize>());
+    }
+}

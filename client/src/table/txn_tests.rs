@@ -1,1 +1,256 @@
+use std::time::{Duration, Instant};
+
 use super::*;
+
+const A: Tp = (0, 0);
+const B: Tp = (0, 1);
+const C: Tp = (1, 0);
+const WAIT: Duration = Duration::from_secs(2);
+
+fn plain(offset: u64, key: &str) -> Rec {
+    Rec {
+        offset,
+        key: Some(Bytes::copy_from_slice(key.as_bytes())),
+        value: Some(Bytes::from_static(b"v")),
+        txn: None,
+    }
+}
+
+fn txn(offset: u64, key: &str, id: &str, end: Option<&str>) -> Rec {
+    Rec {
+        txn: Some(Box::new(TxnTag {
+            id: Bytes::copy_from_slice(id.as_bytes()),
+            end: end.map(|e| Bytes::copy_from_slice(e.as_bytes())),
+        })),
+        ..plain(offset, key)
+    }
+}
+
+fn assembler() -> Assembler {
+    Assembler::new(
+        &["users".to_string(), "orders".to_string()],
+        [(A, 0), (B, 0), (C, 0)],
+        1000,
+        WAIT,
+    )
+}
+
+/// (txn id, [(tp, keys, position)]) of each unit, for compact assertions.
+fn summary(units: &[Unit]) -> Vec<(Option<String>, Vec<(Tp, Vec<String>, u64)>)> {
+    units
+        .iter()
+        .map(|u| {
+            (
+                u.txn
+                    .as_ref()
+                    .map(|t| String::from_utf8_lossy(t).into_owned()),
+                u.pieces
+                    .iter()
+                    .map(|p| {
+                        let keys = p
+                            .records
+                            .iter()
+                            .map(|r| {
+                                String::from_utf8_lossy(r.key.as_deref().unwrap_or(b""))
+                                    .into_owned()
+                            })
+                            .collect();
+                        (p.tp, keys, p.position)
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn keys(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn plain_records_are_released_at_once_in_chunks() {
+    let mut a = Assembler::new(&["users".to_string()], [(A, 0)], 2, WAIT);
+    let now = Instant::now();
+    a.push(A, vec![plain(0, "a"), plain(1, "b"), plain(2, "c")], 5, now);
+    let units = a.drain(now);
+    assert_eq!(
+        summary(&units),
+        vec![
+            (None, vec![(A, keys(&["a", "b"]), 2)]),
+            (None, vec![(A, keys(&["c"]), 5)]),
+        ]
+    );
+    assert!(!a.holding());
+}
+
+#[test]
+fn a_transaction_is_held_until_its_end_record_and_position_stops_before_it() {
+    let mut a = assembler();
+    let now = Instant::now();
+    a.push(A, vec![plain(0, "p"), txn(1, "x1", "T", None)], 2, now);
+    let units = a.drain(now);
+    assert_eq!(summary(&units), vec![(None, vec![(A, keys(&["p"]), 1)])]);
+    assert!(a.holding());
+    a.push(
+        A,
+        vec![txn(2, "x2", "T", Some("users:0")), plain(3, "q")],
+        4,
+        now,
+    );
+    assert_eq!(
+        summary(&a.drain(now)),
+        vec![
+            (Some("T".into()), vec![(A, keys(&["x1", "x2"]), 3)]),
+            (None, vec![(A, keys(&["q"]), 4)]),
+        ]
+    );
+}
+
+#[test]
+fn pieces_in_several_partitions_and_topics_are_released_together() {
+    let mut a = assembler();
+    let now = Instant::now();
+    let list = "users:0,users:1,orders:0";
+    a.push(A, vec![txn(0, "a", "T", Some(list))], 1, now);
+    a.push(C, vec![txn(0, "c", "T", Some(list))], 1, now);
+    // users:1 has not delivered its piece yet: nothing is released.
+    assert!(a.drain(now).is_empty());
+    a.push(
+        B,
+        vec![plain(0, "before"), txn(1, "b", "T", Some(list))],
+        2,
+        now,
+    );
+    let units = a.drain(now);
+    assert_eq!(
+        summary(&units),
+        vec![
+            (None, vec![(B, keys(&["before"]), 1)]),
+            (
+                Some("T".into()),
+                vec![
+                    (A, keys(&["a"]), 1),
+                    (B, keys(&["b"]), 2),
+                    (C, keys(&["c"]), 1)
+                ]
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_compacted_end_record_completes_the_piece_when_the_partition_moves_on() {
+    let mut a = assembler();
+    let now = Instant::now();
+    // T's end record in A was compacted away: A goes on with U's records.
+    a.push(
+        A,
+        vec![txn(0, "a1", "T", None), txn(1, "a2", "T", None)],
+        2,
+        now,
+    );
+    assert!(a.drain(now).is_empty(), "A's piece may still continue");
+    a.push(A, vec![txn(5, "u", "U", Some("users:0"))], 6, now);
+    assert_eq!(
+        summary(&a.drain(now)),
+        vec![
+            (Some("T".into()), vec![(A, keys(&["a1", "a2"]), 5)]),
+            (Some("U".into()), vec![(A, keys(&["u"]), 6)]),
+        ]
+    );
+    // A plain record after a transaction completes it too.
+    a.push(B, vec![txn(0, "b", "V", None), plain(1, "p")], 2, now);
+    assert_eq!(
+        summary(&a.drain(now)),
+        vec![
+            (Some("V".into()), vec![(B, keys(&["b"]), 1)]),
+            (None, vec![(B, keys(&["p"]), 2)]),
+        ]
+    );
+}
+
+#[test]
+fn a_listed_piece_that_never_arrives_is_given_up_on_after_the_wait() {
+    let mut a = assembler();
+    let t0 = Instant::now();
+    a.push(A, vec![txn(0, "a", "T", Some("users:0,users:1"))], 1, t0);
+    a.push(B, vec![], 7, t0);
+    assert!(summary(&a.drain(t0)).iter().all(|(t, _)| t.is_none()));
+    // B answered, but not after the wait: still held.
+    let later = t0 + WAIT + Duration::from_millis(1);
+    assert!(summary(&a.drain(later)).iter().all(|(t, _)| t.is_none()));
+    a.push(B, vec![], 7, later);
+    assert_eq!(
+        summary(&a.drain(later)),
+        vec![(Some("T".into()), vec![(A, keys(&["a"]), 1)])]
+    );
+}
+
+#[test]
+fn a_piece_queued_behind_another_transaction_waits_for_it() {
+    let mut a = assembler();
+    let now = Instant::now();
+    a.push(A, vec![txn(0, "a", "T", Some("users:0,users:1"))], 1, now);
+    // In B, S (not complete) comes before T's piece.
+    a.push(
+        B,
+        vec![
+            txn(0, "s", "S", None),
+            txn(1, "b", "T", Some("users:0,users:1")),
+        ],
+        2,
+        now,
+    );
+    let units = a.drain(now);
+    // B's S run is followed by another record, so S (only in B) completes first,
+    // then T.
+    assert_eq!(
+        summary(&units),
+        vec![
+            (Some("S".into()), vec![(B, keys(&["s"]), 1)]),
+            (
+                Some("T".into()),
+                vec![(A, keys(&["a"]), 1), (B, keys(&["b"]), 2)]
+            ),
+        ]
+    );
+}
+
+#[test]
+fn redelivered_offsets_are_dropped_and_reset_starts_over() {
+    let mut a = assembler();
+    let now = Instant::now();
+    a.push(A, vec![plain(0, "a"), plain(1, "b")], 2, now);
+    a.drain(now);
+    a.push(A, vec![plain(1, "b"), plain(2, "c")], 3, now);
+    assert_eq!(
+        summary(&a.drain(now)),
+        vec![(None, vec![(A, keys(&["c"]), 3)])]
+    );
+    a.push(A, vec![txn(3, "held", "T", None)], 4, now);
+    a.reset(A, 10);
+    assert_eq!(summary(&a.drain(now)), vec![(None, vec![(A, vec![], 10)])]);
+    assert!(!a.holding());
+}
+
+#[test]
+fn empty_deliveries_move_the_position_once() {
+    let mut a = assembler();
+    let now = Instant::now();
+    a.push(C, vec![], 4, now);
+    assert_eq!(summary(&a.drain(now)), vec![(None, vec![(C, vec![], 4)])]);
+    a.push(C, vec![], 4, now);
+    assert!(a.drain(now).is_empty());
+}
+
+#[test]
+fn end_marker_lists_are_parsed_leniently() {
+    let topics: HashMap<String, usize> = [("users".to_string(), 0), ("a:b".to_string(), 1)]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        parse_pieces(b"users:0, a:b:3,unknown:1,users:x,,users", &topics),
+        vec![(0, 0), (1, 3)]
+    );
+    assert!(parse_pieces(&[0xff, 0xfe], &topics).is_empty());
+}
