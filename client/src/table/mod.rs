@@ -129,6 +129,8 @@ pub struct TableStats {
     pub bytes_per_row: f64,
     /// Milliseconds from open to ready; `None` while bootstrapping.
     pub bootstrap_ms: Option<u64>,
+    /// Rows loaded from a local snapshot at open (`None`: bootstrapped from the log).
+    pub snapshot_rows: Option<usize>,
 }
 
 /// A consistent copy of a table: whole transactions only, with the positions the rows

@@ -90,6 +90,7 @@ pub(crate) async fn start(
             topic: plan.topic.clone(),
             topic_id: plan.topic_id.clone(),
             store,
+            snapshot_rows: loaded.as_ref().map(|l| l.rows as usize),
             position: watch::channel(position).0,
             changes: broadcast::channel(config.changes_capacity).0,
         }));

@@ -35,6 +35,8 @@ pub(crate) struct TopicShared {
     /// not used).
     pub(crate) topic_id: String,
     pub(crate) store: Store,
+    /// Rows loaded from a local snapshot at open.
+    pub(crate) snapshot_rows: Option<usize>,
     /// Next offset not yet applied, per partition. Modified by the applier while it
     /// holds the write locks of the shards an apply unit touches.
     pub(crate) position: watch::Sender<BTreeMap<u32, u64>>,
@@ -344,6 +346,7 @@ impl RawTable {
                 t.memory_bytes as f64 / t.rows as f64
             },
             bootstrap_ms: self.shared().bootstrap_ms.get().copied(),
+            snapshot_rows: self.t().snapshot_rows,
         }
     }
 

@@ -35,8 +35,11 @@ fn assembler() -> Assembler {
     )
 }
 
-/// (txn id, [(tp, keys, position)]) of each unit, for compact assertions.
-fn summary(units: &[Unit]) -> Vec<(Option<String>, Vec<(Tp, Vec<String>, u64)>)> {
+/// (txn id, [(tp, keys, position)]) of one unit.
+type UnitSummary = (Option<String>, Vec<(Tp, Vec<String>, u64)>);
+
+/// Each unit summarized, for compact assertions.
+fn summary(units: &[Unit]) -> Vec<UnitSummary> {
     units
         .iter()
         .map(|u| {
