@@ -419,7 +419,10 @@ impl RecordBatch {
                 bytes: data.len() - pos,
             });
         }
-        if declared > 0 && previous != i64::from(self.last_offset_delta()) {
+        // A compacted batch keeps its last offset delta after its last records went,
+        // so only a producer's batch must end exactly there.
+        let last = i64::from(self.last_offset_delta());
+        if declared > 0 && (previous > last || (from_producer && previous != last)) {
             return Err(BatchError::LastOffsetDeltaMismatch {
                 declared: self.last_offset_delta(),
                 found: previous as i32,
@@ -431,6 +434,8 @@ impl RecordBatch {
 
 /// A record parsed in place, borrowing the records bytes.
 struct RecordView<'a> {
+    /// Bytes of the record in the records data, its length prefix included.
+    encoded_len: usize,
     timestamp_delta: i64,
     offset_delta: i32,
     key: Option<&'a [u8]>,
@@ -468,6 +473,7 @@ fn take<'a>(
 impl<'a> RecordView<'a> {
     fn parse(data: &'a [u8], pos: &mut usize, index: usize) -> Result<RecordView<'a>, BatchError> {
         let v = |e: VarintError| BatchError::record(index, e.to_string());
+        let start = *pos;
         let len = varint::read_varint(data, pos).map_err(v)?;
         if len < 0 || (len as usize) > data.len() - *pos {
             return Err(BatchError::record(
@@ -512,6 +518,7 @@ impl<'a> RecordView<'a> {
             ));
         }
         Ok(RecordView {
+            encoded_len: *pos - start,
             timestamp_delta,
             offset_delta,
             key,
@@ -740,6 +747,9 @@ impl Iterator for Batches {
         }
     }
 }
+
+#[path = "batch_compact.rs"]
+pub mod compact;
 
 #[cfg(test)]
 #[path = "batch_tests.rs"]

@@ -36,6 +36,9 @@ pub enum ErrorCode {
     OutOfOrderSequence,
     /// A broker registered with an id that another live process holds.
     DuplicateBrokerRegistration,
+    /// A record the topic cannot hold, e.g. one without a key on a compacted topic.
+    /// Not retriable: the same record would be refused again.
+    InvalidRecord,
     /// A code this build does not know (from a newer peer).
     Unknown(i32),
 }
@@ -72,12 +75,13 @@ impl ErrorCode {
             ErrorCode::IneligibleReplica => 107,
             ErrorCode::OutOfOrderSequence => 45,
             ErrorCode::DuplicateBrokerRegistration => 101,
+            ErrorCode::InvalidRecord => 87,
             ErrorCode::Unknown(c) => c,
         }
     }
 
     pub fn from_code(code: i32) -> ErrorCode {
-        const ALL: [ErrorCode; 29] = [
+        const ALL: [ErrorCode; 30] = [
             ErrorCode::None,
             ErrorCode::UnknownServerError,
             ErrorCode::OffsetOutOfRange,
@@ -107,6 +111,7 @@ impl ErrorCode {
             ErrorCode::IneligibleReplica,
             ErrorCode::OutOfOrderSequence,
             ErrorCode::DuplicateBrokerRegistration,
+            ErrorCode::InvalidRecord,
         ];
         ALL.into_iter()
             .find(|e| e.code() == code)

@@ -20,6 +20,9 @@ impl CleanupPolicy {
             CleanupPolicy::CompactDelete => "compact,delete",
         }
     }
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
     pub fn deletes(self) -> bool {
         matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
     }
@@ -35,7 +38,7 @@ pub struct ConfigError {
 }
 
 /// Settings of one partition log. `Default` gives Kafka's defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll the active segment before it would pass this size.
     pub segment_bytes: u64,
@@ -65,6 +68,14 @@ pub struct LogConfig {
     pub delete_retention_ms: i64,
     /// `unclean.leader.election.enable`.
     pub unclean_leader_election: bool,
+    /// `min.cleanable.dirty.ratio`: compact once this share of the log (by bytes, active
+    /// segment excluded) has not been compacted yet. Invariant: within `0.0..=1.0`.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a record stays uncompacted at least this long.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a record is compacted within about this long, whatever
+    /// the dirty ratio (the active segment also rolls once it holds older records).
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -84,6 +95,9 @@ impl Default for LogConfig {
             log_append_time: false,
             delete_retention_ms: 24 * 3600 * 1000,
             unclean_leader_election: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }
@@ -104,6 +118,9 @@ pub const CONFIG_NAMES: &[&str] = &[
     "message.timestamp.type",
     "delete.retention.ms",
     "unclean.leader.election.enable",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
 ];
 
 fn err(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -179,6 +196,14 @@ impl LogConfig {
                     _ => return Err(err(name, value, "expected true or false")),
                 }
             }
+            "min.cleanable.dirty.ratio" => {
+                self.min_cleanable_dirty_ratio = match value.trim().parse::<f64>() {
+                    Ok(r) if (0.0..=1.0).contains(&r) => r,
+                    _ => return Err(err(name, value, "expected a number from 0 to 1")),
+                }
+            }
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = int(name, value, 0)?,
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms = int(name, value, 1)?,
             _ => return Err(err(name, value, "unknown config name")),
         }
         Ok(())
@@ -204,6 +229,14 @@ impl LogConfig {
                 "segment.bytes",
                 &self.segment_bytes.to_string(),
                 "index positions are 32-bit: at most 4294967295",
+            ));
+        }
+        if self.min_compaction_lag_ms > self.max_compaction_lag_ms {
+            let v = self.min_compaction_lag_ms.to_string();
+            return Err(err(
+                "min.compaction.lag.ms",
+                &v,
+                "must not exceed max.compaction.lag.ms",
             ));
         }
         if self.segment_index_bytes < 24 {
@@ -248,6 +281,18 @@ impl LogConfig {
             (
                 "unclean.leader.election.enable",
                 self.unclean_leader_election.to_string(),
+            ),
+            (
+                "min.cleanable.dirty.ratio",
+                self.min_cleanable_dirty_ratio.to_string(),
+            ),
+            (
+                "min.compaction.lag.ms",
+                self.min_compaction_lag_ms.to_string(),
+            ),
+            (
+                "max.compaction.lag.ms",
+                self.max_compaction_lag_ms.to_string(),
             ),
         ]
         .into_iter()

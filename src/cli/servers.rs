@@ -32,6 +32,39 @@ pub struct DevArgs {
     /// Broker 1's address; the other listeners take the next free ports.
     #[arg(long, value_parser = parse_addr, default_value = "127.0.0.1:9392")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub cleaner: CleanerArgs,
+}
+
+/// The log cleaner (compaction of `cleanup.policy=compact` topics), per broker.
+#[derive(Args, Debug, Clone)]
+pub struct CleanerArgs {
+    /// `log.cleaner.backoff.ms`: how long the cleaner sleeps when no partition is due.
+    #[arg(long, default_value_t = 15_000)]
+    pub log_cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: memory for one pass's key -> offset map
+    /// (24 bytes per key); larger key sets take several passes.
+    #[arg(long, default_value_t = 128 * 1024 * 1024)]
+    pub log_cleaner_dedupe_buffer_size: usize,
+    /// `log.cleaner.io.max.bytes.per.second`: bytes read plus written; 0 = unthrottled.
+    #[arg(long, default_value_t = 0)]
+    pub log_cleaner_io_max_bytes_per_second: u64,
+    /// `log.cleaner.enable`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub log_cleaner_enable: bool,
+}
+
+impl CleanerArgs {
+    fn config(&self) -> sluice_broker::log::CleanerConfig {
+        sluice_broker::log::CleanerConfig {
+            enabled: self.log_cleaner_enable,
+            dedupe_buffer_bytes: self.log_cleaner_dedupe_buffer_size,
+            io_max_bytes_per_second: (self.log_cleaner_io_max_bytes_per_second > 0)
+                .then_some(self.log_cleaner_io_max_bytes_per_second),
+            backoff: Duration::from_millis(self.log_cleaner_backoff_ms),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -85,6 +118,8 @@ pub struct BrokerArgs {
     /// Heartbeat interval to the controller.
     #[arg(long, default_value_t = 500)]
     pub heartbeat_ms: u64,
+    #[command(flatten)]
+    pub cleaner: CleanerArgs,
 }
 
 /// Resolves when the process gets Ctrl-C or SIGTERM. The handlers are installed when
@@ -226,6 +261,7 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
         // Every broker and the controller stop together: no leadership to move, and
         // ISRs left whole let a restart with fewer brokers elect from any of them.
         config.controlled_shutdown = false;
+        config.cleaner = a.cleaner.config();
         let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
         // Clients hear "not ready" (and retry) until the whole dev cluster is up, so a
         // script that creates a replicated topic as soon as the port opens succeeds.
@@ -437,6 +473,7 @@ pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
     config.rack = a.rack;
     config.replica_lag_time_max = Duration::from_millis(a.replica_lag_time_max_ms);
     config.heartbeat_interval = Duration::from_millis(a.heartbeat_ms);
+    config.cleaner = a.cleaner.config();
     let data_dir = config.data_dir.clone();
     // Broker::open's errors name the path already (`data dir … is in use …`).
     let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;

@@ -46,6 +46,9 @@ pub enum LogError {
     },
     #[error("partition {partition} is offline after an earlier error: {reason}")]
     Offline { partition: String, reason: String },
+    /// One batch has more new keys than `log.cleaner.dedupe.buffer.size` can map.
+    #[error("a batch holds {keys} new keys, more than the cleaner's dedupe buffer can map; raise log.cleaner.dedupe.buffer.size")]
+    CleanerBufferTooSmall { keys: usize },
     /// Another process holds the data directory's lock (see `LogManager::lock_dir`).
     #[error("data dir {dir} is in use by another sluice (pid {pid}); stop that one first, or use another data directory")]
     DirInUse { dir: PathBuf, pid: String },

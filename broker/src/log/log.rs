@@ -89,6 +89,15 @@ struct State {
     /// Set after an error that may have left files and memory apart.
     offline: Option<String>,
     last_flush_ms: i64,
+    /// Compaction: records below this were deduplicated by an earlier pass.
+    /// Invariant: `first_dirty_offset <= log_end_offset`.
+    first_dirty_offset: u64,
+    /// Bumped by every truncation, reset and retention deletion: a compaction pass
+    /// planned before it must not swap its segments in.
+    generation: u64,
+    /// Earliest delete horizon of a tombstone kept by the last compaction pass.
+    next_tombstone_horizon_ms: Option<i64>,
+    last_clean_ms: Option<i64>,
 }
 
 /// A partition's log. See the module docs.
@@ -516,6 +525,8 @@ impl Log {
         let new_end = seg.truncate_to(offset)?.unwrap_or(offset);
         fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
         st.log_end_offset = new_end;
+        st.generation += 1;
+        st.first_dirty_offset = st.first_dirty_offset.min(new_end);
         if new_end < st.log_start_offset {
             // The cut batch straddled the log start: keep log_start_offset <= log_end_offset.
             st.log_start_offset = new_end;
@@ -537,6 +548,8 @@ impl Log {
         fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
         st.log_start_offset = offset;
         st.log_end_offset = offset;
+        st.generation += 1;
+        st.first_dirty_offset = offset;
         st.epochs.truncate_from_end(offset)?;
         st.epochs.truncate_from_start(offset)?;
         write_log_start(&self.dir, offset)?;
@@ -571,6 +584,7 @@ impl Log {
             st.segments.remove(&w[0]).expect("listed").delete_files()?;
         }
         st.log_start_offset = offset;
+        st.generation += 1;
         st.epochs.truncate_from_start(offset)?;
         write_log_start(&self.dir, offset)
     }
@@ -600,6 +614,7 @@ impl Log {
                 break;
             }
             total -= seg.size();
+            st.generation += 1;
             let seg = st.segments.remove(&w[0]).expect("listed");
             if let Err(e) = seg.delete_files() {
                 return Err(self.fail(&mut st, e));
@@ -702,6 +717,9 @@ impl Log {
     }
 }
 
+#[path = "compaction.rs"]
+mod compaction;
 #[path = "recovery.rs"]
 mod recovery;
+pub use compaction::{CleanOptions, CleanStats, CompactionView, CrashAt};
 use recovery::write_log_start;

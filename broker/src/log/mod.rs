@@ -21,6 +21,7 @@
 //! ```
 
 mod checkpoint;
+mod cleaner;
 mod epoch;
 mod error;
 mod index;
@@ -28,14 +29,20 @@ mod io_util;
 #[allow(clippy::module_inception)]
 mod log;
 mod manager;
+mod offset_map;
 mod segment;
 
+pub use cleaner::{Cleaner, CleanerConfig, CleanerTotals, PartitionSource, Throttle};
 pub use epoch::{EpochEntries, EpochEntry};
 pub use error::LogError;
-pub use log::{AppendInfo, Log, OpenStats, ReadResult};
+pub use log::{
+    AppendInfo, CleanOptions, CleanStats, CompactionView, CrashAt, Log, OpenStats, ReadResult,
+};
 pub use manager::LogManager;
 pub use sluice_proto::topic_config::{CleanupPolicy, ConfigError, LogConfig, CONFIG_NAMES};
 
+#[cfg(test)]
+mod compaction_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]

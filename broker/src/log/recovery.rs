@@ -8,7 +8,7 @@ use super::*;
 /// Base offsets of the `.log` files in `dir`. Stray temp files, and index files whose
 /// `.log` is gone (a crash between deletions), are removed so a segment created later
 /// at that base never picks up stale entries.
-fn list_segments(dir: &Path) -> Result<Vec<u64>, LogError> {
+pub(super) fn list_segments(dir: &Path) -> Result<Vec<u64>, LogError> {
     let mut bases = Vec::new();
     let mut indexes = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
@@ -62,6 +62,7 @@ impl Log {
         hint: OpenHint,
     ) -> Result<Log, LogError> {
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        compaction::complete_interrupted_clean(&dir)?;
         let now = now_ms();
         let mut stats = OpenStats::default();
         let saved_start = read_log_start(&dir)?;
@@ -122,6 +123,7 @@ impl Log {
         if stats.truncated_bytes > 0 {
             warn!(partition = %tp, truncated_bytes = stats.truncated_bytes, log_end_offset, "recovery cut an invalid tail");
         }
+        let dir_for_checkpoint = dir.clone();
         Ok(Log {
             dir,
             tp,
@@ -133,6 +135,11 @@ impl Log {
                 epochs,
                 offline: None,
                 last_flush_ms: now,
+                first_dirty_offset: compaction::read_cleaner_checkpoint(&dir_for_checkpoint)
+                    .min(log_end_offset),
+                generation: 0,
+                next_tombstone_horizon_ms: None,
+                last_clean_ms: None,
             }),
             flush_lock: Mutex::new(()),
             flushed_offset: AtomicU64::new(flushed),

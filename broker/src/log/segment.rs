@@ -201,6 +201,13 @@ impl Segment {
     pub(crate) fn max_timestamp(&self) -> Option<i64> {
         self.max_timestamp
     }
+    /// The first batch's largest timestamp: when the segment's oldest records were
+    /// written, near enough for `max.compaction.lag.ms`.
+    pub(crate) fn first_timestamp(&self) -> Option<i64> {
+        (self.size > 0)
+            .then(|| self.batch_at(0).ok().map(|b| b.max_timestamp))
+            .flatten()
+    }
     pub(crate) fn path(&self) -> &Path {
         &self.log_path
     }

@@ -574,6 +574,9 @@ fn validate_batches(
         }
         b.validate(&ValidateOptions::default())
             .map_err(|e| (ErrorCode::CorruptMessage, format!("{tp}: {e}")))?;
+        if config.cleanup_policy.compacts() {
+            refuse_keyless(tp, &b)?;
+        }
         batches.push(b);
     }
     if batches.is_empty() {
@@ -583,6 +586,25 @@ fn validate_batches(
         ));
     }
     Ok(batches)
+}
+
+/// Kafka's rule for compacted topics: compaction keeps the latest record per key, so a
+/// record without a key has no meaning there and is refused (INVALID_RECORD).
+fn refuse_keyless(tp: &TopicPartition, b: &RecordBatch) -> Result<(), Failure> {
+    let mut keyless = None;
+    b.for_each_key(|r| {
+        if r.key.is_none() && keyless.is_none() {
+            keyless = Some(r.offset_delta);
+        }
+    })
+    .map_err(|e| (ErrorCode::CorruptMessage, format!("{tp}: {e}")))?;
+    match keyless {
+        Some(i) => Err((
+            ErrorCode::InvalidRecord,
+            format!("{tp}: record {i} of the batch has no key; a compacted topic (cleanup.policy=compact) keeps the latest record per key, so every record needs one"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Appends one batch unless the producer state finds it is a retry already in the log.

@@ -68,6 +68,8 @@ pub struct BrokerConfig {
     /// stopping. Off when the whole cluster stops at once (`sluice dev`): there is
     /// nowhere to move to, and the ISRs are best left whole for the next start.
     pub controlled_shutdown: bool,
+    /// The log cleaner of this broker's data directory.
+    pub cleaner: crate::log::CleanerConfig,
 }
 
 impl BrokerConfig {
@@ -88,6 +90,7 @@ impl BrokerConfig {
             maintenance_interval: Duration::from_millis(1000),
             max_message_bytes: 64 * 1024 * 1024,
             replica_lag_time_max: Duration::from_secs(10),
+            cleaner: Default::default(),
             controlled_shutdown: true,
         }
     }
@@ -172,6 +175,19 @@ impl Broker {
             }
         });
         let maintenance = tokio::spawn(lifecycle::maintenance(shared.clone()));
+        let cleaner = {
+            let s = shared.clone();
+            crate::log::Cleaner::start(
+                shared.config.cleaner.clone(),
+                Box::new(move || {
+                    let parts = s.replicas.partitions();
+                    parts
+                        .iter()
+                        .map(|p| (p.log.clone(), p.high_watermark()))
+                        .collect()
+                }),
+            )
+        };
         let replication = tokio::spawn(fetcher::replicate(shared.clone()));
         let isr = tokio::spawn(fetcher::propose_isr_changes(shared.clone()));
         let max = shared.config.max_message_bytes;
@@ -221,7 +237,12 @@ impl Broker {
         isr.abort();
         info!(broker = id, "stopped serving; flushing and closing logs");
         let logs = shared.clone();
-        let closed = tokio::task::spawn_blocking(move || logs.replicas.logs().shutdown()).await?;
+        let closed = tokio::task::spawn_blocking(move || {
+            // A pass in progress finishes (or gives up) before the logs close.
+            cleaner.stop();
+            logs.replicas.logs().shutdown()
+        })
+        .await?;
         match closed {
             Ok(()) => info!(broker = id, "clean shutdown complete"),
             Err(e) => {
