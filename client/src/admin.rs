@@ -11,7 +11,7 @@ use crate::cluster::Cluster;
 use crate::{ClientConfig, Error};
 
 /// One partition as `topic describe` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PartitionDescription {
     pub partition: u32,
     pub leader: Option<u32>,
@@ -22,9 +22,13 @@ pub struct PartitionDescription {
     pub high_watermark: Option<u64>,
     pub log_end_offset: Option<u64>,
     pub log_start_offset: Option<u64>,
+    /// Bytes of the leader's copy on disk.
+    pub size_bytes: Option<u64>,
+    /// Compacted topics: share of the leader's sealed bytes not yet compacted.
+    pub dirty_ratio: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicDescription {
     pub name: String,
     pub topic_id: String,
@@ -268,6 +272,8 @@ impl Admin {
                 high_watermark: None,
                 log_end_offset: None,
                 log_start_offset: None,
+                size_bytes: None,
+                dirty_ratio: None,
             };
             if let Some(addr) = leader.and_then(|l| brokers.get(&l)) {
                 let req = v1::ListOffsetsRequest {
@@ -287,6 +293,8 @@ impl Admin {
                         d.high_watermark = Some(o.high_watermark as u64);
                         d.log_end_offset = Some(o.log_end_offset as u64);
                         d.log_start_offset = Some(o.log_start_offset as u64);
+                        d.size_bytes = Some(o.size_bytes as u64);
+                        d.dirty_ratio = (o.dirty_ratio >= 0.0).then_some(o.dirty_ratio);
                     }
                 }
             }

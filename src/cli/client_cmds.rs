@@ -222,7 +222,8 @@ pub async fn topic(cmd: TopicCommand, c: &ClientArgs) -> anyhow::Result<ExitCode
                         .map(|p| {
                             json!({"partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
                                    "replicas": p.replicas, "isr": p.isr, "high_watermark": p.high_watermark,
-                                   "log_end_offset": p.log_end_offset, "log_start_offset": p.log_start_offset})
+                                   "log_end_offset": p.log_end_offset, "log_start_offset": p.log_start_offset,
+                                   "size_bytes": p.size_bytes, "dirty_ratio": p.dirty_ratio})
                         })
                         .collect();
                     outln!(
@@ -233,11 +234,15 @@ pub async fn topic(cmd: TopicCommand, c: &ClientArgs) -> anyhow::Result<ExitCode
                 }
                 Output::Table => {
                     outln!("topic {} (id {})", d.name, d.topic_id);
+                    // Compacted topics also show how much is left to compact.
+                    let compacted = effective
+                        .get("cleanup.policy")
+                        .is_some_and(|p| p.contains("compact"));
                     let rows = d
                         .partitions
                         .iter()
                         .map(|p| {
-                            vec![
+                            let mut row = vec![
                                 p.partition.to_string(),
                                 opt(p.leader),
                                 p.leader_epoch.to_string(),
@@ -246,25 +251,29 @@ pub async fn topic(cmd: TopicCommand, c: &ClientArgs) -> anyhow::Result<ExitCode
                                 opt(p.log_start_offset),
                                 opt(p.high_watermark),
                                 opt(p.log_end_offset),
-                            ]
+                                opt(p.size_bytes),
+                            ];
+                            if compacted {
+                                row.push(p.dirty_ratio.map_or("-".into(), |r| format!("{r:.2}")));
+                            }
+                            row
                         })
                         .collect();
-                    outln!(
-                        "{}",
-                        table(
-                            &[
-                                "partition",
-                                "leader",
-                                "epoch",
-                                "replicas",
-                                "isr",
-                                "log start",
-                                "high watermark",
-                                "log end"
-                            ],
-                            rows
-                        )
-                    );
+                    let mut header = vec![
+                        "partition",
+                        "leader",
+                        "epoch",
+                        "replicas",
+                        "isr",
+                        "log start",
+                        "high watermark",
+                        "log end",
+                        "bytes",
+                    ];
+                    if compacted {
+                        header.push("dirty ratio");
+                    }
+                    outln!("{}", table(&header, rows));
                     let rows = effective
                         .iter()
                         .map(|(k, v)| vec![k.clone(), v.clone(), sources[k].to_string()])

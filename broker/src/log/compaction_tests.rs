@@ -388,3 +388,168 @@ fn an_emptied_group_survives_crash_recovery() {
     ];
     run(ops).unwrap();
 }
+
+fn keyed(log: &Log, now: i64, producer: Option<(i64, i32)>, records: &[(&str, Option<&str>)]) {
+    let mut b = BatchBuilder::new(Compression::None);
+    if let Some((id, seq)) = producer {
+        b = b.producer(id, 0, seq);
+    }
+    for (k, v) in records {
+        b.append(now, Some(k.as_bytes()), v.map(str::as_bytes), &[]);
+    }
+    log.append_as_leader(&b.build().unwrap(), 1, now).unwrap();
+}
+
+fn one_log(d: &std::path::Path) -> (LogManager, std::sync::Arc<Log>) {
+    let (mgr, _) = LogManager::open(d, config()).unwrap();
+    let log = mgr
+        .get_or_create(&TopicPartition::new("c", 0), config())
+        .unwrap();
+    (mgr, log)
+}
+
+fn clean_opts(now: i64, hw: u64, budget_keys: usize) -> CleanOptions {
+    CleanOptions {
+        now_ms: now,
+        high_watermark: hw,
+        dedupe_buffer_bytes: budget_keys * 27,
+        producer_expiration_ms: 60_000,
+        crash_at: None,
+        throttle: None,
+    }
+}
+
+#[test]
+fn a_producers_last_batch_stays_as_a_header_so_its_sequence_survives() {
+    let d = tempfile::tempdir().unwrap();
+    let (_mgr, log) = one_log(d.path());
+    let now = 1_000_000;
+    keyed(
+        &log,
+        now,
+        Some((7, 0)),
+        &[("a", Some("1")), ("b", Some("1"))],
+    );
+    keyed(&log, now, Some((7, 2)), &[("a", Some("2"))]);
+    keyed(&log, now, None, &[("a", Some("3")), ("b", Some("3"))]);
+    log.roll_now(now).unwrap();
+    log.clean(&clean_opts(now, log.log_end_offset(), 100))
+        .unwrap()
+        .unwrap();
+    let r = log.read(0, 1 << 20, None).unwrap();
+    let batches: Vec<_> = Batches::new(r.data).map(Result::unwrap).collect();
+    // Producer 7's first batch went entirely; its last (offset 2) stays as a bare
+    // header with its sequence; the plain batch keeps both records.
+    let shape: Vec<_> = batches
+        .iter()
+        .map(|b| {
+            (
+                b.base_offset(),
+                b.record_count(),
+                b.producer_id(),
+                b.base_sequence(),
+            )
+        })
+        .collect();
+    assert_eq!(shape, vec![(2, 0, 7, 2), (3, 2, -1, -1)]);
+}
+
+#[test]
+fn tombstones_stay_for_delete_retention_after_the_first_pass_then_go() {
+    let d = tempfile::tempdir().unwrap();
+    let (_mgr, log) = one_log(d.path());
+    let t0 = 1_000_000;
+    keyed(&log, t0, None, &[("a", Some("1")), ("b", Some("1"))]);
+    keyed(&log, t0, None, &[("a", None)]);
+    log.roll_now(t0).unwrap();
+    let end = log.log_end_offset();
+    log.clean(&clean_opts(t0 + 10, end, 100)).unwrap().unwrap();
+    let keys = |log: &Log| -> Vec<(u64, Option<String>, Option<String>)> { read_from(log, 0) };
+    assert_eq!(
+        keys(&log),
+        vec![
+            (1, Some("b".into()), Some("1".into())),
+            (2, Some("a".into()), None)
+        ]
+    );
+    // Not yet due: the horizon is the first pass's time plus delete.retention.ms.
+    assert!(!log.compaction_view(t0 + 10 + RETENTION_MS - 1, end).due);
+    log.clean(&clean_opts(t0 + 10 + RETENTION_MS - 1, end, 100))
+        .unwrap();
+    assert_eq!(
+        keys(&log).len(),
+        2,
+        "a pass before the horizon keeps the tombstone"
+    );
+    assert!(log.compaction_view(t0 + 10 + RETENTION_MS, end).due);
+    log.clean(&clean_opts(t0 + 10 + RETENTION_MS, end, 100))
+        .unwrap()
+        .unwrap();
+    assert_eq!(keys(&log), vec![(1, Some("b".into()), Some("1".into()))]);
+}
+
+#[test]
+fn a_small_dedupe_buffer_takes_several_passes_and_merges_segments() {
+    let d = tempfile::tempdir().unwrap();
+    let (mgr, log) = one_log(d.path());
+    let now = 1_000_000;
+    for round in 0..5 {
+        for k in 0..20 {
+            let v = format!("{round}");
+            keyed(
+                &log,
+                now,
+                None,
+                &[(&format!("key{k:02}"), Some(v.as_str()))],
+            );
+        }
+    }
+    log.roll_now(now).unwrap();
+    let before = (log.segment_count(), log.size_bytes());
+    let end = log.log_end_offset();
+    let mut passes = 0;
+    while log.clean(&clean_opts(now, end, 6)).unwrap().is_some() {
+        passes += 1;
+        assert!(passes < 50, "cleaning must converge");
+    }
+    assert!(
+        passes > 2,
+        "20 keys in a 6-key buffer need several passes, took {passes}"
+    );
+    let got = read_from(&log, 0);
+    assert_eq!(got.len(), 20);
+    assert!(got.iter().all(|(_, _, v)| v.as_deref() == Some("4")));
+    let after = (log.segment_count(), log.size_bytes());
+    assert!(
+        after.0 < before.0 && after.1 * 4 < before.1,
+        "{before:?} -> {after:?}"
+    );
+    // And a clean restart reads the compacted log back unchanged.
+    mgr.shutdown().unwrap();
+    drop((log, mgr));
+    let (_mgr, log) = one_log(d.path());
+    assert_eq!(read_from(&log, 0), got);
+}
+
+#[test]
+fn nothing_at_or_above_the_high_watermark_is_used_or_touched() {
+    let d = tempfile::tempdir().unwrap();
+    let (_mgr, log) = one_log(d.path());
+    let now = 1_000_000;
+    keyed(&log, now, None, &[("a", Some("1"))]);
+    log.roll_now(now).unwrap();
+    keyed(&log, now, None, &[("a", Some("2"))]);
+    log.roll_now(now).unwrap();
+    // The second segment reaches the high watermark: "a"=2 might still be truncated,
+    // so "a"=1 must stay.
+    assert!(log
+        .clean(&clean_opts(now, 1, 100))
+        .unwrap()
+        .is_none_or(|s| s.records_removed == 0));
+    assert_eq!(read_from(&log, 0).len(), 2);
+    log.clean(&clean_opts(now, 2, 100)).unwrap().unwrap();
+    assert_eq!(
+        read_from(&log, 0),
+        vec![(1, Some("a".into()), Some("2".into()))]
+    );
+}

@@ -223,6 +223,10 @@ impl Segment {
         self.size > 0
             && (self.size + bytes > config.segment_bytes
                 || now_ms - self.created_ms >= config.segment_ms
+                // max.compaction.lag.ms: the active segment is never compacted, so it
+                // must not hold records longer than that.
+                || (config.cleanup_policy.compacts()
+                    && now_ms.saturating_sub(self.created_ms) >= config.max_compaction_lag_ms)
                 || self.offset_index.is_full()
                 || self.time_index.is_full()
                 || last_offset - self.base_offset > u32::MAX as u64)

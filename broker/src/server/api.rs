@@ -235,6 +235,14 @@ impl broker_server::Broker for BrokerApi {
                         out.high_watermark = part.high_watermark() as i64;
                         out.log_end_offset = part.log.log_end_offset() as i64;
                         out.leader_epoch = part.role().leader_epoch.to_wire();
+                        out.size_bytes = part.log.size_bytes() as i64;
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as i64);
+                        let view = part.log.compaction_view(now, part.high_watermark());
+                        let compacted = part.log.config().cleanup_policy.compacts();
+                        out.dirty_ratio = if compacted { view.dirty_ratio } else { -1.0 };
+                        out.last_clean_ms = view.last_clean_ms.unwrap_or(-1);
                     }
                     Err((code, message)) => {
                         out.error_code = code.code();
