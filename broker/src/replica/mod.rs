@@ -574,6 +574,14 @@ fn validate_batches(
         }
         b.validate(&ValidateOptions::default())
             .map_err(|e| (ErrorCode::CorruptMessage, format!("{tp}: {e}")))?;
+        if b.delete_horizon_ms().is_some() {
+            // Only the log cleaner stamps a delete horizon; from a producer it would
+            // let tombstones vanish before delete.retention.ms.
+            return Err((
+                ErrorCode::CorruptMessage,
+                format!("{tp}: batch attribute bit 6 (delete horizon) is reserved for the log cleaner"),
+            ));
+        }
         if config.cleanup_policy.compacts() {
             refuse_keyless(tp, &b)?;
         }
