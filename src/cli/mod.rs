@@ -6,6 +6,7 @@ mod output;
 mod perf;
 mod produce;
 mod servers;
+mod table;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -90,6 +91,13 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Tables: key → value maps materialized from compacted topics.
+    Table {
+        #[command(subcommand)]
+        command: table::TableCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Throughput and latency harness.
     Perf {
         #[command(subcommand)]
@@ -154,6 +162,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Partition { command, client } => {
             init_tracing("warn");
             client_cmds::partition(command, &client).await
+        }
+        Command::Table { command, client } => {
+            init_tracing("warn");
+            table::run(command, &client).await
         }
         Command::Perf { command, client } => {
             init_tracing("warn");

@@ -1,0 +1,751 @@
+//! `sluice table serve`: an HTTP/1.1 sidecar holding a `TableSet` in memory, for
+//! applications not written in Rust (DESIGN.md §10; every shape in docs/cli.md).
+//!
+//! ```text
+//! GET /tables/{topic}/rows/{key}     200 {"key","value"[,"encoding"]} | 404 | 503 (bootstrapping)
+//! GET /tables/{topic}/rows?key=K | ?key_base64=B64     the same, for keys a path cannot hold
+//! GET /tables/{topic}                {"topic","ready","position":{"P":next},["encoding",]"rows":{k:v}}
+//! GET /tables/{topic}?wait_for=P:O[,P:O]&timeout_ms=T  the same once those records are applied; 408
+//! GET /tables                        {"topics": [..]}
+//! GET /healthz                       200 when every table is ready, 503 before
+//! GET /metrics                       Prometheus text: rows, bytes, readiness, positions
+//! ```
+//!
+//! Handlers are thin: parse the request, call the table, encode. A read never waits on
+//! the applier beyond what the library guarantees: `get` takes one shard read lock,
+//! `snapshot` copies the rows out under the read locks, and all the sorting and JSON
+//! encoding happens afterwards on a blocking thread, streamed to the client in chunks
+//! (a 3 M-row snapshot is not built as one buffer, nor does it stall the runtime).
+//!
+//! Keys in the path are percent-decoded to bytes (any bytes: `%FF` is the byte 0xFF).
+//! Query strings are RFC 3986, not HTML forms: `+` is a plus sign, a space is `%20`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use bytes::Bytes;
+use clap::Args;
+use percent_encoding::percent_decode_str;
+use serde_json::json;
+use sluice_client::{ClientConfig, RawTable, TableConfig, TableSet, TableSnapshot};
+use tokio::sync::watch;
+
+use super::{check_topic, row_json};
+use crate::cli::output::{base64, explain, status_eprintln, status_println};
+use crate::cli::{parse_addr, ClientArgs};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Topics to hold a table of, comma-separated (repeatable).
+    #[arg(
+        long = "topic",
+        value_name = "T[,T..]",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub topics: Vec<String>,
+    /// Address to serve HTTP on; port 0 takes a free one. The bound address is printed
+    /// as `listening on ADDR`.
+    #[arg(long, value_parser = parse_addr, value_name = "ADDR")]
+    pub listen: SocketAddr,
+}
+
+/// `timeout_ms` of a `wait_for` request that gives none.
+const WAIT_DEFAULT_MS: u64 = 30_000;
+/// Longest `timeout_ms` a `wait_for` request may ask for: a client wanting longer
+/// asks again, and a shutdown never waits on a forgotten request for long.
+const WAIT_MAX_MS: u64 = 300_000;
+/// Bytes of JSON per streamed chunk of a snapshot; a snapshot that fits in one is
+/// sent with a Content-Length instead.
+const SNAPSHOT_CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks encoded ahead of a slow client (bounds the memory one request adds).
+const SNAPSHOT_CHUNKS_AHEAD: usize = 4;
+
+/// What every handler shares.
+struct Served {
+    /// Topic → its table. Invariant: the topics the server was started with, no more.
+    tables: BTreeMap<String, RawTable>,
+    /// Turns true when the server begins to stop: pending `wait_for`s answer 503 at
+    /// once rather than holding the graceful shutdown up to their timeout.
+    stopping: watch::Receiver<bool>,
+}
+
+/// A failed request: a status and `{"error": message, ..extra}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    body: serde_json::Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({"error": message.into()}),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn with(mut self, field: &str, value: serde_json::Value) -> ApiError {
+        self.body[field] = value;
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_response(self.status, &self.body)
+    }
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut text = body.to_string();
+    text.push('\n');
+    (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+impl Served {
+    fn table(&self, topic: &str) -> Result<&RawTable, ApiError> {
+        self.tables.get(topic).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "topic {topic} is not served here; served: {}",
+                    self.topics().join(", ")
+                ),
+            )
+            .with("topics", json!(self.topics()))
+        })
+    }
+
+    fn topics(&self) -> Vec<&str> {
+        self.tables.keys().map(String::as_str).collect()
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM; the handlers are installed when this is called, so
+/// a signal right after `listening on` still stops the server cleanly.
+fn termination() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
+}
+
+/// `sluice table serve`.
+pub async fn serve(a: ServeArgs, c: &ClientArgs) -> anyhow::Result<std::process::ExitCode> {
+    let topics: Vec<String> = a
+        .topics
+        .iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if topics.is_empty() {
+        anyhow::bail!("--topic names no topic; give one or more, comma-separated");
+    }
+    let stop = termination()?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another process using it? port 0 takes a free one)",
+                a.listen
+            )
+        })?;
+    let config = ClientConfig::new(&c.bootstrap);
+    for t in &topics {
+        check_topic(&config, t, &c.bootstrap).await?;
+    }
+    let set = TableSet::open(&config, &topics, TableConfig::default())
+        .await
+        .map_err(|e| explain(&e, &c.bootstrap))
+        .context("cannot open the tables")?;
+    let mut tables = BTreeMap::new();
+    for t in &topics {
+        let table = set
+            .table(t)
+            .with_context(|| format!("the table set opened without topic {t}"))?;
+        tables.insert(t.clone(), table);
+    }
+    let (stopping_tx, stopping) = watch::channel(false);
+    let served = Arc::new(Served { tables, stopping });
+    let reporter = tokio::spawn(report_ready(served.clone()));
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    status_println!("listening on {addr}");
+    let shutdown = async move {
+        stop.await;
+        let _ = stopping_tx.send(true);
+    };
+    let served_result = axum::serve(listener, router(served))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    reporter.abort();
+    set.close();
+    served_result.context("the HTTP server failed")?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Tells the operator on stderr when each table is ready (or why it never will be).
+async fn report_ready(served: Arc<Served>) {
+    for (topic, table) in &served.tables {
+        match table.ready().await {
+            Ok(()) => status_eprintln!("table {topic} ready: {} rows", table.len()),
+            Err(e) => status_eprintln!("error: table {topic} cannot bootstrap: {e}"),
+        }
+    }
+}
+
+fn router(served: Arc<Served>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/tables", get(list_tables))
+        .route("/tables/{topic}", get(snapshot))
+        .route("/tables/{topic}/rows", get(row_by_query))
+        .route("/tables/{topic}/rows/{*key}", get(row_by_path))
+        .fallback(no_such_endpoint)
+        .with_state(served)
+}
+
+async fn no_such_endpoint(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no endpoint {method} {}; try GET /tables, /tables/{{topic}}, /tables/{{topic}}/rows/{{key}}, /healthz or /metrics",
+            uri.path()
+        ),
+    )
+}
+
+async fn healthz(State(s): State<Arc<Served>>) -> Response {
+    let tables: serde_json::Map<_, _> = s
+        .tables
+        .iter()
+        .map(|(t, table)| {
+            (
+                t.clone(),
+                json!({"ready": table.is_ready(), "rows": table.len()}),
+            )
+        })
+        .collect();
+    let ready = s.tables.values().all(RawTable::is_ready);
+    let status = match ready {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    json_response(status, &json!({"ready": ready, "tables": tables}))
+}
+
+async fn list_tables(State(s): State<Arc<Served>>) -> Response {
+    json_response(StatusCode::OK, &json!({"topics": s.topics()}))
+}
+
+/// Prometheus text exposition of every table's stats.
+async fn metrics(State(s): State<Arc<Served>>) -> Response {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, samples: &mut dyn Iterator<Item = (String, f64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for (labels, v) in samples {
+            out.push_str(&format!("{name}{{{labels}}} {v}\n"));
+        }
+    };
+    let topic = |t: &str| format!("topic=\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\""));
+    let stats: Vec<_> = s
+        .tables
+        .iter()
+        .map(|(t, table)| (topic(t), table.stats(), table))
+        .collect();
+    let per_table = |f: fn(&sluice_client::TableStats, &RawTable) -> f64| {
+        stats
+            .iter()
+            .map(move |(l, st, table)| (l.clone(), f(st, table)))
+    };
+    gauge(
+        "sluice_table_ready",
+        "1 once the table has bootstrapped.",
+        &mut per_table(|_, t| f64::from(u8::from(t.is_ready()))),
+    );
+    gauge(
+        "sluice_table_rows",
+        "Live rows.",
+        &mut per_table(|st, _| st.rows as f64),
+    );
+    gauge(
+        "sluice_table_key_bytes",
+        "Bytes of keys held.",
+        &mut per_table(|st, _| st.key_bytes as f64),
+    );
+    gauge(
+        "sluice_table_value_bytes",
+        "Bytes of values held.",
+        &mut per_table(|st, _| st.value_bytes as f64),
+    );
+    gauge(
+        "sluice_table_memory_bytes",
+        "Memory the table uses, overhead included.",
+        &mut per_table(|st, _| st.memory_bytes as f64),
+    );
+    let mut positions = stats.iter().flat_map(|(l, _, table)| {
+        table
+            .position()
+            .into_iter()
+            .map(move |(p, o)| (format!("{l},partition=\"{p}\""), o as f64))
+    });
+    gauge(
+        "sluice_table_position",
+        "Next offset to apply, per partition.",
+        &mut positions,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The raw (still percent-encoded) topic and, for `/rows/{key}`, key of a path.
+fn raw_topic_and_key(path: &str) -> (&str, Option<&str>) {
+    let rest = path.strip_prefix("/tables/").unwrap_or(path);
+    match rest.split_once('/') {
+        Some((topic, tail)) => (topic, tail.strip_prefix("rows/")),
+        None => (rest, None),
+    }
+}
+
+fn decode_topic(raw: &str) -> Result<String, ApiError> {
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|t| t.into_owned())
+        .map_err(|_| {
+            ApiError::bad_request("the topic in the path is not UTF-8 once percent-decoded")
+        })
+}
+
+/// Query parameters: names UTF-8, values percent-decoded bytes (`+` stays a plus).
+/// A name outside `known`, or given twice, is a 400 that lists the known ones.
+fn query(uri: &Uri, known: &[&str]) -> Result<BTreeMap<String, Vec<u8>>, ApiError> {
+    let mut params = BTreeMap::new();
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decode_str(name).decode_utf8_lossy().into_owned();
+        if !known.contains(&name.as_str()) {
+            let expected = match known {
+                [] => "this endpoint takes no query parameters".to_string(),
+                _ => format!("this endpoint takes {}", known.join(", ")),
+            };
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter {name:?}; {expected}"
+            )));
+        }
+        let value: Vec<u8> = percent_decode_str(value).collect();
+        if params.insert(name.clone(), value).is_some() {
+            return Err(ApiError::bad_request(format!(
+                "query parameter {name} is given twice"
+            )));
+        }
+    }
+    Ok(params)
+}
+
+fn utf8_param<'a>(
+    params: &'a BTreeMap<String, Vec<u8>>,
+    name: &str,
+) -> Result<Option<&'a str>, ApiError> {
+    params
+        .get(name)
+        .map(|v| {
+            std::str::from_utf8(v).map_err(|_| {
+                ApiError::bad_request(format!("{name} is not UTF-8 once percent-decoded"))
+            })
+        })
+        .transpose()
+}
+
+/// `GET /tables/{topic}/rows/{key}`: the key is the rest of the path, percent-decoded
+/// to bytes (it may hold `/`).
+async fn row_by_path(State(s): State<Arc<Served>>, uri: Uri) -> Result<Response, ApiError> {
+    let (topic, key) = raw_topic_and_key(uri.path());
+    let topic = decode_topic(topic)?;
+    let table = s.table(&topic)?;
+    query(&uri, &[])?;
+    let key: Vec<u8> = percent_decode_str(key.unwrap_or("")).collect();
+    lookup(table, &topic, &key)
+}
+
+/// `GET /tables/{topic}/rows?key=K` or `?key_base64=B64`: keys a path cannot carry
+/// (the empty key), or binary keys a client prefers to send as base64.
+async fn row_by_query(State(s): State<Arc<Served>>, uri: Uri) -> Result<Response, ApiError> {
+    let (topic, _) = raw_topic_and_key(uri.path());
+    let topic = decode_topic(topic)?;
+    let table = s.table(&topic)?;
+    let mut params = query(&uri, &["key", "key_base64"])?;
+    let key = match (params.remove("key"), params.remove("key_base64")) {
+        (Some(k), None) => k,
+        (None, Some(b)) => decode_base64(&b)?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of ?key=K (percent-encoded) or ?key_base64=B64",
+            ))
+        }
+    };
+    lookup(table, &topic, &key)
+}
+
+/// Standard or URL-safe base64, padded or not.
+fn decode_base64(b: &[u8]) -> Result<Vec<u8>, ApiError> {
+    const CONFIG: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
+    STANDARD
+        .decode(b)
+        .or_else(|_| URL_SAFE.decode(b))
+        .map_err(|e| ApiError::bad_request(format!("key_base64 is not base64 ({e}); percent-encode + / = as %2B %2F %3D, or use the URL-safe alphabet")))
+}
+
+fn lookup(table: &RawTable, topic: &str, key: &[u8]) -> Result<Response, ApiError> {
+    if let Some(value) = table.get(key) {
+        return Ok(json_response(StatusCode::OK, &row_json(key, &value)));
+    }
+    // Before bootstrap ends a missing key may just not be read yet: not a 404.
+    if !table.is_ready() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("table {topic} is still bootstrapping; retry, or wait until GET /healthz answers 200"),
+        ));
+    }
+    let shown = match std::str::from_utf8(key) {
+        Ok(k) => format!("{k:?}"),
+        Err(_) => format!("{} (base64)", base64(key)),
+    };
+    let mut err = ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no row with key {shown} in table {topic}"),
+    );
+    for (field, v) in row_json(key, b"").as_object().into_iter().flatten() {
+        if field != "value" {
+            err = err.with(field, v.clone());
+        }
+    }
+    Ok(err.into_response())
+}
+
+/// A `wait_for` position: record offsets, one per partition at most. Database source
+/// positions (a Postgres LSN, a MariaDB GTID) arrive with CDC and are refused for now.
+pub(crate) fn parse_wait_for(s: &str) -> Result<Vec<(u32, u64)>, String> {
+    const FORM: &str =
+        "wait_for takes record offsets as PARTITION:OFFSET[,PARTITION:OFFSET..], e.g. 0:123,1:456";
+    const CDC: &str = "database source positions (a Postgres LSN like 0/16B3748, a MariaDB GTID like 0-1-42) arrive with CDC";
+    if s.contains('/') || s.contains('-') {
+        return Err(format!(
+            "wait_for={s:?} looks like a database source position; {CDC}; for now {FORM}"
+        ));
+    }
+    let mut positions: Vec<(u32, u64)> = Vec::new();
+    for piece in s.split(',') {
+        let parsed = piece.split_once(':').and_then(|(p, o)| {
+            Some((p.trim().parse::<u32>().ok()?, o.trim().parse::<u64>().ok()?))
+        });
+        let Some((partition, offset)) = parsed else {
+            return Err(format!(
+                "wait_for={s:?}: {piece:?} is not PARTITION:OFFSET; {FORM} ({CDC})"
+            ));
+        };
+        if positions.iter().any(|&(p, _)| p == partition) {
+            return Err(format!(
+                "wait_for={s:?} names partition {partition} twice; {FORM}"
+            ));
+        }
+        positions.push((partition, offset));
+    }
+    Ok(positions)
+}
+
+fn position_json(position: &BTreeMap<u32, u64>) -> serde_json::Value {
+    position
+        .iter()
+        .map(|(p, o)| (p.to_string(), json!(o)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// `GET /tables/{topic}[?wait_for=..&timeout_ms=..]`.
+async fn snapshot(State(s): State<Arc<Served>>, uri: Uri) -> Result<Response, ApiError> {
+    let (topic, _) = raw_topic_and_key(uri.path());
+    let topic = decode_topic(topic)?;
+    let table = s.table(&topic)?;
+    let params = query(&uri, &["wait_for", "timeout_ms"])?;
+    let timeout_ms = match utf8_param(&params, "timeout_ms")? {
+        None => WAIT_DEFAULT_MS,
+        Some(t) => match t.parse::<u64>() {
+            Ok(ms) if ms <= WAIT_MAX_MS => ms,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "timeout_ms={t:?} is not a number of milliseconds up to {WAIT_MAX_MS}"
+                )))
+            }
+        },
+    };
+    match utf8_param(&params, "wait_for")? {
+        Some(w) => {
+            let positions = parse_wait_for(w).map_err(ApiError::bad_request)?;
+            wait(
+                &s,
+                table,
+                &topic,
+                &positions,
+                Duration::from_millis(timeout_ms),
+            )
+            .await?;
+        }
+        None if params.contains_key("timeout_ms") => {
+            return Err(ApiError::bad_request(
+                "timeout_ms goes with wait_for=PARTITION:OFFSET[,..]",
+            ));
+        }
+        None => {}
+    }
+    Ok(snapshot_response(table.snapshot()).await)
+}
+
+/// Waits until every record in `positions` is applied: 408 at `timeout`, 400 for a
+/// partition the topic does not have, 503 when the server stops meanwhile.
+async fn wait(
+    s: &Served,
+    table: &RawTable,
+    topic: &str,
+    positions: &[(u32, u64)],
+    timeout: Duration,
+) -> Result<(), ApiError> {
+    let known = table.position();
+    if let Some(&(p, _)) = positions
+        .iter()
+        .find(|(p, _)| !known.is_empty() && !known.contains_key(p))
+    {
+        return Err(ApiError::bad_request(format!(
+            "wait_for names partition {p}, but {topic} has partitions {}",
+            known
+                .keys()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        )));
+    }
+    let mut stopping = s.stopping.clone();
+    // The library's own timeout decides; ours is a backstop one second later.
+    let waited = tokio::select! {
+        r = tokio::time::timeout(timeout + Duration::from_secs(1), table.wait_for(positions, timeout)) => r,
+        _ = stopping.wait_for(|stop| *stop) => {
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"));
+        }
+    };
+    let timed_out = |detail: String| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "{topic} did not apply wait_for within {} ms{detail}",
+                timeout.as_millis()
+            ),
+        )
+        .with("position", position_json(&table.position()))
+    };
+    match waited {
+        Ok(Ok(())) => Ok(()),
+        Err(_) => Err(timed_out(String::new())),
+        Ok(Err(sluice_client::Error::Timeout(m))) => Err(timed_out(format!(" ({m})"))),
+        Ok(Err(sluice_client::Error::Invalid(m))) => Err(ApiError::bad_request(m)),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot wait on {topic}: {e}"),
+        )),
+    }
+}
+
+/// The snapshot as JSON, encoded on a blocking thread. One chunk's worth is sent with
+/// a Content-Length; more is streamed (chunked) as it is encoded.
+async fn snapshot_response(snap: TableSnapshot) -> Response {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(SNAPSHOT_CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        write_snapshot(snap, |chunk| tx.blocking_send(chunk).is_ok())
+    });
+    let first = rx.recv().await.unwrap_or_default();
+    let ok = |body: Body| {
+        Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    };
+    let Some(second) = rx.recv().await else {
+        return ok(Body::from(first));
+    };
+    let head = futures::stream::iter([Ok::<_, Infallible>(first), Ok(second)]);
+    let rest = futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|c| (Ok(c), rx)) },
+    );
+    ok(Body::from_stream(futures::StreamExt::chain(head, rest)))
+}
+
+/// Encodes `snap` as `{"topic","ready","position",["encoding",]"rows"}`, rows sorted by
+/// key, handing `emit` chunks of about [`SNAPSHOT_CHUNK_BYTES`]; stops early when
+/// `emit` returns false (the client went away).
+fn write_snapshot(mut snap: TableSnapshot, mut emit: impl FnMut(Bytes) -> bool) {
+    let utf8 = |b: &[u8]| std::str::from_utf8(b).is_ok();
+    let text = snap.rows.iter().all(|(k, v)| utf8(k) && utf8(v));
+    snap.rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut head = json!({"topic": snap.topic, "ready": snap.ready, "position": position_json(&snap.position)});
+    if !text {
+        head["encoding"] = json!("base64");
+    }
+    // `{..head..}` minus its closing brace, then the rows object.
+    let mut buf = head.to_string().into_bytes();
+    buf.pop();
+    buf.extend_from_slice(b",\"rows\":{");
+    let string = |buf: &mut Vec<u8>, b: &[u8]| match std::str::from_utf8(b) {
+        Ok(s) if text => buf.extend_from_slice(serde_json::Value::from(s).to_string().as_bytes()),
+        _ => {
+            buf.push(b'"');
+            buf.extend_from_slice(base64(b).as_bytes());
+            buf.push(b'"');
+        }
+    };
+    for (i, (k, v)) in snap.rows.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        string(&mut buf, k);
+        buf.push(b':');
+        string(&mut buf, v);
+        if buf.len() >= SNAPSHOT_CHUNK_BYTES && !emit(Bytes::from(std::mem::take(&mut buf))) {
+            return;
+        }
+    }
+    buf.extend_from_slice(b"}}\n");
+    emit(Bytes::from(buf));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_for_takes_partition_offsets_and_refuses_source_positions() {
+        assert_eq!(parse_wait_for("0:123"), Ok(vec![(0, 123)]));
+        assert_eq!(parse_wait_for("0:123,1:456"), Ok(vec![(0, 123), (1, 456)]));
+        for bad in ["", "0", "0:", ":5", "x:1", "0:1,0:2", "0:1,", "0:-1"] {
+            assert!(parse_wait_for(bad).is_err(), "{bad:?}");
+        }
+        for source in [
+            "0/16B3748",
+            "0-1-42",
+            "3E11FA47-71CA-11E1-9E33-C80AA9429562:23",
+        ] {
+            let e = parse_wait_for(source).unwrap_err();
+            assert!(e.contains("arrive with CDC"), "{e}");
+        }
+    }
+
+    fn snapshot_text(rows: Vec<(&'static [u8], &'static [u8])>) -> serde_json::Value {
+        let snap = TableSnapshot {
+            topic: "t".into(),
+            ready: true,
+            position: BTreeMap::from([(0, 7), (1, 3)]),
+            rows: rows
+                .into_iter()
+                .map(|(k, v)| (Bytes::from_static(k), Bytes::from_static(v)))
+                .collect(),
+        };
+        let mut out = Vec::new();
+        write_snapshot(snap, |c| {
+            out.extend_from_slice(&c);
+            true
+        });
+        serde_json::from_slice(&out).expect("valid JSON")
+    }
+
+    #[test]
+    fn snapshots_are_text_unless_any_byte_is_not_utf8() {
+        let v = snapshot_text(vec![(b"b", b"2"), (b"a\"", b"1\n")]);
+        assert_eq!(
+            v,
+            json!({"topic": "t", "ready": true, "position": {"0": 7, "1": 3},
+                   "rows": {"a\"": "1\n", "b": "2"}})
+        );
+        let v = snapshot_text(vec![(b"k", b"\xff")]);
+        assert_eq!(v["encoding"], "base64");
+        assert_eq!(v["rows"], json!({"aw==": "/w=="}));
+        assert_eq!(snapshot_text(vec![])["rows"], json!({}));
+    }
+
+    #[test]
+    fn large_snapshots_come_in_chunks_that_join_to_json() {
+        let rows: Vec<(Bytes, Bytes)> = (0..20_000u32)
+            .map(|i| {
+                (
+                    Bytes::from(format!("key-{i:06}")),
+                    Bytes::from(vec![b'v'; 40]),
+                )
+            })
+            .collect();
+        let snap = TableSnapshot {
+            topic: "t".into(),
+            ready: true,
+            position: BTreeMap::new(),
+            rows,
+        };
+        let mut chunks = Vec::new();
+        write_snapshot(snap, |c| {
+            chunks.push(c);
+            true
+        });
+        assert!(chunks.len() > 1);
+        let joined: Vec<u8> = chunks.concat();
+        let v: serde_json::Value = serde_json::from_slice(&joined).expect("valid JSON");
+        assert_eq!(v["rows"].as_object().map(|o| o.len()), Some(20_000));
+    }
+
+    #[test]
+    fn paths_and_queries_decode_to_bytes() {
+        assert_eq!(
+            raw_topic_and_key("/tables/t/rows/a%2Fb/c"),
+            ("t", Some("a%2Fb/c"))
+        );
+        assert_eq!(raw_topic_and_key("/tables/t"), ("t", None));
+        let uri: Uri = "/tables/t/rows?key_base64=/w%3D%3D".parse().unwrap();
+        let q = query(&uri, &["key", "key_base64"]).unwrap();
+        assert_eq!(decode_base64(&q["key_base64"]).unwrap(), b"\xff");
+        assert_eq!(decode_base64(b"_w").unwrap(), b"\xff");
+        assert!(decode_base64(b"*").is_err());
+        let uri: Uri = "/tables/t?wait_fr=0:1".parse().unwrap();
+        assert!(query(&uri, &["wait_for"]).is_err());
+        let uri: Uri = "/tables/t?wait_for=0:1&wait_for=0:2".parse().unwrap();
+        assert!(query(&uri, &["wait_for"]).is_err());
+    }
+}
