@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -258,6 +258,8 @@ fn dechunk(mut body: &str) -> String {
 struct Workload {
     state: u64,
     model: BTreeMap<String, String>,
+    /// Keys whose last record is a tombstone.
+    deleted: BTreeSet<String>,
 }
 
 impl Workload {
@@ -271,10 +273,12 @@ impl Workload {
             let key = format!("user-{}", self.state % 40);
             if self.state.is_multiple_of(5) {
                 self.model.remove(&key);
+                self.deleted.insert(key.clone());
                 out.push_str(&format!("{key}:\n"));
             } else {
                 let value = format!("v{round}.{i}");
                 self.model.insert(key.clone(), value.clone());
+                self.deleted.remove(&key);
                 out.push_str(&format!("{key}:{value}\n"));
             }
         }
@@ -300,6 +304,7 @@ fn three_sidecars_converge_while_a_producer_writes() {
     let mut w = Workload {
         state: 0x9E37_79B9_7F4A_7C15,
         model: BTreeMap::new(),
+        deleted: BTreeSet::new(),
     };
     produce_kv(&dev, "live", &w.lines(100, 0));
     let out = run_cli_bytes(&dev.addr, &["produce", "bin", "-K", ":"], b"\xffk:\x00v\n");
@@ -329,17 +334,38 @@ fn three_sidecars_converge_while_a_producer_writes() {
         .collect();
     assert!(snapshots.windows(2).all(|p| p[0] == p[1]), "{snapshots:?}");
 
-    check_rows(&sidecars[0], &w.model);
+    check_rows(&sidecars[0], &w);
     check_wait_for(&dev, &sidecars);
     check_binary(&sidecars[1]);
+    stop_with_a_pending_wait(sidecars);
+}
+
+/// SIGTERM with a `wait_for` pending: it answers 503 at once and every sidecar exits
+/// cleanly, without waiting out the request's timeout.
+fn stop_with_a_pending_wait(sidecars: Vec<Sidecar>) {
+    let addr = sidecars[0].addr.clone();
+    let pending = std::thread::spawn(move || {
+        http_get(&addr, "/tables/live?wait_for=0:1000000&timeout_ms=120000")
+    });
+    wait_for("the request to be pending", Duration::from_secs(10), || {
+        let (_, scrape) = http_get(&sidecars[0].addr, "/metrics");
+        scrape
+            .contains("sluice_table_wait_for_pending 1")
+            .then_some(())
+    });
+    let started = Instant::now();
     for s in sidecars {
         s.stop();
     }
+    let (status, body) = pending.join().expect("pending request");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("stopping"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(60));
 }
 
-/// `rows/{key}`: 200 with the value, 404 for a deleted or unknown key.
-fn check_rows(s: &Sidecar, model: &BTreeMap<String, String>) {
-    let (live, value) = model.iter().next().expect("a live key");
+/// `rows/{key}`: 200 with the value, 404 for a deleted (tombstoned) or unknown key.
+fn check_rows(s: &Sidecar, w: &Workload) {
+    let (live, value) = w.model.iter().next().expect("a live key");
     assert_eq!(
         s.get(&format!("/tables/live/rows/{live}")),
         (200, json!({"key": live, "value": value}))
@@ -348,13 +374,18 @@ fn check_rows(s: &Sidecar, model: &BTreeMap<String, String>) {
         s.get(&format!("/tables/live/rows?key={live}")).1["value"],
         json!(value)
     );
-    let dead = (0..40)
-        .map(|i| format!("user-{i}"))
-        .find(|k| !model.contains_key(k))
-        .expect("some key was deleted or never written");
-    let (status, v) = s.get(&format!("/tables/live/rows/{dead}"));
-    assert_eq!(status, 404, "{v}");
-    assert!(v["error"].as_str().unwrap().contains(&dead), "{v}");
+    let dead = w.deleted.iter().next().expect("a tombstoned key");
+    for path in [
+        format!("/tables/live/rows/{dead}"),
+        "/tables/live/rows/never".into(),
+    ] {
+        let (status, v) = s.get(&path);
+        assert_eq!(status, 404, "{v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("no row with key"),
+            "{v}"
+        );
+    }
     let (status, v) = s.get("/tables/nope");
     assert_eq!(status, 404);
     assert_eq!(v["topics"], json!(["bin", "live"]));

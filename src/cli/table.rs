@@ -12,6 +12,7 @@
 //! json`): key and value as JSON strings when both are UTF-8, otherwise both base64 with
 //! `"encoding": "base64"` beside them, so no byte is lost or replaced.
 
+mod request;
 mod serve;
 
 use std::io::{IsTerminal, Write};

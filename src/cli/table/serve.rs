@@ -19,10 +19,12 @@
 //!
 //! Keys in the path are percent-decoded to bytes (any bytes: `%FF` is the byte 0xFF).
 //! Query strings are RFC 3986, not HTML forms: `+` is a plus sign, a space is `%20`.
+//! Parsing them, and the JSON error every refusal carries, live in request.rs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,10 +35,6 @@ use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use base64::alphabet;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
 use bytes::Bytes;
 use clap::Args;
 use percent_encoding::percent_decode_str;
@@ -44,6 +42,10 @@ use serde_json::json;
 use sluice_client::{ClientConfig, RawTable, TableConfig, TableSet, TableSnapshot};
 use tokio::sync::watch;
 
+use super::request::{
+    decode_base64, decode_topic, json_response, parse_wait_for, query, raw_topic_and_key,
+    utf8_param, ApiError,
+};
 use super::{check_topic, row_json};
 use crate::cli::output::{base64, explain, status_eprintln, status_println};
 use crate::cli::{parse_addr, ClientArgs};
@@ -82,43 +84,24 @@ struct Served {
     /// Turns true when the server begins to stop: pending `wait_for`s answer 503 at
     /// once rather than holding the graceful shutdown up to their timeout.
     stopping: watch::Receiver<bool>,
+    /// `wait_for` requests waiting now (the `sluice_table_wait_for_pending` gauge).
+    waits_pending: AtomicUsize,
 }
 
-/// A failed request: a status and `{"error": message, ..extra}`.
-#[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    body: serde_json::Value,
-}
+/// Counts one pending `wait_for` while alive.
+struct PendingWait<'a>(&'a AtomicUsize);
 
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            body: json!({"error": message.into()}),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    fn with(mut self, field: &str, value: serde_json::Value) -> ApiError {
-        self.body[field] = value;
-        self
+impl<'a> PendingWait<'a> {
+    fn new(count: &'a AtomicUsize) -> PendingWait<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        PendingWait(count)
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        json_response(self.status, &self.body)
+impl Drop for PendingWait<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    let mut text = body.to_string();
-    text.push('\n');
-    (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 impl Served {
@@ -192,7 +175,11 @@ pub async fn serve(a: ServeArgs, c: &ClientArgs) -> anyhow::Result<std::process:
         tables.insert(t.clone(), table);
     }
     let (stopping_tx, stopping) = watch::channel(false);
-    let served = Arc::new(Served { tables, stopping });
+    let served = Arc::new(Served {
+        tables,
+        stopping,
+        waits_pending: AtomicUsize::new(0),
+    });
     let reporter = tokio::spawn(report_ready(served.clone()));
     let addr = listener
         .local_addr()
@@ -230,7 +217,18 @@ fn router(served: Arc<Served>) -> Router {
         .route("/tables/{topic}/rows", get(row_by_query))
         .route("/tables/{topic}/rows/{*key}", get(row_by_path))
         .fallback(no_such_endpoint)
+        .method_not_allowed_fallback(read_only)
         .with_state(served)
+}
+
+async fn read_only(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} {}: the sidecar is read-only, use GET; write with a producer (`sluice produce`)",
+            uri.path()
+        ),
+    )
 }
 
 async fn no_such_endpoint(method: Method, uri: Uri) -> ApiError {
@@ -272,7 +270,10 @@ async fn metrics(State(s): State<Arc<Served>>) -> Response {
     let mut gauge = |name: &str, help: &str, samples: &mut dyn Iterator<Item = (String, f64)>| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
         for (labels, v) in samples {
-            out.push_str(&format!("{name}{{{labels}}} {v}\n"));
+            match labels.is_empty() {
+                true => out.push_str(&format!("{name} {v}\n")),
+                false => out.push_str(&format!("{name}{{{labels}}} {v}\n")),
+            }
         }
     };
     let topic = |t: &str| format!("topic=\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\""));
@@ -322,70 +323,13 @@ async fn metrics(State(s): State<Arc<Served>>) -> Response {
         "Next offset to apply, per partition.",
         &mut positions,
     );
+    let waits = s.waits_pending.load(Ordering::Relaxed) as f64;
+    gauge(
+        "sluice_table_wait_for_pending",
+        "wait_for requests waiting now.",
+        &mut std::iter::once((String::new(), waits)),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
-/// The raw (still percent-encoded) topic and, for `/rows/{key}`, key of a path.
-fn raw_topic_and_key(path: &str) -> (&str, Option<&str>) {
-    let rest = path.strip_prefix("/tables/").unwrap_or(path);
-    match rest.split_once('/') {
-        Some((topic, tail)) => (topic, tail.strip_prefix("rows/")),
-        None => (rest, None),
-    }
-}
-
-fn decode_topic(raw: &str) -> Result<String, ApiError> {
-    percent_decode_str(raw)
-        .decode_utf8()
-        .map(|t| t.into_owned())
-        .map_err(|_| {
-            ApiError::bad_request("the topic in the path is not UTF-8 once percent-decoded")
-        })
-}
-
-/// Query parameters: names UTF-8, values percent-decoded bytes (`+` stays a plus).
-/// A name outside `known`, or given twice, is a 400 that lists the known ones.
-fn query(uri: &Uri, known: &[&str]) -> Result<BTreeMap<String, Vec<u8>>, ApiError> {
-    let mut params = BTreeMap::new();
-    for pair in uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = percent_decode_str(name).decode_utf8_lossy().into_owned();
-        if !known.contains(&name.as_str()) {
-            let expected = match known {
-                [] => "this endpoint takes no query parameters".to_string(),
-                _ => format!("this endpoint takes {}", known.join(", ")),
-            };
-            return Err(ApiError::bad_request(format!(
-                "unknown query parameter {name:?}; {expected}"
-            )));
-        }
-        let value: Vec<u8> = percent_decode_str(value).collect();
-        if params.insert(name.clone(), value).is_some() {
-            return Err(ApiError::bad_request(format!(
-                "query parameter {name} is given twice"
-            )));
-        }
-    }
-    Ok(params)
-}
-
-fn utf8_param<'a>(
-    params: &'a BTreeMap<String, Vec<u8>>,
-    name: &str,
-) -> Result<Option<&'a str>, ApiError> {
-    params
-        .get(name)
-        .map(|v| {
-            std::str::from_utf8(v).map_err(|_| {
-                ApiError::bad_request(format!("{name} is not UTF-8 once percent-decoded"))
-            })
-        })
-        .transpose()
 }
 
 /// `GET /tables/{topic}/rows/{key}`: the key is the rest of the path, percent-decoded
@@ -418,18 +362,6 @@ async fn row_by_query(State(s): State<Arc<Served>>, uri: Uri) -> Result<Response
     lookup(table, &topic, &key)
 }
 
-/// Standard or URL-safe base64, padded or not.
-fn decode_base64(b: &[u8]) -> Result<Vec<u8>, ApiError> {
-    const CONFIG: GeneralPurposeConfig =
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, CONFIG);
-    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, CONFIG);
-    STANDARD
-        .decode(b)
-        .or_else(|_| URL_SAFE.decode(b))
-        .map_err(|e| ApiError::bad_request(format!("key_base64 is not base64 ({e}); percent-encode + / = as %2B %2F %3D, or use the URL-safe alphabet")))
-}
-
 fn lookup(table: &RawTable, topic: &str, key: &[u8]) -> Result<Response, ApiError> {
     if let Some(value) = table.get(key) {
         return Ok(json_response(StatusCode::OK, &row_json(key, &value)));
@@ -455,37 +387,6 @@ fn lookup(table: &RawTable, topic: &str, key: &[u8]) -> Result<Response, ApiErro
         }
     }
     Ok(err.into_response())
-}
-
-/// A `wait_for` position: record offsets, one per partition at most. Database source
-/// positions (a Postgres LSN, a MariaDB GTID) arrive with CDC and are refused for now.
-pub(crate) fn parse_wait_for(s: &str) -> Result<Vec<(u32, u64)>, String> {
-    const FORM: &str =
-        "wait_for takes record offsets as PARTITION:OFFSET[,PARTITION:OFFSET..], e.g. 0:123,1:456";
-    const CDC: &str = "database source positions (a Postgres LSN like 0/16B3748, a MariaDB GTID like 0-1-42) arrive with CDC";
-    if s.contains('/') || s.contains('-') {
-        return Err(format!(
-            "wait_for={s:?} looks like a database source position; {CDC}; for now {FORM}"
-        ));
-    }
-    let mut positions: Vec<(u32, u64)> = Vec::new();
-    for piece in s.split(',') {
-        let parsed = piece.split_once(':').and_then(|(p, o)| {
-            Some((p.trim().parse::<u32>().ok()?, o.trim().parse::<u64>().ok()?))
-        });
-        let Some((partition, offset)) = parsed else {
-            return Err(format!(
-                "wait_for={s:?}: {piece:?} is not PARTITION:OFFSET; {FORM} ({CDC})"
-            ));
-        };
-        if positions.iter().any(|&(p, _)| p == partition) {
-            return Err(format!(
-                "wait_for={s:?} names partition {partition} twice; {FORM}"
-            ));
-        }
-        positions.push((partition, offset));
-    }
-    Ok(positions)
 }
 
 fn position_json(position: &BTreeMap<u32, u64>) -> serde_json::Value {
@@ -559,6 +460,7 @@ async fn wait(
         )));
     }
     let mut stopping = s.stopping.clone();
+    let _pending = PendingWait::new(&s.waits_pending);
     // The library's own timeout decides; ours is a backstop one second later.
     let waited = tokio::select! {
         r = tokio::time::timeout(timeout + Duration::from_secs(1), table.wait_for(positions, timeout)) => r,
@@ -566,11 +468,13 @@ async fn wait(
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"));
         }
     };
-    let timed_out = |detail: String| {
+    let timed_out = || {
+        let asked: Vec<String> = positions.iter().map(|(p, o)| format!("{p}:{o}")).collect();
         ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             format!(
-                "{topic} did not apply wait_for within {} ms{detail}",
+                "{topic} did not apply wait_for={} within {} ms; \"position\" is how far it got (the next offset per partition); retry, or check the records exist",
+                asked.join(","),
                 timeout.as_millis()
             ),
         )
@@ -578,8 +482,7 @@ async fn wait(
     };
     match waited {
         Ok(Ok(())) => Ok(()),
-        Err(_) => Err(timed_out(String::new())),
-        Ok(Err(sluice_client::Error::Timeout(m))) => Err(timed_out(format!(" ({m})"))),
+        Err(_) | Ok(Err(sluice_client::Error::Timeout(_))) => Err(timed_out()),
         Ok(Err(sluice_client::Error::Invalid(m))) => Err(ApiError::bad_request(m)),
         Ok(Err(e)) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -629,7 +532,8 @@ fn write_snapshot(mut snap: TableSnapshot, mut emit: impl FnMut(Bytes) -> bool) 
     buf.pop();
     buf.extend_from_slice(b",\"rows\":{");
     let string = |buf: &mut Vec<u8>, b: &[u8]| match std::str::from_utf8(b) {
-        Ok(s) if text => buf.extend_from_slice(serde_json::Value::from(s).to_string().as_bytes()),
+        // Writing into a Vec cannot fail; escaping in place spares an allocation a row.
+        Ok(s) if text => serde_json::to_writer(&mut *buf, s).unwrap_or_default(),
         _ => {
             buf.push(b'"');
             buf.extend_from_slice(base64(b).as_bytes());
@@ -654,23 +558,6 @@ fn write_snapshot(mut snap: TableSnapshot, mut emit: impl FnMut(Bytes) -> bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wait_for_takes_partition_offsets_and_refuses_source_positions() {
-        assert_eq!(parse_wait_for("0:123"), Ok(vec![(0, 123)]));
-        assert_eq!(parse_wait_for("0:123,1:456"), Ok(vec![(0, 123), (1, 456)]));
-        for bad in ["", "0", "0:", ":5", "x:1", "0:1,0:2", "0:1,", "0:-1"] {
-            assert!(parse_wait_for(bad).is_err(), "{bad:?}");
-        }
-        for source in [
-            "0/16B3748",
-            "0-1-42",
-            "3E11FA47-71CA-11E1-9E33-C80AA9429562:23",
-        ] {
-            let e = parse_wait_for(source).unwrap_err();
-            assert!(e.contains("arrive with CDC"), "{e}");
-        }
-    }
 
     fn snapshot_text(rows: Vec<(&'static [u8], &'static [u8])>) -> serde_json::Value {
         let snap = TableSnapshot {
@@ -729,23 +616,5 @@ mod tests {
         let joined: Vec<u8> = chunks.concat();
         let v: serde_json::Value = serde_json::from_slice(&joined).expect("valid JSON");
         assert_eq!(v["rows"].as_object().map(|o| o.len()), Some(20_000));
-    }
-
-    #[test]
-    fn paths_and_queries_decode_to_bytes() {
-        assert_eq!(
-            raw_topic_and_key("/tables/t/rows/a%2Fb/c"),
-            ("t", Some("a%2Fb/c"))
-        );
-        assert_eq!(raw_topic_and_key("/tables/t"), ("t", None));
-        let uri: Uri = "/tables/t/rows?key_base64=/w%3D%3D".parse().unwrap();
-        let q = query(&uri, &["key", "key_base64"]).unwrap();
-        assert_eq!(decode_base64(&q["key_base64"]).unwrap(), b"\xff");
-        assert_eq!(decode_base64(b"_w").unwrap(), b"\xff");
-        assert!(decode_base64(b"*").is_err());
-        let uri: Uri = "/tables/t?wait_fr=0:1".parse().unwrap();
-        assert!(query(&uri, &["wait_for"]).is_err());
-        let uri: Uri = "/tables/t?wait_for=0:1&wait_for=0:2".parse().unwrap();
-        assert!(query(&uri, &["wait_for"]).is_err());
     }
 }
