@@ -9,12 +9,15 @@
 //! what is on disk, not what a fetch path chooses to return.
 //!
 //! Size: `SLUICE_COMPACTION_UPDATES` updates over a tenth as many keys (default
-//! [`DEFAULT_UPDATES`]); set it to 1000000 for the full 1 M / 100 k shape.
+//! [`DEFAULT_UPDATES`], 1 M over 100 k: about 60 s in a debug build on two cores;
+//! set it lower on a slower machine).
 
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,7 +32,10 @@ const TOPIC: &str = "accounts";
 const PARTITIONS: u32 = 2;
 /// Updates produced by the replicated test unless `SLUICE_COMPACTION_UPDATES` says
 /// otherwise; keys are a tenth of that.
-const DEFAULT_UPDATES: usize = 300_000;
+const DEFAULT_UPDATES: usize = 1_000_000;
+/// `delete.retention.ms` of the replicated test: longer than the killed broker is down
+/// (see the test's doc for why).
+const DEFAULT_DELETE_RETENTION_MS: u64 = 120_000;
 /// Bytes of every live value: enough that compaction's saving dwarfs record overhead.
 const VALUE_BYTES: usize = 100;
 /// Share of updates that are deletes (tombstones), in per mille.
@@ -68,7 +74,12 @@ type Placed = (u32, u64);
 /// Sends `batch` (acks=all, idempotent) with at most `window` records unsettled and
 /// returns where each landed. Every record must be acknowledged: two of three replicas
 /// stay alive throughout and `min.insync.replicas=2`.
-async fn produce(config: &ClientConfig, batch: &[Update], window: usize) -> Vec<Placed> {
+async fn produce(
+    config: &ClientConfig,
+    batch: &[Update],
+    window: usize,
+    acked: &AtomicUsize,
+) -> Vec<Placed> {
     let producer = Producer::new(
         config,
         ProducerConfig {
@@ -99,6 +110,7 @@ async fn produce(config: &ClientConfig, batch: &[Update], window: usize) -> Vec<
         pending.push_back(producer.send(record).await.unwrap());
         while pending.len() > window {
             placed.push(settle(pending.pop_front().unwrap()).await);
+            acked.fetch_add(1, Ordering::Relaxed);
         }
     }
     for f in pending {
@@ -287,6 +299,13 @@ fn updates_wanted() -> usize {
 /// deleted key is absent or a tombstone); below the cleaner checkpoint no key appears
 /// twice; and the files hold less than 30 % of the bytes produced. Restarted, a fresh
 /// `RawTable` equals the model.
+///
+/// `delete.retention.ms` is longer than the killed broker stays down: a follower that
+/// comes back after the leader's cleaner dropped a tombstone it never fetched keeps
+/// the key's older value, so its copy says the key exists while the others say it was
+/// deleted (`SLUICE_COMPACTION_DELETE_RETENTION_MS=2000` shows it; reported, not
+/// papered over). Tombstone expiry itself is
+/// `tombstones_disappear_after_delete_retention`.
 #[test]
 fn compacted_topic_rf3_survives_leader_kill_mid_clean() {
     let began = Instant::now();
@@ -304,6 +323,8 @@ fn compacted_topic_rf3_survives_leader_kill_mid_clean() {
         .iter()
         .map(|(k, v)| (k.len() + v.as_ref().map_or(0, |v| v.len())) as u64)
         .sum();
+    let delete_retention_ms = std::env::var("SLUICE_COMPACTION_DELETE_RETENTION_MS")
+        .unwrap_or_else(|_| DEFAULT_DELETE_RETENTION_MS.to_string());
     let tail = (n * TAIL_PER_MILLE / 1000).max(1);
     let (head, rest) = all.split_at(n - tail);
 
@@ -328,7 +349,7 @@ fn compacted_topic_rf3_survives_leader_kill_mid_clean() {
         ("min.insync.replicas", "2"),
         ("segment.bytes", "262144"),
         ("min.cleanable.dirty.ratio", "0.01"),
-        ("delete.retention.ms", "2000"),
+        ("delete.retention.ms", delete_retention_ms.as_str()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -345,17 +366,22 @@ fn compacted_topic_rf3_survives_leader_kill_mid_clean() {
         .leader
         .unwrap();
 
+    let acked = Arc::new(AtomicUsize::new(0));
     let producing = {
-        let (config, head) = (config.clone(), head.to_vec());
-        rt.spawn(async move { produce(&config, &head, 20_000).await })
+        let (config, head, acked) = (config.clone(), head.to_vec(), acked.clone());
+        rt.spawn(async move { produce(&config, &head, 20_000, &acked).await })
     };
-    // The kill must land inside a pass: after the leader's cleaner has swapped at least
-    // once, while a new segment is being written or swapped in.
+    // The kill must land inside a pass (a new segment being written or swapped in), with
+    // a third of the updates in, so that cleaned segments, dirty ones and a checkpoint
+    // all exist by then, and after the leader's cleaner has completed passes.
     let leader_dir = partition_dir(dir.path(), leader, 0);
     wait_for(
         "the leader's cleaner in the middle of a pass (after one completed)",
         Duration::from_secs(240),
         || {
+            if acked.load(Ordering::Relaxed) < head.len() / 3 {
+                return None;
+            }
             let mid_pass = std::fs::read_dir(&leader_dir).ok()?.any(|e| {
                 e.ok().is_some_and(|e| {
                     let name = e.file_name();
@@ -371,12 +397,19 @@ fn compacted_topic_rf3_survives_leader_kill_mid_clean() {
         },
     );
     cluster.kill9(leader as usize - 1);
+    let ends: Vec<Option<u64>> = (0..PARTITIONS)
+        .map(|p| {
+            let r = read_replica(&partition_dir(dir.path(), leader, p));
+            r.records.last().map(|s| s.offset + 1)
+        })
+        .collect();
+    eprintln!("broker {leader}'s log end offsets when killed: {ends:?}");
     eprintln!(
         "killed broker {leader} (leader of {TOPIC}-0) mid-pass at {:?}",
         began.elapsed()
     );
     let mut placed = rt.block_on(producing).unwrap();
-    placed.extend(rt.block_on(produce(&config, rest, 20_000)));
+    placed.extend(rt.block_on(produce(&config, rest, 20_000, &AtomicUsize::new(0))));
     eprintln!("all {n} updates acknowledged at {:?}", began.elapsed());
     let m = model(&all, &placed);
 
