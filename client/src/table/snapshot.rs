@@ -209,3 +209,78 @@ pub(crate) fn read(path: &Path) -> Result<Loaded, String> {
         rows_at,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::{broadcast, watch};
+
+    use super::*;
+    use crate::table::store::Store;
+
+    fn topic_with_rows(rows: &[(&[u8], &[u8])]) -> TopicShared {
+        let store = Store::new(4, 0, 0);
+        for (k, v) in rows {
+            let hash = store.hash(k);
+            let mut shard = store.shards()[store.shard_of(hash)].write();
+            shard.apply(store.hasher(), hash, k, Some(v), None).unwrap();
+        }
+        TopicShared {
+            topic: "users".into(),
+            topic_id: "id-1".into(),
+            store,
+            snapshot_rows: None,
+            position: watch::channel([(0, 7), (1, 3)].into()).0,
+            changes: broadcast::channel(1).0,
+        }
+    }
+
+    #[test]
+    fn a_written_snapshot_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = topic_with_rows(&[(b"a", b"1"), (b"b", b""), (b"c", &[0xff; 300])]);
+        let path = write(dir.path(), &t).unwrap();
+        assert_eq!(path, path_for(dir.path(), "users"));
+        assert!(!path.with_extension("snapshot.tmp").exists());
+        let loaded = read(&path).unwrap();
+        assert_eq!(
+            (loaded.topic.as_str(), loaded.topic_id.as_str()),
+            ("users", "id-1")
+        );
+        assert_eq!(loaded.position, [(0, 7), (1, 3)].into());
+        assert!(now_ms() - loaded.written_at_ms < 60_000);
+        let mut rows = Vec::new();
+        loaded
+            .for_each_row(|k, v| rows.push((k.to_vec(), v.to_vec())))
+            .unwrap();
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), Vec::new()),
+                (b"c".to_vec(), vec![0xff; 300])
+            ]
+        );
+    }
+
+    #[test]
+    fn torn_flipped_or_foreign_files_are_rejected_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = topic_with_rows(&[(b"a", b"1"), (b"b", b"2")]);
+        let path = write(dir.path(), &t).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        for cut in [0, 5, good.len() / 2, good.len() - 1] {
+            std::fs::write(&path, &good[..cut]).unwrap();
+            assert!(read(&path).is_err(), "truncated to {cut}");
+        }
+        for at in 8..good.len() {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            std::fs::write(&path, &bad).unwrap();
+            assert!(read(&path).unwrap_err().contains("CRC"), "flip at {at}");
+        }
+        std::fs::write(&path, b"not a snapshot at all").unwrap();
+        assert!(read(&path).unwrap_err().contains("magic"));
+        assert!(read(&dir.path().join("absent.snapshot")).is_err());
+    }
+}
