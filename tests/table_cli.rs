@@ -10,7 +10,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{json, one_line_error, run_cli, run_cli_bytes, stderr, wait_for, Dev, BIN};
+use common::{
+    closed_pipe, json, one_line_error, run_cli, run_cli_bytes, stderr, wait_for, Dev, BIN,
+};
 use serde_json::{json, Value};
 
 fn create_compacted(dev: &Dev, name: &str, partitions: &str) {
@@ -106,6 +108,16 @@ fn dump_prints_the_last_value_of_each_live_key() {
         json!({"key": "Zg==", "value": "//4=", "encoding": "base64"})
     );
     assert_eq!(out.lines().count(), 5);
+    // `| head -1` closed the pipe: quiet, status 0, as every client command.
+    let out = Command::new(BIN)
+        .args(["table", "dump", "users"])
+        .env("SLUICE_BOOTSTRAP", &dev.addr)
+        .stdout(closed_pipe())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run table dump");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
 }
 
 #[test]
@@ -311,10 +323,18 @@ fn three_sidecars_converge_while_a_producer_writes() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     let sidecars: Vec<Sidecar> = (0..3).map(|_| Sidecar::start(&dev, "live,bin")).collect();
-    // The producer writes while the sidecars bootstrap and follow.
-    for round in 1..=8 {
-        produce_kv(&dev, "live", &w.lines(30, round));
-    }
+    // The producer writes while the sidecars bootstrap and follow, and clients read.
+    let bootstrap = dev.addr.clone();
+    let producer = std::thread::spawn(move || {
+        for round in 1..=8 {
+            let args = ["produce", "live", "-K", ":", "-Z"];
+            let out = run_cli(&bootstrap, &args, &w.lines(30, round));
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+        w
+    });
+    read_while_writing(&sidecars, || producer.is_finished());
+    let w = producer.join().expect("producer");
     for s in &sidecars {
         wait_for("healthz 200", Duration::from_secs(30), || {
             (s.get("/healthz").0 == 200).then_some(())
@@ -361,6 +381,26 @@ fn stop_with_a_pending_wait(sidecars: Vec<Sidecar>) {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("stopping"), "{body}");
     assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// Snapshots taken while the producer writes: every one answers 200 with valid JSON,
+/// and each sidecar's position never goes back.
+fn read_while_writing(sidecars: &[Sidecar], done: impl Fn() -> bool) {
+    let mut last: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); sidecars.len()];
+    let mut reads = 0;
+    while !done() || reads < sidecars.len() {
+        for (s, last) in sidecars.iter().zip(&mut last) {
+            let (status, v) = s.get("/tables/live");
+            assert_eq!(status, 200, "{v}");
+            assert!(rows_of(&v).len() <= 40, "{v}");
+            for (p, o) in v["position"].as_object().expect("position") {
+                let o = o.as_u64().expect("offset");
+                let before = last.insert(p.clone(), o).unwrap_or(0);
+                assert!(o >= before, "partition {p} went back from {before} to {o}");
+            }
+            reads += 1;
+        }
+    }
 }
 
 /// `rows/{key}`: 200 with the value, 404 for a deleted (tombstoned) or unknown key.
