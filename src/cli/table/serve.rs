@@ -12,10 +12,11 @@
 //! ```
 //!
 //! Handlers are thin: parse the request, call the table, encode. A read never waits on
-//! the applier beyond what the library guarantees: `get` takes one shard read lock,
-//! `snapshot` copies the rows out under the read locks, and all the sorting and JSON
-//! encoding happens afterwards on a blocking thread, streamed to the client in chunks
-//! (a 3 M-row snapshot is not built as one buffer, nor does it stall the runtime).
+//! the applier beyond what the library guarantees: `get` takes one shard read lock;
+//! a snapshot is copied out under the read locks (the applier waits that long, readers
+//! do not) on a blocking thread, then sorted and encoded there with no lock held and
+//! streamed to the client in chunks, so a 3 M-row snapshot is neither built as one
+//! buffer nor stalls the runtime.
 //!
 //! Keys in the path are percent-decoded to bytes (any bytes: `%FF` is the byte 0xFF).
 //! Query strings are RFC 3986, not HTML forms: `+` is a plus sign, a space is `%20`.
@@ -433,7 +434,7 @@ async fn snapshot(State(s): State<Arc<Served>>, uri: Uri) -> Result<Response, Ap
         }
         None => {}
     }
-    Ok(snapshot_response(table.snapshot()).await)
+    Ok(snapshot_response(table.clone()).await)
 }
 
 /// Waits until every record in `positions` is applied: 408 at `timeout`, 400 for a
@@ -491,14 +492,18 @@ async fn wait(
     }
 }
 
-/// The snapshot as JSON, encoded on a blocking thread. One chunk's worth is sent with
-/// a Content-Length; more is streamed (chunked) as it is encoded.
-async fn snapshot_response(snap: TableSnapshot) -> Response {
+/// The table's snapshot as JSON, taken and encoded on a blocking thread (copying out
+/// millions of rows must not hold up a runtime worker). One chunk's worth is sent
+/// with a Content-Length; more is streamed (chunked) as it is encoded.
+async fn snapshot_response(table: RawTable) -> Response {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(SNAPSHOT_CHUNKS_AHEAD);
     tokio::task::spawn_blocking(move || {
-        write_snapshot(snap, |chunk| tx.blocking_send(chunk).is_ok())
+        write_snapshot(table.snapshot(), |chunk| tx.blocking_send(chunk).is_ok())
     });
-    let first = rx.recv().await.unwrap_or_default();
+    let Some(first) = rx.recv().await else {
+        let e = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the snapshot failed");
+        return e.into_response();
+    };
     let ok = |body: Body| {
         Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
