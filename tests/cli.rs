@@ -802,3 +802,146 @@ fn acks_all_below_min_insync_fails_within_the_timeout_naming_the_cause() {
     );
     dev.stop();
 }
+
+#[test]
+fn a_compacted_topic_is_compacted_under_dev_and_describe_shows_its_dirty_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(dir.path(), &["--log-cleaner-backoff-ms", "100"]);
+    // "plain" gets the same records without compaction: the size to compare with.
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "plain",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+            "--config",
+            "segment.bytes=2048",
+        ],
+        "",
+    );
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "users",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+            "--config",
+            "cleanup.policy=compact",
+            "--config",
+            "segment.bytes=2048",
+            "--config",
+            "min.cleanable.dirty.ratio=0.01",
+        ],
+        "",
+    );
+    // 400 updates over 5 keys in small batches (so segments roll), then a tombstone
+    // for u4 (kept: delete.retention.ms is a day).
+    for run in 0..4 {
+        let mut input: String = (run * 100..run * 100 + 100)
+            .map(|i| format!("u{}:v{i}\n", i % 5))
+            .collect();
+        if run == 3 {
+            input.push_str("u4:\n");
+        }
+        for topic in ["users", "plain"] {
+            let args = [
+                "produce",
+                topic,
+                "--key-separator",
+                ":",
+                "--null-value-if-empty",
+            ];
+            let small = ["--batch-size", "200", "--linger-ms", "0"];
+            dev.ok(&[&args[..], &small[..]].concat(), &input);
+        }
+    }
+    let describe = |t: &str| json(&dev.ok(&["topic", "describe", t, "--output", "json"], ""));
+    let plain = describe("plain")["partitions"][0]["size_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(describe("plain")["partitions"][0]["dirty_ratio"].is_null());
+    let after = common::wait_for(
+        "the cleaner to compact users",
+        std::time::Duration::from_secs(60),
+        || {
+            let p = describe("users")["partitions"][0].clone();
+            let size = p["size_bytes"].as_u64().unwrap();
+            (size * 2 < plain && p["dirty_ratio"].as_f64().is_some_and(|r| r < 0.5)).then_some(p)
+        },
+    );
+    assert!(after["dirty_ratio"].is_number(), "{after}");
+    let text = dev.ok(&["topic", "describe", "users"], "");
+    assert!(text.contains("dirty ratio"), "{text}");
+    // The latest value of every key is still there, offsets unchanged.
+    let out = dev.ok(
+        &[
+            "consume",
+            "users",
+            "--from-beginning",
+            "--print-key",
+            "--timeout-ms",
+            "3000",
+        ],
+        "",
+    );
+    let mut latest = std::collections::BTreeMap::new();
+    for line in out.lines() {
+        let (k, v) = line.split_once('\t').unwrap();
+        latest.insert(k.to_string(), v.to_string());
+    }
+    let want: std::collections::BTreeMap<String, String> = (395..399)
+        .map(|i| (format!("u{}", i % 5), format!("v{i}")))
+        .chain([("u4".to_string(), String::new())])
+        .collect();
+    assert_eq!(latest, want);
+    // The active segment is never compacted. Make every append roll (segment.ms=1),
+    // append one more record: the old active segment is sealed and compacted too, and
+    // exactly the latest record of each key is left, at its original offset.
+    dev.ok(&["topic", "alter", "users", "--config", "segment.ms=1"], "");
+    dev.ok(&["produce", "users", "--key-separator", ":"], "z:end\n");
+    let want_offsets: Vec<String> = [
+        (395, "u0", "v395"),
+        (396, "u1", "v396"),
+        (397, "u2", "v397"),
+        (398, "u3", "v398"),
+        (400, "u4", ""),
+        (401, "z", "end"),
+    ]
+    .iter()
+    .map(|(o, k, v)| format!("{o} {k} {v}"))
+    .collect();
+    common::wait_for(
+        "the rolled segment to be compacted",
+        std::time::Duration::from_secs(60),
+        || {
+            let out = dev.ok(
+                &[
+                    "consume",
+                    "users",
+                    "--from-beginning",
+                    "-e",
+                    "-f",
+                    "%o %k %s\\n",
+                ],
+                "",
+            );
+            let got: Vec<String> = out.lines().map(str::to_string).collect();
+            (got == want_offsets).then_some(())
+        },
+    );
+    // A keyless record is refused on a compacted topic, naming why.
+    let out = dev.cli(&["produce", "users"], "no key\n");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("[INVALID_RECORD (87)]") && err.contains("has no key"),
+        "{err}"
+    );
+    dev.stop();
+}
