@@ -579,7 +579,9 @@ fn validate_batches(
             // let tombstones vanish before delete.retention.ms.
             return Err((
                 ErrorCode::CorruptMessage,
-                format!("{tp}: batch attribute bit 6 (delete horizon) is reserved for the log cleaner"),
+                format!(
+                    "{tp}: batch attribute bit 6 (delete horizon) is reserved for the log cleaner"
+                ),
             ));
         }
         if config.cleanup_policy.compacts() {
