@@ -279,23 +279,28 @@ fn build_map(
             if (b.last_offset() as u64) < plan.first_dirty || b.is_control() {
                 continue;
             }
-            let mut keys: Vec<(Vec<u8>, u64)> = Vec::new();
+            // Batches are mapped whole. Only near a full map is it worth counting the
+            // batch's new keys first (a second decode); usually its record count fits.
+            if (b.record_count().max(0) as usize) > map.remaining() {
+                let mut new_keys = 0;
+                b.for_each_key(|r| {
+                    new_keys += usize::from(r.key.is_some_and(|k| map.get(k).is_none()))
+                })
+                .map_err(|e| corrupt(seg.base, e))?;
+                if new_keys > map.remaining() {
+                    if base <= plan.first_dirty {
+                        return Err(LogError::CleanerBufferTooSmall { keys: new_keys });
+                    }
+                    return Ok(base);
+                }
+            }
             b.for_each_key(|r| {
                 if let Some(k) = r.key {
-                    keys.push((k.to_vec(), base + r.offset_delta as u64));
+                    // Fits: checked above.
+                    map.put(k, base + r.offset_delta as u64);
                 }
             })
             .map_err(|e| corrupt(seg.base, e))?;
-            let new_keys = keys.iter().filter(|(k, _)| map.get(k).is_none()).count();
-            if new_keys > map.remaining() {
-                if base <= plan.first_dirty {
-                    return Err(LogError::CleanerBufferTooSmall { keys: new_keys });
-                }
-                return Ok(base);
-            }
-            for (k, o) in keys {
-                map.put(&k, o);
-            }
         }
     }
     Ok(cleanable_end)
@@ -375,35 +380,10 @@ impl Log {
             for b in batches_of(seg) {
                 let b = b?;
                 last_batch = Some(b.clone());
-                let bbase = b.base_offset() as u64;
-                let expired = b.delete_horizon_ms().is_some_and(|h| h <= opts.now_ms);
-                let keep_empty = b.producer_id() >= 0
-                    && last_batches.get(&b.producer_id()) == Some(&bbase)
-                    && opts.now_ms.saturating_sub(b.max_timestamp()) < opts.producer_expiration_ms;
-                let mut removed = 0u64;
-                let decision = retain(
-                    &b,
-                    |r| {
-                        let keep = match r.key {
-                            None => true,
-                            Some(k) => {
-                                let offset = bbase + r.offset_delta as u64;
-                                let superseded = map.get(k).is_some_and(|m| m > offset);
-                                !(superseded || (r.tombstone && expired))
-                            }
-                        };
-                        removed += u64::from(!keep);
-                        keep
-                    },
-                    Some(new_horizon),
-                    keep_empty,
-                )
-                .map_err(|e| corrupt(seg.base, e))?;
-                stats.records_removed += removed;
-                let kept = match decision {
-                    Retained::Unchanged => b,
-                    Retained::Dropped => continue,
-                    Retained::Rewritten(r) => r,
+                let Some(kept) = clean_batch(b, map, last_batches, opts, new_horizon, stats)
+                    .map_err(|e| corrupt(seg.base, e))?
+                else {
+                    continue;
                 };
                 if let Some(h) = kept.delete_horizon_ms() {
                     let mut has_tombstone = false;
@@ -412,16 +392,7 @@ impl Log {
                         horizon = min_opt(horizon, Some(h));
                     }
                 }
-                let bytes = kept.as_bytes();
-                let info = BatchInfo::parse_header(&bytes[..BATCH_HEADER_BYTES])
-                    .map_err(|e| corrupt(seg.base, e))?;
-                out.append(
-                    &bytes[..BATCH_HEADER_BYTES],
-                    &bytes[BATCH_HEADER_BYTES..],
-                    &info,
-                    opts.now_ms,
-                )?;
-                stats.bytes_written += info.size;
+                stats.bytes_written += append_batch(&mut out, &kept, seg.base, opts.now_ms)?;
             }
             opts.throttle(seg.data.len() as u64 + stats.bytes_written - written_before);
         }
@@ -432,16 +403,7 @@ impl Log {
                 if let Retained::Rewritten(bare) =
                     retain(&b, |_| false, None, true).map_err(|e| corrupt(base, e))?
                 {
-                    let bytes = bare.as_bytes();
-                    let info = BatchInfo::parse_header(&bytes[..BATCH_HEADER_BYTES])
-                        .map_err(|e| corrupt(base, e))?;
-                    out.append(
-                        &bytes[..BATCH_HEADER_BYTES],
-                        &bytes[BATCH_HEADER_BYTES..],
-                        &info,
-                        opts.now_ms,
-                    )?;
-                    stats.bytes_written += info.size;
+                    stats.bytes_written += append_batch(&mut out, &bare, base, opts.now_ms)?;
                 }
             }
         }
@@ -509,6 +471,60 @@ impl Log {
         }
         e
     }
+}
+
+/// The batch as it goes into the cleaned segment, or `None` when it goes entirely.
+fn clean_batch(
+    b: RecordBatch,
+    map: &OffsetMap,
+    last_batches: &HashMap<i64, u64>,
+    opts: &CleanOptions,
+    new_horizon: i64,
+    stats: &mut CleanStats,
+) -> Result<Option<RecordBatch>, sluice_proto::BatchError> {
+    let base = b.base_offset() as u64;
+    let expired = b.delete_horizon_ms().is_some_and(|h| h <= opts.now_ms);
+    let keep_empty = b.producer_id() >= 0
+        && last_batches.get(&b.producer_id()) == Some(&base)
+        && opts.now_ms.saturating_sub(b.max_timestamp()) < opts.producer_expiration_ms;
+    let mut removed = 0u64;
+    let keep = |r: &sluice_proto::batch::compact::KeyedRecord<'_>| {
+        let keep = match r.key {
+            None => true,
+            Some(k) => {
+                let superseded = map.get(k).is_some_and(|m| m > base + r.offset_delta as u64);
+                !(superseded || (r.tombstone && expired))
+            }
+        };
+        removed += u64::from(!keep);
+        keep
+    };
+    let decision = retain(&b, keep, Some(new_horizon), keep_empty)?;
+    stats.records_removed += removed;
+    Ok(match decision {
+        Retained::Unchanged => Some(b),
+        Retained::Dropped => None,
+        Retained::Rewritten(r) => Some(r),
+    })
+}
+
+/// Appends `batch` to the segment being written; returns its size.
+fn append_batch(
+    out: &mut Segment,
+    batch: &RecordBatch,
+    seg_base: u64,
+    now_ms: i64,
+) -> Result<u64, LogError> {
+    let bytes = batch.as_bytes();
+    let info =
+        BatchInfo::parse_header(&bytes[..BATCH_HEADER_BYTES]).map_err(|e| corrupt(seg_base, e))?;
+    out.append(
+        &bytes[..BATCH_HEADER_BYTES],
+        &bytes[BATCH_HEADER_BYTES..],
+        &info,
+        now_ms,
+    )?;
+    Ok(info.size)
 }
 
 fn injected() -> LogError {
