@@ -276,6 +276,7 @@ async fn main() {
         "get_ns_while_applying": busy,
         "updates_sent_while_reading": updates,
         "records_applied_while_reading": applied,
+        "apply_lock_max_us": table.stats().apply_lock_max_us,
         "durability": {"acks": "all", "replication_factor": 1, "fsync": "broker default (sluice dev)"},
     });
     println!("{}", serde_json::to_string_pretty(&out).expect("json"));

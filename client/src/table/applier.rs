@@ -165,6 +165,7 @@ pub(crate) fn apply_unit(shared: &SetShared, unit: Unit) -> Result<(), Error> {
             }
         }
     }
+    let locked_at = Instant::now();
     let mut guards: Vec<Vec<Option<RwLockWriteGuard<'_, Shard>>>> = topics
         .iter()
         .zip(&touched)
@@ -217,6 +218,12 @@ pub(crate) fn apply_unit(shared: &SetShared, unit: Unit) -> Result<(), Error> {
         });
     }
     drop(guards);
+    if shared.ready() {
+        let held_us = locked_at.elapsed().as_micros() as u64;
+        shared
+            .apply_lock_max_us
+            .fetch_max(held_us, std::sync::atomic::Ordering::Relaxed);
+    }
     for (t, changes) in changes.into_iter().enumerate() {
         if changes.is_empty() {
             continue;

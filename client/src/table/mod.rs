@@ -131,6 +131,9 @@ pub struct TableStats {
     pub bootstrap_ms: Option<u64>,
     /// Rows loaded from a local snapshot at open (`None`: bootstrapped from the log).
     pub snapshot_rows: Option<usize>,
+    /// Longest the applier held shard write locks for one unit since ready (µs): the
+    /// longest a `get` can have waited on the applier. Tune with `apply_chunk_records`.
+    pub apply_lock_max_us: u64,
 }
 
 /// A consistent copy of a table: whole transactions only, with the positions the rows

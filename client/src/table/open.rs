@@ -102,6 +102,7 @@ pub(crate) async fn start(
         bootstrap_ms: OnceLock::new(),
         shutdown: watch::channel(false).0,
         finished: watch::channel(false).0,
+        apply_lock_max_us: Default::default(),
         snapshot_dir: snapshot_dir.map(Path::to_path_buf),
     });
     spawn_tasks(&shared, &cluster, &plans, starts, &config);

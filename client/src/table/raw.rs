@@ -53,6 +53,8 @@ pub(crate) struct SetShared {
     pub(crate) shutdown: watch::Sender<bool>,
     /// Set when the applier has exited (after writing the final snapshot, if any).
     pub(crate) finished: watch::Sender<bool>,
+    /// Longest hold of shard write locks for one apply unit (µs).
+    pub(crate) apply_lock_max_us: std::sync::atomic::AtomicU64,
     /// Where snapshots go, when opened with one.
     pub(crate) snapshot_dir: Option<PathBuf>,
 }
@@ -347,6 +349,10 @@ impl RawTable {
             },
             bootstrap_ms: self.shared().bootstrap_ms.get().copied(),
             snapshot_rows: self.t().snapshot_rows,
+            apply_lock_max_us: self
+                .shared()
+                .apply_lock_max_us
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

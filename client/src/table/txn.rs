@@ -142,18 +142,25 @@ impl Assembler {
         };
         part.last_delivery = Some(now);
         let from = part.next_offset;
-        for r in records.into_iter().filter(|r| r.offset >= from) {
-            if let Some(tag) = &r.txn {
-                let txn = self.txns.entry(tag.id.clone()).or_insert_with(|| Txn {
-                    first_seen: now,
-                    listed: HashSet::new(),
-                });
-                if let Some(list) = &tag.end {
-                    txn.listed.extend(parse_pieces(list, &self.topic_index));
-                }
+        let mut records = records;
+        records.retain(|r| r.offset >= from);
+        for tag in records.iter().filter_map(|r| r.txn.as_ref()) {
+            let txn = self.txns.entry(tag.id.clone()).or_insert_with(|| Txn {
+                first_seen: now,
+                listed: HashSet::new(),
+            });
+            if let Some(list) = &tag.end {
+                txn.listed.extend(parse_pieces(list, &self.topic_index));
             }
-            part.next_offset = part.next_offset.max(r.offset + 1);
-            part.queue.push_back(r);
+        }
+        if let Some(last) = records.last() {
+            part.next_offset = part.next_offset.max(last.offset + 1);
+        }
+        // Taking the Vec over as the queue moves nothing.
+        if part.queue.is_empty() {
+            part.queue = VecDeque::from(records);
+        } else {
+            part.queue.extend(records);
         }
         part.next_offset = part.next_offset.max(next_offset);
     }
@@ -223,15 +230,16 @@ impl Assembler {
 
     fn release_plain(&mut self, tp: Tp) -> Unit {
         let part = self.parts.get_mut(&tp).expect("checked by caller");
-        let mut records = Vec::new();
-        while records.len() < self.chunk_records {
-            match part.queue.front() {
-                Some(r) if r.txn.is_none() => records.push(part.queue.pop_front().expect("front")),
-                _ => break,
-            }
-        }
+        let n = part
+            .queue
+            .iter()
+            .take(self.chunk_records)
+            .take_while(|r| r.txn.is_none())
+            .count();
+        let records: Vec<Rec> = part.queue.drain(..n).collect();
         let position = position_of(part);
         part.reported = position;
+        release_memory(part);
         Unit {
             txn: None,
             pieces: vec![Piece {
@@ -287,6 +295,7 @@ impl Assembler {
             let records: Vec<Rec> = part.queue.drain(..len).collect();
             let position = position_of(part);
             part.reported = position;
+            release_memory(part);
             unit.pieces.push(Piece {
                 tp,
                 records,
@@ -345,6 +354,14 @@ fn head_run(part: &Part, id: &Bytes) -> Option<(usize, bool)> {
         }
     }
     (len > 0).then_some((len, false))
+}
+
+/// An emptied queue gives its allocation back: one large fetch must not pin
+/// megabytes per partition for the table's lifetime.
+fn release_memory(part: &mut Part) {
+    if part.queue.is_empty() && part.queue.capacity() > 1024 {
+        part.queue = VecDeque::new();
+    }
 }
 
 /// Next offset not applied: the first held record's, or past everything delivered.
