@@ -276,10 +276,10 @@ fn replica_violations(
 
 /// `sluice_log_dirty_ratio` of every partition of [`TOPIC`] in one scrape.
 fn dirty_ratios(scrape: &str) -> Vec<f64> {
-    let prefix = format!("sluice_log_dirty_ratio{{");
+    let topic = format!("topic=\"{TOPIC}\"");
     scrape
         .lines()
-        .filter(|l| l.starts_with(&prefix) && l.contains(&format!("topic=\"{TOPIC}\"")))
+        .filter(|l| l.starts_with("sluice_log_dirty_ratio{") && l.contains(&topic))
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect()
 }
