@@ -1,8 +1,12 @@
 //! One partition's fetch loop: large fetches from the leader, decoded here (outside
 //! any lock, on whichever runtime thread runs this task) into [`Rec`]s and handed to
-//! the applier over a bounded channel. A semaphore shared by the set bounds how many
-//! fetched-but-unapplied answers exist (`fetch_max_bytes / partition_max_bytes`), so
-//! a slow applier stops the fetchers instead of growing memory.
+//! the applier over a bounded channel. A semaphore of `fetch_max_bytes` (in KiB)
+//! shared by the set bounds the bytes fetched but not yet applied: each fetch holds
+//! what it may return until the applier took it in, so a slow applier stops the
+//! fetchers instead of growing memory. A partition that has caught up asks for only
+//! [`FOLLOW_FETCH_BYTES`] per long poll, so every partition of a large set can keep
+//! one waiting at the broker (a change anywhere is seen at once) while bootstrapping
+//! partitions use the rest for full-size fetches.
 //!
 //! Errors: a leader move, an unreachable broker or any retriable code refreshes
 //! metadata and retries with backoff; OFFSET_OUT_OF_RANGE restarts the partition at
@@ -50,10 +54,19 @@ pub(crate) struct Fetcher {
     pub next_offset: u64,
     pub partition_max_bytes: u32,
     pub max_wait: Duration,
+    /// Invariant: holds `fetch_max_bytes / PERMIT_BYTES` permits in all.
     pub permits: Arc<Semaphore>,
+    /// The last answer reached the high watermark (so the next fetch long-polls).
+    pub caught_up: bool,
     pub tx: mpsc::Sender<Delivery>,
     pub shutdown: watch::Receiver<bool>,
 }
+
+/// What a caught-up partition asks for per fetch. An answer that stops short of the
+/// high watermark switches it back to `partition_max_bytes`.
+pub(crate) const FOLLOW_FETCH_BYTES: u32 = 256 * 1024;
+/// Semaphore unit: permits count KiB.
+pub(crate) const PERMIT_BYTES: u32 = 1024;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -74,15 +87,16 @@ impl Fetcher {
             if *shutdown.borrow() {
                 return;
             }
+            let ask = self.ask_bytes();
             let permit = tokio::select! {
-                p = self.permits.clone().acquire_owned() => match p {
+                p = self.permits.clone().acquire_many_owned(ask.div_ceil(PERMIT_BYTES)) => match p {
                     Ok(p) => p,
                     Err(_) => return,
                 },
                 _ = shutdown.changed() => return,
             };
             let answer = tokio::select! {
-                a = self.fetch_once() => a,
+                a = self.fetch_once(ask) => a,
                 _ = shutdown.changed() => return,
             };
             let step = match answer {
@@ -107,7 +121,15 @@ impl Fetcher {
         }
     }
 
-    async fn fetch_once(&self) -> Result<v1::FetchPartitionResponse, Error> {
+    fn ask_bytes(&self) -> u32 {
+        if self.caught_up {
+            FOLLOW_FETCH_BYTES.min(self.partition_max_bytes)
+        } else {
+            self.partition_max_bytes
+        }
+    }
+
+    async fn fetch_once(&self, ask: u32) -> Result<v1::FetchPartitionResponse, Error> {
         let addr = self
             .cluster
             .leader_addr_refreshed(&self.topic, self.tp.1)
@@ -116,12 +138,12 @@ impl Fetcher {
         let req = v1::FetchRequest {
             max_wait_ms: self.max_wait.as_millis() as u32,
             min_bytes: 1,
-            max_bytes: self.partition_max_bytes,
+            max_bytes: ask,
             partitions: vec![v1::FetchPartition {
                 topic: self.topic.clone(),
                 partition: self.tp.1,
                 fetch_offset: self.next_offset as i64,
-                partition_max_bytes: self.partition_max_bytes,
+                partition_max_bytes: ask,
                 current_leader_epoch: -1,
                 last_fetched_epoch: -1,
             }],
@@ -150,6 +172,8 @@ impl Fetcher {
                 Ok((records, next)) => {
                     *decode_failures = 0;
                     self.next_offset = next;
+                    // At the high watermark the next fetch long-polls: ask small.
+                    self.caught_up = next >= p.high_watermark.max(0) as u64;
                     Delivery::Records {
                         tp: self.tp,
                         records,

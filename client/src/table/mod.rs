@@ -56,8 +56,10 @@ pub struct TableConfig {
     /// Bytes fetched but not yet applied, across all partitions of the set: the
     /// bound on memory the fetch pipeline adds on top of the table.
     pub fetch_max_bytes: u32,
-    /// Bytes one partition fetch may return. Large, so bootstrap needs few round
-    /// trips; at most `fetch_max_bytes / partition_max_bytes` fetches are in flight.
+    /// Bytes one partition fetch may return while catching up. Large, so bootstrap
+    /// needs few round trips; `fetch_max_bytes / partition_max_bytes` such fetches
+    /// run at once. Caught-up partitions long-poll with 256 KiB fetches, so a set
+    /// can follow `fetch_max_bytes / 256 KiB` partitions (256 by default) live.
     pub partition_max_bytes: u32,
     /// How long the broker holds a fetch with nothing new (long poll) while following.
     pub fetch_max_wait: Duration,
@@ -91,7 +93,7 @@ impl Default for TableConfig {
             shards: 64,
             snapshot_interval: Some(Duration::from_secs(600)),
             changes_capacity: 1024,
-            apply_chunk_records: 4096,
+            apply_chunk_records: 1024,
             missing_piece_wait: Duration::from_secs(2),
             expected_rows: None,
         }
@@ -102,8 +104,8 @@ impl TableConfig {
     /// Rejects settings that cannot work.
     pub fn validate(&self) -> Result<(), crate::Error> {
         let bad = |m: &str| Err(crate::Error::Invalid(format!("table config: {m}")));
-        if self.partition_max_bytes == 0 || self.fetch_max_bytes < self.partition_max_bytes {
-            return bad("need 0 < partition_max_bytes <= fetch_max_bytes");
+        if self.partition_max_bytes < 1024 || self.fetch_max_bytes < self.partition_max_bytes {
+            return bad("need 1 KiB <= partition_max_bytes <= fetch_max_bytes");
         }
         if self.shards == 0 || self.shards > 1024 {
             return bad("shards must be 1..=1024");

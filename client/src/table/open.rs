@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 use tracing::{info, warn};
 
 use super::applier::Applier;
-use super::fetch::{decode, Fetcher};
+use super::fetch::{decode, Fetcher, PERMIT_BYTES};
 use super::raw::{Readiness, SetShared, TopicShared};
 use super::snapshot;
 use super::store::Store;
@@ -116,10 +116,17 @@ fn spawn_tasks(
     starts: Vec<(Tp, u64)>,
     config: &TableConfig,
 ) {
-    let in_flight = (config.fetch_max_bytes / config.partition_max_bytes).max(1) as usize;
-    let permits = Arc::new(Semaphore::new(in_flight));
-    let (tx, rx) = mpsc::channel(in_flight + starts.len());
+    let permits = Arc::new(Semaphore::new(
+        (config.fetch_max_bytes / PERMIT_BYTES) as usize,
+    ));
+    // Bounded; the permits already bound what waits in it.
+    let (tx, rx) = mpsc::channel(2 * starts.len() + 16);
     for &(tp, from) in &starts {
+        let high_watermark = plans[tp.0]
+            .offsets
+            .iter()
+            .find(|(p, _)| *p == tp.1)
+            .map_or(0, |(_, o)| o.high_watermark);
         let fetcher = Fetcher {
             cluster: cluster.clone(),
             topic: plans[tp.0].topic.clone(),
@@ -128,6 +135,7 @@ fn spawn_tasks(
             partition_max_bytes: config.partition_max_bytes,
             max_wait: config.fetch_max_wait,
             permits: permits.clone(),
+            caught_up: from >= high_watermark,
             tx: tx.clone(),
             shutdown: shared.shutdown.subscribe(),
         };

@@ -314,6 +314,12 @@ impl RawTable {
     /// offset): pass the offsets a producer's sends returned for read-your-writes.
     pub async fn wait_for(&self, offsets: &[(u32, u64)], timeout: Duration) -> Result<(), Error> {
         let mut rx = self.t().position.subscribe();
+        if let Some((p, _)) = offsets.iter().find(|(p, _)| !rx.borrow().contains_key(p)) {
+            return Err(Error::Invalid(format!(
+                "{} has no partition {p}",
+                self.topic()
+            )));
+        }
         let done = |pos: &BTreeMap<u32, u64>| {
             offsets
                 .iter()
