@@ -148,30 +148,6 @@ impl Entry {
     }
 }
 
-/// Asks Linux to back the arena's whole 2 MiB blocks with huge pages. Lookups jump
-/// at random over hundreds of MiB; with 4 KiB pages nearly each one misses the TLB,
-/// and a page walk costs several memory accesses (far more under virtualization).
-/// Only blocks below `len_hint` are advised, so unused capacity is not made resident
-/// 2 MiB at a time. Advice only: failure changes nothing.
-fn advise_huge_pages(arena: &[u8], capacity: usize, len_hint: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = arena.as_ptr() as usize;
-        let first = (start + HUGE - 1) & !(HUGE - 1);
-        let end = (start + capacity.min(len_hint)) & !(HUGE - 1);
-        if end > first {
-            // SAFETY: the range lies inside the Vec's allocation; MADV_HUGEPAGE does
-            // not change its contents or validity.
-            unsafe {
-                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (arena, capacity, len_hint);
-}
-
 fn varint_width(v: usize) -> usize {
     let mut w = 1;
     let mut v = v >> 7;
@@ -235,10 +211,8 @@ fn entry_bytes(key_len: usize, val_cap: usize) -> usize {
 
 impl Shard {
     fn with_capacity(rows: usize, bytes: usize) -> Shard {
-        let arena = Vec::with_capacity(bytes + bytes / 16);
-        advise_huge_pages(&arena, arena.capacity(), bytes);
         Shard {
-            arena,
+            arena: Vec::with_capacity(bytes + bytes / 16),
             index: HashTable::with_capacity(rows),
             ..Default::default()
         }
@@ -352,7 +326,6 @@ impl Shard {
         if self.arena.capacity() - at < need {
             let step = (self.arena.capacity() / 4).max(GROW_BYTES_MIN).max(need);
             self.arena.reserve_exact(step);
-            advise_huge_pages(&self.arena, self.arena.capacity(), at + step);
         }
         let kw = varint_width(key.len());
         let w = varint_width(val_cap);
@@ -380,7 +353,6 @@ impl Shard {
     pub(crate) fn compact(&mut self, hasher: &impl BuildHasher) {
         let live = self.arena.len() - self.garbage_bytes;
         let mut fresh = Vec::with_capacity(live + live / 16);
-        advise_huge_pages(&fresh, fresh.capacity(), live);
         for slot in self.index.iter_mut() {
             let e = entry_at(&self.arena, *slot as usize);
             let start = *slot as usize;
