@@ -113,9 +113,9 @@ if [ "$run_pg" = 1 ]; then
     fi
     dsn="host=127.0.0.1 port=$pgport user=postgres dbname=postgres"
     pg_settings=$(psql -X -A -t -h 127.0.0.1 -p "$pgport" -U postgres -d postgres -c \
-        "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings
+        "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings
          WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', 'wal_level', 'full_page_writes')")
-    echo "== postgres $("$pgbin/postgres" --version | awk '{print $NF}') on 127.0.0.1:$pgport ($pg_settings)"
+    echo "== postgres $("$pgbin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pgport ($pg_settings)"
     echo "== postgres: filling bench_rows with $rows rows"
     $P --dsn "$dsn" --rows "$rows" --fill --no-verify --output json > "$out/pg-fill.json"
     echo "   filled in $(jq -r '.fill_s | . * 100 | round / 100' "$out/pg-fill.json") s (COPY FROM STDIN binary, then primary key and VACUUM (ANALYZE, FREEZE)); table $(jq -r '.table_bytes_on_disk / 1e6 | round' "$out/pg-fill.json") MB on disk"

@@ -176,10 +176,12 @@ async fn fill(client: &tokio_postgres::Client, a: &Args) -> Result<f64, tokio_po
     sink.send(buf.split().freeze()).await?;
     let n = sink.as_mut().finish().await?;
     assert_eq!(n, a.rows, "rows copied in");
+    // Two statements: VACUUM cannot run inside the implicit transaction of a batch.
     client
-        .batch_execute(&format!(
-            "ALTER TABLE {t} ADD PRIMARY KEY (key); VACUUM (ANALYZE, FREEZE) {t}"
-        ))
+        .batch_execute(&format!("ALTER TABLE {t} ADD PRIMARY KEY (key)"))
+        .await?;
+    client
+        .batch_execute(&format!("VACUUM (ANALYZE, FREEZE) {t}"))
         .await?;
     Ok(start.elapsed().as_secs_f64())
 }
@@ -197,6 +199,8 @@ struct CopyDecoder {
 
 #[derive(Debug)]
 struct DecodeError(String);
+
+impl std::error::Error for DecodeError {}
 
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -328,8 +332,14 @@ impl CopyDecoder {
     }
 }
 
-fn fail(what: &str, e: &dyn std::fmt::Display) -> ! {
-    eprintln!("pg_copy_load: {what}: {e}");
+fn fail(what: &str, e: &dyn std::error::Error) -> ! {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    eprintln!("pg_copy_load: {what}: {msg}");
     std::process::exit(1);
 }
 
@@ -459,7 +469,7 @@ async fn main() {
     let rss_before = rss_bytes();
     let l = match load(&client, &a).await {
         Ok(l) => l,
-        Err(e) => fail("load", &e),
+        Err(e) => fail("load", &DecodeError(e)),
     };
     let rss_after = rss_bytes();
     // SAFETY: malloc_trim only releases free heap memory.
@@ -468,7 +478,7 @@ async fn main() {
     let verified = if a.verify {
         match verify(&l.map, &a) {
             Ok(n) => Some(n),
-            Err(e) => fail("verify", &e),
+            Err(e) => fail("verify", &DecodeError(e)),
         }
     } else {
         None
