@@ -47,6 +47,8 @@ struct Args {
     skip_produce: bool,
     no_latency: bool,
     csv: Option<String>,
+    /// `TableConfig::partition_max_bytes` (default: the library's).
+    partition_max_bytes: Option<u32>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -59,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
         skip_produce: false,
         no_latency: false,
         csv: None,
+        partition_max_bytes: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -75,6 +78,13 @@ fn parse_args() -> Result<Args, String> {
             }
             "--skip-produce" => a.skip_produce = true,
             "--no-latency" => a.no_latency = true,
+            "--partition-max-bytes" => {
+                a.partition_max_bytes = Some(
+                    val()?
+                        .parse()
+                        .map_err(|e| format!("--partition-max-bytes: {e}"))?,
+                )
+            }
             "--csv" => a.csv = Some(val()?),
             other => return Err(format!("unknown flag {other}")),
         }
@@ -215,7 +225,11 @@ async fn main() {
     };
     let rss_before = rss_bytes();
     let opened = Instant::now();
-    let table = RawTable::open(&client, &a.topic, TableConfig::default())
+    let mut config = TableConfig::default();
+    if let Some(b) = a.partition_max_bytes {
+        config.partition_max_bytes = b;
+    }
+    let table = RawTable::open(&client, &a.topic, config)
         .await
         .expect("open");
     table.ready().await.expect("ready");
