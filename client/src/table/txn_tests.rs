@@ -257,3 +257,183 @@ fn end_marker_lists_are_parsed_leniently() {
     );
     assert!(parse_pieces(&[0xff, 0xfe], &topics).is_empty());
 }
+
+mod model {
+    //! Random transaction logs delivered in random chunks: the assembler must release
+    //! every record once, in offset order per partition, each transaction whole in one
+    //! unit (when its end records exist), and end with every position at the log end.
+
+    use std::collections::{BTreeMap, HashMap};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const PARTS: [Tp; 3] = [(0, 0), (0, 1), (1, 0)];
+
+    /// One source event: a transaction touching some partitions (records per
+    /// partition, 0 = not touched), or a plain record in one partition.
+    #[derive(Debug, Clone)]
+    enum Event {
+        Txn([u8; 3]),
+        Plain(usize),
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            3 => proptest::array::uniform3(0u8..3).prop_map(Event::Txn),
+            1 => (0usize..3).prop_map(Event::Plain),
+        ]
+    }
+
+    /// The logs the events produce, written in commit order, and each transaction's
+    /// records. With `drop_ends`, end records of transactions are removed (as
+    /// compaction would) and every partition ends with a plain record.
+    fn logs(events: &[Event], drop_ends: bool) -> (Vec<Vec<Rec>>, HashMap<String, usize>) {
+        let names = ["t0:0", "t0:1", "t1:0"];
+        let mut logs: Vec<Vec<Rec>> = vec![Vec::new(); 3];
+        let mut next = [0u64; 3];
+        let mut sizes = HashMap::new();
+        for (i, e) in events.iter().enumerate() {
+            match e {
+                Event::Plain(p) => {
+                    logs[*p].push(plain(next[*p], &format!("p{i}")));
+                    next[*p] += 1;
+                }
+                Event::Txn(counts) => {
+                    let id = format!("T{i}");
+                    let list: Vec<&str> = (0..3)
+                        .filter(|&p| counts[p] > 0)
+                        .map(|p| names[p])
+                        .collect();
+                    let list = list.join(",");
+                    let mut total = 0;
+                    for p in 0..3 {
+                        for r in 0..counts[p] {
+                            let last = r + 1 == counts[p];
+                            let end = (last && !drop_ends).then_some(list.as_str());
+                            logs[p].push(txn(next[p], &format!("{id}-{p}-{r}"), &id, end));
+                            next[p] += 1;
+                            total += 1;
+                        }
+                    }
+                    if total > 0 {
+                        sizes.insert(id, total);
+                    }
+                }
+            }
+        }
+        if drop_ends {
+            for p in 0..3 {
+                logs[p].push(plain(next[p], &format!("tail{p}")));
+            }
+        }
+        (logs, sizes)
+    }
+
+    /// What came out of the assembler so far.
+    #[derive(Default)]
+    struct Seen {
+        released: Vec<Vec<u64>>,
+        records_per_txn: BTreeMap<String, usize>,
+        positions: [u64; 3],
+        txn_units: usize,
+    }
+
+    impl Seen {
+        fn apply(&mut self, units: Vec<Unit>) -> Result<(), TestCaseError> {
+            for u in units {
+                for piece in &u.pieces {
+                    let p = PARTS.iter().position(|&tp| tp == piece.tp).unwrap();
+                    for r in &piece.records {
+                        let id = r.txn.as_ref().map(|t| t.id.clone());
+                        prop_assert_eq!(&id, &u.txn, "a unit mixes transactions");
+                        self.released[p].push(r.offset);
+                        if let Some(id) = &id {
+                            let id = String::from_utf8(id.to_vec()).unwrap();
+                            *self.records_per_txn.entry(id).or_default() += 1;
+                        }
+                    }
+                    prop_assert!(piece.position >= self.positions[p], "position went back");
+                    self.positions[p] = piece.position;
+                }
+                self.txn_units += usize::from(u.txn.is_some());
+            }
+            Ok(())
+        }
+    }
+
+    fn check(
+        events: Vec<Event>,
+        chunks: Vec<(usize, usize)>,
+        drop_ends: bool,
+    ) -> Result<(), TestCaseError> {
+        let (logs, sizes) = logs(&events, drop_ends);
+        let mut a = Assembler::new(
+            &["t0".to_string(), "t1".to_string()],
+            PARTS.iter().map(|&tp| (tp, 0)),
+            3,
+            WAIT,
+        );
+        let now = Instant::now();
+        let mut delivered = [0usize; 3];
+        let mut seen = Seen {
+            released: vec![Vec::new(); 3],
+            ..Seen::default()
+        };
+        let mut chunks = chunks.into_iter().cycle();
+        while (0..3).any(|p| delivered[p] < logs[p].len()) {
+            let (p, n) = chunks.next().unwrap();
+            let p = if delivered[p] < logs[p].len() {
+                p
+            } else {
+                (0..3).find(|&q| delivered[q] < logs[q].len()).unwrap()
+            };
+            let end = (delivered[p] + n).min(logs[p].len());
+            let part = logs[p][delivered[p]..end].to_vec();
+            delivered[p] = end;
+            a.push(PARTS[p], part, end as u64, now);
+            seen.apply(a.drain(now))?;
+        }
+        for p in 0..3 {
+            let offsets: Vec<u64> = (0..logs[p].len() as u64).collect();
+            prop_assert_eq!(&seen.released[p], &offsets, "partition {} order", p);
+            prop_assert_eq!(seen.positions[p], logs[p].len() as u64);
+        }
+        let sizes: BTreeMap<String, usize> = sizes.into_iter().collect();
+        prop_assert_eq!(
+            &seen.records_per_txn,
+            &sizes,
+            "every transaction record released"
+        );
+        if !drop_ends {
+            // With its end records, each transaction is one unit. Without any, a piece
+            // is released once its partition moves on, which may be before another
+            // partition's piece arrives: pieces may come out apart (docs/table.md).
+            prop_assert_eq!(
+                seen.txn_units,
+                sizes.len(),
+                "a transaction split over units"
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn transactions_come_out_whole_and_in_order(
+            events in proptest::collection::vec(event(), 1..40),
+            chunks in proptest::collection::vec((0usize..3, 1usize..6), 1..20),
+        ) {
+            check(events, chunks, false)?;
+        }
+
+        #[test]
+        fn transactions_whose_end_records_were_compacted_still_come_out_in_order(
+            events in proptest::collection::vec(event(), 1..40),
+            chunks in proptest::collection::vec((0usize..3, 1usize..6), 1..20),
+        ) {
+            check(events, chunks, true)?;
+        }
+    }
+}
