@@ -395,10 +395,10 @@ mod model {
             a.push(PARTS[p], part, end as u64, now);
             seen.apply(a.drain(now))?;
         }
-        for p in 0..3 {
-            let offsets: Vec<u64> = (0..logs[p].len() as u64).collect();
+        for (p, log) in logs.iter().enumerate() {
+            let offsets: Vec<u64> = (0..log.len() as u64).collect();
             prop_assert_eq!(&seen.released[p], &offsets, "partition {} order", p);
-            prop_assert_eq!(seen.positions[p], logs[p].len() as u64);
+            prop_assert_eq!(seen.positions[p], log.len() as u64);
         }
         let sizes: BTreeMap<String, usize> = sizes.into_iter().collect();
         prop_assert_eq!(
