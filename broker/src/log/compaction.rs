@@ -86,6 +86,8 @@ pub struct CleanStats {
     pub cleaned_to: u64,
     /// Groups given up because the log changed underneath.
     pub groups_abandoned: usize,
+    /// One past the highest offset of a tombstone this pass removed (0: none).
+    pub tombstones_removed_below: u64,
 }
 
 /// The compaction state an operator or the cleaner's scheduler looks at.
@@ -186,15 +188,32 @@ impl Log {
             stats.segments_after += 1;
         }
         let mut st = self.state.lock();
+        st.tombstones_removed_below = st
+            .tombstones_removed_below
+            .max(stats.tombstones_removed_below);
         if st.generation == plan.generation {
             st.first_dirty_offset = map_end;
-            write_cleaner_checkpoint(&self.dir, map_end)?;
         }
+        // Written even when the log changed meanwhile: the groups swapped in before
+        // that did remove tombstones, and followers must learn of it after a restart.
+        write_cleaner_checkpoint(
+            &self.dir,
+            st.first_dirty_offset,
+            st.tombstones_removed_below,
+        )?;
         st.next_tombstone_horizon_ms = horizon;
         st.last_clean_ms = Some(opts.now_ms);
         stats.cleaned_to = map_end;
         info!(partition = %self.tp, cleaned_to = map_end, bytes_read = stats.bytes_read, bytes_written = stats.bytes_written, records_removed = stats.records_removed, "compacted log");
         Ok(Some(stats))
+    }
+
+    /// One past the highest offset of a tombstone compaction removed from this copy.
+    /// A replica whose log ends below this (and holds anything) may keep values whose
+    /// deletes it never saw: the leader makes such a follower start over
+    /// (`ReplicaManager::fetch_for_follower`).
+    pub fn tombstones_removed_below(&self) -> u64 {
+        self.state.lock().tombstones_removed_below
     }
 
     fn tombstones_due(&self, now_ms: i64) -> bool {
@@ -488,11 +507,16 @@ fn clean_batch(
         && last_batches.get(&b.producer_id()) == Some(&base)
         && opts.now_ms.saturating_sub(b.max_timestamp()) < opts.producer_expiration_ms;
     let mut removed = 0u64;
+    let mut tombstones_below = 0u64;
     let keep = |r: &sluice_proto::batch::compact::KeyedRecord<'_>| {
+        let offset = base + r.offset_delta as u64;
         let keep = match r.key {
             None => true,
             Some(k) => {
-                let superseded = map.get(k).is_some_and(|m| m > base + r.offset_delta as u64);
+                let superseded = map.get(k).is_some_and(|m| m > offset);
+                if r.tombstone && expired && !superseded {
+                    tombstones_below = tombstones_below.max(offset + 1);
+                }
                 !(superseded || (r.tombstone && expired))
             }
         };
@@ -501,6 +525,7 @@ fn clean_batch(
     };
     let decision = retain(&b, keep, Some(new_horizon), keep_empty)?;
     stats.records_removed += removed;
+    stats.tombstones_removed_below = stats.tombstones_removed_below.max(tombstones_below);
     Ok(match decision {
         Retained::Unchanged => Some(b),
         Retained::Dropped => None,
@@ -609,14 +634,21 @@ pub(super) fn complete_interrupted_clean(dir: &Path) -> Result<(), LogError> {
     Ok(())
 }
 
-pub(super) fn read_cleaner_checkpoint(dir: &Path) -> u64 {
-    fs::read_to_string(dir.join(CLEANER_CHECKPOINT_FILE))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+/// `cleaner-offset-checkpoint`: "FIRST_DIRTY TOMBSTONES_REMOVED_BELOW" (the second
+/// number absent in files of the first version). Unreadable means "nothing known".
+pub(super) fn read_cleaner_checkpoint(dir: &Path) -> (u64, u64) {
+    let text = fs::read_to_string(dir.join(CLEANER_CHECKPOINT_FILE)).unwrap_or_default();
+    let mut numbers = text.split_whitespace().map(|n| n.parse::<u64>().ok());
+    let first_dirty = numbers.next().flatten().unwrap_or(0);
+    (first_dirty, numbers.next().flatten().unwrap_or(0))
 }
 
-fn write_cleaner_checkpoint(dir: &Path, offset: u64) -> Result<(), LogError> {
+fn write_cleaner_checkpoint(
+    dir: &Path,
+    first_dirty: u64,
+    tombstones_below: u64,
+) -> Result<(), LogError> {
     let path = dir.join(CLEANER_CHECKPOINT_FILE);
-    write_atomically(&path, offset.to_string().as_bytes()).map_err(io_err(&path))
+    let text = format!("{first_dirty} {tombstones_below}\n");
+    write_atomically(&path, text.as_bytes()).map_err(io_err(&path))
 }

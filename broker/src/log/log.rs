@@ -98,6 +98,9 @@ struct State {
     /// Earliest delete horizon of a tombstone kept by the last compaction pass.
     next_tombstone_horizon_ms: Option<i64>,
     last_clean_ms: Option<i64>,
+    /// One past the highest offset of a tombstone compaction removed (persisted with
+    /// the first dirty offset).
+    tombstones_removed_below: u64,
 }
 
 /// A partition's log. See the module docs.

@@ -123,7 +123,7 @@ impl Log {
         if stats.truncated_bytes > 0 {
             warn!(partition = %tp, truncated_bytes = stats.truncated_bytes, log_end_offset, "recovery cut an invalid tail");
         }
-        let dir_for_checkpoint = dir.clone();
+        let cleaner_checkpoint = compaction::read_cleaner_checkpoint(&dir);
         Ok(Log {
             dir,
             tp,
@@ -135,8 +135,8 @@ impl Log {
                 epochs,
                 offline: None,
                 last_flush_ms: now,
-                first_dirty_offset: compaction::read_cleaner_checkpoint(&dir_for_checkpoint)
-                    .min(log_end_offset),
+                first_dirty_offset: cleaner_checkpoint.0.min(log_end_offset),
+                tombstones_removed_below: cleaner_checkpoint.1,
                 generation: 0,
                 next_tombstone_horizon_ms: None,
                 last_clean_ms: None,

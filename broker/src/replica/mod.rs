@@ -74,6 +74,10 @@ pub struct Partition {
     next_waiter: AtomicU64,
     /// ISR proposals the state machine made, for the proposer task to send.
     proposals: Mutex<Vec<IsrProposal>>,
+    /// Leader side, per follower: the leader epoch and the log's
+    /// `tombstones_removed_below` at that follower's previous fetch, to tell whether
+    /// compaction removed tombstones the follower has not fetched since.
+    tombstones_seen: Mutex<HashMap<u32, (LeaderEpoch, u64)>>,
 }
 
 impl Partition {
@@ -261,6 +265,7 @@ impl ReplicaManager {
                     waiters: Mutex::new(HashMap::new()),
                     next_waiter: AtomicU64::new(0),
                     proposals: Mutex::new(Vec::new()),
+                    tombstones_seen: Mutex::new(HashMap::new()),
                 });
                 self.partitions
                     .write()

@@ -82,6 +82,32 @@ impl ReplicaManager {
         self.leader_partition(tp).ok().map(|p| p.leo_tx.subscribe())
     }
 
+    /// Whether compaction removed tombstones above `fetch_offset` since this follower's
+    /// previous fetch (or, on its first fetch in this leader epoch, at all): the values
+    /// those tombstones deleted may sit in its log, where nothing newer will ever supersede
+    /// them, so it must start over from the log start. Only out of the ISR: an ISR member
+    /// must never drop acknowledged records, and it cannot be that far behind unless
+    /// `delete.retention.ms` is about zero. A follower refetching from the log start is
+    /// safe (it reads the compacted log), which the remembered value below records.
+    fn missed_tombstones(
+        p: &Partition,
+        replica: u32,
+        role: &state::Role,
+        fetch_offset: Offset,
+        log_start: Offset,
+    ) -> bool {
+        let removed_below = p.log.tombstones_removed_below();
+        let mut seen = p.tombstones_seen.lock();
+        let previous = seen
+            .insert(replica, (role.leader_epoch, removed_below))
+            .filter(|(epoch, _)| *epoch == role.leader_epoch)
+            .map(|(_, below)| below);
+        fetch_offset > log_start
+            && fetch_offset.0 < removed_below
+            && previous.is_none_or(|below| below < removed_below)
+            && !role.isr.contains(&BrokerId(replica))
+    }
+
     /// Leader side of a follower fetch.
     pub fn fetch_for_follower(
         &self,
@@ -124,6 +150,17 @@ impl ReplicaManager {
                 log_start_offset: start.0,
                 log_end_offset: end.0,
                 diverging: Some(d),
+            });
+        }
+        if Self::missed_tombstones(&p, replica, &role, f.fetch_offset, start) {
+            let removed_below = p.log.tombstones_removed_below();
+            info!(partition = %f.tp, replica, fetch_offset = f.fetch_offset.0, tombstones_removed_below = removed_below, "follower missed compacted-away tombstones; it restarts from the log start");
+            return Ok(FollowerFetched {
+                records: Bytes::new(),
+                high_watermark: p.high_watermark(),
+                log_start_offset: start.0,
+                log_end_offset: end.0,
+                diverging: Some((None, start)),
             });
         }
         if f.fetch_offset < start || f.fetch_offset > end {
