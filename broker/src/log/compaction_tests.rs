@@ -486,6 +486,16 @@ fn tombstones_stay_for_delete_retention_after_the_first_pass_then_go() {
         .unwrap()
         .unwrap();
     assert_eq!(keys(&log), vec![(1, Some("b".into()), Some("1".into()))]);
+    // Followers that never fetched offset 2 must learn that a tombstone went there.
+    assert_eq!(log.tombstones_removed_below(), 3);
+    drop(log);
+    drop(_mgr);
+    let (_mgr, log) = one_log(d.path());
+    assert_eq!(
+        log.tombstones_removed_below(),
+        3,
+        "persisted across a restart"
+    );
 }
 
 #[test]
