@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::fetch::Delivery;
-use super::raw::{Readiness, SetShared};
+use super::raw::{Readiness, SetShared, TopicShared};
 use super::store::Shard;
 use super::txn::{Assembler, Tp, Unit};
 use super::{Change, ChangeSet};
@@ -148,36 +148,9 @@ async fn closed(rx: &mut tokio::sync::watch::Receiver<bool>) {
 /// publishes the change sets after unlocking.
 pub(crate) fn apply_unit(shared: &SetShared, unit: Unit) -> Result<(), Error> {
     let topics = &shared.topics;
-    // (piece index, record index, hash, shard) for every keyed record.
-    let mut plan = Vec::new();
-    let mut touched: Vec<Vec<bool>> = topics
-        .iter()
-        .map(|t| vec![false; t.store.shards().len()])
-        .collect();
-    for (pi, piece) in unit.pieces.iter().enumerate() {
-        let store = &topics[piece.tp.0].store;
-        for (ri, r) in piece.records.iter().enumerate() {
-            if let Some(key) = &r.key {
-                let hash = store.hash(key);
-                let shard = store.shard_of(hash);
-                touched[piece.tp.0][shard] = true;
-                plan.push((pi, ri, hash, shard));
-            }
-        }
-    }
+    let (plan, touched) = plan_unit(topics, &unit);
     let locked_at = Instant::now();
-    let mut guards: Vec<Vec<Option<RwLockWriteGuard<'_, Shard>>>> = topics
-        .iter()
-        .zip(&touched)
-        .map(|(t, touched)| {
-            t.store
-                .shards()
-                .iter()
-                .zip(touched)
-                .map(|(s, &yes)| yes.then(|| s.write()))
-                .collect()
-        })
-        .collect();
+    let mut guards = lock_touched(topics, &touched);
     let watching: Vec<bool> = topics
         .iter()
         .map(|t| t.changes.receiver_count() > 0)
@@ -224,6 +197,56 @@ pub(crate) fn apply_unit(shared: &SetShared, unit: Unit) -> Result<(), Error> {
             .apply_lock_max_us
             .fetch_max(held_us, std::sync::atomic::Ordering::Relaxed);
     }
+    publish(topics, changes);
+    Ok(())
+}
+
+/// (piece index, record index, key hash, shard) of each keyed record of a unit.
+type Plan = Vec<(usize, usize, u64, usize)>;
+
+/// Hashes every key of `unit` (outside any lock) and marks the shards it touches,
+/// per topic.
+fn plan_unit(topics: &[Arc<TopicShared>], unit: &Unit) -> (Plan, Vec<Vec<bool>>) {
+    let mut plan = Vec::new();
+    let mut touched: Vec<Vec<bool>> = topics
+        .iter()
+        .map(|t| vec![false; t.store.shards().len()])
+        .collect();
+    for (pi, piece) in unit.pieces.iter().enumerate() {
+        let store = &topics[piece.tp.0].store;
+        for (ri, r) in piece.records.iter().enumerate() {
+            if let Some(key) = &r.key {
+                let hash = store.hash(key);
+                let shard = store.shard_of(hash);
+                touched[piece.tp.0][shard] = true;
+                plan.push((pi, ri, hash, shard));
+            }
+        }
+    }
+    (plan, touched)
+}
+
+/// Write-locks the touched shards in the global order (topic, then shard index).
+fn lock_touched<'a>(
+    topics: &'a [Arc<TopicShared>],
+    touched: &[Vec<bool>],
+) -> Vec<Vec<Option<RwLockWriteGuard<'a, Shard>>>> {
+    topics
+        .iter()
+        .zip(touched)
+        .map(|(t, touched)| {
+            t.store
+                .shards()
+                .iter()
+                .zip(touched)
+                .map(|(s, &yes)| yes.then(|| s.write()))
+                .collect()
+        })
+        .collect()
+}
+
+/// One change set per topic that changed (only collected while someone subscribes).
+fn publish(topics: &[Arc<TopicShared>], changes: Vec<Vec<Change>>) {
     for (t, changes) in changes.into_iter().enumerate() {
         if changes.is_empty() {
             continue;
@@ -234,5 +257,4 @@ pub(crate) fn apply_unit(shared: &SetShared, unit: Unit) -> Result<(), Error> {
             position: topics[t].position.borrow().clone(),
         }));
     }
-    Ok(())
 }
