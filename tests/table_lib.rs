@@ -357,14 +357,20 @@ fn a_fresh_snapshot_is_used_and_a_corrupt_one_is_ignored() {
         let mut model = HashMap::new();
         produce_mix(&producer, "snap", 1000, 200, "a", &mut model).await;
 
-        let t = RawTable::open_with_snapshot(&client, "snap", config(), snaps.path())
+        // Periodic snapshots: one appears while the table is open.
+        let periodic = TableConfig {
+            snapshot_interval: Some(Duration::from_millis(200)),
+            ..config()
+        };
+        let t = RawTable::open_with_snapshot(&client, "snap", periodic, snaps.path())
             .await
             .unwrap();
         t.ready().await.unwrap();
         assert_eq!(t.stats().snapshot_rows, None);
+        let file = snaps.path().join("snap.snapshot");
+        common::wait_for("a periodic snapshot", WAIT, || file.exists().then_some(()));
         t.close();
         tokio::time::timeout(WAIT, t.closed()).await.unwrap();
-        let file = snaps.path().join("snap.snapshot");
         assert!(file.exists());
 
         // Written while closed: read from the snapshot's positions on.
