@@ -438,6 +438,59 @@ fn every_partition_of_a_caught_up_table_long_polls_at_once() {
 }
 
 #[test]
+fn point_reads_do_not_queue_behind_an_applier_waiting_for_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let client = ClientConfig::new(&dev.addr);
+    let rt = runtime();
+    let (table, producer) = rt.block_on(async {
+        create(&client, "busy", 1).await;
+        let producer = Producer::new(&client, ProducerConfig::default())
+            .await
+            .unwrap();
+        let at = send(&producer, record("busy", "a", Some("1"))).await;
+        let table = RawTable::open(&client, "busy", config()).await.unwrap();
+        table.ready().await.unwrap();
+        table.wait_for(&[at], WAIT).await.unwrap();
+        (table, producer)
+    });
+    // A long consistent read: every shard read-locked until told to finish.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (entered, in_for_each) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let t = table.clone();
+        std::thread::spawn(move || {
+            let mut first = true;
+            t.for_each(|_, _| {
+                if std::mem::take(&mut first) {
+                    entered.send(()).unwrap();
+                    released.recv().unwrap();
+                }
+            });
+        })
+    };
+    in_for_each.recv_timeout(WAIT).unwrap();
+    rt.block_on(async {
+        // The applier cannot apply this while the shards are read-locked.
+        let at = send(&producer, record("busy", "a", Some("2"))).await;
+        let blocked = table.wait_for(&[at], Duration::from_millis(500)).await;
+        assert!(blocked.is_err(), "applied during a consistent read");
+        // A point read still answers, with the old value.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = table.clone();
+        std::thread::spawn(move || tx.send(t.get(b"a")).unwrap());
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("get blocked");
+        assert_eq!(got.as_deref(), Some(&b"1"[..]));
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        table.wait_for(&[at], WAIT).await.unwrap();
+        assert_eq!(table.get(b"a").as_deref(), Some(&b"2"[..]));
+    });
+}
+
+#[test]
 fn opening_a_missing_topic_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());

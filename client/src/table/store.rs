@@ -86,9 +86,13 @@ impl Store {
     }
 
     /// A copy of `key`'s value: one shard read lock, held for the lookup and copy.
+    /// `read_recursive` does not queue behind a writer that is only waiting: while a
+    /// snapshot holds every shard's read lock (hundreds of ms for millions of rows)
+    /// the applier waits for it, and point reads must not wait behind the applier.
+    /// The applier still gets in: these holds last nanoseconds.
     pub(crate) fn get(&self, key: &[u8]) -> Option<Bytes> {
         let hash = self.hash(key);
-        let shard = self.shards[self.shard_of(hash)].read();
+        let shard = self.shards[self.shard_of(hash)].read_recursive();
         shard.get(hash, key).map(Bytes::copy_from_slice)
     }
 
@@ -96,7 +100,7 @@ impl Store {
     pub(crate) fn totals(&self) -> ShardTotals {
         let mut t = ShardTotals::default();
         for s in self.shards.iter() {
-            let s = s.read();
+            let s = s.read_recursive();
             t.rows += s.rows;
             t.key_bytes += s.key_bytes;
             t.value_bytes += s.value_bytes;
