@@ -121,7 +121,11 @@ if [ "$run_pg" = 1 ]; then
     echo "   filled in $(jq -r '.fill_s | . * 100 | round / 100' "$out/pg-fill.json") s (COPY FROM STDIN binary, then primary key and VACUUM (ANALYZE, FREEZE)); table $(jq -r '.table_bytes_on_disk / 1e6 | round' "$out/pg-fill.json") MB on disk"
     echo "== postgres: COPY bench_rows TO STDOUT (FORMAT binary) into a HashMap, fresh process"
     $P --dsn "$dsn" --rows "$rows" --output json > "$out/pg.json"
-    jq -c '{rows, seconds, rows_per_sec, stream_mb_per_sec, rss_before_bytes, rss_after_bytes, rss_delta_per_row, raw_bytes_per_row, verified_rows}' "$out/pg.json"
+    jq -c '{rows, seconds, rows_per_sec, stream_mb_per_sec, rss_before_bytes, rss_after_bytes, rss_delta_per_row, raw_bytes_per_row, verified_rows, runtime}' "$out/pg.json"
+    # The server's share alone: the same COPY written to /dev/null by the backend itself.
+    pg_server_ms=$(psql -X -q -h 127.0.0.1 -p "$pgport" -U postgres -d postgres -c '\timing on' \
+        -c "COPY bench_rows TO '/dev/null' (FORMAT binary)" | awk '/^Time:/ {print $2}')
+    echo "   server alone (COPY bench_rows TO '/dev/null' (FORMAT binary)): ${pg_server_ms} ms"
     pg_stop
 fi
 
@@ -192,3 +196,6 @@ if [ -f "$out/pg.json" ]; then pg_s=$(jq -r '.seconds' "$out/pg.json"); fi
 echo "RSS B/row: VmRSS growth of the loading process from before open/COPY to ready, per row"
 echo "(table_bootstrap: at ready, before malloc_trim; --no-latency reports it after malloc_trim)."
 echo "raw B/row: key + value bytes. vs Postgres: Table ready time / Postgres COPY load time."
+if [ -n "${pg_server_ms:-}" ]; then
+    echo "Postgres server alone (COPY TO '/dev/null', no client): ${pg_server_ms} ms."
+fi
