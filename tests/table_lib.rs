@@ -491,6 +491,92 @@ fn point_reads_do_not_queue_behind_an_applier_waiting_for_a_snapshot() {
 }
 
 #[test]
+fn a_position_below_the_log_start_restarts_at_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let client = ClientConfig::new(&dev.addr);
+    let rt = runtime();
+    let admin = Admin::new(&client);
+    let configs = [
+        ("cleanup.policy", "delete"),
+        ("retention.ms", "100"),
+        ("segment.bytes", "1024"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .into();
+    rt.block_on(admin.create_topic("oor", 1, 1, configs))
+        .unwrap();
+    // One 1 KiB fetch slot: while the applier is held, the fetcher cannot fetch ahead.
+    let config = TableConfig {
+        fetch_max_bytes: 1024,
+        partition_max_bytes: 1024,
+        fetch_max_wait: Duration::from_millis(100),
+        ..TableConfig::default()
+    };
+    let (table, producer) = rt.block_on(async {
+        let table = RawTable::open(&client, "oor", config).await.unwrap();
+        table.ready().await.unwrap();
+        let producer = Producer::new(&client, ProducerConfig::default())
+            .await
+            .unwrap();
+        let at = send(&producer, record("oor", "seed", Some("s"))).await;
+        table.wait_for(&[at], WAIT).await.unwrap();
+        (table, producer)
+    });
+    // Hold the applier with a consistent read, so the table falls behind.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (entered, in_for_each) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let t = table.clone();
+        std::thread::spawn(move || {
+            let mut first = true;
+            t.for_each(|_, _| {
+                if std::mem::take(&mut first) {
+                    entered.send(()).unwrap();
+                    released.recv().unwrap();
+                }
+            });
+        })
+    };
+    in_for_each.recv_timeout(WAIT).unwrap();
+    let held_at = table.position()[&0];
+    let last = rt.block_on(async {
+        let mut last = (0, 0);
+        for i in 0..200 {
+            last = send(&producer, record("oor", &format!("k{i:03}"), Some("value"))).await;
+        }
+        last
+    });
+    // Retention removes the sealed segments the table has not read.
+    wait_for_log_start(&rt, &admin, "oor", held_at + 20);
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    rt.block_on(async {
+        let at = send(&producer, record("oor", "after", Some("a"))).await;
+        table.wait_for(&[at], WAIT).await.unwrap();
+        assert!(at.1 > last.1);
+        assert_eq!(table.get(b"after").as_deref(), Some(&b"a"[..]));
+        // Keys written after the new log start are there; those only in the deleted
+        // segments were never read (the table had fetched just one 1 KiB answer).
+        assert!(table.get(b"k199").is_some());
+        assert!(
+            table.len() < 202,
+            "{} rows: nothing was skipped",
+            table.len()
+        );
+        assert!(table.is_ready());
+    });
+}
+
+fn wait_for_log_start(rt: &tokio::runtime::Runtime, admin: &Admin, topic: &str, past: u64) {
+    common::wait_for("retention to move the log start", WAIT, || {
+        let d = rt.block_on(admin.describe_topic(topic)).ok()?;
+        let start = d.partitions.first()?.log_start_offset?;
+        (start > past).then_some(())
+    });
+}
+
+#[test]
 fn opening_a_missing_topic_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());

@@ -121,6 +121,33 @@ impl Fetcher {
         }
     }
 
+    /// The partition's log start offset, from its leader (ListOffsets earliest).
+    async fn log_start_offset(&self) -> Result<u64, Error> {
+        let addr = self
+            .cluster
+            .leader_addr_refreshed(&self.topic, self.tp.1)
+            .await?;
+        let req = v1::ListOffsetsRequest {
+            partitions: vec![v1::ListOffsetsPartition {
+                topic: self.topic.clone(),
+                partition: self.tp.1,
+                timestamp: -2,
+            }],
+        };
+        let resp = self
+            .cluster
+            .broker_client(&addr)?
+            .list_offsets(req)
+            .await
+            .map_err(|s| Error::from_status(&addr, s))?
+            .into_inner();
+        match resp.partitions.into_iter().next() {
+            Some(p) if p.error_code == 0 => Ok(p.log_start_offset.max(p.offset).max(0) as u64),
+            Some(p) => Err(Error::broker(p.error_code, p.error_message)),
+            None => Err(Error::broker(-1, format!("{addr}: empty ListOffsets answer"))),
+        }
+    }
+
     fn ask_bytes(&self) -> u32 {
         if self.caught_up {
             FOLLOW_FETCH_BYTES.min(self.partition_max_bytes)
@@ -189,7 +216,8 @@ impl Fetcher {
                 Err(error) => Delivery::Failed { error },
             },
             ErrorCode::OffsetOutOfRange => {
-                let start = p.log_start_offset.max(0) as u64;
+                // The error answer need not carry offsets: ask the leader.
+                let start = self.log_start_offset().await?;
                 info!(topic = %self.topic, partition = self.tp.1, position = self.next_offset,
                     log_start_offset = start, "position out of range; starting over at the log start");
                 self.next_offset = start;
