@@ -144,7 +144,10 @@ impl Fetcher {
         match resp.partitions.into_iter().next() {
             Some(p) if p.error_code == 0 => Ok(p.log_start_offset.max(p.offset).max(0) as u64),
             Some(p) => Err(Error::broker(p.error_code, p.error_message)),
-            None => Err(Error::broker(-1, format!("{addr}: empty ListOffsets answer"))),
+            None => Err(Error::broker(
+                -1,
+                format!("{addr}: empty ListOffsets answer"),
+            )),
         }
     }
 
