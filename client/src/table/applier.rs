@@ -83,8 +83,11 @@ impl Applier {
                 tp,
                 records,
                 next_offset,
+                high_watermark,
                 _permit,
-            } => self.assembler.push(tp, records, next_offset, now),
+            } => self
+                .assembler
+                .push_fetched(tp, records, next_offset, high_watermark, now),
             Delivery::Reset { tp, offset } => self.assembler.reset(tp, offset),
             Delivery::Failed { error } => return Err(error),
         }

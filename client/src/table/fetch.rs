@@ -33,6 +33,8 @@ pub(crate) enum Delivery {
         tp: Tp,
         records: Vec<Rec>,
         next_offset: u64,
+        /// From the same answer.
+        high_watermark: u64,
         /// Held until the applier has taken the records in.
         _permit: OwnedSemaphorePermit,
     },
@@ -208,6 +210,7 @@ impl Fetcher {
                         tp: self.tp,
                         records,
                         next_offset: next,
+                        high_watermark: p.high_watermark.max(0) as u64,
                         _permit: permit,
                     }
                 }

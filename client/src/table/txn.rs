@@ -13,7 +13,8 @@
 //!   `topic:partition` an end record lists. A listed piece of which nothing arrived
 //!   counts as complete once applied earlier (recently-applied memory) or, when
 //!   compaction removed all of it, once `missing_piece_wait` passed since X was
-//!   first seen and p answered a fetch after that.
+//!   first seen and after that p was read up to its high watermark (so a partition
+//!   still bootstrapping, behind the others, is waited for however long it takes).
 //! - X is released when every piece is complete and at the head of its partition.
 //!
 //! Invariant: within a partition, units come out in offset order; a partition's
@@ -69,7 +70,8 @@ struct Part {
     next_offset: u64,
     /// The position last reported (so empty advances are reported once).
     reported: u64,
-    last_delivery: Option<Instant>,
+    /// When a delivery last reached the high watermark (nothing more to read then).
+    last_caught_up: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -110,7 +112,7 @@ impl Assembler {
                     queue: VecDeque::new(),
                     next_offset: o,
                     reported: o,
-                    last_delivery: None,
+                    last_caught_up: None,
                 };
                 (tp, part)
             })
@@ -136,11 +138,27 @@ impl Assembler {
     /// Records fetched from `tp` (offset order), and the offset after them (past
     /// control batches and compacted gaps too). Records below what was delivered
     /// before are dropped.
+    #[cfg(test)]
     pub(crate) fn push(&mut self, tp: Tp, records: Vec<Rec>, next_offset: u64, now: Instant) {
+        self.push_fetched(tp, records, next_offset, next_offset, now)
+    }
+
+    /// Like `push`, with the partition's high watermark from the same fetch answer:
+    /// a delivery that reaches it says nothing more is there to read yet.
+    pub(crate) fn push_fetched(
+        &mut self,
+        tp: Tp,
+        records: Vec<Rec>,
+        next_offset: u64,
+        high_watermark: u64,
+        now: Instant,
+    ) {
         let Some(part) = self.parts.get_mut(&tp) else {
             return;
         };
-        part.last_delivery = Some(now);
+        if next_offset >= high_watermark {
+            part.last_caught_up = Some(now);
+        }
         let from = part.next_offset;
         let mut records = records;
         records.retain(|r| r.offset >= from);
@@ -274,7 +292,7 @@ impl Assembler {
                 None => {
                     // Nothing of X arrived in tp: compacted away, or not yet fetched.
                     let given_up = txn.first_seen + self.missing_piece_wait;
-                    if now < given_up || part.last_delivery.is_none_or(|d| d < given_up) {
+                    if now < given_up || part.last_caught_up.is_none_or(|d| d < given_up) {
                         return None;
                     }
                 }

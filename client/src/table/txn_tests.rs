@@ -190,6 +190,36 @@ fn a_listed_piece_that_never_arrives_is_given_up_on_after_the_wait() {
 }
 
 #[test]
+fn a_listed_piece_is_waited_for_while_its_partition_is_still_behind() {
+    let mut a = assembler();
+    let t0 = Instant::now();
+    a.push(A, vec![txn(0, "a", "T", Some("users:0,users:1"))], 1, t0);
+    // B is bootstrapping: far from its high watermark, long past the wait.
+    let later = t0 + WAIT * 10;
+    a.push_fetched(B, vec![plain(0, "x")], 1, 1_000_000, later);
+    let units = a.drain(later);
+    assert!(
+        summary(&units).iter().all(|(t, _)| t.is_none()),
+        "T released early"
+    );
+    // B reaches its piece: T comes out whole.
+    a.push_fetched(
+        B,
+        vec![txn(1, "b", "T", Some("users:0,users:1"))],
+        2,
+        1_000_000,
+        later,
+    );
+    assert_eq!(
+        summary(&a.drain(later)),
+        vec![(
+            Some("T".into()),
+            vec![(A, keys(&["a"]), 1), (B, keys(&["b"]), 2)]
+        )]
+    );
+}
+
+#[test]
 fn a_piece_queued_behind_another_transaction_waits_for_it() {
     let mut a = assembler();
     let now = Instant::now();
