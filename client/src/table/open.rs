@@ -38,6 +38,7 @@ struct Offsets {
     high_watermark: u64,
 }
 
+#[derive(Clone)]
 struct TopicPlan {
     topic: String,
     topic_id: String,
@@ -72,28 +73,8 @@ pub(crate) async fn start(
     let mut starts: Vec<(Tp, u64)> = Vec::new();
     let mut shared_topics = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
-        let loaded = snapshot_dir.and_then(|dir| usable_snapshot(dir, plan));
-        let store = presized_store(&cluster, plan, &config, loaded.as_ref()).await;
-        let mut position = BTreeMap::new();
-        for (p, o) in &plan.offsets {
-            let from = loaded
-                .as_ref()
-                .and_then(|l| l.position.get(p).copied())
-                .unwrap_or(o.log_start_offset);
-            position.insert(*p, from);
-            starts.push(((i, *p), from));
-        }
-        if let Some(l) = &loaded {
-            load_rows(&store, l)?;
-        }
-        shared_topics.push(Arc::new(TopicShared {
-            topic: plan.topic.clone(),
-            topic_id: plan.topic_id.clone(),
-            store,
-            snapshot_rows: loaded.as_ref().map(|l| l.rows as usize),
-            position: watch::channel(position).0,
-            changes: broadcast::channel(config.changes_capacity).0,
-        }));
+        shared_topics
+            .push(open_topic(&cluster, plan, i, &config, snapshot_dir, &mut starts).await?);
     }
     let shared = Arc::new(SetShared {
         topics: shared_topics,
@@ -107,6 +88,48 @@ pub(crate) async fn start(
     });
     spawn_tasks(&shared, &cluster, &plans, starts, &config);
     Ok(shared)
+}
+
+/// One topic's shared state: a usable snapshot loaded (off the runtime threads), the
+/// store pre-sized, positions at the snapshot's or the log start; `starts` gets
+/// where each partition's fetcher begins.
+async fn open_topic(
+    cluster: &Cluster,
+    plan: &TopicPlan,
+    i: usize,
+    config: &TableConfig,
+    snapshot_dir: Option<&Path>,
+    starts: &mut Vec<(Tp, u64)>,
+) -> Result<Arc<TopicShared>, Error> {
+    let loaded = match snapshot_dir {
+        Some(dir) => read_snapshot(dir, plan).await,
+        None => None,
+    };
+    let mut store = presized_store(cluster, plan, config, loaded.as_ref()).await;
+    let mut position = BTreeMap::new();
+    for (p, o) in &plan.offsets {
+        let from = loaded
+            .as_ref()
+            .and_then(|l| l.position.get(p).copied())
+            .unwrap_or(o.log_start_offset);
+        position.insert(*p, from);
+        starts.push(((i, *p), from));
+    }
+    let snapshot_rows = loaded.as_ref().map(|l| l.rows as usize);
+    if let Some(l) = loaded {
+        // The file's bytes are dropped once its rows are in the store.
+        store = tokio::task::spawn_blocking(move || load_rows(&store, &l).map(|()| store))
+            .await
+            .map_err(|e| Error::Invalid(format!("loading a table snapshot failed: {e}")))??;
+    }
+    Ok(Arc::new(TopicShared {
+        topic: plan.topic.clone(),
+        topic_id: plan.topic_id.clone(),
+        store,
+        snapshot_rows,
+        position: watch::channel(position).0,
+        changes: broadcast::channel(config.changes_capacity).0,
+    }))
 }
 
 fn spawn_tasks(
@@ -236,6 +259,15 @@ async fn list_offsets_once(
         log_start_offset: p.log_start_offset.max(0) as u64,
         high_watermark: p.high_watermark.max(0) as u64,
     })
+}
+
+/// [`usable_snapshot`] on a blocking thread (the file may be hundreds of MB).
+async fn read_snapshot(dir: &Path, plan: &TopicPlan) -> Option<snapshot::Loaded> {
+    let (dir, plan) = (dir.to_path_buf(), plan.clone());
+    tokio::task::spawn_blocking(move || usable_snapshot(&dir, &plan))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The snapshot in `dir` for `plan`'s topic, when it may be used: same topic id and
