@@ -5,6 +5,7 @@
 //! ```text
 //! table-bootstrap --bootstrap 127.0.0.1:9392 --rows 3000000 --partitions 8 [--value-bytes 100]
 //!                 [--topic T] [--skip-produce] [--no-latency] [--csv PATH]
+//!                 [--partition-max-bytes N] [--snapshot-dir DIR]
 //! ```
 //!
 //! Phases: (1) produce `rows` distinct keys (acks=all, idempotent; the topic is
@@ -49,6 +50,8 @@ struct Args {
     csv: Option<String>,
     /// `TableConfig::partition_max_bytes` (default: the library's).
     partition_max_bytes: Option<u32>,
+    /// Open with a local snapshot in this directory (and write it on exit).
+    snapshot_dir: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -62,6 +65,7 @@ fn parse_args() -> Result<Args, String> {
         no_latency: false,
         csv: None,
         partition_max_bytes: None,
+        snapshot_dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -78,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--skip-produce" => a.skip_produce = true,
             "--no-latency" => a.no_latency = true,
+            "--snapshot-dir" => a.snapshot_dir = Some(val()?),
             "--partition-max-bytes" => {
                 a.partition_max_bytes = Some(
                     val()?
@@ -229,9 +234,13 @@ async fn main() {
     if let Some(b) = a.partition_max_bytes {
         config.partition_max_bytes = b;
     }
-    let table = RawTable::open(&client, &a.topic, config)
-        .await
-        .expect("open");
+    let table = match &a.snapshot_dir {
+        Some(dir) => {
+            RawTable::open_with_snapshot(&client, &a.topic, config, std::path::Path::new(dir)).await
+        }
+        None => RawTable::open(&client, &a.topic, config).await,
+    }
+    .expect("open");
     table.ready().await.expect("ready");
     let ready_ms = opened.elapsed().as_millis() as u64;
     let rss_after = rss_bytes();
@@ -242,10 +251,15 @@ async fn main() {
     unsafe { libc::malloc_trim(0) };
     let rss_trimmed = rss_bytes();
     if a.no_latency {
+        let close_started = Instant::now();
+        table.close();
+        table.closed().await;
         println!(
             "{}",
             serde_json::json!({"rows": a.rows, "ready_ms": ready_ms, "bytes_per_row": stats.bytes_per_row,
-                "rss_delta_per_row": (rss_trimmed.saturating_sub(rss_before)) as f64 / a.rows.max(1) as f64})
+                "rss_delta_per_row": (rss_trimmed.saturating_sub(rss_before)) as f64 / a.rows.max(1) as f64,
+                "snapshot_rows": stats.snapshot_rows,
+                "close_ms": close_started.elapsed().as_millis() as u64})
         );
         return;
     }
