@@ -19,6 +19,13 @@
 #    ratio Table/Postgres, the floors of issue 10 (ready <= 5 s, no slower than the
 #    Postgres load, memory <= 1.5x raw key+value bytes) and the durability of each side.
 #
+# Timings are the median of TABLE_BENCH_REPEAT (default 3) fresh processes per side: the
+# Postgres load is rerun as is; table_bootstrap produces and opens with --no-latency, then
+# reopens the same topic with --skip-produce (--no-latency but for the last run, whose
+# memory and `get` latency figures are the ones shown: its update phase adds records, so
+# it must come last). Every time is printed beside the median: this 2-core VM is shared
+# and noisy.
+#
 # Environment: TABLE_BENCH_PG=0 skips Postgres, TABLE_BENCH_TABLE=0 skips Sluice,
 # TABLE_BENCH_ARGS adds flags to table_bootstrap (e.g. --no-latency), TABLE_BENCH_NO_BUILD=1
 # uses the release binaries already in target/release, TABLE_BENCH_OUT=DIR keeps every
@@ -34,6 +41,7 @@ parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(1 8)
 run_pg=${TABLE_BENCH_PG:-1}
 run_table=${TABLE_BENCH_TABLE:-1}
+repeat=${TABLE_BENCH_REPEAT:-3}
 read -r -a table_args <<< "${TABLE_BENCH_ARGS:-}"
 
 if [ "${TABLE_BENCH_NO_BUILD:-0}" != 1 ]; then
@@ -119,9 +127,13 @@ if [ "$run_pg" = 1 ]; then
     echo "== postgres: filling bench_rows with $rows rows"
     $P --dsn "$dsn" --rows "$rows" --fill --no-verify --output json > "$out/pg-fill.json"
     echo "   filled in $(jq -r '.fill_s | . * 100 | round / 100' "$out/pg-fill.json") s (COPY FROM STDIN binary, then primary key and VACUUM (ANALYZE, FREEZE)); table $(jq -r '.table_bytes_on_disk / 1e6 | round' "$out/pg-fill.json") MB on disk"
-    echo "== postgres: COPY bench_rows TO STDOUT (FORMAT binary) into a HashMap, fresh process"
-    $P --dsn "$dsn" --rows "$rows" --output json > "$out/pg.json"
-    jq -c '{rows, seconds, rows_per_sec, stream_mb_per_sec, rss_before_bytes, rss_after_bytes, rss_delta_per_row, raw_bytes_per_row, verified_rows, runtime}' "$out/pg.json"
+    echo "== postgres: COPY bench_rows TO STDOUT (FORMAT binary) into a HashMap, fresh process x $repeat"
+    for r in $(seq "$repeat"); do
+        f="$out/pg.json"
+        [ "$r" -gt 1 ] && f="$out/pg-r$r.json"
+        $P --dsn "$dsn" --rows "$rows" --output json > "$f"
+        jq -c '{rows, seconds, rows_per_sec, stream_mb_per_sec, rss_before_bytes, rss_after_bytes, rss_delta_per_row, raw_bytes_per_row, verified_rows, runtime}' "$f"
+    done
     # The server's share alone: the same COPY written to /dev/null by the backend itself.
     pg_server_ms=$(psql -X -q -h 127.0.0.1 -p "$pgport" -U postgres -d postgres -c '\timing on' \
         -c "COPY bench_rows TO '/dev/null' (FORMAT binary)" | awk '/^Time:/ {print $2}')
@@ -141,8 +153,19 @@ if [ "$run_table" = 1 ]; then
             exit 1
         fi
         echo "== sluice Table: $rows rows, $p partition(s)"
-        $B --bootstrap "127.0.0.1:$port" --rows "$rows" --partitions "$p" "${table_args[@]}" \
-            > "$out/table-$p.json"
+        tb=("$B" --bootstrap "127.0.0.1:$port" --rows "$rows" --partitions "$p")
+        if [ "$repeat" -le 1 ]; then
+            "${tb[@]}" "${table_args[@]}" > "$out/table-$p.json"
+        else
+            "${tb[@]}" --no-latency "${table_args[@]}" > "$out/table-$p-r1.json"
+            echo "   run 1 (produce + open): $(jq -c . "$out/table-$p-r1.json")"
+            for r in $(seq 2 $((repeat - 1))); do
+                "${tb[@]}" --skip-produce --no-latency "${table_args[@]}" > "$out/table-$p-r$r.json"
+                echo "   run $r (reopen): $(jq -c . "$out/table-$p-r$r.json")"
+            done
+            echo "   run $repeat (reopen, then get latency):"
+            "${tb[@]}" --skip-produce "${table_args[@]}" > "$out/table-$p.json"
+        fi
         cat "$out/table-$p.json"
         $S topic describe --bootstrap "127.0.0.1:$port" --output json \
             "table-bench-$rows-${p}p" > "$out/topic-$p.json" || echo '{}' > "$out/topic-$p.json"
@@ -156,14 +179,29 @@ fi
 # --- summary -----------------------------------------------------------------
 echo
 echo "== Table bootstrap vs Postgres COPY load: $rows rows x ~100 B values, $(nproc) cores"
+# "median (all runs)" of the seconds in the given JSON files' field $1.
+times() {
+    local field=$1
+    shift
+    jq -s -r "[.[] | $field] | sort | (.[length / 2 | floor] * 1000 | round / 1000 | tostring)
+        + \" (\" + (map(. * 100 | round / 100 | tostring) | join(\" \")) + \")\"" "$@"
+}
+median() { jq -s -r "[.[] | $1] | sort | .[length / 2 | floor]" "${@:2}"; }
 pg_s=
-if [ -f "$out/pg.json" ]; then pg_s=$(jq -r '.seconds' "$out/pg.json"); fi
+pg_runs=()
+if [ -f "$out/pg.json" ]; then
+    pg_runs=("$out/pg.json")
+    for r in $(seq 2 "$repeat"); do
+        [ -f "$out/pg-r$r.json" ] && pg_runs+=("$out/pg-r$r.json")
+    done
+    pg_s=$(median .seconds "${pg_runs[@]}")
+fi
 {
-    printf 'system\tpartitions\tready s\trows/s\tRSS before MB\tRSS after MB\tRSS B/row\tRSS/raw\traw B/row\tvs Postgres\tfloors\tdurability\n'
+    printf 'system\tpartitions\tready s: median (runs)\trows/s\tRSS before MB\tRSS after MB\tRSS B/row\tRSS/raw\traw B/row\tvs Postgres\tfloors\tdurability\n'
     if [ -f "$out/pg.json" ]; then
-        jq -r --arg set "${pg_settings:-}" '[
+        jq -r --arg set "${pg_settings:-}" --arg t "$(times .seconds "${pg_runs[@]}")" --arg s "$pg_s" '[
             "postgres COPY binary -> HashMap", "-",
-            (.seconds * 1000 | round / 1000), (.rows_per_sec | round),
+            $t, (.rows / ($s | tonumber) | round),
             (.rss_before_bytes / 1e6 | round), (.rss_after_bytes / 1e6 | round),
             (.rss_delta_per_row * 10 | round / 10), (.rss_delta_over_raw * 100 | round / 100),
             (.raw_bytes_per_row * 10 | round / 10), "1.00", "-",
@@ -172,8 +210,14 @@ if [ -f "$out/pg.json" ]; then pg_s=$(jq -r '.seconds' "$out/pg.json"); fi
     for p in "${parts[@]}"; do
         f="$out/table-$p.json"
         [ -f "$f" ] || continue
-        jq -r --arg pg "$pg_s" --arg p "$p" --slurpfile t "$out/topic-$p.json" '
-            (.ready_ms / 1000) as $s
+        runs=("$f")
+        for r in $(seq 1 $((repeat - 1))); do
+            [ -f "$out/table-$p-r$r.json" ] && runs+=("$out/table-$p-r$r.json")
+        done
+        jq -r --arg pg "$pg_s" --arg p "$p" --slurpfile t "$out/topic-$p.json" \
+            --arg times "$(times '.ready_ms / 1000' "${runs[@]}")" \
+            --arg med "$(median '.ready_ms / 1000' "${runs[@]}")" '
+            ($med | tonumber) as $s
             | (.rss_delta_per_row) as $rss
             | (.raw_bytes_per_row // 114) as $raw
             | ($t[0].configs // {}) as $c
@@ -183,7 +227,7 @@ if [ -f "$out/pg.json" ]; then pg_s=$(jq -r '.seconds' "$out/pg.json"); fi
                elif $c["flush.ms"] != null and $c["flush.ms"] != "9223372036854775807" then "every " + $c["flush.ms"] + " ms"
                else "none (OS writeback)" end) as $fsync
             | [ "sluice Table (RawTable)", $p,
-                ($s * 1000 | round / 1000), (.rows / $s | round),
+                $times, (.rows / $s | round),
                 ((.rss_before_open_bytes // 0) / 1e6 | round), ((.rss_after_ready_bytes // 0) / 1e6 | round),
                 ($rss * 10 | round / 10), ($rss / $raw * 100 | round / 100), ($raw * 10 | round / 10),
                 (if $pg == "" then "-" else ($s / ($pg | tonumber) * 100 | round / 100 | tostring) + "x" end),
@@ -195,7 +239,7 @@ if [ -f "$out/pg.json" ]; then pg_s=$(jq -r '.seconds' "$out/pg.json"); fi
 } | column -t -s $'\t'
 echo "RSS B/row: VmRSS growth of the loading process from before open/COPY to ready, per row"
 echo "(table_bootstrap: at ready, before malloc_trim; --no-latency reports it after malloc_trim)."
-echo "raw B/row: key + value bytes. vs Postgres: Table ready time / Postgres COPY load time."
+echo "raw B/row: key + value bytes. vs Postgres: median Table ready time / median Postgres COPY load time."
 if [ -n "${pg_server_ms:-}" ]; then
     echo "Postgres server alone (COPY TO '/dev/null', no client): ${pg_server_ms} ms."
 fi
