@@ -140,6 +140,15 @@ impl<K: Serialize + DeserializeOwned, V: DeserializeOwned> Table<K, V> {
         self.raw.wait_for(offsets, timeout).await
     }
 
+    /// Raw change sets (keys and values as bytes, as stored).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<super::ChangeSet>> {
+        self.raw.subscribe()
+    }
+
+    pub fn stats(&self) -> super::TableStats {
+        self.raw.stats()
+    }
+
     pub fn close(&self) {
         self.raw.close()
     }
