@@ -1,12 +1,12 @@
 //! Table: a key → value cache materialized from (compacted) topics, for application
 //! processes that keep millions of rows in memory and must follow every change live.
 //!
-//! Data flow: one fetch task per partition ([`fetch`]) reads large fetches, decodes
+//! Data flow: one fetch task per partition (`fetch.rs`) reads large fetches, decodes
 //! the batches outside any lock and hands runs of records to the set's single applier
-//! task ([`applier`]). The applier feeds them to the sans-IO transaction assembler
-//! ([`txn`]), which releases records in apply units (a run of plain records, or a whole
+//! task (`applier.rs`). The applier feeds them to the sans-IO transaction assembler
+//! (`txn.rs`), which releases records in apply units (a run of plain records, or a whole
 //! transaction across partitions and topics); each unit is applied to the sharded
-//! arena store ([`store`]) holding the write locks of just the shards it touches, and
+//! arena store (`store.rs`) holding the write locks of just the shards it touches, and
 //! the positions advance under those same locks. Readers ([`RawTable`], [`Table`])
 //! take one shard read lock for a `get`, all of them (in index order) for a snapshot.
 //!
