@@ -12,12 +12,14 @@
 //! `val_len` has the width of `val_cap`, so an update that fits the reserved capacity
 //! rewrites the value and its length in place without moving the entry. An update
 //! that does not fit appends a new entry (with 1/8 slack) and the old one becomes
-//! garbage; a delete leaves garbage too. When garbage exceeds a fifth of a shard's
-//! arena the shard is compacted (live entries copied to a fresh arena, offsets fixed
-//! in the index).
+//! garbage; a delete leaves garbage too. When waste — garbage plus capacity reserved
+//! beyond the live values — exceeds 15% of a shard's arena, the shard is compacted
+//! (live entries copied tight to a fresh arena, offsets fixed in the index). With
+//! arenas growing by an eighth, that bounds a shard at ~1.3× its tight entries.
 //!
 //! Invariants: every index slot is the offset of a live entry whose key hashes to the
-//! slot's hash; `garbage_bytes + live entry bytes == arena.len()`; `rows`,
+//! slot's hash; `garbage_bytes + live entry bytes == arena.len()`; `slack_bytes` sums
+//! the live entries' unused capacity; `rows`,
 //! `key_bytes`, `value_bytes` sum the live entries.
 //!
 //! Locking is the caller's: [`Store`] hands out the shards' `RwLock`s; the applier
@@ -32,10 +34,11 @@ use parking_lot::RwLock;
 
 /// Largest arena a shard may hold (offsets are u32).
 const ARENA_BYTES_MAX: usize = u32::MAX as usize;
-/// Compaction starts when garbage exceeds `1/GARBAGE_FRACTION` of the arena …
-const GARBAGE_FRACTION: usize = 5;
+/// Compaction starts when waste (dead entries plus capacity reserved beyond live
+/// values) exceeds this percentage of the arena …
+const WASTE_PERCENT: usize = 15;
 /// … and is at least this large, so tiny shards are not compacted on every delete.
-const GARBAGE_BYTES_MIN: usize = 64 * 1024;
+const WASTE_BYTES_MIN: usize = 16 * 1024;
 /// Smallest arena growth step.
 const GROW_BYTES_MIN: usize = 4096;
 
@@ -126,6 +129,8 @@ pub(crate) struct Shard {
     index: HashTable<u32>,
     /// Invariant: bytes of dead entries; `garbage_bytes <= arena.len()`.
     garbage_bytes: usize,
+    /// Invariant: sum of `val_cap - val_len` over live entries (reserved, unused).
+    slack_bytes: usize,
     rows: usize,
     key_bytes: usize,
     value_bytes: usize,
@@ -147,6 +152,7 @@ impl Entry {
     fn val_at(&self) -> usize {
         self.key_at + self.key_len
     }
+    #[cfg(test)]
     fn end(&self) -> usize {
         self.val_at() + self.val_cap
     }
@@ -207,6 +213,20 @@ fn entry_at(arena: &[u8], at: usize) -> Entry {
 fn key_of(arena: &[u8], at: u32) -> &[u8] {
     let e = entry_at(arena, at as usize);
     &arena[e.key_at..e.key_at + e.key_len]
+}
+
+/// Appends an entry for `key` and `value` with `val_cap >= value.len()` reserved.
+fn encode_entry(buf: &mut Vec<u8>, key: &[u8], value: &[u8], val_cap: usize) {
+    let at = buf.len();
+    let kw = varint_width(key.len());
+    let w = varint_width(val_cap);
+    buf.resize(at + kw + 2 * w, 0);
+    put_varint(&mut buf[at..], key.len(), kw);
+    put_varint(&mut buf[at + kw..], val_cap, w);
+    put_varint(&mut buf[at + kw + w..], value.len(), w);
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(value);
+    buf.resize(at + entry_bytes(key.len(), val_cap), 0);
 }
 
 fn entry_bytes(key_len: usize, val_cap: usize) -> usize {
@@ -280,16 +300,22 @@ impl Shard {
                 put_varint(&mut self.arena[e.len_at..], v.len(), e.width);
                 self.arena[e.val_at()..e.val_at() + v.len()].copy_from_slice(v);
                 self.value_bytes = self.value_bytes + v.len() - e.val_len;
+                self.slack_bytes = self.slack_bytes + e.val_len - v.len();
+                if v.len() < e.val_len {
+                    self.maybe_compact(hasher);
+                }
                 Ok(())
             }
             (Some(e), Some(v)) => {
-                let at = self.append(key, v, v.len() + v.len() / 8)?;
+                let cap = v.len() + v.len() / 8;
+                let at = self.append(key, v, cap)?;
                 let arena = &self.arena;
                 // The new entry is not indexed yet, so this finds the old one's slot.
                 if let Some(slot) = self.index.find_mut(hash, |&o| key_of(arena, o) == key) {
                     *slot = at;
                 }
                 self.garbage_bytes += entry_bytes(e.key_len, e.val_cap);
+                self.slack_bytes = self.slack_bytes + (cap - v.len()) - (e.val_cap - e.val_len);
                 self.value_bytes = self.value_bytes + v.len() - e.val_len;
                 self.maybe_compact(hasher);
                 Ok(())
@@ -313,13 +339,14 @@ impl Shard {
             entry.remove();
         }
         self.garbage_bytes += entry_bytes(e.key_len, e.val_cap);
+        self.slack_bytes -= e.val_cap - e.val_len;
         self.rows -= 1;
         self.key_bytes -= e.key_len;
         self.value_bytes -= e.val_len;
         self.maybe_compact(hasher);
     }
 
-    /// Appends an entry; returns its offset. The arena grows by a quarter at a time
+    /// Appends an entry; returns its offset. The arena grows by an eighth at a time
     /// (not doubling), so spare capacity stays within the memory bound.
     fn append(&mut self, key: &[u8], value: &[u8], val_cap: usize) -> Result<u32, ShardFull> {
         let need = entry_bytes(key.len(), val_cap);
@@ -328,43 +355,36 @@ impl Shard {
             return Err(ShardFull);
         }
         if self.arena.capacity() - at < need {
-            let step = (self.arena.capacity() / 4).max(GROW_BYTES_MIN).max(need);
+            let step = (self.arena.capacity() / 8).max(GROW_BYTES_MIN).max(need);
             self.arena.reserve_exact(step);
         }
-        let kw = varint_width(key.len());
-        let w = varint_width(val_cap);
-        self.arena.resize(at + kw + 2 * w, 0);
-        put_varint(&mut self.arena[at..], key.len(), kw);
-        put_varint(&mut self.arena[at + kw..], val_cap, w);
-        put_varint(&mut self.arena[at + kw + w..], value.len(), w);
-        self.arena.extend_from_slice(key);
-        self.arena.extend_from_slice(value);
-        self.arena.resize(at + need, 0);
+        encode_entry(&mut self.arena, key, value, val_cap);
         Ok(at as u32)
     }
 
     fn maybe_compact(&mut self, hasher: &impl BuildHasher) {
-        if self.garbage_bytes >= GARBAGE_BYTES_MIN
-            && self.garbage_bytes * GARBAGE_FRACTION > self.arena.len()
-        {
+        let waste = self.garbage_bytes + self.slack_bytes;
+        if waste >= WASTE_BYTES_MIN && waste * 100 > self.arena.len() * WASTE_PERCENT {
             self.compact(hasher);
         }
     }
 
-    /// Copies live entries to a fresh arena (keeping their reserved capacity) and
-    /// points the index at the new offsets; then lets the index shrink if deletes
-    /// left it mostly empty.
+    /// Copies live entries to a fresh arena, each re-encoded with no reserved
+    /// capacity (the next growth reserves again), and points the index at the new
+    /// offsets; then lets the index shrink if deletes left it mostly empty.
     pub(crate) fn compact(&mut self, hasher: &impl BuildHasher) {
-        let live = self.arena.len() - self.garbage_bytes;
+        let live = self.arena.len() - self.garbage_bytes - self.slack_bytes;
         let mut fresh = Vec::with_capacity(live + live / 16);
         for slot in self.index.iter_mut() {
             let e = entry_at(&self.arena, *slot as usize);
-            let start = *slot as usize;
             *slot = fresh.len() as u32;
-            fresh.extend_from_slice(&self.arena[start..e.end()]);
+            let key = &self.arena[e.key_at..e.key_at + e.key_len];
+            let value = &self.arena[e.val_at()..e.val_at() + e.val_len];
+            encode_entry(&mut fresh, key, value, e.val_len);
         }
         self.arena = fresh;
         self.garbage_bytes = 0;
+        self.slack_bytes = 0;
         let arena = &self.arena;
         self.index
             .shrink_to(self.rows, |&o| hasher.hash_one(key_of(arena, o)));
@@ -385,6 +405,28 @@ impl Shard {
     #[cfg(test)]
     fn garbage_bytes(&self) -> usize {
         self.garbage_bytes
+    }
+
+    #[cfg(test)]
+    fn waste_bytes(&self) -> usize {
+        self.garbage_bytes + self.slack_bytes
+    }
+
+    /// Recomputes the counters from the entries; panics (tests only) on a mismatch.
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        let (mut live, mut slack, mut keys, mut values) = (0, 0, 0, 0);
+        for &o in self.index.iter() {
+            let e = entry_at(&self.arena, o as usize);
+            live += e.end() - o as usize;
+            slack += e.val_cap - e.val_len;
+            keys += e.key_len;
+            values += e.val_len;
+        }
+        assert_eq!(self.garbage_bytes + live, self.arena.len(), "garbage");
+        assert_eq!(self.slack_bytes, slack, "slack");
+        assert_eq!((self.key_bytes, self.value_bytes), (keys, values), "sums");
+        assert_eq!(self.rows, self.index.len(), "rows");
     }
 }
 
