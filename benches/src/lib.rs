@@ -47,3 +47,26 @@ pub fn raw_write(dir: &Path, chunk: &[u8], total_bytes: u64, fsync: bool) -> Dur
 pub fn mb_per_sec(bytes: u64, took: Duration) -> f64 {
     bytes as f64 / took.as_secs_f64() / 1e6
 }
+
+/// The Table benchmark's row `i`: a 13-byte key and a JSON value padded to
+/// `value_bytes`. Deterministic, so the Table harness and the Postgres baseline
+/// (`table_bootstrap`, `pg_copy_load`) load exactly the same rows.
+pub fn table_row(i: u64, value_bytes: usize) -> (String, String) {
+    let key = format!("user:{i:08}");
+    let mut value = format!("{{\"id\":{i},\"name\":\"user {i}\",\"pad\":\"");
+    while value.len() + 2 < value_bytes {
+        value.push((b'a' + (i % 26) as u8) as char);
+    }
+    value.push_str("\"}");
+    (key, value)
+}
+
+/// This process's resident set size (`VmRSS` of /proc/self/status), 0 if unknown.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}

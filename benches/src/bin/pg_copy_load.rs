@@ -15,10 +15,9 @@
 //! added after the load, then `VACUUM (ANALYZE, FREEZE)` so the timed read does not
 //! pay for setting hint bits), timed separately and never part of the measured figure.
 //!
-//! The rows are those of `benches/src/bin/table_bootstrap.rs`: its `row(i,
-//! value_bytes)` generator is copied here verbatim ([`row`]; a bin cannot import
-//! from another bin) — keep the two identical. Row `i` is key `user:{i:08}` and a
-//! JSON value padded to `value_bytes`.
+//! The rows are those of `benches/src/bin/table_bootstrap.rs`: both take them from
+//! `sluice_benches::table_row`. Row `i` is key `user:{i:08}` and a JSON value padded
+//! to `value_bytes`.
 //!
 //! The measured span runs from sending the `COPY` to the last row inserted: the
 //! CopyData stream is read through tokio-postgres 0.7's `copy_out`, and the binary
@@ -47,17 +46,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use tokio_postgres::NoTls;
 
-/// The benchmark's row `i`: a 13-byte key and a JSON value padded to `value_bytes`.
-/// Copied verbatim from `benches/src/bin/table_bootstrap.rs` (`row`): the same rows.
-pub fn row(i: u64, value_bytes: usize) -> (String, String) {
-    let key = format!("user:{i:08}");
-    let mut value = format!("{{\"id\":{i},\"name\":\"user {i}\",\"pad\":\"");
-    while value.len() + 2 < value_bytes {
-        value.push((b'a' + (i % 26) as u8) as char);
-    }
-    value.push_str("\"}");
-    (key, value)
-}
+use sluice_benches::{rss_bytes, table_row as row};
 
 /// The map the rows are loaded into.
 type Map = hashbrown::HashMap<Box<[u8]>, Box<[u8]>>;
@@ -156,15 +145,6 @@ fn parse_args() -> Result<Args, String> {
         ));
     }
     Ok(a)
-}
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// Rows per CopyData chunk sent while filling.

@@ -27,17 +27,7 @@ use sluice_client::{
     Acks, Admin, ClientConfig, Producer, ProducerConfig, ProducerRecord, RawTable, TableConfig,
 };
 
-/// The benchmark's row `i`: a 13-byte key and a JSON value padded to `value_bytes`.
-/// Deterministic, so another system can load exactly the same rows.
-pub fn row(i: u64, value_bytes: usize) -> (String, String) {
-    let key = format!("user:{i:08}");
-    let mut value = format!("{{\"id\":{i},\"name\":\"user {i}\",\"pad\":\"");
-    while value.len() + 2 < value_bytes {
-        value.push((b'a' + (i % 26) as u8) as char);
-    }
-    value.push_str("\"}");
-    (key, value)
-}
+use sluice_benches::{rss_bytes, table_row as row};
 
 struct Args {
     bootstrap: String,
@@ -98,15 +88,6 @@ fn parse_args() -> Result<Args, String> {
         a.topic = format!("table-bench-{}-{}p", a.rows, a.partitions);
     }
     Ok(a)
-}
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 fn write_csv(path: &str, rows: u64, value_bytes: usize) -> std::io::Result<()> {
