@@ -28,7 +28,7 @@
 //! The first dirty offset is kept in `cleaner-offset-checkpoint` in the partition
 //! directory; losing it only costs a re-clean.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use sluice_proto::batch::compact::{retain, Retained};
 
@@ -216,6 +216,30 @@ impl Log {
         self.state.lock().tombstones_removed_below
     }
 
+    /// A mark to pass to [`Log::tombstones_removed_since`] later: taken before a read,
+    /// it covers every removal that read may have seen.
+    pub fn tombstone_removal_mark(&self) -> u64 {
+        REMOVAL_COUNTER.load(Ordering::Acquire)
+    }
+
+    /// One past the highest offset of a tombstone removed after `mark` was taken
+    /// (0: none). Without a mark, or with one older than what is remembered, every
+    /// removal ever counts ([`Log::tombstones_removed_below`]).
+    pub fn tombstones_removed_since(&self, mark: Option<u64>) -> u64 {
+        let st = self.state.lock();
+        let r = &st.tombstone_removals;
+        match mark {
+            Some(m) if m > r.opened_at && m > r.forgotten => r
+                .recent
+                .iter()
+                .filter(|(n, _)| *n >= m)
+                .map(|(_, below)| *below)
+                .max()
+                .unwrap_or(0),
+            _ => st.tombstones_removed_below,
+        }
+    }
+
     fn tombstones_due(&self, now_ms: i64) -> bool {
         self.state
             .lock()
@@ -372,6 +396,48 @@ struct Written {
     end: u64,
     /// Earliest delete horizon of a tombstone kept.
     horizon: Option<i64>,
+    /// One past the highest offset of a tombstone this group removed, if it removed any.
+    tombstones_removed_below: Option<u64>,
+}
+
+/// Where every removal of tombstones since the log was opened happened, so the leader
+/// can tell whether one happened above a follower's fetch offset after that follower's
+/// previous fetch ([`Log::tombstones_removed_since`]). Removals are numbered from one
+/// process-wide counter, so a number taken before a reopen is older than every removal
+/// after it.
+#[derive(Debug)]
+pub(super) struct TombstoneRemovals {
+    /// The counter's value when the log was opened: removals before it are known only
+    /// through the persisted `tombstones_removed_below`.
+    opened_at: u64,
+    /// (number, one past the highest offset removed), oldest first, at most
+    /// [`REMOVALS_KEPT`].
+    recent: VecDeque<(u64, u64)>,
+    /// The number of the newest removal dropped from `recent` (0: none).
+    forgotten: u64,
+}
+
+const REMOVALS_KEPT: usize = 256;
+static REMOVAL_COUNTER: AtomicU64 = AtomicU64::new(1);
+
+impl TombstoneRemovals {
+    pub(super) fn new() -> TombstoneRemovals {
+        TombstoneRemovals {
+            opened_at: REMOVAL_COUNTER.fetch_add(1, Ordering::AcqRel),
+            recent: VecDeque::new(),
+            forgotten: 0,
+        }
+    }
+
+    fn record(&mut self, below: u64) {
+        let n = REMOVAL_COUNTER.fetch_add(1, Ordering::AcqRel);
+        if self.recent.len() == REMOVALS_KEPT {
+            if let Some((n, _)) = self.recent.pop_front() {
+                self.forgotten = n;
+            }
+        }
+        self.recent.push_back((n, below));
+    }
 }
 
 impl Log {
@@ -393,6 +459,9 @@ impl Log {
         let new_horizon = opts.now_ms.saturating_add(plan.config.delete_retention_ms);
         let mut horizon = None;
         let mut last_batch = None;
+        // Groups go up in offset order, so a group removed tombstones iff the pass's
+        // highest removed offset moved during it.
+        let removed_before = stats.tombstones_removed_below;
         for seg in segs {
             stats.bytes_read += seg.data.len() as u64;
             let written_before = stats.bytes_written;
@@ -436,7 +505,14 @@ impl Log {
             return Err(injected());
         }
         fsync_dir(&tmp).map_err(io_err(&tmp))?;
-        Ok(Written { base, end, horizon })
+        let tombstones_removed_below = (stats.tombstones_removed_below > removed_before)
+            .then_some(stats.tombstones_removed_below);
+        Ok(Written {
+            base,
+            end,
+            horizon,
+            tombstones_removed_below,
+        })
     }
 
     /// Swaps a written group in; false when the log changed since the plan.
@@ -447,6 +523,17 @@ impl Log {
         }
         let crash = |step: u8| opts.crash_at == Some(CrashAt::AfterSwapStep(step));
         let result = (|| {
+            // Known (and persisted) before any reader can see the group: a follower
+            // fetch that reads the new segment must also see that tombstones went.
+            if let Some(below) = w.tombstones_removed_below {
+                st.tombstones_removed_below = st.tombstones_removed_below.max(below);
+                st.tombstone_removals.record(below);
+                write_cleaner_checkpoint(
+                    &self.dir,
+                    st.first_dirty_offset,
+                    st.tombstones_removed_below,
+                )?;
+            }
             let swap = self.dir.join(format!("{SWAP_PREFIX}{}-{}", w.base, w.end));
             let tmp = self.dir.join(TMP_DIR);
             fs::rename(&tmp, &swap).map_err(io_err(&swap))?;

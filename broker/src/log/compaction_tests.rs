@@ -482,12 +482,19 @@ fn tombstones_stay_for_delete_retention_after_the_first_pass_then_go() {
         "a pass before the horizon keeps the tombstone"
     );
     assert!(log.compaction_view(t0 + 10 + RETENTION_MS, end).due);
+    let before = log.tombstone_removal_mark();
+    assert_eq!(log.tombstones_removed_since(Some(before)), 0);
     log.clean(&clean_opts(t0 + 10 + RETENTION_MS, end, 100))
         .unwrap()
         .unwrap();
     assert_eq!(keys(&log), vec![(1, Some("b".into()), Some("1".into()))]);
-    // Followers that never fetched offset 2 must learn that a tombstone went there.
+    // Followers that never fetched offset 2 must learn that a tombstone went there:
+    // one whose previous fetch began before the pass, or that never fetched before.
     assert_eq!(log.tombstones_removed_below(), 3);
+    assert_eq!(log.tombstones_removed_since(Some(before)), 3);
+    assert_eq!(log.tombstones_removed_since(None), 3);
+    let after = log.tombstone_removal_mark();
+    assert_eq!(log.tombstones_removed_since(Some(after)), 0);
     drop(log);
     drop(_mgr);
     let (_mgr, log) = one_log(d.path());
@@ -495,6 +502,11 @@ fn tombstones_stay_for_delete_retention_after_the_first_pass_then_go() {
         log.tombstones_removed_below(),
         3,
         "persisted across a restart"
+    );
+    assert_eq!(
+        log.tombstones_removed_since(Some(after)),
+        3,
+        "a mark from before a reopen covers what the reopened log cannot list"
     );
 }
 

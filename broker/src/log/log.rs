@@ -101,6 +101,7 @@ struct State {
     /// One past the highest offset of a tombstone compaction removed (persisted with
     /// the first dirty offset).
     tombstones_removed_below: u64,
+    tombstone_removals: compaction::TombstoneRemovals,
 }
 
 /// A partition's log. See the module docs.

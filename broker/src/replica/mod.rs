@@ -74,9 +74,9 @@ pub struct Partition {
     next_waiter: AtomicU64,
     /// ISR proposals the state machine made, for the proposer task to send.
     proposals: Mutex<Vec<IsrProposal>>,
-    /// Leader side, per follower: the leader epoch and the log's
-    /// `tombstones_removed_below` at that follower's previous fetch, to tell whether
-    /// compaction removed tombstones the follower has not fetched since.
+    /// Leader side, per follower: the leader epoch and the log's tombstone-removal mark
+    /// taken at that follower's previous fetch, to tell whether compaction removed a
+    /// tombstone the follower has not fetched since.
     tombstones_seen: Mutex<HashMap<u32, (LeaderEpoch, u64)>>,
 }
 

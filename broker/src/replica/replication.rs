@@ -21,7 +21,7 @@ use bytes::Bytes;
 use sluice_proto::batch::Batches;
 use sluice_proto::{BrokerId, ErrorCode, LeaderEpoch, Offset, RecordBatch, TopicPartition};
 use tokio::sync::watch;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::state::{self, Event};
 use super::{storage_failure, Failure, Partition, ReplicaManager};
@@ -82,30 +82,40 @@ impl ReplicaManager {
         self.leader_partition(tp).ok().map(|p| p.leo_tx.subscribe())
     }
 
-    /// Whether compaction removed tombstones above `fetch_offset` since this follower's
-    /// previous fetch (or, on its first fetch in this leader epoch, at all): the values
-    /// those tombstones deleted may sit in its log, where nothing newer will ever supersede
-    /// them, so it must start over from the log start. Only out of the ISR: an ISR member
-    /// must never drop acknowledged records, and it cannot be that far behind unless
-    /// `delete.retention.ms` is about zero. A follower refetching from the log start is
-    /// safe (it reads the compacted log), which the remembered value below records.
-    fn missed_tombstones(
+    /// Whether compaction removed a tombstone at or above `fetch_offset` after this
+    /// follower's previous fetch began (on its first fetch in this leader epoch: ever).
+    /// The follower has not read that tombstone and never will, but may hold a value it
+    /// deleted, which nothing newer will supersede: it must start over from the log
+    /// start. A fetch at the log start is always safe (it reads the compacted log from
+    /// there, where the deleted values went before their tombstones did). `mark` is
+    /// [`Log::tombstone_removal_mark`] taken before this fetch's read, so a removal that
+    /// read may already reflect is checked again at the next fetch.
+    ///
+    /// Never for an ISR member, which must not drop acknowledged records: the cleaner
+    /// works below the high watermark, which no ISR member's fetch offset is below, so
+    /// one cannot have skipped a removed tombstone.
+    fn skipped_tombstones(
         p: &Partition,
         replica: u32,
         role: &state::Role,
         fetch_offset: Offset,
         log_start: Offset,
+        mark: u64,
     ) -> bool {
-        let removed_below = p.log.tombstones_removed_below();
-        let mut seen = p.tombstones_seen.lock();
-        let previous = seen
-            .insert(replica, (role.leader_epoch, removed_below))
+        let previous = p
+            .tombstones_seen
+            .lock()
+            .insert(replica, (role.leader_epoch, mark))
             .filter(|(epoch, _)| *epoch == role.leader_epoch)
-            .map(|(_, below)| below);
-        fetch_offset > log_start
-            && fetch_offset.0 < removed_below
-            && previous.is_none_or(|below| below < removed_below)
-            && !role.isr.contains(&BrokerId(replica))
+            .map(|(_, mark)| mark);
+        if fetch_offset <= log_start || fetch_offset.0 >= p.log.tombstones_removed_since(previous) {
+            return false;
+        }
+        if role.isr.contains(&BrokerId(replica)) {
+            warn!(partition = %p.tp, replica, fetch_offset = fetch_offset.0, "an ISR member skipped a removed tombstone; it keeps its log (a cleaner bug?)");
+            return false;
+        }
+        true
     }
 
     /// Leader side of a follower fetch.
@@ -139,6 +149,7 @@ impl ReplicaManager {
                 ));
             }
         }
+        let mark = p.log.tombstone_removal_mark();
         let (start, end) = (Offset(p.log.log_start_offset()), p.log_end());
         let epochs = p.log.epoch_entries_snapshot();
         if let Some(d) =
@@ -150,17 +161,6 @@ impl ReplicaManager {
                 log_start_offset: start.0,
                 log_end_offset: end.0,
                 diverging: Some(d),
-            });
-        }
-        if Self::missed_tombstones(&p, replica, &role, f.fetch_offset, start) {
-            let removed_below = p.log.tombstones_removed_below();
-            info!(partition = %f.tp, replica, fetch_offset = f.fetch_offset.0, tombstones_removed_below = removed_below, "follower missed compacted-away tombstones; it restarts from the log start");
-            return Ok(FollowerFetched {
-                records: Bytes::new(),
-                high_watermark: p.high_watermark(),
-                log_start_offset: start.0,
-                log_end_offset: end.0,
-                diverging: Some((None, start)),
             });
         }
         if f.fetch_offset < start || f.fetch_offset > end {
@@ -186,6 +186,16 @@ impl ReplicaManager {
             .log
             .read(f.fetch_offset.0, max_bytes, None)
             .map_err(storage_failure)?;
+        if Self::skipped_tombstones(&p, replica, &role, f.fetch_offset, start, mark) {
+            info!(partition = %f.tp, replica, fetch_offset = f.fetch_offset.0, "follower skipped tombstones that compaction removed; it restarts from the log start");
+            return Ok(FollowerFetched {
+                records: Bytes::new(),
+                high_watermark: p.high_watermark(),
+                log_start_offset: start.0,
+                log_end_offset: end.0,
+                diverging: Some((None, start)),
+            });
+        }
         Ok(FollowerFetched {
             records: r.data,
             high_watermark: p.high_watermark(),
