@@ -42,5 +42,6 @@ pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
 pub use table::{
-    Change, ChangeSet, RawTable, Table, TableConfig, TableSet, TableSnapshot, TableStats,
+    Change, ChangeSet, PosRequest, RawTable, SourcePos, Table, TableConfig, TableSet,
+    TableSnapshot, TableStats,
 };

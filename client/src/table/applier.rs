@@ -1,8 +1,9 @@
 //! The set's single applier task: takes fetch deliveries, runs them through the
 //! transaction assembler, and applies each released unit to the stores under one
 //! round of shard write locks (topic index, then shard index: the global lock order).
-//! Positions advance while those locks are held and change sets go out after, so a
-//! reader that sees a position also sees the rows it covers.
+//! Positions — offsets and source positions (`source.rs`) — advance while those locks
+//! are held and change sets go out after, so a reader that sees a position also sees
+//! the rows it covers, and `wait_for`/`wait_for_source` wake only once they are there.
 //!
 //! It also decides readiness (every partition's position reached the high watermark
 //! captured at open), trims the stores' spare capacity at that moment, and writes
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::RwLockWriteGuard;
+use sluice_proto::source_pos::SourcePos;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -196,6 +198,7 @@ pub(crate) fn apply_unit(shared: &SetShared, unit: Unit) -> Result<(), Error> {
             pos.insert(p, piece.position);
         });
     }
+    advance_source(shared, &unit);
     drop(guards);
     if shared.ready() {
         let held_us = locked_at.elapsed().as_micros() as u64;
@@ -205,6 +208,25 @@ pub(crate) fn apply_unit(shared: &SetShared, unit: Unit) -> Result<(), Error> {
     }
     publish(topics, changes);
     Ok(())
+}
+
+/// Moves the source positions to the unit's last positioned record per partition
+/// (the caller still holds the unit's write locks); wakes `wait_for_source` only when
+/// one moved.
+fn advance_source(shared: &SetShared, unit: &Unit) {
+    let mut moved: Vec<(Tp, &SourcePos)> = unit
+        .pieces
+        .iter()
+        .filter_map(|piece| Some((piece.tp, piece.source_position()?)))
+        .collect();
+    if moved.is_empty() {
+        return;
+    }
+    shared.source.send_if_modified(|state| {
+        moved.drain(..).fold(false, |changed, ((t, p), pos)| {
+            state.advance(t, p, pos) | changed
+        })
+    });
 }
 
 /// (piece index, record index, key hash, shard) of each keyed record of a unit.
@@ -278,3 +300,7 @@ fn publish(topics: &[Arc<TopicShared>], changes: Vec<Vec<Change>>) {
         }));
     }
 }
+
+#[cfg(test)]
+#[path = "applier_tests.rs"]
+mod tests;

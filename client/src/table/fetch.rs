@@ -13,17 +13,19 @@
 //! its log start (docs/table.md says what that means for deleted keys); anything else
 //! is reported to the applier, which fails the set.
 
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_proto::batch::Batches;
+use sluice_proto::source_pos::RecordPos;
 use sluice_proto::{v1, ErrorCode};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::txn::{Rec, Tp, TxnTag};
-use super::{TXN_END_HEADER, TXN_HEADER};
+use super::{HEARTBEAT_HEADER, POS_HEADER, TXN_END_HEADER, TXN_HEADER};
 use crate::cluster::Cluster;
 use crate::Error;
 
@@ -62,6 +64,11 @@ pub(crate) struct Fetcher {
     pub caught_up: bool,
     pub tx: mpsc::Sender<Delivery>,
     pub shutdown: watch::Receiver<bool>,
+    /// The topic's count of `sluice.pos` headers that did not parse (`TableStats`).
+    pub malformed_positions: Arc<AtomicU64>,
+    /// When a malformed `sluice.pos` was last logged (at most once per
+    /// [`MALFORMED_LOG_EVERY`]).
+    pub malformed_logged_at: Option<Instant>,
 }
 
 /// What a caught-up partition asks for per fetch. An answer that stops short of the
@@ -74,6 +81,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Undecodable answers tolerated in a row before the table fails.
 const DECODE_FAILURES_MAX: u32 = 3;
+/// A partition logs malformed `sluice.pos` headers at most this often: a connector
+/// writing bad ones writes them on every record.
+const MALFORMED_LOG_EVERY: Duration = Duration::from_secs(60);
 
 enum Step {
     Continue,
@@ -153,6 +163,26 @@ impl Fetcher {
         }
     }
 
+    /// Counts malformed `sluice.pos` headers; logs them, rate-limited.
+    fn count_malformed(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let total = self
+            .malformed_positions
+            .fetch_add(n, AtomicOrdering::Relaxed)
+            + n;
+        let now = Instant::now();
+        if self
+            .malformed_logged_at
+            .is_none_or(|at| now.duration_since(at) >= MALFORMED_LOG_EVERY)
+        {
+            self.malformed_logged_at = Some(now);
+            warn!(topic = %self.topic, partition = self.tp.1, malformed = n, total,
+                "sluice.pos headers that do not parse; ignored for source positions");
+        }
+    }
+
     fn ask_bytes(&self) -> u32 {
         if self.caught_up {
             FOLLOW_FETCH_BYTES.min(self.partition_max_bytes)
@@ -201,8 +231,13 @@ impl Fetcher {
     ) -> Result<Step, Error> {
         let delivery = match ErrorCode::from_code(p.error_code) {
             ErrorCode::None => match decode(&self.topic, self.tp.1, p.records, self.next_offset) {
-                Ok((records, next)) => {
+                Ok(Decoded {
+                    records,
+                    next_offset: next,
+                    malformed_positions,
+                }) => {
                     *decode_failures = 0;
+                    self.count_malformed(malformed_positions);
                     self.next_offset = next;
                     // At the high watermark the next fetch long-polls: ask small.
                     self.caught_up = next >= p.high_watermark.max(0) as u64;
@@ -251,14 +286,26 @@ impl Fetcher {
     }
 }
 
-/// Decodes a fetch answer's batches into records at or after `from`; returns them and
-/// the next offset to fetch.
+/// One fetch answer, decoded.
+pub(crate) struct Decoded {
+    pub records: Vec<Rec>,
+    /// The offset to fetch next.
+    pub next_offset: u64,
+    /// `sluice.pos` headers that did not parse (ignored for positions).
+    pub malformed_positions: u64,
+}
+
+/// Decodes a fetch answer's batches into records at or after `from`.
+///
+/// A heartbeat (any record with [`HEARTBEAT_HEADER`]) becomes a keyless record that
+/// only carries its position: never a row, never held (its `sluice.txn`, which a
+/// connector never writes, is ignored).
 pub(crate) fn decode(
     topic: &str,
     partition: u32,
     data: Bytes,
     from: u64,
-) -> Result<(Vec<Rec>, u64), Error> {
+) -> Result<Decoded, Error> {
     let corrupt = |e: sluice_proto::BatchError| {
         Error::broker(
             ErrorCode::CorruptMessage.code(),
@@ -267,6 +314,7 @@ pub(crate) fn decode(
     };
     let mut out = Vec::new();
     let mut next = from;
+    let mut malformed_positions = 0;
     for batch in Batches::new(data) {
         let batch = batch.map_err(corrupt)?;
         let batch_next = batch.next_offset().max(0) as u64;
@@ -284,21 +332,45 @@ pub(crate) fn decode(
             }
             let mut id = None;
             let mut end = None;
+            let mut pos = None;
+            let mut heartbeat = false;
             for h in r.headers {
                 if h.key == TXN_HEADER {
                     id = Some(h.value.unwrap_or_default());
                 } else if h.key == TXN_END_HEADER {
                     end = Some(h.value.unwrap_or_default());
+                } else if h.key == POS_HEADER {
+                    match RecordPos::from_header(h.value.as_deref().unwrap_or_default()) {
+                        Ok(p) => pos = Some(Box::new(p.pos)),
+                        Err(_) => malformed_positions += 1,
+                    }
+                } else if h.key == HEARTBEAT_HEADER {
+                    heartbeat = true;
                 }
             }
-            out.push(Rec {
-                offset,
-                key: r.key,
-                value: r.value,
-                txn: id.map(|id| Box::new(TxnTag { id, end })),
-            });
+            let rec = match heartbeat {
+                false => Rec {
+                    offset,
+                    key: r.key,
+                    value: r.value,
+                    txn: id.map(|id| Box::new(TxnTag { id, end })),
+                    pos,
+                },
+                true => Rec {
+                    offset,
+                    key: None,
+                    value: None,
+                    txn: None,
+                    pos,
+                },
+            };
+            out.push(rec);
         }
         next = next.max(batch_next);
     }
-    Ok((out, next))
+    Ok(Decoded {
+        records: out,
+        next_offset: next,
+        malformed_positions,
+    })
 }

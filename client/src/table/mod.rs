@@ -17,8 +17,12 @@
 //! - `position()[p]` is the next offset of partition `p` not yet applied; it never
 //!   passes a held transaction record.
 //! - Null values (tombstones) remove keys; an empty value is a real value.
+//! - A partition's source position (`source.rs`) is its last applied `sluice.pos`; it
+//!   moves with the rows, never ahead of a held transaction. Heartbeats
+//!   ([`HEARTBEAT_HEADER`]) move it and are never rows.
 //!
-//! Headers (see docs/table.md): [`TXN_HEADER`], [`TXN_END_HEADER`], [`POS_HEADER`].
+//! Headers (see docs/table.md): [`TXN_HEADER`], [`TXN_END_HEADER`], [`POS_HEADER`],
+//! [`HEARTBEAT_HEADER`].
 //!
 //! Callers: application code and `sluice table dump|serve` (src/cli/table.rs), from
 //! any thread; the tasks run on the caller's tokio runtime.
@@ -28,6 +32,7 @@ mod fetch;
 mod open;
 mod raw;
 mod snapshot;
+mod source;
 mod store;
 mod txn;
 mod typed;
@@ -46,9 +51,12 @@ pub const TXN_HEADER: &str = "sluice.txn";
 /// Header on the last record of a transaction in its partition; its value lists every
 /// `topic:partition` piece of the transaction, comma-separated.
 pub const TXN_END_HEADER: &str = "sluice.txn.end";
-/// Reserved: the source position (Postgres LSN, MySQL GTID) of a record, for
-/// `wait_for_source` (issue 11). Carried, not interpreted yet.
-pub const POS_HEADER: &str = "sluice.pos";
+/// The source position of a record (`sluice.pos`, [`RecordPos`]) and the heartbeat
+/// marker (`sluice.heartbeat`: not a row, only a position), re-exported from the
+/// shared vocabulary in `sluice_proto::source_pos`. See [`RawTable::source_position`].
+pub use sluice_proto::source_pos::{
+    PosRequest, RecordPos, SourcePos, HEARTBEAT_HEADER, HEARTBEAT_KEY, POS_HEADER,
+};
 
 /// How a Table reads and stores. Every field has a default suited to 1–3 M rows.
 #[derive(Debug, Clone)]
@@ -136,6 +144,9 @@ pub struct TableStats {
     /// Longest the applier held shard write locks for one unit since ready (µs): the
     /// longest a `get` can have waited on the applier. Tune with `apply_chunk_records`.
     pub apply_lock_max_us: u64,
+    /// `sluice.pos` headers that did not parse since open: ignored for the source
+    /// position (the records themselves are applied). Nonzero means a writer is wrong.
+    pub malformed_positions: u64,
 }
 
 /// A consistent copy of a table: whole transactions only, with the positions the rows
@@ -145,6 +156,8 @@ pub struct TableSnapshot {
     pub topic: String,
     pub ready: bool,
     pub position: BTreeMap<u32, u64>,
+    /// The source position the rows reflect ([`RawTable::source_position`]).
+    pub source_position: Option<SourcePos>,
     pub rows: Vec<(Bytes, Bytes)>,
 }
 

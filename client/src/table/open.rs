@@ -16,6 +16,7 @@ use super::applier::Applier;
 use super::fetch::{decode, Fetcher, PERMIT_BYTES};
 use super::raw::{Readiness, SetShared, TopicShared};
 use super::snapshot;
+use super::source::SourceState;
 use super::store::Store;
 use super::txn::{Assembler, Tp};
 use super::TableConfig;
@@ -76,8 +77,10 @@ pub(crate) async fn start(
         shared_topics
             .push(open_topic(&cluster, plan, i, &config, snapshot_dir, &mut starts).await?);
     }
+    let partitions: Vec<usize> = plans.iter().map(|p| p.offsets.len()).collect();
     let shared = Arc::new(SetShared {
         topics: shared_topics,
+        source: watch::channel(SourceState::new(partitions)).0,
         readiness: watch::channel(Readiness::Bootstrapping).0,
         opened_at,
         bootstrap_ms: OnceLock::new(),
@@ -129,6 +132,7 @@ async fn open_topic(
         snapshot_rows,
         position: watch::channel(position).0,
         changes: broadcast::channel(config.changes_capacity).0,
+        malformed_positions: Default::default(),
     }))
 }
 
@@ -161,6 +165,8 @@ fn spawn_tasks(
             caught_up: from >= high_watermark,
             tx: tx.clone(),
             shutdown: shared.shutdown.subscribe(),
+            malformed_positions: shared.topics[tp.0].malformed_positions.clone(),
+            malformed_logged_at: None,
         };
         tokio::spawn(fetcher.run());
     }
@@ -394,7 +400,7 @@ async fn sample_row_bytes(
     if ErrorCode::from_code(p.error_code) != ErrorCode::None {
         return None;
     }
-    let (records, _) = decode(topic, partition, p.records, from).ok()?;
+    let records = decode(topic, partition, p.records, from).ok()?.records;
     let live: Vec<_> = records.iter().filter(|r| r.value.is_some()).collect();
     if live.is_empty() {
         return None;

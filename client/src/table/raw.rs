@@ -8,13 +8,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::RwLockReadGuard;
+use sluice_proto::source_pos::{PosRequest, SourcePos};
 use tokio::sync::{broadcast, watch};
 
+use super::source::SourceState;
 use super::store::{Shard, Store};
 use super::{ChangeSet, TableConfig, TableSnapshot, TableStats};
 use crate::{ClientConfig, Error};
@@ -41,11 +44,16 @@ pub(crate) struct TopicShared {
     /// holds the write locks of the shards an apply unit touches.
     pub(crate) position: watch::Sender<BTreeMap<u32, u64>>,
     pub(crate) changes: broadcast::Sender<Arc<ChangeSet>>,
+    /// `sluice.pos` headers of this topic that did not parse (its fetch tasks count).
+    pub(crate) malformed_positions: Arc<AtomicU64>,
 }
 
 /// What every handle of one set shares.
 pub(crate) struct SetShared {
     pub(crate) topics: Vec<Arc<TopicShared>>,
+    /// Source positions per partition, topic and set. Modified by the applier while
+    /// it holds the write locks of the shards an apply unit touches, like `position`.
+    pub(crate) source: watch::Sender<SourceState>,
     pub(crate) readiness: watch::Sender<Readiness>,
     pub(crate) opened_at: Instant,
     pub(crate) bootstrap_ms: OnceLock<u64>,
@@ -86,6 +94,45 @@ impl SetShared {
         let mut rx = self.finished.subscribe();
         let _ = rx.wait_for(|done| *done).await;
     }
+
+    /// Waits until `pick` (the set's or one topic's position) reaches `request`.
+    async fn wait_for_source(
+        &self,
+        what: &str,
+        request: &PosRequest,
+        timeout: Duration,
+        pick: impl Fn(&SourceState) -> Option<&SourcePos>,
+    ) -> Result<(), Error> {
+        let mut rx = self.source.subscribe();
+        let done = |s: &SourceState| pick(s).is_some_and(|p| p.reached(request));
+        let waited =
+            tokio::time::timeout(timeout, async { rx.wait_for(done).await.map(|_| ()) }).await;
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => {
+                let at = match pick(&self.source.borrow()) {
+                    Some(p) => format!("it is at {p}"),
+                    None => "it has no source position yet (a partition has applied no \
+                             record with sluice.pos)"
+                        .to_string(),
+                };
+                Err(Error::Timeout(format!(
+                    "{what}: source position {} not reached within {timeout:?}; {at}",
+                    request_text(request)
+                )))
+            }
+        }
+    }
+}
+
+/// A request as the user wrote it (`0/16B3748`, `0-1-42`, `mysql-bin.000003:1234`).
+pub(crate) fn request_text(request: &PosRequest) -> String {
+    match request {
+        PosRequest::Lsn(l) => l.to_string(),
+        PosRequest::Gtids(g) => g.to_string(),
+        PosRequest::Binlog(b) => b.to_string(),
+    }
 }
 
 /// What handles hold: the last one dropped closes the set, so forgotten tables do
@@ -110,6 +157,7 @@ fn snapshot_locked(
     t: &TopicShared,
     guards: &[RwLockReadGuard<'_, Shard>],
     ready: bool,
+    source_position: Option<SourcePos>,
 ) -> TableSnapshot {
     let rows_total: usize = guards.iter().map(|g| g.rows()).sum();
     let mut rows = Vec::with_capacity(rows_total);
@@ -120,6 +168,7 @@ fn snapshot_locked(
         topic: t.topic.clone(),
         ready,
         position: t.position.borrow().clone(),
+        source_position,
         rows,
     }
 }
@@ -182,12 +231,38 @@ impl TableSet {
     pub fn snapshot_all(&self) -> Vec<TableSnapshot> {
         let ready = self.shared().ready();
         let guards = read_all(&self.shared().topics);
+        let source = self.shared().source.borrow().clone();
         self.shared()
             .topics
             .iter()
             .zip(guards.iter())
-            .map(|(t, g)| snapshot_locked(t, g, ready))
+            .enumerate()
+            .map(|(i, (t, g))| snapshot_locked(t, g, ready, source.topic_min(i).cloned()))
             .collect()
+    }
+
+    /// How far into the source's change stream every table of the set is: the least
+    /// of every partition's last applied `sluice.pos` (a transaction's counts once it
+    /// is visible). `None` until every partition of every topic applied a positioned
+    /// record (a heartbeat will do), or when the topics come from different kinds of
+    /// source.
+    pub fn source_position(&self) -> Option<SourcePos> {
+        self.shared().source.borrow().min().cloned()
+    }
+
+    /// Returns once [`TableSet::source_position`] has reached `request` (what the
+    /// application's own commit returned: `pg_current_wal_lsn()`, `@@gtid_binlog_pos`),
+    /// so every table of the set shows that commit, else `Error::Timeout`. Waits on a
+    /// `tokio::sync::watch` the applier sends to; never polls.
+    pub async fn wait_for_source(
+        &self,
+        request: &PosRequest,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let what = self.topics().join(",");
+        self.shared()
+            .wait_for_source(&what, request, timeout, SourceState::min)
+            .await
     }
 
     /// Stops following (and writes the final snapshot when opened with one, in the
@@ -293,7 +368,7 @@ impl RawTable {
         let ready = self.shared().ready();
         let t = self.t();
         let guards: Vec<_> = t.store.shards().iter().map(|s| s.read()).collect();
-        snapshot_locked(t, &guards, ready)
+        snapshot_locked(t, &guards, ready, self.source_position())
     }
 
     /// Calls `f` for every row, at one instant. Holds every shard's read lock
@@ -336,6 +411,30 @@ impl RawTable {
         }
     }
 
+    /// How far into the source's change stream this table is: the least of its
+    /// partitions' last applied `sluice.pos` (a transaction's counts once it is
+    /// visible). `None` until every partition applied a positioned record (a
+    /// heartbeat will do). See [`TableSet::source_position`] for a whole set.
+    pub fn source_position(&self) -> Option<SourcePos> {
+        self.shared().source.borrow().topic_min(self.index).cloned()
+    }
+
+    /// Returns once [`RawTable::source_position`] has reached `request` (what the
+    /// application's own commit returned: `pg_current_wal_lsn()`,
+    /// `@@gtid_binlog_pos`), so the table shows that commit, else `Error::Timeout`.
+    /// A transaction that also wrote other topics is visible in them too only if they
+    /// are in this table's set: wait on [`TableSet::wait_for_source`] for all of them.
+    pub async fn wait_for_source(
+        &self,
+        request: &PosRequest,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let index = self.index;
+        self.shared()
+            .wait_for_source(self.topic(), request, timeout, |s| s.topic_min(index))
+            .await
+    }
+
     /// Every applied change from now on, one [`ChangeSet`] per transaction or run.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeSet>> {
         self.t().changes.subscribe()
@@ -358,6 +457,10 @@ impl RawTable {
             apply_lock_max_us: self
                 .shared()
                 .apply_lock_max_us
+                .load(std::sync::atomic::Ordering::Relaxed),
+            malformed_positions: self
+                .t()
+                .malformed_positions
                 .load(std::sync::atomic::Ordering::Relaxed),
         }
     }

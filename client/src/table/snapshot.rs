@@ -231,6 +231,7 @@ mod tests {
             snapshot_rows: None,
             position: watch::channel([(0, 7), (1, 3)].into()).0,
             changes: broadcast::channel(1).0,
+            malformed_positions: Default::default(),
         }
     }
 

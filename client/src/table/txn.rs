@@ -24,6 +24,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use sluice_proto::source_pos::SourcePos;
 
 /// A partition of a topic of the set: (topic index, partition).
 pub(crate) type Tp = (usize, u32);
@@ -40,10 +41,13 @@ pub(crate) struct TxnTag {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Rec {
     pub offset: u64,
-    /// `None`: a record without key, which a table cannot hold (skipped on apply).
+    /// `None`: a record without key, which a table cannot hold (skipped on apply);
+    /// heartbeats are decoded without one.
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
     pub txn: Option<Box<TxnTag>>,
+    /// Its `sluice.pos` (boxed: most topics have none, and bootstrap holds millions).
+    pub pos: Option<Box<SourcePos>>,
 }
 
 /// Records of one partition in a unit, and the position after applying them.
@@ -53,6 +57,14 @@ pub(crate) struct Piece {
     pub records: Vec<Rec>,
     /// Next offset not yet applied in `tp` once this unit is applied.
     pub position: u64,
+}
+
+impl Piece {
+    /// The source position `tp` reaches once this piece is applied: its last
+    /// positioned record's (records of a partition come in position order).
+    pub(crate) fn source_position(&self) -> Option<&SourcePos> {
+        self.records.iter().rev().find_map(|r| r.pos.as_deref())
+    }
 }
 
 /// What to apply at once.

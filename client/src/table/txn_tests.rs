@@ -13,6 +13,7 @@ fn plain(offset: u64, key: &str) -> Rec {
         key: Some(Bytes::copy_from_slice(key.as_bytes())),
         value: Some(Bytes::from_static(b"v")),
         txn: None,
+        pos: None,
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{RawTable, TableConfig};
+use super::{PosRequest, RawTable, SourcePos, TableConfig};
 use crate::{ClientConfig, Error};
 
 /// A table of typed rows over one topic.
@@ -138,6 +138,20 @@ impl<K: Serialize + DeserializeOwned, V: DeserializeOwned> Table<K, V> {
 
     pub async fn wait_for(&self, offsets: &[(u32, u64)], timeout: Duration) -> Result<(), Error> {
         self.raw.wait_for(offsets, timeout).await
+    }
+
+    /// See [`RawTable::source_position`].
+    pub fn source_position(&self) -> Option<SourcePos> {
+        self.raw.source_position()
+    }
+
+    /// See [`RawTable::wait_for_source`].
+    pub async fn wait_for_source(
+        &self,
+        request: &PosRequest,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.raw.wait_for_source(request, timeout).await
     }
 
     /// Raw change sets (keys and values as bytes, as stored).

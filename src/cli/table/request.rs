@@ -1,7 +1,8 @@
 //! Request parsing for `sluice table serve` (serve.rs): the raw path, RFC 3986 query
-//! strings decoded to bytes, base64 keys, `wait_for` positions, and the JSON error every
-//! refusal carries. Pure functions: bad input becomes an [`ApiError`] (400 with what was
-//! wrong and what to send instead), never a panic.
+//! strings decoded to bytes, base64 keys, `wait_for` positions (record offsets or a CDC
+//! source position), and the JSON error every refusal carries. Pure functions: bad
+//! input becomes an [`ApiError`] (400 with what was wrong and what to send instead),
+//! never a panic.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use percent_encoding::percent_decode_str;
 use serde_json::json;
+use sluice_client::PosRequest;
 
 /// A failed request: a status and `{"error": message, ..extra}`.
 #[derive(Debug)]
@@ -126,17 +128,38 @@ pub(super) fn decode_base64(b: &[u8]) -> Result<Vec<u8>, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("key_base64 is not base64 ({e}); percent-encode + / = as %2B %2F %3D, or use the URL-safe alphabet")))
 }
 
-/// A `wait_for` position: record offsets, one per partition at most. Database source
-/// positions (a Postgres LSN, a MariaDB GTID) arrive with CDC and are refused for now.
-pub(super) fn parse_wait_for(s: &str) -> Result<Vec<(u32, u64)>, String> {
-    const FORM: &str =
-        "wait_for takes record offsets as PARTITION:OFFSET[,PARTITION:OFFSET..], e.g. 0:123,1:456";
-    const CDC: &str = "database source positions (a Postgres LSN like 0/16B3748, a MariaDB GTID like 0-1-42) arrive with CDC";
-    if s.contains('/') || s.contains('-') {
-        return Err(format!(
-            "wait_for={s:?} looks like a database source position; {CDC}; for now {FORM}"
-        ));
+/// What a `wait_for` waits for.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum WaitFor {
+    /// Record offsets, one per partition at most: `PARTITION:OFFSET[,..]`.
+    Offsets(Vec<(u32, u64)>),
+    /// A database source position (CDC): a Postgres LSN, a MariaDB GTID set or a
+    /// binlog `file:offset`.
+    Source(PosRequest),
+}
+
+const OFFSETS_FORM: &str =
+    "record offsets as PARTITION:OFFSET[,PARTITION:OFFSET..] (e.g. 0:123,1:456)";
+const SOURCE_FORM: &str = "a source position: a Postgres LSN (0/16B3748), a MariaDB GTID set \
+                           (0-1-42[,1-2-7]) or a binlog FILE:OFFSET (mysql-bin.000003:1234)";
+
+/// A `wait_for` value. Only digits, `:` and `,` is record offsets (so a binlog file
+/// named only by digits cannot be asked for; real ones have a base name); anything
+/// else is a source position (`PosRequest`: with `/` an LSN, with `:` a binlog
+/// coordinate, with `-` a GTID set).
+pub(super) fn parse_wait_for(s: &str) -> Result<WaitFor, String> {
+    let offsets_like = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, ':' | ',' | ' '));
+    if offsets_like {
+        return parse_offsets(s).map(WaitFor::Offsets);
     }
+    s.parse::<PosRequest>()
+        .map(WaitFor::Source)
+        .map_err(|e| format!("wait_for: {e}; give {SOURCE_FORM}, or {OFFSETS_FORM}"))
+}
+
+fn parse_offsets(s: &str) -> Result<Vec<(u32, u64)>, String> {
     let mut positions: Vec<(u32, u64)> = Vec::new();
     for piece in s.split(',') {
         let parsed = piece.split_once(':').and_then(|(p, o)| {
@@ -144,12 +167,12 @@ pub(super) fn parse_wait_for(s: &str) -> Result<Vec<(u32, u64)>, String> {
         });
         let Some((partition, offset)) = parsed else {
             return Err(format!(
-                "wait_for={s:?}: {piece:?} is not PARTITION:OFFSET; {FORM} ({CDC})"
+                "wait_for={s:?}: {piece:?} is not PARTITION:OFFSET; give {OFFSETS_FORM}"
             ));
         };
         if positions.iter().any(|&(p, _)| p == partition) {
             return Err(format!(
-                "wait_for={s:?} names partition {partition} twice; {FORM}"
+                "wait_for={s:?} names partition {partition} twice; give {OFFSETS_FORM}"
             ));
         }
         positions.push((partition, offset));
@@ -162,20 +185,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wait_for_takes_partition_offsets_and_refuses_source_positions() {
-        assert_eq!(parse_wait_for("0:123"), Ok(vec![(0, 123)]));
-        assert_eq!(parse_wait_for("0:123,1:456"), Ok(vec![(0, 123), (1, 456)]));
-        for bad in ["", "0", "0:", ":5", "x:1", "0:1,0:2", "0:1,", "0:-1"] {
-            assert!(parse_wait_for(bad).is_err(), "{bad:?}");
-        }
-        for source in [
-            "0/16B3748",
-            "0-1-42",
-            "3E11FA47-71CA-11E1-9E33-C80AA9429562:23",
+    fn wait_for_takes_partition_offsets_or_source_positions() {
+        let offsets = |s: &str| {
+            parse_wait_for(s).map(|w| match w {
+                WaitFor::Offsets(o) => o,
+                WaitFor::Source(r) => panic!("{s:?} read as a source position {r:?}"),
+            })
+        };
+        assert_eq!(offsets("0:123"), Ok(vec![(0, 123)]));
+        assert_eq!(offsets("0:123,1:456"), Ok(vec![(0, 123), (1, 456)]));
+        for bad in [
+            "", "0", "0:", ":5", "0:1,0:2", "0:1,", "0:-1", "0/zz", "hello", "a:b",
         ] {
-            let e = parse_wait_for(source).unwrap_err();
-            assert!(e.contains("arrive with CDC"), "{e}");
+            let e = parse_wait_for(bad).unwrap_err();
+            assert!(!e.contains('\n'), "one line: {e}");
         }
+        let source = |s: &str| match parse_wait_for(s) {
+            Ok(WaitFor::Source(r)) => r,
+            other => panic!("{s:?}: {other:?}"),
+        };
+        assert!(matches!(source("0/16B3748"), PosRequest::Lsn(_)));
+        assert!(matches!(source("0-1-42,1-2-7"), PosRequest::Gtids(_)));
+        assert!(matches!(
+            source("mysql-bin.000003:1234"),
+            PosRequest::Binlog(_)
+        ));
     }
 
     #[test]

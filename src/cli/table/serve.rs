@@ -4,8 +4,10 @@
 //! ```text
 //! GET /tables/{topic}/rows/{key}     200 {"key","value"[,"encoding"]} | 404 | 503 (bootstrapping)
 //! GET /tables/{topic}/rows?key=K | ?key_base64=B64     the same, for keys a path cannot hold
-//! GET /tables/{topic}                {"topic","ready","position":{"P":next},["encoding",]"rows":{k:v}}
+//! GET /tables/{topic}                {"topic","ready","position":{"P":next},"source_position",["encoding",]"rows":{k:v}}
 //! GET /tables/{topic}?wait_for=P:O[,P:O]&timeout_ms=T  the same once those records are applied; 408
+//! GET /tables/{topic}?wait_for=POS&timeout_ms=T        the same once the set reached source position
+//!                                    POS (0/16B3748 | 0-1-42[,..] | mysql-bin.000003:1234); 408
 //! GET /tables                        {"topics": [..]}
 //! GET /healthz                       200 when every table is ready, 503 before
 //! GET /metrics                       Prometheus text: rows, bytes, readiness, positions
@@ -17,6 +19,10 @@
 //! do not) on a blocking thread, then sorted and encoded there with no lock held and
 //! streamed to the client in chunks, so a 3 M-row snapshot is neither built as one
 //! buffer nor stalls the runtime.
+//!
+//! `wait_for` is record offsets when it is only digits, `:` and `,`; anything else is a
+//! CDC source position (request.rs). A source wait is on the whole set (every served
+//! topic): a source transaction may span them, and they are applied as one.
 //!
 //! Keys in the path are percent-decoded to bytes (any bytes: `%FF` is the byte 0xFF).
 //! Query strings are RFC 3986, not HTML forms: `+` is a plus sign, a space is `%20`.
@@ -40,12 +46,14 @@ use bytes::Bytes;
 use clap::Args;
 use percent_encoding::percent_decode_str;
 use serde_json::json;
-use sluice_client::{ClientConfig, RawTable, TableConfig, TableSet, TableSnapshot};
+use sluice_client::{
+    ClientConfig, PosRequest, RawTable, SourcePos, TableConfig, TableSet, TableSnapshot,
+};
 use tokio::sync::watch;
 
 use super::request::{
     decode_base64, decode_topic, json_response, parse_wait_for, query, raw_topic_and_key,
-    utf8_param, ApiError,
+    utf8_param, ApiError, WaitFor,
 };
 use super::{check_topic, row_json};
 use crate::cli::output::{base64, explain, status_eprintln, status_println};
@@ -313,6 +321,11 @@ async fn metrics(State(s): State<Arc<Served>>) -> Response {
         "Memory the table uses, overhead included.",
         &mut per_table(|st, _| st.memory_bytes as f64),
     );
+    gauge(
+        "sluice_table_malformed_positions",
+        "sluice.pos headers that did not parse since start (ignored for source positions).",
+        &mut per_table(|st, _| st.malformed_positions as f64),
+    );
     let mut positions = stats.iter().flat_map(|(l, _, table)| {
         table
             .position()
@@ -415,21 +428,15 @@ async fn snapshot(State(s): State<Arc<Served>>, uri: Uri) -> Result<Response, Ap
             }
         },
     };
+    let timeout = Duration::from_millis(timeout_ms);
     match utf8_param(&params, "wait_for")? {
-        Some(w) => {
-            let positions = parse_wait_for(w).map_err(ApiError::bad_request)?;
-            wait(
-                &s,
-                table,
-                &topic,
-                &positions,
-                Duration::from_millis(timeout_ms),
-            )
-            .await?;
-        }
+        Some(w) => match parse_wait_for(w).map_err(ApiError::bad_request)? {
+            WaitFor::Offsets(positions) => wait(&s, table, &topic, &positions, timeout).await?,
+            WaitFor::Source(request) => wait_source(&s, table, &request, timeout).await?,
+        },
         None if params.contains_key("timeout_ms") => {
             return Err(ApiError::bad_request(
-                "timeout_ms goes with wait_for=PARTITION:OFFSET[,..]",
+                "timeout_ms goes with wait_for=PARTITION:OFFSET[,..] or wait_for=SOURCE_POSITION",
             ));
         }
         None => {}
@@ -492,6 +499,64 @@ async fn wait(
     }
 }
 
+/// Waits until the table's set (every served topic) reached the source position
+/// `request`: 408 at `timeout` (with the set's `source_position`), 503 when the server
+/// stops meanwhile.
+async fn wait_source(
+    s: &Served,
+    table: &RawTable,
+    request: &PosRequest,
+    timeout: Duration,
+) -> Result<(), ApiError> {
+    let set = table.set();
+    let mut stopping = s.stopping.clone();
+    let _pending = PendingWait::new(&s.waits_pending);
+    let waited = tokio::select! {
+        r = tokio::time::timeout(timeout + Duration::from_secs(1), set.wait_for_source(request, timeout)) => r,
+        _ = stopping.wait_for(|stop| *stop) => {
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"));
+        }
+    };
+    match waited {
+        Ok(Ok(())) => Ok(()),
+        Err(_) | Ok(Err(sluice_client::Error::Timeout(_))) => {
+            let at = set.source_position();
+            let why = match &at {
+                Some(_) => "\"source_position\" is how far every served topic got",
+                None => "no source position yet: some partition of a served topic has applied no record with sluice.pos (CDC heartbeats give every partition one)",
+            };
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "{} did not reach source position {} within {} ms; {why}",
+                    set.topics().join(","),
+                    request_text(request),
+                    timeout.as_millis()
+                ),
+            )
+            .with("source_position", source_json(at.as_ref())))
+        }
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot wait on the tables: {e}"),
+        )),
+    }
+}
+
+/// A request as it was written (`0/16B3748`, `0-1-42`, `mysql-bin.000003:1234`).
+fn request_text(request: &PosRequest) -> String {
+    match request {
+        PosRequest::Lsn(l) => l.to_string(),
+        PosRequest::Gtids(g) => g.to_string(),
+        PosRequest::Binlog(b) => b.to_string(),
+    }
+}
+
+/// `"pg:0/16B3748"` or `null`.
+fn source_json(pos: Option<&SourcePos>) -> serde_json::Value {
+    pos.map_or(serde_json::Value::Null, |p| json!(p.to_string()))
+}
+
 /// The table's snapshot as JSON, taken and encoded on a blocking thread (copying out
 /// millions of rows must not hold up a runtime worker). One chunk's worth is sent
 /// with a Content-Length; more is streamed (chunked) as it is encoded.
@@ -521,14 +586,16 @@ async fn snapshot_response(table: RawTable) -> Response {
     ok(Body::from_stream(futures::StreamExt::chain(head, rest)))
 }
 
-/// Encodes `snap` as `{"topic","ready","position",["encoding",]"rows"}`, rows sorted by
-/// key, handing `emit` chunks of about [`SNAPSHOT_CHUNK_BYTES`]; stops early when
-/// `emit` returns false (the client went away).
+/// Encodes `snap` as `{"topic","ready","position","source_position",["encoding",]"rows"}`,
+/// rows sorted by key, handing `emit` chunks of about [`SNAPSHOT_CHUNK_BYTES`]; stops
+/// early when `emit` returns false (the client went away).
 fn write_snapshot(mut snap: TableSnapshot, mut emit: impl FnMut(Bytes) -> bool) {
     let utf8 = |b: &[u8]| std::str::from_utf8(b).is_ok();
     let text = snap.rows.iter().all(|(k, v)| utf8(k) && utf8(v));
     snap.rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut head = json!({"topic": snap.topic, "ready": snap.ready, "position": position_json(&snap.position)});
+    let mut head = json!({"topic": snap.topic, "ready": snap.ready,
+        "position": position_json(&snap.position),
+        "source_position": source_json(snap.source_position.as_ref())});
     if !text {
         head["encoding"] = json!("base64");
     }
@@ -569,6 +636,7 @@ mod tests {
             topic: "t".into(),
             ready: true,
             position: BTreeMap::from([(0, 7), (1, 3)]),
+            source_position: Some("pg:0/16B3748".parse().unwrap()),
             rows: rows
                 .into_iter()
                 .map(|(k, v)| (Bytes::from_static(k), Bytes::from_static(v)))
@@ -588,6 +656,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"topic": "t", "ready": true, "position": {"0": 7, "1": 3},
+                   "source_position": "pg:0/16B3748",
                    "rows": {"a\"": "1\n", "b": "2"}})
         );
         let v = snapshot_text(vec![(b"k", b"\xff")]);
@@ -610,6 +679,7 @@ mod tests {
             topic: "t".into(),
             ready: true,
             position: BTreeMap::new(),
+            source_position: None,
             rows,
         };
         let mut chunks = Vec::new();
