@@ -33,7 +33,7 @@ if ((${#missing[@]})); then
 fi
 
 # The etcd lease store and its tests need the `etcd` feature (protoc at build time).
-features=(--features sluice/etcd)
+features=(--features sluice/etcd,sluice/postgres)
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace "${features[@]}" --no-fail-fast "$@"
   # nextest does not run doctests

@@ -7,12 +7,14 @@
 //! - [`varint`]: Kafka's zig-zag varints.
 //! - [`types`]: newtypes for offsets, epochs and broker ids.
 //! - [`limits`]: every size limit in one place.
+//! - [`source_pos`]: CDC source positions (the `sluice.pos` header).
 //! - [`status`]: typed error codes on gRPC statuses (a broker that is not ready yet).
 
 pub mod batch;
 pub mod compression;
 pub mod error;
 pub mod limits;
+pub mod source_pos;
 pub mod status;
 pub mod topic_config;
 pub mod types;

@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch.
 
+mod cdc;
 mod client_cmds;
 mod consume;
 mod output;
@@ -98,6 +99,13 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Change data capture from Postgres or MariaDB into compacted topics.
+    Cdc {
+        #[command(subcommand)]
+        command: cdc::CdcCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Throughput and latency harness.
     Perf {
         #[command(subcommand)]
@@ -166,6 +174,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Table { command, client } => {
             init_tracing("warn");
             table::run(command, &client).await
+        }
+        Command::Cdc { command, client } => {
+            init_tracing("info");
+            cdc::run(command, &client).await
         }
         Command::Perf { command, client } => {
             init_tracing("warn");

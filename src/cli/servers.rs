@@ -189,7 +189,7 @@ fn check_writable(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn install_metrics(addr: SocketAddr) -> anyhow::Result<()> {
+pub(crate) fn install_metrics(addr: SocketAddr) -> anyhow::Result<()> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .install()

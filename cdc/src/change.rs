@@ -1,0 +1,109 @@
+//! What a source hands the runner: rows and transactions in a source-neutral form.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::Value;
+use sluice_proto::source_pos::SourcePos;
+
+/// A captured table: Postgres schema (or MariaDB database) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableId {
+    pub schema: String,
+    pub table: String,
+}
+
+impl TableId {
+    /// `schema.table`, as given on the command line.
+    pub fn parse(s: &str) -> Result<TableId, String> {
+        match s.trim().split_once('.') {
+            Some((schema, table)) if !schema.is_empty() && !table.is_empty() => Ok(TableId {
+                schema: schema.to_string(),
+                table: table.to_string(),
+            }),
+            _ => Err(format!("{s:?} is not schema.table")),
+        }
+    }
+
+    /// The topic this table's changes go to: `<prefix>.<schema>.<table>`.
+    pub fn topic(&self, prefix: &str) -> String {
+        format!("{prefix}.{}.{}", self.schema, self.table)
+    }
+}
+
+impl fmt::Display for TableId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.table)
+    }
+}
+
+/// Debezium's operation codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `c`: insert (and the new key of a primary-key change).
+    Create,
+    /// `u`
+    Update,
+    /// `d`: delete (and the old key of a primary-key change); followed by a tombstone.
+    Delete,
+    /// `r`: a row read by the initial snapshot.
+    Read,
+}
+
+impl Op {
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+        }
+    }
+}
+
+/// A row: column name → JSON value, in the table's column order.
+pub type Row = Vec<(Arc<str>, Value)>;
+
+/// One row change. `key` is the primary key's columns in key order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange {
+    pub table: Arc<TableId>,
+    pub op: Op,
+    pub key: Row,
+    pub before: Option<Row>,
+    pub after: Option<Row>,
+}
+
+/// A committed source transaction, with its changes in commit order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transaction {
+    /// Where the source's stream is once this transaction is applied (Postgres: the
+    /// commit's end LSN; MariaDB: the binlog position after its commit, and GTIDs).
+    pub pos: SourcePos,
+    /// The source's transaction id (Postgres xid, MariaDB GTID), for `source.txId` and
+    /// the `sluice.txn` header.
+    pub id: String,
+    /// Commit time, milliseconds since the epoch.
+    pub commit_ms: i64,
+    pub changes: Vec<RowChange>,
+}
+
+/// What a source produces, in stream order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceEvent {
+    /// An initial copy begins; its rows follow as [`SourceEvent::SnapshotRows`], all at
+    /// `pos` (the point the stream continues from afterwards).
+    SnapshotStarted {
+        pos: SourcePos,
+        /// Tables and their estimated row counts (for progress).
+        tables: Vec<(TableId, u64)>,
+    },
+    /// Rows of the initial copy (`op` is [`Op::Read`]).
+    SnapshotRows(Vec<RowChange>),
+    /// The copy is complete.
+    SnapshotDone,
+    /// A committed transaction.
+    Transaction(Transaction),
+    /// The source passed `pos` with nothing captured since the last event.
+    Heartbeat(SourcePos),
+}

@@ -1,0 +1,160 @@
+//! Record keys and values: the shape Debezium's JSON converter (schemas disabled) writes,
+//! so tools that read Debezium topics read these.
+//!
+//! Key: the primary key's columns as a JSON object in key order, `{"id":42}`.
+//! Value:
+//! ```json
+//! {"before": {...} | null, "after": {...} | null, "op": "c|u|d|r", "ts_ms": 1700000000000,
+//!  "source": {"version", "connector", "name", "db", "schema", "table", "snapshot",
+//!             "txId", "ts_ms", "pos", "lsn" (Postgres) | "file", "pos_offset", "gtid" (MariaDB)},
+//!  "transaction": {"id", "total_order", "data_collection_order"} | null}
+//! ```
+//! A delete's record is followed by a tombstone (same key, null value).
+
+use serde_json::{json, Map, Value};
+use sluice_proto::source_pos::SourcePos;
+
+use crate::change::{Row, RowChange};
+
+/// Static facts about the connector that go into every `source` block.
+#[derive(Debug, Clone)]
+pub struct SourceInfo {
+    /// `postgresql` or `mysql` (Debezium's names).
+    pub connector: &'static str,
+    /// The topic prefix (Debezium's logical server name).
+    pub name: String,
+    /// The database connected to.
+    pub db: String,
+}
+
+/// The JSON object of a row, columns in table order.
+pub fn row_object(row: &Row) -> Value {
+    let mut m = Map::with_capacity(row.len());
+    for (name, v) in row {
+        m.insert(name.to_string(), v.clone());
+    }
+    Value::Object(m)
+}
+
+/// The record key: the key columns, in key order (serde_json's map keeps insertion
+/// order only with `preserve_order`, so the object is written by hand).
+pub fn key_bytes(key: &Row) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 * key.len() + 2);
+    out.push(b'{');
+    for (i, (name, v)) in key.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, &**name).expect("a string serializes");
+        out.push(b':');
+        serde_json::to_writer(&mut out, v).expect("a JSON value serializes");
+    }
+    out.push(b'}');
+    out
+}
+
+/// Where a change sits in its transaction, for the `transaction` block.
+#[derive(Debug, Clone, Copy)]
+pub struct TxnOrder<'a> {
+    pub id: &'a str,
+    /// 1-based position among all the transaction's changes.
+    pub total_order: u64,
+    /// 1-based position among the transaction's changes to this table.
+    pub data_collection_order: u64,
+}
+
+/// The record value of a change.
+pub fn value_bytes(
+    info: &SourceInfo,
+    change: &RowChange,
+    pos: &SourcePos,
+    commit_ms: i64,
+    txn: Option<TxnOrder<'_>>,
+    now_ms: i64,
+) -> Vec<u8> {
+    let mut source = json!({
+        "version": concat!("sluice-", env!("CARGO_PKG_VERSION")),
+        "connector": info.connector,
+        "name": info.name,
+        "db": info.db,
+        "schema": change.table.schema,
+        "table": change.table.table,
+        "snapshot": if txn.is_none() && change.op == crate::Op::Read { "true" } else { "false" },
+        "txId": txn.map(|t| t.id),
+        "ts_ms": commit_ms,
+        "pos": pos.to_string(),
+    });
+    let s = source.as_object_mut().expect("an object");
+    match pos {
+        SourcePos::Postgres(lsn) => {
+            s.insert("lsn".into(), json!(lsn.0));
+        }
+        SourcePos::Mysql { binlog, gtids } => {
+            s.insert("file".into(), json!(binlog.file));
+            s.insert("pos_offset".into(), json!(binlog.offset));
+            s.insert(
+                "gtid".into(),
+                if gtids.is_empty() {
+                    Value::Null
+                } else {
+                    json!(gtids.to_string())
+                },
+            );
+        }
+    }
+    let value = json!({
+        "before": change.before.as_ref().map(row_object),
+        "after": change.after.as_ref().map(row_object),
+        "source": source,
+        "op": change.op.code(),
+        "ts_ms": now_ms,
+        "transaction": txn.map(|t| json!({
+            "id": t.id,
+            "total_order": t.total_order,
+            "data_collection_order": t.data_collection_order,
+        })),
+    });
+    serde_json::to_vec(&value).expect("a JSON value serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{Op, TableId};
+    use std::sync::Arc;
+
+    #[test]
+    fn keys_keep_key_order_and_values_have_debeziums_shape() {
+        let key: Row = vec![("b".into(), json!(2)), ("a".into(), json!("x\"y"))];
+        assert_eq!(key_bytes(&key), br#"{"b":2,"a":"x\"y"}"#.to_vec());
+        let change = RowChange {
+            table: Arc::new(TableId::parse("public.users").unwrap()),
+            op: Op::Update,
+            key: key.clone(),
+            before: Some(vec![("id".into(), json!(1)), ("n".into(), json!("old"))]),
+            after: Some(vec![("id".into(), json!(1)), ("n".into(), json!("new"))]),
+        };
+        let info = SourceInfo {
+            connector: "postgresql",
+            name: "cdc".into(),
+            db: "app".into(),
+        };
+        let pos: SourcePos = "pg:0/10".parse().unwrap();
+        let order = TxnOrder {
+            id: "77",
+            total_order: 1,
+            data_collection_order: 1,
+        };
+        let v: Value =
+            serde_json::from_slice(&value_bytes(&info, &change, &pos, 5, Some(order), 9)).unwrap();
+        assert_eq!(v["op"], "u");
+        assert_eq!(v["before"]["n"], "old");
+        assert_eq!(v["after"]["n"], "new");
+        assert_eq!(v["source"]["table"], "users");
+        assert_eq!(v["source"]["lsn"], 16);
+        assert_eq!(v["source"]["txId"], "77");
+        assert_eq!(v["source"]["snapshot"], "false");
+        assert_eq!(v["transaction"]["total_order"], 1);
+        assert_eq!(v["ts_ms"], 9);
+    }
+}

@@ -1,0 +1,125 @@
+//! Sans-IO position bookkeeping: what a restarted connector skips ([`Resume`]) and what
+//! it may confirm to its source ([`Tracker`]).
+//!
+//! The source is confirmed only up to a unit (a transaction, a heartbeat, a chunk of
+//! snapshot rows) that — with every unit before it — the broker acknowledged with
+//! acks=all. After a crash the source replays from its confirmed position, which is at
+//! or below everything the topics may hold; every record carries (position, ordinal),
+//! unique and increasing within its partition, so the connector writes a replayed
+//! record only when its partition's last record is older. Each partition thus holds
+//! every change exactly once, in source order.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, VecDeque};
+
+use sluice_proto::source_pos::{RecordPos, SourcePos};
+
+/// The last record position of each partition, read when the connector starts.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    last: HashMap<(String, u32), RecordPos>,
+}
+
+impl Resume {
+    pub fn new() -> Resume {
+        Resume::default()
+    }
+
+    /// Records the last position found in a partition.
+    pub fn insert(&mut self, topic: &str, partition: u32, last: RecordPos) {
+        self.last.insert((topic.to_string(), partition), last);
+    }
+
+    /// Whether a record at `pos` is new to its partition.
+    pub fn should_write(&self, topic: &str, partition: u32, pos: &RecordPos) -> bool {
+        match self.last.get(&(topic.to_string(), partition)) {
+            None => true,
+            Some(last) => last.compare(pos) == Some(Ordering::Less),
+        }
+    }
+
+    /// The last position of a partition, if it holds one.
+    pub fn last(&self, topic: &str, partition: u32) -> Option<&RecordPos> {
+        self.last.get(&(topic.to_string(), partition))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
+}
+
+/// A unit written to the broker and not yet known to be acknowledged.
+#[derive(Debug)]
+struct Unit {
+    seq: u64,
+    pos: SourcePos,
+    acked: bool,
+}
+
+/// Units in source order and the position the source may be confirmed to.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    next_seq: u64,
+    pending: VecDeque<Unit>,
+    confirmed: Option<SourcePos>,
+    failed: bool,
+}
+
+impl Tracker {
+    pub fn new() -> Tracker {
+        Tracker::default()
+    }
+
+    /// A unit at `pos` was handed to the producer; returns its number for [`Tracker::acked`].
+    /// Positions must not go backwards.
+    pub fn sent(&mut self, pos: SourcePos) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.push_back(Unit {
+            seq,
+            pos,
+            acked: false,
+        });
+        seq
+    }
+
+    /// Every record of unit `seq` was acknowledged. Acknowledgements may come in any order.
+    /// Returns the newly confirmable position, if it moved.
+    pub fn acked(&mut self, seq: u64) -> Option<&SourcePos> {
+        if self.failed {
+            return None;
+        }
+        if let Some(u) = self.pending.iter_mut().find(|u| u.seq == seq) {
+            u.acked = true;
+        }
+        let mut moved = false;
+        while self.pending.front().is_some_and(|u| u.acked) {
+            let u = self.pending.pop_front().expect("checked");
+            self.confirmed = Some(u.pos);
+            moved = true;
+        }
+        if moved {
+            self.confirmed.as_ref()
+        } else {
+            None
+        }
+    }
+
+    /// A record of some unit failed for good: nothing after the current confirmed
+    /// position may be confirmed any more (the connector must restart).
+    pub fn failed(&mut self) {
+        self.failed = true;
+    }
+
+    pub fn confirmed(&self) -> Option<&SourcePos> {
+        self.confirmed.as_ref()
+    }
+
+    /// Units written and not yet confirmable.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod sim;

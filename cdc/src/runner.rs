@@ -1,0 +1,159 @@
+//! Drives a source's events into the sink and acknowledgements back to the source.
+//!
+//! The source task sends [`SourceEvent`]s on a bounded channel. Each event becomes one
+//! unit: its records are handed to the producer in source order (the producer keeps
+//! each partition's order), and a second task awaits their acknowledgements (any
+//! order) and feeds them to the [`Tracker`], whose confirmed position is published on a
+//! watch channel for the source to confirm to its database.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::Error;
+use futures::stream::{FuturesUnordered, StreamExt};
+use metrics::{counter, gauge};
+use sluice_proto::source_pos::SourcePos;
+use tokio::sync::{mpsc, watch};
+use tracing::info;
+
+use crate::change::SourceEvent;
+use crate::position::Tracker;
+use crate::sink::{now_ms, Pending, Sink};
+
+/// Counters a terminal progress line and `/metrics` read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub snapshot_rows: AtomicU64,
+    pub snapshot_rows_expected: AtomicU64,
+    pub snapshot_done: std::sync::atomic::AtomicBool,
+    pub transactions: AtomicU64,
+    pub changes: AtomicU64,
+    pub heartbeats: AtomicU64,
+    /// Commit time of the last transaction written (ms since the epoch).
+    pub last_commit_ms: AtomicI64,
+    /// Records handed to the producer and not yet acknowledged.
+    pub in_flight_units: AtomicU64,
+}
+
+/// Most units awaiting acknowledgement before the runner stops reading the source.
+const MAX_IN_FLIGHT_UNITS: usize = 4096;
+
+/// Runs until the source's channel closes (clean stop) or a write fails. Returns the
+/// last confirmed position.
+pub async fn run(
+    mut sink: Sink,
+    mut events: mpsc::Receiver<SourceEvent>,
+    confirmed_tx: watch::Sender<Option<SourcePos>>,
+    stats: Arc<Stats>,
+) -> Result<Option<SourcePos>, Error> {
+    let (unit_tx, mut unit_rx) = mpsc::channel::<(u64, Pending)>(MAX_IN_FLIGHT_UNITS);
+    let tracker = Arc::new(parking_lot::Mutex::new(Tracker::new()));
+    let acker = {
+        let tracker = tracker.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let mut waiting = FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    unit = unit_rx.recv() => match unit {
+                        Some((seq, pending)) => waiting.push(async move {
+                            for f in pending {
+                                f.await?;
+                            }
+                            Ok::<u64, sluice_client::Error>(seq)
+                        }),
+                        None => break,
+                    },
+                    Some(done) = waiting.next(), if !waiting.is_empty() => {
+                        let seq = done.map_err(Error::from)?;
+                        stats.in_flight_units.fetch_sub(1, Ordering::Relaxed);
+                        let moved = tracker.lock().acked(seq).cloned();
+                        if let Some(pos) = moved {
+                            confirmed_tx.send_replace(Some(pos));
+                        }
+                    }
+                }
+            }
+            while let Some(done) = waiting.next().await {
+                let seq = done.map_err(Error::from)?;
+                stats.in_flight_units.fetch_sub(1, Ordering::Relaxed);
+                if let Some(pos) = tracker.lock().acked(seq).cloned() {
+                    confirmed_tx.send_replace(Some(pos));
+                }
+            }
+            Ok::<(), Error>(())
+        })
+    };
+    let mut snapshot_pos: Option<SourcePos> = None;
+    let mut snapshot_ordinal = 0u64;
+    let result: Result<(), Error> = async {
+        while let Some(event) = events.recv().await {
+            let (pos, pending) = match event {
+                SourceEvent::SnapshotStarted { pos, tables } => {
+                    let expected: u64 = tables.iter().map(|(_, n)| n).sum();
+                    stats.snapshot_rows_expected.store(expected, Ordering::Relaxed);
+                    gauge!("sluice_cdc_snapshot_rows_expected").set(expected as f64);
+                    info!(%pos, tables = tables.len(), expected_rows = expected, "initial copy started");
+                    snapshot_pos = Some(pos);
+                    continue;
+                }
+                SourceEvent::SnapshotRows(rows) => {
+                    let pos = snapshot_pos.clone().ok_or_else(|| {
+                        Error::Source("snapshot rows before the snapshot started".into())
+                    })?;
+                    let pending = sink.write_snapshot_rows(&rows, &pos, snapshot_ordinal).await?;
+                    snapshot_ordinal += rows.len() as u64;
+                    stats.snapshot_rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    counter!("sluice_cdc_snapshot_rows_total").increment(rows.len() as u64);
+                    (pos, pending)
+                }
+                SourceEvent::SnapshotDone => {
+                    let pos = snapshot_pos.take().ok_or_else(|| {
+                        Error::Source("snapshot end before the snapshot started".into())
+                    })?;
+                    stats.snapshot_done.store(true, Ordering::Relaxed);
+                    info!(rows = snapshot_ordinal, "initial copy written");
+                    // Every partition ends past the copy: a restart knows it finished.
+                    let pending = sink.write_heartbeat(&pos).await?;
+                    (pos, pending)
+                }
+                SourceEvent::Transaction(txn) => {
+                    let pending = sink.write_transaction(&txn).await?;
+                    stats.transactions.fetch_add(1, Ordering::Relaxed);
+                    stats.changes.fetch_add(txn.changes.len() as u64, Ordering::Relaxed);
+                    stats.last_commit_ms.store(txn.commit_ms, Ordering::Relaxed);
+                    counter!("sluice_cdc_transactions_total").increment(1);
+                    counter!("sluice_cdc_changes_total").increment(txn.changes.len() as u64);
+                    gauge!("sluice_cdc_lag_seconds")
+                        .set((now_ms() - txn.commit_ms).max(0) as f64 / 1000.0);
+                    (txn.pos, pending)
+                }
+                SourceEvent::Heartbeat(pos) => {
+                    let pending = sink.write_heartbeat(&pos).await?;
+                    stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                    (pos, pending)
+                }
+            };
+            let seq = tracker.lock().sent(pos);
+            stats.in_flight_units.fetch_add(1, Ordering::Relaxed);
+            if unit_tx.send((seq, pending)).await.is_err() {
+                break; // the acker failed; its error is returned below
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(unit_tx);
+    if result.is_err() {
+        tracker.lock().failed();
+    }
+    sink.flush().await;
+    let acked = acker
+        .await
+        .map_err(|e| Error::Source(format!("acknowledgement task: {e}")))?;
+    sink.close().await;
+    result?;
+    acked?;
+    let confirmed = tracker.lock().confirmed().cloned();
+    Ok(confirmed)
+}

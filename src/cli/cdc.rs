@@ -1,0 +1,240 @@
+//! `sluice cdc`: change data capture from a database into compacted topics
+//! (the `sluice-cdc` crate; docs/cdc.md).
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand, ValueEnum};
+use sluice_cdc::sink::SinkConfig;
+use sluice_cdc::TableId;
+
+use super::ClientArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum CdcCommand {
+    /// Capture tables of a Postgres database (logical replication, pgoutput).
+    Postgres(PgArgs),
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotArg {
+    /// Copy the tables first unless the topics hold a finished copy.
+    Initial,
+    /// Stream changes only.
+    Never,
+}
+
+/// Flags every source takes.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Topics are named PREFIX.SCHEMA.TABLE.
+    #[arg(long)]
+    pub topic_prefix: String,
+    #[arg(long, value_enum, default_value_t = SnapshotArg::Initial)]
+    pub snapshot: SnapshotArg,
+    /// Partitions of the topics the connector creates.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// Replication factor of the topics the connector creates (default: 3, or the
+    /// number of brokers when fewer).
+    #[arg(long)]
+    pub replication_factor: Option<u32>,
+    /// Extra configs for topics the connector creates, K=V (repeatable).
+    #[arg(long = "topic-config", value_name = "K=V")]
+    pub topic_configs: Vec<String>,
+    /// How often the source is asked for a heartbeat when nothing changes (ms).
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    pub heartbeat_ms: u64,
+    /// Prometheus endpoint (`/metrics`): rows, transactions, lag, snapshot progress.
+    #[arg(long, value_parser = super::parse_addr)]
+    pub metrics: Option<SocketAddr>,
+}
+
+#[derive(Args, Debug)]
+pub struct PgArgs {
+    /// postgres://user:password@host:port/database
+    #[arg(long)]
+    pub dsn: String,
+    /// Tables to capture: schema.table[,schema.table…].
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub tables: Vec<String>,
+    /// Replication slot (default: sluice_<prefix>).
+    #[arg(long)]
+    pub slot: Option<String>,
+    /// Publication (default: sluice_<prefix>).
+    #[arg(long)]
+    pub publication: Option<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+pub async fn run(cmd: CdcCommand, c: &ClientArgs) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CdcCommand::Postgres(a) => postgres(a, c).await,
+    }
+}
+
+pub(crate) fn parse_tables(tables: &[String]) -> anyhow::Result<Vec<TableId>> {
+    let mut out = Vec::new();
+    for t in tables.iter().filter(|t| !t.trim().is_empty()) {
+        out.push(TableId::parse(t).map_err(|e| anyhow::anyhow!("--tables: {e}"))?);
+    }
+    if out.is_empty() {
+        anyhow::bail!("--tables: give at least one schema.table");
+    }
+    Ok(out)
+}
+
+pub(crate) fn sink_config(common: &CommonArgs, c: &ClientArgs) -> anyhow::Result<SinkConfig> {
+    let mut topic_configs = BTreeMap::new();
+    for kv in &common.topic_configs {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--topic-config {kv:?}: expected K=V"))?;
+        topic_configs.insert(k.to_string(), v.to_string());
+    }
+    if common.topic_prefix.is_empty() || common.topic_prefix.contains(['/', ' ']) {
+        anyhow::bail!(
+            "--topic-prefix {:?}: give a plain name like cdc",
+            common.topic_prefix
+        );
+    }
+    Ok(SinkConfig {
+        bootstrap: c.bootstrap.clone(),
+        topic_prefix: common.topic_prefix.clone(),
+        partitions: common.partitions.max(1),
+        replication_factor: common.replication_factor,
+        topic_configs,
+    })
+}
+
+/// A progress line on a terminal (snapshot rows and rate, then streaming counts).
+pub(crate) fn spawn_progress(
+    stats: Arc<sluice_cdc::runner::Stats>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let started = Instant::now();
+        let mut last = (0u64, Instant::now());
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let rows = stats.snapshot_rows.load(Ordering::Relaxed);
+            let changes = stats.changes.load(Ordering::Relaxed);
+            let total = rows + changes;
+            let rate = (total - last.0) as f64 / last.1.elapsed().as_secs_f64();
+            last = (total, Instant::now());
+            if !stats.snapshot_done.load(Ordering::Relaxed) && rows > 0 {
+                let expected = stats
+                    .snapshot_rows_expected
+                    .load(Ordering::Relaxed)
+                    .max(rows);
+                eprint!(
+                    "\rcopying: {rows}/{expected} rows ({:.0} %), {rate:.0} rows/s, {:.0} s   ",
+                    100.0 * rows as f64 / expected.max(1) as f64,
+                    started.elapsed().as_secs_f64()
+                );
+            } else {
+                eprint!(
+                    "\rstreaming: {} transactions, {changes} changes, {rate:.0} changes/s   ",
+                    stats.transactions.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }))
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
+    use sluice_cdc::envelope::SourceInfo;
+    use sluice_cdc::postgres::{PgSourceConfig, SnapshotMode, Stop};
+    use tokio::sync::{mpsc, watch};
+
+    let tables = parse_tables(&a.tables)?;
+    let sink_cfg = sink_config(&a.common, c)?;
+    if let Some(addr) = a.common.metrics {
+        super::servers::install_metrics(addr)?;
+    }
+    let default_name = format!("sluice_{}", a.common.topic_prefix.replace(['.', '-'], "_"));
+    let cfg = PgSourceConfig {
+        dsn: a.dsn.clone(),
+        tables: tables.clone(),
+        slot: a.slot.unwrap_or_else(|| default_name.clone()),
+        publication: a.publication.unwrap_or(default_name),
+        snapshot: match a.common.snapshot {
+            SnapshotArg::Initial => SnapshotMode::Initial,
+            SnapshotArg::Never => SnapshotMode::Never,
+        },
+        heartbeat: Duration::from_millis(a.common.heartbeat_ms.max(10)),
+        snapshot_chunk_rows: 2000,
+    };
+    let info = SourceInfo {
+        connector: "postgresql",
+        name: a.common.topic_prefix.clone(),
+        db: database_of(&a.dsn),
+    };
+    let sink = sluice_cdc::sink::Sink::open(&sink_cfg, info, &tables).await?;
+    let state = sink.snapshot_state();
+    let stats = Arc::new(sluice_cdc::runner::Stats::default());
+    let (tx, rx) = mpsc::channel(256);
+    let (confirmed_tx, confirmed_rx) = watch::channel(None);
+    let writer = tokio::spawn(sluice_cdc::runner::run(
+        sink,
+        rx,
+        confirmed_tx,
+        stats.clone(),
+    ));
+    let stop = Stop::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("\nstopping (Ctrl-C)");
+            stop.cancel();
+        });
+    }
+    let progress = spawn_progress(stats);
+    eprintln!(
+        "capturing {} table(s) into {}.*",
+        tables.len(),
+        a.common.topic_prefix
+    );
+    let source = sluice_cdc::postgres::run(cfg, state, tx, confirmed_rx, stop).await;
+    if let Some(p) = progress {
+        p.abort();
+    }
+    let written = writer.await?;
+    source?;
+    let confirmed = written?;
+    eprintln!(
+        "stopped; confirmed to the source up to {}",
+        confirmed.map_or("nothing".to_string(), |p| p.to_string())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres(_a: PgArgs, _c: &ClientArgs) -> anyhow::Result<ExitCode> {
+    anyhow::bail!(
+        "this sluice was built without Postgres capture; build it with `--features postgres` \
+         (needs Debian's libpq-dev)"
+    )
+}
+
+/// The database named in a DSN (URL path or `dbname=`), for `source.db`.
+pub(crate) fn database_of(dsn: &str) -> String {
+    if let Some(rest) = dsn.split_once("://").map(|(_, r)| r) {
+        let path = rest.split_once('/').map_or("", |(_, p)| p);
+        return path.split('?').next().unwrap_or("").to_string();
+    }
+    dsn.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("dbname="))
+        .unwrap_or("")
+        .to_string()
+}
