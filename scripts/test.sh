@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole Sluice test suite on a fresh Debian machine with a Rust toolchain.
 # Installs the system packages the tests need (etcd, protoc for the etcd feature, iproute2
-# for network namespaces, e2fsprogs) (apt-get, as root) when they are missing,
-# then runs every test with cargo-nextest when present (plain `cargo test` otherwise)
-# and prints the runner's summary.
+# for network namespaces, e2fsprogs, PostgreSQL 15 and MariaDB for the CDC tests, libpq
+# headers) (apt-get, as root) when they are missing, then runs every test with
+# cargo-nextest when present (plain `cargo test` otherwise) and prints the runner's summary.
+# The database tests start their own private servers (tests/common/db.rs) on free ports as
+# the `postgres` / `mysql` users; any cluster the Debian packages start as a service is
+# neither needed nor used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,15 +18,25 @@ packages=(
   "etcd:etcd-server"
   "protoc:protobuf-compiler"
   "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"
+  "/usr/lib/postgresql/15/bin/initdb:postgresql"
+  "/usr/include/postgresql/libpq-fe.h:libpq-dev"
+  "mariadbd|/usr/sbin/mariadbd:mariadb-server"
+  "mariadb:mariadb-client"
 )
 missing=()
+# present: a path that exists or a command on PATH
+present() {
+  if [[ "$1" == /* ]]; then [[ -e "$1" ]]; else command -v "$1" >/dev/null 2>&1; fi
+}
 for entry in "${packages[@]}"; do
-  what="${entry%%:*}"; pkg="${entry#*:}"
-  if [[ "$what" == /* ]]; then
-    [[ -e "$what" ]] || missing+=("$pkg")
-  else
-    command -v "$what" >/dev/null 2>&1 || missing+=("$pkg")
-  fi
+  # `a|b`: either one will do (e.g. a command only on root's PATH, or its full path)
+  whats="${entry%%:*}"; pkg="${entry#*:}"
+  found=
+  IFS='|' read -ra alternatives <<<"$whats"
+  for what in "${alternatives[@]}"; do
+    if present "$what"; then found=1; break; fi
+  done
+  [[ -n "$found" ]] || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
   echo "installing system packages: ${missing[*]}"

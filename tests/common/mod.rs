@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod cluster;
+pub mod db;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
