@@ -13,6 +13,7 @@
 
 pub mod change;
 pub mod envelope;
+pub mod mysql;
 pub mod position;
 pub mod runner;
 pub mod sink;

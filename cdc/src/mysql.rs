@@ -1,0 +1,602 @@
+//! The MariaDB (and MySQL) source: the row-based binlog, read as a replica would.
+//!
+//! Start-up checks the server (`log_bin`, `binlog_format=ROW`, `binlog_row_image=FULL`,
+//! `binlog_row_metadata=FULL`, a `--server-id` unlike the server's own) and every table
+//! (it exists, it has a primary key), each failure one line saying what fixes it.
+//!
+//! Initial copy, without locks: a connection starts `START TRANSACTION WITH CONSISTENT
+//! SNAPSHOT` and reads `binlog_snapshot_file` / `binlog_snapshot_position`, the binlog
+//! coordinate of exactly that snapshot (MariaDB's lock-free way), and the GTID state there
+//! (`BINLOG_GTID_POS(file, pos)`). Each table is read by one streaming SELECT (rows go out
+//! in chunks as they arrive), then the binlog is read from that coordinate: copy and
+//! stream meet with no gap and no overlap. A copy cut short starts over.
+//!
+//! Streaming ([`binlog`]): every row event between a transaction's GTID (or BEGIN) and
+//! its XID (or COMMIT) is buffered, and the whole transaction goes out at its commit,
+//! positioned at the end of the commit event with the GTID state after it; nothing
+//! uncommitted is ever sent. Transactions that touch no captured table become heartbeats
+//! (at most one per heartbeat interval), so positions move while captured tables are idle.
+//!
+//! MariaDB keeps no replica position for the connector: the position lives in the topics.
+//! A restart resumes from the oldest last position over all partitions
+//! ([`resume_position`]); the sink skips what each partition already holds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, Row as MyRow};
+use serde_json::Value;
+use sluice_proto::source_pos::{BinlogPos, GtidSet, SourcePos};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::change::{Op, Row, RowChange, SourceEvent, TableId};
+use crate::position::Resume;
+use crate::sink::SnapshotState;
+use crate::Error;
+
+mod binlog;
+pub mod types;
+
+use types::Kind;
+
+/// `--snapshot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotMode {
+    /// Copy every table first when the topics do not hold a finished copy.
+    Initial,
+    /// Stream only: from the topics' position, or from the binlog's end when they are empty.
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct MySourceConfig {
+    /// `mysql://user:password@host:port/db`.
+    pub dsn: String,
+    pub tables: Vec<TableId>,
+    /// The replica id the binlog connection registers with; must differ from the
+    /// server's and from every other replica's (MariaDB drops an older connection that
+    /// registers the same id).
+    pub server_id: u32,
+    pub snapshot: SnapshotMode,
+    /// Most time between heartbeats while only uncaptured tables change, and the
+    /// server's binlog heartbeat period while nothing changes.
+    pub heartbeat: Duration,
+    /// Rows per snapshot unit handed to the runner.
+    pub snapshot_chunk_rows: usize,
+    /// Where streaming resumes when the topics hold a finished copy
+    /// ([`resume_position`] of the sink's [`Resume`]).
+    pub resume_from: Option<SourcePos>,
+}
+
+/// Asks the source to stop (Ctrl-C): a cloneable flag to wait on.
+#[derive(Debug, Clone)]
+pub struct Stop(Arc<watch::Sender<bool>>);
+
+impl Default for Stop {
+    fn default() -> Stop {
+        Stop::new()
+    }
+}
+
+impl Stop {
+    pub fn new() -> Stop {
+        Stop(Arc::new(watch::channel(false).0))
+    }
+    pub fn cancel(&self) {
+        self.0.send_replace(true);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        *self.0.borrow()
+    }
+    pub async fn cancelled(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+/// The oldest last position over the given partitions (topic, partition count): where a
+/// restarted connector reads the binlog from. Every partition's last record is recent
+/// (heartbeats go to every partition), and the sink skips what a partition already
+/// holds, so re-reading from the oldest is safe. `None` when no partition holds one.
+pub fn resume_position(resume: &Resume, partitions: &[(String, u32)]) -> Option<SourcePos> {
+    let mut oldest: Option<&SourcePos> = None;
+    for (topic, n) in partitions {
+        for p in 0..*n {
+            let Some(last) = resume.last(topic, p) else {
+                continue;
+            };
+            let older = match oldest {
+                None => true,
+                Some(o) => last.pos.compare(o) == Some(std::cmp::Ordering::Less),
+            };
+            if older {
+                oldest = Some(&last.pos);
+            }
+        }
+    }
+    oldest.cloned()
+}
+
+/// A captured column.
+#[derive(Debug, Clone)]
+struct Column {
+    name: Arc<str>,
+    kind: Kind,
+    /// The binlog carries text in the column's own character set (a SELECT converts to
+    /// the connection's, UTF-8).
+    latin1: bool,
+}
+
+/// What the connector learned about a captured table at start.
+#[derive(Debug, Clone)]
+struct TableInfo {
+    id: Arc<TableId>,
+    /// Primary-key columns in key order.
+    key: Vec<Arc<str>>,
+    /// In table order.
+    columns: Vec<Column>,
+    estimated_rows: u64,
+}
+
+impl TableInfo {
+    fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| &*c.name == name)
+    }
+}
+
+fn my_err(what: &str) -> impl Fn(mysql_async::Error) -> Error + '_ {
+    move |e| Error::Source(format!("mysql: {what}: {e}"))
+}
+
+async fn connect(dsn: &str) -> Result<Conn, Error> {
+    let opts =
+        Opts::from_url(dsn).map_err(|e| Error::Config(format!("mysql: --dsn {dsn:?}: {e}")))?;
+    Conn::new(opts).await.map_err(my_err("connect"))
+}
+
+async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>, Error> {
+    conn.query_first::<Option<String>, _>(format!("SELECT @@GLOBAL.{name}"))
+        .await
+        .map(Option::flatten)
+        .map_err(my_err("read server variables"))
+}
+
+/// Refuses a server that cannot feed capture, one line naming the fix.
+async fn check_server(conn: &mut Conn, server_id: u32) -> Result<(), Error> {
+    let log_bin = variable(conn, "log_bin").await?.unwrap_or_default();
+    if log_bin != "1" && !log_bin.eq_ignore_ascii_case("on") {
+        return Err(Error::Config(
+            "mysql: the binary log is off (log_bin); start the server with log-bin \
+             (e.g. log-bin=mysql-bin in [mariadbd])"
+                .into(),
+        ));
+    }
+    let wants = [
+        ("binlog_format", "ROW"),
+        ("binlog_row_image", "FULL"),
+        ("binlog_row_metadata", "FULL"),
+    ];
+    for (name, want) in wants {
+        let have = match variable(conn, name).await {
+            Ok(v) => v.unwrap_or_default(),
+            Err(_) => "unknown (MariaDB before 10.5 has no such setting)".into(),
+        };
+        if !have.eq_ignore_ascii_case(want) {
+            let config = name.replace('_', "-");
+            return Err(Error::Config(format!(
+                "mysql: {name} is {have}; capture needs {name}={want} (SET GLOBAL {name} = \
+                 '{want}'; and {config}={want} in the server's config to keep it)"
+            )));
+        }
+    }
+    let own: u64 = variable(conn, "server_id")
+        .await?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if server_id == 0 {
+        return Err(Error::Config(
+            "mysql: give --server-id N, a replica id no other replica of this server uses (not 0)"
+                .into(),
+        ));
+    }
+    if u64::from(server_id) == own {
+        return Err(Error::Config(format!(
+            "mysql: --server-id {server_id} is the server's own server_id; give a different one"
+        )));
+    }
+    Ok(())
+}
+
+/// Columns, kinds and the primary key of every table; refuses one without a key.
+async fn describe(conn: &mut Conn, tables: &[TableId]) -> Result<Vec<TableInfo>, Error> {
+    let mut out = Vec::new();
+    for t in tables {
+        let cols: Vec<(String, String, String, Option<String>)> = conn
+            .exec(
+                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME \
+                 FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                (&t.schema, &t.table),
+            )
+            .await
+            .map_err(my_err("read columns"))?;
+        if cols.is_empty() {
+            return Err(Error::Config(format!("mysql: table {t} does not exist")));
+        }
+        let key: Vec<String> = conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
+                 ORDER BY ORDINAL_POSITION",
+                (&t.schema, &t.table),
+            )
+            .await
+            .map_err(my_err("read primary key"))?;
+        if key.is_empty() {
+            return Err(Error::Config(format!(
+                "mysql: table {t} has no primary key; a compacted topic is keyed by it \
+                 (ALTER TABLE {} ADD PRIMARY KEY (...))",
+                qualified(t)
+            )));
+        }
+        let estimated: Option<Option<u64>> = conn
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&t.schema, &t.table),
+            )
+            .await
+            .map_err(my_err("read table size"))?;
+        let mut columns: Vec<Column> = Vec::with_capacity(cols.len());
+        for (name, data_type, column_type, charset) in &cols {
+            let kind = Kind::of(data_type, column_type);
+            let charset = charset.as_deref().unwrap_or("binary").to_ascii_lowercase();
+            let latin1 = charset == "latin1";
+            let known = matches!(
+                charset.as_str(),
+                "utf8mb4" | "utf8mb3" | "utf8" | "ascii" | "latin1" | "binary"
+            );
+            if kind == Kind::Text && !known {
+                return Err(Error::Config(format!(
+                    "mysql: column {t}.{name} is in character set {charset}; the binlog carries \
+                     its bytes as they are and the connector reads utf8mb4, utf8mb3, ascii and \
+                     latin1 only (ALTER TABLE {} MODIFY {} ... CHARACTER SET utf8mb4)",
+                    qualified(t),
+                    quote_ident(name)
+                )));
+            }
+            columns.push(Column {
+                name: name.as_str().into(),
+                kind,
+                latin1,
+            });
+        }
+        let key = key
+            .iter()
+            .map(|k| {
+                columns
+                    .iter()
+                    .find(|c| &*c.name == k)
+                    .map(|c| c.name.clone())
+                    .unwrap_or_else(|| k.as_str().into())
+            })
+            .collect();
+        out.push(TableInfo {
+            id: Arc::new(t.clone()),
+            key,
+            columns,
+            estimated_rows: estimated.flatten().unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+fn qualified(t: &TableId) -> String {
+    format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.table))
+}
+
+/// The GTID state at a binlog coordinate (MariaDB's `BINLOG_GTID_POS`); empty where the
+/// server has none (MySQL, whose GTIDs are not carried).
+async fn gtids_at(conn: &mut Conn, pos: &BinlogPos) -> GtidSet {
+    let read: Result<Option<Option<String>>, _> = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&pos.file, pos.offset))
+        .await;
+    match read {
+        Ok(v) => {
+            let text = v.flatten().unwrap_or_default();
+            text.parse().unwrap_or_else(|e| {
+                warn!(gtids = %text, error = %e, "GTID state not understood; positions carry none");
+                GtidSet::default()
+            })
+        }
+        Err(e) => {
+            warn!(error = %e, "no BINLOG_GTID_POS (not MariaDB?); positions carry no GTIDs");
+            GtidSet::default()
+        }
+    }
+}
+
+/// The binlog's end now (`SHOW MASTER STATUS`), for streaming without a copy.
+async fn binlog_end(conn: &mut Conn) -> Result<BinlogPos, Error> {
+    let row: Option<MyRow> = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .map_err(my_err("SHOW MASTER STATUS"))?;
+    let row = row.ok_or_else(|| {
+        Error::Config("mysql: SHOW MASTER STATUS is empty: the binary log is off".into())
+    })?;
+    let file: Option<String> = row.get(0);
+    let offset: Option<u64> = row.get(1);
+    match (file, offset) {
+        (Some(file), Some(offset)) => Ok(BinlogPos { file, offset }),
+        _ => Err(Error::Source(
+            "mysql: SHOW MASTER STATUS: no file and position".into(),
+        )),
+    }
+}
+
+async fn status(conn: &mut Conn, name: &str) -> Result<String, Error> {
+    let row: Option<(String, String)> = conn
+        .query_first(format!("SHOW STATUS LIKE '{name}'"))
+        .await
+        .map_err(my_err("SHOW STATUS"))?;
+    row.map(|(_, v)| v).ok_or_else(|| {
+        Error::Config(format!(
+            "mysql: the server has no {name} status (MariaDB's consistent-snapshot binlog \
+             position is needed for the initial copy; use --snapshot never on MySQL)"
+        ))
+    })
+}
+
+async fn send(events: &mpsc::Sender<SourceEvent>, e: SourceEvent) -> Result<(), Error> {
+    events
+        .send(e)
+        .await
+        .map_err(|_| Error::Source("the writer stopped".into()))
+}
+
+/// The start-up checks alone (server settings, `--server-id`, tables and their keys),
+/// so a command line can refuse a bad setup before it creates any topic.
+pub async fn check(cfg: &MySourceConfig) -> Result<(), Error> {
+    let mut conn = connect(&cfg.dsn).await?;
+    check_server(&mut conn, cfg.server_id).await?;
+    describe(&mut conn, &cfg.tables).await?;
+    Ok(())
+}
+
+/// Runs the source until `stop` or an error. Events go to `events`.
+pub async fn run(
+    cfg: MySourceConfig,
+    snapshot_state: SnapshotState,
+    events: mpsc::Sender<SourceEvent>,
+    stop: Stop,
+) -> Result<(), Error> {
+    let mut conn = connect(&cfg.dsn).await?;
+    check_server(&mut conn, cfg.server_id).await?;
+    let tables = describe(&mut conn, &cfg.tables).await?;
+    let copy = cfg.snapshot == SnapshotMode::Initial && snapshot_state != SnapshotState::Complete;
+    let start = if copy {
+        if snapshot_state == SnapshotState::Incomplete {
+            info!("the topics hold a copy that did not finish: copying again");
+        }
+        match snapshot(&cfg, &tables, &events, &stop).await? {
+            Some(pos) => pos,
+            None => return Ok(()), // stopped
+        }
+    } else {
+        match cfg.resume_from.clone() {
+            Some(SourcePos::Mysql { binlog, gtids }) => (binlog, gtids),
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "mysql: the topics hold positions of another source ({other}); give this \
+                     connector its own --topic-prefix"
+                )))
+            }
+            None if snapshot_state == SnapshotState::Complete => {
+                return Err(Error::Source(
+                    "mysql: the topics hold a finished copy but no position to resume from".into(),
+                ))
+            }
+            None => {
+                let end = binlog_end(&mut conn).await?;
+                let gtids = gtids_at(&mut conn, &end).await;
+                (end, gtids)
+            }
+        }
+    };
+    drop(conn);
+    let by_name: HashMap<(String, String), Arc<TableInfo>> = tables
+        .into_iter()
+        .map(|t| ((t.id.schema.clone(), t.id.table.clone()), Arc::new(t)))
+        .collect();
+    info!(from = %start.0, gtids = %start.1, "streaming the binlog");
+    binlog::stream(&cfg, by_name, start, &events, &stop).await
+}
+
+/// The initial copy. Returns where streaming continues, or `None` when stopped.
+async fn snapshot(
+    cfg: &MySourceConfig,
+    tables: &[TableInfo],
+    events: &mpsc::Sender<SourceEvent>,
+    stop: &Stop,
+) -> Result<Option<(BinlogPos, GtidSet)>, Error> {
+    let mut conn = connect(&cfg.dsn).await?;
+    // TIMESTAMPs read in UTC, as the binlog carries them.
+    for set in [
+        "SET SESSION time_zone = '+00:00'",
+        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    ] {
+        conn.query_drop(set)
+            .await
+            .map_err(my_err("prepare snapshot session"))?;
+    }
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await
+        .map_err(my_err("START TRANSACTION WITH CONSISTENT SNAPSHOT"))?;
+    let file = status(&mut conn, "binlog_snapshot_file").await?;
+    let offset = status(&mut conn, "binlog_snapshot_position").await?;
+    let offset: u64 = offset.parse().map_err(|_| {
+        Error::Source(format!(
+            "mysql: binlog_snapshot_position {offset:?} is not a number"
+        ))
+    })?;
+    let at = BinlogPos { file, offset };
+    let gtids = gtids_at(&mut conn, &at).await;
+    let pos = SourcePos::Mysql {
+        binlog: at.clone(),
+        gtids: gtids.clone(),
+    };
+    info!(%pos, "initial copy at a consistent snapshot");
+    let want = tables
+        .iter()
+        .map(|t| ((*t.id).clone(), t.estimated_rows))
+        .collect();
+    send(events, SourceEvent::SnapshotStarted { pos, tables: want }).await?;
+    for t in tables {
+        let select = format!(
+            "SELECT {} FROM {}",
+            t.columns
+                .iter()
+                .map(|c| quote_ident(&c.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            qualified(&t.id)
+        );
+        let mut result = conn
+            .exec_iter(select.as_str(), ())
+            .await
+            .map_err(my_err("snapshot SELECT"))?;
+        let mut chunk = Vec::with_capacity(cfg.snapshot_chunk_rows);
+        loop {
+            if stop.is_cancelled() {
+                return Ok(None);
+            }
+            let Some(mut row) = result.next().await.map_err(my_err("snapshot read"))? else {
+                break;
+            };
+            let mut after: Row = Vec::with_capacity(t.columns.len());
+            for (i, c) in t.columns.iter().enumerate() {
+                let v = row
+                    .take::<mysql_async::Value, _>(i)
+                    .unwrap_or(mysql_async::Value::NULL);
+                after.push((c.name.clone(), types::to_json(&c.kind, &v)));
+            }
+            chunk.push(RowChange {
+                table: t.id.clone(),
+                op: Op::Read,
+                key: key_of(t, &after)?,
+                before: None,
+                after: Some(after),
+            });
+            if chunk.len() >= cfg.snapshot_chunk_rows {
+                send(
+                    events,
+                    SourceEvent::SnapshotRows(std::mem::take(&mut chunk)),
+                )
+                .await?;
+            }
+        }
+        if !chunk.is_empty() {
+            send(events, SourceEvent::SnapshotRows(chunk)).await?;
+        }
+    }
+    conn.query_drop("COMMIT")
+        .await
+        .map_err(my_err("end snapshot"))?;
+    send(events, SourceEvent::SnapshotDone).await?;
+    Ok(Some((at, gtids)))
+}
+
+fn key_of(info: &TableInfo, row: &Row) -> Result<Row, Error> {
+    info.key
+        .iter()
+        .map(|k| {
+            row.iter()
+                .find(|(n, _)| n == k)
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .ok_or_else(|| {
+                    Error::Source(format!(
+                        "mysql: a row of {} without its key column {k}",
+                        info.id
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// A row from the binlog as a JSON row, named and typed by the captured table.
+fn binlog_row(info: &TableInfo, row: &mysql_async::binlog::row::BinlogRow) -> Result<Row, Error> {
+    use mysql_async::binlog::value::BinlogValue;
+    let mut out: Row = Vec::with_capacity(row.len());
+    for (i, col) in row.columns_ref().iter().enumerate() {
+        let name = col.name_str();
+        // Without column names (binlog_row_metadata below FULL) the position decides.
+        let column = if name.starts_with('@') {
+            info.columns.get(i)
+        } else {
+            info.column(&name)
+        };
+        let (name, kind, latin1): (Arc<str>, &Kind, bool) = match column {
+            Some(c) => (c.name.clone(), &c.kind, c.latin1),
+            None => (name.as_ref().into(), &Kind::Other, false),
+        };
+        let value = match row.as_ref(i) {
+            None => Value::Null,
+            Some(BinlogValue::Value(mysql_async::Value::Bytes(b))) if latin1 => {
+                types::to_json(kind, &mysql_async::Value::Bytes(types::latin1_to_utf8(b)))
+            }
+            Some(BinlogValue::Value(v)) => types::to_json(kind, v),
+            Some(v @ BinlogValue::Jsonb(_)) => match mysql_async::Value::try_from(v.clone()) {
+                Ok(v) => types::to_json(&Kind::Json, &v),
+                Err(e) => {
+                    return Err(Error::Source(format!(
+                        "mysql: {}.{name}: a JSON value: {e}",
+                        info.id
+                    )))
+                }
+            },
+            Some(BinlogValue::JsonDiff(_)) => {
+                return Err(Error::Config(format!(
+                    "mysql: {}.{name}: a partial JSON update; capture needs whole values \
+                     (SET GLOBAL binlog_row_value_options = '')",
+                    info.id
+                )))
+            }
+        };
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_proto::source_pos::RecordPos;
+
+    #[test]
+    fn resume_takes_the_oldest_last_position_over_every_partition() {
+        let mut r = Resume::new();
+        let rp = |s: &str| s.parse::<RecordPos>().unwrap();
+        r.insert("p.db.a", 0, rp("my:bin.000002:400:0-1-9#3"));
+        r.insert("p.db.a", 1, rp("my:bin.000001:900:0-1-5#0"));
+        r.insert("p.db.b", 0, rp("my:bin.000002:100:0-1-7#1"));
+        let parts = vec![("p.db.a".to_string(), 2), ("p.db.b".to_string(), 1)];
+        assert_eq!(
+            resume_position(&r, &parts),
+            Some("my:bin.000001:900:0-1-5".parse().unwrap())
+        );
+        // Only the listed topics count.
+        assert_eq!(
+            resume_position(&r, &parts[1..]),
+            Some("my:bin.000002:100:0-1-7".parse().unwrap())
+        );
+        assert_eq!(resume_position(&Resume::new(), &parts), None);
+    }
+}

@@ -1,0 +1,393 @@
+//! The binlog stream: events in, whole committed transactions and heartbeats out.
+//!
+//! The connection registers as a replica (`--server-id`) with
+//! `@mariadb_slave_capability=4`, so MariaDB sends its own GTID events (type 0xA2), which
+//! `mysql_async` does not decode: their body is parsed here ([`parse_mariadb_gtid`]).
+//! `@master_heartbeat_period` makes the server send a heartbeat event whenever it has
+//! been idle that long, so a dead connection is noticed (no event for three periods).
+//!
+//! Invariant: a [`Transaction`] is sent only at its commit event (XID, or a `COMMIT`
+//! query for non-transactional engines), positioned at that event's end; its changes are
+//! those of every row event since its GTID / `BEGIN`, in binlog order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mysql_async::binlog::events::{Event, EventData, RowsEventData};
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest};
+use sluice_proto::source_pos::{BinlogPos, Gtid, GtidSet, SourcePos};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::{binlog_row, connect, key_of, my_err, send, MySourceConfig, Stop, TableInfo};
+use crate::change::{Op, RowChange, SourceEvent, Transaction};
+use crate::Error;
+
+/// MariaDB's GTID event.
+const MARIADB_GTID_EVENT: u8 = 0xA2;
+/// GTID flag: the event group is one statement with no BEGIN/COMMIT (DDL).
+const FL_STANDALONE: u8 = 1;
+/// Idle heartbeat periods after which the connection counts as dead.
+const DEAD_AFTER_PERIODS: u32 = 3;
+
+/// A MariaDB GTID event's body: `seq_no` u64 LE, `domain_id` u32 LE, `flags` u8 (then
+/// fields this connector does not need). The server id comes from the event header.
+pub(super) fn parse_mariadb_gtid(body: &[u8], server_id: u32) -> Option<(Gtid, u8)> {
+    let seq = u64::from_le_bytes(body.get(0..8)?.try_into().ok()?);
+    let domain = u32::from_le_bytes(body.get(8..12)?.try_into().ok()?);
+    let flags = *body.get(12)?;
+    Some((
+        Gtid {
+            domain,
+            server: server_id,
+            seq,
+        },
+        flags,
+    ))
+}
+
+/// The file name of a rotate event. The artificial rotate the server sends first comes
+/// before the format description, so the reader has not learnt yet that events end in
+/// a 4-byte checksum and leaves it on the name: it is cut off here when the server
+/// checksums its events (`binlog_checksum` other than NONE).
+pub(super) fn binlog_file_name(raw: &[u8], checksum_left_on: bool) -> String {
+    let raw = if checksum_left_on && raw.len() > 4 {
+        &raw[..raw.len() - 4]
+    } else {
+        raw
+    };
+    String::from_utf8_lossy(raw).into_owned()
+}
+
+/// A transaction being read.
+struct Open {
+    gtid: Option<Gtid>,
+    /// Begun by a standalone GTID: ends with its (one) query event.
+    standalone: bool,
+    /// Where it began, for an id when there is no GTID.
+    begin: BinlogPos,
+    changes: Vec<RowChange>,
+}
+
+struct State<'a> {
+    tables: HashMap<(String, String), Arc<TableInfo>>,
+    events: &'a mpsc::Sender<SourceEvent>,
+    file: String,
+    gtids: GtidSet,
+    open: Option<Open>,
+    /// The position after the last transaction, to be sent as a heartbeat at the
+    /// instant given unless a later one replaces it first (then the instant stays).
+    pending_heartbeat: Option<(SourcePos, Instant)>,
+    last_heartbeat: Instant,
+    every: Duration,
+    /// The server checksums events (`binlog_checksum` is not NONE).
+    checksums: bool,
+    /// A format description arrived: the reader strips checksums from here on.
+    fde_seen: bool,
+}
+
+pub(super) async fn stream(
+    cfg: &MySourceConfig,
+    tables: HashMap<(String, String), Arc<TableInfo>>,
+    (start, gtids): (BinlogPos, GtidSet),
+    events: &mpsc::Sender<SourceEvent>,
+    stop: &Stop,
+) -> Result<(), Error> {
+    let mut conn = connect(&cfg.dsn).await?;
+    let checksums = conn
+        .query_first::<Option<String>, _>("SELECT @@GLOBAL.binlog_checksum")
+        .await
+        .map_err(my_err("read binlog_checksum"))?
+        .flatten()
+        .is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
+    conn.query_drop("SET @mariadb_slave_capability = 4")
+        .await
+        .map_err(my_err("set replica capability"))?;
+    let period = cfg.heartbeat.max(Duration::from_millis(100));
+    conn.query_drop(format!(
+        "SET @master_heartbeat_period = {}",
+        period.as_nanos()
+    ))
+    .await
+    .map_err(my_err("set heartbeat period"))?;
+    let request = BinlogStreamRequest::new(cfg.server_id)
+        .with_filename(start.file.as_bytes())
+        .with_pos(start.offset);
+    let mut binlog: BinlogStream = conn
+        .get_binlog_stream(request)
+        .await
+        .map_err(my_err("request binlog"))?;
+    let mut st = State {
+        tables,
+        events,
+        file: start.file.clone(),
+        gtids,
+        open: None,
+        pending_heartbeat: None,
+        last_heartbeat: Instant::now(),
+        every: cfg.heartbeat,
+        checksums,
+        fde_seen: false,
+    };
+    let dead_after = period * DEAD_AFTER_PERIODS;
+    loop {
+        let flush_at = st
+            .pending_heartbeat
+            .as_ref()
+            .map_or_else(Instant::now, |(_, due)| *due);
+        let next = tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep_until(flush_at), if st.pending_heartbeat.is_some() => {
+                st.flush_heartbeat().await?;
+                continue;
+            }
+            e = tokio::time::timeout(dead_after, binlog.next()) => e,
+        };
+        let event = match next {
+            Err(_) => {
+                return Err(Error::Source(format!(
+                    "mysql: binlog connection silent for {dead_after:?} (heartbeats every \
+                     {period:?}): the server is gone"
+                )))
+            }
+            Ok(None) => return Err(Error::Source("mysql: the binlog stream ended".into())),
+            Ok(Some(Err(e))) => return Err(Error::Source(format!("mysql: binlog: {e}"))),
+            Ok(Some(Ok(e))) => e,
+        };
+        st.handle(&binlog, &event).await?;
+    }
+    let _ = binlog.close().await;
+    Ok(())
+}
+
+impl State<'_> {
+    fn pos_at(&self, offset: u32) -> SourcePos {
+        SourcePos::Mysql {
+            binlog: BinlogPos {
+                file: self.file.clone(),
+                offset: u64::from(offset),
+            },
+            gtids: self.gtids.clone(),
+        }
+    }
+
+    fn begin(&mut self, gtid: Option<Gtid>, standalone: bool, at: u32) {
+        if let Some(open) = &self.open {
+            warn!(begin = %open.begin, "a transaction began before the last one ended; dropping its {} change(s)", open.changes.len());
+        }
+        self.open = Some(Open {
+            gtid,
+            standalone,
+            begin: BinlogPos {
+                file: self.file.clone(),
+                offset: u64::from(at),
+            },
+            changes: Vec::new(),
+        });
+    }
+
+    async fn handle(&mut self, binlog: &BinlogStream, event: &Event) -> Result<(), Error> {
+        let header = event.header();
+        let raw_type = header.event_type_raw();
+        // The end of this event in its file (0 for artificial events: rotate, heartbeat).
+        let end = header.log_pos();
+        if raw_type == MARIADB_GTID_EVENT {
+            let (gtid, flags) = parse_mariadb_gtid(event.data(), header.server_id())
+                .ok_or_else(|| Error::Source("mysql: a GTID event too short".into()))?;
+            let start = end.saturating_sub(header.event_size());
+            self.begin(Some(gtid), flags & FL_STANDALONE != 0, start);
+            return Ok(());
+        }
+        let data = match event.read_data() {
+            Ok(Some(d)) => d,
+            Ok(None) => return Ok(()), // MariaDB's other own events: GTID lists, checkpoints
+            Err(e) => {
+                return Err(Error::Source(format!(
+                    "mysql: binlog event type {raw_type:#x} at {}:{end}: {e}",
+                    self.file
+                )))
+            }
+        };
+        match data {
+            EventData::RotateEvent(r) => {
+                self.file = binlog_file_name(r.name_raw(), self.checksums && !self.fde_seen);
+                debug!(file = %self.file, "binlog file");
+            }
+            EventData::QueryEvent(q) => {
+                let query = q.query();
+                let query = query.trim();
+                if query.eq_ignore_ascii_case("BEGIN") {
+                    if self.open.as_ref().is_none_or(|o| o.gtid.is_none()) {
+                        let start = end.saturating_sub(header.event_size());
+                        self.begin(None, false, start);
+                    }
+                } else if query.eq_ignore_ascii_case("COMMIT") {
+                    self.commit(end, header.timestamp()).await?;
+                } else if self.open.as_ref().is_none_or(|o| o.standalone) {
+                    // DDL (or another statement outside a transaction): it ends here.
+                    if self.open.is_none() {
+                        self.begin(None, true, end);
+                    }
+                    self.commit(end, header.timestamp()).await?;
+                }
+            }
+            EventData::FormatDescriptionEvent(_) => self.fde_seen = true,
+            EventData::XidEvent(_) => self.commit(end, header.timestamp()).await?,
+            EventData::RowsEvent(rows) => self.rows(binlog, &rows)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn rows(&mut self, binlog: &BinlogStream, rows: &RowsEventData<'_>) -> Result<(), Error> {
+        let tme = binlog.get_tme(rows.table_id()).ok_or_else(|| {
+            Error::Source(format!(
+                "mysql: a rows event for table id {} without its table map",
+                rows.table_id()
+            ))
+        })?;
+        let key = (
+            tme.database_name().into_owned(),
+            tme.table_name().into_owned(),
+        );
+        let Some(info) = self.tables.get(&key).cloned() else {
+            return Ok(());
+        };
+        let Some(open) = self.open.as_mut() else {
+            return Err(Error::Source(format!(
+                "mysql: a row change of {} outside a transaction",
+                info.id
+            )));
+        };
+        for row in rows.rows(tme) {
+            let (before, after) =
+                row.map_err(|e| Error::Source(format!("mysql: a row of {}: {e}", info.id)))?;
+            let before = before.map(|r| binlog_row(&info, &r)).transpose()?;
+            let after = after.map(|r| binlog_row(&info, &r)).transpose()?;
+            match (before, after) {
+                (None, Some(after)) => open.changes.push(RowChange {
+                    table: info.id.clone(),
+                    op: Op::Create,
+                    key: key_of(&info, &after)?,
+                    before: None,
+                    after: Some(after),
+                }),
+                (Some(before), None) => open.changes.push(RowChange {
+                    table: info.id.clone(),
+                    op: Op::Delete,
+                    key: key_of(&info, &before)?,
+                    before: Some(before),
+                    after: None,
+                }),
+                (Some(before), Some(after)) => {
+                    let old_key = key_of(&info, &before)?;
+                    let new_key = key_of(&info, &after)?;
+                    if old_key != new_key {
+                        // A primary-key change: the old key goes, the new one comes.
+                        open.changes.push(RowChange {
+                            table: info.id.clone(),
+                            op: Op::Delete,
+                            key: old_key,
+                            before: Some(before),
+                            after: None,
+                        });
+                        open.changes.push(RowChange {
+                            table: info.id.clone(),
+                            op: Op::Create,
+                            key: new_key,
+                            before: None,
+                            after: Some(after),
+                        });
+                    } else {
+                        open.changes.push(RowChange {
+                            table: info.id.clone(),
+                            op: Op::Update,
+                            key: new_key,
+                            before: Some(before),
+                            after: Some(after),
+                        });
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, end: u32, timestamp: u32) -> Result<(), Error> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        if let Some(g) = open.gtid {
+            self.gtids.apply(g);
+        }
+        let pos = self.pos_at(end);
+        // Every transaction is followed by a heartbeat at its position one interval
+        // later unless another comes first: partitions it did not touch learn that the
+        // source moved (a Table's position is the least over its partitions), and
+        // uncaptured transactions move the topics' position at most once an interval.
+        let due = match &self.pending_heartbeat {
+            Some((_, due)) => *due,
+            None if open.changes.is_empty() => self.last_heartbeat + self.every,
+            None => Instant::now() + self.every,
+        };
+        self.pending_heartbeat = Some((pos.clone(), due));
+        if open.changes.is_empty() {
+            if Instant::now() >= due {
+                self.flush_heartbeat().await?;
+            }
+            return Ok(());
+        }
+        let id = match open.gtid {
+            Some(g) => g.to_string(),
+            None => open.begin.to_string(),
+        };
+        send(
+            self.events,
+            SourceEvent::Transaction(Transaction {
+                pos,
+                id,
+                commit_ms: i64::from(timestamp) * 1000,
+                changes: open.changes,
+            }),
+        )
+        .await
+    }
+
+    async fn flush_heartbeat(&mut self) -> Result<(), Error> {
+        self.last_heartbeat = Instant::now();
+        match self.pending_heartbeat.take() {
+            Some((pos, _)) => send(self.events, SourceEvent::Heartbeat(pos)).await,
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mariadb_gtid_events_parse_from_their_body() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&42u64.to_le_bytes());
+        body.extend_from_slice(&3u32.to_le_bytes());
+        body.push(FL_STANDALONE | 4);
+        body.extend_from_slice(&[0; 6]); // commit id etc.: ignored
+        let (g, flags) = parse_mariadb_gtid(&body, 7).unwrap();
+        assert_eq!(g.to_string(), "3-7-42");
+        assert_eq!(flags & FL_STANDALONE, FL_STANDALONE);
+        assert!(parse_mariadb_gtid(&body[..12], 7).is_none());
+    }
+
+    #[test]
+    fn rotate_names_lose_a_trailing_checksum() {
+        let name = b"mysql-bin.000001\x9a9\x07\x01";
+        assert_eq!(binlog_file_name(name, true), "mysql-bin.000001");
+        assert_eq!(binlog_file_name(&name[..16], false), "mysql-bin.000001");
+    }
+}
