@@ -261,7 +261,19 @@ fn a_transaction_over_two_tables_is_visible_at_once() {
             let w = scope.spawn(|| db.sql("shop", &script));
             let mut reads = 0u64;
             let mut positions = std::collections::HashSet::new();
-            while !w.is_finished() || reads < 50 {
+            // Reads go on until the set shows the last transfer (or the deadline).
+            let deadline = Instant::now() + WAIT;
+            let mut last: Option<PosRequest> = None;
+            loop {
+                if last.is_none() && w.is_finished() {
+                    last = Some(gtid_now(&db));
+                }
+                let caught_up = last
+                    .as_ref()
+                    .is_some_and(|l| set.source_position().is_some_and(|p| p.reached(l)));
+                if caught_up || Instant::now() > deadline {
+                    break;
+                }
                 let snaps = set.snapshot_all();
                 let mut sum = 0;
                 for s in &snaps {
@@ -434,4 +446,46 @@ fn a_mixed_binlog_format_is_refused_in_one_line() {
     let err = common::one_line_error(&out);
     assert!(err.contains("binlog_format is MIXED"), "{err}");
     assert!(err.contains("SET GLOBAL binlog_format"), "{err}");
+}
+
+#[test]
+fn the_connector_follows_mariadb_through_kill9_and_restart() {
+    let mut db = MariaDb::start();
+    db.create_db("shop");
+    db.sql(
+        "shop",
+        "CREATE TABLE r (id INT PRIMARY KEY, v INT NOT NULL); \
+         INSERT INTO r SELECT seq, 0 FROM seq_1_to_10",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let _cdc = Connector::start(&dev, &db, "shop.r", "rs", &[]);
+    let client = ClientConfig::new(&dev.addr);
+    let rt = runtime();
+    let set = rt.block_on(async {
+        let set = wait_open(&client, &["rs.shop.r".to_string()]).await;
+        set.wait_for_source(&gtid_now(&db), WAIT).await.unwrap();
+        set
+    });
+    db.sql("shop", "UPDATE r SET v = v + 1 WHERE id <= 5");
+    db.kill9();
+    db.restart();
+    db.sql(
+        "shop",
+        "UPDATE r SET v = v + 10 WHERE id > 3; DELETE FROM r WHERE id = 10",
+    );
+    let until = gtid_now(&db);
+    rt.block_on(async {
+        set.wait_for_source(&until, WAIT).await.unwrap();
+    });
+    let rows = rows_of(&set.table("rs.shop.r").unwrap().snapshot().rows);
+    let got: Vec<String> = (1..=10)
+        .filter_map(|id| rows.get(&format!("{{\"id\":{id}}}")))
+        .map(|after| after["v"].to_string())
+        .collect();
+    assert_eq!(
+        got.join(","),
+        db.sql("shop", "SELECT GROUP_CONCAT(v ORDER BY id) FROM r")
+    );
+    set.close();
 }

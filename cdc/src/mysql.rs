@@ -325,10 +325,14 @@ async fn gtids_at(conn: &mut Conn, pos: &BinlogPos) -> GtidSet {
 
 /// The binlog's end now (`SHOW MASTER STATUS`), for streaming without a copy.
 async fn binlog_end(conn: &mut Conn) -> Result<BinlogPos, Error> {
-    let row: Option<MyRow> = conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .map_err(my_err("SHOW MASTER STATUS"))?;
+    // MySQL 8.4 knows only the new name, MariaDB 10.11 and older MySQL the old one.
+    let row: Option<MyRow> = match conn.query_first("SHOW MASTER STATUS").await {
+        Ok(row) => row,
+        Err(_) => conn
+            .query_first("SHOW BINARY LOG STATUS")
+            .await
+            .map_err(my_err("SHOW MASTER STATUS"))?,
+    };
     let row = row.ok_or_else(|| {
         Error::Config("mysql: SHOW MASTER STATUS is empty: the binary log is off".into())
     })?;

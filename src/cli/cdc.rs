@@ -241,14 +241,13 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
 async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     use sluice_cdc::envelope::SourceInfo;
     use sluice_cdc::mysql::{MySourceConfig, SnapshotMode, Stop};
-    use tokio::sync::{mpsc, watch};
 
     let tables = parse_tables(&a.tables)?;
     let sink_cfg = sink_config(&a.common, c)?;
     if let Some(addr) = a.common.metrics {
         super::servers::install_metrics(addr)?;
     }
-    let mut cfg = MySourceConfig {
+    let cfg = MySourceConfig {
         dsn: a.dsn.clone(),
         tables: tables.clone(),
         server_id: a.server_id,
@@ -267,28 +266,7 @@ async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         name: a.common.topic_prefix.clone(),
         db: database_of(&a.dsn),
     };
-    let sink = sluice_cdc::sink::Sink::open(&sink_cfg, info, &tables).await?;
-    let state = sink.snapshot_state();
-    // The position lives in the topics: the oldest last record over every partition.
-    let admin = sluice_client::Admin::new(&sluice_client::ClientConfig::new(&c.bootstrap));
-    let mut partitions = Vec::new();
-    for t in &tables {
-        if let Some(topic) = sink.topic_of(t) {
-            let n = admin.describe_topic(topic).await?.partitions.len() as u32;
-            partitions.push((topic.to_string(), n));
-        }
-    }
-    cfg.resume_from = sluice_cdc::mysql::resume_position(sink.resume(), &partitions);
     let stats = Arc::new(sluice_cdc::runner::Stats::default());
-    let (tx, rx) = mpsc::channel(256);
-    // MariaDB is not told what Sluice acknowledged: the position lives in the topics.
-    let (confirmed_tx, _confirmed_rx) = watch::channel(None);
-    let writer = tokio::spawn(sluice_cdc::runner::run(
-        sink,
-        rx,
-        confirmed_tx,
-        stats.clone(),
-    ));
     let stop = Stop::new();
     {
         let stop = stop.clone();
@@ -298,24 +276,87 @@ async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
             stop.cancel();
         });
     }
-    let progress = spawn_progress(stats);
+    let progress = spawn_progress(stats.clone());
     eprintln!(
         "capturing {} table(s) into {}.*",
         tables.len(),
         a.common.topic_prefix
     );
-    let source = sluice_cdc::mysql::run(cfg, state, tx, stop).await;
+    // A lost connection (MariaDB or Sluice) restarts the whole pipeline from the
+    // positions in the topics: nothing is lost or written twice. A setup problem is not
+    // retried.
+    let mut backoff = Duration::from_millis(500);
+    let result = loop {
+        match mysql_once(&cfg, &sink_cfg, &info, &tables, c, &stats, &stop).await {
+            Ok(written) => break Ok(written),
+            Err(e @ sluice_cdc::Error::Config(_)) => break Err(e),
+            Err(e) if stop.is_cancelled() => break Err(e),
+            Err(e) => {
+                eprintln!("\nconnector failed: {e}; restarting in {backoff:?}");
+                tokio::select! {
+                    _ = stop.cancelled() => break Ok(None),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
     if let Some(p) = progress {
         p.abort();
     }
-    let written = writer.await?;
-    source?;
-    let acknowledged = written?;
+    let written = result?;
     eprintln!(
         "stopped; written and acknowledged up to {}",
-        acknowledged.map_or("nothing".to_string(), |p| p.to_string())
+        written.map_or("nothing".to_string(), |p| p.to_string())
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// One run of the MariaDB pipeline: sink, position from the topics, writer, source.
+async fn mysql_once(
+    cfg: &sluice_cdc::mysql::MySourceConfig,
+    sink_cfg: &SinkConfig,
+    info: &sluice_cdc::envelope::SourceInfo,
+    tables: &[TableId],
+    c: &ClientArgs,
+    stats: &Arc<sluice_cdc::runner::Stats>,
+    stop: &sluice_cdc::mysql::Stop,
+) -> Result<Option<sluice_proto::source_pos::SourcePos>, sluice_cdc::Error> {
+    use tokio::sync::{mpsc, watch};
+
+    let sink = sluice_cdc::sink::Sink::open(sink_cfg, info.clone(), tables).await?;
+    let state = sink.snapshot_state();
+    // The position lives in the topics: the oldest last record over every partition.
+    let admin = sluice_client::Admin::new(&sluice_client::ClientConfig::new(&c.bootstrap));
+    let mut partitions = Vec::new();
+    for t in tables {
+        if let Some(topic) = sink.topic_of(t) {
+            let n = admin.describe_topic(topic).await?.partitions.len() as u32;
+            partitions.push((topic.to_string(), n));
+        }
+    }
+    let mut cfg = cfg.clone();
+    cfg.resume_from = sluice_cdc::mysql::resume_position(sink.resume(), &partitions);
+    let (tx, rx) = mpsc::channel(256);
+    // MariaDB is not told what Sluice acknowledged: the position lives in the topics.
+    let (confirmed_tx, _confirmed_rx) = watch::channel(None);
+    let writer = tokio::spawn(sluice_cdc::runner::run(
+        sink,
+        rx,
+        confirmed_tx,
+        stats.clone(),
+    ));
+    let source = sluice_cdc::mysql::run(cfg, state, tx, stop.clone()).await;
+    let written = writer
+        .await
+        .map_err(|e| sluice_cdc::Error::Source(format!("writer task: {e}")))?;
+    // A failed writer makes the source fail too ("the writer stopped"): its own error
+    // says why.
+    match (source, written) {
+        (_, Err(e)) => Err(e),
+        (Err(e), Ok(_)) => Err(e),
+        (Ok(()), Ok(written)) => Ok(written),
+    }
 }
 
 #[cfg(not(feature = "postgres"))]

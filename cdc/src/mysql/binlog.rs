@@ -228,6 +228,12 @@ impl State<'_> {
                 } else if query.eq_ignore_ascii_case("COMMIT") {
                     self.commit(end, header.timestamp()).await?;
                 } else if self.open.as_ref().is_none_or(|o| o.standalone) {
+                    if query
+                        .get(..8)
+                        .is_some_and(|p| p.eq_ignore_ascii_case("TRUNCATE"))
+                    {
+                        warn!(%query, "TRUNCATE is not carried: the topics keep the rows (delete them with DELETE to have the deletes captured)");
+                    }
                     // DDL (or another statement outside a transaction): it ends here.
                     if self.open.is_none() {
                         self.begin(None, true, end);
