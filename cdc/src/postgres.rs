@@ -364,10 +364,16 @@ pub async fn run(
     info!(slot = %cfg.slot, publication = %cfg.publication, "streaming");
 
     let heartbeat = {
-        let (dsn, every, stop) = (cfg.dsn.clone(), cfg.heartbeat, stop.clone());
-        tokio::spawn(async move { heartbeats(&dsn, every, stop).await })
+        let (dsn, slot, every, stop) = (
+            cfg.dsn.clone(),
+            cfg.slot.clone(),
+            cfg.heartbeat,
+            stop.clone(),
+        );
+        tokio::spawn(async move { heartbeats(&dsn, &slot, every, stop).await })
     };
-    let result = stream_loop(&mut stream, &by_name, &events, &mut confirmed, &stop).await;
+    let mut by_name = by_name;
+    let result = stream_loop(&mut stream, &mut by_name, &events, &mut confirmed, &stop).await;
     heartbeat.abort();
     // Confirm what was acknowledged before going.
     if let Some(SourcePos::Postgres(lsn)) = confirmed.borrow().clone() {
@@ -386,7 +392,9 @@ async fn send(events: &mpsc::Sender<SourceEvent>, e: SourceEvent) -> Result<(), 
         .map_err(|_| Error::Source("the writer stopped".into()))
 }
 
-async fn heartbeats(dsn: &str, every: Duration, stop: CancellationToken) {
+/// Asks for a heartbeat every `every`, and publishes the slot's lag in bytes
+/// (`sluice_cdc_lag_bytes`: the server's WAL position minus `confirmed_flush_lsn`).
+async fn heartbeats(dsn: &str, slot: &str, every: Duration, stop: CancellationToken) {
     let mut client = None;
     loop {
         tokio::select! {
@@ -406,6 +414,17 @@ async fn heartbeats(dsn: &str, every: Duration, stop: CancellationToken) {
             {
                 warn!(error = %e, "heartbeat message failed");
                 client = None;
+            } else if let Ok(row) = c
+                .query_one(
+                    "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::float8 \
+                     FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await
+            {
+                if let Ok(Some(lag)) = row.try_get::<_, Option<f64>>(0) {
+                    metrics::gauge!("sluice_cdc_lag_bytes").set(lag);
+                }
             }
         }
     }
@@ -413,22 +432,65 @@ async fn heartbeats(dsn: &str, every: Duration, stop: CancellationToken) {
 
 async fn stream_loop(
     stream: &mut LogicalReplicationStream,
-    tables: &HashMap<(String, String), TableInfo>,
+    tables: &mut HashMap<(String, String), TableInfo>,
     events: &mpsc::Sender<SourceEvent>,
     confirmed: &mut watch::Receiver<Option<SourcePos>>,
     stop: &CancellationToken,
 ) -> Result<(), Error> {
     let mut txn: Option<(u32, Vec<RowChange>)> = None;
-    loop {
-        if confirmed.has_changed().unwrap_or(false) {
-            if let Some(SourcePos::Postgres(lsn)) = confirmed.borrow_and_update().clone() {
-                stream.shared_lsn_feedback.update_flushed_lsn(lsn.0);
-                stream.shared_lsn_feedback.update_applied_lsn(lsn.0);
+    // The position of the last unit handed to the runner: once it is confirmed and no
+    // transaction is open, everything the server sent is accounted for.
+    let mut last_sent: Option<u64> = None;
+    let feedback = stream.shared_lsn_feedback.clone();
+    // (last unit sent, position received) while no transaction is open. The confirming
+    // task below moves the flush position to `received` once `last sent` is confirmed:
+    // this loop is usually blocked reading the stream when that happens.
+    let idle: Arc<parking_lot::Mutex<Option<(Option<u64>, u64)>>> = Arc::default();
+    let confirming = {
+        let (mut confirmed, idle, feedback) = (confirmed.clone(), idle.clone(), feedback.clone());
+        tokio::spawn(async move {
+            loop {
+                let acked = match confirmed.borrow_and_update().clone() {
+                    Some(SourcePos::Postgres(lsn)) => Some(lsn.0),
+                    _ => None,
+                };
+                confirm(&feedback, acked, *idle.lock());
+                if confirmed.changed().await.is_err() {
+                    return;
+                }
             }
-        }
+        })
+    };
+    let result = async {
+    loop {
+        // Idle: the server's send position (a keepalive's WAL end) can be confirmed, so
+        // WAL that holds nothing captured (other tables, checkpoints) is released and a
+        // shutting-down server sees its walsender caught up.
+        let state = txn.is_none().then_some((last_sent, stream.current_lsn()));
+        *idle.lock() = state;
+        let acked = match confirmed.borrow().clone() {
+            Some(SourcePos::Postgres(lsn)) => Some(lsn.0),
+            _ => None,
+        };
+        confirm(&feedback, acked, state);
+        // Returns `None` when a keepalive reports the server past what was received,
+        // which brings the loop back here to confirm it while idle.
+        let received = stream.current_lsn();
+        let boundary = pg_walstream::Lsn::new(received + 1);
         let event = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            e = stream.next_event(stop) => e,
+            e = stream.next_event_before(boundary, stop) => e,
+        };
+        let event = match event {
+            Ok(Some(e)) => Ok(e),
+            // A keepalive moved the received position: back to the top to confirm it.
+            Ok(None) if stream.current_lsn() != received => continue,
+            // A transaction's first frame is held at the boundary: take it.
+            Ok(None) => tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                e = stream.next_event(stop) => e,
+            },
+            Err(e) => Err(e),
         };
         let event = match event {
             Ok(e) => e,
@@ -530,6 +592,13 @@ async fn stream_loop(
                     },
                 )?;
             }
+            EventType::Relation { namespace, relation_name, columns, .. } => {
+                // Columns added or dropped while running: rows follow the new shape.
+                if let Some(info) = tables.get_mut(&(namespace.to_string(), relation_name.to_string())) {
+                    info.columns = columns.iter().map(|c| c.name.to_string()).collect();
+                    info.types = columns.iter().map(|c| (c.name.to_string(), c.type_id)).collect();
+                }
+            }
             EventType::Truncate { tables: t, .. } => {
                 warn!(tables = ?t, "TRUNCATE is not carried: the topics keep the rows (delete them with DELETE to have the deletes captured)");
             }
@@ -550,9 +619,33 @@ async fn stream_loop(
                         changes,
                     })
                 };
+                last_sent = Some(end_lsn.value());
                 send(events, e).await?;
             }
             _ => {}
+        }
+    }
+    }
+    .await;
+    confirming.abort();
+    result
+}
+
+/// Moves the flush position to what Sluice acknowledged and, when idle with everything
+/// sent acknowledged, to the position received.
+fn confirm(
+    feedback: &pg_walstream::SharedLsnFeedback,
+    acked: Option<u64>,
+    idle: Option<(Option<u64>, u64)>,
+) {
+    if let Some(a) = acked {
+        feedback.update_flushed_lsn(a);
+        feedback.update_applied_lsn(a);
+    }
+    if let Some((last_sent, received)) = idle {
+        if last_sent.is_none_or(|s| acked.is_some_and(|a| a >= s)) {
+            feedback.update_flushed_lsn(received);
+            feedback.update_applied_lsn(received);
         }
     }
 }
@@ -577,27 +670,33 @@ fn fill_unchanged_toast(
     after: &mut Row,
     before: Option<&Row>,
 ) -> Result<(), Error> {
-    if after.len() == info.columns.len() {
+    let has = |row: &Row, c: &str| row.iter().any(|(n, _)| &**n == c);
+    let missing: Vec<&String> = info.columns.iter().filter(|c| !has(after, c)).collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    let mut filled: Row = Vec::with_capacity(info.columns.len());
-    for c in &info.columns {
-        if let Some((n, v)) = after.iter().find(|(n, _)| &**n == c) {
-            filled.push((n.clone(), v.clone()));
-        } else if let Some((n, v)) = before.and_then(|b| b.iter().find(|(n, _)| &**n == c)) {
-            filled.push((n.clone(), v.clone()));
-        } else {
-            return Err(Error::Config(format!(
-                "postgres: an update of {} left column {c} out (an unchanged TOASTed value) and \
-                 the old row does not carry it; run ALTER TABLE {}.{} REPLICA IDENTITY FULL and \
-                 restart the connector",
-                info.id,
-                quote_ident(&info.id.schema),
-                quote_ident(&info.id.table)
-            )));
+    for c in missing {
+        match before.and_then(|b| b.iter().find(|(n, _)| &**n == c.as_str())) {
+            Some((n, v)) => after.push((n.clone(), v.clone())),
+            None => {
+                return Err(Error::Config(format!(
+                    "postgres: an update of {} left column {c} out (an unchanged TOASTed value) \
+                     and the old row does not carry it; run ALTER TABLE {}.{} REPLICA IDENTITY \
+                     FULL and restart the connector",
+                    info.id,
+                    quote_ident(&info.id.schema),
+                    quote_ident(&info.id.table)
+                )))
+            }
         }
     }
-    *after = filled;
+    let order = |name: &str| {
+        info.columns
+            .iter()
+            .position(|c| c == name)
+            .unwrap_or(usize::MAX)
+    };
+    after.sort_by_key(|(n, _)| order(n));
     Ok(())
 }
 

@@ -198,17 +198,7 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         name: a.common.topic_prefix.clone(),
         db: database_of(&a.dsn),
     };
-    let sink = sluice_cdc::sink::Sink::open(&sink_cfg, info, &tables).await?;
-    let state = sink.snapshot_state();
     let stats = Arc::new(sluice_cdc::runner::Stats::default());
-    let (tx, rx) = mpsc::channel(256);
-    let (confirmed_tx, confirmed_rx) = watch::channel(None);
-    let writer = tokio::spawn(sluice_cdc::runner::run(
-        sink,
-        rx,
-        confirmed_tx,
-        stats.clone(),
-    ));
     let stop = Stop::new();
     {
         let stop = stop.clone();
@@ -218,19 +208,54 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
             stop.cancel();
         });
     }
-    let progress = spawn_progress(stats);
+    let progress = spawn_progress(stats.clone());
     eprintln!(
         "capturing {} table(s) into {}.*",
         tables.len(),
         a.common.topic_prefix
     );
-    let source = sluice_cdc::postgres::run(cfg, state, tx, confirmed_rx, stop).await;
+    // A failed source or broker connection restarts the whole pipeline: positions are
+    // read back from the topics, so nothing is lost or written twice. A setup problem
+    // (wal_level, a missing key, a slot in use) is not retried.
+    let mut backoff = Duration::from_millis(500);
+    let result = loop {
+        let once = async {
+            let sink = sluice_cdc::sink::Sink::open(&sink_cfg, info.clone(), &tables).await?;
+            let state = sink.snapshot_state();
+            let (tx, rx) = mpsc::channel(256);
+            let (confirmed_tx, confirmed_rx) = watch::channel(None);
+            let writer = tokio::spawn(sluice_cdc::runner::run(
+                sink,
+                rx,
+                confirmed_tx,
+                stats.clone(),
+            ));
+            let source =
+                sluice_cdc::postgres::run(cfg.clone(), state, tx, confirmed_rx, stop.clone()).await;
+            let written = writer
+                .await
+                .map_err(|e| sluice_cdc::Error::Source(format!("writer task: {e}")))?;
+            source?;
+            written
+        };
+        match once.await {
+            Ok(confirmed) => break Ok(confirmed),
+            Err(e @ sluice_cdc::Error::Config(_)) => break Err(e),
+            Err(e) if stop.is_cancelled() => break Err(e),
+            Err(e) => {
+                eprintln!("\nconnector failed: {e}; restarting in {backoff:?}");
+                tokio::select! {
+                    _ = stop.cancelled() => break Ok(None),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
     if let Some(p) = progress {
         p.abort();
     }
-    let written = writer.await?;
-    source?;
-    let confirmed = written?;
+    let confirmed = result?;
     eprintln!(
         "stopped; confirmed to the source up to {}",
         confirmed.map_or("nothing".to_string(), |p| p.to_string())
