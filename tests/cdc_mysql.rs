@@ -134,6 +134,7 @@ fn snapshot_then_stream_ends_equal_to_select() {
     let set = rt.block_on(async {
         let set = wait_open(&client, &topics).await;
         set.wait_for_source(&gtid_now(&db), WAIT).await.unwrap();
+        wait_copied(&set, 51).await;
         set
     });
     assert_eq!(set.table("my.shop.item").unwrap().len(), 50);
@@ -195,6 +196,23 @@ fn snapshot_then_stream_ends_equal_to_select() {
     });
 }
 
+/// Waits until every table of the set holds the copy's rows: the copy's rows all carry
+/// the copy's position, so the set's position reaches it as soon as every partition
+/// applied one of them, before the whole copy is in.
+async fn wait_copied(set: &TableSet, rows: usize) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while set
+        .snapshot_all()
+        .iter()
+        .map(|s| s.rows.len())
+        .sum::<usize>()
+        < rows
+    {
+        assert!(Instant::now() < deadline, "the copy did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Opens a TableSet once the connector created its topics.
 async fn wait_open(client: &ClientConfig, topics: &[String]) -> TableSet {
     let deadline = Instant::now() + WAIT;
@@ -232,6 +250,7 @@ fn a_transaction_over_two_tables_is_visible_at_once() {
     runtime().block_on(async {
         let set = wait_open(&client, &topics).await;
         set.wait_for_source(&gtid_now(&db), WAIT).await.unwrap();
+        wait_copied(&set, 20).await;
         let total = |set: &TableSet| -> (i64, usize) {
             let mut sum = 0;
             let mut n = 0;
@@ -336,6 +355,7 @@ fn kill9_of_the_connector_loses_and_duplicates_nothing() {
     rt.block_on(async {
         let set = wait_open(&client, &["k.shop.c".to_string()]).await;
         set.wait_for_source(&gtid_now(&db), WAIT).await.unwrap();
+        wait_copied(&set, 20).await;
         set.close();
     });
     // Every update bumps one row's version; some transactions bump several rows.
@@ -465,6 +485,7 @@ fn the_connector_follows_mariadb_through_kill9_and_restart() {
     let set = rt.block_on(async {
         let set = wait_open(&client, &["rs.shop.r".to_string()]).await;
         set.wait_for_source(&gtid_now(&db), WAIT).await.unwrap();
+        wait_copied(&set, 10).await;
         set
     });
     db.sql("shop", "UPDATE r SET v = v + 1 WHERE id <= 5");
@@ -486,6 +507,69 @@ fn the_connector_follows_mariadb_through_kill9_and_restart() {
     assert_eq!(
         got.join(","),
         db.sql("shop", "SELECT GROUP_CONCAT(v ORDER BY id) FROM r")
+    );
+    set.close();
+}
+
+/// Not a check: copy and streaming rates on this machine (`--ignored --no-capture`).
+#[test]
+#[ignore]
+fn measure_copy_and_stream_rates() {
+    let db = MariaDb::start();
+    db.create_db("shop");
+    let rows = 100_000;
+    db.sql(
+        "shop",
+        &format!(
+            "CREATE TABLE m (id INT PRIMARY KEY, name VARCHAR(40), amount DECIMAL(12,2), \
+             v INT NOT NULL); \
+             INSERT INTO m SELECT seq, CONCAT('name-', seq), seq / 100, 0 FROM seq_1_to_{rows}"
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let started = Instant::now();
+    let _cdc = Connector::start(&dev, &db, "shop.m", "perf", &["--partitions", "4"]);
+    let client = ClientConfig::new(&dev.addr);
+    let rt = runtime();
+    let set = rt.block_on(async {
+        let set = wait_open(&client, &["perf.shop.m".to_string()]).await;
+        set.wait_for_source(&gtid_now(&db), Duration::from_secs(300))
+            .await
+            .unwrap();
+        wait_copied(&set, rows).await;
+        set
+    });
+    let copy = started.elapsed();
+    assert_eq!(set.table("perf.shop.m").unwrap().len(), rows);
+    // 20,000 single-row update transactions, then until a Table shows the last.
+    let started = Instant::now();
+    for batch in 0..10u32 {
+        let mut script = String::new();
+        for i in batch * 2000..(batch + 1) * 2000 {
+            script.push_str(&format!(
+                "UPDATE m SET v = v + 1 WHERE id = {}; ",
+                i * 7 % rows as u32 + 1
+            ));
+        }
+        db.sql("shop", &script);
+    }
+    let written = started.elapsed();
+    rt.block_on(async {
+        set.wait_for_source(&gtid_now(&db), Duration::from_secs(300))
+            .await
+            .unwrap();
+    });
+    let streamed = started.elapsed();
+    eprintln!(
+        "copy: {rows} rows in {:.2} s ({:.0} rows/s, from connector start to a ready Table); \
+         stream: 20000 transactions committed in {:.2} s, visible in a Table after {:.2} s \
+         ({:.0} transactions/s)",
+        copy.as_secs_f64(),
+        rows as f64 / copy.as_secs_f64(),
+        written.as_secs_f64(),
+        streamed.as_secs_f64(),
+        20_000.0 / streamed.as_secs_f64()
     );
     set.close();
 }

@@ -478,6 +478,7 @@ async fn snapshot(
             .await
             .map_err(my_err("snapshot SELECT"))?;
         let mut chunk = Vec::with_capacity(cfg.snapshot_chunk_rows);
+        let (started, mut rows) = (std::time::Instant::now(), 0u64);
         loop {
             if stop.is_cancelled() {
                 return Ok(None);
@@ -492,6 +493,7 @@ async fn snapshot(
                     .unwrap_or(mysql_async::Value::NULL);
                 after.push((c.name.clone(), types::to_json(&c.kind, &v)));
             }
+            rows += 1;
             chunk.push(RowChange {
                 table: t.id.clone(),
                 op: Op::Read,
@@ -510,6 +512,8 @@ async fn snapshot(
         if !chunk.is_empty() {
             send(events, SourceEvent::SnapshotRows(chunk)).await?;
         }
+        // Handed to the writer, not yet written: the channel holds up to 256 chunks.
+        info!(table = %t.id, rows, seconds = started.elapsed().as_secs_f64(), "table read");
     }
     conn.query_drop("COMMIT")
         .await

@@ -225,7 +225,11 @@ impl State<'_> {
                         let start = end.saturating_sub(header.event_size());
                         self.begin(None, false, start);
                     }
-                } else if query.eq_ignore_ascii_case("COMMIT") {
+                } else if query.eq_ignore_ascii_case("COMMIT")
+                    || query.eq_ignore_ascii_case("ROLLBACK")
+                {
+                    // A ROLLBACK in the binlog ends a group whose changes to
+                    // non-transactional tables (the only ones logged) stay applied.
                     self.commit(end, header.timestamp()).await?;
                 } else if self.open.as_ref().is_none_or(|o| o.standalone) {
                     if query
