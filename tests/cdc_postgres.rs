@@ -360,7 +360,10 @@ fn the_bank_total_holds_in_every_snapshot_while_transfers_stream() {
             .contains("initial copy written")
             .then_some(())
     });
-    let set = open_set(&rt, &dev.addr, &["cdc.public.accounts"]);
+    // Three readers, as three application processes would hold.
+    let sets: Vec<TableSet> = (0..3)
+        .map(|_| open_set(&rt, &dev.addr, &["cdc.public.accounts"]))
+        .collect();
     // Transfers: several accounts per transaction, so one spans partitions.
     let stop = Arc::new(AtomicBool::new(false));
     let transfers = {
@@ -397,8 +400,8 @@ fn the_bank_total_holds_in_every_snapshot_while_transfers_stream() {
     };
     let mut reads = 0u64;
     let mut distinct = std::collections::HashSet::new();
-    while !transfers.is_finished() || reads < 2000 {
-        let snap = set.snapshot_all().remove(0);
+    while !transfers.is_finished() || reads < 3000 {
+        let snap = sets[reads as usize % 3].snapshot_all().remove(0);
         let total: i64 = snap
             .rows
             .iter()
@@ -417,8 +420,18 @@ fn the_bank_total_holds_in_every_snapshot_while_transfers_stream() {
     }
     transfers.join().unwrap();
     let lsn = current_lsn(&pg);
-    rt.block_on(set.wait_for_source(&lsn, Duration::from_secs(30)))
-        .unwrap();
+    for set in &sets {
+        rt.block_on(set.wait_for_source(&lsn, Duration::from_secs(30)))
+            .unwrap();
+    }
+    let rows: Vec<_> = sets
+        .iter()
+        .map(|s| rows_by_id(&s.snapshot_all().remove(0).rows))
+        .collect();
+    assert!(
+        rows.iter().all(|r| r == &rows[0]),
+        "the three readers converge"
+    );
     let final_sum: i64 = pg
         .psql("app", "SELECT sum(balance) FROM accounts")
         .parse()
@@ -651,6 +664,18 @@ fn an_unchanged_toasted_value_is_carried_and_without_full_identity_the_connector
         Some(body.as_str()),
         "the unchanged value is carried"
     );
+    // A column added while streaming is carried (the new relation arrives first).
+    pg.psql(
+        "app",
+        "ALTER TABLE docs ADD COLUMN tag text; UPDATE docs SET tag = 'x', n = 2 WHERE id = 1",
+    );
+    rt.block_on(set.wait_for_source(&current_lsn(&pg), Duration::from_secs(30)))
+        .unwrap_or_else(|e| panic!("{e}\n{}", connector.log()));
+    let rows = set.snapshot_all().remove(0).rows;
+    let after = &rows_by_id(&rows)[&1];
+    assert_eq!(after["tag"], "x");
+    assert_eq!(after["n"], 2);
+    assert_eq!(after["body"].as_str(), Some(body.as_str()));
     // Without REPLICA IDENTITY FULL the value cannot be known: the connector stops
     // with the fix, rather than write a row without it.
     pg.psql("app", &format!("INSERT INTO plain VALUES (1, {big}, 0)"));
@@ -661,5 +686,111 @@ fn an_unchanged_toasted_value_is_carried_and_without_full_identity_the_connector
     assert!(!status.success());
     let log = connector.log();
     assert!(log.contains("REPLICA IDENTITY FULL"), "{log}");
+    set.close();
+}
+
+/// The partition leader is killed -9 while a burst streams (RF 3, min.insync.replicas 2):
+/// the producer's retries go to the new leader without duplicating, and every key's
+/// versions still appear exactly once, in order. (In the `cluster` test group.)
+#[test]
+fn cluster_kill9_of_the_partition_leader_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    pg.psql(
+        "app",
+        "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, version int NOT NULL);
+         INSERT INTO users SELECT g, 'user-' || g, 1 FROM generate_series(1, 5000) g;",
+    );
+    let mut cluster = common::cluster::Cluster::start(dir.path(), 3);
+    let (rt, _config, admin) = cluster.client();
+    let bootstrap = cluster.bootstrap();
+    let connector = Connector::start(
+        dir.path(),
+        &bootstrap,
+        &pg.dsn("app"),
+        "public.users",
+        &["--topic-config", "min.compaction.lag.ms=3600000"],
+    );
+    wait_for("the copy written", Duration::from_secs(60), || {
+        connector
+            .log()
+            .contains("initial copy written")
+            .then_some(())
+    });
+    let d = rt
+        .block_on(admin.describe_topic("cdc.public.users"))
+        .unwrap();
+    assert_eq!(d.partitions[0].replicas.len(), 3);
+    let leader = d.partitions[0].leader.unwrap() as usize;
+    let port = pg.port();
+    let burst = std::thread::spawn(move || {
+        let mut script = String::new();
+        for i in 0..4000i64 {
+            let id = 1 + (i * 7919) % 5000;
+            script.push_str(&format!(
+                "UPDATE users SET version = version + 1, name = 'u{i}' WHERE id = {id};\n"
+            ));
+        }
+        let mut child = Command::new("psql")
+            .args(["-X", "-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                "app",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-f",
+                "-",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    });
+    let end = || {
+        rt.block_on(admin.describe_topic("cdc.public.users"))
+            .ok()
+            .and_then(|d| d.partitions[0].high_watermark)
+            .unwrap_or(0)
+    };
+    let before = end();
+    wait_for("the burst streaming", Duration::from_secs(30), || {
+        (end() > before + 500).then_some(())
+    });
+    cluster.kill9(leader - 1);
+    burst.join().unwrap();
+    let set = open_set(&rt, &bootstrap, &["cdc.public.users"]);
+    rt.block_on(set.wait_for_source(&current_lsn(&pg), Duration::from_secs(60)))
+        .unwrap_or_else(|e| panic!("{e}\n{}", connector.log()));
+    let got = rows_by_id(&set.snapshot_all().remove(0).rows);
+    assert_eq!(got, select_users(&pg));
+    let records = read_all(&rt, &bootstrap, "cdc.public.users", 1);
+    let mut versions: HashMap<i64, Vec<i64>> = HashMap::new();
+    for v in records.iter().filter_map(|(_, v)| v.as_ref()) {
+        if let Some(ver) = v["after"]["version"].as_i64() {
+            versions
+                .entry(v["after"]["id"].as_i64().unwrap())
+                .or_default()
+                .push(ver);
+        }
+    }
+    for (id, vs) in &versions {
+        let want: Vec<i64> = (1..=got[id]["version"].as_i64().unwrap()).collect();
+        assert_eq!(vs, &want, "key {id}");
+    }
+    eprintln!(
+        "leader {leader} killed mid-burst; {} keys, every version once",
+        versions.len()
+    );
     set.close();
 }

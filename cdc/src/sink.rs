@@ -19,9 +19,7 @@ use crate::change::{Op, RowChange, TableId, Transaction};
 use crate::envelope::{key_bytes, value_bytes, SourceInfo, TxnOrder};
 use crate::position::Resume;
 
-/// Marks a record of an initial copy; a partition whose last record carries it holds a
-/// copy that did not finish.
-pub const SNAPSHOT_HEADER: &str = "sluice.snapshot";
+pub use sluice_proto::source_pos::SNAPSHOT_HEADER;
 pub const TXN_HEADER: &str = "sluice.txn";
 pub const TXN_END_HEADER: &str = "sluice.txn.end";
 
@@ -277,9 +275,12 @@ impl Sink {
 
     /// "Everything of the source up to `pos` is here", in every partition of every topic.
     pub async fn write_heartbeat(&mut self, pos: &SourcePos) -> Result<Pending, Error> {
+        // After every record at `pos`: a heartbeat at a transaction's own position
+        // must not sort before that transaction's records (a restart would think them
+        // unwritten in a partition whose last record is the heartbeat).
         let rp = RecordPos {
             pos: pos.clone(),
-            ordinal: 0,
+            ordinal: u64::MAX,
         };
         let value = serde_json::to_vec(&serde_json::json!({
             "heartbeat": true,

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! The ordinal numbers a transaction's records from 0 in the order the connector wrote them
-//! (a heartbeat's is 0). A request (what an application waits for) is the position alone:
+//! (a heartbeat's is `u64::MAX`: it follows every record at its position). A request (what an application waits for) is the position alone:
 //! a Postgres LSN (`0/16B3748`, from `pg_current_wal_lsn()`), a MariaDB GTID set
 //! (`0-1-42,1-2-7`, from `@@gtid_binlog_pos`) or a binlog `file:offset`.
 
@@ -24,6 +24,11 @@ pub const POS_HEADER: &str = "sluice.pos";
 /// Marks a record that only says "the source reached this position": not a row. Tables skip
 /// it (it moves their source position); its key is [`HEARTBEAT_KEY`].
 pub const HEARTBEAT_HEADER: &str = "sluice.heartbeat";
+/// Marks a row of an initial copy. Its position is the copy's, which the source reaches
+/// only once the whole copy is written: readers ignore the position of such records
+/// (the heartbeat the connector writes after the copy carries it). A partition whose
+/// last record carries it holds a copy that did not finish.
+pub const SNAPSHOT_HEADER: &str = "sluice.snapshot";
 /// The key of heartbeat records (one per partition survives compaction).
 pub const HEARTBEAT_KEY: &[u8] = b"__sluice_heartbeat";
 

@@ -210,3 +210,32 @@ fn malformed_positions_are_counted_and_the_records_applied() {
     assert_eq!(table_min(&s), Some(pg("0/10")));
     assert_eq!(s.topics[USERS].store.totals().rows, 4);
 }
+
+#[test]
+fn rows_of_an_initial_copy_carry_no_position_until_the_heartbeat_after_it() {
+    let copy = |k| {
+        row(
+            k,
+            "pg:0/50#0",
+            vec![header(sluice_proto::source_pos::SNAPSHOT_HEADER, "1")],
+        )
+    };
+    let (recs, malformed) = fetched(
+        0,
+        vec![
+            copy("a"),
+            copy("b"),
+            heartbeat("pg:0/50#18446744073709551615"),
+        ],
+    );
+    assert_eq!(malformed, 0);
+    assert!(
+        recs[0].pos.is_none() && recs[1].pos.is_none(),
+        "copy rows move no position"
+    );
+    assert_eq!(recs[0].key.as_deref(), Some(&b"a"[..]), "but they are rows");
+    assert_eq!(
+        recs[2].pos.as_deref(),
+        Some(&"pg:0/50".parse::<SourcePos>().unwrap())
+    );
+}

@@ -28,6 +28,7 @@ use super::txn::{Rec, Tp, TxnTag};
 use super::{HEARTBEAT_HEADER, POS_HEADER, TXN_END_HEADER, TXN_HEADER};
 use crate::cluster::Cluster;
 use crate::Error;
+use sluice_proto::source_pos::SNAPSHOT_HEADER;
 
 /// What a fetch task tells the applier.
 pub(crate) enum Delivery {
@@ -334,6 +335,7 @@ pub(crate) fn decode(
             let mut end = None;
             let mut pos = None;
             let mut heartbeat = false;
+            let mut copy_row = false;
             for h in r.headers {
                 if h.key == TXN_HEADER {
                     id = Some(h.value.unwrap_or_default());
@@ -346,7 +348,14 @@ pub(crate) fn decode(
                     }
                 } else if h.key == HEARTBEAT_HEADER {
                     heartbeat = true;
+                } else if h.key == SNAPSHOT_HEADER {
+                    copy_row = true;
                 }
+            }
+            // A copy's rows all carry the copy's position, reached only when the copy
+            // is complete: the heartbeat written after it moves the position.
+            if copy_row {
+                pos = None;
             }
             let rec = match heartbeat {
                 false => Rec {
