@@ -138,6 +138,47 @@ fn select_users(pg: &Postgres) -> BTreeMap<i64, Value> {
         .collect()
 }
 
+/// Runs `script` through psql on stdin from a thread of its own (the harness's `psql`
+/// needs `&Postgres`): (success, stderr).
+fn psql_on(port: u16, script: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("psql")
+        .args(["-X", "-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-U",
+            "postgres",
+            "-d",
+            "app",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(script.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// `n` updates from `from` on, each bumping one row's version (rows 1..=rows).
+fn updates_script(from: i64, n: i64, rows: i64) -> String {
+    let mut script = String::new();
+    for i in from..from + n {
+        let id = 1 + (i * 7919) % rows;
+        script.push_str(&format!(
+            "UPDATE users SET version = version + 1, name = 'u{i}' WHERE id = {id};\n"
+        ));
+    }
+    script
+}
+
 fn open_set(rt: &tokio::runtime::Runtime, bootstrap: &str, topics: &[&str]) -> TableSet {
     let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
     let set = rt
@@ -180,19 +221,13 @@ fn copy_then_stream_with_concurrent_writers_ends_equal_to_select() {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let id = 1 + (i * 7919) % 20000;
-                let out = Command::new("psql")
-                    .args(["-X", "-q", "-h", "127.0.0.1", "-p", &dsn_port.to_string()])
-                    .args(["-U", "postgres", "-d", "app", "-c"])
-                    .arg(format!(
+                let (ok, err) = psql_on(
+                    dsn_port,
+                    &format!(
                         "UPDATE users SET version = version + 1, name = 'w{i}' WHERE id = {id}"
-                    ))
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
+                    ),
                 );
+                assert!(ok, "{err}");
                 updates.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
@@ -384,16 +419,8 @@ fn the_bank_total_holds_in_every_snapshot_while_transfers_stream() {
             }
             let mut rounds = 0;
             while !stop.load(Ordering::Relaxed) && rounds < 5 {
-                let out = Command::new("psql")
-                    .args(["-X", "-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-                    .args(["-U", "postgres", "-d", "app", "-c", &script])
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                let (ok, err) = psql_on(port, &script);
+                assert!(ok, "{err}");
                 rounds += 1;
             }
         })
@@ -485,14 +512,7 @@ fn kill9_of_the_connector_and_a_database_restart_lose_and_duplicate_nothing() {
     let mut connector = start(dir.path());
     // Streaming updates: every update bumps the row's version by one.
     let run_updates = |pg: &Postgres, from: i64, n: i64| {
-        let mut script = String::new();
-        for i in from..from + n {
-            let id = 1 + (i * 7919) % 30000;
-            script.push_str(&format!(
-                "UPDATE users SET version = version + 1, name = 'u{i}' WHERE id = {id};\n"
-            ));
-        }
-        pg.psql("app", &script);
+        pg.psql("app", &updates_script(from, n, 30000));
     };
     run_updates(&pg, 0, 300);
     wait_for("the copy written", Duration::from_secs(60), || {
@@ -506,26 +526,8 @@ fn kill9_of_the_connector_and_a_database_restart_lose_and_duplicate_nothing() {
     let burst = |from: i64| {
         let port = pg.port();
         std::thread::spawn(move || {
-            let mut script = String::new();
-            for i in from..from + 3000 {
-                let id = 1 + (i * 7919) % 30000;
-                script.push_str(&format!(
-                    "UPDATE users SET version = version + 1, name = 'u{i}' WHERE id = {id};\n"
-                ));
-            }
-            let mut child = Command::new("psql")
-                .args(["-X", "-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-                .args(["-U", "postgres", "-d", "app", "-f", "-"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            let _ = child.stdin.take().unwrap().write_all(script.as_bytes());
-            let out = child.wait_with_output().unwrap();
             // A burst may meet the database restart below: its unfinished statements fail.
-            String::from_utf8_lossy(&out.stderr).to_string()
+            psql_on(port, &updates_script(from, 3000, 30000)).1
         })
     };
     let changes = |c: &Connector| c.log().matches("streaming").count();
@@ -725,37 +727,8 @@ fn cluster_kill9_of_the_partition_leader_loses_and_duplicates_nothing() {
     let leader = d.partitions[0].leader.unwrap() as usize;
     let port = pg.port();
     let burst = std::thread::spawn(move || {
-        let mut script = String::new();
-        for i in 0..4000i64 {
-            let id = 1 + (i * 7919) % 5000;
-            script.push_str(&format!(
-                "UPDATE users SET version = version + 1, name = 'u{i}' WHERE id = {id};\n"
-            ));
-        }
-        let mut child = Command::new("psql")
-            .args(["-X", "-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-            .args([
-                "-U",
-                "postgres",
-                "-d",
-                "app",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-f",
-                "-",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
+        let (ok, err) = psql_on(port, &updates_script(0, 4000, 5000));
+        assert!(ok, "{err}");
     });
     let end = || {
         rt.block_on(admin.describe_topic("cdc.public.users"))

@@ -200,67 +200,115 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     };
     let stats = Arc::new(sluice_cdc::runner::Stats::default());
     let stop = Stop::new();
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            eprintln!("\nstopping (Ctrl-C)");
-            stop.cancel();
-        });
-    }
-    let progress = spawn_progress(stats.clone());
-    eprintln!(
-        "capturing {} table(s) into {}.*",
-        tables.len(),
-        a.common.topic_prefix
-    );
-    // A failed source or broker connection restarts the whole pipeline: positions are
-    // read back from the topics, so nothing is lost or written twice. A setup problem
-    // (wal_level, a missing key, a slot in use) is not retried.
-    let mut backoff = Duration::from_millis(500);
-    let result = loop {
-        let once = async {
-            let sink = sluice_cdc::sink::Sink::open(&sink_cfg, info.clone(), &tables).await?;
-            let state = sink.snapshot_state();
-            let (tx, rx) = mpsc::channel(256);
-            let (confirmed_tx, confirmed_rx) = watch::channel(None);
-            let writer = tokio::spawn(sluice_cdc::runner::run(
-                sink,
-                rx,
-                confirmed_tx,
-                stats.clone(),
-            ));
-            let source =
-                sluice_cdc::postgres::run(cfg.clone(), state, tx, confirmed_rx, stop.clone()).await;
-            let written = writer
-                .await
-                .map_err(|e| sluice_cdc::Error::Source(format!("writer task: {e}")))?;
-            source?;
-            written
-        };
-        match once.await {
-            Ok(confirmed) => break Ok(confirmed),
-            Err(e @ sluice_cdc::Error::Config(_)) => break Err(e),
-            Err(e) if stop.is_cancelled() => break Err(e),
-            Err(e) => {
-                eprintln!("\nconnector failed: {e}; restarting in {backoff:?}");
-                tokio::select! {
-                    _ = stop.cancelled() => break Ok(None),
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
+    let watcher = Watcher {
+        cancel: Box::new({
+            let stop = stop.clone();
+            move || stop.cancel()
+        }),
+        is_cancelled: Box::new({
+            let stop = stop.clone();
+            move || stop.is_cancelled()
+        }),
     };
-    if let Some(p) = progress {
-        p.abort();
-    }
-    let confirmed = result?;
+    let confirmed = supervise(&tables, &a.common.topic_prefix, &stats, watcher, || async {
+        let sink = sluice_cdc::sink::Sink::open(&sink_cfg, info.clone(), &tables).await?;
+        let state = sink.snapshot_state();
+        let (tx, rx) = mpsc::channel(256);
+        let (confirmed_tx, confirmed_rx) = watch::channel(None);
+        let writer = tokio::spawn(sluice_cdc::runner::run(
+            sink,
+            rx,
+            confirmed_tx,
+            stats.clone(),
+        ));
+        let source =
+            sluice_cdc::postgres::run(cfg.clone(), state, tx, confirmed_rx, stop.clone()).await;
+        join(source, writer).await
+    })
+    .await?;
     eprintln!(
         "stopped; confirmed to the source up to {}",
         confirmed.map_or("nothing".to_string(), |p| p.to_string())
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// How [`supervise`] stops a source (Ctrl-C) and sees that it was stopped.
+pub(crate) struct Watcher {
+    cancel: Box<dyn Fn() + Send + Sync>,
+    is_cancelled: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// Runs one pipeline (`once`: sink, writer, source) after another until one ends
+/// cleanly (Ctrl-C) or with a setup error. A failed source or broker connection
+/// restarts the pipeline after a backoff (0.5 s doubling to 5 s): positions are read
+/// back from the topics, so nothing is lost or written twice.
+pub(crate) async fn supervise<F, Fut>(
+    tables: &[TableId],
+    prefix: &str,
+    stats: &Arc<sluice_cdc::runner::Stats>,
+    watcher: Watcher,
+    mut once: F,
+) -> anyhow::Result<Option<sluice_proto::source_pos::SourcePos>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<
+        Output = Result<Option<sluice_proto::source_pos::SourcePos>, sluice_cdc::Error>,
+    >,
+{
+    let Watcher {
+        cancel,
+        is_cancelled,
+    } = watcher;
+    let ctrl_c = tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("\nstopping (Ctrl-C)");
+        cancel();
+    });
+    let progress = spawn_progress(stats.clone());
+    eprintln!("capturing {} table(s) into {prefix}.*", tables.len());
+    let mut backoff = Duration::from_millis(500);
+    let result = loop {
+        match once().await {
+            Ok(position) => break Ok(position),
+            Err(e @ sluice_cdc::Error::Config(_)) => break Err(e),
+            Err(e) if is_cancelled() => break Err(e),
+            Err(e) => {
+                eprintln!("\nconnector failed: {e}; restarting in {backoff:?}");
+                let until = Instant::now() + backoff;
+                while Instant::now() < until && !is_cancelled() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if is_cancelled() {
+                    break Ok(None);
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    ctrl_c.abort();
+    if let Some(p) = progress {
+        p.abort();
+    }
+    Ok(result?)
+}
+
+/// Waits for the writer after the source returned. A failed writer makes the source
+/// fail too ("the writer stopped"): the writer's own error says why.
+pub(crate) async fn join(
+    source: Result<(), sluice_cdc::Error>,
+    writer: tokio::task::JoinHandle<
+        Result<Option<sluice_proto::source_pos::SourcePos>, sluice_cdc::Error>,
+    >,
+) -> Result<Option<sluice_proto::source_pos::SourcePos>, sluice_cdc::Error> {
+    let written = writer
+        .await
+        .map_err(|e| sluice_cdc::Error::Source(format!("writer task: {e}")))?;
+    match (source, written) {
+        (_, Err(e)) => Err(e),
+        (Err(e), Ok(_)) => Err(e),
+        (Ok(()), Ok(written)) => Ok(written),
+    }
 }
 
 async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
@@ -293,42 +341,20 @@ async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     };
     let stats = Arc::new(sluice_cdc::runner::Stats::default());
     let stop = Stop::new();
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            eprintln!("\nstopping (Ctrl-C)");
-            stop.cancel();
-        });
-    }
-    let progress = spawn_progress(stats.clone());
-    eprintln!(
-        "capturing {} table(s) into {}.*",
-        tables.len(),
-        a.common.topic_prefix
-    );
-    // A lost connection (MariaDB or Sluice) restarts the whole pipeline from the
-    // positions in the topics: nothing is lost or written twice. A setup problem is not
-    // retried.
-    let mut backoff = Duration::from_millis(500);
-    let result = loop {
-        match mysql_once(&cfg, &sink_cfg, &info, &tables, c, &stats, &stop).await {
-            Ok(written) => break Ok(written),
-            Err(e @ sluice_cdc::Error::Config(_)) => break Err(e),
-            Err(e) if stop.is_cancelled() => break Err(e),
-            Err(e) => {
-                eprintln!("\nconnector failed: {e}; restarting in {backoff:?}");
-                tokio::select! {
-                    _ = stop.cancelled() => break Ok(None),
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
+    let watcher = Watcher {
+        cancel: Box::new({
+            let stop = stop.clone();
+            move || stop.cancel()
+        }),
+        is_cancelled: Box::new({
+            let stop = stop.clone();
+            move || stop.is_cancelled()
+        }),
     };
-    if let Some(p) = progress {
-        p.abort();
-    }
+    let result = supervise(&tables, &a.common.topic_prefix, &stats, watcher, || {
+        mysql_once(&cfg, &sink_cfg, &info, &tables, c, &stats, &stop)
+    })
+    .await;
     let written = result?;
     eprintln!(
         "stopped; written and acknowledged up to {}",
@@ -372,16 +398,7 @@ async fn mysql_once(
         stats.clone(),
     ));
     let source = sluice_cdc::mysql::run(cfg, state, tx, stop.clone()).await;
-    let written = writer
-        .await
-        .map_err(|e| sluice_cdc::Error::Source(format!("writer task: {e}")))?;
-    // A failed writer makes the source fail too ("the writer stopped"): its own error
-    // says why.
-    match (source, written) {
-        (_, Err(e)) => Err(e),
-        (Err(e), Ok(_)) => Err(e),
-        (Ok(()), Ok(written)) => Ok(written),
-    }
+    join(source, writer).await
 }
 
 #[cfg(not(feature = "postgres"))]
