@@ -200,16 +200,7 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     };
     let stats = Arc::new(sluice_cdc::runner::Stats::default());
     let stop = Stop::new();
-    let watcher = Watcher {
-        cancel: Box::new({
-            let stop = stop.clone();
-            move || stop.cancel()
-        }),
-        is_cancelled: Box::new({
-            let stop = stop.clone();
-            move || stop.is_cancelled()
-        }),
-    };
+    let watcher = Watcher::new(&stop, Stop::cancel, Stop::is_cancelled);
     let confirmed = supervise(&tables, &a.common.topic_prefix, &stats, watcher, || async {
         let sink = sluice_cdc::sink::Sink::open(&sink_cfg, info.clone(), &tables).await?;
         let state = sink.snapshot_state();
@@ -237,6 +228,20 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
 pub(crate) struct Watcher {
     cancel: Box<dyn Fn() + Send + Sync>,
     is_cancelled: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl Watcher {
+    fn new<S: Clone + Send + Sync + 'static>(
+        stop: &S,
+        cancel: fn(&S),
+        is_cancelled: fn(&S) -> bool,
+    ) -> Watcher {
+        let (a, b) = (stop.clone(), stop.clone());
+        Watcher {
+            cancel: Box::new(move || cancel(&a)),
+            is_cancelled: Box::new(move || is_cancelled(&b)),
+        }
+    }
 }
 
 /// Runs one pipeline (`once`: sink, writer, source) after another until one ends
@@ -341,16 +346,7 @@ async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     };
     let stats = Arc::new(sluice_cdc::runner::Stats::default());
     let stop = Stop::new();
-    let watcher = Watcher {
-        cancel: Box::new({
-            let stop = stop.clone();
-            move || stop.cancel()
-        }),
-        is_cancelled: Box::new({
-            let stop = stop.clone();
-            move || stop.is_cancelled()
-        }),
-    };
+    let watcher = Watcher::new(&stop, Stop::cancel, Stop::is_cancelled);
     let result = supervise(&tables, &a.common.topic_prefix, &stats, watcher, || {
         mysql_once(&cfg, &sink_cfg, &info, &tables, c, &stats, &stop)
     })
