@@ -430,6 +430,9 @@ async fn heartbeats(dsn: &str, slot: &str, every: Duration, stop: CancellationTo
     }
 }
 
+/// (last unit sent, position received) while no transaction is open.
+type Idle = (Option<u64>, u64);
+
 async fn stream_loop(
     stream: &mut LogicalReplicationStream,
     tables: &mut HashMap<(String, String), TableInfo>,
@@ -445,7 +448,7 @@ async fn stream_loop(
     // (last unit sent, position received) while no transaction is open. The confirming
     // task below moves the flush position to `received` once `last sent` is confirmed:
     // this loop is usually blocked reading the stream when that happens.
-    let idle: Arc<parking_lot::Mutex<Option<(Option<u64>, u64)>>> = Arc::default();
+    let idle: Arc<parking_lot::Mutex<Option<Idle>>> = Arc::default();
     let confirming = {
         let (mut confirmed, idle, feedback) = (confirmed.clone(), idle.clone(), feedback.clone());
         tokio::spawn(async move {
@@ -633,11 +636,7 @@ async fn stream_loop(
 
 /// Moves the flush position to what Sluice acknowledged and, when idle with everything
 /// sent acknowledged, to the position received.
-fn confirm(
-    feedback: &pg_walstream::SharedLsnFeedback,
-    acked: Option<u64>,
-    idle: Option<(Option<u64>, u64)>,
-) {
+fn confirm(feedback: &pg_walstream::SharedLsnFeedback, acked: Option<u64>, idle: Option<Idle>) {
     if let Some(a) = acked {
         feedback.update_flushed_lsn(a);
         feedback.update_applied_lsn(a);

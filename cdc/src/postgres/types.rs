@@ -106,7 +106,7 @@ fn parse_tz(s: &str) -> Option<DateTime<chrono::FixedOffset>> {
 }
 
 fn hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
