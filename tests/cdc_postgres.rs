@@ -767,3 +767,64 @@ fn cluster_kill9_of_the_partition_leader_loses_and_duplicates_nothing() {
     );
     set.close();
 }
+
+/// Values of the documented types, through the copy and through the stream, as JSON; and
+/// a second connector for the same slot is refused while the first runs.
+#[test]
+fn types_map_as_documented_in_the_copy_and_the_stream_and_a_second_connector_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    let row = |id: i32| {
+        format!(
+            "({id}, 9223372036854775807, 12.50, 'NaN', 'Infinity', 1.5, true, '\\x00ff10', \
+             'text ✓', '{{\"a\": [1, 2]}}', '1970-01-01 00:00:01.5', \
+             '2024-05-01 12:00:00.25+02', '1970-01-11', NULL)"
+        )
+    };
+    pg.psql(
+        "app",
+        &format!(
+            "CREATE TABLE t (id int PRIMARY KEY, big bigint, num numeric, nan numeric, \
+             inf numeric, f float8, b boolean, bin bytea, txt text, doc jsonb, ts timestamp, \
+             tstz timestamptz, d date, nothing text);
+             INSERT INTO t VALUES {};",
+            row(1)
+        ),
+    );
+    let dev = Dev::start(dir.path());
+    let rt = runtime();
+    let mut connector = Connector::start(dir.path(), &dev.addr, &pg.dsn("app"), "public.t", &[]);
+    wait_for("the copy written", Duration::from_secs(60), || {
+        connector
+            .log()
+            .contains("initial copy written")
+            .then_some(())
+    });
+    pg.psql("app", &format!("INSERT INTO t VALUES {}", row(2)));
+    let set = open_set(&rt, &dev.addr, &["cdc.public.t"]);
+    rt.block_on(set.wait_for_source(&current_lsn(&pg), Duration::from_secs(30)))
+        .unwrap_or_else(|e| panic!("{e}\n{}", connector.log()));
+    let rows = rows_by_id(&set.snapshot_all().remove(0).rows);
+    let want = |id: i64| {
+        serde_json::json!({
+            "id": id, "big": i64::MAX, "num": "12.50", "nan": "NaN", "inf": "Infinity",
+            "f": 1.5, "b": true, "bin": "AP8Q", "txt": "text ✓", "doc": "{\"a\": [1, 2]}",
+            "ts": 1_500_000, "tstz": "2024-05-01T10:00:00.250000Z", "d": 10, "nothing": null
+        })
+    };
+    assert_eq!(rows[&1], want(1), "through the copy");
+    assert_eq!(rows[&2], want(2), "through the stream");
+
+    // The slot serves one walsender: a second connector is refused, not interleaved.
+    let mut second = Connector::start(dir.path(), &dev.addr, &pg.dsn("app"), "public.t", &[]);
+    let status = wait_for(
+        "the second connector to give up",
+        Duration::from_secs(30),
+        || second.child.try_wait().unwrap(),
+    );
+    assert!(!status.success());
+    assert!(second.log().contains("in use"), "{}", second.log());
+    assert!(connector.stop().success(), "{}", connector.log());
+    set.close();
+}
