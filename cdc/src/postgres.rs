@@ -178,7 +178,7 @@ async fn prepare(
             .map(|r| r.get(0))
             .collect();
         if !full && !toastable.is_empty() {
-            warn!(table = %t, columns = ?toastable, "columns may be TOASTed and the table's REPLICA IDENTITY is not FULL: an update that leaves a large value unchanged does not carry it, and the connector stops rather than write a row without it (ALTER TABLE {qualified} REPLICA IDENTITY FULL)");
+            info!(table = %t, columns = ?toastable, "columns may be TOASTed and the table's REPLICA IDENTITY is not FULL: an update that leaves a large value unchanged does not carry it, and the connector stops rather than write a row without it (ALTER TABLE {qualified} REPLICA IDENTITY FULL)");
         }
         infos.push(TableInfo {
             id: Arc::new(t.clone()),
@@ -373,7 +373,16 @@ pub async fn run(
         tokio::spawn(async move { heartbeats(&dsn, &slot, every, stop).await })
     };
     let mut by_name = by_name;
-    let result = stream_loop(&mut stream, &mut by_name, &events, &mut confirmed, &stop).await;
+    let gap = cfg.heartbeat / 2;
+    let result = stream_loop(
+        &mut stream,
+        &mut by_name,
+        &events,
+        &mut confirmed,
+        &stop,
+        gap,
+    )
+    .await;
     heartbeat.abort();
     // Confirm what was acknowledged before going.
     if let Some(SourcePos::Postgres(lsn)) = confirmed.borrow().clone() {
@@ -439,11 +448,13 @@ async fn stream_loop(
     events: &mpsc::Sender<SourceEvent>,
     confirmed: &mut watch::Receiver<Option<SourcePos>>,
     stop: &CancellationToken,
+    heartbeat_gap: Duration,
 ) -> Result<(), Error> {
     let mut txn: Option<(u32, Vec<RowChange>)> = None;
     // The position of the last unit handed to the runner: once it is confirmed and no
     // transaction is open, everything the server sent is accounted for.
     let mut last_sent: Option<u64> = None;
+    let mut last_heartbeat = std::time::Instant::now() - heartbeat_gap;
     let feedback = stream.shared_lsn_feedback.clone();
     // (last unit sent, position received) while no transaction is open. The confirming
     // task below moves the flush position to `received` once `last sent` is confirmed:
@@ -612,7 +623,14 @@ async fn stream_loop(
             } => {
                 let pos = SourcePos::Postgres(Lsn(end_lsn.value()));
                 let (xid, changes) = txn.take().unwrap_or((0, Vec::new()));
+                // Heartbeat messages of other connectors on this database arrive too
+                // (logical messages ignore publications): at most one heartbeat per half
+                // interval.
+                if changes.is_empty() && last_heartbeat.elapsed() < heartbeat_gap {
+                    continue;
+                }
                 let e = if changes.is_empty() {
+                    last_heartbeat = std::time::Instant::now();
                     SourceEvent::Heartbeat(pos)
                 } else {
                     SourceEvent::Transaction(Transaction {

@@ -35,6 +35,9 @@ pub struct Stats {
     pub in_flight_units: AtomicU64,
 }
 
+/// At most one heartbeat at a transaction's position per this interval (see `run`).
+const CATCH_UP_HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Most units awaiting acknowledgement before the runner stops reading the source.
 const MAX_IN_FLIGHT_UNITS: usize = 4096;
 
@@ -85,6 +88,7 @@ pub async fn run(
         })
     };
     let mut snapshot_pos: Option<SourcePos> = None;
+    let mut last_catch_up = std::time::Instant::now();
     let mut snapshot_ordinal = 0u64;
     let result: Result<(), Error> = async {
         while let Some(event) = events.recv().await {
@@ -126,6 +130,14 @@ pub async fn run(
                     counter!("sluice_cdc_changes_total").increment(txn.changes.len() as u64);
                     gauge!("sluice_cdc_lag_seconds")
                         .set((now_ms() - txn.commit_ms).max(0) as f64 / 1000.0);
+                    let mut pending = pending;
+                    // Partitions the transaction did not touch learn its position soon
+                    // (a Table's position is its partitions' minimum: read-your-writes
+                    // would otherwise wait for the source's next heartbeat).
+                    if last_catch_up.elapsed() >= CATCH_UP_HEARTBEAT_EVERY {
+                        pending.extend(sink.write_heartbeat(&txn.pos).await?);
+                        last_catch_up = std::time::Instant::now();
+                    }
                     (txn.pos, pending)
                 }
                 SourceEvent::Heartbeat(pos) => {

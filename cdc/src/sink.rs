@@ -16,7 +16,7 @@ use sluice_proto::{ErrorCode, Header, TopicPartition};
 use tracing::info;
 
 use crate::change::{Op, RowChange, TableId, Transaction};
-use crate::envelope::{key_bytes, value_bytes, SourceInfo, TxnOrder};
+use crate::envelope::{key_bytes, source_block, write_value, SourceInfo, TxnOrder};
 use crate::position::Resume;
 
 pub use sluice_proto::source_pos::SNAPSHOT_HEADER;
@@ -165,16 +165,27 @@ impl Sink {
     ) -> Result<Pending, Error> {
         let now = now_ms();
         let mut pending = Vec::with_capacity(rows.len());
+        let mut sources: HashMap<&TableId, Vec<u8>> = HashMap::new();
+        let snapshot_header = Bytes::from_static(b"1");
         for (i, row) in rows.iter().enumerate() {
             let (topic, partition, key) = self.route(row)?;
             let rp = RecordPos {
                 pos: pos.clone(),
                 ordinal: first_ordinal + i as u64,
             };
-            let value = value_bytes(&self.info, row, pos, now, None, now);
+            let source = sources
+                .entry(&row.table)
+                .or_insert_with(|| source_block(&self.info, &row.table, pos, now, None, true));
+            let mut value = Vec::with_capacity(
+                128 + source.len() + 24 * row.after.as_ref().map_or(0, |r| r.len()),
+            );
+            write_value(&mut value, row, source, None, now);
             let headers = vec![
                 header(POS_HEADER, rp.to_header()),
-                header(SNAPSHOT_HEADER, b"1".to_vec()),
+                Header {
+                    key: SNAPSHOT_HEADER.to_string(),
+                    value: Some(snapshot_header.clone()),
+                },
             ];
             pending.push(
                 self.send(&topic, partition, key, Some(value), headers)
@@ -198,16 +209,27 @@ impl Sink {
         let now = now_ms();
         let mut outs = Vec::with_capacity(txn.changes.len() + 4);
         let mut per_table: HashMap<&TableId, u64> = HashMap::new();
+        let mut sources: HashMap<&TableId, Vec<u8>> = HashMap::new();
         let mut ordinal = 0u64;
         for (i, change) in txn.changes.iter().enumerate() {
             let (topic, partition, key) = self.route(change)?;
             let order = per_table.entry(&change.table).or_insert(0);
             *order += 1;
-            let value = value_bytes(
-                &self.info,
+            let source = sources.entry(&change.table).or_insert_with(|| {
+                source_block(
+                    &self.info,
+                    &change.table,
+                    &txn.pos,
+                    txn.commit_ms,
+                    Some(&txn.id),
+                    false,
+                )
+            });
+            let mut value = Vec::with_capacity(256 + source.len());
+            write_value(
+                &mut value,
                 change,
-                &txn.pos,
-                txn.commit_ms,
+                source,
                 Some(TxnOrder {
                     id: &txn.id,
                     total_order: i as u64 + 1,
