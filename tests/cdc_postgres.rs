@@ -206,33 +206,54 @@ fn copy_then_stream_with_concurrent_writers_ends_equal_to_select() {
     pg.psql(
         "app",
         "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, version int NOT NULL);
-         INSERT INTO users SELECT g, 'user-' || g, 1 FROM generate_series(1, 20000) g;
+         INSERT INTO users SELECT g, 'user-' || g, 1 FROM generate_series(1, 100000) g;
          CREATE TABLE other (id int PRIMARY KEY, x int);",
     );
     let dev = Dev::start(dir.path());
     let rt = runtime();
-    // Writers update rows while the copy runs: each update is either in the copy or
-    // streamed after it, never both, never neither.
+    // Three clients write while the copy runs and after it: random transactions of
+    // updates, deletes, inserts and primary-key changes (ids 1000..100000 and new ones
+    // from 200000 on, so the statements below keep their rows). Each change is either in
+    // the copy or streamed after it, never both, never neither.
     let stop = Arc::new(AtomicBool::new(false));
     let updates = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (dsn_port, stop, updates) = (pg.port(), stop.clone(), updates.clone());
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let id = 1 + (i * 7919) % 20000;
-                let (ok, err) = psql_on(
-                    dsn_port,
-                    &format!(
-                        "UPDATE users SET version = version + 1, name = 'w{i}' WHERE id = {id}"
-                    ),
-                );
-                assert!(ok, "{err}");
-                updates.fetch_add(1, Ordering::Relaxed);
-                i += 1;
-            }
+    let writers: Vec<_> = (0..3u64)
+        .map(|w| {
+            let (port, stop, updates) = (pg.port(), stop.clone(), updates.clone());
+            std::thread::spawn(move || {
+                let mut rng = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(w + 1) | 1;
+                let mut next = move || {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng
+                };
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut script = String::from("BEGIN;\n");
+                    for _ in 0..1 + next() % 3 {
+                        let id = 1000 + next() % 99000;
+                        let fresh = 200_000 + w * 10_000_000 + i;
+                        script.push_str(&match next() % 10 {
+                            0 => format!("DELETE FROM users WHERE id = {id};\n"),
+                            1 => format!("INSERT INTO users VALUES ({fresh}, 'n{fresh}', 1);\n"),
+                            2 => format!(
+                                "UPDATE users SET id = {fresh}, version = version + 1 WHERE id = {id};\n"
+                            ),
+                            _ => format!(
+                                "UPDATE users SET version = version + 1, name = 'w{w}.{i}' WHERE id = {id};\n"
+                            ),
+                        });
+                        i += 1;
+                    }
+                    script.push_str("COMMIT;\n");
+                    let (ok, err) = psql_on(port, &script);
+                    assert!(ok, "{err}");
+                    updates.fetch_add(1, Ordering::Relaxed);
+                }
+            })
         })
-    };
+        .collect();
     wait_for("a few updates", Duration::from_secs(20), || {
         (updates.load(Ordering::Relaxed) >= 5).then_some(())
     });
@@ -252,32 +273,40 @@ fn copy_then_stream_with_concurrent_writers_ends_equal_to_select() {
     wait_for(
         "more updates after the copy",
         Duration::from_secs(20),
-        || (updates.load(Ordering::Relaxed) >= 60).then_some(()),
+        || (updates.load(Ordering::Relaxed) >= 300).then_some(()),
     );
     stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    for w in writers {
+        w.join().unwrap();
+    }
     // Inserts, deletes, a primary-key change, in one transaction and alone.
     pg.psql(
         "app",
         "BEGIN;
-         INSERT INTO users VALUES (30001, 'new', 1), (30002, 'newer', 1);
+         INSERT INTO users VALUES (150001, 'new', 1), (150002, 'newer', 1);
          DELETE FROM users WHERE id BETWEEN 100 AND 199;
-         UPDATE users SET id = 40000, version = version + 1 WHERE id = 500;
+         UPDATE users SET id = 150500, version = version + 1 WHERE id = 500;
          COMMIT;
-         UPDATE users SET name = 'solo', version = version + 1 WHERE id = 30001;",
+         UPDATE users SET name = 'solo', version = version + 1 WHERE id = 150001;",
     );
-    let set = open_set(&rt, &dev.addr, &["cdc.public.users"]);
+    // Three readers, as three application processes would hold; each equals SELECT *.
+    let sets: Vec<TableSet> = (0..3)
+        .map(|_| open_set(&rt, &dev.addr, &["cdc.public.users"]))
+        .collect();
     let lsn = current_lsn(&pg);
-    rt.block_on(set.wait_for_source(&lsn, Duration::from_secs(30)))
-        .unwrap_or_else(|e| panic!("{e}\n{}", connector.log()));
-    let snap = set.snapshot_all().remove(0);
-    let got = rows_by_id(&snap.rows);
     let want = select_users(&pg);
-    assert_eq!(got.len(), want.len());
-    for (id, row) in &want {
-        assert_eq!(got.get(id), Some(row), "row {id}");
+    let mut got = BTreeMap::new();
+    for set in &sets {
+        rt.block_on(set.wait_for_source(&lsn, Duration::from_secs(30)))
+            .unwrap_or_else(|e| panic!("{e}\n{}", connector.log()));
+        got = rows_by_id(&set.snapshot_all().remove(0).rows);
+        assert_eq!(got.len(), want.len());
+        for (id, row) in &want {
+            assert_eq!(got.get(id), Some(row), "row {id}");
+        }
     }
-    assert!(!got.contains_key(&150) && !got.contains_key(&500) && got.contains_key(&40000));
+    let set = &sets[0];
+    assert!(!got.contains_key(&150) && !got.contains_key(&500) && got.contains_key(&150500));
 
     // Read-your-writes for a write to a table nobody captures: a heartbeat carries it.
     pg.psql("app", "INSERT INTO other VALUES (1, 1)");
@@ -306,7 +335,9 @@ fn copy_then_stream_with_concurrent_writers_ends_equal_to_select() {
     assert_eq!(tombstones, deletes.len(), "every delete has its tombstone");
 
     assert!(connector.stop().success(), "{}", connector.log());
-    set.close();
+    for s in sets {
+        s.close();
+    }
 }
 
 /// Every record of a topic from the beginning: (key, value as JSON or None).
