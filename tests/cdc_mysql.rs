@@ -726,3 +726,42 @@ async fn read_rows_op(client: &ClientConfig, topic: &str, partitions: u32, op: &
     }
     n
 }
+
+/// A second connector for the same topics is refused (a MariaDB user lock held for the
+/// first one's whole run), never interleaved with the first.
+#[test]
+fn a_second_connector_for_the_same_topics_is_refused() {
+    let db = MariaDb::start();
+    db.create_db("shop");
+    db.sql("shop", "CREATE TABLE t (id INT PRIMARY KEY, v INT)");
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let _first = Connector::start(&dev, &db, "shop.t", "fenced", &[]);
+    common::wait_for(
+        "the first connector's lock",
+        Duration::from_secs(30),
+        || {
+            (db.sql("", "SELECT IS_USED_LOCK('sluice_cdc.fenced') IS NOT NULL") == "1")
+                .then_some(())
+        },
+    );
+    let out = common::run_cli(
+        &dev.addr,
+        &[
+            "cdc",
+            "mysql",
+            "--dsn",
+            &db.dsn("shop"),
+            "--tables",
+            "shop.t",
+            "--server-id",
+            "4343",
+            "--topic-prefix",
+            "fenced",
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    assert!(err.contains("another connector"), "{err}");
+}

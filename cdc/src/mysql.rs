@@ -69,6 +69,10 @@ pub struct MySourceConfig {
     /// Where streaming resumes when the topics hold a finished copy
     /// ([`resume_position`] of the sink's [`Resume`]).
     pub resume_from: Option<SourcePos>,
+    /// The name of a MariaDB user lock (`GET_LOCK`) held for the whole run: a second
+    /// connector for the same topics is refused while this one holds it, and a
+    /// connector whose lock connection is lost stops (see [`run`]). `None`: no lock.
+    pub fence: Option<String>,
 }
 
 /// Asks the source to stop (Ctrl-C): a cloneable flag to wait on.
@@ -383,6 +387,9 @@ pub async fn run(
     stop: Stop,
 ) -> Result<(), Error> {
     let mut conn = connect(&cfg.dsn).await?;
+    if let Some(name) = &cfg.fence {
+        take_fence(&mut conn, name).await?;
+    }
     check_server(&mut conn, cfg.server_id).await?;
     let tables = describe(&mut conn, &cfg.tables).await?;
     let copy = cfg.snapshot == SnapshotMode::Initial && snapshot_state != SnapshotState::Complete;
@@ -415,13 +422,58 @@ pub async fn run(
             }
         }
     };
-    drop(conn);
     let by_name: HashMap<(String, String), Arc<TableInfo>> = tables
         .into_iter()
         .map(|t| ((t.id.schema.clone(), t.id.table.clone()), Arc::new(t)))
         .collect();
     info!(from = %start.0, gtids = %start.1, "streaming the binlog");
-    binlog::stream(&cfg, by_name, start, &events, &stop).await
+    match &cfg.fence {
+        None => {
+            drop(conn);
+            binlog::stream(&cfg, by_name, start, &events, &stop).await
+        }
+        // The lock lives as long as `conn`: checked every second, and its loss ends
+        // the stream (a restart takes it again, or is refused while another holds it).
+        Some(name) => tokio::select! {
+            r = binlog::stream(&cfg, by_name, start, &events, &stop) => r,
+            e = hold_fence(conn, name) => Err(e),
+        },
+    }
+}
+
+/// Takes the user lock `name` on `conn` or says who holds it.
+async fn take_fence(conn: &mut Conn, name: &str) -> Result<(), Error> {
+    let got: Option<Option<i64>> = conn
+        .exec_first("SELECT GET_LOCK(?, 5)", (name,))
+        .await
+        .map_err(my_err("GET_LOCK"))?;
+    if got.flatten() == Some(1) {
+        return Ok(());
+    }
+    let holder: Option<Option<i64>> = conn
+        .exec_first("SELECT IS_USED_LOCK(?)", (name,))
+        .await
+        .map_err(my_err("IS_USED_LOCK"))?;
+    Err(Error::Config(format!(
+        "mysql: another connector for these topics is running (it holds lock {name:?}, \
+         connection {}); stop it first — two would interleave their writes",
+        holder.flatten().map_or("?".to_string(), |c| c.to_string())
+    )))
+}
+
+/// Returns (an error) once `conn` no longer holds the lock.
+async fn hold_fence(mut conn: Conn, name: &str) -> Error {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mine: Result<Option<Option<i64>>, _> = conn
+            .exec_first("SELECT IS_USED_LOCK(?) = CONNECTION_ID()", (name,))
+            .await;
+        match mine {
+            Ok(Some(Some(1))) => {}
+            Ok(_) => return Error::Source(format!("mysql: lost the fence lock {name:?}")),
+            Err(e) => return Error::Source(format!("mysql: the fence connection failed: {e}")),
+        }
+    }
 }
 
 /// The initial copy. Returns where streaming continues, or `None` when stopped.

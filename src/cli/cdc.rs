@@ -336,6 +336,7 @@ async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         heartbeat: Duration::from_millis(a.common.heartbeat_ms.max(10)),
         snapshot_chunk_rows: 2000,
         resume_from: None,
+        fence: Some(format!("sluice_cdc.{}", a.common.topic_prefix)),
     };
     // Refuse a server or table that cannot be captured before creating any topic.
     sluice_cdc::mysql::check(&cfg).await?;
