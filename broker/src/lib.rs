@@ -4,6 +4,7 @@
 //!   No networking and no knowledge of replication.
 //! - `ratelimit`: `LogLimiter`, one line per interval for log lines that can repeat in a loop.
 
+pub mod group;
 pub mod log;
 pub(crate) mod ratelimit;
 pub mod replica;
