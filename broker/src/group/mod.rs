@@ -3,3 +3,4 @@
 //! service and `__consumer_offsets` come next (issue 12, docs/groups.md).
 
 pub mod assignor;
+pub mod state;
