@@ -825,6 +825,52 @@ fn types_map_as_documented_in_the_copy_and_the_stream_and_a_second_connector_is_
     );
     let dev = Dev::start(dir.path());
     let rt = runtime();
+    // Setup errors end the connector in one line, and before any topic is created.
+    let refused = |prefix: &str, tables: &str| {
+        let out = common::run_cli(
+            &dev.addr,
+            &[
+                "cdc",
+                "postgres",
+                "--dsn",
+                &pg.dsn("app"),
+                "--tables",
+                tables,
+                "--topic-prefix",
+                prefix,
+            ],
+            "",
+        );
+        assert!(!out.status.success(), "{prefix} {tables}");
+        common::stderr(&out)
+    };
+    let err = refused("cdc", "public.missing");
+    assert!(err.contains("public.missing does not exist"), "{err}");
+    assert!(
+        !dev.ok(&["topic", "list"], "").contains("missing"),
+        "no topic for a refused table"
+    );
+    // A topic holding records the connector did not write is refused, not retried.
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "foreign.public.t",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+            "--config",
+            "cleanup.policy=compact",
+        ],
+        "",
+    );
+    dev.ok(
+        &["produce", "foreign.public.t", "--key-separator", ":"],
+        "k:v\n",
+    );
+    let err = refused("foreign", "public.t");
+    assert!(err.contains("--topic-prefix"), "{err}");
     let mut connector = Connector::start(dir.path(), &dev.addr, &pg.dsn("app"), "public.t", &[]);
     wait_for("the copy written", Duration::from_secs(60), || {
         connector

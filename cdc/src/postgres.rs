@@ -243,6 +243,13 @@ fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// Checks the server and tables (and creates or extends the publication) before the
+/// caller creates any topic: a missing table or key is refused with nothing written.
+pub async fn check(cfg: &PgSourceConfig) -> Result<(), Error> {
+    let client = connect(&cfg.dsn).await?;
+    prepare(&client, cfg).await.map(|_| ())
+}
+
 /// Whether the slot exists, and the pid of a walsender using it.
 async fn slot_state(
     client: &tokio_postgres::Client,
@@ -282,12 +289,13 @@ pub async fn run(
             cfg.slot
         )));
     }
-    let copy = cfg.snapshot == SnapshotMode::Initial && snapshot_state != SnapshotState::Complete;
-    let recopy_lost_slot = slot.is_none() && snapshot_state == SnapshotState::Complete;
-    if recopy_lost_slot && cfg.snapshot == SnapshotMode::Initial {
+    let initial = cfg.snapshot == SnapshotMode::Initial;
+    let recopy_lost_slot = initial && slot.is_none() && snapshot_state == SnapshotState::Complete;
+    let copy = (initial && snapshot_state != SnapshotState::Complete) || recopy_lost_slot;
+    if recopy_lost_slot {
         warn!(slot = %cfg.slot, "the topics hold a finished copy but the slot is gone: changes since are lost to streaming, so the tables are copied again");
     }
-    if (copy || recopy_lost_slot && cfg.snapshot == SnapshotMode::Initial) && slot.is_some() {
+    if copy && slot.is_some() {
         info!(slot = %cfg.slot, ?snapshot_state, "the last copy did not finish: dropping the slot to copy again at a new consistent point");
         client
             .execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot])
@@ -301,7 +309,7 @@ pub async fn run(
     let stream = LogicalReplicationStream::new(&replication_dsn(&cfg.dsn), config)
         .await
         .map_err(pg_err("replication connection"))?;
-    let mut stream = if copy || recopy_lost_slot && cfg.snapshot == SnapshotMode::Initial {
+    let mut stream = if copy {
         match stream.snapshot().await.map_err(pg_err("create slot"))? {
             SnapshotOutcome::Unavailable(s) => s,
             SnapshotOutcome::Available(snap) => {

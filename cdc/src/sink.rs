@@ -18,6 +18,7 @@ use tracing::info;
 use crate::change::{Op, RowChange, TableId, Transaction};
 use crate::envelope::{key_bytes, source_block, write_value, SourceInfo, TxnOrder};
 use crate::position::Resume;
+use crate::Error as CdcError;
 
 pub use sluice_proto::source_pos::SNAPSHOT_HEADER;
 pub const TXN_HEADER: &str = "sluice.txn";
@@ -65,11 +66,13 @@ pub type Pending = Vec<DeliveryFuture>;
 
 impl Sink {
     /// Creates missing topics (compacted) and reads every partition's last position.
+    /// A topic holding records the connector did not write is a setup error
+    /// ([`CdcError::Config`]: not retried), everything else a Sluice error.
     pub async fn open(
         config: &SinkConfig,
         info: SourceInfo,
         tables: &[TableId],
-    ) -> Result<Sink, Error> {
+    ) -> Result<Sink, CdcError> {
         let client = ClientConfig::new(&config.bootstrap);
         let admin = Admin::new(&client);
         let existing = admin.list_topics().await?;
@@ -99,7 +102,7 @@ impl Sink {
                         info!(topic = %name, partitions = config.partitions, replication_factor = rf, "created compacted topic")
                     }
                     Err(e) if e.code() == Some(ErrorCode::TopicAlreadyExists) => {}
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
                 }
             }
             let d = describe_settled(&admin, &name).await?;
@@ -138,8 +141,7 @@ impl Sink {
         self.snapshot_state
     }
 
-    /// Forgets the positions read at start, for a fresh copy that rewrites everything
-    /// (its rows get a new position, later than anything written before).
+    /// The topic a captured table's changes go to.
     pub fn topic_of(&self, table: &TableId) -> Option<&str> {
         self.topics.get(table).map(|t| &*t.name)
     }
@@ -411,7 +413,7 @@ async fn read_resume(
     client: &ClientConfig,
     admin: &Admin,
     topics: &HashMap<TableId, TopicState>,
-) -> Result<(Resume, SnapshotState), Error> {
+) -> Result<(Resume, SnapshotState), CdcError> {
     let mut resume = Resume::new();
     let (mut any, mut incomplete, mut empty_partition) = (false, false, false);
     for t in topics.values() {
@@ -439,7 +441,8 @@ async fn read_resume(
                             "{tp}: could not read the record at offset {} in 30 s",
                             hw - 1
                         ),
-                    ));
+                    )
+                    .into());
                 }
             };
             let pos = last
@@ -448,18 +451,19 @@ async fn read_resume(
                 .find(|h| h.key == POS_HEADER)
                 .and_then(|h| h.value.as_ref())
                 .ok_or_else(|| {
-                    Error::broker(
-                        ErrorCode::InvalidRecord.code(),
-                        format!(
-                            "{tp}: the last record (offset {}) has no {POS_HEADER} header: the topic \
-                             holds records the connector did not write; give the connector its own \
-                             --topic-prefix",
-                            hw - 1
-                        ),
-                    )
+                    CdcError::Config(format!(
+                        "{tp}: the last record (offset {}) has no {POS_HEADER} header: the topic \
+                         holds records the connector did not write; give the connector its own \
+                         --topic-prefix",
+                        hw - 1
+                    ))
                 })?;
             let pos = RecordPos::from_header(pos).map_err(|e| {
-                Error::broker(ErrorCode::InvalidRecord.code(), format!("{tp}: {e}"))
+                CdcError::Config(format!(
+                    "{tp}: the last record (offset {}) has a bad {POS_HEADER} header ({e}); give \
+                     the connector its own --topic-prefix",
+                    hw - 1
+                ))
             })?;
             any = true;
             incomplete |= last.headers.iter().any(|h| h.key == SNAPSHOT_HEADER);

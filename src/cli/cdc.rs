@@ -198,6 +198,8 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         name: a.common.topic_prefix.clone(),
         db: database_of(&a.dsn),
     };
+    // Refuse a server or table that cannot be captured before creating any topic.
+    sluice_cdc::postgres::check(&cfg).await?;
     let stats = Arc::new(sluice_cdc::runner::Stats::default());
     let stop = Stop::new();
     let watcher = Watcher::new(&stop, Stop::cancel, Stop::is_cancelled);
