@@ -1,3 +1,6 @@
+//! Tests of one group's heartbeat state ([`super`]): KIP-848 reconciliation cases and a
+//! seeded random-membership run (exclusive ownership after every step, convergence).
+
 use super::*;
 
 fn topics(ts: &[&str]) -> Option<BTreeSet<String>> {

@@ -1,5 +1,6 @@
 //! Seeded simulation of the connector's position bookkeeping against crashes: a source
-//! of transactions over several partitions, a broker that appends each partition's
+//! of transactions over several partitions (and heartbeats at a transaction's own
+//! position to every partition, as the runner writes them), a broker that appends each partition's
 //! records in order and acknowledges them at random times, crashes that lose whatever
 //! was in flight, a source that replays from the position it was last confirmed (which
 //! may lag the tracker's). After the final run every partition must hold each of its
@@ -34,12 +35,17 @@ impl Rng {
 }
 
 const TOPIC: &str = "t";
+/// What `Sink::write_heartbeat` uses: after every record at its position.
+const HEARTBEAT_ORDINAL: u64 = u64::MAX;
 
 #[derive(Clone)]
 struct Txn {
     pos: SourcePos,
     /// (partition, ordinal)
     records: Vec<(u32, u64)>,
+    /// A heartbeat at the previous transaction's position (what the runner writes after
+    /// a transaction): one record per partition with ordinal `u64::MAX`.
+    heartbeat: bool,
 }
 
 fn rp(pos: &SourcePos, ordinal: u64) -> RecordPos {
@@ -54,18 +60,26 @@ fn run(seed: u64) -> Result<(), String> {
     let partitions = 1 + rng.below(4) as u32;
     let n = 5 + rng.below(60) as usize;
     let mut lsn = 100u64;
-    let txns: Vec<Txn> = (0..n)
-        .map(|_| {
-            lsn += 1 + rng.below(50);
-            let k = rng.below(6);
-            Txn {
+    let mut txns: Vec<Txn> = Vec::new();
+    for _ in 0..n {
+        if txns.last().is_some_and(|t: &Txn| !t.heartbeat) && rng.chance(30) {
+            txns.push(Txn {
                 pos: SourcePos::Postgres(Lsn(lsn)),
-                records: (0..k)
-                    .map(|o| (rng.below(partitions as u64) as u32, o))
-                    .collect(),
-            }
-        })
-        .collect();
+                records: (0..partitions).map(|p| (p, HEARTBEAT_ORDINAL)).collect(),
+                heartbeat: true,
+            });
+            continue;
+        }
+        lsn += 1 + rng.below(50);
+        let k = rng.below(6);
+        txns.push(Txn {
+            pos: SourcePos::Postgres(Lsn(lsn)),
+            records: (0..k)
+                .map(|o| (rng.below(partitions as u64) as u32, o))
+                .collect(),
+            heartbeat: false,
+        });
+    }
     let mut logs: Vec<Vec<RecordPos>> = vec![Vec::new(); partitions as usize];
     // The source's confirmed position: replay starts after it.
     let mut source_confirmed: Option<SourcePos> = None;
@@ -135,12 +149,12 @@ fn run(seed: u64) -> Result<(), String> {
             if rng.chance(40) {
                 source_confirmed = tracker.confirmed().cloned().or(source_confirmed);
             }
-            // Invariant: everything at or below the tracker's confirmed position is logged.
+            // Invariant: every change at or below the tracker's confirmed position is
+            // logged (a heartbeat is no change: one lost in a crash is superseded).
             if let Some(c) = tracker.confirmed() {
-                for t in txns
-                    .iter()
-                    .filter(|t| t.pos.compare(c) != Some(std::cmp::Ordering::Greater))
-                {
+                for t in txns.iter().filter(|t| {
+                    !t.heartbeat && t.pos.compare(c) != Some(std::cmp::Ordering::Greater)
+                }) {
                     for &(p, o) in &t.records {
                         if !logs[p as usize].contains(&rp(&t.pos, o)) {
                             return Err(format!(
@@ -157,8 +171,23 @@ fn run(seed: u64) -> Result<(), String> {
         }
     }
     for p in 0..partitions {
+        // Records of a partition strictly increase (no repeat, no reorder), heartbeats
+        // included; the changes are exactly the source's, once each.
+        let log = &logs[p as usize];
+        if let Some(w) = log
+            .windows(2)
+            .find(|w| w[0].compare(&w[1]) != Some(std::cmp::Ordering::Less))
+        {
+            return Err(format!("partition {p}: {} then {}", w[0], w[1]));
+        }
+        let changes: Vec<RecordPos> = log
+            .iter()
+            .filter(|r| r.ordinal != HEARTBEAT_ORDINAL)
+            .cloned()
+            .collect();
         let want: Vec<RecordPos> = txns
             .iter()
+            .filter(|t| !t.heartbeat)
             .flat_map(|t| {
                 t.records
                     .iter()
@@ -166,7 +195,7 @@ fn run(seed: u64) -> Result<(), String> {
                     .map(move |&(_, o)| rp(&t.pos, o))
             })
             .collect();
-        if logs[p as usize] != want {
+        if changes != want {
             return Err(format!(
                 "partition {p} after {crashes} crashes holds {:?}, want {:?}",
                 logs[p as usize]
