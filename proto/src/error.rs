@@ -39,6 +39,24 @@ pub enum ErrorCode {
     /// A record the topic cannot hold, e.g. one without a key on a compacted topic.
     /// Not retriable: the same record would be refused again.
     InvalidRecord,
+    /// The group coordinator is loading its partition of `__consumer_offsets`. Retriable.
+    CoordinatorLoadInProgress,
+    /// No coordinator for the group yet (`__consumer_offsets` being created, no leader). Retriable.
+    CoordinatorNotAvailable,
+    /// This broker is not the group's coordinator: find it again. Retriable.
+    NotCoordinator,
+    InvalidGroupId,
+    /// The coordinator does not know the member (fenced, expired): rejoin with epoch 0.
+    UnknownMemberId,
+    GroupIdNotFound,
+    /// The operation needs a group without members (reset-offsets, delete).
+    NonEmptyGroup,
+    /// The member's epoch is not the coordinator's: give up every partition and rejoin.
+    FencedMemberEpoch,
+    /// A live member already holds this `group.instance.id`.
+    UnreleasedInstanceId,
+    /// An offset commit with an epoch other than the member's current one.
+    StaleMemberEpoch,
     /// A code this build does not know (from a newer peer).
     Unknown(i32),
 }
@@ -76,12 +94,22 @@ impl ErrorCode {
             ErrorCode::OutOfOrderSequence => 45,
             ErrorCode::DuplicateBrokerRegistration => 101,
             ErrorCode::InvalidRecord => 87,
+            ErrorCode::CoordinatorLoadInProgress => 14,
+            ErrorCode::CoordinatorNotAvailable => 15,
+            ErrorCode::NotCoordinator => 16,
+            ErrorCode::InvalidGroupId => 24,
+            ErrorCode::UnknownMemberId => 25,
+            ErrorCode::GroupIdNotFound => 69,
+            ErrorCode::NonEmptyGroup => 68,
+            ErrorCode::FencedMemberEpoch => 110,
+            ErrorCode::UnreleasedInstanceId => 111,
+            ErrorCode::StaleMemberEpoch => 113,
             ErrorCode::Unknown(c) => c,
         }
     }
 
     pub fn from_code(code: i32) -> ErrorCode {
-        const ALL: [ErrorCode; 30] = [
+        const ALL: [ErrorCode; 40] = [
             ErrorCode::None,
             ErrorCode::UnknownServerError,
             ErrorCode::OffsetOutOfRange,
@@ -112,6 +140,16 @@ impl ErrorCode {
             ErrorCode::OutOfOrderSequence,
             ErrorCode::DuplicateBrokerRegistration,
             ErrorCode::InvalidRecord,
+            ErrorCode::CoordinatorLoadInProgress,
+            ErrorCode::CoordinatorNotAvailable,
+            ErrorCode::NotCoordinator,
+            ErrorCode::InvalidGroupId,
+            ErrorCode::UnknownMemberId,
+            ErrorCode::GroupIdNotFound,
+            ErrorCode::NonEmptyGroup,
+            ErrorCode::FencedMemberEpoch,
+            ErrorCode::UnreleasedInstanceId,
+            ErrorCode::StaleMemberEpoch,
         ];
         ALL.into_iter()
             .find(|e| e.code() == code)
@@ -134,6 +172,9 @@ impl ErrorCode {
                 | ErrorCode::StorageError
                 | ErrorCode::FencedLeaderEpoch
                 | ErrorCode::UnknownLeaderEpoch
+                | ErrorCode::CoordinatorLoadInProgress
+                | ErrorCode::CoordinatorNotAvailable
+                | ErrorCode::NotCoordinator
         )
     }
 

@@ -11,6 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use super::assignor::{self, Assignment, MemberId, Subscriber, Tp};
 
 /// Epoch a member joins with.
@@ -20,7 +22,7 @@ pub const LEAVE_EPOCH: i32 = -1;
 /// Epoch a static member leaves with, keeping its assignment for its session timeout.
 pub const STATIC_LEAVE_EPOCH: i32 = -2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AssignorKind {
     Uniform,
     Range,
@@ -46,16 +48,22 @@ impl Default for GroupConfig {
 }
 
 /// A heartbeat (ConsumerGroupHeartbeat).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Heartbeat {
     /// Empty when joining.
     pub member_id: String,
     pub member_epoch: i32,
     pub instance_id: Option<String>,
-    /// `None`: unchanged since the last heartbeat.
+    /// Topics subscribed by name; `None`: the subscription is unchanged since the last
+    /// heartbeat (then `regex` is ignored too).
     pub topics: Option<BTreeSet<String>>,
+    /// Topics subscribed by pattern (whole-name match), beside `topics`.
+    pub regex: Option<String>,
     /// What the member owns now; `None`: unchanged.
     pub owned: Option<BTreeSet<Tp>>,
+    /// This member's session and rebalance timeouts (`None`: the group's defaults).
+    pub session_timeout: Option<Duration>,
+    pub rebalance_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +80,14 @@ pub enum GroupError {
     /// The member's epoch is behind: it must rejoin (give up everything, epoch 0).
     FencedMemberEpoch,
     UnknownMemberId,
-    /// Epoch 0 without topics, or another live member with this instance id.
+    /// Another live member holds this instance id.
+    UnreleasedInstanceId(String),
+    /// An offset commit with another epoch than the member's.
+    StaleMemberEpoch,
+    /// The operation needs a group without members.
+    NonEmptyGroup,
+    GroupIdNotFound,
+    /// Epoch 0 without topics, a bad pattern.
     InvalidRequest(String),
 }
 
@@ -80,7 +95,13 @@ pub enum GroupError {
 struct Member {
     instance_id: Option<String>,
     epoch: i32,
+    /// The subscription as given: names and a pattern.
+    named: BTreeSet<String>,
+    regex: Option<String>,
+    /// Existing topics it resolves to: what the assignor sees.
     topics: BTreeSet<String>,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
     /// What the coordinator has given it (and it has not given back).
     owned: BTreeSet<Tp>,
     last_heartbeat: Instant,
@@ -99,8 +120,50 @@ pub struct Group {
     target_epoch: i32,
     target: Assignment,
     members: BTreeMap<MemberId, Member>,
-    /// Partition counts of the topics members subscribe to.
+    /// Partition counts of every existing topic (from metadata).
     partitions: BTreeMap<String, u32>,
+    /// Compiled subscription patterns.
+    patterns: BTreeMap<String, Option<regex::Regex>>,
+}
+
+/// What a coordinator persists of a group: enough for another coordinator to carry on
+/// with the same epochs and assignments (members re-heartbeat; their clocks restart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSnapshot {
+    pub epoch: i32,
+    pub target_epoch: i32,
+    pub assignor: AssignorKind,
+    pub target: Assignment,
+    pub members: BTreeMap<MemberId, MemberSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSnapshot {
+    pub instance_id: Option<String>,
+    pub epoch: i32,
+    pub topics: BTreeSet<String>,
+    pub regex: Option<String>,
+    pub owned: BTreeSet<Tp>,
+    pub departed: bool,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+}
+
+/// One member as `describe` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub member_id: MemberId,
+    pub instance_id: Option<String>,
+    pub epoch: i32,
+    pub topics: BTreeSet<String>,
+    pub regex: Option<String>,
+    pub owned: BTreeSet<Tp>,
+    pub target: BTreeSet<Tp>,
+}
+
+/// A whole-name match of `pattern`; `None` when it does not compile.
+fn compile(pattern: &str) -> Option<regex::Regex> {
+    regex::Regex::new(&format!("^(?:{pattern})$")).ok()
 }
 
 impl Group {
@@ -112,7 +175,161 @@ impl Group {
             target: Assignment::new(),
             members: BTreeMap::new(),
             partitions: BTreeMap::new(),
+            patterns: BTreeMap::new(),
         }
+    }
+
+    /// Whether a pattern is usable as a subscription.
+    pub fn valid_regex(pattern: &str) -> bool {
+        compile(pattern).is_some()
+    }
+
+    pub fn snapshot(&self) -> GroupSnapshot {
+        GroupSnapshot {
+            epoch: self.epoch,
+            target_epoch: self.target_epoch,
+            assignor: self.config.assignor,
+            target: self.target.clone(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| {
+                    (
+                        id.clone(),
+                        MemberSnapshot {
+                            instance_id: m.instance_id.clone(),
+                            epoch: m.epoch,
+                            topics: m.named.clone(),
+                            regex: m.regex.clone(),
+                            owned: m.owned.clone(),
+                            departed: m.departed,
+                            session_timeout_ms: m.session_timeout.as_millis() as u64,
+                            rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// A group carried on from `snap` (by a new coordinator): every member's session
+    /// starts again at `now`, a revocation in progress restarts its timer.
+    pub fn restore(
+        mut config: GroupConfig,
+        snap: GroupSnapshot,
+        partitions: BTreeMap<String, u32>,
+        now: Instant,
+    ) -> Group {
+        config.assignor = snap.assignor;
+        let mut g = Group::new(config);
+        g.epoch = snap.epoch;
+        g.target_epoch = snap.target_epoch;
+        g.target = snap.target;
+        g.partitions = partitions;
+        for (id, m) in snap.members {
+            let topics = g.resolve(&m.topics, m.regex.as_deref());
+            g.members.insert(
+                id,
+                Member {
+                    instance_id: m.instance_id,
+                    epoch: m.epoch,
+                    named: m.topics,
+                    regex: m.regex,
+                    topics,
+                    session_timeout: Duration::from_millis(m.session_timeout_ms),
+                    rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
+                    owned: m.owned,
+                    last_heartbeat: now,
+                    revoking_since: None,
+                    departed: m.departed,
+                },
+            );
+        }
+        // Topics may have changed while no one coordinated.
+        g.refresh_subscriptions();
+        g
+    }
+
+    /// Every member as `describe` shows it.
+    pub fn describe(&self) -> Vec<MemberView> {
+        self.members
+            .iter()
+            .map(|(id, m)| MemberView {
+                member_id: id.clone(),
+                instance_id: m.instance_id.clone(),
+                epoch: m.epoch,
+                topics: m.named.clone(),
+                regex: m.regex.clone(),
+                owned: m.owned.clone(),
+                target: self.target.get(id).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// The epoch of the current target assignment.
+    pub fn target_epoch(&self) -> i32 {
+        self.target_epoch
+    }
+
+    /// "empty", "assigning" (target behind the group epoch), "reconciling" (some member
+    /// not yet at the target's epoch) or "stable".
+    pub fn state(&self) -> &'static str {
+        if self.members.is_empty() {
+            "empty"
+        } else if self.target_epoch != self.epoch {
+            "assigning"
+        } else if self
+            .members
+            .values()
+            .any(|m| !m.departed && m.epoch != self.target_epoch.max(1))
+        {
+            "reconciling"
+        } else {
+            "stable"
+        }
+    }
+
+    /// Topics a subscription names and matches among existing ones.
+    fn resolve(&mut self, named: &BTreeSet<String>, regex: Option<&str>) -> BTreeSet<String> {
+        let mut topics = named.clone();
+        if let Some(p) = regex {
+            let re = self
+                .patterns
+                .entry(p.to_string())
+                .or_insert_with(|| compile(p));
+            if let Some(re) = re {
+                topics.extend(
+                    self.partitions
+                        .keys()
+                        .filter(|t| !t.starts_with("__") && re.is_match(t))
+                        .cloned(),
+                );
+            }
+        }
+        topics
+    }
+
+    /// Re-resolves every member's subscription against the current topics; bumps the
+    /// epoch if what any member subscribes to changed.
+    fn refresh_subscriptions(&mut self) -> bool {
+        let ids: Vec<MemberId> = self.members.keys().cloned().collect();
+        let mut changed = false;
+        for id in ids {
+            let (named, regex) = {
+                let m = &self.members[&id];
+                (m.named.clone(), m.regex.clone())
+            };
+            let topics = self.resolve(&named, regex.as_deref());
+            let m = self.members.get_mut(&id).expect("listed");
+            if m.topics != topics {
+                m.topics = topics;
+                changed = true;
+            }
+        }
+        if changed {
+            self.epoch += 1;
+        }
+        changed
     }
 
     pub fn is_empty(&self) -> bool {
@@ -127,10 +344,23 @@ impl Group {
             .collect()
     }
 
-    /// Topic metadata changed (a topic created, partitions added).
+    /// The cluster's topics and their partition counts (from metadata). Bumps the group
+    /// epoch when a subscribed topic appears, goes, or gains partitions, or when a
+    /// pattern now matches other topics.
     pub fn set_partitions(&mut self, partitions: BTreeMap<String, u32>) {
-        if partitions != self.partitions {
-            self.partitions = partitions;
+        if partitions == self.partitions {
+            return;
+        }
+        let subscribed = self.subscribed_topics();
+        let before: BTreeMap<&String, Option<&u32>> = subscribed
+            .iter()
+            .map(|t| (t, self.partitions.get(t)))
+            .collect();
+        let after: BTreeMap<&String, Option<&u32>> =
+            subscribed.iter().map(|t| (t, partitions.get(t))).collect();
+        let counts_changed = before != after;
+        self.partitions = partitions;
+        if !self.refresh_subscriptions() && counts_changed {
             self.epoch += 1;
         }
     }
@@ -174,10 +404,22 @@ impl Group {
                     // What it reports given back is free; it cannot claim more than given.
                     m.owned = m.owned.intersection(owned).cloned().collect();
                 }
-                if let Some(topics) = &hb.topics {
-                    if *topics != m.topics {
-                        m.topics = topics.clone();
-                        self.epoch += 1;
+                if let Some(t) = hb.session_timeout {
+                    m.session_timeout = t;
+                }
+                if let Some(t) = hb.rebalance_timeout {
+                    m.rebalance_timeout = t;
+                }
+                if let Some(named) = &hb.topics {
+                    if *named != m.named || hb.regex != m.regex {
+                        m.named = named.clone();
+                        m.regex = hb.regex.clone();
+                        let resolved = self.resolve(named, hb.regex.as_deref());
+                        let m = self.members.get_mut(&hb.member_id).expect("checked");
+                        if resolved != m.topics {
+                            m.topics = resolved;
+                            self.epoch += 1;
+                        }
                     }
                 }
                 hb.member_id.clone()
@@ -193,9 +435,21 @@ impl Group {
         now: Instant,
         new_member_id: impl FnOnce() -> MemberId,
     ) -> Result<MemberId, GroupError> {
-        let topics = hb.topics.clone().ok_or_else(|| {
+        let named = hb.topics.clone().ok_or_else(|| {
             GroupError::InvalidRequest("a joining member must give its subscription".into())
         })?;
+        if let Some(p) = &hb.regex {
+            if compile(p).is_none() {
+                return Err(GroupError::InvalidRequest(format!(
+                    "subscription pattern {p:?} is not a valid regex"
+                )));
+            }
+        }
+        let topics = self.resolve(&named, hb.regex.as_deref());
+        let session_timeout = hb.session_timeout.unwrap_or(self.config.session_timeout);
+        let rebalance_timeout = hb
+            .rebalance_timeout
+            .unwrap_or(self.config.rebalance_timeout);
         // A static member coming back takes its old member's place and assignment.
         if let Some(instance) = &hb.instance_id {
             let previous = self
@@ -205,7 +459,7 @@ impl Group {
                 .map(|(id, m)| (id.clone(), m.departed));
             if let Some((old_id, departed)) = previous {
                 if !departed {
-                    return Err(GroupError::InvalidRequest(format!(
+                    return Err(GroupError::UnreleasedInstanceId(format!(
                         "instance {instance} is already a live member"
                     )));
                 }
@@ -215,6 +469,10 @@ impl Group {
                 m.epoch = JOIN_EPOCH;
                 // It restarted: it owns nothing yet; its target share is kept for it.
                 m.owned.clear();
+                m.session_timeout = session_timeout;
+                m.rebalance_timeout = rebalance_timeout;
+                m.named = named;
+                m.regex = hb.regex.clone();
                 let id = if hb.member_id.is_empty() {
                     new_member_id()
                 } else {
@@ -245,7 +503,11 @@ impl Group {
             Member {
                 instance_id: hb.instance_id.clone(),
                 epoch: JOIN_EPOCH,
+                named,
+                regex: hb.regex.clone(),
                 topics,
+                session_timeout,
+                rebalance_timeout,
                 owned: BTreeSet::new(),
                 last_heartbeat: now,
                 revoking_since: None,
@@ -275,14 +537,13 @@ impl Group {
     /// Fences members silent past the session timeout, or holding partitions they must
     /// give back past the rebalance timeout. Returns the fenced members.
     pub fn tick(&mut self, now: Instant) -> Vec<MemberId> {
-        let (session, rebalance) = (self.config.session_timeout, self.config.rebalance_timeout);
         let fenced: Vec<MemberId> = self
             .members
             .iter()
             .filter(|(_, m)| {
-                now.saturating_duration_since(m.last_heartbeat) > session
+                now.saturating_duration_since(m.last_heartbeat) > m.session_timeout
                     || m.revoking_since
-                        .is_some_and(|t| now.saturating_duration_since(t) > rebalance)
+                        .is_some_and(|t| now.saturating_duration_since(t) > m.rebalance_timeout)
             })
             .map(|(id, _)| id.clone())
             .collect();

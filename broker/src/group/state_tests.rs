@@ -25,6 +25,7 @@ fn join(g: &mut Group, id: &str, now: Instant) -> HeartbeatReply {
             instance_id: None,
             topics: topics(&["t"]),
             owned: Some(BTreeSet::new()),
+            ..Default::default()
         },
         now,
         || unreachable!("ids are given"),
@@ -41,6 +42,7 @@ fn beat(g: &mut Group, last: &HeartbeatReply, now: Instant) -> Result<HeartbeatR
             instance_id: None,
             topics: None,
             owned: Some(last.assignment.clone()),
+            ..Default::default()
         },
         now,
         || unreachable!(),
@@ -94,7 +96,7 @@ fn a_stale_epoch_is_fenced_and_an_unknown_member_refused() {
     let a3 = beat(&mut g, &a2, now).unwrap();
     assert!(a3.member_epoch > a.member_epoch);
     let zombie = HeartbeatReply {
-        member_epoch: a.member_epoch - 1,
+        member_epoch: a3.member_epoch - 1,
         ..a3.clone()
     };
     assert_eq!(
@@ -140,6 +142,7 @@ fn a_static_member_that_comes_back_gets_its_partitions_again() {
         instance_id: Some(format!("inst-{id}")),
         topics: topics(&["t"]),
         owned: Some(owned),
+        ..Default::default()
     };
     let mut replies = BTreeMap::new();
     for id in ["a", "b"] {
@@ -215,6 +218,7 @@ fn random_membership_never_gives_a_partition_to_two_members() {
                             instance_id: None,
                             topics: None,
                             owned: None,
+                            ..Default::default()
                         },
                         now,
                         || unreachable!(),

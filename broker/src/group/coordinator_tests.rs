@@ -1,0 +1,396 @@
+//! Tests of one offsets partition's coordinator: failover by replaying its records,
+//! commit validation, expiry, metadata changes, regex subscriptions, delete.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::group::state::{JOIN_EPOCH, LEAVE_EPOCH};
+
+fn topics(names: &[(&str, u32)]) -> BTreeMap<String, u32> {
+    names.iter().map(|(n, p)| (n.to_string(), *p)).collect()
+}
+
+/// Joins `id`; returns its epoch after joining and the records written.
+fn join(
+    c: &mut Coordinator,
+    group: &str,
+    id: &str,
+    subs: &[&str],
+    now: Instant,
+) -> (i32, Vec<Write>) {
+    let (r, w) = c.heartbeat(
+        group,
+        Heartbeat {
+            member_id: id.into(),
+            member_epoch: JOIN_EPOCH,
+            topics: Some(subs.iter().map(|s| s.to_string()).collect()),
+            owned: Some(BTreeSet::new()),
+            ..Default::default()
+        },
+        now,
+        0,
+        || unreachable!(),
+    );
+    (r.expect("joins").member_epoch, w)
+}
+
+/// Heartbeats `id` until its epoch stops moving; returns the last reply.
+fn settle(c: &mut Coordinator, group: &str, id: &str, epoch: i32, now: Instant) -> HeartbeatReply {
+    settle_logged(c, group, id, epoch, now, &mut Vec::new())
+}
+
+/// [`settle`], keeping what it writes in `log`.
+fn settle_logged(
+    c: &mut Coordinator,
+    group: &str,
+    id: &str,
+    epoch: i32,
+    now: Instant,
+    log: &mut Vec<Write>,
+) -> HeartbeatReply {
+    let mut owned = BTreeSet::new();
+    let mut epoch = epoch;
+    for _ in 0..10 {
+        let (r, w) = c.heartbeat(
+            group,
+            Heartbeat {
+                member_id: id.into(),
+                member_epoch: epoch,
+                owned: Some(owned.clone()),
+                ..Default::default()
+            },
+            now,
+            0,
+            || unreachable!(),
+        );
+        log.extend(w);
+        let r = r.expect("heartbeat");
+        if r.member_epoch == epoch && r.assignment == owned {
+            return r;
+        }
+        epoch = r.member_epoch;
+        owned = r.assignment.clone();
+    }
+    panic!("{id} did not settle");
+}
+
+fn replay_all(writes: &[Write], partitions: BTreeMap<String, u32>, now: Instant) -> Coordinator {
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    c.set_partitions(partitions, 0);
+    for w in writes {
+        c.replay(&w.key, w.value.as_deref(), now).expect("replays");
+    }
+    c
+}
+
+#[test]
+fn a_new_coordinator_carries_on_from_the_records() {
+    let now = Instant::now();
+    let parts = topics(&[("t", 6)]);
+    let mut a = Coordinator::new(CoordinatorConfig::default());
+    let mut log = a.set_partitions(parts.clone(), 0);
+    let (e1, w) = join(&mut a, "g", "m1", &["t"], now);
+    log.extend(w);
+    let (e2, w) = join(&mut a, "g", "m2", &["t"], now);
+    log.extend(w);
+    let mut r1 = settle_logged(&mut a, "g", "m1", e1, now, &mut log);
+    let mut r2 = settle_logged(&mut a, "g", "m2", e2, now, &mut log);
+    // Until both stand still: one's revocation lets the other take more.
+    for _ in 0..5 {
+        r1 = settle_logged(&mut a, "g", "m1", r1.member_epoch, now, &mut log);
+        r2 = settle_logged(&mut a, "g", "m2", r2.member_epoch, now, &mut log);
+    }
+    assert_eq!(r1.assignment.len() + r2.assignment.len(), 6);
+    log.extend(
+        a.commit(
+            "g",
+            "m1",
+            r1.member_epoch,
+            vec![(("t".into(), 0), 42, "meta".into())],
+            now,
+            5,
+        )
+        .expect("commits"),
+    );
+    // Everything the heartbeats changed was written along the way: replay it all.
+    let (more, _) = a.tick(now, 5);
+    log.extend(more);
+    let mut b = replay_all(&log, parts, now);
+    // The members go on at their epochs with the same partitions: no rebalance.
+    for (id, r) in [("m1", &r1), ("m2", &r2)] {
+        let (got, writes) = b.heartbeat(
+            "g",
+            Heartbeat {
+                member_id: id.into(),
+                member_epoch: r.member_epoch,
+                owned: Some(r.assignment.clone()),
+                ..Default::default()
+            },
+            now,
+            6,
+            || unreachable!(),
+        );
+        let got = got.expect("known member");
+        assert_eq!(got.assignment, r.assignment);
+        assert_eq!(got.member_epoch, r.member_epoch);
+        assert!(writes.is_empty(), "nothing changed, nothing to write");
+    }
+    let committed = b.fetch("g", &[("t".into(), 0), ("t".into(), 1)]);
+    assert_eq!(committed[0].1.as_ref().map(|c| c.offset), Some(42));
+    assert_eq!(
+        committed[0].1.as_ref().map(|c| c.metadata.as_str()),
+        Some("meta")
+    );
+    assert_eq!(committed[1].1, None);
+}
+
+#[test]
+fn commits_check_member_and_epoch() {
+    let now = Instant::now();
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    c.set_partitions(topics(&[("t", 2)]), 0);
+    let (e, _) = join(&mut c, "g", "m1", &["t"], now);
+    let r = settle(&mut c, "g", "m1", e, now);
+    let tp = ("t".to_string(), 0);
+    assert_eq!(
+        c.commit(
+            "g",
+            "m1",
+            r.member_epoch - 1,
+            vec![(tp.clone(), 1, String::new())],
+            now,
+            0
+        ),
+        Err(GroupError::StaleMemberEpoch)
+    );
+    assert_eq!(
+        c.commit(
+            "g",
+            "ghost",
+            r.member_epoch,
+            vec![(tp.clone(), 1, String::new())],
+            now,
+            0
+        ),
+        Err(GroupError::UnknownMemberId)
+    );
+    assert_eq!(
+        c.commit("g", "", -1, vec![(tp.clone(), 1, String::new())], now, 0),
+        Err(GroupError::NonEmptyGroup),
+        "an admin commit needs an empty group"
+    );
+    assert!(matches!(
+        c.commit(
+            "g",
+            "m1",
+            r.member_epoch,
+            vec![(tp.clone(), -5, String::new())],
+            now,
+            0
+        ),
+        Err(GroupError::InvalidRequest(_))
+    ));
+    assert!(c
+        .commit(
+            "g",
+            "m1",
+            r.member_epoch,
+            vec![(tp.clone(), 7, String::new())],
+            now,
+            0
+        )
+        .is_ok());
+    assert_eq!(c.delete("g"), Err(GroupError::NonEmptyGroup));
+    // Once it leaves, an admin may commit (reset-offsets) and delete.
+    let (left, _) = c.heartbeat(
+        "g",
+        Heartbeat {
+            member_id: "m1".into(),
+            member_epoch: LEAVE_EPOCH,
+            ..Default::default()
+        },
+        now,
+        0,
+        || unreachable!(),
+    );
+    left.expect("leaves");
+    c.commit("g", "", -1, vec![(tp.clone(), 0, String::new())], now, 0)
+        .expect("admin commit on an empty group");
+    assert_eq!(c.fetch("g", &[tp.clone()])[0].1.as_ref().unwrap().offset, 0);
+    let writes = c.delete("g").expect("deletes");
+    assert!(writes.iter().all(|w| w.value.is_none()), "tombstones only");
+    assert!(c.describe("g").is_none());
+    assert_eq!(c.delete("g"), Err(GroupError::GroupIdNotFound));
+}
+
+#[test]
+fn offsets_of_an_empty_group_expire_after_the_retention() {
+    let now = Instant::now();
+    let mut config = CoordinatorConfig::default();
+    config.offsets_retention = Duration::from_secs(60);
+    let mut c = Coordinator::new(config);
+    c.set_partitions(topics(&[("t", 1)]), 0);
+    let mut log = c
+        .commit(
+            "g",
+            "",
+            -1,
+            vec![(("t".into(), 0), 9, String::new())],
+            now,
+            1_000,
+        )
+        .unwrap();
+    let (w, _) = c.tick(now, 1_000 + 59_000);
+    assert!(w.is_empty(), "not yet");
+    assert!(c.describe("g").is_some());
+    let (w, _) = c.tick(now, 1_000 + 60_000);
+    assert!(!w.is_empty() && w.iter().all(|w| w.value.is_none()));
+    assert!(c.describe("g").is_none());
+    log.extend(w);
+    // A coordinator replaying the log does not bring it back.
+    let b = replay_all(&log, topics(&[("t", 1)]), now);
+    assert!(b.describe("g").is_none());
+    assert!(b.fetch("g", &[]).is_empty());
+}
+
+#[test]
+fn a_member_in_a_group_keeps_its_offsets_past_the_retention() {
+    let now = Instant::now();
+    let mut config = CoordinatorConfig::default();
+    config.offsets_retention = Duration::from_secs(60);
+    config.group.session_timeout = Duration::from_secs(3600);
+    let mut c = Coordinator::new(config);
+    c.set_partitions(topics(&[("t", 1)]), 0);
+    let (e, _) = join(&mut c, "g", "m1", &["t"], now);
+    let r = settle(&mut c, "g", "m1", e, now);
+    c.commit(
+        "g",
+        "m1",
+        r.member_epoch,
+        vec![(("t".into(), 0), 3, String::new())],
+        now,
+        0,
+    )
+    .unwrap();
+    let (w, _) = c.tick(now, 10 * 60_000);
+    assert!(w.is_empty());
+    assert_eq!(c.fetch("g", &[]).len(), 1);
+}
+
+#[test]
+fn partitions_added_to_a_subscribed_topic_bump_the_epoch_and_get_assigned() {
+    let now = Instant::now();
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    c.set_partitions(topics(&[("t", 2), ("other", 1)]), 0);
+    let (e, _) = join(&mut c, "g", "m1", &["t"], now);
+    let r = settle(&mut c, "g", "m1", e, now);
+    assert_eq!(r.assignment.len(), 2);
+    let before = c.describe("g").unwrap().group_epoch;
+    // A change to a topic nobody subscribes to moves nothing.
+    c.set_partitions(topics(&[("t", 2), ("other", 3)]), 0);
+    assert_eq!(c.describe("g").unwrap().group_epoch, before);
+    let w = c.set_partitions(topics(&[("t", 4), ("other", 3)]), 0);
+    assert!(!w.is_empty(), "the new epoch is written");
+    assert!(c.describe("g").unwrap().group_epoch > before);
+    let r = settle(&mut c, "g", "m1", r.member_epoch, now);
+    assert_eq!(r.assignment.len(), 4);
+}
+
+#[test]
+fn a_regex_subscription_follows_new_topics() {
+    let now = Instant::now();
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    c.set_partitions(
+        topics(&[("orders.eu", 1), ("payments", 1), ("__consumer_offsets", 3)]),
+        0,
+    );
+    let (r, _) = c.heartbeat(
+        "g",
+        Heartbeat {
+            member_id: "m1".into(),
+            member_epoch: JOIN_EPOCH,
+            topics: Some(BTreeSet::new()),
+            regex: Some("orders\\..*".into()),
+            owned: Some(BTreeSet::new()),
+            ..Default::default()
+        },
+        now,
+        0,
+        || unreachable!(),
+    );
+    let r = settle(&mut c, "g", "m1", r.unwrap().member_epoch, now);
+    assert_eq!(r.assignment, [("orders.eu".to_string(), 0)].into());
+    c.set_partitions(
+        topics(&[
+            ("orders.eu", 1),
+            ("orders.us", 2),
+            ("payments", 1),
+            ("__consumer_offsets", 3),
+        ]),
+        0,
+    );
+    let r = settle(&mut c, "g", "m1", r.member_epoch, now);
+    let topics: BTreeSet<&str> = r.assignment.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(topics, ["orders.eu", "orders.us"].into());
+    assert_eq!(r.assignment.len(), 3);
+    // A pattern that does not compile is refused at join.
+    let (bad, _) = c.heartbeat(
+        "g",
+        Heartbeat {
+            member_epoch: JOIN_EPOCH,
+            member_id: "m2".into(),
+            topics: Some(BTreeSet::new()),
+            regex: Some("orders(".into()),
+            ..Default::default()
+        },
+        now,
+        0,
+        || unreachable!(),
+    );
+    assert!(matches!(bad, Err(GroupError::InvalidRequest(_))));
+}
+
+#[test]
+fn a_silent_member_is_fenced_at_its_own_session_timeout() {
+    let now = Instant::now();
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    c.set_partitions(topics(&[("t", 4)]), 0);
+    let (r, _) = c.heartbeat(
+        "g",
+        Heartbeat {
+            member_id: "quick".into(),
+            member_epoch: JOIN_EPOCH,
+            topics: Some(["t".to_string()].into()),
+            owned: Some(BTreeSet::new()),
+            session_timeout: Some(Duration::from_secs(1)),
+            ..Default::default()
+        },
+        now,
+        0,
+        || unreachable!(),
+    );
+    r.unwrap();
+    join(&mut c, "g", "slow", &["t"], now);
+    let (_, fenced) = c.tick(now + Duration::from_millis(900), 0);
+    assert!(fenced.is_empty());
+    let (w, fenced) = c.tick(now + Duration::from_millis(1100), 0);
+    assert_eq!(fenced, vec![("g".to_string(), "quick".to_string())]);
+    assert!(!w.is_empty(), "the membership change is written");
+    assert_eq!(c.describe("g").unwrap().members.len(), 1);
+}
+
+#[test]
+fn bad_records_are_refused_not_panicked_on() {
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    let now = Instant::now();
+    assert!(c.replay(b"not json", Some(b"{}"), now).is_err());
+    assert!(c
+        .replay(
+            br#"{"type":"offset","group":"g","topic":"t","partition":0}"#,
+            Some(b"[1"),
+            now
+        )
+        .is_err());
+    assert!(c.describe("g").is_none() || c.fetch("g", &[]).is_empty());
+}
