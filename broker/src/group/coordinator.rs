@@ -130,9 +130,7 @@ impl Coordinator {
                 Some(v) => {
                     let c: Committed =
                         serde_json::from_slice(v).map_err(|e| format!("bad offset: {e}"))?;
-                    self.entry(&group, now)
-                        .offsets
-                        .insert((topic, partition), c);
+                    self.entry(&group).offsets.insert((topic, partition), c);
                 }
                 None => {
                     if let Some(e) = self.groups.get_mut(&group) {
@@ -150,7 +148,7 @@ impl Coordinator {
                         self.partitions.clone(),
                         now,
                     );
-                    let e = self.entry(&group, now);
+                    let e = self.entry(&group);
                     e.group = restored;
                     e.empty_since_ms = gv.empty_since_ms;
                     e.persisted = Some(gv);
@@ -163,7 +161,7 @@ impl Coordinator {
         Ok(())
     }
 
-    fn entry(&mut self, group: &str, _now: Instant) -> &mut Entry {
+    fn entry(&mut self, group: &str) -> &mut Entry {
         let (config, partitions) = (&self.config, &self.partitions);
         self.groups.entry(group.to_string()).or_insert_with(|| {
             let mut g = Group::new(config.group.clone());
@@ -194,6 +192,17 @@ impl Coordinator {
         out
     }
 
+    /// The assignor a joining member asks for, taken while the group has no members.
+    pub fn set_assignor_if_empty(&mut self, group_id: &str, kind: super::state::AssignorKind) {
+        if group_id.is_empty() {
+            return;
+        }
+        let e = self.entry(group_id);
+        if e.group.is_empty() {
+            e.group.config.assignor = kind;
+        }
+    }
+
     pub fn heartbeat(
         &mut self,
         group_id: &str,
@@ -216,7 +225,7 @@ impl Coordinator {
             self.config.max_session_timeout,
         );
         hb.session_timeout = hb.session_timeout.map(|t| t.clamp(lo, hi));
-        let e = self.entry(group_id, now);
+        let e = self.entry(group_id);
         let reply = e.group.heartbeat(hb, now, new_member_id);
         let writes = persist(group_id, e, now_ms).into_iter().collect();
         (reply, writes)
@@ -230,7 +239,6 @@ impl Coordinator {
         member_id: &str,
         member_epoch: i32,
         offsets: Vec<(Tp, i64, String)>,
-        now: Instant,
         now_ms: i64,
     ) -> Result<Vec<Write>, GroupError> {
         if group_id.is_empty() {
@@ -256,7 +264,7 @@ impl Coordinator {
                 "offset {offset} is negative"
             )));
         }
-        let e = self.entry(group_id, now);
+        let e = self.entry(group_id);
         let mut out = Vec::with_capacity(offsets.len() + 1);
         for ((topic, partition), offset, metadata) in offsets {
             let c = Committed {

@@ -108,7 +108,6 @@ fn a_new_coordinator_carries_on_from_the_records() {
             "m1",
             r1.member_epoch,
             vec![(("t".into(), 0), 42, "meta".into())],
-            now,
             5,
         )
         .expect("commits"),
@@ -159,7 +158,6 @@ fn commits_check_member_and_epoch() {
             "m1",
             r.member_epoch - 1,
             vec![(tp.clone(), 1, String::new())],
-            now,
             0
         ),
         Err(GroupError::StaleMemberEpoch)
@@ -170,13 +168,12 @@ fn commits_check_member_and_epoch() {
             "ghost",
             r.member_epoch,
             vec![(tp.clone(), 1, String::new())],
-            now,
             0
         ),
         Err(GroupError::UnknownMemberId)
     );
     assert_eq!(
-        c.commit("g", "", -1, vec![(tp.clone(), 1, String::new())], now, 0),
+        c.commit("g", "", -1, vec![(tp.clone(), 1, String::new())], 0),
         Err(GroupError::NonEmptyGroup),
         "an admin commit needs an empty group"
     );
@@ -186,7 +183,6 @@ fn commits_check_member_and_epoch() {
             "m1",
             r.member_epoch,
             vec![(tp.clone(), -5, String::new())],
-            now,
             0
         ),
         Err(GroupError::InvalidRequest(_))
@@ -197,7 +193,6 @@ fn commits_check_member_and_epoch() {
             "m1",
             r.member_epoch,
             vec![(tp.clone(), 7, String::new())],
-            now,
             0
         )
         .is_ok());
@@ -215,7 +210,7 @@ fn commits_check_member_and_epoch() {
         || unreachable!(),
     );
     left.expect("leaves");
-    c.commit("g", "", -1, vec![(tp.clone(), 0, String::new())], now, 0)
+    c.commit("g", "", -1, vec![(tp.clone(), 0, String::new())], 0)
         .expect("admin commit on an empty group");
     assert_eq!(c.fetch("g", &[tp.clone()])[0].1.as_ref().unwrap().offset, 0);
     let writes = c.delete("g").expect("deletes");
@@ -237,7 +232,6 @@ fn offsets_of_an_empty_group_expire_after_the_retention() {
             "",
             -1,
             vec![(("t".into(), 0), 9, String::new())],
-            now,
             1_000,
         )
         .unwrap();
@@ -269,7 +263,6 @@ fn a_member_in_a_group_keeps_its_offsets_past_the_retention() {
         "m1",
         r.member_epoch,
         vec![(("t".into(), 0), 3, String::new())],
-        now,
         0,
     )
     .unwrap();

@@ -11,9 +11,11 @@ mod admin;
 mod api;
 mod control;
 mod fetcher;
+mod groups;
 mod lifecycle;
 mod readiness;
 
+pub use groups::{partition_for, OFFSETS_TOPIC};
 pub use readiness::Readiness;
 
 use std::path::PathBuf;
@@ -70,6 +72,10 @@ pub struct BrokerConfig {
     pub controlled_shutdown: bool,
     /// The log cleaner of this broker's data directory.
     pub cleaner: crate::log::CleanerConfig,
+    /// Consumer group defaults and bounds (session timeout, offsets retention).
+    pub groups: crate::group::coordinator::CoordinatorConfig,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when created.
+    pub offsets_topic_partitions: u32,
 }
 
 impl BrokerConfig {
@@ -92,6 +98,8 @@ impl BrokerConfig {
             replica_lag_time_max: Duration::from_secs(10),
             cleaner: Default::default(),
             controlled_shutdown: true,
+            groups: Default::default(),
+            offsets_topic_partitions: 12,
         }
     }
 }
@@ -115,6 +123,8 @@ pub(crate) struct Shared {
     /// Why the last registration attempt failed, per controller (`None` once
     /// registered): clients hear this instead of a bare "not ready".
     pub(crate) registration_failure: parking_lot::Mutex<Option<String>>,
+    /// The group coordinators of the `__consumer_offsets` partitions this broker leads.
+    pub(crate) groups: groups::GroupCoordinator,
 }
 
 /// A broker ready to serve.
@@ -131,8 +141,11 @@ impl Broker {
             error!(partition = %tp, error = %e, "partition offline");
         }
         let replicas = ReplicaManager::new(config.id, logs);
+        let groups =
+            groups::GroupCoordinator::new(config.groups.clone(), config.offsets_topic_partitions);
         Ok(Broker {
             shared: Arc::new(Shared {
+                groups,
                 config,
                 replicas,
                 controller_epoch: AtomicI64::new(0),
@@ -190,6 +203,7 @@ impl Broker {
         };
         let replication = tokio::spawn(fetcher::replicate(shared.clone()));
         let isr = tokio::spawn(fetcher::propose_isr_changes(shared.clone()));
+        let group_maintenance = tokio::spawn(groups::maintain(shared.clone()));
         let max = shared.config.max_message_bytes;
         let gate = readiness::client_gate(shared.clone());
         // Large HTTP/2 windows and frames: the 64 KiB defaults cap one stream at a
@@ -207,6 +221,10 @@ impl Broker {
             ))
             .add_service(InterceptedService::new(
                 v1::admin_server::AdminServer::new(admin::AdminProxy(shared.clone())),
+                gate.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                v1::groups_server::GroupsServer::new(groups::GroupsApi(shared.clone())),
                 gate,
             ))
             .add_service(v1::broker_control_server::BrokerControlServer::new(
@@ -235,6 +253,7 @@ impl Broker {
         maintenance.abort();
         replication.abort();
         isr.abort();
+        group_maintenance.abort();
         info!(broker = id, "stopped serving; flushing and closing logs");
         let logs = shared.clone();
         let closed = tokio::task::spawn_blocking(move || {

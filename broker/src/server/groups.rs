@@ -1,0 +1,905 @@
+//! The group coordinator's IO and the `Groups` service. A group lives on the leader of
+//! partition `hash(group) % N` of `__consumer_offsets` (created on first use, compacted,
+//! replicated up to three ways). When this broker leads such a partition it replays the
+//! partition into a sans-IO [`Coordinator`]; every change the coordinator makes is
+//! appended back with acks=all before the request that made it is answered, through one
+//! writer per partition that keeps the log in the order of the changes and puts
+//! whatever queued meanwhile into one batch. If an append fails (leadership moved), the
+//! loaded state is dropped and the next leader replays what the log holds.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_proto::batch::Batches;
+use sluice_proto::v1::{self, groups_server};
+use sluice_proto::{BatchBuilder, BrokerId, Compression, ErrorCode, LeaderEpoch, TopicPartition};
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use super::Shared;
+use crate::group::coordinator::{Coordinator, CoordinatorConfig, Write};
+use crate::group::state::{AssignorKind, GroupError, Heartbeat};
+
+/// The internal topic holding committed offsets and group state.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+type Failure = (ErrorCode, String);
+
+/// Kafka's choice of partition: `Utils.abs(groupId.hashCode()) % N`, with Java's String
+/// hash (and `abs(MIN_VALUE) = 0`).
+pub fn partition_for(group: &str, partitions: u32) -> u32 {
+    let h = group
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32));
+    let abs = if h == i32::MIN { 0 } else { h.unsigned_abs() };
+    abs % partitions.max(1)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn group_failure(e: GroupError) -> Failure {
+    match e {
+        GroupError::FencedMemberEpoch => (
+            ErrorCode::FencedMemberEpoch,
+            "the member epoch is not current: give up every partition and rejoin".into(),
+        ),
+        GroupError::UnknownMemberId => (
+            ErrorCode::UnknownMemberId,
+            "the coordinator does not know this member (it was fenced or left): rejoin".into(),
+        ),
+        GroupError::UnreleasedInstanceId(m) => (ErrorCode::UnreleasedInstanceId, m),
+        GroupError::StaleMemberEpoch => (
+            ErrorCode::StaleMemberEpoch,
+            "offset commit with an epoch that is not the member's current one".into(),
+        ),
+        GroupError::NonEmptyGroup => (
+            ErrorCode::NonEmptyGroup,
+            "the group has members; stop them first".into(),
+        ),
+        GroupError::GroupIdNotFound => (ErrorCode::GroupIdNotFound, "no such group".into()),
+        GroupError::InvalidRequest(m) => (ErrorCode::InvalidRequest, m),
+    }
+}
+
+struct Pending {
+    writes: Vec<Write>,
+    done: oneshot::Sender<Result<(), Failure>>,
+}
+
+/// One `__consumer_offsets` partition this broker leads, loaded.
+struct Loaded {
+    leader_epoch: LeaderEpoch,
+    core: parking_lot::Mutex<Coordinator>,
+    tx: mpsc::UnboundedSender<Pending>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Loaded {
+    /// Runs `op` on the coordinator and queues what it wrote, in order; the answer is
+    /// given once those records (and all queued before them) are acknowledged.
+    async fn run<T>(
+        &self,
+        op: impl FnOnce(&mut Coordinator) -> (Result<T, Failure>, Vec<Write>),
+    ) -> Result<T, Failure> {
+        let (tx, rx) = oneshot::channel();
+        let result = {
+            let mut core = self.core.lock();
+            let (result, writes) = op(&mut core);
+            if self.tx.send(Pending { writes, done: tx }).is_err() {
+                return Err(not_coordinator());
+            }
+            result
+        };
+        match rx.await {
+            Ok(Ok(())) => result,
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(not_coordinator()),
+        }
+    }
+}
+
+fn not_coordinator() -> Failure {
+    (
+        ErrorCode::NotCoordinator,
+        "this broker is no longer the group's coordinator".into(),
+    )
+}
+
+/// The coordinator side of every `__consumer_offsets` partition this broker leads.
+pub(crate) struct GroupCoordinator {
+    config: CoordinatorConfig,
+    /// Partitions of `__consumer_offsets` when it is created.
+    partitions_on_create: u32,
+    loaded: parking_lot::Mutex<HashMap<u32, Arc<Loaded>>>,
+    /// One load at a time.
+    loading: tokio::sync::Mutex<()>,
+    /// Group epochs last seen, to count rebalances.
+    epochs: parking_lot::Mutex<HashMap<String, i32>>,
+}
+
+impl GroupCoordinator {
+    pub(crate) fn new(config: CoordinatorConfig, partitions_on_create: u32) -> GroupCoordinator {
+        GroupCoordinator {
+            config,
+            partitions_on_create,
+            loaded: Default::default(),
+            loading: Default::default(),
+            epochs: Default::default(),
+        }
+    }
+}
+
+/// Partition count of every topic in the pushed metadata.
+fn topic_partitions(shared: &Shared) -> BTreeMap<String, u32> {
+    let md = shared.metadata.read();
+    md.topics
+        .iter()
+        .filter(|t| t.error_code == 0)
+        .map(|t| (t.name.clone(), t.partitions.len() as u32))
+        .collect()
+}
+
+fn offsets_partitions(shared: &Shared) -> Option<u32> {
+    let md = shared.metadata.read();
+    md.topics
+        .iter()
+        .find(|t| t.name == OFFSETS_TOPIC && t.error_code == 0 && !t.partitions.is_empty())
+        .map(|t| t.partitions.len() as u32)
+}
+
+/// The leader epoch of `__consumer_offsets-p` if this broker leads it.
+fn led_epoch(shared: &Shared, p: u32) -> Option<LeaderEpoch> {
+    let part = shared
+        .replicas
+        .partition(&TopicPartition::new(OFFSETS_TOPIC, p))?;
+    let role = part.role();
+    (role.leader == Some(BrokerId(shared.config.id))).then_some(role.leader_epoch)
+}
+
+/// The loaded coordinator for `group`, loading its partition if this broker just became
+/// its leader.
+async fn coordinator_for(shared: &Arc<Shared>, group: &str) -> Result<Arc<Loaded>, Failure> {
+    if group.is_empty() {
+        return Err((ErrorCode::InvalidGroupId, "the group id is empty".into()));
+    }
+    let Some(n) = offsets_partitions(shared) else {
+        return Err((
+            ErrorCode::CoordinatorNotAvailable,
+            format!("{OFFSETS_TOPIC} does not exist yet"),
+        ));
+    };
+    let p = partition_for(group, n);
+    load(shared, p).await
+}
+
+async fn load(shared: &Arc<Shared>, p: u32) -> Result<Arc<Loaded>, Failure> {
+    let gc = &shared.groups;
+    let current = |epoch: LeaderEpoch| {
+        gc.loaded
+            .lock()
+            .get(&p)
+            .filter(|l| l.leader_epoch == epoch && !l.failed.load(Ordering::Acquire))
+            .cloned()
+    };
+    let epoch = led_epoch(shared, p).ok_or_else(not_coordinator)?;
+    if let Some(l) = current(epoch) {
+        return Ok(l);
+    }
+    let _one = gc.loading.lock().await;
+    let epoch = led_epoch(shared, p).ok_or_else(not_coordinator)?;
+    if let Some(l) = current(epoch) {
+        return Ok(l);
+    }
+    let tp = TopicPartition::new(OFFSETS_TOPIC, p);
+    let part = shared.replicas.partition(&tp).ok_or_else(not_coordinator)?;
+    let mut core = Coordinator::new(gc.config.clone());
+    core.set_partitions(topic_partitions(shared), now_ms());
+    let started = Instant::now();
+    let log = part.log.clone();
+    let (core, records) = tokio::task::spawn_blocking(move || replay(core, &log))
+        .await
+        .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))??;
+    let groups = core.list().len();
+    info!(
+        partition = p,
+        leader_epoch = %epoch,
+        records,
+        groups,
+        ms = started.elapsed().as_millis() as u64,
+        "group coordinator loaded"
+    );
+    let (tx, rx) = mpsc::unbounded_channel();
+    let failed = Arc::new(AtomicBool::new(false));
+    let loaded = Arc::new(Loaded {
+        leader_epoch: epoch,
+        core: parking_lot::Mutex::new(core),
+        tx,
+        failed: failed.clone(),
+    });
+    tokio::spawn(writer(shared.clone(), tp, rx, failed));
+    gc.loaded.lock().insert(p, loaded.clone());
+    Ok(loaded)
+}
+
+/// Replays a whole partition into `core`; returns it and the records read.
+fn replay(mut core: Coordinator, log: &crate::log::Log) -> Result<(Coordinator, u64), Failure> {
+    let now = Instant::now();
+    let storage = |e: crate::log::LogError| (ErrorCode::CoordinatorLoadInProgress, e.to_string());
+    let mut from = log.log_start_offset();
+    let mut records = 0;
+    loop {
+        let end = log.log_end_offset();
+        if from >= end {
+            break;
+        }
+        let read = log.read(from, 1 << 20, None).map_err(storage)?;
+        if read.data.is_empty() {
+            break;
+        }
+        for batch in Batches::new(read.data) {
+            let batch = batch.map_err(|e| (ErrorCode::CorruptMessage, e.to_string()))?;
+            from = from.max(batch.next_offset() as u64);
+            if batch.is_control() {
+                continue;
+            }
+            let base = batch.base_offset() as u64;
+            for r in batch
+                .records()
+                .map_err(|e| (ErrorCode::CorruptMessage, e.to_string()))?
+            {
+                let offset = base + r.offset_delta as u64;
+                let Some(key) = r.key else { continue };
+                records += 1;
+                if let Err(e) = core.replay(&key, r.value.as_deref(), now) {
+                    warn!(offset, error = %e, "{OFFSETS_TOPIC}: skipped a record");
+                }
+            }
+        }
+    }
+    Ok((core, records))
+}
+
+/// Appends queued changes in order, everything queued meanwhile in one batch, acks=all.
+async fn writer(
+    shared: Arc<Shared>,
+    tp: TopicPartition,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    failed: Arc<AtomicBool>,
+) {
+    const MAX_RECORDS: usize = 4096;
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        let mut count = group[0].writes.len();
+        while count < MAX_RECORDS {
+            match rx.try_recv() {
+                Ok(p) => {
+                    count += p.writes.len();
+                    group.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = if failed.load(Ordering::Acquire) {
+            Err(not_coordinator())
+        } else if count == 0 {
+            Ok(())
+        } else {
+            let mut b = BatchBuilder::new(Compression::None);
+            let ts = now_ms();
+            for w in group.iter().flat_map(|p| &p.writes) {
+                b.append(ts, Some(&w.key), w.value.as_deref(), &[]);
+            }
+            match b.build() {
+                Ok(batch) => shared
+                    .replicas
+                    .produce(&tp, batch.into_bytes(), -1, Duration::from_secs(10))
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err((ErrorCode::UnknownServerError, e.to_string())),
+            }
+        };
+        if let Err((code, msg)) = &result {
+            if !failed.swap(true, Ordering::AcqRel) {
+                warn!(partition = %tp, %code, msg, "group state append failed; unloading");
+            }
+        }
+        let answer = result.map_err(|_| not_coordinator());
+        for p in group {
+            let _ = p.done.send(answer.clone());
+        }
+    }
+}
+
+/// Loads every offsets partition this broker leads, drops those it no longer leads,
+/// and ticks the loaded ones: session and rebalance timeouts, metadata changes,
+/// offsets expiry. Also publishes the group metrics.
+pub(crate) async fn maintain(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_lag = Instant::now() - Duration::from_secs(60);
+    loop {
+        every.tick().await;
+        let n = offsets_partitions(&shared).unwrap_or(0);
+        for p in 0..n {
+            if led_epoch(&shared, p).is_some() {
+                if let Err((code, msg)) = load(&shared, p).await {
+                    warn!(partition = p, %code, msg, "cannot load group coordinator");
+                }
+            }
+        }
+        let loaded: Vec<(u32, Arc<Loaded>)> = {
+            let mut map = shared.groups.loaded.lock();
+            map.retain(|p, l| {
+                led_epoch(&shared, *p) == Some(l.leader_epoch) && !l.failed.load(Ordering::Acquire)
+            });
+            map.iter().map(|(p, l)| (*p, l.clone())).collect()
+        };
+        let topics = topic_partitions(&shared);
+        let (now, ms) = (Instant::now(), now_ms());
+        let mut groups = 0usize;
+        let mut members = 0usize;
+        let mut epochs = HashMap::new();
+        for (p, l) in &loaded {
+            let mut core = l.core.lock();
+            let mut writes = core.set_partitions(topics.clone(), ms);
+            let (more, fenced) = core.tick(now, ms);
+            writes.extend(more);
+            for (g, m) in fenced {
+                info!(
+                    group = g,
+                    member = m,
+                    partition = p,
+                    "member fenced (session or rebalance timeout)"
+                );
+            }
+            for (g, _, _) in core.list() {
+                if let Some(d) = core.describe(&g) {
+                    epochs.insert(g, d.group_epoch);
+                }
+            }
+            groups += core.list().len();
+            members += core.member_count();
+            if !writes.is_empty() {
+                let (tx, _rx) = oneshot::channel();
+                let _ = l.tx.send(Pending { writes, done: tx });
+            }
+        }
+        metrics::gauge!("sluice_groups").set(groups as f64);
+        metrics::gauge!("sluice_group_members").set(members as f64);
+        {
+            let mut last = shared.groups.epochs.lock();
+            for (g, e) in &epochs {
+                let before = last.get(g).copied().unwrap_or(0);
+                if *e > before {
+                    metrics::counter!("sluice_group_rebalances_total", "group" => g.clone())
+                        .increment((*e - before) as u64);
+                }
+            }
+            *last = epochs;
+        }
+        if last_lag.elapsed() >= Duration::from_secs(5) && !loaded.is_empty() {
+            last_lag = Instant::now();
+            publish_lag(&shared, &loaded).await;
+        }
+    }
+}
+
+/// `sluice_group_lag{group}`: committed offset to high watermark, summed over the
+/// group's committed partitions (high watermarks asked of each leader).
+async fn publish_lag(shared: &Arc<Shared>, loaded: &[(u32, Arc<Loaded>)]) {
+    let mut committed: Vec<(String, TopicPartition, i64)> = Vec::new();
+    for (_, l) in loaded {
+        let core = l.core.lock();
+        for (g, _, _) in core.list() {
+            for ((t, p), c) in core.fetch(&g, &[]) {
+                if let Some(c) = c {
+                    committed.push((g.clone(), TopicPartition::new(t, p), c.offset));
+                }
+            }
+        }
+    }
+    let tps: BTreeSet<TopicPartition> = committed.iter().map(|(_, tp, _)| tp.clone()).collect();
+    let hws = high_watermarks(shared, tps).await;
+    let mut lag: BTreeMap<String, i64> = BTreeMap::new();
+    for (g, tp, offset) in committed {
+        if let Some(hw) = hws.get(&tp) {
+            *lag.entry(g).or_default() += (hw - offset).max(0);
+        }
+    }
+    for (g, l) in lag {
+        metrics::gauge!("sluice_group_lag", "group" => g).set(l as f64);
+    }
+}
+
+/// High watermarks of `tps`, asked of their leaders (locally where this broker leads).
+async fn high_watermarks(
+    shared: &Arc<Shared>,
+    tps: BTreeSet<TopicPartition>,
+) -> HashMap<TopicPartition, i64> {
+    let mut out = HashMap::new();
+    let mut by_leader: HashMap<String, Vec<TopicPartition>> = HashMap::new();
+    {
+        let md = shared.metadata.read();
+        for tp in tps {
+            let leader = md
+                .topics
+                .iter()
+                .find(|t| t.name == tp.topic)
+                .and_then(|t| t.partitions.iter().find(|p| p.partition == tp.partition))
+                .map(|p| p.leader);
+            let Some(leader) = leader.filter(|l| *l >= 0) else {
+                continue;
+            };
+            if leader as u32 == shared.config.id {
+                if let Some(part) = shared.replicas.partition(&tp) {
+                    out.insert(tp, part.high_watermark() as i64);
+                }
+                continue;
+            }
+            if let Some(b) = md.brokers.iter().find(|b| b.id == leader as u32) {
+                by_leader.entry(b.addr.clone()).or_default().push(tp);
+            }
+        }
+    }
+    for (addr, tps) in by_leader {
+        let Ok(channel) = super::admin::channel(&addr) else {
+            continue;
+        };
+        let mut client = v1::broker_client::BrokerClient::new(channel);
+        let req = v1::ListOffsetsRequest {
+            partitions: tps
+                .iter()
+                .map(|tp| v1::ListOffsetsPartition {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    timestamp: -1,
+                })
+                .collect(),
+        };
+        let Ok(Ok(resp)) =
+            tokio::time::timeout(Duration::from_secs(2), client.list_offsets(req)).await
+        else {
+            continue;
+        };
+        for p in resp.into_inner().partitions {
+            if p.error_code == 0 {
+                out.insert(TopicPartition::new(p.topic, p.partition), p.high_watermark);
+            }
+        }
+    }
+    out
+}
+
+fn to_tps(parts: &[v1::TopicPartitions]) -> BTreeSet<(String, u32)> {
+    parts
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), *p)))
+        .collect()
+}
+
+fn from_tps(tps: &BTreeSet<(String, u32)>) -> Vec<v1::TopicPartitions> {
+    let mut by_topic: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for (t, p) in tps {
+        by_topic.entry(t).or_default().push(*p);
+    }
+    by_topic
+        .into_iter()
+        .map(|(topic, partitions)| v1::TopicPartitions {
+            topic: topic.to_string(),
+            partitions,
+        })
+        .collect()
+}
+
+fn new_member_id() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..22)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+pub(crate) struct GroupsApi(pub(crate) Arc<Shared>);
+
+impl GroupsApi {
+    /// Creates `__consumer_offsets` through the controller (compacted, up to three
+    /// replicas). Losing a creation race is fine.
+    async fn create_offsets_topic(&self) -> Result<(), Failure> {
+        let alive = self
+            .0
+            .metadata
+            .read()
+            .brokers
+            .iter()
+            .filter(|b| b.alive)
+            .count()
+            .max(1) as u32;
+        let req = v1::CreateTopicRequest {
+            name: OFFSETS_TOPIC.into(),
+            partitions: self.0.groups.partitions_on_create,
+            replication_factor: alive.min(3),
+            configs: [
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                ("segment.bytes".to_string(), (64u64 << 20).to_string()),
+            ]
+            .into(),
+        };
+        let resp = <super::admin::AdminProxy as v1::admin_server::Admin>::create_topic(
+            &super::admin::AdminProxy(self.0.clone()),
+            Request::new(req),
+        )
+        .await
+        .map_err(|s| (ErrorCode::CoordinatorNotAvailable, s.message().to_string()))?
+        .into_inner();
+        let r = resp.result.unwrap_or_default();
+        match ErrorCode::from_code(r.error_code) {
+            ErrorCode::None | ErrorCode::TopicAlreadyExists => {
+                info!(topic = OFFSETS_TOPIC, "created the offsets topic");
+                Ok(())
+            }
+            code => Err((code, r.error_message)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl groups_server::Groups for GroupsApi {
+    async fn find_coordinator(
+        &self,
+        req: Request<v1::FindCoordinatorRequest>,
+    ) -> Result<Response<v1::FindCoordinatorResponse>, Status> {
+        let group = req.into_inner().group_id;
+        let mut out = v1::FindCoordinatorResponse {
+            node_id: -1,
+            ..Default::default()
+        };
+        if group.is_empty() {
+            out.error_code = ErrorCode::InvalidGroupId.code();
+            out.error_message = "the group id is empty".into();
+            return Ok(Response::new(out));
+        }
+        let Some(n) = offsets_partitions(&self.0) else {
+            let (code, msg) = match self.create_offsets_topic().await {
+                Ok(()) => (
+                    ErrorCode::CoordinatorNotAvailable,
+                    format!("{OFFSETS_TOPIC} is being created"),
+                ),
+                Err(e) => e,
+            };
+            out.error_code = if code.is_retriable() {
+                code.code()
+            } else {
+                ErrorCode::CoordinatorNotAvailable.code()
+            };
+            out.error_message = msg;
+            return Ok(Response::new(out));
+        };
+        let p = partition_for(&group, n);
+        let md = self.0.metadata.read();
+        let leader = md
+            .topics
+            .iter()
+            .find(|t| t.name == OFFSETS_TOPIC)
+            .and_then(|t| t.partitions.iter().find(|x| x.partition == p))
+            .map_or(-1, |x| x.leader);
+        match md
+            .brokers
+            .iter()
+            .find(|b| leader >= 0 && b.id == leader as u32)
+        {
+            Some(b) => {
+                out.node_id = leader;
+                out.addr = b.addr.clone();
+            }
+            None => {
+                out.error_code = ErrorCode::CoordinatorNotAvailable.code();
+                out.error_message = format!("{OFFSETS_TOPIC}-{p} has no leader");
+            }
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<v1::GroupHeartbeatRequest>,
+    ) -> Result<Response<v1::GroupHeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let fail = |(code, msg): Failure| v1::GroupHeartbeatResponse {
+            error_code: code.code(),
+            error_message: msg,
+            member_id: String::new(),
+            member_epoch: -1,
+            ..Default::default()
+        };
+        let assignor = match r.server_assignor.as_str() {
+            "" => None,
+            "uniform" => Some(AssignorKind::Uniform),
+            "range" => Some(AssignorKind::Range),
+            other => {
+                return Ok(Response::new(fail((
+                    ErrorCode::InvalidRequest,
+                    format!("unknown assignor {other:?}: use uniform or range"),
+                ))))
+            }
+        };
+        let loaded = match coordinator_for(&self.0, &r.group_id).await {
+            Ok(l) => l,
+            Err(e) => return Ok(Response::new(fail(e))),
+        };
+        let hb = Heartbeat {
+            member_id: r.member_id,
+            member_epoch: r.member_epoch,
+            instance_id: (!r.instance_id.is_empty()).then_some(r.instance_id),
+            topics: r
+                .subscription
+                .as_ref()
+                .map(|s| s.topics.iter().cloned().collect()),
+            regex: r
+                .subscription
+                .as_ref()
+                .and_then(|s| (!s.regex.is_empty()).then(|| s.regex.clone())),
+            owned: r.owned.as_ref().map(|o| to_tps(&o.partitions)),
+            session_timeout: (r.session_timeout_ms > 0)
+                .then(|| Duration::from_millis(u64::from(r.session_timeout_ms))),
+            rebalance_timeout: (r.rebalance_timeout_ms > 0)
+                .then(|| Duration::from_millis(u64::from(r.rebalance_timeout_ms))),
+        };
+        let group = r.group_id.clone();
+        let answer = loaded
+            .run(|core| {
+                if let Some(kind) = assignor {
+                    core.set_assignor_if_empty(&group, kind);
+                }
+                let (reply, writes) =
+                    core.heartbeat(&group, hb, Instant::now(), now_ms(), new_member_id);
+                let epoch = core.describe(&group).map_or(-1, |d| d.group_epoch);
+                (reply.map(|r| (r, epoch)).map_err(group_failure), writes)
+            })
+            .await;
+        Ok(Response::new(match answer {
+            Ok((reply, group_epoch)) => v1::GroupHeartbeatResponse {
+                error_code: 0,
+                error_message: String::new(),
+                member_id: reply.member_id,
+                member_epoch: reply.member_epoch,
+                heartbeat_interval_ms: reply.heartbeat_interval.as_millis() as u32,
+                assignment: from_tps(&reply.assignment),
+                group_epoch,
+            },
+            Err(e) => fail(e),
+        }))
+    }
+
+    async fn commit_offsets(
+        &self,
+        req: Request<v1::CommitOffsetsRequest>,
+    ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
+        let r = req.into_inner();
+        let result = match coordinator_for(&self.0, &r.group_id).await {
+            Ok(loaded) => {
+                let offsets = r
+                    .partitions
+                    .into_iter()
+                    .map(|p| ((p.topic, p.partition), p.offset, p.metadata))
+                    .collect();
+                loaded
+                    .run(|core| {
+                        match core.commit(
+                            &r.group_id,
+                            &r.member_id,
+                            r.member_epoch,
+                            offsets,
+                            now_ms(),
+                        ) {
+                            Ok(w) => (Ok(()), w),
+                            Err(e) => (Err(group_failure(e)), Vec::new()),
+                        }
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let (error_code, error_message) = match result {
+            Ok(()) => (0, String::new()),
+            Err((code, msg)) => (code.code(), msg),
+        };
+        Ok(Response::new(v1::CommitOffsetsResponse {
+            error_code,
+            error_message,
+        }))
+    }
+
+    async fn fetch_offsets(
+        &self,
+        req: Request<v1::FetchOffsetsRequest>,
+    ) -> Result<Response<v1::FetchOffsetsResponse>, Status> {
+        let r = req.into_inner();
+        let only: Vec<(String, u32)> = to_tps(&r.partitions).into_iter().collect();
+        let result = match coordinator_for(&self.0, &r.group_id).await {
+            // Through the writer: an answer never shows a commit not yet acknowledged.
+            Ok(loaded) => {
+                loaded
+                    .run(|core| (Ok(core.fetch(&r.group_id, &only)), Vec::new()))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        Ok(Response::new(match result {
+            Ok(offsets) => v1::FetchOffsetsResponse {
+                error_code: 0,
+                error_message: String::new(),
+                offsets: offsets
+                    .into_iter()
+                    .map(|((topic, partition), c)| v1::CommittedOffset {
+                        topic,
+                        partition,
+                        offset: c.as_ref().map_or(-1, |c| c.offset),
+                        metadata: c.as_ref().map(|c| c.metadata.clone()).unwrap_or_default(),
+                        commit_timestamp_ms: c.as_ref().map_or(-1, |c| c.commit_ms),
+                    })
+                    .collect(),
+            },
+            Err((code, msg)) => v1::FetchOffsetsResponse {
+                error_code: code.code(),
+                error_message: msg,
+                offsets: Vec::new(),
+            },
+        }))
+    }
+
+    async fn list_groups(
+        &self,
+        _req: Request<v1::ListGroupsRequest>,
+    ) -> Result<Response<v1::ListGroupsResponse>, Status> {
+        let mut groups = Vec::new();
+        for p in 0..offsets_partitions(&self.0).unwrap_or(0) {
+            if led_epoch(&self.0, p).is_none() {
+                continue;
+            }
+            let loaded = match load(&self.0, p).await {
+                Ok(l) => l,
+                Err((code, msg)) => {
+                    return Ok(Response::new(v1::ListGroupsResponse {
+                        error_code: code.code(),
+                        error_message: msg,
+                        groups: Vec::new(),
+                    }))
+                }
+            };
+            let core = loaded.core.lock();
+            groups.extend(
+                core.list()
+                    .into_iter()
+                    .map(|(g, state, members)| v1::GroupListing {
+                        group_id: g,
+                        state: state.into(),
+                        members: members as u32,
+                        coordinator: self.0.config.id as i32,
+                    }),
+            );
+        }
+        Ok(Response::new(v1::ListGroupsResponse {
+            error_code: 0,
+            error_message: String::new(),
+            groups,
+        }))
+    }
+
+    async fn describe_group(
+        &self,
+        req: Request<v1::DescribeGroupRequest>,
+    ) -> Result<Response<v1::DescribeGroupResponse>, Status> {
+        let group = req.into_inner().group_id;
+        let result = match coordinator_for(&self.0, &group).await {
+            Ok(loaded) => {
+                loaded
+                    .run(|core| (Ok(core.describe(&group)), Vec::new()))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let mut out = v1::DescribeGroupResponse {
+            group_id: group.clone(),
+            coordinator: self.0.config.id as i32,
+            ..Default::default()
+        };
+        match result {
+            Ok(Some(d)) => {
+                out.state = d.state.into();
+                out.group_epoch = d.group_epoch;
+                out.assignment_epoch = d.assignment_epoch;
+                out.assignor = d.assignor.into();
+                out.members = d
+                    .members
+                    .into_iter()
+                    .map(|m| v1::GroupMember {
+                        member_id: m.member_id,
+                        instance_id: m.instance_id.unwrap_or_default(),
+                        member_epoch: m.epoch,
+                        subscribed_topics: m.topics.into_iter().collect(),
+                        subscribed_regex: m.regex.unwrap_or_default(),
+                        assignment: from_tps(&m.owned),
+                        target_assignment: from_tps(&m.target),
+                    })
+                    .collect();
+                out.offsets = d
+                    .offsets
+                    .into_iter()
+                    .map(|((topic, partition), c)| v1::CommittedOffset {
+                        topic,
+                        partition,
+                        offset: c.offset,
+                        metadata: c.metadata,
+                        commit_timestamp_ms: c.commit_ms,
+                    })
+                    .collect();
+            }
+            Ok(None) => {
+                out.state = "dead".into();
+                out.error_code = ErrorCode::GroupIdNotFound.code();
+                out.error_message = format!("no group {group}");
+            }
+            Err((code, msg)) => {
+                out.error_code = code.code();
+                out.error_message = msg;
+            }
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn delete_group(
+        &self,
+        req: Request<v1::DeleteGroupRequest>,
+    ) -> Result<Response<v1::DeleteGroupResponse>, Status> {
+        let group = req.into_inner().group_id;
+        let result = match coordinator_for(&self.0, &group).await {
+            Ok(loaded) => {
+                loaded
+                    .run(|core| match core.delete(&group) {
+                        Ok(w) => (Ok(()), w),
+                        Err(e) => (Err(group_failure(e)), Vec::new()),
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let (error_code, error_message) = match result {
+            Ok(()) => (0, String::new()),
+            Err((code, msg)) => (code.code(), msg),
+        };
+        Ok(Response::new(v1::DeleteGroupResponse {
+            error_code,
+            error_message,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partition_for;
+
+    #[test]
+    fn partition_for_matches_kafkas_choice() {
+        // Java: "my-group".hashCode() == -1906497762; abs % 50 == 12.
+        assert_eq!(partition_for("my-group", 50), 12);
+        // abs(MIN_VALUE) is 0, as in Kafka's Utils.abs.
+        let h = "polygenelubricants"
+            .encode_utf16()
+            .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32));
+        assert_eq!(
+            h,
+            i32::MIN,
+            "the classic String whose hashCode is MIN_VALUE"
+        );
+        assert_eq!(partition_for("polygenelubricants", 7), 0);
+        assert!((0..1000).all(|i| partition_for(&format!("g{i}"), 12) < 12));
+    }
+}
