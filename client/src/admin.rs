@@ -38,7 +38,7 @@ pub struct TopicDescription {
 }
 
 pub struct Admin {
-    cluster: Cluster,
+    pub(crate) cluster: Cluster,
 }
 
 fn check(r: Option<v1::AdminResult>) -> Result<(), Error> {

@@ -1,13 +1,17 @@
 //! The consumer: assigned partitions, seek (offset, earliest, latest, timestamp),
-//! a poll loop with fetch pipelining, pause/resume, positions. Consumer groups will
-//! add `subscribe` on top of the same fetch machinery.
+//! a poll loop with fetch pipelining, pause/resume, positions; or `subscribe` to a
+//! consumer group, which assigns partitions through the same machinery
+//! ([`crate::group`]): `poll` applies the coordinator's assignment (revoking first,
+//! committing what it revokes under auto-commit), commits every auto-commit interval,
+//! and starts each newly assigned partition at its committed offset.
 //!
 //! Pipelining: after a poll returns records, the next fetch to each leader is already
 //! in flight, so the network round trip overlaps the application's processing. Each
 //! partition has a fetch position (where the next fetch starts, ahead of what the
 //! application has seen) and a position (the next record poll will return).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +22,9 @@ use tokio::task::JoinHandle;
 use tracing::debug;
 
 use crate::cluster::Cluster;
+use crate::group::{
+    heartbeat_loop, CoordinatorLink, GroupOptions, Membership, RebalanceEvent, Subscription,
+};
 use crate::{ClientConfig, Error};
 
 /// Where to start when a partition has no position or its position is out of range.
@@ -99,6 +106,28 @@ pub struct Consumer {
     buffer: VecDeque<ConsumerRecord>,
     /// One fetch in flight per leader address, with the (partition, generation) it covers.
     in_flight: HashMap<String, JoinHandle<FetchResult>>,
+    group: Option<GroupMember>,
+}
+
+type Listener = Box<dyn FnMut(RebalanceEvent) + Send>;
+
+/// A subscribed consumer's side of its group.
+struct GroupMember {
+    link: CoordinatorLink,
+    opts: GroupOptions,
+    state: Arc<parking_lot::Mutex<Membership>>,
+    /// Wakes the heartbeat task (ownership changed).
+    wake: Arc<tokio::sync::Notify>,
+    /// Wakes `poll` (the coordinator's answer changed).
+    changed: Arc<tokio::sync::Notify>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    /// What this consumer owns.
+    owned: BTreeSet<TopicPartition>,
+    /// Offsets last committed, to skip commits that change nothing.
+    committed: BTreeMap<TopicPartition, u64>,
+    last_auto_commit: tokio::time::Instant,
+    listener: Option<Listener>,
 }
 
 impl Consumer {
@@ -109,6 +138,286 @@ impl Consumer {
             parts: HashMap::new(),
             buffer: VecDeque::new(),
             in_flight: HashMap::new(),
+            group: None,
+        }
+    }
+
+    /// Joins consumer group `opts.group_id` with `subscription`; from now on the group
+    /// assigns this consumer's partitions (which `assign` must not be mixed with). Must
+    /// be called within a tokio runtime.
+    pub fn subscribe(
+        &mut self,
+        opts: GroupOptions,
+        subscription: Subscription,
+    ) -> Result<(), Error> {
+        if self.group.is_some() {
+            return Err(Error::Invalid("already subscribed".into()));
+        }
+        if opts.group_id.is_empty() {
+            return Err(Error::Invalid("the group id is empty".into()));
+        }
+        match &subscription {
+            Subscription::Topics(t) if t.is_empty() => {
+                return Err(Error::Invalid("subscribe to at least one topic".into()))
+            }
+            _ => {}
+        }
+        self.assign(Vec::new());
+        let link = CoordinatorLink::new(self.cluster.clone(), &opts.group_id);
+        let state = Arc::new(parking_lot::Mutex::new(Membership::default()));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(heartbeat_loop(
+            link.clone(),
+            opts.clone(),
+            subscription,
+            state.clone(),
+            wake.clone(),
+            changed.clone(),
+            stop_rx,
+        ));
+        self.group = Some(GroupMember {
+            link,
+            opts,
+            state,
+            wake,
+            changed,
+            stop,
+            task: Some(task),
+            owned: BTreeSet::new(),
+            committed: BTreeMap::new(),
+            last_auto_commit: tokio::time::Instant::now(),
+            listener: None,
+        });
+        Ok(())
+    }
+
+    /// Called with every change of what a subscribed consumer owns, from within `poll`.
+    pub fn on_rebalance(&mut self, listener: impl FnMut(RebalanceEvent) + Send + 'static) {
+        if let Some(g) = &mut self.group {
+            g.listener = Some(Box::new(listener));
+        }
+    }
+
+    /// The member id and epoch in the group (`None` without a group, or before joining).
+    pub fn member(&self) -> Option<(String, i32)> {
+        let g = self.group.as_ref()?;
+        let s = g.state.lock();
+        (!s.member_id.is_empty()).then(|| (s.member_id.clone(), s.epoch))
+    }
+
+    /// Positions of the owned partitions that moved since the last commit.
+    fn positions_to_commit(
+        &self,
+        only: Option<&BTreeSet<TopicPartition>>,
+    ) -> BTreeMap<TopicPartition, u64> {
+        let Some(g) = &self.group else {
+            return BTreeMap::new();
+        };
+        g.owned
+            .iter()
+            .filter(|tp| only.is_none_or(|o| o.contains(*tp)))
+            .filter_map(|tp| Some((tp.clone(), self.parts.get(tp)?.position?)))
+            .filter(|(tp, o)| g.committed.get(tp) != Some(o))
+            .collect()
+    }
+
+    /// Commits the position of every owned partition (the offset after the last record
+    /// `poll` returned) and waits for the coordinator's acknowledgement.
+    pub async fn commit(&mut self) -> Result<(), Error> {
+        self.commit_some(None).await
+    }
+
+    async fn commit_some(&mut self, only: Option<&BTreeSet<TopicPartition>>) -> Result<(), Error> {
+        let offsets = self.positions_to_commit(only);
+        let Some(g) = &mut self.group else {
+            return Err(Error::Invalid(
+                "commit needs a group: subscribe first".into(),
+            ));
+        };
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let (member, epoch) = {
+            let s = g.state.lock();
+            (s.member_id.clone(), s.epoch)
+        };
+        g.link.commit(&member, epoch, &offsets).await?;
+        g.committed.extend(offsets);
+        Ok(())
+    }
+
+    /// Starts a commit of every owned partition's position; the handle tells how it
+    /// went.
+    pub fn commit_async(&mut self) -> Result<JoinHandle<Result<(), Error>>, Error> {
+        let offsets = self.positions_to_commit(None);
+        let Some(g) = &mut self.group else {
+            return Err(Error::Invalid(
+                "commit needs a group: subscribe first".into(),
+            ));
+        };
+        let (member, epoch) = {
+            let s = g.state.lock();
+            (s.member_id.clone(), s.epoch)
+        };
+        // Counted as committed now; a failed commit is retried by the next one only if
+        // the position moves again (as Kafka's commitAsync, which never retries).
+        g.committed.extend(offsets.clone());
+        let link = g.link.clone();
+        Ok(tokio::spawn(async move {
+            if offsets.is_empty() {
+                return Ok(());
+            }
+            link.commit(&member, epoch, &offsets).await
+        }))
+    }
+
+    /// The group's committed offsets of `tps` (`None`: nothing committed).
+    pub async fn committed(
+        &self,
+        tps: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Option<u64>>, Error> {
+        let Some(g) = &self.group else {
+            return Err(Error::Invalid(
+                "committed offsets need a group: subscribe first".into(),
+            ));
+        };
+        g.link.committed(tps).await
+    }
+
+    /// Records between the position and the high watermark last seen.
+    pub fn lag(&self, tp: &TopicPartition) -> Option<u64> {
+        let p = self.parts.get(tp)?;
+        Some(p.high_watermark?.saturating_sub(p.position?))
+    }
+
+    /// Leaves the group: commits positions (with auto-commit), gives every partition
+    /// back and tells the coordinator, so others take them over at once.
+    pub async fn close(&mut self) -> Result<(), Error> {
+        let committed = if self
+            .group
+            .as_ref()
+            .is_some_and(|g| g.opts.auto_commit_interval.is_some())
+        {
+            self.commit().await
+        } else {
+            Ok(())
+        };
+        if let Some(mut g) = self.group.take() {
+            let owned: Vec<TopicPartition> = g.owned.iter().cloned().collect();
+            if !owned.is_empty() {
+                if let Some(l) = &mut g.listener {
+                    l(RebalanceEvent::Revoked(owned));
+                }
+            }
+            g.stop.send_replace(true);
+            if let Some(task) = g.task.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
+            }
+        }
+        self.assign(Vec::new());
+        committed
+    }
+
+    /// Applies the coordinator's latest answer: lost partitions go without a commit,
+    /// revoked ones after one (auto-commit), new ones start at their committed offsets.
+    async fn reconcile(&mut self) -> Result<(), Error> {
+        let Some(g) = &mut self.group else {
+            return Ok(());
+        };
+        let (target, lost, fatal) = {
+            let mut s = g.state.lock();
+            (
+                s.target.clone(),
+                std::mem::take(&mut s.lost),
+                s.fatal.take(),
+            )
+        };
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        if lost {
+            let gone: Vec<TopicPartition> = std::mem::take(&mut g.owned).into_iter().collect();
+            g.committed.clear();
+            g.state.lock().owned.clear();
+            if !gone.is_empty() {
+                if let Some(l) = &mut g.listener {
+                    l(RebalanceEvent::Lost(gone));
+                }
+            }
+            self.assign(Vec::new());
+            self.group.as_ref().expect("subscribed").wake.notify_one();
+            return Ok(());
+        }
+        let Some(target) = target else {
+            return Ok(());
+        };
+        let revoked: BTreeSet<TopicPartition> = g.owned.difference(&target).cloned().collect();
+        let added: Vec<TopicPartition> = target.difference(&g.owned).cloned().collect();
+        if revoked.is_empty() && added.is_empty() {
+            return Ok(());
+        }
+        if !revoked.is_empty() {
+            if g.opts.auto_commit_interval.is_some() {
+                if let Err(e) = self.commit_some(Some(&revoked)).await {
+                    debug!(error = %e, "commit on revoke failed");
+                }
+            }
+            let g = self.group.as_mut().expect("subscribed");
+            if let Some(l) = &mut g.listener {
+                l(RebalanceEvent::Revoked(revoked.iter().cloned().collect()));
+            }
+            for tp in &revoked {
+                g.owned.remove(tp);
+                g.committed.remove(tp);
+            }
+        }
+        let g = self.group.as_mut().expect("subscribed");
+        let starts = if added.is_empty() {
+            BTreeMap::new()
+        } else {
+            g.link.committed(&added).await?
+        };
+        let g = self.group.as_mut().expect("subscribed");
+        g.owned.extend(added.iter().cloned());
+        for (tp, o) in &starts {
+            if let Some(o) = o {
+                g.committed.insert(tp.clone(), *o);
+            }
+        }
+        let owned: Vec<TopicPartition> = g.owned.iter().cloned().collect();
+        g.state.lock().owned = g.owned.clone();
+        g.wake.notify_one();
+        if !added.is_empty() {
+            if let Some(l) = &mut g.listener {
+                l(RebalanceEvent::Assigned(added.clone()));
+            }
+        }
+        self.assign(owned);
+        for tp in added {
+            if let Some(Some(o)) = starts.get(&tp) {
+                self.seek(&tp, Seek::Offset(*o));
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits every auto-commit interval (at the start of a poll, so what is
+    /// committed is what the application got from earlier polls).
+    async fn auto_commit(&mut self) {
+        let Some(g) = &self.group else { return };
+        let Some(every) = g.opts.auto_commit_interval else {
+            return;
+        };
+        if g.last_auto_commit.elapsed() < every {
+            return;
+        }
+        if let Err(e) = self.commit().await {
+            debug!(error = %e, "auto-commit failed");
+        }
+        if let Some(g) = &mut self.group {
+            g.last_auto_commit = tokio::time::Instant::now();
         }
     }
 
@@ -396,7 +705,9 @@ impl Consumer {
     /// answer means nothing new within the timeout.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
+        self.auto_commit().await;
         loop {
+            self.reconcile().await?;
             self.resolve_positions().await?;
             self.start_fetches().await?;
             if !self.buffer.is_empty() {
@@ -406,19 +717,27 @@ impl Consumer {
                 if tokio::time::Instant::now() >= deadline {
                     return Ok(Vec::new());
                 }
-                tokio::time::sleep_until(
-                    deadline.min(tokio::time::Instant::now() + Duration::from_millis(50)),
-                )
-                .await;
+                let changed = self.group.as_ref().map(|g| g.changed.clone());
+                tokio::select! {
+                    _ = tokio::time::sleep_until(
+                        deadline.min(tokio::time::Instant::now() + Duration::from_millis(50)),
+                    ) => {}
+                    _ = async { match &changed { Some(c) => c.notified().await, None => std::future::pending().await } } => {}
+                }
                 continue;
             }
+            let changed = self.group.as_ref().map(|g| g.changed.clone());
             let waiting =
                 futures::future::select_all(self.in_flight.iter_mut().map(|(addr, h)| {
                     let addr = addr.clone();
                     Box::pin(async move { (addr, h.await) })
                 }));
-            let Ok(((addr, joined), _, _)) = tokio::time::timeout_at(deadline, waiting).await
-            else {
+            let next = tokio::select! {
+                r = tokio::time::timeout_at(deadline, waiting) => r.map(|(first, _, _)| first),
+                // The group's answer changed: apply it now, not after the long poll.
+                _ = async { match &changed { Some(c) => c.notified().await, None => std::future::pending().await } } => continue,
+            };
+            let Ok((addr, joined)) = next else {
                 return Ok(Vec::new());
             };
             self.in_flight.remove(&addr);
@@ -447,5 +766,16 @@ impl Consumer {
             }
         }
         out
+    }
+}
+
+impl Drop for Consumer {
+    /// A subscribed consumer dropped without `close` still leaves its group (its
+    /// heartbeat task sends the leave), so its partitions move without waiting for the
+    /// session timeout; nothing is committed.
+    fn drop(&mut self) {
+        if let Some(g) = &self.group {
+            g.stop.send_replace(true);
+        }
     }
 }

@@ -30,6 +30,7 @@ mod admin;
 mod cluster;
 mod consumer;
 mod error;
+mod group;
 pub mod partitioner;
 mod producer;
 pub mod table;
@@ -38,6 +39,10 @@ pub use admin::{Admin, PartitionDescription, TopicDescription};
 pub use cluster::{ClientConfig, Cluster};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Seek};
 pub use error::Error;
+pub use group::{
+    GroupDescription, GroupListing, GroupOptions, MemberDescription, PartitionProgress,
+    PlannedReset, RebalanceEvent, ResetTo, Subscription,
+};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
