@@ -109,7 +109,8 @@ pub struct Consumer {
     group: Option<GroupMember>,
 }
 
-type Listener = Box<dyn FnMut(RebalanceEvent) + Send>;
+/// In a mutex only so that `Consumer` stays `Sync`; called with `&mut` access.
+type Listener = parking_lot::Mutex<Box<dyn FnMut(RebalanceEvent) + Send>>;
 
 /// A subscribed consumer's side of its group.
 struct GroupMember {
@@ -196,7 +197,7 @@ impl Consumer {
     /// Called with every change of what a subscribed consumer owns, from within `poll`.
     pub fn on_rebalance(&mut self, listener: impl FnMut(RebalanceEvent) + Send + 'static) {
         if let Some(g) = &mut self.group {
-            g.listener = Some(Box::new(listener));
+            g.listener = Some(parking_lot::Mutex::new(Box::new(listener)));
         }
     }
 
@@ -308,7 +309,7 @@ impl Consumer {
             let owned: Vec<TopicPartition> = g.owned.iter().cloned().collect();
             if !owned.is_empty() {
                 if let Some(l) = &mut g.listener {
-                    l(RebalanceEvent::Revoked(owned));
+                    (l.get_mut())(RebalanceEvent::Revoked(owned));
                 }
             }
             g.stop.send_replace(true);
@@ -343,7 +344,7 @@ impl Consumer {
             g.state.lock().owned.clear();
             if !gone.is_empty() {
                 if let Some(l) = &mut g.listener {
-                    l(RebalanceEvent::Lost(gone));
+                    (l.get_mut())(RebalanceEvent::Lost(gone));
                 }
             }
             self.assign(Vec::new());
@@ -366,7 +367,7 @@ impl Consumer {
             }
             let g = self.group.as_mut().expect("subscribed");
             if let Some(l) = &mut g.listener {
-                l(RebalanceEvent::Revoked(revoked.iter().cloned().collect()));
+                (l.get_mut())(RebalanceEvent::Revoked(revoked.iter().cloned().collect()));
             }
             for tp in &revoked {
                 g.owned.remove(tp);
@@ -391,7 +392,7 @@ impl Consumer {
         g.wake.notify_one();
         if !added.is_empty() {
             if let Some(l) = &mut g.listener {
-                l(RebalanceEvent::Assigned(added.clone()));
+                (l.get_mut())(RebalanceEvent::Assigned(added.clone()));
             }
         }
         self.assign(owned);

@@ -18,7 +18,8 @@ use bytes::Bytes;
 use clap::Args;
 use serde_json::json;
 use sluice_client::{
-    Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Seek,
+    Admin, ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, GroupOptions, OffsetReset, Seek,
+    Subscription,
 };
 use sluice_proto::{ErrorCode, TopicPartition};
 
@@ -29,9 +30,24 @@ use super::{ClientArgs, Output};
 pub struct ConsumeArgs {
     /// The topic to read.
     pub topic: String,
-    /// Consumer group (not available in this version).
-    #[arg(long)]
+    /// Read as a member of consumer group G: the group's coordinator assigns the
+    /// partitions, each starts at the group's committed offset (else at the end, or the
+    /// beginning with --from-beginning), and positions are committed every 5 s, on
+    /// rebalance and on exit (Ctrl-C, SIGTERM). A topic starting with `^` is a regex:
+    /// every matching topic, including ones created later.
+    #[arg(long, value_name = "G", conflicts_with_all = ["partition", "offset", "from_timestamp", "exit_at_end"])]
     pub group: Option<String>,
+    /// With --group: `session.timeout.ms` (how long a silent member keeps its
+    /// partitions); default: the broker's (45 s).
+    #[arg(long, value_name = "MS", requires = "group")]
+    pub session_timeout_ms: Option<u64>,
+    /// With --group: `group.instance.id`, a static member that gets its partitions back
+    /// when it restarts within its session timeout.
+    #[arg(long, value_name = "ID", requires = "group")]
+    pub instance_id: Option<String>,
+    /// With --group: `auto.commit.interval.ms`.
+    #[arg(long, value_name = "MS", requires = "group", default_value_t = 5000)]
+    pub commit_interval_ms: u64,
     /// Start at each partition's log start (the same as `--offset beginning`).
     #[arg(long, conflicts_with_all = ["offset", "from_timestamp"])]
     pub from_beginning: bool,
@@ -335,9 +351,6 @@ fn start_of(
 }
 
 pub async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
-    if a.group.is_some() {
-        bail!("consumer groups are not available in this version yet; read with --from-beginning, or --partition P --offset N");
-    }
     let output = if a.json { Output::Json } else { c.output };
     let printer = match (&a.format, output) {
         (Some(_), Output::Json) => bail!("--format and --output json (-J) cannot be combined"),
@@ -348,6 +361,9 @@ pub async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode>
             headers: a.print_headers,
         },
     };
+    if let Some(group) = a.group.clone() {
+        return consume_group(a, c, group, printer).await;
+    }
     let start = match (a.from_beginning, a.offset, a.from_timestamp) {
         (true, _, _) => StartAt::Beginning,
         (_, Some(o), _) => o,
@@ -466,6 +482,124 @@ pub async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode>
             return stdout_failed(e);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+async fn stop_requested() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match &mut term { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// `consume --group`: a group member printing what it is given. Every change of what it
+/// owns is reported on stderr as `group G member M epoch E owns [t-0,t-3]`.
+async fn consume_group(
+    a: ConsumeArgs,
+    c: &ClientArgs,
+    group: String,
+    printer: Printer,
+) -> anyhow::Result<ExitCode> {
+    let config = ClientConfig::new(&c.bootstrap);
+    let ex = |e: sluice_client::Error| explain(&e, &c.bootstrap);
+    let subscription = match a.topic.strip_prefix('^') {
+        Some(_) => Subscription::Pattern(a.topic.clone()),
+        None => {
+            // A missing topic is an error here, not a silent wait.
+            Admin::new(&config)
+                .describe_topic(&a.topic)
+                .await
+                .map_err(ex)?;
+            Subscription::Topics(vec![a.topic.clone()])
+        }
+    };
+    let mut consumer = Consumer::new(
+        &config,
+        ConsumerConfig {
+            auto_offset_reset: if a.from_beginning {
+                OffsetReset::Earliest
+            } else {
+                OffsetReset::Latest
+            },
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer
+        .subscribe(
+            GroupOptions {
+                instance_id: a.instance_id.clone(),
+                session_timeout: a.session_timeout_ms.map(Duration::from_millis),
+                auto_commit_interval: Some(Duration::from_millis(a.commit_interval_ms.max(1))),
+                ..GroupOptions::new(group.clone())
+            },
+            subscription,
+        )
+        .map_err(ex)?;
+    let idle = a.timeout_ms.map(Duration::from_millis);
+    let mut seen = 0u64;
+    let mut last_record = tokio::time::Instant::now();
+    let mut shown: Option<(String, i32, Vec<TopicPartition>)> = None;
+    let stdout = std::io::stdout();
+    let stop = stop_requested();
+    tokio::pin!(stop);
+    let result: anyhow::Result<()> = async {
+        loop {
+            if a.max_messages.is_some_and(|m| seen >= m) {
+                return Ok(());
+            }
+            let wait = idle.map_or(Duration::from_millis(500), |t| {
+                t.saturating_sub(last_record.elapsed())
+                    .max(Duration::from_millis(1))
+            });
+            let records = tokio::select! {
+                r = consumer.poll(wait) => r.map_err(ex)?,
+                _ = &mut stop => return Ok(()),
+            };
+            if let Some((member, epoch)) = consumer.member() {
+                let owned = consumer.assignment();
+                let now = (member, epoch, owned);
+                if shown.as_ref() != Some(&now) {
+                    let list: Vec<String> = now.2.iter().map(|tp| tp.to_string()).collect();
+                    eprintln!(
+                        "group {group} member {} epoch {} owns [{}]",
+                        now.0,
+                        now.1,
+                        list.join(",")
+                    );
+                    shown = Some(now);
+                }
+            }
+            if records.is_empty() {
+                if idle.is_some_and(|t| last_record.elapsed() >= t) {
+                    return Ok(());
+                }
+                continue;
+            }
+            last_record = tokio::time::Instant::now();
+            let mut line = Vec::new();
+            for r in &records {
+                if a.max_messages.is_some_and(|m| seen >= m) {
+                    break;
+                }
+                seen += 1;
+                printer.print(r, &mut line);
+            }
+            let mut out = stdout.lock();
+            if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(());
+                }
+                return Err(e).context("cannot write to stdout");
+            }
+        }
+    }
+    .await;
+    // Commit what was printed and leave, so the others take over at once.
+    let closed = consumer.close().await;
+    result?;
+    closed.map_err(ex)?;
     Ok(ExitCode::SUCCESS)
 }
 
