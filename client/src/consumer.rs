@@ -128,6 +128,8 @@ struct GroupMember {
     /// Offsets last committed, to skip commits that change nothing.
     committed: BTreeMap<TopicPartition, u64>,
     last_auto_commit: tokio::time::Instant,
+    /// The auto-commit in flight: at most one, so they land in order.
+    auto_commit: Option<JoinHandle<Result<(), Error>>>,
     listener: Option<Listener>,
 }
 
@@ -189,6 +191,7 @@ impl Consumer {
             owned: BTreeSet::new(),
             committed: BTreeMap::new(),
             last_auto_commit: tokio::time::Instant::now(),
+            auto_commit: None,
             listener: None,
         });
         Ok(())
@@ -231,6 +234,14 @@ impl Consumer {
     }
 
     async fn commit_some(&mut self, only: Option<&BTreeSet<TopicPartition>>) -> Result<(), Error> {
+        // An auto-commit in flight lands first, so offsets never go back.
+        if let Some(h) = self.group.as_mut().and_then(|g| g.auto_commit.take()) {
+            if !matches!(h.await, Ok(Ok(()))) {
+                if let Some(g) = &mut self.group {
+                    g.committed.clear();
+                }
+            }
+        }
         let offsets = self.positions_to_commit(only);
         let Some(g) = &mut self.group else {
             return Err(Error::Invalid(
@@ -404,21 +415,31 @@ impl Consumer {
         Ok(())
     }
 
-    /// Commits every auto-commit interval (at the start of a poll, so what is
-    /// committed is what the application got from earlier polls).
+    /// Starts a commit every auto-commit interval (at the start of a poll, so what is
+    /// committed is what the application got from earlier polls). It runs beside the
+    /// poll, one at a time; a failed one is redone in full by the next.
     async fn auto_commit(&mut self) {
-        let Some(g) = &self.group else { return };
+        let Some(g) = &mut self.group else { return };
         let Some(every) = g.opts.auto_commit_interval else {
             return;
         };
+        if let Some(h) = &g.auto_commit {
+            if !h.is_finished() {
+                return;
+            }
+            let h = g.auto_commit.take().expect("checked");
+            if !matches!(h.await, Ok(Ok(()))) {
+                debug!("auto-commit failed; committing everything again");
+                g.committed.clear();
+            }
+        }
         if g.last_auto_commit.elapsed() < every {
             return;
         }
-        if let Err(e) = self.commit().await {
-            debug!(error = %e, "auto-commit failed");
-        }
-        if let Some(g) = &mut self.group {
-            g.last_auto_commit = tokio::time::Instant::now();
+        g.last_auto_commit = tokio::time::Instant::now();
+        match self.commit_async() {
+            Ok(h) => self.group.as_mut().expect("subscribed").auto_commit = Some(h),
+            Err(e) => debug!(error = %e, "auto-commit not started"),
         }
     }
 
