@@ -247,7 +247,10 @@ fn errors_are_one_clear_line_and_a_nonzero_exit() {
             vec!["consume", "t", "--partition", "9", "--timeout-ms", "100"],
             "no partition 9",
         ),
-        (vec!["consume", "t", "--group", "g"], "consumer groups"),
+        (
+            vec!["consume", "missing", "--group", "g", "--timeout-ms", "100"],
+            "does not exist",
+        ),
     ];
     for (args, needle) in cases {
         let err = one_line_error(&dev.cli(&args, "x\n"));
