@@ -28,14 +28,14 @@ struct Member {
     err: PathBuf,
 }
 
-fn start_member(dir: &Path, bootstrap: &str, n: usize) -> Member {
+fn start_member(dir: &Path, bootstrap: &str, n: usize, session_ms: &str) -> Member {
     let out = dir.join(format!("member-{n}.out"));
     let err = dir.join(format!("member-{n}.err"));
     let child = Command::new(BIN)
         .args(["consume", TOPIC, "--group", GROUP, "--from-beginning"])
         .args([
             "--session-timeout-ms",
-            SESSION_MS,
+            session_ms,
             "--commit-interval-ms",
             "200",
         ])
@@ -157,14 +157,19 @@ fn group_members_share_partitions_through_joins_kills_stops_and_coordinator_fail
         *produced += n;
     };
 
+    // Member 2 is stopped cleanly later; its session timeout is too long to be what
+    // moves its partitions within the wait, so only its leaving can.
     let mut members: Vec<Member> = (0..3)
-        .map(|i| start_member(dir.path(), &bootstrap, i))
+        .map(|i| {
+            let session = if i == 2 { "300000" } else { SESSION_MS };
+            start_member(dir.path(), &bootstrap, i, session)
+        })
         .collect();
     batch(3000, &mut produced);
     wait_stable(&rt, &admin, 3);
 
     // A fourth joins: it takes three partitions, the others keep the rest.
-    members.push(start_member(dir.path(), &bootstrap, 3));
+    members.push(start_member(dir.path(), &bootstrap, 3, SESSION_MS));
     batch(2000, &mut produced);
     let joined = Instant::now();
     wait_stable(&rt, &admin, 4);
@@ -189,7 +194,6 @@ fn group_members_share_partitions_through_joins_kills_stops_and_coordinator_fail
 
     // Stop one cleanly: it commits and leaves at once (no session timeout to wait).
     let mut c = members[2].child.take().unwrap();
-    let clean = Instant::now();
     signal(&c, libc::SIGTERM);
     let status = c.wait().unwrap();
     assert!(
@@ -198,11 +202,6 @@ fn group_members_share_partitions_through_joins_kills_stops_and_coordinator_fail
     );
     batch(2000, &mut produced);
     wait_stable(&rt, &admin, 2);
-    assert!(
-        clean.elapsed() < Duration::from_millis(1500),
-        "a clean stop moves partitions without waiting for the session timeout ({:?})",
-        clean.elapsed()
-    );
 
     // Everything so far is printed and committed.
     let all: BTreeSet<String> = (0..produced).map(|i| format!("v{i}")).collect();
