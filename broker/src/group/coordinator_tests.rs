@@ -387,3 +387,243 @@ fn bad_records_are_refused_not_panicked_on() {
         .is_err());
     assert!(c.describe("g").is_none() || c.fetch("g", &[]).is_empty());
 }
+
+/// Everything `describe` shows, for comparing a coordinator with its replacement.
+fn view(c: &Coordinator, group: &str) -> Option<String> {
+    c.describe(group).map(|d| {
+        format!(
+            "{} {} {} {:?} {:?}",
+            d.state, d.group_epoch, d.assignment_epoch, d.members, d.offsets
+        )
+    })
+}
+
+/// Random joins, leaves, heartbeats (revocations confirmed late at random), commits,
+/// silences that fence, partitions added, and coordinator failovers (a new coordinator
+/// replays every record written so far). After every step: no partition has two owners,
+/// committed offsets are the last acknowledged ones, and a failover changes nothing the
+/// group shows. At the end everyone settles on a balanced target.
+/// `SLUICE_GROUP_SIM_SEEDS=N` runs N seeds; a failure prints `SLUICE_GROUP_SIM_SEED=S`,
+/// which replays that seed alone.
+#[test]
+fn random_membership_with_coordinator_failovers() {
+    let seeds: Vec<u64> = match std::env::var("SLUICE_GROUP_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("a seed")],
+        Err(_) => {
+            let n = std::env::var("SLUICE_GROUP_SIM_SEEDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100);
+            (1..=n).collect()
+        }
+    };
+    for seed in seeds {
+        let outcome = std::panic::catch_unwind(|| simulate(seed));
+        if let Err(e) = outcome {
+            eprintln!("failed: SLUICE_GROUP_SIM_SEED={seed}");
+            std::panic::resume_unwind(e);
+        }
+    }
+}
+
+fn simulate(seed: u64) {
+    let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n.max(1)
+    };
+    let t0 = Instant::now();
+    let mut partitions = 1 + next(12) as u32;
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    let mut log: Vec<Write> = c.set_partitions(topics(&[("t", partitions)]), 0);
+    // Member id → (last reply, what it reports owning, when it last heartbeated).
+    let mut members: BTreeMap<String, (HeartbeatReply, BTreeSet<Tp>)> = BTreeMap::new();
+    let mut committed: BTreeMap<Tp, i64> = BTreeMap::new();
+    let mut ids = 0;
+    for step in 0..300u64 {
+        let now = t0 + Duration::from_millis(step * 100);
+        let ms = step as i64 * 100;
+        let pick = |members: &BTreeMap<String, _>, k: u64| -> Option<String> {
+            members
+                .keys()
+                .nth(k as usize % members.len().max(1))
+                .cloned()
+        };
+        match next(14) {
+            0 | 1 if members.len() < 6 => {
+                ids += 1;
+                let id = format!("m{ids}");
+                let (r, w) = c.heartbeat(
+                    "g",
+                    Heartbeat {
+                        member_id: id.clone(),
+                        member_epoch: JOIN_EPOCH,
+                        topics: Some(["t".to_string()].into()),
+                        owned: Some(BTreeSet::new()),
+                        session_timeout: Some(Duration::from_millis(1000 + next(4000))),
+                        ..Default::default()
+                    },
+                    now,
+                    ms,
+                    || unreachable!(),
+                );
+                log.extend(w);
+                members.insert(id, (r.expect("join"), BTreeSet::new()));
+            }
+            2 if !members.is_empty() => {
+                let id = pick(&members, next(100)).unwrap();
+                let (reply, _) = members.remove(&id).unwrap();
+                let (r, w) = c.heartbeat(
+                    "g",
+                    Heartbeat {
+                        member_id: id,
+                        member_epoch: LEAVE_EPOCH,
+                        ..Default::default()
+                    },
+                    now,
+                    ms,
+                    || unreachable!(),
+                );
+                log.extend(w);
+                // A member fenced meanwhile is unknown: that is fine.
+                if let Err(e) = r {
+                    assert_eq!(e, GroupError::UnknownMemberId, "leave after {reply:?}");
+                }
+            }
+            3 if !members.is_empty() => {
+                let id = pick(&members, next(100)).unwrap();
+                let (reply, _) = &members[&id];
+                if let Some(tp) = reply.assignment.iter().next().cloned() {
+                    let offset = step as i64;
+                    match c.commit(
+                        "g",
+                        &id,
+                        reply.member_epoch,
+                        vec![(tp.clone(), offset, String::new())],
+                        ms,
+                    ) {
+                        Ok(w) => {
+                            log.extend(w);
+                            committed.insert(tp, offset);
+                        }
+                        Err(GroupError::UnknownMemberId | GroupError::StaleMemberEpoch) => {}
+                        Err(e) => panic!("commit: {e:?}"),
+                    }
+                }
+            }
+            4 => {
+                let (w, fenced) = c.tick(now, ms);
+                log.extend(w);
+                for (_, m) in fenced {
+                    members.remove(&m);
+                }
+            }
+            5 if next(4) == 0 && partitions < 16 => {
+                partitions += 1;
+                log.extend(c.set_partitions(topics(&[("t", partitions)]), ms));
+            }
+            6 => {
+                // Failover: a new coordinator replays the log and must show the same group.
+                let before = view(&c, "g");
+                let mut fresh = Coordinator::new(CoordinatorConfig::default());
+                fresh.set_partitions(topics(&[("t", partitions)]), ms);
+                for w in &log {
+                    fresh
+                        .replay(&w.key, w.value.as_deref(), now)
+                        .expect("replays");
+                }
+                assert_eq!(
+                    view(&fresh, "g"),
+                    before,
+                    "step {step}: failover changed the group"
+                );
+                c = fresh;
+            }
+            _ if !members.is_empty() => {
+                let id = pick(&members, next(100)).unwrap();
+                let (reply, reported) = members[&id].clone();
+                // Confirm what was given back now, or only at a later heartbeat.
+                let owned = if next(3) == 0 {
+                    reported.clone()
+                } else {
+                    reply.assignment.clone()
+                };
+                let (r, w) = c.heartbeat(
+                    "g",
+                    Heartbeat {
+                        member_id: id.clone(),
+                        member_epoch: reply.member_epoch,
+                        owned: Some(owned.clone()),
+                        ..Default::default()
+                    },
+                    now,
+                    ms,
+                    || unreachable!(),
+                );
+                log.extend(w);
+                match r {
+                    Ok(r) => {
+                        members.insert(id, (r, owned));
+                    }
+                    Err(GroupError::UnknownMemberId | GroupError::FencedMemberEpoch) => {
+                        members.remove(&id);
+                    }
+                    Err(e) => panic!("step {step}: {e:?}"),
+                }
+            }
+            _ => {}
+        }
+        // Exclusive ownership, as the coordinator counts it.
+        if let Some(d) = c.describe("g") {
+            let mut seen = BTreeSet::new();
+            for m in &d.members {
+                for tp in &m.owned {
+                    assert!(
+                        seen.insert(tp.clone()),
+                        "step {step}: {tp:?} has two owners"
+                    );
+                }
+            }
+            let offsets: BTreeMap<Tp, i64> = d
+                .offsets
+                .iter()
+                .map(|(tp, c)| (tp.clone(), c.offset))
+                .collect();
+            assert_eq!(offsets, committed, "step {step}: committed offsets");
+        }
+    }
+    // Everyone heartbeats until nothing moves: a balanced, complete assignment.
+    let now = t0 + Duration::from_millis(300 * 100);
+    for _ in 0..6 {
+        for id in members.keys().cloned().collect::<Vec<_>>() {
+            let (reply, _) = members[&id].clone();
+            let (r, _) = c.heartbeat(
+                "g",
+                Heartbeat {
+                    member_id: id.clone(),
+                    member_epoch: reply.member_epoch,
+                    owned: Some(reply.assignment.clone()),
+                    ..Default::default()
+                },
+                now,
+                30_000,
+                || unreachable!(),
+            );
+            let r = r.expect("settling heartbeat");
+            let owned = r.assignment.clone();
+            members.insert(id, (r, owned));
+        }
+    }
+    if !members.is_empty() {
+        let counts: Vec<usize> = members.values().map(|(r, _)| r.assignment.len()).collect();
+        assert_eq!(
+            counts.iter().sum::<usize>(),
+            partitions as usize,
+            "complete"
+        );
+        let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(hi - lo <= 1, "balanced: {counts:?}");
+    }
+}
