@@ -3,6 +3,7 @@
 mod cdc;
 mod client_cmds;
 mod consume;
+mod group;
 mod output;
 mod perf;
 mod produce;
@@ -82,6 +83,13 @@ pub enum Command {
     Cluster {
         #[command(subcommand)]
         command: client_cmds::ClusterCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Consumer groups: list, describe (lag), reset offsets, delete.
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -166,6 +174,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cluster { command, client } => {
             init_tracing("warn");
             client_cmds::cluster(command, &client).await
+        }
+        Command::Group { command, client } => {
+            init_tracing("warn");
+            group::run(command, &client).await
         }
         Command::Partition { command, client } => {
             init_tracing("warn");

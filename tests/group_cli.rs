@@ -1,0 +1,266 @@
+//! `sluice group` against a real `sluice dev`: a group made by the client library
+//! (subscribe, poll everything, commit), then list, describe (JSON per DESIGN.md §10),
+//! reset-offsets refused while the member lives, a dry run that changes nothing, resets
+//! to earliest / an offset / latest, delete, and one-line errors for unknown groups.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{json, one_line_error, wait_for, Dev};
+use serde_json::Value;
+use sluice_client::{
+    ClientConfig, Consumer, ConsumerConfig, GroupOptions, OffsetReset, Subscription,
+};
+
+const TOPIC: &str = "events";
+const RECORDS: u64 = 60;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn describe(dev: &Dev, group: &str) -> Value {
+    json(&dev.ok(&["group", "describe", group, "--output", "json"], ""))
+}
+
+/// Partition → (committed_offset, end_offset, lag) from a `group describe` answer.
+fn progress(d: &Value) -> BTreeMap<u64, (Value, Value, Value)> {
+    d["partitions"]
+        .as_array()
+        .expect("partitions array")
+        .iter()
+        .map(|p| {
+            assert_eq!(p["topic"], TOPIC, "{p}");
+            (
+                p["partition"].as_u64().unwrap(),
+                (
+                    p["committed_offset"].clone(),
+                    p["end_offset"].clone(),
+                    p["lag"].clone(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// `reset-offsets g1 --topic events ARGS --output json`, parsed.
+fn reset(dev: &Dev, args: &[&str]) -> Value {
+    let mut all = vec!["group", "reset-offsets", "g1", "--topic", TOPIC];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--output", "json"]);
+    json(&dev.ok(&all, ""))
+}
+
+fn listed(dev: &Dev) -> Vec<Value> {
+    json(&dev.ok(&["group", "list", "--output", "json"], ""))
+        .as_array()
+        .expect("list is an array")
+        .clone()
+}
+
+#[test]
+fn group_list_describe_reset_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            TOPIC,
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "1",
+        ],
+        "",
+    );
+    let input: String = (0..RECORDS).map(|i| format!("k{i}:v{i}\n")).collect();
+    dev.ok(&["produce", TOPIC, "--key-separator", ":"], &input);
+
+    // A member that reads everything and commits by hand.
+    let rt = runtime();
+    let config = ClientConfig::new(&dev.addr);
+    let mut consumer = Consumer::new(
+        &config,
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            ..Default::default()
+        },
+    );
+    rt.block_on(async {
+        consumer
+            .subscribe(
+                GroupOptions {
+                    auto_commit_interval: None,
+                    ..GroupOptions::new("g1")
+                },
+                Subscription::Topics(vec![TOPIC.into()]),
+            )
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut read = 0;
+        while read < RECORDS {
+            assert!(
+                Instant::now() < deadline,
+                "read {read} of {RECORDS} records"
+            );
+            read += consumer
+                .poll(Duration::from_millis(200))
+                .await
+                .unwrap()
+                .len() as u64;
+        }
+        assert_eq!(read, RECORDS);
+        consumer.commit().await.unwrap();
+    });
+
+    let g = listed(&dev);
+    let g1 = g.iter().find(|g| g["group"] == "g1").expect("g1 listed");
+    assert_eq!(g1["members"], 1, "{g1}");
+    for field in ["state", "coordinator"] {
+        assert!(!g1[field].is_null(), "missing {field} in {g1}");
+    }
+
+    // The member owns all three partitions once reconciled; every partition read to the end.
+    let d = wait_for(
+        "g1 to show one member owning 3 partitions",
+        Duration::from_secs(30),
+        || {
+            let d = describe(&dev, "g1");
+            let owned = d["members"][0]["assignment"].as_array()?.len();
+            (owned == 3).then_some(d)
+        },
+    );
+    assert_eq!(d["group"], "g1");
+    assert!(d["group_epoch"].as_i64().unwrap() > 0, "{d}");
+    let members = d["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{d}");
+    assert!(!members[0]["member_id"].as_str().unwrap().is_empty());
+    for tp in members[0]["assignment"].as_array().unwrap() {
+        assert_eq!(tp["topic"], TOPIC);
+        assert!(tp["partition"].as_u64().unwrap() < 3);
+    }
+    let before = progress(&d);
+    assert_eq!(before.len(), 3, "{d}");
+    let mut total = 0;
+    for (p, (committed, end, lag)) in &before {
+        assert_eq!(committed, end, "partition {p}: {d}");
+        assert_eq!(lag, 0, "partition {p}: {d}");
+        total += end.as_u64().unwrap();
+    }
+    assert_eq!(total, RECORDS);
+    for p in d["partitions"].as_array().unwrap() {
+        assert_eq!(p["owner"], members[0]["member_id"], "{p}");
+    }
+
+    // A live member: the coordinator refuses an admin commit, the CLI says why.
+    let err = one_line_error(&dev.cli(
+        &[
+            "group",
+            "reset-offsets",
+            "g1",
+            "--topic",
+            TOPIC,
+            "--to-earliest",
+        ],
+        "",
+    ));
+    assert!(err.contains("active members"), "{err}");
+    let err = one_line_error(&dev.cli(&["group", "delete", "g1"], ""));
+    assert!(err.contains("active members"), "{err}");
+
+    rt.block_on(consumer.close()).unwrap();
+    wait_for("g1 to be empty", Duration::from_secs(30), || {
+        (describe(&dev, "g1")["state"] == "empty").then_some(())
+    });
+
+    // Dry run: the plan, and nothing changed.
+    let plan = reset(&dev, &["--to-earliest", "--dry-run"]);
+    let plan = plan.as_array().unwrap();
+    assert_eq!(plan.len(), 3);
+    for r in plan {
+        let p = r["partition"].as_u64().unwrap();
+        assert_eq!(r["topic"], TOPIC);
+        assert_eq!(r["new_offset"], 0, "{r}");
+        assert_eq!(r["current_offset"], before[&p].0, "{r}");
+    }
+    assert_eq!(progress(&describe(&dev, "g1")), before);
+
+    reset(&dev, &["--to-earliest"]);
+    for (p, (committed, end, lag)) in progress(&describe(&dev, "g1")) {
+        assert_eq!(committed, 0, "partition {p}");
+        assert_eq!(end, before[&p].1, "partition {p}");
+        assert_eq!(lag, end, "partition {p}");
+    }
+
+    // Clamped into [log start, high watermark]: 1, or 0 for an empty partition.
+    reset(&dev, &["--to-offset", "1"]);
+    for (p, (committed, end, _)) in progress(&describe(&dev, "g1")) {
+        let want = 1.min(end.as_u64().unwrap());
+        assert_eq!(committed, want, "partition {p}");
+    }
+
+    reset(&dev, &["--to-latest"]);
+    assert_eq!(progress(&describe(&dev, "g1")), before);
+
+    // The table output of a dry run says nothing was changed.
+    let text = dev.ok(
+        &[
+            "group",
+            "reset-offsets",
+            "g1",
+            "--topic",
+            TOPIC,
+            "--to-offset",
+            "0",
+            "--dry-run",
+        ],
+        "",
+    );
+    assert!(text.contains("dry run"), "{text}");
+    assert_eq!(progress(&describe(&dev, "g1")), before);
+
+    let text = dev.ok(&["group", "describe", "g1"], "");
+    assert!(text.contains("group g1 (empty"), "{text}");
+
+    dev.ok(&["group", "delete", "g1"], "");
+    let err = one_line_error(&dev.cli(&["group", "describe", "g1"], ""));
+    assert!(
+        err.contains("g1") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(
+        !listed(&dev).iter().any(|g| g["group"] == "g1"),
+        "g1 still listed"
+    );
+
+    let err = one_line_error(&dev.cli(&["group", "describe", "no-such-group"], ""));
+    assert!(err.contains("no-such-group"), "{err}");
+    let err = one_line_error(&dev.cli(&["group", "delete", "no-such-group"], ""));
+    assert!(err.contains("no-such-group"), "{err}");
+
+    // Exactly one --to-* is required.
+    let out = dev.cli(&["group", "reset-offsets", "g1", "--topic", TOPIC], "");
+    assert!(!out.status.success());
+    let out = dev.cli(
+        &[
+            "group",
+            "reset-offsets",
+            "g1",
+            "--topic",
+            TOPIC,
+            "--to-earliest",
+            "--to-latest",
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+
+    dev.stop();
+}
