@@ -172,6 +172,20 @@ fn group_list_describe_reset_and_delete() {
         "",
     ));
     assert!(err.contains("active members"), "{err}");
+    // A dry run is refused the same way: its plan could not be carried out.
+    let err = one_line_error(&dev.cli(
+        &[
+            "group",
+            "reset-offsets",
+            "g1",
+            "--topic",
+            TOPIC,
+            "--to-earliest",
+            "--dry-run",
+        ],
+        "",
+    ));
+    assert!(err.contains("active members"), "{err}");
     let err = one_line_error(&dev.cli(&["group", "delete", "g1"], ""));
     assert!(err.contains("active members"), "{err}");
 

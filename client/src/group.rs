@@ -535,18 +535,21 @@ impl crate::Admin {
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>, Error> {
         let md = self.cluster.refresh(&[]).await?;
         let mut out = Vec::new();
-        let mut asked = 0;
-        let mut last = None;
         for b in md.brokers.iter().filter(|b| b.alive) {
             let mut c = GroupsClient::new(self.cluster.channel(&b.addr)?);
             match c.list_groups(v1::ListGroupsRequest {}).await {
                 Ok(r) => {
                     let r = r.into_inner();
                     if r.error_code != 0 {
-                        last = Some(Error::broker(r.error_code, r.error_message));
-                        continue;
+                        // A partial list would hide that broker's groups: fail instead.
+                        return Err(Error::broker(
+                            r.error_code,
+                            format!(
+                                "broker {} cannot list its groups: {}",
+                                b.id, r.error_message
+                            ),
+                        ));
                     }
-                    asked += 1;
                     out.extend(r.groups.into_iter().map(|g| GroupListing {
                         group_id: g.group_id,
                         state: g.state,
@@ -554,12 +557,7 @@ impl crate::Admin {
                         coordinator: g.coordinator,
                     }));
                 }
-                Err(s) => last = Some(Error::from_status(&b.addr, s)),
-            }
-        }
-        if asked == 0 {
-            if let Some(e) = last {
-                return Err(e);
+                Err(s) => return Err(Error::from_status(&b.addr, s)),
             }
         }
         out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
@@ -691,6 +689,19 @@ impl crate::Admin {
         dry_run: bool,
     ) -> Result<Vec<PlannedReset>, Error> {
         let link = self.link(group);
+        // The coordinator refuses an actual reset of a group with members; a dry run is
+        // refused the same way, so its plan is never one that cannot be carried out.
+        match self.describe_group(group).await {
+            Ok(g) if !g.members.is_empty() => {
+                return Err(Error::broker(
+                    ErrorCode::NonEmptyGroup.code(),
+                    format!("group {group} has {} active members", g.members.len()),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.code() == Some(ErrorCode::GroupIdNotFound) => {}
+            Err(e) => return Err(e),
+        }
         let d = self.describe_topic(topic).await?;
         let current = link.committed(&[]).await?;
         let mut plan = Vec::new();
