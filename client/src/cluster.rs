@@ -223,4 +223,39 @@ impl Cluster {
     pub fn invalidate(&self, topic: &str) {
         self.meta.write().topics.remove(topic);
     }
+
+    /// ListOffsets for one partition at its leader: `timestamp` -1 latest (the high
+    /// watermark), -2 earliest, else the first offset at or after that time (ms). An
+    /// error answer forgets the cached leader.
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<v1::ListOffsetsPartitionResponse, Error> {
+        let addr = self.leader_addr_refreshed(topic, partition).await?;
+        let mut client = self.broker_client(&addr)?;
+        let req = v1::ListOffsetsRequest {
+            partitions: vec![v1::ListOffsetsPartition {
+                topic: topic.to_string(),
+                partition,
+                timestamp,
+            }],
+        };
+        let resp = client
+            .list_offsets(req)
+            .await
+            .map_err(|s| Error::from_status(&addr, s))?
+            .into_inner();
+        let p = resp
+            .partitions
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::broker(-1, "empty ListOffsets answer"))?;
+        if p.error_code != 0 {
+            self.invalidate(topic);
+            return Err(Error::broker(p.error_code, p.error_message));
+        }
+        Ok(p)
+    }
 }

@@ -504,32 +504,10 @@ impl Consumer {
             Seek::Latest => -1,
             Seek::Timestamp(t) => t,
         };
-        let addr = self
+        let p = self
             .cluster
-            .leader_addr_refreshed(&tp.topic, tp.partition)
+            .list_offset(&tp.topic, tp.partition, timestamp)
             .await?;
-        let mut client = self.cluster.broker_client(&addr)?;
-        let req = v1::ListOffsetsRequest {
-            partitions: vec![v1::ListOffsetsPartition {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                timestamp,
-            }],
-        };
-        let resp = client
-            .list_offsets(req)
-            .await
-            .map_err(|s| Error::from_status(&addr, s))?
-            .into_inner();
-        let p = resp
-            .partitions
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::broker(-1, "empty ListOffsets answer"))?;
-        if p.error_code != 0 {
-            self.cluster.invalidate(&tp.topic);
-            return Err(Error::broker(p.error_code, p.error_message));
-        }
         // No record at or after the timestamp: the end.
         Ok(if p.offset >= 0 {
             p.offset as u64

@@ -736,30 +736,10 @@ impl crate::Admin {
 
     /// The first offset with a timestamp at or after `ms`, from the leader.
     async fn offset_for_time(&self, tp: &TopicPartition, ms: i64) -> Result<Option<u64>, Error> {
-        let addr = self
+        let p = self
             .cluster
-            .leader_addr_refreshed(&tp.topic, tp.partition)
+            .list_offset(&tp.topic, tp.partition, ms)
             .await?;
-        let mut client = self.cluster.broker_client(&addr)?;
-        let resp = client
-            .list_offsets(v1::ListOffsetsRequest {
-                partitions: vec![v1::ListOffsetsPartition {
-                    topic: tp.topic.clone(),
-                    partition: tp.partition,
-                    timestamp: ms,
-                }],
-            })
-            .await
-            .map_err(|s| Error::from_status(&addr, s))?
-            .into_inner();
-        let p = resp
-            .partitions
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::broker(-1, "empty ListOffsets answer"))?;
-        if p.error_code != 0 {
-            return Err(Error::broker(p.error_code, p.error_message));
-        }
         Ok((p.offset >= 0).then_some(p.offset as u64))
     }
 }

@@ -509,6 +509,30 @@ fn new_member_id() -> String {
 
 pub(crate) struct GroupsApi(pub(crate) Arc<Shared>);
 
+/// Runs a change on `group`'s coordinator; the (error code, message) to answer with
+/// once what it wrote is acknowledged.
+async fn change(
+    shared: &Arc<Shared>,
+    group: &str,
+    op: impl FnOnce(&mut Coordinator) -> Result<Vec<Write>, GroupError>,
+) -> (i32, String) {
+    let result = match coordinator_for(shared, group).await {
+        Ok(loaded) => {
+            loaded
+                .run(|core| match op(core) {
+                    Ok(w) => (Ok(()), w),
+                    Err(e) => (Err(group_failure(e)), Vec::new()),
+                })
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => (0, String::new()),
+        Err((code, msg)) => (code.code(), msg),
+    }
+}
+
 impl GroupsApi {
     /// Creates `__consumer_offsets` through the controller (compacted, up to three
     /// replicas). Losing a creation race is fine.
@@ -683,34 +707,15 @@ impl groups_server::Groups for GroupsApi {
         req: Request<v1::CommitOffsetsRequest>,
     ) -> Result<Response<v1::CommitOffsetsResponse>, Status> {
         let r = req.into_inner();
-        let result = match coordinator_for(&self.0, &r.group_id).await {
-            Ok(loaded) => {
-                let offsets = r
-                    .partitions
-                    .into_iter()
-                    .map(|p| ((p.topic, p.partition), p.offset, p.metadata))
-                    .collect();
-                loaded
-                    .run(|core| {
-                        match core.commit(
-                            &r.group_id,
-                            &r.member_id,
-                            r.member_epoch,
-                            offsets,
-                            now_ms(),
-                        ) {
-                            Ok(w) => (Ok(()), w),
-                            Err(e) => (Err(group_failure(e)), Vec::new()),
-                        }
-                    })
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        let (error_code, error_message) = match result {
-            Ok(()) => (0, String::new()),
-            Err((code, msg)) => (code.code(), msg),
-        };
+        let offsets = r
+            .partitions
+            .into_iter()
+            .map(|p| ((p.topic, p.partition), p.offset, p.metadata))
+            .collect();
+        let (error_code, error_message) = change(&self.0, &r.group_id, |core| {
+            core.commit(&r.group_id, &r.member_id, r.member_epoch, offsets, now_ms())
+        })
+        .await;
         Ok(Response::new(v1::CommitOffsetsResponse {
             error_code,
             error_message,
@@ -860,21 +865,7 @@ impl groups_server::Groups for GroupsApi {
         req: Request<v1::DeleteGroupRequest>,
     ) -> Result<Response<v1::DeleteGroupResponse>, Status> {
         let group = req.into_inner().group_id;
-        let result = match coordinator_for(&self.0, &group).await {
-            Ok(loaded) => {
-                loaded
-                    .run(|core| match core.delete(&group) {
-                        Ok(w) => (Ok(()), w),
-                        Err(e) => (Err(group_failure(e)), Vec::new()),
-                    })
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        let (error_code, error_message) = match result {
-            Ok(()) => (0, String::new()),
-            Err((code, msg)) => (code.code(), msg),
-        };
+        let (error_code, error_message) = change(&self.0, &group, |core| core.delete(&group)).await;
         Ok(Response::new(v1::DeleteGroupResponse {
             error_code,
             error_message,
