@@ -389,6 +389,13 @@ impl Coordinator {
         })
     }
 
+    /// Every group's epoch (for metrics).
+    pub fn epochs(&self) -> impl Iterator<Item = (String, i32)> + '_ {
+        self.groups
+            .iter()
+            .map(|(id, e)| (id.clone(), e.group.epoch))
+    }
+
     /// Members across every group (for metrics).
     pub fn member_count(&self) -> usize {
         self.groups.values().map(|e| e.group.members().len()).sum()

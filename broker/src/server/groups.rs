@@ -359,12 +359,9 @@ pub(crate) async fn maintain(shared: Arc<Shared>) {
                     "member fenced (session or rebalance timeout)"
                 );
             }
-            for (g, _, _) in core.list() {
-                if let Some(d) = core.describe(&g) {
-                    epochs.insert(g, d.group_epoch);
-                }
-            }
-            groups += core.list().len();
+            let before = epochs.len();
+            epochs.extend(core.epochs());
+            groups += epochs.len() - before;
             members += core.member_count();
             if !writes.is_empty() {
                 let (tx, _rx) = oneshot::channel();
