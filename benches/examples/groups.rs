@@ -19,7 +19,8 @@
 //! 2. Join rebalance: three in-process members stable, a fourth subscribes; the time
 //!    until `Admin::describe_group` says "stable" with 4 members owning 12 partitions.
 //!    A fresh group per repeat; default session timeout (heartbeat interval 5 s) and
-//!    1000 ms (interval 333 ms).
+//!    1000 ms (interval 333 ms). Repeat i of n starts the fourth (i-1)/n of a heartbeat
+//!    interval after the three were stable, so the repeats cover the heartbeat phase.
 //! 3. Failover: a producer writes ~500 records/s (acks=all) round-robin to the 12
 //!    partitions; three `sluice consume --group` processes print `%p %o %T`; one is
 //!    killed with SIGKILL; the time until a survivor prints a record of a partition the
@@ -547,14 +548,21 @@ fn joins(rt: &Runtime, admin: &Admin, config: &ClientConfig) {
                 stop_members(rt, members);
                 continue;
             };
+            // The others' heartbeats are in phase with the moment the group became
+            // stable, and how long the join takes depends on where in their interval it
+            // lands: repeat i joins (i-1)/repeats of an interval later.
+            let interval = session.map_or(Duration::from_secs(5), |s| s / 3);
+            let phase = interval.mul_f64((i - 1) as f64 / repeats as f64);
+            std::thread::sleep(phase);
             let start = Instant::now();
             members.push(spawn_member(rt, config, &group, session));
             match wait_stable(rt, admin, &group, 4, Duration::from_secs(90)) {
                 Some(_) => {
                     let t = start.elapsed();
                     println!(
-                        "join {label} #{i}: 4th member stable in {:.0} ms (3 fresh members took {:.0} ms to be stable)",
+                        "join {label} #{i}: 4th member stable in {:.0} ms (joined {:.0} ms after 3 fresh members were stable, which took {:.0} ms)",
                         ms(t),
+                        ms(phase),
                         ms(three)
                     );
                     took.push(ms(t));
