@@ -80,28 +80,32 @@ pub fn uniform(
         out.get_mut(*m).expect("a member").insert(tp.clone());
         owner.insert(tp.clone(), (*m).clone());
     }
-    // 3. Balance: move a partition from a member with two or more than another eligible
-    //    member, until none can move (terminates: the sum of squared counts falls).
+    // 3. Balance: while some member owns two or more than an eligible other, move one
+    //    partition across the widest such gap, from the fullest member (ties: the first
+    //    partition, the first member id). Each move lowers the sum of squared counts, so
+    //    this ends; and since every move takes from a member above the others, a member
+    //    that joins takes its share from the fullest, and nothing moves between members
+    //    already at their share.
     loop {
-        let mut moved = false;
+        let mut best: Option<((usize, usize), &Tp, &MemberId)> = None;
         for (tp, subs) in &eligible {
-            let from = owner[tp].clone();
-            let from_count = out[&from].len();
-            if let Some(to) = subs
-                .iter()
-                .filter(|m| out[**m].len() + 1 < from_count)
-                .min_by_key(|m| (out[**m].len(), **m))
-            {
-                let to = (*to).clone();
-                out.get_mut(&from).expect("a member").remove(tp);
-                out.get_mut(&to).expect("a member").insert(tp.clone());
-                owner.insert(tp.clone(), to);
-                moved = true;
+            let from_count = out[&owner[tp]].len();
+            for to in subs {
+                let to_count = out[*to].len();
+                if to_count + 1 >= from_count {
+                    continue;
+                }
+                let key = (from_count - to_count, from_count);
+                if best.as_ref().is_none_or(|(k, _, _)| key > *k) {
+                    best = Some((key, tp, to));
+                }
             }
         }
-        if !moved {
-            break;
-        }
+        let Some((_, tp, to)) = best else { break };
+        let (tp, to) = (tp.clone(), to.clone());
+        let from = owner.insert(tp.clone(), to.clone()).expect("owned");
+        out.get_mut(&from).expect("a member").remove(&tp);
+        out.get_mut(&to).expect("a member").insert(tp);
     }
     out
 }
@@ -279,18 +283,45 @@ mod tests {
         fn uniform_is_sticky_when_a_member_joins_or_leaves(
             (members, parts) in setup(),
             leave in any::<bool>(),
+            joiner in "[a-z]{1,3}",
+            history in any::<u64>(),
         ) {
             let all = Subscriber { topics: parts.keys().cloned().collect() };
             let mut members: BTreeMap<MemberId, Subscriber> =
                 members.keys().map(|m| (m.clone(), all.clone())).collect();
-            let before = uniform(&members, &parts, &Assignment::new());
+            // A balanced assignment with some history: partitions first scattered at
+            // random, then balanced (stickily) from there.
+            let ids: Vec<&MemberId> = members.keys().collect();
+            let mut rng = history | 1;
+            let mut scattered = Assignment::new();
+            for (t, &n) in &parts {
+                for p in 0..n {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let m = ids[(rng % ids.len() as u64) as usize];
+                    scattered.entry(m.clone()).or_default().insert((t.clone(), p));
+                }
+            }
+            let before = uniform(&members, &parts, &scattered);
+            let joined = !(leave && members.len() > 1) && !members.contains_key(&joiner);
             if leave && members.len() > 1 {
                 let gone = members.keys().next().unwrap().clone();
                 members.remove(&gone);
-            } else {
-                members.insert("zz".into(), all.clone());
+            } else if joined {
+                members.insert(joiner.clone(), all.clone());
             }
             let after = uniform(&members, &parts, &before);
+            // A join only takes from the others, a leave only gives to them: nothing
+            // moves between two members that stay.
+            for (m, owned) in &before {
+                let Some(now) = after.get(m) else { continue };
+                if joined {
+                    prop_assert!(now.is_subset(owned), "{m} gained on a join: {owned:?} -> {now:?}");
+                } else {
+                    prop_assert!(owned.is_subset(now), "{m} lost on a leave: {owned:?} -> {now:?}");
+                }
+            }
             check_complete(&members, &parts, &after)?;
             let c = counts(&after);
             prop_assert!(c.iter().max().unwrap() - c.iter().min().unwrap() <= 1, "{c:?}");
