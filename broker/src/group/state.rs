@@ -272,17 +272,21 @@ impl Group {
     }
 
     /// "empty", "assigning" (target behind the group epoch), "reconciling" (some member
-    /// not yet at the target's epoch) or "stable".
+    /// not yet at the target's epoch, or not yet owning exactly its target) or "stable".
     pub fn state(&self) -> &'static str {
+        let reconciled = |(id, m): (&MemberId, &Member)| {
+            m.departed
+                || (m.epoch == self.target_epoch.max(1)
+                    && self
+                        .target
+                        .get(id)
+                        .map_or(m.owned.is_empty(), |t| *t == m.owned))
+        };
         if self.members.is_empty() {
             "empty"
         } else if self.target_epoch != self.epoch {
             "assigning"
-        } else if self
-            .members
-            .values()
-            .any(|m| !m.departed && m.epoch != self.target_epoch.max(1))
-        {
+        } else if !self.members.iter().all(reconciled) {
             "reconciling"
         } else {
             "stable"

@@ -269,3 +269,24 @@ fn random_membership_never_gives_a_partition_to_two_members() {
         }
     }
 }
+
+#[test]
+fn a_group_is_stable_only_once_every_member_owns_its_target() {
+    let now = Instant::now();
+    let mut g = group(6);
+    let a = join(&mut g, "a", now);
+    let a = beat(&mut g, &a, now).unwrap();
+    assert_eq!(a.assignment.len(), 6);
+    assert_eq!(g.state(), "stable");
+    let b = join(&mut g, "b", now);
+    // b reaches the new epoch at once but owns nothing: a still holds its share.
+    let b = beat(&mut g, &b, now).unwrap();
+    assert!(b.assignment.is_empty());
+    let a = beat(&mut g, &a, now).unwrap(); // told to give three back
+    let a = beat(&mut g, &a, now).unwrap(); // has given them back: at the new epoch
+    assert_eq!(a.member_epoch, b.member_epoch, "both at the target's epoch");
+    assert_eq!(g.state(), "reconciling", "b does not own its target yet");
+    let b = beat(&mut g, &b, now).unwrap();
+    assert_eq!(b.assignment.len(), 3);
+    assert_eq!(g.state(), "stable");
+}

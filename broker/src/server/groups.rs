@@ -28,6 +28,10 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 type Failure = (ErrorCode, String);
 
+/// Changes queued for one offsets partition's writer before requests are turned away
+/// (retriably) until it catches up.
+const WRITER_QUEUE: usize = 4096;
+
 /// Kafka's choice of partition: `Utils.abs(groupId.hashCode()) % N`, with Java's String
 /// hash (and `abs(MIN_VALUE) = 0`).
 pub fn partition_for(group: &str, partitions: u32) -> u32 {
@@ -77,7 +81,9 @@ struct Pending {
 struct Loaded {
     leader_epoch: LeaderEpoch,
     core: parking_lot::Mutex<Coordinator>,
-    tx: mpsc::UnboundedSender<Pending>,
+    /// Bounded; only ever sent to with `core` locked, so room seen under the lock is
+    /// there when the change is queued.
+    tx: mpsc::Sender<Pending>,
     failed: Arc<AtomicBool>,
 }
 
@@ -91,8 +97,14 @@ impl Loaded {
         let (tx, rx) = oneshot::channel();
         let result = {
             let mut core = self.core.lock();
+            if self.tx.capacity() == 0 {
+                return Err((
+                    ErrorCode::CoordinatorLoadInProgress,
+                    "the group coordinator is busy; retry".into(),
+                ));
+            }
             let (result, writes) = op(&mut core);
-            if self.tx.send(Pending { writes, done: tx }).is_err() {
+            if self.tx.try_send(Pending { writes, done: tx }).is_err() {
                 return Err(not_coordinator());
             }
             result
@@ -215,7 +227,7 @@ async fn load(shared: &Arc<Shared>, p: u32) -> Result<Arc<Loaded>, Failure> {
         ms = started.elapsed().as_millis() as u64,
         "group coordinator loaded"
     );
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(WRITER_QUEUE);
     let failed = Arc::new(AtomicBool::new(false));
     let loaded = Arc::new(Loaded {
         leader_epoch: epoch,
@@ -270,7 +282,7 @@ fn replay(mut core: Coordinator, log: &crate::log::Log) -> Result<(Coordinator, 
 async fn writer(
     shared: Arc<Shared>,
     tp: TopicPartition,
-    mut rx: mpsc::UnboundedReceiver<Pending>,
+    mut rx: mpsc::Receiver<Pending>,
     failed: Arc<AtomicBool>,
 ) {
     const MAX_RECORDS: usize = 4096;
@@ -348,6 +360,10 @@ pub(crate) async fn maintain(shared: Arc<Shared>) {
         let mut epochs = HashMap::new();
         for (p, l) in &loaded {
             let mut core = l.core.lock();
+            if l.tx.capacity() == 0 {
+                // The writer is behind: tick next round rather than queue unboundedly.
+                continue;
+            }
             let mut writes = core.set_partitions(topics.clone(), ms);
             let (more, fenced) = core.tick(now, ms);
             writes.extend(more);
@@ -365,7 +381,7 @@ pub(crate) async fn maintain(shared: Arc<Shared>) {
             members += core.member_count();
             if !writes.is_empty() {
                 let (tx, _rx) = oneshot::channel();
-                let _ = l.tx.send(Pending { writes, done: tx });
+                let _ = l.tx.try_send(Pending { writes, done: tx });
             }
         }
         metrics::gauge!("sluice_groups").set(groups as f64);
