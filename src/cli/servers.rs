@@ -120,6 +120,14 @@ pub struct BrokerArgs {
     pub heartbeat_ms: u64,
     #[command(flatten)]
     pub cleaner: CleanerArgs,
+    /// `offsets.retention.minutes`: committed offsets of a consumer group without
+    /// members are removed this long after it became empty (or after its last commit).
+    #[arg(long, value_name = "MIN", default_value_t = 7 * 24 * 60)]
+    pub offsets_retention_minutes: u64,
+    /// `group.consumer.session.timeout.ms`: a group member's session timeout when it
+    /// does not ask for one.
+    #[arg(long, value_name = "MS", default_value_t = 45_000)]
+    pub group_session_timeout_ms: u64,
 }
 
 /// Resolves when the process gets Ctrl-C or SIGTERM. The handlers are installed when
@@ -474,6 +482,11 @@ pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
     config.replica_lag_time_max = Duration::from_millis(a.replica_lag_time_max_ms);
     config.heartbeat_interval = Duration::from_millis(a.heartbeat_ms);
     config.cleaner = a.cleaner.config();
+    config.groups.offsets_retention = Duration::from_secs(a.offsets_retention_minutes.max(1) * 60);
+    config.groups.group.session_timeout = Duration::from_millis(
+        a.group_session_timeout_ms
+            .clamp(500, config.groups.max_session_timeout.as_millis() as u64),
+    );
     let data_dir = config.data_dir.clone();
     // Broker::open's errors name the path already (`data dir … is in use …`).
     let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
