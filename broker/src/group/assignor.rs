@@ -304,8 +304,9 @@ mod tests {
                 }
             }
             let before = uniform(&members, &parts, &scattered);
-            let joined = !(leave && members.len() > 1) && !members.contains_key(&joiner);
-            if leave && members.len() > 1 {
+            let leaves = leave && members.len() > 1;
+            let joined = !leaves && !members.contains_key(&joiner);
+            if leaves {
                 let gone = members.keys().next().unwrap().clone();
                 members.remove(&gone);
             } else if joined {

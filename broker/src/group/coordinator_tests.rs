@@ -212,7 +212,14 @@ fn commits_check_member_and_epoch() {
     left.expect("leaves");
     c.commit("g", "", -1, vec![(tp.clone(), 0, String::new())], 0)
         .expect("admin commit on an empty group");
-    assert_eq!(c.fetch("g", &[tp.clone()])[0].1.as_ref().unwrap().offset, 0);
+    assert_eq!(
+        c.fetch("g", std::slice::from_ref(&tp))[0]
+            .1
+            .as_ref()
+            .unwrap()
+            .offset,
+        0
+    );
     let writes = c.delete("g").expect("deletes");
     assert!(writes.iter().all(|w| w.value.is_none()), "tombstones only");
     assert!(c.describe("g").is_none());
@@ -222,8 +229,10 @@ fn commits_check_member_and_epoch() {
 #[test]
 fn offsets_of_an_empty_group_expire_after_the_retention() {
     let now = Instant::now();
-    let mut config = CoordinatorConfig::default();
-    config.offsets_retention = Duration::from_secs(60);
+    let config = CoordinatorConfig {
+        offsets_retention: Duration::from_secs(60),
+        ..Default::default()
+    };
     let mut c = Coordinator::new(config);
     c.set_partitions(topics(&[("t", 1)]), 0);
     let mut log = c
@@ -251,8 +260,10 @@ fn offsets_of_an_empty_group_expire_after_the_retention() {
 #[test]
 fn a_member_in_a_group_keeps_its_offsets_past_the_retention() {
     let now = Instant::now();
-    let mut config = CoordinatorConfig::default();
-    config.offsets_retention = Duration::from_secs(60);
+    let mut config = CoordinatorConfig {
+        offsets_retention: Duration::from_secs(60),
+        ..Default::default()
+    };
     config.group.session_timeout = Duration::from_secs(3600);
     let mut c = Coordinator::new(config);
     c.set_partitions(topics(&[("t", 1)]), 0);
