@@ -165,13 +165,16 @@ impl Consumer {
             }
             _ => {}
         }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::Invalid("subscribe must be called within a tokio runtime".into())
+        })?;
         self.assign(Vec::new());
         let link = CoordinatorLink::new(self.cluster.clone(), &opts.group_id);
         let state = Arc::new(parking_lot::Mutex::new(Membership::default()));
         let wake = Arc::new(tokio::sync::Notify::new());
         let changed = Arc::new(tokio::sync::Notify::new());
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(heartbeat_loop(
+        let task = runtime.spawn(heartbeat_loop(
             link.clone(),
             opts.clone(),
             subscription,
