@@ -107,6 +107,8 @@ pub struct Consumer {
     /// One fetch in flight per leader address, with the (partition, generation) it covers.
     in_flight: HashMap<String, JoinHandle<FetchResult>>,
     group: Option<GroupMember>,
+    /// Counts partitions (re)assigned, for their fetch generations.
+    fresh: u64,
 }
 
 /// In a mutex only so that `Consumer` stays `Sync`; called with `&mut` access.
@@ -142,6 +144,7 @@ impl Consumer {
             buffer: VecDeque::new(),
             in_flight: HashMap::new(),
             group: None,
+            fresh: 0,
         }
     }
 
@@ -254,10 +257,40 @@ impl Consumer {
         if offsets.is_empty() {
             return Ok(());
         }
-        let (member, epoch) = {
-            let s = g.state.lock();
-            (s.member_id.clone(), s.epoch)
+        let Some((member, epoch)) = committer(&g.state) else {
+            // Fenced: what it held is lost, not committed (others may own it now).
+            return Ok(());
         };
+        g.link.commit(&member, epoch, &offsets).await?;
+        g.committed.extend(offsets);
+        Ok(())
+    }
+
+    /// Commits `offsets` (each the offset of the next record to read) as this member,
+    /// whatever the positions are: for an application that processed only part of what
+    /// `poll` returned.
+    pub async fn commit_offsets(
+        &mut self,
+        offsets: BTreeMap<TopicPartition, u64>,
+    ) -> Result<(), Error> {
+        if let Some(h) = self.group.as_mut().and_then(|g| g.auto_commit.take()) {
+            let _ = h.await;
+        }
+        let Some(g) = &mut self.group else {
+            return Err(Error::Invalid(
+                "commit needs a group: subscribe first".into(),
+            ));
+        };
+        let offsets: BTreeMap<TopicPartition, u64> = offsets
+            .into_iter()
+            .filter(|(tp, _)| g.owned.contains(tp))
+            .collect();
+        let Some((member, epoch)) = committer(&g.state) else {
+            return Ok(());
+        };
+        if offsets.is_empty() {
+            return Ok(());
+        }
         g.link.commit(&member, epoch, &offsets).await?;
         g.committed.extend(offsets);
         Ok(())
@@ -272,9 +305,8 @@ impl Consumer {
                 "commit needs a group: subscribe first".into(),
             ));
         };
-        let (member, epoch) = {
-            let s = g.state.lock();
-            (s.member_id.clone(), s.epoch)
+        let Some((member, epoch)) = committer(&g.state) else {
+            return Ok(tokio::spawn(async { Ok(()) }));
         };
         // Counted as committed now; a failed commit is retried by the next one only if
         // the position moves again (as Kafka's commitAsync, which never retries).
@@ -346,10 +378,13 @@ impl Consumer {
             (
                 s.target.clone(),
                 std::mem::take(&mut s.lost),
-                s.fatal.take(),
+                s.fatal.clone(),
             )
         };
         if let Some(e) = fatal {
+            // Sticky: the heartbeat task has stopped, so nothing is owned any more.
+            g.owned.clear();
+            self.assign(Vec::new());
             return Err(e);
         }
         if lost {
@@ -451,7 +486,16 @@ impl Consumer {
     pub fn assign(&mut self, partitions: Vec<TopicPartition>) {
         self.parts.retain(|tp, _| partitions.contains(tp));
         for tp in partitions {
-            self.parts.entry(tp).or_default();
+            if !self.parts.contains_key(&tp) {
+                // A generation no earlier state of this partition had, so a fetch sent
+                // before it was last unassigned is not taken for this one.
+                self.fresh += 1;
+                let p = PartState {
+                    generation: self.fresh << 32,
+                    ..PartState::default()
+                };
+                self.parts.insert(tp, p);
+            }
         }
         self.buffer.retain(|r| {
             self.parts
@@ -708,6 +752,8 @@ impl Consumer {
     /// answer means nothing new within the timeout.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
+        // What the group says first: a fenced member must not commit what it lost.
+        self.reconcile().await?;
         self.auto_commit().await;
         loop {
             self.reconcile().await?;
@@ -770,6 +816,12 @@ impl Consumer {
         }
         out
     }
+}
+
+/// The member id and epoch to commit with; `None` while fenced (lost, rejoining).
+fn committer(state: &parking_lot::Mutex<Membership>) -> Option<(String, i32)> {
+    let s = state.lock();
+    (!s.lost && s.epoch > 0 && s.fatal.is_none()).then(|| (s.member_id.clone(), s.epoch))
 }
 
 impl Drop for Consumer {

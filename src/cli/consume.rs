@@ -7,7 +7,7 @@
 //! partition's high watermark as it is when the command starts. The topic's id is
 //! checked while reading, so a deleted or recreated topic stops the command.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -544,6 +544,9 @@ async fn consume_group(
     let stdout = std::io::stdout();
     let stop = stop_requested();
     tokio::pin!(stop);
+    // With --max-messages, the first record of each partition that poll returned but
+    // was not printed: the group's offset goes there, not past it.
+    let mut unprinted: BTreeMap<TopicPartition, u64> = BTreeMap::new();
     let result: anyhow::Result<()> = async {
         loop {
             if a.max_messages.is_some_and(|m| seen >= m) {
@@ -581,7 +584,10 @@ async fn consume_group(
             let mut line = Vec::new();
             for r in &records {
                 if a.max_messages.is_some_and(|m| seen >= m) {
-                    break;
+                    unprinted
+                        .entry(TopicPartition::new(r.topic.clone(), r.partition))
+                        .or_insert(r.offset);
+                    continue;
                 }
                 seen += 1;
                 printer.print(r, &mut line);
@@ -597,7 +603,12 @@ async fn consume_group(
     }
     .await;
     // Commit what was printed and leave, so the others take over at once.
-    let closed = consumer.close().await;
+    for tp in unprinted.keys() {
+        // No position: `close` leaves these to the explicit commit below.
+        consumer.seek(tp, Seek::Offset(0));
+    }
+    let partial = consumer.commit_offsets(unprinted).await;
+    let closed = consumer.close().await.and(partial);
     result?;
     closed.map_err(ex)?;
     Ok(ExitCode::SUCCESS)

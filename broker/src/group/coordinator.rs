@@ -41,6 +41,9 @@ impl Default for CoordinatorConfig {
     }
 }
 
+/// Longest metadata a commit may carry (Kafka's `offset.metadata.max.bytes`).
+pub const MAX_METADATA: usize = 4096;
+
 /// A committed offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Committed {
@@ -258,6 +261,14 @@ impl Coordinator {
             if *epoch != member_epoch {
                 return Err(GroupError::StaleMemberEpoch);
             }
+        }
+        if let Some((tp, _, m)) = offsets.iter().find(|(_, _, m)| m.len() > MAX_METADATA) {
+            return Err(GroupError::InvalidRequest(format!(
+                "metadata of {}-{} is {} bytes; at most {MAX_METADATA}",
+                tp.0,
+                tp.1,
+                m.len()
+            )));
         }
         if let Some((_, offset, _)) = offsets.iter().find(|(_, o, _)| *o < 0) {
             return Err(GroupError::InvalidRequest(format!(

@@ -182,6 +182,16 @@ fn commits_check_member_and_epoch() {
             "g",
             "m1",
             r.member_epoch,
+            vec![(tp.clone(), 1, "x".repeat(MAX_METADATA + 1))],
+            0
+        ),
+        Err(GroupError::InvalidRequest(_))
+    ));
+    assert!(matches!(
+        c.commit(
+            "g",
+            "m1",
+            r.member_epoch,
             vec![(tp.clone(), -5, String::new())],
             0
         ),

@@ -104,6 +104,8 @@ struct Member {
     rebalance_timeout: Duration,
     /// What the coordinator has given it (and it has not given back).
     owned: BTreeSet<Tp>,
+    /// What the last reply told it to own; `owned` minus this is being revoked.
+    assigned: BTreeSet<Tp>,
     last_heartbeat: Instant,
     /// Since when it has had something to revoke.
     revoking_since: Option<Instant>,
@@ -144,6 +146,9 @@ pub struct MemberSnapshot {
     pub topics: BTreeSet<String>,
     pub regex: Option<String>,
     pub owned: BTreeSet<Tp>,
+    /// What its last reply gave it (`None`: `owned`).
+    #[serde(default)]
+    pub assigned: Option<BTreeSet<Tp>>,
     pub departed: bool,
     pub session_timeout_ms: u64,
     pub rebalance_timeout_ms: u64,
@@ -159,6 +164,12 @@ pub struct MemberView {
     pub regex: Option<String>,
     pub owned: BTreeSet<Tp>,
     pub target: BTreeSet<Tp>,
+}
+
+/// How often a member should heartbeat: the group's interval, or a third of the
+/// member's session timeout if that is shorter.
+fn interval(config: &GroupConfig, m: &Member) -> Duration {
+    config.heartbeat_interval.min(m.session_timeout / 3)
 }
 
 /// A whole-name match of `pattern`; `None` when it does not compile.
@@ -202,6 +213,7 @@ impl Group {
                             topics: m.named.clone(),
                             regex: m.regex.clone(),
                             owned: m.owned.clone(),
+                            assigned: Some(m.assigned.clone()),
                             departed: m.departed,
                             session_timeout_ms: m.session_timeout.as_millis() as u64,
                             rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
@@ -238,6 +250,7 @@ impl Group {
                     topics,
                     session_timeout: Duration::from_millis(m.session_timeout_ms),
                     rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
+                    assigned: m.assigned.unwrap_or_else(|| m.owned.clone()),
                     owned: m.owned,
                     last_heartbeat: now,
                     revoking_since: None,
@@ -404,9 +417,19 @@ impl Group {
                     return Err(GroupError::FencedMemberEpoch);
                 }
                 m.last_heartbeat = now;
-                if let Some(owned) = &hb.owned {
-                    // What it reports given back is free; it cannot claim more than given.
-                    m.owned = m.owned.intersection(owned).cloned().collect();
+                if let Some(reported) = &hb.owned {
+                    // Only what is being revoked is freed by leaving it out: a partition
+                    // just assigned may not be in the report yet (the member has not
+                    // taken it), and it stays the member's. It cannot claim more.
+                    let released: Vec<Tp> = m
+                        .owned
+                        .iter()
+                        .filter(|tp| !m.assigned.contains(*tp) && !reported.contains(*tp))
+                        .cloned()
+                        .collect();
+                    for tp in released {
+                        m.owned.remove(&tp);
+                    }
                 }
                 if let Some(t) = hb.session_timeout {
                     m.session_timeout = t;
@@ -473,6 +496,7 @@ impl Group {
                 m.epoch = JOIN_EPOCH;
                 // It restarted: it owns nothing yet; its target share is kept for it.
                 m.owned.clear();
+                m.assigned.clear();
                 m.session_timeout = session_timeout;
                 m.rebalance_timeout = rebalance_timeout;
                 m.named = named;
@@ -513,6 +537,7 @@ impl Group {
                 session_timeout,
                 rebalance_timeout,
                 owned: BTreeSet::new(),
+                assigned: BTreeSet::new(),
                 last_heartbeat: now,
                 revoking_since: None,
                 departed: false,
@@ -531,6 +556,7 @@ impl Group {
             // Static: its partitions are released, its place is kept for the session.
             m.departed = true;
             m.owned.clear();
+            m.assigned.clear();
             return Ok(());
         }
         self.members.remove(id);
@@ -609,22 +635,24 @@ impl Group {
             // `owned` still counts the revoked ones until the member reports them gone.
             let keep = m.owned.clone();
             m.owned.extend(revoke);
+            m.assigned = keep.clone();
             return HeartbeatReply {
                 member_id: id.to_string(),
                 member_epoch: m.epoch,
                 assignment: keep,
-                heartbeat_interval: self.config.heartbeat_interval,
+                heartbeat_interval: interval(&self.config, m),
             };
         }
         m.revoking_since = None;
         m.epoch = target_epoch.max(1);
         let free: BTreeSet<Tp> = target.difference(&owned_by_others).cloned().collect();
         m.owned.extend(free);
+        m.assigned = m.owned.clone();
         HeartbeatReply {
             member_id: id.to_string(),
             member_epoch: m.epoch,
             assignment: m.owned.clone(),
-            heartbeat_interval: self.config.heartbeat_interval,
+            heartbeat_interval: interval(&self.config, m),
         }
     }
 }

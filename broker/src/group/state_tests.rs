@@ -290,3 +290,26 @@ fn a_group_is_stable_only_once_every_member_owns_its_target() {
     assert_eq!(b.assignment.len(), 3);
     assert_eq!(g.state(), "stable");
 }
+
+#[test]
+fn a_partition_just_assigned_is_kept_until_the_member_reports_it() {
+    let now = Instant::now();
+    let mut g = group(4);
+    let a = join(&mut g, "a", now);
+    let a = beat(&mut g, &a, now).unwrap();
+    assert_eq!(a.assignment.len(), 4);
+    // A heartbeat sent before the member took what it was given reports less: that
+    // frees nothing (only partitions being revoked are freed by leaving them out).
+    let early = Heartbeat {
+        member_id: "a".into(),
+        member_epoch: a.member_epoch,
+        owned: Some(a.assignment.iter().take(1).cloned().collect()),
+        ..Default::default()
+    };
+    g.heartbeat(early, now, || unreachable!()).unwrap();
+    assert_eq!(g.members()["a"].1, a.assignment, "still a's");
+    let b = join(&mut g, "b", now);
+    let b = beat(&mut g, &b, now).unwrap();
+    assert!(b.assignment.is_empty(), "nothing is free for b yet: {b:?}");
+    assert_exclusive(&g);
+}

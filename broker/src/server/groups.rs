@@ -85,6 +85,8 @@ struct Loaded {
     /// there when the change is queued.
     tx: mpsc::Sender<Pending>,
     failed: Arc<AtomicBool>,
+    /// Held by the writer while it appends.
+    writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Loaded {
@@ -105,6 +107,8 @@ impl Loaded {
             }
             let (result, writes) = op(&mut core);
             if self.tx.try_send(Pending { writes, done: tx }).is_err() {
+                // The change is in memory but will never be written: reload.
+                self.failed.store(true, Ordering::Release);
                 return Err(not_coordinator());
             }
             result
@@ -209,6 +213,13 @@ async fn load(shared: &Arc<Shared>, p: u32) -> Result<Arc<Loaded>, Failure> {
     if let Some(l) = current(epoch) {
         return Ok(l);
     }
+    // A coordinator this one replaces (an earlier leader epoch of this broker) stops
+    // and finishes any append before the log is read: one writer at a time.
+    let previous = gc.loaded.lock().remove(&p);
+    if let Some(old) = previous {
+        old.failed.store(true, Ordering::Release);
+        let _ = old.writing.lock().await;
+    }
     let tp = TopicPartition::new(OFFSETS_TOPIC, p);
     let part = shared.replicas.partition(&tp).ok_or_else(not_coordinator)?;
     let mut core = Coordinator::new(gc.config.clone());
@@ -229,13 +240,15 @@ async fn load(shared: &Arc<Shared>, p: u32) -> Result<Arc<Loaded>, Failure> {
     );
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
     let failed = Arc::new(AtomicBool::new(false));
+    let writing = Arc::new(tokio::sync::Mutex::new(()));
     let loaded = Arc::new(Loaded {
         leader_epoch: epoch,
         core: parking_lot::Mutex::new(core),
         tx,
         failed: failed.clone(),
+        writing: writing.clone(),
     });
-    tokio::spawn(writer(shared.clone(), tp, rx, failed));
+    tokio::spawn(writer(shared.clone(), tp, rx, failed, writing));
     gc.loaded.lock().insert(p, loaded.clone());
     Ok(loaded)
 }
@@ -278,40 +291,74 @@ fn replay(mut core: Coordinator, log: &crate::log::Log) -> Result<(Coordinator, 
     Ok((core, records))
 }
 
+/// Largest batch the writer builds (the topic accepts up to `OFFSETS_MAX_MESSAGE_BYTES`,
+/// so one large group snapshot fits in a batch of its own).
+const BATCH_BYTES: usize = 512 << 10;
+const OFFSETS_MAX_MESSAGE_BYTES: u64 = 16 << 20;
+
+/// Records as batches of about `BATCH_BYTES`, back to back.
+fn encode<'a>(
+    writes: impl Iterator<Item = &'a Write>,
+) -> Result<bytes::Bytes, sluice_proto::BatchError> {
+    let mut out = Vec::new();
+    let mut b = BatchBuilder::new(Compression::None);
+    let ts = now_ms();
+    for w in writes {
+        if !b.is_empty()
+            && b.uncompressed_size() + w.key.len() + w.value.as_ref().map_or(0, Vec::len)
+                > BATCH_BYTES
+        {
+            let full = std::mem::replace(&mut b, BatchBuilder::new(Compression::None));
+            out.extend_from_slice(full.build()?.as_bytes());
+        }
+        b.append(ts, Some(&w.key), w.value.as_deref(), &[]);
+    }
+    if !b.is_empty() {
+        out.extend_from_slice(b.build()?.as_bytes());
+    }
+    Ok(out.into())
+}
+
 /// Appends queued changes in order, everything queued meanwhile in one batch, acks=all.
 async fn writer(
     shared: Arc<Shared>,
     tp: TopicPartition,
     mut rx: mpsc::Receiver<Pending>,
     failed: Arc<AtomicBool>,
+    writing: Arc<tokio::sync::Mutex<()>>,
 ) {
     const MAX_RECORDS: usize = 4096;
+    let size = |p: &Pending| -> usize {
+        p.writes
+            .iter()
+            .map(|w| w.key.len() + w.value.as_ref().map_or(0, Vec::len) + 16)
+            .sum()
+    };
     while let Some(first) = rx.recv().await {
+        let mut count = first.writes.len();
+        let mut bytes = size(&first);
         let mut group = vec![first];
-        let mut count = group[0].writes.len();
-        while count < MAX_RECORDS {
+        while count < MAX_RECORDS && bytes < BATCH_BYTES {
             match rx.try_recv() {
                 Ok(p) => {
                     count += p.writes.len();
+                    bytes += size(&p);
                     group.push(p);
                 }
                 Err(_) => break,
             }
         }
+        // Held while appending: a coordinator that replaces this one waits for it.
+        let _appending = writing.lock().await;
         let result = if failed.load(Ordering::Acquire) {
             Err(not_coordinator())
         } else if count == 0 {
             Ok(())
         } else {
-            let mut b = BatchBuilder::new(Compression::None);
-            let ts = now_ms();
-            for w in group.iter().flat_map(|p| &p.writes) {
-                b.append(ts, Some(&w.key), w.value.as_deref(), &[]);
-            }
-            match b.build() {
-                Ok(batch) => shared
+            match encode(group.iter().flat_map(|p| &p.writes)) {
+                Ok(records) => shared
                     .replicas
-                    .produce(&tp, batch.into_bytes(), -1, Duration::from_secs(10))
+                    .produce(&tp, records, -1, Duration::from_secs(10))
                     .await
                     .map(|_| ()),
                 Err(e) => Err((ErrorCode::UnknownServerError, e.to_string())),
@@ -349,7 +396,13 @@ pub(crate) async fn maintain(shared: Arc<Shared>) {
         let loaded: Vec<(u32, Arc<Loaded>)> = {
             let mut map = shared.groups.loaded.lock();
             map.retain(|p, l| {
-                led_epoch(&shared, *p) == Some(l.leader_epoch) && !l.failed.load(Ordering::Acquire)
+                let keep = led_epoch(&shared, *p) == Some(l.leader_epoch)
+                    && !l.failed.load(Ordering::Acquire);
+                if !keep {
+                    // Its writer appends nothing more.
+                    l.failed.store(true, Ordering::Release);
+                }
+                keep
             });
             map.iter().map(|(p, l)| (*p, l.clone())).collect()
         };
@@ -566,6 +619,10 @@ impl GroupsApi {
             configs: [
                 ("cleanup.policy".to_string(), "compact".to_string()),
                 ("segment.bytes".to_string(), (64u64 << 20).to_string()),
+                (
+                    "max.message.bytes".to_string(),
+                    OFFSETS_MAX_MESSAGE_BYTES.to_string(),
+                ),
             ]
             .into(),
         };
