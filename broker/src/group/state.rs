@@ -106,6 +106,8 @@ struct Member {
     owned: BTreeSet<Tp>,
     /// What the last reply told it to own; `owned` minus this is being revoked.
     assigned: BTreeSet<Tp>,
+    /// Its epoch before the last change (-1: none).
+    previous_epoch: i32,
     last_heartbeat: Instant,
     /// Since when it has had something to revoke.
     revoking_since: Option<Instant>,
@@ -149,6 +151,8 @@ pub struct MemberSnapshot {
     /// What its last reply gave it (`None`: `owned`).
     #[serde(default)]
     pub assigned: Option<BTreeSet<Tp>>,
+    #[serde(default = "no_epoch")]
+    pub previous_epoch: i32,
     pub departed: bool,
     pub session_timeout_ms: u64,
     pub rebalance_timeout_ms: u64,
@@ -164,6 +168,10 @@ pub struct MemberView {
     pub regex: Option<String>,
     pub owned: BTreeSet<Tp>,
     pub target: BTreeSet<Tp>,
+}
+
+fn no_epoch() -> i32 {
+    -1
 }
 
 /// How often a member should heartbeat: the group's interval, or a third of the
@@ -214,6 +222,7 @@ impl Group {
                             regex: m.regex.clone(),
                             owned: m.owned.clone(),
                             assigned: Some(m.assigned.clone()),
+                            previous_epoch: m.previous_epoch,
                             departed: m.departed,
                             session_timeout_ms: m.session_timeout.as_millis() as u64,
                             rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
@@ -251,6 +260,7 @@ impl Group {
                     session_timeout: Duration::from_millis(m.session_timeout_ms),
                     rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
                     assigned: m.assigned.unwrap_or_else(|| m.owned.clone()),
+                    previous_epoch: m.previous_epoch,
                     owned: m.owned,
                     last_heartbeat: now,
                     revoking_since: None,
@@ -412,8 +422,13 @@ impl Group {
                     .members
                     .get_mut(&hb.member_id)
                     .ok_or(GroupError::UnknownMemberId)?;
-                if epoch != m.epoch {
-                    // Behind (a zombie) or ahead (impossible): it must rejoin.
+                // One epoch behind, owning nothing it was not given: the reply that moved
+                // it on was lost (a dropped connection, a coordinator failover), so it is
+                // answered as at its current epoch (KIP-848's rule). Otherwise behind (a
+                // zombie) or ahead (impossible): it must rejoin.
+                let lost_reply = epoch == m.previous_epoch
+                    && hb.owned.as_ref().is_some_and(|o| o.is_subset(&m.owned));
+                if epoch != m.epoch && !lost_reply {
                     return Err(GroupError::FencedMemberEpoch);
                 }
                 m.last_heartbeat = now;
@@ -497,6 +512,7 @@ impl Group {
                 // It restarted: it owns nothing yet; its target share is kept for it.
                 m.owned.clear();
                 m.assigned.clear();
+                m.previous_epoch = -1;
                 m.session_timeout = session_timeout;
                 m.rebalance_timeout = rebalance_timeout;
                 m.named = named;
@@ -538,6 +554,7 @@ impl Group {
                 rebalance_timeout,
                 owned: BTreeSet::new(),
                 assigned: BTreeSet::new(),
+                previous_epoch: -1,
                 last_heartbeat: now,
                 revoking_since: None,
                 departed: false,
@@ -644,7 +661,10 @@ impl Group {
             };
         }
         m.revoking_since = None;
-        m.epoch = target_epoch.max(1);
+        if m.epoch != target_epoch.max(1) {
+            m.previous_epoch = m.epoch;
+            m.epoch = target_epoch.max(1);
+        }
         let free: BTreeSet<Tp> = target.difference(&owned_by_others).cloned().collect();
         m.owned.extend(free);
         m.assigned = m.owned.clone();

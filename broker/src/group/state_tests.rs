@@ -95,10 +95,23 @@ fn a_stale_epoch_is_fenced_and_an_unknown_member_refused() {
     let a2 = beat(&mut g, &a, now).unwrap();
     let a3 = beat(&mut g, &a2, now).unwrap();
     assert!(a3.member_epoch > a.member_epoch);
-    let zombie = HeartbeatReply {
+    // One epoch behind, owning only what it was given: the reply that moved it on was
+    // lost; it is answered at its current epoch.
+    let lost_reply = HeartbeatReply {
         member_epoch: a3.member_epoch - 1,
         ..a3.clone()
     };
+    assert_eq!(
+        beat(&mut g, &lost_reply, now).map(|r| r.member_epoch),
+        Ok(a3.member_epoch)
+    );
+    // One behind but claiming what it no longer has: a zombie.
+    let zombie = HeartbeatReply {
+        member_epoch: a3.member_epoch - 1,
+        assignment: a.assignment.clone(),
+        ..a3.clone()
+    };
+    assert!(!a.assignment.is_subset(&a3.assignment));
     assert_eq!(
         beat(&mut g, &zombie, now),
         Err(GroupError::FencedMemberEpoch)
