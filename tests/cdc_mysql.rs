@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::db::MariaDb;
-use common::{Dev, BIN};
+use common::{runtime, Dev, BIN};
 use serde_json::{json, Value};
 use sluice_client::{
     ClientConfig, Consumer, ConsumerConfig, PosRequest, Seek, TableConfig, TableSet,
@@ -21,14 +21,6 @@ use sluice_client::{
 use sluice_proto::TopicPartition;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A running `sluice cdc mysql`, killed on drop.
 struct Connector {

@@ -24,20 +24,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::db::Postgres;
-use common::{wait_for, Dev, BIN};
+use common::{runtime, wait_for, Dev, BIN};
 use serde_json::Value;
 use sluice_client::{
     ClientConfig, Consumer, ConsumerConfig, OffsetReset, PosRequest, Seek, TableConfig, TableSet,
 };
 use sluice_proto::TopicPartition;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A running `sluice cdc postgres`; its stderr goes to a file in the test's directory.
 struct Connector {

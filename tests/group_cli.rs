@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{json, one_line_error, wait_for, Dev};
+use common::{json, one_line_error, runtime, wait_for, Dev};
 use serde_json::Value;
 use sluice_client::{
     ClientConfig, Consumer, ConsumerConfig, GroupOptions, OffsetReset, Subscription,
@@ -16,14 +16,6 @@ use sluice_client::{
 
 const TOPIC: &str = "events";
 const RECORDS: u64 = 60;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn describe(dev: &Dev, group: &str) -> Value {
     json(&dev.ok(&["group", "describe", group, "--output", "json"], ""))

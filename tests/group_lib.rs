@@ -10,20 +10,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{wait_for, Dev};
+use common::{runtime, wait_for, Dev};
 use sluice_client::{
     Admin, ClientConfig, Consumer, ConsumerConfig, GroupOptions, OffsetReset, RebalanceEvent,
     Subscription,
 };
 use sluice_proto::TopicPartition;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 type Events = Arc<Mutex<Vec<(&'static str, RebalanceEvent)>>>;
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::Dev;
+use common::{runtime, Dev};
 use sluice_client::partitioner::partition_for_key;
 use sluice_client::{
     Acks, Admin, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig,
@@ -18,14 +18,6 @@ use sluice_client::{
 use sluice_proto::v1::broker_client::BrokerClient;
 use sluice_proto::v1::{FetchPartition, FetchRequest, ProducePartition, ProduceRequest};
 use sluice_proto::{BatchBuilder, Compression, ErrorCode, TopicPartition};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 async fn consume_all(
     config: &ClientConfig,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::Dev;
+use common::{runtime, Dev};
 use sluice_client::table::{TXN_END_HEADER, TXN_HEADER};
 use sluice_client::{
     Admin, ClientConfig, Producer, ProducerConfig, ProducerRecord, RawTable, Table, TableConfig,
@@ -20,14 +20,6 @@ use sluice_client::{
 use sluice_proto::Header;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn config() -> TableConfig {
     TableConfig {

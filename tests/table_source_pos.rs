@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Dev, BIN};
+use common::{runtime, Dev, BIN};
 use serde_json::Value;
 use sluice_client::table::{
     HEARTBEAT_HEADER, HEARTBEAT_KEY, POS_HEADER, TXN_END_HEADER, TXN_HEADER,
@@ -24,14 +24,6 @@ use sluice_client::{
 use sluice_proto::Header;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 async fn create(config: &ClientConfig, topic: &str, partitions: u32) {
     let configs = [("cleanup.policy".to_string(), "compact".to_string())].into();

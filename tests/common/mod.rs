@@ -187,6 +187,15 @@ pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
+/// The tokio runtime the library-level tests drive clients on (two workers).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A free TCP port on 127.0.0.1 for a server a test starts later. Chosen below the
 /// kernel's ephemeral range (32768–60999 by default): a port the kernel handed out for
 /// binding to port 0 can meanwhile become the local port of some client's outgoing

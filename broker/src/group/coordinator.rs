@@ -169,7 +169,6 @@ impl Coordinator {
         self.groups.entry(group.to_string()).or_insert_with(|| {
             let mut g = Group::new(config.group.clone());
             g.set_partitions(partitions.clone());
-            g.epoch = 0;
             Entry {
                 group: g,
                 offsets: BTreeMap::new(),
@@ -293,7 +292,11 @@ impl Coordinator {
             });
             e.offsets.insert((topic, partition), c);
         }
-        out.extend(persist(group_id, e, now_ms));
+        // No group record: a commit changes no membership (an admin's commit into a
+        // group that never had members starts its empty time).
+        if e.group.is_empty() {
+            e.empty_since_ms.get_or_insert(now_ms);
+        }
         Ok(out)
     }
 
@@ -432,6 +435,10 @@ fn persist(id: &str, e: &mut Entry, now_ms: i64) -> Option<Write> {
         e.empty_since_ms.get_or_insert(now_ms);
     } else {
         e.empty_since_ms = None;
+    }
+    if e.persisted.is_none() && e.group.is_empty() && e.group.epoch == 0 {
+        // Never had a member (offsets committed by an admin): nothing to record.
+        return None;
     }
     let value = GroupValue {
         snapshot: e.group.snapshot(),

@@ -419,7 +419,7 @@ fn view(c: &Coordinator, group: &str) -> Option<String> {
     })
 }
 
-/// Random joins, leaves, heartbeats (revocations confirmed late at random), commits,
+/// Random joins, leaves, heartbeats (revocations confirmed late, replies lost, at random), commits,
 /// silences that fence, partitions added, and coordinator failovers (a new coordinator
 /// replays every record written so far). After every step: no partition has two owners,
 /// committed offsets are the last acknowledged ones, and a failover changes nothing the
@@ -445,6 +445,32 @@ fn random_membership_with_coordinator_failovers() {
             std::panic::resume_unwind(e);
         }
     }
+}
+
+/// A fenced member gives everything up and rejoins under its id, as the client does;
+/// its old membership is replaced.
+fn rejoin(
+    c: &mut Coordinator,
+    id: &str,
+    now: Instant,
+    ms: i64,
+    log: &mut Vec<Write>,
+) -> HeartbeatReply {
+    let (r, w) = c.heartbeat(
+        "g",
+        Heartbeat {
+            member_id: id.to_string(),
+            member_epoch: JOIN_EPOCH,
+            topics: Some(["t".to_string()].into()),
+            owned: Some(BTreeSet::new()),
+            ..Default::default()
+        },
+        now,
+        ms,
+        || unreachable!(),
+    );
+    log.extend(w);
+    r.expect("rejoin")
 }
 
 fn simulate(seed: u64) {
@@ -585,11 +611,20 @@ fn simulate(seed: u64) {
                 );
                 log.extend(w);
                 match r {
+                    // The reply is lost: the member goes on from what it had, and its
+                    // next heartbeat may be an epoch behind (answered, not fenced).
+                    Ok(_) if next(6) == 0 => {}
                     Ok(r) => {
                         members.insert(id, (r, owned));
                     }
-                    Err(GroupError::UnknownMemberId | GroupError::FencedMemberEpoch) => {
+                    Err(GroupError::UnknownMemberId) => {
                         members.remove(&id);
+                    }
+                    // Fenced (two replies lost): give everything up and rejoin under the
+                    // same id, as the client does; the old membership is replaced.
+                    Err(GroupError::FencedMemberEpoch) => {
+                        let r = rejoin(&mut c, &id, now, ms, &mut log);
+                        members.insert(id, (r, BTreeSet::new()));
                     }
                     Err(e) => panic!("step {step}: {e:?}"),
                 }
@@ -632,7 +667,12 @@ fn simulate(seed: u64) {
                 30_000,
                 || unreachable!(),
             );
-            let r = r.expect("settling heartbeat");
+            let r = match r {
+                Err(GroupError::FencedMemberEpoch) => {
+                    rejoin(&mut c, &id, now, 30_000, &mut Vec::new())
+                }
+                r => r.expect("settling heartbeat"),
+            };
             let owned = r.assignment.clone();
             members.insert(id, (r, owned));
         }

@@ -239,28 +239,7 @@ async fn list_offsets_once(
     topic: &str,
     partition: u32,
 ) -> Result<Offsets, Error> {
-    let addr = cluster.leader_addr_refreshed(topic, partition).await?;
-    let req = v1::ListOffsetsRequest {
-        partitions: vec![v1::ListOffsetsPartition {
-            topic: topic.to_string(),
-            partition,
-            timestamp: -1,
-        }],
-    };
-    let resp = cluster
-        .broker_client(&addr)?
-        .list_offsets(req)
-        .await
-        .map_err(|s| Error::from_status(&addr, s))?
-        .into_inner();
-    let p = resp
-        .partitions
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::broker(-1, format!("{addr}: empty ListOffsets answer")))?;
-    if p.error_code != 0 {
-        return Err(Error::broker(p.error_code, p.error_message));
-    }
+    let p = cluster.list_offset(topic, partition, -1).await?;
     Ok(Offsets {
         log_start_offset: p.log_start_offset.max(0) as u64,
         high_watermark: p.high_watermark.max(0) as u64,
