@@ -270,3 +270,60 @@ fn group_list_describe_reset_and_delete() {
 
     dev.stop();
 }
+
+/// `consume --group` into a closed pipe: nothing reached a reader, so the group's
+/// offset stays at the start and the next member of the group reads everything.
+#[test]
+fn a_group_read_into_a_closed_pipe_commits_nothing() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "p",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+        ],
+        "",
+    );
+    let lines: String = (0..50).map(|i| format!("v{i}\n")).collect();
+    dev.ok(&["produce", "p"], &lines);
+    let out = Command::new(common::BIN)
+        .args([
+            "consume",
+            "p",
+            "--group",
+            "gp",
+            "--from-beginning",
+            "--timeout-ms",
+            "2000",
+        ])
+        .env("SLUICE_BOOTSTRAP", &dev.addr)
+        .stdin(Stdio::null())
+        .stdout(common::closed_pipe())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let d = describe(&dev, "gp");
+    // Committed where the unwritten batch began: the start.
+    assert_eq!(d["partitions"][0]["committed_offset"], 0, "{d}");
+    assert_eq!(d["partitions"][0]["lag"], 50, "{d}");
+    let all = dev.ok(
+        &[
+            "consume",
+            "p",
+            "--group",
+            "gp",
+            "--from-beginning",
+            "--timeout-ms",
+            "2000",
+        ],
+        "",
+    );
+    assert_eq!(all.lines().count(), 50, "{all}");
+}

@@ -241,7 +241,7 @@ fn a_regex_subscription_picks_up_a_topic_created_later() {
         &events,
     );
     let mut values = BTreeSet::new();
-    let mut read = |c: &mut Consumer, values: &mut BTreeSet<String>| {
+    let read = |c: &mut Consumer, values: &mut BTreeSet<String>| {
         for r in rt.block_on(c.poll(Duration::from_millis(100))).unwrap() {
             values.insert(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
         }

@@ -544,8 +544,9 @@ async fn consume_group(
     let stdout = std::io::stdout();
     let stop = stop_requested();
     tokio::pin!(stop);
-    // With --max-messages, the first record of each partition that poll returned but
-    // was not printed: the group's offset goes there, not past it.
+    // The first record of each partition that poll returned but that was not printed
+    // (past --max-messages, or a write to stdout failed): the group's offset goes there,
+    // not past it.
     let mut unprinted: BTreeMap<TopicPartition, u64> = BTreeMap::new();
     let result: anyhow::Result<()> = async {
         loop {
@@ -594,6 +595,14 @@ async fn consume_group(
             }
             let mut out = stdout.lock();
             if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
+                // Nothing of this batch is known to have reached the reader: the group's
+                // offsets stay before it (whatever it was, a closed pipe or a full disk).
+                for r in &records {
+                    let at = unprinted
+                        .entry(TopicPartition::new(r.topic.clone(), r.partition))
+                        .or_insert(r.offset);
+                    *at = (*at).min(r.offset);
+                }
                 if e.kind() == std::io::ErrorKind::BrokenPipe {
                     return Ok(());
                 }
