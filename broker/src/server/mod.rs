@@ -12,6 +12,7 @@ mod api;
 mod control;
 mod fetcher;
 mod groups;
+mod groups_api;
 mod lifecycle;
 mod readiness;
 
@@ -224,7 +225,7 @@ impl Broker {
                 gate.clone(),
             ))
             .add_service(InterceptedService::new(
-                v1::groups_server::GroupsServer::new(groups::GroupsApi(shared.clone())),
+                v1::groups_server::GroupsServer::new(groups_api::GroupsApi(shared.clone())),
                 gate,
             ))
             .add_service(v1::broker_control_server::BrokerControlServer::new(
