@@ -1,11 +1,12 @@
-//! The group coordinator's IO (the `Groups` service over it is in `groups_api`). A group lives on the leader of
-//! partition `hash(group) % N` of `__consumer_offsets` (created on first use, compacted,
-//! replicated up to three ways). When this broker leads such a partition it replays the
-//! partition into a sans-IO [`Coordinator`]; every change the coordinator makes is
-//! appended back with acks=all before the request that made it is answered, through one
-//! writer per partition that keeps the log in the order of the changes and puts
-//! whatever queued meanwhile into one batch. If an append fails (leadership moved), the
-//! loaded state is dropped and the next leader replays what the log holds.
+//! The group coordinator's IO; the `Groups` service over it is in `groups_api`. A group
+//! lives on the leader of partition `hash(group) % N` of `__consumer_offsets` (created
+//! on first use, compacted, replicated up to three ways). When this broker leads such a
+//! partition it replays the partition into a sans-IO [`Coordinator`]; every change the
+//! coordinator makes is appended back with acks=all before the request that made it is
+//! answered, through one writer per partition that keeps the log in the order of the
+//! changes and puts whatever queued meanwhile into one batch. If an append fails
+//! (leadership moved), the loaded state is dropped and the next leader replays what the
+//! log holds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
