@@ -157,3 +157,105 @@ fn a_bulk_produce_over_max_message_bytes_is_split_and_delivered_exactly_once() {
     assert!(stderr.contains("3000 record(s) acknowledged"), "{stderr}");
     dev.stop();
 }
+
+/// A gapless producer (what the CDC connector uses): once a record of a partition fails
+/// for good, nothing queued behind it in that partition is written — the partition's
+/// records land as a prefix of what was sent, never with a hole that later records hide
+/// — while other partitions go on; `reset_partition` lets it send again. A record over
+/// the producer's own `max_request_bytes` fails at `send`, without a request.
+#[test]
+fn a_gapless_producer_writes_nothing_after_a_failed_record_of_its_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let config = ClientConfig::new(&dev.addr);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut configs = BTreeMap::new();
+        configs.insert("max.message.bytes".to_string(), "2000".to_string());
+        Admin::new(&config)
+            .create_topic("gapless", 2, 1, configs)
+            .await
+            .unwrap();
+        let producer = Producer::new(
+            &config,
+            ProducerConfig {
+                gapless: true,
+                max_request_bytes: 100_000,
+                ..ProducerConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+
+        let over = ProducerRecord {
+            partition: Some(0),
+            ..ProducerRecord::new("gapless", Some("k"), vec![b'x'; 200_000])
+        };
+        let e = producer.send(over).await.err().expect("refused at send");
+        assert_eq!(e.code(), Some(ErrorCode::MessageTooLarge), "{e}");
+        assert!(producer.partition_gap("gapless", 0).is_none(), "nothing was sent");
+
+        // Partition 0: 20 small records, then one the topic refuses, then 50 more sent
+        // at once (queued behind it); partition 1 gets records throughout.
+        let send = |p: u32, v: Vec<u8>| {
+            let producer = producer.clone();
+            async move {
+                producer
+                    .send(ProducerRecord {
+                        partition: Some(p),
+                        ..ProducerRecord::new("gapless", Some("k"), v)
+                    })
+                    .await
+            }
+        };
+        let mut before = Vec::new();
+        for i in 0..20 {
+            before.push(send(0, value(i)).await.unwrap());
+        }
+        let big = send(0, vec![b'x'; 5000]).await.unwrap();
+        let mut after = Vec::new();
+        for i in 100..150 {
+            after.push(send(0, value(i)).await.unwrap());
+        }
+        let mut other = Vec::new();
+        for i in 0..30 {
+            other.push(send(1, value(i)).await.unwrap());
+        }
+        for f in before {
+            f.await.unwrap();
+        }
+        let e = big.await.expect_err("the topic refuses 5000 bytes");
+        assert_eq!(e.code(), Some(ErrorCode::MessageTooLarge), "{e}");
+        for f in after {
+            let e = f.await.expect_err("nothing after the failed record is written");
+            assert_eq!(e.code(), Some(ErrorCode::MessageTooLarge), "{e}");
+            assert!(e.to_string().contains("gapless"), "{e}");
+        }
+        for f in other {
+            f.await.expect("the other partition goes on");
+        }
+        let stopped = producer.partition_gap("gapless", 0).expect("stopped");
+        assert_eq!(stopped.code(), Some(ErrorCode::MessageTooLarge));
+        let e = send(0, value(200)).await.err().expect("refused while stopped");
+        assert!(e.to_string().contains("gapless"), "{e}");
+
+        let tp0 = TopicPartition::new("gapless", 0);
+        let hw = |d: sluice_client::TopicDescription| d.partitions[0].high_watermark;
+        let admin = Admin::new(&config);
+        assert_eq!(hw(admin.describe_topic("gapless").await.unwrap()), Some(20));
+        let records = read_partition(&config, &tp0, 20).await;
+        let got: Vec<usize> = records.iter().map(|(_, v)| index_of(v)).collect();
+        assert_eq!(got, (0..20).collect::<Vec<_>>(), "partition 0 is the prefix before the failure");
+
+        producer.reset_partition("gapless", 0);
+        send(0, value(300)).await.unwrap().await.unwrap();
+        let records = read_partition(&config, &tp0, 21).await;
+        assert_eq!(records.len(), 21);
+        assert_eq!(index_of(&records[20].1), 300);
+    });
+    dev.stop();
+}

@@ -38,6 +38,9 @@ pub struct Stats {
 /// At most one heartbeat at a transaction's position per this interval (see `run`).
 const CATCH_UP_HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// The run's error when the acknowledgement task failed first (its error is returned).
+const ACKER_FAILED: &str = "a write to Sluice failed";
+
 /// Most units awaiting acknowledgement before the runner stops reading the source.
 const MAX_IN_FLIGHT_UNITS: usize = 4096;
 
@@ -98,6 +101,7 @@ pub async fn run(
                     stats.snapshot_rows_expected.store(expected, Ordering::Relaxed);
                     gauge!("sluice_cdc_snapshot_rows_expected").set(expected as f64);
                     info!(%pos, tables = tables.len(), expected_rows = expected, "initial copy started");
+                    sink.begin_copy().await?;
                     snapshot_pos = Some(pos);
                     continue;
                 }
@@ -115,10 +119,15 @@ pub async fn run(
                     let pos = snapshot_pos.take().ok_or_else(|| {
                         Error::Source("snapshot end before the snapshot started".into())
                     })?;
+                    // Keys the topics held that the copy did not write were deleted in
+                    // the source meanwhile: tombstoned before the copy counts as done.
+                    let (mut pending, tombstones) =
+                        sink.finish_copy(&pos, snapshot_ordinal).await?;
+                    snapshot_ordinal += tombstones;
                     stats.snapshot_done.store(true, Ordering::Relaxed);
-                    info!(rows = snapshot_ordinal, "initial copy written");
+                    info!(rows = snapshot_ordinal, tombstones, "initial copy written");
                     // Every partition ends past the copy: a restart knows it finished.
-                    let pending = sink.write_heartbeat(&pos).await?;
+                    pending.extend(sink.write_heartbeat(&pos).await?);
                     (pos, pending)
                 }
                 SourceEvent::Transaction(txn) => {
@@ -149,7 +158,8 @@ pub async fn run(
             let seq = tracker.lock().sent(pos);
             stats.in_flight_units.fetch_add(1, Ordering::Relaxed);
             if unit_tx.send((seq, pending)).await.is_err() {
-                break; // the acker failed; its error is returned below
+                // The acker failed; its error is what is returned (below).
+                return Err(Error::Source(ACKER_FAILED.into()));
             }
         }
         Ok(())
@@ -158,14 +168,23 @@ pub async fn run(
     drop(unit_tx);
     if result.is_err() {
         tracker.lock().failed();
+        // Nothing more of this run may land: a record queued after a failed one would
+        // sit after a hole (the producer is gapless per partition; this covers the rest).
+        sink.abort().await;
+    } else {
+        sink.flush().await;
     }
-    sink.flush().await;
     let acked = acker
         .await
         .map_err(|e| Error::Source(format!("acknowledgement task: {e}")))?;
     sink.close().await;
-    result?;
-    acked?;
+    match result {
+        Err(Error::Source(m)) if m == ACKER_FAILED => acked?,
+        // The run's own error first: an acknowledgement failing after it (a record the
+        // abort failed unsent) is its consequence.
+        Err(e) => return Err(e),
+        Ok(()) => acked?,
+    }
     let confirmed = tracker.lock().confirmed().cloned();
     Ok(confirmed)
 }

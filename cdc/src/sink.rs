@@ -1,7 +1,7 @@
 //! Writes source events into Sluice: topics per table, keys, envelopes, the position and
 //! transaction headers; reads each partition's last position back at start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,29 @@ pub struct SinkConfig {
     pub replication_factor: Option<u32>,
     /// Extra configs for topics the connector creates (`cleanup.policy=compact` always).
     pub topic_configs: BTreeMap<String, String>,
+    /// Largest record (key, value and headers) the connector writes: its topics are
+    /// made (or altered) to take it, and a larger row stops the connector with an
+    /// error naming the table and key rather than being skipped.
+    pub max_record_bytes: usize,
+}
+
+/// Default `--max-record-bytes`: a few-MB `text`/`jsonb`/`bytea` value is ordinary in a
+/// database row, and its JSON envelope carries it twice on updates with `before`.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest `--max-record-bytes`: what one produce request carries, less the batch's own
+/// bytes.
+pub const MAX_RECORD_BYTES_LIMIT: usize = sluice_client::REQUEST_BYTES_MAX - RECORD_OVERHEAD_BYTES;
+
+/// Room a topic's `max.message.bytes` leaves beyond the largest record: the batch header
+/// and the record's varints.
+const RECORD_OVERHEAD_BYTES: usize = 4096;
+
+impl SinkConfig {
+    /// The `max.message.bytes` the connector's topics need.
+    pub fn topic_max_message_bytes(&self) -> u64 {
+        (self.max_record_bytes + RECORD_OVERHEAD_BYTES) as u64
+    }
 }
 
 /// Whether the topics hold a finished initial copy.
@@ -59,6 +82,12 @@ pub struct Sink {
     topics: HashMap<TableId, TopicState>,
     resume: Resume,
     snapshot_state: SnapshotState,
+    client: ClientConfig,
+    max_record_bytes: usize,
+    /// During a copy over topics that already held rows: keys whose latest record is a
+    /// row, by topic, not (yet) written by this copy. What is left when the copy ends
+    /// was deleted in the source meanwhile and gets a tombstone (see `begin_copy`).
+    stale_keys: Option<HashMap<Arc<str>, HashSet<Bytes>>>,
 }
 
 /// The records of one unit, handed to the producer; each resolves on acknowledgement.
@@ -84,11 +113,23 @@ impl Sink {
             }
         };
         let mut topics = HashMap::new();
+        if config.max_record_bytes == 0 || config.max_record_bytes > MAX_RECORD_BYTES_LIMIT {
+            return Err(CdcError::Config(format!(
+                "--max-record-bytes {} must be in 1..={MAX_RECORD_BYTES_LIMIT}",
+                config.max_record_bytes
+            )));
+        }
+        let max_message_bytes = config.topic_max_message_bytes();
         for t in tables {
             let name = t.topic(&config.topic_prefix);
-            if !existing.contains(&name) {
+            if existing.contains(&name) {
+                ensure_max_message_bytes(&admin, &name, max_message_bytes).await?;
+            } else {
                 let mut configs = config.topic_configs.clone();
                 configs.insert("cleanup.policy".into(), "compact".into());
+                configs
+                    .entry("max.message.bytes".into())
+                    .or_insert(max_message_bytes.to_string());
                 if rf >= 3 {
                     configs
                         .entry("min.insync.replicas".into())
@@ -120,6 +161,11 @@ impl Sink {
             ProducerConfig {
                 linger: Duration::from_millis(1),
                 batch_size: 256 * 1024,
+                max_request_bytes: max_message_bytes as usize,
+                // A record that fails for good must not be followed by later records of
+                // its partition: a restart resumes after a partition's last record, so
+                // anything after a hole would hide it for good.
+                gapless: true,
                 ..ProducerConfig::default()
             },
         )
@@ -130,7 +176,117 @@ impl Sink {
             topics,
             resume,
             snapshot_state,
+            client,
+            max_record_bytes: config.max_record_bytes,
+            stale_keys: None,
         })
+    }
+
+    /// A copy starts. If the topics already hold rows (a copy cut short, or a new copy
+    /// because the stream cannot continue), reads every partition and remembers the keys
+    /// whose latest record is a row: the copy forgets each key it writes, and
+    /// [`Sink::finish_copy`] tombstones the rest — rows deleted in the source since they
+    /// were written, which a copy alone would leave in the topics (and every Table) for
+    /// good. Returns how many keys the topics held.
+    pub async fn begin_copy(&mut self) -> Result<u64, CdcError> {
+        self.stale_keys = None;
+        if self.snapshot_state == SnapshotState::Empty {
+            return Ok(0);
+        }
+        let admin = Admin::new(&self.client);
+        let mut live: HashMap<Arc<str>, HashSet<Bytes>> = HashMap::new();
+        let mut total = 0u64;
+        for t in self.topics.values() {
+            let keys = live.entry(t.name.clone()).or_default();
+            for p in describe_settled(&admin, &t.name).await? {
+                let hw = p.high_watermark.unwrap_or(0);
+                let start = p.log_start_offset.unwrap_or(0);
+                if hw <= start {
+                    continue;
+                }
+                let tp = TopicPartition::new(&*t.name, p.partition);
+                let mut consumer = Consumer::new(&self.client, ConsumerConfig::default());
+                consumer.assign(vec![tp.clone()]);
+                consumer.seek(&tp, Seek::Offset(start));
+                let mut idle_since = Instant::now();
+                while consumer.position(&tp).is_none_or(|at| at < hw) {
+                    let records = consumer.poll(Duration::from_millis(500)).await?;
+                    if records.is_empty() {
+                        if idle_since.elapsed() > Duration::from_secs(30) {
+                            return Err(Error::broker(
+                                ErrorCode::RequestTimedOut.code(),
+                                format!("{tp}: reading the keys it holds made no progress for 30 s"),
+                            )
+                            .into());
+                        }
+                        continue;
+                    }
+                    idle_since = Instant::now();
+                    for r in records.into_iter().filter(|r| r.offset < hw) {
+                        let Some(key) = r.key else { continue };
+                        if r.headers.iter().any(|h| h.key == HEARTBEAT_HEADER) {
+                            continue;
+                        }
+                        match r.value {
+                            Some(_) => keys.insert(key),
+                            None => keys.remove(&key),
+                        };
+                    }
+                }
+            }
+            total += keys.len() as u64;
+        }
+        info!(keys = total, "the topics hold rows: keys the copy does not write get tombstones");
+        self.stale_keys = Some(live);
+        Ok(total)
+    }
+
+    /// The copy's rows are all written: a tombstone for every key the topics held that
+    /// the copy did not write (see [`Sink::begin_copy`]), numbered on from
+    /// `first_ordinal` at the copy's position and marked as copy records (a restart
+    /// before the heartbeat that ends the copy copies again). Returns them and their count.
+    pub async fn finish_copy(
+        &mut self,
+        pos: &SourcePos,
+        first_ordinal: u64,
+    ) -> Result<(Pending, u64), CdcError> {
+        let Some(stale) = self.stale_keys.take() else {
+            return Ok((Vec::new(), 0));
+        };
+        let mut pending = Vec::new();
+        let mut ordinal = first_ordinal;
+        let partitions: HashMap<Arc<str>, u32> = self
+            .topics
+            .values()
+            .map(|t| (t.name.clone(), t.partitions))
+            .collect();
+        for (topic, keys) in stale {
+            let count = partitions.get(&topic).copied().unwrap_or(1);
+            for key in keys {
+                let rp = RecordPos {
+                    pos: pos.clone(),
+                    ordinal,
+                };
+                ordinal += 1;
+                let headers = vec![
+                    header(POS_HEADER, rp.to_header()),
+                    Header {
+                        key: SNAPSHOT_HEADER.to_string(),
+                        value: Some(Bytes::from_static(b"1")),
+                    },
+                ];
+                let partition = partition_for_key(&key, count);
+                pending.push(
+                    self.send(&topic, partition, key.to_vec(), None, headers)
+                        .await?,
+                );
+            }
+        }
+        let n = ordinal - first_ordinal;
+        if n > 0 {
+            info!(tombstones = n, "rows deleted in the source since the topics were written: tombstoned");
+        }
+        Ok((pending, n))
     }
 
     pub fn resume(&self) -> &Resume {
@@ -164,7 +320,7 @@ impl Sink {
         rows: &[RowChange],
         pos: &SourcePos,
         first_ordinal: u64,
-    ) -> Result<Pending, Error> {
+    ) -> Result<Pending, CdcError> {
         let now = now_ms();
         let mut pending = Vec::with_capacity(rows.len());
         let mut sources: HashMap<&TableId, Vec<u8>> = HashMap::new();
@@ -189,6 +345,10 @@ impl Sink {
                     value: Some(snapshot_header.clone()),
                 },
             ];
+            if let Some(keys) = self.stale_keys.as_mut().and_then(|s| s.get_mut(&topic)) {
+                keys.remove(key.as_slice());
+            }
+            check_size(self.max_record_bytes, &row.table, &key, Some(&value), &headers)?;
             pending.push(
                 self.send(&topic, partition, key, Some(value), headers)
                     .await?,
@@ -199,9 +359,10 @@ impl Sink {
 
     /// A committed transaction, contiguous in each partition, its boundary in headers.
     /// Records a previous run already wrote (by position) are skipped.
-    pub async fn write_transaction(&mut self, txn: &Transaction) -> Result<Pending, Error> {
+    pub async fn write_transaction(&mut self, txn: &Transaction) -> Result<Pending, CdcError> {
         // (topic, partition, key, value or tombstone, ordinal, txn order)
-        struct Out {
+        struct Out<'a> {
+            table: &'a TableId,
             topic: Arc<str>,
             partition: u32,
             key: Vec<u8>,
@@ -240,6 +401,7 @@ impl Sink {
                 now,
             );
             outs.push(Out {
+                table: &change.table,
                 topic: topic.clone(),
                 partition,
                 key: key.clone(),
@@ -249,6 +411,7 @@ impl Sink {
             ordinal += 1;
             if change.op == Op::Delete {
                 outs.push(Out {
+                    table: &change.table,
                     topic,
                     partition,
                     key,
@@ -289,6 +452,13 @@ impl Sink {
             if last_of_piece.get(&(o.topic.clone(), o.partition)) == Some(&i) {
                 headers.push(header(TXN_END_HEADER, end_list.clone().into_bytes()));
             }
+            check_size(
+                self.max_record_bytes,
+                o.table,
+                &o.key,
+                o.value.as_deref(),
+                &headers,
+            )?;
             pending.push(
                 self.send(&o.topic, o.partition, o.key, o.value, headers)
                     .await?,
@@ -364,9 +534,66 @@ impl Sink {
         self.producer.flush().await;
     }
 
+    /// After a failure: fails what is not sent yet instead of sending it (nothing more
+    /// of this run is written), and waits for what is in flight.
+    pub async fn abort(&self) {
+        self.producer.abort().await;
+    }
+
     pub async fn close(&self) {
         self.producer.close().await;
     }
+}
+
+/// A record over `--max-record-bytes` stops the connector (a setup error: the same row
+/// would fail again), naming the table, the key and the setting; it is never skipped.
+fn check_size(
+    max: usize,
+    table: &TableId,
+    key: &[u8],
+    value: Option<&[u8]>,
+    headers: &[Header],
+) -> Result<(), CdcError> {
+    let headers: usize = headers
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+        .sum();
+    let size = key.len() + value.map_or(0, |v| v.len()) + headers;
+    if size <= max {
+        return Ok(());
+    }
+    let mut shown = String::from_utf8_lossy(key).into_owned();
+    if shown.len() > 200 {
+        let mut cut = 200;
+        while !shown.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        shown.truncate(cut);
+        shown.push('…');
+    }
+    Err(CdcError::Config(format!(
+        "a change of {table} with key {shown} is a record of {size} bytes, over --max-record-bytes={max}; \
+         restart with a larger --max-record-bytes (at most {MAX_RECORD_BYTES_LIMIT}; the connector \
+         raises its topics' max.message.bytes to match)"
+    )))
+}
+
+/// Raises an existing topic's `max.message.bytes` to what the connector writes (a topic
+/// made by an older version, or by hand, may take less).
+async fn ensure_max_message_bytes(admin: &Admin, name: &str, needed: u64) -> Result<(), CdcError> {
+    let d = admin.describe_topic(name).await?;
+    let current = d
+        .configs
+        .get("max.message.bytes")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| sluice_proto::topic_config::LogConfig::default().max_message_bytes);
+    if current >= needed {
+        return Ok(());
+    }
+    let set = BTreeMap::from([("max.message.bytes".to_string(), needed.to_string())]);
+    admin.alter_configs(name, set, Vec::new()).await?;
+    info!(topic = %name, old = current, new = needed, "raised max.message.bytes to --max-record-bytes");
+    Ok(())
 }
 
 fn header(key: &str, value: Vec<u8>) -> Header {

@@ -165,9 +165,17 @@ impl Cluster {
     }
 
     /// Partition count of `topic`, refreshing metadata if it is not known.
+    /// The topic's partition count; never 0 (a metadata answer listing no partitions,
+    /// e.g. a topic being created or deleted, is a retriable error, not a divisor).
     pub async fn partition_count(&self, topic: &str) -> Result<u32, Error> {
-        if let Some(t) = self.meta.read().topics.get(topic) {
-            return Ok(t.partitions.len() as u32);
+        let cached = self
+            .meta
+            .read()
+            .topics
+            .get(topic)
+            .map(|t| t.partitions.len() as u32);
+        if let Some(n) = cached.filter(|n| *n > 0) {
+            return Ok(n);
         }
         let md = self.refresh(&[topic.to_string()]).await?;
         let t = md
@@ -182,6 +190,12 @@ impl Cluster {
             })?;
         if t.error_code != 0 {
             return Err(Error::broker(t.error_code, t.error_message));
+        }
+        if t.partitions.is_empty() {
+            return Err(Error::broker(
+                ErrorCode::LeaderNotAvailable.code(),
+                format!("topic {topic} has no partitions in the metadata yet"),
+            ));
         }
         Ok(t.partitions.len() as u32)
     }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_proto::TopicPartition;
+use sluice_proto::{ErrorCode, TopicPartition};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
@@ -130,7 +130,7 @@ impl Consumer {
         }
         let Some((member, epoch)) = committer(&g.state) else {
             // Fenced: what it held is lost, not committed (others may own it now).
-            return Ok(());
+            return Err(commit_failed_fenced(offsets.len()));
         };
         g.link.commit(&member, epoch, &offsets).await?;
         g.committed.extend(offsets);
@@ -152,15 +152,27 @@ impl Consumer {
                 "commit needs a group: subscribe first".into(),
             ));
         };
-        let offsets: BTreeMap<TopicPartition, u64> = offsets
-            .into_iter()
-            .filter(|(tp, _)| g.owned.contains(tp))
-            .collect();
-        let Some((member, epoch)) = committer(&g.state) else {
-            return Ok(());
-        };
         if offsets.is_empty() {
             return Ok(());
+        }
+        let Some((member, epoch)) = committer(&g.state) else {
+            return Err(commit_failed_fenced(offsets.len()));
+        };
+        // As Kafka's CommitFailedException: nothing is committed when any partition is
+        // not this member's (another member may own it and commit its own offsets).
+        let foreign: Vec<String> = offsets
+            .keys()
+            .filter(|tp| !g.owned.contains(*tp))
+            .map(|tp| tp.to_string())
+            .collect();
+        if !foreign.is_empty() {
+            return Err(Error::broker(
+                ErrorCode::StaleMemberEpoch.code(),
+                format!(
+                    "commit failed: this member does not own {} (revoked or never assigned); nothing was committed",
+                    foreign.join(", ")
+                ),
+            ));
         }
         g.link.commit(&member, epoch, &offsets).await?;
         g.committed.extend(offsets);
@@ -177,7 +189,13 @@ impl Consumer {
             ));
         };
         let Some((member, epoch)) = committer(&g.state) else {
-            return Ok(tokio::spawn(async { Ok(()) }));
+            let n = offsets.len();
+            return Ok(tokio::spawn(async move {
+                match n {
+                    0 => Ok(()),
+                    n => Err(commit_failed_fenced(n)),
+                }
+            }));
         };
         // Counted as committed now; a failed commit is retried by the next one only if
         // the position moves again (as Kafka's commitAsync, which never retries).
@@ -354,6 +372,18 @@ impl Consumer {
 }
 
 /// The member id and epoch to commit with; `None` while fenced (lost, rejoining).
+/// What a commit of a member that lost its partitions (fenced, session expired, a fatal
+/// error) answers: those partitions may be someone else's now, so nothing is committed.
+fn commit_failed_fenced(partitions: usize) -> Error {
+    Error::broker(
+        ErrorCode::FencedMemberEpoch.code(),
+        format!(
+            "commit failed: the member was fenced from its group and its partitions may be \
+             owned by others; {partitions} offset(s) not committed (poll again to rejoin)"
+        ),
+    )
+}
+
 fn committer(state: &parking_lot::Mutex<Membership>) -> Option<(String, i32)> {
     let s = state.lock();
     (!s.lost && s.epoch > 0 && s.fatal.is_none()).then(|| (s.member_id.clone(), s.epoch))

@@ -51,6 +51,16 @@ impl Error {
                 code,
                 message: format!("{addr}: {}", status.message()),
             },
+            // A message over the transport's size limit (either side): the same request
+            // would be refused again, so it is not an unreachable peer to retry.
+            None if status.code() == tonic::Code::OutOfRange
+                && status.message().contains("message length too large") =>
+            {
+                Error::Broker {
+                    code: ErrorCode::MessageTooLarge,
+                    message: format!("{addr}: {}", status.message()),
+                }
+            }
             None => Error::Unreachable {
                 addr: addr.to_string(),
                 message: status.message().to_string(),

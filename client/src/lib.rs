@@ -45,6 +45,7 @@ pub use group::{
 };
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    REQUEST_BYTES_MAX,
 };
 pub use table::{
     Change, ChangeSet, PosRequest, RawTable, SourcePos, Table, TableConfig, TableSet,

@@ -35,8 +35,11 @@ pub fn murmur2(data: &[u8]) -> i32 {
 }
 
 /// The partition Kafka's default partitioner picks for `key`.
+/// `partitions == 0` answers 0 rather than dividing by zero; callers check the count.
 pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
-    ((murmur2(key) & 0x7fff_ffff) as u32) % partitions
+    ((murmur2(key) & 0x7fff_ffff) as u32)
+        .checked_rem(partitions)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

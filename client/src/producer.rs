@@ -95,7 +95,22 @@ pub struct ProducerConfig {
     /// per-partition sequence numbers, and a leader answers a retry of a batch it
     /// already holds with the original offset, so retries never duplicate records.
     pub idempotence: bool,
+    /// `max.request.size`: the largest record `send` accepts (key, value and headers,
+    /// estimated as encoded) and the most batch bytes one produce request carries. A
+    /// larger record fails at once with MESSAGE_TOO_LARGE, never retried. At most
+    /// [`REQUEST_BYTES_MAX`] (what the transport carries).
+    pub max_request_bytes: usize,
+    /// Gapless delivery (librdkafka's `enable.gapless.guarantee`), per partition: once
+    /// a batch of a partition fails for good, everything queued behind it fails unsent
+    /// and later `send`s to that partition fail at once, until
+    /// [`Producer::reset_partition`]. A partition's records then always land as a
+    /// prefix of what was sent: a failure never leaves a hole that later records hide.
+    pub gapless: bool,
 }
+
+/// The most bytes a produce request may carry: the transport's message limit less room
+/// for the request's own framing.
+pub const REQUEST_BYTES_MAX: usize = crate::cluster::MESSAGE_BYTES_MAX - 64 * 1024;
 
 impl Default for ProducerConfig {
     fn default() -> Self {
@@ -110,6 +125,8 @@ impl Default for ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             buffer_memory: 64 * 1024 * 1024,
             idempotence: true,
+            max_request_bytes: 16 * 1024 * 1024,
+            gapless: false,
         }
     }
 }
@@ -265,6 +282,9 @@ struct PartQueue {
     /// are built small enough at once rather than split every time.
     /// Invariant: only ever lowered (for the producer's lifetime).
     batch_bytes_max: Option<usize>,
+    /// Gapless producers: the failure that stopped this partition. While set, nothing
+    /// of the partition is queued and `send` to it fails.
+    gap: Option<Error>,
 }
 
 impl PartQueue {
@@ -321,6 +341,12 @@ impl Producer {
                 config.batch_size, config.batch_size_max
             )));
         }
+        if config.max_request_bytes == 0 || config.max_request_bytes > REQUEST_BYTES_MAX {
+            return Err(Error::Invalid(format!(
+                "max request bytes {} must be in 1..={REQUEST_BYTES_MAX} (the transport's limit)",
+                config.max_request_bytes
+            )));
+        }
         let producer_id = if config.idempotence && config.acks == Acks::All {
             Some(crate::Admin::new(client).init_producer_id().await?)
         } else {
@@ -362,6 +388,15 @@ impl Producer {
             record.value.as_deref(),
             &record.headers,
         );
+        if size + BATCH_HEADER_ESTIMATE_BYTES > inner.config.max_request_bytes {
+            return Err(Error::broker(
+                ErrorCode::MessageTooLarge.code(),
+                format!(
+                    "a record of about {size} bytes for {} is larger than the producer's max request bytes ({})",
+                    record.topic, inner.config.max_request_bytes
+                ),
+            ));
+        }
         loop {
             let space = inner.space.notified();
             let used = inner.buffered.load(Ordering::Acquire);
@@ -390,6 +425,9 @@ impl Producer {
             }
         };
         let q = acc.parts.entry((topic.clone(), partition)).or_default();
+        if let Some(gap) = &q.gap {
+            return Err(gap_error(&topic, partition, gap));
+        }
         let (batch_size, batch_size_max) = q.batch_limits(&inner.config);
         if q.open
             .as_ref()
@@ -452,6 +490,76 @@ impl Producer {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.wake_sender.notify_one();
     }
+
+    /// Fails every record not yet handed to the network (`Error::Closed`), waits for
+    /// the requests in flight to be answered, then stops the sender task. For a caller
+    /// that must not write anything more after a failure (flushing would).
+    pub async fn abort(&self) {
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::Release);
+        {
+            let mut acc = inner.acc.lock();
+            for q in acc.parts.values_mut() {
+                drop_queued(inner, q, || Error::Closed);
+            }
+        }
+        inner.wake_sender.notify_one();
+        self.flush().await;
+    }
+
+    /// The failure that stopped a partition of a gapless producer, if any.
+    pub fn partition_gap(&self, topic: &str, partition: u32) -> Option<Error> {
+        let key: PartKey = (Arc::from(topic), partition);
+        self.inner.acc.lock().parts.get(&key)?.gap.clone()
+    }
+
+    /// Lets a gapless producer send to a partition again after a failure stopped it.
+    /// The caller decides what to do about the records that failed (resend them, or
+    /// accept the gap).
+    pub fn reset_partition(&self, topic: &str, partition: u32) {
+        let key: PartKey = (Arc::from(topic), partition);
+        if let Some(q) = self.inner.acc.lock().parts.get_mut(&key) {
+            q.gap = None;
+        }
+    }
+}
+
+/// What records of a stopped gapless partition fail with: the original failure's code
+/// (so a caller can tell MESSAGE_TOO_LARGE from a timeout), saying they were not sent.
+fn gap_error(topic: &str, partition: u32, gap: &Error) -> Error {
+    let message = format!(
+        "not sent: an earlier batch of {topic}-{partition} failed and the producer is gapless ({gap})"
+    );
+    match gap.code() {
+        Some(code) => Error::Broker { code, message },
+        None => Error::Invalid(message),
+    }
+}
+
+/// Fails every batch of `q` not yet sent (queued, or still open); batches in flight
+/// complete as answered.
+fn drop_queued(inner: &Inner, q: &mut PartQueue, error: impl Fn() -> Error) {
+    for b in q.ready.drain(..) {
+        match b {
+            Queued::Unsent(o) => inner.finish_unsent(&o, Err(error())),
+            Queued::Retry(c) => inner.finish(&c, Err(error())),
+        }
+    }
+    if let Some(o) = q.open.take() {
+        inner.finish_unsent(&o, Err(error()));
+    }
+    q.retry_at = None;
+}
+
+/// A batch of a partition failed for good: a gapless producer stops the partition.
+fn failed_for_good(inner: &Inner, key: &PartKey, q: &mut PartQueue, error: &Error) {
+    if !inner.config.gapless || q.gap.is_some() {
+        return;
+    }
+    info!(topic = %key.0, partition = key.1, %error, "gapless: partition stopped after a failed batch");
+    let gap = error.clone();
+    drop_queued(inner, q, || gap_error(&key.0, key.1, &gap));
+    q.gap = Some(error.clone());
 }
 
 /// Gives a batch about to be sent the partition's next sequence numbers when the
@@ -590,20 +698,23 @@ fn collect_ready(inner: &Inner, now: Instant) -> (SendsByLeader, HashSet<Arc<str
                 .front()
                 .is_some_and(|b| now.duration_since(b.created()) > config.delivery_timeout)
             {
-                match q.ready.pop_front().expect("checked") {
+                let error = match q.ready.pop_front().expect("checked") {
                     Queued::Unsent(o) => {
                         let error = expired(None, key, config.delivery_timeout);
-                        inner.finish_unsent(&o, Err(error));
+                        inner.finish_unsent(&o, Err(error.clone()));
+                        error
                     }
                     Queued::Retry(mut c) => {
                         let error = expired(c.last_error.take(), key, config.delivery_timeout);
-                        inner.finish(&c, Err(error));
+                        inner.finish(&c, Err(error.clone()));
                         if c.base_sequence.is_some() {
                             // Whether it was appended is unknown: restart the sequence.
                             restart_sequence(q);
                         }
+                        error
                     }
-                }
+                };
+                failed_for_good(inner, key, q, &error);
             }
             let (batch_size, _) = q.batch_limits(config);
             let has_work = !q.ready.is_empty()
@@ -645,10 +756,17 @@ fn collect_ready(inner: &Inner, now: Instant) -> (SendsByLeader, HashSet<Arc<str
         }
     }
     for (key, open, cap) in to_split {
-        let pieces = split::split_unsent(inner, open, cap).unwrap_or_default();
+        let pieces = split::split_unsent(inner, open, cap);
         let mut acc = inner.acc.lock();
         let q = acc.parts.get_mut(&key).expect("present");
         q.in_flight = false;
+        let pieces = match pieces {
+            Ok(pieces) => pieces,
+            Err(e) => {
+                failed_for_good(inner, &key, q, &e);
+                Vec::new()
+            }
+        };
         for p in pieces.into_iter().rev() {
             q.ready.push_front(Queued::Unsent(p));
         }
@@ -659,7 +777,7 @@ fn collect_ready(inner: &Inner, now: Instant) -> (SendsByLeader, HashSet<Arc<str
             Ok(c) => sends.entry(addr).or_default().push((key, c)),
             Err(failed) => {
                 let (c, e) = *failed;
-                inner.finish(&c, Err(e));
+                inner.finish(&c, Err(e.clone()));
                 let mut acc = inner.acc.lock();
                 let q = acc.parts.get_mut(&key).expect("present");
                 q.in_flight = false;
@@ -667,6 +785,7 @@ fn collect_ready(inner: &Inner, now: Instant) -> (SendsByLeader, HashSet<Arc<str
                     // Never sent, and nothing took sequences since: hand its range back.
                     q.next_sequence = first;
                 }
+                failed_for_good(inner, &key, q, &e);
             }
         }
     }
@@ -684,7 +803,9 @@ async fn sender_loop(inner: Arc<Inner>) {
             }
         }
         for (addr, batches) in sends {
-            tokio::spawn(send_request(inner.clone(), addr, batches));
+            for request in requests_of(batches, inner.config.max_request_bytes) {
+                tokio::spawn(send_request(inner.clone(), addr.clone(), request));
+            }
         }
         if inner.closed.load(Ordering::Acquire) && inner.outstanding.load(Ordering::Acquire) == 0 {
             return;
@@ -694,6 +815,28 @@ async fn sender_loop(inner: Arc<Inner>) {
             _ = tokio::time::sleep_until(next.into()) => {}
         }
     }
+}
+
+/// Groups one leader's batches into requests of at most `max_bytes` of batch data
+/// (a batch larger than that, which `send` lets through only up to the same bound,
+/// goes alone), so no request outgrows what the transport carries.
+fn requests_of(batches: Vec<(PartKey, Closed)>, max_bytes: usize) -> Vec<Vec<(PartKey, Closed)>> {
+    let mut requests: Vec<Vec<(PartKey, Closed)>> = Vec::new();
+    let mut bytes = 0usize;
+    for b in batches {
+        let len = b.1.data.len();
+        match requests.last_mut() {
+            Some(r) if bytes + len <= max_bytes => {
+                bytes += len;
+                r.push(b);
+            }
+            _ => {
+                bytes = len;
+                requests.push(vec![b]);
+            }
+        }
+    }
+    requests
 }
 
 async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Closed)>) {
@@ -761,12 +904,14 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
                 split::too_large(&inner, &key, c, e)
             }
             result => {
-                let failed = result.is_err();
+                let error = result.as_ref().err().cloned();
                 inner.finish(&c, result);
-                if failed && c.base_sequence.is_some() {
-                    Update::RestartSequence
-                } else {
-                    Update::Done
+                match error {
+                    Some(error) => Update::Failed {
+                        error,
+                        restart_sequence: c.base_sequence.is_some(),
+                    },
+                    None => Update::Done,
                 }
             }
         };
@@ -779,7 +924,15 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
             q.in_flight = false;
             match update {
                 Update::Done => {}
-                Update::RestartSequence => restart_sequence(q),
+                Update::Failed {
+                    error,
+                    restart_sequence: restart,
+                } => {
+                    if restart {
+                        restart_sequence(q);
+                    }
+                    failed_for_good(&inner, &key, q, &error);
+                }
                 Update::Retry(c) => {
                     q.ready.push_front(Queued::Retry(c));
                     q.retry_at = Some(Instant::now() + config.retry_backoff);
@@ -788,6 +941,7 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
                     sequences,
                     pieces,
                     batch_bytes_max,
+                    failed,
                 } => {
                     if let Some((first, records)) = sequences {
                         if q.next_sequence == first.wrapping_add(records as i32) {
@@ -808,6 +962,9 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
                     for p in pieces.into_iter().rev() {
                         q.ready.push_front(Queued::Unsent(p));
                     }
+                    if let Some(error) = failed {
+                        failed_for_good(&inner, &key, q, &error);
+                    }
                 }
             }
         }
@@ -819,8 +976,13 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
 enum Update {
     /// Acknowledged, or failed with nothing for the queue to do.
     Done,
-    /// Failed for good, possibly after some attempt was appended: restart the sequence.
-    RestartSequence,
+    /// Failed for good (possibly after some attempt was appended, so an idempotent
+    /// producer restarts the partition's sequence); a gapless producer stops the
+    /// partition.
+    Failed {
+        error: Error,
+        restart_sequence: bool,
+    },
     /// A retriable failure: send the same batch again after the backoff.
     Retry(Closed),
     /// Refused as too large, so nothing of it was appended: its sequence range
@@ -831,6 +993,8 @@ enum Update {
         sequences: Option<(i32, u32)>,
         pieces: Vec<Open>,
         batch_bytes_max: Option<usize>,
+        /// The record (or unsplittable batch) failed for good with this error.
+        failed: Option<Error>,
     },
 }
 

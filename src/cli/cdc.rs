@@ -52,6 +52,11 @@ pub struct CommonArgs {
     /// How often the source is asked for a heartbeat when nothing changes (ms).
     #[arg(long, default_value_t = 200, value_name = "MS")]
     pub heartbeat_ms: u64,
+    /// Largest record (a row's key and JSON value) the connector writes; its topics'
+    /// max.message.bytes is set (or raised) to take it. A larger row stops the connector
+    /// with an error naming the table and key: a row is never skipped.
+    #[arg(long, default_value_t = sluice_cdc::sink::DEFAULT_MAX_RECORD_BYTES, value_name = "BYTES")]
+    pub max_record_bytes: usize,
     /// Prometheus endpoint (`/metrics`): rows, transactions, lag, snapshot progress.
     #[arg(long, value_parser = super::parse_addr)]
     pub metrics: Option<SocketAddr>,
@@ -129,6 +134,7 @@ pub(crate) fn sink_config(common: &CommonArgs, c: &ClientArgs) -> anyhow::Result
         partitions: common.partitions.max(1),
         replication_factor: common.replication_factor,
         topic_configs,
+        max_record_bytes: common.max_record_bytes,
     })
 }
 

@@ -616,6 +616,10 @@ async fn consume_group(
         // No position: `close` leaves these to the explicit commit below.
         consumer.seek(tp, Seek::Offset(0));
     }
+    // Only what is still this member's: a partition revoked meanwhile is its new
+    // owner's to commit (it starts from the last commit, so nothing is skipped).
+    let owned = consumer.assignment();
+    unprinted.retain(|tp, _| owned.contains(tp));
     let partial = consumer.commit_offsets(unprinted).await;
     let closed = consumer.close().await.and(partial);
     result?;

@@ -24,11 +24,13 @@ use crate::Error;
 pub(super) fn too_large(inner: &Inner, key: &PartKey, c: Closed, e: Error) -> Update {
     let sequences = c.base_sequence.map(|first| (first, c.records));
     if c.records == 1 {
-        inner.finish(&c, Err(record_too_large(key, &c, &e)));
+        let error = record_too_large(key, &c, &e);
+        inner.finish(&c, Err(error.clone()));
         return Update::Refused {
             sequences,
             pieces: Vec::new(),
             batch_bytes_max: None,
+            failed: Some(error),
         };
     }
     let learned = inner
@@ -52,42 +54,44 @@ pub(super) fn too_large(inner: &Inner, key: &PartKey, c: Closed, e: Error) -> Up
                 sequences,
                 pieces,
                 batch_bytes_max: Some(bytes_max),
+                failed: None,
             }
         }
         Err(split_error) => {
             debug!(error = %split_error, "cannot split a batch refused as too large");
-            inner.finish(&c, Err(e));
+            inner.finish(&c, Err(e.clone()));
             Update::Refused {
                 sequences,
                 pieces: Vec::new(),
                 batch_bytes_max: None,
+                failed: Some(e),
             }
         }
     }
 }
 
 /// Splits a batch built before its partition learned `bytes_max` (it grew while an
-/// earlier batch was in flight), so that it is not sent only to be refused. `None` when
-/// it could not be encoded or split; its records have then failed.
-pub(super) fn split_unsent(inner: &Inner, open: Open, bytes_max: usize) -> Option<Vec<Open>> {
+/// earlier batch was in flight), so that it is not sent only to be refused. An error
+/// when it could not be encoded or split; its records have then failed with it.
+pub(super) fn split_unsent(inner: &Inner, open: Open, bytes_max: usize) -> Result<Vec<Open>, Error> {
     let compression = inner.config.compression;
     let c = match encode(open, None, compression) {
         Ok(c) => c,
         Err(failed) => {
             let (c, e) = *failed;
-            inner.finish(&c, Err(e));
-            return None;
+            inner.finish(&c, Err(e.clone()));
+            return Err(e);
         }
     };
     match split(&c, bytes_max, compression) {
-        Ok(pieces) => Some(pieces),
+        Ok(pieces) => Ok(pieces),
         Err(e) => {
             let error = Error::Invalid(format!(
                 "cannot split a batch of {} bytes: {e}",
                 c.data.len()
             ));
-            inner.finish(&c, Err(error));
-            None
+            inner.finish(&c, Err(error.clone()));
+            Err(error)
         }
     }
 }
