@@ -7,6 +7,15 @@
 //! records exactly once, in source order; and at every step the confirmed position must
 //! never pass a transaction with a record missing from the logs.
 //!
+//! Besides crashes, a record can fail for good at the broker (too large, a delivery
+//! timeout while its partition had no leader): it is not appended, the acknowledgement
+//! task fails the run, and the producer — gapless per partition, as the sink configures
+//! it — writes nothing queued behind it in that partition, while other partitions'
+//! requests in flight may still land. The run then restarts in-process (a fresh
+//! `Resume`), as the CLI's supervisor does. With `GAPLESS` off (the producer before the
+//! fix) the later records of the partition land after the hole and the restart skips
+//! the failed record for good: the final check catches that.
+//!
 //! `SLUICE_CDC_SIM_SEEDS=N` runs N seeds (default 400), `SLUICE_CDC_SIM_SEED=S` replays
 //! one; a failure prints its seed.
 
@@ -37,6 +46,9 @@ impl Rng {
 const TOPIC: &str = "t";
 /// What `Sink::write_heartbeat` uses: after every record at its position.
 const HEARTBEAT_ORDINAL: u64 = u64::MAX;
+
+/// Whether the modelled producer is gapless (`ProducerConfig::gapless`, set by the sink).
+const GAPLESS: bool = true;
 
 #[derive(Clone)]
 struct Txn {
@@ -134,6 +146,27 @@ fn run(seed: u64) -> Result<(), String> {
             } else {
                 let p = rng.below(partitions as u64) as usize;
                 if let Some((r, seq)) = queues[p].pop_front() {
+                    if may_crash && rng.chance(2) {
+                        // Fails for good and the run stops on the error. A refusal
+                        // appended nothing; a delivery timeout may have been appended
+                        // after all (the answer was what got lost).
+                        if rng.chance(50) {
+                            logs[p].push(r);
+                        }
+                        tracker.failed();
+                        let behind = std::mem::take(&mut queues[p]);
+                        if !GAPLESS {
+                            logs[p].extend(behind.into_iter().map(|(r, _)| r));
+                        }
+                        // Other partitions: what was already sent may land, in order.
+                        for (q, queue) in queues.iter_mut().enumerate() {
+                            let land = rng.below(queue.len() as u64 + 1) as usize;
+                            logs[q].extend(queue.drain(..).take(land).map(|(r, _)| r));
+                        }
+                        crashed = true;
+                        crashes += 1;
+                        break;
+                    }
                     logs[p].push(r);
                     let u = unacked
                         .iter_mut()
