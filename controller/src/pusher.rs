@@ -1,10 +1,11 @@
 //! Sends controller decisions to brokers over `BrokerControl`, in order, per broker.
 //!
-//! Each broker has one queue and one task. A push staged with a metadata change waits
-//! in its queue until that change is stored ([`DurableGate`]), and is dropped if the
-//! controller's term ends first. A message that cannot be delivered after a
-//! few attempts is dropped: the broker is then dead or unreachable, and when it
-//! registers again it receives its full state anyway.
+//! Each broker has one bounded queue and one task. A push staged with a metadata change
+//! waits in its queue until that change is stored ([`DurableGate`]), and is dropped if
+//! the controller's term ends first. A message that cannot be delivered after a few
+//! attempts, or finds the queue full, is dropped: a dead broker gets its full state when
+//! it registers again, and a live one reports what it holds in every heartbeat, so the
+//! controller re-sends what differs (`reconcile.rs`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,6 +21,8 @@ use crate::state::{Action, ClusterState};
 use crate::writer::DurableGate;
 
 const ATTEMPTS: u32 = 10;
+/// Pushes waiting per broker; past it a push is dropped (reconciliation repairs).
+const QUEUED_PUSHES_MAX: usize = 4096;
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
@@ -27,6 +30,11 @@ enum Push {
     LeaderAndIsr(v1::LeaderAndIsrRequest),
     UpdateMetadata(v1::UpdateMetadataRequest),
     StopReplica(v1::StopReplicaRequest),
+}
+
+enum Kind {
+    FullState,
+    Other,
 }
 
 /// Resolves once `broker` accepted one push.
@@ -45,7 +53,7 @@ type Queued = (Push, oneshot::Sender<()>, Option<DurableGate>);
 struct Queue {
     addr: String,
     epoch: i64,
-    tx: mpsc::UnboundedSender<Queued>,
+    tx: mpsc::Sender<Queued>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -70,14 +78,20 @@ impl Pusher {
         let mut acks = Vec::new();
         let (controller_id, controller_epoch) = (state.controller_id(), state.controller_epoch());
         for action in actions {
+            let action_kind = match &action {
+                Action::FullState { .. } => Kind::FullState,
+                _ => Kind::Other,
+            };
             match action {
-                Action::LeaderAndIsr { broker, partitions } => {
+                Action::LeaderAndIsr { broker, partitions }
+                | Action::FullState { broker, partitions } => {
                     let broker_epoch = state.broker_epoch(broker).unwrap_or(-1);
                     let req = v1::LeaderAndIsrRequest {
                         controller_id,
                         controller_epoch,
                         broker_epoch,
                         partitions,
+                        full_state: matches!(action_kind, Kind::FullState),
                     };
                     acks.extend(
                         self.send(state, &gate, broker, Push::LeaderAndIsr(req))
@@ -102,6 +116,17 @@ impl Pusher {
                     };
                     acks.extend(
                         self.send(state, &gate, broker, Push::StopReplica(req))
+                            .map(|r| (broker, r)),
+                    );
+                }
+                Action::UpdateMetadata { broker } => {
+                    let req = v1::UpdateMetadataRequest {
+                        controller_id,
+                        controller_epoch,
+                        metadata: Some(state.metadata(&[])),
+                    };
+                    acks.extend(
+                        self.send(state, &gate, broker, Push::UpdateMetadata(req))
                             .map(|r| (broker, r)),
                     );
                 }
@@ -141,7 +166,7 @@ impl Pusher {
             .get(&broker)
             .is_none_or(|q| q.addr != addr || q.epoch != epoch || q.tx.is_closed());
         if stale {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(QUEUED_PUSHES_MAX);
             let task = tokio::spawn(deliver(broker, addr.to_string(), rx));
             if let Some(old) = queues.insert(
                 broker,
@@ -155,12 +180,18 @@ impl Pusher {
                 old.task.abort();
             }
         }
-        let _ = queues[&broker].tx.send((push, done, gate.clone()));
+        if let Err(e) = queues[&broker].tx.try_send((push, done, gate.clone())) {
+            // Dropping `done` tells whoever waits; the broker's heartbeats then report
+            // a state that differs and reconciliation re-sends it (reconcile.rs).
+            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                warn!(broker, max = QUEUED_PUSHES_MAX, "push queue full: dropping a push; reconciliation re-sends the broker's state");
+            }
+        }
         Some(acked)
     }
 }
 
-async fn deliver(broker: u32, addr: String, mut rx: mpsc::UnboundedReceiver<Queued>) {
+async fn deliver(broker: u32, addr: String, mut rx: mpsc::Receiver<Queued>) {
     let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
         Ok(e) => e
             .connect_timeout(Duration::from_secs(1))
@@ -204,7 +235,7 @@ async fn deliver(broker: u32, addr: String, mut rx: mpsc::UnboundedReceiver<Queu
                     break;
                 }
                 Err(status) if attempt == ATTEMPTS => {
-                    warn!(broker, addr, %status, "giving up on a control request; the broker gets full state when it registers");
+                    warn!(broker, addr, %status, "giving up on a control request; while the broker heartbeats, reconciliation re-sends what it misses");
                 }
                 Err(status) => {
                     debug!(broker, %status, attempt, "control request failed; retrying");

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::pusher::PushAck;
-use crate::state::{Action, Rejection};
+use crate::state::{Action, Rejection, Reported, RECONCILE_AFTER};
 use crate::store::StoreError;
 use crate::writer::Staged;
 use crate::Shared;
@@ -358,16 +358,32 @@ impl controller_api_server::ControllerApi for Svc {
             }));
         };
         let epoch = active.state.controller_epoch();
+        let now = Instant::now();
         Ok(Response::new(
-            match active
-                .state
-                .heartbeat(r.broker_id, r.broker_epoch, Instant::now())
-            {
-                Ok(()) => v1::HeartbeatResponse {
-                    error_code: 0,
-                    error_message: String::new(),
-                    controller_epoch: epoch,
-                },
+            match active.state.heartbeat(r.broker_id, r.broker_epoch, now) {
+                Ok(()) => {
+                    if r.reports_state {
+                        let reported = Reported {
+                            roles_digest: r.roles_digest,
+                            metadata_digest: Some(r.metadata_digest),
+                        };
+                        let actions = active.state.reconcile(r.broker_id, reported, now);
+                        if !actions.is_empty() {
+                            info!(
+                                broker = r.broker_id,
+                                "the broker reports state other than the controller's for {:?}: re-sending it",
+                                RECONCILE_AFTER
+                            );
+                            metrics::counter!("sluice_controller_reconciliations_total").increment(1);
+                            self.0.pusher.dispatch(actions, &active.state);
+                        }
+                    }
+                    v1::HeartbeatResponse {
+                        error_code: 0,
+                        error_message: String::new(),
+                        controller_epoch: epoch,
+                    }
+                }
                 Err((code, message)) => v1::HeartbeatResponse {
                     error_code: code.code(),
                     error_message: message,
@@ -468,6 +484,7 @@ mod tests {
         let beat = v1::HeartbeatRequest {
             broker_id: 1,
             broker_epoch,
+            ..Default::default()
         };
         let answer = tokio::time::timeout(
             Duration::from_secs(1),

@@ -85,6 +85,14 @@ pub enum Action {
     },
     /// Send the full metadata to every live broker.
     UpdateMetadataAll,
+    /// Send the full metadata to one broker (reconciliation).
+    UpdateMetadata { broker: u32 },
+    /// Tell `broker` its role for every partition it replicates; it drops (and deletes)
+    /// any replica it holds that is not listed (reconciliation: see `reconcile.rs`).
+    FullState {
+        broker: u32,
+        partitions: Vec<v1::PartitionState>,
+    },
 }
 
 pub type Rejection = (ErrorCode, String);
@@ -107,6 +115,9 @@ pub struct ClusterState {
     session_timeout: Duration,
     controller_id: u32,
     controller_epoch: i64,
+    /// Brokers whose heartbeats report state other than this controller's, since when
+    /// (or since the last re-send): see `reconcile.rs`.
+    differs_since: HashMap<u32, Instant>,
 }
 
 fn reject(code: ErrorCode, msg: impl Into<String>) -> Rejection {
@@ -146,6 +157,7 @@ impl ClusterState {
             controller_epoch,
             shutting_down: Default::default(),
             claims: HashMap::new(),
+            differs_since: HashMap::new(),
         }
     }
 
@@ -297,6 +309,8 @@ impl ClusterState {
         }
         self.snap.next_broker_epoch += 1;
         self.shutting_down.remove(&id);
+        // It gets its full state now; differences are counted afresh.
+        self.differs_since.remove(&id);
         self.claims.remove(&id);
         let epoch = self.snap.next_broker_epoch;
         self.snap.brokers.insert(
@@ -645,6 +659,10 @@ impl ClusterState {
 
 #[path = "elections.rs"]
 mod elections;
+
+#[path = "reconcile.rs"]
+mod reconcile;
+pub use reconcile::{Reported, RECONCILE_AFTER};
 
 #[cfg(test)]
 #[path = "state_tests.rs"]

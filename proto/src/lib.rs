@@ -9,9 +9,11 @@
 //! - [`limits`]: every size limit in one place.
 //! - [`source_pos`]: CDC source positions (the `sluice.pos` header).
 //! - [`status`]: typed error codes on gRPC statuses (a broker that is not ready yet).
+//! - [`digest`]: digests of control state for heartbeat reconciliation.
 
 pub mod batch;
 pub mod compression;
+pub mod digest;
 pub mod error;
 pub mod limits;
 pub mod source_pos;

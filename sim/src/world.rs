@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use sluice_broker::log::EpochEntries;
 use sluice_broker::replica::state::{IsrProposal, PartitionState, WaiterId};
-use sluice_controller::state::{Action as Ctl, ClusterState, Snapshot};
-use sluice_proto::{v1, BrokerId, ErrorCode, LeaderEpoch, Offset};
+use sluice_controller::state::{Action as Ctl, ClusterState, Reported, Snapshot};
+use sluice_proto::{digest, v1, BrokerId, ErrorCode, LeaderEpoch, Offset};
 
 use crate::check::{Checker, Entry, Violation};
 use crate::rng::Rng;
@@ -132,6 +132,8 @@ enum Msg {
     },
     Heartbeat {
         epoch: i64,
+        /// The roles the broker holds (`sluice_proto::digest`), as the real heartbeat.
+        roles_digest: u64,
     },
     HeartbeatRefused,
     AlterPartition {
@@ -571,11 +573,8 @@ impl World {
                 self.timer(100, t);
                 let actions = self.controller.tick(self.now());
                 self.controller_actions(actions);
-                if self.now_ms % 1000 < 100 {
-                    // The pusher retries until a broker acknowledges: resend everything.
-                    let actions = self.controller.all_leader_and_isr();
-                    self.controller_actions(actions);
-                }
+                // No periodic re-send of everything: a lost push is repaired only by
+                // what the real controller does, reconciliation from heartbeat digests.
             }
             Timer::Client => {
                 self.timer(10, t);
@@ -610,7 +609,9 @@ impl World {
 
     fn controller_actions(&mut self, actions: Vec<Ctl>) {
         for a in actions {
-            if let Ctl::LeaderAndIsr { broker, partitions } = a {
+            if let Ctl::LeaderAndIsr { broker, partitions }
+            | Ctl::FullState { broker, partitions } = a
+            {
                 let Some(broker_epoch) = self.controller.broker_epoch(broker) else {
                     continue;
                 };
@@ -644,8 +645,23 @@ impl World {
                 );
                 self.controller_actions(actions);
             }
-            Msg::Heartbeat { epoch } if self.controller.heartbeat(id, epoch, now).is_err() => {
-                self.send(Addr::Controller, from, Msg::HeartbeatRefused);
+            Msg::Heartbeat {
+                epoch,
+                roles_digest,
+            } => {
+                if self.controller.heartbeat(id, epoch, now).is_err() {
+                    self.send(Addr::Controller, from, Msg::HeartbeatRefused);
+                } else {
+                    let reported = Reported {
+                        roles_digest,
+                        metadata_digest: None,
+                    };
+                    let actions = self.controller.reconcile(id, reported, now);
+                    if !actions.is_empty() {
+                        self.trace(|| format!("controller re-sends b{id}'s state (reconciliation)"));
+                    }
+                    self.controller_actions(actions);
+                }
             }
             Msg::AlterPartition {
                 broker_epoch,

@@ -10,7 +10,7 @@ use sluice_proto::topic_config::LogConfig;
 use sluice_proto::v1::{self, broker_control_server};
 use sluice_proto::{BrokerId, ErrorCode, LeaderEpoch, TopicPartition};
 use tonic::{Request, Response, Status};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::Shared;
 use crate::replica::Role;
@@ -69,6 +69,39 @@ impl broker_control_server::BrokerControl for Control {
             return Ok(Response::new(resp));
         }
         let defaults = &self.0.config.log_defaults;
+        if r.full_state {
+            // A reconciliation: replicas this broker holds that the controller no longer
+            // gives it (a StopReplica it missed) are stopped and deleted, as that push
+            // would have done.
+            let listed: std::collections::HashSet<(String, u32)> = r
+                .partitions
+                .iter()
+                .map(|p| (p.topic.clone(), p.partition))
+                .collect();
+            let strays: Vec<TopicPartition> = self
+                .0
+                .replicas
+                .partitions()
+                .into_iter()
+                .map(|p| p.tp.clone())
+                .filter(|tp| !listed.contains(&(tp.topic.clone(), tp.partition)))
+                .collect();
+            for tp in strays {
+                info!(partition = %tp, "not this broker's any more (full state from the controller): stopping and deleting the replica");
+                let shared = self.0.clone();
+                let stopped = tokio::task::spawn_blocking(move || {
+                    shared.replicas.stop_replica(&tp, true).map_err(|e| (tp, e))
+                })
+                .await;
+                if let Ok(Err((tp, (code, message)))) = stopped {
+                    warn!(partition = %tp, %code, message, "could not stop a stray replica");
+                }
+            }
+        }
+        // Every partition is applied, whatever an earlier one answered; the refusals
+        // are reported together (the controller re-sends what the heartbeat digests
+        // still show as different).
+        let mut refused: Vec<(TopicPartition, ErrorCode, String)> = Vec::new();
         for p in r.partitions {
             let tp = TopicPartition::new(p.topic.clone(), p.partition);
             let config = match defaults
@@ -92,10 +125,22 @@ impl broker_control_server::BrokerControl for Control {
                 partition_epoch: p.partition_epoch,
             };
             if let Err((code, message)) = self.0.replicas.apply_role(&tp, role, config) {
-                return Ok(Response::new(refuse(code, message)));
+                refused.push((tp, code, message));
             }
         }
-        Ok(Response::new(ok()))
+        match refused.first() {
+            None => Ok(Response::new(ok())),
+            Some((_, code, _)) => {
+                let all: Vec<String> = refused
+                    .iter()
+                    .map(|(tp, code, message)| format!("{tp}: {message} [{code}]"))
+                    .collect();
+                Ok(Response::new(refuse(
+                    *code,
+                    format!("{} of the partitions refused: {}", refused.len(), all.join("; ")),
+                )))
+            }
+        }
     }
 
     async fn update_metadata(

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_proto::digest;
 use sluice_proto::v1;
 use sluice_proto::v1::controller_api_client::ControllerApiClient;
 use sluice_proto::ErrorCode;
@@ -87,9 +88,13 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) -> String {
         let registered_at = Instant::now();
         loop {
             tokio::time::sleep(config.heartbeat_interval).await;
+            let (roles_digest, metadata_digest) = held_state_digests(&shared);
             let req = v1::HeartbeatRequest {
                 broker_id: config.id,
                 broker_epoch: epoch,
+                reports_state: true,
+                roles_digest,
+                metadata_digest,
             };
             let limit = (config.heartbeat_interval * 2).max(Duration::from_secs(1));
             let answer = match tokio::time::timeout(limit, client.heartbeat(req)).await {
@@ -307,4 +312,22 @@ pub(crate) async fn controlled_shutdown(shared: &Shared) {
             "controlled shutdown timed out; stopping anyway"
         );
     }
+}
+
+/// What this broker holds, as the controller's reconciliation compares it
+/// (`sluice_proto::digest`): the role of every hosted partition, and the metadata view
+/// it answers clients from. Taken per partition under its own lock, never all at once.
+fn held_state_digests(shared: &Shared) -> (u64, u64) {
+    let roles = digest::roles_digest(shared.replicas.partitions().iter().map(|p| {
+        let role = p.role();
+        digest::role_hash(
+            &p.tp.topic,
+            p.tp.partition,
+            role.leader.map_or(-1, |l| l.0 as i32),
+            role.leader_epoch.to_wire(),
+            role.partition_epoch,
+        )
+    }));
+    let metadata = digest::metadata_digest(&shared.metadata.read());
+    (roles, metadata)
 }

@@ -191,7 +191,24 @@ impl World {
                 );
             }
             Some(epoch) if every_half_second => {
-                self.send(Addr::Broker(i), Addr::Controller, Msg::Heartbeat { epoch });
+                let roles_digest = digest::roles_digest(n.part.as_ref().map(|p| {
+                    let role = p.role();
+                    digest::role_hash(
+                        TOPIC,
+                        0,
+                        role.leader.map_or(-1, |l| l.0 as i32),
+                        role.leader_epoch.to_wire(),
+                        role.partition_epoch,
+                    )
+                }));
+                self.send(
+                    Addr::Broker(i),
+                    Addr::Controller,
+                    Msg::Heartbeat {
+                        epoch,
+                        roles_digest,
+                    },
+                );
             }
             _ => {}
         }
