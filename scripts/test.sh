@@ -15,6 +15,7 @@ packages=(
   "chattr:e2fsprogs"
   "mount:mount"
   "ip:iproute2"
+  "iptables|/usr/sbin/iptables:iptables"
   "etcd:etcd-server"
   "protoc:protobuf-compiler"
   "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"

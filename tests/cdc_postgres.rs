@@ -944,13 +944,19 @@ fn multi_megabyte_rows_arrive_in_order_and_a_row_over_the_limit_stops_the_connec
     };
     let mut connector = Connector::start(dir.path(), &dev.addr, &pg.dsn("app"), "public.docs", &[]);
     wait_for("the copy written", Duration::from_secs(60), || {
-        connector.log().contains("initial copy written").then_some(())
+        connector
+            .log()
+            .contains("initial copy written")
+            .then_some(())
     });
     insert(2, 2_200_000);
     insert(3, 17);
     pg.psql(
         "app",
-        &format!("UPDATE docs SET body = repeat('{}', 2200001) WHERE id = 2", doc_body(2, 1)),
+        &format!(
+            "UPDATE docs SET body = repeat('{}', 2200001) WHERE id = 2",
+            doc_body(2, 1)
+        ),
     );
     let set = open_set(&rt, &dev.addr, &["cdc.public.docs"]);
     rt.block_on(set.wait_for_source(&current_lsn(&pg), Duration::from_secs(60)))
@@ -998,7 +1004,11 @@ fn multi_megabyte_rows_arrive_in_order_and_a_row_over_the_limit_stops_the_connec
         .into_iter()
         .filter_map(|(_, v)| v?["after"]["id"].as_i64())
         .collect();
-    assert_eq!(ids, vec![1, 2, 3, 2, 4, 5, 6, 7], "each change once, in commit order");
+    assert_eq!(
+        ids,
+        vec![1, 2, 3, 2, 4, 5, 6, 7],
+        "each change once, in commit order"
+    );
 }
 
 /// A lost slot forces a new copy; rows deleted while no slot recorded it must not
@@ -1019,13 +1029,22 @@ fn a_copy_after_the_slot_was_lost_tombstones_rows_deleted_meanwhile() {
     let mut connector =
         Connector::start(dir.path(), &dev.addr, &pg.dsn("app"), "public.users", &args);
     wait_for("the copy written", Duration::from_secs(60), || {
-        connector.log().contains("initial copy written").then_some(())
+        connector
+            .log()
+            .contains("initial copy written")
+            .then_some(())
     });
-    pg.psql("app", "DELETE FROM users WHERE id = 1; UPDATE users SET version = 2 WHERE id = 2;");
+    pg.psql(
+        "app",
+        "DELETE FROM users WHERE id = 1; UPDATE users SET version = 2 WHERE id = 2;",
+    );
     let set = open_set(&rt, &dev.addr, &["cdc.public.users"]);
     rt.block_on(set.wait_for_source(&current_lsn(&pg), Duration::from_secs(60)))
         .unwrap_or_else(|e| panic!("{e}\n{}", connector.log()));
-    assert_eq!(rows_by_id(&set.snapshot_all().remove(0).rows), select_users(&pg));
+    assert_eq!(
+        rows_by_id(&set.snapshot_all().remove(0).rows),
+        select_users(&pg)
+    );
     assert!(connector.stop().success(), "{}", connector.log());
     drop(set);
 
@@ -1040,15 +1059,25 @@ fn a_copy_after_the_slot_was_lost_tombstones_rows_deleted_meanwhile() {
     );
     let connector = Connector::start(dir.path(), &dev.addr, &pg.dsn("app"), "public.users", &args);
     wait_for("the new copy written", Duration::from_secs(60), || {
-        connector.log().contains("initial copy written").then_some(())
+        connector
+            .log()
+            .contains("initial copy written")
+            .then_some(())
     });
-    assert!(connector.log().contains("tombstones=103"), "{}", connector.log());
+    assert!(
+        connector.log().contains("tombstones=103"),
+        "{}",
+        connector.log()
+    );
     let set = open_set(&rt, &dev.addr, &["cdc.public.users"]);
     rt.block_on(set.wait_for_source(&current_lsn(&pg), Duration::from_secs(60)))
         .unwrap_or_else(|e| panic!("{e}\n{}", connector.log()));
     let got = rows_by_id(&set.snapshot_all().remove(0).rows);
     for gone in [1, 3, 500, 1999, 1000, 1050, 1099] {
-        assert!(!got.contains_key(&gone), "row {gone} was deleted but is in the Table");
+        assert!(
+            !got.contains_key(&gone),
+            "row {gone} was deleted but is in the Table"
+        );
     }
     assert_eq!(got, select_users(&pg));
 }

@@ -64,7 +64,7 @@ fn kill9_loses_no_acknowledged_record() {
                     }
                 });
                 i += 1;
-                if i % 64 == 0 {
+                if i.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
             }

@@ -197,7 +197,10 @@ fn a_gapless_producer_writes_nothing_after_a_failed_record_of_its_partition() {
         };
         let e = producer.send(over).await.err().expect("refused at send");
         assert_eq!(e.code(), Some(ErrorCode::MessageTooLarge), "{e}");
-        assert!(producer.partition_gap("gapless", 0).is_none(), "nothing was sent");
+        assert!(
+            producer.partition_gap("gapless", 0).is_none(),
+            "nothing was sent"
+        );
 
         // Partition 0: 20 small records, then one the topic refuses, then 50 more sent
         // at once (queued behind it); partition 1 gets records throughout.
@@ -231,7 +234,9 @@ fn a_gapless_producer_writes_nothing_after_a_failed_record_of_its_partition() {
         let e = big.await.expect_err("the topic refuses 5000 bytes");
         assert_eq!(e.code(), Some(ErrorCode::MessageTooLarge), "{e}");
         for f in after {
-            let e = f.await.expect_err("nothing after the failed record is written");
+            let e = f
+                .await
+                .expect_err("nothing after the failed record is written");
             assert_eq!(e.code(), Some(ErrorCode::MessageTooLarge), "{e}");
             assert!(e.to_string().contains("gapless"), "{e}");
         }
@@ -240,7 +245,10 @@ fn a_gapless_producer_writes_nothing_after_a_failed_record_of_its_partition() {
         }
         let stopped = producer.partition_gap("gapless", 0).expect("stopped");
         assert_eq!(stopped.code(), Some(ErrorCode::MessageTooLarge));
-        let e = send(0, value(200)).await.err().expect("refused while stopped");
+        let e = send(0, value(200))
+            .await
+            .err()
+            .expect("refused while stopped");
         assert!(e.to_string().contains("gapless"), "{e}");
 
         let tp0 = TopicPartition::new("gapless", 0);
@@ -249,7 +257,11 @@ fn a_gapless_producer_writes_nothing_after_a_failed_record_of_its_partition() {
         assert_eq!(hw(admin.describe_topic("gapless").await.unwrap()), Some(20));
         let records = read_partition(&config, &tp0, 20).await;
         let got: Vec<usize> = records.iter().map(|(_, v)| index_of(v)).collect();
-        assert_eq!(got, (0..20).collect::<Vec<_>>(), "partition 0 is the prefix before the failure");
+        assert_eq!(
+            got,
+            (0..20).collect::<Vec<_>>(),
+            "partition 0 is the prefix before the failure"
+        );
 
         producer.reset_partition("gapless", 0);
         send(0, value(300)).await.unwrap().await.unwrap();

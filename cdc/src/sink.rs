@@ -215,7 +215,9 @@ impl Sink {
                         if idle_since.elapsed() > Duration::from_secs(30) {
                             return Err(Error::broker(
                                 ErrorCode::RequestTimedOut.code(),
-                                format!("{tp}: reading the keys it holds made no progress for 30 s"),
+                                format!(
+                                    "{tp}: reading the keys it holds made no progress for 30 s"
+                                ),
                             )
                             .into());
                         }
@@ -236,7 +238,10 @@ impl Sink {
             }
             total += keys.len() as u64;
         }
-        info!(keys = total, "the topics hold rows: keys the copy does not write get tombstones");
+        info!(
+            keys = total,
+            "the topics hold rows: keys the copy does not write get tombstones"
+        );
         self.stale_keys = Some(live);
         Ok(total)
     }
@@ -284,7 +289,10 @@ impl Sink {
         }
         let n = ordinal - first_ordinal;
         if n > 0 {
-            info!(tombstones = n, "rows deleted in the source since the topics were written: tombstoned");
+            info!(
+                tombstones = n,
+                "rows deleted in the source since the topics were written: tombstoned"
+            );
         }
         Ok((pending, n))
     }
@@ -348,7 +356,13 @@ impl Sink {
             if let Some(keys) = self.stale_keys.as_mut().and_then(|s| s.get_mut(&topic)) {
                 keys.remove(key.as_slice());
             }
-            check_size(self.max_record_bytes, &row.table, &key, Some(&value), &headers)?;
+            check_size(
+                self.max_record_bytes,
+                &row.table,
+                &key,
+                Some(&value),
+                &headers,
+            )?;
             pending.push(
                 self.send(&topic, partition, key, Some(value), headers)
                     .await?,

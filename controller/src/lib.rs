@@ -85,6 +85,13 @@ impl Active {
     /// Under the state lock: numbers the change, copies the snapshot, and queues the
     /// actions' pushes behind its write. The caller then releases the lock and calls
     /// [`Staged::write`]. Once a write has failed the term is over and nothing is staged.
+    /// Queues pushes that change nothing in the store (reconciliation re-sends) behind
+    /// everything staged so far: a broker never hears of state the store may not hold.
+    pub(crate) fn dispatch_when_durable(&self, actions: Vec<state::Action>, pusher: &Pusher) {
+        let gate = self.writer.gate(self.staged);
+        pusher.dispatch_after(actions, &self.state, Some(gate));
+    }
+
     pub(crate) fn stage(
         &mut self,
         actions: Vec<state::Action>,

@@ -7,7 +7,7 @@
 //! it registers again, and a live one reports what it holds in every heartbeat, so the
 //! controller re-sends what differs (`reconcile.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,6 +21,8 @@ use crate::state::{Action, ClusterState};
 use crate::writer::DurableGate;
 
 const ATTEMPTS: u32 = 10;
+/// How long one push is retried at most.
+const PUSH_DEADLINE: Duration = Duration::from_secs(10);
 /// Pushes waiting per broker; past it a push is dropped (reconciliation repairs).
 const QUEUED_PUSHES_MAX: usize = 4096;
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -184,7 +186,11 @@ impl Pusher {
             // Dropping `done` tells whoever waits; the broker's heartbeats then report
             // a state that differs and reconciliation re-sends it (reconcile.rs).
             if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                warn!(broker, max = QUEUED_PUSHES_MAX, "push queue full: dropping a push; reconciliation re-sends the broker's state");
+                warn!(
+                    broker,
+                    max = QUEUED_PUSHES_MAX,
+                    "push queue full: dropping a push; reconciliation re-sends the broker's state"
+                );
             }
         }
         Some(acked)
@@ -195,14 +201,33 @@ async fn deliver(broker: u32, addr: String, mut rx: mpsc::Receiver<Queued>) {
     let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
         Ok(e) => e
             .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(5)),
+            .timeout(Duration::from_secs(5))
+            // A connection whose packets vanish (a cut, a paused host) is found dead in
+            // about 3 s rather than one request timeout per queued push.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .keep_alive_while_idle(true),
         Err(e) => {
             warn!(broker, addr, error = %e, "bad broker address");
             return;
         }
     };
     let mut client = BrokerControlClient::new(endpoint.connect_lazy());
-    while let Some((push, done, gate)) = rx.recv().await {
+    let mut backlog: VecDeque<Queued> = VecDeque::new();
+    loop {
+        while let Ok(q) = rx.try_recv() {
+            backlog.push_back(q);
+        }
+        supersede(&mut backlog);
+        let Some((push, done, gate)) = backlog.pop_front() else {
+            match rx.recv().await {
+                Some(q) => {
+                    backlog.push_back(q);
+                    continue;
+                }
+                None => break,
+            }
+        };
         if let Some(gate) = gate {
             if !gate.passed().await {
                 // The change was never stored: the term ended. Dropping `done` tells
@@ -212,7 +237,11 @@ async fn deliver(broker: u32, addr: String, mut rx: mpsc::Receiver<Queued>) {
             }
         }
         let mut done = Some(done);
+        let started = tokio::time::Instant::now();
         for attempt in 1..=ATTEMPTS {
+            // A push older than this is given up: a newer one may be behind it, and what
+            // it carried reaches a live broker through reconciliation anyway.
+            let last = attempt == ATTEMPTS || started.elapsed() >= PUSH_DEADLINE;
             let result = match &push {
                 Push::LeaderAndIsr(r) => client.leader_and_isr(r.clone()).await,
                 Push::UpdateMetadata(r) => client.update_metadata(r.clone()).await,
@@ -234,14 +263,64 @@ async fn deliver(broker: u32, addr: String, mut rx: mpsc::Receiver<Queued>) {
                     }
                     break;
                 }
-                Err(status) if attempt == ATTEMPTS => {
+                Err(status) if last => {
+                    metrics::counter!("sluice_controller_pushes_dropped_total", "reason" => "given_up").increment(1);
                     warn!(broker, addr, %status, "giving up on a control request; while the broker heartbeats, reconciliation re-sends what it misses");
+                    break;
                 }
                 Err(status) => {
                     debug!(broker, %status, attempt, "control request failed; retrying");
                     tokio::time::sleep(RETRY_PAUSE).await;
+                    // A full state queued meanwhile carries this role push's news too.
+                    while let Ok(q) = rx.try_recv() {
+                        backlog.push_back(q);
+                    }
+                    let role_push = matches!(push, Push::LeaderAndIsr(_) | Push::StopReplica(_));
+                    let full_queued = backlog
+                        .iter()
+                        .any(|(p, _, _)| matches!(p, Push::LeaderAndIsr(r) if r.full_state));
+                    if role_push && full_queued {
+                        debug!(
+                            broker,
+                            "a queued full state supersedes the push being retried"
+                        );
+                        metrics::counter!("sluice_controller_pushes_dropped_total", "reason" => "superseded").increment(1);
+                        break;
+                    }
                 }
             }
         }
+    }
+}
+
+/// Drops queued role pushes that a later full-state push (a reconciliation) makes moot:
+/// it carries every partition's current role, and stops what it does not list. Their
+/// acknowledgements are dropped, as for a push given up. Metadata pushes before the last
+/// metadata push go the same way (each carries the whole view).
+fn supersede(backlog: &mut VecDeque<Queued>) {
+    let full = backlog
+        .iter()
+        .rposition(|(p, _, _)| matches!(p, Push::LeaderAndIsr(r) if r.full_state));
+    let metadata = backlog
+        .iter()
+        .rposition(|(p, _, _)| matches!(p, Push::UpdateMetadata(_)));
+    if full.is_none() && metadata.is_none() {
+        return;
+    }
+    let mut i = 0;
+    let before = backlog.len();
+    backlog.retain(|(p, _, _)| {
+        let at = i;
+        i += 1;
+        let moot = match p {
+            Push::LeaderAndIsr(_) | Push::StopReplica(_) => full.is_some_and(|f| at < f),
+            Push::UpdateMetadata(_) => metadata.is_some_and(|m| at < m),
+        };
+        !moot
+    });
+    let dropped = before - backlog.len();
+    if dropped > 0 {
+        metrics::counter!("sluice_controller_pushes_dropped_total", "reason" => "superseded")
+            .increment(dropped as u64);
     }
 }

@@ -106,16 +106,25 @@ mod tests {
             roles_digest: s.expected_roles_digest(3),
             metadata_digest: Some(meta),
         };
-        assert!(s.reconcile(3, good, now).is_empty(), "in line: nothing to send");
+        assert!(
+            s.reconcile(3, good, now).is_empty(),
+            "in line: nothing to send"
+        );
         let stale = Reported {
             roles_digest: good.roles_digest ^ 1,
             ..good
         };
-        assert!(s.reconcile(3, stale, now).is_empty(), "a push may be on its way");
+        assert!(
+            s.reconcile(3, stale, now).is_empty(),
+            "a push may be on its way"
+        );
         assert!(s.reconcile(3, stale, now + ms(1900)).is_empty());
         let actions = s.reconcile(3, stale, now + ms(2000));
         match &actions[..] {
-            [Action::FullState { broker: 3, partitions }, Action::UpdateMetadata { broker: 3 }] => {
+            [Action::FullState {
+                broker: 3,
+                partitions,
+            }, Action::UpdateMetadata { broker: 3 }] => {
                 assert_eq!(partitions.len(), 2, "every partition broker 3 replicates");
             }
             other => panic!("unexpected actions {other:?}"),

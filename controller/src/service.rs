@@ -374,8 +374,9 @@ impl controller_api_server::ControllerApi for Svc {
                                 "the broker reports state other than the controller's for {:?}: re-sending it",
                                 RECONCILE_AFTER
                             );
-                            metrics::counter!("sluice_controller_reconciliations_total").increment(1);
-                            self.0.pusher.dispatch(actions, &active.state);
+                            metrics::counter!("sluice_controller_reconciliations_total")
+                                .increment(1);
+                            active.dispatch_when_durable(actions, &self.0.pusher);
                         }
                     }
                     v1::HeartbeatResponse {

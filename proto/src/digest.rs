@@ -190,11 +190,20 @@ mod tests {
             controller_id: 100,
             controller_epoch: 3,
         };
-        let x = md(vec![topic("x", part(1, vec![1, 2])), topic("y", part(2, vec![2]))]);
-        let mut reordered = md(vec![topic("y", part(2, vec![2])), topic("x", part(1, vec![1, 2]))]);
+        let x = md(vec![
+            topic("x", part(1, vec![1, 2])),
+            topic("y", part(2, vec![2])),
+        ]);
+        let mut reordered = md(vec![
+            topic("y", part(2, vec![2])),
+            topic("x", part(1, vec![1, 2])),
+        ]);
         reordered.brokers.reverse();
         assert_eq!(metadata_digest(&x), metadata_digest(&reordered));
-        let changed = md(vec![topic("x", part(1, vec![1])), topic("y", part(2, vec![2]))]);
+        let changed = md(vec![
+            topic("x", part(1, vec![1])),
+            topic("y", part(2, vec![2])),
+        ]);
         assert_ne!(metadata_digest(&x), metadata_digest(&changed));
         let mut dead = x.clone();
         dead.brokers[1].alive = false;

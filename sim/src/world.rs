@@ -658,7 +658,9 @@ impl World {
                     };
                     let actions = self.controller.reconcile(id, reported, now);
                     if !actions.is_empty() {
-                        self.trace(|| format!("controller re-sends b{id}'s state (reconciliation)"));
+                        self.trace(|| {
+                            format!("controller re-sends b{id}'s state (reconciliation)")
+                        });
                     }
                     self.controller_actions(actions);
                 }

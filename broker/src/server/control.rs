@@ -137,7 +137,11 @@ impl broker_control_server::BrokerControl for Control {
                     .collect();
                 Ok(Response::new(refuse(
                     *code,
-                    format!("{} of the partitions refused: {}", refused.len(), all.join("; ")),
+                    format!(
+                        "{} of the partitions refused: {}",
+                        refused.len(),
+                        all.join("; ")
+                    ),
                 )))
             }
         }

@@ -73,7 +73,11 @@ pub(super) fn too_large(inner: &Inner, key: &PartKey, c: Closed, e: Error) -> Up
 /// Splits a batch built before its partition learned `bytes_max` (it grew while an
 /// earlier batch was in flight), so that it is not sent only to be refused. An error
 /// when it could not be encoded or split; its records have then failed with it.
-pub(super) fn split_unsent(inner: &Inner, open: Open, bytes_max: usize) -> Result<Vec<Open>, Error> {
+pub(super) fn split_unsent(
+    inner: &Inner,
+    open: Open,
+    bytes_max: usize,
+) -> Result<Vec<Open>, Error> {
     let compression = inner.config.compression;
     let c = match encode(open, None, compression) {
         Ok(c) => c,
