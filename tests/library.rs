@@ -348,3 +348,55 @@ fn an_idempotent_producer_recovers_from_a_refused_batch() {
     });
     dev.stop();
 }
+
+/// A consumer asking for more bytes than the transport carries (fetch.max.bytes 1 GiB
+/// over a 72 MB backlog) gets answers the broker clamped, not the same transport error
+/// on every retry.
+#[test]
+fn a_fetch_asking_more_than_the_transport_carries_is_clamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let config = ClientConfig::new(&dev.addr);
+    runtime().block_on(async {
+        Admin::new(&config)
+            .create_topic("backlog", 2, 1, BTreeMap::new())
+            .await
+            .unwrap();
+        let producer = Producer::new(&config, ProducerConfig::default())
+            .await
+            .unwrap();
+        let mut pending = Vec::new();
+        for i in 0..72u32 {
+            let record = ProducerRecord {
+                partition: Some(i % 2),
+                ..ProducerRecord::new("backlog", None::<Bytes>, vec![b'v'; 1_000_000])
+            };
+            pending.push(producer.send(record).await.unwrap());
+        }
+        for f in pending {
+            f.await.unwrap();
+        }
+        let mut c = Consumer::new(
+            &config,
+            ConsumerConfig {
+                auto_offset_reset: OffsetReset::Earliest,
+                fetch_max_bytes: 1 << 30,
+                partition_max_bytes: 1 << 30,
+                ..Default::default()
+            },
+        );
+        c.assign(vec![
+            TopicPartition::new("backlog", 0),
+            TopicPartition::new("backlog", 1),
+        ]);
+        let mut got = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got < 72 {
+            let records = c.poll(Duration::from_millis(500)).await.expect("fetches succeed");
+            got += records.len();
+            assert!(Instant::now() < deadline, "read {got} of 72 records in 60 s");
+        }
+        assert_eq!(got, 72);
+    });
+    dev.stop();
+}

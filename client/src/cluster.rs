@@ -102,7 +102,9 @@ impl Cluster {
     }
 
     pub fn admin_client(&self, addr: &str) -> Result<AdminClient<Channel>, Error> {
-        Ok(AdminClient::new(self.channel(addr)?))
+        Ok(AdminClient::new(self.channel(addr)?)
+            .max_decoding_message_size(sluice_proto::limits::CONTROL_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(sluice_proto::limits::CONTROL_MESSAGE_BYTES_MAX))
     }
 
     /// Addresses to try for cluster-wide requests: known brokers, then bootstrap.

@@ -212,7 +212,8 @@ async fn deliver(broker: u32, addr: String, mut rx: mpsc::Receiver<Queued>) {
             return;
         }
     };
-    let mut client = BrokerControlClient::new(endpoint.connect_lazy());
+    let mut client = BrokerControlClient::new(endpoint.connect_lazy())
+        .max_encoding_message_size(sluice_proto::limits::CONTROL_MESSAGE_BYTES_MAX);
     let mut backlog: VecDeque<Queued> = VecDeque::new();
     loop {
         while let Ok(q) = rx.try_recv() {

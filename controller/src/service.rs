@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_proto::v1::{self, admin_server, controller_api_server};
+use sluice_proto::limits::CONTROL_MESSAGE_BYTES_MAX;
 use sluice_proto::ErrorCode;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -403,8 +404,16 @@ pub(crate) async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let svc = Svc(shared);
     tonic::transport::Server::builder()
-        .add_service(admin_server::AdminServer::new(svc.clone()))
-        .add_service(controller_api_server::ControllerApiServer::new(svc))
+        .add_service(
+            admin_server::AdminServer::new(svc.clone())
+                .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            controller_api_server::ControllerApiServer::new(svc)
+                .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
+        )
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listener).map(|s| {
                 s.inspect(|s| {

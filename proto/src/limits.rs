@@ -20,6 +20,17 @@ pub const UNCOMPRESSED_BATCH_BYTES_MAX: usize = 128 * 1024 * 1024;
 /// reject a record count that cannot fit in the bytes that carry it before allocating.
 pub const RECORD_BYTES_MIN: usize = 7;
 
+/// Largest gRPC message between Sluice processes on the control and admin paths
+/// (LeaderAndIsr, metadata, describe answers): a full state for a broker with tens of
+/// thousands of partitions fits, where tonic's 4 MiB default does not.
+pub const CONTROL_MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// The most record bytes one fetch answer carries, whatever the request asks: well under
+/// the 64 MiB the data path's transport takes, so a consumer asking more on a backlog
+/// gets a smaller answer instead of the same transport error on every retry.
+pub const FETCH_RESPONSE_BYTES_MAX: usize = 48 * 1024 * 1024;
+
 const _: () = assert!(BATCH_HEADER_BYTES > LOG_OVERHEAD_BYTES);
+const _: () = assert!(FETCH_RESPONSE_BYTES_MAX < 64 * 1024 * 1024);
 const _: () = assert!(BATCH_BYTES_MAX <= i32::MAX as usize);
 const _: () = assert!(UNCOMPRESSED_BATCH_BYTES_MAX <= i32::MAX as usize);

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_proto::limits::CONTROL_MESSAGE_BYTES_MAX;
 use sluice_proto::v1::admin_client::AdminClient;
 use sluice_proto::v1::{self, admin_server};
 use sluice_proto::ErrorCode;
@@ -92,7 +93,9 @@ impl AdminProxy {
         let mut last = Status::unavailable("no controller address configured");
         for i in 0..controllers.len() {
             let idx = (start + i) % controllers.len();
-            let client = AdminClient::new(channel(&controllers[idx])?);
+            let client = AdminClient::new(channel(&controllers[idx])?)
+                .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(CONTROL_MESSAGE_BYTES_MAX);
             match call(client).await {
                 Ok(resp) if !resp.get_ref().not_active() => {
                     self.0.controller_hint.store(idx, Ordering::Relaxed);

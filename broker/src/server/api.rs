@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::select_all;
 use futures::Stream;
+use sluice_proto::limits::FETCH_RESPONSE_BYTES_MAX;
 use sluice_proto::v1::{self, broker_server};
 use sluice_proto::{ErrorCode, LeaderEpoch, Offset, TopicPartition};
 use tokio_stream::wrappers::ReceiverStream;
@@ -35,9 +36,9 @@ impl BrokerApi {
         let deadline =
             Instant::now() + Duration::from_millis(u64::from(r.max_wait_ms)).min(FETCH_WAIT_MAX);
         let max_bytes = if r.max_bytes == 0 {
-            50 << 20
+            FETCH_RESPONSE_BYTES_MAX
         } else {
-            r.max_bytes as usize
+            (r.max_bytes as usize).min(FETCH_RESPONSE_BYTES_MAX)
         };
         loop {
             // Subscribe before reading, so an append between the read and the wait wakes us.

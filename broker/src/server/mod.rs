@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use sluice_proto::limits::CONTROL_MESSAGE_BYTES_MAX;
 use sluice_proto::topic_config::LogConfig;
 use sluice_proto::v1;
 use tokio::net::TcpListener;
@@ -221,16 +222,21 @@ impl Broker {
                 gate.clone(),
             ))
             .add_service(InterceptedService::new(
-                v1::admin_server::AdminServer::new(admin::AdminProxy(shared.clone())),
+                v1::admin_server::AdminServer::new(admin::AdminProxy(shared.clone()))
+                    .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX)
+                    .max_encoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
                 gate.clone(),
             ))
             .add_service(InterceptedService::new(
                 v1::groups_server::GroupsServer::new(groups_api::GroupsApi(shared.clone())),
                 gate,
             ))
-            .add_service(v1::broker_control_server::BrokerControlServer::new(
-                control::Control(shared.clone()),
-            ))
+            .add_service(
+                v1::broker_control_server::BrokerControlServer::new(control::Control(
+                    shared.clone(),
+                ))
+                .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
+            )
             .serve_with_incoming_shutdown(nodelay(listener), {
                 let shared = shared.clone();
                 let mut fatal_rx = fatal_rx.clone();
