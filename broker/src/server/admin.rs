@@ -181,6 +181,9 @@ impl admin_server::Admin for AdminProxy {
         req: Request<v1::DeleteTopicRequest>,
     ) -> Result<Response<v1::AdminResult>, Status> {
         let r = req.into_inner();
+        if r.name == super::OFFSETS_TOPIC {
+            return Ok(Response::new(internal_topic(&r.name, "deleted")));
+        }
         self.forward(|mut c| {
             let r = r.clone();
             async move { c.delete_topic(r).await }
@@ -193,6 +196,9 @@ impl admin_server::Admin for AdminProxy {
         req: Request<v1::AlterConfigsRequest>,
     ) -> Result<Response<v1::AdminResult>, Status> {
         let r = req.into_inner();
+        if r.topic == super::OFFSETS_TOPIC {
+            return Ok(Response::new(internal_topic(&r.topic, "reconfigured")));
+        }
         self.forward(|mut c| {
             let r = r.clone();
             async move { c.alter_configs(r).await }
@@ -219,5 +225,14 @@ impl admin_server::Admin for AdminProxy {
             async move { c.describe_topics(r).await }
         })
         .await
+    }
+}
+
+/// The group coordinator owns `__consumer_offsets`: its records are group state, its
+/// configs (compaction, record size) what the coordinator relies on.
+fn internal_topic(name: &str, what: &str) -> v1::AdminResult {
+    v1::AdminResult {
+        error_code: ErrorCode::InvalidTopic.code(),
+        error_message: format!("{name} is an internal topic and cannot be {what} by clients"),
     }
 }

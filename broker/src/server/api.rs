@@ -130,7 +130,16 @@ impl broker_server::Broker for BrokerApi {
             async move {
                 let tp = TopicPartition::new(p.topic.clone(), p.partition);
                 let bytes = p.records.len();
-                let result = shared.replicas.produce(&tp, p.records, acks, timeout).await;
+                // The coordinator writes its own records there; a client's would be
+                // read back as group state.
+                let result = if p.topic == super::OFFSETS_TOPIC {
+                    Err((
+                        ErrorCode::InvalidTopic,
+                        format!("{} is an internal topic: clients cannot produce to it", p.topic),
+                    ))
+                } else {
+                    shared.replicas.produce(&tp, p.records, acks, timeout).await
+                };
                 let mut out = v1::ProducePartitionResponse {
                     topic: p.topic,
                     partition: p.partition,
