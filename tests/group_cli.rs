@@ -115,13 +115,25 @@ fn group_list_describe_reset_and_delete() {
     // The coordinator's topic exists now, and clients cannot touch it.
     for (args, stdin) in [
         (&["topic", "delete", "__consumer_offsets"][..], ""),
-        (&["topic", "alter", "__consumer_offsets", "--config", "cleanup.policy=delete"][..], ""),
+        (
+            &[
+                "topic",
+                "alter",
+                "__consumer_offsets",
+                "--config",
+                "cleanup.policy=delete",
+            ][..],
+            "",
+        ),
         (&["produce", "__consumer_offsets"][..], "junk\n"),
     ] {
         let out = dev.cli(args, stdin);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "sluice {args:?} must be refused");
-        assert!(stderr.contains("internal topic"), "sluice {args:?}: {stderr}");
+        assert!(
+            stderr.contains("internal topic"),
+            "sluice {args:?}: {stderr}"
+        );
     }
     let g = listed(&dev);
     let g1 = g.iter().find(|g| g["group"] == "g1").expect("g1 listed");

@@ -392,9 +392,15 @@ fn a_fetch_asking_more_than_the_transport_carries_is_clamped() {
         let mut got = 0;
         let deadline = Instant::now() + Duration::from_secs(60);
         while got < 72 {
-            let records = c.poll(Duration::from_millis(500)).await.expect("fetches succeed");
+            let records = c
+                .poll(Duration::from_millis(500))
+                .await
+                .expect("fetches succeed");
             got += records.len();
-            assert!(Instant::now() < deadline, "read {got} of 72 records in 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "read {got} of 72 records in 60 s"
+            );
         }
         assert_eq!(got, 72);
     });

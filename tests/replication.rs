@@ -519,3 +519,72 @@ fn reassignment_and_new_partitions_while_writing_and_reading() {
         acked.len()
     );
 }
+
+/// A follower that stops fetching (SIGSTOP; the controller's session timeout is long, so
+/// only its leaders' ISR changes remove it) while it follows 32 partitions: every ISR it
+/// is in shrinks within `replica.lag.time.max.ms` (3 s here) plus a small bound — one
+/// batched AlterPartitions per leader, answered once stored — not one partition at a
+/// time, each waiting for pushes to the stopped broker.
+#[test]
+fn cluster_a_stalled_follower_leaves_every_isr_within_the_lag_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster =
+        Cluster::start_with_controller_args(dir.path(), 3, &["--session-timeout-ms", "60000"]);
+    let (rt, _config, admin) = cluster.client();
+    rt.block_on(admin.create_topic("many", 48, 2, BTreeMap::new()))
+        .unwrap();
+    wait_for("every partition in sync", Duration::from_secs(60), || {
+        all_in_sync(&rt, &admin, "many", 2)
+    });
+    let followed_by_3 = |ps: &[sluice_client::PartitionDescription]| {
+        ps.iter()
+            .filter(|p| p.leader != Some(3) && p.isr.contains(&3))
+            .count()
+    };
+    let before = followed_by_3(&partitions(&rt, &admin, "many").unwrap());
+    assert!(before >= 16, "broker 3 follows {before} partitions");
+    // The controller's view through broker 1 (a client's `any` may try the stopped
+    // broker first and wait out its timeout, which would be measured instead).
+    let via_1 = format!("http://{}", cluster.brokers[0].0);
+    let controller_isrs = || {
+        rt.block_on(async {
+            let mut c = sluice_proto::v1::admin_client::AdminClient::connect(via_1.clone())
+                .await
+                .ok()?;
+            let md = c
+                .describe_topics(sluice_proto::v1::MetadataRequest {
+                    topics: vec!["many".into()],
+                })
+                .await
+                .ok()?
+                .into_inner();
+            let t = md.topics.into_iter().next()?;
+            Some(
+                t.partitions
+                    .into_iter()
+                    .filter(|p| p.leader != 3 && p.isr.contains(&3))
+                    .count(),
+            )
+        })
+    };
+    signal(cluster.brokers[2].1.as_ref().unwrap(), libc::SIGSTOP);
+    let stopped = Instant::now();
+    wait_for(
+        "broker 3 out of every ISR it follows in",
+        Duration::from_secs(60),
+        || controller_isrs().filter(|n| *n == 0),
+    );
+    let took = stopped.elapsed();
+    eprintln!("{before} ISRs shrank {took:?} after the follower stopped (lag max 3 s)");
+    assert!(
+        took < Duration::from_secs(8),
+        "{before} ISRs took {took:?} to shrink: more than the 3 s lag plus one proposal interval and a round trip"
+    );
+    signal(cluster.brokers[2].1.as_ref().unwrap(), libc::SIGCONT);
+    wait_for(
+        "broker 3 back in every ISR",
+        Duration::from_secs(60),
+        || all_in_sync(&rt, &admin, "many", 2),
+    );
+    cluster.stop_all();
+}

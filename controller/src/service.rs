@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluice_proto::v1::{self, admin_server, controller_api_server};
 use sluice_proto::limits::CONTROL_MESSAGE_BYTES_MAX;
+use sluice_proto::v1::{self, admin_server, controller_api_server};
 use sluice_proto::ErrorCode;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -282,6 +282,72 @@ impl controller_api_server::ControllerApi for Svc {
             error_code: 0,
             error_message: String::new(),
             state: Some(state),
+        }))
+    }
+
+    async fn alter_partitions(
+        &self,
+        req: Request<v1::AlterPartitionsRequest>,
+    ) -> Result<Response<v1::AlterPartitionsResponse>, Status> {
+        let r = req.into_inner();
+        let (answers, staged) = {
+            let mut guard = self.0.active.lock().await;
+            let Some(active) = guard.as_mut() else {
+                let nc = not_controller(&self.0);
+                let refused = v1::AlterPartitionResponse {
+                    error_code: nc.error_code,
+                    error_message: nc.error_message,
+                    state: None,
+                };
+                return Ok(Response::new(v1::AlterPartitionsResponse {
+                    partitions: vec![refused; r.partitions.len()],
+                }));
+            };
+            let mut answers = Vec::with_capacity(r.partitions.len());
+            let mut actions = Vec::new();
+            for p in r.partitions {
+                // The batch's broker and epoch, whatever an item says.
+                let outcome = active.state.alter_partition(
+                    r.broker_id,
+                    r.broker_epoch,
+                    &p.topic,
+                    p.partition,
+                    p.leader_epoch,
+                    p.partition_epoch,
+                    p.new_isr,
+                );
+                answers.push(match outcome {
+                    Ok((state, more)) => {
+                        actions.extend(more);
+                        v1::AlterPartitionResponse {
+                            error_code: 0,
+                            error_message: String::new(),
+                            state: Some(state),
+                        }
+                    }
+                    Err((code, message)) => v1::AlterPartitionResponse {
+                        error_code: code.code(),
+                        error_message: message,
+                        state: None,
+                    },
+                });
+            }
+            let committed = answers.iter().any(|a| a.error_code == 0);
+            (
+                answers,
+                committed.then(|| active.stage(actions, &self.0.pusher)),
+            )
+        };
+        if let Some(staged) = staged {
+            // Answered once stored; the pushes follow on their own. Waiting for them
+            // (as the single-partition call does) would let one unreachable replica
+            // hold up every ISR change of the batch.
+            write(staged)
+                .await
+                .map_err(|e| Status::internal(format!("metadata store write failed: {e}")))?;
+        }
+        Ok(Response::new(v1::AlterPartitionsResponse {
+            partitions: answers,
         }))
     }
 

@@ -27,6 +27,8 @@ pub struct Cluster {
     pub broker_prefix: Vec<Vec<String>>,
     /// Per broker: extra arguments.
     pub broker_args: Vec<Vec<String>>,
+    /// Extra arguments for every controller (after the defaults, so they win).
+    pub controller_args: Vec<String>,
 }
 
 impl Cluster {
@@ -54,6 +56,22 @@ impl Cluster {
         Cluster::start_custom(dir, controllers, brokers, store)
     }
 
+    /// One embedded-store controller started with `controller_args` (e.g. a longer
+    /// `--session-timeout-ms`), and `brokers` brokers.
+    pub fn start_with_controller_args(
+        dir: &Path,
+        brokers: usize,
+        controller_args: &[&str],
+    ) -> Cluster {
+        let local = || format!("127.0.0.1:{}", free_port());
+        let store = format!("embedded:{}", dir.join("controller").display());
+        let brokers = (0..brokers)
+            .map(|_| (local(), Vec::new(), Vec::new()))
+            .collect();
+        let args = controller_args.iter().map(|a| a.to_string()).collect();
+        Cluster::launch(dir, vec![local()], brokers, &store, args)
+    }
+
     /// Controllers at `controllers` (ids 100, 101, …) sharing `store`, and brokers 1, 2, …
     /// as (address, command prefix such as `ip netns exec NS`, extra arguments).
     pub fn start_custom(
@@ -61,6 +79,16 @@ impl Cluster {
         controllers: Vec<String>,
         brokers: Vec<(String, Vec<String>, Vec<String>)>,
         store: &str,
+    ) -> Cluster {
+        Cluster::launch(dir, controllers, brokers, store, Vec::new())
+    }
+
+    fn launch(
+        dir: &Path,
+        controllers: Vec<String>,
+        brokers: Vec<(String, Vec<String>, Vec<String>)>,
+        store: &str,
+        controller_args: Vec<String>,
     ) -> Cluster {
         let loopback = controllers.iter().all(|a| a.starts_with("127.0.0.1:"));
         let mut c = Cluster {
@@ -79,6 +107,7 @@ impl Cluster {
             broker_prefix: brokers.iter().map(|b| b.1.clone()).collect(),
             broker_args: brokers.iter().map(|b| b.2.clone()).collect(),
             brokers: brokers.into_iter().map(|b| (b.0, None)).collect(),
+            controller_args,
         };
         for i in 0..c.controllers.len() {
             c.start_controller(i);
@@ -120,8 +149,14 @@ impl Cluster {
         let mut command = Command::new(BIN);
         command
             .args(["controller", "--id", &id.to_string(), "--listen", addr])
-            .args(["--session-timeout-ms", "2000", "--lease-ttl-ms", "2000"])
             .args(["--store", &self.store]);
+        // Defaults, unless `controller_args` sets them (clap takes a flag once).
+        for (flag, value) in [("--session-timeout-ms", "2000"), ("--lease-ttl-ms", "2000")] {
+            if !self.controller_args.iter().any(|a| a == flag) {
+                command.args([flag, value]);
+            }
+        }
+        command.args(&self.controller_args);
         if let Some(m) = &self.controller_metrics[i] {
             command.args(["--metrics", m]);
         }

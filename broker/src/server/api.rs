@@ -135,7 +135,10 @@ impl broker_server::Broker for BrokerApi {
                 let result = if p.topic == super::OFFSETS_TOPIC {
                     Err((
                         ErrorCode::InvalidTopic,
-                        format!("{} is an internal topic: clients cannot produce to it", p.topic),
+                        format!(
+                            "{} is an internal topic: clients cannot produce to it",
+                            p.topic
+                        ),
                     ))
                 } else {
                     shared.replicas.produce(&tp, p.records, acks, timeout).await

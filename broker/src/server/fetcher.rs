@@ -20,7 +20,7 @@ use tracing::{debug, error, info, warn};
 
 use super::admin::{channel, replication_channel};
 use super::Shared;
-use crate::replica::FollowerFetched;
+use crate::replica::{FollowerFetched, IsrProposal};
 
 const FOLLOWER_WAIT_MS: u32 = 500;
 const FOLLOWER_FETCH_BYTES: u32 = 32 << 20;
@@ -213,19 +213,44 @@ async fn fetch_from(shared: Arc<Shared>, leader: u32) {
     }
 }
 
-/// Ticks every partition's state machine (waiting produces expire on time) and sends
-/// this broker's ISR proposals (as leader) to the active controller.
+/// Ticks every partition's state machine on its own timer (waiting produces expire on
+/// time, whatever the controller is doing) and hands this broker's ISR proposals (as
+/// leader) to [`send_isr_changes`]. A proposal that finds the sender's queue full is
+/// dropped: the state machine proposes again (at most once per proposal interval).
 pub(crate) async fn propose_isr_changes(shared: Arc<Shared>) {
     shared
         .replicas
         .set_replica_lag_max(shared.config.replica_lag_time_max);
+    let (tx, rx) = mpsc::channel(ISR_BATCHES_QUEUED_MAX);
+    let sender = tokio::spawn(send_isr_changes(shared.clone(), rx));
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let proposals = shared.replicas.tick(Instant::now());
-        if proposals.is_empty() {
-            continue;
+        if !proposals.is_empty() && tx.try_send(proposals).is_err() && sender.is_finished() {
+            return;
+        }
+    }
+}
+
+/// ISR proposal batches waiting for the sender.
+const ISR_BATCHES_QUEUED_MAX: usize = 64;
+
+/// How long one AlterPartitions call may take.
+const ALTER_PARTITIONS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends whatever ISR proposals are waiting as one AlterPartitions request (the latest
+/// per partition), so a slow follower shared by many partitions leaves all their ISRs in
+/// one round trip rather than one partition at a time.
+async fn send_isr_changes(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Vec<(TopicPartition, IsrProposal)>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut latest: HashMap<TopicPartition, IsrProposal> = first.into_iter().collect();
+        while let Ok(more) = rx.try_recv() {
+            latest.extend(more);
         }
         let controllers = &shared.config.controllers;
         let idx = shared.controller_hint.load(Ordering::Relaxed) % controllers.len();
@@ -233,38 +258,60 @@ pub(crate) async fn propose_isr_changes(shared: Arc<Shared>) {
             continue;
         };
         let mut client = ControllerApiClient::new(ch);
-        for (tp, prop) in proposals {
-            let new_isr: Vec<u32> = prop.new_isr.iter().map(|b| b.0).collect();
-            let req = v1::AlterPartitionRequest {
-                broker_id: shared.config.id,
-                broker_epoch: shared.broker_epoch.load(Ordering::Acquire),
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                leader_epoch: prop.leader_epoch.to_wire(),
-                partition_epoch: prop.partition_epoch,
-                new_isr: new_isr.clone(),
-            };
-            let shrink = shared
-                .replicas
-                .partition(&tp)
-                .is_some_and(|p| new_isr.len() < p.role().isr.len());
-            match client.alter_partition(req).await {
-                Ok(r) if r.get_ref().error_code == 0 => {
-                    let broker = shared.config.id.to_string();
-                    if shrink {
-                        metrics::counter!("sluice_isr_shrinks_total", "broker" => broker)
-                            .increment(1);
-                    } else {
-                        metrics::counter!("sluice_isr_expands_total", "broker" => broker)
-                            .increment(1);
-                    }
-                    info!(partition = %tp, isr = ?new_isr, "ISR change committed")
-                }
-                Ok(r) => {
-                    debug!(partition = %tp, message = r.get_ref().error_message, "ISR change refused")
-                }
-                Err(status) => debug!(%status, "AlterPartition failed"),
+        let broker_epoch = shared.broker_epoch.load(Ordering::Acquire);
+        let items: Vec<(TopicPartition, Vec<u32>, bool)> = latest
+            .iter()
+            .map(|(tp, prop)| {
+                let new_isr: Vec<u32> = prop.new_isr.iter().map(|b| b.0).collect();
+                let shrink = shared
+                    .replicas
+                    .partition(tp)
+                    .is_some_and(|p| new_isr.len() < p.role().isr.len());
+                (tp.clone(), new_isr, shrink)
+            })
+            .collect();
+        let req = v1::AlterPartitionsRequest {
+            broker_id: shared.config.id,
+            broker_epoch,
+            partitions: latest
+                .iter()
+                .map(|(tp, prop)| v1::AlterPartitionRequest {
+                    broker_id: shared.config.id,
+                    broker_epoch,
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    leader_epoch: prop.leader_epoch.to_wire(),
+                    partition_epoch: prop.partition_epoch,
+                    new_isr: prop.new_isr.iter().map(|b| b.0).collect(),
+                })
+                .collect(),
+        };
+        let answer =
+            tokio::time::timeout(ALTER_PARTITIONS_TIMEOUT, client.alter_partitions(req)).await;
+        let answers = match answer {
+            Ok(Ok(r)) => r.into_inner().partitions,
+            Ok(Err(status)) => {
+                debug!(%status, "AlterPartitions failed");
+                continue;
             }
+            Err(_) => {
+                debug!("AlterPartitions timed out");
+                continue;
+            }
+        };
+        let broker = shared.config.id.to_string();
+        for ((tp, new_isr, shrink), a) in items.into_iter().zip(answers) {
+            if a.error_code != 0 {
+                debug!(partition = %tp, message = a.error_message, "ISR change refused");
+                continue;
+            }
+            let kind = if shrink {
+                "sluice_isr_shrinks_total"
+            } else {
+                "sluice_isr_expands_total"
+            };
+            metrics::counter!(kind, "broker" => broker.clone()).increment(1);
+            info!(partition = %tp, isr = ?new_isr, "ISR change committed");
         }
     }
 }
