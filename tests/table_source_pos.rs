@@ -3,7 +3,9 @@
 //! them (`sluice.pos`, `sluice.txn`, `sluice.txn.end`, heartbeats) into compacted
 //! topics; `wait_for_source` returns only once the transaction with that position is
 //! visible in every table of the set, times out otherwise; heartbeats are never rows;
-//! the sidecar's `?wait_for=0/…` waits the same way (408 on timeout, 400 when bad).
+//! the sidecar's `?wait_for=0/…` waits the same way (408 on timeout, 400 when bad);
+//! a transaction whose second partition's piece comes 5 s late (a connector killed
+//! between two pieces) is shown whole or not at all, however long it waits.
 
 mod common;
 
@@ -18,8 +20,8 @@ use sluice_client::table::{
     HEARTBEAT_HEADER, HEARTBEAT_KEY, POS_HEADER, TXN_END_HEADER, TXN_HEADER,
 };
 use sluice_client::{
-    Admin, ClientConfig, Error, PosRequest, Producer, ProducerConfig, ProducerRecord, Table,
-    TableConfig, TableSet,
+    Admin, ClientConfig, Error, PosRequest, Producer, ProducerConfig, ProducerRecord, RawTable,
+    Table, TableConfig, TableSet,
 };
 use sluice_proto::Header;
 
@@ -204,6 +206,110 @@ fn wait_for_source_returns_once_the_transaction_is_visible_in_every_table() {
         assert!(orders.get(b"o2").is_some());
         assert_eq!(orders.stats().malformed_positions, 1);
         set.close();
+    });
+}
+
+/// Both accounts of the bank table in one consistent read (a snapshot), as strings.
+fn accounts(t: &RawTable) -> (Option<String>, Option<String>) {
+    let snap = t.snapshot();
+    let get = |k: &[u8]| {
+        snap.rows
+            .iter()
+            .find(|(key, _)| key.as_ref() == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    (get(b"a"), get(b"b"))
+}
+
+#[test]
+fn a_transaction_whose_second_piece_is_five_seconds_late_is_shown_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let client = ClientConfig::new(&dev.addr);
+    runtime().block_on(async {
+        create(&client, "cdc.bank", 2).await;
+        let producer = Producer::new(&client, ProducerConfig::default())
+            .await
+            .unwrap();
+        // Account a lives in partition 0, b in partition 1; both start at 0/100.
+        send(&producer, row("cdc.bank", 0, "a", "pg:0/100#0")).await;
+        send(&producer, row("cdc.bank", 1, "b", "pg:0/100#1")).await;
+        let config = TableConfig {
+            fetch_max_wait: Duration::from_millis(100),
+            ..TableConfig::default()
+        };
+        let wait = config.missing_piece_wait;
+        let table = RawTable::open(&client, "cdc.bank", config).await.unwrap();
+        table.ready().await.unwrap();
+        let before = accounts(&table);
+        assert!(before.0.is_some() && before.1.is_some(), "{before:?}");
+
+        // Transfer T at 0/200: a piece in each partition, as the connector writes it
+        // (each piece's last record lists both), then a heartbeat at T's position in
+        // every partition. The connector dies after partition 0's piece and its
+        // heartbeat: partition 1's piece is written by its successor, 5 s later.
+        let list = "cdc.bank:0,cdc.bank:1";
+        let late = Duration::from_secs(5);
+        assert!(late > wait * 2, "late past the wall-clock give-up");
+        send(
+            &producer,
+            txn_row("cdc.bank", 0, "a", "pg:0/200#0", "T", Some(list)),
+        )
+        .await;
+        send(&producer, heartbeat("cdc.bank", 0, "pg:0/200#0")).await;
+        let written = Instant::now();
+        // Partition 1 answers every long poll at its high watermark all along: to a
+        // wall clock its piece looks compacted away. Every consistent read shows
+        // neither piece.
+        let mut reads = 0;
+        while written.elapsed() < late {
+            assert_eq!(
+                accounts(&table),
+                before,
+                "half of T visible {:?} after partition 0's piece",
+                written.elapsed()
+            );
+            reads += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(table.is_ready());
+        assert_eq!(table.source_position(), Some("pg:0/100".parse().unwrap()));
+
+        // Partition 1's piece arrives: both at once, and nothing in between.
+        let after = (
+            Some("{\"at\":\"pg:0/200#0\"}".to_string()),
+            Some("{\"at\":\"pg:0/200#1\"}".to_string()),
+        );
+        let watcher = {
+            let table = table.clone();
+            let (before, after) = (before.clone(), after.clone());
+            tokio::task::spawn_blocking(move || {
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    let seen = accounts(&table);
+                    if seen == after {
+                        return Ok(());
+                    }
+                    if seen != before || Instant::now() > deadline {
+                        return Err(seen);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        send(
+            &producer,
+            txn_row("cdc.bank", 1, "b", "pg:0/200#1", "T", Some(list)),
+        )
+        .await;
+        send(&producer, heartbeat("cdc.bank", 1, "pg:0/200#0")).await;
+        table.wait_for_source(&lsn("0/200"), WAIT).await.unwrap();
+        assert_eq!(accounts(&table), after);
+        if let Err(seen) = watcher.await.unwrap() {
+            panic!("a read between T's pieces showed {seen:?}");
+        }
+        assert!(reads > 100, "only {reads} reads while T was half written");
+        table.close();
     });
 }
 
