@@ -7,6 +7,8 @@
 //! partitions; and, while no table runs, compaction (later writes of a key remove older
 //! ones, so end records and whole pieces of old transactions disappear; tombstones and
 //! superseded heartbeats go too) before a table bootstraps again from the log start.
+//! Some sets also follow a topic another writer fills with plain records (no position):
+//! a transaction whose end records are gone must not wait on it forever.
 //!
 //! Oracle, after every applied unit: a transaction all of whose pieces still have a
 //! record in the log is visible entirely or not at all — no unit ever applies part of
@@ -120,6 +122,9 @@ enum Stall {
 struct Logs {
     topics: Vec<String>,
     tps: Vec<Tp>,
+    /// Partitions `0..cdc` are the connector's; the rest belong to a topic another
+    /// writer fills with plain records (no position, no transaction).
+    cdc: usize,
     logs: Vec<Vec<LogRec>>,
     log_end: Vec<u64>,
     /// Invariant: `hw[p] <= log_end[p]`.
@@ -145,10 +150,19 @@ impl Logs {
         if tps.len() < 2 {
             tps.push((0, 1));
         }
+        let cdc = tps.len();
+        let mut topics = topics;
+        if rng.chance(30) {
+            topics.push("plain".to_string());
+            for p in 0..1 + rng.below(2) as u32 {
+                tps.push((topic_count, p));
+            }
+        }
         let n = tps.len();
         Logs {
             topics,
             tps,
+            cdc,
             logs: vec![Vec::new(); n],
             log_end: vec![0; n],
             hw: vec![0; n],
@@ -178,7 +192,7 @@ impl Logs {
     fn write_copy(&mut self, rng: &mut Rng) -> String {
         let n = rng.below(6);
         for _ in 0..n {
-            let p = rng.below(self.tps.len() as u64) as usize;
+            let p = rng.below(self.cdc as u64) as usize;
             let key = Bytes::from(format!("k{p}-{}", rng.below(KEYS_PER_PARTITION)));
             let r = LogRec {
                 offset: 0,
@@ -200,7 +214,7 @@ impl Logs {
         let i = self.pieces.len();
         self.lsn += 1 + rng.below(40);
         let pos = SourcePos::Postgres(Lsn(self.lsn));
-        let n = self.tps.len();
+        let n = self.cdc;
         let mut parts: Vec<usize> = (0..n).collect();
         for k in (1..n).rev() {
             parts.swap(k, rng.below(k as u64 + 1) as usize);
@@ -242,10 +256,30 @@ impl Logs {
         format!("write T{i} at {pos}: {}", desc.join(" "))
     }
 
-    /// A heartbeat at the last transaction's position in every partition.
+    /// A record of the other writer's topic, when there is one.
+    fn write_plain(&mut self, rng: &mut Rng) -> Option<String> {
+        let others = self.tps.len() - self.cdc;
+        if others == 0 {
+            return None;
+        }
+        let p = self.cdc + rng.below(others as u64) as usize;
+        let r = LogRec {
+            offset: 0,
+            key: Bytes::from(format!("q{p}-{}", rng.below(KEYS_PER_PARTITION))),
+            value: Some(Bytes::from_static(b"plain")),
+            txn: None,
+            pos: None,
+            heartbeat: false,
+        };
+        self.append(p, r);
+        Some(format!("plain record in p{p}"))
+    }
+
+    /// A heartbeat at the last transaction's position in every partition of the
+    /// connector's topics.
     fn write_heartbeat(&mut self) {
         let pos = SourcePos::Postgres(Lsn(self.lsn));
-        for p in 0..self.tps.len() {
+        for p in 0..self.cdc {
             let r = LogRec {
                 offset: 0,
                 key: Bytes::from_static(HEARTBEAT_KEY),
@@ -487,6 +521,10 @@ fn run_traced(seed: u64, trace: &mut Trace) -> Result<(), String> {
             }
         } else if roll < 28 {
             logs.write_heartbeat();
+        } else if roll < 30 {
+            if let Some(line) = logs.write_plain(&mut rng) {
+                trace.push(format!("{now_ms}ms {line}"));
+            }
         } else if roll < 33 {
             let p = rng.below(n as u64) as usize;
             let kind = match rng.chance(50) {
