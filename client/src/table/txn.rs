@@ -23,7 +23,10 @@
 //! - A positioned X none of whose end records arrived (all compacted away) names no
 //!   pieces: every other followed partition must then have delivered a record after X
 //!   (or be one that was read to its high watermark without ever carrying a position,
-//!   which no connector writes). Without positions such an X goes out piece by piece.
+//!   which no connector writes). That is by position for partitions of topics tied to
+//!   X's (`source_of`: a transaction was seen in both), by the wall clock for others (another
+//!   connector's positions say nothing of X's). Without positions such an X goes out
+//!   piece by piece.
 //! - X is released when every piece is complete and at the head of its partition.
 //!
 //! Invariant: within a partition, units come out in offset order; a partition's
@@ -124,6 +127,8 @@ struct Txn {
     /// X's source position, from its first record that carried one. `None`: written
     /// without positions, so only the wall clock can give up on a missing piece.
     pos: Option<SourcePos>,
+    /// Topics X's records arrived in or its end records list (`topic_bit`).
+    topics: u64,
 }
 
 impl Txn {
@@ -133,6 +138,7 @@ impl Txn {
             listed: HashSet::new(),
             end_seen: false,
             pos: None,
+            topics: 0,
         }
     }
 
@@ -162,6 +168,10 @@ pub(crate) struct Assembler {
     recent_set: HashSet<(Bytes, Tp)>,
     chunk_records: usize,
     missing_piece_wait: Duration,
+    /// Union-find over topic indices: topics tied to one source because a transaction
+    /// wrote both (its records arrived in both, or an end record lists both).
+    /// Invariant: `source_of[t] <= t`, so `find` ends.
+    source_of: Vec<usize>,
 }
 
 impl Assembler {
@@ -201,6 +211,7 @@ impl Assembler {
             recent_set: HashSet::new(),
             chunk_records: chunk_records.max(1),
             missing_piece_wait,
+            source_of: (0..topics.len()).collect(),
         }
     }
 
@@ -238,6 +249,14 @@ impl Assembler {
                     .entry(tag.id.clone())
                     .or_insert_with(|| Txn::new(now));
                 txn.note(r, &self.topic_index);
+                txn.topics |= topic_bit(tp.0);
+                for t in txn.listed.iter().map(|l| l.0) {
+                    txn.topics |= topic_bit(t);
+                }
+                let tied = txn.topics;
+                for t in (0..self.source_of.len()).filter(|&t| tied & topic_bit(t) != 0) {
+                    union(&mut self.source_of, t, tp.0);
+                }
             }
         }
         if let Some(pos) = records.iter().rev().find_map(|r| r.pos.as_deref()) {
@@ -370,7 +389,13 @@ impl Assembler {
             }
         }
         if let (false, Some(x)) = (txn.end_seen, &txn.pos) {
-            // No end record: nothing says which partitions hold pieces of X.
+            // No end record: nothing says which partitions hold pieces of X. Those of
+            // X's source are waited for by position; a topic nothing ties to it may be
+            // another connector's (its positions say nothing of X): the wall clock.
+            let sources: Vec<usize> = pieces
+                .iter()
+                .map(|tp| find(&self.source_of, tp.0))
+                .collect();
             for tp in &self.order {
                 if pieces.binary_search(tp).is_ok() || self.recent_set.contains(&(id.clone(), *tp))
                 {
@@ -378,7 +403,11 @@ impl Assembler {
                 }
                 let part = &self.parts[tp];
                 let never_positioned = !part.positioned && part.last_caught_up.is_some();
-                if !never_positioned && !past(part, x) {
+                if never_positioned || past(part, x) {
+                    continue;
+                }
+                if sources.contains(&find(&self.source_of, tp.0)) || !self.given_up(txn, part, now)
+                {
                     return None;
                 }
             }
@@ -391,11 +420,15 @@ impl Assembler {
     fn holds_no_more(&self, txn: &Txn, part: &Part, now: Instant) -> bool {
         match &txn.pos {
             Some(x) => past(part, x),
-            None => {
-                let given_up = txn.first_seen + self.missing_piece_wait;
-                now >= given_up && part.last_caught_up.is_some_and(|d| d >= given_up)
-            }
+            None => self.given_up(txn, part, now),
         }
+    }
+
+    /// The wall-clock rule: `missing_piece_wait` passed since X was first seen, and
+    /// after that `part` was read up to its high watermark.
+    fn given_up(&self, txn: &Txn, part: &Part, now: Instant) -> bool {
+        let given_up = txn.first_seen + self.missing_piece_wait;
+        now >= given_up && part.last_caught_up.is_some_and(|d| d >= given_up)
     }
 
     fn release_txn(&mut self, id: Bytes, tps: Vec<Tp>, now: Instant) -> Unit {
@@ -423,9 +456,9 @@ impl Assembler {
         let mut again: Option<Txn> = None;
         for tp in &self.order {
             for r in self.parts[tp].queue.iter().filter(|r| is_txn(r, &id)) {
-                again
-                    .get_or_insert_with(|| Txn::new(now))
-                    .note(r, &self.topic_index);
+                let txn = again.get_or_insert_with(|| Txn::new(now));
+                txn.note(r, &self.topic_index);
+                txn.topics |= topic_bit(tp.0);
             }
         }
         if let Some(txn) = again {
@@ -459,6 +492,26 @@ fn past(part: &Part, x: &SourcePos) -> bool {
         Some(Ordering::Equal) => last.heartbeat,
         Some(Ordering::Less) => false,
     }
+}
+
+/// Topic `t`'s bit in `Txn::topics`; topics past 63 share the last bit (a set of that
+/// many topics ties them all: safe, only slower).
+fn topic_bit(t: usize) -> u64 {
+    1 << t.min(63)
+}
+
+fn find(source_of: &[usize], mut t: usize) -> usize {
+    while source_of[t] != t {
+        t = source_of[t];
+    }
+    t
+}
+
+/// Ties topics `a` and `b` to one source (the smaller root becomes the parent).
+fn union(source_of: &mut [usize], a: usize, b: usize) {
+    let (ra, rb) = (find(source_of, a), find(source_of, b));
+    let (lo, hi) = (ra.min(rb), ra.max(rb));
+    source_of[hi] = lo;
 }
 
 fn is_txn(r: &Rec, id: &Bytes) -> bool {

@@ -7,8 +7,10 @@
 //! partitions; and, while no table runs, compaction (later writes of a key remove older
 //! ones, so end records and whole pieces of old transactions disappear; tombstones and
 //! superseded heartbeats go too) before a table bootstraps again from the log start.
-//! Some sets also follow a topic another writer fills with plain records (no position):
-//! a transaction whose end records are gone must not wait on it forever.
+//! Some sets also follow a topic of a second connector (another database, whose
+//! positions stay below the first one's) or a topic another writer fills with plain
+//! records (no position): a transaction whose end records are gone must not wait on
+//! either forever.
 //!
 //! Oracle, after every applied unit: a transaction all of whose pieces still have a
 //! record in the log is visible entirely or not at all — no unit ever applies part of
@@ -122,9 +124,10 @@ enum Stall {
 struct Logs {
     topics: Vec<String>,
     tps: Vec<Tp>,
-    /// Partitions `0..cdc` are the connector's; the rest belong to a topic another
-    /// writer fills with plain records (no position, no transaction).
-    cdc: usize,
+    /// The connectors (databases) writing partition ranges; partitions past the last
+    /// range belong to a topic another writer fills with plain records (no position,
+    /// no transaction).
+    sources: Vec<Source>,
     logs: Vec<Vec<LogRec>>,
     log_end: Vec<u64>,
     /// Invariant: `hw[p] <= log_end[p]`.
@@ -134,6 +137,11 @@ struct Logs {
     pieces: Vec<Vec<usize>>,
     /// Per transaction and partition: its records still in the log.
     present: Vec<BTreeMap<usize, usize>>,
+}
+
+/// One connector: the partitions it writes, and where its database's stream is.
+struct Source {
+    parts: std::ops::Range<usize>,
     lsn: u64,
 }
 
@@ -150,26 +158,44 @@ impl Logs {
         if tps.len() < 2 {
             tps.push((0, 1));
         }
-        let cdc = tps.len();
+        // The first connector's positions are on a later WAL segment than a second
+        // database's will ever reach here: positions of two sources have no meaning
+        // for each other, and a table must not wait on one for the other.
+        let mut sources = vec![Source {
+            parts: 0..tps.len(),
+            lsn: 1 << 32,
+        }];
         let mut topics = topics;
         if rng.chance(30) {
+            let t = topics.len();
+            topics.push("db2".to_string());
+            let first = tps.len();
+            for p in 0..1 + rng.below(2) as u32 {
+                tps.push((t, p));
+            }
+            sources.push(Source {
+                parts: first..tps.len(),
+                lsn: 0x100,
+            });
+        }
+        if rng.chance(30) {
+            let t = topics.len();
             topics.push("plain".to_string());
             for p in 0..1 + rng.below(2) as u32 {
-                tps.push((topic_count, p));
+                tps.push((t, p));
             }
         }
         let n = tps.len();
         Logs {
             topics,
             tps,
-            cdc,
+            sources,
             logs: vec![Vec::new(); n],
             log_end: vec![0; n],
             hw: vec![0; n],
             stall: vec![None; n],
             pieces: Vec::new(),
             present: Vec::new(),
-            lsn: 0x100,
         }
     }
 
@@ -192,7 +218,7 @@ impl Logs {
     fn write_copy(&mut self, rng: &mut Rng) -> String {
         let n = rng.below(6);
         for _ in 0..n {
-            let p = rng.below(self.cdc as u64) as usize;
+            let p = rng.below(self.sources[0].parts.end as u64) as usize;
             let key = Bytes::from(format!("k{p}-{}", rng.below(KEYS_PER_PARTITION)));
             let r = LogRec {
                 offset: 0,
@@ -208,14 +234,17 @@ impl Logs {
         format!("copy of {n} rows")
     }
 
-    /// A transaction over 1–3 partitions, 1–3 records each (a delete is a value and a
-    /// tombstone), the last record of each piece listing every piece.
+    /// A transaction of one source over 1–3 of its partitions, 1–3 records each (a
+    /// delete is a value and a tombstone), the last record of each piece listing every
+    /// piece.
     fn write_txn(&mut self, rng: &mut Rng) -> String {
         let i = self.pieces.len();
-        self.lsn += 1 + rng.below(40);
-        let pos = SourcePos::Postgres(Lsn(self.lsn));
-        let n = self.cdc;
-        let mut parts: Vec<usize> = (0..n).collect();
+        let s = rng.below(self.sources.len() as u64) as usize;
+        let source = &mut self.sources[s];
+        source.lsn += 1 + rng.below(40);
+        let pos = SourcePos::Postgres(Lsn(source.lsn));
+        let mut parts: Vec<usize> = source.parts.clone().collect();
+        let n = parts.len();
         for k in (1..n).rev() {
             parts.swap(k, rng.below(k as u64 + 1) as usize);
         }
@@ -258,11 +287,12 @@ impl Logs {
 
     /// A record of the other writer's topic, when there is one.
     fn write_plain(&mut self, rng: &mut Rng) -> Option<String> {
-        let others = self.tps.len() - self.cdc;
+        let first = self.sources.last().map_or(0, |s| s.parts.end);
+        let others = self.tps.len() - first;
         if others == 0 {
             return None;
         }
-        let p = self.cdc + rng.below(others as u64) as usize;
+        let p = first + rng.below(others as u64) as usize;
         let r = LogRec {
             offset: 0,
             key: Bytes::from(format!("q{p}-{}", rng.below(KEYS_PER_PARTITION))),
@@ -275,17 +305,25 @@ impl Logs {
         Some(format!("plain record in p{p}"))
     }
 
-    /// A heartbeat at the last transaction's position in every partition of the
-    /// connector's topics.
+    /// Each connector's heartbeat at its last transaction's position, in every
+    /// partition it writes.
     fn write_heartbeat(&mut self) {
-        let pos = SourcePos::Postgres(Lsn(self.lsn));
-        for p in 0..self.cdc {
+        let beats: Vec<(usize, SourcePos)> = self
+            .sources
+            .iter()
+            .flat_map(|s| {
+                s.parts
+                    .clone()
+                    .map(|p| (p, SourcePos::Postgres(Lsn(s.lsn))))
+            })
+            .collect();
+        for (p, pos) in beats {
             let r = LogRec {
                 offset: 0,
                 key: Bytes::from_static(HEARTBEAT_KEY),
                 value: Some(Bytes::from_static(b"{}")),
                 txn: None,
-                pos: Some(pos.clone()),
+                pos: Some(pos),
                 heartbeat: true,
             };
             self.append(p, r);
@@ -555,15 +593,17 @@ fn run_traced(seed: u64, trace: &mut Trace) -> Result<(), String> {
     logs.write_heartbeat();
     logs.hw = logs.log_end.clone();
     trace.push(format!("{now_ms}ms all stalls over, final heartbeat"));
-    let mut rounds_at_end = 0;
-    while rounds_at_end < 2 {
+    // Long polls go on answering at the high watermark (every 100 ms here), past
+    // `missing_piece_wait`: what waits on the wall clock is released too.
+    let mut at_end_since = None;
+    while at_end_since.is_none_or(|t| now_ms < t + 2 * WAIT.as_millis() as u64) {
         now_ms += 100;
         let now = base + Duration::from_millis(now_ms);
         for p in 0..n {
             table.deliver(&logs, p, 8, now, trace)?;
         }
-        if table.fetch_from == logs.log_end {
-            rounds_at_end += 1;
+        if table.fetch_from == logs.log_end && at_end_since.is_none() {
+            at_end_since = Some(now_ms);
         }
     }
     check_end(&logs, &table)

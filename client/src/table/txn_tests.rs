@@ -387,6 +387,55 @@ fn a_partition_read_to_its_end_without_any_position_is_no_piece_of_an_unlisted_t
 }
 
 #[test]
+fn a_topic_nothing_ties_to_the_transactions_source_is_waited_for_by_the_wall_clock_only() {
+    let mut a = assembler();
+    let t0 = Instant::now();
+    // users (A, B) and orders (C) come from two databases: C's positions are another
+    // server's and may stay below T's for good. T's end records were compacted away.
+    a.push(
+        A,
+        vec![at(txn(0, "a", "T", None), "0/900"), heartbeat(1, "0/950")],
+        2,
+        t0,
+    );
+    a.push(B, vec![heartbeat(0, "0/1000")], 1, t0);
+    a.push(C, vec![heartbeat(0, "0/10")], 1, t0);
+    assert!(txn_units(&a.drain(t0)).is_empty(), "C may hold a piece");
+    let later = t0 + WAIT + Duration::from_millis(1);
+    a.push(C, vec![], 1, later);
+    assert_eq!(
+        txn_units(&a.drain(later)),
+        vec![(Some("T".into()), vec![(A, keys(&["a"]), 1)])],
+        "no wait forever on another source's positions"
+    );
+}
+
+#[test]
+fn a_topic_an_end_record_ties_to_the_transactions_source_is_waited_for_by_position() {
+    let mut a = assembler();
+    let t0 = Instant::now();
+    // U wrote users:0 and orders:0: one source.
+    let list = "users:0,orders:0";
+    a.push(A, vec![at(txn(0, "u", "U", Some(list)), "0/5")], 1, t0);
+    a.push(C, vec![at(txn(0, "o", "U", Some(list)), "0/5")], 1, t0);
+    assert_eq!(txn_units(&a.drain(t0)).len(), 1);
+    a.push(
+        A,
+        vec![at(txn(1, "a", "T", None), "0/900"), heartbeat(2, "0/950")],
+        3,
+        t0,
+    );
+    a.push(B, vec![heartbeat(0, "0/1000")], 1, t0);
+    for i in 1..10u32 {
+        let later = t0 + WAIT * i;
+        a.push(C, vec![], 1, later);
+        assert!(txn_units(&a.drain(later)).is_empty(), "C may hold a piece");
+    }
+    a.push(C, vec![heartbeat(1, "0/900")], 2, t0 + WAIT * 10);
+    assert_eq!(txn_units(&a.drain(t0 + WAIT * 10)).len(), 1);
+}
+
+#[test]
 fn a_reset_forgets_how_far_the_partition_was_read() {
     let mut a = assembler();
     let t0 = Instant::now();
