@@ -248,14 +248,20 @@ impl Assembler {
                     .txns
                     .entry(tag.id.clone())
                     .or_insert_with(|| Txn::new(now));
+                let known = txn.topics;
                 txn.note(r, &self.topic_index);
                 txn.topics |= topic_bit(tp.0);
-                for t in txn.listed.iter().map(|l| l.0) {
-                    txn.topics |= topic_bit(t);
+                if tag.end.is_some() {
+                    for t in txn.listed.iter().map(|l| l.0) {
+                        txn.topics |= topic_bit(t);
+                    }
                 }
+                // Ties only when X showed a new topic: bootstrap pushes millions.
                 let tied = txn.topics;
-                for t in (0..self.source_of.len()).filter(|&t| tied & topic_bit(t) != 0) {
-                    union(&mut self.source_of, t, tp.0);
+                if tied != known {
+                    for t in (0..self.source_of.len()).filter(|&t| tied & topic_bit(t) != 0) {
+                        union(&mut self.source_of, t, tp.0);
+                    }
                 }
             }
         }
