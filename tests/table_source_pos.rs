@@ -3,7 +3,10 @@
 //! them (`sluice.pos`, `sluice.txn`, `sluice.txn.end`, heartbeats) into compacted
 //! topics; `wait_for_source` returns only once the transaction with that position is
 //! visible in every table of the set, times out otherwise; heartbeats are never rows;
-//! the sidecar's `?wait_for=0/…` waits the same way (408 on timeout, 400 when bad).
+//! the sidecar's `?wait_for=0/…` waits the same way (408 on timeout, 400 when bad);
+//! a transaction whose second partition's piece comes 5 s late (a connector killed
+//! between two pieces, or that partition's leader paused for 5 s) is shown whole or
+//! not at all, however long it waits.
 
 mod common;
 
@@ -12,14 +15,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{runtime, Dev, BIN};
+use common::cluster::{all_in_sync, signal, Cluster};
+use common::{runtime, wait_for, Dev, BIN};
 use serde_json::Value;
 use sluice_client::table::{
     HEARTBEAT_HEADER, HEARTBEAT_KEY, POS_HEADER, TXN_END_HEADER, TXN_HEADER,
 };
 use sluice_client::{
-    Admin, ClientConfig, Error, PosRequest, Producer, ProducerConfig, ProducerRecord, Table,
-    TableConfig, TableSet,
+    Admin, ClientConfig, Error, PosRequest, Producer, ProducerConfig, ProducerRecord, RawTable,
+    Table, TableConfig, TableSet,
 };
 use sluice_proto::Header;
 
@@ -205,6 +209,237 @@ fn wait_for_source_returns_once_the_transaction_is_visible_in_every_table() {
         assert_eq!(orders.stats().malformed_positions, 1);
         set.close();
     });
+}
+
+/// Both accounts of the bank table in one consistent read (a snapshot), as strings.
+fn accounts(t: &RawTable) -> (Option<String>, Option<String>) {
+    let snap = t.snapshot();
+    let get = |k: &[u8]| {
+        snap.rows
+            .iter()
+            .find(|(key, _)| key.as_ref() == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    (get(b"a"), get(b"b"))
+}
+
+#[test]
+fn a_transaction_whose_second_piece_is_five_seconds_late_is_shown_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let client = ClientConfig::new(&dev.addr);
+    runtime().block_on(async {
+        create(&client, "cdc.bank", 2).await;
+        let producer = Producer::new(&client, ProducerConfig::default())
+            .await
+            .unwrap();
+        // Account a lives in partition 0, b in partition 1; both start at 0/100.
+        send(&producer, row("cdc.bank", 0, "a", "pg:0/100#0")).await;
+        send(&producer, row("cdc.bank", 1, "b", "pg:0/100#1")).await;
+        let config = TableConfig {
+            fetch_max_wait: Duration::from_millis(100),
+            ..TableConfig::default()
+        };
+        let wait = config.missing_piece_wait;
+        let table = RawTable::open(&client, "cdc.bank", config).await.unwrap();
+        table.ready().await.unwrap();
+        let before = accounts(&table);
+        assert!(before.0.is_some() && before.1.is_some(), "{before:?}");
+
+        // Transfer T at 0/200: a piece in each partition, as the connector writes it
+        // (each piece's last record lists both), then a heartbeat at T's position in
+        // every partition. The connector dies after partition 0's piece and its
+        // heartbeat: partition 1's piece is written by its successor, 5 s later.
+        let list = "cdc.bank:0,cdc.bank:1";
+        let late = Duration::from_secs(5);
+        assert!(late > wait * 2, "late past the wall-clock give-up");
+        send(
+            &producer,
+            txn_row("cdc.bank", 0, "a", "pg:0/200#0", "T", Some(list)),
+        )
+        .await;
+        send(&producer, heartbeat("cdc.bank", 0, "pg:0/200#0")).await;
+        let written = Instant::now();
+        // Partition 1 answers every long poll at its high watermark all along: to a
+        // wall clock its piece looks compacted away. Every consistent read shows
+        // neither piece.
+        let mut reads = 0;
+        while written.elapsed() < late {
+            assert_eq!(
+                accounts(&table),
+                before,
+                "half of T visible {:?} after partition 0's piece",
+                written.elapsed()
+            );
+            reads += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(table.is_ready());
+        assert_eq!(table.source_position(), Some("pg:0/100".parse().unwrap()));
+
+        // Partition 1's piece arrives: both at once, and nothing in between.
+        let after = (
+            Some("{\"at\":\"pg:0/200#0\"}".to_string()),
+            Some("{\"at\":\"pg:0/200#1\"}".to_string()),
+        );
+        let watcher = {
+            let table = table.clone();
+            let (before, after) = (before.clone(), after.clone());
+            tokio::task::spawn_blocking(move || {
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    let seen = accounts(&table);
+                    if seen == after {
+                        return Ok(());
+                    }
+                    if seen != before || Instant::now() > deadline {
+                        return Err(seen);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        send(
+            &producer,
+            txn_row("cdc.bank", 1, "b", "pg:0/200#1", "T", Some(list)),
+        )
+        .await;
+        send(&producer, heartbeat("cdc.bank", 1, "pg:0/200#0")).await;
+        table.wait_for_source(&lsn("0/200"), WAIT).await.unwrap();
+        assert_eq!(accounts(&table), after);
+        if let Err(seen) = watcher.await.unwrap() {
+            panic!("a read between T's pieces showed {seen:?}");
+        }
+        assert!(reads > 100, "only {reads} reads while T was half written");
+        table.close();
+    });
+}
+
+#[test]
+fn cluster_a_transaction_is_shown_whole_or_not_at_all_while_a_follower_stalls_its_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3);
+    let (rt, client, admin) = cluster.client();
+    let configs = [("cleanup.policy".to_string(), "compact".to_string())].into();
+    rt.block_on(admin.create_topic("cdc.bank", 3, 2, configs))
+        .unwrap();
+    let parts = wait_for("every replica in sync", Duration::from_secs(30), || {
+        all_in_sync(&rt, &admin, "cdc.bank", 2)
+    });
+    // The bank setup: account b's partition pb has a follower f that holds no
+    // replica of account a's partition pa. Pausing f stalls pb's high watermark (its
+    // piece is appended at the leader but not readable) and nothing of pa.
+    let follower = |p: usize| {
+        let d = &parts[p];
+        *d.replicas.iter().find(|&&r| Some(r) != d.leader).unwrap()
+    };
+    let (pa, pb) = (0..3usize)
+        .flat_map(|i| (0..3usize).map(move |j| (i, j)))
+        .filter(|&(i, j)| i != j)
+        .find(|&(i, j)| !parts[i].replicas.contains(&follower(j)))
+        .or_else(|| {
+            (0..3usize)
+                .flat_map(|i| (0..3usize).map(move |j| (i, j)))
+                .find(|&(i, j)| i != j && parts[i].leader != Some(follower(j)))
+        })
+        .expect("a partition whose leader is not another's follower");
+    let f = cluster.brokers[follower(pb) as usize - 1]
+        .1
+        .as_ref()
+        .unwrap();
+    let (pa, pb) = (pa as u32, pb as u32);
+    let producer = rt
+        .block_on(Producer::new(&client, ProducerConfig::default()))
+        .unwrap();
+    rt.block_on(async {
+        send(&producer, row("cdc.bank", pa, "a", "pg:0/100#0")).await;
+        send(&producer, row("cdc.bank", pb, "b", "pg:0/100#1")).await;
+    });
+    let config = TableConfig {
+        fetch_max_wait: Duration::from_millis(100),
+        ..TableConfig::default()
+    };
+    let table = rt
+        .block_on(RawTable::open(&client, "cdc.bank", config))
+        .unwrap();
+    rt.block_on(table.ready()).unwrap();
+    let before = accounts(&table);
+    assert!(before.0.is_some() && before.1.is_some(), "{before:?}");
+
+    // Transfer T: pa's piece and heartbeat are written. 1.5 s later (the connector's
+    // write to pb was retried) pb's follower is paused for 5 s and pb's piece written
+    // meanwhile: readable once the ISR shrinks or the follower is back. Together,
+    // longer than the old wall-clock give-up (2 s from pa's piece).
+    let list = format!("cdc.bank:{pa},cdc.bank:{pb}");
+    rt.block_on(async {
+        send(
+            &producer,
+            txn_row("cdc.bank", pa, "a", "pg:0/200#0", "T", Some(&list)),
+        )
+        .await;
+        send(&producer, heartbeat("cdc.bank", pa, "pg:0/200#0")).await;
+    });
+    let written = Instant::now();
+    while written.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(
+            accounts(&table),
+            before,
+            "T visible before pb's piece was written"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    signal(f, libc::SIGSTOP);
+    let paused_at = Instant::now();
+    let late_piece = {
+        let producer = producer.clone();
+        let list = list.clone();
+        rt.spawn(async move {
+            send(
+                &producer,
+                txn_row("cdc.bank", pb, "b", "pg:0/200#1", "T", Some(&list)),
+            )
+            .await;
+            send(&producer, heartbeat("cdc.bank", pb, "pg:0/200#0")).await;
+        })
+    };
+    let after = (
+        Some("{\"at\":\"pg:0/200#0\"}".to_string()),
+        Some("{\"at\":\"pg:0/200#1\"}".to_string()),
+    );
+    let pause = Duration::from_secs(5);
+    let deadline = paused_at + Duration::from_secs(60);
+    let mut visible_at = None;
+    // Every consistent read, through the pause and until T is visible, shows T whole
+    // or not at all.
+    loop {
+        let seen = accounts(&table);
+        if seen != before && seen != after {
+            signal(f, libc::SIGCONT);
+            panic!(
+                "half of T visible {:?} into the pause: {seen:?}",
+                paused_at.elapsed()
+            );
+        }
+        if seen == after && visible_at.is_none() {
+            visible_at = Some(paused_at.elapsed());
+        }
+        if paused_at.elapsed() >= pause {
+            signal(f, libc::SIGCONT);
+            if visible_at.is_some() {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "T not visible 60 s after the pause"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    rt.block_on(late_piece).unwrap();
+    assert_eq!(accounts(&table), after);
+    assert!(table.is_ready());
+    eprintln!("T visible {visible_at:?} after the follower was paused, 1.5 s after pa's piece");
+    table.close();
 }
 
 /// A running `sluice table serve`, killed on drop.

@@ -235,7 +235,7 @@ fn rows_of_an_initial_copy_carry_no_position_until_the_heartbeat_after_it() {
     );
     assert_eq!(recs[0].key.as_deref(), Some(&b"a"[..]), "but they are rows");
     assert_eq!(
-        recs[2].pos.as_deref(),
-        Some(&"pg:0/50".parse::<SourcePos>().unwrap())
+        recs[2].pos.as_deref().map(|p| (&p.pos, p.heartbeat)),
+        Some((&"pg:0/50".parse::<SourcePos>().unwrap(), true))
     );
 }

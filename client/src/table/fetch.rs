@@ -24,7 +24,7 @@ use sluice_proto::{v1, ErrorCode};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
-use super::txn::{Rec, Tp, TxnTag};
+use super::txn::{Rec, RecPos, Tp, TxnTag};
 use super::{HEARTBEAT_HEADER, POS_HEADER, TXN_END_HEADER, TXN_HEADER};
 use crate::cluster::Cluster;
 use crate::Error;
@@ -343,7 +343,7 @@ pub(crate) fn decode(
                     end = Some(h.value.unwrap_or_default());
                 } else if h.key == POS_HEADER {
                     match RecordPos::from_header(h.value.as_deref().unwrap_or_default()) {
-                        Ok(p) => pos = Some(Box::new(p.pos)),
+                        Ok(p) => pos = Some(p.pos),
                         Err(_) => malformed_positions += 1,
                     }
                 } else if h.key == HEARTBEAT_HEADER {
@@ -357,6 +357,7 @@ pub(crate) fn decode(
             if copy_row {
                 pos = None;
             }
+            let pos = pos.map(|pos| Box::new(RecPos { pos, heartbeat }));
             let rec = match heartbeat {
                 false => Rec {
                     offset,

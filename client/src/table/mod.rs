@@ -85,8 +85,10 @@ pub struct TableConfig {
     /// applied whole.
     pub apply_chunk_records: usize,
     /// A transaction piece listed in an end marker but never seen in its partition
-    /// (compaction removed every record of it) is given up on after its partition has
-    /// been caught up for this long. See docs/table.md.
+    /// (compaction removed every record of it, or it is late) is given up on after its
+    /// partition has been caught up for this long — only for transactions without
+    /// source positions: a positioned one waits until the partition delivers a record
+    /// after it, however long. See docs/table.md.
     pub missing_piece_wait: Duration,
     /// Expected rows, to pre-size the store; `None`: estimated from the topic's size.
     pub expected_rows: Option<usize>,

@@ -11,15 +11,29 @@
 //!   is not X (the end record was compacted away).
 //! - X's pieces: the partitions whose records of X arrived, plus every followed
 //!   `topic:partition` an end record lists. A listed piece of which nothing arrived
-//!   counts as complete once applied earlier (recently-applied memory) or, when
-//!   compaction removed all of it, once `missing_piece_wait` passed since X was
-//!   first seen and after that p was read up to its high watermark (so a partition
-//!   still bootstrapping, behind the others, is waited for however long it takes).
+//!   holds nothing more of X once it was applied earlier (recently-applied memory), or:
+//!   - X has a source position (`sluice.pos`, written by the CDC connector): once its
+//!     partition delivered a record positioned after X (a heartbeat at X's own
+//!     position included). Compaction that removed a whole piece leaves the later
+//!     record that superseded it, so this still decides; a partition with nothing
+//!     after X yet is waited for, however long (the connector's next heartbeat ends it).
+//!   - X has none (a topic written by something else): once `missing_piece_wait`
+//!     passed since X was first seen and after that the partition was read up to its
+//!     high watermark (so a partition still bootstrapping is waited for).
+//! - A positioned X none of whose end records arrived (all compacted away) names no
+//!   pieces: every other followed partition must then have delivered a record after X
+//!   (or be one that was read to its high watermark without ever carrying a position,
+//!   which no connector writes). That is by position for partitions of topics tied to
+//!   X's (`source_of`: a transaction was seen in both), by the wall clock for others (another
+//!   connector's positions say nothing of X's). Without positions such an X goes out
+//!   piece by piece.
 //! - X is released when every piece is complete and at the head of its partition.
 //!
 //! Invariant: within a partition, units come out in offset order; a partition's
-//! position never passes a held record.
+//! position never passes a held record. A partition's `last_pos` only grows between
+//! resets (records of a partition come in position order).
 
+use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -47,7 +61,16 @@ pub(crate) struct Rec {
     pub value: Option<Bytes>,
     pub txn: Option<Box<TxnTag>>,
     /// Its `sluice.pos` (boxed: most topics have none, and bootstrap holds millions).
-    pub pos: Option<Box<SourcePos>>,
+    pub pos: Option<Box<RecPos>>,
+}
+
+/// A record's source position, as the table uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecPos {
+    pub pos: SourcePos,
+    /// A heartbeat: its partition holds everything of the source up to and including
+    /// `pos`. Any other record at `pos` belongs to the transaction there.
+    pub heartbeat: bool,
 }
 
 /// Records of one partition in a unit, and the position after applying them.
@@ -63,7 +86,10 @@ impl Piece {
     /// The source position `tp` reaches once this piece is applied: its last
     /// positioned record's (records of a partition come in position order).
     pub(crate) fn source_position(&self) -> Option<&SourcePos> {
-        self.records.iter().rev().find_map(|r| r.pos.as_deref())
+        self.records
+            .iter()
+            .rev()
+            .find_map(|r| r.pos.as_deref().map(|p| &p.pos))
     }
 }
 
@@ -84,6 +110,11 @@ struct Part {
     reported: u64,
     /// When a delivery last reached the high watermark (nothing more to read then).
     last_caught_up: Option<Instant>,
+    /// The last positioned record delivered since the start or the last reset: the
+    /// greatest, as a partition's records come in position order.
+    last_pos: Option<RecPos>,
+    /// Whether any record delivered since open carried a position.
+    positioned: bool,
 }
 
 #[derive(Debug)]
@@ -91,6 +122,36 @@ struct Txn {
     first_seen: Instant,
     /// Followed pieces named by end records.
     listed: HashSet<Tp>,
+    /// Whether an end record arrived: then `listed` holds every followed piece.
+    end_seen: bool,
+    /// X's source position, from its first record that carried one. `None`: written
+    /// without positions, so only the wall clock can give up on a missing piece.
+    pos: Option<SourcePos>,
+    /// Topics X's records arrived in or its end records list (`topic_bit`).
+    topics: u64,
+}
+
+impl Txn {
+    fn new(first_seen: Instant) -> Txn {
+        Txn {
+            first_seen,
+            listed: HashSet::new(),
+            end_seen: false,
+            pos: None,
+            topics: 0,
+        }
+    }
+
+    /// Takes in what one of X's records says.
+    fn note(&mut self, r: &Rec, topics: &HashMap<String, usize>) {
+        if self.pos.is_none() {
+            self.pos = r.pos.as_ref().map(|p| p.pos.clone());
+        }
+        if let Some(list) = r.txn.as_ref().and_then(|t| t.end.as_ref()) {
+            self.end_seen = true;
+            self.listed.extend(parse_pieces(list, topics));
+        }
+    }
 }
 
 /// Recently applied transactions remembered, so a piece that arrives after its
@@ -107,6 +168,10 @@ pub(crate) struct Assembler {
     recent_set: HashSet<(Bytes, Tp)>,
     chunk_records: usize,
     missing_piece_wait: Duration,
+    /// Union-find over topic indices: topics tied to one source because a transaction
+    /// wrote both (its records arrived in both, or an end record lists both).
+    /// Invariant: `source_of[t] <= t`, so `find` ends.
+    source_of: Vec<usize>,
 }
 
 impl Assembler {
@@ -125,6 +190,8 @@ impl Assembler {
                     next_offset: o,
                     reported: o,
                     last_caught_up: None,
+                    last_pos: None,
+                    positioned: false,
                 };
                 (tp, part)
             })
@@ -144,6 +211,7 @@ impl Assembler {
             recent_set: HashSet::new(),
             chunk_records: chunk_records.max(1),
             missing_piece_wait,
+            source_of: (0..topics.len()).collect(),
         }
     }
 
@@ -174,14 +242,32 @@ impl Assembler {
         let from = part.next_offset;
         let mut records = records;
         records.retain(|r| r.offset >= from);
-        for tag in records.iter().filter_map(|r| r.txn.as_ref()) {
-            let txn = self.txns.entry(tag.id.clone()).or_insert_with(|| Txn {
-                first_seen: now,
-                listed: HashSet::new(),
-            });
-            if let Some(list) = &tag.end {
-                txn.listed.extend(parse_pieces(list, &self.topic_index));
+        for r in &records {
+            if let Some(tag) = &r.txn {
+                let txn = self
+                    .txns
+                    .entry(tag.id.clone())
+                    .or_insert_with(|| Txn::new(now));
+                let known = txn.topics;
+                txn.note(r, &self.topic_index);
+                txn.topics |= topic_bit(tp.0);
+                if tag.end.is_some() {
+                    for t in txn.listed.iter().map(|l| l.0) {
+                        txn.topics |= topic_bit(t);
+                    }
+                }
+                // Ties only when X showed a new topic: bootstrap pushes millions.
+                let tied = txn.topics;
+                if tied != known {
+                    for t in (0..self.source_of.len()).filter(|&t| tied & topic_bit(t) != 0) {
+                        union(&mut self.source_of, t, tp.0);
+                    }
+                }
             }
+        }
+        if let Some(pos) = records.iter().rev().find_map(|r| r.pos.as_deref()) {
+            part.last_pos = Some(pos.clone());
+            part.positioned = true;
         }
         if let Some(last) = records.last() {
             part.next_offset = part.next_offset.max(last.offset + 1);
@@ -196,10 +282,12 @@ impl Assembler {
     }
 
     /// `tp` starts over at `offset` (its log start moved past the position): held
-    /// records of it are dropped.
+    /// records of it are dropped, and what it delivered says nothing any more of what
+    /// it holds after `offset`.
     pub(crate) fn reset(&mut self, tp: Tp, offset: u64) {
         if let Some(part) = self.parts.get_mut(&tp) {
             part.queue.clear();
+            part.last_pos = None;
             part.next_offset = offset;
             part.reported = u64::MAX; // reported again, even if equal
         }
@@ -253,7 +341,7 @@ impl Assembler {
             None => Some(self.release_plain(tp)),
             Some(id) => {
                 let pieces = self.pieces_if_complete(&id, now)?;
-                Some(self.release_txn(id, pieces))
+                Some(self.release_txn(id, pieces, now))
             }
         }
     }
@@ -291,7 +379,7 @@ impl Assembler {
         }
         pieces.sort_unstable();
         let mut ready = Vec::new();
-        for tp in pieces {
+        for &tp in &pieces {
             // A listed partition the set does not follow (or that does not exist).
             let Some(part) = self.parts.get(&tp) else {
                 continue;
@@ -301,19 +389,55 @@ impl Assembler {
                 Some((_, false)) => return None,
                 None if part.queue.iter().any(|r| is_txn(r, id)) => return None,
                 None if self.recent_set.contains(&(id.clone(), tp)) => {}
-                None => {
-                    // Nothing of X arrived in tp: compacted away, or not yet fetched.
-                    let given_up = txn.first_seen + self.missing_piece_wait;
-                    if now < given_up || part.last_caught_up.is_none_or(|d| d < given_up) {
-                        return None;
-                    }
+                // Nothing of X arrived in tp: compacted away, or not fetched yet.
+                None if !self.holds_no_more(txn, part, now) => return None,
+                None => {}
+            }
+        }
+        if let (false, Some(x)) = (txn.end_seen, &txn.pos) {
+            // No end record: nothing says which partitions hold pieces of X. Those of
+            // X's source are waited for by position; a topic nothing ties to it may be
+            // another connector's (its positions say nothing of X): the wall clock.
+            let sources: Vec<usize> = pieces
+                .iter()
+                .map(|tp| find(&self.source_of, tp.0))
+                .collect();
+            for tp in &self.order {
+                if pieces.binary_search(tp).is_ok() || self.recent_set.contains(&(id.clone(), *tp))
+                {
+                    continue;
+                }
+                let part = &self.parts[tp];
+                let never_positioned = !part.positioned && part.last_caught_up.is_some();
+                if never_positioned || past(part, x) {
+                    continue;
+                }
+                if sources.contains(&find(&self.source_of, tp.0)) || !self.given_up(txn, part, now)
+                {
+                    return None;
                 }
             }
         }
         Some(ready)
     }
 
-    fn release_txn(&mut self, id: Bytes, tps: Vec<Tp>) -> Unit {
+    /// Whether `part`, a piece of `txn` of which nothing arrived, is known to hold no
+    /// more of it: by position when X has one, else by the wall clock.
+    fn holds_no_more(&self, txn: &Txn, part: &Part, now: Instant) -> bool {
+        match &txn.pos {
+            Some(x) => past(part, x),
+            None => self.given_up(txn, part, now),
+        }
+    }
+
+    /// The wall-clock rule: `missing_piece_wait` passed since X was first seen, and
+    /// after that `part` was read up to its high watermark.
+    fn given_up(&self, txn: &Txn, part: &Part, now: Instant) -> bool {
+        let given_up = txn.first_seen + self.missing_piece_wait;
+        now >= given_up && part.last_caught_up.is_some_and(|d| d >= given_up)
+    }
+
+    fn release_txn(&mut self, id: Bytes, tps: Vec<Tp>, now: Instant) -> Unit {
         self.txns.remove(&id);
         let mut unit = Unit {
             txn: Some(id.clone()),
@@ -335,18 +459,16 @@ impl Assembler {
         }
         // Records of X still queued behind the released run (a second run) start a
         // new transaction state of their own.
-        let again = self
-            .parts
-            .values()
-            .any(|p| p.queue.iter().any(|r| is_txn(r, &id)));
-        if again {
-            self.txns.insert(
-                id,
-                Txn {
-                    first_seen: Instant::now(),
-                    listed: HashSet::new(),
-                },
-            );
+        let mut again: Option<Txn> = None;
+        for tp in &self.order {
+            for r in self.parts[tp].queue.iter().filter(|r| is_txn(r, &id)) {
+                let txn = again.get_or_insert_with(|| Txn::new(now));
+                txn.note(r, &self.topic_index);
+                txn.topics |= topic_bit(tp.0);
+            }
+        }
+        if let Some(txn) = again {
+            self.txns.insert(id, txn);
         }
         unit
     }
@@ -361,6 +483,41 @@ impl Assembler {
             }
         }
     }
+}
+
+/// Whether `part` delivered a record after every record of the transaction at `x`: one
+/// positioned after `x`, or a heartbeat at `x` (it covers its own position). A position
+/// of another kind of source means another source writes there now: nothing more of
+/// `x` comes.
+fn past(part: &Part, x: &SourcePos) -> bool {
+    let Some(last) = &part.last_pos else {
+        return false;
+    };
+    match last.pos.compare(x) {
+        Some(Ordering::Greater) | None => true,
+        Some(Ordering::Equal) => last.heartbeat,
+        Some(Ordering::Less) => false,
+    }
+}
+
+/// Topic `t`'s bit in `Txn::topics`; topics past 63 share the last bit (a set of that
+/// many topics ties them all: safe, only slower).
+fn topic_bit(t: usize) -> u64 {
+    1 << t.min(63)
+}
+
+fn find(source_of: &[usize], mut t: usize) -> usize {
+    while source_of[t] != t {
+        t = source_of[t];
+    }
+    t
+}
+
+/// Ties topics `a` and `b` to one source (the smaller root becomes the parent).
+fn union(source_of: &mut [usize], a: usize, b: usize) {
+    let (ra, rb) = (find(source_of, a), find(source_of, b));
+    let (lo, hi) = (ra.min(rb), ra.max(rb));
+    source_of[hi] = lo;
 }
 
 fn is_txn(r: &Rec, id: &Bytes) -> bool {
@@ -416,3 +573,7 @@ pub(crate) fn parse_pieces(list: &[u8], topics: &HashMap<String, usize>) -> Vec<
 #[cfg(test)]
 #[path = "txn_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "txn_sim.rs"]
+mod sim;

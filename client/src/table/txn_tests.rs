@@ -250,6 +250,205 @@ fn a_piece_queued_behind_another_transaction_waits_for_it() {
     );
 }
 
+fn at(mut r: Rec, pos: &str) -> Rec {
+    r.pos = Some(Box::new(RecPos {
+        pos: format!("pg:{pos}").parse().unwrap(),
+        heartbeat: false,
+    }));
+    r
+}
+
+/// A heartbeat as `fetch::decode` hands it over.
+fn heartbeat(offset: u64, pos: &str) -> Rec {
+    Rec {
+        offset,
+        key: None,
+        value: None,
+        txn: None,
+        pos: Some(Box::new(RecPos {
+            pos: format!("pg:{pos}").parse().unwrap(),
+            heartbeat: true,
+        })),
+    }
+}
+
+fn txn_units(units: &[Unit]) -> Vec<UnitSummary> {
+    summary(units)
+        .into_iter()
+        .filter(|(t, _)| t.is_some())
+        .collect()
+}
+
+#[test]
+fn a_late_piece_of_a_positioned_transaction_is_waited_for_however_long() {
+    let mut a = assembler();
+    let t0 = Instant::now();
+    let list = "users:0,users:1";
+    a.push(A, vec![at(txn(0, "a", "T", Some(list)), "0/10")], 1, t0);
+    // B answers at its high watermark again and again, long past the wait, with
+    // nothing or only records from before T: its piece may still come.
+    for i in 1..20u64 {
+        let later = t0 + WAIT * i as u32;
+        let recs = match i {
+            5 => vec![heartbeat(0, "0/5")],
+            9 => vec![at(txn(1, "s", "S", Some("users:1")), "0/8")],
+            _ => vec![],
+        };
+        let next = match i {
+            ..5 => 0,
+            5..9 => 1,
+            _ => 2,
+        };
+        a.push(B, recs, next, later);
+        assert!(txn_units(&a.drain(later))
+            .iter()
+            .all(|(t, _)| t.as_deref() == Some("S")));
+    }
+    let later = t0 + WAIT * 30;
+    a.push(B, vec![at(txn(2, "b", "T", Some(list)), "0/10")], 3, later);
+    assert_eq!(
+        txn_units(&a.drain(later)),
+        vec![(
+            Some("T".into()),
+            vec![(A, keys(&["a"]), 1), (B, keys(&["b"]), 3)]
+        )]
+    );
+}
+
+#[test]
+fn a_piece_is_known_absent_once_its_partition_delivers_a_record_after_it() {
+    let t0 = Instant::now();
+    let list = "users:0,users:1";
+    // After T: a later change, or a heartbeat at T's own position (written after it).
+    for after in [at(plain(4, "later"), "0/11"), heartbeat(4, "0/10")] {
+        let mut a = assembler();
+        a.push(A, vec![at(txn(0, "a", "T", Some(list)), "0/10")], 1, t0);
+        // A record at T's position that is neither T's nor a heartbeat says nothing.
+        a.push(B, vec![at(plain(3, "odd"), "0/10")], 4, t0);
+        assert!(txn_units(&a.drain(t0)).is_empty());
+        a.push(B, vec![after], 5, t0);
+        assert_eq!(
+            txn_units(&a.drain(t0)),
+            vec![(Some("T".into()), vec![(A, keys(&["a"]), 1)])],
+            "compaction removed B's piece"
+        );
+    }
+}
+
+#[test]
+fn a_positioned_transaction_without_end_records_waits_for_every_partition() {
+    let mut a = assembler();
+    let t0 = Instant::now();
+    // T's end records were compacted away: A's piece is complete (a later record
+    // follows it), but which other partitions hold pieces is unknown.
+    a.push(
+        A,
+        vec![at(txn(0, "a", "T", None), "0/10"), heartbeat(1, "0/20")],
+        2,
+        t0,
+    );
+    a.push(B, vec![heartbeat(0, "0/30")], 1, t0);
+    assert!(
+        txn_units(&a.drain(t0 + WAIT * 10)).is_empty(),
+        "C may hold a piece"
+    );
+    a.push(C, vec![at(txn(0, "c", "T", None), "0/10")], 1, t0);
+    assert!(txn_units(&a.drain(t0)).is_empty(), "C's piece may go on");
+    a.push(C, vec![heartbeat(1, "0/10")], 2, t0);
+    assert_eq!(
+        txn_units(&a.drain(t0)),
+        vec![(
+            Some("T".into()),
+            vec![(A, keys(&["a"]), 1), (C, keys(&["c"]), 1)]
+        )]
+    );
+}
+
+#[test]
+fn a_partition_read_to_its_end_without_any_position_is_no_piece_of_an_unlisted_transaction() {
+    let mut a = assembler();
+    let t0 = Instant::now();
+    a.push(
+        A,
+        vec![at(txn(0, "a", "T", None), "0/10"), heartbeat(1, "0/20")],
+        2,
+        t0,
+    );
+    a.push(B, vec![heartbeat(0, "0/30")], 1, t0);
+    // C is still being read (not at its high watermark): it may hold a piece.
+    a.push_fetched(C, vec![plain(0, "x")], 1, 50, t0);
+    assert!(txn_units(&a.drain(t0)).is_empty());
+    // C (another writer's topic) is read to its end: no position anywhere in it.
+    a.push_fetched(C, vec![plain(1, "y")], 2, 2, t0);
+    assert_eq!(
+        txn_units(&a.drain(t0)),
+        vec![(Some("T".into()), vec![(A, keys(&["a"]), 1)])]
+    );
+}
+
+#[test]
+fn a_topic_nothing_ties_to_the_transactions_source_is_waited_for_by_the_wall_clock_only() {
+    let mut a = assembler();
+    let t0 = Instant::now();
+    // users (A, B) and orders (C) come from two databases: C's positions are another
+    // server's and may stay below T's for good. T's end records were compacted away.
+    a.push(
+        A,
+        vec![at(txn(0, "a", "T", None), "0/900"), heartbeat(1, "0/950")],
+        2,
+        t0,
+    );
+    a.push(B, vec![heartbeat(0, "0/1000")], 1, t0);
+    a.push(C, vec![heartbeat(0, "0/10")], 1, t0);
+    assert!(txn_units(&a.drain(t0)).is_empty(), "C may hold a piece");
+    let later = t0 + WAIT + Duration::from_millis(1);
+    a.push(C, vec![], 1, later);
+    assert_eq!(
+        txn_units(&a.drain(later)),
+        vec![(Some("T".into()), vec![(A, keys(&["a"]), 1)])],
+        "no wait forever on another source's positions"
+    );
+}
+
+#[test]
+fn a_topic_an_end_record_ties_to_the_transactions_source_is_waited_for_by_position() {
+    let mut a = assembler();
+    let t0 = Instant::now();
+    // U wrote users:0 and orders:0: one source.
+    let list = "users:0,orders:0";
+    a.push(A, vec![at(txn(0, "u", "U", Some(list)), "0/5")], 1, t0);
+    a.push(C, vec![at(txn(0, "o", "U", Some(list)), "0/5")], 1, t0);
+    assert_eq!(txn_units(&a.drain(t0)).len(), 1);
+    a.push(
+        A,
+        vec![at(txn(1, "a", "T", None), "0/900"), heartbeat(2, "0/950")],
+        3,
+        t0,
+    );
+    a.push(B, vec![heartbeat(0, "0/1000")], 1, t0);
+    for i in 1..10u32 {
+        let later = t0 + WAIT * i;
+        a.push(C, vec![], 1, later);
+        assert!(txn_units(&a.drain(later)).is_empty(), "C may hold a piece");
+    }
+    a.push(C, vec![heartbeat(1, "0/900")], 2, t0 + WAIT * 10);
+    assert_eq!(txn_units(&a.drain(t0 + WAIT * 10)).len(), 1);
+}
+
+#[test]
+fn a_reset_forgets_how_far_the_partition_was_read() {
+    let mut a = assembler();
+    let t0 = Instant::now();
+    let list = "users:0,users:1";
+    a.push(B, vec![heartbeat(0, "0/5")], 1, t0);
+    a.push(B, vec![heartbeat(7, "0/50")], 8, t0);
+    a.reset(B, 3);
+    a.push(A, vec![at(txn(0, "a", "T", Some(list)), "0/10")], 1, t0);
+    assert!(txn_units(&a.drain(t0)).is_empty(), "B is read again from 3");
+    a.push(B, vec![at(txn(3, "b", "T", Some(list)), "0/10")], 4, t0);
+    assert_eq!(txn_units(&a.drain(t0)).len(), 1);
+}
+
 #[test]
 fn redelivered_offsets_are_dropped_and_reset_starts_over() {
     let mut a = assembler();
