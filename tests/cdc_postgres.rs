@@ -171,6 +171,35 @@ fn updates_script(from: i64, n: i64, rows: i64) -> String {
     script
 }
 
+/// `n` transfers between accounts 1..=accounts, each one transaction over three rows
+/// (so, over several partitions) that keeps the total.
+fn transfers_script(n: i64, accounts: i64) -> String {
+    let mut script = String::new();
+    for i in 0..n {
+        let (a, b, c) = (
+            1 + (i * 31) % accounts,
+            1 + (i * 17 + 5) % accounts,
+            1 + (i * 7 + 11) % accounts,
+        );
+        script.push_str(&format!(
+            "BEGIN; UPDATE accounts SET balance = balance - 10 WHERE id = {a};
+             UPDATE accounts SET balance = balance + 7 WHERE id = {b};
+             UPDATE accounts SET balance = balance + 3 WHERE id = {c}; COMMIT;\n"
+        ));
+    }
+    script
+}
+
+/// The sum of `balance` over a snapshot of the accounts table.
+fn balances(rows: &[(bytes::Bytes, bytes::Bytes)]) -> i64 {
+    rows.iter()
+        .map(|(_, v)| {
+            let v: Value = serde_json::from_slice(v).unwrap();
+            v["after"]["balance"].as_i64().unwrap()
+        })
+        .sum()
+}
+
 fn open_set(rt: &tokio::runtime::Runtime, bootstrap: &str, topics: &[&str]) -> TableSet {
     let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
     let set = rt
@@ -427,19 +456,7 @@ fn the_bank_total_holds_in_every_snapshot_while_transfers_stream() {
     let transfers = {
         let (port, stop) = (pg.port(), stop.clone());
         std::thread::spawn(move || {
-            let mut script = String::new();
-            for i in 0..400i64 {
-                let (a, b, c) = (
-                    1 + (i * 31) % ACCOUNTS,
-                    1 + (i * 17 + 5) % ACCOUNTS,
-                    1 + (i * 7 + 11) % ACCOUNTS,
-                );
-                script.push_str(&format!(
-                    "BEGIN; UPDATE accounts SET balance = balance - 10 WHERE id = {a};
-                     UPDATE accounts SET balance = balance + 7 WHERE id = {b};
-                     UPDATE accounts SET balance = balance + 3 WHERE id = {c}; COMMIT;\n"
-                ));
-            }
+            let script = transfers_script(400, ACCOUNTS);
             let mut rounds = 0;
             while !stop.load(Ordering::Relaxed) && rounds < 5 {
                 let (ok, err) = psql_on(port, &script);
@@ -452,14 +469,7 @@ fn the_bank_total_holds_in_every_snapshot_while_transfers_stream() {
     let mut distinct = std::collections::HashSet::new();
     while !transfers.is_finished() || reads < 3000 {
         let snap = sets[reads as usize % 3].snapshot_all().remove(0);
-        let total: i64 = snap
-            .rows
-            .iter()
-            .map(|(_, v)| {
-                let v: Value = serde_json::from_slice(v).unwrap();
-                v["after"]["balance"].as_i64().unwrap()
-            })
-            .sum();
+        let total = balances(&snap.rows);
         assert_eq!(
             total, TOTAL,
             "snapshot {reads} at {:?} sums to {total}",
@@ -1101,7 +1111,7 @@ fn cluster_the_bank_total_holds_while_the_connector_is_killed_and_a_follower_sta
              INSERT INTO accounts SELECT g, 1000 FROM generate_series(1, {ACCOUNTS}) g;"
         ),
     );
-    let mut cluster = common::cluster::Cluster::start(dir.path(), 3);
+    let cluster = common::cluster::Cluster::start(dir.path(), 3);
     let (rt, _config, admin) = cluster.client();
     let bootstrap = cluster.bootstrap();
     let args = ["--partitions", "2", "--replication-factor", "2"];
@@ -1131,32 +1141,12 @@ fn cluster_the_bank_total_holds_while_the_connector_is_killed_and_a_follower_sta
     let set = open_set(&rt, &bootstrap, &["cdc.public.accounts"]);
     let sum = |set: &TableSet| -> (i64, String) {
         let snap = set.snapshot_all().remove(0);
-        let total = snap
-            .rows
-            .iter()
-            .map(|(_, v)| {
-                let v: Value = serde_json::from_slice(v).unwrap();
-                v["after"]["balance"].as_i64().unwrap()
-            })
-            .sum();
-        (total, format!("{:?}", snap.source_position))
+        (balances(&snap.rows), format!("{:?}", snap.source_position))
     };
     let transfers = {
         let port = pg.port();
         std::thread::spawn(move || {
-            let mut script = String::new();
-            for i in 0..600i64 {
-                let (a, b, c) = (
-                    1 + (i * 31) % ACCOUNTS,
-                    1 + (i * 17 + 5) % ACCOUNTS,
-                    1 + (i * 7 + 11) % ACCOUNTS,
-                );
-                script.push_str(&format!(
-                    "BEGIN; UPDATE accounts SET balance = balance - 10 WHERE id = {a};
-                     UPDATE accounts SET balance = balance + 7 WHERE id = {b};
-                     UPDATE accounts SET balance = balance + 3 WHERE id = {c}; COMMIT;\n"
-                ));
-            }
+            let script = transfers_script(600, ACCOUNTS);
             for _ in 0..4 {
                 let (ok, err) = psql_on(port, &script);
                 assert!(ok, "{err}");
