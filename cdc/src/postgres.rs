@@ -145,10 +145,17 @@ pub async fn run(
         _ = stop.cancelled() => return Ok(()),
         f = fence::Fence::take(&cfg.dsn, &cfg.slot) => f?,
     };
-    tokio::select! {
+    // Pinged from a task of its own: the copy can keep this task busy for long
+    // stretches. Aborting it drops the session, which releases the lock.
+    let mut keeper = tokio::spawn(async move { fence.lost().await });
+    let result = tokio::select! {
         r = run_fenced(cfg, snapshot_state, events, confirmed, stop) => r,
-        e = fence.lost() => Err(e),
-    }
+        e = &mut keeper => Err(e.unwrap_or_else(|e| {
+            Error::Source(format!("postgres: the fence task failed: {e}"))
+        })),
+    };
+    keeper.abort();
+    result
 }
 
 async fn run_fenced(
