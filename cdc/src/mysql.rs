@@ -473,7 +473,7 @@ async fn binlog_kept(conn: &mut Conn, from: &BinlogPos) -> Result<(), Error> {
         .await
         .map_err(my_err("SHOW BINARY LOGS"))?;
     let names: Vec<String> = files.iter().filter_map(|r| r.get(0)).collect();
-    if names.iter().any(|n| *n == from.file) {
+    if names.contains(&from.file) {
         return Ok(());
     }
     Err(purged(from, names.first().map(String::as_str)))

@@ -325,7 +325,7 @@ async fn heartbeats(dsn: &str, slot: &str, every: Duration, stop: CancellationTo
                 )
                 .await
             {
-                warn!(error = %e, "heartbeat message failed");
+                warn!(error = %pg_text(&e), "heartbeat message failed");
                 client = None;
             } else if let Ok(row) = c
                 .query_one(
