@@ -685,16 +685,26 @@ fn base64_of(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+/// The key of a row. A row without a key column is a setup error: it comes from the WAL
+/// as it was written (the table's replica identity then lacked the key), so every retry
+/// would replay the same change and fail the same way. A primary-key column is never
+/// NULL, so a null one is one the change did not carry (pgoutput sends the columns
+/// outside the replica identity of a delete's old row as nulls).
 fn key_of(info: &TableInfo, row: &Row) -> Result<Row, Error> {
     info.key
         .iter()
         .map(|k| {
             row.iter()
-                .find(|(n, _)| &**n == k)
+                .find(|(n, v)| &**n == k && !v.is_null())
                 .map(|(n, v)| (n.clone(), v.clone()))
                 .ok_or_else(|| {
-                    Error::Source(format!(
-                        "postgres: a change of {} without its key column {k}",
+                    Error::Config(format!(
+                        "postgres: a change of {} carries no primary-key column {k} (the \
+                         table's REPLICA IDENTITY did not include it when the change was \
+                         made), so it cannot be written to a topic keyed by the primary key; \
+                         with REPLICA IDENTITY DEFAULT or FULL set, drop the connector's slot \
+                         (pg_drop_replication_slot) and restart it, which copies the tables \
+                         again",
                         info.id
                     ))
                 })
