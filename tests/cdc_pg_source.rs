@@ -157,42 +157,48 @@ fn a_partitioned_table_is_copied_and_streamed_under_its_own_name() {
          CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');
          INSERT INTO events SELECT i, CASE WHEN i % 2 = 0 THEN 'eu' ELSE 'us' END, 'p' || i
            FROM generate_series(1, 100) i;
-         CREATE PUBLICATION sluice_cdc FOR TABLE events;",
+         CREATE PUBLICATION handmade FOR TABLE events;",
     );
     let dev = Dev::start(dir.path());
-    let args = ["--topic-prefix", "cdc"];
 
-    // A publication (here made by hand) that publishes the rows under the partitions'
-    // names: the connector would never see a change of `events`.
-    let mut refused = Connector::start(
-        dir.path(),
-        &dev.addr,
-        &pg.dsn("app"),
-        "public.events",
-        &args,
-    );
+    // A publication made by hand that publishes the rows under the partitions' names:
+    // the connector would never see a change of `events`.
+    let hand = [
+        "--topic-prefix",
+        "hand",
+        "--publication",
+        "handmade",
+        "--slot",
+        "hand",
+    ];
+    let start = |args: &[&str]| {
+        Connector::start(dir.path(), &dev.addr, &pg.dsn("app"), "public.events", args)
+    };
+    let mut refused = start(&hand);
     let status = refused.exits_within(Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "{}", refused.log());
     let line = refused.last_line();
     assert!(
         line.starts_with("error:")
-            && line.contains(
-                "ALTER PUBLICATION \"sluice_cdc\" SET (publish_via_partition_root = true)"
-            ),
+            && line
+                .contains("ALTER PUBLICATION \"handmade\" SET (publish_via_partition_root = true)"),
         "{line}"
     );
+    // The fix the line names works.
     pg.psql(
         "app",
-        "ALTER PUBLICATION sluice_cdc SET (publish_via_partition_root = true)",
+        "ALTER PUBLICATION handmade SET (publish_via_partition_root = true)",
     );
+    let mut fixed = start(&hand);
+    wait_for(
+        "the fixed connector's copy",
+        Duration::from_secs(60),
+        || fixed.log().contains("initial copy written").then_some(()),
+    );
+    assert!(fixed.stop().success(), "{}", fixed.log());
 
-    let c = Connector::start(
-        dir.path(),
-        &dev.addr,
-        &pg.dsn("app"),
-        "public.events",
-        &args,
-    );
+    // The connector's own publication.
+    let c = start(&["--topic-prefix", "cdc"]);
     wait_for("the copy written", Duration::from_secs(60), || {
         c.log().contains("initial copy written").then_some(())
     });
@@ -231,6 +237,36 @@ fn a_partitioned_table_is_copied_and_streamed_under_its_own_name() {
         set.snapshot_all()[0].rows.len(),
         101,
         "no ghost of the moved row's old key"
+    );
+
+    // A table added to the publication while the connector runs: its change is not
+    // skipped by name in silence; the run restarts, reads the publication again, and
+    // from then on skips that table knowingly. The change to `events` in the same
+    // transaction arrives.
+    pg.psql(
+        "app",
+        "CREATE TABLE other (id int PRIMARY KEY);
+         ALTER PUBLICATION sluice_cdc ADD TABLE other;
+         BEGIN;
+         INSERT INTO other VALUES (1);
+         INSERT INTO events VALUES (103, 'eu', 'beside other');
+         COMMIT;",
+    );
+    let rows = table_rows(&rt, &set, &pg, &c);
+    assert_eq!(
+        rows,
+        select_events(&pg),
+        "after a table joined the publication"
+    );
+    let log = c.log();
+    assert!(
+        log.contains("public.other")
+            && log.contains("was not published when the connector started"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the publication also publishes tables that are not captured"),
+        "{log}"
     );
     set.close();
     let mut c = c;
