@@ -1,9 +1,11 @@
 //! The Postgres source: logical replication with pgoutput.
 //!
-//! Start-up checks `wal_level`, every table's primary key and replica identity, and that
-//! no other connector holds the slot (Postgres lets one walsender use a slot at a time:
-//! a second connector is refused, never interleaved). The publication is created (or
-//! extended) for the captured tables.
+//! Every run first takes the fence ([`fence`]: an advisory lock keyed by the slot, held
+//! on a session of its own until the run ends), so a second connector is refused even
+//! while the slot is inactive during the initial copy. Start-up ([`setup`]) then checks
+//! `wal_level`, every table's primary key and replica identity, the slot, and creates
+//! (or extends) the publication for the captured tables, publishing partitions under
+//! their partitioned table's name. Changes are matched to tables by relation OID.
 //!
 //! Initial copy: a new slot exports the snapshot it became consistent at; every table
 //! is copied under that snapshot (no lock), and streaming starts at the slot's
