@@ -76,6 +76,16 @@ impl Fence {
             .execute("SELECT set_config('application_name', $1, false)", &[&me])
             .await
             .map_err(fence_err("set application_name"))?;
+        // A connector whose host vanishes without closing the socket leaves no one to
+        // close the session; the server's TCP keepalives (off for ~2 h by default) end
+        // it, and free the lock, within about half a minute instead.
+        client
+            .batch_execute(
+                "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
+                 SET tcp_keepalives_count = 3",
+            )
+            .await
+            .map_err(fence_err("set tcp keepalives"))?;
         let key = key_of(slot);
         let deadline = tokio::time::Instant::now() + TAKE_WAIT;
         let holder = loop {
