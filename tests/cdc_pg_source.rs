@@ -4,9 +4,11 @@
 //! - a partitioned table (`PARTITION BY LIST`, two partitions) is copied and streamed
 //!   under its own name, an UPDATE moving a row between partitions included; a
 //!   publication without `publish_via_partition_root` is refused with the `ALTER
-//!   PUBLICATION` to run;
+//!   PUBLICATION` to run; a table joining the publication mid-run is not skipped in
+//!   silence;
 //! - a second connector started during the first's initial copy is refused at once (the
-//!   advisory-lock fence), the first finishes, and its topic equals `SELECT *`;
+//!   advisory-lock fence), the first finishes, and its topic equals `SELECT *`; a fence
+//!   session terminated mid-run ends the run, which restarts on a new one;
 //! - states a restart cannot repair end the connector with exit 1 and one line naming
 //!   the fix: an invalid slot name, a slot invalidated by `max_slot_wal_keep_size`, a
 //!   `REPLICA IDENTITY USING INDEX` without the key; and the server's own message is
@@ -352,6 +354,37 @@ fn a_second_connector_during_the_initial_copy_is_refused_and_the_first_finishes(
         "second connector refused {refused_after:?} after its start, during a copy of \
          {LONG_COPY_ROWS} rows"
     );
+
+    // The fence session is watched for the whole run: when it goes, the run ends and
+    // restarts, taking the lock again on a new session, and streaming goes on.
+    let fence_pid = || {
+        pg.psql(
+            "app",
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'sluice cdc fence %'",
+        )
+    };
+    let old = fence_pid();
+    assert!(
+        !old.is_empty() && !old.contains('\n'),
+        "one fence session: {old:?}"
+    );
+    pg.psql("app", &format!("SELECT pg_terminate_backend({old})"));
+    wait_for("the run to notice", Duration::from_secs(30), || {
+        first
+            .log()
+            .contains("the fence session of slot sluice_cdc was lost")
+            .then_some(())
+    });
+    wait_for("a new fence session", Duration::from_secs(30), || {
+        let now = fence_pid();
+        (!now.is_empty() && now != old).then_some(())
+    });
+    pg.psql(
+        "app",
+        "UPDATE users SET name = 'after the fence' WHERE id = 8",
+    );
+    let rows = table_rows(&rt, &set, &pg, &first);
+    assert!(rows == select_users(&pg), "streaming goes on");
     set.close();
     let mut first = first;
     assert!(first.stop().success(), "{}", first.log());
