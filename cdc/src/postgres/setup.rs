@@ -110,8 +110,22 @@ async fn describe(client: &tokio_postgres::Client, t: &TableId) -> Result<TableI
         .ok_or_else(|| Error::Config(format!("postgres: table {t} does not exist")))?;
     let oid: u32 = row.get(0);
     let identity: String = row.get(1);
-    let estimated: i64 = row.get(2);
+    let mut estimated: i64 = row.get(2);
     let partitioned: bool = row.get(3);
+    if partitioned {
+        // A partitioned table holds no rows itself: its partitions' estimates, for the
+        // copy's progress.
+        estimated = client
+            .query_one(
+                "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint \
+                 FROM pg_partition_tree($1::oid::regclass) p \
+                 JOIN pg_class c ON c.oid = p.relid WHERE p.isleaf",
+                &[&oid],
+            )
+            .await
+            .map_err(source_err("estimate partition rows"))?
+            .get(0);
+    }
     let key: Vec<String> = client
         .query(
             "SELECT a.attname::text FROM pg_index i \
