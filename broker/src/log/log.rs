@@ -278,8 +278,14 @@ impl Log {
                 });
             }
             let bytes = b.as_bytes();
-            let info = BatchInfo::parse_header(&bytes[..BATCH_HEADER_BYTES])
-                .expect("a checked batch has a valid header");
+            // The CRC does not cover the offsets: a peer's batch can hold a negative
+            // last offset delta. Refused before anything of it is written.
+            let info = BatchInfo::parse_header(&bytes[..BATCH_HEADER_BYTES]).map_err(|reason| {
+                LogError::BadHeader {
+                    base_offset: b.base_offset(),
+                    reason,
+                }
+            })?;
             let a = self
                 .append_info(
                     &mut st,

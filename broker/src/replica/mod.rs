@@ -40,7 +40,7 @@ pub fn storage_failure(e: LogError) -> Failure {
     let code = match &e {
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::RecordTooLarge { .. } => ErrorCode::MessageTooLarge,
-        LogError::InvalidBatch(_) => ErrorCode::CorruptMessage,
+        LogError::InvalidBatch(_) | LogError::BadHeader { .. } => ErrorCode::CorruptMessage,
         LogError::NonMonotonicOffset { .. } => ErrorCode::InvalidRequest,
         _ => ErrorCode::StorageError,
     };
