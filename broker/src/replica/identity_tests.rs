@@ -154,3 +154,28 @@ fn logs_of_topics_the_controller_no_longer_knows_go_once_metadata_arrives() {
     assert_eq!(rm.delete_stray_logs(&HashMap::new()).unwrap(), 0);
     assert_eq!(rm.logs().all().len(), 2);
 }
+
+#[test]
+fn a_replica_hosted_without_an_id_records_the_first_one_it_is_sent_and_keeps_its_data() {
+    let d = tempfile::tempdir().unwrap();
+    let tp = TopicPartition::new("t", 0);
+    let (logs, _) = LogManager::open(d.path(), LogConfig::default()).unwrap();
+    let rm = ReplicaManager::new(1, logs);
+    rm.apply_role(&tp, leader_role(1, 1), LogConfig::default(), None)
+        .unwrap();
+    write_three(&rm, &tp, 1);
+    assert_eq!(rm.partition(&tp).unwrap().log.topic_id(), None);
+    rm.apply_role(
+        &tp,
+        leader_role(1, 2),
+        LogConfig::default(),
+        Some(&id("cc")),
+    )
+    .unwrap();
+    let p = rm.partition(&tp).unwrap();
+    assert_eq!(
+        (p.log.topic_id(), p.log.log_end_offset()),
+        (Some(id("cc")), 3)
+    );
+    assert_eq!(p.role().partition_epoch, 2);
+}

@@ -258,9 +258,14 @@ impl ReplicaManager {
         }
         let _roles = self.roles.lock();
         if let (Some(id), Some(p)) = (topic_id, self.partition(tp)) {
-            if let Some(held) = p.log.topic_id().filter(|held| held != id) {
-                info!(partition = %tp, old_topic_id = %held, topic_id = %id, "a role for a new topic of the same name: deleting the old topic's replica");
-                self.stop_replica_held(tp, true)?;
+            match p.log.topic_id() {
+                Some(held) if held != *id => {
+                    info!(partition = %tp, old_topic_id = %held, topic_id = %id, "a role for a new topic of the same name: deleting the old topic's replica");
+                    self.stop_replica_held(tp, true)?;
+                }
+                // Hosted since before ids were sent: it is this topic's.
+                None => p.log.set_topic_id(id).map_err(storage_failure)?,
+                Some(_) => {}
             }
         }
         let partition = match self.partition(tp) {
@@ -357,7 +362,7 @@ impl ReplicaManager {
         if self.strays_checked.swap(true, Ordering::AcqRel) {
             return Ok(0);
         }
-        let mut deleted = 0;
+        let (mut deleted, mut first_error) = (0, None);
         for log in self.logs.all() {
             let tp = log.topic_partition().clone();
             if self.partition(&tp).is_some() {
@@ -370,11 +375,20 @@ impl ReplicaManager {
             };
             if stray {
                 info!(partition = %tp, topic_id = ?log.topic_id().map(|i| i.to_string()), "deleting the log of a topic deleted while this broker missed it");
-                self.logs.delete(&tp).map_err(storage_failure)?;
-                deleted += 1;
+                match self.logs.delete(&tp) {
+                    Ok(_) => deleted += 1,
+                    // The others still go; a role for a re-created topic replaces
+                    // this one when it comes.
+                    Err(e) => {
+                        first_error.get_or_insert(storage_failure(e));
+                    }
+                }
             }
         }
-        Ok(deleted)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(deleted),
+        }
     }
 
     /// Whether [`ReplicaManager::delete_stray_logs`] ran.
