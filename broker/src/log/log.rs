@@ -27,10 +27,13 @@ use super::epoch::{EpochCache, EpochEntry};
 use super::error::{io_err, LogError};
 use super::io_util::{fsync_dir, write_atomically};
 use super::segment::{BatchInfo, Segment};
+use super::topic_id::{self, TopicId};
 use sluice_proto::topic_config::LogConfig;
 
 const LOG_START_FILE: &str = "log-start-offset";
 const EPOCH_FILE: &str = "leader-epoch-checkpoint";
+/// Ends the name of a deleted log's directory until its files are gone.
+pub(crate) const DELETED_SUFFIX: &str = ".deleted";
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +122,9 @@ pub struct Log {
     /// fsync rounds performed (each may cover many appends).
     flush_count: AtomicU64,
     open_stats: OpenStats,
+    /// The topic this directory belongs to, as recorded in `partition.metadata`
+    /// (`None`: not recorded yet).
+    topic_id: Mutex<Option<TopicId>>,
 }
 
 fn now_ms() -> i64 {
@@ -272,8 +278,14 @@ impl Log {
                 });
             }
             let bytes = b.as_bytes();
-            let info = BatchInfo::parse_header(&bytes[..BATCH_HEADER_BYTES])
-                .expect("a checked batch has a valid header");
+            // The CRC does not cover the offsets: a peer's batch can hold a negative
+            // last offset delta. Refused before anything of it is written.
+            let info = BatchInfo::parse_header(&bytes[..BATCH_HEADER_BYTES]).map_err(|reason| {
+                LogError::BadHeader {
+                    base_offset: b.base_offset(),
+                    reason,
+                }
+            })?;
             let a = self
                 .append_info(
                     &mut st,
@@ -751,12 +763,51 @@ impl Log {
         Ok(end)
     }
 
+    /// The id of the topic this directory belongs to, if recorded.
+    pub fn topic_id(&self) -> Option<TopicId> {
+        self.topic_id.lock().clone()
+    }
+
+    /// Records the topic this directory belongs to (durably, before returning).
+    pub(crate) fn set_topic_id(&self, id: &TopicId) -> Result<(), LogError> {
+        let mut held = self.topic_id.lock();
+        if held.as_ref() != Some(id) {
+            topic_id::write(&self.dir, id)?;
+            *held = Some(id.clone());
+        }
+        Ok(())
+    }
+
     /// Deletes the log's directory. The log must not be used afterwards.
+    ///
+    /// The directory is first renamed out of the `<topic>-<partition>` namespace (to
+    /// `<topic>-<partition>.<nanos>.deleted`, a name no open parses as a partition) and
+    /// the rename fsynced; only then are its files removed. A crash mid-removal leaves
+    /// a `.deleted` directory, which the next open removes, never a half-deleted log
+    /// that would be reopened (or a stale one a new log of the same name would meet).
     pub fn delete(&self) -> Result<(), LogError> {
         let mut st = self.state.lock();
         st.offline = Some("deleted".into());
         st.segments.clear();
-        fs::remove_dir_all(&self.dir).map_err(io_err(&self.dir))
+        let Some(parent) = self.dir.parent() else {
+            return fs::remove_dir_all(&self.dir).map_err(io_err(&self.dir));
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let doomed = parent.join(format!("{name}.{nanos}{DELETED_SUFFIX}"));
+        fs::rename(&self.dir, &doomed).map_err(io_err(&self.dir))?;
+        fsync_dir(parent).map_err(io_err(parent))?;
+        if let Err(e) = fs::remove_dir_all(&doomed) {
+            // Out of the namespace already; the next open removes the rest.
+            warn!(dir = %doomed.display(), error = %e, "could not remove a deleted log's files; the next start removes them");
+        }
+        Ok(())
     }
 }
 
