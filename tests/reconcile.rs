@@ -165,3 +165,118 @@ fn cluster_a_live_broker_that_missed_control_pushes_converges_to_the_current_rol
     });
     cluster.stop_all();
 }
+
+/// A live broker that misses both the deletion of a topic and the creation of a new one
+/// with the same name (same partitions, same leaders, the same first epochs) must still
+/// learn that its replica belongs to a deleted topic: roles are compared with their
+/// topic id, so reconciliation re-sends the role and the broker replaces the old log.
+/// Consumers of the new topic never read the deleted one's records.
+#[test]
+fn cluster_a_broker_that_missed_a_delete_and_re_create_serves_only_the_new_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3);
+    let (rt, config, admin) = cluster.client();
+    let produce = |prefix: &str| {
+        rt.block_on(async {
+            let producer = Producer::new(&config, ProducerConfig::default())
+                .await
+                .unwrap();
+            let mut pending = Vec::new();
+            for i in 0..30u32 {
+                let record = ProducerRecord {
+                    partition: Some(i % 3),
+                    ..ProducerRecord::new("re", Some("k"), format!("{prefix}-{i}"))
+                };
+                pending.push(producer.send(record).await.unwrap());
+            }
+            for f in pending {
+                f.await.unwrap();
+            }
+        })
+    };
+    rt.block_on(admin.create_topic("re", 3, 1, BTreeMap::new()))
+        .unwrap();
+    wait_for("the topic led", Duration::from_secs(30), || {
+        all_in_sync(&rt, &admin, "re", 1)
+    });
+    produce("old");
+    let on_3 = |admin: &sluice_client::Admin| {
+        partitions(&rt, admin, "re").map(|ps| {
+            ps.iter()
+                .filter(|p| p.leader == Some(3))
+                .map(|p| p.partition)
+                .collect::<Vec<_>>()
+        })
+    };
+    assert!(
+        !on_3(&admin).unwrap().is_empty(),
+        "broker 3 holds a partition"
+    );
+    let metrics = cluster.controller_metrics[0]
+        .clone()
+        .expect("loopback metrics");
+    let resent = || {
+        http_get(&metrics, "/metrics")
+            .and_then(|m| metric(&m, "sluice_controller_reconciliations_total"))
+            .unwrap_or(0.0)
+    };
+
+    let port: u16 = cluster.brokers[2]
+        .0
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cut = DropInbound::new(port);
+    rt.block_on(admin.delete_topic("re")).unwrap();
+    // Created again until broker 3 leads a partition of it once more (as before the
+    // delete: the same role, epoch 0, partition epoch 0).
+    wait_for(
+        "a new topic with a partition on broker 3",
+        Duration::from_secs(60),
+        || {
+            let _ = rt.block_on(admin.delete_topic("re"));
+            rt.block_on(admin.create_topic("re", 3, 1, BTreeMap::new()))
+                .ok()?;
+            on_3(&admin).filter(|p| !p.is_empty())
+        },
+    );
+    let before = resent();
+    wait_for("re-sends to broker 3 lost", Duration::from_secs(30), || {
+        (resent() >= before + 1.0).then_some(())
+    });
+    drop(cut);
+    wait_for("the new topic served", Duration::from_secs(30), || {
+        all_in_sync(&rt, &admin, "re", 1)
+    });
+    produce("new");
+    let records = rt.block_on(async {
+        let mut c = sluice_client::Consumer::new(
+            &config,
+            sluice_client::ConsumerConfig {
+                auto_offset_reset: sluice_client::OffsetReset::Earliest,
+                ..Default::default()
+            },
+        );
+        c.assign(
+            (0..3)
+                .map(|p| sluice_proto::TopicPartition::new("re", p))
+                .collect(),
+        );
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while out.len() < 30 && std::time::Instant::now() < deadline {
+            for r in c.poll(Duration::from_millis(300)).await.unwrap() {
+                out.push(String::from_utf8_lossy(&r.value.unwrap()).to_string());
+            }
+        }
+        out
+    });
+    let old: Vec<&String> = records.iter().filter(|v| v.starts_with("old")).collect();
+    assert!(
+        old.is_empty(),
+        "the new topic serves records of the deleted one: {old:?}"
+    );
+    assert_eq!(records.len(), 30, "{records:?}");
+}

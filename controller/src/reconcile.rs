@@ -37,6 +37,7 @@ impl ClusterState {
                 .map(move |(i, p)| {
                     digest::role_hash(
                         name,
+                        &t.id,
                         i as u32,
                         p.leader.map_or(-1, |l| l as i32),
                         p.leader_epoch,

@@ -49,10 +49,14 @@ impl Fnv {
     }
 }
 
-/// One partition's role as a LeaderAndIsr push states it (leader `-1` when none). The
-/// ISR itself is covered by the partition epoch, which every ISR change bumps.
+/// One partition's role as a LeaderAndIsr push states it (leader `-1` when none), with
+/// the topic's id (empty when unknown): a topic deleted and created again under the same
+/// name starts at the same epochs, and only the id tells the broker's old replica from
+/// the new one. The ISR itself is covered by the partition epoch, which every ISR change
+/// bumps.
 pub fn role_hash(
     topic: &str,
+    topic_id: &str,
     partition: u32,
     leader: i32,
     leader_epoch: i32,
@@ -60,6 +64,7 @@ pub fn role_hash(
 ) -> u64 {
     let mut h = Fnv::new();
     h.str(topic);
+    h.str(topic_id);
     h.u64(u64::from(partition));
     h.i64(i64::from(leader));
     h.i64(i64::from(leader_epoch));
@@ -126,23 +131,26 @@ mod tests {
 
     #[test]
     fn roles_digest_ignores_order_and_sees_every_field() {
-        let a = role_hash("t", 0, 1, 3, 7);
-        let b = role_hash("t", 1, 2, 3, 7);
+        let a = role_hash("t", "id", 0, 1, 3, 7);
+        let b = role_hash("t", "id", 1, 2, 3, 7);
         assert_eq!(roles_digest([a, b]), roles_digest([b, a]));
         assert_ne!(roles_digest([a, b]), roles_digest([a]));
         assert_ne!(roles_digest([]), roles_digest([a]));
         let variants = [
-            role_hash("u", 0, 1, 3, 7),
-            role_hash("t", 2, 1, 3, 7),
-            role_hash("t", 0, -1, 3, 7),
-            role_hash("t", 0, 1, 4, 7),
-            role_hash("t", 0, 1, 3, 8),
+            role_hash("u", "id", 0, 1, 3, 7),
+            role_hash("t", "id", 2, 1, 3, 7),
+            role_hash("t", "id", 0, -1, 3, 7),
+            role_hash("t", "id", 0, 1, 4, 7),
+            role_hash("t", "id", 0, 1, 3, 8),
         ];
         for v in variants {
             assert_ne!(roles_digest([v, b]), roles_digest([a, b]));
         }
         // Pinned: brokers and controllers of different builds must agree.
-        assert_eq!(role_hash("t", 0, 1, 3, 7), role_hash("t", 0, 1, 3, 7));
+        assert_eq!(
+            role_hash("t", "id", 0, 1, 3, 7),
+            role_hash("t", "id", 0, 1, 3, 7)
+        );
         assert_eq!(roles_digest([]), {
             let mut h = Fnv::new();
             h.u64(0);

@@ -23,6 +23,8 @@ mod broker;
 mod faults;
 
 const TOPIC: &str = "t";
+/// The simulated topic's id (it is never deleted and created again here).
+const TOPIC_ID: &str = "id";
 const CONTROLLER_ID: u32 = 100;
 const NODE_TICK_MS: u64 = 100;
 const FETCH_TIMEOUT_MS: u64 = 3000;
@@ -434,7 +436,7 @@ impl World {
         )]);
         match self
             .controller
-            .create_topic(TOPIC, 1, self.cfg.brokers, configs, "id".into())
+            .create_topic(TOPIC, 1, self.cfg.brokers, configs, TOPIC_ID.into())
         {
             Ok(actions) => {
                 self.trace(|| "topic created".into());

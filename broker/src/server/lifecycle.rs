@@ -325,8 +325,10 @@ pub(crate) async fn controlled_shutdown(shared: &Shared) {
 fn held_state_digests(shared: &Shared) -> (u64, u64) {
     let roles = digest::roles_digest(shared.replicas.partitions().iter().map(|p| {
         let role = p.role();
+        let topic_id = p.log.topic_id();
         digest::role_hash(
             &p.tp.topic,
+            topic_id.as_ref().map_or("", |id| id.as_str()),
             p.tp.partition,
             role.leader.map_or(-1, |l| l.0 as i32),
             role.leader_epoch.to_wire(),

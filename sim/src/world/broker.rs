@@ -195,6 +195,7 @@ impl World {
                     let role = p.role();
                     digest::role_hash(
                         TOPIC,
+                        TOPIC_ID,
                         0,
                         role.leader.map_or(-1, |l| l.0 as i32),
                         role.leader_epoch.to_wire(),
