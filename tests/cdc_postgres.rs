@@ -969,8 +969,16 @@ fn multi_megabyte_rows_arrive_in_order_and_a_row_over_the_limit_stops_the_connec
         ),
     );
     let set = open_set(&rt, &dev.addr, &["cdc.public.docs"]);
+    let topic_end = || {
+        rt.block_on(
+            sluice_client::Admin::new(&ClientConfig::new(&dev.addr))
+                .describe_topic("cdc.public.docs"),
+        )
+        .map(|d| format!("{:?}", d.partitions[0]))
+        .unwrap_or_default()
+    };
     rt.block_on(set.wait_for_source(&current_lsn(&pg), Duration::from_secs(60)))
-        .unwrap_or_else(|e| panic!("{e}\n{}", connector.log()));
+        .unwrap_or_else(|e| panic!("{e}\ntopic: {}\nslot: {}\npostgres: {}\n{}", topic_end(), pg.psql("app", "SELECT slot_name, active, restart_lsn, confirmed_flush_lsn FROM pg_replication_slots"), pg.log(), connector.log()));
     let want = BTreeMap::from([(1, (1, true)), (2, (2_200_001, true)), (3, (17, true))]);
     assert_eq!(docs_in(&set), want, "{}", connector.log());
 

@@ -265,14 +265,16 @@ async fn run_fenced(
         .map_err(pg_err("start replication"))?;
     info!(slot = %cfg.slot, publication = %cfg.publication, "streaming");
 
+    let watch = Arc::new(StallWatch::default());
     let heartbeat = {
-        let (dsn, slot, every, stop) = (
+        let (dsn, slot, every, stop, watch) = (
             cfg.dsn.clone(),
             cfg.slot.clone(),
             cfg.heartbeat,
             stop.clone(),
+            watch.clone(),
         );
-        tokio::spawn(async move { heartbeats(&dsn, &slot, every, stop).await })
+        tokio::spawn(async move { heartbeats(&dsn, &slot, every, stop, &watch).await })
     };
     let mut relations = Relations {
         captured: by_oid,
@@ -287,6 +289,7 @@ async fn run_fenced(
         &mut confirmed,
         &stop,
         gap,
+        &watch,
     )
     .await;
     heartbeat.abort();
@@ -309,8 +312,54 @@ async fn send(events: &mpsc::Sender<SourceEvent>, e: SourceEvent) -> Result<(), 
 
 /// Asks for a heartbeat every `every`, and publishes the slot's lag in bytes
 /// (`sluice_cdc_lag_bytes`: the server's WAL position minus `confirmed_flush_lsn`).
-async fn heartbeats(dsn: &str, slot: &str, every: Duration, stop: CancellationToken) {
+/// How long the server may wait to send while the connector waits to read before the
+/// replication connection counts as stalled.
+const STALL_AFTER: Duration = Duration::from_secs(10);
+
+/// Detects a replication connection whose reader stopped reading although data waits in
+/// its socket: the walsender blocked writing (`WalSenderWriteData`) while the stream
+/// loop waits on the stream. pg_walstream 0.10 can get there on large messages under
+/// load (it waits for a new readiness edge with data still in the socket, and the
+/// server, its window full, sends nothing new), and the walsender is then killed by
+/// `wal_sender_timeout` while the connector waits forever. The run restarts instead.
+#[derive(Default)]
+struct StallWatch {
+    /// When the stream loop began waiting on the stream (ms since the epoch; 0: it is
+    /// not waiting — handing events on, which may block on a slow writer, is not a stall).
+    reading_since_ms: std::sync::atomic::AtomicI64,
+    stalled: tokio::sync::Notify,
+}
+
+impl StallWatch {
+    fn reading(&self, yes: bool) {
+        let v = if yes { now_ms().max(1) } else { 0 };
+        self.reading_since_ms
+            .store(v, std::sync::atomic::Ordering::Release);
+    }
+
+    fn reading_for(&self) -> Option<Duration> {
+        let since = self
+            .reading_since_ms
+            .load(std::sync::atomic::Ordering::Acquire);
+        (since > 0).then(|| Duration::from_millis((now_ms() - since).max(0) as u64))
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn heartbeats(
+    dsn: &str,
+    slot: &str,
+    every: Duration,
+    stop: CancellationToken,
+    watch: &StallWatch,
+) {
     let mut client = None;
+    let mut server_blocked_since: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -319,6 +368,7 @@ async fn heartbeats(dsn: &str, slot: &str, every: Duration, stop: CancellationTo
         if client.is_none() {
             client = connect(dsn).await.ok();
         }
+        let mut lost = false;
         if let Some(c) = &client {
             if let Err(e) = c
                 .execute(
@@ -328,7 +378,7 @@ async fn heartbeats(dsn: &str, slot: &str, every: Duration, stop: CancellationTo
                 .await
             {
                 warn!(error = %pg_text(&e), "heartbeat message failed");
-                client = None;
+                lost = true;
             } else if let Ok(row) = c
                 .query_one(
                     "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::float8 \
@@ -341,6 +391,30 @@ async fn heartbeats(dsn: &str, slot: &str, every: Duration, stop: CancellationTo
                     metrics::gauge!("sluice_cdc_lag_bytes").set(lag);
                 }
             }
+            // The walsender waiting to write to us while we wait to read it.
+            let blocked = c
+                .query_opt(
+                    "SELECT a.wait_event FROM pg_replication_slots s \
+                     JOIN pg_stat_activity a ON a.pid = s.active_pid \
+                     WHERE s.slot_name = $1 AND a.wait_event = 'WalSenderWriteData'",
+                    &[&slot],
+                )
+                .await
+                .is_ok_and(|r| r.is_some());
+            let reading = watch.reading_for().is_some_and(|d| d >= STALL_AFTER);
+            if blocked && reading {
+                let since = *server_blocked_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= STALL_AFTER {
+                    warn!(slot, "the replication connection stalled (the server waits to send, the connector to read): reconnecting");
+                    watch.stalled.notify_one();
+                    server_blocked_since = None;
+                }
+            } else {
+                server_blocked_since = None;
+            }
+        }
+        if lost {
+            client = None;
         }
     }
 }
@@ -385,6 +459,7 @@ async fn stream_loop(
     confirmed: &mut watch::Receiver<Option<SourcePos>>,
     stop: &CancellationToken,
     heartbeat_gap: Duration,
+    watch: &StallWatch,
 ) -> Result<(), Error> {
     let mut txn: Option<(u32, Vec<RowChange>)> = None;
     // The position of the last unit handed to the runner: once it is confirmed and no
@@ -427,8 +502,17 @@ async fn stream_loop(
         // which brings the loop back here to confirm it while idle.
         let received = stream.current_lsn();
         let boundary = pg_walstream::Lsn::new(received + 1);
+        watch.reading(true);
+        let stalled = || {
+            Err(Error::Source(
+                "postgres: the replication connection stalled (the server waited to send while \
+                 the connector waited to read)"
+                    .into(),
+            ))
+        };
         let event = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
+            _ = watch.stalled.notified() => return stalled(),
             e = stream.next_event_before(boundary, stop) => e,
         };
         let event = match event {
@@ -438,10 +522,12 @@ async fn stream_loop(
             // A transaction's first frame is held at the boundary: take it.
             Ok(None) => tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
+                _ = watch.stalled.notified() => return stalled(),
                 e = stream.next_event(stop) => e,
             },
             Err(e) => Err(e),
         };
+        watch.reading(false);
         let event = match event {
             Ok(e) => e,
             Err(e) if e.is_cancelled() => return Ok(()),

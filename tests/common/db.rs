@@ -171,6 +171,12 @@ impl Postgres {
         self.dir.path().join("postgres.log")
     }
 
+    /// The tail of the server's log (for a failing test's message).
+    #[allow(dead_code)]
+    pub fn log(&self) -> String {
+        log_tail(&self.log_path())
+    }
+
     /// `pg_ctl start -w`: pg_ctl itself polls the server under the `-t` deadline and
     /// notices a postmaster that exits during startup.
     fn start_server(&mut self) {
