@@ -532,15 +532,30 @@ impl ReplicaManager {
     }
 
     /// ListOffsets: -1 latest (the high watermark), -2 earliest, else the first offset
-    /// with a timestamp at or after `timestamp` below the high watermark.
+    /// with a timestamp at or after `timestamp` below the high watermark. A leader whose
+    /// high watermark is still below its epoch's start offset answers latest (and a
+    /// timestamp found nowhere below its HW) with OFFSET_NOT_AVAILABLE, retriable.
     pub fn list_offset(
         &self,
         tp: &TopicPartition,
         timestamp: i64,
     ) -> Result<(Option<u64>, i64, Arc<Partition>), Failure> {
         let p = self.leader_partition(tp)?;
-        let hw = p.high_watermark();
+        let (hw, available) = {
+            let r = p.replica.lock();
+            (r.state.high_watermark().0, r.state.offsets_available())
+        };
+        let not_available = || -> Failure {
+            (
+                ErrorCode::OffsetNotAvailable,
+                format!(
+                    "{tp}: the new leader's high watermark has not yet reached the start of \
+                     its leader epoch; retry"
+                ),
+            )
+        };
         let answer = match timestamp {
+            -1 if !available => return Err(not_available()),
             -1 => (Some(hw), -1),
             -2 => (Some(p.log.log_start_offset()), -1),
             t if t < 0 => {
@@ -551,6 +566,8 @@ impl ReplicaManager {
             }
             t => match p.log.offset_for_timestamp(t).map_err(storage_failure)? {
                 Some((offset, ts)) if offset < hw => (Some(offset), ts),
+                // "None at or after t" is only final once the HW is this epoch's.
+                _ if !available => return Err(not_available()),
                 _ => (None, -1),
             },
         };
