@@ -7,6 +7,14 @@
 //! changes and puts whatever queued meanwhile into one batch. If an append fails
 //! (leadership moved), the loaded state is dropped and the next leader replays what the
 //! log holds.
+//!
+//! A load replays the partition only up to its high watermark, and keeps replaying as
+//! the high watermark moves; the coordinator serves once the high watermark has reached
+//! the log end the leader had when the load began. A new leader can hold records above
+//! its high watermark that a later failover truncates; showing them (an OffsetFetch
+//! answering a commit that is then lost) would let a committed offset move backwards.
+//! Until then requests get COORDINATOR_LOAD_IN_PROGRESS (retriable), after waiting up
+//! to [`LOAD_WAIT`] for the high watermark.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +38,10 @@ pub(super) type Failure = (ErrorCode, String);
 /// Changes queued for one offsets partition's writer before requests are turned away
 /// (retriably) until it catches up.
 const WRITER_QUEUE: usize = 4096;
+
+/// How long a request waits for a load held back by the high watermark before it is
+/// answered COORDINATOR_LOAD_IN_PROGRESS (the client retries).
+pub(super) const LOAD_WAIT: Duration = Duration::from_secs(1);
 
 /// Kafka's choice of partition: `Utils.abs(groupId.hashCode()) % N`, with Java's String
 /// hash (and `abs(MIN_VALUE) = 0`).
@@ -103,12 +115,28 @@ pub(super) fn not_coordinator() -> Failure {
     )
 }
 
+/// A load under way: the partition replayed up to its high watermark so far.
+struct Partial {
+    leader_epoch: LeaderEpoch,
+    core: Coordinator,
+    /// The next offset to replay. Invariant: at or below the high watermark seen last.
+    next: u64,
+    /// The log end when the load began. Everything below it is this leader's log and
+    /// becomes committed once the high watermark passes it; the coordinator serves
+    /// from then on (its own appends go after it).
+    target: u64,
+    records: u64,
+    started: Instant,
+}
+
 /// The coordinator side of every `__consumer_offsets` partition this broker leads.
 pub(crate) struct GroupCoordinator {
     config: CoordinatorConfig,
     /// Partitions of `__consumer_offsets` when it is created.
     pub(super) partitions_on_create: u32,
     loaded: parking_lot::Mutex<HashMap<u32, Arc<Loaded>>>,
+    /// Loads waiting for the high watermark, by partition.
+    partial: parking_lot::Mutex<HashMap<u32, Partial>>,
     /// One load at a time.
     loading: tokio::sync::Mutex<()>,
     /// Group epochs last seen, to count rebalances.
@@ -121,6 +149,7 @@ impl GroupCoordinator {
             config,
             partitions_on_create,
             loaded: Default::default(),
+            partial: Default::default(),
             loading: Default::default(),
             epochs: Default::default(),
         }
@@ -170,7 +199,28 @@ pub(super) async fn coordinator_for(
         ));
     };
     let p = partition_for(group, n);
-    load(shared, p).await
+    load_waiting(shared, p).await
+}
+
+/// [`load`], waiting up to [`LOAD_WAIT`] while the high watermark holds it back.
+pub(super) async fn load_waiting(shared: &Arc<Shared>, p: u32) -> Result<Arc<Loaded>, Failure> {
+    let deadline = Instant::now() + LOAD_WAIT;
+    let tp = TopicPartition::new(OFFSETS_TOPIC, p);
+    loop {
+        let mut hw = shared
+            .replicas
+            .partition(&tp)
+            .ok_or_else(not_coordinator)?
+            .subscribe_hw();
+        match load(shared, p).await {
+            Err((ErrorCode::CoordinatorLoadInProgress, _)) if Instant::now() < deadline => {
+                // Subscribed before the load looked, so a move meanwhile is not missed.
+                let left = deadline.saturating_duration_since(Instant::now());
+                let _ = tokio::time::timeout(left, hw.changed()).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 pub(super) async fn load(shared: &Arc<Shared>, p: u32) -> Result<Arc<Loaded>, Failure> {
@@ -200,20 +250,49 @@ pub(super) async fn load(shared: &Arc<Shared>, p: u32) -> Result<Arc<Loaded>, Fa
     }
     let tp = TopicPartition::new(OFFSETS_TOPIC, p);
     let part = shared.replicas.partition(&tp).ok_or_else(not_coordinator)?;
-    let mut core = Coordinator::new(gc.config.clone());
-    core.set_partitions(topic_partitions(shared), now_ms());
-    let started = Instant::now();
+    let resumed = gc.partial.lock().remove(&p);
+    let mut partial = match resumed.filter(|l| l.leader_epoch == epoch) {
+        Some(partial) => partial,
+        None => {
+            let mut core = Coordinator::new(gc.config.clone());
+            core.set_partitions(topic_partitions(shared), now_ms());
+            Partial {
+                leader_epoch: epoch,
+                core,
+                next: part.log.log_start_offset(),
+                target: part.log.log_end_offset(),
+                records: 0,
+                started: Instant::now(),
+            }
+        }
+    };
+    let hw = part.high_watermark();
     let log = part.log.clone();
-    let (core, records) = tokio::task::spawn_blocking(move || replay(core, &log))
-        .await
-        .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))??;
+    let mut partial = tokio::task::spawn_blocking(move || {
+        let (next, records) = replay(&mut partial.core, &log, partial.next, hw)?;
+        partial.next = next;
+        partial.records += records;
+        Ok::<_, Failure>(partial)
+    })
+    .await
+    .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))??;
+    if partial.next < partial.target {
+        let msg = format!(
+            "loading {tp}: replayed to {} of {}; waiting for the high watermark",
+            partial.next, partial.target
+        );
+        gc.partial.lock().insert(p, partial);
+        return Err((ErrorCode::CoordinatorLoadInProgress, msg));
+    }
+    let core = std::mem::replace(&mut partial.core, Coordinator::new(gc.config.clone()));
     let groups = core.list().len();
     info!(
         partition = p,
         leader_epoch = %epoch,
-        records,
+        records = partial.records,
         groups,
-        ms = started.elapsed().as_millis() as u64,
+        high_watermark = partial.next,
+        ms = partial.started.elapsed().as_millis() as u64,
         "group coordinator loaded"
     );
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
@@ -231,18 +310,26 @@ pub(super) async fn load(shared: &Arc<Shared>, p: u32) -> Result<Arc<Loaded>, Fa
     Ok(loaded)
 }
 
-/// Replays a whole partition into `core`; returns it and the records read.
-fn replay(mut core: Coordinator, log: &crate::log::Log) -> Result<(Coordinator, u64), Failure> {
+/// Replays the partition from `from` into `core`, whole batches below `high_watermark`
+/// only; returns the offset to go on from and the records read.
+fn replay(
+    core: &mut Coordinator,
+    log: &crate::log::Log,
+    from: u64,
+    high_watermark: u64,
+) -> Result<(u64, u64), Failure> {
     let now = Instant::now();
     let storage = |e: crate::log::LogError| (ErrorCode::CoordinatorLoadInProgress, e.to_string());
-    let mut from = log.log_start_offset();
+    let mut from = from.max(log.log_start_offset());
     let mut records = 0;
     loop {
-        let end = log.log_end_offset();
+        let end = log.log_end_offset().min(high_watermark);
         if from >= end {
             break;
         }
-        let read = log.read(from, 1 << 20, None).map_err(storage)?;
+        let read = log
+            .read(from, 1 << 20, Some(high_watermark))
+            .map_err(storage)?;
         if read.data.is_empty() {
             break;
         }
@@ -266,7 +353,7 @@ fn replay(mut core: Coordinator, log: &crate::log::Log) -> Result<(Coordinator, 
             }
         }
     }
-    Ok((core, records))
+    Ok((from, records))
 }
 
 /// Largest batch the writer builds (the topic accepts up to `OFFSETS_MAX_MESSAGE_BYTES`,
@@ -366,11 +453,20 @@ pub(crate) async fn maintain(shared: Arc<Shared>) {
         let n = offsets_partitions(&shared).unwrap_or(0);
         for p in 0..n {
             if led_epoch(&shared, p).is_some() {
-                if let Err((code, msg)) = load(&shared, p).await {
-                    warn!(partition = p, %code, msg, "cannot load group coordinator");
+                match load(&shared, p).await {
+                    // Waiting for the high watermark: the next round goes on.
+                    Ok(_) | Err((ErrorCode::CoordinatorLoadInProgress, _)) => {}
+                    Err((code, msg)) => {
+                        warn!(partition = p, %code, msg, "cannot load group coordinator")
+                    }
                 }
             }
         }
+        shared
+            .groups
+            .partial
+            .lock()
+            .retain(|p, l| led_epoch(&shared, *p) == Some(l.leader_epoch));
         let loaded: Vec<(u32, Arc<Loaded>)> = {
             let mut map = shared.groups.loaded.lock();
             map.retain(|p, l| {
@@ -542,3 +638,7 @@ mod tests {
         assert!((0..1000).all(|i| partition_for(&format!("g{i}"), 12) < 12));
     }
 }
+
+#[cfg(test)]
+#[path = "groups_tests.rs"]
+mod load_tests;

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::groups::{
-    coordinator_for, led_epoch, load, now_ms, offsets_partitions, partition_for, Failure,
+    coordinator_for, led_epoch, load_waiting, now_ms, offsets_partitions, partition_for, Failure,
     OFFSETS_MAX_MESSAGE_BYTES, OFFSETS_TOPIC,
 };
 use super::Shared;
@@ -341,7 +341,7 @@ impl groups_server::Groups for GroupsApi {
             if led_epoch(&self.0, p).is_none() {
                 continue;
             }
-            let loaded = match load(&self.0, p).await {
+            let loaded = match load_waiting(&self.0, p).await {
                 Ok(l) => l,
                 Err((code, msg)) => {
                     return Ok(Response::new(v1::ListGroupsResponse {
