@@ -34,3 +34,14 @@ const _: () = assert!(BATCH_HEADER_BYTES > LOG_OVERHEAD_BYTES);
 const _: () = assert!(FETCH_RESPONSE_BYTES_MAX < 64 * 1024 * 1024);
 const _: () = assert!(BATCH_BYTES_MAX <= i32::MAX as usize);
 const _: () = assert!(UNCOMPRESSED_BATCH_BYTES_MAX <= i32::MAX as usize);
+
+/// Idempotent producer ids whose state one partition keeps. A new id past it evicts the
+/// id idle longest (its retries are then taken as a new producer's), so a client that
+/// makes a new producer per message cannot grow a partition's memory without bound.
+pub const PRODUCER_IDS_PER_PARTITION_MAX: usize = 10_000;
+
+/// Default `producer.id.expiration.ms` (Kafka's): a producer id idle this long is
+/// forgotten by every partition.
+pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: u64 = 24 * 60 * 60 * 1000;
+
+const _: () = assert!(PRODUCER_IDS_PER_PARTITION_MAX > 0);

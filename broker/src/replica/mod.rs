@@ -12,7 +12,7 @@
 //! back while this broker leads the same leader epoch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -165,6 +165,8 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// `replica.lag.time.max.ms`, given to every partition's state machine.
     replica_lag_max: RwLock<Duration>,
+    /// `producer.id.expiration.ms`: producer ids idle this long are forgotten.
+    producer_id_expiration_ms: AtomicI64,
 }
 
 fn now_ms() -> i64 {
@@ -199,7 +201,16 @@ impl ReplicaManager {
             logs,
             partitions: RwLock::new(HashMap::new()),
             replica_lag_max: RwLock::new(StateConfig::default().replica_lag_max),
+            producer_id_expiration_ms: AtomicI64::new(
+                sluice_proto::limits::PRODUCER_ID_EXPIRATION_MS_DEFAULT as i64,
+            ),
         }
+    }
+
+    /// Sets `producer.id.expiration.ms` for every partition (applied on the next tick).
+    pub fn set_producer_id_expiration(&self, expiration: Duration) {
+        let ms = i64::try_from(expiration.as_millis()).unwrap_or(i64::MAX);
+        self.producer_id_expiration_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Sets `replica.lag.time.max.ms` for every partition, hosted now or later. The
@@ -249,7 +260,7 @@ impl ReplicaManager {
                     .get_or_create(tp, config.clone())
                     .map_err(storage_failure)?;
                 let producers =
-                    producers::ProducerStates::rebuild(&log).map_err(storage_failure)?;
+                    producers::ProducerStates::rebuild(&log, now_ms()).map_err(storage_failure)?;
                 let lag_max = *self.replica_lag_max.read();
                 let p = Arc::new(Partition {
                     tp: tp.clone(),
@@ -324,10 +335,18 @@ impl ReplicaManager {
     /// partition this broker leads.
     pub fn tick(&self, now: Instant) -> Vec<(TopicPartition, IsrProposal)> {
         let mut out = Vec::new();
+        let (wall_ms, expiration_ms) = (
+            now_ms(),
+            self.producer_id_expiration_ms.load(Ordering::Relaxed),
+        );
         for p in self.partitions() {
             {
                 let mut replica = p.replica.lock();
                 let _ = p.handle(&mut replica, Event::Tick { now });
+                let expired = replica.producers.expire(wall_ms, expiration_ms);
+                if expired > 0 {
+                    info!(partition = %p.tp, expired, "producer ids expired (producer.id.expiration.ms)");
+                }
             }
             out.extend(
                 p.proposals
@@ -672,7 +691,7 @@ fn append_one(
                 .log
                 .append_as_leader(b, leader_epoch.0, now_ms)
                 .map_err(storage_failure)?;
-            producers.record(b, info.base_offset);
+            producers.record(b, info.base_offset, now_ms);
             Ok(info)
         }
     }
