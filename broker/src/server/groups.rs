@@ -17,7 +17,7 @@
 //! to [`LOAD_WAIT`] for the high watermark.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 use super::Shared;
 use crate::group::coordinator::{Coordinator, CoordinatorConfig, Write};
+use crate::group::state::GroupError;
 
 /// The internal topic holding committed offsets and group state.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -141,6 +142,12 @@ pub(crate) struct GroupCoordinator {
     loading: tokio::sync::Mutex<()>,
     /// Group epochs last seen, to count rebalances.
     epochs: parking_lot::Mutex<HashMap<String, i32>>,
+    /// Groups held over every loaded partition: recounted every maintenance round,
+    /// counted up as [`GroupCoordinator::admit`] lets one in.
+    group_count: AtomicUsize,
+    /// Groups with their own `{group}` metric label (the largest by members, at most
+    /// `GROUP_METRIC_LABELS_MAX`); chosen again with every lag publication.
+    labeled: parking_lot::Mutex<BTreeSet<String>>,
 }
 
 impl GroupCoordinator {
@@ -152,7 +159,24 @@ impl GroupCoordinator {
             partial: Default::default(),
             loading: Default::default(),
             epochs: Default::default(),
+            group_count: AtomicUsize::new(0),
+            labeled: Default::default(),
         }
+    }
+
+    /// Whether `core` may take `group`: one it holds always, a new one only while this
+    /// broker coordinates fewer than `max_groups` (counted now, so concurrent creations
+    /// cannot all pass).
+    pub(super) fn admit(&self, core: &Coordinator, group: &str) -> Result<(), GroupError> {
+        if group.is_empty() || core.has_group(group) {
+            return Ok(());
+        }
+        let max = self.config.max_groups;
+        if self.group_count.fetch_add(1, Ordering::AcqRel) >= max {
+            self.group_count.fetch_sub(1, Ordering::AcqRel);
+            return Err(GroupError::TooManyGroups(max));
+        }
+        Ok(())
     }
 }
 
@@ -484,9 +508,11 @@ pub(crate) async fn maintain(shared: Arc<Shared>) {
         let (now, ms) = (Instant::now(), now_ms());
         let mut groups = 0usize;
         let mut members = 0usize;
+        let mut held = 0usize;
         let mut epochs = HashMap::new();
         for (p, l) in &loaded {
             let mut core = l.core.lock();
+            held += core.group_count();
             if l.tx.capacity() == 0 {
                 // The writer is behind: tick next round rather than queue unboundedly.
                 continue;
@@ -511,17 +537,30 @@ pub(crate) async fn maintain(shared: Arc<Shared>) {
                 let _ = l.tx.try_send(Pending { writes, done: tx });
             }
         }
+        shared.groups.group_count.store(held, Ordering::Release);
         metrics::gauge!("sluice_groups").set(groups as f64);
         metrics::gauge!("sluice_group_members").set(members as f64);
         {
             let mut last = shared.groups.epochs.lock();
+            let labeled = shared.groups.labeled.lock();
+            let mut other = 0u64;
             for (g, e) in &epochs {
                 let before = last.get(g).copied().unwrap_or(0);
                 if *e > before {
-                    metrics::counter!("sluice_group_rebalances_total", "group" => g.clone())
-                        .increment((*e - before) as u64);
+                    let n = (*e - before) as u64;
+                    if labeled.contains(g) {
+                        metrics::counter!("sluice_group_rebalances_total", "group" => g.clone())
+                            .increment(n);
+                    } else {
+                        other += n;
+                    }
                 }
             }
+            if other > 0 {
+                metrics::counter!("sluice_group_rebalances_total", "group" => OTHER_GROUPS)
+                    .increment(other);
+            }
+            drop(labeled);
             *last = epochs;
         }
         if last_lag.elapsed() >= Duration::from_secs(5) && !loaded.is_empty() {
@@ -531,13 +570,28 @@ pub(crate) async fn maintain(shared: Arc<Shared>) {
     }
 }
 
+/// The label per-group metrics use for every group past `GROUP_METRIC_LABELS_MAX`.
+const OTHER_GROUPS: &str = "_other";
+
+/// The `max` names with the largest values (ties by name), for metric labels.
+fn largest<'a>(sizes: impl Iterator<Item = (&'a String, i64)>, max: usize) -> BTreeSet<String> {
+    let mut v: Vec<(i64, &String)> = sizes.map(|(g, n)| (n, g)).collect();
+    v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    v.into_iter().take(max).map(|(_, g)| g.clone()).collect()
+}
+
 /// `sluice_group_lag{group}`: committed offset to high watermark, summed over the
-/// group's committed partitions (high watermarks asked of each leader).
+/// group's committed partitions (high watermarks asked of each leader). Only the
+/// `GROUP_METRIC_LABELS_MAX` groups with the most lag get a label; the rest are summed
+/// under `group="_other"`. Also chooses the groups labeled in the rebalance counter.
 async fn publish_lag(shared: &Arc<Shared>, loaded: &[(u32, Arc<Loaded>)]) {
+    use sluice_proto::limits::GROUP_METRIC_LABELS_MAX;
     let mut committed: Vec<(String, TopicPartition, i64)> = Vec::new();
+    let mut sizes: BTreeMap<String, i64> = BTreeMap::new();
     for (_, l) in loaded {
         let core = l.core.lock();
-        for (g, _, _) in core.list() {
+        for (g, _, n) in core.list() {
+            sizes.insert(g.clone(), n as i64);
             for ((t, p), c) in core.fetch(&g, &[]) {
                 if let Some(c) = c {
                     committed.push((g.clone(), TopicPartition::new(t, p), c.offset));
@@ -553,9 +607,18 @@ async fn publish_lag(shared: &Arc<Shared>, loaded: &[(u32, Arc<Loaded>)]) {
             *lag.entry(g).or_default() += (hw - offset).max(0);
         }
     }
+    *shared.groups.labeled.lock() =
+        largest(sizes.iter().map(|(g, n)| (g, *n)), GROUP_METRIC_LABELS_MAX);
+    let keep = largest(lag.iter().map(|(g, l)| (g, *l)), GROUP_METRIC_LABELS_MAX);
+    let mut other = 0i64;
     for (g, l) in lag {
-        metrics::gauge!("sluice_group_lag", "group" => g).set(l as f64);
+        if keep.contains(&g) {
+            metrics::gauge!("sluice_group_lag", "group" => g).set(l as f64);
+        } else {
+            other += l;
+        }
     }
+    metrics::gauge!("sluice_group_lag", "group" => OTHER_GROUPS).set(other as f64);
 }
 
 /// High watermarks of `tps`, asked of their leaders (locally where this broker leads).
@@ -619,7 +682,17 @@ async fn high_watermarks(
 
 #[cfg(test)]
 mod tests {
-    use super::partition_for;
+    use super::{largest, partition_for};
+
+    #[test]
+    fn only_the_largest_groups_get_a_metric_label() {
+        let sizes: Vec<(String, i64)> = (0..1000).map(|i| (format!("g{i:04}"), i % 7)).collect();
+        let keep = largest(sizes.iter().map(|(g, n)| (g, *n)), 100);
+        assert_eq!(keep.len(), 100);
+        // The 142 groups of size 6 are the largest; ties go by name.
+        assert!(keep.iter().all(|g| g[1..].parse::<i64>().unwrap() % 7 == 6));
+        assert!(keep.contains("g0006") && !keep.contains("g0993"));
+    }
 
     #[test]
     fn partition_for_matches_kafkas_choice() {

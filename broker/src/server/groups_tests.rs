@@ -15,7 +15,12 @@ use crate::replica::{Role, ToFetch};
 use crate::server::{Broker, BrokerConfig};
 
 fn broker(dir: &std::path::Path) -> Arc<Shared> {
-    let config = BrokerConfig::new(1, "127.0.0.1:1".into(), Vec::new(), dir.to_path_buf());
+    broker_with(dir, CoordinatorConfig::default())
+}
+
+fn broker_with(dir: &std::path::Path, groups: CoordinatorConfig) -> Arc<Shared> {
+    let mut config = BrokerConfig::new(1, "127.0.0.1:1".into(), Vec::new(), dir.to_path_buf());
+    config.groups = groups;
     let broker = Broker::open(config).unwrap();
     *broker.shared.metadata.write() = v1::MetadataResponse {
         topics: vec![v1::TopicMetadata {
@@ -35,11 +40,15 @@ fn broker(dir: &std::path::Path) -> Arc<Shared> {
 }
 
 fn lead(shared: &Shared, tp: &TopicPartition, epoch: u32) {
+    lead_with_isr(shared, tp, epoch, &[1, 2]);
+}
+
+fn lead_with_isr(shared: &Shared, tp: &TopicPartition, epoch: u32, isr: &[u32]) {
     let role = Role {
         leader: Some(BrokerId(1)),
         leader_epoch: LeaderEpoch(epoch),
         replicas: vec![BrokerId(1), BrokerId(2)],
-        isr: vec![BrokerId(1), BrokerId(2)],
+        isr: isr.iter().map(|b| BrokerId(*b)).collect(),
         partition_epoch: epoch as i32,
     };
     shared
@@ -117,4 +126,50 @@ async fn a_new_coordinator_shows_only_what_the_high_watermark_covers() {
     assert_eq!(part.high_watermark(), 2);
     let l = load(&shared, 0).await.unwrap();
     assert_eq!(committed(&l), Some(9));
+}
+
+/// A join through the Groups service: (error code, message).
+async fn join(shared: &Arc<Shared>, group: &str) -> (i32, String) {
+    use sluice_proto::v1::groups_server::Groups;
+    let api = super::super::groups_api::GroupsApi(shared.clone());
+    let r = api
+        .heartbeat(tonic::Request::new(v1::GroupHeartbeatRequest {
+            group_id: group.into(),
+            member_epoch: 0,
+            subscription: Some(v1::Subscription {
+                topics: vec!["t".into()],
+                regex: String::new(),
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    (r.error_code, r.error_message)
+}
+
+#[tokio::test]
+async fn a_new_group_past_the_brokers_cap_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = broker_with(
+        dir.path(),
+        CoordinatorConfig {
+            max_groups: 3,
+            ..CoordinatorConfig::default()
+        },
+    );
+    let tp = TopicPartition::new(OFFSETS_TOPIC, 0);
+    lead_with_isr(&shared, &tp, 1, &[1]);
+    for g in ["a", "b", "c"] {
+        assert_eq!(join(&shared, g).await.0, 0, "group {g}");
+    }
+    let (code, msg) = join(&shared, "d").await;
+    assert_eq!(
+        ErrorCode::from_code(code),
+        ErrorCode::GroupMaxSizeReached,
+        "{msg}"
+    );
+    assert!(msg.contains("GROUPS_PER_BROKER_MAX"), "{msg}");
+    // A group it holds still takes members.
+    assert_eq!(join(&shared, "a").await.0, 0);
 }
