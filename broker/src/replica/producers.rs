@@ -169,8 +169,10 @@ impl ProducerStates {
 
     /// Forgets producer ids idle for `expiration` or longer, at most once per
     /// [`EXPIRY_CHECK_INTERVAL_MS`]; returns how many.
+    /// (An expiration shorter than twice the interval is checked at half its period.)
     pub(crate) fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
-        if now_ms - self.last_expiry_check_ms < EXPIRY_CHECK_INTERVAL_MS {
+        let interval = EXPIRY_CHECK_INTERVAL_MS.min(expiration_ms / 2);
+        if now_ms - self.last_expiry_check_ms < interval {
             return 0;
         }
         self.last_expiry_check_ms = now_ms;
