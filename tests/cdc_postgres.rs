@@ -171,6 +171,35 @@ fn updates_script(from: i64, n: i64, rows: i64) -> String {
     script
 }
 
+/// `n` transfers between accounts 1..=accounts, each one transaction over three rows
+/// (so, over several partitions) that keeps the total.
+fn transfers_script(n: i64, accounts: i64) -> String {
+    let mut script = String::new();
+    for i in 0..n {
+        let (a, b, c) = (
+            1 + (i * 31) % accounts,
+            1 + (i * 17 + 5) % accounts,
+            1 + (i * 7 + 11) % accounts,
+        );
+        script.push_str(&format!(
+            "BEGIN; UPDATE accounts SET balance = balance - 10 WHERE id = {a};
+             UPDATE accounts SET balance = balance + 7 WHERE id = {b};
+             UPDATE accounts SET balance = balance + 3 WHERE id = {c}; COMMIT;\n"
+        ));
+    }
+    script
+}
+
+/// The sum of `balance` over a snapshot of the accounts table.
+fn balances(rows: &[(bytes::Bytes, bytes::Bytes)]) -> i64 {
+    rows.iter()
+        .map(|(_, v)| {
+            let v: Value = serde_json::from_slice(v).unwrap();
+            v["after"]["balance"].as_i64().unwrap()
+        })
+        .sum()
+}
+
 fn open_set(rt: &tokio::runtime::Runtime, bootstrap: &str, topics: &[&str]) -> TableSet {
     let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
     let set = rt
@@ -427,19 +456,7 @@ fn the_bank_total_holds_in_every_snapshot_while_transfers_stream() {
     let transfers = {
         let (port, stop) = (pg.port(), stop.clone());
         std::thread::spawn(move || {
-            let mut script = String::new();
-            for i in 0..400i64 {
-                let (a, b, c) = (
-                    1 + (i * 31) % ACCOUNTS,
-                    1 + (i * 17 + 5) % ACCOUNTS,
-                    1 + (i * 7 + 11) % ACCOUNTS,
-                );
-                script.push_str(&format!(
-                    "BEGIN; UPDATE accounts SET balance = balance - 10 WHERE id = {a};
-                     UPDATE accounts SET balance = balance + 7 WHERE id = {b};
-                     UPDATE accounts SET balance = balance + 3 WHERE id = {c}; COMMIT;\n"
-                ));
-            }
+            let script = transfers_script(400, ACCOUNTS);
             let mut rounds = 0;
             while !stop.load(Ordering::Relaxed) && rounds < 5 {
                 let (ok, err) = psql_on(port, &script);
@@ -452,14 +469,7 @@ fn the_bank_total_holds_in_every_snapshot_while_transfers_stream() {
     let mut distinct = std::collections::HashSet::new();
     while !transfers.is_finished() || reads < 3000 {
         let snap = sets[reads as usize % 3].snapshot_all().remove(0);
-        let total: i64 = snap
-            .rows
-            .iter()
-            .map(|(_, v)| {
-                let v: Value = serde_json::from_slice(v).unwrap();
-                v["after"]["balance"].as_i64().unwrap()
-            })
-            .sum();
+        let total = balances(&snap.rows);
         assert_eq!(
             total, TOTAL,
             "snapshot {reads} at {:?} sums to {total}",
@@ -1080,4 +1090,130 @@ fn a_copy_after_the_slot_was_lost_tombstones_rows_deleted_meanwhile() {
         );
     }
     assert_eq!(got, select_users(&pg));
+}
+
+/// The bank invariant under partial failure on a real cluster: transfers (each one
+/// transaction over several accounts, so over both partitions) stream while a follower
+/// of one partition is paused for 5 s and the connector is killed -9 and restarted
+/// mid-stream. Every whole-table snapshot a Table gives in the meantime sums to the
+/// constant: no reader ever sees part of a transfer, however late its other piece.
+#[test]
+fn cluster_the_bank_total_holds_while_the_connector_is_killed_and_a_follower_stalls() {
+    const ACCOUNTS: i64 = 200;
+    const TOTAL: i64 = ACCOUNTS * 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    pg.psql(
+        "app",
+        &format!(
+            "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL);
+             INSERT INTO accounts SELECT g, 1000 FROM generate_series(1, {ACCOUNTS}) g;"
+        ),
+    );
+    let cluster = common::cluster::Cluster::start(dir.path(), 3);
+    let (rt, _config, admin) = cluster.client();
+    let bootstrap = cluster.bootstrap();
+    let args = ["--partitions", "2", "--replication-factor", "2"];
+    let start =
+        |dir: &Path| Connector::start(dir, &bootstrap, &pg.dsn("app"), "public.accounts", &args);
+    let mut connector = start(dir.path());
+    wait_for("the copy written", Duration::from_secs(60), || {
+        connector
+            .log()
+            .contains("initial copy written")
+            .then_some(())
+    });
+    let d = rt
+        .block_on(admin.describe_topic("cdc.public.accounts"))
+        .unwrap();
+    // A broker that follows a partition and leads none (else any follower).
+    let leaders: Vec<u32> = d.partitions.iter().filter_map(|p| p.leader).collect();
+    let followers: Vec<u32> = d
+        .partitions
+        .iter()
+        .flat_map(|p| p.replicas.iter().copied().filter(|r| Some(*r) != p.leader))
+        .collect();
+    let paused = *followers
+        .iter()
+        .find(|f| !leaders.contains(f))
+        .unwrap_or(&followers[0]) as usize;
+    let set = open_set(&rt, &bootstrap, &["cdc.public.accounts"]);
+    let sum = |set: &TableSet| -> (i64, String) {
+        let snap = set.snapshot_all().remove(0);
+        (balances(&snap.rows), format!("{:?}", snap.source_position))
+    };
+    let transfers = {
+        let port = pg.port();
+        std::thread::spawn(move || {
+            let script = transfers_script(600, ACCOUNTS);
+            for _ in 0..4 {
+                let (ok, err) = psql_on(port, &script);
+                assert!(ok, "{err}");
+            }
+        })
+    };
+    let mut reads = 0u64;
+    let mut check = |set: &TableSet| {
+        let (total, at) = sum(set);
+        assert_eq!(total, TOTAL, "snapshot {reads} at {at} sums to {total}");
+        reads += 1;
+    };
+    // Faults, while the reader keeps checking between steps.
+    let until =
+        |what: &str, limit: Duration, done: &mut dyn FnMut() -> bool, check: &mut dyn FnMut()| {
+            let deadline = Instant::now() + limit;
+            while !done() {
+                assert!(Instant::now() < deadline, "timed out waiting for {what}");
+                check();
+            }
+        };
+    let child = cluster.brokers[paused - 1].1.as_ref().unwrap();
+    common::cluster::signal(child, libc::SIGSTOP);
+    let paused_at = Instant::now();
+    until(
+        "5 s of pause",
+        Duration::from_secs(30),
+        &mut || paused_at.elapsed() >= Duration::from_secs(5),
+        &mut || check(&set),
+    );
+    common::cluster::signal(child, libc::SIGCONT);
+    connector.kill9();
+    let killed_at = Instant::now();
+    until(
+        "1 s without a connector",
+        Duration::from_secs(30),
+        &mut || killed_at.elapsed() >= Duration::from_secs(1),
+        &mut || check(&set),
+    );
+    let connector = start(dir.path());
+    until(
+        "the transfers",
+        Duration::from_secs(120),
+        &mut || transfers.is_finished(),
+        &mut || check(&set),
+    );
+    transfers.join().unwrap();
+    rt.block_on(set.wait_for_source(&current_lsn(&pg), Duration::from_secs(60)))
+        .unwrap_or_else(|e| panic!("{e}\n{}", connector.log()));
+    check(&set);
+    let final_sum: i64 = pg
+        .psql("app", "SELECT sum(balance) FROM accounts")
+        .parse()
+        .unwrap();
+    assert_eq!(final_sum, TOTAL);
+    let got = rows_by_id(&set.snapshot_all().remove(0).rows);
+    let want: BTreeMap<i64, Value> = pg
+        .psql("app", "SELECT id, balance FROM accounts ORDER BY id")
+        .lines()
+        .map(|l| {
+            let (id, balance) = l.split_once('|').unwrap();
+            let id: i64 = id.parse().unwrap();
+            let balance: i64 = balance.parse().unwrap();
+            (id, serde_json::json!({"id": id, "balance": balance}))
+        })
+        .collect();
+    assert_eq!(got, want);
+    eprintln!("{reads} snapshots with broker {paused} paused 5 s and the connector killed -9, all summing to {TOTAL}");
+    set.close();
 }

@@ -648,3 +648,102 @@ fn tombstones_disappear_after_delete_retention() {
         "the latest record of every other key stays, at its offset: {left:?}"
     );
 }
+
+/// Issue 18: a pass whose dedupe map filled before a tombstone past its horizon removed
+/// that tombstone and kept the key's older value below the map's end — the deleted key
+/// came back for good. One broker, a 100-byte dedupe buffer (a 3-key map),
+/// `delete.retention.ms=0` (every pass after the first that stamps a tombstone may
+/// remove it), every record its own batch: `a=old`, 40 other keys, a delete of `a`, all
+/// in one segment, then enough records to seal it (the first pass maps three keys and
+/// rewrites the whole segment, tombstone included). Once the tombstone is gone, neither
+/// a consumer from the beginning nor `table dump` sees `a`, and every other key keeps
+/// its value.
+#[test]
+fn a_full_dedupe_map_never_brings_a_deleted_key_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(
+        dir.path(),
+        &[
+            "--log-cleaner-backoff-ms",
+            "100",
+            "--log-cleaner-dedupe-buffer-size",
+            "100",
+        ],
+    );
+    let topic = "deletes";
+    create_topic(
+        &dev,
+        topic,
+        &[
+            "cleanup.policy=compact",
+            "delete.retention.ms=0",
+            "segment.bytes=4096",
+            // Room in the indexes for an entry per batch: a full index would roll the
+            // segment early and part the tombstone from the map's end.
+            "index.interval.bytes=32",
+            "min.cleanable.dirty.ratio=0.01",
+        ],
+    );
+    let others: Vec<String> = (1..=40).map(|i| format!("k{i:02}")).collect();
+    let mut records: Vec<(String, Option<String>)> = vec![("a".into(), Some("old".into()))];
+    records.extend(others.iter().map(|k| (k.clone(), Some("v".to_string()))));
+    records.push(("a".into(), None));
+    // Seals the segment holding the rest and moves the high watermark past it.
+    records.extend((1..=40).map(|i| (format!("pad{i:02}"), Some("p".to_string()))));
+    let rt = common::runtime();
+    rt.block_on(async {
+        let config = ClientConfig::new(&dev.addr);
+        let producer = Producer::new(
+            &config,
+            ProducerConfig {
+                acks: Acks::All,
+                linger: Duration::ZERO,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        for (key, value) in records {
+            // Awaited one by one: one record per batch, so a full map stops between them.
+            let record = ProducerRecord {
+                topic: topic.into(),
+                partition: Some(0),
+                key: Some(Bytes::from(key)),
+                value: value.map(Bytes::from),
+                headers: Vec::new(),
+                timestamp: None,
+            };
+            producer.send(record).await.unwrap().await.unwrap();
+        }
+        producer.close().await;
+    });
+    let left = wait_for(
+        "the cleaner to remove the tombstone of a",
+        Duration::from_secs(60),
+        || {
+            let records = dump(&dev, topic);
+            records
+                .iter()
+                .all(|r| !(r.1 == "a" && r.2 == -1))
+                .then_some(records)
+        },
+    );
+    let a: Vec<_> = left.iter().filter(|r| r.1 == "a").collect();
+    assert!(
+        a.is_empty(),
+        "the tombstone of a is gone but a consumer still reads a: {a:?}"
+    );
+    for k in &others {
+        assert!(
+            left.iter().any(|r| &r.1 == k && r.2 == 1),
+            "{k} lost its value: {left:?}"
+        );
+    }
+    let table = dev.ok(&["table", "dump", topic, "--output", "json"], "");
+    let rows: Vec<serde_json::Value> = table.lines().map(common::json).collect();
+    assert!(
+        rows.iter().all(|r| r["key"] != "a"),
+        "table dump shows the deleted key a: {table}"
+    );
+    assert_eq!(rows.len(), others.len() + 40, "{table}");
+}

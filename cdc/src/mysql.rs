@@ -393,17 +393,19 @@ pub async fn run(
     check_server(&mut conn, cfg.server_id).await?;
     let tables = describe(&mut conn, &cfg.tables).await?;
     let copy = cfg.snapshot == SnapshotMode::Initial && snapshot_state != SnapshotState::Complete;
-    let start = if copy {
+    // Where streaming starts without a copy. Everything that needs `conn` happens here:
+    // from now on it only holds (and pings) the fence.
+    let resume = if copy {
         if snapshot_state == SnapshotState::Incomplete {
             info!("the topics hold a copy that did not finish: copying again");
         }
-        match snapshot(&cfg, &tables, &events, &stop).await? {
-            Some(pos) => pos,
-            None => return Ok(()), // stopped
-        }
+        None
     } else {
-        match cfg.resume_from.clone() {
-            Some(SourcePos::Mysql { binlog, gtids }) => (binlog, gtids),
+        Some(match cfg.resume_from.clone() {
+            Some(SourcePos::Mysql { binlog, gtids }) => {
+                binlog_kept(&mut conn, &binlog).await?;
+                (binlog, gtids)
+            }
             Some(other) => {
                 return Err(Error::Config(format!(
                     "mysql: the topics hold positions of another source ({other}); give this \
@@ -420,25 +422,73 @@ pub async fn run(
                 let gtids = gtids_at(&mut conn, &end).await;
                 (end, gtids)
             }
-        }
+        })
     };
-    let by_name: HashMap<(String, String), Arc<TableInfo>> = tables
-        .into_iter()
-        .map(|t| ((t.id.schema.clone(), t.id.table.clone()), Arc::new(t)))
-        .collect();
-    info!(from = %start.0, gtids = %start.1, "streaming the binlog");
+    let body = async {
+        let start = match resume {
+            Some(start) => start,
+            None => match snapshot(&cfg, &tables, &events, &stop).await? {
+                Some(pos) => pos,
+                None => return Ok(()), // stopped
+            },
+        };
+        let by_name: HashMap<(String, String), Arc<TableInfo>> = tables
+            .into_iter()
+            .map(|t| ((t.id.schema.clone(), t.id.table.clone()), Arc::new(t)))
+            .collect();
+        info!(from = %start.0, gtids = %start.1, "streaming the binlog");
+        binlog::stream(&cfg, by_name, start, &events, &stop).await
+    };
     match &cfg.fence {
         None => {
             drop(conn);
-            binlog::stream(&cfg, by_name, start, &events, &stop).await
+            body.await
         }
-        // The lock lives as long as `conn`: checked every second, and its loss ends
-        // the stream (a restart takes it again, or is refused while another holds it).
-        Some(name) => tokio::select! {
-            r = binlog::stream(&cfg, by_name, start, &events, &stop) => r,
-            e = hold_fence(conn, name) => Err(e),
-        },
+        // The lock lives as long as `conn`, pinged every second through the copy and
+        // the stream (an idle connection would be closed by `wait_timeout` in a long
+        // copy, and the lock with it); its loss ends the run (a restart takes the lock
+        // again, or is refused while another holds it).
+        // A task of its own: the copy's task can be busy for long stretches.
+        Some(name) => {
+            let name = name.clone();
+            let mut keeper = tokio::spawn(async move { hold_fence(conn, &name).await });
+            let result = tokio::select! {
+                r = body => r,
+                e = &mut keeper => Err(e.unwrap_or_else(|e| {
+                    Error::Source(format!("mysql: the fence task failed: {e}"))
+                })),
+            };
+            keeper.abort();
+            result
+        }
     }
+}
+
+/// Refuses to resume from a binlog file the server no longer has (purged by
+/// `binlog_expire_logs_seconds` or `PURGE BINARY LOGS`): the changes in it are gone, and
+/// asking for it again would fail the same way forever.
+async fn binlog_kept(conn: &mut Conn, from: &BinlogPos) -> Result<(), Error> {
+    let files: Vec<MyRow> = conn
+        .query("SHOW BINARY LOGS")
+        .await
+        .map_err(my_err("SHOW BINARY LOGS"))?;
+    let names: Vec<String> = files.iter().filter_map(|r| r.get(0)).collect();
+    if names.contains(&from.file) {
+        return Ok(());
+    }
+    Err(purged(from, names.first().map(String::as_str)))
+}
+
+/// The setup error of a resume position whose binlog file is gone.
+fn purged(from: &BinlogPos, oldest: Option<&str>) -> Error {
+    Error::Config(format!(
+        "mysql: the topics resume from binlog file {} which the server no longer has (purged; \
+         oldest kept: {}): the changes since are lost to streaming; delete this connector's \
+         topics (sluice topic delete PREFIX.DB.TABLE) and start it again to copy the tables \
+         anew, and keep binlogs longer than any outage (binlog_expire_logs_seconds)",
+        from.file,
+        oldest.unwrap_or("none")
+    ))
 }
 
 /// Takes the user lock `name` on `conn` or says who holds it.
@@ -461,10 +511,18 @@ async fn take_fence(conn: &mut Conn, name: &str) -> Result<(), Error> {
     )))
 }
 
-/// Returns (an error) once `conn` no longer holds the lock.
+/// Returns (an error) once `conn` no longer holds the lock. The check doubles as the
+/// keep-alive: it runs every second, or every half `wait_timeout` when that is shorter,
+/// so the server never closes the connection (and with it the lock) as idle.
 async fn hold_fence(mut conn: Conn, name: &str) -> Error {
+    let wait_timeout_s: u64 = match conn.query_first("SELECT @@SESSION.wait_timeout").await {
+        Ok(Some(s)) => s,
+        Ok(None) => 28_800,
+        Err(e) => return Error::Source(format!("mysql: the fence connection failed: {e}")),
+    };
+    let every = Duration::from_secs(1).min(Duration::from_millis(wait_timeout_s * 500));
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(every).await;
         let mine: Result<Option<Option<i64>>, _> = conn
             .exec_first("SELECT IS_USED_LOCK(?) = CONNECTION_ID()", (name,))
             .await;

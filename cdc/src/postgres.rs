@@ -1,9 +1,11 @@
 //! The Postgres source: logical replication with pgoutput.
 //!
-//! Start-up checks `wal_level`, every table's primary key and replica identity, and that
-//! no other connector holds the slot (Postgres lets one walsender use a slot at a time:
-//! a second connector is refused, never interleaved). The publication is created (or
-//! extended) for the captured tables.
+//! Every run first takes the fence ([`fence`]: an advisory lock keyed by the slot, held
+//! on a session of its own until the run ends), so a second connector is refused even
+//! while the slot is inactive during the initial copy. Start-up ([`setup`]) then checks
+//! `wal_level`, every table's primary key and replica identity, the slot, and creates
+//! (or extends) the publication for the captured tables, publishing partitions under
+//! their partitioned table's name. Changes are matched to tables by relation OID.
 //!
 //! Initial copy: a new slot exports the snapshot it became consistent at; every table
 //! is copied under that snapshot (no lock), and streaming starts at the slot's
@@ -19,7 +21,7 @@
 //! changes (read-your-writes for writes elsewhere) and the slot's WAL is released.
 //! `confirmed_flush_lsn` moves only to positions the runner confirms (acks=all).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +38,11 @@ use crate::change::{Op, Row, RowChange, SourceEvent, TableId, Transaction};
 use crate::sink::SnapshotState;
 use crate::Error;
 
+mod fence;
+mod setup;
 mod types;
+
+use setup::TableInfo;
 
 pub use pg_walstream::CancellationToken as Stop;
 
@@ -61,22 +67,31 @@ pub struct PgSourceConfig {
     pub snapshot_chunk_rows: usize,
 }
 
-/// What the connector learned about a captured table at start.
-#[derive(Debug, Clone)]
-struct TableInfo {
-    id: Arc<TableId>,
-    /// Primary-key columns in key order.
-    key: Vec<String>,
-    /// Column name → type OID.
-    types: HashMap<String, u32>,
-    /// Column names in table order.
-    columns: Vec<String>,
-    replica_identity_full: bool,
-    estimated_rows: u64,
+fn source_err(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
+    move |e| Error::Source(format!("postgres: {what}: {}", pg_text(&e)))
 }
 
-fn source_err(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
-    move |e| Error::Source(format!("postgres: {what}: {e}"))
+/// A tokio-postgres error on one line, with the server's own words: its `Display`
+/// says only "db error" and leaves the message, detail and hint to its source.
+pub(crate) fn pg_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{}: {}", db.severity(), db.message());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!("; DETAIL: {d}"));
+        }
+        if let Some(h) = db.hint() {
+            s.push_str(&format!("; HINT: {h}"));
+        }
+        s.push_str(&format!(" (SQLSTATE {})", db.code().code()));
+        return s.replace('\n', " ");
+    }
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    s.replace('\n', " ")
 }
 
 fn pg_err(what: &str) -> impl Fn(pg_walstream::ReplicationError) -> Error + '_ {
@@ -99,144 +114,10 @@ async fn connect(dsn: &str) -> Result<tokio_postgres::Client, Error> {
         .map_err(source_err("connect"))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
-            warn!(error = %e, "postgres connection ended");
+            warn!(error = %pg_text(&e), "postgres connection ended");
         }
     });
     Ok(client)
-}
-
-/// Checks the server and tables, creates or extends the publication.
-async fn prepare(
-    client: &tokio_postgres::Client,
-    cfg: &PgSourceConfig,
-) -> Result<Vec<TableInfo>, Error> {
-    let wal_level: String = client
-        .query_one("SHOW wal_level", &[])
-        .await
-        .map_err(source_err("SHOW wal_level"))?
-        .get(0);
-    if wal_level != "logical" {
-        return Err(Error::Config(format!(
-            "postgres: wal_level is {wal_level}; logical replication needs wal_level=logical \
-             (ALTER SYSTEM SET wal_level = logical; then restart Postgres)"
-        )));
-    }
-    let mut infos = Vec::new();
-    for t in &cfg.tables {
-        let qualified = format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.table));
-        let row = client
-            .query_opt(
-                "SELECT c.oid, c.relreplident::text, greatest(c.reltuples, 0)::bigint \
-                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-                &[&t.schema, &t.table],
-            )
-            .await
-            .map_err(source_err("look up table"))?
-            .ok_or_else(|| Error::Config(format!("postgres: table {t} does not exist")))?;
-        let oid: u32 = row.get(0);
-        let identity: String = row.get(1);
-        let estimated: i64 = row.get(2);
-        let key: Vec<String> = client
-            .query(
-                "SELECT a.attname::text FROM pg_index i \
-                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-                 WHERE i.indrelid = $1 AND i.indisprimary \
-                 ORDER BY array_position(i.indkey::int2[], a.attnum)",
-                &[&oid],
-            )
-            .await
-            .map_err(source_err("read primary key"))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if key.is_empty() {
-            return Err(Error::Config(format!(
-                "postgres: table {t} has no primary key; a compacted topic is keyed by it \
-                 (ALTER TABLE {qualified} ADD PRIMARY KEY (...))"
-            )));
-        }
-        if identity == "n" {
-            return Err(Error::Config(format!(
-                "postgres: table {t} has REPLICA IDENTITY NOTHING, so deletes carry no key \
-                 (ALTER TABLE {qualified} REPLICA IDENTITY DEFAULT)"
-            )));
-        }
-        let cols = client
-            .query(
-                "SELECT a.attname::text, a.atttypid, t.typstorage::text FROM pg_attribute a \
-                 JOIN pg_type t ON t.oid = a.atttypid \
-                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-                &[&oid],
-            )
-            .await
-            .map_err(source_err("read columns"))?;
-        let full = identity == "f";
-        let toastable: Vec<String> = cols
-            .iter()
-            .filter(|r| r.get::<_, String>(2) != "p")
-            .map(|r| r.get(0))
-            .collect();
-        if !full && !toastable.is_empty() {
-            info!(table = %t, columns = ?toastable, "columns may be TOASTed and the table's REPLICA IDENTITY is not FULL: an update that leaves a large value unchanged does not carry it, and the connector stops rather than write a row without it (ALTER TABLE {qualified} REPLICA IDENTITY FULL)");
-        }
-        infos.push(TableInfo {
-            id: Arc::new(t.clone()),
-            key,
-            types: cols.iter().map(|r| (r.get(0), r.get(1))).collect(),
-            columns: cols.iter().map(|r| r.get(0)).collect(),
-            replica_identity_full: full,
-            estimated_rows: estimated as u64,
-        });
-    }
-    // The publication: created for exactly these tables, or extended to them.
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&cfg.publication],
-        )
-        .await
-        .map_err(source_err("look up publication"))?
-        .is_some();
-    let list = cfg
-        .tables
-        .iter()
-        .map(|t| format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.table)))
-        .collect::<Vec<_>>();
-    if !exists {
-        client
-            .batch_execute(&format!(
-                "CREATE PUBLICATION {} FOR TABLE {}",
-                quote_ident(&cfg.publication),
-                list.join(", ")
-            ))
-            .await
-            .map_err(source_err("create publication"))?;
-        info!(publication = %cfg.publication, "created publication");
-    } else {
-        for t in &cfg.tables {
-            let has = client
-                .query_opt(
-                    "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
-                    &[&cfg.publication, &t.schema, &t.table],
-                )
-                .await
-                .map_err(source_err("read publication"))?
-                .is_some();
-            if !has {
-                client
-                    .batch_execute(&format!(
-                        "ALTER PUBLICATION {} ADD TABLE {}.{}",
-                        quote_ident(&cfg.publication),
-                        quote_ident(&t.schema),
-                        quote_ident(&t.table)
-                    ))
-                    .await
-                    .map_err(source_err("extend publication"))?;
-            }
-        }
-    }
-    Ok(infos)
 }
 
 fn quote_ident(s: &str) -> String {
@@ -246,23 +127,9 @@ fn quote_ident(s: &str) -> String {
 /// Checks the server and tables (and creates or extends the publication) before the
 /// caller creates any topic: a missing table or key is refused with nothing written.
 pub async fn check(cfg: &PgSourceConfig) -> Result<(), Error> {
+    setup::validate_slot_name(&cfg.slot)?;
     let client = connect(&cfg.dsn).await?;
-    prepare(&client, cfg).await.map(|_| ())
-}
-
-/// Whether the slot exists, and the pid of a walsender using it.
-async fn slot_state(
-    client: &tokio_postgres::Client,
-    slot: &str,
-) -> Result<Option<Option<i32>>, Error> {
-    Ok(client
-        .query_opt(
-            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .map_err(source_err("look up slot"))?
-        .map(|r| r.get::<_, Option<i32>>(0)))
+    setup::prepare(&client, cfg).await.map(|_| ())
 }
 
 /// Runs the source until `stop` is cancelled or an error. Events go to `events`;
@@ -271,17 +138,40 @@ pub async fn run(
     cfg: PgSourceConfig,
     snapshot_state: SnapshotState,
     events: mpsc::Sender<SourceEvent>,
+    confirmed: watch::Receiver<Option<SourcePos>>,
+    stop: CancellationToken,
+) -> Result<(), Error> {
+    // Before anything touches the slot: a second connector is refused here, and the
+    // run ends if the fence's session goes.
+    let fence = tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        f = fence::Fence::take(&cfg.dsn, &cfg.slot) => f?,
+    };
+    // Pinged from a task of its own: the copy can keep this task busy for long
+    // stretches. Aborting it drops the session, which releases the lock.
+    let mut keeper = tokio::spawn(async move { fence.lost().await });
+    let result = tokio::select! {
+        r = run_fenced(cfg, snapshot_state, events, confirmed, stop) => r,
+        e = &mut keeper => Err(e.unwrap_or_else(|e| {
+            Error::Source(format!("postgres: the fence task failed: {e}"))
+        })),
+    };
+    keeper.abort();
+    result
+}
+
+async fn run_fenced(
+    cfg: PgSourceConfig,
+    snapshot_state: SnapshotState,
+    events: mpsc::Sender<SourceEvent>,
     mut confirmed: watch::Receiver<Option<SourcePos>>,
     stop: CancellationToken,
 ) -> Result<(), Error> {
     let client = connect(&cfg.dsn).await?;
-    let tables = prepare(&client, &cfg).await?;
-    let by_name: HashMap<(String, String), TableInfo> = tables
-        .iter()
-        .map(|t| ((t.id.schema.clone(), t.id.table.clone()), t.clone()))
-        .collect();
-    let slot = slot_state(&client, &cfg.slot).await?;
-    if let Some(Some(pid)) = slot {
+    let setup::Prepared { tables, uncaptured } = setup::prepare(&client, &cfg).await?;
+    let by_oid: HashMap<u32, TableInfo> = tables.iter().map(|t| (t.oid, t.clone())).collect();
+    let slot = setup::slot(&client, &cfg.slot).await?;
+    if let Some(pid) = slot.as_ref().and_then(|s| s.active_pid) {
         return Err(Error::Config(format!(
             "postgres: replication slot {} is in use by another connection (pid {pid}); \
              another connector for this source is running (stop it, or give this one its \
@@ -312,7 +202,9 @@ pub async fn run(
     let mut stream = if copy {
         match stream.snapshot().await.map_err(pg_err("create slot"))? {
             SnapshotOutcome::Unavailable(s) => s,
-            SnapshotOutcome::Available(snap) => {
+            SnapshotOutcome::Available(mut snap) => {
+                // Only the captured tables: the publication may hold others.
+                snap.retain_tables(|t| by_oid.contains_key(&t.relation().relation_id));
                 let pos = SourcePos::Postgres(Lsn(snap.consistent_point().value()));
                 let mut want = Vec::new();
                 for t in &tables {
@@ -328,12 +220,14 @@ pub async fn run(
                     let Some(row) = rows.next_row().await.map_err(pg_err("copy"))? else {
                         break;
                     };
-                    let key = (
-                        row.relation.namespace.to_string(),
-                        row.relation.relation_name.to_string(),
-                    );
-                    let Some(info) = by_name.get(&key) else {
-                        continue;
+                    let Some(info) = by_oid.get(&row.relation.relation_id) else {
+                        return Err(Error::Source(format!(
+                            "postgres: the copy sent a row of {}.{} (oid {}), which is not \
+                             captured",
+                            row.relation.namespace,
+                            row.relation.relation_name,
+                            row.relation.relation_id
+                        )));
                     };
                     let after = to_row(info, &row.data)?;
                     chunk.push(RowChange {
@@ -380,11 +274,15 @@ pub async fn run(
         );
         tokio::spawn(async move { heartbeats(&dsn, &slot, every, stop).await })
     };
-    let mut by_name = by_name;
+    let mut relations = Relations {
+        captured: by_oid,
+        uncaptured,
+        publication: cfg.publication.clone(),
+    };
     let gap = cfg.heartbeat / 2;
     let result = stream_loop(
         &mut stream,
-        &mut by_name,
+        &mut relations,
         &events,
         &mut confirmed,
         &stop,
@@ -429,7 +327,7 @@ async fn heartbeats(dsn: &str, slot: &str, every: Duration, stop: CancellationTo
                 )
                 .await
             {
-                warn!(error = %e, "heartbeat message failed");
+                warn!(error = %pg_text(&e), "heartbeat message failed");
                 client = None;
             } else if let Ok(row) = c
                 .query_one(
@@ -447,12 +345,42 @@ async fn heartbeats(dsn: &str, slot: &str, every: Duration, stop: CancellationTo
     }
 }
 
+/// The relations the stream may name, by OID (pgoutput names every change by it).
+struct Relations {
+    captured: HashMap<u32, TableInfo>,
+    /// Published but not captured (known at start): their changes are skipped.
+    uncaptured: HashSet<u32>,
+    publication: String,
+}
+
+impl Relations {
+    /// The captured table a change names; `None` for a table published but not
+    /// captured; an error for a relation nothing maps to (never skipped silently: it
+    /// may be rows of a captured table under another name).
+    fn get(&self, oid: u32, schema: &str, table: &str) -> Result<Option<&TableInfo>, Error> {
+        if let Some(t) = self.captured.get(&oid) {
+            return Ok(Some(t));
+        }
+        if self.uncaptured.contains(&oid) {
+            return Ok(None);
+        }
+        // A restart reads the publication again: a table added to it since is then
+        // known (and skipped), a partitioned table published through its partitions is
+        // refused with the fix.
+        Err(Error::Source(format!(
+            "postgres: publication {} sent a change of {schema}.{table} (oid {oid}), which \
+             was not published when the connector started",
+            self.publication
+        )))
+    }
+}
+
 /// (last unit sent, position received) while no transaction is open.
 type Idle = (Option<u64>, u64);
 
 async fn stream_loop(
     stream: &mut LogicalReplicationStream,
-    tables: &mut HashMap<(String, String), TableInfo>,
+    tables: &mut Relations,
     events: &mpsc::Sender<SourceEvent>,
     confirmed: &mut watch::Receiver<Option<SourcePos>>,
     stop: &CancellationToken,
@@ -524,10 +452,10 @@ async fn stream_loop(
             EventType::Insert {
                 schema,
                 table,
+                relation_oid,
                 data,
-                ..
             } => {
-                let Some(info) = tables.get(&(schema.to_string(), table.to_string())) else {
+                let Some(info) = tables.get(relation_oid, &schema, &table)? else {
                     continue;
                 };
                 let after = to_row(info, &data)?;
@@ -545,11 +473,12 @@ async fn stream_loop(
             EventType::Update {
                 schema,
                 table,
+                relation_oid,
                 old_data,
                 new_data,
                 ..
             } => {
-                let Some(info) = tables.get(&(schema.to_string(), table.to_string())) else {
+                let Some(info) = tables.get(relation_oid, &schema, &table)? else {
                     continue;
                 };
                 let before = old_data.as_ref().map(|d| to_row(info, d)).transpose()?;
@@ -596,10 +525,11 @@ async fn stream_loop(
             EventType::Delete {
                 schema,
                 table,
+                relation_oid,
                 old_data,
                 ..
             } => {
-                let Some(info) = tables.get(&(schema.to_string(), table.to_string())) else {
+                let Some(info) = tables.get(relation_oid, &schema, &table)? else {
                     continue;
                 };
                 let before = to_row(info, &old_data)?;
@@ -614,11 +544,24 @@ async fn stream_loop(
                     },
                 )?;
             }
-            EventType::Relation { namespace, relation_name, columns, .. } => {
-                // Columns added or dropped while running: rows follow the new shape.
-                if let Some(info) = tables.get_mut(&(namespace.to_string(), relation_name.to_string())) {
+            EventType::Relation {
+                relation_id,
+                namespace,
+                relation_name,
+                columns,
+                ..
+            } => {
+                // Columns added or dropped while running: rows follow the new shape. A
+                // renamed table keeps its topic (it is the same OID).
+                if let Some(info) = tables.captured.get_mut(&relation_id) {
+                    if *info.id.schema != *namespace || *info.id.table != *relation_name {
+                        warn!(table = %info.id, now = %format!("{namespace}.{relation_name}"), "a captured table was renamed: its changes still go to its topic");
+                    }
                     info.columns = columns.iter().map(|c| c.name.to_string()).collect();
-                    info.types = columns.iter().map(|c| (c.name.to_string(), c.type_id)).collect();
+                    info.types = columns
+                        .iter()
+                        .map(|c| (c.name.to_string(), c.type_id))
+                        .collect();
                 }
             }
             EventType::Truncate { tables: t, .. } => {
@@ -744,16 +687,26 @@ fn base64_of(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+/// The key of a row. A row without a key column is a setup error: it comes from the WAL
+/// as it was written (the table's replica identity then lacked the key), so every retry
+/// would replay the same change and fail the same way. A primary-key column is never
+/// NULL, so a null one is one the change did not carry (pgoutput sends the columns
+/// outside the replica identity of a delete's old row as nulls).
 fn key_of(info: &TableInfo, row: &Row) -> Result<Row, Error> {
     info.key
         .iter()
         .map(|k| {
             row.iter()
-                .find(|(n, _)| &**n == k)
+                .find(|(n, v)| &**n == k && !v.is_null())
                 .map(|(n, v)| (n.clone(), v.clone()))
                 .ok_or_else(|| {
-                    Error::Source(format!(
-                        "postgres: a change of {} without its key column {k}",
+                    Error::Config(format!(
+                        "postgres: a change of {} carries no primary-key column {k} (the \
+                         table's REPLICA IDENTITY did not include it when the change was \
+                         made), so it cannot be written to a topic keyed by the primary key; \
+                         with REPLICA IDENTITY DEFAULT or FULL set, drop the connector's slot \
+                         (pg_drop_replication_slot) and restart it, which copies the tables \
+                         again",
                         info.id
                     ))
                 })

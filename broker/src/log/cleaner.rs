@@ -2,7 +2,10 @@
 //! after a pass that did work), picks the compacted partition most in need — one past
 //! `max.compaction.lag.ms` or with an expired tombstone horizon first, then the highest
 //! dirty ratio at or above `min.cleanable.dirty.ratio` — and runs one pass on it
-//! ([`Log::clean`]). Leaders and followers clean their own copies independently; a
+//! ([`Log::clean`]). A partition that was due but planned nothing (its dirty segments
+//! younger than `min.compaction.lag.ms`, say) rests for `backoff` and the next one is
+//! tried at once, as after a failed pass (which rests a minute), so one such partition
+//! never holds up the others. Leaders and followers clean their own copies independently; a
 //! pass never changes what a reader sees at an offset, except that superseded records
 //! are gone.
 //!
@@ -156,15 +159,17 @@ fn run(config: CleanerConfig, partitions: PartitionSource, shared: &Shared) {
     let throttle = config
         .io_max_bytes_per_second
         .map(|r| Arc::new(Throttle::new(r)));
-    // Partitions whose last pass failed, with when to try again: one bad segment must
-    // not make the cleaner spin on it or starve the rest.
-    let mut failed: HashMap<TopicPartition, Instant> = HashMap::new();
+    // Partitions not to look at before the given time: one whose last pass failed (one
+    // bad segment must not make the cleaner spin on it or starve the rest), and one that
+    // was due but had nothing to clean (say, every dirty segment younger than
+    // `min.compaction.lag.ms`): planning it again at once would only repeat that.
+    let mut resting: HashMap<TopicPartition, Instant> = HashMap::new();
     loop {
         if *shared.stop.lock() {
             return;
         }
         let worked =
-            config.enabled && clean_one(&config, &partitions, &throttle, &mut failed, shared);
+            config.enabled && clean_one(&config, &partitions, &throttle, &mut resting, shared);
         if !worked {
             let mut stop = shared.stop.lock();
             if !*stop {
@@ -174,19 +179,21 @@ fn run(config: CleanerConfig, partitions: PartitionSource, shared: &Shared) {
     }
 }
 
-/// Cleans the partition most in need; false when none was due.
+/// Runs one pass on the partition most in need that has something to clean, trying
+/// the next when one plans nothing or fails; false when none did any work.
 fn clean_one(
     config: &CleanerConfig,
     partitions: &PartitionSource,
     throttle: &Option<Arc<Throttle>>,
-    failed: &mut HashMap<TopicPartition, Instant>,
+    resting: &mut HashMap<TopicPartition, Instant>,
     shared: &Shared,
 ) -> bool {
     let now = now_ms();
-    let mut best: Option<(f64, Arc<Log>, u64, u64)> = None;
+    resting.retain(|_, until| Instant::now() < *until);
+    let mut due: Vec<(f64, Arc<Log>, u64, u64)> = Vec::new();
     for (log, hw) in partitions() {
         let tp = log.topic_partition().clone();
-        if failed.get(&tp).is_some_and(|until| Instant::now() < *until) {
+        if resting.contains_key(&tp) {
             continue;
         }
         let view = log.compaction_view(now, hw);
@@ -194,13 +201,42 @@ fn clean_one(
             metrics::gauge!("sluice_log_dirty_ratio", "topic" => tp.topic.clone(), "partition" => tp.partition.to_string())
                 .set(view.dirty_ratio);
         }
-        if view.due && best.as_ref().is_none_or(|b| view.dirty_ratio > b.0) {
-            best = Some((view.dirty_ratio, log, hw, view.dirty_bytes));
+        if view.due {
+            due.push((view.dirty_ratio, log, hw, view.dirty_bytes));
         }
     }
-    let Some((_, log, hw, dirty_bytes)) = best else {
-        return false;
-    };
+    // Highest dirty ratio first; the sort is stable, so ties keep the source's order.
+    due.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (_, log, hw, dirty_bytes) in due {
+        let tp = log.topic_partition().clone();
+        match clean_log(config, &log, hw, dirty_bytes, now, throttle, shared) {
+            Ok(true) => return true,
+            Ok(false) => {
+                resting.insert(tp, Instant::now() + config.backoff);
+            }
+            Err(e) => {
+                let retry = match e {
+                    LogError::CleanerBufferTooSmall { .. } => Duration::from_secs(600),
+                    _ => Duration::from_secs(60),
+                };
+                warn!(partition = %tp, error = %e, retry_in_s = retry.as_secs(), "compaction failed; the partition keeps serving uncompacted");
+                resting.insert(tp, Instant::now() + retry);
+            }
+        }
+    }
+    false
+}
+
+/// One pass on `log`; false when it had nothing to clean.
+fn clean_log(
+    config: &CleanerConfig,
+    log: &Log,
+    hw: u64,
+    dirty_bytes: u64,
+    now: i64,
+    throttle: &Option<Arc<Throttle>>,
+    shared: &Shared,
+) -> Result<bool, LogError> {
     // The map never needs more slots than the dirty section has records (8+ bytes each).
     let needed = (dirty_bytes / 8 + 1024).saturating_mul(27) as usize;
     let opts = CleanOptions {
@@ -211,32 +247,91 @@ fn clean_one(
         crash_at: None,
         throttle: throttle.clone(),
     };
-    let tp = log.topic_partition().clone();
-    match log.clean(&opts) {
-        Ok(Some(stats)) => {
-            let mut t = shared.totals.lock();
-            t.runs += 1;
-            t.bytes_read += stats.bytes_read;
-            t.bytes_written += stats.bytes_written;
-            t.records_removed += stats.records_removed;
-            metrics::counter!("sluice_cleaner_runs_total").increment(1);
-            metrics::counter!("sluice_cleaner_bytes_read_total").increment(stats.bytes_read);
-            metrics::counter!("sluice_cleaner_bytes_written_total").increment(stats.bytes_written);
-            metrics::counter!("sluice_cleaner_records_removed_total")
-                .increment(stats.records_removed);
-            metrics::gauge!("sluice_cleaner_last_clean_timestamp_seconds", "topic" => tp.topic.clone(), "partition" => tp.partition.to_string())
-                .set(now as f64 / 1000.0);
-            true
+    let Some(stats) = log.clean(&opts)? else {
+        return Ok(false);
+    };
+    let tp = log.topic_partition();
+    let mut t = shared.totals.lock();
+    t.runs += 1;
+    t.bytes_read += stats.bytes_read;
+    t.bytes_written += stats.bytes_written;
+    t.records_removed += stats.records_removed;
+    metrics::counter!("sluice_cleaner_runs_total").increment(1);
+    metrics::counter!("sluice_cleaner_bytes_read_total").increment(stats.bytes_read);
+    metrics::counter!("sluice_cleaner_bytes_written_total").increment(stats.bytes_written);
+    metrics::counter!("sluice_cleaner_records_removed_total").increment(stats.records_removed);
+    metrics::gauge!("sluice_cleaner_last_clean_timestamp_seconds", "topic" => tp.topic.clone(), "partition" => tp.partition.to_string())
+        .set(now as f64 / 1000.0);
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{CleanupPolicy, LogConfig, LogManager};
+    use sluice_proto::{BatchBuilder, Compression};
+
+    fn compacted(min_compaction_lag_ms: i64) -> LogConfig {
+        LogConfig {
+            cleanup_policy: CleanupPolicy::Compact,
+            min_compaction_lag_ms,
+            min_cleanable_dirty_ratio: 0.01,
+            ..LogConfig::default()
         }
-        Ok(None) => false,
-        Err(e) => {
-            let retry = match e {
-                LogError::CleanerBufferTooSmall { .. } => Duration::from_secs(600),
-                _ => Duration::from_secs(60),
-            };
-            warn!(partition = %tp, error = %e, retry_in_s = retry.as_secs(), "compaction failed; the partition keeps serving uncompacted");
-            failed.insert(tp, Instant::now() + retry);
-            false
+    }
+
+    /// Issue 18: the cleaner picked the partition with the highest dirty ratio, and when
+    /// its pass planned nothing (its dirty segments younger than
+    /// `min.compaction.lag.ms`), slept `backoff` — every round, so a partition behind it
+    /// was never cleaned.
+    #[test]
+    fn a_partition_that_plans_nothing_does_not_hold_up_the_next() {
+        let d = tempfile::tempdir().unwrap();
+        let (logs, _) = LogManager::open(d.path(), LogConfig::default()).unwrap();
+        let now = now_ms();
+        let young = logs
+            .get_or_create(&TopicPartition::new("young", 0), compacted(3_600_000))
+            .unwrap();
+        let ready = logs
+            .get_or_create(&TopicPartition::new("ready", 0), compacted(0))
+            .unwrap();
+        for log in [&young, &ready] {
+            for v in ["1", "2", "3"] {
+                let mut b = BatchBuilder::new(Compression::None);
+                b.append(now, Some(b"k"), Some(v.as_bytes()), &[]);
+                log.append_as_leader(&b.build().unwrap(), 0, now).unwrap();
+            }
+            log.roll_now(now).unwrap();
         }
+        let (young_log, ready_log) = (young.clone(), ready.clone());
+        // Both equally dirty; the young one comes first, as the highest ratio would.
+        let source: PartitionSource = Box::new(move || {
+            vec![
+                (young_log.clone(), young_log.log_end_offset()),
+                (ready_log.clone(), ready_log.log_end_offset()),
+            ]
+        });
+        let cleaner = Cleaner::start(
+            CleanerConfig {
+                backoff: Duration::from_secs(60),
+                ..CleanerConfig::default()
+            },
+            source,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cleaner.totals().runs == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the ready partition was not cleaned within 10 s (backoff 60 s)"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cleaner.stop();
+        assert_eq!(ready.segment_count(), 2);
+        assert_eq!(
+            ready.size_bytes() * 3,
+            young.size_bytes(),
+            "one of three records left"
+        );
     }
 }

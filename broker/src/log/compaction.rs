@@ -14,8 +14,11 @@
 //! 3. Rewrite (no lock), group by group: consecutive segments whose sizes fit one
 //!    `segment.bytes` are merged into one new segment under `cleaner.tmp/`, keeping a
 //!    record unless the map holds a later offset for its key, or it is a tombstone past
-//!    its horizon. A producer's last batch stays (perhaps emptied to its header), so
-//!    idempotent producers keep their sequence.
+//!    its horizon. Every batch at or above the map's end stays untouched, tombstones
+//!    included: its keys are not in the map, so an older value below the end may have
+//!    been kept, and only the tombstone deletes it. Invariant: no older value of a key
+//!    outlives a removed tombstone of that key. A producer's last batch stays (perhaps
+//!    emptied to its header), so idempotent producers keep their sequence.
 //! 4. Swap (under the lock), crash-safe in this order: fsync the new files; rename
 //!    `cleaner.tmp` to `cleaner.swap-B-E` (the commit point: B..E is the offset range
 //!    the group covers); delete the old segments of B..E; move the new files in, the
@@ -176,6 +179,10 @@ impl Log {
         }
         let last_batches = last_batch_per_producer(&plan.segments, map_end);
         let groups = group_segments(&plan.segments, map_end, plan.config.segment_bytes);
+        let map = MapView {
+            map: &map,
+            end: map_end,
+        };
         let mut horizon: Option<i64> = None;
         for group in groups {
             let written = self.write_group(&plan, group, &map, &last_batches, opts, &mut stats)?;
@@ -445,7 +452,7 @@ impl Log {
         &self,
         plan: &Plan,
         group: std::ops::Range<usize>,
-        map: &OffsetMap,
+        map: &MapView<'_>,
         last_batches: &HashMap<i64, u64>,
         opts: &CleanOptions,
         stats: &mut CleanStats,
@@ -579,16 +586,34 @@ impl Log {
     }
 }
 
+/// The pass's offset map and where it stops covering.
+struct MapView<'a> {
+    map: &'a OffsetMap,
+    /// Every key's latest offset below this is in `map`; nothing at or above it is.
+    end: u64,
+}
+
 /// The batch as it goes into the cleaned segment, or `None` when it goes entirely.
+///
+/// A batch at or above the map's end stays as it is, tombstones included: the map
+/// knows nothing of its keys, so an older value of such a tombstone's key below the
+/// map's end may have been kept as the latest the map saw — removing the tombstone
+/// would bring that value back. (Kafka's cleaner keeps every record at or above the
+/// map's end for the same reason.) Batches never straddle the end: it is a batch
+/// boundary.
 fn clean_batch(
     b: RecordBatch,
-    map: &OffsetMap,
+    map: &MapView<'_>,
     last_batches: &HashMap<i64, u64>,
     opts: &CleanOptions,
     new_horizon: i64,
     stats: &mut CleanStats,
 ) -> Result<Option<RecordBatch>, sluice_proto::BatchError> {
     let base = b.base_offset() as u64;
+    if base >= map.end {
+        return Ok(Some(b));
+    }
+    let map = map.map;
     let expired = b.delete_horizon_ms().is_some_and(|h| h <= opts.now_ms);
     let keep_empty = b.producer_id() >= 0
         && last_batches.get(&b.producer_id()) == Some(&base)

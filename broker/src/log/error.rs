@@ -44,6 +44,10 @@ pub enum LogError {
         base_offset: i64,
         log_end_offset: u64,
     },
+    /// A batch whose CRC holds but whose header cannot be stored (a negative base
+    /// offset or last offset delta): refused, the log unchanged.
+    #[error("batch at base offset {base_offset} has an impossible header: {reason}")]
+    BadHeader { base_offset: i64, reason: String },
     #[error("partition {partition} is offline after an earlier error: {reason}")]
     Offline { partition: String, reason: String },
     /// One batch has more new keys than `log.cleaner.dedupe.buffer.size` can map.

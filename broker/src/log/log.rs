@@ -27,10 +27,13 @@ use super::epoch::{EpochCache, EpochEntry};
 use super::error::{io_err, LogError};
 use super::io_util::{fsync_dir, write_atomically};
 use super::segment::{BatchInfo, Segment};
+use super::topic_id::{self, TopicId};
 use sluice_proto::topic_config::LogConfig;
 
 const LOG_START_FILE: &str = "log-start-offset";
 const EPOCH_FILE: &str = "leader-epoch-checkpoint";
+/// Ends the name of a deleted log's directory until its files are gone.
+pub(crate) const DELETED_SUFFIX: &str = ".deleted";
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +122,9 @@ pub struct Log {
     /// fsync rounds performed (each may cover many appends).
     flush_count: AtomicU64,
     open_stats: OpenStats,
+    /// The topic this directory belongs to, as recorded in `partition.metadata`
+    /// (`None`: not recorded yet).
+    topic_id: Mutex<Option<TopicId>>,
 }
 
 fn now_ms() -> i64 {
@@ -272,8 +278,14 @@ impl Log {
                 });
             }
             let bytes = b.as_bytes();
-            let info = BatchInfo::parse_header(&bytes[..BATCH_HEADER_BYTES])
-                .expect("a checked batch has a valid header");
+            // The CRC does not cover the offsets: a peer's batch can hold a negative
+            // last offset delta. Refused before anything of it is written.
+            let info = BatchInfo::parse_header(&bytes[..BATCH_HEADER_BYTES]).map_err(|reason| {
+                LogError::BadHeader {
+                    base_offset: b.base_offset(),
+                    reason,
+                }
+            })?;
             let a = self
                 .append_info(
                     &mut st,
@@ -675,6 +687,45 @@ impl Log {
         Ok(target)
     }
 
+    /// fsyncs the segments rolled since the last flush (everything below the active
+    /// segment), as Kafka flushes a segment once it is rolled, and returns the new flushed
+    /// offset. Called by the broker's maintenance (off the request path), whose next
+    /// recovery checkpoint then covers them: a crash rescans only what was written to
+    /// the active segment since, not everything since the last clean shutdown.
+    pub fn flush_rolled(&self) -> Result<u64, LogError> {
+        let _flush = self.flush_lock.lock();
+        let (target, files) = {
+            let mut st = self.state.lock();
+            self.check_online(&st)?;
+            let active = *st.segments.keys().next_back().expect("non-empty");
+            let flushed = self.flushed_offset();
+            if active <= flushed {
+                return Ok(flushed);
+            }
+            let first = st
+                .segments
+                .range(..=flushed)
+                .next_back()
+                .map_or(0, |(b, _)| *b);
+            let mut files = Vec::new();
+            for seg in st.segments.range(first..active).map(|(_, s)| s) {
+                if let Err(e) = seg.flush_indexes() {
+                    return Err(self.fail(&mut st, e));
+                }
+                files.push((seg.file.clone(), seg.path().to_path_buf()));
+            }
+            (active, files)
+        };
+        for (file, path) in files {
+            if let Err(e) = file.sync_data() {
+                let e = LogError::io(&path, e);
+                return Err(self.fail(&mut self.state.lock(), e));
+            }
+        }
+        self.flushed_offset.fetch_max(target, Ordering::AcqRel);
+        Ok(self.flushed_offset())
+    }
+
     /// Returns once everything below `offset` is fsynced, flushing if needed.
     pub fn flush_to(&self, offset: u64) -> Result<(), LogError> {
         if self.flushed_offset() >= offset {
@@ -712,14 +763,57 @@ impl Log {
         Ok(end)
     }
 
+    /// The id of the topic this directory belongs to, if recorded.
+    pub fn topic_id(&self) -> Option<TopicId> {
+        self.topic_id.lock().clone()
+    }
+
+    /// Records the topic this directory belongs to (durably, before returning).
+    pub(crate) fn set_topic_id(&self, id: &TopicId) -> Result<(), LogError> {
+        let mut held = self.topic_id.lock();
+        if held.as_ref() != Some(id) {
+            topic_id::write(&self.dir, id)?;
+            *held = Some(id.clone());
+        }
+        Ok(())
+    }
+
     /// Deletes the log's directory. The log must not be used afterwards.
+    ///
+    /// The directory is first renamed out of the `<topic>-<partition>` namespace (to
+    /// `<topic>-<partition>.<nanos>.deleted`, a name no open parses as a partition) and
+    /// the rename fsynced; only then are its files removed. A crash mid-removal leaves
+    /// a `.deleted` directory, which the next open removes, never a half-deleted log
+    /// that would be reopened (or a stale one a new log of the same name would meet).
     pub fn delete(&self) -> Result<(), LogError> {
         let mut st = self.state.lock();
         st.offline = Some("deleted".into());
         st.segments.clear();
-        fs::remove_dir_all(&self.dir).map_err(io_err(&self.dir))
+        let Some(parent) = self.dir.parent() else {
+            return fs::remove_dir_all(&self.dir).map_err(io_err(&self.dir));
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let doomed = parent.join(format!("{name}.{nanos}{DELETED_SUFFIX}"));
+        fs::rename(&self.dir, &doomed).map_err(io_err(&self.dir))?;
+        fsync_dir(parent).map_err(io_err(parent))?;
+        if let Err(e) = fs::remove_dir_all(&doomed) {
+            // Out of the namespace already; the next open removes the rest.
+            warn!(dir = %doomed.display(), error = %e, "could not remove a deleted log's files; the next start removes them");
+        }
+        Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "flush_tests.rs"]
+mod flush_tests;
 
 #[path = "compaction.rs"]
 mod compaction;

@@ -29,8 +29,8 @@ use tracing::{error, info};
 use super::checkpoint;
 use super::error::{io_err, LogError};
 use super::io_util::{fsync_dir, write_atomically};
-use super::log::OpenHint;
-use super::{Log, LogConfig};
+use super::log::{OpenHint, DELETED_SUFFIX};
+use super::{Log, LogConfig, TopicId};
 
 const CLEAN_MARKER: &str = ".clean-shutdown";
 const RECOVERY_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
@@ -105,6 +105,23 @@ fn write_checkpoint(dir: &Path, logs: &LogMap, lock: &Mutex<()>) -> Result<(), L
     checkpoint::write(&path, &lines).map_err(io_err(&path))
 }
 
+/// Removes what is left of logs whose deletion a crash interrupted (see
+/// [`Log::delete`]).
+fn remove_deleted_dirs(dir: &Path) -> Result<(), LogError> {
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = entry.map_err(io_err(dir))?.path();
+        let doomed = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(DELETED_SUFFIX));
+        if doomed && path.is_dir() {
+            fs::remove_dir_all(&path).map_err(io_err(&path))?;
+            info!(dir = %path.display(), "removed the rest of a deleted log");
+        }
+    }
+    Ok(())
+}
+
 fn read_recovery_points(path: &Path) -> HashMap<TopicPartition, u64> {
     let rows = match checkpoint::read(path) {
         Ok(rows) => rows.unwrap_or_default(),
@@ -141,6 +158,7 @@ impl LogManager {
             fs::remove_file(&marker).map_err(io_err(&marker))?;
             fsync_dir(&dir).map_err(io_err(&dir))?;
         }
+        remove_deleted_dirs(&dir)?;
         let points = read_recovery_points(&dir.join(RECOVERY_CHECKPOINT));
         let mut logs = BTreeMap::new();
         let mut failed = Vec::new();
@@ -222,18 +240,47 @@ impl LogManager {
         self.logs.read().values().cloned().collect()
     }
 
-    /// The log for `tp`, created empty with `config` if it does not exist yet.
+    /// The log for `tp`, created empty with `config` if it does not exist yet. No
+    /// topic identity is checked or recorded: see [`LogManager::get_or_create_for`].
     pub fn get_or_create(
         &self,
         tp: &TopicPartition,
         config: LogConfig,
     ) -> Result<Arc<Log>, LogError> {
+        self.get_or_create_for(tp, config, None)
+    }
+
+    /// The log for `tp` of the topic `topic_id`. A log recorded as another topic's (one
+    /// deleted while this copy missed it, then re-created under the same name) is
+    /// deleted and replaced by an empty one; a log with no recorded id adopts
+    /// `topic_id`; a new log records it before anything is written to it. With no
+    /// `topic_id`, identity is not checked.
+    pub fn get_or_create_for(
+        &self,
+        tp: &TopicPartition,
+        config: LogConfig,
+        topic_id: Option<&TopicId>,
+    ) -> Result<Arc<Log>, LogError> {
         if let Some(log) = self.get(tp) {
-            return Ok(log);
+            if topic_id.is_none_or(|id| log.topic_id().as_ref() == Some(id)) {
+                return Ok(log);
+            }
         }
         let mut logs = self.logs.write();
-        if let Some(log) = logs.get(tp) {
-            return Ok(log.clone());
+        if let Some(log) = logs.get(tp).cloned() {
+            match (topic_id, log.topic_id()) {
+                (Some(want), Some(held)) if *want != held => {
+                    info!(partition = %tp, old_topic_id = %held, topic_id = %want, "deleting the log of an earlier topic of the same name");
+                    logs.remove(tp);
+                    log.delete()?;
+                }
+                (Some(want), None) => {
+                    log.set_topic_id(want)?;
+                    info!(partition = %tp, topic_id = %want, "recorded the topic id of a log that had none");
+                    return Ok(log);
+                }
+                _ => return Ok(log),
+            }
         }
         let path = self.dir.join(tp.dir_name());
         let log = Arc::new(Log::open(
@@ -245,6 +292,9 @@ impl LogManager {
                 recovery_point: Some(0),
             },
         )?);
+        if let Some(id) = topic_id {
+            log.set_topic_id(id)?;
+        }
         fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
         self.install_hook(&log);
         logs.insert(tp.clone(), log.clone());

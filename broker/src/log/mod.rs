@@ -18,6 +18,8 @@
 //!     00000000000000000000.timeindex sparse time index, mmapped (derived data)
 //!     leader-epoch-checkpoint        epoch -> start offset
 //!     log-start-offset               written when the prefix is truncated
+//!     partition.metadata             the topic id this directory belongs to (topic_id.rs)
+//! <topic>-<partition>.<nanos>.deleted  a deleted log whose files are being removed
 //! ```
 
 mod checkpoint;
@@ -31,6 +33,7 @@ mod log;
 mod manager;
 mod offset_map;
 mod segment;
+mod topic_id;
 
 pub use cleaner::{Cleaner, CleanerConfig, CleanerTotals, PartitionSource, Throttle};
 pub use epoch::{EpochEntries, EpochEntry};
@@ -40,6 +43,7 @@ pub use log::{
 };
 pub use manager::LogManager;
 pub use sluice_proto::topic_config::{CleanupPolicy, ConfigError, LogConfig, CONFIG_NAMES};
+pub use topic_id::TopicId;
 
 #[cfg(test)]
 mod compaction_tests;

@@ -62,6 +62,8 @@ impl Log {
         hint: OpenHint,
     ) -> Result<Log, LogError> {
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        // Checked first: a directory whose identity is unreadable is not served.
+        let topic_id = super::super::topic_id::read(&dir)?;
         compaction::complete_interrupted_clean(&dir)?;
         let now = now_ms();
         let mut stats = OpenStats::default();
@@ -147,6 +149,7 @@ impl Log {
             flush_count: AtomicU64::new(0),
             truncation_hook: Mutex::new(None),
             open_stats: stats,
+            topic_id: Mutex::new(topic_id),
         })
     }
 

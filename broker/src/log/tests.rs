@@ -349,6 +349,32 @@ fn follower_appends_keep_offsets_and_reject_going_backwards() {
     ));
 }
 
+/// Issue 18: the CRC does not cover `last_offset_delta`'s meaning, only its bytes; a
+/// peer's CRC-valid batch with a negative one made `append_as_follower` panic, and with
+/// it the fetch loop, on every retry.
+#[test]
+fn a_follower_refuses_a_crc_valid_batch_with_a_negative_last_offset_delta() {
+    let d = tempfile::tempdir().unwrap();
+    let follower = open(d.path(), LogConfig::default());
+    let good = batch(&["a", "b"], 0);
+    let mut bytes = good.as_bytes().to_vec();
+    bytes[23..27].copy_from_slice(&(-5i32).to_be_bytes());
+    // Recomputes the CRC over the altered header: the batch is CRC-valid.
+    sluice_proto::batch::set_log_append_time(&mut bytes, 0);
+    let bad = RecordBatch::from_bytes(Bytes::from(bytes)).expect("a CRC-valid batch");
+    assert_eq!(bad.last_offset_delta(), -5);
+    let err = follower.append_as_follower(&[bad], 0).unwrap_err();
+    assert!(
+        matches!(err, LogError::BadHeader { base_offset: 0, .. }),
+        "{err:?}"
+    );
+    // Nothing was written and the log serves on.
+    assert!(follower.offline_reason().is_none());
+    assert_eq!(follower.log_end_offset(), 0);
+    let info = follower.append_as_follower(&[good], 0).unwrap().unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (0, 1));
+}
+
 #[test]
 fn concurrent_flushers_share_one_fsync() {
     let d = tempfile::tempdir().unwrap();

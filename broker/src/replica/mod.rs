@@ -24,7 +24,7 @@ use sluice_proto::{BrokerId, ErrorCode, LeaderEpoch, Offset, RecordBatch, TopicP
 use tokio::sync::{oneshot, watch};
 use tracing::info;
 
-use crate::log::{Log, LogError, LogManager};
+use crate::log::{Log, LogError, LogManager, TopicId};
 
 mod producers;
 mod replication;
@@ -40,7 +40,7 @@ pub fn storage_failure(e: LogError) -> Failure {
     let code = match &e {
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::RecordTooLarge { .. } => ErrorCode::MessageTooLarge,
-        LogError::InvalidBatch(_) => ErrorCode::CorruptMessage,
+        LogError::InvalidBatch(_) | LogError::BadHeader { .. } => ErrorCode::CorruptMessage,
         LogError::NonMonotonicOffset { .. } => ErrorCode::InvalidRequest,
         _ => ErrorCode::StorageError,
     };
@@ -167,6 +167,13 @@ pub struct ReplicaManager {
     replica_lag_max: RwLock<Duration>,
     /// `producer.id.expiration.ms`: producer ids idle this long are forgotten.
     producer_id_expiration_ms: AtomicI64,
+    /// Held while a role is applied, a replica stopped or stray logs deleted, so that
+    /// deciding a log is another topic's and deleting it cannot interleave with a role
+    /// that (re)creates it.
+    roles: Mutex<()>,
+    /// Whether the logs found on disk at start were checked against the controller's
+    /// metadata ([`ReplicaManager::delete_stray_logs`]).
+    strays_checked: std::sync::atomic::AtomicBool,
 }
 
 fn now_ms() -> i64 {
@@ -204,6 +211,8 @@ impl ReplicaManager {
             producer_id_expiration_ms: AtomicI64::new(
                 sluice_proto::limits::PRODUCER_ID_EXPIRATION_MS_DEFAULT as i64,
             ),
+            roles: Mutex::new(()),
+            strays_checked: Default::default(),
         }
     }
 
@@ -243,21 +252,39 @@ impl ReplicaManager {
     /// Applies a LeaderAndIsr decision. The state machine ignores one older than what it
     /// holds (a lower leader epoch, or the same epoch with a lower partition epoch); the
     /// same epoch may carry new configs.
+    ///
+    /// `topic_id` is the topic's identity (KIP-516). A replica of another topic of the
+    /// same name — deleted and re-created while this broker missed the deletion — is
+    /// stopped and its log deleted first, so the role starts an empty log whatever its
+    /// epochs: a lower epoch under a new id is a new partition, not a stale state.
     pub fn apply_role(
         &self,
         tp: &TopicPartition,
         role: Role,
         config: LogConfig,
+        topic_id: Option<&TopicId>,
     ) -> Result<(), Failure> {
         if !role.replicas.contains(&self.me()) {
             return Ok(());
+        }
+        let _roles = self.roles.lock();
+        if let (Some(id), Some(p)) = (topic_id, self.partition(tp)) {
+            match p.log.topic_id() {
+                Some(held) if held != *id => {
+                    info!(partition = %tp, old_topic_id = %held, topic_id = %id, "a role for a new topic of the same name: deleting the old topic's replica");
+                    self.stop_replica_held(tp, true)?;
+                }
+                // Hosted since before ids were sent: it is this topic's.
+                None => p.log.set_topic_id(id).map_err(storage_failure)?,
+                Some(_) => {}
+            }
         }
         let partition = match self.partition(tp) {
             Some(p) => p,
             None => {
                 let log = self
                     .logs
-                    .get_or_create(tp, config.clone())
+                    .get_or_create_for(tp, config.clone(), topic_id)
                     .map_err(storage_failure)?;
                 let producers =
                     producers::ProducerStates::rebuild(&log, now_ms()).map_err(storage_failure)?;
@@ -311,6 +338,12 @@ impl ReplicaManager {
     /// Stops hosting `tp`, deleting its log when asked (topic deletion). Waiting
     /// produces fail with NOT_LEADER_OR_FOLLOWER.
     pub fn stop_replica(&self, tp: &TopicPartition, delete: bool) -> Result<(), Failure> {
+        let _roles = self.roles.lock();
+        self.stop_replica_held(tp, delete)
+    }
+
+    /// [`ReplicaManager::stop_replica`] with `roles` held.
+    fn stop_replica_held(&self, tp: &TopicPartition, delete: bool) -> Result<(), Failure> {
         let removed = self.partitions.write().remove(tp);
         if let Some(p) = removed {
             let mut replica = p.replica.lock();
@@ -321,6 +354,57 @@ impl ReplicaManager {
             info!(partition = %tp, "deleted partition");
         }
         Ok(())
+    }
+
+    /// Deletes the logs found on disk at start that belong to no topic the controller
+    /// knows now: `topics` is the current metadata, topic name → id (`None`: no id
+    /// given). A log no role has claimed since start whose topic is gone, or whose
+    /// recorded id differs from the current one, is a copy of a deleted topic this
+    /// broker missed the deletion of (it was down, or the StopReplica was lost).
+    /// Runs once per process; returns how many logs it deleted.
+    ///
+    /// Call only with metadata the controller sent after this broker registered: that
+    /// metadata is newer than every log on disk, so a topic missing from it was deleted.
+    pub fn delete_stray_logs(
+        &self,
+        topics: &HashMap<String, Option<TopicId>>,
+    ) -> Result<usize, Failure> {
+        let _roles = self.roles.lock();
+        if self.strays_checked.swap(true, Ordering::AcqRel) {
+            return Ok(0);
+        }
+        let (mut deleted, mut first_error) = (0, None);
+        for log in self.logs.all() {
+            let tp = log.topic_partition().clone();
+            if self.partition(&tp).is_some() {
+                continue;
+            }
+            let stray = match (topics.get(&tp.topic), log.topic_id()) {
+                (None, _) => true,
+                (Some(Some(current)), Some(held)) => *current != held,
+                _ => false,
+            };
+            if stray {
+                info!(partition = %tp, topic_id = ?log.topic_id().map(|i| i.to_string()), "deleting the log of a topic deleted while this broker missed it");
+                match self.logs.delete(&tp) {
+                    Ok(_) => deleted += 1,
+                    // The others still go; a role for a re-created topic replaces
+                    // this one when it comes.
+                    Err(e) => {
+                        first_error.get_or_insert(storage_failure(e));
+                    }
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(deleted),
+        }
+    }
+
+    /// Whether [`ReplicaManager::delete_stray_logs`] ran.
+    pub fn strays_checked(&self) -> bool {
+        self.strays_checked.load(Ordering::Acquire)
     }
 
     /// Fails every waiting produce: the broker stops serving.
@@ -696,3 +780,7 @@ fn append_one(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "identity_tests.rs"]
+mod identity_tests;

@@ -3,6 +3,7 @@
 //! can change nothing). A request for an older broker epoch (aimed at a previous run
 //! of this broker) is refused too.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use super::Shared;
+use crate::log::TopicId;
 use crate::replica::Role;
 
 pub(crate) struct Control(pub(crate) Arc<Shared>);
@@ -117,6 +119,7 @@ impl broker_control_server::BrokerControl for Control {
                 warn!(partition = %tp, leader_epoch = p.leader_epoch, "ignored a partition state without a leader epoch");
                 continue;
             };
+            let topic_id = TopicId::parse(&p.topic_id);
             let role = Role {
                 leader: (p.leader >= 0).then_some(BrokerId(p.leader as u32)),
                 leader_epoch,
@@ -124,7 +127,11 @@ impl broker_control_server::BrokerControl for Control {
                 isr: p.isr.into_iter().map(BrokerId).collect(),
                 partition_epoch: p.partition_epoch,
             };
-            if let Err((code, message)) = self.0.replicas.apply_role(&tp, role, config) {
+            if let Err((code, message)) =
+                self.0
+                    .replicas
+                    .apply_role(&tp, role, config, topic_id.as_ref())
+            {
                 refused.push((tp, code, message));
             }
         }
@@ -157,6 +164,31 @@ impl broker_control_server::BrokerControl for Control {
         }
         if let Some(md) = r.metadata {
             *self.0.metadata.write() = md;
+        }
+        // The first metadata since registering is newer than every log on disk: the
+        // logs of topics deleted while this broker was away can go.
+        if !self.0.replicas.strays_checked() && super::readiness::registered(&self.0) {
+            let topics: HashMap<String, Option<TopicId>> = self
+                .0
+                .metadata
+                .read()
+                .topics
+                .iter()
+                .map(|t| (t.name.clone(), TopicId::parse(&t.topic_id)))
+                .collect();
+            let shared = self.0.clone();
+            let result =
+                tokio::task::spawn_blocking(move || shared.replicas.delete_stray_logs(&topics))
+                    .await;
+            match result {
+                Ok(Ok(_)) => {}
+                // The metadata itself is taken; a role for a re-created topic still
+                // replaces such a log (`apply_role`).
+                Ok(Err((code, message))) => {
+                    warn!(%code, message, "could not delete the logs of deleted topics")
+                }
+                Err(e) => warn!(error = %e, "could not delete the logs of deleted topics"),
+            }
         }
         Ok(Response::new(ok()))
     }

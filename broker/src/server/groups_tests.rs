@@ -53,7 +53,7 @@ fn lead_with_isr(shared: &Shared, tp: &TopicPartition, epoch: u32, isr: &[u32]) 
     };
     shared
         .replicas
-        .apply_role(tp, role, LogConfig::default())
+        .apply_role(tp, role, LogConfig::default(), None)
         .unwrap();
 }
 

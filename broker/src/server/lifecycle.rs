@@ -222,8 +222,8 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Retention (never past a partition's high watermark), time-based flushing and the
-/// recovery-point checkpoint, every `maintenance_interval`.
+/// Retention (never past a partition's high watermark), time-based flushing, flushing
+/// of rolled segments and the recovery-point checkpoint, every `maintenance_interval`.
 pub(crate) async fn maintenance(shared: Arc<Shared>) {
     let mut ticker = tokio::time::interval(shared.config.maintenance_interval);
     loop {
@@ -247,6 +247,11 @@ pub(crate) async fn maintenance(shared: Arc<Shared>) {
                 }
                 if let Err(e) = p.log.maybe_flush_by_time(now) {
                     warn!(partition = %p.tp, error = %e, "flush failed");
+                }
+                // Rolled segments are flushed here, so the checkpoint below moves past
+                // them and a crash rescans only the active segment's unflushed tail.
+                if let Err(e) = p.log.flush_rolled() {
+                    warn!(partition = %p.tp, error = %e, "flushing rolled segments failed");
                 }
                 metrics::gauge!("sluice_log_end_offset", "topic" => p.tp.topic.clone(), "partition" => p.tp.partition.to_string()).set(p.log.log_end_offset() as f64);
                 metrics::gauge!("sluice_high_watermark", "topic" => p.tp.topic.clone(), "partition" => p.tp.partition.to_string()).set(hw as f64);

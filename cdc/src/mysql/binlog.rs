@@ -155,6 +155,17 @@ pub(super) async fn stream(
                 )))
             }
             Ok(None) => return Err(Error::Source("mysql: the binlog stream ended".into())),
+            // ER_MASTER_FATAL_ERROR_READING_BINLOG: the file is purged or unreadable;
+            // asking again fails the same way.
+            Ok(Some(Err(mysql_async::Error::Server(e)))) if e.code == 1236 => {
+                return Err(Error::Config(format!(
+                    "mysql: the server cannot send the binlog from {}:{} ({}); if the file \
+                     was purged, the changes since are lost to streaming: delete this \
+                     connector's topics (sluice topic delete PREFIX.DB.TABLE) and start it \
+                     again to copy the tables anew",
+                    start.file, start.offset, e.message
+                )))
+            }
             Ok(Some(Err(e))) => return Err(Error::Source(format!("mysql: binlog: {e}"))),
             Ok(Some(Ok(e))) => e,
         };
