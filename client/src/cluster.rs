@@ -243,7 +243,33 @@ impl Cluster {
     /// ListOffsets for one partition at its leader: `timestamp` -1 latest (the high
     /// watermark), -2 earliest, else the first offset at or after that time (ms). An
     /// error answer forgets the cached leader.
+    ///
+    /// A leader just elected answers OFFSET_NOT_AVAILABLE until its high watermark reaches
+    /// the start of its epoch (so no answer moves backwards); that is retried here, with
+    /// a short backoff, for up to the request timeout.
     pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<v1::ListOffsetsPartitionResponse, Error> {
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match self.list_offset_once(topic, partition, timestamp).await {
+                Err(e)
+                    if e.code() == Some(ErrorCode::OffsetNotAvailable)
+                        && tokio::time::Instant::now() + backoff < deadline =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn list_offset_once(
         &self,
         topic: &str,
         partition: u32,

@@ -57,6 +57,12 @@ pub enum ErrorCode {
     UnreleasedInstanceId,
     /// An offset commit with an epoch other than the member's current one.
     StaleMemberEpoch,
+    /// ListOffsets on a leader whose high watermark has not yet reached the start of its
+    /// leader epoch: an answer now could move backwards later (KIP-207). Retriable.
+    OffsetNotAvailable,
+    /// A join into a group that already has the most members a group may have
+    /// (`group.max.size`). Not retriable until a member leaves.
+    GroupMaxSizeReached,
     /// A code this build does not know (from a newer peer).
     Unknown(i32),
 }
@@ -104,12 +110,14 @@ impl ErrorCode {
             ErrorCode::FencedMemberEpoch => 110,
             ErrorCode::UnreleasedInstanceId => 111,
             ErrorCode::StaleMemberEpoch => 113,
+            ErrorCode::OffsetNotAvailable => 78,
+            ErrorCode::GroupMaxSizeReached => 81,
             ErrorCode::Unknown(c) => c,
         }
     }
 
     pub fn from_code(code: i32) -> ErrorCode {
-        const ALL: [ErrorCode; 40] = [
+        const ALL: [ErrorCode; 42] = [
             ErrorCode::None,
             ErrorCode::UnknownServerError,
             ErrorCode::OffsetOutOfRange,
@@ -150,6 +158,8 @@ impl ErrorCode {
             ErrorCode::FencedMemberEpoch,
             ErrorCode::UnreleasedInstanceId,
             ErrorCode::StaleMemberEpoch,
+            ErrorCode::OffsetNotAvailable,
+            ErrorCode::GroupMaxSizeReached,
         ];
         ALL.into_iter()
             .find(|e| e.code() == code)
@@ -175,6 +185,7 @@ impl ErrorCode {
                 | ErrorCode::CoordinatorLoadInProgress
                 | ErrorCode::CoordinatorNotAvailable
                 | ErrorCode::NotCoordinator
+                | ErrorCode::OffsetNotAvailable
         )
     }
 

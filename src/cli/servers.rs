@@ -115,6 +115,10 @@ pub struct BrokerArgs {
     /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
     #[arg(long, default_value_t = 10_000)]
     pub replica_lag_time_max_ms: u64,
+    /// `producer.id.expiration.ms`: an idempotent producer id idle this long is
+    /// forgotten (its next batch is taken as a new producer's).
+    #[arg(long, default_value_t = sluice_proto::limits::PRODUCER_ID_EXPIRATION_MS_DEFAULT)]
+    pub producer_id_expiration_ms: u64,
     /// Heartbeat interval to the controller.
     #[arg(long, default_value_t = 500)]
     pub heartbeat_ms: u64,
@@ -480,6 +484,7 @@ pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
     let mut config = BrokerConfig::new(a.id, addr.to_string(), controllers, a.data_dir);
     config.rack = a.rack;
     config.replica_lag_time_max = Duration::from_millis(a.replica_lag_time_max_ms);
+    config.producer_id_expiration = Duration::from_millis(a.producer_id_expiration_ms.max(1));
     config.heartbeat_interval = Duration::from_millis(a.heartbeat_ms);
     config.cleaner = a.cleaner.config();
     config.groups.offsets_retention = Duration::from_secs(a.offsets_retention_minutes.max(1) * 60);

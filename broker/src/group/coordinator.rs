@@ -28,6 +28,8 @@ pub struct CoordinatorConfig {
     /// `offsets.retention.minutes`: committed offsets of a group without members are
     /// removed this long after it became empty (or after its last commit, if later).
     pub offsets_retention: Duration,
+    /// Most groups one broker coordinates (over every partition it leads).
+    pub max_groups: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -37,6 +39,7 @@ impl Default for CoordinatorConfig {
             min_session_timeout: Duration::from_millis(500),
             max_session_timeout: Duration::from_secs(300),
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
+            max_groups: sluice_proto::limits::GROUPS_PER_BROKER_MAX,
         }
     }
 }
@@ -377,6 +380,14 @@ impl Coordinator {
             value: None,
         });
         out
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn has_group(&self, group_id: &str) -> bool {
+        self.groups.contains_key(group_id)
     }
 
     /// (group, state, members) of every group.

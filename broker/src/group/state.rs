@@ -34,6 +34,8 @@ pub struct GroupConfig {
     pub rebalance_timeout: Duration,
     pub heartbeat_interval: Duration,
     pub assignor: AssignorKind,
+    /// Most members (`group.consumer.max.size`); a join past it is refused.
+    pub max_members: usize,
 }
 
 impl Default for GroupConfig {
@@ -43,6 +45,7 @@ impl Default for GroupConfig {
             rebalance_timeout: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(5),
             assignor: AssignorKind::Uniform,
+            max_members: sluice_proto::limits::GROUP_MEMBERS_MAX,
         }
     }
 }
@@ -89,6 +92,10 @@ pub enum GroupError {
     GroupIdNotFound,
     /// Epoch 0 without topics, a bad pattern.
     InvalidRequest(String),
+    /// A join into a group holding `max_members` members.
+    GroupMaxSizeReached(usize),
+    /// A new group on a broker that coordinates this many already.
+    TooManyGroups(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -182,7 +189,13 @@ fn interval(config: &GroupConfig, m: &Member) -> Duration {
 
 /// A whole-name match of `pattern`; `None` when it does not compile.
 fn compile(pattern: &str) -> Option<regex::Regex> {
-    regex::Regex::new(&format!("^(?:{pattern})$")).ok()
+    if pattern.len() > sluice_proto::limits::GROUP_REGEX_BYTES_MAX {
+        return None;
+    }
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(sluice_proto::limits::GROUP_REGEX_COMPILED_BYTES_MAX)
+        .build()
+        .ok()
 }
 
 impl Group {
@@ -320,6 +333,17 @@ impl Group {
     fn resolve(&mut self, named: &BTreeSet<String>, regex: Option<&str>) -> BTreeSet<String> {
         let mut topics = named.clone();
         if let Some(p) = regex {
+            if !self.patterns.contains_key(p)
+                && self.patterns.len() >= sluice_proto::limits::GROUP_REGEX_CACHE_MAX
+            {
+                // Keep only what members use: the cache never outgrows the members.
+                let used: BTreeSet<&str> = self
+                    .members
+                    .values()
+                    .filter_map(|m| m.regex.as_deref())
+                    .collect();
+                self.patterns.retain(|k, _| used.contains(k.as_str()));
+            }
             let re = self
                 .patterns
                 .entry(p.to_string())
@@ -481,9 +505,17 @@ impl Group {
             GroupError::InvalidRequest("a joining member must give its subscription".into())
         })?;
         if let Some(p) = &hb.regex {
+            if p.len() > sluice_proto::limits::GROUP_REGEX_BYTES_MAX {
+                return Err(GroupError::InvalidRequest(format!(
+                    "subscription pattern of {} bytes; at most {}",
+                    p.len(),
+                    sluice_proto::limits::GROUP_REGEX_BYTES_MAX
+                )));
+            }
             if compile(p).is_none() {
                 return Err(GroupError::InvalidRequest(format!(
-                    "subscription pattern {p:?} is not a valid regex"
+                    "subscription pattern {p:?} is not a valid regex (or compiles past {} bytes)",
+                    sluice_proto::limits::GROUP_REGEX_COMPILED_BYTES_MAX
                 )));
             }
         }
@@ -532,6 +564,10 @@ impl Group {
                 self.members.insert(id.clone(), m);
                 return Ok(id);
             }
+        }
+        let rejoin = !hb.member_id.is_empty() && self.members.contains_key(&hb.member_id);
+        if !rejoin && self.members.len() >= self.config.max_members {
+            return Err(GroupError::GroupMaxSizeReached(self.config.max_members));
         }
         let id = if hb.member_id.is_empty() {
             new_member_id()

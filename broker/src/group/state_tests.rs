@@ -326,3 +326,77 @@ fn a_partition_just_assigned_is_kept_until_the_member_reports_it() {
     assert!(b.assignment.is_empty(), "nothing is free for b yet: {b:?}");
     assert_exclusive(&g);
 }
+
+#[test]
+fn a_join_past_max_members_is_refused_and_a_rejoin_is_not() {
+    let now = Instant::now();
+    let mut g = group(8);
+    g.config.max_members = 3;
+    for id in ["a", "b", "c"] {
+        join(&mut g, id, now);
+    }
+    let fourth = g.heartbeat(
+        Heartbeat {
+            member_id: "d".into(),
+            member_epoch: JOIN_EPOCH,
+            topics: topics(&["t"]),
+            ..Default::default()
+        },
+        now,
+        || "d".into(),
+    );
+    assert_eq!(fourth, Err(GroupError::GroupMaxSizeReached(3)));
+    assert_eq!(g.members().len(), 3);
+    // A member rejoining under its id takes no new place.
+    join(&mut g, "b", now);
+    assert_eq!(g.members().len(), 3);
+    // A place freed is taken.
+    g.heartbeat(
+        Heartbeat {
+            member_id: "a".into(),
+            member_epoch: LEAVE_EPOCH,
+            ..Default::default()
+        },
+        now,
+        || unreachable!(),
+    )
+    .unwrap();
+    join(&mut g, "d", now);
+    assert_eq!(g.members().len(), 3);
+}
+
+#[test]
+fn regex_subscriptions_are_bounded() {
+    use sluice_proto::limits::{GROUP_REGEX_BYTES_MAX, GROUP_REGEX_CACHE_MAX};
+    let now = Instant::now();
+    let mut g = group(4);
+    let with = |regex: String| Heartbeat {
+        member_id: "m".into(),
+        member_epoch: JOIN_EPOCH,
+        topics: topics(&[]),
+        regex: Some(regex),
+        ..Default::default()
+    };
+    // One member rejoining with a new pattern each time: the cache keeps what members
+    // use and at most GROUP_REGEX_CACHE_MAX more.
+    for i in 0..GROUP_REGEX_CACHE_MAX * 3 {
+        g.heartbeat(with(format!("t|x{i}")), now, || "m".into())
+            .unwrap();
+        assert!(
+            g.patterns.len() <= GROUP_REGEX_CACHE_MAX,
+            "{}",
+            g.patterns.len()
+        );
+    }
+    assert!(g.members().contains_key("m"));
+    let long = "t|".to_string() + &"x".repeat(GROUP_REGEX_BYTES_MAX);
+    match g.heartbeat(with(long), now, || "m".into()) {
+        Err(GroupError::InvalidRequest(m)) => assert!(m.contains("at most"), "{m}"),
+        other => panic!("a pattern past GROUP_REGEX_BYTES_MAX: {other:?}"),
+    }
+    // A pattern whose compiled program is huge is refused, not built.
+    match g.heartbeat(with("(t{1000}){1000}".into()), now, || "m".into()) {
+        Err(GroupError::InvalidRequest(_)) => {}
+        other => panic!("a pattern compiling past the size limit: {other:?}"),
+    }
+}

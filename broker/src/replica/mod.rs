@@ -12,7 +12,7 @@
 //! back while this broker leads the same leader epoch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -165,6 +165,8 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// `replica.lag.time.max.ms`, given to every partition's state machine.
     replica_lag_max: RwLock<Duration>,
+    /// `producer.id.expiration.ms`: producer ids idle this long are forgotten.
+    producer_id_expiration_ms: AtomicI64,
     /// Held while a role is applied, a replica stopped or stray logs deleted, so that
     /// deciding a log is another topic's and deleting it cannot interleave with a role
     /// that (re)creates it.
@@ -206,9 +208,18 @@ impl ReplicaManager {
             logs,
             partitions: RwLock::new(HashMap::new()),
             replica_lag_max: RwLock::new(StateConfig::default().replica_lag_max),
+            producer_id_expiration_ms: AtomicI64::new(
+                sluice_proto::limits::PRODUCER_ID_EXPIRATION_MS_DEFAULT as i64,
+            ),
             roles: Mutex::new(()),
             strays_checked: Default::default(),
         }
+    }
+
+    /// Sets `producer.id.expiration.ms` for every partition (applied on the next tick).
+    pub fn set_producer_id_expiration(&self, expiration: Duration) {
+        let ms = i64::try_from(expiration.as_millis()).unwrap_or(i64::MAX);
+        self.producer_id_expiration_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Sets `replica.lag.time.max.ms` for every partition, hosted now or later. The
@@ -276,7 +287,7 @@ impl ReplicaManager {
                     .get_or_create_for(tp, config.clone(), topic_id)
                     .map_err(storage_failure)?;
                 let producers =
-                    producers::ProducerStates::rebuild(&log).map_err(storage_failure)?;
+                    producers::ProducerStates::rebuild(&log, now_ms()).map_err(storage_failure)?;
                 let lag_max = *self.replica_lag_max.read();
                 let p = Arc::new(Partition {
                     tp: tp.clone(),
@@ -408,10 +419,18 @@ impl ReplicaManager {
     /// partition this broker leads.
     pub fn tick(&self, now: Instant) -> Vec<(TopicPartition, IsrProposal)> {
         let mut out = Vec::new();
+        let (wall_ms, expiration_ms) = (
+            now_ms(),
+            self.producer_id_expiration_ms.load(Ordering::Relaxed),
+        );
         for p in self.partitions() {
             {
                 let mut replica = p.replica.lock();
                 let _ = p.handle(&mut replica, Event::Tick { now });
+                let expired = replica.producers.expire(wall_ms, expiration_ms);
+                if expired > 0 {
+                    info!(partition = %p.tp, expired, "producer ids expired (producer.id.expiration.ms)");
+                }
             }
             out.extend(
                 p.proposals
@@ -616,15 +635,30 @@ impl ReplicaManager {
     }
 
     /// ListOffsets: -1 latest (the high watermark), -2 earliest, else the first offset
-    /// with a timestamp at or after `timestamp` below the high watermark.
+    /// with a timestamp at or after `timestamp` below the high watermark. A leader whose
+    /// high watermark is still below its epoch's start offset answers latest (and a
+    /// timestamp found nowhere below its HW) with OFFSET_NOT_AVAILABLE, retriable.
     pub fn list_offset(
         &self,
         tp: &TopicPartition,
         timestamp: i64,
     ) -> Result<(Option<u64>, i64, Arc<Partition>), Failure> {
         let p = self.leader_partition(tp)?;
-        let hw = p.high_watermark();
+        let (hw, available) = {
+            let r = p.replica.lock();
+            (r.state.high_watermark().0, r.state.offsets_available())
+        };
+        let not_available = || -> Failure {
+            (
+                ErrorCode::OffsetNotAvailable,
+                format!(
+                    "{tp}: the new leader's high watermark has not yet reached the start of \
+                     its leader epoch; retry"
+                ),
+            )
+        };
         let answer = match timestamp {
+            -1 if !available => return Err(not_available()),
             -1 => (Some(hw), -1),
             -2 => (Some(p.log.log_start_offset()), -1),
             t if t < 0 => {
@@ -635,6 +669,8 @@ impl ReplicaManager {
             }
             t => match p.log.offset_for_timestamp(t).map_err(storage_failure)? {
                 Some((offset, ts)) if offset < hw => (Some(offset), ts),
+                // "None at or after t" is only final once the HW is this epoch's.
+                _ if !available => return Err(not_available()),
                 _ => (None, -1),
             },
         };
@@ -739,7 +775,7 @@ fn append_one(
                 .log
                 .append_as_leader(b, leader_epoch.0, now_ms)
                 .map_err(storage_failure)?;
-            producers.record(b, info.base_offset);
+            producers.record(b, info.base_offset, now_ms);
             Ok(info)
         }
     }

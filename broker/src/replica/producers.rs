@@ -6,11 +6,20 @@
 //! Leaders and followers keep it on every append, so a follower that becomes leader
 //! already has it; a broker that (re)starts hosting a partition rebuilds it by reading
 //! the log's batch headers (Kafka keeps snapshots instead; a later improvement).
+//!
+//! Bounded: a producer id idle for `producer.id.expiration.ms` is forgotten (checked
+//! every [`EXPIRY_CHECK_INTERVAL_MS`]), and past [`PRODUCER_IDS_PER_PARTITION_MAX`] ids
+//! the one idle longest is evicted. Idle time is measured on this broker's clock from
+//! the last append it saw; a rebuild counts every producer it finds as active at the
+//! rebuild (the log keeps no append times), so after a restart an id expires at most one
+//! expiration period late, never early.
 
 use std::collections::{HashMap, VecDeque};
 
 use sluice_proto::batch::Batches;
+use sluice_proto::limits::PRODUCER_IDS_PER_PARTITION_MAX;
 use sluice_proto::RecordBatch;
+use tracing::warn;
 
 use crate::log::{Log, LogError};
 
@@ -20,12 +29,18 @@ const RECENT_BATCHES: usize = 5;
 /// How far back (in records) a rebuild reads.
 const REBUILD_WINDOW_RECORDS: u64 = 100_000;
 
+/// How often a partition looks for expired producer ids (Kafka's
+/// `producer.id.expiration.check.interval.ms` is 10 minutes; a scan is cheap).
+pub(crate) const EXPIRY_CHECK_INTERVAL_MS: i64 = 10_000;
+
 #[derive(Debug, Default, Clone)]
 struct Entry {
     epoch: i16,
     last_sequence: i32,
     /// (first sequence, last sequence, base offset), oldest first.
     recent: VecDeque<(i32, i32, u64)>,
+    /// Wall-clock ms of the last append from this producer seen here.
+    last_append_ms: i64,
 }
 
 /// What to do with an incoming producer batch.
@@ -42,7 +57,10 @@ pub(crate) enum Check {
 
 #[derive(Debug, Default)]
 pub(crate) struct ProducerStates {
+    /// Invariant: at most [`PRODUCER_IDS_PER_PARTITION_MAX`] entries.
     producers: HashMap<i64, Entry>,
+    /// Wall-clock ms of the last expiry scan.
+    last_expiry_check_ms: i64,
 }
 
 fn sequences(b: &RecordBatch) -> (i32, i32) {
@@ -55,7 +73,7 @@ impl ProducerStates {
     /// [`REBUILD_WINDOW_RECORDS`] records: retries only ever concern a producer's last
     /// few batches, and this bounds what a broker reads when it starts hosting a
     /// partition. A producer seen only before the window is treated as new.
-    pub(crate) fn rebuild(log: &Log) -> Result<ProducerStates, LogError> {
+    pub(crate) fn rebuild(log: &Log, now_ms: i64) -> Result<ProducerStates, LogError> {
         let mut states = ProducerStates::default();
         let mut next = log
             .log_start_offset()
@@ -66,7 +84,7 @@ impl ProducerStates {
                 break;
             }
             for b in Batches::new(r.data).flatten() {
-                states.record(&b, b.base_offset() as u64);
+                states.record(&b, b.base_offset() as u64, now_ms);
                 next = b.next_offset() as u64;
             }
         }
@@ -103,13 +121,21 @@ impl ProducerStates {
         }
     }
 
-    /// Notes an appended batch (no-op for batches without a producer id).
-    pub(crate) fn record(&mut self, b: &RecordBatch, base_offset: u64) {
+    /// Notes an appended batch (no-op for batches without a producer id), appended at
+    /// `now_ms`. A new id beyond [`PRODUCER_IDS_PER_PARTITION_MAX`] evicts the id idle
+    /// longest.
+    pub(crate) fn record(&mut self, b: &RecordBatch, base_offset: u64, now_ms: i64) {
         if b.producer_id() < 0 {
             return;
         }
         let (first, last) = sequences(b);
+        if self.producers.len() >= PRODUCER_IDS_PER_PARTITION_MAX
+            && !self.producers.contains_key(&b.producer_id())
+        {
+            self.evict_idlest();
+        }
         let e = self.producers.entry(b.producer_id()).or_default();
+        e.last_append_ms = e.last_append_ms.max(now_ms);
         if b.producer_epoch() != e.epoch {
             *e = Entry {
                 epoch: b.producer_epoch(),
@@ -121,6 +147,44 @@ impl ProducerStates {
         while e.recent.len() > RECENT_BATCHES {
             e.recent.pop_front();
         }
+    }
+
+    /// Forgets the id idle longest (a scan: this runs only at the cap).
+    fn evict_idlest(&mut self) {
+        let idlest = self
+            .producers
+            .iter()
+            .min_by_key(|(pid, e)| (e.last_append_ms, **pid))
+            .map(|(pid, _)| *pid);
+        if let Some(pid) = idlest {
+            self.producers.remove(&pid);
+            metrics::counter!("sluice_producer_ids_evicted_total").increment(1);
+            warn!(
+                producer_id = pid,
+                max = PRODUCER_IDS_PER_PARTITION_MAX,
+                "too many producer ids on one partition: forgot the one idle longest"
+            );
+        }
+    }
+
+    /// Forgets producer ids idle for `expiration` or longer, at most once per
+    /// [`EXPIRY_CHECK_INTERVAL_MS`]; returns how many.
+    /// (An expiration shorter than twice the interval is checked at half its period.)
+    pub(crate) fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let interval = EXPIRY_CHECK_INTERVAL_MS.min(expiration_ms / 2);
+        if now_ms - self.last_expiry_check_ms < interval {
+            return 0;
+        }
+        self.last_expiry_check_ms = now_ms;
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_append_ms) < expiration_ms);
+        before - self.producers.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.producers.len()
     }
 }
 
@@ -142,7 +206,7 @@ mod tests {
         let mut s = ProducerStates::default();
         let first = batch(7, 0, 3);
         assert_eq!(s.check(&first), Check::Append);
-        s.record(&first, 100);
+        s.record(&first, 100, 0);
         assert_eq!(
             s.check(&first),
             Check::Duplicate(100),
@@ -150,7 +214,7 @@ mod tests {
         );
         let next = batch(7, 3, 2);
         assert_eq!(s.check(&next), Check::Append);
-        s.record(&next, 103);
+        s.record(&next, 103, 0);
         assert_eq!(
             s.check(&batch(7, 9, 1)),
             Check::OutOfOrder {
@@ -163,5 +227,67 @@ mod tests {
             Check::Append,
             "unknown producers are taken as they come"
         );
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+    use sluice_proto::{BatchBuilder, Compression};
+
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+
+    fn batch(pid: i64, seq: i32) -> RecordBatch {
+        let mut b = BatchBuilder::new(Compression::None).producer(pid, 0, seq);
+        b.append(0, None, Some(b"v"), &[]);
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn an_idle_producer_id_expires_and_an_active_one_does_not() {
+        let mut s = ProducerStates::default();
+        let t0 = 1_000_000_000_000;
+        s.record(&batch(7, 0), 0, t0);
+        s.record(&batch(8, 0), 1, t0);
+        // Producer 8 stays active.
+        s.record(&batch(8, 1), 2, t0 + DAY_MS / 2);
+        assert_eq!(s.expire(t0 + DAY_MS - 1, DAY_MS), 0, "not idle a day yet");
+        assert_eq!(s.len(), 2);
+        // Within the check interval nothing is scanned.
+        assert_eq!(s.expire(t0 + DAY_MS, DAY_MS), 0);
+        assert_eq!(s.expire(t0 + DAY_MS + EXPIRY_CHECK_INTERVAL_MS, DAY_MS), 1);
+        assert_eq!(s.len(), 1);
+        // 7 is forgotten: a batch at any sequence is taken as a new producer's.
+        assert_eq!(s.check(&batch(7, 1)), Check::Append);
+        assert_eq!(
+            s.check(&batch(8, 9)),
+            Check::OutOfOrder {
+                expected: 2,
+                got: 9
+            },
+            "8 is still known"
+        );
+    }
+
+    #[test]
+    fn producer_ids_past_the_cap_evict_the_idlest() {
+        let mut s = ProducerStates::default();
+        let max = PRODUCER_IDS_PER_PARTITION_MAX as i64;
+        for pid in 0..max {
+            // Producer 0 is the idlest; the rest appended later, in order.
+            s.record(&batch(pid, 0), pid as u64, 1_000 + pid);
+        }
+        // Producer 0 appends again: now producer 1 is the idlest.
+        s.record(&batch(0, 1), max as u64, 1_000 + max);
+        assert_eq!(s.len(), PRODUCER_IDS_PER_PARTITION_MAX);
+        s.record(&batch(max, 0), max as u64 + 1, 1_000 + max + 1);
+        assert_eq!(s.len(), PRODUCER_IDS_PER_PARTITION_MAX, "capped");
+        assert_eq!(
+            s.check(&batch(1, 1)),
+            Check::Append,
+            "producer 1, idle longest, was forgotten"
+        );
+        assert_eq!(s.check(&batch(0, 1)), Check::Duplicate(max as u64));
+        assert_eq!(s.check(&batch(max, 0)), Check::Duplicate(max as u64 + 1));
     }
 }

@@ -274,7 +274,9 @@ impl ReplicaManager {
                 .append_as_follower(&batches, super::now_ms())
                 .map_err(storage_failure)?;
             for b in &batches {
-                replica.producers.record(b, b.base_offset().max(0) as u64);
+                replica
+                    .producers
+                    .record(b, b.base_offset().max(0) as u64, super::now_ms());
             }
         }
         let event = Event::Replicated {
@@ -288,8 +290,8 @@ impl ReplicaManager {
 /// After a follower truncation: the state machine caps its high watermark, and the
 /// producer state forgets batches that are gone (or a retry of one would be "found").
 fn after_truncation(p: &Partition, replica: &mut super::Replica) -> Result<(), Failure> {
-    replica.producers =
-        super::producers::ProducerStates::rebuild(&p.log).map_err(storage_failure)?;
+    replica.producers = super::producers::ProducerStates::rebuild(&p.log, super::now_ms())
+        .map_err(storage_failure)?;
     let event = Event::Truncated {
         log_end_offset: p.log_end(),
     };

@@ -234,6 +234,13 @@ impl PartitionState {
     pub fn is_leader(&self) -> bool {
         self.role().leader == Some(self.me)
     }
+    /// Whether this leader may answer offset lookups (ListOffsets) from its high
+    /// watermark: only once it has reached the start of the current leader epoch. Before,
+    /// the high watermark is the one inherited as a follower, below records the previous
+    /// leader may already have exposed, so an answer could move backwards (KIP-207).
+    pub fn offsets_available(&self) -> bool {
+        !self.is_leader() || self.high_watermark >= self.epoch_start_offset
+    }
     pub fn waiting(&self) -> usize {
         self.purgatory.len()
     }

@@ -418,3 +418,36 @@ fn pending_additions_are_retired_by_a_proposal_of_the_current_isr() {
         s.high_watermark()
     );
 }
+
+#[test]
+fn a_fresh_leader_answers_offsets_only_once_its_hw_reaches_the_epoch_start() {
+    let t0 = Instant::now();
+    let mut s = PartitionState::new(ME, config(1));
+    s.handle(Event::Role {
+        role: role(B2, 1, &[ME, B2, B3], 0),
+        log_end_offset: Offset(0),
+        now: t0,
+    });
+    s.handle(Event::Replicated {
+        leader_high_watermark: Offset(5),
+        log_end_offset: Offset(10),
+    });
+    assert!(
+        s.offsets_available(),
+        "a follower does not answer ListOffsets"
+    );
+    // The old leader exposed up to 10 perhaps; this one inherited HW 5 and starts
+    // epoch 2 at 10.
+    s.handle(Event::Role {
+        role: role(ME, 2, &[ME, B2, B3], 1),
+        log_end_offset: Offset(10),
+        now: t0,
+    });
+    assert_eq!(s.high_watermark(), Offset(5));
+    assert!(!s.offsets_available(), "HW 5 below the epoch start 10");
+    fetch(&mut s, B2, 10, 10, t0);
+    assert!(!s.offsets_available(), "replica 3 has not reached 10");
+    fetch(&mut s, B3, 10, 10, t0);
+    assert_eq!(s.high_watermark(), Offset(10));
+    assert!(s.offsets_available());
+}

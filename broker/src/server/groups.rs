@@ -7,9 +7,17 @@
 //! changes and puts whatever queued meanwhile into one batch. If an append fails
 //! (leadership moved), the loaded state is dropped and the next leader replays what the
 //! log holds.
+//!
+//! A load replays the partition only up to its high watermark, and keeps replaying as
+//! the high watermark moves; the coordinator serves once the high watermark has reached
+//! the log end the leader had when the load began. A new leader can hold records above
+//! its high watermark that a later failover truncates; showing them (an OffsetFetch
+//! answering a commit that is then lost) would let a committed offset move backwards.
+//! Until then requests get COORDINATOR_LOAD_IN_PROGRESS (retriable), after waiting up
+//! to [`LOAD_WAIT`] for the high watermark.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +29,7 @@ use tracing::{info, warn};
 
 use super::Shared;
 use crate::group::coordinator::{Coordinator, CoordinatorConfig, Write};
+use crate::group::state::GroupError;
 
 /// The internal topic holding committed offsets and group state.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -30,6 +39,10 @@ pub(super) type Failure = (ErrorCode, String);
 /// Changes queued for one offsets partition's writer before requests are turned away
 /// (retriably) until it catches up.
 const WRITER_QUEUE: usize = 4096;
+
+/// How long a request waits for a load held back by the high watermark before it is
+/// answered COORDINATOR_LOAD_IN_PROGRESS (the client retries).
+pub(super) const LOAD_WAIT: Duration = Duration::from_secs(1);
 
 /// Kafka's choice of partition: `Utils.abs(groupId.hashCode()) % N`, with Java's String
 /// hash (and `abs(MIN_VALUE) = 0`).
@@ -103,16 +116,38 @@ pub(super) fn not_coordinator() -> Failure {
     )
 }
 
+/// A load under way: the partition replayed up to its high watermark so far.
+struct Partial {
+    leader_epoch: LeaderEpoch,
+    core: Coordinator,
+    /// The next offset to replay. Invariant: at or below the high watermark seen last.
+    next: u64,
+    /// The log end when the load began. Everything below it is this leader's log and
+    /// becomes committed once the high watermark passes it; the coordinator serves
+    /// from then on (its own appends go after it).
+    target: u64,
+    records: u64,
+    started: Instant,
+}
+
 /// The coordinator side of every `__consumer_offsets` partition this broker leads.
 pub(crate) struct GroupCoordinator {
     config: CoordinatorConfig,
     /// Partitions of `__consumer_offsets` when it is created.
     pub(super) partitions_on_create: u32,
     loaded: parking_lot::Mutex<HashMap<u32, Arc<Loaded>>>,
+    /// Loads waiting for the high watermark, by partition.
+    partial: parking_lot::Mutex<HashMap<u32, Partial>>,
     /// One load at a time.
     loading: tokio::sync::Mutex<()>,
     /// Group epochs last seen, to count rebalances.
     epochs: parking_lot::Mutex<HashMap<String, i32>>,
+    /// Groups held over every loaded partition: recounted every maintenance round,
+    /// counted up as [`GroupCoordinator::admit`] lets one in.
+    group_count: AtomicUsize,
+    /// Groups with their own `{group}` metric label (the largest by members, at most
+    /// `GROUP_METRIC_LABELS_MAX`); chosen again with every lag publication.
+    labeled: parking_lot::Mutex<BTreeSet<String>>,
 }
 
 impl GroupCoordinator {
@@ -121,9 +156,27 @@ impl GroupCoordinator {
             config,
             partitions_on_create,
             loaded: Default::default(),
+            partial: Default::default(),
             loading: Default::default(),
             epochs: Default::default(),
+            group_count: AtomicUsize::new(0),
+            labeled: Default::default(),
         }
+    }
+
+    /// Whether `core` may take `group`: one it holds always, a new one only while this
+    /// broker coordinates fewer than `max_groups` (counted now, so concurrent creations
+    /// cannot all pass).
+    pub(super) fn admit(&self, core: &Coordinator, group: &str) -> Result<(), GroupError> {
+        if group.is_empty() || core.has_group(group) {
+            return Ok(());
+        }
+        let max = self.config.max_groups;
+        if self.group_count.fetch_add(1, Ordering::AcqRel) >= max {
+            self.group_count.fetch_sub(1, Ordering::AcqRel);
+            return Err(GroupError::TooManyGroups(max));
+        }
+        Ok(())
     }
 }
 
@@ -170,7 +223,28 @@ pub(super) async fn coordinator_for(
         ));
     };
     let p = partition_for(group, n);
-    load(shared, p).await
+    load_waiting(shared, p).await
+}
+
+/// [`load`], waiting up to [`LOAD_WAIT`] while the high watermark holds it back.
+pub(super) async fn load_waiting(shared: &Arc<Shared>, p: u32) -> Result<Arc<Loaded>, Failure> {
+    let deadline = Instant::now() + LOAD_WAIT;
+    let tp = TopicPartition::new(OFFSETS_TOPIC, p);
+    loop {
+        let mut hw = shared
+            .replicas
+            .partition(&tp)
+            .ok_or_else(not_coordinator)?
+            .subscribe_hw();
+        match load(shared, p).await {
+            Err((ErrorCode::CoordinatorLoadInProgress, _)) if Instant::now() < deadline => {
+                // Subscribed before the load looked, so a move meanwhile is not missed.
+                let left = deadline.saturating_duration_since(Instant::now());
+                let _ = tokio::time::timeout(left, hw.changed()).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 pub(super) async fn load(shared: &Arc<Shared>, p: u32) -> Result<Arc<Loaded>, Failure> {
@@ -200,20 +274,49 @@ pub(super) async fn load(shared: &Arc<Shared>, p: u32) -> Result<Arc<Loaded>, Fa
     }
     let tp = TopicPartition::new(OFFSETS_TOPIC, p);
     let part = shared.replicas.partition(&tp).ok_or_else(not_coordinator)?;
-    let mut core = Coordinator::new(gc.config.clone());
-    core.set_partitions(topic_partitions(shared), now_ms());
-    let started = Instant::now();
+    let resumed = gc.partial.lock().remove(&p);
+    let mut partial = match resumed.filter(|l| l.leader_epoch == epoch) {
+        Some(partial) => partial,
+        None => {
+            let mut core = Coordinator::new(gc.config.clone());
+            core.set_partitions(topic_partitions(shared), now_ms());
+            Partial {
+                leader_epoch: epoch,
+                core,
+                next: part.log.log_start_offset(),
+                target: part.log.log_end_offset(),
+                records: 0,
+                started: Instant::now(),
+            }
+        }
+    };
+    let hw = part.high_watermark();
     let log = part.log.clone();
-    let (core, records) = tokio::task::spawn_blocking(move || replay(core, &log))
-        .await
-        .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))??;
+    let mut partial = tokio::task::spawn_blocking(move || {
+        let (next, records) = replay(&mut partial.core, &log, partial.next, hw)?;
+        partial.next = next;
+        partial.records += records;
+        Ok::<_, Failure>(partial)
+    })
+    .await
+    .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))??;
+    if partial.next < partial.target {
+        let msg = format!(
+            "loading {tp}: replayed to {} of {}; waiting for the high watermark",
+            partial.next, partial.target
+        );
+        gc.partial.lock().insert(p, partial);
+        return Err((ErrorCode::CoordinatorLoadInProgress, msg));
+    }
+    let core = std::mem::replace(&mut partial.core, Coordinator::new(gc.config.clone()));
     let groups = core.list().len();
     info!(
         partition = p,
         leader_epoch = %epoch,
-        records,
+        records = partial.records,
         groups,
-        ms = started.elapsed().as_millis() as u64,
+        high_watermark = partial.next,
+        ms = partial.started.elapsed().as_millis() as u64,
         "group coordinator loaded"
     );
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
@@ -231,18 +334,26 @@ pub(super) async fn load(shared: &Arc<Shared>, p: u32) -> Result<Arc<Loaded>, Fa
     Ok(loaded)
 }
 
-/// Replays a whole partition into `core`; returns it and the records read.
-fn replay(mut core: Coordinator, log: &crate::log::Log) -> Result<(Coordinator, u64), Failure> {
+/// Replays the partition from `from` into `core`, whole batches below `high_watermark`
+/// only; returns the offset to go on from and the records read.
+fn replay(
+    core: &mut Coordinator,
+    log: &crate::log::Log,
+    from: u64,
+    high_watermark: u64,
+) -> Result<(u64, u64), Failure> {
     let now = Instant::now();
     let storage = |e: crate::log::LogError| (ErrorCode::CoordinatorLoadInProgress, e.to_string());
-    let mut from = log.log_start_offset();
+    let mut from = from.max(log.log_start_offset());
     let mut records = 0;
     loop {
-        let end = log.log_end_offset();
+        let end = log.log_end_offset().min(high_watermark);
         if from >= end {
             break;
         }
-        let read = log.read(from, 1 << 20, None).map_err(storage)?;
+        let read = log
+            .read(from, 1 << 20, Some(high_watermark))
+            .map_err(storage)?;
         if read.data.is_empty() {
             break;
         }
@@ -266,7 +377,7 @@ fn replay(mut core: Coordinator, log: &crate::log::Log) -> Result<(Coordinator, 
             }
         }
     }
-    Ok((core, records))
+    Ok((from, records))
 }
 
 /// Largest batch the writer builds (the topic accepts up to `OFFSETS_MAX_MESSAGE_BYTES`,
@@ -366,11 +477,20 @@ pub(crate) async fn maintain(shared: Arc<Shared>) {
         let n = offsets_partitions(&shared).unwrap_or(0);
         for p in 0..n {
             if led_epoch(&shared, p).is_some() {
-                if let Err((code, msg)) = load(&shared, p).await {
-                    warn!(partition = p, %code, msg, "cannot load group coordinator");
+                match load(&shared, p).await {
+                    // Waiting for the high watermark: the next round goes on.
+                    Ok(_) | Err((ErrorCode::CoordinatorLoadInProgress, _)) => {}
+                    Err((code, msg)) => {
+                        warn!(partition = p, %code, msg, "cannot load group coordinator")
+                    }
                 }
             }
         }
+        shared
+            .groups
+            .partial
+            .lock()
+            .retain(|p, l| led_epoch(&shared, *p) == Some(l.leader_epoch));
         let loaded: Vec<(u32, Arc<Loaded>)> = {
             let mut map = shared.groups.loaded.lock();
             map.retain(|p, l| {
@@ -388,9 +508,11 @@ pub(crate) async fn maintain(shared: Arc<Shared>) {
         let (now, ms) = (Instant::now(), now_ms());
         let mut groups = 0usize;
         let mut members = 0usize;
+        let mut held = 0usize;
         let mut epochs = HashMap::new();
         for (p, l) in &loaded {
             let mut core = l.core.lock();
+            held += core.group_count();
             if l.tx.capacity() == 0 {
                 // The writer is behind: tick next round rather than queue unboundedly.
                 continue;
@@ -415,17 +537,30 @@ pub(crate) async fn maintain(shared: Arc<Shared>) {
                 let _ = l.tx.try_send(Pending { writes, done: tx });
             }
         }
+        shared.groups.group_count.store(held, Ordering::Release);
         metrics::gauge!("sluice_groups").set(groups as f64);
         metrics::gauge!("sluice_group_members").set(members as f64);
         {
             let mut last = shared.groups.epochs.lock();
+            let labeled = shared.groups.labeled.lock();
+            let mut other = 0u64;
             for (g, e) in &epochs {
                 let before = last.get(g).copied().unwrap_or(0);
                 if *e > before {
-                    metrics::counter!("sluice_group_rebalances_total", "group" => g.clone())
-                        .increment((*e - before) as u64);
+                    let n = (*e - before) as u64;
+                    if labeled.contains(g) {
+                        metrics::counter!("sluice_group_rebalances_total", "group" => g.clone())
+                            .increment(n);
+                    } else {
+                        other += n;
+                    }
                 }
             }
+            if other > 0 {
+                metrics::counter!("sluice_group_rebalances_total", "group" => OTHER_GROUPS)
+                    .increment(other);
+            }
+            drop(labeled);
             *last = epochs;
         }
         if last_lag.elapsed() >= Duration::from_secs(5) && !loaded.is_empty() {
@@ -435,13 +570,28 @@ pub(crate) async fn maintain(shared: Arc<Shared>) {
     }
 }
 
+/// The label per-group metrics use for every group past `GROUP_METRIC_LABELS_MAX`.
+const OTHER_GROUPS: &str = "_other";
+
+/// The `max` names with the largest values (ties by name), for metric labels.
+fn largest<'a>(sizes: impl Iterator<Item = (&'a String, i64)>, max: usize) -> BTreeSet<String> {
+    let mut v: Vec<(i64, &String)> = sizes.map(|(g, n)| (n, g)).collect();
+    v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    v.into_iter().take(max).map(|(_, g)| g.clone()).collect()
+}
+
 /// `sluice_group_lag{group}`: committed offset to high watermark, summed over the
-/// group's committed partitions (high watermarks asked of each leader).
+/// group's committed partitions (high watermarks asked of each leader). Only the
+/// `GROUP_METRIC_LABELS_MAX` groups with the most lag get a label; the rest are summed
+/// under `group="_other"`. Also chooses the groups labeled in the rebalance counter.
 async fn publish_lag(shared: &Arc<Shared>, loaded: &[(u32, Arc<Loaded>)]) {
+    use sluice_proto::limits::GROUP_METRIC_LABELS_MAX;
     let mut committed: Vec<(String, TopicPartition, i64)> = Vec::new();
+    let mut sizes: BTreeMap<String, i64> = BTreeMap::new();
     for (_, l) in loaded {
         let core = l.core.lock();
-        for (g, _, _) in core.list() {
+        for (g, _, n) in core.list() {
+            sizes.insert(g.clone(), n as i64);
             for ((t, p), c) in core.fetch(&g, &[]) {
                 if let Some(c) = c {
                     committed.push((g.clone(), TopicPartition::new(t, p), c.offset));
@@ -457,9 +607,18 @@ async fn publish_lag(shared: &Arc<Shared>, loaded: &[(u32, Arc<Loaded>)]) {
             *lag.entry(g).or_default() += (hw - offset).max(0);
         }
     }
+    *shared.groups.labeled.lock() =
+        largest(sizes.iter().map(|(g, n)| (g, *n)), GROUP_METRIC_LABELS_MAX);
+    let keep = largest(lag.iter().map(|(g, l)| (g, *l)), GROUP_METRIC_LABELS_MAX);
+    let mut other = 0i64;
     for (g, l) in lag {
-        metrics::gauge!("sluice_group_lag", "group" => g).set(l as f64);
+        if keep.contains(&g) {
+            metrics::gauge!("sluice_group_lag", "group" => g).set(l as f64);
+        } else {
+            other += l;
+        }
     }
+    metrics::gauge!("sluice_group_lag", "group" => OTHER_GROUPS).set(other as f64);
 }
 
 /// High watermarks of `tps`, asked of their leaders (locally where this broker leads).
@@ -523,7 +682,17 @@ async fn high_watermarks(
 
 #[cfg(test)]
 mod tests {
-    use super::partition_for;
+    use super::{largest, partition_for};
+
+    #[test]
+    fn only_the_largest_groups_get_a_metric_label() {
+        let sizes: Vec<(String, i64)> = (0..1000).map(|i| (format!("g{i:04}"), i % 7)).collect();
+        let keep = largest(sizes.iter().map(|(g, n)| (g, *n)), 100);
+        assert_eq!(keep.len(), 100);
+        // The 142 groups of size 6 are the largest; ties go by name.
+        assert!(keep.iter().all(|g| g[1..].parse::<i64>().unwrap() % 7 == 6));
+        assert!(keep.contains("g0006") && !keep.contains("g0993"));
+    }
 
     #[test]
     fn partition_for_matches_kafkas_choice() {
@@ -542,3 +711,7 @@ mod tests {
         assert!((0..1000).all(|i| partition_for(&format!("g{i}"), 12) < 12));
     }
 }
+
+#[cfg(test)]
+#[path = "groups_tests.rs"]
+mod load_tests;

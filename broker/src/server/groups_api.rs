@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::groups::{
-    coordinator_for, led_epoch, load, now_ms, offsets_partitions, partition_for, Failure,
+    coordinator_for, led_epoch, load_waiting, now_ms, offsets_partitions, partition_for, Failure,
     OFFSETS_MAX_MESSAGE_BYTES, OFFSETS_TOPIC,
 };
 use super::Shared;
@@ -42,6 +42,17 @@ fn group_failure(e: GroupError) -> Failure {
         ),
         GroupError::GroupIdNotFound => (ErrorCode::GroupIdNotFound, "no such group".into()),
         GroupError::InvalidRequest(m) => (ErrorCode::InvalidRequest, m),
+        GroupError::GroupMaxSizeReached(max) => (
+            ErrorCode::GroupMaxSizeReached,
+            format!("the group has {max} members, the most it may have (group.consumer.max.size)"),
+        ),
+        GroupError::TooManyGroups(max) => (
+            ErrorCode::GroupMaxSizeReached,
+            format!(
+                "this broker coordinates {max} groups, the most it may (GROUPS_PER_BROKER_MAX); \
+                 delete unused groups (sluice group delete) or let empty ones expire"
+            ),
+        ),
     }
 }
 
@@ -251,6 +262,9 @@ impl groups_server::Groups for GroupsApi {
         let group = r.group_id.clone();
         let answer = loaded
             .run(|core| {
+                if let Err(e) = self.0.groups.admit(core, &group) {
+                    return (Err(group_failure(e)), Vec::new());
+                }
                 if let Some(kind) = assignor {
                     core.set_assignor_if_empty(&group, kind);
                 }
@@ -284,7 +298,9 @@ impl groups_server::Groups for GroupsApi {
             .into_iter()
             .map(|p| ((p.topic, p.partition), p.offset, p.metadata))
             .collect();
+        let groups = &self.0.groups;
         let (error_code, error_message) = change(&self.0, &r.group_id, |core| {
+            groups.admit(core, &r.group_id)?;
             core.commit(&r.group_id, &r.member_id, r.member_epoch, offsets, now_ms())
         })
         .await;
@@ -341,7 +357,7 @@ impl groups_server::Groups for GroupsApi {
             if led_epoch(&self.0, p).is_none() {
                 continue;
             }
-            let loaded = match load(&self.0, p).await {
+            let loaded = match load_waiting(&self.0, p).await {
                 Ok(l) => l,
                 Err((code, msg)) => {
                     return Ok(Response::new(v1::ListGroupsResponse {

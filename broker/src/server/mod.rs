@@ -68,6 +68,8 @@ pub struct BrokerConfig {
     pub max_message_bytes: usize,
     /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
     pub replica_lag_time_max: Duration,
+    /// `producer.id.expiration.ms`: idempotent producer ids idle this long are forgotten.
+    pub producer_id_expiration: Duration,
     /// Ask the controller to move leadership away (and this broker out of ISRs) before
     /// stopping. Off when the whole cluster stops at once (`sluice dev`): there is
     /// nowhere to move to, and the ISRs are best left whole for the next start.
@@ -98,6 +100,9 @@ impl BrokerConfig {
             maintenance_interval: Duration::from_millis(1000),
             max_message_bytes: 64 * 1024 * 1024,
             replica_lag_time_max: Duration::from_secs(10),
+            producer_id_expiration: Duration::from_millis(
+                sluice_proto::limits::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+            ),
             cleaner: Default::default(),
             controlled_shutdown: true,
             groups: Default::default(),
@@ -143,6 +148,7 @@ impl Broker {
             error!(partition = %tp, error = %e, "partition offline");
         }
         let replicas = ReplicaManager::new(config.id, logs);
+        replicas.set_producer_id_expiration(config.producer_id_expiration);
         let groups =
             groups::GroupCoordinator::new(config.groups.clone(), config.offsets_topic_partitions);
         Ok(Broker {
