@@ -616,7 +616,9 @@ fn measure_copy_and_stream_rates() {
 fn a_copy_cut_short_by_kill9_starts_over() {
     let db = MariaDb::start();
     db.create_db("shop");
-    let rows = 12_000;
+    // Enough rows that the copy is still running when the first of them is visible in a
+    // Table and the kill lands (12,000 sometimes finished first on a loaded machine).
+    let rows = 100_000;
     db.sql(
         "shop",
         &format!(

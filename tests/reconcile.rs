@@ -247,6 +247,17 @@ fn cluster_a_broker_that_missed_a_delete_and_re_create_serves_only_the_new_topic
         (resent() >= before + 1.0).then_some(())
     });
     drop(cut);
+    // Converged: every broker's report matches the controller (the old replica
+    // replaced), then the new topic is written and read.
+    wait_for(
+        "every broker in step with the controller",
+        Duration::from_secs(30),
+        || {
+            http_get(&metrics, "/metrics")
+                .and_then(|m| metric(&m, "sluice_controller_brokers_out_of_sync"))
+                .filter(|n| *n == 0.0)
+        },
+    );
     wait_for("the new topic served", Duration::from_secs(30), || {
         all_in_sync(&rt, &admin, "re", 1)
     });

@@ -82,6 +82,14 @@ impl ClusterState {
     pub fn differs(&self, broker: u32) -> bool {
         self.differs_since.contains_key(&broker)
     }
+
+    /// Live brokers whose last report differed from the controller's state.
+    pub fn brokers_out_of_sync(&self) -> usize {
+        self.differs_since
+            .keys()
+            .filter(|b| self.is_live(**b))
+            .count()
+    }
 }
 
 #[cfg(test)]

@@ -435,6 +435,8 @@ impl controller_api_server::ControllerApi for Svc {
                             metadata_digest: Some(r.metadata_digest),
                         };
                         let actions = active.state.reconcile(r.broker_id, reported, now);
+                        metrics::gauge!("sluice_controller_brokers_out_of_sync")
+                            .set(active.state.brokers_out_of_sync() as f64);
                         if !actions.is_empty() {
                             info!(
                                 broker = r.broker_id,
