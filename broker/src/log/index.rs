@@ -27,7 +27,16 @@ struct IndexFile {
     entry_bytes: usize,
     /// Invariant: `entries * entry_bytes <= mmap.len()`.
     entries: usize,
+    /// The most the file may grow to (`segment.index.bytes`); the mapped, reserved part
+    /// grows towards it as entries come (see `push`).
+    /// Invariant: `mmap.len() <= max_bytes` while appendable.
+    max_bytes: u64,
 }
+
+/// What an appendable index reserves at first and at least per growth: one page. The
+/// reservation doubles as entries come, up to `segment.index.bytes`, so ten thousand
+/// mostly idle partitions hold kilobytes of index each rather than the whole capacity.
+const INDEX_RESERVE_STEP_BYTES: u64 = 4096;
 
 impl IndexFile {
     /// Opens (creating if needed). With `capacity_bytes`, the file is extended to that
@@ -48,9 +57,43 @@ impl IndexFile {
             mmap: None,
             entry_bytes,
             entries,
+            max_bytes: capacity_bytes.unwrap_or(len),
         };
-        idx.remap(capacity_bytes.unwrap_or(len))?;
+        let reserve = match capacity_bytes {
+            Some(cap) => cap.min(len.max(INDEX_RESERVE_STEP_BYTES)),
+            None => len,
+        };
+        idx.remap(reserve)?;
         Ok(idx)
+    }
+
+    /// Lets the file grow to `max_bytes` again (a sealed segment made appendable),
+    /// reserving one step past its entries.
+    fn extend_to(&mut self, max_bytes: u64) -> io::Result<()> {
+        self.max_bytes = max_bytes;
+        let used = (self.entries * self.entry_bytes) as u64;
+        self.remap(max_bytes.min(used + INDEX_RESERVE_STEP_BYTES))
+    }
+
+    /// Reserves more of the file (doubling, up to `max_bytes`); `false` at the maximum
+    /// or when the disk refuses (the entry is then skipped: lookups scan further).
+    fn grow(&mut self) -> bool {
+        let now = self.mmap.as_ref().map_or(0, |m| m.len() as u64);
+        let target = (now * 2)
+            .max(now + INDEX_RESERVE_STEP_BYTES)
+            .min(self.max_bytes);
+        if target < now + self.entry_bytes as u64 {
+            return false;
+        }
+        match self.remap(target) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot grow an index: entry skipped");
+                // The old size is still reserved: map it again.
+                let _ = self.remap(now);
+                false
+            }
+        }
     }
 
     fn remap(&mut self, bytes: u64) -> io::Result<()> {
@@ -91,7 +134,7 @@ impl IndexFile {
 
     /// Appends one entry; `false` if the file is full (the caller rolls the segment).
     fn push(&mut self, bytes: &[u8]) -> bool {
-        if self.entries >= self.capacity() {
+        if self.entries >= self.capacity() && !self.grow() {
             return false;
         }
         let at = self.entries * self.entry_bytes;
@@ -105,8 +148,9 @@ impl IndexFile {
         self.entries = self.entries.min(n);
     }
 
+    /// No room left up to `max_bytes` (the segment rolls).
     fn is_full(&self) -> bool {
-        self.entries >= self.capacity()
+        (self.entries * self.entry_bytes) as u64 + self.entry_bytes as u64 > self.max_bytes
     }
 
     /// Trims the file to its entries and writes them out: called when the segment seals.
@@ -208,7 +252,7 @@ impl OffsetIndex {
         self.0.flush()
     }
     pub(crate) fn extend_to(&mut self, capacity_bytes: u64) -> io::Result<()> {
-        self.0.remap(capacity_bytes)
+        self.0.extend_to(capacity_bytes)
     }
     pub(crate) fn path(&self) -> &Path {
         &self.0.path
@@ -301,13 +345,51 @@ impl TimeIndex {
         self.0.flush()
     }
     pub(crate) fn extend_to(&mut self, capacity_bytes: u64) -> io::Result<()> {
-        self.0.remap(capacity_bytes)
+        self.0.extend_to(capacity_bytes)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Blocks the file really holds on disk (not its apparent length).
+    fn disk_bytes(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn an_appendable_index_reserves_a_page_and_grows_to_its_capacity() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("0.index");
+        let cap = 10 * 1024 * 1024;
+        let mut idx = OffsetIndex::open(&path, Some(cap)).unwrap();
+        assert!(
+            disk_bytes(&path) <= 8192,
+            "{} bytes reserved",
+            disk_bytes(&path)
+        );
+        assert!(!idx.is_full());
+        for i in 1..=5000u32 {
+            assert!(idx.append(i, i * 10), "entry {i}");
+        }
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            len >= 5000 * 8 && len <= 2 * 5000 * 8 + 4096,
+            "{len} bytes for 5000 entries"
+        );
+        assert_eq!(idx.lookup(2500), (2500, 25000));
+        // Full only at the configured capacity.
+        let small = d.path().join("1.index");
+        let mut idx = OffsetIndex::open(&small, Some(80)).unwrap();
+        for i in 1..=10u32 {
+            assert!(!idx.is_full());
+            assert!(idx.append(i, i));
+        }
+        assert!(idx.is_full());
+        assert!(!idx.append(11, 11));
+    }
 
     #[test]
     fn offset_index_lookup_finds_floor_entry() {
