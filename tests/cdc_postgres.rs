@@ -952,6 +952,12 @@ fn multi_megabyte_rows_arrive_in_order_and_a_row_over_the_limit_stops_the_connec
             ),
         );
     };
+    // Made beforehand with the broker's default max.message.bytes (1 MiB), as by an
+    // older connector or by hand: the connector must raise it.
+    dev.ok(
+        &["topic", "create", "cdc.public.docs", "--partitions", "1"],
+        "",
+    );
     let mut connector = Connector::start(dir.path(), &dev.addr, &pg.dsn("app"), "public.docs", &[]);
     wait_for("the copy written", Duration::from_secs(60), || {
         connector
@@ -959,6 +965,11 @@ fn multi_megabyte_rows_arrive_in_order_and_a_row_over_the_limit_stops_the_connec
             .contains("initial copy written")
             .then_some(())
     });
+    assert!(
+        connector.log().contains("raised max.message.bytes"),
+        "{}",
+        connector.log()
+    );
     insert(2, 2_200_000);
     insert(3, 17);
     pg.psql(

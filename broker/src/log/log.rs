@@ -652,11 +652,33 @@ impl Log {
     /// fsyncs everything appended so far (one fsync shared by concurrent callers) and
     /// returns the new flushed offset.
     pub fn flush(&self) -> Result<u64, LogError> {
+        self.flush_segments(false)
+    }
+
+    /// fsyncs the segments rolled since the last flush (everything below the active
+    /// segment), as Kafka flushes a segment once it is rolled, and returns the new flushed
+    /// offset. Called by the broker's maintenance (off the request path), whose next
+    /// recovery checkpoint then covers them: a crash rescans only what was written to
+    /// the active segment since, not everything since the last clean shutdown.
+    pub fn flush_rolled(&self) -> Result<u64, LogError> {
+        self.flush_segments(true)
+    }
+
+    /// fsyncs (log and indexes, outside the state lock) every segment from the one holding
+    /// the flushed offset on — up to the log end, or with `rolled_only` up to the active
+    /// segment — and moves the flushed offset there. Only a whole flush counts as the one
+    /// `flush.ms` measures from and in `flush_count`.
+    fn flush_segments(&self, rolled_only: bool) -> Result<u64, LogError> {
         let _flush = self.flush_lock.lock();
         let (target, files) = {
             let mut st = self.state.lock();
             self.check_online(&st)?;
-            let target = st.log_end_offset;
+            let active = *st.segments.keys().next_back().expect("non-empty");
+            let target = if rolled_only {
+                active
+            } else {
+                st.log_end_offset
+            };
             let flushed = self.flushed_offset();
             if target <= flushed {
                 return Ok(flushed);
@@ -666,14 +688,17 @@ impl Log {
                 .range(..=flushed)
                 .next_back()
                 .map_or(0, |(b, _)| *b);
+            let upto = if rolled_only { active } else { u64::MAX };
             let mut files = Vec::new();
-            for seg in st.segments.range(first..).map(|(_, s)| s) {
+            for seg in st.segments.range(first..upto).map(|(_, s)| s) {
                 if let Err(e) = seg.flush_indexes() {
                     return Err(self.fail(&mut st, e));
                 }
                 files.push((seg.file.clone(), seg.path().to_path_buf()));
             }
-            st.last_flush_ms = now_ms();
+            if !rolled_only {
+                st.last_flush_ms = now_ms();
+            }
             (target, files)
         };
         for (file, path) in files {
@@ -683,47 +708,10 @@ impl Log {
             }
         }
         self.flushed_offset.fetch_max(target, Ordering::AcqRel);
-        self.flush_count.fetch_add(1, Ordering::Relaxed);
-        Ok(target)
-    }
-
-    /// fsyncs the segments rolled since the last flush (everything below the active
-    /// segment), as Kafka flushes a segment once it is rolled, and returns the new flushed
-    /// offset. Called by the broker's maintenance (off the request path), whose next
-    /// recovery checkpoint then covers them: a crash rescans only what was written to
-    /// the active segment since, not everything since the last clean shutdown.
-    pub fn flush_rolled(&self) -> Result<u64, LogError> {
-        let _flush = self.flush_lock.lock();
-        let (target, files) = {
-            let mut st = self.state.lock();
-            self.check_online(&st)?;
-            let active = *st.segments.keys().next_back().expect("non-empty");
-            let flushed = self.flushed_offset();
-            if active <= flushed {
-                return Ok(flushed);
-            }
-            let first = st
-                .segments
-                .range(..=flushed)
-                .next_back()
-                .map_or(0, |(b, _)| *b);
-            let mut files = Vec::new();
-            for seg in st.segments.range(first..active).map(|(_, s)| s) {
-                if let Err(e) = seg.flush_indexes() {
-                    return Err(self.fail(&mut st, e));
-                }
-                files.push((seg.file.clone(), seg.path().to_path_buf()));
-            }
-            (active, files)
-        };
-        for (file, path) in files {
-            if let Err(e) = file.sync_data() {
-                let e = LogError::io(&path, e);
-                return Err(self.fail(&mut self.state.lock(), e));
-            }
+        if !rolled_only {
+            self.flush_count.fetch_add(1, Ordering::Relaxed);
         }
-        self.flushed_offset.fetch_max(target, Ordering::AcqRel);
-        Ok(self.flushed_offset())
+        Ok(target)
     }
 
     /// Returns once everything below `offset` is fsynced, flushing if needed.

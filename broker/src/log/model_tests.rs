@@ -14,7 +14,7 @@ use sluice_proto::batch::Batches;
 use sluice_proto::TopicPartition;
 
 use super::tests::{batch, read_all};
-use super::{LogConfig, LogManager};
+use super::{LogConfig, LogError, LogManager};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -192,7 +192,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 mgr.shutdown().unwrap();
                 drop(log);
                 drop(mgr);
-                (mgr, _) = LogManager::open(d.path(), config()).unwrap();
+                (mgr, _) = reopen(d.path());
                 log = mgr.get(&tp).unwrap();
                 prop_assert_eq!(log.open_stats().log_bytes_read, 0);
                 m.flushed = m.log_end;
@@ -236,7 +236,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         });
                     }
                 }
-                (mgr, _) = LogManager::open(d.path(), config()).unwrap();
+                (mgr, _) = reopen(d.path());
                 log = mgr.get(&tp).unwrap();
                 prop_assert!(log.offline_reason().is_none());
                 m.log_start = m.log_start.min(m.log_end);
@@ -261,5 +261,24 @@ proptest! {
     #[test]
     fn log_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
         run(ops)?;
+    }
+}
+
+/// Opens the directory again after the previous manager was dropped. Another test thread
+/// of this process that forks a child (chattr, mount) hands it a copy of every open
+/// descriptor until it execs, `.lock` among them, so the flock can outlive the drop by a
+/// moment: `DirInUse` naming this very process is waited out (briefly), nothing else.
+fn reopen(dir: &std::path::Path) -> (LogManager, Vec<(TopicPartition, LogError)>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match LogManager::open(dir, config()) {
+            Err(LogError::DirInUse { pid, .. })
+                if pid == std::process::id().to_string()
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other.unwrap(),
+        }
     }
 }
