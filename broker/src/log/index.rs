@@ -376,7 +376,7 @@ mod tests {
         }
         let len = std::fs::metadata(&path).unwrap().len();
         assert!(
-            len >= 5000 * 8 && len <= 2 * 5000 * 8 + 4096,
+            (5000 * 8..=2 * 5000 * 8 + 4096).contains(&len),
             "{len} bytes for 5000 entries"
         );
         assert_eq!(idx.lookup(2500), (2500, 25000));
