@@ -316,3 +316,96 @@ fn etcd_store_survives_the_loss_of_one_etcd_member() {
     assert!(d.brokers.iter().all(|b| b.alive), "no broker fenced");
     converge_stop_and_check(&rt, &admin, &mut cluster, "fo", &acked);
 }
+
+/// A group commits while only one of three brokers is up, so the coordinator creates
+/// `__consumer_offsets` with one replica; once the others join, the controller grows it
+/// to three (Kafka would leave it at one for good), and the commits survive a kill -9 of
+/// the broker that first held them.
+#[test]
+fn the_offsets_topic_grows_to_three_replicas_as_brokers_join_and_keeps_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), 3);
+    let (rt, _config, admin) = cluster.client();
+    cluster.kill9(1);
+    cluster.kill9(2);
+    wait_for("brokers 2 and 3 fenced", Duration::from_secs(30), || {
+        rt.block_on(admin.describe_cluster())
+            .ok()
+            .filter(|c| c.brokers.iter().filter(|b| b.alive).count() == 1)
+    });
+    let bootstrap = cluster.bootstrap();
+    let cli = |args: &[&str], stdin: &str| {
+        let out = common::run_cli(&bootstrap, args, stdin);
+        assert!(out.status.success(), "{args:?}: {}", common::stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli(
+        &[
+            "topic",
+            "create",
+            "t",
+            "--partitions",
+            "2",
+            "--replication-factor",
+            "1",
+        ],
+        "",
+    );
+    let lines: String = (0..30).map(|i| format!("k{i}:v{i}\n")).collect();
+    cli(&["produce", "t", "--key-separator", ":"], &lines);
+    cli(
+        &["group", "reset-offsets", "g", "--topic", "t", "--to-latest"],
+        "",
+    );
+    // Partition -> committed offset, when `group describe` answers with all of them.
+    let committed = || -> Option<BTreeMap<u64, u64>> {
+        let out = common::run_cli(
+            &bootstrap,
+            &["group", "describe", "g", "--output", "json"],
+            "",
+        );
+        if !out.status.success() {
+            return None;
+        }
+        let d = common::json(&String::from_utf8(out.stdout).unwrap());
+        d["partitions"]
+            .as_array()?
+            .iter()
+            .map(|p| Some((p["partition"].as_u64()?, p["committed_offset"].as_u64()?)))
+            .collect()
+    };
+    let before = committed().expect("the group's commits");
+    assert_eq!(before.values().sum::<u64>(), 30, "{before:?}");
+    let offsets = rt
+        .block_on(admin.describe_topic("__consumer_offsets"))
+        .unwrap();
+    assert!(
+        offsets.partitions.iter().all(|p| p.replicas == [1]),
+        "created while one broker was live: {:?}",
+        offsets.partitions
+    );
+
+    cluster.start_broker(1);
+    cluster.start_broker(2);
+    wait_for(
+        "every __consumer_offsets partition on three in-sync replicas",
+        Duration::from_secs(90),
+        || {
+            let d = rt
+                .block_on(admin.describe_topic("__consumer_offsets"))
+                .ok()?;
+            d.partitions
+                .iter()
+                .all(|p| p.replicas.len() == 3 && p.isr.len() == 3)
+                .then_some(())
+        },
+    );
+    cluster.kill9(0);
+    let after = wait_for(
+        "the group's commits from a surviving coordinator",
+        Duration::from_secs(30),
+        committed,
+    );
+    assert_eq!(after, before);
+    cluster.stop_all();
+}

@@ -217,6 +217,10 @@ impl ClusterState {
         let state = self.partition_state(topic, &self.snap.topics[topic], partition as usize);
         let mut actions = self.leader_and_isr_for(&changed);
         actions.extend(self.complete_reassignment(topic, partition as usize));
+        if topic == super::OFFSETS_TOPIC {
+            // A finished move may leave it short of the brokers that joined meanwhile.
+            actions.extend(self.grow_offsets_topic());
+        }
         actions.push(Action::UpdateMetadataAll);
         Ok((state, actions))
     }

@@ -275,6 +275,9 @@ impl Controller {
                 if let Ok((_, more)) = active.state.elect_preferred(None) {
                     actions.extend(more);
                 }
+                // Also what registrations missed: a move that was still running
+                // then, or a new controller whose brokers never register again.
+                actions.extend(active.state.grow_offsets_topic());
             }
             if actions.is_empty() {
                 continue;

@@ -337,6 +337,7 @@ impl ClusterState {
                 .into_iter()
                 .filter(|a| matches!(a, Action::LeaderAndIsr { broker, .. } if *broker == id)),
         );
+        actions.extend(self.grow_offsets_topic());
         actions.push(Action::UpdateMetadataAll);
         (epoch, actions)
     }
@@ -662,6 +663,10 @@ mod elections;
 
 #[path = "reconcile.rs"]
 mod reconcile;
+
+#[path = "internal_topic.rs"]
+mod internal_topic;
+pub use internal_topic::{OFFSETS_REPLICATION_TARGET, OFFSETS_TOPIC};
 pub use reconcile::{Reported, RECONCILE_AFTER};
 
 #[cfg(test)]
