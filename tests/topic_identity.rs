@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::cluster::{all_in_sync, consume_partition, partitions, Cluster};
-use common::wait_for;
+use common::{http_get, metric, wait_for};
 use sluice_client::{Acks, Admin, ClientConfig, Producer, ProducerConfig, ProducerRecord};
 
 const PARTITIONS: u32 = 3;
@@ -93,12 +93,36 @@ fn cluster_a_recreated_topic_never_serves_the_deleted_ones_records() {
     for (topic, _) in topics {
         rt.block_on(admin.delete_topic(topic)).unwrap();
     }
+    // Deleted for the metadata, but pending in the controller while a replica is down.
+    let metrics = cluster.controller_metrics[0]
+        .clone()
+        .expect("loopback metrics");
+    let pending = || {
+        http_get(&metrics, "/metrics")
+            .and_then(|m| metric(&m, "sluice_controller_pending_deletions"))
+    };
+    wait_for("both deletions pending", Duration::from_secs(10), || {
+        (pending() == Some(2.0)).then_some(())
+    });
     cluster.start_broker(DOWN);
     wait_for("broker 3 alive again", Duration::from_secs(30), || {
         rt.block_on(admin.describe_cluster())
             .ok()
             .filter(|c| c.brokers.iter().filter(|b| b.alive).count() == 3)
     });
+    // Back, it deletes its copies and says so: the deletions complete.
+    wait_for("no deletion pending", Duration::from_secs(30), || {
+        (pending() == Some(0.0)).then_some(())
+    });
+    let left: Vec<String> = std::fs::read_dir(dir.path().join(format!("broker-{down_id}")))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("one-") || n.starts_with("two-"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "deletion confirmed, yet broker 3 holds {left:?}"
+    );
 
     for (topic, rf) in topics {
         create(&rt, &admin, topic, rf);

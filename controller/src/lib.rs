@@ -158,6 +158,7 @@ fn publish_gauges(state: &ClusterState) {
     metrics::gauge!("sluice_controller_epoch").set(state.controller_epoch() as f64);
     metrics::gauge!("sluice_offline_partitions").set(offline as f64);
     metrics::gauge!("sluice_fenced_brokers").set(fenced as f64);
+    metrics::gauge!("sluice_controller_pending_deletions").set(state.pending_deletions() as f64);
 }
 
 impl Controller {

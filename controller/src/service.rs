@@ -435,6 +435,21 @@ impl controller_api_server::ControllerApi for Svc {
                             metadata_digest: Some(r.metadata_digest),
                         };
                         let actions = active.state.reconcile(r.broker_id, reported, now);
+                        if active
+                            .state
+                            .confirm_deletions(r.broker_id, reported, r.strays_deleted)
+                        {
+                            // Stored off the heartbeat's path; a lost write only means
+                            // a later heartbeat confirms again.
+                            let staged = active.stage(Vec::new(), &self.0.pusher);
+                            metrics::gauge!("sluice_controller_pending_deletions")
+                                .set(active.state.pending_deletions() as f64);
+                            tokio::spawn(async move {
+                                if let Err(e) = write(staged).await {
+                                    warn!(error = %e, "could not store confirmed deletions");
+                                }
+                            });
+                        }
                         metrics::gauge!("sluice_controller_brokers_out_of_sync")
                             .set(active.state.brokers_out_of_sync() as f64);
                         if !actions.is_empty() {

@@ -24,6 +24,10 @@ pub struct Snapshot {
     /// Last producer id handed out (idempotent producers).
     #[serde(default)]
     pub next_producer_id: i64,
+    /// Deleted topics (by topic id) not yet confirmed gone by every replica
+    /// (`deletions.rs`).
+    #[serde(default)]
+    pub deleting: BTreeMap<String, deletions::PendingDeletion>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -538,6 +542,7 @@ impl ClusterState {
                 format!("topic {name} does not exist"),
             )
         })?;
+        self.record_deletion(name, &t);
         let mut per_broker: BTreeMap<u32, Vec<(String, u32)>> = BTreeMap::new();
         for (i, p) in t.partitions.iter().enumerate() {
             for &r in &p.replicas {
@@ -663,6 +668,9 @@ mod elections;
 
 #[path = "reconcile.rs"]
 mod reconcile;
+
+#[path = "deletions.rs"]
+pub mod deletions;
 
 #[path = "internal_topic.rs"]
 mod internal_topic;

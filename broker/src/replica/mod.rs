@@ -174,6 +174,8 @@ pub struct ReplicaManager {
     /// Whether the logs found on disk at start were checked against the controller's
     /// metadata ([`ReplicaManager::delete_stray_logs`]).
     strays_checked: std::sync::atomic::AtomicBool,
+    /// Set once that check deleted every stray log it found.
+    strays_deleted: std::sync::atomic::AtomicBool,
 }
 
 fn now_ms() -> i64 {
@@ -213,6 +215,7 @@ impl ReplicaManager {
             ),
             roles: Mutex::new(()),
             strays_checked: Default::default(),
+            strays_deleted: Default::default(),
         }
     }
 
@@ -398,8 +401,18 @@ impl ReplicaManager {
         }
         match first_error {
             Some(e) => Err(e),
-            None => Ok(deleted),
+            None => {
+                self.strays_deleted.store(true, Ordering::Release);
+                Ok(deleted)
+            }
         }
+    }
+
+    /// Whether [`ReplicaManager::delete_stray_logs`] ran and deleted every stray log:
+    /// the broker holds nothing of a topic deleted while it was away (reported in
+    /// heartbeats, so the controller can close pending deletions).
+    pub fn strays_deleted(&self) -> bool {
+        self.strays_deleted.load(Ordering::Acquire)
     }
 
     /// Whether [`ReplicaManager::delete_stray_logs`] ran.

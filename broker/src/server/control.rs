@@ -165,31 +165,7 @@ impl broker_control_server::BrokerControl for Control {
         if let Some(md) = r.metadata {
             *self.0.metadata.write() = md;
         }
-        // The first metadata since registering is newer than every log on disk: the
-        // logs of topics deleted while this broker was away can go.
-        if !self.0.replicas.strays_checked() && super::readiness::registered(&self.0) {
-            let topics: HashMap<String, Option<TopicId>> = self
-                .0
-                .metadata
-                .read()
-                .topics
-                .iter()
-                .map(|t| (t.name.clone(), TopicId::parse(&t.topic_id)))
-                .collect();
-            let shared = self.0.clone();
-            let result =
-                tokio::task::spawn_blocking(move || shared.replicas.delete_stray_logs(&topics))
-                    .await;
-            match result {
-                Ok(Ok(_)) => {}
-                // The metadata itself is taken; a role for a re-created topic still
-                // replaces such a log (`apply_role`).
-                Ok(Err((code, message))) => {
-                    warn!(%code, message, "could not delete the logs of deleted topics")
-                }
-                Err(e) => warn!(error = %e, "could not delete the logs of deleted topics"),
-            }
-        }
+        check_strays(&self.0).await;
         Ok(Response::new(ok()))
     }
 
@@ -217,5 +193,33 @@ impl broker_control_server::BrokerControl for Control {
             }
         }
         Ok(Response::new(ok()))
+    }
+}
+
+/// The first metadata since registering is newer than every log on disk: the logs of
+/// topics deleted while this broker was away can go. Runs once per process, from the
+/// metadata push and from the heartbeat loop (the push that comes with registration can
+/// land before the registration's answer, when the check cannot run yet).
+pub(crate) async fn check_strays(shared: &Arc<Shared>) {
+    if !shared.replicas.strays_checked() && super::readiness::registered(shared) {
+        let topics: HashMap<String, Option<TopicId>> = shared
+            .metadata
+            .read()
+            .topics
+            .iter()
+            .map(|t| (t.name.clone(), TopicId::parse(&t.topic_id)))
+            .collect();
+        let shared = shared.clone();
+        let result =
+            tokio::task::spawn_blocking(move || shared.replicas.delete_stray_logs(&topics)).await;
+        match result {
+            Ok(Ok(_)) => {}
+            // The metadata itself is taken; a role for a re-created topic still
+            // replaces such a log (`apply_role`).
+            Ok(Err((code, message))) => {
+                warn!(%code, message, "could not delete the logs of deleted topics")
+            }
+            Err(e) => warn!(error = %e, "could not delete the logs of deleted topics"),
+        }
     }
 }

@@ -88,6 +88,7 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) -> String {
         let registered_at = Instant::now();
         loop {
             tokio::time::sleep(config.heartbeat_interval).await;
+            super::control::check_strays(&shared).await;
             let (roles_digest, metadata_digest) = held_state_digests(&shared);
             let req = v1::HeartbeatRequest {
                 broker_id: config.id,
@@ -95,6 +96,7 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) -> String {
                 reports_state: true,
                 roles_digest,
                 metadata_digest,
+                strays_deleted: shared.replicas.strays_deleted(),
             };
             let limit = (config.heartbeat_interval * 2).max(Duration::from_secs(1));
             let answer = match tokio::time::timeout(limit, client.heartbeat(req)).await {
