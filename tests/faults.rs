@@ -4,16 +4,22 @@
 //! drawn from a seeded RNG hit one process at a time: kill -9 + restart of a broker,
 //! SIGSTOP for 1–4 s, SIGTERM + restart, kill -9 + restart of the active controller,
 //! leadership moved one to three times back to back (reassign + preferred election),
-//! and (as root, with iproute2) cutting broker 3 off from its peers for a few seconds.
+//! (as root, with iproute2) cutting broker 3 off from its peers for a few seconds or
+//! dropping only the controllers' packets to broker 1 or 2 (lost control pushes), topic
+//! `cycled` deleted and re-created, and (as root) broker 3's tmpfs data directory filled.
+//! Side workloads (`faults/workloads.rs`) run throughout: the re-created topic's writer,
+//! a consumer group committing, and puts/deletes on a busily compacted topic.
 //! Afterwards everything is healed, every ISR must be whole again, every acknowledged
 //! record readable exactly once (in each producer's order), and the replicas identical.
 //!
 //! `FAULT_SEED=N` replays a seed's fault list (timing still varies); `FAULTS=N` sets
 //! how many faults (default 8, about a minute and a half here);
 //! `FAULT_RATE=N` records a second per producer (default 500); `FAULT_NETNS=0` leaves out the
-//! network partition. `scripts/fault-campaign.sh` runs long campaigns.
+//! network faults, `FAULT_DISK=0` the full disk. `scripts/fault-campaign.sh` runs long campaigns.
 
 mod common;
+#[path = "faults/workloads.rs"]
+mod workloads;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,7 +27,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
-use common::Netns;
+use common::{DropRule, Netns};
+use workloads::{Committer, Cycled, Keyed};
 
 const TOPIC: &str = "campaign";
 const PARTITIONS: u32 = 3;
@@ -60,6 +67,14 @@ enum Fault {
     Move { partition: u32, hops: u64 },
     /// Broker 3 cannot reach brokers 1 and 2 (blackhole routes in its namespace) for `ms`.
     Cut { ms: u64 },
+    /// The `cycled` topic deleted and created again under the same name.
+    Recreate,
+    /// The controllers' packets to broker `broker` (1 or 2) dropped for `ms`: control
+    /// pushes are lost while the broker keeps heartbeating (namespace runs only).
+    DropPushes { broker: usize, ms: u64 },
+    /// Broker 3's disk (a tmpfs of its own) filled for `ms`, then freed, and the broker
+    /// restarted (as Kafka, a broker recovers from a failed log directory by a restart).
+    DiskFull { ms: u64 },
 }
 
 impl fmt::Display for Fault {
@@ -83,41 +98,115 @@ impl fmt::Display for Fault {
                 )
             }
             Fault::Cut { ms } => write!(f, "cut broker 3 from its peers for {ms} ms"),
+            Fault::Recreate => write!(f, "delete and re-create topic {}", workloads::CYCLED),
+            Fault::DropPushes { broker, ms } => {
+                write!(
+                    f,
+                    "drop the controllers' packets to broker {broker} for {ms} ms"
+                )
+            }
+            Fault::DiskFull { ms } => {
+                write!(
+                    f,
+                    "fill broker 3's disk for {ms} ms, free it, restart broker 3"
+                )
+            }
         }
     }
 }
 
+/// What this machine allows beyond signals and admin calls.
+#[derive(Clone, Copy)]
+struct Powers {
+    /// Network namespaces (cuts, dropped pushes).
+    netns: bool,
+    /// A tmpfs of its own for broker 3 (a disk that fills).
+    tmpfs: bool,
+}
+
 /// The seed's faults, each with how long to run undisturbed before it (ms).
-fn plan(seed: u64, count: usize, netns: bool) -> Vec<(u64, Fault)> {
+fn plan(seed: u64, count: usize, powers: Powers) -> Vec<(u64, Fault)> {
     let mut rng = Rng(seed);
-    (0..count)
-        .map(|_| {
-            let gap = rng.range(500, 3000);
-            let broker = rng.range(1, 3) as usize;
-            let fault = match rng.range(0, if netns { 5 } else { 4 }) {
-                0 => Fault::Kill9 {
-                    broker,
-                    down_ms: rng.range(0, 3000),
-                },
-                1 => Fault::Pause {
-                    broker,
-                    ms: rng.range(1000, 4000),
-                },
-                2 => Fault::Term { broker },
-                3 => Fault::KillController {
-                    down_ms: rng.range(0, 2000),
-                },
-                4 => Fault::Move {
-                    partition: rng.range(0, u64::from(PARTITIONS) - 1) as u32,
-                    hops: rng.range(1, 3),
-                },
-                _ => Fault::Cut {
+    let mut out = Vec::new();
+    while out.len() < count {
+        let gap = rng.range(500, 3000);
+        let broker = rng.range(1, 3) as usize;
+        let fault = match rng.range(0, 8) {
+            0 => Fault::Kill9 {
+                broker,
+                down_ms: rng.range(0, 3000),
+            },
+            1 => Fault::Pause {
+                broker,
+                ms: rng.range(1000, 4000),
+            },
+            2 => Fault::Term { broker },
+            3 => Fault::KillController {
+                down_ms: rng.range(0, 2000),
+            },
+            4 => Fault::Move {
+                partition: rng.range(0, u64::from(PARTITIONS) - 1) as u32,
+                hops: rng.range(1, 3),
+            },
+            5 => Fault::Recreate,
+            6 if powers.netns => match rng.range(0, 1) {
+                0 => Fault::Cut {
                     ms: rng.range(2000, 6000),
                 },
-            };
-            (gap, fault)
-        })
-        .collect()
+                _ => Fault::DropPushes {
+                    broker: rng.range(1, 2) as usize,
+                    ms: rng.range(3000, 12000),
+                },
+            },
+            7 if powers.tmpfs => Fault::DiskFull {
+                ms: rng.range(500, 3000),
+            },
+            _ => continue,
+        };
+        out.push((gap, fault));
+    }
+    out
+}
+
+/// A tmpfs mounted on `dir` (created) of `bytes`, lazily unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, bytes: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+
+    /// Takes every free byte with a file; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        let filler = self.0.join("filler");
+        // SAFETY: statvfs(3) on a NUL-terminated path into a zeroed struct.
+        let free = unsafe {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+            assert_eq!(libc::statvfs(c.as_ptr(), &mut st), 0);
+            st.f_bavail as u64 * st.f_frsize as u64
+        };
+        let _ = std::process::Command::new("fallocate")
+            .args(["-l", &free.to_string()])
+            .arg(&filler)
+            .status();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -193,21 +282,44 @@ fn seeded_fault_campaign() {
     });
     let count = env_u64("FAULTS").unwrap_or(8) as usize;
     let netns = netns_possible();
-    let planned = plan(seed, count, netns);
-    eprintln!(
-        "fault campaign: FAULT_SEED={seed} FAULTS={count} (network partitions {})",
-        if netns {
-            "on"
-        } else {
-            "off: needs root and iproute2"
-        }
-    );
     let dir = tempfile::tempdir().unwrap();
-    // Declared before the cluster so that it is removed after the processes in it.
+    // Declared before the cluster so that they are removed after the processes in them.
+    // SAFETY: geteuid(2) has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0 && std::env::var("FAULT_DISK").as_deref() != Ok("0");
+    let disk = root
+        .then(|| Tmpfs::mount(&dir.path().join("broker-3"), 1 << 30))
+        .flatten();
+    let powers = Powers {
+        netns,
+        tmpfs: disk.is_some(),
+    };
+    let planned = plan(seed, count, powers);
+    let on_off = |on: bool| if on { "on" } else { "off: needs root" };
+    eprintln!(
+        "fault campaign: FAULT_SEED={seed} FAULTS={count} (network faults {}, disk-full faults {})",
+        on_off(netns),
+        on_off(powers.tmpfs)
+    );
     let net = netns.then(Netns::create);
     let cluster = match &net {
         Some(net) => netns_cluster(dir.path(), net),
-        None => Cluster::start_with(dir.path(), 3, 2),
+        None => {
+            let local = || {
+                (
+                    format!("127.0.0.1:{}", common::free_port()),
+                    Vec::new(),
+                    broker_args(),
+                )
+            };
+            Cluster::start_custom(
+                dir.path(),
+                (0..2)
+                    .map(|_| format!("127.0.0.1:{}", common::free_port()))
+                    .collect(),
+                (0..3).map(|_| local()).collect(),
+                &format!("embedded:{}", dir.path().join("controller").display()),
+            )
+        }
     };
     let log = Log {
         seed,
@@ -215,7 +327,14 @@ fn seeded_fault_campaign() {
         injected: Vec::new(),
         started: Instant::now(),
     };
-    run(cluster, net.as_ref(), log);
+    run(cluster, net.as_ref(), disk.as_ref(), log);
+}
+
+fn broker_args() -> Vec<String> {
+    workloads::CLEANER_ARGS
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
 }
 
 /// Brokers 1 and 2 and both controllers on the root side's extra addresses, broker 3
@@ -231,19 +350,44 @@ fn netns_cluster(dir: &Path, net: &Netns) -> Cluster {
             format!("{}:9391", net.addr(1)),
         ],
         vec![
-            (format!("{}:9392", net.addr(11)), Vec::new(), Vec::new()),
-            (format!("{}:9392", net.addr(12)), Vec::new(), Vec::new()),
+            (format!("{}:9392", net.addr(11)), Vec::new(), broker_args()),
+            (format!("{}:9392", net.addr(12)), Vec::new(), broker_args()),
             (
                 format!("{}:9392", net.addr(2)),
                 net.exec_prefix(),
-                Vec::new(),
+                broker_args(),
             ),
         ],
         &format!("embedded:{}", dir.join("controller").display()),
     )
 }
 
-fn run(mut cluster: Cluster, net: Option<&Netns>, mut log: Log) {
+/// The side workloads, and what the faults act on besides processes.
+struct Side<'a> {
+    cycled: &'a Cycled,
+    net: Option<&'a Netns>,
+    disk: Option<&'a Tmpfs>,
+}
+
+/// `(partition, high watermark)` of every partition of `topic` once all three replicas
+/// are in sync.
+fn ends(
+    rt: &tokio::runtime::Runtime,
+    admin: &sluice_client::Admin,
+    topic: &str,
+) -> Result<Vec<(u32, u64)>, String> {
+    let ps = wait_until(
+        &format!("{topic}: replicas caught up"),
+        Duration::from_secs(60),
+        || all_in_sync(rt, admin, topic, 3),
+    )?;
+    Ok(ps
+        .iter()
+        .map(|p| (p.partition, p.high_watermark.unwrap_or(0)))
+        .collect())
+}
+
+fn run(mut cluster: Cluster, net: Option<&Netns>, disk: Option<&Tmpfs>, mut log: Log) {
     let (rt, config, admin) = cluster.client();
     let mut configs = BTreeMap::new();
     configs.insert("min.insync.replicas".to_string(), "2".to_string());
@@ -254,6 +398,18 @@ fn run(mut cluster: Cluster, net: Option<&Netns>, mut log: Log) {
     }) {
         log.fail(&[e]);
     }
+    rt.block_on(admin.create_topic(workloads::CYCLED, 2, 3, workloads::min_isr_2()))
+        .unwrap();
+    rt.block_on(admin.create_topic(workloads::KEYED, 2, 3, workloads::keyed_configs()))
+        .unwrap();
+    let cycled = Cycled::start(&rt, &config);
+    let keyed = Keyed::start(&rt, &config, log.seed);
+    let committer = Committer::start(&rt, &config, TOPIC);
+    let side = Side {
+        cycled: &cycled,
+        net,
+        disk,
+    };
     let rate = env_u64("FAULT_RATE").unwrap_or(500) as u32;
     let loads: Vec<Load> = PREFIXES
         .iter()
@@ -266,7 +422,7 @@ fn run(mut cluster: Cluster, net: Option<&Netns>, mut log: Log) {
     for (i, (gap_ms, fault)) in log.planned.clone().into_iter().enumerate() {
         // Undisturbed running between faults (holding, not synchronising).
         std::thread::sleep(Duration::from_millis(gap_ms));
-        let description = inject(&mut cluster, net, &rt, &admin, &fault, &mut problems);
+        let description = inject(&mut cluster, &side, &rt, &admin, &fault, &mut problems);
         let injected_at = Instant::now();
         eprintln!(
             "fault {}/{} at {:.1?}: {description} ({} acknowledged so far)",
@@ -316,7 +472,11 @@ fn run(mut cluster: Cluster, net: Option<&Netns>, mut log: Log) {
         "every partition's ISR whole (3)",
         Duration::from_secs(90),
         || {
-            last = partitions(&rt, &admin, TOPIC);
+            last = [TOPIC, workloads::CYCLED, workloads::KEYED]
+                .iter()
+                .map(|t| partitions(&rt, &admin, t))
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.concat());
             last.clone()
                 .filter(|ps| ps.iter().all(|p| p.leader.is_some() && p.isr.len() == 3))
         },
@@ -345,6 +505,19 @@ fn run(mut cluster: Cluster, net: Option<&Netns>, mut log: Log) {
         healed_at.elapsed()
     );
     let outcomes: Vec<Outcomes> = loads.into_iter().map(|l| l.finish(&rt)).collect();
+    problems.extend(committer.check(&rt, &config, TOPIC));
+    // Writers stopped first, so the ends read below are final.
+    let (mut cycled, mut keyed) = (cycled, keyed);
+    cycled.stop(&rt);
+    keyed.stop(&rt);
+    match ends(&rt, &admin, workloads::CYCLED) {
+        Ok(e) => problems.extend(cycled.check(&rt, &config, &e)),
+        Err(e) => problems.push(e),
+    }
+    match ends(&rt, &admin, workloads::KEYED) {
+        Ok(e) => problems.extend(keyed.check(&rt, &config, &e)),
+        Err(e) => problems.push(e),
+    }
     let in_sync = match wait_until(
         "replicas caught up (HW == LEO)",
         Duration::from_secs(60),
@@ -440,6 +613,9 @@ fn run(mut cluster: Cluster, net: Option<&Netns>, mut log: Log) {
             Fault::KillController { .. } => "controller-kill9",
             Fault::Move { .. } => "leader-move",
             Fault::Cut { .. } => "partition",
+            Fault::Recreate => "recreate",
+            Fault::DropPushes { .. } => "lost-pushes",
+            Fault::DiskFull { .. } => "disk-full",
         };
         *kinds.entry(kind).or_default() += 1;
     }
@@ -459,7 +635,7 @@ fn run(mut cluster: Cluster, net: Option<&Netns>, mut log: Log) {
 /// Injects one fault and heals it; returns what was done, as it happened.
 fn inject(
     cluster: &mut Cluster,
-    net: Option<&Netns>,
+    side: &Side,
     rt: &tokio::runtime::Runtime,
     admin: &sluice_client::Admin,
     fault: &Fault,
@@ -550,10 +726,45 @@ fn inject(
             return format!("{fault} ({})", moves.join(", "));
         }
         Fault::Cut { ms } => {
-            let net = net.expect("cuts are planned only with a namespace");
+            let net = side.net.expect("cuts are planned only with a namespace");
             net.cut(&[11, 12]);
             std::thread::sleep(Duration::from_millis(ms));
             net.heal(&[11, 12]);
+        }
+        Fault::Recreate => {
+            return format!("{fault}: {}", side.cycled.recreate(rt, admin));
+        }
+        Fault::DropPushes { broker, ms } => {
+            let net = side.net.expect("planned only with a namespace");
+            // The controllers sit on host 1, brokers 1 and 2 on hosts 11 and 12: only
+            // what the controllers send to the broker's port is dropped, so its own
+            // heartbeats (and their answers) still flow and it stays live.
+            let rule = DropRule::new(&[
+                "-s",
+                &net.addr(1),
+                "-d",
+                &net.addr(10 + broker as u8),
+                "--dport",
+                "9392",
+            ]);
+            std::thread::sleep(Duration::from_millis(ms));
+            drop(rule);
+        }
+        Fault::DiskFull { ms } => {
+            let disk = side.disk.expect("planned only with a tmpfs");
+            let filler = disk.fill();
+            std::thread::sleep(Duration::from_millis(ms));
+            let _ = std::fs::remove_file(&filler);
+            let exited = cluster.brokers[2]
+                .1
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            cluster.kill9(2);
+            cluster.start_broker(2);
+            return format!(
+                "{fault} (it had {} by itself)",
+                if exited { "exited" } else { "not exited" }
+            );
         }
     }
     fault.to_string()

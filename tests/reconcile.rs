@@ -11,51 +11,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use common::cluster::*;
-use common::{http_get, metric, wait_for};
+use common::{http_get, metric, wait_for, DropRule};
 use sluice_client::{Acks, Producer, ProducerConfig, ProducerRecord};
-
-/// An iptables rule dropping every packet to a local TCP port; removed on drop.
-struct DropInbound {
-    port: u16,
-}
-
-impl DropInbound {
-    fn new(port: u16) -> DropInbound {
-        iptables("-I", port);
-        DropInbound { port }
-    }
-}
-
-impl Drop for DropInbound {
-    fn drop(&mut self) {
-        iptables("-D", self.port);
-    }
-}
-
-fn iptables(op: &str, port: u16) {
-    let out = Command::new("iptables")
-        .args([
-            op,
-            "INPUT",
-            "-p",
-            "tcp",
-            "--dport",
-            &port.to_string(),
-            "-j",
-            "DROP",
-        ])
-        .output()
-        .expect("iptables (Debian package iptables; scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "iptables {op}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[test]
 fn cluster_a_live_broker_that_missed_control_pushes_converges_to_the_current_roles() {
@@ -96,7 +56,7 @@ fn cluster_a_live_broker_that_missed_control_pushes_converges_to_the_current_rol
         .unwrap()
         .parse()
         .unwrap();
-    let cut = DropInbound::new(port);
+    let cut = DropRule::inbound_port(port);
     cluster.kill9(0);
     wait_for(
         "broker 1's partitions to move",
@@ -228,7 +188,7 @@ fn cluster_a_broker_that_missed_a_delete_and_re_create_serves_only_the_new_topic
         .unwrap()
         .parse()
         .unwrap();
-    let cut = DropInbound::new(port);
+    let cut = DropRule::inbound_port(port);
     rt.block_on(admin.delete_topic("re")).unwrap();
     // Created again until broker 3 leads a partition of it once more (as before the
     // delete: the same role, epoch 0, partition epoch 0).

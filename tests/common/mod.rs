@@ -517,3 +517,46 @@ impl ExitedServer {
             .unwrap_or("")
     }
 }
+
+/// An iptables rule in the INPUT chain that drops matching TCP packets (`matches`:
+/// e.g. `["-s", IP, "-d", IP, "--dport", PORT]`); removed on drop. Needs root and
+/// Debian's `iptables` (scripts/test.sh installs it).
+pub struct DropRule {
+    matches: Vec<String>,
+}
+
+impl DropRule {
+    pub fn new(matches: &[&str]) -> DropRule {
+        let rule = DropRule {
+            matches: matches.iter().map(|s| s.to_string()).collect(),
+        };
+        rule.iptables("-I");
+        rule
+    }
+
+    /// Every packet to a local TCP port.
+    pub fn inbound_port(port: u16) -> DropRule {
+        DropRule::new(&["--dport", &port.to_string()])
+    }
+
+    fn iptables(&self, op: &str) {
+        let out = Command::new("iptables")
+            .args([op, "INPUT", "-p", "tcp"])
+            .args(&self.matches)
+            .args(["-j", "DROP"])
+            .output()
+            .expect("iptables (Debian package iptables; scripts/test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "iptables {op} {:?}: {}",
+            self.matches,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for DropRule {
+    fn drop(&mut self) {
+        self.iptables("-D");
+    }
+}
