@@ -61,15 +61,6 @@ impl ClusterState {
         reported: Reported,
         strays_deleted: bool,
     ) -> bool {
-        tracing::warn!(
-            broker,
-            strays_deleted,
-            awaits = self.awaits_deletions_from(broker),
-            roles = reported.roles_digest == self.expected_roles_digest(broker),
-            md = reported
-                .metadata_digest
-                .is_some_and(|d| d == digest::metadata_digest(&self.metadata(&[]))),
-        );
         if !strays_deleted || !self.awaits_deletions_from(broker) {
             return false;
         }
