@@ -72,6 +72,7 @@ fn paused_followers_fail_acks_all_then_recover() {
                     topic: TOPIC.into(),
                     partition: 0,
                     records: batch.build().unwrap().into_bytes(),
+                    topic_id: String::new(),
                 }],
             };
             let answer = sluice_client::Cluster::new(&config)

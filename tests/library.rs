@@ -153,6 +153,7 @@ fn long_poll_fetch_is_woken_by_an_append() {
                 partition_max_bytes: 1 << 20,
                 current_leader_epoch: -1,
                 last_fetched_epoch: -1,
+                topic_id: String::new(),
             }],
             replica_id: -1,
         };
@@ -202,6 +203,7 @@ fn malformed_and_oversized_produce_requests_get_typed_errors() {
                 topic: topic.into(),
                 partition: 0,
                 records,
+                topic_id: String::new(),
             }],
         };
         let good = {
@@ -297,6 +299,7 @@ fn malformed_and_oversized_produce_requests_get_typed_errors() {
                 partition_max_bytes: 1 << 20,
                 current_leader_epoch: -1,
                 last_fetched_epoch: -1,
+                topic_id: String::new(),
             }],
             replica_id: -1,
         };

@@ -27,6 +27,7 @@ async fn send(addr: &str, sequence: i32) -> ErrorCode {
                 topic: "pe".into(),
                 partition: 0,
                 records,
+                topic_id: String::new(),
             }],
         })
         .await

@@ -130,15 +130,21 @@ fn cluster_a_live_broker_that_missed_control_pushes_converges_to_the_current_rol
 /// with the same name (same partitions, same leaders, the same first epochs) must still
 /// learn that its replica belongs to a deleted topic: roles are compared with their
 /// topic id, so reconciliation re-sends the role and the broker replaces the old log.
-/// Consumers of the new topic never read the deleted one's records.
+/// Consumers of the new topic never read the deleted one's records. Writes sent right
+/// after the heal, while broker 3 still holds the old log under the new topic's name,
+/// carry the topic id from the metadata (of an up-to-date broker): broker 3 refuses them
+/// (UNKNOWN_TOPIC_ID, retried) instead of acknowledging writes to the old log that the
+/// role, once it arrives, throws away.
 #[test]
 fn cluster_a_broker_that_missed_a_delete_and_re_create_serves_only_the_new_topic() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::start(dir.path(), 3);
     let (rt, config, admin) = cluster.client();
+    // Metadata from broker 1 only: broker 3 misses metadata pushes too while cut.
+    let config_1 = sluice_client::ClientConfig::new(&cluster.brokers[0].0);
     let produce = |prefix: &str| {
         rt.block_on(async {
-            let producer = Producer::new(&config, ProducerConfig::default())
+            let producer = Producer::new(&config_1, ProducerConfig::default())
                 .await
                 .unwrap();
             let mut pending = Vec::new();
@@ -207,8 +213,12 @@ fn cluster_a_broker_that_missed_a_delete_and_re_create_serves_only_the_new_topic
         (resent() >= before + 1.0).then_some(())
     });
     drop(cut);
-    // Converged: every broker's report matches the controller (the old replica
-    // replaced), then the new topic is written and read.
+    // At once, inside the window: broker 3 still holds the old log.
+    let stale = http_get(&metrics, "/metrics")
+        .and_then(|m| metric(&m, "sluice_controller_brokers_out_of_sync"))
+        .unwrap_or(0.0);
+    produce("new");
+    eprintln!("brokers out of sync when the new records were sent: {stale}");
     wait_for(
         "every broker in step with the controller",
         Duration::from_secs(30),
@@ -221,7 +231,6 @@ fn cluster_a_broker_that_missed_a_delete_and_re_create_serves_only_the_new_topic
     wait_for("the new topic served", Duration::from_secs(30), || {
         all_in_sync(&rt, &admin, "re", 1)
     });
-    produce("new");
     let records = rt.block_on(async {
         let mut c = sluice_client::Consumer::new(
             &config,

@@ -383,6 +383,7 @@ async fn produce_run(
                 topic: topic.clone(),
                 partition: *partition,
                 records: b.build().unwrap().into_bytes(),
+                topic_id: String::new(),
             }],
         };
         let mut client = cluster.broker_client(addr).unwrap();

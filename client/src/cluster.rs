@@ -202,6 +202,18 @@ impl Cluster {
         Ok(t.partitions.len() as u32)
     }
 
+    /// The topic id of `topic` per cached metadata (empty when unknown): sent with
+    /// produce and fetch requests so a broker holding a deleted topic of the same name
+    /// refuses them (UNKNOWN_TOPIC_ID) instead of serving its copy.
+    pub fn topic_id(&self, topic: &str) -> String {
+        self.meta
+            .read()
+            .topics
+            .get(topic)
+            .map(|t| t.topic_id.clone())
+            .unwrap_or_default()
+    }
+
     /// Address of the leader of `topic`/`partition` per cached metadata.
     pub fn leader_addr(&self, topic: &str, partition: u32) -> Option<String> {
         let meta = self.meta.read();

@@ -314,6 +314,7 @@ impl Consumer {
                         partition_max_bytes: self.config.partition_max_bytes,
                         current_leader_epoch: -1,
                         last_fetched_epoch: -1,
+                        topic_id: self.cluster.topic_id(&tp.topic),
                     })
                     .collect(),
                 replica_id: -1,

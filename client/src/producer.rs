@@ -850,6 +850,7 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
                 topic: topic.to_string(),
                 partition: *partition,
                 records: c.data.clone(),
+                topic_id: inner.cluster.topic_id(topic),
             })
             .collect(),
     };

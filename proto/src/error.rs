@@ -60,6 +60,9 @@ pub enum ErrorCode {
     /// ListOffsets on a leader whose high watermark has not yet reached the start of its
     /// leader epoch: an answer now could move backwards later (KIP-207). Retriable.
     OffsetNotAvailable,
+    /// The broker holds no partition of this topic id: a deleted topic's copy under a
+    /// re-created topic's name, until the broker gets its new role. Retriable.
+    UnknownTopicId,
     /// A join into a group that already has the most members a group may have
     /// (`group.max.size`). Not retriable until a member leaves.
     GroupMaxSizeReached,
@@ -111,13 +114,14 @@ impl ErrorCode {
             ErrorCode::UnreleasedInstanceId => 111,
             ErrorCode::StaleMemberEpoch => 113,
             ErrorCode::OffsetNotAvailable => 78,
+            ErrorCode::UnknownTopicId => 100,
             ErrorCode::GroupMaxSizeReached => 81,
             ErrorCode::Unknown(c) => c,
         }
     }
 
     pub fn from_code(code: i32) -> ErrorCode {
-        const ALL: [ErrorCode; 42] = [
+        const ALL: [ErrorCode; 43] = [
             ErrorCode::None,
             ErrorCode::UnknownServerError,
             ErrorCode::OffsetOutOfRange,
@@ -159,6 +163,7 @@ impl ErrorCode {
             ErrorCode::UnreleasedInstanceId,
             ErrorCode::StaleMemberEpoch,
             ErrorCode::OffsetNotAvailable,
+            ErrorCode::UnknownTopicId,
             ErrorCode::GroupMaxSizeReached,
         ];
         ALL.into_iter()
@@ -186,6 +191,7 @@ impl ErrorCode {
                 | ErrorCode::CoordinatorNotAvailable
                 | ErrorCode::NotCoordinator
                 | ErrorCode::OffsetNotAvailable
+                | ErrorCode::UnknownTopicId
         )
     }
 

@@ -89,6 +89,25 @@ impl BrokerApi {
     }
 }
 
+/// Refuses a request naming topic id `wanted` (empty: unchecked) for a copy of `tp`
+/// that carries another id: a deleted topic's log this broker still holds under a
+/// re-created topic's name, until its new role arrives (docs/cluster.md).
+fn check_topic_id(shared: &Shared, tp: &TopicPartition, wanted: &str) -> Result<(), Failure> {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let held = shared.replicas.partition(tp).and_then(|p| p.log.topic_id());
+    match (held, crate::log::TopicId::parse(wanted)) {
+        (Some(held), Some(w)) if held != w => Err((
+            ErrorCode::UnknownTopicId,
+            format!(
+                "this broker's copy of {tp} belongs to topic id {held}, not {wanted} (a deleted topic of the same name); refresh metadata and retry"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Records in `batches` (RecordBatch v2, back to back), control batches left out, read
 /// from each header without a CRC pass: what `sluice_records_out_total` counts. Whole
 /// batches are counted, as Kafka does, even where a fetch began inside one.
@@ -140,6 +159,8 @@ impl broker_server::Broker for BrokerApi {
                             p.topic
                         ),
                     ))
+                } else if let Err(e) = check_topic_id(&shared, &tp, &p.topic_id) {
+                    Err(e)
                 } else {
                     shared.replicas.produce(&tp, p.records, acks, timeout).await
                 };
@@ -318,6 +339,11 @@ impl BrokerApi {
                     diverging_end_offset: -1,
                     ..Default::default()
                 };
+                if let Err((code, message)) = check_topic_id(&self.0, &tp, &p.topic_id) {
+                    out.error_code = code.code();
+                    out.error_message = message;
+                    return out;
+                }
                 if replica_id >= 0 {
                     let limit = if p.partition_max_bytes == 0 {
                         budget

@@ -166,6 +166,13 @@ async fn fetch_from(shared: Arc<Shared>, leader: u32) {
                     partition_max_bytes: 8 << 20,
                     current_leader_epoch: f.current_leader_epoch.map_or(-1, LeaderEpoch::to_wire),
                     last_fetched_epoch: f.last_fetched_epoch.map_or(-1, LeaderEpoch::to_wire),
+                    // The leader refuses to serve a copy of another topic of this name.
+                    topic_id: shared
+                        .replicas
+                        .partition(&f.tp)
+                        .and_then(|p| p.log.topic_id())
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
                 })
                 .collect(),
         };

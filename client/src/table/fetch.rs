@@ -209,6 +209,7 @@ impl Fetcher {
                 partition_max_bytes: ask,
                 current_leader_epoch: -1,
                 last_fetched_epoch: -1,
+                topic_id: self.cluster.topic_id(&self.topic),
             }],
             replica_id: -1,
         };

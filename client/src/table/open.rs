@@ -370,6 +370,7 @@ async fn sample_row_bytes(
             fetch_offset: from as i64,
             partition_max_bytes: SAMPLE_BYTES,
             current_leader_epoch: -1,
+            topic_id: cluster.topic_id(topic),
             last_fetched_epoch: -1,
         }],
         replica_id: -1,
