@@ -11,6 +11,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,6 +31,25 @@ fn main() -> ExitCode {
             // Not `eprintln!`: it panics when stderr is a closed pipe.
             let _ = writeln!(std::io::stderr(), "error: {}", one_line(&e));
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Raises the soft limit on open descriptors to the hard limit, as servers with many
+/// files do (the Go runtime does it for every program): a broker holds a descriptor per
+/// log segment and per connection, and a soft limit of 1024 is reached near a thousand
+/// partitions. Beyond the hard limit, a log that cannot be opened goes offline with the
+/// error named, and docs/storage.md says to raise `LimitNOFILE` / `ulimit -n`.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit(2) with a valid pointer to an owned struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }

@@ -11,17 +11,19 @@
 //! mapped once; sealing trims them to their entries. Invariant: both fields of an
 //! entry are non-decreasing along the file (strictly, for the offset index).
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use memmap2::MmapMut;
 
-/// A file of fixed-size entries mapped read-write.
+/// A file of fixed-size entries mapped read-write. No descriptor is kept: the map stays
+/// valid after its descriptor is closed, and the file is opened again only to resize it
+/// (a few times per segment), so ten thousand partitions hold no index descriptors — the
+/// descriptor limit is spent on segments and sockets (docs/storage.md).
 #[derive(Debug)]
 struct IndexFile {
     path: PathBuf,
-    file: File,
     /// `None` while the file is empty: a zero-length file cannot be mapped.
     mmap: Option<MmapMut>,
     entry_bytes: usize,
@@ -50,10 +52,10 @@ impl IndexFile {
             .truncate(false)
             .open(path)?;
         let len = file.metadata()?.len();
+        drop(file);
         let entries = (len / entry_bytes as u64) as usize;
         let mut idx = IndexFile {
             path: path.to_path_buf(),
-            file,
             mmap: None,
             entry_bytes,
             entries,
@@ -100,24 +102,25 @@ impl IndexFile {
         let eb = self.entry_bytes as u64;
         let bytes = (bytes / eb * eb).max(self.entries as u64 * eb);
         self.mmap = None;
-        let len = self.file.metadata()?.len();
+        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        let len = file.metadata()?.len();
         if bytes > len {
             // Reserve real blocks: a store into a mapped hole on a full disk is SIGBUS,
             // while a failed fallocate here is an ordinary ENOSPC error.
             use std::os::unix::io::AsRawFd;
             // SAFETY: plain syscall on an owned, open descriptor.
             let rc =
-                unsafe { libc::posix_fallocate(self.file.as_raw_fd(), 0, bytes as libc::off_t) };
+                unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, bytes as libc::off_t) };
             if rc != 0 {
                 return Err(io::Error::from_raw_os_error(rc));
             }
         } else if bytes < len {
-            self.file.set_len(bytes)?;
+            file.set_len(bytes)?;
         }
         if bytes > 0 {
             // SAFETY: the file is private to this segment; only this struct resizes it,
             // and it drops the map before doing so.
-            self.mmap = Some(unsafe { MmapMut::map_mut(&self.file)? });
+            self.mmap = Some(unsafe { MmapMut::map_mut(&file)? });
         }
         Ok(())
     }

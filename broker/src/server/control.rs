@@ -102,39 +102,48 @@ impl broker_control_server::BrokerControl for Control {
         }
         // Every partition is applied, whatever an earlier one answered; the refusals
         // are reported together (the controller re-sends what the heartbeat digests
-        // still show as different).
-        let mut refused: Vec<(TopicPartition, ErrorCode, String)> = Vec::new();
-        for p in r.partitions {
-            let tp = TopicPartition::new(p.topic.clone(), p.partition);
-            let config = match defaults
-                .with_overrides(p.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(partition = %tp, error = %e, "invalid topic config from the controller; using broker defaults");
-                    LogConfig::clone(defaults)
+        // still show as different). On a blocking thread: a role can create a log and
+        // write its epoch checkpoint (fsyncs), and a registration's LeaderAndIsr lists
+        // every partition the broker holds — thousands — which on the async workers
+        // starved this process's heartbeats (and, in `sluice dev`, the controller
+        // answering them) until the broker was fenced and the whole set re-sent.
+        let shared = self.0.clone();
+        let defaults = defaults.clone();
+        let refused = tokio::task::spawn_blocking(move || {
+            let mut refused: Vec<(TopicPartition, ErrorCode, String)> = Vec::new();
+            for p in r.partitions {
+                let tp = TopicPartition::new(p.topic.clone(), p.partition);
+                let config = match defaults
+                    .with_overrides(p.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!(partition = %tp, error = %e, "invalid topic config from the controller; using broker defaults");
+                        LogConfig::clone(&defaults)
+                    }
+                };
+                let Some(leader_epoch) = LeaderEpoch::from_wire(p.leader_epoch) else {
+                    warn!(partition = %tp, leader_epoch = p.leader_epoch, "ignored a partition state without a leader epoch");
+                    continue;
+                };
+                let topic_id = TopicId::parse(&p.topic_id);
+                let role = Role {
+                    leader: (p.leader >= 0).then_some(BrokerId(p.leader as u32)),
+                    leader_epoch,
+                    replicas: p.replicas.into_iter().map(BrokerId).collect(),
+                    isr: p.isr.into_iter().map(BrokerId).collect(),
+                    partition_epoch: p.partition_epoch,
+                };
+                if let Err((code, message)) =
+                    shared.replicas.apply_role(&tp, role, config, topic_id.as_ref())
+                {
+                    refused.push((tp, code, message));
                 }
-            };
-            let Some(leader_epoch) = LeaderEpoch::from_wire(p.leader_epoch) else {
-                warn!(partition = %tp, leader_epoch = p.leader_epoch, "ignored a partition state without a leader epoch");
-                continue;
-            };
-            let topic_id = TopicId::parse(&p.topic_id);
-            let role = Role {
-                leader: (p.leader >= 0).then_some(BrokerId(p.leader as u32)),
-                leader_epoch,
-                replicas: p.replicas.into_iter().map(BrokerId).collect(),
-                isr: p.isr.into_iter().map(BrokerId).collect(),
-                partition_epoch: p.partition_epoch,
-            };
-            if let Err((code, message)) =
-                self.0
-                    .replicas
-                    .apply_role(&tp, role, config, topic_id.as_ref())
-            {
-                refused.push((tp, code, message));
             }
-        }
+            refused
+        })
+        .await
+        .map_err(|e| Status::internal(format!("applying roles: {e}")))?;
         match refused.first() {
             None => Ok(Response::new(ok())),
             Some((_, code, _)) => {
