@@ -3,8 +3,9 @@
 //! The `.log` holds whole batches back to back, exactly as sent on the wire. Only the
 //! owning [`super::Log`] touches a segment, under its lock. Sealed segments are served
 //! from a read-only mmap as `Bytes`; because a mapped file must never shrink under a
-//! reader, truncating a sealed segment writes a shortened copy and renames it over
-//! the original instead of cutting the file in place.
+//! reader, truncating a segment whose file was ever mapped (sealed now, or sealed
+//! once and unsealed by the truncation itself) writes a shortened copy and renames it
+//! over the original instead of cutting the file in place.
 //!
 //! Invariants: every byte below `size` belongs to a whole batch that passed its CRC;
 //! `last_offset - base_offset <= u32::MAX` for every batch (index entries are relative);
@@ -124,6 +125,11 @@ pub(crate) struct Segment {
     pub(crate) created_ms: i64,
     /// Sealed segments: the whole file mapped read-only, sliced for reads.
     read_map: Option<Bytes>,
+    /// The current `.log` file was mapped for readers at some point. Slices of that map
+    /// may live on in fetch answers or a compaction pass after `read_map` is dropped
+    /// (unseal), so such a file is never shrunk in place: `cut_to` copies it.
+    /// Invariant: `read_map.is_some()` implies `mapped`.
+    mapped: bool,
     sealed: bool,
 }
 
@@ -191,6 +197,7 @@ impl Segment {
             max_timestamp,
             created_ms: now_ms,
             read_map: None,
+            mapped: false,
             sealed: !active,
         })
     }
@@ -323,9 +330,12 @@ impl Segment {
         debug_assert!(position + len <= self.size);
         if self.sealed && self.size > 0 {
             if self.read_map.is_none() {
-                // SAFETY: a sealed segment's file is never shrunk in place (see module doc).
+                // SAFETY: once mapped, this file is never shrunk in place (`mapped`
+                // makes `cut_to` replace it with a copy), and nothing writes below its
+                // size while it is sealed; a later file of the same name is a new inode.
                 let map = unsafe { Mmap::map(&*self.file) }.map_err(io_err(&self.log_path))?;
                 self.read_map = Some(Bytes::from_owner(MapOwner(map)));
+                self.mapped = true;
             }
             let map = self.read_map.as_ref().expect("just mapped");
             return Ok(map.slice(position as usize..(position + len) as usize));
@@ -436,11 +446,13 @@ impl Segment {
         Ok(Some(first_gone.base_offset))
     }
 
-    /// Shortens the log file to `position`. A mapped (sealed) file is replaced by a
-    /// shortened copy so that `Bytes` already handed out stay valid.
+    /// Shortens the log file to `position`. A file ever mapped for readers is replaced
+    /// by a shortened copy so that `Bytes` already handed out stay valid (a store or
+    /// load past the end of a shrunk mapped file is SIGBUS).
     fn cut_to(&mut self, position: u64) -> Result<(), LogError> {
         let p = &self.log_path;
-        if self.read_map.take().is_some() {
+        self.read_map = None;
+        if std::mem::take(&mut self.mapped) {
             let tmp = p.with_extension("log.truncating");
             {
                 (&*self.file).seek(SeekFrom::Start(0)).map_err(io_err(p))?;
