@@ -70,3 +70,170 @@ fn a_slice_held_across_a_truncation_into_a_sealed_segment_stays_readable() {
     assert_eq!(a.base_offset, 2);
     assert_eq!(touch_all(&held), 50);
 }
+
+/// Issue 18: a read held the log's mutex while it touched the chunk it returns — on a
+/// cold mmap, a catch-up read of tens of MiB page-faults for as long as the disk needs,
+/// and every produce to the partition waited. The slow part now runs outside the lock:
+/// here the reader is stopped right where it touches the data, and an append (and a
+/// second read) must still complete.
+#[test]
+fn an_append_does_not_wait_for_a_read_touching_its_data() {
+    use std::sync::mpsc;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let d = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(
+        d.path(),
+        LogConfig {
+            segment_bytes: 64 << 10,
+            ..LogConfig::default()
+        },
+    ));
+    for i in 0..40 {
+        log.append_as_leader(&sized_batch(4000, i), 0, 0).unwrap();
+    }
+    assert!(log.segment_count() > 2);
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            super::log::READ_PAUSE.with(|p| {
+                *p.borrow_mut() = Some(Box::new(move || {
+                    let _ = entered_tx.send(());
+                    let _ = release_rx.recv_timeout(Duration::from_secs(30));
+                }))
+            });
+            log.read(0, 1 << 20, None)
+        })
+    };
+    entered_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the reader reached its data");
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let a = log.append_as_leader(&sized_batch(100, 99), 0, 0).unwrap();
+            let r = log.read(a.base_offset, 1 << 20, None).unwrap();
+            (a.base_offset, r.data.len())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !writer.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let finished = writer.is_finished();
+    release_tx.send(()).unwrap();
+    assert!(
+        finished,
+        "an append and a read waited for another read to touch its data"
+    );
+    let (base, len) = writer.join().unwrap();
+    assert_eq!(base, 40);
+    assert!(len > 0);
+    let held = reader.join().unwrap().unwrap().data;
+    assert!(touch_all(&held) >= 1);
+}
+
+/// Reads no longer check CRCs (a 50 MiB catch-up read ran CRC-32C over every byte under
+/// the log's lock): a batch damaged inside its CRC-covered bytes is served as stored,
+/// and what every reader of it runs — `RecordBatch::from_bytes`, through `Batches` in
+/// the consumer, the table and the follower's `apply_fetched` — refuses it.
+#[test]
+fn a_damaged_body_is_served_as_stored_and_refused_by_its_reader() {
+    let d = tempfile::tempdir().unwrap();
+    let log = open(d.path(), LogConfig::default());
+    for i in 0..3 {
+        log.append_as_leader(&sized_batch(100, i), 0, 0).unwrap();
+    }
+    log.close().unwrap();
+    drop(log);
+    let file = d.path().join("t-0").join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let batch_bytes = 12 + u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    // A byte of the second batch's record value.
+    bytes[batch_bytes + batch_bytes - 5] ^= 0xFF;
+    std::fs::write(&file, &bytes).unwrap();
+
+    // Reopened as after a clean shutdown: no scan (a crash recovery would cut the
+    // damaged batch off, as it checks CRCs).
+    let log = Log::open(
+        d.path().join("t-0"),
+        TopicPartition::new("t", 0),
+        LogConfig::default(),
+        OpenHint {
+            clean: true,
+            recovery_point: Some(3),
+        },
+    )
+    .unwrap();
+    let data = log.read(0, 1 << 20, None).unwrap().data;
+    assert_eq!(
+        data.len(),
+        3 * batch_bytes,
+        "the read returns all three batches"
+    );
+    let checked: Vec<_> = Batches::new(data).collect();
+    assert!(checked[0].is_ok());
+    assert!(
+        matches!(checked[1], Err(sluice_proto::BatchError::BadCrc { .. })),
+        "{:?}",
+        checked[1]
+    );
+    assert!(log.offline_reason().is_none());
+}
+
+/// Reads of the active segment `pread` outside the lock, where a follower truncation
+/// may cut and rewrite the very bytes the read planned on. Here the reader takes its
+/// view (a 600-byte segment of three 200-byte batches), stops, and meanwhile the log
+/// is truncated to offset 1 and a 500-byte batch is appended at offset 1: its header now
+/// claims bytes past the view's end. The read must notice the truncation (the log's
+/// generation moved) and start over — not report corruption and take the log offline.
+#[test]
+fn a_read_overlapping_a_truncation_of_the_active_segment_starts_over() {
+    use std::sync::mpsc;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let d = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(d.path(), LogConfig::default()));
+    for i in 0..3 {
+        log.append_as_leader(&sized_batch(120, i), 0, 0).unwrap();
+    }
+    let first = log.read(0, 1, None).unwrap().data.len();
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut once = Some((entered_tx, release_rx));
+            super::log::READ_PAUSE.with(|p| {
+                *p.borrow_mut() = Some(Box::new(move || {
+                    if let Some((entered, release)) = once.take() {
+                        let _ = entered.send(());
+                        let _ = release.recv_timeout(Duration::from_secs(30));
+                    }
+                }))
+            });
+            log.read(1, 1 << 20, None)
+        })
+    };
+    entered_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the reader took its view");
+    assert_eq!(log.truncate_to(1).unwrap(), 1);
+    log.append_as_leader(&sized_batch(3 * first, 9), 1, 0)
+        .unwrap();
+    release_tx.send(()).unwrap();
+    let data = reader.join().unwrap().expect("no corruption reported").data;
+    let batches: Vec<RecordBatch> = Batches::new(data).map(|b| b.unwrap()).collect();
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].base_offset(), 1);
+    assert_eq!(
+        batches[0].partition_leader_epoch(),
+        1,
+        "the batch written after the cut"
+    );
+    assert!(log.offline_reason().is_none());
+}

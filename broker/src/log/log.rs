@@ -1,8 +1,11 @@
 //! One partition's log: an ordered map of segments, the last one active.
 //!
-//! Thread safety: every method takes `&self`. Appends, reads, truncation and retention
-//! serialize on one mutex over the segment map (reads of sealed segments only slice an
-//! mmap under it). fsync runs outside that mutex, under a second one, so appends go on
+//! Thread safety: every method takes `&self`. Appends, truncation and retention
+//! serialize on one mutex over the segment map. Reads take only a view of one segment
+//! under it and scan and copy outside it (see `Log::read` and docs/storage.md: a view's
+//! bytes are immutable, or a truncation moved the generation and the read starts over).
+//! Every method may block on the disk: call them from blocking threads, never from an
+//! async worker. fsync runs outside that mutex, under a second one, so appends go on
 //! while a flush is in progress and concurrent flush callers share one fsync (group
 //! commit): whoever gets the flush lock syncs everything appended so far, and the
 //! waiters behind it find their offset already covered.
@@ -49,6 +52,10 @@ pub struct AppendInfo {
 
 /// See [`Log::set_truncation_hook`].
 pub(crate) type TruncationHook = std::sync::Arc<dyn Fn() -> Result<(), LogError> + Send + Sync>;
+
+/// How often [`Log::read`] starts over when a truncation rewrote what it was reading
+/// (or moves to a next segment) before it answers empty.
+const READ_ATTEMPTS_MAX: usize = 64;
 
 /// What [`Log::read`] returns.
 #[derive(Debug, Clone)]
@@ -125,6 +132,23 @@ pub struct Log {
     /// The topic this directory belongs to, as recorded in `partition.metadata`
     /// (`None`: not recorded yet).
     topic_id: Mutex<Option<TopicId>>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: called where a read, with its view of a segment taken, is about to touch
+    /// the data (the page faults of a cold mmap), to show what that part holds.
+    pub(crate) static READ_PAUSE: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[cfg(test)]
+fn read_pause() {
+    READ_PAUSE.with(|p| {
+        if let Some(f) = p.borrow_mut().as_mut() {
+            f()
+        }
+    })
 }
 
 fn now_ms() -> i64 {
@@ -386,105 +410,125 @@ impl Log {
         max_bytes: usize,
         up_to: Option<u64>,
     ) -> Result<ReadResult, LogError> {
-        let mut st = self.state.lock();
-        self.check_online(&st)?;
-        let (start, end) = (st.log_start_offset, st.log_end_offset);
-        if from < start || from > end {
-            return Err(LogError::OffsetOutOfRange {
-                requested: from,
-                log_start_offset: start,
-                log_end_offset: end,
-            });
-        }
-        let limit = up_to.unwrap_or(end).min(end);
-        let mut result = ReadResult {
-            data: Bytes::new(),
-            log_start_offset: start,
-            log_end_offset: end,
-        };
-        let first = st
-            .segments
-            .range(..=from)
-            .next_back()
-            .map_or(from, |(b, _)| *b);
-        let bases: Vec<u64> = st
-            .segments
-            .range(first..limit.max(first + 1))
-            .map(|(b, _)| *b)
-            .collect();
-        for base in bases {
-            let seg = st.segments.get_mut(&base).expect("listed");
-            let found = seg.find(from).and_then(|b| match b {
-                Some(b) => seg.read(&b, max_bytes as u64, limit).map(Some),
+        let mut result: Option<ReadResult> = None;
+        let mut at = from;
+        for _ in 0..READ_ATTEMPTS_MAX {
+            // Under the lock: bounds, the segment holding `at`, and a view of it.
+            let (view, next_base, limit, generation) = {
+                let mut st = self.state.lock();
+                self.check_online(&st)?;
+                let (start, end) = (st.log_start_offset, st.log_end_offset);
+                if result.is_none() && (from < start || from > end) {
+                    return Err(LogError::OffsetOutOfRange {
+                        requested: from,
+                        log_start_offset: start,
+                        log_end_offset: end,
+                    });
+                }
+                let limit = up_to.unwrap_or(end).min(end);
+                let r = result.get_or_insert_with(|| ReadResult {
+                    data: Bytes::new(),
+                    log_start_offset: start,
+                    log_end_offset: end,
+                });
+                let holding = st.segments.range(..=at).next_back().map(|(b, _)| *b);
+                let Some(base) =
+                    holding.or_else(|| st.segments.range(at..).next().map(|(b, _)| *b))
+                else {
+                    return Ok(r.clone());
+                };
+                if base > at && base >= limit {
+                    return Ok(r.clone());
+                }
+                let seg = st.segments.get_mut(&base).expect("listed");
+                let view = match seg.read_view(at) {
+                    Ok(v) => v,
+                    Err(e) => return Err(self.fail(&mut st, e)),
+                };
+                let next_base = st.segments.range(base + 1..).next().map(|(b, _)| *b);
+                (view, next_base, limit, st.generation)
+            };
+            // Outside it: the scan for `at` and the data, the part that touches the disk.
+            #[cfg(test)]
+            read_pause();
+            let mut found = view.find(at).and_then(|b| match b {
+                Some(b) => view.read(&b, max_bytes as u64, limit).map(Some),
                 None => Ok(None),
             });
-            match found {
-                Ok(Some(data)) => {
-                    result.data = data;
-                    break;
+            if view.reads_active_file() || found.is_err() {
+                // A truncation meanwhile may have rewritten what the view read: again.
+                let mut st = self.state.lock();
+                if st.generation != generation {
+                    continue;
                 }
-                Ok(None) => continue,
-                Err(e) => return Err(self.fail(&mut st, e)),
+                found = found.map_err(|e| self.fail(&mut st, e));
+            }
+            let r = result.as_mut().expect("set above");
+            match found? {
+                Some(data) => {
+                    r.data = data;
+                    return Ok(r.clone());
+                }
+                // Nothing at or past `at` here (compaction emptied the segment's tail):
+                // the next segment's first batch is the answer, if below the limit.
+                None => match next_base {
+                    Some(n) if n < limit => at = n,
+                    _ => return Ok(r.clone()),
+                },
             }
         }
-        Ok(result)
+        // Truncated under this read every time: answer empty, the caller asks again.
+        Ok(result.unwrap_or_else(|| ReadResult {
+            data: Bytes::new(),
+            log_start_offset: self.log_start_offset(),
+            log_end_offset: self.log_end_offset(),
+        }))
     }
 
     /// The first offset whose record timestamp is `>= timestamp`, with that timestamp.
+    /// Like [`Log::read`], it takes views of the candidate segments under the lock and
+    /// scans them outside it.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(u64, i64)>, LogError> {
-        let mut st = self.state.lock();
-        self.check_online(&st)?;
-        let log_start = st.log_start_offset;
-        let bases: Vec<u64> = st.segments.keys().copied().collect();
-        for base in bases {
-            let seg = st.segments.get_mut(&base).expect("listed");
-            if seg.max_timestamp().is_none_or(|m| m < timestamp) {
-                continue;
-            }
-            let from = seg.time_lookup(timestamp).max(log_start);
-            match Self::scan_for_timestamp(seg, from, timestamp) {
-                Ok(Some(hit)) => return Ok(Some(hit)),
-                Ok(None) => continue,
-                Err(e) => return Err(self.fail(&mut st, e)),
-            }
-        }
-        Ok(None)
-    }
-
-    fn scan_for_timestamp(
-        seg: &mut Segment,
-        from: u64,
-        timestamp: i64,
-    ) -> Result<Option<(u64, i64)>, LogError> {
-        let mut next = seg.find(from)?;
-        while let Some(info) = next {
-            if info.max_timestamp >= timestamp {
-                let bytes = seg.bytes(info.position, info.size)?;
-                let corrupt = |e: sluice_proto::BatchError| LogError::Corrupt {
-                    path: seg.path().to_path_buf(),
-                    position: info.position,
-                    reason: e.to_string(),
-                };
-                let batch = RecordBatch::from_bytes(bytes).map_err(corrupt)?;
-                if batch.timestamp_type() == sluice_proto::TimestampType::LogAppendTime {
-                    return Ok(Some((info.base_offset.max(from), batch.max_timestamp())));
-                }
-                for r in batch.records().map_err(corrupt)? {
-                    let (offset, ts) = (
-                        info.base_offset + r.offset_delta as u64,
-                        batch.base_timestamp() + r.timestamp_delta,
-                    );
-                    if ts >= timestamp && offset >= from {
-                        return Ok(Some((offset, ts)));
+        for _ in 0..READ_ATTEMPTS_MAX {
+            let (views, generation) = {
+                let mut st = self.state.lock();
+                self.check_online(&st)?;
+                let log_start = st.log_start_offset;
+                let mut views = Vec::new();
+                let mut failed = None;
+                for seg in st.segments.values_mut() {
+                    if seg.max_timestamp().is_none_or(|m| m < timestamp) {
+                        continue;
+                    }
+                    let from = seg.time_lookup(timestamp).max(log_start);
+                    match seg.read_view(from) {
+                        Ok(v) => views.push((v, from)),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
                     }
                 }
-            }
-            let after = info.position + info.size;
-            next = if after < seg.size() {
-                Some(seg.batch_at(after)?)
-            } else {
-                None
+                if let Some(e) = failed {
+                    return Err(self.fail(&mut st, e));
+                }
+                (views, st.generation)
             };
+            let mut found = Ok(None);
+            for (view, from) in &views {
+                found = view.scan_for_timestamp(*from, timestamp);
+                if !matches!(found, Ok(None)) {
+                    break;
+                }
+            }
+            if views.iter().any(|(v, _)| v.reads_active_file()) || found.is_err() {
+                let mut st = self.state.lock();
+                if st.generation != generation {
+                    continue;
+                }
+                found = found.map_err(|e| self.fail(&mut st, e));
+            }
+            return found;
         }
         Ok(None)
     }

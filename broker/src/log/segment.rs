@@ -1,7 +1,8 @@
 //! One segment: `{base_offset:020}.log` plus its `.index` and `.timeindex`.
 //!
 //! The `.log` holds whole batches back to back, exactly as sent on the wire. Only the
-//! owning [`super::Log`] touches a segment, under its lock. Sealed segments are served
+//! owning [`super::Log`] touches a segment, under its lock; readers get a [`ReadView`]
+//! there and use it after the lock is released. Sealed segments are served
 //! from a read-only mmap as `Bytes`; because a mapped file must never shrink under a
 //! reader, truncating a segment whose file was ever mapped (sealed now, or sealed
 //! once and unsealed by the truncation itself) writes a shortened copy and renames it
@@ -347,37 +348,26 @@ impl Segment {
         Ok(buf.freeze())
     }
 
-    /// Whole batches from `start` (a batch boundary): at least the first batch, then as
-    /// many as fit in `max_bytes`, none reaching `limit_offset`. Each batch's CRC is
-    /// checked: a bad one is reported as corruption at its position.
-    pub(crate) fn read(
-        &mut self,
-        start: &BatchInfo,
-        max_bytes: u64,
-        limit_offset: u64,
-    ) -> Result<Bytes, LogError> {
-        if start.last_offset >= limit_offset {
-            return Ok(Bytes::new());
-        }
-        let len = start.size.max(max_bytes.min(self.size - start.position));
-        let chunk = self.bytes(start.position, len)?;
-        let mut used = 0usize;
-        while used < chunk.len() {
-            let rest = &chunk[used..];
-            let size = match batch::batch_size(rest) {
-                Ok(s) => s,
-                Err(sluice_proto::BatchError::Truncated { .. }) if used > 0 => break,
-                Err(e) => return Err(self.corrupt(start.position + used as u64, e.to_string())),
-            };
-            let one = chunk.slice(used..used + size);
-            let b = RecordBatch::from_bytes(one)
-                .map_err(|e| self.corrupt(start.position + used as u64, e.to_string()))?;
-            if b.last_offset() as u64 >= limit_offset {
-                break;
-            }
-            used += size;
-        }
-        Ok(chunk.slice(..used))
+    /// What a reader needs to read this segment from `offset` outside the log's lock:
+    /// the file (a sealed one mapped whole), its size now, and where the offset index
+    /// says to start scanning. Cheap: an index lookup in memory, at most one `mmap`
+    /// call, no read of the `.log`.
+    pub(crate) fn read_view(&mut self, offset: u64) -> Result<ReadView, LogError> {
+        let map = if self.sealed && self.size > 0 {
+            // Maps (a syscall, no IO) on the first read of a sealed segment.
+            self.bytes(0, 0)?;
+            self.read_map.clone()
+        } else {
+            None
+        };
+        let rel = offset.saturating_sub(self.base_offset).min(u32::MAX as u64) as u32;
+        Ok(ReadView {
+            file: self.file.clone(),
+            map,
+            size: self.size,
+            scan_from: u64::from(self.offset_index.lookup(rel).1),
+            log_path: self.log_path.clone(),
+        })
     }
 
     /// Scans the whole file, keeping the longest prefix of valid batches whose offsets
@@ -536,4 +526,168 @@ impl Segment {
     pub(crate) fn time_lookup(&self, timestamp: i64) -> u64 {
         self.base_offset + u64::from(self.time_index.lookup(timestamp.saturating_sub(1)))
     }
+}
+
+/// A segment as a reader sees it after leaving the log's lock ([`Segment::read_view`]).
+///
+/// Safe to use without the lock: everything below `size` is immutable for as long as
+/// this view lives. Appends write only past `size`. A sealed file is read through a
+/// map of its inode, which is never shrunk once mapped (truncation copies it, deletion
+/// unlinks it, compaction swaps in another file), so the map stays valid and
+/// unchanged. The active file is read with `pread` from a descriptor kept open here;
+/// only a truncation rewrites bytes below `size`, and it bumps the log's generation,
+/// which the reader checks afterwards ([`super::Log::read`]).
+#[derive(Debug)]
+pub(crate) struct ReadView {
+    file: Arc<File>,
+    /// The whole (sealed) file; `None`: read the active file with `pread`.
+    map: Option<Bytes>,
+    size: u64,
+    /// A batch start at or below the offset asked for (from the offset index).
+    scan_from: u64,
+    log_path: PathBuf,
+}
+
+/// Bytes per page when touching mapped data ahead of its use.
+const PAGE_BYTES: usize = 4096;
+
+impl ReadView {
+    /// Whether this view reads the active file, which a truncation may rewrite.
+    pub(crate) fn reads_active_file(&self) -> bool {
+        self.map.is_none()
+    }
+
+    fn corrupt(&self, position: u64, reason: impl Into<String>) -> LogError {
+        LogError::Corrupt {
+            path: self.log_path.clone(),
+            position,
+            reason: reason.into(),
+        }
+    }
+
+    fn bytes(&self, position: u64, len: u64) -> Result<Bytes, LogError> {
+        debug_assert!(position + len <= self.size);
+        if let Some(map) = &self.map {
+            return Ok(map.slice(position as usize..(position + len) as usize));
+        }
+        let mut buf = BytesMut::zeroed(len as usize);
+        self.file
+            .read_exact_at(&mut buf, position)
+            .map_err(io_err(&self.log_path))?;
+        Ok(buf.freeze())
+    }
+
+    fn batch_at(&self, position: u64) -> Result<BatchInfo, LogError> {
+        if position + BATCH_HEADER_BYTES as u64 > self.size {
+            return Err(self.corrupt(position, "batch header runs past the segment's end"));
+        }
+        let header = self.bytes(position, BATCH_HEADER_BYTES as u64)?;
+        let info = BatchInfo::parse(&header, position).map_err(|r| self.corrupt(position, r))?;
+        if position + info.size > self.size {
+            return Err(self.corrupt(position, "batch runs past the segment's end"));
+        }
+        Ok(info)
+    }
+
+    /// The first batch whose last offset is `>= offset`, or `None` past the end.
+    pub(crate) fn find(&self, offset: u64) -> Result<Option<BatchInfo>, LogError> {
+        let mut position = self.scan_from;
+        while position < self.size {
+            let info = self.batch_at(position)?;
+            if info.last_offset >= offset {
+                return Ok(Some(info));
+            }
+            position += info.size;
+        }
+        Ok(None)
+    }
+
+    /// Whole batches from `start` (a batch boundary): at least the first batch, then as
+    /// many as fit in `max_bytes`, none reaching `limit_offset`. Headers are checked
+    /// (length, magic, offsets), CRCs are not: consumers check them, and followers
+    /// check what they append. Mapped data is touched a page at a time before it is
+    /// returned, so a cold file's page faults happen here, on the reader's (blocking)
+    /// thread, not later where the answer is encoded.
+    pub(crate) fn read(
+        &self,
+        start: &BatchInfo,
+        max_bytes: u64,
+        limit_offset: u64,
+    ) -> Result<Bytes, LogError> {
+        if start.last_offset >= limit_offset {
+            return Ok(Bytes::new());
+        }
+        let len = start.size.max(max_bytes.min(self.size - start.position));
+        let chunk = self.bytes(start.position, len)?;
+        let mut used = 0usize;
+        while used < chunk.len() {
+            let rest = &chunk[used..];
+            let position = start.position + used as u64;
+            let size = match batch::batch_size(rest) {
+                Ok(s) => s,
+                Err(sluice_proto::BatchError::Truncated { .. }) if used > 0 => break,
+                Err(e) => return Err(self.corrupt(position, e.to_string())),
+            };
+            let info = BatchInfo::parse(&rest[..BATCH_HEADER_BYTES], position)
+                .map_err(|r| self.corrupt(position, r))?;
+            if info.last_offset >= limit_offset {
+                break;
+            }
+            used += size;
+        }
+        let data = chunk.slice(..used);
+        if self.map.is_some() {
+            prefault(&data);
+        }
+        Ok(data)
+    }
+}
+
+impl ReadView {
+    /// The first record at or after `from` whose timestamp is `>= timestamp`.
+    pub(crate) fn scan_for_timestamp(
+        &self,
+        from: u64,
+        timestamp: i64,
+    ) -> Result<Option<(u64, i64)>, LogError> {
+        let mut next = self.find(from)?;
+        while let Some(info) = next {
+            if info.max_timestamp >= timestamp {
+                let bytes = self.bytes(info.position, info.size)?;
+                let corrupt =
+                    |e: sluice_proto::BatchError| self.corrupt(info.position, e.to_string());
+                let batch = RecordBatch::from_bytes(bytes).map_err(corrupt)?;
+                if batch.timestamp_type() == sluice_proto::TimestampType::LogAppendTime {
+                    return Ok(Some((info.base_offset.max(from), batch.max_timestamp())));
+                }
+                for r in batch.records().map_err(corrupt)? {
+                    let (offset, ts) = (
+                        info.base_offset + r.offset_delta as u64,
+                        batch.base_timestamp() + r.timestamp_delta,
+                    );
+                    if ts >= timestamp && offset >= from {
+                        return Ok(Some((offset, ts)));
+                    }
+                }
+            }
+            let after = info.position + info.size;
+            next = if after < self.size {
+                Some(self.batch_at(after)?)
+            } else {
+                None
+            };
+        }
+        Ok(None)
+    }
+}
+
+/// Reads one byte of every page of `data`, so that it is resident when the caller
+/// hands it on (an async task encoding it must not take the page faults).
+fn prefault(data: &[u8]) {
+    let mut sum = 0u8;
+    for i in (0..data.len()).step_by(PAGE_BYTES) {
+        // SAFETY: `i < data.len()`; a volatile read keeps the loop from being elided.
+        sum = sum.wrapping_add(unsafe { std::ptr::read_volatile(data.as_ptr().add(i)) });
+    }
+    std::hint::black_box(sum);
 }
