@@ -153,10 +153,16 @@ impl IndexFile {
         (self.entries * self.entry_bytes) as u64 + self.entry_bytes as u64 > self.max_bytes
     }
 
-    /// Trims the file to its entries and writes them out: called when the segment seals.
+    /// Trims the file to its entries: called when the segment seals, under the log's
+    /// lock, so it does not write them out (no `msync`): the entries stay in the page
+    /// cache after the unmap, and the log's next flush fsyncs the file (outside the lock).
     fn trim(&mut self) -> io::Result<()> {
-        self.flush()?;
         self.remap(0)
+    }
+
+    /// A second descriptor of the file, to fsync it without holding the index.
+    fn file_clone(&self) -> io::Result<File> {
+        self.file.try_clone()
     }
 
     fn flush(&self) -> io::Result<()> {
@@ -251,6 +257,11 @@ impl OffsetIndex {
     pub(crate) fn flush(&self) -> io::Result<()> {
         self.0.flush()
     }
+    /// A descriptor to fsync the file with (outside the log's lock); on Linux that
+    /// writes the pages stored through the map too.
+    pub(crate) fn file_clone(&self) -> io::Result<File> {
+        self.0.file_clone()
+    }
     pub(crate) fn extend_to(&mut self, capacity_bytes: u64) -> io::Result<()> {
         self.0.extend_to(capacity_bytes)
     }
@@ -343,6 +354,11 @@ impl TimeIndex {
     }
     pub(crate) fn flush(&self) -> io::Result<()> {
         self.0.flush()
+    }
+    /// A descriptor to fsync the file with (outside the log's lock); on Linux that
+    /// writes the pages stored through the map too.
+    pub(crate) fn file_clone(&self) -> io::Result<File> {
+        self.0.file_clone()
     }
     pub(crate) fn extend_to(&mut self, capacity_bytes: u64) -> io::Result<()> {
         self.0.extend_to(capacity_bytes)

@@ -112,6 +112,10 @@ struct State {
     /// the first dirty offset).
     tombstones_removed_below: u64,
     tombstone_removals: compaction::TombstoneRemovals,
+    /// A roll created files whose directory entries are not fsynced yet: the next
+    /// flush syncs the directory before it moves the flushed offset (a roll under the
+    /// lock does no fsync).
+    dir_sync_pending: bool,
 }
 
 /// A partition's log. See the module docs.
@@ -365,12 +369,13 @@ impl Log {
         })
     }
 
-    /// Seals the active segment and starts a new one at `base_offset`.
+    /// Seals the active segment and starts a new one at `base_offset`. Runs under the
+    /// lock, so it does no fsync: the new files' directory entries are synced by the
+    /// next flush, before any offset in them counts as flushed (as Kafka leaves the
+    /// flush of a rolled segment to its scheduler).
     fn roll(&self, st: &mut State, base_offset: u64, now_ms: i64) -> Result<(), LogError> {
         // Create first: if that fails (a full disk), the old segment stays active.
-        let seg = Segment::create(&self.dir, base_offset, &st.config, now_ms);
-        let seg = match seg.and_then(|s| fsync_dir(&self.dir).map(|_| s).map_err(io_err(&self.dir)))
-        {
+        let seg = match Segment::create(&self.dir, base_offset, &st.config, now_ms) {
             Ok(s) => s,
             Err(e) => {
                 for ext in ["log", "index", "timeindex"] {
@@ -385,6 +390,7 @@ impl Log {
             .expect("non-empty")
             .seal()?;
         st.segments.insert(base_offset, seg);
+        st.dir_sync_pending = true;
         Ok(())
     }
 
@@ -714,9 +720,10 @@ impl Log {
     /// `flush.ms` measures from and in `flush_count`.
     fn flush_segments(&self, rolled_only: bool) -> Result<u64, LogError> {
         let _flush = self.flush_lock.lock();
-        let (target, files) = {
+        let (target, files, sync_dir) = {
             let mut st = self.state.lock();
             self.check_online(&st)?;
+            let sync_dir = std::mem::take(&mut st.dir_sync_pending);
             let active = *st.segments.keys().next_back().expect("non-empty");
             let target = if rolled_only {
                 active
@@ -724,7 +731,7 @@ impl Log {
                 st.log_end_offset
             };
             let flushed = self.flushed_offset();
-            if target <= flushed {
+            if target <= flushed && !sync_dir {
                 return Ok(flushed);
             }
             let first = st
@@ -735,16 +742,26 @@ impl Log {
             let upto = if rolled_only { active } else { u64::MAX };
             let mut files = Vec::new();
             for seg in st.segments.range(first..upto).map(|(_, s)| s) {
-                if let Err(e) = seg.flush_indexes() {
-                    return Err(self.fail(&mut st, e));
+                // Index pages are written by fsyncing their files below, not by an
+                // msync here: nothing under this lock waits for the disk.
+                match seg.index_files() {
+                    Ok(indexes) => files.extend(indexes),
+                    Err(e) => return Err(self.fail(&mut st, e)),
                 }
                 files.push((seg.file.clone(), seg.path().to_path_buf()));
             }
             if !rolled_only {
                 st.last_flush_ms = now_ms();
             }
-            (target, files)
+            (target, files, sync_dir)
         };
+        if sync_dir {
+            if let Err(e) = fsync_dir(&self.dir) {
+                let mut st = self.state.lock();
+                st.dir_sync_pending = true;
+                return Err(self.fail(&mut st, LogError::io(&self.dir, e)));
+            }
+        }
         for (file, path) in files {
             if let Err(e) = file.sync_data() {
                 let e = LogError::io(&path, e);

@@ -500,6 +500,25 @@ impl Segment {
         self.offset_index.is_sane(self.size) && self.time_index.is_sane(u32::MAX)
     }
 
+    /// Descriptors of the two index files, for a flush to fsync outside the log's lock
+    /// (with their paths, for errors).
+    pub(crate) fn index_files(&self) -> Result<[(Arc<File>, PathBuf); 2], LogError> {
+        let (ip, tp) = (
+            self.offset_index.path(),
+            self.log_path.with_extension("timeindex"),
+        );
+        Ok([
+            (
+                Arc::new(self.offset_index.file_clone().map_err(io_err(ip))?),
+                ip.to_path_buf(),
+            ),
+            (
+                Arc::new(self.time_index.file_clone().map_err(io_err(&tp))?),
+                tp,
+            ),
+        ])
+    }
+
     /// Writes dirty index pages out (the log file itself is fsynced by the caller).
     pub(crate) fn flush_indexes(&self) -> Result<(), LogError> {
         let p = self.offset_index.path();

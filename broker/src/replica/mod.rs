@@ -452,14 +452,7 @@ impl ReplicaManager {
     }
 
     fn not_leader(&self, tp: &TopicPartition, leader: Option<BrokerId>) -> Failure {
-        (
-            ErrorCode::NotLeaderOrFollower,
-            format!(
-                "broker {} is not the leader of {tp} (leader: {:?})",
-                self.broker_id,
-                leader.map(|b| b.0)
-            ),
-        )
+        not_leader(self.broker_id, tp, leader)
     }
 
     fn leader_partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>, Failure> {
@@ -487,7 +480,14 @@ impl ReplicaManager {
         }
         let p = self.leader_partition(tp)?;
         let batches = validate_batches(tp, records, &p.log.config())?;
-        let (produced, needs_flush, answer) = self.append(&p, &batches, acks == -1, timeout)?;
+        // The append writes (and may roll a segment): on a blocking thread, not on the
+        // async worker serving this request and others.
+        let (broker_id, appending) = (self.broker_id, p.clone());
+        let (produced, needs_flush, answer) = tokio::task::spawn_blocking(move || {
+            Self::append(broker_id, &appending, &batches, acks == -1, timeout)
+        })
+        .await
+        .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))??;
         let end = produced.last_offset + 1;
         if needs_flush {
             let log = p.log.clone();
@@ -521,7 +521,7 @@ impl ReplicaManager {
     /// log appends, and the state machine learns the new log end (and the waiter).
     #[allow(clippy::type_complexity)]
     fn append(
-        &self,
+        broker_id: u32,
         p: &Partition,
         batches: &[RecordBatch],
         acks_all: bool,
@@ -539,7 +539,7 @@ impl ReplicaManager {
         let replica = &mut *guard;
         let leader_epoch = match replica.state.check_produce(acks_all) {
             Ok(epoch) => epoch,
-            Err(Refusal::NotLeader { leader }) => return Err(self.not_leader(tp, leader)),
+            Err(Refusal::NotLeader { leader }) => return Err(not_leader(broker_id, tp, leader)),
             Err(Refusal::NotEnoughReplicas { isr, min }) => {
                 return Err((
                     ErrorCode::NotEnoughReplicas,
@@ -676,6 +676,16 @@ impl ReplicaManager {
         };
         Ok((answer.0, answer.1, p))
     }
+}
+
+fn not_leader(broker_id: u32, tp: &TopicPartition, leader: Option<BrokerId>) -> Failure {
+    (
+        ErrorCode::NotLeaderOrFollower,
+        format!(
+            "broker {broker_id} is not the leader of {tp} (leader: {:?})",
+            leader.map(|b| b.0)
+        ),
+    )
 }
 
 /// Decodes and checks every batch of a produce request before anything is appended.

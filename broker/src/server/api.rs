@@ -40,10 +40,10 @@ impl BrokerApi {
         } else {
             (r.max_bytes as usize).min(FETCH_RESPONSE_BYTES_MAX)
         };
+        let wanted = Arc::new(r.partitions);
         loop {
             // Subscribe before reading, so an append between the read and the wait wakes us.
-            let mut watches: Vec<_> = r
-                .partitions
+            let mut watches: Vec<_> = wanted
                 .iter()
                 .filter_map(|p| {
                     // Followers wait for new data (log end), consumers for committed data.
@@ -58,7 +58,9 @@ impl BrokerApi {
             for w in &mut watches {
                 w.mark_unchanged();
             }
-            let partitions = self.read_all(&r.partitions, max_bytes, r.replica_id);
+            let partitions = self
+                .read_all_blocking(&wanted, max_bytes, r.replica_id)
+                .await;
             let bytes: usize = partitions.iter().map(|p| p.records.len()).sum();
             let errors = partitions
                 .iter()
@@ -227,9 +229,50 @@ impl broker_server::Broker for BrokerApi {
         req: Request<v1::ListOffsetsRequest>,
     ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
         let started = Instant::now();
-        let partitions = req
-            .into_inner()
-            .partitions
+        let wanted = req.into_inner().partitions;
+        let shared = self.0.clone();
+        // A search by timestamp reads segments: on a blocking thread.
+        let listed = tokio::task::spawn_blocking(move || BrokerApi(shared).list_all(wanted)).await;
+        let partitions =
+            listed.map_err(|e| Status::internal(format!("ListOffsets failed: {e}")))?;
+        record_request("list_offsets", started);
+        Ok(Response::new(v1::ListOffsetsResponse { partitions }))
+    }
+
+    async fn metadata(
+        &self,
+        req: Request<v1::MetadataRequest>,
+    ) -> Result<Response<v1::MetadataResponse>, Status> {
+        let started = Instant::now();
+        let wanted = req.into_inner().topics;
+        let mut md = self.0.metadata.read().clone();
+        if !wanted.is_empty() {
+            let mut topics = Vec::new();
+            for name in wanted {
+                match md.topics.iter().find(|t| t.name == name) {
+                    Some(t) => topics.push(t.clone()),
+                    None => topics.push(v1::TopicMetadata {
+                        error_code: ErrorCode::UnknownTopicOrPartition.code(),
+                        error_message: format!("topic {name} does not exist"),
+                        name,
+                        ..Default::default()
+                    }),
+                }
+            }
+            md.topics = topics;
+        }
+        record_request("metadata", started);
+        Ok(Response::new(md))
+    }
+}
+
+impl BrokerApi {
+    /// ListOffsets for each partition (blocking: may read segments).
+    fn list_all(
+        &self,
+        wanted: Vec<v1::ListOffsetsPartition>,
+    ) -> Vec<v1::ListOffsetsPartitionResponse> {
+        wanted
             .into_iter()
             .map(|p| {
                 let tp = TopicPartition::new(p.topic.clone(), p.partition);
@@ -264,39 +307,42 @@ impl broker_server::Broker for BrokerApi {
                 }
                 out
             })
-            .collect();
-        record_request("list_offsets", started);
-        Ok(Response::new(v1::ListOffsetsResponse { partitions }))
+            .collect()
     }
 
-    async fn metadata(
+    /// [`BrokerApi::read_all`] on a blocking thread: reads touch the disk (a cold
+    /// segment page-faults for as long as the disk takes), which must not stall the
+    /// async workers that serve other requests and heartbeats.
+    async fn read_all_blocking(
         &self,
-        req: Request<v1::MetadataRequest>,
-    ) -> Result<Response<v1::MetadataResponse>, Status> {
-        let started = Instant::now();
-        let wanted = req.into_inner().topics;
-        let mut md = self.0.metadata.read().clone();
-        if !wanted.is_empty() {
-            let mut topics = Vec::new();
-            for name in wanted {
-                match md.topics.iter().find(|t| t.name == name) {
-                    Some(t) => topics.push(t.clone()),
-                    None => topics.push(v1::TopicMetadata {
-                        error_code: ErrorCode::UnknownTopicOrPartition.code(),
-                        error_message: format!("topic {name} does not exist"),
-                        name,
-                        ..Default::default()
-                    }),
-                }
-            }
-            md.topics = topics;
-        }
-        record_request("metadata", started);
-        Ok(Response::new(md))
+        partitions: &Arc<Vec<v1::FetchPartition>>,
+        max_bytes: usize,
+        replica_id: i32,
+    ) -> Vec<v1::FetchPartitionResponse> {
+        let (shared, wanted) = (self.0.clone(), partitions.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            BrokerApi(shared).read_all(&wanted, max_bytes, replica_id)
+        })
+        .await;
+        read.unwrap_or_else(|e| {
+            partitions
+                .iter()
+                .map(|p| v1::FetchPartitionResponse {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    error_code: ErrorCode::UnknownServerError.code(),
+                    error_message: format!("the read failed: {e}"),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    log_end_offset: -1,
+                    diverging_epoch: -1,
+                    diverging_end_offset: -1,
+                    ..Default::default()
+                })
+                .collect()
+        })
     }
-}
 
-impl BrokerApi {
     fn read_all(
         &self,
         partitions: &[v1::FetchPartition],
