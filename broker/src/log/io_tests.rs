@@ -33,7 +33,9 @@ fn open(dir: &Path, config: LogConfig) -> Log {
 fn touch_all(data: &Bytes) -> usize {
     let sum = data.iter().fold(0u64, |a, &b| a.wrapping_add(u64::from(b)));
     std::hint::black_box(sum);
-    Batches::new(data.clone()).map(|b| b.unwrap()).count()
+    Batches::new(data.clone())
+        .inspect(|b| assert!(b.is_ok(), "{b:?}"))
+        .count()
 }
 
 /// Issue 18: a follower truncating into a sealed segment unsealed it first, which
@@ -235,5 +237,96 @@ fn a_read_overlapping_a_truncation_of_the_active_segment_starts_over() {
         1,
         "the batch written after the cut"
     );
+    assert!(log.offline_reason().is_none());
+}
+
+/// Issue 18: a compaction swap renamed and deleted files and fsynced the directory
+/// four times under the log's lock, so on a slow disk every produce to the partition
+/// waited for it. The swap's file steps now hold only the flush lock: here the swap is
+/// stopped after its commit point, and an append and a read must still complete.
+#[test]
+fn an_append_does_not_wait_for_a_compaction_swap() {
+    use std::sync::mpsc;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let d = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(
+        d.path(),
+        LogConfig {
+            segment_bytes: 4096,
+            cleanup_policy: CleanupPolicy::Compact,
+            ..LogConfig::default()
+        },
+    ));
+    let now = 1_000_000;
+    for i in 0..60 {
+        let mut b = BatchBuilder::new(Compression::None);
+        b.append(
+            now,
+            Some(format!("k{}", i % 5).as_bytes()),
+            Some(&[b'v'; 200]),
+            &[],
+        );
+        log.append_as_leader(&b.build().unwrap(), 0, now).unwrap();
+    }
+    log.roll_now(now).unwrap();
+    let end = log.log_end_offset();
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let cleaner = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut once = Some((entered_tx, release_rx));
+            super::log::SWAP_PAUSE.with(|p| {
+                *p.borrow_mut() = Some(Box::new(move || {
+                    if let Some((entered, release)) = once.take() {
+                        let _ = entered.send(());
+                        let _ = release.recv_timeout(Duration::from_secs(30));
+                    }
+                }))
+            });
+            log.clean(&CleanOptions {
+                now_ms: now + 1,
+                high_watermark: end,
+                dedupe_buffer_bytes: 1 << 20,
+                producer_expiration_ms: 60_000,
+                crash_at: None,
+                throttle: None,
+            })
+        })
+    };
+    entered_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the cleaner reached its swap");
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let a = log
+                .append_as_leader(&sized_batch(100, now), 0, now)
+                .unwrap();
+            log.read(0, 1 << 20, None).unwrap();
+            a.base_offset
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !writer.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let finished = writer.is_finished();
+    release_tx.send(()).unwrap();
+    assert!(
+        finished,
+        "an append waited for a compaction swap's file steps"
+    );
+    assert_eq!(writer.join().unwrap(), end);
+    let stats = cleaner.join().unwrap().unwrap().expect("a pass ran");
+    assert!(stats.records_removed > 0);
+    // Latest value of each key, and the append made during the swap.
+    let data = log.read(0, 1 << 20, None).unwrap().data;
+    let records: usize = Batches::new(data)
+        .map(|b| b.unwrap().record_count() as usize)
+        .sum();
+    assert!(records <= 5 + 1 + 5, "{records} records after compaction");
     assert!(log.offline_reason().is_none());
 }

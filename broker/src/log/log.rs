@@ -103,7 +103,9 @@ struct State {
     /// Invariant: `first_dirty_offset <= log_end_offset`.
     first_dirty_offset: u64,
     /// Bumped by every truncation, reset and retention deletion: a compaction pass
-    /// planned before it must not swap its segments in.
+    /// planned before it must not swap its segments in, and a read of the active file
+    /// that overlapped it starts over. Invariant: changed only with `flush_lock` held
+    /// (a compaction swap holds it to keep the generation still without this lock).
     generation: u64,
     /// Earliest delete horizon of a tombstone kept by the last compaction pass.
     next_tombstone_horizon_ms: Option<i64>,
@@ -658,6 +660,9 @@ impl Log {
     /// Deletes sealed segments past `retention.ms` / `retention.bytes`, never one
     /// holding offsets at or past `high_watermark`. Returns how many went.
     pub fn apply_retention(&self, now_ms: i64, high_watermark: u64) -> Result<usize, LogError> {
+        // Like every change of the generation, under the flush lock: a compaction swap
+        // holds it while it replaces files without the state lock.
+        let _exclusive = self.flush_lock.lock();
         let mut st = self.state.lock();
         self.check_online(&st)?;
         if !st.config.cleanup_policy.deletes() {
@@ -868,5 +873,7 @@ mod flush_tests;
 mod compaction;
 #[path = "recovery.rs"]
 mod recovery;
+#[cfg(test)]
+pub(crate) use compaction::SWAP_PAUSE;
 pub use compaction::{CleanOptions, CleanStats, CompactionView, CrashAt};
 use recovery::write_log_start;
