@@ -150,6 +150,15 @@ pub struct Produced {
     pub log_start_offset: u64,
 }
 
+/// A produce appended and not yet answered ([`ReplicaManager::start_produce`]).
+pub struct StartedProduce {
+    partition: Arc<Partition>,
+    produced: Produced,
+    needs_flush: bool,
+    answer: Option<(WaiterId, oneshot::Receiver<Result<(), ErrorCode>>)>,
+    timeout: Duration,
+}
+
 /// What a successful fetch of one partition returns.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -174,6 +183,8 @@ pub struct ReplicaManager {
     /// Whether the logs found on disk at start were checked against the controller's
     /// metadata ([`ReplicaManager::delete_stray_logs`]).
     strays_checked: std::sync::atomic::AtomicBool,
+    /// Set once that check deleted every stray log it found.
+    strays_deleted: std::sync::atomic::AtomicBool,
 }
 
 fn now_ms() -> i64 {
@@ -213,6 +224,7 @@ impl ReplicaManager {
             ),
             roles: Mutex::new(()),
             strays_checked: Default::default(),
+            strays_deleted: Default::default(),
         }
     }
 
@@ -398,8 +410,18 @@ impl ReplicaManager {
         }
         match first_error {
             Some(e) => Err(e),
-            None => Ok(deleted),
+            None => {
+                self.strays_deleted.store(true, Ordering::Release);
+                Ok(deleted)
+            }
         }
+    }
+
+    /// Whether [`ReplicaManager::delete_stray_logs`] ran and deleted every stray log:
+    /// the broker holds nothing of a topic deleted while it was away (reported in
+    /// heartbeats, so the controller can close pending deletions).
+    pub fn strays_deleted(&self) -> bool {
+        self.strays_deleted.load(Ordering::Acquire)
     }
 
     /// Whether [`ReplicaManager::delete_stray_logs`] ran.
@@ -452,7 +474,14 @@ impl ReplicaManager {
     }
 
     fn not_leader(&self, tp: &TopicPartition, leader: Option<BrokerId>) -> Failure {
-        not_leader(self.broker_id, tp, leader)
+        (
+            ErrorCode::NotLeaderOrFollower,
+            format!(
+                "broker {} is not the leader of {tp} (leader: {:?})",
+                self.broker_id,
+                leader.map(|b| b.0)
+            ),
+        )
     }
 
     fn leader_partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>, Failure> {
@@ -464,7 +493,10 @@ impl ReplicaManager {
         Ok(p)
     }
 
-    /// Validates and appends the batches in `records`, then waits as `acks` demands.
+    /// Validates and appends the batches in `records`, then waits as `acks` demands:
+    /// [`ReplicaManager::start_produce`] then [`ReplicaManager::finish_produce`]. The
+    /// first part runs on the calling task; the broker's Produce service runs it on a
+    /// blocking thread instead (it may wait on the disk or on a lock held across it).
     pub async fn produce(
         &self,
         tp: &TopicPartition,
@@ -472,6 +504,20 @@ impl ReplicaManager {
         acks: i16,
         timeout: Duration,
     ) -> Result<Produced, Failure> {
+        let started = self.start_produce(tp, records, acks, timeout)?;
+        self.finish_produce(started).await
+    }
+
+    /// The synchronous part of a produce: checks leadership and the batches, and
+    /// appends them. Blocks (partition and log locks, a roll's file creation): call it
+    /// from a blocking thread.
+    pub fn start_produce(
+        &self,
+        tp: &TopicPartition,
+        records: Bytes,
+        acks: i16,
+        timeout: Duration,
+    ) -> Result<StartedProduce, Failure> {
         if !(-1..=1).contains(&acks) {
             return Err((
                 ErrorCode::InvalidRequiredAcks,
@@ -480,14 +526,27 @@ impl ReplicaManager {
         }
         let p = self.leader_partition(tp)?;
         let batches = validate_batches(tp, records, &p.log.config())?;
-        // The append writes (and may roll a segment): on a blocking thread, not on the
-        // async worker serving this request and others.
-        let (broker_id, appending) = (self.broker_id, p.clone());
-        let (produced, needs_flush, answer) = tokio::task::spawn_blocking(move || {
-            Self::append(broker_id, &appending, &batches, acks == -1, timeout)
+        let (produced, needs_flush, answer) = self.append(&p, &batches, acks == -1, timeout)?;
+        Ok(StartedProduce {
+            partition: p,
+            produced,
+            needs_flush,
+            answer,
+            timeout,
         })
-        .await
-        .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))??;
+    }
+
+    /// The waiting part of a produce: the fsync `flush.messages` asks for (on a
+    /// blocking thread), then the in-sync replicas for acks=all.
+    pub async fn finish_produce(&self, started: StartedProduce) -> Result<Produced, Failure> {
+        let StartedProduce {
+            partition: p,
+            produced,
+            needs_flush,
+            answer,
+            timeout,
+        } = started;
+        let tp = &p.tp;
         let end = produced.last_offset + 1;
         if needs_flush {
             let log = p.log.clone();
@@ -521,7 +580,7 @@ impl ReplicaManager {
     /// log appends, and the state machine learns the new log end (and the waiter).
     #[allow(clippy::type_complexity)]
     fn append(
-        broker_id: u32,
+        &self,
         p: &Partition,
         batches: &[RecordBatch],
         acks_all: bool,
@@ -539,7 +598,7 @@ impl ReplicaManager {
         let replica = &mut *guard;
         let leader_epoch = match replica.state.check_produce(acks_all) {
             Ok(epoch) => epoch,
-            Err(Refusal::NotLeader { leader }) => return Err(not_leader(broker_id, tp, leader)),
+            Err(Refusal::NotLeader { leader }) => return Err(self.not_leader(tp, leader)),
             Err(Refusal::NotEnoughReplicas { isr, min }) => {
                 return Err((
                     ErrorCode::NotEnoughReplicas,
@@ -676,16 +735,6 @@ impl ReplicaManager {
         };
         Ok((answer.0, answer.1, p))
     }
-}
-
-fn not_leader(broker_id: u32, tp: &TopicPartition, leader: Option<BrokerId>) -> Failure {
-    (
-        ErrorCode::NotLeaderOrFollower,
-        format!(
-            "broker {broker_id} is not the leader of {tp} (leader: {:?})",
-            leader.map(|b| b.0)
-        ),
-    )
 }
 
 /// Decodes and checks every batch of a produce request before anything is appended.

@@ -143,7 +143,20 @@ impl broker_server::Broker for BrokerApi {
                         ),
                     ))
                 } else {
-                    shared.replicas.produce(&tp, p.records, acks, timeout).await
+                    // The append on a blocking thread: it takes the partition's locks,
+                    // which other blocking threads hold across disk work, and may roll.
+                    let (appender, tp) = (shared.clone(), tp.clone());
+                    let started = tokio::task::spawn_blocking(move || {
+                        appender
+                            .replicas
+                            .start_produce(&tp, p.records, acks, timeout)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err((ErrorCode::UnknownServerError, e.to_string())));
+                    match started {
+                        Ok(started) => shared.replicas.finish_produce(started).await,
+                        Err(f) => Err(f),
+                    }
                 };
                 let mut out = v1::ProducePartitionResponse {
                     topic: p.topic,
