@@ -11,6 +11,7 @@ use futures::Stream;
 use sluice_proto::limits::FETCH_RESPONSE_BYTES_MAX;
 use sluice_proto::v1::{self, broker_server};
 use sluice_proto::{ErrorCode, LeaderEpoch, Offset, TopicPartition};
+use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -42,23 +43,7 @@ impl BrokerApi {
         };
         let wanted = Arc::new(r.partitions);
         loop {
-            // Subscribe before reading, so an append between the read and the wait wakes us.
-            let mut watches: Vec<_> = wanted
-                .iter()
-                .filter_map(|p| {
-                    // Followers wait for new data (log end), consumers for committed data.
-                    let tp = TopicPartition::new(p.topic.clone(), p.partition);
-                    if r.replica_id >= 0 {
-                        self.0.replicas.watch_leo(&tp)
-                    } else {
-                        self.0.replicas.watch_hw(&tp)
-                    }
-                })
-                .collect();
-            for w in &mut watches {
-                w.mark_unchanged();
-            }
-            let partitions = self
+            let (mut watches, partitions) = self
                 .read_all_blocking(&wanted, max_bytes, r.replica_id)
                 .await;
             let bytes: usize = partitions.iter().map(|p| p.records.len()).sum();
@@ -323,22 +308,41 @@ impl BrokerApi {
             .collect()
     }
 
-    /// [`BrokerApi::read_all`] on a blocking thread: reads touch the disk (a cold
-    /// segment page-faults for as long as the disk takes), which must not stall the
-    /// async workers that serve other requests and heartbeats.
+    /// The partitions' watches (subscribed before reading, so an append between the
+    /// read and the wait wakes the fetch) and [`BrokerApi::read_all`], on a blocking
+    /// thread: reads touch the disk (a cold segment page-faults for as long as the disk
+    /// takes), and even the watches take each partition's lock, which blocking threads
+    /// hold across appends (a journal commit on a slow disk can hold one for seconds).
+    /// None of it may stall the async workers that serve other requests and heartbeats.
     async fn read_all_blocking(
         &self,
         partitions: &Arc<Vec<v1::FetchPartition>>,
         max_bytes: usize,
         replica_id: i32,
-    ) -> Vec<v1::FetchPartitionResponse> {
+    ) -> (Vec<watch::Receiver<u64>>, Vec<v1::FetchPartitionResponse>) {
         let (shared, wanted) = (self.0.clone(), partitions.clone());
         let read = tokio::task::spawn_blocking(move || {
-            BrokerApi(shared).read_all(&wanted, max_bytes, replica_id)
+            let mut watches: Vec<_> = wanted
+                .iter()
+                .filter_map(|p| {
+                    // Followers wait for new data (log end), consumers for committed data.
+                    let tp = TopicPartition::new(p.topic.clone(), p.partition);
+                    if replica_id >= 0 {
+                        shared.replicas.watch_leo(&tp)
+                    } else {
+                        shared.replicas.watch_hw(&tp)
+                    }
+                })
+                .collect();
+            for w in &mut watches {
+                w.mark_unchanged();
+            }
+            let read = BrokerApi(shared).read_all(&wanted, max_bytes, replica_id);
+            (watches, read)
         })
         .await;
         read.unwrap_or_else(|e| {
-            partitions
+            let failed = partitions
                 .iter()
                 .map(|p| v1::FetchPartitionResponse {
                     topic: p.topic.clone(),
@@ -352,7 +356,8 @@ impl BrokerApi {
                     diverging_end_offset: -1,
                     ..Default::default()
                 })
-                .collect()
+                .collect();
+            (Vec::new(), failed)
         })
     }
 
