@@ -330,3 +330,52 @@ fn an_append_does_not_wait_for_a_compaction_swap() {
     assert!(records <= 5 + 1 + 5, "{records} records after compaction");
     assert!(log.offline_reason().is_none());
 }
+
+/// The other half of dropping the CRC pass from reads: a follower checks every batch
+/// it is sent before appending anything, so a batch damaged on the leader's disk (and
+/// served as stored) is refused, not replicated.
+#[test]
+fn a_follower_refuses_a_batch_whose_crc_is_bad() {
+    use crate::replica::{FollowerFetched, ReplicaManager, Role};
+    use sluice_proto::{BrokerId, ErrorCode, LeaderEpoch};
+
+    let d = tempfile::tempdir().unwrap();
+    let (logs, _) = LogManager::open(d.path(), LogConfig::default()).unwrap();
+    let rm = ReplicaManager::new(2, logs);
+    let tp = TopicPartition::new("t", 0);
+    let role = Role {
+        leader: Some(BrokerId(1)),
+        leader_epoch: LeaderEpoch(1),
+        replicas: vec![BrokerId(1), BrokerId(2)],
+        isr: vec![BrokerId(1), BrokerId(2)],
+        partition_epoch: 1,
+    };
+    rm.apply_role(&tp, role, LogConfig::default(), None)
+        .unwrap();
+    // As the leader stored it: offset 0, epoch 1 (outside the CRC).
+    let mut good = sized_batch(100, 0).as_bytes().to_vec();
+    sluice_proto::batch::stamp(&mut good, 0, 1);
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xFF;
+    let answer = |records: Vec<u8>| {
+        Ok(FollowerFetched {
+            records: Bytes::from(records),
+            high_watermark: 1,
+            log_start_offset: 0,
+            log_end_offset: 1,
+            diverging: None,
+        })
+    };
+    let sent = rm.followed().remove(&1).unwrap().remove(0);
+    let (code, message) = rm.apply_fetched(&sent, answer(bad)).unwrap_err();
+    assert_eq!(code, ErrorCode::CorruptMessage, "{message}");
+    let log = rm.partition(&tp).unwrap().log.clone();
+    assert_eq!(
+        log.log_end_offset(),
+        0,
+        "nothing of the bad batch was appended"
+    );
+    rm.apply_fetched(&sent, answer(good)).unwrap();
+    assert_eq!(log.log_end_offset(), 1);
+}
