@@ -19,7 +19,8 @@
 //!    been kept, and only the tombstone deletes it. Invariant: no older value of a key
 //!    outlives a removed tombstone of that key. A producer's last batch stays (perhaps
 //!    emptied to its header), so idempotent producers keep their sequence.
-//! 4. Swap (under the lock), crash-safe in this order: fsync the new files; rename
+//! 4. Swap (under the flush lock, which every generation change takes; the state lock
+//!    only to check the generation and to swap the segment map), crash-safe in this order: fsync the new files; rename
 //!    `cleaner.tmp` to `cleaner.swap-B-E` (the commit point: B..E is the offset range
 //!    the group covers); delete the old segments of B..E; move the new files in, the
 //!    `.log` last; remove the swap directory. [`complete_interrupted_clean`] finishes
@@ -523,23 +524,36 @@ impl Log {
     }
 
     /// Swaps a written group in; false when the log changed since the plan.
+    ///
+    /// The file steps (renames, deletions and their directory fsyncs) run without the
+    /// log's state lock, so appends and reads of the partition go on meanwhile: they
+    /// never touch these sealed segments' files, and readers holding the old files keep
+    /// reading them after they are unlinked. What must not interleave — a truncation, a
+    /// prefix truncation, retention (everything that moves the generation) and a flush —
+    /// takes the flush lock, held here from the generation check to the in-memory swap.
     fn swap_group(&self, plan: &Plan, w: &Written, opts: &CleanOptions) -> Result<bool, LogError> {
-        let mut st = self.state.lock();
-        if st.generation != plan.generation || st.offline.is_some() {
-            return Ok(false);
-        }
-        let crash = |step: u8| opts.crash_at == Some(CrashAt::AfterSwapStep(step));
-        let result = (|| {
-            // Known (and persisted) before any reader can see the group: a follower
-            // fetch that reads the new segment must also see that tombstones went.
+        let _exclusive = self.flush_lock.lock();
+        let (old, config) = {
+            let mut st = self.state.lock();
+            if st.generation != plan.generation || st.offline.is_some() {
+                return Ok(false);
+            }
             if let Some(below) = w.tombstones_removed_below {
+                // Known before any reader can see the group: a follower fetch that
+                // reads the new segment must also see that tombstones went.
                 st.tombstones_removed_below = st.tombstones_removed_below.max(below);
                 st.tombstone_removals.record(below);
-                write_cleaner_checkpoint(
-                    &self.dir,
-                    st.first_dirty_offset,
-                    st.tombstones_removed_below,
-                )?;
+            }
+            let old: Vec<u64> = st.segments.range(w.base..w.end).map(|(b, _)| *b).collect();
+            let checkpoint = (st.first_dirty_offset, st.tombstones_removed_below);
+            (old, (st.config.clone(), checkpoint))
+        };
+        let (config, (first_dirty, removed_below)) = config;
+        let crash = |step: u8| opts.crash_at == Some(CrashAt::AfterSwapStep(step));
+        let result = (|| {
+            if w.tombstones_removed_below.is_some() {
+                // Persisted before the commit point, for the same reason.
+                write_cleaner_checkpoint(&self.dir, first_dirty, removed_below)?;
             }
             let swap = self.dir.join(format!("{SWAP_PREFIX}{}-{}", w.base, w.end));
             let tmp = self.dir.join(TMP_DIR);
@@ -548,9 +562,10 @@ impl Log {
             if crash(1) {
                 return Err(injected());
             }
-            let old: Vec<u64> = st.segments.range(w.base..w.end).map(|(b, _)| *b).collect();
+            #[cfg(test)]
+            swap_pause();
             for (i, b) in old.iter().enumerate() {
-                st.segments.remove(b).expect("listed").delete_files()?;
+                delete_segment_files(&self.dir, *b)?;
                 if crash(2) && i + 1 >= old.len().div_ceil(2) {
                     return Err(injected());
                 }
@@ -565,12 +580,17 @@ impl Log {
             }
             fs::remove_dir(&swap).map_err(io_err(&swap))?;
             fsync_dir(&self.dir).map_err(io_err(&self.dir))?;
-            let seg = Segment::open(&self.dir, w.base, &st.config, false, opts.now_ms)?;
-            st.segments.insert(w.base, seg);
-            Ok(())
+            Segment::open(&self.dir, w.base, &config, false, opts.now_ms)
         })();
+        let mut st = self.state.lock();
         match result {
-            Ok(()) => Ok(true),
+            Ok(seg) => {
+                for b in &old {
+                    st.segments.remove(b);
+                }
+                st.segments.insert(w.base, seg);
+                Ok(true)
+            }
             // Files and memory may now disagree: offline until reopened, when
             // `complete_interrupted_clean` finishes the swap.
             Err(e) => Err(self.fail_hard(&mut st, e)),
@@ -669,6 +689,36 @@ fn injected() -> LogError {
         path: PathBuf::from("cleaner"),
         source: std::io::Error::other("injected crash"),
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: called in the middle of a swap's file steps (after its commit point), to
+    /// show what a swap waiting on the disk holds.
+    pub(crate) static SWAP_PAUSE: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[cfg(test)]
+fn swap_pause() {
+    SWAP_PAUSE.with(|p| {
+        if let Some(f) = p.borrow_mut().as_mut() {
+            f()
+        }
+    })
+}
+
+/// Deletes the three files of the segment at `base` in `dir` (those already gone are
+/// fine: a crash may have taken some).
+fn delete_segment_files(dir: &Path, base: u64) -> Result<(), LogError> {
+    for ext in ["log", "index", "timeindex"] {
+        let p = segment_path(dir, base, ext);
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&p)(e)),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Moves the new segment's files from `swap` into `dir`: indexes first, the `.log`

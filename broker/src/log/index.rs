@@ -11,7 +11,7 @@
 //! mapped once; sealing trims them to their entries. Invariant: both fields of an
 //! entry are non-decreasing along the file (strictly, for the offset index).
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -109,8 +109,7 @@ impl IndexFile {
             // while a failed fallocate here is an ordinary ENOSPC error.
             use std::os::unix::io::AsRawFd;
             // SAFETY: plain syscall on an owned, open descriptor.
-            let rc =
-                unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, bytes as libc::off_t) };
+            let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, bytes as libc::off_t) };
             if rc != 0 {
                 return Err(io::Error::from_raw_os_error(rc));
             }
@@ -156,10 +155,17 @@ impl IndexFile {
         (self.entries * self.entry_bytes) as u64 + self.entry_bytes as u64 > self.max_bytes
     }
 
-    /// Trims the file to its entries and writes them out: called when the segment seals.
+    /// Trims the file to its entries: called when the segment seals, under the log's
+    /// lock, so it does not write them out (no `msync`): the entries stay in the page
+    /// cache after the unmap, and the log's next flush fsyncs the file (outside the lock).
     fn trim(&mut self) -> io::Result<()> {
-        self.flush()?;
         self.remap(0)
+    }
+
+    /// A descriptor of the file (opened again: the index keeps none), to fsync it
+    /// without holding the index.
+    fn file_clone(&self) -> io::Result<File> {
+        OpenOptions::new().read(true).write(true).open(&self.path)
     }
 
     fn flush(&self) -> io::Result<()> {
@@ -254,6 +260,11 @@ impl OffsetIndex {
     pub(crate) fn flush(&self) -> io::Result<()> {
         self.0.flush()
     }
+    /// A descriptor to fsync the file with (outside the log's lock); on Linux that
+    /// writes the pages stored through the map too.
+    pub(crate) fn file_clone(&self) -> io::Result<File> {
+        self.0.file_clone()
+    }
     pub(crate) fn extend_to(&mut self, capacity_bytes: u64) -> io::Result<()> {
         self.0.extend_to(capacity_bytes)
     }
@@ -346,6 +357,11 @@ impl TimeIndex {
     }
     pub(crate) fn flush(&self) -> io::Result<()> {
         self.0.flush()
+    }
+    /// A descriptor to fsync the file with (outside the log's lock); on Linux that
+    /// writes the pages stored through the map too.
+    pub(crate) fn file_clone(&self) -> io::Result<File> {
+        self.0.file_clone()
     }
     pub(crate) fn extend_to(&mut self, capacity_bytes: u64) -> io::Result<()> {
         self.0.extend_to(capacity_bytes)

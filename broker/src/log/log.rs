@@ -1,8 +1,11 @@
 //! One partition's log: an ordered map of segments, the last one active.
 //!
-//! Thread safety: every method takes `&self`. Appends, reads, truncation and retention
-//! serialize on one mutex over the segment map (reads of sealed segments only slice an
-//! mmap under it). fsync runs outside that mutex, under a second one, so appends go on
+//! Thread safety: every method takes `&self`. Appends, truncation and retention
+//! serialize on one mutex over the segment map. Reads take only a view of one segment
+//! under it and scan and copy outside it (see `Log::read` and docs/storage.md: a view's
+//! bytes are immutable, or a truncation moved the generation and the read starts over).
+//! Every method may block on the disk: call them from blocking threads, never from an
+//! async worker. fsync runs outside that mutex, under a second one, so appends go on
 //! while a flush is in progress and concurrent flush callers share one fsync (group
 //! commit): whoever gets the flush lock syncs everything appended so far, and the
 //! waiters behind it find their offset already covered.
@@ -96,7 +99,9 @@ struct State {
     /// Invariant: `first_dirty_offset <= log_end_offset`.
     first_dirty_offset: u64,
     /// Bumped by every truncation, reset and retention deletion: a compaction pass
-    /// planned before it must not swap its segments in.
+    /// planned before it must not swap its segments in, and a read of the active file
+    /// that overlapped it starts over. Invariant: changed only with `flush_lock` held
+    /// (a compaction swap holds it to keep the generation still without this lock).
     generation: u64,
     /// Earliest delete horizon of a tombstone kept by the last compaction pass.
     next_tombstone_horizon_ms: Option<i64>,
@@ -105,6 +110,10 @@ struct State {
     /// the first dirty offset).
     tombstones_removed_below: u64,
     tombstone_removals: compaction::TombstoneRemovals,
+    /// A roll created files whose directory entries are not fsynced yet: the next
+    /// flush syncs the directory before it moves the flushed offset (a roll under the
+    /// lock does no fsync).
+    dir_sync_pending: bool,
 }
 
 /// A partition's log. See the module docs.
@@ -341,12 +350,13 @@ impl Log {
         })
     }
 
-    /// Seals the active segment and starts a new one at `base_offset`.
+    /// Seals the active segment and starts a new one at `base_offset`. Runs under the
+    /// lock, so it does no fsync: the new files' directory entries are synced by the
+    /// next flush, before any offset in them counts as flushed (as Kafka leaves the
+    /// flush of a rolled segment to its scheduler).
     fn roll(&self, st: &mut State, base_offset: u64, now_ms: i64) -> Result<(), LogError> {
         // Create first: if that fails (a full disk), the old segment stays active.
-        let seg = Segment::create(&self.dir, base_offset, &st.config, now_ms);
-        let seg = match seg.and_then(|s| fsync_dir(&self.dir).map(|_| s).map_err(io_err(&self.dir)))
-        {
+        let seg = match Segment::create(&self.dir, base_offset, &st.config, now_ms) {
             Ok(s) => s,
             Err(e) => {
                 for ext in ["log", "index", "timeindex"] {
@@ -361,6 +371,7 @@ impl Log {
             .expect("non-empty")
             .seal()?;
         st.segments.insert(base_offset, seg);
+        st.dir_sync_pending = true;
         Ok(())
     }
 
@@ -374,119 +385,6 @@ impl Log {
         }
         self.roll(&mut st, end, now_ms)
             .map_err(|e| self.fail(&mut st, e))
-    }
-
-    /// Whole batches starting with the one holding `from`, about `max_bytes` of them
-    /// (at least one whole batch, so a consumer always progresses), none of which reaches
-    /// `up_to` (exclusive; the high watermark for consumers). `from` must lie in
-    /// `[log_start_offset, log_end_offset]`.
-    pub fn read(
-        &self,
-        from: u64,
-        max_bytes: usize,
-        up_to: Option<u64>,
-    ) -> Result<ReadResult, LogError> {
-        let mut st = self.state.lock();
-        self.check_online(&st)?;
-        let (start, end) = (st.log_start_offset, st.log_end_offset);
-        if from < start || from > end {
-            return Err(LogError::OffsetOutOfRange {
-                requested: from,
-                log_start_offset: start,
-                log_end_offset: end,
-            });
-        }
-        let limit = up_to.unwrap_or(end).min(end);
-        let mut result = ReadResult {
-            data: Bytes::new(),
-            log_start_offset: start,
-            log_end_offset: end,
-        };
-        let first = st
-            .segments
-            .range(..=from)
-            .next_back()
-            .map_or(from, |(b, _)| *b);
-        let bases: Vec<u64> = st
-            .segments
-            .range(first..limit.max(first + 1))
-            .map(|(b, _)| *b)
-            .collect();
-        for base in bases {
-            let seg = st.segments.get_mut(&base).expect("listed");
-            let found = seg.find(from).and_then(|b| match b {
-                Some(b) => seg.read(&b, max_bytes as u64, limit).map(Some),
-                None => Ok(None),
-            });
-            match found {
-                Ok(Some(data)) => {
-                    result.data = data;
-                    break;
-                }
-                Ok(None) => continue,
-                Err(e) => return Err(self.fail(&mut st, e)),
-            }
-        }
-        Ok(result)
-    }
-
-    /// The first offset whose record timestamp is `>= timestamp`, with that timestamp.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(u64, i64)>, LogError> {
-        let mut st = self.state.lock();
-        self.check_online(&st)?;
-        let log_start = st.log_start_offset;
-        let bases: Vec<u64> = st.segments.keys().copied().collect();
-        for base in bases {
-            let seg = st.segments.get_mut(&base).expect("listed");
-            if seg.max_timestamp().is_none_or(|m| m < timestamp) {
-                continue;
-            }
-            let from = seg.time_lookup(timestamp).max(log_start);
-            match Self::scan_for_timestamp(seg, from, timestamp) {
-                Ok(Some(hit)) => return Ok(Some(hit)),
-                Ok(None) => continue,
-                Err(e) => return Err(self.fail(&mut st, e)),
-            }
-        }
-        Ok(None)
-    }
-
-    fn scan_for_timestamp(
-        seg: &mut Segment,
-        from: u64,
-        timestamp: i64,
-    ) -> Result<Option<(u64, i64)>, LogError> {
-        let mut next = seg.find(from)?;
-        while let Some(info) = next {
-            if info.max_timestamp >= timestamp {
-                let bytes = seg.bytes(info.position, info.size)?;
-                let corrupt = |e: sluice_proto::BatchError| LogError::Corrupt {
-                    path: seg.path().to_path_buf(),
-                    position: info.position,
-                    reason: e.to_string(),
-                };
-                let batch = RecordBatch::from_bytes(bytes).map_err(corrupt)?;
-                if batch.timestamp_type() == sluice_proto::TimestampType::LogAppendTime {
-                    return Ok(Some((info.base_offset.max(from), batch.max_timestamp())));
-                }
-                for r in batch.records().map_err(corrupt)? {
-                    let (offset, ts) = (
-                        info.base_offset + r.offset_delta as u64,
-                        batch.base_timestamp() + r.timestamp_delta,
-                    );
-                    if ts >= timestamp && offset >= from {
-                        return Ok(Some((offset, ts)));
-                    }
-                }
-            }
-            let after = info.position + info.size;
-            next = if after < seg.size() {
-                Some(seg.batch_at(after)?)
-            } else {
-                None
-            };
-        }
-        Ok(None)
     }
 
     /// Removes every batch whose last offset is `>= offset` (a follower dropping a
@@ -608,6 +506,9 @@ impl Log {
     /// Deletes sealed segments past `retention.ms` / `retention.bytes`, never one
     /// holding offsets at or past `high_watermark`. Returns how many went.
     pub fn apply_retention(&self, now_ms: i64, high_watermark: u64) -> Result<usize, LogError> {
+        // Like every change of the generation, under the flush lock: a compaction swap
+        // holds it while it replaces files without the state lock.
+        let _exclusive = self.flush_lock.lock();
         let mut st = self.state.lock();
         self.check_online(&st)?;
         if !st.config.cleanup_policy.deletes() {
@@ -670,9 +571,10 @@ impl Log {
     /// `flush.ms` measures from and in `flush_count`.
     fn flush_segments(&self, rolled_only: bool) -> Result<u64, LogError> {
         let _flush = self.flush_lock.lock();
-        let (target, files) = {
+        let (target, files, sync_dir) = {
             let mut st = self.state.lock();
             self.check_online(&st)?;
+            let sync_dir = std::mem::take(&mut st.dir_sync_pending);
             let active = *st.segments.keys().next_back().expect("non-empty");
             let target = if rolled_only {
                 active
@@ -680,7 +582,7 @@ impl Log {
                 st.log_end_offset
             };
             let flushed = self.flushed_offset();
-            if target <= flushed {
+            if target <= flushed && !sync_dir {
                 return Ok(flushed);
             }
             let first = st
@@ -691,16 +593,26 @@ impl Log {
             let upto = if rolled_only { active } else { u64::MAX };
             let mut files = Vec::new();
             for seg in st.segments.range(first..upto).map(|(_, s)| s) {
-                if let Err(e) = seg.flush_indexes() {
-                    return Err(self.fail(&mut st, e));
+                // Index pages are written by fsyncing their files below, not by an
+                // msync here: nothing under this lock waits for the disk.
+                match seg.index_files() {
+                    Ok(indexes) => files.extend(indexes),
+                    Err(e) => return Err(self.fail(&mut st, e)),
                 }
                 files.push((seg.file.clone(), seg.path().to_path_buf()));
             }
             if !rolled_only {
                 st.last_flush_ms = now_ms();
             }
-            (target, files)
+            (target, files, sync_dir)
         };
+        if sync_dir {
+            if let Err(e) = fsync_dir(&self.dir) {
+                let mut st = self.state.lock();
+                st.dir_sync_pending = true;
+                return Err(self.fail(&mut st, LogError::io(&self.dir, e)));
+            }
+        }
         for (file, path) in files {
             if let Err(e) = file.sync_data() {
                 let e = LogError::io(&path, e);
@@ -805,7 +717,13 @@ mod flush_tests;
 
 #[path = "compaction.rs"]
 mod compaction;
+#[path = "read.rs"]
+mod read;
 #[path = "recovery.rs"]
 mod recovery;
+#[cfg(test)]
+pub(crate) use compaction::SWAP_PAUSE;
 pub use compaction::{CleanOptions, CleanStats, CompactionView, CrashAt};
+#[cfg(test)]
+pub(crate) use read::READ_PAUSE;
 use recovery::write_log_start;

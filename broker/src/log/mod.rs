@@ -48,6 +48,8 @@ pub use topic_id::TopicId;
 #[cfg(test)]
 mod compaction_tests;
 #[cfg(test)]
+mod io_tests;
+#[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod tests;

@@ -140,6 +140,7 @@ impl Log {
                 first_dirty_offset: cleaner_checkpoint.0.min(log_end_offset),
                 tombstones_removed_below: cleaner_checkpoint.1,
                 tombstone_removals: super::compaction::TombstoneRemovals::new(),
+                dir_sync_pending: false,
                 generation: 0,
                 next_tombstone_horizon_ms: None,
                 last_clean_ms: None,

@@ -1,10 +1,12 @@
 //! One segment: `{base_offset:020}.log` plus its `.index` and `.timeindex`.
 //!
 //! The `.log` holds whole batches back to back, exactly as sent on the wire. Only the
-//! owning [`super::Log`] touches a segment, under its lock. Sealed segments are served
+//! owning [`super::Log`] touches a segment, under its lock; readers get a [`ReadView`]
+//! there and use it after the lock is released. Sealed segments are served
 //! from a read-only mmap as `Bytes`; because a mapped file must never shrink under a
-//! reader, truncating a sealed segment writes a shortened copy and renames it over
-//! the original instead of cutting the file in place.
+//! reader, truncating a segment whose file was ever mapped (sealed now, or sealed
+//! once and unsealed by the truncation itself) writes a shortened copy and renames it
+//! over the original instead of cutting the file in place.
 //!
 //! Invariants: every byte below `size` belongs to a whole batch that passed its CRC;
 //! `last_offset - base_offset <= u32::MAX` for every batch (index entries are relative);
@@ -124,6 +126,11 @@ pub(crate) struct Segment {
     pub(crate) created_ms: i64,
     /// Sealed segments: the whole file mapped read-only, sliced for reads.
     read_map: Option<Bytes>,
+    /// The current `.log` file was mapped for readers at some point. Slices of that map
+    /// may live on in fetch answers or a compaction pass after `read_map` is dropped
+    /// (unseal), so such a file is never shrunk in place: `cut_to` copies it.
+    /// Invariant: `read_map.is_some()` implies `mapped`.
+    mapped: bool,
     sealed: bool,
 }
 
@@ -191,6 +198,7 @@ impl Segment {
             max_timestamp,
             created_ms: now_ms,
             read_map: None,
+            mapped: false,
             sealed: !active,
         })
     }
@@ -323,9 +331,12 @@ impl Segment {
         debug_assert!(position + len <= self.size);
         if self.sealed && self.size > 0 {
             if self.read_map.is_none() {
-                // SAFETY: a sealed segment's file is never shrunk in place (see module doc).
+                // SAFETY: once mapped, this file is never shrunk in place (`mapped`
+                // makes `cut_to` replace it with a copy), and nothing writes below its
+                // size while it is sealed; a later file of the same name is a new inode.
                 let map = unsafe { Mmap::map(&*self.file) }.map_err(io_err(&self.log_path))?;
                 self.read_map = Some(Bytes::from_owner(MapOwner(map)));
+                self.mapped = true;
             }
             let map = self.read_map.as_ref().expect("just mapped");
             return Ok(map.slice(position as usize..(position + len) as usize));
@@ -337,37 +348,26 @@ impl Segment {
         Ok(buf.freeze())
     }
 
-    /// Whole batches from `start` (a batch boundary): at least the first batch, then as
-    /// many as fit in `max_bytes`, none reaching `limit_offset`. Each batch's CRC is
-    /// checked: a bad one is reported as corruption at its position.
-    pub(crate) fn read(
-        &mut self,
-        start: &BatchInfo,
-        max_bytes: u64,
-        limit_offset: u64,
-    ) -> Result<Bytes, LogError> {
-        if start.last_offset >= limit_offset {
-            return Ok(Bytes::new());
-        }
-        let len = start.size.max(max_bytes.min(self.size - start.position));
-        let chunk = self.bytes(start.position, len)?;
-        let mut used = 0usize;
-        while used < chunk.len() {
-            let rest = &chunk[used..];
-            let size = match batch::batch_size(rest) {
-                Ok(s) => s,
-                Err(sluice_proto::BatchError::Truncated { .. }) if used > 0 => break,
-                Err(e) => return Err(self.corrupt(start.position + used as u64, e.to_string())),
-            };
-            let one = chunk.slice(used..used + size);
-            let b = RecordBatch::from_bytes(one)
-                .map_err(|e| self.corrupt(start.position + used as u64, e.to_string()))?;
-            if b.last_offset() as u64 >= limit_offset {
-                break;
-            }
-            used += size;
-        }
-        Ok(chunk.slice(..used))
+    /// What a reader needs to read this segment from `offset` outside the log's lock:
+    /// the file (a sealed one mapped whole), its size now, and where the offset index
+    /// says to start scanning. Cheap: an index lookup in memory, at most one `mmap`
+    /// call, no read of the `.log`.
+    pub(crate) fn read_view(&mut self, offset: u64) -> Result<ReadView, LogError> {
+        let map = if self.sealed && self.size > 0 {
+            // Maps (a syscall, no IO) on the first read of a sealed segment.
+            self.bytes(0, 0)?;
+            self.read_map.clone()
+        } else {
+            None
+        };
+        let rel = offset.saturating_sub(self.base_offset).min(u32::MAX as u64) as u32;
+        Ok(ReadView {
+            file: self.file.clone(),
+            map,
+            size: self.size,
+            scan_from: u64::from(self.offset_index.lookup(rel).1),
+            log_path: self.log_path.clone(),
+        })
     }
 
     /// Scans the whole file, keeping the longest prefix of valid batches whose offsets
@@ -436,11 +436,13 @@ impl Segment {
         Ok(Some(first_gone.base_offset))
     }
 
-    /// Shortens the log file to `position`. A mapped (sealed) file is replaced by a
-    /// shortened copy so that `Bytes` already handed out stay valid.
+    /// Shortens the log file to `position`. A file ever mapped for readers is replaced
+    /// by a shortened copy so that `Bytes` already handed out stay valid (a store or
+    /// load past the end of a shrunk mapped file is SIGBUS).
     fn cut_to(&mut self, position: u64) -> Result<(), LogError> {
         let p = &self.log_path;
-        if self.read_map.take().is_some() {
+        self.read_map = None;
+        if std::mem::take(&mut self.mapped) {
             let tmp = p.with_extension("log.truncating");
             {
                 (&*self.file).seek(SeekFrom::Start(0)).map_err(io_err(p))?;
@@ -498,6 +500,25 @@ impl Segment {
         self.offset_index.is_sane(self.size) && self.time_index.is_sane(u32::MAX)
     }
 
+    /// Descriptors of the two index files, for a flush to fsync outside the log's lock
+    /// (with their paths, for errors).
+    pub(crate) fn index_files(&self) -> Result<[(Arc<File>, PathBuf); 2], LogError> {
+        let (ip, tp) = (
+            self.offset_index.path(),
+            self.log_path.with_extension("timeindex"),
+        );
+        Ok([
+            (
+                Arc::new(self.offset_index.file_clone().map_err(io_err(ip))?),
+                ip.to_path_buf(),
+            ),
+            (
+                Arc::new(self.time_index.file_clone().map_err(io_err(&tp))?),
+                tp,
+            ),
+        ])
+    }
+
     /// Writes dirty index pages out (the log file itself is fsynced by the caller).
     pub(crate) fn flush_indexes(&self) -> Result<(), LogError> {
         let p = self.offset_index.path();
@@ -524,4 +545,168 @@ impl Segment {
     pub(crate) fn time_lookup(&self, timestamp: i64) -> u64 {
         self.base_offset + u64::from(self.time_index.lookup(timestamp.saturating_sub(1)))
     }
+}
+
+/// A segment as a reader sees it after leaving the log's lock ([`Segment::read_view`]).
+///
+/// Safe to use without the lock: everything below `size` is immutable for as long as
+/// this view lives. Appends write only past `size`. A sealed file is read through a
+/// map of its inode, which is never shrunk once mapped (truncation copies it, deletion
+/// unlinks it, compaction swaps in another file), so the map stays valid and
+/// unchanged. The active file is read with `pread` from a descriptor kept open here;
+/// only a truncation rewrites bytes below `size`, and it bumps the log's generation,
+/// which the reader checks afterwards ([`super::Log::read`]).
+#[derive(Debug)]
+pub(crate) struct ReadView {
+    file: Arc<File>,
+    /// The whole (sealed) file; `None`: read the active file with `pread`.
+    map: Option<Bytes>,
+    size: u64,
+    /// A batch start at or below the offset asked for (from the offset index).
+    scan_from: u64,
+    log_path: PathBuf,
+}
+
+/// Bytes per page when touching mapped data ahead of its use.
+const PAGE_BYTES: usize = 4096;
+
+impl ReadView {
+    /// Whether this view reads the active file, which a truncation may rewrite.
+    pub(crate) fn reads_active_file(&self) -> bool {
+        self.map.is_none()
+    }
+
+    fn corrupt(&self, position: u64, reason: impl Into<String>) -> LogError {
+        LogError::Corrupt {
+            path: self.log_path.clone(),
+            position,
+            reason: reason.into(),
+        }
+    }
+
+    fn bytes(&self, position: u64, len: u64) -> Result<Bytes, LogError> {
+        debug_assert!(position + len <= self.size);
+        if let Some(map) = &self.map {
+            return Ok(map.slice(position as usize..(position + len) as usize));
+        }
+        let mut buf = BytesMut::zeroed(len as usize);
+        self.file
+            .read_exact_at(&mut buf, position)
+            .map_err(io_err(&self.log_path))?;
+        Ok(buf.freeze())
+    }
+
+    fn batch_at(&self, position: u64) -> Result<BatchInfo, LogError> {
+        if position + BATCH_HEADER_BYTES as u64 > self.size {
+            return Err(self.corrupt(position, "batch header runs past the segment's end"));
+        }
+        let header = self.bytes(position, BATCH_HEADER_BYTES as u64)?;
+        let info = BatchInfo::parse(&header, position).map_err(|r| self.corrupt(position, r))?;
+        if position + info.size > self.size {
+            return Err(self.corrupt(position, "batch runs past the segment's end"));
+        }
+        Ok(info)
+    }
+
+    /// The first batch whose last offset is `>= offset`, or `None` past the end.
+    pub(crate) fn find(&self, offset: u64) -> Result<Option<BatchInfo>, LogError> {
+        let mut position = self.scan_from;
+        while position < self.size {
+            let info = self.batch_at(position)?;
+            if info.last_offset >= offset {
+                return Ok(Some(info));
+            }
+            position += info.size;
+        }
+        Ok(None)
+    }
+
+    /// Whole batches from `start` (a batch boundary): at least the first batch, then as
+    /// many as fit in `max_bytes`, none reaching `limit_offset`. Headers are checked
+    /// (length, magic, offsets), CRCs are not: consumers check them, and followers
+    /// check what they append. Mapped data is touched a page at a time before it is
+    /// returned, so a cold file's page faults happen here, on the reader's (blocking)
+    /// thread, not later where the answer is encoded.
+    pub(crate) fn read(
+        &self,
+        start: &BatchInfo,
+        max_bytes: u64,
+        limit_offset: u64,
+    ) -> Result<Bytes, LogError> {
+        if start.last_offset >= limit_offset {
+            return Ok(Bytes::new());
+        }
+        let len = start.size.max(max_bytes.min(self.size - start.position));
+        let chunk = self.bytes(start.position, len)?;
+        let mut used = 0usize;
+        while used < chunk.len() {
+            let rest = &chunk[used..];
+            let position = start.position + used as u64;
+            let size = match batch::batch_size(rest) {
+                Ok(s) => s,
+                Err(sluice_proto::BatchError::Truncated { .. }) if used > 0 => break,
+                Err(e) => return Err(self.corrupt(position, e.to_string())),
+            };
+            let info = BatchInfo::parse(&rest[..BATCH_HEADER_BYTES], position)
+                .map_err(|r| self.corrupt(position, r))?;
+            if info.last_offset >= limit_offset {
+                break;
+            }
+            used += size;
+        }
+        let data = chunk.slice(..used);
+        if self.map.is_some() {
+            prefault(&data);
+        }
+        Ok(data)
+    }
+}
+
+impl ReadView {
+    /// The first record at or after `from` whose timestamp is `>= timestamp`.
+    pub(crate) fn scan_for_timestamp(
+        &self,
+        from: u64,
+        timestamp: i64,
+    ) -> Result<Option<(u64, i64)>, LogError> {
+        let mut next = self.find(from)?;
+        while let Some(info) = next {
+            if info.max_timestamp >= timestamp {
+                let bytes = self.bytes(info.position, info.size)?;
+                let corrupt =
+                    |e: sluice_proto::BatchError| self.corrupt(info.position, e.to_string());
+                let batch = RecordBatch::from_bytes(bytes).map_err(corrupt)?;
+                if batch.timestamp_type() == sluice_proto::TimestampType::LogAppendTime {
+                    return Ok(Some((info.base_offset.max(from), batch.max_timestamp())));
+                }
+                for r in batch.records().map_err(corrupt)? {
+                    let (offset, ts) = (
+                        info.base_offset + r.offset_delta as u64,
+                        batch.base_timestamp() + r.timestamp_delta,
+                    );
+                    if ts >= timestamp && offset >= from {
+                        return Ok(Some((offset, ts)));
+                    }
+                }
+            }
+            let after = info.position + info.size;
+            next = if after < self.size {
+                Some(self.batch_at(after)?)
+            } else {
+                None
+            };
+        }
+        Ok(None)
+    }
+}
+
+/// Reads one byte of every page of `data`, so that it is resident when the caller
+/// hands it on (an async task encoding it must not take the page faults).
+fn prefault(data: &[u8]) {
+    let mut sum = 0u8;
+    for i in (0..data.len()).step_by(PAGE_BYTES) {
+        // SAFETY: `i < data.len()`; a volatile read keeps the loop from being elided.
+        sum = sum.wrapping_add(unsafe { std::ptr::read_volatile(data.as_ptr().add(i)) });
+    }
+    std::hint::black_box(sum);
 }

@@ -150,6 +150,15 @@ pub struct Produced {
     pub log_start_offset: u64,
 }
 
+/// A produce appended and not yet answered ([`ReplicaManager::start_produce`]).
+pub struct StartedProduce {
+    partition: Arc<Partition>,
+    produced: Produced,
+    needs_flush: bool,
+    answer: Option<(WaiterId, oneshot::Receiver<Result<(), ErrorCode>>)>,
+    timeout: Duration,
+}
+
 /// What a successful fetch of one partition returns.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -484,7 +493,10 @@ impl ReplicaManager {
         Ok(p)
     }
 
-    /// Validates and appends the batches in `records`, then waits as `acks` demands.
+    /// Validates and appends the batches in `records`, then waits as `acks` demands:
+    /// [`ReplicaManager::start_produce`] then [`ReplicaManager::finish_produce`]. The
+    /// first part runs on the calling task; the broker's Produce service runs it on a
+    /// blocking thread instead (it may wait on the disk or on a lock held across it).
     pub async fn produce(
         &self,
         tp: &TopicPartition,
@@ -492,6 +504,20 @@ impl ReplicaManager {
         acks: i16,
         timeout: Duration,
     ) -> Result<Produced, Failure> {
+        let started = self.start_produce(tp, records, acks, timeout)?;
+        self.finish_produce(started).await
+    }
+
+    /// The synchronous part of a produce: checks leadership and the batches, and
+    /// appends them. Blocks (partition and log locks, a roll's file creation): call it
+    /// from a blocking thread.
+    pub fn start_produce(
+        &self,
+        tp: &TopicPartition,
+        records: Bytes,
+        acks: i16,
+        timeout: Duration,
+    ) -> Result<StartedProduce, Failure> {
         if !(-1..=1).contains(&acks) {
             return Err((
                 ErrorCode::InvalidRequiredAcks,
@@ -501,6 +527,26 @@ impl ReplicaManager {
         let p = self.leader_partition(tp)?;
         let batches = validate_batches(tp, records, &p.log.config())?;
         let (produced, needs_flush, answer) = self.append(&p, &batches, acks == -1, timeout)?;
+        Ok(StartedProduce {
+            partition: p,
+            produced,
+            needs_flush,
+            answer,
+            timeout,
+        })
+    }
+
+    /// The waiting part of a produce: the fsync `flush.messages` asks for (on a
+    /// blocking thread), then the in-sync replicas for acks=all.
+    pub async fn finish_produce(&self, started: StartedProduce) -> Result<Produced, Failure> {
+        let StartedProduce {
+            partition: p,
+            produced,
+            needs_flush,
+            answer,
+            timeout,
+        } = started;
+        let tp = &p.tp;
         let end = produced.last_offset + 1;
         if needs_flush {
             let log = p.log.clone();

@@ -11,6 +11,7 @@ use futures::Stream;
 use sluice_proto::limits::FETCH_RESPONSE_BYTES_MAX;
 use sluice_proto::v1::{self, broker_server};
 use sluice_proto::{ErrorCode, LeaderEpoch, Offset, TopicPartition};
+use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -40,25 +41,11 @@ impl BrokerApi {
         } else {
             (r.max_bytes as usize).min(FETCH_RESPONSE_BYTES_MAX)
         };
+        let wanted = Arc::new(r.partitions);
         loop {
-            // Subscribe before reading, so an append between the read and the wait wakes us.
-            let mut watches: Vec<_> = r
-                .partitions
-                .iter()
-                .filter_map(|p| {
-                    // Followers wait for new data (log end), consumers for committed data.
-                    let tp = TopicPartition::new(p.topic.clone(), p.partition);
-                    if r.replica_id >= 0 {
-                        self.0.replicas.watch_leo(&tp)
-                    } else {
-                        self.0.replicas.watch_hw(&tp)
-                    }
-                })
-                .collect();
-            for w in &mut watches {
-                w.mark_unchanged();
-            }
-            let partitions = self.read_all(&r.partitions, max_bytes, r.replica_id);
+            let (mut watches, partitions) = self
+                .read_all_blocking(&wanted, max_bytes, r.replica_id)
+                .await;
             let bytes: usize = partitions.iter().map(|p| p.records.len()).sum();
             let errors = partitions
                 .iter()
@@ -162,7 +149,20 @@ impl broker_server::Broker for BrokerApi {
                 } else if let Err(e) = check_topic_id(&shared, &tp, &p.topic_id) {
                     Err(e)
                 } else {
-                    shared.replicas.produce(&tp, p.records, acks, timeout).await
+                    // The append on a blocking thread: it takes the partition's locks,
+                    // which other blocking threads hold across disk work, and may roll.
+                    let (appender, tp) = (shared.clone(), tp.clone());
+                    let started = tokio::task::spawn_blocking(move || {
+                        appender
+                            .replicas
+                            .start_produce(&tp, p.records, acks, timeout)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err((ErrorCode::UnknownServerError, e.to_string())));
+                    match started {
+                        Ok(started) => shared.replicas.finish_produce(started).await,
+                        Err(f) => Err(f),
+                    }
                 };
                 let mut out = v1::ProducePartitionResponse {
                     topic: p.topic,
@@ -248,9 +248,50 @@ impl broker_server::Broker for BrokerApi {
         req: Request<v1::ListOffsetsRequest>,
     ) -> Result<Response<v1::ListOffsetsResponse>, Status> {
         let started = Instant::now();
-        let partitions = req
-            .into_inner()
-            .partitions
+        let wanted = req.into_inner().partitions;
+        let shared = self.0.clone();
+        // A search by timestamp reads segments: on a blocking thread.
+        let listed = tokio::task::spawn_blocking(move || BrokerApi(shared).list_all(wanted)).await;
+        let partitions =
+            listed.map_err(|e| Status::internal(format!("ListOffsets failed: {e}")))?;
+        record_request("list_offsets", started);
+        Ok(Response::new(v1::ListOffsetsResponse { partitions }))
+    }
+
+    async fn metadata(
+        &self,
+        req: Request<v1::MetadataRequest>,
+    ) -> Result<Response<v1::MetadataResponse>, Status> {
+        let started = Instant::now();
+        let wanted = req.into_inner().topics;
+        let mut md = self.0.metadata.read().clone();
+        if !wanted.is_empty() {
+            let mut topics = Vec::new();
+            for name in wanted {
+                match md.topics.iter().find(|t| t.name == name) {
+                    Some(t) => topics.push(t.clone()),
+                    None => topics.push(v1::TopicMetadata {
+                        error_code: ErrorCode::UnknownTopicOrPartition.code(),
+                        error_message: format!("topic {name} does not exist"),
+                        name,
+                        ..Default::default()
+                    }),
+                }
+            }
+            md.topics = topics;
+        }
+        record_request("metadata", started);
+        Ok(Response::new(md))
+    }
+}
+
+impl BrokerApi {
+    /// ListOffsets for each partition (blocking: may read segments).
+    fn list_all(
+        &self,
+        wanted: Vec<v1::ListOffsetsPartition>,
+    ) -> Vec<v1::ListOffsetsPartitionResponse> {
+        wanted
             .into_iter()
             .map(|p| {
                 let tp = TopicPartition::new(p.topic.clone(), p.partition);
@@ -285,39 +326,62 @@ impl broker_server::Broker for BrokerApi {
                 }
                 out
             })
-            .collect();
-        record_request("list_offsets", started);
-        Ok(Response::new(v1::ListOffsetsResponse { partitions }))
+            .collect()
     }
 
-    async fn metadata(
+    /// The partitions' watches (subscribed before reading, so an append between the
+    /// read and the wait wakes the fetch) and [`BrokerApi::read_all`], on a blocking
+    /// thread: reads touch the disk (a cold segment page-faults for as long as the disk
+    /// takes), and even the watches take each partition's lock, which blocking threads
+    /// hold across appends (a journal commit on a slow disk can hold one for seconds).
+    /// None of it may stall the async workers that serve other requests and heartbeats.
+    async fn read_all_blocking(
         &self,
-        req: Request<v1::MetadataRequest>,
-    ) -> Result<Response<v1::MetadataResponse>, Status> {
-        let started = Instant::now();
-        let wanted = req.into_inner().topics;
-        let mut md = self.0.metadata.read().clone();
-        if !wanted.is_empty() {
-            let mut topics = Vec::new();
-            for name in wanted {
-                match md.topics.iter().find(|t| t.name == name) {
-                    Some(t) => topics.push(t.clone()),
-                    None => topics.push(v1::TopicMetadata {
-                        error_code: ErrorCode::UnknownTopicOrPartition.code(),
-                        error_message: format!("topic {name} does not exist"),
-                        name,
-                        ..Default::default()
-                    }),
-                }
+        partitions: &Arc<Vec<v1::FetchPartition>>,
+        max_bytes: usize,
+        replica_id: i32,
+    ) -> (Vec<watch::Receiver<u64>>, Vec<v1::FetchPartitionResponse>) {
+        let (shared, wanted) = (self.0.clone(), partitions.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            let mut watches: Vec<_> = wanted
+                .iter()
+                .filter_map(|p| {
+                    // Followers wait for new data (log end), consumers for committed data.
+                    let tp = TopicPartition::new(p.topic.clone(), p.partition);
+                    if replica_id >= 0 {
+                        shared.replicas.watch_leo(&tp)
+                    } else {
+                        shared.replicas.watch_hw(&tp)
+                    }
+                })
+                .collect();
+            for w in &mut watches {
+                w.mark_unchanged();
             }
-            md.topics = topics;
-        }
-        record_request("metadata", started);
-        Ok(Response::new(md))
+            let read = BrokerApi(shared).read_all(&wanted, max_bytes, replica_id);
+            (watches, read)
+        })
+        .await;
+        read.unwrap_or_else(|e| {
+            let failed = partitions
+                .iter()
+                .map(|p| v1::FetchPartitionResponse {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    error_code: ErrorCode::UnknownServerError.code(),
+                    error_message: format!("the read failed: {e}"),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    log_end_offset: -1,
+                    diverging_epoch: -1,
+                    diverging_end_offset: -1,
+                    ..Default::default()
+                })
+                .collect();
+            (Vec::new(), failed)
+        })
     }
-}
 
-impl BrokerApi {
     fn read_all(
         &self,
         partitions: &[v1::FetchPartition],

@@ -70,7 +70,6 @@ impl broker_control_server::BrokerControl for Control {
         {
             return Ok(Response::new(resp));
         }
-        let defaults = &self.0.config.log_defaults;
         if r.full_state {
             // A reconciliation: replicas this broker holds that the controller no longer
             // gives it (a StopReplica it missed) are stopped and deleted, as that push
@@ -102,48 +101,14 @@ impl broker_control_server::BrokerControl for Control {
         }
         // Every partition is applied, whatever an earlier one answered; the refusals
         // are reported together (the controller re-sends what the heartbeat digests
-        // still show as different). On a blocking thread: a role can create a log and
-        // write its epoch checkpoint (fsyncs), and a registration's LeaderAndIsr lists
-        // every partition the broker holds — thousands — which on the async workers
-        // starved this process's heartbeats (and, in `sluice dev`, the controller
-        // answering them) until the broker was fenced and the whole set re-sent.
+        // still show as different). On a blocking thread: a role creates, deletes or
+        // truncates logs and rebuilds producer state from them, for every partition of
+        // the request.
         let shared = self.0.clone();
-        let defaults = defaults.clone();
-        let refused = tokio::task::spawn_blocking(move || {
-            let mut refused: Vec<(TopicPartition, ErrorCode, String)> = Vec::new();
-            for p in r.partitions {
-                let tp = TopicPartition::new(p.topic.clone(), p.partition);
-                let config = match defaults
-                    .with_overrides(p.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                {
-                    Ok(c) => c,
-                    Err(e) => {
-                        warn!(partition = %tp, error = %e, "invalid topic config from the controller; using broker defaults");
-                        LogConfig::clone(&defaults)
-                    }
-                };
-                let Some(leader_epoch) = LeaderEpoch::from_wire(p.leader_epoch) else {
-                    warn!(partition = %tp, leader_epoch = p.leader_epoch, "ignored a partition state without a leader epoch");
-                    continue;
-                };
-                let topic_id = TopicId::parse(&p.topic_id);
-                let role = Role {
-                    leader: (p.leader >= 0).then_some(BrokerId(p.leader as u32)),
-                    leader_epoch,
-                    replicas: p.replicas.into_iter().map(BrokerId).collect(),
-                    isr: p.isr.into_iter().map(BrokerId).collect(),
-                    partition_epoch: p.partition_epoch,
-                };
-                if let Err((code, message)) =
-                    shared.replicas.apply_role(&tp, role, config, topic_id.as_ref())
-                {
-                    refused.push((tp, code, message));
-                }
-            }
-            refused
-        })
-        .await
-        .map_err(|e| Status::internal(format!("applying roles: {e}")))?;
+        let partitions = r.partitions;
+        let refused = tokio::task::spawn_blocking(move || apply_roles(&shared, partitions))
+            .await
+            .map_err(|e| Status::internal(format!("applying LeaderAndIsr failed: {e}")))?;
         match refused.first() {
             None => Ok(Response::new(ok())),
             Some((_, code, _)) => {
@@ -231,4 +196,46 @@ pub(crate) async fn check_strays(shared: &Arc<Shared>) {
             Err(e) => warn!(error = %e, "could not delete the logs of deleted topics"),
         }
     }
+}
+
+/// Applies each partition's role of a LeaderAndIsr (blocking: touches logs); returns
+/// the refusals.
+fn apply_roles(
+    shared: &Shared,
+    partitions: Vec<v1::PartitionState>,
+) -> Vec<(TopicPartition, ErrorCode, String)> {
+    let defaults = &shared.config.log_defaults;
+    let mut refused: Vec<(TopicPartition, ErrorCode, String)> = Vec::new();
+    for p in partitions {
+        let tp = TopicPartition::new(p.topic.clone(), p.partition);
+        let config = match defaults
+            .with_overrides(p.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(partition = %tp, error = %e, "invalid topic config from the controller; using broker defaults");
+                LogConfig::clone(defaults)
+            }
+        };
+        let Some(leader_epoch) = LeaderEpoch::from_wire(p.leader_epoch) else {
+            warn!(partition = %tp, leader_epoch = p.leader_epoch, "ignored a partition state without a leader epoch");
+            continue;
+        };
+        let topic_id = TopicId::parse(&p.topic_id);
+        let role = Role {
+            leader: (p.leader >= 0).then_some(BrokerId(p.leader as u32)),
+            leader_epoch,
+            replicas: p.replicas.into_iter().map(BrokerId).collect(),
+            isr: p.isr.into_iter().map(BrokerId).collect(),
+            partition_epoch: p.partition_epoch,
+        };
+        if let Err((code, message)) =
+            shared
+                .replicas
+                .apply_role(&tp, role, config, topic_id.as_ref())
+        {
+            refused.push((tp, code, message));
+        }
+    }
+    refused
 }

@@ -185,39 +185,61 @@ async fn fetch_from(shared: Arc<Shared>, leader: u32) {
                 continue;
             }
         };
-        let mut progressed = false;
-        for p in resp.partitions {
-            let tp = TopicPartition::new(p.topic.clone(), p.partition);
-            let Some(sent) = parts.iter().find(|f| f.tp == tp) else {
-                continue;
-            };
-            let result = if p.error_code == 0 {
-                progressed |= !p.records.is_empty() || p.diverging_end_offset >= 0;
-                Ok(FollowerFetched {
-                    records: p.records,
-                    high_watermark: p.high_watermark.max(0) as u64,
-                    log_start_offset: p.log_start_offset.max(0) as u64,
-                    log_end_offset: p.log_end_offset.max(0) as u64,
-                    diverging: Offset::from_wire(p.diverging_end_offset)
-                        .map(|end| (LeaderEpoch::from_wire(p.diverging_epoch), end)),
-                })
-            } else {
-                debug!(partition = %tp, code = %ErrorCode::from_code(p.error_code), message = p.error_message, "follower fetch refused");
-                Err((
-                    ErrorCode::from_code(p.error_code),
-                    p.log_start_offset.max(0) as u64,
-                    p.log_end_offset.max(0) as u64,
-                ))
-            };
-            if let Err((code, message)) = shared.replicas.apply_fetched(sent, result) {
-                warn!(partition = %tp, %code, message, "applying replicated data failed");
+        // Appends, truncations (a sealed segment is copied) and producer-state rebuilds
+        // touch the disk: on a blocking thread.
+        let applier = shared.clone();
+        let applied =
+            tokio::task::spawn_blocking(move || apply_answer(&applier, leader, &parts, resp)).await;
+        let progressed = match applied {
+            Ok(progressed) => progressed,
+            Err(e) => {
+                error!(leader, error = %e, "applying a fetch answer failed");
+                false
             }
-        }
+        };
         if !progressed {
             // Errors or an empty long-poll: do not spin.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// Applies a leader's answer to the partitions fetched from it; whether any progressed.
+fn apply_answer(
+    shared: &Shared,
+    leader: u32,
+    parts: &[crate::replica::ToFetch],
+    resp: v1::FetchResponse,
+) -> bool {
+    let mut progressed = false;
+    for p in resp.partitions {
+        let tp = TopicPartition::new(p.topic.clone(), p.partition);
+        let Some(sent) = parts.iter().find(|f| f.tp == tp) else {
+            continue;
+        };
+        let result = if p.error_code == 0 {
+            progressed |= !p.records.is_empty() || p.diverging_end_offset >= 0;
+            Ok(FollowerFetched {
+                records: p.records,
+                high_watermark: p.high_watermark.max(0) as u64,
+                log_start_offset: p.log_start_offset.max(0) as u64,
+                log_end_offset: p.log_end_offset.max(0) as u64,
+                diverging: Offset::from_wire(p.diverging_end_offset)
+                    .map(|end| (LeaderEpoch::from_wire(p.diverging_epoch), end)),
+            })
+        } else {
+            debug!(partition = %tp, code = %ErrorCode::from_code(p.error_code), message = p.error_message, "follower fetch refused");
+            Err((
+                ErrorCode::from_code(p.error_code),
+                p.log_start_offset.max(0) as u64,
+                p.log_end_offset.max(0) as u64,
+            ))
+        };
+        if let Err((code, message)) = shared.replicas.apply_fetched(sent, result) {
+            warn!(partition = %tp, leader, %code, message, "applying replicated data failed");
+        }
+    }
+    progressed
 }
 
 /// Ticks every partition's state machine on its own timer (waiting produces expire on
@@ -234,7 +256,14 @@ pub(crate) async fn propose_isr_changes(shared: Arc<Shared>) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let proposals = shared.replicas.tick(Instant::now());
+        // The tick takes every partition's lock, which a blocking thread may hold
+        // across disk work (an append that rolls, a truncation): not on a worker.
+        let ticking = shared.clone();
+        let Ok(proposals) =
+            tokio::task::spawn_blocking(move || ticking.replicas.tick(Instant::now())).await
+        else {
+            continue;
+        };
         if !proposals.is_empty() && tx.try_send(proposals).is_err() && sender.is_finished() {
             return;
         }

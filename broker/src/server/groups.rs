@@ -445,11 +445,20 @@ async fn writer(
             Ok(())
         } else {
             match encode(group.iter().flat_map(|p| &p.writes)) {
-                Ok(records) => shared
-                    .replicas
-                    .produce(&tp, records, -1, Duration::from_secs(10))
+                // The append on a blocking thread, as the Produce service does it.
+                Ok(records) => {
+                    let (appender, at) = (shared.clone(), tp.clone());
+                    let started = tokio::task::spawn_blocking(move || {
+                        let timeout = Duration::from_secs(10);
+                        appender.replicas.start_produce(&at, records, -1, timeout)
+                    })
                     .await
-                    .map(|_| ()),
+                    .unwrap_or_else(|e| Err((ErrorCode::UnknownServerError, e.to_string())));
+                    match started {
+                        Ok(started) => shared.replicas.finish_produce(started).await.map(|_| ()),
+                        Err(f) => Err(f),
+                    }
+                }
                 Err(e) => Err((ErrorCode::UnknownServerError, e.to_string())),
             }
         };

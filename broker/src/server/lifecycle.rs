@@ -86,14 +86,32 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) -> String {
         };
         let mut client = ControllerApiClient::new(ch);
         let registered_at = Instant::now();
+        let mut digesting: Option<tokio::task::JoinHandle<(u64, u64)>> = None;
         loop {
             tokio::time::sleep(config.heartbeat_interval).await;
             super::control::check_strays(&shared).await;
-            let (roles_digest, metadata_digest) = held_state_digests(&shared);
+            // The digests take every partition's lock, which a blocking thread may hold
+            // across slow disk work: computed on a blocking thread, and a heartbeat
+            // never waits long for them (the controller fences a broker whose
+            // heartbeats stop). Without them it reports no state this time, and the
+            // same computation is awaited again at the next beat.
+            let mut task = digesting.take().unwrap_or_else(|| {
+                let s = shared.clone();
+                tokio::task::spawn_blocking(move || held_state_digests(&s))
+            });
+            let digests = match tokio::time::timeout(DIGEST_WAIT_MAX, &mut task).await {
+                Ok(Ok(d)) => Some(d),
+                Ok(Err(_)) => None,
+                Err(_) => {
+                    digesting = Some(task);
+                    None
+                }
+            };
+            let (roles_digest, metadata_digest) = digests.unwrap_or_default();
             let req = v1::HeartbeatRequest {
                 broker_id: config.id,
                 broker_epoch: epoch,
-                reports_state: true,
+                reports_state: digests.is_some(),
                 roles_digest,
                 metadata_digest,
                 strays_deleted: shared.replicas.strays_deleted(),
@@ -320,6 +338,9 @@ pub(crate) async fn controlled_shutdown(shared: &Shared) {
         );
     }
 }
+
+/// How long a heartbeat waits for [`held_state_digests`] before it goes without them.
+const DIGEST_WAIT_MAX: Duration = Duration::from_millis(100);
 
 /// What this broker holds, as the controller's reconciliation compares it
 /// (`sluice_proto::digest`): the role of every hosted partition, and the metadata view

@@ -159,6 +159,24 @@ impl EmbeddedStore {
         write_atomically(&self.dir.join("metadata.json"), text.as_bytes())
     }
 
+    /// [`EmbeddedStore::save`] on a blocking thread: encoding and writing a whole
+    /// snapshot (fsync of the file and the directory) must not hold an async worker,
+    /// which also serves the controller's heartbeats and RPCs.
+    pub async fn save_blocking(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        if self.lock.is_none() {
+            return Err(StoreError::LeaseLost);
+        }
+        let (path, snapshot) = (self.dir.join("metadata.json"), snapshot.clone());
+        tokio::task::spawn_blocking(move || {
+            write_atomically(&path, encode_snapshot(&snapshot).as_bytes())
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            path: self.dir.join("metadata.json"),
+            source: io::Error::other(e.to_string()),
+        })?
+    }
+
     /// Polls for the lock every `retry` until held, then takes the next epoch. Errors
     /// (an unwritable DIR, say) are logged and retried: a standby stays a standby.
     pub async fn acquire(&mut self, retry: Duration) -> i64 {

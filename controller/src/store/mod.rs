@@ -173,7 +173,7 @@ impl Store {
     /// Writes the snapshot if and only if this holder still has the lease.
     pub async fn save(&mut self, snapshot: &Snapshot) -> Result<(), StoreError> {
         match self {
-            Store::Embedded(s) => s.save(snapshot),
+            Store::Embedded(s) => s.save_blocking(snapshot).await,
             #[cfg(feature = "etcd")]
             Store::Etcd(s) => s.save(snapshot).await,
         }
@@ -231,5 +231,48 @@ mod tests {
             assert!(matches!(e, StoreError::EtcdNotBuilt(_)));
             assert!(e.to_string().contains("--features etcd"), "{e}");
         }
+    }
+
+    /// Issue 18: the embedded store wrote (and fsynced) the whole snapshot on the
+    /// async worker running the controller's writer, so a slow disk stalled every task
+    /// of that worker — heartbeats included. Here the write cannot finish (its temp
+    /// file is a FIFO nobody reads yet: `open` blocks as on a disk that does not answer)
+    /// until another task on the same single-threaded runtime has run five timer ticks.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stuck_metadata_write_does_not_stall_the_runtime() {
+        let d = tempfile::tempdir().unwrap();
+        let spec = format!("embedded:{}", d.path().display());
+        let mut store = Store::open(&spec, Duration::from_secs(1)).unwrap();
+        store.acquire(1, Duration::from_millis(10)).await;
+        let fifo = d.path().join("metadata.tmp");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (ticked_tx, ticked_rx) = std::sync::mpsc::channel();
+        let disk = std::thread::spawn(move || {
+            let ticked = ticked_rx.recv_timeout(Duration::from_secs(5)).is_ok();
+            // Answer the write either way, so the test ends.
+            let mut written = Vec::new();
+            std::io::Read::read_to_end(&mut std::fs::File::open(&fifo).unwrap(), &mut written)
+                .unwrap();
+            (ticked, written.len())
+        });
+        let ticker = tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let _ = ticked_tx.send(());
+        });
+        // Fails at the fsync (a FIFO has none); only the waiting matters here.
+        let _ = store.save(&crate::state::Snapshot::default()).await;
+        ticker.await.unwrap();
+        let (ticked, written) = disk.join().unwrap();
+        assert!(written > 0, "the snapshot reached the file");
+        assert!(
+            ticked,
+            "the runtime stood still while the store wrote the snapshot"
+        );
     }
 }
