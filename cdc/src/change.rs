@@ -98,6 +98,17 @@ pub enum SourceEvent {
         /// Tables and their estimated row counts (for progress).
         tables: Vec<(TableId, u64)>,
     },
+    /// A copy of tables added to a running capture begins, while the other tables keep
+    /// streaming: its rows follow as [`SourceEvent::SnapshotRows`], all at `pos` (the
+    /// consistent point of a snapshot taken for these tables alone). The stream that
+    /// follows the copy resumes from the source's confirmed position, usually below
+    /// `pos`: the added tables take only its changes after `pos` (the copy holds the
+    /// rest), and nothing of the copy confirms a position to the source.
+    AddedTablesCopyStarted {
+        pos: SourcePos,
+        /// The tables copied and their estimated row counts (for progress).
+        tables: Vec<(TableId, u64)>,
+    },
     /// Rows of the initial copy (`op` is [`Op::Read`]).
     SnapshotRows(Vec<RowChange>),
     /// The copy is complete.

@@ -52,7 +52,9 @@ impl Resume {
 #[derive(Debug)]
 struct Unit {
     seq: u64,
-    pos: SourcePos,
+    /// `None`: a unit that confirms nothing by itself (a copy of tables added to a
+    /// running capture: its position is ahead of the stream that follows it).
+    pos: Option<SourcePos>,
     acked: bool,
 }
 
@@ -73,6 +75,16 @@ impl Tracker {
     /// A unit at `pos` was handed to the producer; returns its number for [`Tracker::acked`].
     /// Positions must not go backwards.
     pub fn sent(&mut self, pos: SourcePos) -> u64 {
+        self.push(Some(pos))
+    }
+
+    /// A unit whose acknowledgement confirms no position (it still holds back every
+    /// unit after it until it is acknowledged).
+    pub fn sent_unpositioned(&mut self) -> u64 {
+        self.push(None)
+    }
+
+    fn push(&mut self, pos: Option<SourcePos>) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending.push_back(Unit {
@@ -95,8 +107,10 @@ impl Tracker {
         let mut moved = false;
         while self.pending.front().is_some_and(|u| u.acked) {
             let u = self.pending.pop_front().expect("checked");
-            self.confirmed = Some(u.pos);
-            moved = true;
+            if let Some(pos) = u.pos {
+                self.confirmed = Some(pos);
+                moved = true;
+            }
         }
         if moved {
             self.confirmed.as_ref()

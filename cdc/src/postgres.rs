@@ -139,7 +139,7 @@ pub async fn check(cfg: &PgSourceConfig) -> Result<(), Error> {
 /// `confirmed` says how far Sluice acknowledged.
 pub async fn run(
     cfg: PgSourceConfig,
-    snapshot_state: SnapshotState,
+    snapshot_state: HashMap<TableId, SnapshotState>,
     events: mpsc::Sender<SourceEvent>,
     confirmed: watch::Receiver<Option<SourcePos>>,
     stop: CancellationToken,
@@ -165,7 +165,7 @@ pub async fn run(
 
 async fn run_fenced(
     cfg: PgSourceConfig,
-    snapshot_state: SnapshotState,
+    snapshot_state: HashMap<TableId, SnapshotState>,
     events: mpsc::Sender<SourceEvent>,
     mut confirmed: watch::Receiver<Option<SourcePos>>,
     stop: CancellationToken,
@@ -182,18 +182,21 @@ async fn run_fenced(
             cfg.slot
         )));
     }
-    let initial = cfg.snapshot == SnapshotMode::Initial;
-    let recopy_lost_slot = initial && slot.is_none() && snapshot_state == SnapshotState::Complete;
-    let copy = (initial && snapshot_state != SnapshotState::Complete) || recopy_lost_slot;
-    if recopy_lost_slot {
-        warn!(slot = %cfg.slot, "the topics hold a finished copy but the slot is gone: changes since are lost to streaming, so the tables are copied again");
-    }
-    if copy && slot.is_some() {
-        info!(slot = %cfg.slot, ?snapshot_state, "the last copy did not finish: dropping the slot to copy again at a new consistent point");
+    let plan = copy_plan(&cfg, &tables, &snapshot_state, slot.is_some());
+    if plan == CopyPlan::All && slot.is_some() {
+        info!(slot = %cfg.slot, "the last copy did not finish: dropping the slot to copy again at a new consistent point");
         client
             .execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot])
             .await
             .map_err(source_err("drop slot"))?;
+    }
+    if let CopyPlan::Added(added) = &plan {
+        // Before the stream starts: the slot waits where it was confirmed, and the
+        // stream that follows replays from there (see `copy_added`).
+        let added: Vec<&TableInfo> = tables.iter().filter(|t| added.contains(&t.id)).collect();
+        if !copy_added(&cfg, &added, &by_oid, &events, &stop).await? {
+            return Ok(());
+        }
     }
     let config = ReplicationStreamConfig::builder(cfg.slot.clone(), cfg.publication.clone())
         .with_messages(true)
@@ -202,54 +205,21 @@ async fn run_fenced(
     let stream = LogicalReplicationStream::new(&replication_dsn(&cfg.dsn), config)
         .await
         .map_err(pg_err("replication connection"))?;
-    let mut stream = if copy {
+    let mut stream = if plan == CopyPlan::All {
         match stream.snapshot().await.map_err(pg_err("create slot"))? {
             SnapshotOutcome::Unavailable(s) => s,
             SnapshotOutcome::Available(mut snap) => {
                 // Only the captured tables: the publication may hold others.
                 snap.retain_tables(|t| by_oid.contains_key(&t.relation().relation_id));
                 let pos = SourcePos::Postgres(Lsn(snap.consistent_point().value()));
-                let mut want = Vec::new();
-                for t in &tables {
-                    want.push(((*t.id).clone(), t.estimated_rows));
-                }
+                let want = tables
+                    .iter()
+                    .map(|t| ((*t.id).clone(), t.estimated_rows))
+                    .collect();
                 send(&events, SourceEvent::SnapshotStarted { pos, tables: want }).await?;
                 let mut rows = snap.rows();
-                let mut chunk = Vec::with_capacity(cfg.snapshot_chunk_rows);
-                loop {
-                    if stop.is_cancelled() {
-                        return Ok(());
-                    }
-                    let Some(row) = rows.next_row().await.map_err(pg_err("copy"))? else {
-                        break;
-                    };
-                    let Some(info) = by_oid.get(&row.relation.relation_id) else {
-                        return Err(Error::Source(format!(
-                            "postgres: the copy sent a row of {}.{} (oid {}), which is not \
-                             captured",
-                            row.relation.namespace,
-                            row.relation.relation_name,
-                            row.relation.relation_id
-                        )));
-                    };
-                    let after = to_row(info, &row.data)?;
-                    chunk.push(RowChange {
-                        table: info.id.clone(),
-                        op: Op::Read,
-                        key: key_of(info, &after)?,
-                        before: None,
-                        after: Some(after),
-                    });
-                    if chunk.len() >= cfg.snapshot_chunk_rows {
-                        send(
-                            &events,
-                            SourceEvent::SnapshotRows(std::mem::take(&mut chunk)),
-                        )
-                        .await?;
-                    }
-                }
-                if !chunk.is_empty() {
-                    send(&events, SourceEvent::SnapshotRows(chunk)).await?;
+                if !copy_rows(&mut rows, &cfg, &by_oid, &events, &stop).await? {
+                    return Ok(());
                 }
                 send(&events, SourceEvent::SnapshotDone).await?;
                 rows.finish().await.map_err(pg_err("finish copy"))?
@@ -311,6 +281,153 @@ async fn send(events: &mpsc::Sender<SourceEvent>, e: SourceEvent) -> Result<(), 
         .send(e)
         .await
         .map_err(|_| Error::Source("the writer stopped".into()))
+}
+
+/// What a run copies before it streams.
+#[derive(Debug, PartialEq, Eq)]
+enum CopyPlan {
+    None,
+    /// Every table, under the snapshot of a new slot (an existing one is dropped).
+    All,
+    /// Only these tables (added to `--tables` since the others were copied), under a
+    /// snapshot of their own; the slot and the other tables' stream go on.
+    Added(Vec<Arc<TableId>>),
+}
+
+/// Which tables a run copies, from what the topics hold (`states`) and whether the slot
+/// still exists.
+fn copy_plan(
+    cfg: &PgSourceConfig,
+    tables: &[TableInfo],
+    states: &HashMap<TableId, SnapshotState>,
+    slot_exists: bool,
+) -> CopyPlan {
+    if cfg.snapshot != SnapshotMode::Initial {
+        return CopyPlan::None;
+    }
+    let (copied, missing): (Vec<&TableInfo>, Vec<&TableInfo>) = tables
+        .iter()
+        .partition(|t| states.get(&*t.id) == Some(&SnapshotState::Complete));
+    if !slot_exists && !copied.is_empty() {
+        warn!(slot = %cfg.slot, "the topics hold a finished copy but the slot is gone: changes since are lost to streaming, so the tables are copied again");
+        return CopyPlan::All;
+    }
+    if missing.is_empty() {
+        return CopyPlan::None;
+    }
+    if copied.is_empty() {
+        return CopyPlan::All;
+    }
+    let added: Vec<Arc<TableId>> = missing.iter().map(|t| t.id.clone()).collect();
+    info!(tables = ?added.iter().map(|t| t.to_string()).collect::<Vec<_>>(), "tables without a finished copy beside tables that have one: copying only those, the rest stream on from the slot");
+    CopyPlan::Added(added)
+}
+
+/// Copies tables added to `--tables` on their own, before the stream starts, under
+/// the exported snapshot of a temporary slot (`C`, its consistent point). The table
+/// joined the publication (`setup::prepare`, committed before this), and the temporary
+/// slot becomes consistent only once every transaction open when it was created has
+/// ended, so every change to the table either committed below `C` (in the copy) or
+/// commits past it and is decoded by the connector's own slot, which replays from its
+/// confirmed position: the sink writes the table's changes only past `C` (the copy's
+/// end heartbeat), the other tables' from where their topics end. Returns `false` when
+/// stopped.
+async fn copy_added(
+    cfg: &PgSourceConfig,
+    added: &[&TableInfo],
+    by_oid: &HashMap<u32, TableInfo>,
+    events: &mpsc::Sender<SourceEvent>,
+    stop: &CancellationToken,
+) -> Result<bool, Error> {
+    let names: Vec<(&str, &str)> = added
+        .iter()
+        .map(|t| (t.id.schema.as_str(), t.id.table.as_str()))
+        .collect();
+    let publications = [cfg.publication.as_str()];
+    let snap = tokio::select! {
+        _ = stop.cancelled() => return Ok(false),
+        s = pg_walstream::AlignedSnapshot::capture(&cfg.dsn, &publications, &names) => {
+            s.map_err(pg_err("snapshot of the added tables"))?
+        }
+    };
+    let mut snap = snap.with_cancellation(stop.clone());
+    let pos = SourcePos::Postgres(Lsn(snap.consistent_point().value()));
+    let want = added
+        .iter()
+        .map(|t| ((*t.id).clone(), t.estimated_rows))
+        .collect();
+    send(
+        events,
+        SourceEvent::AddedTablesCopyStarted { pos, tables: want },
+    )
+    .await?;
+    if !copy_rows(&mut snap, cfg, by_oid, events, stop).await? {
+        return Ok(false);
+    }
+    snap.finish().map_err(pg_err("finish copy"))?;
+    send(events, SourceEvent::SnapshotDone).await?;
+    Ok(true)
+}
+
+/// Where copy rows come from: the snapshot of a new slot, or of a temporary one.
+trait CopySource {
+    async fn next(&mut self) -> Result<Option<pg_walstream::SnapshotRow>, Error>;
+}
+
+impl CopySource for pg_walstream::SnapshotRows {
+    async fn next(&mut self) -> Result<Option<pg_walstream::SnapshotRow>, Error> {
+        self.next_row().await.map_err(pg_err("copy"))
+    }
+}
+
+impl CopySource for pg_walstream::AlignedSnapshot {
+    async fn next(&mut self) -> Result<Option<pg_walstream::SnapshotRow>, Error> {
+        self.next_row().await.map_err(pg_err("copy"))
+    }
+}
+
+/// Hands every row of a copy to the runner in chunks. Returns `false` when stopped.
+async fn copy_rows(
+    rows: &mut impl CopySource,
+    cfg: &PgSourceConfig,
+    by_oid: &HashMap<u32, TableInfo>,
+    events: &mpsc::Sender<SourceEvent>,
+    stop: &CancellationToken,
+) -> Result<bool, Error> {
+    let mut chunk = Vec::with_capacity(cfg.snapshot_chunk_rows);
+    loop {
+        if stop.is_cancelled() {
+            return Ok(false);
+        }
+        let Some(row) = rows.next().await? else {
+            break;
+        };
+        let Some(info) = by_oid.get(&row.relation.relation_id) else {
+            return Err(Error::Source(format!(
+                "postgres: the copy sent a row of {}.{} (oid {}), which is not captured",
+                row.relation.namespace, row.relation.relation_name, row.relation.relation_id
+            )));
+        };
+        let after = to_row(info, &row.data)?;
+        chunk.push(RowChange {
+            table: info.id.clone(),
+            op: Op::Read,
+            key: key_of(info, &after)?,
+            before: None,
+            after: Some(after),
+        });
+        if chunk.len() >= cfg.snapshot_chunk_rows {
+            send(
+                events,
+                SourceEvent::SnapshotRows(std::mem::take(&mut chunk)),
+            )
+            .await?;
+        }
+    }
+    if !chunk.is_empty() {
+        send(events, SourceEvent::SnapshotRows(chunk)).await?;
+    }
+    Ok(true)
 }
 
 /// The relations the stream may name, by OID (pgoutput names every change by it).

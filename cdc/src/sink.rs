@@ -82,6 +82,10 @@ pub struct Sink {
     topics: HashMap<TableId, TopicState>,
     resume: Resume,
     snapshot_state: SnapshotState,
+    /// The same, per table: a table added to `--tables` has an empty topic while the
+    /// others hold a finished copy (a source that can copy one table on its own then
+    /// copies only that one).
+    table_states: HashMap<TableId, SnapshotState>,
     client: ClientConfig,
     max_record_bytes: usize,
     /// During a copy over topics that already held rows: keys whose latest record is a
@@ -155,7 +159,7 @@ impl Sink {
                 },
             );
         }
-        let (resume, snapshot_state) = read_resume(&client, &admin, &topics).await?;
+        let (resume, snapshot_state, table_states) = read_resume(&client, &admin, &topics).await?;
         let producer = Producer::new(
             &client,
             ProducerConfig {
@@ -176,27 +180,33 @@ impl Sink {
             topics,
             resume,
             snapshot_state,
+            table_states,
             client,
             max_record_bytes: config.max_record_bytes,
             stale_keys: None,
         })
     }
 
-    /// A copy starts. If the topics already hold rows (a copy cut short, or a new copy
-    /// because the stream cannot continue), reads every partition and remembers the keys
-    /// whose latest record is a row: the copy forgets each key it writes, and
-    /// [`Sink::finish_copy`] tombstones the rest — rows deleted in the source since they
-    /// were written, which a copy alone would leave in the topics (and every Table) for
-    /// good. Returns how many keys the topics held.
-    pub async fn begin_copy(&mut self) -> Result<u64, CdcError> {
+    /// A copy of `tables` starts. If their topics already hold rows (a copy cut short,
+    /// or a new copy because the stream cannot continue), reads those partitions and
+    /// remembers the keys whose latest record is a row: the copy forgets each key it
+    /// writes, and [`Sink::finish_copy`] tombstones the rest — rows deleted in the
+    /// source since they were written, which a copy alone would leave in the topics
+    /// (and every Table) for good. Returns how many keys the topics held.
+    pub async fn begin_copy(&mut self, tables: &[TableId]) -> Result<u64, CdcError> {
         self.stale_keys = None;
-        if self.snapshot_state == SnapshotState::Empty {
+        let copied: Vec<&TopicState> = tables
+            .iter()
+            .filter(|t| self.table_states.get(*t) != Some(&SnapshotState::Empty))
+            .filter_map(|t| self.topics.get(t))
+            .collect();
+        if copied.is_empty() {
             return Ok(0);
         }
         let admin = Admin::new(&self.client);
         let mut live: HashMap<Arc<str>, HashSet<Bytes>> = HashMap::new();
         let mut total = 0u64;
-        for t in self.topics.values() {
+        for t in copied {
             let keys = live.entry(t.name.clone()).or_default();
             for p in describe_settled(&admin, &t.name).await? {
                 let hw = p.high_watermark.unwrap_or(0);
@@ -301,8 +311,14 @@ impl Sink {
         &self.resume
     }
 
+    /// Whether the topics hold a finished copy, over every table.
     pub fn snapshot_state(&self) -> SnapshotState {
         self.snapshot_state
+    }
+
+    /// Whether each table's topic holds a finished copy.
+    pub fn table_states(&self) -> &HashMap<TableId, SnapshotState> {
+        &self.table_states
     }
 
     /// The topic a captured table's changes go to.
@@ -483,6 +499,47 @@ impl Sink {
 
     /// "Everything of the source up to `pos` is here", in every partition of every topic.
     pub async fn write_heartbeat(&mut self, pos: &SourcePos) -> Result<Pending, Error> {
+        let targets: Vec<(Arc<str>, u32)> = self
+            .topics
+            .values()
+            .flat_map(|t| (0..t.partitions).map(|p| (t.name.clone(), p)))
+            .collect();
+        self.heartbeat_to(pos, targets).await
+    }
+
+    /// The copy of `tables` at `pos` is written: a heartbeat at `pos` to each of their
+    /// partitions (a restart then knows the copy finished). From here on their
+    /// partitions take only records after `pos`: a copy of tables added to a running
+    /// capture is ahead of the stream that follows it, which replays changes the copy
+    /// already holds.
+    pub async fn write_copy_end(
+        &mut self,
+        pos: &SourcePos,
+        tables: &[TableId],
+    ) -> Result<Pending, Error> {
+        let targets: Vec<(Arc<str>, u32)> = tables
+            .iter()
+            .filter_map(|t| self.topics.get(t))
+            .flat_map(|t| (0..t.partitions).map(|p| (t.name.clone(), p)))
+            .collect();
+        let pending = self.heartbeat_to(pos, targets.clone()).await?;
+        for (topic, partition) in targets {
+            let end = RecordPos {
+                pos: pos.clone(),
+                ordinal: u64::MAX,
+            };
+            if self.resume.should_write(&topic, partition, &end) {
+                self.resume.insert(&topic, partition, end);
+            }
+        }
+        Ok(pending)
+    }
+
+    async fn heartbeat_to(
+        &mut self,
+        pos: &SourcePos,
+        targets: Vec<(Arc<str>, u32)>,
+    ) -> Result<Pending, Error> {
         // After every record at `pos`: a heartbeat at a transaction's own position
         // must not sort before that transaction's records (a restart would think them
         // unwritten in a partition whose last record is the heartbeat).
@@ -496,11 +553,6 @@ impl Sink {
             "ts_ms": now_ms(),
         }))
         .expect("a JSON value serializes");
-        let targets: Vec<(Arc<str>, u32)> = self
-            .topics
-            .values()
-            .flat_map(|t| (0..t.partitions).map(|p| (t.name.clone(), p)))
-            .collect();
         let mut pending = Vec::with_capacity(targets.len());
         for (topic, partition) in targets {
             if !self.resume.should_write(&topic, partition, &rp) {
@@ -649,74 +701,106 @@ async fn describe_settled(
     }
 }
 
-/// Each partition's last record position, and whether the copy finished.
+/// Each partition's last record position, and whether the copy finished (over every
+/// table, and per table).
 async fn read_resume(
     client: &ClientConfig,
     admin: &Admin,
     topics: &HashMap<TableId, TopicState>,
-) -> Result<(Resume, SnapshotState), CdcError> {
+) -> Result<(Resume, SnapshotState, HashMap<TableId, SnapshotState>), CdcError> {
     let mut resume = Resume::new();
-    let (mut any, mut incomplete, mut empty_partition) = (false, false, false);
-    for t in topics.values() {
+    let mut all = CopySeen::default();
+    let mut per_table = HashMap::new();
+    for (table, t) in topics {
+        let mut seen = CopySeen::default();
         let parts = describe_settled(admin, &t.name).await?;
         for p in parts {
             let hw = p.high_watermark.unwrap_or(0);
             if hw == 0 || hw <= p.log_start_offset.unwrap_or(0) {
-                empty_partition = true;
+                seen.empty_partition = true;
                 continue;
             }
             let tp = TopicPartition::new(&*t.name, p.partition);
-            let mut consumer = Consumer::new(client, ConsumerConfig::default());
-            consumer.assign(vec![tp.clone()]);
-            consumer.seek(&tp, Seek::Offset(hw - 1));
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let last = loop {
-                let records = consumer.poll(Duration::from_millis(500)).await?;
-                if let Some(r) = records.into_iter().filter(|r| r.offset == hw - 1).last() {
-                    break r;
-                }
-                if Instant::now() >= deadline {
-                    return Err(Error::broker(
-                        ErrorCode::RequestTimedOut.code(),
-                        format!(
-                            "{tp}: could not read the record at offset {} in 30 s",
-                            hw - 1
-                        ),
-                    )
-                    .into());
-                }
-            };
-            let pos = last
-                .headers
-                .iter()
-                .find(|h| h.key == POS_HEADER)
-                .and_then(|h| h.value.as_ref())
-                .ok_or_else(|| {
-                    CdcError::Config(format!(
-                        "{tp}: the last record (offset {}) has no {POS_HEADER} header: the topic \
-                         holds records the connector did not write; give the connector its own \
-                         --topic-prefix",
-                        hw - 1
-                    ))
-                })?;
-            let pos = RecordPos::from_header(pos).map_err(|e| {
-                CdcError::Config(format!(
-                    "{tp}: the last record (offset {}) has a bad {POS_HEADER} header ({e}); give \
-                     the connector its own --topic-prefix",
-                    hw - 1
-                ))
-            })?;
-            any = true;
-            incomplete |= last.headers.iter().any(|h| h.key == SNAPSHOT_HEADER);
+            let (pos, snapshot) = last_record_pos(client, &tp, hw).await?;
+            seen.any = true;
+            seen.incomplete |= snapshot;
             resume.insert(&t.name, p.partition, pos);
         }
+        all.any |= seen.any;
+        all.incomplete |= seen.incomplete;
+        all.empty_partition |= seen.empty_partition;
+        per_table.insert(table.clone(), seen.state());
     }
-    let state = if !any {
-        SnapshotState::Empty
-    } else if incomplete || empty_partition {
-        SnapshotState::Incomplete
-    } else {
-        SnapshotState::Complete
+    Ok((resume, all.state(), per_table))
+}
+
+/// What the last records of some partitions say about the copy.
+#[derive(Default)]
+struct CopySeen {
+    any: bool,
+    incomplete: bool,
+    empty_partition: bool,
+}
+
+impl CopySeen {
+    fn state(&self) -> SnapshotState {
+        if !self.any {
+            SnapshotState::Empty
+        } else if self.incomplete || self.empty_partition {
+            SnapshotState::Incomplete
+        } else {
+            SnapshotState::Complete
+        }
+    }
+}
+
+/// The position of a partition's last record (at `hw - 1`), and whether it is a copy
+/// record.
+async fn last_record_pos(
+    client: &ClientConfig,
+    tp: &TopicPartition,
+    hw: u64,
+) -> Result<(RecordPos, bool), CdcError> {
+    let mut consumer = Consumer::new(client, ConsumerConfig::default());
+    consumer.assign(vec![tp.clone()]);
+    consumer.seek(tp, Seek::Offset(hw - 1));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let last = loop {
+        let records = consumer.poll(Duration::from_millis(500)).await?;
+        if let Some(r) = records.into_iter().filter(|r| r.offset == hw - 1).last() {
+            break r;
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::broker(
+                ErrorCode::RequestTimedOut.code(),
+                format!(
+                    "{tp}: could not read the record at offset {} in 30 s",
+                    hw - 1
+                ),
+            )
+            .into());
+        }
     };
-    Ok((resume, state))
+    let pos = last
+        .headers
+        .iter()
+        .find(|h| h.key == POS_HEADER)
+        .and_then(|h| h.value.as_ref())
+        .ok_or_else(|| {
+            CdcError::Config(format!(
+                "{tp}: the last record (offset {}) has no {POS_HEADER} header: the topic \
+                 holds records the connector did not write; give the connector its own \
+                 --topic-prefix",
+                hw - 1
+            ))
+        })?;
+    let pos = RecordPos::from_header(pos).map_err(|e| {
+        CdcError::Config(format!(
+            "{tp}: the last record (offset {}) has a bad {POS_HEADER} header ({e}); give \
+             the connector its own --topic-prefix",
+            hw - 1
+        ))
+    })?;
+    let snapshot = last.headers.iter().any(|h| h.key == SNAPSHOT_HEADER);
+    Ok((pos, snapshot))
 }
