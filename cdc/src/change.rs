@@ -98,6 +98,12 @@ pub enum SourceEvent {
         /// Tables and their estimated row counts (for progress).
         tables: Vec<(TableId, u64)>,
     },
+    /// A copy of every table is about to start over topics that hold rows, before the
+    /// source creates the slot it copies from: the sink marks every non-empty partition
+    /// as holding a copy in progress (`Sink::mark_copy_pending`), and the source waits
+    /// until that unit, at `pos`, is confirmed. `pos` is below anything the new slot
+    /// will stream (Postgres: LSN 0; no slot exists to confirm it to).
+    CopyPending(SourcePos),
     /// A copy of tables added to a running capture begins, while the other tables keep
     /// streaming: its rows follow as [`SourceEvent::SnapshotRows`], all at `pos` (the
     /// consistent point of a snapshot taken for these tables alone). The stream that

@@ -1,7 +1,7 @@
 //! Writes source events into Sluice: topics per table, keys, envelopes, the position and
 //! transaction headers; reads each partition's last position back at start.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use tracing::info;
 
 use crate::change::{Op, RowChange, TableId, Transaction};
 use crate::envelope::{key_bytes, source_block, write_value, SourceInfo, TxnOrder};
-use crate::position::Resume;
+use crate::position::{copy_state, Resume, StaleKeys};
 use crate::Error as CdcError;
 
 pub use sluice_proto::source_pos::SNAPSHOT_HEADER;
@@ -60,16 +60,7 @@ impl SinkConfig {
     }
 }
 
-/// Whether the topics hold a finished initial copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SnapshotState {
-    /// No partition holds a record: nothing was ever written.
-    Empty,
-    /// Some partition's last record is a snapshot row: a copy was cut short.
-    Incomplete,
-    /// Every partition ends past the copy.
-    Complete,
-}
+pub use crate::position::SnapshotState;
 
 struct TopicState {
     name: Arc<str>,
@@ -89,9 +80,9 @@ pub struct Sink {
     client: ClientConfig,
     max_record_bytes: usize,
     /// During a copy over topics that already held rows: keys whose latest record is a
-    /// row, by topic, not (yet) written by this copy. What is left when the copy ends
-    /// was deleted in the source meanwhile and gets a tombstone (see `begin_copy`).
-    stale_keys: Option<HashMap<Arc<str>, HashSet<Bytes>>>,
+    /// row not (yet) written by this copy. What is left when the copy ends was deleted
+    /// in the source meanwhile and gets a tombstone (see `begin_copy`).
+    stale_keys: Option<StaleKeys>,
 }
 
 /// The records of one unit, handed to the producer; each resolves on acknowledgement.
@@ -187,6 +178,53 @@ impl Sink {
         })
     }
 
+    /// The run is about to copy tables whose partitions may look finished (a re-copy:
+    /// the slot was lost, or an earlier copy was cut short): before the source creates
+    /// the slot the copy starts from, every non-empty partition gets a copy-pending
+    /// marker (a heartbeat-keyed record with `sluice.snapshot`, at the partition's own
+    /// last position; Tables skip it). Until this copy's end heartbeat lands there,
+    /// the partition then reads as a copy cut short — also when a crash keeps every
+    /// record of the copy from reaching it, which would otherwise leave its old rows
+    /// looking finished while the new slot streams on from past them ([`copy_state`]).
+    pub async fn mark_copy_pending(&mut self) -> Result<Pending, CdcError> {
+        let value = serde_json::to_vec(&serde_json::json!({
+            "copy": "pending",
+            "ts_ms": now_ms(),
+        }))
+        .expect("a JSON value serializes");
+        let targets: Vec<(Arc<str>, u32)> = self
+            .topics
+            .values()
+            .flat_map(|t| (0..t.partitions).map(|p| (t.name.clone(), p)))
+            .collect();
+        let mut pending = Vec::new();
+        for (name, partition) in targets {
+            let Some(last) = self.resume.last(&name, partition).cloned() else {
+                continue;
+            };
+            let headers = vec![
+                header(POS_HEADER, last.to_header()),
+                header(HEARTBEAT_HEADER, b"1".to_vec()),
+                header(SNAPSHOT_HEADER, b"1".to_vec()),
+            ];
+            pending.push(
+                self.send(
+                    &name,
+                    partition,
+                    HEARTBEAT_KEY.to_vec(),
+                    Some(value.clone()),
+                    headers,
+                )
+                .await?,
+            );
+        }
+        info!(
+            partitions = pending.len(),
+            "a copy over topics that hold rows: partitions marked until it finishes"
+        );
+        Ok(pending)
+    }
+
     /// A copy of `tables` starts. If their topics already hold rows (a copy cut short,
     /// or a new copy because the stream cannot continue), reads those partitions and
     /// remembers the keys whose latest record is a row: the copy forgets each key it
@@ -195,65 +233,64 @@ impl Sink {
     /// (and every Table) for good. Returns how many keys the topics held.
     pub async fn begin_copy(&mut self, tables: &[TableId]) -> Result<u64, CdcError> {
         self.stale_keys = None;
-        let copied: Vec<&TopicState> = tables
+        let copied: Vec<Arc<str>> = tables
             .iter()
             .filter(|t| self.table_states.get(*t) != Some(&SnapshotState::Empty))
-            .filter_map(|t| self.topics.get(t))
+            .filter_map(|t| self.topics.get(t).map(|s| s.name.clone()))
             .collect();
         if copied.is_empty() {
             return Ok(0);
         }
-        let admin = Admin::new(&self.client);
-        let mut live: HashMap<Arc<str>, HashSet<Bytes>> = HashMap::new();
-        let mut total = 0u64;
-        for t in copied {
-            let keys = live.entry(t.name.clone()).or_default();
-            for p in describe_settled(&admin, &t.name).await? {
-                let hw = p.high_watermark.unwrap_or(0);
-                let start = p.log_start_offset.unwrap_or(0);
-                if hw <= start {
-                    continue;
-                }
-                let tp = TopicPartition::new(&*t.name, p.partition);
-                let mut consumer = Consumer::new(&self.client, ConsumerConfig::default());
-                consumer.assign(vec![tp.clone()]);
-                consumer.seek(&tp, Seek::Offset(start));
-                let mut idle_since = Instant::now();
-                while consumer.position(&tp).is_none_or(|at| at < hw) {
-                    let records = consumer.poll(Duration::from_millis(500)).await?;
-                    if records.is_empty() {
-                        if idle_since.elapsed() > Duration::from_secs(30) {
-                            return Err(Error::broker(
-                                ErrorCode::RequestTimedOut.code(),
-                                format!(
-                                    "{tp}: reading the keys it holds made no progress for 30 s"
-                                ),
-                            )
-                            .into());
-                        }
-                        continue;
-                    }
-                    idle_since = Instant::now();
-                    for r in records.into_iter().filter(|r| r.offset < hw) {
-                        let Some(key) = r.key else { continue };
-                        if r.headers.iter().any(|h| h.key == HEARTBEAT_HEADER) {
-                            continue;
-                        }
-                        match r.value {
-                            Some(_) => keys.insert(key),
-                            None => keys.remove(&key),
-                        };
-                    }
-                }
-            }
-            total += keys.len() as u64;
+        let mut stale = StaleKeys::default();
+        for name in &copied {
+            self.read_live_keys(name, &mut stale).await?;
         }
+        let total = stale.len();
         info!(
             keys = total,
             "the topics hold rows: keys the copy does not write get tombstones"
         );
-        self.stale_keys = Some(live);
+        self.stale_keys = Some(stale);
         Ok(total)
+    }
+
+    /// Every key of a topic whose latest record is a row, into `stale`.
+    async fn read_live_keys(&self, name: &Arc<str>, stale: &mut StaleKeys) -> Result<(), CdcError> {
+        let admin = Admin::new(&self.client);
+        for p in describe_settled(&admin, name).await? {
+            let hw = p.high_watermark.unwrap_or(0);
+            let start = p.log_start_offset.unwrap_or(0);
+            if hw <= start {
+                continue;
+            }
+            let tp = TopicPartition::new(&**name, p.partition);
+            let mut consumer = Consumer::new(&self.client, ConsumerConfig::default());
+            consumer.assign(vec![tp.clone()]);
+            consumer.seek(&tp, Seek::Offset(start));
+            let mut idle_since = Instant::now();
+            while consumer.position(&tp).is_none_or(|at| at < hw) {
+                let records = consumer.poll(Duration::from_millis(500)).await?;
+                if records.is_empty() {
+                    if idle_since.elapsed() > Duration::from_secs(30) {
+                        return Err(Error::broker(
+                            ErrorCode::RequestTimedOut.code(),
+                            format!("{tp}: reading the keys it holds made no progress for 30 s"),
+                        )
+                        .into());
+                    }
+                    continue;
+                }
+                idle_since = Instant::now();
+                for r in records.into_iter().filter(|r| r.offset < hw) {
+                    let Some(key) = r.key else { continue };
+                    if r.headers.iter().any(|h| h.key == HEARTBEAT_HEADER) {
+                        continue;
+                    }
+                    stale.observe(name, key, r.value.is_some());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The copy's rows are all written: a tombstone for every key the topics held that
@@ -275,27 +312,22 @@ impl Sink {
             .values()
             .map(|t| (t.name.clone(), t.partitions))
             .collect();
-        for (topic, keys) in stale {
+        for (topic, key) in stale.into_remaining() {
             let count = partitions.get(&topic).copied().unwrap_or(1);
-            for key in keys {
-                let rp = RecordPos {
-                    pos: pos.clone(),
-                    ordinal,
-                };
-                ordinal += 1;
-                let headers = vec![
-                    header(POS_HEADER, rp.to_header()),
-                    Header {
-                        key: SNAPSHOT_HEADER.to_string(),
-                        value: Some(Bytes::from_static(b"1")),
-                    },
-                ];
-                let partition = partition_for_key(&key, count);
-                pending.push(
-                    self.send(&topic, partition, key.to_vec(), None, headers)
-                        .await?,
-                );
-            }
+            let rp = RecordPos {
+                pos: pos.clone(),
+                ordinal,
+            };
+            ordinal += 1;
+            let headers = vec![
+                header(POS_HEADER, rp.to_header()),
+                header(SNAPSHOT_HEADER, b"1".to_vec()),
+            ];
+            let partition = partition_for_key(&key, count);
+            pending.push(
+                self.send(&topic, partition, key.to_vec(), None, headers)
+                    .await?,
+            );
         }
         let n = ordinal - first_ordinal;
         if n > 0 {
@@ -369,8 +401,8 @@ impl Sink {
                     value: Some(snapshot_header.clone()),
                 },
             ];
-            if let Some(keys) = self.stale_keys.as_mut().and_then(|s| s.get_mut(&topic)) {
-                keys.remove(key.as_slice());
+            if let Some(stale) = self.stale_keys.as_mut() {
+                stale.copied(&topic, &key);
             }
             check_size(
                 self.max_record_bytes,
@@ -709,49 +741,26 @@ async fn read_resume(
     topics: &HashMap<TableId, TopicState>,
 ) -> Result<(Resume, SnapshotState, HashMap<TableId, SnapshotState>), CdcError> {
     let mut resume = Resume::new();
-    let mut all = CopySeen::default();
+    let mut all = Vec::new();
     let mut per_table = HashMap::new();
     for (table, t) in topics {
-        let mut seen = CopySeen::default();
+        let mut lasts = Vec::new();
         let parts = describe_settled(admin, &t.name).await?;
         for p in parts {
             let hw = p.high_watermark.unwrap_or(0);
             if hw == 0 || hw <= p.log_start_offset.unwrap_or(0) {
-                seen.empty_partition = true;
+                lasts.push(None);
                 continue;
             }
             let tp = TopicPartition::new(&*t.name, p.partition);
             let (pos, snapshot) = last_record_pos(client, &tp, hw).await?;
-            seen.any = true;
-            seen.incomplete |= snapshot;
+            lasts.push(Some(snapshot));
             resume.insert(&t.name, p.partition, pos);
         }
-        all.any |= seen.any;
-        all.incomplete |= seen.incomplete;
-        all.empty_partition |= seen.empty_partition;
-        per_table.insert(table.clone(), seen.state());
+        per_table.insert(table.clone(), copy_state(lasts.iter().copied()));
+        all.extend(lasts);
     }
-    Ok((resume, all.state(), per_table))
-}
-
-/// What the last records of some partitions say about the copy.
-#[derive(Default)]
-struct CopySeen {
-    any: bool,
-    incomplete: bool,
-    empty_partition: bool,
-}
-
-impl CopySeen {
-    fn state(&self) -> SnapshotState {
-        if !self.any {
-            SnapshotState::Empty
-        } else if self.incomplete || self.empty_partition {
-            SnapshotState::Incomplete
-        } else {
-            SnapshotState::Complete
-        }
-    }
+    Ok((resume, copy_state(all), per_table))
 }
 
 /// The position of a partition's last record (at `hw - 1`), and whether it is a copy
