@@ -98,12 +98,14 @@ pub enum SourceEvent {
         /// Tables and their estimated row counts (for progress).
         tables: Vec<(TableId, u64)>,
     },
-    /// A copy of every table is about to start over topics that hold rows, before the
-    /// source creates the slot it copies from: the sink marks every non-empty partition
-    /// as holding a copy in progress (`Sink::mark_copy_pending`), and the source waits
-    /// until that unit, at `pos`, is confirmed. `pos` is below anything the new slot
-    /// will stream (Postgres: LSN 0; no slot exists to confirm it to).
-    CopyPending(SourcePos),
+    /// Sent by a run before it streams or creates a slot, once the source is fenced;
+    /// the source waits until the unit, at `pos`, is confirmed (`pos` is below anything
+    /// the run streams: Postgres LSN 0). The sink marks (`Sink::mark_topics`) the topics
+    /// under its prefix of tables no longer captured, so that adding one back copies it
+    /// again rather than streaming on past the changes it missed; and, with
+    /// `copy_pending` (a copy of every table over topics that hold rows, before the slot
+    /// it copies from exists), every non-empty captured partition.
+    MarkTopics { pos: SourcePos, copy_pending: bool },
     /// A copy of tables added to a running capture begins, while the other tables keep
     /// streaming: its rows follow as [`SourceEvent::SnapshotRows`], all at `pos` (the
     /// consistent point of a snapshot taken for these tables alone). The stream that

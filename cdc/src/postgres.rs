@@ -184,19 +184,17 @@ async fn run_fenced(
     }
     let plan = copy_plan(&cfg, &tables, &snapshot_state, slot.is_some());
     let over_rows = snapshot_state.values().any(|s| *s != SnapshotState::Empty);
-    if plan == CopyPlan::All && over_rows {
-        // Before the slot the copy starts from exists: until the copy's end lands in a
-        // partition, the partition must read as cut (`Sink::mark_copy_pending`).
-        send(
-            &events,
-            SourceEvent::CopyPending(SourcePos::Postgres(Lsn(0))),
-        )
-        .await?;
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            r = confirmed.wait_for(|c| c.is_some()) => {
-                r.map_err(|_| Error::Source("the writer stopped".into()))?;
-            }
+    // Before the slot the copy starts from exists: until the copy's end lands in a
+    // partition, the partition must read as cut; and before anything is streamed (and
+    // confirmed), the topics of tables left out of --tables are marked (see
+    // `Sink::mark_topics`).
+    let copy_pending = plan == CopyPlan::All && over_rows;
+    let pos = SourcePos::Postgres(Lsn(0));
+    send(&events, SourceEvent::MarkTopics { pos, copy_pending }).await?;
+    tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        r = confirmed.wait_for(|c| c.is_some()) => {
+            r.map_err(|_| Error::Source("the writer stopped".into()))?;
         }
     }
     if plan == CopyPlan::All && slot.is_some() {

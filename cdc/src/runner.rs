@@ -143,7 +143,9 @@ pub async fn run(
             // A unit of a copy of added tables confirms nothing (see `CopyInProgress`).
             let mut positioned = true;
             let (pos, pending) = match event {
-                SourceEvent::CopyPending(pos) => (pos, sink.mark_copy_pending().await?),
+                SourceEvent::MarkTopics { pos, copy_pending } => {
+                    (pos, sink.mark_topics(copy_pending).await?)
+                }
                 SourceEvent::SnapshotStarted { pos, tables } => {
                     let c = start_copy(&mut sink, &stats, copy.is_some(), pos, tables, true);
                     copy = Some(c.await?);

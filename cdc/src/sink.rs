@@ -78,6 +78,9 @@ pub struct Sink {
     /// copies only that one).
     table_states: HashMap<TableId, SnapshotState>,
     client: ClientConfig,
+    /// `<prefix>.`: topics named so and not captured belong to tables left out of
+    /// `--tables` (see [`Sink::mark_topics`]).
+    topic_prefix: String,
     max_record_bytes: usize,
     /// During a copy over topics that already held rows: keys whose latest record is a
     /// row not (yet) written by this copy. What is left when the copy ends was deleted
@@ -173,35 +176,66 @@ impl Sink {
             snapshot_state,
             table_states,
             client,
+            topic_prefix: format!("{}.", config.topic_prefix),
             max_record_bytes: config.max_record_bytes,
             stale_keys: None,
         })
     }
 
-    /// The run is about to copy tables whose partitions may look finished (a re-copy:
-    /// the slot was lost, or an earlier copy was cut short): before the source creates
-    /// the slot the copy starts from, every non-empty partition gets a copy-pending
-    /// marker (a heartbeat-keyed record with `sluice.snapshot`, at the partition's own
-    /// last position; Tables skip it). Until this copy's end heartbeat lands there,
-    /// the partition then reads as a copy cut short — also when a crash keeps every
-    /// record of the copy from reaching it, which would otherwise leave its old rows
-    /// looking finished while the new slot streams on from past them ([`copy_state`]).
-    pub async fn mark_copy_pending(&mut self) -> Result<Pending, CdcError> {
+    /// Marks partitions whose last record must read as a copy cut short, with a
+    /// copy-pending marker (a heartbeat-keyed record with `sluice.snapshot`, at the
+    /// partition's own last position; Tables skip it):
+    ///
+    /// - every non-empty partition of a topic under the prefix whose table is not
+    ///   captured (`<prefix>.<schema>.<table>`, written by a connector, not already
+    ///   ending with a copy record): its table was left out of `--tables`, and this
+    ///   run's slot moves past its changes. Added back later, its topic then reads as a
+    ///   copy cut short and the table is copied again on its own (with tombstones for
+    ///   rows deleted meanwhile), instead of streaming on with the changes it missed
+    ///   lost for good.
+    /// - with `copy_pending` (the run is about to copy every table over topics that
+    ///   hold rows: the slot was lost, or an earlier copy was cut short, and the source
+    ///   creates the slot the copy starts from only after this is acknowledged): every
+    ///   non-empty captured partition. Until this copy's end heartbeat lands there, the
+    ///   partition then reads as a copy cut short — also when a crash keeps every record
+    ///   of the copy from reaching it, which would otherwise leave its old rows looking
+    ///   finished while the new slot streams on from past them ([`copy_state`]).
+    pub async fn mark_topics(&mut self, copy_pending: bool) -> Result<Pending, CdcError> {
+        let mut targets: Vec<(Arc<str>, u32, RecordPos)> = Vec::new();
+        if copy_pending {
+            for t in self.topics.values() {
+                for p in 0..t.partitions {
+                    if let Some(last) = self.resume.last(&t.name, p) {
+                        targets.push((t.name.clone(), p, last.clone()));
+                    }
+                }
+            }
+        }
+        let uncaptured = self.uncaptured_topics().await?;
+        for name in &uncaptured {
+            let admin = Admin::new(&self.client);
+            for p in describe_settled(&admin, name).await? {
+                let hw = p.high_watermark.unwrap_or(0);
+                if hw == 0 || hw <= p.log_start_offset.unwrap_or(0) {
+                    continue;
+                }
+                let tp = TopicPartition::new(&**name, p.partition);
+                match last_record_pos(&self.client, &tp, hw).await {
+                    Ok((last, false)) => targets.push((name.clone(), p.partition, last)),
+                    Ok((_, true)) => {}
+                    // Not written by a connector: not ours to mark.
+                    Err(CdcError::Config(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         let value = serde_json::to_vec(&serde_json::json!({
             "copy": "pending",
             "ts_ms": now_ms(),
         }))
         .expect("a JSON value serializes");
-        let targets: Vec<(Arc<str>, u32)> = self
-            .topics
-            .values()
-            .flat_map(|t| (0..t.partitions).map(|p| (t.name.clone(), p)))
-            .collect();
         let mut pending = Vec::new();
-        for (name, partition) in targets {
-            let Some(last) = self.resume.last(&name, partition).cloned() else {
-                continue;
-            };
+        for (name, partition, last) in targets {
             let headers = vec![
                 header(POS_HEADER, last.to_header()),
                 header(HEARTBEAT_HEADER, b"1".to_vec()),
@@ -218,11 +252,32 @@ impl Sink {
                 .await?,
             );
         }
-        info!(
-            partitions = pending.len(),
-            "a copy over topics that hold rows: partitions marked until it finishes"
-        );
+        if !pending.is_empty() {
+            info!(
+                partitions = pending.len(),
+                copy_pending,
+                uncaptured = ?uncaptured,
+                "partitions marked as holding no finished copy"
+            );
+        }
         Ok(pending)
+    }
+
+    /// Topics `<prefix>.<schema>.<table>` (one dot after the prefix) of tables not
+    /// captured.
+    async fn uncaptured_topics(&self) -> Result<Vec<Arc<str>>, CdcError> {
+        let captured: std::collections::HashSet<&str> =
+            self.topics.values().map(|t| &*t.name).collect();
+        let mut out = Vec::new();
+        for name in Admin::new(&self.client).list_topics().await? {
+            let Some(rest) = name.strip_prefix(&self.topic_prefix) else {
+                continue;
+            };
+            if rest.matches('.').count() == 1 && !captured.contains(name.as_str()) {
+                out.push(Arc::from(name));
+            }
+        }
+        Ok(out)
     }
 
     /// A copy of `tables` starts. If their topics already hold rows (a copy cut short,
