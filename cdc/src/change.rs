@@ -98,6 +98,25 @@ pub enum SourceEvent {
         /// Tables and their estimated row counts (for progress).
         tables: Vec<(TableId, u64)>,
     },
+    /// Sent by a run before it streams or creates a slot, once the source is fenced;
+    /// the source waits until the unit, at `pos`, is confirmed (`pos` is below anything
+    /// the run streams: Postgres LSN 0). The sink marks (`Sink::mark_topics`) the topics
+    /// under its prefix of tables no longer captured, so that adding one back copies it
+    /// again rather than streaming on past the changes it missed; and, with
+    /// `copy_pending` (a copy of every table over topics that hold rows, before the slot
+    /// it copies from exists), every non-empty captured partition.
+    MarkTopics { pos: SourcePos, copy_pending: bool },
+    /// A copy of tables added to a running capture begins, while the other tables keep
+    /// streaming: its rows follow as [`SourceEvent::SnapshotRows`], all at `pos` (the
+    /// consistent point of a snapshot taken for these tables alone). The stream that
+    /// follows the copy resumes from the source's confirmed position, usually below
+    /// `pos`: the added tables take only its changes after `pos` (the copy holds the
+    /// rest), and nothing of the copy confirms a position to the source.
+    AddedTablesCopyStarted {
+        pos: SourcePos,
+        /// The tables copied and their estimated row counts (for progress).
+        tables: Vec<(TableId, u64)>,
+    },
     /// Rows of the initial copy (`op` is [`Op::Read`]).
     SnapshotRows(Vec<RowChange>),
     /// The copy is complete.

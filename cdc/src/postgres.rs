@@ -38,11 +38,13 @@ use crate::change::{Op, Row, RowChange, SourceEvent, TableId, Transaction};
 use crate::sink::SnapshotState;
 use crate::Error;
 
+mod copy;
 mod fence;
 mod heartbeat;
 mod setup;
 mod types;
 
+use copy::{copy_added, copy_plan, copy_rows, CopyPlan};
 use heartbeat::{heartbeats, StallWatch};
 
 use setup::TableInfo;
@@ -139,7 +141,7 @@ pub async fn check(cfg: &PgSourceConfig) -> Result<(), Error> {
 /// `confirmed` says how far Sluice acknowledged.
 pub async fn run(
     cfg: PgSourceConfig,
-    snapshot_state: SnapshotState,
+    snapshot_state: HashMap<TableId, SnapshotState>,
     events: mpsc::Sender<SourceEvent>,
     confirmed: watch::Receiver<Option<SourcePos>>,
     stop: CancellationToken,
@@ -165,7 +167,7 @@ pub async fn run(
 
 async fn run_fenced(
     cfg: PgSourceConfig,
-    snapshot_state: SnapshotState,
+    snapshot_state: HashMap<TableId, SnapshotState>,
     events: mpsc::Sender<SourceEvent>,
     mut confirmed: watch::Receiver<Option<SourcePos>>,
     stop: CancellationToken,
@@ -182,18 +184,35 @@ async fn run_fenced(
             cfg.slot
         )));
     }
-    let initial = cfg.snapshot == SnapshotMode::Initial;
-    let recopy_lost_slot = initial && slot.is_none() && snapshot_state == SnapshotState::Complete;
-    let copy = (initial && snapshot_state != SnapshotState::Complete) || recopy_lost_slot;
-    if recopy_lost_slot {
-        warn!(slot = %cfg.slot, "the topics hold a finished copy but the slot is gone: changes since are lost to streaming, so the tables are copied again");
+    let plan = copy_plan(&cfg, &tables, &snapshot_state, slot.is_some());
+    let over_rows = snapshot_state.values().any(|s| *s != SnapshotState::Empty);
+    // Before the slot the copy starts from exists: until the copy's end lands in a
+    // partition, the partition must read as cut; and before anything is streamed (and
+    // confirmed), the topics of tables left out of --tables are marked (see
+    // `Sink::mark_topics`).
+    let copy_pending = plan == CopyPlan::All && over_rows;
+    let pos = SourcePos::Postgres(Lsn(0));
+    send(&events, SourceEvent::MarkTopics { pos, copy_pending }).await?;
+    tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        r = confirmed.wait_for(|c| c.is_some()) => {
+            r.map_err(|_| Error::Source("the writer stopped".into()))?;
+        }
     }
-    if copy && slot.is_some() {
-        info!(slot = %cfg.slot, ?snapshot_state, "the last copy did not finish: dropping the slot to copy again at a new consistent point");
+    if plan == CopyPlan::All && slot.is_some() {
+        info!(slot = %cfg.slot, "the last copy did not finish: dropping the slot to copy again at a new consistent point");
         client
             .execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot])
             .await
             .map_err(source_err("drop slot"))?;
+    }
+    if let CopyPlan::Added(added) = &plan {
+        // Before the stream starts: the slot waits where it was confirmed, and the
+        // stream that follows replays from there (see `copy_added`).
+        let added: Vec<&TableInfo> = tables.iter().filter(|t| added.contains(&t.id)).collect();
+        if !copy_added(&cfg, &added, &by_oid, &events, &stop).await? {
+            return Ok(());
+        }
     }
     let config = ReplicationStreamConfig::builder(cfg.slot.clone(), cfg.publication.clone())
         .with_messages(true)
@@ -202,54 +221,21 @@ async fn run_fenced(
     let stream = LogicalReplicationStream::new(&replication_dsn(&cfg.dsn), config)
         .await
         .map_err(pg_err("replication connection"))?;
-    let mut stream = if copy {
+    let mut stream = if plan == CopyPlan::All {
         match stream.snapshot().await.map_err(pg_err("create slot"))? {
             SnapshotOutcome::Unavailable(s) => s,
             SnapshotOutcome::Available(mut snap) => {
                 // Only the captured tables: the publication may hold others.
                 snap.retain_tables(|t| by_oid.contains_key(&t.relation().relation_id));
                 let pos = SourcePos::Postgres(Lsn(snap.consistent_point().value()));
-                let mut want = Vec::new();
-                for t in &tables {
-                    want.push(((*t.id).clone(), t.estimated_rows));
-                }
+                let want = tables
+                    .iter()
+                    .map(|t| ((*t.id).clone(), t.estimated_rows))
+                    .collect();
                 send(&events, SourceEvent::SnapshotStarted { pos, tables: want }).await?;
                 let mut rows = snap.rows();
-                let mut chunk = Vec::with_capacity(cfg.snapshot_chunk_rows);
-                loop {
-                    if stop.is_cancelled() {
-                        return Ok(());
-                    }
-                    let Some(row) = rows.next_row().await.map_err(pg_err("copy"))? else {
-                        break;
-                    };
-                    let Some(info) = by_oid.get(&row.relation.relation_id) else {
-                        return Err(Error::Source(format!(
-                            "postgres: the copy sent a row of {}.{} (oid {}), which is not \
-                             captured",
-                            row.relation.namespace,
-                            row.relation.relation_name,
-                            row.relation.relation_id
-                        )));
-                    };
-                    let after = to_row(info, &row.data)?;
-                    chunk.push(RowChange {
-                        table: info.id.clone(),
-                        op: Op::Read,
-                        key: key_of(info, &after)?,
-                        before: None,
-                        after: Some(after),
-                    });
-                    if chunk.len() >= cfg.snapshot_chunk_rows {
-                        send(
-                            &events,
-                            SourceEvent::SnapshotRows(std::mem::take(&mut chunk)),
-                        )
-                        .await?;
-                    }
-                }
-                if !chunk.is_empty() {
-                    send(&events, SourceEvent::SnapshotRows(chunk)).await?;
+                if !copy_rows(&mut rows, &cfg, &by_oid, &events, &stop).await? {
+                    return Ok(());
                 }
                 send(&events, SourceEvent::SnapshotDone).await?;
                 rows.finish().await.map_err(pg_err("finish copy"))?

@@ -16,7 +16,7 @@ use sluice_proto::source_pos::SourcePos;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
-use crate::change::SourceEvent;
+use crate::change::{SourceEvent, TableId};
 use crate::position::Tracker;
 use crate::sink::{now_ms, Pending, Sink};
 
@@ -43,6 +43,51 @@ const ACKER_FAILED: &str = "a write to Sluice failed";
 
 /// Most units awaiting acknowledgement before the runner stops reading the source.
 const MAX_IN_FLIGHT_UNITS: usize = 4096;
+
+/// A copy being written.
+struct CopyInProgress {
+    /// Where its rows are (the snapshot's consistent point).
+    pos: SourcePos,
+    tables: Vec<TableId>,
+    /// Whether its units confirm `pos` to the source: yes for a copy of every table
+    /// (the stream starts at `pos`), no for a copy of tables added to a running
+    /// capture (the stream that follows replays from below `pos`, and confirming `pos`
+    /// would let the source forget changes of the other tables not written yet).
+    positioned: bool,
+}
+
+/// A copy of `tables` at `pos` begins: progress counters, and the keys their topics
+/// already hold (see [`Sink::begin_copy`]).
+async fn start_copy(
+    sink: &mut Sink,
+    stats: &Stats,
+    in_copy: bool,
+    pos: SourcePos,
+    tables: Vec<(TableId, u64)>,
+    positioned: bool,
+) -> Result<CopyInProgress, Error> {
+    if in_copy {
+        return Err(Error::Source("a copy started inside another".into()));
+    }
+    let expected: u64 = tables.iter().map(|(_, n)| n).sum();
+    stats
+        .snapshot_rows_expected
+        .store(expected, Ordering::Relaxed);
+    stats.snapshot_done.store(false, Ordering::Relaxed);
+    gauge!("sluice_cdc_snapshot_rows_expected").set(expected as f64);
+    let tables: Vec<TableId> = tables.into_iter().map(|(t, _)| t).collect();
+    if positioned {
+        info!(%pos, tables = tables.len(), expected_rows = expected, "initial copy started");
+    } else {
+        info!(%pos, tables = ?tables.iter().map(|t| t.to_string()).collect::<Vec<_>>(), expected_rows = expected, "copy of tables added to --tables started; the others keep streaming");
+    }
+    sink.begin_copy(&tables).await?;
+    Ok(CopyInProgress {
+        pos,
+        tables,
+        positioned,
+    })
+}
 
 /// Runs until the source's channel closes (clean stop) or a write fails. Returns the
 /// last confirmed position.
@@ -90,50 +135,73 @@ pub async fn run(
             Ok::<(), Error>(())
         })
     };
-    let mut snapshot_pos: Option<SourcePos> = None;
+    let mut copy: Option<CopyInProgress> = None;
     let mut last_catch_up = std::time::Instant::now();
     let mut snapshot_ordinal = 0u64;
     let result: Result<(), Error> = async {
         while let Some(event) = events.recv().await {
+            // A unit of a copy of added tables confirms nothing (see `CopyInProgress`).
+            let mut positioned = true;
             let (pos, pending) = match event {
+                SourceEvent::MarkTopics { pos, copy_pending } => {
+                    (pos, sink.mark_topics(copy_pending).await?)
+                }
                 SourceEvent::SnapshotStarted { pos, tables } => {
-                    let expected: u64 = tables.iter().map(|(_, n)| n).sum();
-                    stats.snapshot_rows_expected.store(expected, Ordering::Relaxed);
-                    gauge!("sluice_cdc_snapshot_rows_expected").set(expected as f64);
-                    info!(%pos, tables = tables.len(), expected_rows = expected, "initial copy started");
-                    sink.begin_copy().await?;
-                    snapshot_pos = Some(pos);
+                    let c = start_copy(&mut sink, &stats, copy.is_some(), pos, tables, true);
+                    copy = Some(c.await?);
+                    snapshot_ordinal = 0;
+                    continue;
+                }
+                SourceEvent::AddedTablesCopyStarted { pos, tables } => {
+                    let c = start_copy(&mut sink, &stats, copy.is_some(), pos, tables, false);
+                    copy = Some(c.await?);
+                    snapshot_ordinal = 0;
                     continue;
                 }
                 SourceEvent::SnapshotRows(rows) => {
-                    let pos = snapshot_pos.clone().ok_or_else(|| {
+                    let c = copy.as_ref().ok_or_else(|| {
                         Error::Source("snapshot rows before the snapshot started".into())
                     })?;
-                    let pending = sink.write_snapshot_rows(&rows, &pos, snapshot_ordinal).await?;
+                    positioned = c.positioned;
+                    let pos = c.pos.clone();
+                    let pending = sink
+                        .write_snapshot_rows(&rows, &pos, snapshot_ordinal)
+                        .await?;
                     snapshot_ordinal += rows.len() as u64;
-                    stats.snapshot_rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    stats
+                        .snapshot_rows
+                        .fetch_add(rows.len() as u64, Ordering::Relaxed);
                     counter!("sluice_cdc_snapshot_rows_total").increment(rows.len() as u64);
                     (pos, pending)
                 }
                 SourceEvent::SnapshotDone => {
-                    let pos = snapshot_pos.take().ok_or_else(|| {
+                    let c = copy.take().ok_or_else(|| {
                         Error::Source("snapshot end before the snapshot started".into())
                     })?;
+                    positioned = c.positioned;
                     // Keys the topics held that the copy did not write were deleted in
                     // the source meanwhile: tombstoned before the copy counts as done.
                     let (mut pending, tombstones) =
-                        sink.finish_copy(&pos, snapshot_ordinal).await?;
+                        sink.finish_copy(&c.pos, snapshot_ordinal).await?;
                     snapshot_ordinal += tombstones;
                     stats.snapshot_done.store(true, Ordering::Relaxed);
-                    info!(rows = snapshot_ordinal, tombstones, "initial copy written");
-                    // Every partition ends past the copy: a restart knows it finished.
-                    pending.extend(sink.write_heartbeat(&pos).await?);
-                    (pos, pending)
+                    info!(
+                        rows = snapshot_ordinal,
+                        tombstones,
+                        tables = c.tables.len(),
+                        "initial copy written"
+                    );
+                    // Every partition of the copied tables ends past the copy: a restart
+                    // knows it finished.
+                    pending.extend(sink.write_copy_end(&c.pos, &c.tables).await?);
+                    (c.pos, pending)
                 }
                 SourceEvent::Transaction(txn) => {
                     let pending = sink.write_transaction(&txn).await?;
                     stats.transactions.fetch_add(1, Ordering::Relaxed);
-                    stats.changes.fetch_add(txn.changes.len() as u64, Ordering::Relaxed);
+                    stats
+                        .changes
+                        .fetch_add(txn.changes.len() as u64, Ordering::Relaxed);
                     stats.last_commit_ms.store(txn.commit_ms, Ordering::Relaxed);
                     counter!("sluice_cdc_transactions_total").increment(1);
                     counter!("sluice_cdc_changes_total").increment(txn.changes.len() as u64);
@@ -155,7 +223,11 @@ pub async fn run(
                     (pos, pending)
                 }
             };
-            let seq = tracker.lock().sent(pos);
+            let seq = if positioned {
+                tracker.lock().sent(pos)
+            } else {
+                tracker.lock().sent_unpositioned()
+            };
             stats.in_flight_units.fetch_add(1, Ordering::Relaxed);
             if unit_tx.send((seq, pending)).await.is_err() {
                 // The acker failed; its error is what is returned (below).

@@ -1,7 +1,7 @@
 //! Writes source events into Sluice: topics per table, keys, envelopes, the position and
 //! transaction headers; reads each partition's last position back at start.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,8 +17,10 @@ use tracing::info;
 
 use crate::change::{Op, RowChange, TableId, Transaction};
 use crate::envelope::{key_bytes, source_block, write_value, SourceInfo, TxnOrder};
-use crate::position::Resume;
+use crate::position::{copy_state, Resume, StaleKeys};
 use crate::Error as CdcError;
+
+mod copy;
 
 pub use sluice_proto::source_pos::SNAPSHOT_HEADER;
 pub const TXN_HEADER: &str = "sluice.txn";
@@ -60,16 +62,7 @@ impl SinkConfig {
     }
 }
 
-/// Whether the topics hold a finished initial copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SnapshotState {
-    /// No partition holds a record: nothing was ever written.
-    Empty,
-    /// Some partition's last record is a snapshot row: a copy was cut short.
-    Incomplete,
-    /// Every partition ends past the copy.
-    Complete,
-}
+pub use crate::position::SnapshotState;
 
 struct TopicState {
     name: Arc<str>,
@@ -82,12 +75,19 @@ pub struct Sink {
     topics: HashMap<TableId, TopicState>,
     resume: Resume,
     snapshot_state: SnapshotState,
+    /// The same, per table: a table added to `--tables` has an empty topic while the
+    /// others hold a finished copy (a source that can copy one table on its own then
+    /// copies only that one).
+    table_states: HashMap<TableId, SnapshotState>,
     client: ClientConfig,
+    /// `<prefix>.`: topics named so and not captured belong to tables left out of
+    /// `--tables` (see [`Sink::mark_topics`]).
+    topic_prefix: String,
     max_record_bytes: usize,
     /// During a copy over topics that already held rows: keys whose latest record is a
-    /// row, by topic, not (yet) written by this copy. What is left when the copy ends
-    /// was deleted in the source meanwhile and gets a tombstone (see `begin_copy`).
-    stale_keys: Option<HashMap<Arc<str>, HashSet<Bytes>>>,
+    /// row not (yet) written by this copy. What is left when the copy ends was deleted
+    /// in the source meanwhile and gets a tombstone (see `begin_copy`).
+    stale_keys: Option<StaleKeys>,
 }
 
 /// The records of one unit, handed to the producer; each resolves on acknowledgement.
@@ -155,7 +155,7 @@ impl Sink {
                 },
             );
         }
-        let (resume, snapshot_state) = read_resume(&client, &admin, &topics).await?;
+        let (resume, snapshot_state, table_states) = read_resume(&client, &admin, &topics).await?;
         let producer = Producer::new(
             &client,
             ProducerConfig {
@@ -176,133 +176,26 @@ impl Sink {
             topics,
             resume,
             snapshot_state,
+            table_states,
             client,
+            topic_prefix: format!("{}.", config.topic_prefix),
             max_record_bytes: config.max_record_bytes,
             stale_keys: None,
         })
-    }
-
-    /// A copy starts. If the topics already hold rows (a copy cut short, or a new copy
-    /// because the stream cannot continue), reads every partition and remembers the keys
-    /// whose latest record is a row: the copy forgets each key it writes, and
-    /// [`Sink::finish_copy`] tombstones the rest — rows deleted in the source since they
-    /// were written, which a copy alone would leave in the topics (and every Table) for
-    /// good. Returns how many keys the topics held.
-    pub async fn begin_copy(&mut self) -> Result<u64, CdcError> {
-        self.stale_keys = None;
-        if self.snapshot_state == SnapshotState::Empty {
-            return Ok(0);
-        }
-        let admin = Admin::new(&self.client);
-        let mut live: HashMap<Arc<str>, HashSet<Bytes>> = HashMap::new();
-        let mut total = 0u64;
-        for t in self.topics.values() {
-            let keys = live.entry(t.name.clone()).or_default();
-            for p in describe_settled(&admin, &t.name).await? {
-                let hw = p.high_watermark.unwrap_or(0);
-                let start = p.log_start_offset.unwrap_or(0);
-                if hw <= start {
-                    continue;
-                }
-                let tp = TopicPartition::new(&*t.name, p.partition);
-                let mut consumer = Consumer::new(&self.client, ConsumerConfig::default());
-                consumer.assign(vec![tp.clone()]);
-                consumer.seek(&tp, Seek::Offset(start));
-                let mut idle_since = Instant::now();
-                while consumer.position(&tp).is_none_or(|at| at < hw) {
-                    let records = consumer.poll(Duration::from_millis(500)).await?;
-                    if records.is_empty() {
-                        if idle_since.elapsed() > Duration::from_secs(30) {
-                            return Err(Error::broker(
-                                ErrorCode::RequestTimedOut.code(),
-                                format!(
-                                    "{tp}: reading the keys it holds made no progress for 30 s"
-                                ),
-                            )
-                            .into());
-                        }
-                        continue;
-                    }
-                    idle_since = Instant::now();
-                    for r in records.into_iter().filter(|r| r.offset < hw) {
-                        let Some(key) = r.key else { continue };
-                        if r.headers.iter().any(|h| h.key == HEARTBEAT_HEADER) {
-                            continue;
-                        }
-                        match r.value {
-                            Some(_) => keys.insert(key),
-                            None => keys.remove(&key),
-                        };
-                    }
-                }
-            }
-            total += keys.len() as u64;
-        }
-        info!(
-            keys = total,
-            "the topics hold rows: keys the copy does not write get tombstones"
-        );
-        self.stale_keys = Some(live);
-        Ok(total)
-    }
-
-    /// The copy's rows are all written: a tombstone for every key the topics held that
-    /// the copy did not write (see [`Sink::begin_copy`]), numbered on from
-    /// `first_ordinal` at the copy's position and marked as copy records (a restart
-    /// before the heartbeat that ends the copy copies again). Returns them and their count.
-    pub async fn finish_copy(
-        &mut self,
-        pos: &SourcePos,
-        first_ordinal: u64,
-    ) -> Result<(Pending, u64), CdcError> {
-        let Some(stale) = self.stale_keys.take() else {
-            return Ok((Vec::new(), 0));
-        };
-        let mut pending = Vec::new();
-        let mut ordinal = first_ordinal;
-        let partitions: HashMap<Arc<str>, u32> = self
-            .topics
-            .values()
-            .map(|t| (t.name.clone(), t.partitions))
-            .collect();
-        for (topic, keys) in stale {
-            let count = partitions.get(&topic).copied().unwrap_or(1);
-            for key in keys {
-                let rp = RecordPos {
-                    pos: pos.clone(),
-                    ordinal,
-                };
-                ordinal += 1;
-                let headers = vec![
-                    header(POS_HEADER, rp.to_header()),
-                    Header {
-                        key: SNAPSHOT_HEADER.to_string(),
-                        value: Some(Bytes::from_static(b"1")),
-                    },
-                ];
-                let partition = partition_for_key(&key, count);
-                pending.push(
-                    self.send(&topic, partition, key.to_vec(), None, headers)
-                        .await?,
-                );
-            }
-        }
-        let n = ordinal - first_ordinal;
-        if n > 0 {
-            info!(
-                tombstones = n,
-                "rows deleted in the source since the topics were written: tombstoned"
-            );
-        }
-        Ok((pending, n))
     }
 
     pub fn resume(&self) -> &Resume {
         &self.resume
     }
 
+    /// Whether the topics hold a finished copy, over every table.
     pub fn snapshot_state(&self) -> SnapshotState {
         self.snapshot_state
+    }
+
+    /// Whether each table's topic holds a finished copy.
+    pub fn table_states(&self) -> &HashMap<TableId, SnapshotState> {
+        &self.table_states
     }
 
     /// The topic a captured table's changes go to.
@@ -353,8 +246,8 @@ impl Sink {
                     value: Some(snapshot_header.clone()),
                 },
             ];
-            if let Some(keys) = self.stale_keys.as_mut().and_then(|s| s.get_mut(&topic)) {
-                keys.remove(key.as_slice());
+            if let Some(stale) = self.stale_keys.as_mut() {
+                stale.copied(&topic, &key);
             }
             check_size(
                 self.max_record_bytes,
@@ -483,6 +376,19 @@ impl Sink {
 
     /// "Everything of the source up to `pos` is here", in every partition of every topic.
     pub async fn write_heartbeat(&mut self, pos: &SourcePos) -> Result<Pending, Error> {
+        let targets: Vec<(Arc<str>, u32)> = self
+            .topics
+            .values()
+            .flat_map(|t| (0..t.partitions).map(|p| (t.name.clone(), p)))
+            .collect();
+        self.heartbeat_to(pos, targets).await
+    }
+
+    pub(crate) async fn heartbeat_to(
+        &mut self,
+        pos: &SourcePos,
+        targets: Vec<(Arc<str>, u32)>,
+    ) -> Result<Pending, Error> {
         // After every record at `pos`: a heartbeat at a transaction's own position
         // must not sort before that transaction's records (a restart would think them
         // unwritten in a partition whose last record is the heartbeat).
@@ -496,11 +402,6 @@ impl Sink {
             "ts_ms": now_ms(),
         }))
         .expect("a JSON value serializes");
-        let targets: Vec<(Arc<str>, u32)> = self
-            .topics
-            .values()
-            .flat_map(|t| (0..t.partitions).map(|p| (t.name.clone(), p)))
-            .collect();
         let mut pending = Vec::with_capacity(targets.len());
         for (topic, partition) in targets {
             if !self.resume.should_write(&topic, partition, &rp) {
@@ -649,74 +550,83 @@ async fn describe_settled(
     }
 }
 
-/// Each partition's last record position, and whether the copy finished.
+/// Each partition's last record position, and whether the copy finished (over every
+/// table, and per table).
 async fn read_resume(
     client: &ClientConfig,
     admin: &Admin,
     topics: &HashMap<TableId, TopicState>,
-) -> Result<(Resume, SnapshotState), CdcError> {
+) -> Result<(Resume, SnapshotState, HashMap<TableId, SnapshotState>), CdcError> {
     let mut resume = Resume::new();
-    let (mut any, mut incomplete, mut empty_partition) = (false, false, false);
-    for t in topics.values() {
+    let mut all = Vec::new();
+    let mut per_table = HashMap::new();
+    for (table, t) in topics {
+        let mut lasts = Vec::new();
         let parts = describe_settled(admin, &t.name).await?;
         for p in parts {
             let hw = p.high_watermark.unwrap_or(0);
             if hw == 0 || hw <= p.log_start_offset.unwrap_or(0) {
-                empty_partition = true;
+                lasts.push(None);
                 continue;
             }
             let tp = TopicPartition::new(&*t.name, p.partition);
-            let mut consumer = Consumer::new(client, ConsumerConfig::default());
-            consumer.assign(vec![tp.clone()]);
-            consumer.seek(&tp, Seek::Offset(hw - 1));
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let last = loop {
-                let records = consumer.poll(Duration::from_millis(500)).await?;
-                if let Some(r) = records.into_iter().filter(|r| r.offset == hw - 1).last() {
-                    break r;
-                }
-                if Instant::now() >= deadline {
-                    return Err(Error::broker(
-                        ErrorCode::RequestTimedOut.code(),
-                        format!(
-                            "{tp}: could not read the record at offset {} in 30 s",
-                            hw - 1
-                        ),
-                    )
-                    .into());
-                }
-            };
-            let pos = last
-                .headers
-                .iter()
-                .find(|h| h.key == POS_HEADER)
-                .and_then(|h| h.value.as_ref())
-                .ok_or_else(|| {
-                    CdcError::Config(format!(
-                        "{tp}: the last record (offset {}) has no {POS_HEADER} header: the topic \
-                         holds records the connector did not write; give the connector its own \
-                         --topic-prefix",
-                        hw - 1
-                    ))
-                })?;
-            let pos = RecordPos::from_header(pos).map_err(|e| {
-                CdcError::Config(format!(
-                    "{tp}: the last record (offset {}) has a bad {POS_HEADER} header ({e}); give \
-                     the connector its own --topic-prefix",
-                    hw - 1
-                ))
-            })?;
-            any = true;
-            incomplete |= last.headers.iter().any(|h| h.key == SNAPSHOT_HEADER);
+            let (pos, snapshot) = last_record_pos(client, &tp, hw).await?;
+            lasts.push(Some(snapshot));
             resume.insert(&t.name, p.partition, pos);
         }
+        per_table.insert(table.clone(), copy_state(lasts.iter().copied()));
+        all.extend(lasts);
     }
-    let state = if !any {
-        SnapshotState::Empty
-    } else if incomplete || empty_partition {
-        SnapshotState::Incomplete
-    } else {
-        SnapshotState::Complete
+    Ok((resume, copy_state(all), per_table))
+}
+
+/// The position of a partition's last record (at `hw - 1`), and whether it is a copy
+/// record.
+async fn last_record_pos(
+    client: &ClientConfig,
+    tp: &TopicPartition,
+    hw: u64,
+) -> Result<(RecordPos, bool), CdcError> {
+    let mut consumer = Consumer::new(client, ConsumerConfig::default());
+    consumer.assign(vec![tp.clone()]);
+    consumer.seek(tp, Seek::Offset(hw - 1));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let last = loop {
+        let records = consumer.poll(Duration::from_millis(500)).await?;
+        if let Some(r) = records.into_iter().filter(|r| r.offset == hw - 1).last() {
+            break r;
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::broker(
+                ErrorCode::RequestTimedOut.code(),
+                format!(
+                    "{tp}: could not read the record at offset {} in 30 s",
+                    hw - 1
+                ),
+            )
+            .into());
+        }
     };
-    Ok((resume, state))
+    let pos = last
+        .headers
+        .iter()
+        .find(|h| h.key == POS_HEADER)
+        .and_then(|h| h.value.as_ref())
+        .ok_or_else(|| {
+            CdcError::Config(format!(
+                "{tp}: the last record (offset {}) has no {POS_HEADER} header: the topic \
+                 holds records the connector did not write; give the connector its own \
+                 --topic-prefix",
+                hw - 1
+            ))
+        })?;
+    let pos = RecordPos::from_header(pos).map_err(|e| {
+        CdcError::Config(format!(
+            "{tp}: the last record (offset {}) has a bad {POS_HEADER} header ({e}); give \
+             the connector its own --topic-prefix",
+            hw - 1
+        ))
+    })?;
+    let snapshot = last.headers.iter().any(|h| h.key == SNAPSHOT_HEADER);
+    Ok((pos, snapshot))
 }

@@ -211,7 +211,8 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     let watcher = Watcher::new(&stop, Stop::cancel, Stop::is_cancelled);
     let confirmed = supervise(&tables, &a.common.topic_prefix, &stats, watcher, || async {
         let sink = sluice_cdc::sink::Sink::open(&sink_cfg, info.clone(), &tables).await?;
-        let state = sink.snapshot_state();
+        // Per table: a table added to --tables is copied on its own.
+        let state = sink.table_states().clone();
         let (tx, rx) = mpsc::channel(256);
         let (confirmed_tx, confirmed_rx) = watch::channel(None);
         let writer = tokio::spawn(sluice_cdc::runner::run(

@@ -16,14 +16,29 @@
 //! fix) the later records of the partition land after the hole and the restart skips
 //! the failed record for good: the final check catches that.
 //!
+//! A second simulation ([`recopy`]) models keys and re-copies: a keyed source table
+//! whose rows are inserted, updated and deleted; a compacted topic over several
+//! partitions; runs that copy (the first one, one after a copy cut short, one after
+//! the slot was lost while rows changed and were deleted) or stream from the slot, each
+//! cut by crashes that land a random prefix of every partition's queue. After the last
+//! run the topic's latest record per key must equal the table: no deleted key
+//! survives, no stale value, nothing missing. It drives the connector's own rules:
+//! [`copy_state`] (what a run decides from each partition's last record),
+//! [`StaleKeys`] (the tombstones for keys the copy did not write) and [`Resume`].
+//! Switching off `TOMBSTONE_ABSENT_KEYS` (the re-copy that left deleted rows behind)
+//! or `COPY_START_MARKERS` (a re-copy cut before it reached some partition, which then
+//! looked finished) makes it fail.
+//!
 //! `SLUICE_CDC_SIM_SEEDS=N` runs N seeds (default 400), `SLUICE_CDC_SIM_SEED=S` replays
-//! one; a failure prints its seed.
+//! one; a failure prints its seed (`SLUICE_CDC_SIM_TRACE=1` prints the re-copy runs).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
+use bytes::Bytes;
 use sluice_proto::source_pos::{Lsn, RecordPos, SourcePos};
 
-use super::{Resume, Tracker};
+use super::{copy_state, Resume, SnapshotState, StaleKeys, Tracker};
 
 struct Rng(u64);
 
@@ -242,9 +257,8 @@ fn run(seed: u64) -> Result<(), String> {
     Ok(())
 }
 
-#[test]
-fn every_change_lands_exactly_once_in_order_across_crashes() {
-    let seeds: Vec<u64> = match std::env::var("SLUICE_CDC_SIM_SEED") {
+fn seeds() -> Vec<u64> {
+    match std::env::var("SLUICE_CDC_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("SLUICE_CDC_SIM_SEED is a number")],
         Err(_) => {
             let n = std::env::var("SLUICE_CDC_SIM_SEEDS")
@@ -253,8 +267,12 @@ fn every_change_lands_exactly_once_in_order_across_crashes() {
                 .unwrap_or(400u64);
             (1..=n).collect()
         }
-    };
-    for seed in seeds {
+    }
+}
+
+#[test]
+fn every_change_lands_exactly_once_in_order_across_crashes() {
+    for seed in seeds() {
         if let Err(e) = run(seed) {
             panic!("seed {seed} (replay: SLUICE_CDC_SIM_SEED={seed}): {e}");
         }
@@ -273,4 +291,311 @@ fn the_tracker_confirms_only_an_acknowledged_prefix() {
     t.failed();
     assert_eq!(t.acked(c), None, "nothing moves after a failure");
     assert_eq!(t.confirmed(), Some(&pos(2)));
+}
+
+/// Whether a copy over rows tombstones the keys it did not write (`Sink::finish_copy`).
+const TOMBSTONE_ABSENT_KEYS: bool = true;
+/// Whether a copy first marks every partition it copies to (`Sink::begin_copy`).
+const COPY_START_MARKERS: bool = true;
+
+/// A record of the modelled topic.
+#[derive(Clone, Debug)]
+struct KeyedRec {
+    /// `None`: a heartbeat-keyed record (a heartbeat, a copy-start marker).
+    key: Option<u32>,
+    /// The row's version; `None` a tombstone.
+    value: Option<u32>,
+    pos: RecordPos,
+    /// Carries `sluice.snapshot` (copy rows, copy tombstones, markers).
+    copy: bool,
+}
+
+fn key_bytes(k: u32) -> Bytes {
+    Bytes::from(format!("{{\"id\":{k}}}"))
+}
+
+/// The re-copy simulation for one seed (see the module doc).
+fn recopy(seed: u64) -> Result<(), String> {
+    let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+    let partitions = 1 + rng.below(3) as u32;
+    let part = |k: u32| (k % partitions) as usize;
+    let topic: Arc<str> = Arc::from(TOPIC);
+    let mut table: BTreeMap<u32, u32> = (0..5 + rng.below(25) as u32).map(|k| (k, 1)).collect();
+    let mut next_key = 1000u32;
+    // The source's changes, in commit order: (lsn, key, version or deleted).
+    let mut wal: Vec<(u64, u32, Option<u32>)> = Vec::new();
+    let mut lsn = 100u64;
+    let mut mutate =
+        |rng: &mut Rng, table: &mut BTreeMap<u32, u32>, wal: &mut Vec<_>, deletes: u64| {
+            lsn += 1 + rng.below(5);
+            let keys: Vec<u32> = table.keys().copied().collect();
+            if !keys.is_empty() && rng.chance(deletes) {
+                let k = keys[rng.below(keys.len() as u64) as usize];
+                table.remove(&k);
+                wal.push((lsn, k, None));
+            } else if keys.is_empty() || rng.chance(30) {
+                next_key += 1;
+                table.insert(next_key, 1);
+                wal.push((lsn, next_key, Some(1)));
+            } else {
+                let k = keys[rng.below(keys.len() as u64) as usize];
+                let v = table.get_mut(&k).expect("a key of the table");
+                *v += 1;
+                wal.push((lsn, k, Some(*v)));
+            }
+            lsn
+        };
+    let mut logs: Vec<Vec<KeyedRec>> = vec![Vec::new(); partitions as usize];
+    // The slot's confirmed position; `None`: no slot.
+    let mut slot: Option<u64> = None;
+    let lose_slot_at = 1 + rng.below(3);
+    let (mut crashes, mut runs, mut lost) = (0, 0u64, false);
+    loop {
+        runs += 1;
+        if runs > 40 {
+            return Err("no run finished in 40".into());
+        }
+        // Between runs the table changes; once, the slot is lost meanwhile (and then
+        // deletes are likely).
+        if runs > 1 && runs - 1 == lose_slot_at && !lost {
+            lost = true;
+            slot = None;
+        }
+        for _ in 0..rng.below(8) {
+            let deletes = if slot.is_none() { 50 } else { 20 };
+            mutate(&mut rng, &mut table, &mut wal, deletes);
+        }
+        let lasts: Vec<Option<bool>> = logs.iter().map(|l| l.last().map(|r| r.copy)).collect();
+        let state = copy_state(lasts);
+        let copy = state != SnapshotState::Complete || slot.is_none();
+        if std::env::var("SLUICE_CDC_SIM_TRACE").is_ok() {
+            eprintln!("run {runs}: state {state:?} slot {slot:?} copy {copy} table {table:?}");
+            for (p, l) in logs.iter().enumerate() {
+                eprintln!(
+                    "  p{p}: {:?}",
+                    l.iter()
+                        .map(|r| format!(
+                            "{:?}={:?}@{}{}",
+                            r.key,
+                            r.value,
+                            r.pos,
+                            if r.copy { "s" } else { "" }
+                        ))
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
+        let mut queues: Vec<VecDeque<KeyedRec>> = vec![VecDeque::new(); partitions as usize];
+        let mut resume = Resume::new();
+        for (p, log) in logs.iter().enumerate() {
+            if let Some(last) = log.last() {
+                resume.insert(TOPIC, p as u32, last.pos.clone());
+            }
+        }
+        // Before a copy over rows creates its slot, every non-empty partition gets a
+        // copy-pending marker, and the slot is made only once they all landed.
+        if copy && COPY_START_MARKERS && logs.iter().any(|l| !l.is_empty()) {
+            let mut marks: Vec<VecDeque<KeyedRec>> = logs
+                .iter()
+                .map(|l| {
+                    l.last()
+                        .map(|last| KeyedRec {
+                            key: None,
+                            value: None,
+                            pos: last.pos.clone(),
+                            copy: true,
+                        })
+                        .into_iter()
+                        .collect()
+                })
+                .collect();
+            let mut crashed = false;
+            while marks.iter().any(|q| !q.is_empty()) {
+                if crashes < 5 && rng.chance(10) {
+                    for (p, q) in marks.iter_mut().enumerate() {
+                        let land = rng.below(q.len() as u64 + 1) as usize;
+                        logs[p].extend(q.drain(..).take(land));
+                    }
+                    crashes += 1;
+                    crashed = true;
+                    break;
+                }
+                let p = rng.below(partitions as u64) as usize;
+                if let Some(r) = marks[p].pop_front() {
+                    logs[p].push(r);
+                }
+            }
+            if crashed {
+                continue;
+            }
+        }
+        // Streaming starts after this position.
+        let stream_from;
+        if copy {
+            // A new slot, consistent at the current position; the copy reads the table
+            // as of there.
+            let c = wal.last().map_or(100, |w| w.0);
+            slot = Some(c);
+            stream_from = c;
+            let pos = SourcePos::Postgres(Lsn(c));
+            let mut stale = StaleKeys::default();
+            if state != SnapshotState::Empty {
+                for log in &logs {
+                    for r in log.iter().filter(|r| r.key.is_some()) {
+                        stale.observe(
+                            &topic,
+                            key_bytes(r.key.expect("filtered")),
+                            r.value.is_some(),
+                        );
+                    }
+                }
+            }
+            let mut ordinal = 0;
+            for (&k, &v) in &table {
+                stale.copied(&topic, &key_bytes(k));
+                queues[part(k)].push_back(KeyedRec {
+                    key: Some(k),
+                    value: Some(v),
+                    pos: rp(&pos, ordinal),
+                    copy: true,
+                });
+                ordinal += 1;
+            }
+            if TOMBSTONE_ABSENT_KEYS {
+                for (_, key) in stale.into_remaining() {
+                    let k: u32 = std::str::from_utf8(&key)
+                        .ok()
+                        .and_then(|s| s.strip_prefix("{\"id\":")?.strip_suffix('}')?.parse().ok())
+                        .expect("a key the simulation wrote");
+                    queues[part(k)].push_back(KeyedRec {
+                        key: Some(k),
+                        value: None,
+                        pos: rp(&pos, ordinal),
+                        copy: true,
+                    });
+                    ordinal += 1;
+                }
+            }
+            for q in queues.iter_mut() {
+                q.push_back(KeyedRec {
+                    key: None,
+                    value: None,
+                    pos: rp(&pos, HEARTBEAT_ORDINAL),
+                    copy: false,
+                });
+            }
+        } else {
+            stream_from = slot.expect("a slot when streaming");
+        }
+        // The stream: every change after `stream_from` the partition does not hold yet,
+        // then changes made while the run goes on.
+        let mut streamed = 0;
+        let enqueue = |queues: &mut Vec<VecDeque<KeyedRec>>,
+                       wal: &[(u64, u32, Option<u32>)],
+                       streamed: &mut usize| {
+            for &(l, k, v) in wal.iter().filter(|w| w.0 > stream_from).skip(*streamed) {
+                *streamed += 1;
+                let r = rp(&SourcePos::Postgres(Lsn(l)), 0);
+                // A copy run's partitions take everything after the copy.
+                if copy || resume.should_write(TOPIC, k % partitions, &r) {
+                    queues[part(k)].push_back(KeyedRec {
+                        key: Some(k),
+                        value: v,
+                        pos: r,
+                        copy: false,
+                    });
+                }
+            }
+        };
+        enqueue(&mut queues, &wal, &mut streamed);
+        let mut crashed = false;
+        while queues.iter().any(|q| !q.is_empty()) {
+            if crashes < 5 && rng.chance(4) {
+                // What was sent lands as a prefix of each partition's queue.
+                for (p, q) in queues.iter_mut().enumerate() {
+                    let land = rng.below(q.len() as u64 + 1) as usize;
+                    logs[p].extend(q.drain(..).take(land));
+                }
+                crashes += 1;
+                crashed = true;
+                break;
+            }
+            if rng.chance(10) {
+                mutate(&mut rng, &mut table, &mut wal, 20);
+                enqueue(&mut queues, &wal, &mut streamed);
+            }
+            let p = rng.below(partitions as u64) as usize;
+            if let Some(r) = queues[p].pop_front() {
+                logs[p].push(r);
+            }
+        }
+        if crashed {
+            continue;
+        }
+        // Everything was written: the slot is confirmed up to the last change.
+        if let Some(&(l, _, _)) = wal.last() {
+            slot = slot.map(|s| s.max(l));
+        }
+        if lost && runs > lose_slot_at + 1 {
+            break;
+        }
+    }
+    // What a Table (or compaction) keeps: the latest record of every key.
+    let mut latest: BTreeMap<u32, Option<u32>> = BTreeMap::new();
+    for log in &logs {
+        for r in log {
+            if let Some(k) = r.key {
+                latest.insert(k, r.value);
+            }
+        }
+    }
+    for (k, v) in &latest {
+        match (v, table.get(k)) {
+            (Some(v), None) => {
+                return Err(format!(
+                    "key {k} was deleted in the source but the topic still holds it (version \
+                     {v}) after {runs} runs, {crashes} crashes"
+                ))
+            }
+            (Some(v), Some(want)) if v != want => {
+                return Err(format!(
+                    "key {k}: the topic holds version {v}, the table {want}"
+                ))
+            }
+            _ => {}
+        }
+    }
+    if let Some((k, _)) = table
+        .iter()
+        .find(|(k, _)| !matches!(latest.get(*k), Some(Some(_))))
+    {
+        return Err(format!("key {k} of the table is missing from the topic"));
+    }
+    Ok(())
+}
+
+#[test]
+fn no_deleted_key_survives_a_recopy_across_crashes() {
+    for seed in seeds() {
+        if let Err(e) = recopy(seed) {
+            panic!("seed {seed} (replay: SLUICE_CDC_SIM_SEED={seed}): {e}");
+        }
+    }
+}
+
+#[test]
+fn a_unit_without_position_confirms_nothing_but_holds_back_the_rest() {
+    let pos = |n| SourcePos::Postgres(Lsn(n));
+    let mut t = Tracker::new();
+    let copy = t.sent_unpositioned();
+    let stream = t.sent(pos(5));
+    assert_eq!(t.acked(stream), None, "held back by the copy before it");
+    assert_eq!(t.acked(copy), Some(&pos(5)));
+    let copy = t.sent_unpositioned();
+    assert_eq!(
+        t.acked(copy),
+        None,
+        "a copy of added tables confirms no position"
+    );
+    assert_eq!(t.confirmed(), Some(&pos(5)));
 }
