@@ -19,7 +19,11 @@
 //!
 //! MariaDB keeps no replica position for the connector: the position lives in the topics.
 //! A restart resumes from the oldest last position over all partitions
-//! ([`resume_position`]); the sink skips what each partition already holds.
+//! ([`resume_position`]); the sink skips what each partition already holds. Positions
+//! carry the server's GTID state, and a restart asks for the stream by GTID: a
+//! failover or a `RESET MASTER` renumbers binlog files, not GTIDs. A position the
+//! server cannot place (its binlog was reset, another server) stops the connector
+//! ([`place`]): streaming from anywhere else would skip or repeat changes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,7 +32,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row as MyRow};
 use serde_json::Value;
-use sluice_proto::source_pos::{BinlogPos, GtidSet, SourcePos};
+use sluice_proto::source_pos::{BinlogPos, Gtid, GtidSet, SourcePos};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
@@ -68,7 +72,7 @@ pub struct MySourceConfig {
     pub snapshot_chunk_rows: usize,
     /// Where streaming resumes when the topics hold a finished copy
     /// ([`resume_position`] of the sink's [`Resume`]).
-    pub resume_from: Option<SourcePos>,
+    pub resume_from: Option<ResumeFrom>,
     /// The name of a MariaDB user lock (`GET_LOCK`) held for the whole run: a second
     /// connector for the same topics is refused while this one holds it, and a
     /// connector whose lock connection is lost stops (see [`run`]). `None`: no lock.
@@ -101,27 +105,50 @@ impl Stop {
     }
 }
 
-/// The oldest last position over the given partitions (topic, partition count): where a
-/// restarted connector reads the binlog from. Every partition's last record is recent
-/// (heartbeats go to every partition), and the sink skips what a partition already
-/// holds, so re-reading from the oldest is safe. `None` when no partition holds one.
-pub fn resume_position(resume: &Resume, partitions: &[(String, u32)]) -> Option<SourcePos> {
-    let mut oldest: Option<&SourcePos> = None;
+/// The span of the partitions' last positions: a restart streams from the oldest, and
+/// the server must know the newest too (its binlog must hold every change the topics
+/// hold, or the sink would drop the server's different changes that sort before it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeFrom {
+    pub oldest: SourcePos,
+    pub newest: SourcePos,
+}
+
+/// The oldest and newest last positions over the given partitions (topic, partition
+/// count): a restarted connector reads the binlog from the oldest. Every partition's
+/// last record is recent (heartbeats go to every partition), and the sink skips what a
+/// partition already holds, so re-reading from the oldest is safe. `None` when no
+/// partition holds one.
+pub fn resume_position(resume: &Resume, partitions: &[(String, u32)]) -> Option<ResumeFrom> {
+    use std::cmp::Ordering;
+    let mut span: Option<(&SourcePos, &SourcePos)> = None;
     for (topic, n) in partitions {
         for p in 0..*n {
             let Some(last) = resume.last(topic, p) else {
                 continue;
             };
-            let older = match oldest {
-                None => true,
-                Some(o) => last.pos.compare(o) == Some(std::cmp::Ordering::Less),
-            };
-            if older {
-                oldest = Some(&last.pos);
-            }
+            let pos = &last.pos;
+            span = Some(match span {
+                None => (pos, pos),
+                Some((old, new)) => (
+                    if pos.compare(old) == Some(Ordering::Less) {
+                        pos
+                    } else {
+                        old
+                    },
+                    if pos.compare(new) == Some(Ordering::Greater) {
+                        pos
+                    } else {
+                        new
+                    },
+                ),
+            });
         }
     }
-    oldest.cloned()
+    span.map(|(oldest, newest)| ResumeFrom {
+        oldest: oldest.clone(),
+        newest: newest.clone(),
+    })
 }
 
 /// A captured column.
@@ -402,11 +429,21 @@ pub async fn run(
         None
     } else {
         Some(match cfg.resume_from.clone() {
-            Some(SourcePos::Mysql { binlog, gtids }) => {
-                binlog_kept(&mut conn, &binlog).await?;
+            Some(ResumeFrom {
+                oldest: SourcePos::Mysql { binlog, gtids },
+                newest,
+            }) => {
+                let oldest = SourcePos::Mysql { binlog, gtids };
+                place(&cfg, &mut conn, &oldest).await?;
+                if newest.compare(&oldest) != Some(std::cmp::Ordering::Equal) {
+                    place(&cfg, &mut conn, &newest).await?;
+                }
+                let SourcePos::Mysql { binlog, gtids } = oldest else {
+                    unreachable!("matched above")
+                };
                 (binlog, gtids)
             }
-            Some(other) => {
+            Some(ResumeFrom { oldest: other, .. }) => {
                 return Err(Error::Config(format!(
                     "mysql: the topics hold positions of another source ({other}); give this \
                      connector its own --topic-prefix"
@@ -464,6 +501,103 @@ pub async fn run(
     }
 }
 
+/// Refuses a position of the topics that this server cannot place in its binlog, one
+/// line naming the choice ([`unplaceable`]). With a GTID state: every domain of it is in
+/// the server's binlog (MariaDB accepts a state of a domain it never had, and would
+/// send that domain's changes from wherever), and the server agrees to stream from it
+/// (its binlog holds those very GTIDs). Without: the file is still there ([`binlog_kept`])
+/// and, on MariaDB, the server's GTID state at that offset is empty too (a file of the
+/// same name written after a `RESET MASTER` has GTIDs there, or no event boundary).
+async fn place(cfg: &MySourceConfig, conn: &mut Conn, pos: &SourcePos) -> Result<(), Error> {
+    let SourcePos::Mysql { binlog, gtids } = pos else {
+        return Ok(());
+    };
+    if gtids.is_empty() {
+        binlog_kept(conn, binlog).await?;
+        let there: Result<Option<Option<String>>, _> = conn
+            .exec_first(
+                "SELECT BINLOG_GTID_POS(?, ?)",
+                (&binlog.file, binlog.offset),
+            )
+            .await;
+        return match there {
+            // Not MariaDB: file:offset is all there is.
+            Err(_) => Ok(()),
+            Ok(v) => match v.flatten() {
+                Some(state) if state.is_empty() => Ok(()),
+                Some(state) => Err(unplaceable(
+                    pos,
+                    &format!("the server's binlog has GTIDs {state} at that offset"),
+                )),
+                None => Err(unplaceable(
+                    pos,
+                    "no event of the binlog ends at that offset",
+                )),
+            },
+        };
+    }
+    let state: String = variable(conn, "gtid_binlog_state")
+        .await?
+        .unwrap_or_default();
+    let domains: Vec<u32> = state
+        .split(',')
+        .filter_map(|g| g.trim().parse::<Gtid>().ok())
+        .map(|g| g.domain)
+        .collect();
+    if let Some(g) = gtids.gtids().iter().find(|g| !domains.contains(&g.domain)) {
+        return Err(unplaceable(
+            pos,
+            &format!(
+                "the server's binlog has no GTID of domain {} (its GTID state: {})",
+                g.domain,
+                if state.is_empty() { "empty" } else { &state }
+            ),
+        ));
+    }
+    let Err(refusal) = binlog::can_stream_from(cfg, gtids).await? else {
+        return Ok(());
+    };
+    // A binlog that begins after the position: the files that held it are gone.
+    let files: Vec<MyRow> = conn
+        .query("SHOW BINARY LOGS")
+        .await
+        .map_err(my_err("SHOW BINARY LOGS"))?;
+    if let Some(first) = files.first().and_then(|r| r.get::<String, _>(0)) {
+        let from = BinlogPos {
+            file: first,
+            offset: 4,
+        };
+        let begins = gtids_at(conn, &from).await;
+        if !begins.is_empty() && gtids.compare(&begins) == Some(std::cmp::Ordering::Less) {
+            return Err(purged_gtids(pos, &from.file, &begins));
+        }
+    }
+    Err(unplaceable(pos, &refusal))
+}
+
+/// The setup error of a GTID position before everything the server's binlog holds.
+fn purged_gtids(pos: &SourcePos, first: &str, begins: &GtidSet) -> Error {
+    Error::Config(format!(
+        "mysql: the topics resume from {pos}, which the server's binlog no longer has (it \
+         begins at GTID state {begins} in {first}: purged, or reset keeping a later GTID \
+         state): the changes since are lost to streaming; delete this connector's topics \
+         (sluice topic delete PREFIX.DB.TABLE) and run it again with --snapshot initial to \
+         copy the tables anew, and keep binlogs longer than any outage \
+         (binlog_expire_logs_seconds)"
+    ))
+}
+
+/// The setup error of a position the server cannot place: the choice is the user's.
+fn unplaceable(pos: &SourcePos, why: &str) -> Error {
+    Error::Config(format!(
+        "mysql: the server cannot place the topics' position {pos} ({why}): its binlog was \
+         reset (RESET MASTER) or it is not the server the topics were captured from, nor a \
+         replica of it; streaming from anywhere else would skip or repeat changes. Point \
+         --dsn at that server, or start over: delete this connector's topics (sluice topic \
+         delete PREFIX.DB.TABLE) and run it with --snapshot initial to copy the tables anew"
+    ))
+}
+
 /// Refuses to resume from a binlog file the server no longer has (purged by
 /// `binlog_expire_logs_seconds` or `PURGE BINARY LOGS`): the changes in it are gone, and
 /// asking for it again would fail the same way forever.
@@ -484,8 +618,9 @@ fn purged(from: &BinlogPos, oldest: Option<&str>) -> Error {
     Error::Config(format!(
         "mysql: the topics resume from binlog file {} which the server no longer has (purged; \
          oldest kept: {}): the changes since are lost to streaming; delete this connector's \
-         topics (sluice topic delete PREFIX.DB.TABLE) and start it again to copy the tables \
-         anew, and keep binlogs longer than any outage (binlog_expire_logs_seconds)",
+         topics (sluice topic delete PREFIX.DB.TABLE) and run it again with --snapshot \
+         initial to copy the tables anew, and keep binlogs longer than any outage \
+         (binlog_expire_logs_seconds)",
         from.file,
         oldest.unwrap_or("none")
     ))
@@ -714,14 +849,26 @@ mod tests {
         r.insert("p.db.a", 1, rp("my:bin.000001:900:0-1-5#0"));
         r.insert("p.db.b", 0, rp("my:bin.000002:100:0-1-7#1"));
         let parts = vec![("p.db.a".to_string(), 2), ("p.db.b".to_string(), 1)];
+        let span = |old: &str, new: &str| {
+            Some(ResumeFrom {
+                oldest: old.parse().unwrap(),
+                newest: new.parse().unwrap(),
+            })
+        };
         assert_eq!(
             resume_position(&r, &parts),
-            Some("my:bin.000001:900:0-1-5".parse().unwrap())
+            span("my:bin.000001:900:0-1-5", "my:bin.000002:400:0-1-9")
         );
         // Only the listed topics count.
         assert_eq!(
             resume_position(&r, &parts[1..]),
-            Some("my:bin.000002:100:0-1-7".parse().unwrap())
+            span("my:bin.000002:100:0-1-7", "my:bin.000002:100:0-1-7")
+        );
+        // By GTID: after a failover or RESET MASTER the files start again lower.
+        r.insert("p.db.b", 0, rp("my:bin.000001:300:0-1-12#0"));
+        assert_eq!(
+            resume_position(&r, &parts),
+            span("my:bin.000001:900:0-1-5", "my:bin.000001:300:0-1-12")
         );
         assert_eq!(resume_position(&Resume::new(), &parts), None);
     }
