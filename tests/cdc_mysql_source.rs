@@ -11,7 +11,9 @@
 //!   then start again at a lower index) — or, when the server cannot place the topics'
 //!   position (the binlog reset without its state, another server, a GTID domain the
 //!   server lacks), the connector exits 1 naming `--snapshot initial` and writes
-//!   nothing: never a silent skip.
+//!   nothing: never a silent skip;
+//! - failover to a replica resumes by GTID, and a replica that lacks changes the topics
+//!   hold is refused the same way.
 
 mod common;
 
@@ -397,14 +399,26 @@ fn topic_end(dev: &Dev, topic: &str) -> u64 {
 /// the connector exits.
 fn every_change_once(c: &mut Connector, dev: &Dev, db: &MariaDb, topic: &str) -> usize {
     let want = db_versions(db);
-    let got = wait_for("every change in the topic", Duration::from_secs(30), || {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
         c.assert_running();
         let read = read_topic(dev, topic);
         let all = want
             .iter()
             .all(|(id, v)| read.versions.get(id).and_then(|s| s.last()) == Some(v));
-        (all && read.settled()).then_some(read.versions)
-    });
+        if all && read.settled() {
+            break read.versions;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the topic does not hold every change after 30 s: want {want:?}, versions {:?}, \
+             last records {:?}\n{}",
+            read.versions,
+            read.last,
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let mut records = 0;
     for (id, v) in &want {
         let all: Vec<i64> = (0..=*v).collect();
@@ -477,6 +491,9 @@ fn reset_master_keeping_the_gtid_state_loses_and_repeats_nothing() {
     bump(&db, 10);
     let records = every_change_once(&mut c, &dev, &db, topic);
     eprintln!("three RESET MASTERs: {records} versions of {ROWS} rows, each once, in order");
+    for l in c.log().lines().filter(|l| l.contains("connector failed")) {
+        eprintln!("the idle connector after the reset: {l}");
+    }
     assert!(c.stop().success(), "{}", c.log());
 
     // 4. Changes between the stop and the reset went with the old binlog: refused.
@@ -606,4 +623,82 @@ fn a_server_that_does_not_hold_the_topics_position_exits_1_naming_snapshot_initi
         written,
         "a refused start writes nothing"
     );
+}
+
+/// `replica` replicates `primary` by GTID from the primary's current state.
+fn replicate(replica: &MariaDb, primary: &MariaDb) {
+    let pos = primary.sql("", "SELECT @@GLOBAL.gtid_binlog_pos");
+    replica.sql(
+        "",
+        &format!(
+            "SET GLOBAL gtid_slave_pos = '{pos}'; \
+             CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, \
+             MASTER_USER = 'root', MASTER_PASSWORD = '{}', MASTER_USE_GTID = slave_pos; \
+             START SLAVE",
+            primary.port(),
+            MariaDb::PASSWORD
+        ),
+    );
+}
+
+/// Waits until `replica` has applied everything `primary` has written.
+fn caught_up(replica: &MariaDb, primary: &MariaDb) {
+    let want = primary.sql("", "SELECT @@GLOBAL.gtid_binlog_pos");
+    wait_for("the replica to catch up", Duration::from_secs(30), || {
+        (replica.sql("", "SELECT @@GLOBAL.gtid_slave_pos") == want).then_some(())
+    });
+}
+
+#[test]
+fn failover_to_a_replica_resumes_by_gtid_unless_it_lacks_the_topics_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = MariaDb::start();
+    // server_id 2: its own transactions are 0-2-N, after the primary's 0-1-N.
+    let replica = MariaDb::start_with(&["--server-id=2", "--log-slave-updates"]);
+    replicate(&replica, &primary);
+    counters(&primary);
+    let dev = Dev::start(dir.path());
+    let topic = "fo.shop.c";
+    let start = |db: &MariaDb| {
+        Connector::start_with(
+            dir.path(),
+            &dev,
+            &db.dsn("shop"),
+            "shop.c",
+            "fo",
+            &COUNTER_ARGS,
+        )
+    };
+    let mut c = start(&primary);
+    every_change_once(&mut c, &dev, &primary, topic);
+    bump(&primary, 30);
+    every_change_once(&mut c, &dev, &primary, topic);
+
+    // The replica falls behind: the topics hold changes it does not have. Failing over
+    // to it would lose them, and its own next transactions would reuse their sequence
+    // numbers: refused.
+    caught_up(&replica, &primary);
+    replica.sql("", "STOP SLAVE");
+    bump(&primary, 10);
+    every_change_once(&mut c, &dev, &primary, topic);
+    assert!(c.stop().success(), "{}", c.log());
+    let written = topic_end(&dev, topic);
+    let line = start(&replica).refused("cannot place");
+    eprintln!("refused: {line}");
+    assert_eq!(
+        topic_end(&dev, topic),
+        written,
+        "a refused start writes nothing"
+    );
+
+    // Caught up, then promoted: the connector resumes on it by GTID and takes its own
+    // changes (another server id, same domain) in order.
+    replica.sql("", "START SLAVE");
+    caught_up(&replica, &primary);
+    replica.sql("", "STOP SLAVE; RESET SLAVE ALL");
+    bump(&replica, 30);
+    let mut c = start(&replica);
+    let records = every_change_once(&mut c, &dev, &replica, topic);
+    eprintln!("failover: {records} versions of {ROWS} rows, each once, in order");
+    assert!(c.stop().success(), "{}", c.log());
 }

@@ -591,10 +591,11 @@ fn purged_gtids(pos: &SourcePos, first: &str, begins: &GtidSet) -> Error {
 fn unplaceable(pos: &SourcePos, why: &str) -> Error {
     Error::Config(format!(
         "mysql: the server cannot place the topics' position {pos} ({why}): its binlog was \
-         reset (RESET MASTER) or it is not the server the topics were captured from, nor a \
-         replica of it; streaming from anywhere else would skip or repeat changes. Point \
-         --dsn at that server, or start over: delete this connector's topics (sluice topic \
-         delete PREFIX.DB.TABLE) and run it with --snapshot initial to copy the tables anew"
+         reset (RESET MASTER), or it is another server than the topics were captured from, \
+         or a replica that lacks changes the topics hold; streaming from anywhere else would \
+         skip or repeat changes. Point --dsn at the server that has them, or start over: \
+         delete this connector's topics (sluice topic delete PREFIX.DB.TABLE) and run it \
+         with --snapshot initial to copy the tables anew"
     ))
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData};
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStream, BinlogStreamRequest};
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use sluice_proto::source_pos::{BinlogPos, Gtid, GtidSet, SourcePos};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -36,6 +36,10 @@ const MARIADB_GTID_EVENT: u8 = 0xA2;
 const FL_STANDALONE: u8 = 1;
 /// Idle heartbeat periods after which the connection counts as dead.
 const DEAD_AFTER_PERIODS: u32 = 3;
+/// A stream idle (the server sends heartbeat events) while the server's GTID state is
+/// ahead of the stream's for this long is stuck (a binlog reset under it can leave the
+/// server's sender reading the old file's name for good): the run restarts.
+const STUCK_AFTER: Duration = Duration::from_secs(3);
 /// ER_MASTER_FATAL_ERROR_READING_BINLOG: the server will not send the binlog from where
 /// it was asked (a purged file, a GTID state its binlog does not hold, a reset binlog).
 const ER_BINLOG_FATAL: u16 = 1236;
@@ -96,6 +100,13 @@ struct State<'a> {
     fde_seen: bool,
     /// The server sent an event: it accepted where the stream was asked to start.
     accepted: bool,
+    /// The DSN to read the server's GTID state with while the stream idles (`None`
+    /// without GTIDs), the connection for it (opened again when the server closed it as
+    /// idle, `wait_timeout`), and since when the server has been seen ahead.
+    watch_dsn: Option<String>,
+    watch: Option<Conn>,
+    ahead_since: Option<Instant>,
+    last_check: Instant,
 }
 
 /// The binlog connection, registered and asked for the stream from `start`: by its GTID
@@ -193,6 +204,10 @@ pub(super) async fn stream(
         checksums,
         fde_seen: false,
         accepted: false,
+        watch_dsn: by_gtid.then(|| cfg.dsn.clone()),
+        watch: None,
+        ahead_since: None,
+        last_check: Instant::now(),
     };
     let dead_after = period * DEAD_AFTER_PERIODS;
     loop {
@@ -279,6 +294,7 @@ impl State<'_> {
     /// are ordered by GTID, so one that went back would sort before changes already
     /// written, and the sink would drop it.
     fn begin(&mut self, gtid: Option<Gtid>, standalone: bool, at: u32) -> Result<(), Error> {
+        self.ahead_since = None;
         if let Some(g) = gtid {
             if let Some(last) = self.gtids.get(g.domain).filter(|l| l.seq >= g.seq) {
                 return Err(Error::Config(format!(
@@ -360,9 +376,59 @@ impl State<'_> {
                 }
             }
             EventData::FormatDescriptionEvent(_) => self.fde_seen = true,
+            EventData::HeartbeatEvent => self.idle().await?,
             EventData::XidEvent(_) => self.commit(end, header.timestamp()).await?,
             EventData::RowsEvent(rows) => self.rows(binlog, &rows)?,
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// The server's sender is idle: at most once a second, compare the server's GTID state
+    /// with the stream's. Ahead for [`STUCK_AFTER`] while idle: the stream is stuck.
+    async fn idle(&mut self) -> Result<(), Error> {
+        let Some(dsn) = self.watch_dsn.as_deref() else {
+            return Ok(());
+        };
+        if self.last_check.elapsed() < Duration::from_secs(1) {
+            return Ok(());
+        }
+        self.last_check = Instant::now();
+        const READ: &str = "SELECT @@GLOBAL.gtid_binlog_pos";
+        let kept = match self.watch.as_mut() {
+            Some(conn) => conn.query_first::<Option<String>, _>(READ).await.ok(),
+            None => None,
+        };
+        let server = match kept {
+            Some(v) => v,
+            None => {
+                let mut conn = connect(dsn).await?;
+                let v = conn
+                    .query_first::<Option<String>, _>(READ)
+                    .await
+                    .map_err(my_err("read the server's GTID state"))?;
+                self.watch = Some(conn);
+                v
+            }
+        };
+        let server: GtidSet = server
+            .flatten()
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or_default();
+        if self.gtids.contains(&server) {
+            self.ahead_since = None;
+            return Ok(());
+        }
+        let since = *self.ahead_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= STUCK_AFTER {
+            return Err(Error::Source(format!(
+                "mysql: the binlog stream has sent nothing for {:?} while the server is at \
+                 GTID state {server} and the stream at {} (its binlog reset under the \
+                 stream?)",
+                since.elapsed(),
+                self.gtids
+            )));
         }
         Ok(())
     }
@@ -523,6 +589,10 @@ mod tests {
             checksums: true,
             fde_seen: true,
             accepted: true,
+            watch_dsn: None,
+            watch: None,
+            ahead_since: None,
+            last_check: Instant::now(),
         };
         let g = |s: &str| Some(s.parse::<Gtid>().unwrap());
         st.begin(g("0-1-51"), false, 4).unwrap();
