@@ -249,7 +249,7 @@ pub(super) async fn stream(
                     gtids: st.gtids.clone(),
                 };
                 return Err(match by_gtid {
-                    true => super::unplaceable(&start, &e.message),
+                    true => super::resume::unplaceable(&start, &e.message),
                     false => Error::Config(format!(
                         "mysql: the server cannot send the binlog from {start} ({}); if the \
                          file was purged, the changes since are lost to streaming: delete \
