@@ -19,7 +19,11 @@
 //!
 //! MariaDB keeps no replica position for the connector: the position lives in the topics.
 //! A restart resumes from the oldest last position over all partitions
-//! ([`resume_position`]); the sink skips what each partition already holds.
+//! ([`resume_position`]); the sink skips what each partition already holds. Positions
+//! carry the server's GTID state, and a restart asks for the stream by GTID: a
+//! failover or a `RESET MASTER` renumbers binlog files, not GTIDs. A position the
+//! server cannot place (its binlog was reset, another server) stops the connector
+//! ([`place`]): streaming from anywhere else would skip or repeat changes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,12 +37,15 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::change::{Op, Row, RowChange, SourceEvent, TableId};
-use crate::position::Resume;
 use crate::sink::SnapshotState;
 use crate::Error;
 
 mod binlog;
+mod resume;
 pub mod types;
+
+use resume::place;
+pub use resume::{resume_position, ResumeFrom};
 
 use types::Kind;
 
@@ -67,8 +74,8 @@ pub struct MySourceConfig {
     /// Rows per snapshot unit handed to the runner.
     pub snapshot_chunk_rows: usize,
     /// Where streaming resumes when the topics hold a finished copy
-    /// ([`resume_position`] of the sink's [`Resume`]).
-    pub resume_from: Option<SourcePos>,
+    /// ([`resume_position`] of the sink's [`Resume`](crate::position::Resume)).
+    pub resume_from: Option<ResumeFrom>,
     /// The name of a MariaDB user lock (`GET_LOCK`) held for the whole run: a second
     /// connector for the same topics is refused while this one holds it, and a
     /// connector whose lock connection is lost stops (see [`run`]). `None`: no lock.
@@ -99,29 +106,6 @@ impl Stop {
         let mut rx = self.0.subscribe();
         let _ = rx.wait_for(|v| *v).await;
     }
-}
-
-/// The oldest last position over the given partitions (topic, partition count): where a
-/// restarted connector reads the binlog from. Every partition's last record is recent
-/// (heartbeats go to every partition), and the sink skips what a partition already
-/// holds, so re-reading from the oldest is safe. `None` when no partition holds one.
-pub fn resume_position(resume: &Resume, partitions: &[(String, u32)]) -> Option<SourcePos> {
-    let mut oldest: Option<&SourcePos> = None;
-    for (topic, n) in partitions {
-        for p in 0..*n {
-            let Some(last) = resume.last(topic, p) else {
-                continue;
-            };
-            let older = match oldest {
-                None => true,
-                Some(o) => last.pos.compare(o) == Some(std::cmp::Ordering::Less),
-            };
-            if older {
-                oldest = Some(&last.pos);
-            }
-        }
-    }
-    oldest.cloned()
 }
 
 /// A captured column.
@@ -402,11 +386,21 @@ pub async fn run(
         None
     } else {
         Some(match cfg.resume_from.clone() {
-            Some(SourcePos::Mysql { binlog, gtids }) => {
-                binlog_kept(&mut conn, &binlog).await?;
+            Some(ResumeFrom {
+                oldest: SourcePos::Mysql { binlog, gtids },
+                newest,
+            }) => {
+                let oldest = SourcePos::Mysql { binlog, gtids };
+                place(&cfg, &mut conn, &oldest).await?;
+                if newest.compare(&oldest) != Some(std::cmp::Ordering::Equal) {
+                    place(&cfg, &mut conn, &newest).await?;
+                }
+                let SourcePos::Mysql { binlog, gtids } = oldest else {
+                    unreachable!("matched above")
+                };
                 (binlog, gtids)
             }
-            Some(other) => {
+            Some(ResumeFrom { oldest: other, .. }) => {
                 return Err(Error::Config(format!(
                     "mysql: the topics hold positions of another source ({other}); give this \
                      connector its own --topic-prefix"
@@ -462,33 +456,6 @@ pub async fn run(
             result
         }
     }
-}
-
-/// Refuses to resume from a binlog file the server no longer has (purged by
-/// `binlog_expire_logs_seconds` or `PURGE BINARY LOGS`): the changes in it are gone, and
-/// asking for it again would fail the same way forever.
-async fn binlog_kept(conn: &mut Conn, from: &BinlogPos) -> Result<(), Error> {
-    let files: Vec<MyRow> = conn
-        .query("SHOW BINARY LOGS")
-        .await
-        .map_err(my_err("SHOW BINARY LOGS"))?;
-    let names: Vec<String> = files.iter().filter_map(|r| r.get(0)).collect();
-    if names.contains(&from.file) {
-        return Ok(());
-    }
-    Err(purged(from, names.first().map(String::as_str)))
-}
-
-/// The setup error of a resume position whose binlog file is gone.
-fn purged(from: &BinlogPos, oldest: Option<&str>) -> Error {
-    Error::Config(format!(
-        "mysql: the topics resume from binlog file {} which the server no longer has (purged; \
-         oldest kept: {}): the changes since are lost to streaming; delete this connector's \
-         topics (sluice topic delete PREFIX.DB.TABLE) and start it again to copy the tables \
-         anew, and keep binlogs longer than any outage (binlog_expire_logs_seconds)",
-        from.file,
-        oldest.unwrap_or("none")
-    ))
 }
 
 /// Takes the user lock `name` on `conn` or says who holds it.
@@ -699,30 +666,4 @@ fn binlog_row(info: &TableInfo, row: &mysql_async::binlog::row::BinlogRow) -> Re
         out.push((name, value));
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sluice_proto::source_pos::RecordPos;
-
-    #[test]
-    fn resume_takes_the_oldest_last_position_over_every_partition() {
-        let mut r = Resume::new();
-        let rp = |s: &str| s.parse::<RecordPos>().unwrap();
-        r.insert("p.db.a", 0, rp("my:bin.000002:400:0-1-9#3"));
-        r.insert("p.db.a", 1, rp("my:bin.000001:900:0-1-5#0"));
-        r.insert("p.db.b", 0, rp("my:bin.000002:100:0-1-7#1"));
-        let parts = vec![("p.db.a".to_string(), 2), ("p.db.b".to_string(), 1)];
-        assert_eq!(
-            resume_position(&r, &parts),
-            Some("my:bin.000001:900:0-1-5".parse().unwrap())
-        );
-        // Only the listed topics count.
-        assert_eq!(
-            resume_position(&r, &parts[1..]),
-            Some("my:bin.000002:100:0-1-7".parse().unwrap())
-        );
-        assert_eq!(resume_position(&Resume::new(), &parts), None);
-    }
 }

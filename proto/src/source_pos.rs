@@ -107,6 +107,40 @@ impl GtidSet {
             Err(i) => self.0.insert(i, g),
         }
     }
+    /// The last GTID of `domain`, if the state has one.
+    pub fn get(&self, domain: u32) -> Option<Gtid> {
+        self.0
+            .binary_search_by_key(&domain, |g| g.domain)
+            .ok()
+            .map(|i| self.0[i])
+    }
+
+    /// Stream order of two GTID states of one history: within a domain by sequence
+    /// number (a domain a state lacks is before its first GTID), and one state is before
+    /// another when no domain of it is ahead. `None` when neither state is at or past
+    /// the other in every domain, or when a domain holds the same sequence number from
+    /// two different servers: states of different histories.
+    pub fn compare(&self, other: &GtidSet) -> Option<Ordering> {
+        let (mut less, mut greater) = (false, false);
+        let domains = self.0.iter().chain(&other.0).map(|g| g.domain);
+        for d in domains {
+            match (self.get(d), other.get(d)) {
+                (Some(a), Some(b)) if a.seq == b.seq && a.server != b.server => return None,
+                (a, b) => match a.map_or(0, |g| g.seq).cmp(&b.map_or(0, |g| g.seq)) {
+                    Ordering::Less => less = true,
+                    Ordering::Greater => greater = true,
+                    Ordering::Equal => {}
+                },
+            }
+        }
+        match (less, greater) {
+            (false, false) => Some(Ordering::Equal),
+            (true, false) => Some(Ordering::Less),
+            (false, true) => Some(Ordering::Greater),
+            (true, true) => None,
+        }
+    }
+
     /// Every domain of `other` is at or past its sequence here.
     pub fn contains(&self, other: &GtidSet) -> bool {
         other.0.iter().all(|o| {
@@ -192,11 +226,29 @@ pub enum SourcePos {
 
 impl SourcePos {
     /// Stream order between two positions of the same source; `None` across kinds.
+    ///
+    /// MariaDB positions are ordered by their GTID states when both carry one and the
+    /// states are of one history ([`GtidSet::compare`]): a binlog reset or a failover
+    /// renumbers files (the new primary's, or `RESET MASTER`'s, may sort lower) but not
+    /// GTIDs. By binlog file:offset otherwise (MySQL, a server with no GTID yet).
     pub fn compare(&self, other: &SourcePos) -> Option<Ordering> {
         match (self, other) {
             (SourcePos::Postgres(a), SourcePos::Postgres(b)) => Some(a.cmp(b)),
-            (SourcePos::Mysql { binlog: a, .. }, SourcePos::Mysql { binlog: b, .. }) => {
-                Some(a.cmp(b))
+            (
+                SourcePos::Mysql {
+                    binlog: a,
+                    gtids: ga,
+                },
+                SourcePos::Mysql {
+                    binlog: b,
+                    gtids: gb,
+                },
+            ) => {
+                let by_gtid = match ga.is_empty() || gb.is_empty() {
+                    true => None,
+                    false => ga.compare(gb),
+                };
+                Some(by_gtid.unwrap_or_else(|| a.cmp(b)))
             }
             _ => None,
         }
@@ -388,6 +440,66 @@ mod tests {
         assert!(!my.reached(&"bin.000002:51".parse().unwrap()));
         assert!(!pg("9/0").reached(&"0-1-1".parse().unwrap()));
         assert!("hello".parse::<PosRequest>().is_err());
+    }
+
+    #[test]
+    fn mariadb_positions_order_by_gtid_within_a_domain_and_by_file_without_gtids() {
+        let my = |s: &str| s.parse::<SourcePos>().unwrap();
+        // After RESET MASTER (the GTID state carried over) or a failover, files start
+        // again at a lower index: the GTIDs still say which change came later.
+        let before = my("my:mysql-bin.000003:900:0-1-50");
+        let after = my("my:mysql-bin.000001:400:0-1-51");
+        assert_eq!(before.compare(&after), Some(Ordering::Less));
+        assert_eq!(after.compare(&before), Some(Ordering::Greater));
+        // A heartbeat at the same state elsewhere in the binlog is the same point.
+        assert_eq!(
+            my("my:mysql-bin.000001:400:0-1-50").compare(&before),
+            Some(Ordering::Equal)
+        );
+        // Failover to a server of another server_id, same domain.
+        assert_eq!(
+            before.compare(&my("my:other-bin.000001:200:0-2-51")),
+            Some(Ordering::Less)
+        );
+        // Several domains: ahead in one, level in the rest; a missing domain is before
+        // its first GTID.
+        let two = my("my:b.000002:10:0-1-50,1-1-7");
+        assert_eq!(before.compare(&two), Some(Ordering::Less));
+        assert_eq!(
+            two.compare(&my("my:b.000001:10:0-1-50,1-1-8")),
+            Some(Ordering::Less)
+        );
+        // Without GTIDs on either side, or states of different histories: file:offset.
+        let plain = my("my:b.000002:10:");
+        assert_eq!(
+            plain.compare(&my("my:b.000001:99:0-1-1")),
+            Some(Ordering::Greater)
+        );
+        let crossed = my("my:b.000001:10:0-1-60,1-1-1");
+        assert_eq!(crossed.compare(&two), Some(Ordering::Less));
+        assert_eq!(
+            my("my:b.000009:10:0-2-50").compare(&before),
+            Some(Ordering::Greater)
+        );
+    }
+
+    #[test]
+    fn gtid_states_compare_per_domain() {
+        let g = |s: &str| s.parse::<GtidSet>().unwrap();
+        assert_eq!(g("0-1-5").compare(&g("0-1-5")), Some(Ordering::Equal));
+        assert_eq!(g("0-1-5").compare(&g("0-2-6")), Some(Ordering::Less));
+        assert_eq!(g("0-1-5").compare(&g("0-1-5,1-1-1")), Some(Ordering::Less));
+        assert_eq!(
+            g("0-1-6,1-1-1").compare(&g("0-1-5,1-1-1")),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(g("0-1-6,1-1-1").compare(&g("0-1-5,1-1-2")), None);
+        assert_eq!(
+            g("0-1-5").compare(&g("0-2-5")),
+            None,
+            "two servers, one seq"
+        );
+        assert_eq!(g("").compare(&g("0-1-1")), Some(Ordering::Less));
     }
 
     #[test]

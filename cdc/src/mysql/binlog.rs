@@ -5,10 +5,13 @@
 //! `mysql_async` does not decode: their body is parsed here ([`parse_mariadb_gtid`]).
 //! `@master_heartbeat_period` makes the server send a heartbeat event whenever it has
 //! been idle that long, so a dead connection is noticed (no event for three periods).
+//! A start with a GTID state is asked for by that state (`@slave_connect_state`), not by
+//! file:offset, so it survives a binlog reset that kept the state, or a failover.
 //!
-//! Invariant: a [`Transaction`] is sent only at its commit event (XID, or a `COMMIT`
+//! Invariants: a [`Transaction`] is sent only at its commit event (XID, or a `COMMIT`
 //! query for non-transactional engines), positioned at that event's end; its changes are
-//! those of every row event since its GTID / `BEGIN`, in binlog order.
+//! those of every row event since its GTID / `BEGIN`, in binlog order. Positions go up
+//! in GTID order: a GTID at or below its domain's last stops the stream.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +20,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData};
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStream, BinlogStreamRequest};
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use sluice_proto::source_pos::{BinlogPos, Gtid, GtidSet, SourcePos};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -33,6 +36,13 @@ const MARIADB_GTID_EVENT: u8 = 0xA2;
 const FL_STANDALONE: u8 = 1;
 /// Idle heartbeat periods after which the connection counts as dead.
 const DEAD_AFTER_PERIODS: u32 = 3;
+/// A stream idle (the server sends heartbeat events) while the server's GTID state is
+/// ahead of the stream's for this long is stuck (a binlog reset under it can leave the
+/// server's sender reading the old file's name for good): the run restarts.
+const STUCK_AFTER: Duration = Duration::from_secs(3);
+/// ER_MASTER_FATAL_ERROR_READING_BINLOG: the server will not send the binlog from where
+/// it was asked (a purged file, a GTID state its binlog does not hold, a reset binlog).
+const ER_BINLOG_FATAL: u16 = 1236;
 
 /// A MariaDB GTID event's body: `seq_no` u64 LE, `domain_id` u32 LE, `flags` u8 (then
 /// fields this connector does not need). The server id comes from the event header.
@@ -88,15 +98,27 @@ struct State<'a> {
     checksums: bool,
     /// A format description arrived: the reader strips checksums from here on.
     fde_seen: bool,
+    /// The server sent an event: it accepted where the stream was asked to start.
+    accepted: bool,
+    /// The DSN to read the server's GTID state with while the stream idles (`None`
+    /// without GTIDs), the connection for it (opened again when the server closed it as
+    /// idle, `wait_timeout`), and since when the server has been seen ahead.
+    watch_dsn: Option<String>,
+    watch: Option<Conn>,
+    ahead_since: Option<Instant>,
+    last_check: Instant,
 }
 
-pub(super) async fn stream(
+/// The binlog connection, registered and asked for the stream from `start`: by its GTID
+/// state when it has one (MariaDB's `@slave_connect_state`: the server finds that state
+/// in its own binlog, whatever its files are called now, and sends what follows it in
+/// every domain), else by file:offset. Returns the stream and whether the server
+/// checksums its events.
+async fn open(
     cfg: &MySourceConfig,
-    tables: HashMap<(String, String), Arc<TableInfo>>,
-    (start, gtids): (BinlogPos, GtidSet),
-    events: &mpsc::Sender<SourceEvent>,
-    stop: &Stop,
-) -> Result<(), Error> {
+    (start, gtids): (&BinlogPos, &GtidSet),
+    period: Duration,
+) -> Result<(BinlogStream, bool), Error> {
     let mut conn = connect(&cfg.dsn).await?;
     let checksums = conn
         .query_first::<Option<String>, _>("SELECT @@GLOBAL.binlog_checksum")
@@ -107,20 +129,69 @@ pub(super) async fn stream(
     conn.query_drop("SET @mariadb_slave_capability = 4")
         .await
         .map_err(my_err("set replica capability"))?;
-    let period = cfg.heartbeat.max(Duration::from_millis(100));
     conn.query_drop(format!(
         "SET @master_heartbeat_period = {}",
         period.as_nanos()
     ))
     .await
     .map_err(my_err("set heartbeat period"))?;
-    let request = BinlogStreamRequest::new(cfg.server_id)
-        .with_filename(start.file.as_bytes())
-        .with_pos(start.offset);
-    let mut binlog: BinlogStream = conn
+    let mut request = BinlogStreamRequest::new(cfg.server_id);
+    if gtids.is_empty() {
+        request = request
+            .with_filename(start.file.as_bytes())
+            .with_pos(start.offset);
+    } else {
+        // A GTID state is digits, '-' and ',' only (it was parsed): nothing to escape.
+        conn.query_drop(format!("SET @slave_connect_state = '{gtids}'"))
+            .await
+            .map_err(my_err("set the GTID state to stream from"))?;
+    }
+    let binlog = conn
         .get_binlog_stream(request)
         .await
         .map_err(my_err("request binlog"))?;
+    Ok((binlog, checksums))
+}
+
+/// Whether the server can stream from GTID state `gtids`: `Ok(Err(its refusal))` when it
+/// cannot (its binlog does not hold that state). Only asks: the stream is closed at its
+/// first event.
+pub(super) async fn can_stream_from(
+    cfg: &MySourceConfig,
+    gtids: &GtidSet,
+) -> Result<Result<(), String>, Error> {
+    let period = cfg.heartbeat.max(Duration::from_millis(100));
+    let any = BinlogPos {
+        file: String::new(),
+        offset: 4,
+    };
+    let (mut binlog, _) = open(cfg, (&any, gtids), period).await?;
+    let first = tokio::time::timeout(period * DEAD_AFTER_PERIODS, binlog.next()).await;
+    let answer = match first {
+        Err(_) => Err(Error::Source(
+            "mysql: no answer to a binlog request (probing the GTID state)".into(),
+        )),
+        Ok(Some(Err(mysql_async::Error::Server(e)))) if e.code == ER_BINLOG_FATAL => {
+            Ok(Err(e.message))
+        }
+        Ok(Some(Err(e))) => Err(Error::Source(format!("mysql: binlog: {e}"))),
+        Ok(None) => Err(Error::Source("mysql: the binlog stream ended".into())),
+        Ok(Some(Ok(_))) => Ok(Ok(())),
+    };
+    drop(binlog);
+    answer
+}
+
+pub(super) async fn stream(
+    cfg: &MySourceConfig,
+    tables: HashMap<(String, String), Arc<TableInfo>>,
+    (start, gtids): (BinlogPos, GtidSet),
+    events: &mpsc::Sender<SourceEvent>,
+    stop: &Stop,
+) -> Result<(), Error> {
+    let period = cfg.heartbeat.max(Duration::from_millis(100));
+    let by_gtid = !gtids.is_empty();
+    let (mut binlog, checksums) = open(cfg, (&start, &gtids), period).await?;
     let mut st = State {
         tables,
         events,
@@ -132,6 +203,11 @@ pub(super) async fn stream(
         every: cfg.heartbeat,
         checksums,
         fde_seen: false,
+        accepted: false,
+        watch_dsn: by_gtid.then(|| cfg.dsn.clone()),
+        watch: None,
+        ahead_since: None,
+        last_check: Instant::now(),
     };
     let dead_after = period * DEAD_AFTER_PERIODS;
     loop {
@@ -140,7 +216,14 @@ pub(super) async fn stream(
             .as_ref()
             .map_or_else(Instant::now, |(_, due)| *due);
         let next = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => {
+                // Every partition learns the last transaction's position before the
+                // writer drains and stops: a restart then starts from that very point
+                // (which a binlog reset keeping its GTID state still has).
+                // (A writer already gone has its own error to report.)
+                let _ = st.flush_heartbeat().await;
+                break;
+            }
             _ = tokio::time::sleep_until(flush_at), if st.pending_heartbeat.is_some() => {
                 st.flush_heartbeat().await?;
                 continue;
@@ -155,19 +238,40 @@ pub(super) async fn stream(
                 )))
             }
             Ok(None) => return Err(Error::Source("mysql: the binlog stream ended".into())),
-            // ER_MASTER_FATAL_ERROR_READING_BINLOG: the file is purged or unreadable;
-            // asking again fails the same way.
-            Ok(Some(Err(mysql_async::Error::Server(e)))) if e.code == 1236 => {
-                return Err(Error::Config(format!(
-                    "mysql: the server cannot send the binlog from {}:{} ({}); if the file \
-                     was purged, the changes since are lost to streaming: delete this \
-                     connector's topics (sluice topic delete PREFIX.DB.TABLE) and start it \
-                     again to copy the tables anew",
-                    start.file, start.offset, e.message
+            // Refused before anything was sent: the start is purged, unreadable or (by
+            // GTID) not in this server's binlog; asking again fails the same way.
+            Ok(Some(Err(mysql_async::Error::Server(e))))
+                if e.code == ER_BINLOG_FATAL && !st.accepted =>
+            {
+                // Nothing came: the state is still the one asked for.
+                let start = SourcePos::Mysql {
+                    binlog: start,
+                    gtids: st.gtids.clone(),
+                };
+                return Err(match by_gtid {
+                    true => super::resume::unplaceable(&start, &e.message),
+                    false => Error::Config(format!(
+                        "mysql: the server cannot send the binlog from {start} ({}); if the \
+                         file was purged, the changes since are lost to streaming: delete \
+                         this connector's topics (sluice topic delete PREFIX.DB.TABLE) and \
+                         run it again with --snapshot initial to copy the tables anew",
+                        e.message
+                    )),
+                });
+            }
+            // After the server accepted the start (the binlog was reset under the stream,
+            // say): the restart places the topics' position again, or says why not.
+            Ok(Some(Err(mysql_async::Error::Server(e)))) if e.code == ER_BINLOG_FATAL => {
+                return Err(Error::Source(format!(
+                    "mysql: the server stopped sending the binlog at {}: {}",
+                    st.file, e.message
                 )))
             }
             Ok(Some(Err(e))) => return Err(Error::Source(format!("mysql: binlog: {e}"))),
-            Ok(Some(Ok(e))) => e,
+            Ok(Some(Ok(e))) => {
+                st.accepted = true;
+                e
+            }
         };
         st.handle(&binlog, &event).await?;
     }
@@ -186,7 +290,22 @@ impl State<'_> {
         }
     }
 
-    fn begin(&mut self, gtid: Option<Gtid>, standalone: bool, at: u32) {
+    /// A new event group. Its GTID must come after the state in its domain: positions
+    /// are ordered by GTID, so one that went back would sort before changes already
+    /// written, and the sink would drop it.
+    fn begin(&mut self, gtid: Option<Gtid>, standalone: bool, at: u32) -> Result<(), Error> {
+        self.ahead_since = None;
+        if let Some(g) = gtid {
+            if let Some(last) = self.gtids.get(g.domain).filter(|l| l.seq >= g.seq) {
+                return Err(Error::Config(format!(
+                    "mysql: GTID {g} at {}:{at} follows {last} in domain {}: sequence numbers \
+                     went back (two primaries writing one domain?), so changes cannot be \
+                     ordered; give each primary its own gtid_domain_id and set \
+                     gtid_strict_mode=ON",
+                    self.file, g.domain
+                )));
+            }
+        }
         if let Some(open) = &self.open {
             warn!(begin = %open.begin, "a transaction began before the last one ended; dropping its {} change(s)", open.changes.len());
         }
@@ -199,6 +318,7 @@ impl State<'_> {
             },
             changes: Vec::new(),
         });
+        Ok(())
     }
 
     async fn handle(&mut self, binlog: &BinlogStream, event: &Event) -> Result<(), Error> {
@@ -210,8 +330,7 @@ impl State<'_> {
             let (gtid, flags) = parse_mariadb_gtid(event.data(), header.server_id())
                 .ok_or_else(|| Error::Source("mysql: a GTID event too short".into()))?;
             let start = end.saturating_sub(header.event_size());
-            self.begin(Some(gtid), flags & FL_STANDALONE != 0, start);
-            return Ok(());
+            return self.begin(Some(gtid), flags & FL_STANDALONE != 0, start);
         }
         let data = match event.read_data() {
             Ok(Some(d)) => d,
@@ -234,7 +353,7 @@ impl State<'_> {
                 if query.eq_ignore_ascii_case("BEGIN") {
                     if self.open.as_ref().is_none_or(|o| o.gtid.is_none()) {
                         let start = end.saturating_sub(header.event_size());
-                        self.begin(None, false, start);
+                        self.begin(None, false, start)?;
                     }
                 } else if query.eq_ignore_ascii_case("COMMIT")
                     || query.eq_ignore_ascii_case("ROLLBACK")
@@ -251,15 +370,65 @@ impl State<'_> {
                     }
                     // DDL (or another statement outside a transaction): it ends here.
                     if self.open.is_none() {
-                        self.begin(None, true, end);
+                        self.begin(None, true, end)?;
                     }
                     self.commit(end, header.timestamp()).await?;
                 }
             }
             EventData::FormatDescriptionEvent(_) => self.fde_seen = true,
+            EventData::HeartbeatEvent => self.idle().await?,
             EventData::XidEvent(_) => self.commit(end, header.timestamp()).await?,
             EventData::RowsEvent(rows) => self.rows(binlog, &rows)?,
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// The server's sender is idle: at most once a second, compare the server's GTID state
+    /// with the stream's. Ahead for [`STUCK_AFTER`] while idle: the stream is stuck.
+    async fn idle(&mut self) -> Result<(), Error> {
+        let Some(dsn) = self.watch_dsn.as_deref() else {
+            return Ok(());
+        };
+        if self.last_check.elapsed() < Duration::from_secs(1) {
+            return Ok(());
+        }
+        self.last_check = Instant::now();
+        const READ: &str = "SELECT @@GLOBAL.gtid_binlog_pos";
+        let kept = match self.watch.as_mut() {
+            Some(conn) => conn.query_first::<Option<String>, _>(READ).await.ok(),
+            None => None,
+        };
+        let server = match kept {
+            Some(v) => v,
+            None => {
+                let mut conn = connect(dsn).await?;
+                let v = conn
+                    .query_first::<Option<String>, _>(READ)
+                    .await
+                    .map_err(my_err("read the server's GTID state"))?;
+                self.watch = Some(conn);
+                v
+            }
+        };
+        let server: GtidSet = server
+            .flatten()
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or_default();
+        if self.gtids.contains(&server) {
+            self.ahead_since = None;
+            return Ok(());
+        }
+        let since = *self.ahead_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= STUCK_AFTER {
+            return Err(Error::Source(format!(
+                "mysql: the binlog stream has sent nothing for {:?} while the server is at \
+                 GTID state {server} and the stream at {} (its binlog reset under the \
+                 stream?)",
+                since.elapsed(),
+                self.gtids
+            )));
         }
         Ok(())
     }
@@ -403,6 +572,35 @@ mod tests {
         assert_eq!(g.to_string(), "3-7-42");
         assert_eq!(flags & FL_STANDALONE, FL_STANDALONE);
         assert!(parse_mariadb_gtid(&body[..12], 7).is_none());
+    }
+
+    #[test]
+    fn a_gtid_at_or_below_its_domains_state_is_refused() {
+        let (tx, _rx) = mpsc::channel(1);
+        let mut st = State {
+            tables: HashMap::new(),
+            events: &tx,
+            file: "mysql-bin.000001".into(),
+            gtids: "0-1-50,1-1-7".parse().unwrap(),
+            open: None,
+            pending_heartbeat: None,
+            last_heartbeat: Instant::now(),
+            every: Duration::from_millis(100),
+            checksums: true,
+            fde_seen: true,
+            accepted: true,
+            watch_dsn: None,
+            watch: None,
+            ahead_since: None,
+            last_check: Instant::now(),
+        };
+        let g = |s: &str| Some(s.parse::<Gtid>().unwrap());
+        st.begin(g("0-1-51"), false, 4).unwrap();
+        st.begin(g("1-2-8"), false, 4).unwrap();
+        st.begin(g("2-1-1"), false, 4).unwrap();
+        let e = st.begin(g("0-2-50"), false, 4).unwrap_err().to_string();
+        assert!(e.contains("follows 0-1-50 in domain 0"), "{e}");
+        assert!(st.begin(g("1-1-3"), false, 4).is_err());
     }
 
     #[test]
