@@ -274,6 +274,7 @@ impl<S: LogStore> ReplicaManager<S> {
             }
             return after_truncation(&p, replica, self.clock.wall_ms());
         }
+        let mut flush_to = None;
         if !fetched.records.is_empty() {
             let mut batches = Vec::new();
             for b in Batches::new(fetched.records) {
@@ -287,9 +288,13 @@ impl<S: LogStore> ReplicaManager<S> {
                     batches.push(b);
                 }
             }
-            p.log
+            let appended = p
+                .log
                 .append_as_follower(&batches, self.clock.wall_ms())
                 .map_err(storage_failure)?;
+            flush_to = appended
+                .filter(|a| a.needs_flush)
+                .map(|a| a.last_offset + 1);
             for b in &batches {
                 replica
                     .producers
@@ -300,7 +305,17 @@ impl<S: LogStore> ReplicaManager<S> {
             leader_high_watermark: Offset(fetched.high_watermark),
             log_end_offset: p.log_end(),
         };
-        p.handle(replica, event)
+        p.handle(replica, event)?;
+        drop(guard);
+        // `flush.messages` holds on followers too, and before this returns: the next
+        // fetch reports this log end to the leader, whose high watermark (and so every
+        // acks=all answer) counts it as held by this replica. Unflushed, a power loss
+        // of every replica could take an acknowledged record from all of them (the
+        // simulator's seed 5 with flush.messages=1 and power loss did).
+        if let Some(end) = flush_to {
+            p.log.flush_to(end).map_err(storage_failure)?;
+        }
+        Ok(())
     }
 }
 
@@ -318,3 +333,7 @@ fn after_truncation<L: ReplicaLog>(
     };
     p.handle(replica, event)
 }
+
+#[cfg(test)]
+#[path = "flush_tests.rs"]
+mod flush_tests;
