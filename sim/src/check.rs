@@ -1,7 +1,8 @@
 //! The invariants the simulator checks after every step, and what they remember.
 //!
 //! - at most one leader per leader epoch;
-//! - a leader's high watermark never decreases within its epoch;
+//! - a leader's high watermark never decreases within its epoch (and process: a leader
+//!   that restarts and is given the same epoch again starts from 0, as the real one);
 //! - an acks=all record is, when the leader acknowledges it, on at least
 //!   `min.insync.replicas` replicas at its offset;
 //! - a committed record (acknowledged, or read by a consumer below a leader's high
@@ -25,7 +26,8 @@ pub struct Entry {
 #[derive(Debug, Default)]
 pub struct Checker {
     leaders: BTreeMap<LeaderEpoch, BrokerId>,
-    leader_hw: BTreeMap<(BrokerId, LeaderEpoch), Offset>,
+    /// (broker, incarnation, epoch) -> the leader's high watermark.
+    leader_hw: BTreeMap<(BrokerId, u64, LeaderEpoch), Offset>,
     /// offset -> (id, leader epoch it was committed in) of every committed record.
     pub committed: BTreeMap<u64, (u64, LeaderEpoch)>,
     pub acked: u64,
@@ -46,10 +48,14 @@ impl Checker {
     pub fn on_leader_hw(
         &mut self,
         node: BrokerId,
+        incarnation: u64,
         epoch: LeaderEpoch,
         hw: Offset,
     ) -> Result<(), Violation> {
-        let last = self.leader_hw.entry((node, epoch)).or_insert(hw);
+        let last = self
+            .leader_hw
+            .entry((node, incarnation, epoch))
+            .or_insert(hw);
         if hw < *last {
             return Err(format!(
                 "leader {node} moved its high watermark back in epoch {epoch}: {last} -> {hw}"

@@ -1,25 +1,27 @@
 //! The simulated world: brokers, controller, producer, consumer, network, faults, and
 //! the step loop that delivers one message or fires one timer at a time in time order.
 //!
-//! Brokers host one partition (topic `t`, partition 0) with the real `PartitionState`;
-//! the log is a `Vec<Entry>` plus the real `EpochEntries`. The controller is the real
-//! `ClusterState`. The glue here mirrors what `ReplicaManager`, the fetcher and the
-//! controller's driver do with real sockets and files, message for message.
+//! Brokers host one partition (topic `t`, partition 0) with the real `ReplicaManager`
+//! over an in-memory log (`memlog.rs`) and simulated time. The controller is the real
+//! `ClusterState`. The glue here stands in for gRPC: what the broker's services, its
+//! fetch loop and the controller's pusher send, message for message.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use sluice_broker::log::EpochEntries;
-use sluice_broker::replica::state::{IsrProposal, PartitionState, WaiterId};
+use sluice_broker::replica::{FollowerFetched, IsrProposal, ToFetch};
 use sluice_controller::state::{Action as Ctl, ClusterState, Reported, Snapshot};
-use sluice_proto::{digest, v1, BrokerId, ErrorCode, LeaderEpoch, Offset};
+use sluice_proto::{v1, BrokerId, ErrorCode, LeaderEpoch, Offset, TopicPartition};
+use tokio::sync::oneshot;
 
 use crate::check::{Checker, Entry, Violation};
+use crate::memlog::{MemStore, SimClock};
 use crate::rng::Rng;
 
 mod broker;
+mod clients;
 mod faults;
 
 const TOPIC: &str = "t";
@@ -28,13 +30,14 @@ const TOPIC_ID: &str = "id";
 const CONTROLLER_ID: u32 = 100;
 const NODE_TICK_MS: u64 = 100;
 const FETCH_TIMEOUT_MS: u64 = 3000;
-const FETCH_MAX_ENTRIES: usize = 64;
 const PRODUCE_TIMEOUT_MS: u64 = 4000;
 const CLIENT_TIMEOUT_MS: u64 = 6000;
 const CLIENT_INFLIGHT_MAX: usize = 16;
 /// A follower whose fetch came back empty asks again after this (a long-poll's wait).
 const FETCH_IDLE_MS: u64 = 10;
-const TRACE_LINES: usize = 60;
+/// The pusher's retry budget for one push (`controller/src/pusher.rs`, PUSH_DEADLINE).
+const PUSH_DEADLINE_MS: u64 = 10_000;
+const TRACE_LINES: usize = 120;
 const STEPS_MAX: u64 = 5_000_000;
 
 /// What one simulated run looks like.
@@ -52,6 +55,13 @@ pub struct SimConfig {
     pub slow: f64,
     pub session_timeout_ms: u64,
     pub replica_lag_max_ms: u64,
+    /// The topic's `flush.messages` (`Some(1)`: every acknowledgement waits for a flush
+    /// covering it, on the leader and, before they fetch again, on the followers).
+    pub flush_messages: Option<u64>,
+    /// Power loss of one broker is a fault kind (it loses every unflushed record).
+    pub power_loss: bool,
+    /// Half the power losses take every live broker down at once.
+    pub power_loss_all: bool,
 }
 
 impl Default for SimConfig {
@@ -66,6 +76,9 @@ impl Default for SimConfig {
             slow: 0.03,
             session_timeout_ms: 2000,
             replica_lag_max_ms: 2000,
+            flush_messages: None,
+            power_loss: false,
+            power_loss_all: false,
         }
     }
 }
@@ -77,6 +90,10 @@ pub struct Report {
     pub faults: u64,
     pub leader_epochs: u32,
     pub truncations: u64,
+    /// Control pushes the controller gave up on.
+    pub pushes_lost: u64,
+    /// Power losses (one broker, or all at once).
+    pub power_losses: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -115,13 +132,9 @@ enum Addr {
     Client,
 }
 
-#[derive(Debug, Clone)]
-struct FetchData {
-    base: u64,
-    entries: Vec<Entry>,
-    hw: Offset,
-    diverging: Option<(Option<LeaderEpoch>, Offset)>,
-}
+/// One partition's answer to a follower fetch: the leader's data, or the error code
+/// with the leader's log start and end (as the fetch response carries them).
+type FetchResult = Result<FollowerFetched, (ErrorCode, u64, u64)>;
 
 #[derive(Debug, Clone)]
 enum Msg {
@@ -140,22 +153,21 @@ enum Msg {
     HeartbeatRefused,
     AlterPartition {
         broker_epoch: i64,
-        proposal: IsrProposal,
+        proposals: Vec<IsrProposal>,
     },
     LeaderAndIsr {
         controller_epoch: i64,
         broker_epoch: i64,
-        state: v1::PartitionState,
+        partitions: Vec<v1::PartitionState>,
+        full_state: bool,
     },
     Fetch {
         req: u64,
-        fetch_offset: Offset,
-        current_epoch: LeaderEpoch,
-        last_fetched_epoch: Option<LeaderEpoch>,
+        parts: Vec<ToFetch>,
     },
     FetchAnswer {
         req: u64,
-        answer: Result<FetchData, (ErrorCode, u64)>,
+        results: Vec<FetchResult>,
     },
     Produce {
         req: u64,
@@ -196,33 +208,43 @@ enum Item {
     Timer(Timer),
 }
 
+/// An acks=all produce appended on a leader, waiting for its answer.
+struct Waiting {
+    req: u64,
+    offset: u64,
+    id: u64,
+    /// The leader epoch it was appended in.
+    epoch: LeaderEpoch,
+    rx: oneshot::Receiver<Result<(), ErrorCode>>,
+}
+
+/// A follower's fetch in flight to `leader` (a broker index).
+struct OutstandingFetch {
+    req: u64,
+    sent_ms: u64,
+    leader: usize,
+    parts: Vec<ToFetch>,
+}
+
 struct Node {
     id: BrokerId,
     up: bool,
     incarnation: u64,
     paused_until: u64,
     isolated: Option<bool>,
+    /// Until then, every control push to this broker is lost (the controller's
+    /// connections to it drop while its own heartbeats get through).
+    pushes_cut_until: u64,
     broker_epoch: Option<i64>,
     controller_epoch: i64,
-    log: Vec<Entry>,
-    epochs: EpochEntries,
-    part: Option<PartitionState>,
-    /// waiter -> (client request, offset, record id)
-    waiters: BTreeMap<WaiterId, (u64, u64, u64)>,
-    next_waiter: u64,
-    /// Outstanding follower fetch: (request, sent at, offset, leader epoch).
-    fetch: Option<(u64, u64, Offset, LeaderEpoch)>,
+    /// The broker's logs: they outlive its incarnations (a power loss cuts them back).
+    store: MemStore,
+    /// This incarnation's replica manager; `None` while the broker is down.
+    rm: Option<broker::Manager>,
+    waiters: Vec<Waiting>,
+    fetch: Option<OutstandingFetch>,
     next_req: u64,
     ticks: u64,
-}
-
-impl Node {
-    fn leo(&self) -> Offset {
-        Offset(self.log.len() as u64)
-    }
-    fn leads(&self) -> bool {
-        self.up && self.part.as_ref().is_some_and(|p| p.is_leader())
-    }
 }
 
 struct World {
@@ -230,7 +252,10 @@ struct World {
     rng: Rng,
     now_ms: u64,
     base: Instant,
+    clock: SimClock,
     step: u64,
+    /// [`STEPS_MAX`], or `SIM_STEPS_MAX` (to look at a run that does not end).
+    steps_max: u64,
     seq: u64,
     queue: BinaryHeap<Reverse<(u64, u64)>>,
     items: BTreeMap<u64, Item>,
@@ -282,24 +307,28 @@ impl World {
                 incarnation: 1,
                 paused_until: 0,
                 isolated: None,
+                pushes_cut_until: 0,
                 broker_epoch: None,
                 controller_epoch: 0,
-                log: Vec::new(),
-                epochs: EpochEntries::default(),
-                part: None,
-                waiters: BTreeMap::new(),
-                next_waiter: 0,
+                store: MemStore::default(),
+                rm: None,
+                waiters: Vec::new(),
                 fetch: None,
                 next_req: 0,
                 ticks: 0,
             })
             .collect();
-        World {
+        let mut w = World {
             rng: Rng::new(seed),
             cfg,
             now_ms: 0,
             base,
+            clock: SimClock::new(base),
             step: 0,
+            steps_max: std::env::var("SIM_STEPS_MAX")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(STEPS_MAX),
             seq: 0,
             queue: BinaryHeap::new(),
             items: BTreeMap::new(),
@@ -316,7 +345,11 @@ impl World {
             checker: Checker::default(),
             trace: VecDeque::new(),
             report: Report::default(),
+        };
+        for i in 0..w.nodes.len() {
+            w.nodes[i].rm = Some(w.start_manager(i));
         }
+        w
     }
 
     fn now(&self) -> Instant {
@@ -395,8 +428,9 @@ impl World {
         while let Some(Reverse((at, seq))) = self.queue.pop() {
             let item = self.items.remove(&seq).expect("queued items are stored");
             self.now_ms = at;
+            self.clock.set_ms(at);
             self.step += 1;
-            if self.step > STEPS_MAX {
+            if self.step > self.steps_max {
                 return Err(format!("no end after {STEPS_MAX} steps"));
             }
             if !created && self.controller.live_brokers().len() == self.nodes.len() {
@@ -430,10 +464,13 @@ impl World {
     }
 
     fn create_topic(&mut self) -> Result<bool, Violation> {
-        let configs = BTreeMap::from([(
+        let mut configs = BTreeMap::from([(
             "min.insync.replicas".to_string(),
             self.cfg.min_insync_replicas.to_string(),
         )]);
+        if let Some(n) = self.cfg.flush_messages {
+            configs.insert("flush.messages".to_string(), n.to_string());
+        }
         match self
             .controller
             .create_topic(TOPIC, 1, self.cfg.brokers, configs, TOPIC_ID.into())
@@ -464,33 +501,35 @@ impl World {
 
     fn describe(&self) -> String {
         let p = self.partition_record();
-        let nodes: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| {
+        let nodes: Vec<String> = (0..self.nodes.len())
+            .map(|i| {
+                let n = &self.nodes[i];
+                let log = self.entries(i);
+                let flushed = n
+                    .store
+                    .get(&Self::tp())
+                    .map(|l| sluice_broker::replica::ReplicaLog::flushed_offset(&*l));
+                let role = n
+                    .rm
+                    .as_ref()
+                    .and_then(|rm| rm.partition(&Self::tp()))
+                    .map(|p| {
+                        let r = p.role();
+                        (r.leader, r.leader_epoch.0, r.isr)
+                    });
                 format!(
-                    "\n  b{}(up={} leo={} hw={:?} epochs={:?} tail={:?} role={:?})",
+                    "\n  b{}(up={} leo={} flushed={flushed:?} hw={:?} epochs={:?} tail={:?} role={role:?})",
                     n.id,
                     n.up,
-                    n.log.len(),
-                    n.part.as_ref().map(|p| p.high_watermark().0),
-                    n.epochs
-                        .entries()
-                        .iter()
-                        .map(|e| (e.epoch, e.start_offset))
-                        .collect::<Vec<_>>(),
-                    n.log
-                        .iter()
+                    log.len(),
+                    self.high_watermark(i),
+                    n.store.get(&Self::tp()).map(|l| l.epochs()),
+                    log.iter()
                         .enumerate()
                         .rev()
                         .take(12)
                         .map(|(o, e)| (o, e.epoch, e.id))
                         .collect::<Vec<_>>(),
-                    n.part.as_ref().map(|p| (
-                        p.role().leader,
-                        p.role().leader_epoch.0,
-                        p.role().isr.clone()
-                    ))
                 )
             })
             .collect();
@@ -523,9 +562,10 @@ impl World {
     }
 
     /// A crash in the middle of handling a message: a random prefix of what it appended
-    /// reaches the log, nothing it would have sent leaves, and the process is gone.
+    /// (whole batches, never less than was flushed) reaches the log, nothing it would
+    /// have sent leaves, and the process is gone.
     fn torn_delivery(&mut self, i: usize, env: Envelope) -> Result<(), Violation> {
-        let before = self.nodes[i].log.len();
+        let before = self.entries(i).len() as u64;
         let queued = self.seq;
         self.broker_receive(i, env.from, env.msg)?;
         // Drop everything this handling sent.
@@ -534,16 +574,22 @@ impl World {
             self.items.remove(&s);
         }
         self.queue.retain(|Reverse((_, s))| *s <= queued);
-        let after = self.nodes[i].log.len();
+        let after = self.entries(i).len() as u64;
         if after > before {
-            let keep = before + self.rng.range(0, (after - before) as u64 + 1) as usize;
+            let keep = before + self.rng.range(0, after - before + 1);
             // Only what this very step appended is lost: the replica never reported it
             // (its next fetch was never sent), so no acknowledgement counted on it.
-            let lost = after - keep;
-            self.trace(|| format!("b{} loses the last {lost} entries it was writing", i + 1));
-            let n = &mut self.nodes[i];
-            n.log.truncate(keep);
-            n.epochs.truncate_from_end(keep as u64);
+            if let Some(log) = self.nodes[i].store.get(&Self::tp()) {
+                log.tear_to(keep);
+            }
+            let kept = self.entries(i).len() as u64;
+            self.trace(|| {
+                format!(
+                    "b{} loses the last {} entries it was writing",
+                    i + 1,
+                    after - kept
+                )
+            });
         }
         self.crash(i, "crash mid-write");
         Ok(())
@@ -609,22 +655,43 @@ impl World {
 
     // ---- controller -----------------------------------------------------------------
 
+    /// The pusher: one LeaderAndIsr per action, stamped with the epochs. A push to a
+    /// broker whose control connection is cut is retried, as the real pusher does, for
+    /// up to `PUSH_DEADLINE_MS` and then given up (lost); one retried past the cut
+    /// arrives after it heals.
     fn controller_actions(&mut self, actions: Vec<Ctl>) {
         for a in actions {
-            if let Ctl::LeaderAndIsr { broker, partitions }
-            | Ctl::FullState { broker, partitions } = a
-            {
-                let Some(broker_epoch) = self.controller.broker_epoch(broker) else {
-                    continue;
+            let (broker, partitions, full_state) = match a {
+                Ctl::LeaderAndIsr { broker, partitions } => (broker, partitions, false),
+                Ctl::FullState { broker, partitions } => (broker, partitions, true),
+                _ => continue,
+            };
+            let Some(broker_epoch) = self.controller.broker_epoch(broker) else {
+                continue;
+            };
+            let i = broker as usize - 1;
+            let msg = Msg::LeaderAndIsr {
+                controller_epoch: self.controller_epoch,
+                broker_epoch,
+                partitions,
+                full_state,
+            };
+            let cut_until = self.nodes[i].pushes_cut_until;
+            if cut_until <= self.now_ms {
+                self.send(Addr::Controller, Addr::Broker(i), msg);
+            } else if cut_until < self.now_ms + PUSH_DEADLINE_MS {
+                let at = cut_until + self.rng.range(1, 100);
+                let to_incarnation = self.nodes[i].incarnation;
+                let env = Envelope {
+                    from: Addr::Controller,
+                    to: Addr::Broker(i),
+                    to_incarnation,
+                    msg,
                 };
-                for state in partitions {
-                    let msg = Msg::LeaderAndIsr {
-                        controller_epoch: self.controller_epoch,
-                        broker_epoch,
-                        state,
-                    };
-                    self.send(Addr::Controller, Addr::Broker(broker as usize - 1), msg);
-                }
+                self.schedule(at, Item::Deliver(env));
+            } else {
+                self.report.pushes_lost += 1;
+                self.trace(|| format!("controller gives up a push to b{broker}"));
             }
         }
     }
@@ -669,8 +736,11 @@ impl World {
             }
             Msg::AlterPartition {
                 broker_epoch,
-                proposal,
+                proposals,
             } => {
+                let Some(proposal) = proposals.into_iter().next_back() else {
+                    return Ok(());
+                };
                 let result = self.controller.alter_partition(
                     id,
                     broker_epoch,
@@ -688,118 +758,6 @@ impl World {
                 }
             }
             _ => {}
-        }
-        Ok(())
-    }
-
-    // ---- producer and consumer ------------------------------------------------------
-
-    fn client_tick(&mut self) {
-        let now = self.now_ms;
-        self.client_inflight
-            .retain(|_, (_, sent)| *sent + CLIENT_TIMEOUT_MS > now);
-        let done = self.healing_since.is_some() && self.acked_after_heal >= 20;
-        if done || self.client_inflight.len() >= CLIENT_INFLIGHT_MAX {
-            return;
-        }
-        let Some(leader) = self.partition_record().and_then(|p| p.leader) else {
-            return;
-        };
-        let (req, id) = (self.next_client_req, self.next_record);
-        self.next_client_req += 1;
-        self.next_record += 1;
-        self.client_inflight.insert(req, (id, now));
-        self.send(
-            Addr::Client,
-            Addr::Broker(leader as usize - 1),
-            Msg::Produce { req, id },
-        );
-    }
-
-    fn client_receive(&mut self, msg: Msg) -> Result<(), Violation> {
-        if let Msg::Produced { req, result } = msg {
-            if self.client_inflight.remove(&req).is_some()
-                && result.is_ok()
-                && self.healing_since.is_some()
-            {
-                self.acked_after_heal += 1;
-            }
-        }
-        Ok(())
-    }
-
-    /// A consumer reading from whichever broker leads the newest epoch, below its HW.
-    fn consume(&mut self) -> Result<(), Violation> {
-        let leader = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].leads() && self.nodes[i].paused_until <= self.now_ms)
-            .max_by_key(|&i| self.nodes[i].part.as_ref().map(|p| p.role().leader_epoch));
-        let Some(i) = leader else { return Ok(()) };
-        let n = &self.nodes[i];
-        let hw = n.part.as_ref().map_or(0, |p| p.high_watermark().0);
-        let epoch = n
-            .part
-            .as_ref()
-            .map_or(LeaderEpoch(0), |p| p.role().leader_epoch);
-        if hw > n.log.len() as u64 {
-            return Err(format!(
-                "b{} high watermark {hw} above its log end {}",
-                n.id,
-                n.log.len()
-            ));
-        }
-        let reads: Vec<(u64, u64)> = (self.consumer_read_upto..hw)
-            .map(|o| (o, n.log[o as usize].id))
-            .collect();
-        for (o, id) in reads {
-            self.checker.on_read(o, id, epoch)?;
-        }
-        self.consumer_read_upto = self.consumer_read_upto.max(hw);
-        Ok(())
-    }
-
-    // ---- invariants -----------------------------------------------------------------
-
-    fn check_step(&mut self) -> Result<(), Violation> {
-        if !self.step.is_multiple_of(16) {
-            return Ok(());
-        }
-        let logs: Vec<(BrokerId, &[Entry], Offset)> = self
-            .nodes
-            .iter()
-            .filter_map(|n| {
-                n.part
-                    .as_ref()
-                    .map(|p| (n.id, n.log.as_slice(), p.high_watermark()))
-            })
-            .collect();
-        self.checker.agree(&logs)
-    }
-
-    /// Whole again: every replica in the ISR, every log equal to the leader's and
-    /// committed, and the producer got acks after healing.
-    fn healed(&self) -> Result<bool, Violation> {
-        let Some(p) = self.partition_record() else {
-            return Ok(false);
-        };
-        if p.isr.len() != p.replicas.len() || self.acked_after_heal < 20 {
-            return Ok(false);
-        }
-        let Some(leader) = p.leader else {
-            return Ok(false);
-        };
-        let l = &self.nodes[leader as usize - 1];
-        let whole = self.nodes.iter().all(|n| {
-            n.up && n.log == l.log
-                && n.part
-                    .as_ref()
-                    .is_some_and(|p| p.high_watermark() == l.leo())
-        });
-        Ok(whole)
-    }
-
-    fn final_check(&mut self) -> Result<(), Violation> {
-        for n in &self.nodes {
-            self.checker.holds_all(n.id, &n.log)?;
         }
         Ok(())
     }

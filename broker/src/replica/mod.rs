@@ -4,8 +4,10 @@
 //! Knows nothing of gRPC: callers pass plain values and get [`Failure`]s (a wire error
 //! code and a message). Every decision about roles, the high watermark, the ISR and
 //! waiting acks=all produces is made by [`PartitionState`] (`state.rs`); this module
-//! carries out its [`Action`]s against the partition's [`Log`], watch channels and
-//! one-shot answers. The state machine and the log change together under the
+//! carries out its [`Action`]s against the partition's log, watch channels and
+//! one-shot answers. The log is any [`ReplicaLog`] and time comes from a [`Clock`]
+//! (`storage.rs`): the broker runs it over the real [`Log`] and the system clock, the
+//! simulator (`sim/`) over an in-memory log and simulated time, with this same code. The state machine and the log change together under the
 //! partition's lock, so an append, a role change and a follower's fetch are ordered.
 //!
 //! Invariant per partition: `high_watermark <= log_end_offset`, and it never moves
@@ -29,8 +31,10 @@ use crate::log::{Log, LogError, LogManager, TopicId};
 mod producers;
 mod replication;
 pub mod state;
+pub mod storage;
 pub use replication::{FollowerFetched, ToFetch};
 pub use state::{Action, Event, IsrProposal, PartitionState, Refusal, Role, StateConfig, WaiterId};
+pub use storage::{Clock, LogStore, ReplicaLog, SystemClock};
 
 /// A refused request: the wire code and a message for the human.
 pub type Failure = (ErrorCode, String);
@@ -58,9 +62,9 @@ pub(crate) struct Replica {
 }
 
 /// One hosted partition.
-pub struct Partition {
+pub struct Partition<L = Log> {
     pub tp: TopicPartition,
-    pub log: Arc<Log>,
+    pub log: Arc<L>,
     pub(crate) replica: Mutex<Replica>,
     /// A lock-free copy of the state's high watermark for readers.
     /// Invariant: `<= log.log_end_offset()`.
@@ -80,7 +84,7 @@ pub struct Partition {
     tombstones_seen: Mutex<HashMap<u32, (LeaderEpoch, u64)>>,
 }
 
-impl Partition {
+impl<L: ReplicaLog> Partition<L> {
     pub fn role(&self) -> Role {
         self.replica.lock().state.role().clone()
     }
@@ -151,11 +155,8 @@ pub struct Produced {
 }
 
 /// A produce appended and not yet answered ([`ReplicaManager::start_produce`]).
-pub struct StartedProduce {
-    partition: Arc<Partition>,
-    produced: Produced,
-    needs_flush: bool,
-    answer: Option<(WaiterId, oneshot::Receiver<Result<(), ErrorCode>>)>,
+pub struct StartedProduce<L = Log> {
+    appended: Appended<L>,
     timeout: Duration,
 }
 
@@ -168,10 +169,26 @@ pub struct Fetched {
     pub log_end_offset: u64,
 }
 
-pub struct ReplicaManager {
+/// A ListOffsets answer: (offset, its timestamp or -1, the partition).
+pub type ListedOffset<L> = (Option<u64>, i64, Arc<Partition<L>>);
+
+/// A produce that is in the log, with what remains before it may be answered: see
+/// [`ReplicaManager::produce_append`].
+pub struct Appended<L = Log> {
+    pub produced: Produced,
+    pub partition: Arc<Partition<L>>,
+    /// `flush.messages` is reached: everything below this must be flushed first.
+    pub flush_to: Option<u64>,
+    /// The acks=all waiter; the state machine answers it.
+    pub waiter: Option<(WaiterId, oneshot::Receiver<Result<(), ErrorCode>>)>,
+}
+
+pub struct ReplicaManager<S: LogStore = LogManager> {
     broker_id: u32,
-    logs: LogManager,
-    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    logs: S,
+    partitions: RwLock<HashMap<TopicPartition, Arc<Partition<S::Log>>>>,
+    /// Time for deadlines, lag and record timestamps (the simulator's is simulated).
+    clock: Arc<dyn Clock>,
     /// `replica.lag.time.max.ms`, given to every partition's state machine.
     replica_lag_max: RwLock<Duration>,
     /// `producer.id.expiration.ms`: producer ids idle this long are forgotten.
@@ -185,12 +202,6 @@ pub struct ReplicaManager {
     strays_checked: std::sync::atomic::AtomicBool,
     /// Set once that check deleted every stray log it found.
     strays_deleted: std::sync::atomic::AtomicBool,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The answer for a waiter that failed, in words a user can act on.
@@ -212,11 +223,17 @@ fn waiter_failure(tp: &TopicPartition, code: ErrorCode, timeout: Duration) -> Fa
     (code, message)
 }
 
-impl ReplicaManager {
-    pub fn new(broker_id: u32, logs: LogManager) -> ReplicaManager {
+impl<S: LogStore> ReplicaManager<S> {
+    pub fn new(broker_id: u32, logs: S) -> ReplicaManager<S> {
+        Self::with_clock(broker_id, logs, Arc::new(SystemClock))
+    }
+
+    /// A replica manager that reads time from `clock` (the simulator's).
+    pub fn with_clock(broker_id: u32, logs: S, clock: Arc<dyn Clock>) -> ReplicaManager<S> {
         ReplicaManager {
             broker_id,
             logs,
+            clock,
             partitions: RwLock::new(HashMap::new()),
             replica_lag_max: RwLock::new(StateConfig::default().replica_lag_max),
             producer_id_expiration_ms: AtomicI64::new(
@@ -245,15 +262,15 @@ impl ReplicaManager {
         }
     }
 
-    pub fn logs(&self) -> &LogManager {
+    pub fn logs(&self) -> &S {
         &self.logs
     }
 
-    pub fn partition(&self, tp: &TopicPartition) -> Option<Arc<Partition>> {
+    pub fn partition(&self, tp: &TopicPartition) -> Option<Arc<Partition<S::Log>>> {
         self.partitions.read().get(tp).cloned()
     }
 
-    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+    pub fn partitions(&self) -> Vec<Arc<Partition<S::Log>>> {
         self.partitions.read().values().cloned().collect()
     }
 
@@ -298,8 +315,8 @@ impl ReplicaManager {
                     .logs
                     .get_or_create_for(tp, config.clone(), topic_id)
                     .map_err(storage_failure)?;
-                let producers =
-                    producers::ProducerStates::rebuild(&log, now_ms()).map_err(storage_failure)?;
+                let producers = producers::ProducerStates::rebuild(&*log, self.clock.wall_ms())
+                    .map_err(storage_failure)?;
                 let lag_max = *self.replica_lag_max.read();
                 let p = Arc::new(Partition {
                     tp: tp.clone(),
@@ -332,7 +349,7 @@ impl ReplicaManager {
         let event = Event::Role {
             role: role.clone(),
             log_end_offset: partition.log_end(),
-            now: Instant::now(),
+            now: self.clock.now(),
         };
         let result = partition.handle(&mut replica, event);
         let new = replica.state.role();
@@ -442,7 +459,7 @@ impl ReplicaManager {
     pub fn tick(&self, now: Instant) -> Vec<(TopicPartition, IsrProposal)> {
         let mut out = Vec::new();
         let (wall_ms, expiration_ms) = (
-            now_ms(),
+            self.clock.wall_ms(),
             self.producer_id_expiration_ms.load(Ordering::Relaxed),
         );
         for p in self.partitions() {
@@ -464,7 +481,7 @@ impl ReplicaManager {
         out
     }
 
-    fn hosted(&self, tp: &TopicPartition) -> Result<Arc<Partition>, Failure> {
+    fn hosted(&self, tp: &TopicPartition) -> Result<Arc<Partition<S::Log>>, Failure> {
         self.partition(tp).ok_or_else(|| {
             (
                 ErrorCode::UnknownTopicOrPartition,
@@ -484,7 +501,7 @@ impl ReplicaManager {
         )
     }
 
-    fn leader_partition(&self, tp: &TopicPartition) -> Result<Arc<Partition>, Failure> {
+    fn leader_partition(&self, tp: &TopicPartition) -> Result<Arc<Partition<S::Log>>, Failure> {
         let p = self.hosted(tp)?;
         if !p.is_leader() {
             let leader = p.role().leader;
@@ -508,54 +525,47 @@ impl ReplicaManager {
         self.finish_produce(started).await
     }
 
-    /// The synchronous part of a produce: checks leadership and the batches, and
-    /// appends them. Blocks (partition and log locks, a roll's file creation): call it
-    /// from a blocking thread.
+    /// The synchronous part of a produce ([`ReplicaManager::produce_append`]): checks
+    /// leadership and the batches, and appends them. Blocks (partition and log locks, a
+    /// roll's file creation): call it from a blocking thread.
     pub fn start_produce(
         &self,
         tp: &TopicPartition,
         records: Bytes,
         acks: i16,
         timeout: Duration,
-    ) -> Result<StartedProduce, Failure> {
-        if !(-1..=1).contains(&acks) {
-            return Err((
-                ErrorCode::InvalidRequiredAcks,
-                format!("acks must be -1 (all), 0 or 1, got {acks}"),
-            ));
-        }
-        let p = self.leader_partition(tp)?;
-        let batches = validate_batches(tp, records, &p.log.config())?;
-        let (produced, needs_flush, answer) = self.append(&p, &batches, acks == -1, timeout)?;
+    ) -> Result<StartedProduce<S::Log>, Failure> {
         Ok(StartedProduce {
-            partition: p,
-            produced,
-            needs_flush,
-            answer,
+            appended: self.produce_append(tp, records, acks, timeout)?,
             timeout,
         })
     }
 
     /// The waiting part of a produce: the fsync `flush.messages` asks for (on a
     /// blocking thread), then the in-sync replicas for acks=all.
-    pub async fn finish_produce(&self, started: StartedProduce) -> Result<Produced, Failure> {
+    pub async fn finish_produce(
+        &self,
+        started: StartedProduce<S::Log>,
+    ) -> Result<Produced, Failure> {
         let StartedProduce {
-            partition: p,
-            produced,
-            needs_flush,
-            answer,
+            appended:
+                Appended {
+                    produced,
+                    partition: p,
+                    flush_to,
+                    waiter,
+                },
             timeout,
         } = started;
         let tp = &p.tp;
-        let end = produced.last_offset + 1;
-        if needs_flush {
+        if let Some(end) = flush_to {
             let log = p.log.clone();
             tokio::task::spawn_blocking(move || log.flush_to(end))
                 .await
                 .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?
                 .map_err(storage_failure)?;
         }
-        if let Some((id, rx)) = answer {
+        if let Some((id, rx)) = waiter {
             // The state machine answers at the deadline; the margin only covers a tick
             // that never comes (the broker stopping).
             let waited = tokio::time::timeout(timeout + Duration::from_secs(1), rx).await;
@@ -575,13 +585,41 @@ impl ReplicaManager {
         Ok(produced)
     }
 
+    /// The synchronous half of [`ReplicaManager::produce`]: validates and appends, and
+    /// returns what is left to wait for — a flush (`flush.messages`) and the acks=all
+    /// answer. `produce` awaits them; the simulator, which has no runtime, carries them
+    /// out itself (the flush, then polling the waiter).
+    pub fn produce_append(
+        &self,
+        tp: &TopicPartition,
+        records: Bytes,
+        acks: i16,
+        timeout: Duration,
+    ) -> Result<Appended<S::Log>, Failure> {
+        if !(-1..=1).contains(&acks) {
+            return Err((
+                ErrorCode::InvalidRequiredAcks,
+                format!("acks must be -1 (all), 0 or 1, got {acks}"),
+            ));
+        }
+        let p = self.leader_partition(tp)?;
+        let batches = validate_batches(tp, records, &p.log.config())?;
+        let (produced, needs_flush, waiter) = self.append(&p, &batches, acks == -1, timeout)?;
+        Ok(Appended {
+            produced,
+            flush_to: needs_flush.then_some(produced.last_offset + 1),
+            partition: p,
+            waiter,
+        })
+    }
+
     /// The append itself, under the partition's lock: the state machine says whether
     /// this broker may append, the producer state says whether each batch is new, the
     /// log appends, and the state machine learns the new log end (and the waiter).
     #[allow(clippy::type_complexity)]
     fn append(
         &self,
-        p: &Partition,
+        p: &Partition<S::Log>,
         batches: &[RecordBatch],
         acks_all: bool,
         timeout: Duration,
@@ -606,7 +644,7 @@ impl ReplicaManager {
                 ))
             }
         };
-        let now = now_ms();
+        let now = self.clock.wall_ms();
         let mut first: Option<Produced> = None;
         let mut needs_flush = false;
         let mut failed = None;
@@ -641,7 +679,7 @@ impl ReplicaManager {
                 let waiter = state::NewWaiter {
                     id,
                     required_end: Offset(f.last_offset + 1),
-                    deadline: Instant::now() + timeout,
+                    deadline: self.clock.now() + timeout,
                 };
                 Some((waiter, rx))
             }
@@ -701,7 +739,7 @@ impl ReplicaManager {
         &self,
         tp: &TopicPartition,
         timestamp: i64,
-    ) -> Result<(Option<u64>, i64, Arc<Partition>), Failure> {
+    ) -> Result<ListedOffset<S::Log>, Failure> {
         let p = self.leader_partition(tp)?;
         let (hw, available) = {
             let r = p.replica.lock();
@@ -802,8 +840,8 @@ fn refuse_keyless(tp: &TopicPartition, b: &RecordBatch) -> Result<(), Failure> {
 }
 
 /// Appends one batch unless the producer state finds it is a retry already in the log.
-fn append_one(
-    p: &Partition,
+fn append_one<L: ReplicaLog>(
+    p: &Partition<L>,
     producers: &mut producers::ProducerStates,
     b: &RecordBatch,
     leader_epoch: LeaderEpoch,

@@ -21,7 +21,8 @@ use sluice_proto::limits::PRODUCER_IDS_PER_PARTITION_MAX;
 use sluice_proto::RecordBatch;
 use tracing::warn;
 
-use crate::log::{Log, LogError};
+use super::ReplicaLog;
+use crate::log::LogError;
 
 /// Batches remembered per producer for duplicate detection (Kafka keeps five).
 const RECENT_BATCHES: usize = 5;
@@ -73,7 +74,10 @@ impl ProducerStates {
     /// [`REBUILD_WINDOW_RECORDS`] records: retries only ever concern a producer's last
     /// few batches, and this bounds what a broker reads when it starts hosting a
     /// partition. A producer seen only before the window is treated as new.
-    pub(crate) fn rebuild(log: &Log, now_ms: i64) -> Result<ProducerStates, LogError> {
+    pub(crate) fn rebuild<L: ReplicaLog + ?Sized>(
+        log: &L,
+        now_ms: i64,
+    ) -> Result<ProducerStates, LogError> {
         let mut states = ProducerStates::default();
         let mut next = log
             .log_start_offset()

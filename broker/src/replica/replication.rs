@@ -15,7 +15,7 @@
 //! malformed batches are an error, never a panic.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_proto::batch::Batches;
@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::state::{self, Event};
-use super::{storage_failure, Failure, Partition, ReplicaManager};
+use super::{storage_failure, Failure, LogStore, Partition, ReplicaLog, ReplicaManager};
 
 /// Shortest interval between two info-level divergence lines for one partition.
 const DIVERGENCE_LOG_INTERVAL: Duration = Duration::from_secs(1);
@@ -51,7 +51,7 @@ pub struct FollowerFetched {
     pub diverging: Option<(Option<LeaderEpoch>, Offset)>,
 }
 
-impl ReplicaManager {
+impl<S: LogStore> ReplicaManager<S> {
     pub fn broker_id(&self) -> u32 {
         self.broker_id
     }
@@ -77,6 +77,23 @@ impl ReplicaManager {
         out
     }
 
+    /// The digest of every hosted partition's role, as a heartbeat reports it for the
+    /// controller's reconciliation (`sluice_proto::digest`).
+    pub fn roles_digest(&self) -> u64 {
+        sluice_proto::digest::roles_digest(self.partitions().iter().map(|p| {
+            let role = p.role();
+            let topic_id = p.log.topic_id();
+            sluice_proto::digest::role_hash(
+                &p.tp.topic,
+                topic_id.as_ref().map_or("", |id| id.as_str()),
+                p.tp.partition,
+                role.leader.map_or(-1, |l| l.0 as i32),
+                role.leader_epoch.to_wire(),
+                role.partition_epoch,
+            )
+        }))
+    }
+
     /// The log-end-offset watch of a partition this broker leads (follower long-polls).
     pub fn watch_leo(&self, tp: &TopicPartition) -> Option<watch::Receiver<u64>> {
         self.leader_partition(tp).ok().map(|p| p.leo_tx.subscribe())
@@ -95,7 +112,7 @@ impl ReplicaManager {
     /// works below the high watermark, which no ISR member's fetch offset is below, so
     /// one cannot have skipped a removed tombstone.
     fn skipped_tombstones(
-        p: &Partition,
+        p: &Partition<S::Log>,
         replica: u32,
         role: &state::Role,
         fetch_offset: Offset,
@@ -178,7 +195,7 @@ impl ReplicaManager {
                 replica: BrokerId(replica),
                 fetch_offset: f.fetch_offset,
                 log_end_offset: p.log_end(),
-                now: Instant::now(),
+                now: self.clock.now(),
             };
             p.handle(&mut replica_state, event)?;
         }
@@ -236,7 +253,7 @@ impl ReplicaManager {
                 } else if mine > leader_end {
                     p.log.truncate_to(leader_end).map_err(storage_failure)?;
                 }
-                return after_truncation(&p, replica);
+                return after_truncation(&p, replica, self.clock.wall_ms());
             }
             Err(_) => return Ok(()),
         };
@@ -245,7 +262,7 @@ impl ReplicaManager {
             let target = state::truncation_target(&epochs, p.log_end(), diverging);
             let old_end = p.log.log_end_offset();
             let new_end = p.log.truncate_to(target.0).map_err(storage_failure)?;
-            let now = Instant::now();
+            let now = self.clock.now();
             let quiet = replica
                 .last_divergence_log
                 .is_some_and(|t| now.duration_since(t) < DIVERGENCE_LOG_INTERVAL);
@@ -255,8 +272,9 @@ impl ReplicaManager {
             } else {
                 debug!(partition = %sent.tp, new_log_end_offset = new_end, "follower truncated a divergent suffix");
             }
-            return after_truncation(&p, replica);
+            return after_truncation(&p, replica, self.clock.wall_ms());
         }
+        let mut flush_to = None;
         if !fetched.records.is_empty() {
             let mut batches = Vec::new();
             for b in Batches::new(fetched.records) {
@@ -270,30 +288,52 @@ impl ReplicaManager {
                     batches.push(b);
                 }
             }
-            p.log
-                .append_as_follower(&batches, super::now_ms())
+            let appended = p
+                .log
+                .append_as_follower(&batches, self.clock.wall_ms())
                 .map_err(storage_failure)?;
+            flush_to = appended
+                .filter(|a| a.needs_flush)
+                .map(|a| a.last_offset + 1);
             for b in &batches {
                 replica
                     .producers
-                    .record(b, b.base_offset().max(0) as u64, super::now_ms());
+                    .record(b, b.base_offset().max(0) as u64, self.clock.wall_ms());
             }
         }
         let event = Event::Replicated {
             leader_high_watermark: Offset(fetched.high_watermark),
             log_end_offset: p.log_end(),
         };
-        p.handle(replica, event)
+        p.handle(replica, event)?;
+        drop(guard);
+        // `flush.messages` holds on followers too, and before this returns: the next
+        // fetch reports this log end to the leader, whose high watermark (and so every
+        // acks=all answer) counts it as held by this replica. Unflushed, a power loss
+        // of every replica could take an acknowledged record from all of them (the
+        // simulator's seed 5 with flush.messages=1 and power loss did).
+        if let Some(end) = flush_to {
+            p.log.flush_to(end).map_err(storage_failure)?;
+        }
+        Ok(())
     }
 }
 
 /// After a follower truncation: the state machine caps its high watermark, and the
 /// producer state forgets batches that are gone (or a retry of one would be "found").
-fn after_truncation(p: &Partition, replica: &mut super::Replica) -> Result<(), Failure> {
-    replica.producers = super::producers::ProducerStates::rebuild(&p.log, super::now_ms())
-        .map_err(storage_failure)?;
+fn after_truncation<L: ReplicaLog>(
+    p: &Partition<L>,
+    replica: &mut super::Replica,
+    wall_ms: i64,
+) -> Result<(), Failure> {
+    replica.producers =
+        super::producers::ProducerStates::rebuild(&*p.log, wall_ms).map_err(storage_failure)?;
     let event = Event::Truncated {
         log_end_offset: p.log_end(),
     };
     p.handle(replica, event)
 }
+
+#[cfg(test)]
+#[path = "flush_tests.rs"]
+mod flush_tests;

@@ -1,18 +1,51 @@
-//! The brokers' side of the simulation: what `ReplicaManager`, the fetcher and the
-//! control service do with a LeaderAndIsr, a follower fetch, a fetched answer and a
-//! produce, performed against the in-memory log and the real `PartitionState`.
+//! The brokers' side of the simulation: the real `ReplicaManager` over each broker's
+//! in-memory logs, driven as the broker's services drive it — the control service
+//! (`server/control.rs`) applies LeaderAndIsr, the fetch loop (`server/fetcher.rs`)
+//! sends `followed()` to each leader and applies the answers, the leader answers with
+//! `fetch_for_follower` (`server/api.rs`), the ISR proposer ticks every 100 ms, and the
+//! produce service calls `produce_append` then waits for the flush and the waiter. What
+//! remains here is that glue (messages instead of gRPC) and the checker's view.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_broker::replica::state::{
-    self, Action, Event, NewWaiter, PartitionState, Refusal, Role, StateConfig, WaiterId,
-};
-use sluice_proto::{v1, BrokerId, ErrorCode, LeaderEpoch, Offset};
+use bytes::Bytes;
+use sluice_broker::log::{LogConfig, TopicId};
+use sluice_broker::replica::{ReplicaLog, ReplicaManager, Role, ToFetch};
+use sluice_proto::batch::Batches;
+use sluice_proto::{v1, BatchBuilder, BrokerId, Compression, ErrorCode, LeaderEpoch};
+use tokio::sync::oneshot::error::TryRecvError;
 
 use super::*;
 
+/// A follower's fetch: at most this many bytes per partition (a few dozen batches, so
+/// catching up takes several round trips, as with real data volumes).
+const FETCH_MAX_BYTES: usize = 64 * 80;
+
+pub(super) type Manager = ReplicaManager<MemStore>;
+
+/// A simulated record: one batch of one record whose value is the record's id.
+fn record_batch(id: u64) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None);
+    b.append(0, None, Some(&id.to_be_bytes()), &[]);
+    b.build().expect("a valid batch").into_bytes()
+}
+
 impl World {
-    // ---- brokers --------------------------------------------------------------------
+    pub(super) fn tp() -> TopicPartition {
+        TopicPartition::new(TOPIC, 0)
+    }
+
+    /// A new incarnation's replica manager over the broker's surviving logs.
+    pub(super) fn start_manager(&self, i: usize) -> Manager {
+        let rm = ReplicaManager::with_clock(
+            i as u32 + 1,
+            self.nodes[i].store.clone(),
+            Arc::new(self.clock.clone()),
+        );
+        rm.set_replica_lag_max(Duration::from_millis(self.cfg.replica_lag_max_ms));
+        rm
+    }
 
     pub(super) fn broker_receive(
         &mut self,
@@ -28,159 +61,200 @@ impl World {
             Msg::LeaderAndIsr {
                 controller_epoch,
                 broker_epoch,
-                state,
-            } => self.leader_and_isr(i, controller_epoch, broker_epoch, state)?,
-            Msg::Fetch {
-                req,
-                fetch_offset,
-                current_epoch,
-                last_fetched_epoch,
-            } => {
-                let answer =
-                    self.answer_fetch(i, from, fetch_offset, current_epoch, last_fetched_epoch)?;
-                self.send(Addr::Broker(i), from, Msg::FetchAnswer { req, answer });
+                partitions,
+                full_state,
+            } => self.leader_and_isr(i, controller_epoch, broker_epoch, partitions, full_state)?,
+            Msg::Fetch { req, parts } => {
+                let Addr::Broker(f) = from else { return Ok(()) };
+                let results = self.answer_fetch(i, f, &parts);
+                self.send(Addr::Broker(i), from, Msg::FetchAnswer { req, results });
             }
-            Msg::FetchAnswer { req, answer } => self.apply_fetch(i, req, answer)?,
-            Msg::Produce { req, id } => self.produce(i, req, id)?,
+            Msg::FetchAnswer { req, results } => self.apply_fetch(i, req, results)?,
+            Msg::Produce { req, id } => self.produce(i, req, id),
             _ => {}
         }
-        Ok(())
+        self.after_broker_step(i)
     }
 
-    pub(super) fn leader_and_isr(
+    /// As `server/control.rs`: epochs checked, strays of a full state stopped, then
+    /// every partition applied.
+    fn leader_and_isr(
         &mut self,
         i: usize,
         controller_epoch: i64,
         broker_epoch: i64,
-        ps: v1::PartitionState,
+        partitions: Vec<v1::PartitionState>,
+        full_state: bool,
     ) -> Result<(), Violation> {
         let n = &mut self.nodes[i];
-        if controller_epoch < n.controller_epoch || broker_epoch < n.broker_epoch.unwrap_or(-1) {
+        if controller_epoch < n.controller_epoch {
             return Ok(());
         }
         n.controller_epoch = controller_epoch;
-        let Some(leader_epoch) = LeaderEpoch::from_wire(ps.leader_epoch) else {
-            return Ok(());
-        };
-        let role = Role {
-            leader: (ps.leader >= 0).then_some(BrokerId(ps.leader as u32)),
-            leader_epoch,
-            replicas: ps.replicas.iter().copied().map(BrokerId).collect(),
-            isr: ps.isr.iter().copied().map(BrokerId).collect(),
-            partition_epoch: ps.partition_epoch,
-        };
-        if !role.replicas.contains(&n.id) {
+        if broker_epoch < n.broker_epoch.unwrap_or(-1) {
             return Ok(());
         }
-        let config = self.state_config();
-        let n = &mut self.nodes[i];
-        let (me, leo) = (n.id, n.leo());
-        let part = n
-            .part
-            .get_or_insert_with(|| PartitionState::new(me, config));
-        let was_leader = part.is_leader();
-        let old_epoch = part.role().leader_epoch;
-        let event = Event::Role {
-            role,
-            log_end_offset: leo,
-            now: self.base + Duration::from_millis(self.now_ms),
+        let Some(rm) = n.rm.as_ref() else {
+            return Ok(());
         };
-        let actions = part.handle(event);
-        let (leads, epoch) = (part.is_leader(), part.role().leader_epoch);
-        if leads != was_leader || epoch != old_epoch {
-            self.trace(|| format!("b{} role: leader={leads} epoch={epoch}", i + 1));
-        }
-        if leads {
-            let me = BrokerId(i as u32 + 1);
-            self.checker.on_leader(epoch, me)?;
-            if !was_leader || epoch != old_epoch {
-                self.checker
-                    .leader_complete(me, epoch, &self.nodes[i].log)?;
+        if full_state {
+            for p in rm.partitions() {
+                if !partitions
+                    .iter()
+                    .any(|s| s.topic == p.tp.topic && s.partition == p.tp.partition)
+                {
+                    let _ = rm.stop_replica(&p.tp, true);
+                }
             }
         }
-        self.node_actions(i, actions)
-    }
-
-    pub(super) fn state_config(&self) -> StateConfig {
-        StateConfig {
-            min_insync_replicas: self.cfg.min_insync_replicas,
-            replica_lag_max: Duration::from_millis(self.cfg.replica_lag_max_ms),
-            isr_proposal_interval: Duration::from_millis(1000),
-        }
-    }
-
-    pub(super) fn node_actions(&mut self, i: usize, actions: Vec<Action>) -> Result<(), Violation> {
-        for a in actions {
-            match a {
-                Action::AssignLeaderEpoch { epoch, .. } => {
-                    let n = &mut self.nodes[i];
-                    let end = n.log.len() as u64;
-                    n.epochs.assign(epoch.0, end);
-                }
-                Action::PublishHighWatermark(hw) => {
-                    let n = &self.nodes[i];
-                    if hw > n.leo() {
-                        return Err(format!(
-                            "b{} published HW {hw} above its log end {}",
-                            n.id,
-                            n.leo()
-                        ));
-                    }
-                    if let Some(p) = n.part.as_ref().filter(|p| p.is_leader()) {
-                        let epoch = p.role().leader_epoch;
-                        self.checker.on_leader_hw(n.id, epoch, hw)?;
-                    }
-                }
-                Action::Complete { waiter, result } => {
-                    let Some((req, offset, id)) = self.nodes[i].waiters.remove(&waiter) else {
-                        continue;
-                    };
-                    let epoch = self.nodes[i]
-                        .part
-                        .as_ref()
-                        .map_or(LeaderEpoch(0), |p| p.role().leader_epoch);
-                    if result.is_ok() {
-                        let holders = self
-                            .nodes
-                            .iter()
-                            .filter(|n| n.log.get(offset as usize).map(|e| e.id) == Some(id))
-                            .count();
-                        self.checker.on_ack(
-                            offset,
-                            id,
-                            epoch,
-                            holders,
-                            self.cfg.min_insync_replicas,
-                        )?;
-                        self.trace(|| {
-                            format!(
-                                "b{} acks record {id} at {offset} ({holders} holders)",
-                                i + 1
-                            )
-                        });
-                    }
-                    let result = result.map(|()| offset);
-                    self.send(Addr::Broker(i), Addr::Client, Msg::Produced { req, result });
-                }
-                Action::ProposeIsr(proposal) => {
-                    if let Some(broker_epoch) = self.nodes[i].broker_epoch {
-                        let msg = Msg::AlterPartition {
-                            broker_epoch,
-                            proposal,
-                        };
-                        self.send(Addr::Broker(i), Addr::Controller, msg);
-                    }
+        for ps in partitions {
+            let Some(leader_epoch) = LeaderEpoch::from_wire(ps.leader_epoch) else {
+                continue;
+            };
+            let tp = TopicPartition::new(ps.topic.clone(), ps.partition);
+            let config = LogConfig::default()
+                .with_overrides(ps.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(|e| format!("bad topic config from the controller: {e}"))?;
+            let role = Role {
+                leader: (ps.leader >= 0).then_some(BrokerId(ps.leader as u32)),
+                leader_epoch,
+                replicas: ps.replicas.iter().copied().map(BrokerId).collect(),
+                isr: ps.isr.iter().copied().map(BrokerId).collect(),
+                partition_epoch: ps.partition_epoch,
+            };
+            let before = self.role_of(i);
+            let rm = self.nodes[i].rm.as_ref().expect("checked above");
+            if let Err((code, message)) =
+                rm.apply_role(&tp, role, config, TopicId::parse(&ps.topic_id).as_ref())
+            {
+                return Err(format!("b{} refused a role: {code:?} {message}", i + 1));
+            }
+            let after = self.role_of(i);
+            if after != before {
+                let (leads, epoch) = after.unwrap_or((false, LeaderEpoch(0)));
+                self.trace(|| format!("b{} role: leader={leads} epoch={epoch}", i + 1));
+                if leads && before != Some((true, epoch)) {
+                    let me = BrokerId(i as u32 + 1);
+                    self.checker.on_leader(epoch, me)?;
+                    let log = self.entries(i);
+                    self.checker.leader_complete(me, epoch, &log)?;
                 }
             }
         }
         Ok(())
     }
 
+    /// (leads, leader epoch) of the simulated partition on broker `i`.
+    pub(super) fn role_of(&self, i: usize) -> Option<(bool, LeaderEpoch)> {
+        let p = self.nodes[i].rm.as_ref()?.partition(&Self::tp())?;
+        let role = p.role();
+        Some((
+            role.leader == Some(BrokerId(i as u32 + 1)),
+            role.leader_epoch,
+        ))
+    }
+
+    /// What the checker looks at after every call into a broker: acks=all answers the
+    /// state machine gave (counting, at that moment, the replicas holding the record),
+    /// truncations, and the leader's high watermark.
+    pub(super) fn after_broker_step(&mut self, i: usize) -> Result<(), Violation> {
+        let Some(log) = self.nodes[i].store.get(&Self::tp()) else {
+            return Ok(());
+        };
+        let following = self.role_of(i).map_or(LeaderEpoch(0), |(_, e)| e);
+        let removed = log.take_removed();
+        if !removed.is_empty() {
+            self.report.truncations += 1;
+            let (from, to) = (removed[0].0, removed.len() as u64 + removed[0].0);
+            self.trace(|| format!("b{} truncates {to} -> {from}", i + 1));
+            self.checker
+                .on_truncate(BrokerId(i as u32 + 1), following, &removed, "a replica")?;
+        }
+        if let Some(p) = self.nodes[i]
+            .rm
+            .as_ref()
+            .and_then(|rm| rm.partition(&Self::tp()))
+        {
+            let (hw, leo) = (p.high_watermark(), p.log.log_end_offset());
+            if hw > leo {
+                return Err(format!(
+                    "b{} high watermark {hw} above its log end {leo}",
+                    i + 1
+                ));
+            }
+            if let Some((true, epoch)) = self.role_of(i) {
+                let incarnation = self.nodes[i].incarnation;
+                self.checker.on_leader_hw(
+                    BrokerId(i as u32 + 1),
+                    incarnation,
+                    epoch,
+                    Offset(hw),
+                )?;
+            }
+        }
+        self.answer_waiters(i)
+    }
+
+    fn answer_waiters(&mut self, i: usize) -> Result<(), Violation> {
+        let mut k = 0;
+        while k < self.nodes[i].waiters.len() {
+            let w = &mut self.nodes[i].waiters[k];
+            let result = match w.rx.try_recv() {
+                Err(TryRecvError::Empty) => {
+                    k += 1;
+                    continue;
+                }
+                Ok(r) => r,
+                Err(TryRecvError::Closed) => Err(ErrorCode::NotLeaderOrFollower),
+            };
+            let w = self.nodes[i].waiters.remove(k);
+            if result.is_ok() {
+                let holders = (0..self.nodes.len())
+                    .filter(|&j| {
+                        let e = self.nodes[j]
+                            .store
+                            .get(&Self::tp())
+                            .and_then(|l| l.entry_at(w.offset));
+                        e.map(|e| e.id) == Some(w.id)
+                    })
+                    .count();
+                self.checker.on_ack(
+                    w.offset,
+                    w.id,
+                    w.epoch,
+                    holders,
+                    self.cfg.min_insync_replicas,
+                )?;
+                self.trace(|| {
+                    format!(
+                        "b{} acks record {} at {} ({holders} holders)",
+                        i + 1,
+                        w.id,
+                        w.offset
+                    )
+                });
+            }
+            let result = result.map(|()| w.offset);
+            self.send(
+                Addr::Broker(i),
+                Addr::Client,
+                Msg::Produced { req: w.req, result },
+            );
+        }
+        Ok(())
+    }
+
+    /// Every 100 ms, as the broker's timers: register or heartbeat (with the digest of
+    /// the roles held), tick the replica manager and send its ISR proposals, and make
+    /// sure a fetch is outstanding to the leader followed.
     pub(super) fn node_tick(&mut self, i: usize) -> Result<(), Violation> {
         let now = self.now();
         let n = &mut self.nodes[i];
         n.ticks += 1;
         let every_half_second = n.ticks.is_multiple_of(5);
+        let Some(rm) = n.rm.as_ref() else {
+            return Ok(());
+        };
         match n.broker_epoch {
             None if every_half_second || n.ticks == 1 => {
                 let incarnation = n.incarnation;
@@ -191,17 +265,7 @@ impl World {
                 );
             }
             Some(epoch) if every_half_second => {
-                let roles_digest = digest::roles_digest(n.part.as_ref().map(|p| {
-                    let role = p.role();
-                    digest::role_hash(
-                        TOPIC,
-                        TOPIC_ID,
-                        0,
-                        role.leader.map_or(-1, |l| l.0 as i32),
-                        role.leader_epoch.to_wire(),
-                        role.partition_epoch,
-                    )
-                }));
+                let roles_digest = rm.roles_digest();
                 self.send(
                     Addr::Broker(i),
                     Addr::Controller,
@@ -213,240 +277,211 @@ impl World {
             }
             _ => {}
         }
-        let n = &mut self.nodes[i];
-        if let Some(part) = n.part.as_mut() {
-            let actions = part.handle(Event::Tick { now });
-            self.node_actions(i, actions)?;
+        let n = &self.nodes[i];
+        let proposals = n.rm.as_ref().map(|rm| rm.tick(now)).unwrap_or_default();
+        if let (false, Some(broker_epoch)) = (proposals.is_empty(), n.broker_epoch) {
+            let proposals = proposals.into_iter().map(|(_, p)| p).collect();
+            let msg = Msg::AlterPartition {
+                broker_epoch,
+                proposals,
+            };
+            self.send(Addr::Broker(i), Addr::Controller, msg);
         }
         let n = &self.nodes[i];
         let stale = n
             .fetch
-            .is_none_or(|(_, at, _, _)| at + FETCH_TIMEOUT_MS <= self.now_ms);
-        if stale {
+            .as_ref()
+            .is_none_or(|f| f.sent_ms + FETCH_TIMEOUT_MS <= self.now_ms);
+        let leader_moved = n
+            .fetch
+            .as_ref()
+            .is_some_and(|f| Some(f.leader) != self.followed_leader(i));
+        if stale || leader_moved {
             self.send_fetch(i);
         }
-        Ok(())
+        self.after_broker_step(i)
     }
 
+    fn followed_leader(&self, i: usize) -> Option<usize> {
+        let rm = self.nodes[i].rm.as_ref()?;
+        rm.followed().into_keys().next().map(|l| l as usize - 1)
+    }
+
+    /// As one pass of `fetch_from`: everything followed from that leader, in one request.
     pub(super) fn send_fetch(&mut self, i: usize) {
         let n = &mut self.nodes[i];
-        let Some(part) = n.part.as_ref() else { return };
-        let Some(leader) = part.role().leader.filter(|&l| l != n.id) else {
+        n.fetch = None;
+        let Some(rm) = n.rm.as_ref() else { return };
+        let Some((leader, parts)) = rm.followed().into_iter().next() else {
             return;
         };
-        let epoch = part.role().leader_epoch;
         n.next_req += 1;
         let req = n.next_req;
-        n.fetch = Some((req, self.now_ms, n.leo(), epoch));
-        let msg = Msg::Fetch {
+        let leader = leader as usize - 1;
+        n.fetch = Some(OutstandingFetch {
             req,
-            fetch_offset: n.leo(),
-            current_epoch: epoch,
-            last_fetched_epoch: n.epochs.latest().map(|e| LeaderEpoch(e.epoch)),
-        };
-        self.send(Addr::Broker(i), Addr::Broker(leader.0 as usize - 1), msg);
-    }
-
-    /// Leader side of a follower fetch, as `ReplicaManager::fetch_for_follower` does it.
-    pub(super) fn answer_fetch(
-        &mut self,
-        i: usize,
-        from: Addr,
-        fetch_offset: Offset,
-        current_epoch: LeaderEpoch,
-        last_fetched_epoch: Option<LeaderEpoch>,
-    ) -> Result<Result<FetchData, (ErrorCode, u64)>, Violation> {
-        let Addr::Broker(f) = from else {
-            return Ok(Err((ErrorCode::InvalidRequest, 0)));
-        };
-        let now = self.now();
-        let n = &mut self.nodes[i];
-        let leo = n.leo();
-        let Some(part) = n.part.as_mut().filter(|p| p.is_leader()) else {
-            return Ok(Err((ErrorCode::NotLeaderOrFollower, leo.0)));
-        };
-        let follower = BrokerId(f as u32 + 1);
-        if !part.role().replicas.contains(&follower) {
-            return Ok(Err((ErrorCode::NotLeaderOrFollower, leo.0)));
-        }
-        if current_epoch != part.role().leader_epoch {
-            return Ok(Err((ErrorCode::FencedLeaderEpoch, leo.0)));
-        }
-        if let Some(d) = state::divergence(
-            &n.epochs,
-            Offset::ZERO,
-            leo,
-            last_fetched_epoch,
-            fetch_offset,
-        ) {
-            let hw = part.high_watermark();
-            return Ok(Ok(FetchData {
-                base: fetch_offset.0,
-                entries: Vec::new(),
-                hw,
-                diverging: Some(d),
-            }));
-        }
-        if fetch_offset > leo {
-            return Ok(Err((ErrorCode::OffsetOutOfRange, leo.0)));
-        }
-        let actions = part.handle(Event::FollowerFetch {
-            replica: follower,
-            fetch_offset,
-            log_end_offset: leo,
-            now,
+            sent_ms: self.now_ms,
+            leader,
+            parts: parts.clone(),
         });
-        self.node_actions(i, actions)?;
-        let n = &self.nodes[i];
-        let start = fetch_offset.0 as usize;
-        let end = n.log.len().min(start + FETCH_MAX_ENTRIES);
-        let hw = n.part.as_ref().map_or(Offset::ZERO, |p| p.high_watermark());
-        Ok(Ok(FetchData {
-            base: fetch_offset.0,
-            entries: n.log[start..end].to_vec(),
-            hw,
-            diverging: None,
-        }))
+        self.send(
+            Addr::Broker(i),
+            Addr::Broker(leader),
+            Msg::Fetch { req, parts },
+        );
     }
 
-    pub(super) fn truncate(&mut self, i: usize, to: u64, why: &str) -> Result<(), Violation> {
-        let n = &self.nodes[i];
-        let removed: Vec<(u64, Entry)> = (to as usize..n.log.len())
-            .map(|o| (o as u64, n.log[o]))
-            .collect();
-        let following = n
-            .part
-            .as_ref()
-            .map_or(LeaderEpoch(0), |p| p.role().leader_epoch);
-        self.checker.on_truncate(n.id, following, &removed, why)?;
-        if !removed.is_empty() {
-            self.report.truncations += 1;
-            self.trace(|| {
-                format!(
-                    "b{} truncates {} -> {to} ({why})",
-                    i + 1,
-                    removed.len() + to as usize
-                )
-            });
-        }
-        let n = &mut self.nodes[i];
-        n.log.truncate(to as usize);
-        n.epochs.truncate_from_end(to);
-        let leo = n.leo();
-        if let Some(part) = n.part.as_mut() {
-            let actions = part.handle(Event::Truncated {
-                log_end_offset: leo,
-            });
-            self.node_actions(i, actions)?;
-        }
-        Ok(())
+    /// Leader side, as `server/api.rs` `follower_read`.
+    fn answer_fetch(&mut self, i: usize, follower: usize, parts: &[ToFetch]) -> Vec<FetchResult> {
+        let Some(rm) = self.nodes[i].rm.as_ref() else {
+            return Vec::new();
+        };
+        parts
+            .iter()
+            .map(|f| {
+                rm.fetch_for_follower(follower as u32 + 1, f, FETCH_MAX_BYTES)
+                    .map_err(|(code, _)| {
+                        let (start, end) = rm.partition(&f.tp).map_or((0, 0), |p| {
+                            (p.log.log_start_offset(), p.log.log_end_offset())
+                        });
+                        (code, start, end)
+                    })
+            })
+            .collect()
     }
 
-    /// Follower side, as `ReplicaManager::apply_fetched` does it.
-    pub(super) fn apply_fetch(
+    /// Follower side, as the rest of `fetch_from`: each answer applied, the next fetch
+    /// at once after progress, else after a pause.
+    fn apply_fetch(
         &mut self,
         i: usize,
         req: u64,
-        answer: Result<FetchData, (ErrorCode, u64)>,
+        results: Vec<FetchResult>,
     ) -> Result<(), Violation> {
         let n = &mut self.nodes[i];
-        let Some((sent, _, offset, epoch)) = n.fetch else {
+        if n.fetch.as_ref().is_none_or(|f| f.req != req) {
+            return Ok(());
+        }
+        let sent = n.fetch.take().expect("checked").parts;
+        let Some(rm) = n.rm.as_ref() else {
             return Ok(());
         };
-        if sent != req {
-            return Ok(());
-        }
-        n.fetch = None;
-        let Some(part) = n.part.as_ref() else {
-            return Ok(());
-        };
-        if part.role().leader_epoch != epoch || part.is_leader() || n.leo() != offset {
-            return Ok(());
-        }
-        match answer {
-            Err((ErrorCode::OffsetOutOfRange, leader_end)) if n.log.len() as u64 > leader_end => {
-                self.truncate(i, leader_end, "past the leader's end")
+        let mut progressed = false;
+        for (f, result) in sent.iter().zip(results) {
+            if let Ok(r) = &result {
+                progressed |= !r.records.is_empty() || r.diverging.is_some();
             }
-            Err(_) => Ok(()),
-            Ok(FetchData {
-                diverging: Some(d), ..
-            }) => {
-                let target = state::truncation_target(&n.epochs, n.leo(), d);
-                // As `Log::truncate_to`: also drops an epoch begun at the cut.
-                self.truncate(i, target.0, "divergence")
-            }
-            Ok(data) => {
-                let got = !data.entries.is_empty();
-                for (k, e) in data.entries.iter().enumerate() {
-                    let offset = data.base + k as u64;
-                    if offset >= n.log.len() as u64 {
-                        n.epochs.assign(e.epoch, offset);
-                        n.log.push(*e);
-                    }
-                }
-                let leo = n.leo();
-                let part = n.part.as_mut().expect("checked above");
-                let actions = part.handle(Event::Replicated {
-                    leader_high_watermark: data.hw,
-                    log_end_offset: leo,
-                });
-                self.node_actions(i, actions)?;
-                if got {
-                    self.send_fetch(i);
-                } else {
-                    self.timer(FETCH_IDLE_MS, Timer::Fetch(i));
-                }
-                Ok(())
+            if let Err((code, message)) = rm.apply_fetched(f, result) {
+                return Err(format!(
+                    "b{} could not apply what its leader sent: {code:?} {message}",
+                    i + 1
+                ));
             }
         }
+        if progressed {
+            self.send_fetch(i);
+        } else {
+            self.timer(FETCH_IDLE_MS, Timer::Fetch(i));
+        }
+        Ok(())
     }
 
-    pub(super) fn produce(&mut self, i: usize, req: u64, id: u64) -> Result<(), Violation> {
-        let now = self.now();
-        let n = &mut self.nodes[i];
-        let Some(part) = n.part.as_mut() else {
-            self.send(
+    /// As the produce service: `produce_append`, the flush `flush.messages` asks for,
+    /// then the answer once the state machine gives it ([`World::answer_waiters`]).
+    fn produce(&mut self, i: usize, req: u64, id: u64) {
+        let Some(rm) = self.nodes[i].rm.as_ref() else {
+            return;
+        };
+        let timeout = Duration::from_millis(PRODUCE_TIMEOUT_MS);
+        let appended = rm
+            .produce_append(&Self::tp(), record_batch(id), -1, timeout)
+            .and_then(|a| match a.flush_to {
+                Some(end) => a
+                    .partition
+                    .log
+                    .flush_to(end)
+                    .map(|()| a)
+                    .map_err(sluice_broker::replica::storage_failure),
+                None => Ok(a),
+            });
+        match appended {
+            Err((code, _)) => self.send(
                 Addr::Broker(i),
                 Addr::Client,
                 Msg::Produced {
                     req,
-                    result: Err(ErrorCode::NotLeaderOrFollower),
+                    result: Err(code),
                 },
-            );
+            ),
+            Ok(a) => {
+                let epoch = self.role_of(i).map_or(LeaderEpoch(0), |(_, e)| e);
+                let (_, rx) = a.waiter.expect("acks=all has a waiter");
+                self.nodes[i].waiters.push(Waiting {
+                    req,
+                    offset: a.produced.base_offset,
+                    id,
+                    epoch,
+                    rx,
+                });
+            }
+        }
+    }
+
+    /// The consumer's read, as the fetch service: `ReplicaManager::fetch` below the
+    /// high watermark, from the broker leading the newest epoch.
+    pub(super) fn consume(&mut self) -> Result<(), Violation> {
+        let leader = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].paused_until <= self.now_ms)
+            .filter_map(|i| match self.role_of(i) {
+                Some((true, epoch)) => Some((epoch, i)),
+                _ => None,
+            })
+            .max();
+        let Some((epoch, i)) = leader else {
             return Ok(());
         };
-        let epoch = match part.check_produce(true) {
-            Ok(e) => e,
-            Err(refusal) => {
-                let code = match refusal {
-                    Refusal::NotLeader { .. } => ErrorCode::NotLeaderOrFollower,
-                    Refusal::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
-                };
-                self.send(
-                    Addr::Broker(i),
-                    Addr::Client,
-                    Msg::Produced {
-                        req,
-                        result: Err(code),
-                    },
-                );
-                return Ok(());
+        let rm = self.nodes[i].rm.as_ref().expect("leads");
+        let mut reads = Vec::new();
+        let mut next = self.consumer_read_upto;
+        loop {
+            let Ok(f) = rm.fetch(&Self::tp(), next, 1 << 20) else {
+                break;
+            };
+            if f.records.is_empty() {
+                break;
             }
-        };
-        let offset = n.log.len() as u64;
-        n.epochs.assign(epoch.0, offset);
-        n.log.push(Entry { epoch: epoch.0, id });
-        n.next_waiter += 1;
-        let waiter = WaiterId(n.next_waiter);
-        n.waiters.insert(waiter, (req, offset, id));
-        let actions = part.handle(Event::Appended {
-            log_end_offset: Offset(offset + 1),
-            waiter: Some(NewWaiter {
-                id: waiter,
-                required_end: Offset(offset + 1),
-                deadline: now + Duration::from_millis(PRODUCE_TIMEOUT_MS),
-            }),
-        });
-        self.node_actions(i, actions)
+            let before = next;
+            for b in Batches::new(f.records) {
+                let b = b.map_err(|e| format!("b{} served a bad batch: {e}", i + 1))?;
+                reads.push((b.base_offset() as u64, crate::memlog::record_id(&b)));
+                next = b.next_offset() as u64;
+            }
+            if next <= before {
+                return Err(format!(
+                    "b{} served from {before} a read ending at {next} (hw {})",
+                    i + 1,
+                    f.high_watermark
+                ));
+            }
+        }
+        for (o, id) in reads {
+            self.checker.on_read(o, id, epoch)?;
+        }
+        self.consumer_read_upto = next;
+        Ok(())
+    }
+
+    /// Every record in broker `i`'s log, by offset.
+    pub(super) fn entries(&self, i: usize) -> Vec<Entry> {
+        self.nodes[i]
+            .store
+            .get(&Self::tp())
+            .map(|l| l.entries())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn high_watermark(&self, i: usize) -> Option<u64> {
+        let p = self.nodes[i].rm.as_ref()?.partition(&Self::tp())?;
+        Some(p.high_watermark())
     }
 }

@@ -1,5 +1,6 @@
-//! Faults: crashes and restarts, pauses, network cuts, controller failovers,
-//! leadership moves, and the healing that ends the fault phase.
+//! Faults: crashes and restarts, power loss, pauses, network cuts, lost control
+//! pushes, controller failovers, leadership moves, and the healing that ends the fault
+//! phase.
 
 use std::time::Duration;
 
@@ -13,7 +14,9 @@ impl World {
     pub(super) fn crash(&mut self, i: usize, why: &str) {
         let n = &mut self.nodes[i];
         n.up = false;
-        n.part = None;
+        // Everything in memory goes with the process: roles, high watermarks, producer
+        // state, waiting produces (their clients see the connection drop).
+        n.rm = None;
         n.waiters.clear();
         n.fetch = None;
         n.broker_epoch = None;
@@ -28,6 +31,9 @@ impl World {
         n.up = true;
         n.incarnation += 1;
         n.ticks = 0;
+        n.broker_epoch = None;
+        let rm = self.start_manager(i);
+        self.nodes[i].rm = Some(rm);
         self.trace(|| format!("b{} restarts", i + 1));
     }
 
@@ -37,8 +43,20 @@ impl World {
             .filter(|&i| self.nodes[i].up)
             .collect();
         let Some(&i) = self.rng.pick(&up) else { return };
-        match self.rng.range(0, 7) {
+        let kinds = 8 + u64::from(self.cfg.power_loss);
+        match self.rng.range(0, kinds) {
             0 => self.crash(i, "kill -9"),
+            7 => {
+                let ms = self.rng.range(2000, 20_000);
+                self.nodes[i].pushes_cut_until = self.now_ms + ms;
+                self.trace(|| {
+                    format!(
+                        "controller's pushes to b{} cut for {ms} ms (heartbeats flow)",
+                        i + 1
+                    )
+                });
+            }
+            8 => self.power_loss(i),
             1 => {
                 self.tear_next = Some(i);
                 self.trace(|| format!("b{} will crash mid-write", i + 1));
@@ -91,12 +109,32 @@ impl World {
         }
     }
 
+    /// Power loss: the broker crashes and its logs keep only what was flushed. With
+    /// `power_loss_all`, half the power losses take every live broker down at once
+    /// (a rack or data centre losing power).
+    pub(super) fn power_loss(&mut self, i: usize) {
+        let all = self.cfg.power_loss_all && self.rng.chance(0.5);
+        let victims: Vec<usize> = if all {
+            (0..self.nodes.len())
+                .filter(|&j| self.nodes[j].up)
+                .collect()
+        } else {
+            vec![i]
+        };
+        for j in victims {
+            self.report.power_losses += 1;
+            let lost = self.nodes[j].store.power_loss();
+            self.crash(j, &format!("power loss: {lost} unflushed records gone"));
+        }
+    }
+
     pub(super) fn heal_all(&mut self) {
         self.healing_since = Some(self.now_ms);
         self.tear_next = None;
         self.trace(|| "healing: no more faults".into());
         for i in 0..self.nodes.len() {
             self.nodes[i].isolated = None;
+            self.nodes[i].pushes_cut_until = self.nodes[i].pushes_cut_until.min(self.now_ms);
             self.nodes[i].paused_until = self.nodes[i].paused_until.min(self.now_ms);
             if !self.nodes[i].up {
                 self.restart(i);
