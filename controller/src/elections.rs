@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// Elections logged one line each per round; the rest are counted in one line.
+const ELECTIONS_LOGGED: usize = 20;
+
 impl ClusterState {
     /// The record of `topic`-`partition`, or UNKNOWN_TOPIC_OR_PARTITION.
     fn partition_mut(
@@ -32,12 +35,14 @@ impl ClusterState {
         let mut live = self.live.clone();
         live.retain(|b, _| !self.shutting_down.contains(b));
         let mut changed = Vec::new();
+        let mut elected = 0usize;
         for (name, t) in self.snap.topics.iter_mut() {
             let unclean = t
                 .configs
                 .get("unclean.leader.election.enable")
                 .is_some_and(|v| v == "true");
             for (i, p) in t.partitions.iter_mut().enumerate() {
+                let mut isr_changed = false;
                 // A fenced broker leaves the ISR, unless it is the last member: the
                 // last ISR member is remembered as the only safe future leader.
                 if p.isr.len() > 1 && p.isr.iter().any(|r| !live.contains_key(r)) {
@@ -54,6 +59,7 @@ impl ClusterState {
                     };
                     p.partition_epoch += 1;
                     changed.push((name.clone(), i));
+                    isr_changed = true;
                 }
                 if p.leader.is_some_and(|l| live.contains_key(&l)) {
                     continue;
@@ -72,15 +78,28 @@ impl ClusterState {
                     }
                 }
                 if next != p.leader {
-                    tracing::info!(topic = %name, partition = i, old_leader = ?p.leader, new_leader = ?next, leader_epoch = p.leader_epoch + 1, "leader elected");
+                    // One line per partition only for the first few: a broker leading
+                    // ten thousand partitions must not cost ten thousand lines (and
+                    // seconds under the state lock) per failover.
+                    if elected < ELECTIONS_LOGGED {
+                        tracing::info!(topic = %name, partition = i, old_leader = ?p.leader, new_leader = ?next, leader_epoch = p.leader_epoch + 1, "leader elected");
+                    }
+                    elected += 1;
                     p.leader = next;
                     p.leader_epoch += 1;
                     p.partition_epoch += 1;
-                    if !changed.contains(&(name.clone(), i)) {
+                    if !isr_changed {
                         changed.push((name.clone(), i));
                     }
                 }
             }
+        }
+        if elected > ELECTIONS_LOGGED {
+            tracing::info!(
+                partitions = elected,
+                logged = ELECTIONS_LOGGED,
+                "leaders elected (the first ones logged above)"
+            );
         }
         changed
     }

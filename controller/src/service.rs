@@ -387,14 +387,28 @@ impl controller_api_server::ControllerApi for Svc {
                 .state
                 .register(r.broker_id, r.addr.clone(), rack, r.incarnation, now);
         let staged = active.stage(actions, &self.0.pusher);
+        active.state.touch(r.broker_id, Instant::now());
         let controller_epoch = active.state.controller_epoch();
         drop(guard);
         let acks = write(staged)
             .await
             .map_err(|e| Status::internal(format!("metadata store write failed: {e}")))?;
         // Answer once the broker holds its partitions: "registered" then means "serving".
-        // Only its own pushes: a dead peer must not delay (and so fence) it.
-        crate::await_pushes(acks.into_iter().filter(|(b, _)| *b == r.broker_id)).await;
+        // Only its own pushes: a dead peer must not delay (and so fence) it. And not for
+        // longer than half a session: until it has its epoch the broker cannot heartbeat,
+        // so a wait past the session timeout (a LeaderAndIsr of ten thousand partitions
+        // takes longer to apply) fenced it, re-election re-sent everything, and the
+        // broker registered again — for good (found restarting 10,000 partitions).
+        let own = crate::await_pushes(acks.into_iter().filter(|(b, _)| *b == r.broker_id));
+        if tokio::time::timeout(self.0.config.session_timeout / 2, own)
+            .await
+            .is_err()
+        {
+            info!(
+                broker = r.broker_id,
+                "answering a registration before the broker applied its partitions (it keeps applying them)"
+            );
+        }
         info!(
             broker = r.broker_id,
             addr = r.addr,

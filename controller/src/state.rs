@@ -385,6 +385,15 @@ impl ClusterState {
         out
     }
 
+    /// Counts `id` as heard from at `now` if it is live: after a registration whose
+    /// processing outlasted part of the session (ten thousand elections), so the clock
+    /// starts when the broker gets its answer, not when its request was taken.
+    pub fn touch(&mut self, id: u32, now: Instant) {
+        if let Some(t) = self.live.get_mut(&id) {
+            *t = (*t).max(now);
+        }
+    }
+
     /// A heartbeat; a fenced broker or a stale epoch must register again.
     pub fn heartbeat(&mut self, id: u32, epoch: i64, now: Instant) -> Result<(), Rejection> {
         match self.snap.brokers.get(&id) {
