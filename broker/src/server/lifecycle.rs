@@ -346,18 +346,7 @@ const DIGEST_WAIT_MAX: Duration = Duration::from_millis(100);
 /// (`sluice_proto::digest`): the role of every hosted partition, and the metadata view
 /// it answers clients from. Taken per partition under its own lock, never all at once.
 fn held_state_digests(shared: &Shared) -> (u64, u64) {
-    let roles = digest::roles_digest(shared.replicas.partitions().iter().map(|p| {
-        let role = p.role();
-        let topic_id = p.log.topic_id();
-        digest::role_hash(
-            &p.tp.topic,
-            topic_id.as_ref().map_or("", |id| id.as_str()),
-            p.tp.partition,
-            role.leader.map_or(-1, |l| l.0 as i32),
-            role.leader_epoch.to_wire(),
-            role.partition_epoch,
-        )
-    }));
+    let roles = shared.replicas.roles_digest();
     let metadata = digest::metadata_digest(&shared.metadata.read());
     (roles, metadata)
 }
