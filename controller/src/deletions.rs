@@ -12,9 +12,7 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use sluice_proto::digest;
 
-use super::reconcile::Reported;
 use super::{ClusterState, TopicRecord};
 
 /// A deleted topic some replicas still have to confirm gone.
@@ -53,22 +51,12 @@ impl ClusterState {
     }
 
     /// Closes `broker`'s part of every pending deletion if its heartbeat proves it holds
-    /// nothing of a deleted topic (module doc). Returns whether the snapshot changed
-    /// (the caller stores it).
-    pub fn confirm_deletions(
-        &mut self,
-        broker: u32,
-        reported: Reported,
-        strays_deleted: bool,
-    ) -> bool {
-        if !strays_deleted || !self.awaits_deletions_from(broker) {
-            return false;
-        }
-        let in_step = reported.roles_digest == self.expected_roles_digest(broker)
-            && reported
-                .metadata_digest
-                .is_some_and(|d| d == digest::metadata_digest(&self.metadata(&[])));
-        if !in_step {
+    /// nothing of a deleted topic (module doc). Call right after
+    /// [`ClusterState::reconcile`] with the same heartbeat's report (digests included):
+    /// whether they matched is what reconcile recorded, so nothing is computed twice.
+    /// Returns whether the snapshot changed (the caller stores it).
+    pub fn confirm_deletions(&mut self, broker: u32, strays_deleted: bool) -> bool {
+        if !strays_deleted || self.differs(broker) || !self.awaits_deletions_from(broker) {
             return false;
         }
         self.snap.deleting.retain(|id, d| {
@@ -97,7 +85,9 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::state::reconcile::Reported;
     use crate::state::Snapshot;
+    use sluice_proto::digest;
 
     fn report(s: &ClusterState, broker: u32) -> Reported {
         Reported {
@@ -123,25 +113,29 @@ mod tests {
             .unwrap();
         assert_eq!(s.pending_deletions(), 1);
 
+        // A heartbeat as the service handles it: reconcile, then confirm.
+        let beat = |s: &mut ClusterState, b: u32, r: Reported, strays: bool| {
+            s.reconcile(b, r, now);
+            s.confirm_deletions(b, strays)
+        };
         // A broker still reporting the old roles has not deleted anything.
-        assert!(!s.confirm_deletions(1, stale, true));
+        assert!(!beat(&mut s, 1, stale, true));
         // Nor one whose stray check has not run (or failed).
-        assert!(!s.confirm_deletions(1, report(&s, 1), false));
+        let r1 = report(&s, 1);
+        assert!(!beat(&mut s, 1, r1, false));
         // Nor one on old metadata.
         let old_metadata = Reported {
             metadata_digest: Some(0),
-            ..report(&s, 1)
+            ..r1
         };
-        assert!(!s.confirm_deletions(1, old_metadata, true));
+        assert!(!beat(&mut s, 1, old_metadata, true));
         // Brokers 1 and 2 confirm; broker 3, down, keeps it pending.
-        assert!(s.confirm_deletions(1, report(&s, 1), true));
-        assert!(s.confirm_deletions(2, report(&s, 2), true));
+        let (r2, r3) = (report(&s, 2), report(&s, 3));
+        assert!(beat(&mut s, 1, r1, true));
+        assert!(beat(&mut s, 2, r2, true));
         assert_eq!(s.snap.deleting["old"].brokers, BTreeSet::from([3]));
-        assert!(
-            !s.confirm_deletions(1, report(&s, 1), true),
-            "nothing left for 1"
-        );
-        assert!(s.confirm_deletions(3, report(&s, 3), true));
+        assert!(!beat(&mut s, 1, r1, true), "nothing left for 1");
+        assert!(beat(&mut s, 3, r3, true));
         assert_eq!(s.pending_deletions(), 0);
         assert!(!s.awaits_deletions_from(3));
     }

@@ -451,7 +451,7 @@ impl controller_api_server::ControllerApi for Svc {
                         let actions = active.state.reconcile(r.broker_id, reported, now);
                         if active
                             .state
-                            .confirm_deletions(r.broker_id, reported, r.strays_deleted)
+                            .confirm_deletions(r.broker_id, r.strays_deleted)
                         {
                             // Stored off the heartbeat's path; a lost write only means
                             // a later heartbeat confirms again.
