@@ -46,6 +46,21 @@ pub type PushAck = (u32, oneshot::Receiver<()>);
 pub struct Pusher {
     /// broker id -> (address the task talks to, its queue)
     queues: Mutex<HashMap<u32, Queue>>,
+    /// The last `push_seq` stamped (under the `queues` lock, so a broker's queue holds
+    /// its pushes in increasing order). Brokers apply a push only if its number is
+    /// above every one they applied in this controller epoch: a request that lingered
+    /// on a dead connection must not undo newer ones (docs/cluster.md).
+    seq: std::sync::atomic::AtomicU64,
+}
+
+impl Push {
+    fn stamp(&mut self, seq: u64) {
+        match self {
+            Push::LeaderAndIsr(r) => r.push_seq = seq,
+            Push::UpdateMetadata(r) => r.push_seq = seq,
+            Push::StopReplica(r) => r.push_seq = seq,
+        }
+    }
 }
 
 /// A push, its acknowledgement, and the write it waits for (if any).
@@ -94,6 +109,7 @@ impl Pusher {
                         broker_epoch,
                         partitions,
                         full_state: matches!(action_kind, Kind::FullState),
+                        push_seq: 0,
                     };
                     acks.extend(
                         self.send(state, &gate, broker, Push::LeaderAndIsr(req))
@@ -115,6 +131,7 @@ impl Pusher {
                         controller_epoch,
                         broker_epoch,
                         partitions,
+                        push_seq: 0,
                     };
                     acks.extend(
                         self.send(state, &gate, broker, Push::StopReplica(req))
@@ -126,6 +143,7 @@ impl Pusher {
                         controller_id,
                         controller_epoch,
                         metadata: Some(state.metadata(&[])),
+                        push_seq: 0,
                     };
                     acks.extend(
                         self.send(state, &gate, broker, Push::UpdateMetadata(req))
@@ -139,6 +157,7 @@ impl Pusher {
                             controller_id,
                             controller_epoch,
                             metadata: Some(metadata.clone()),
+                            push_seq: 0,
                         };
                         acks.extend(
                             self.send(state, &gate, broker, Push::UpdateMetadata(req))
@@ -156,7 +175,7 @@ impl Pusher {
         state: &ClusterState,
         gate: &Option<DurableGate>,
         broker: u32,
-        push: Push,
+        mut push: Push,
     ) -> Option<oneshot::Receiver<()>> {
         let addr = state.broker_addr(broker)?;
         let (done, acked) = oneshot::channel();
@@ -182,6 +201,7 @@ impl Pusher {
                 old.task.abort();
             }
         }
+        push.stamp(self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
         if let Err(e) = queues[&broker].tx.try_send((push, done, gate.clone())) {
             // Dropping `done` tells whoever waits; the broker's heartbeats then report
             // a state that differs and reconciliation re-sends it (reconcile.rs).

@@ -2,6 +2,13 @@
 //! controller epoch; one older than the newest seen is refused (a deposed controller
 //! can change nothing). A request for an older broker epoch (aimed at a previous run
 //! of this broker) is refused too.
+//!
+//! Pushes apply one at a time and in the order the controller queued them: each carries
+//! a `push_seq`, and one numbered below a push already applied (in the same controller
+//! epoch) is ignored. A request sent on a connection that then died can still land, by
+//! TCP retransmission, after newer pushes went through on a fresh connection; applied
+//! then, a StopReplica for a deleted topic would delete the re-created topic's replica
+//! that a later push had just created (tests/reconcile.rs).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -18,6 +25,52 @@ use crate::log::TopicId;
 use crate::replica::Role;
 
 pub(crate) struct Control(pub(crate) Arc<Shared>);
+
+/// The newest control push applied: (controller epoch, push_seq).
+#[derive(Debug, Default)]
+pub(crate) struct PushOrder {
+    controller_epoch: i64,
+    seq: u64,
+}
+
+impl PushOrder {
+    /// Whether a push numbered `seq` from controller epoch `controller_epoch` (already
+    /// checked to be no older than the newest seen) may apply; remembers it if so. The
+    /// same number again applies again: a retry of a push whose first attempt timed out
+    /// on the controller's side, and applying a push twice changes nothing.
+    pub(crate) fn admit(&mut self, controller_epoch: i64, seq: u64) -> bool {
+        if seq == 0 {
+            return true;
+        }
+        if controller_epoch != self.controller_epoch {
+            if controller_epoch < self.controller_epoch {
+                return false;
+            }
+            *self = PushOrder {
+                controller_epoch,
+                seq,
+            };
+            return true;
+        }
+        if seq < self.seq {
+            return false;
+        }
+        self.seq = seq;
+        true
+    }
+}
+
+/// Answer to a push older than one applied: accepted (it is not an error the controller
+/// could act on), not applied.
+fn superseded(kind: &str, seq: u64, order: &PushOrder) -> v1::ControlResponse {
+    info!(
+        kind,
+        push_seq = seq,
+        newest_applied = order.seq,
+        "ignoring a control push older than one already applied (delayed on the network)"
+    );
+    ok()
+}
 
 fn ok() -> v1::ControlResponse {
     v1::ControlResponse::default()
@@ -69,6 +122,14 @@ impl broker_control_server::BrokerControl for Control {
             .and_then(|_| self.check_broker_epoch(r.broker_epoch))
         {
             return Ok(Response::new(resp));
+        }
+        let mut order = self.0.control_order.lock().await;
+        if !order.admit(r.controller_epoch, r.push_seq) {
+            return Ok(Response::new(superseded(
+                "LeaderAndIsr",
+                r.push_seq,
+                &order,
+            )));
         }
         if r.full_state {
             // A reconciliation: replicas this broker holds that the controller no longer
@@ -136,6 +197,14 @@ impl broker_control_server::BrokerControl for Control {
         if let Err(resp) = self.check_controller(r.controller_epoch) {
             return Ok(Response::new(resp));
         }
+        let mut order = self.0.control_order.lock().await;
+        if !order.admit(r.controller_epoch, r.push_seq) {
+            return Ok(Response::new(superseded(
+                "UpdateMetadata",
+                r.push_seq,
+                &order,
+            )));
+        }
         if let Some(md) = r.metadata {
             *self.0.metadata.write() = md;
         }
@@ -153,6 +222,10 @@ impl broker_control_server::BrokerControl for Control {
             .and_then(|_| self.check_broker_epoch(r.broker_epoch))
         {
             return Ok(Response::new(resp));
+        }
+        let mut order = self.0.control_order.lock().await;
+        if !order.admit(r.controller_epoch, r.push_seq) {
+            return Ok(Response::new(superseded("StopReplica", r.push_seq, &order)));
         }
         for p in r.partitions {
             let tp = TopicPartition::new(p.topic, p.partition);
@@ -239,3 +312,7 @@ fn apply_roles(
     }
     refused
 }
+
+#[cfg(test)]
+#[path = "control_tests.rs"]
+mod tests;

@@ -118,6 +118,9 @@ pub(crate) struct Shared {
     pub(crate) controller_epoch: AtomicI64,
     /// This broker's epoch from its last registration (-1 before).
     pub(crate) broker_epoch: AtomicI64,
+    /// The newest control push applied; held while one is applied, so pushes apply
+    /// one at a time and never in an order older than they were sent.
+    pub(crate) control_order: tokio::sync::Mutex<control::PushOrder>,
     /// The latest metadata pushed by the controller.
     pub(crate) metadata: RwLock<v1::MetadataResponse>,
     /// Index into `config.controllers` of the last controller that answered as active.
@@ -158,6 +161,7 @@ impl Broker {
                 replicas,
                 controller_epoch: AtomicI64::new(0),
                 broker_epoch: AtomicI64::new(-1),
+                control_order: Default::default(),
                 metadata: RwLock::new(v1::MetadataResponse::default()),
                 controller_hint: Default::default(),
                 stopping: tokio::sync::watch::channel(false).0,
