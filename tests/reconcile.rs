@@ -132,9 +132,13 @@ fn cluster_a_live_broker_that_missed_control_pushes_converges_to_the_current_rol
 /// topic id, so reconciliation re-sends the role and the broker replaces the old log.
 /// Consumers of the new topic never read the deleted one's records. Writes sent right
 /// after the heal, while broker 3 still holds the old log under the new topic's name,
-/// carry the topic id from the metadata (of an up-to-date broker): broker 3 refuses them
-/// (UNKNOWN_TOPIC_ID, retried) instead of acknowledging writes to the old log that the
-/// role, once it arrives, throws away.
+/// carry the topic id from the metadata: broker 3 refuses them (UNKNOWN_TOPIC_ID,
+/// retried) instead of acknowledging writes to the old log that the role, once it
+/// arrives, throws away. Metadata comes from whichever broker answers first (the client
+/// tries them in address order): broker 3, told by its heartbeat answers that it missed
+/// pushes, refuses clients until a push reaches it, so no client takes the deleted
+/// topic's id from it (CI failed 1 run in 8 under load before that: the producer asked
+/// broker 3 for metadata and 10 acknowledged records went to the deleted topic's log).
 #[test]
 fn cluster_a_broker_that_missed_a_delete_and_re_create_serves_only_the_new_topic() {
     let dir = tempfile::tempdir().unwrap();

@@ -55,6 +55,9 @@ impl ClusterState {
         let metadata_differs = reported
             .metadata_digest
             .is_some_and(|d| d != digest::metadata_digest(&self.metadata(&[])));
+        if !metadata_differs {
+            self.resent.remove(&broker);
+        }
         if !roles_differ && !metadata_differs {
             self.differs_since.remove(&broker);
             return Vec::new();
@@ -64,6 +67,9 @@ impl ClusterState {
             return Vec::new();
         }
         self.differs_since.insert(broker, now);
+        if metadata_differs {
+            self.resent.insert(broker);
+        }
         let mut actions = Vec::new();
         if roles_differ {
             let partitions = self
@@ -81,6 +87,16 @@ impl ClusterState {
     /// Whether `broker`'s reports currently differ (for metrics and tests).
     pub fn differs(&self, broker: u32) -> bool {
         self.differs_since.contains_key(&broker)
+    }
+
+    /// Whether `broker` has missed metadata pushes: its reported metadata differed long
+    /// enough for a re-send, and has not matched since. The heartbeat answer says so,
+    /// and the broker refuses Metadata requests (its view may name a deleted topic)
+    /// until a push reaches it. Roles are left out: a role that fails to apply (a full
+    /// disk) keeps the roles digest apart for good, and produce and fetch are guarded by
+    /// topic ids and leader epochs anyway.
+    pub fn missed_pushes(&self, broker: u32) -> bool {
+        self.resent.contains(&broker)
     }
 
     /// Live brokers whose last report differed from the controller's state.
@@ -142,6 +158,10 @@ mod tests {
             s.reconcile(3, stale, now + ms(3000)).is_empty(),
             "one re-send per interval"
         );
+        assert!(
+            !s.missed_pushes(3),
+            "roles alone never make a broker refuse metadata"
+        );
         assert_eq!(s.reconcile(3, stale, now + ms(4000)).len(), 2);
         assert!(s.reconcile(3, good, now + ms(4100)).is_empty());
         assert!(!s.differs(3));
@@ -150,10 +170,20 @@ mod tests {
             metadata_digest: Some(meta ^ 1),
             ..good
         };
-        s.reconcile(3, old_meta, now + ms(5000));
+        s.reconcile(3, old_meta, now + ms(8000));
+        assert!(!s.missed_pushes(3), "not before a re-send was needed");
         assert_eq!(
-            s.reconcile(3, old_meta, now + ms(7000)),
+            s.reconcile(3, old_meta, now + ms(10000)),
             vec![Action::UpdateMetadata { broker: 3 }]
         );
+        assert!(
+            s.missed_pushes(3),
+            "stale metadata, re-sent: told until it matches"
+        );
+        assert!(!s.missed_pushes(2));
+        s.reconcile(3, old_meta, now + ms(11000));
+        assert!(s.missed_pushes(3));
+        s.reconcile(3, good, now + ms(11100));
+        assert!(!s.missed_pushes(3), "in step again");
     }
 }

@@ -436,6 +436,7 @@ impl controller_api_server::ControllerApi for Svc {
                 error_code: nc.error_code,
                 error_message: nc.error_message,
                 controller_epoch: 0,
+                missed_pushes: false,
             }));
         };
         let epoch = active.state.controller_epoch();
@@ -481,12 +482,14 @@ impl controller_api_server::ControllerApi for Svc {
                         error_code: 0,
                         error_message: String::new(),
                         controller_epoch: epoch,
+                        missed_pushes: active.state.missed_pushes(r.broker_id),
                     }
                 }
                 Err((code, message)) => v1::HeartbeatResponse {
                     error_code: code.code(),
                     error_message: message,
                     controller_epoch: epoch,
+                    missed_pushes: false,
                 },
             },
         ))

@@ -122,6 +122,9 @@ pub struct ClusterState {
     /// Brokers whose heartbeats report state other than this controller's, since when
     /// (or since the last re-send): see `reconcile.rs`.
     differs_since: HashMap<u32, Instant>,
+    /// Brokers re-sent their state (they differed for `RECONCILE_AFTER`) whose reports
+    /// have not matched since: told so in heartbeat answers, they stop serving clients.
+    resent: std::collections::HashSet<u32>,
 }
 
 fn reject(code: ErrorCode, msg: impl Into<String>) -> Rejection {
@@ -162,6 +165,7 @@ impl ClusterState {
             shutting_down: Default::default(),
             claims: HashMap::new(),
             differs_since: HashMap::new(),
+            resent: Default::default(),
         }
     }
 
@@ -315,6 +319,7 @@ impl ClusterState {
         self.shutting_down.remove(&id);
         // It gets its full state now; differences are counted afresh.
         self.differs_since.remove(&id);
+        self.resent.remove(&id);
         self.claims.remove(&id);
         let epoch = self.snap.next_broker_epoch;
         self.snap.brokers.insert(

@@ -262,6 +262,12 @@ impl broker_server::Broker for BrokerApi {
         &self,
         req: Request<v1::MetadataRequest>,
     ) -> Result<Response<v1::MetadataResponse>, Status> {
+        if self.0.gate.missed_pushes() {
+            return Err(sluice_proto::status::not_ready(format!(
+                "broker {} at {} missed updates from the controller (its connections to this broker fail); ask another broker",
+                self.0.config.id, self.0.config.advertised_addr
+            )));
+        }
         let started = Instant::now();
         let wanted = req.into_inner().topics;
         let mut md = self.0.metadata.read().clone();

@@ -97,6 +97,22 @@ impl Control {
         Ok(())
     }
 
+    /// Takes the push-order lock for a push of `kind` numbered `seq`, held while it
+    /// applies; answers a push older than one applied without applying it.
+    async fn admit(
+        &self,
+        kind: &str,
+        controller_epoch: i64,
+        seq: u64,
+    ) -> Result<tokio::sync::MutexGuard<'_, PushOrder>, v1::ControlResponse> {
+        let mut order = self.0.control_order.lock().await;
+        if !order.admit(controller_epoch, seq) {
+            return Err(superseded(kind, seq, &order));
+        }
+        self.0.gate.pushed(self.0.config.id);
+        Ok(order)
+    }
+
     fn check_broker_epoch(&self, epoch: i64) -> Result<(), v1::ControlResponse> {
         let mine = self.0.broker_epoch.load(Ordering::Acquire);
         // A newer epoch is this broker's registration whose answer has not arrived yet.
@@ -123,14 +139,13 @@ impl broker_control_server::BrokerControl for Control {
         {
             return Ok(Response::new(resp));
         }
-        let mut order = self.0.control_order.lock().await;
-        if !order.admit(r.controller_epoch, r.push_seq) {
-            return Ok(Response::new(superseded(
-                "LeaderAndIsr",
-                r.push_seq,
-                &order,
-            )));
-        }
+        let _order = match self
+            .admit("LeaderAndIsr", r.controller_epoch, r.push_seq)
+            .await
+        {
+            Ok(guard) => guard,
+            Err(resp) => return Ok(Response::new(resp)),
+        };
         if r.full_state {
             // A reconciliation: replicas this broker holds that the controller no longer
             // gives it (a StopReplica it missed) are stopped and deleted, as that push
@@ -197,14 +212,13 @@ impl broker_control_server::BrokerControl for Control {
         if let Err(resp) = self.check_controller(r.controller_epoch) {
             return Ok(Response::new(resp));
         }
-        let mut order = self.0.control_order.lock().await;
-        if !order.admit(r.controller_epoch, r.push_seq) {
-            return Ok(Response::new(superseded(
-                "UpdateMetadata",
-                r.push_seq,
-                &order,
-            )));
-        }
+        let _order = match self
+            .admit("UpdateMetadata", r.controller_epoch, r.push_seq)
+            .await
+        {
+            Ok(guard) => guard,
+            Err(resp) => return Ok(Response::new(resp)),
+        };
         if let Some(md) = r.metadata {
             *self.0.metadata.write() = md;
         }
@@ -223,10 +237,13 @@ impl broker_control_server::BrokerControl for Control {
         {
             return Ok(Response::new(resp));
         }
-        let mut order = self.0.control_order.lock().await;
-        if !order.admit(r.controller_epoch, r.push_seq) {
-            return Ok(Response::new(superseded("StopReplica", r.push_seq, &order)));
-        }
+        let _order = match self
+            .admit("StopReplica", r.controller_epoch, r.push_seq)
+            .await
+        {
+            Ok(guard) => guard,
+            Err(resp) => return Ok(Response::new(resp)),
+        };
         for p in r.partitions {
             let tp = TopicPartition::new(p.topic, p.partition);
             let shared = self.0.clone();

@@ -123,6 +123,9 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) -> String {
             };
             match answer {
                 Ok(r) if r.get_ref().error_code == 0 => {
+                    shared
+                        .gate
+                        .set_missed_pushes(config.id, r.get_ref().missed_pushes);
                     // The controller's metadata push after a registration can be lost
                     // (given up after its retries); without it this broker never serves
                     // clients. Registering again with the same incarnation keeps the

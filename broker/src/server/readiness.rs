@@ -10,13 +10,20 @@
 //! retry, as in Kafka). `sluice dev` can also hold a broker's clients back until every
 //! broker it started is live at the controller ([`Readiness::hold_clients`]).
 //!
+//! A broker the controller reports as having missed metadata pushes (its heartbeats'
+//! metadata digest differed long enough for a re-send, and still does: the
+//! controller's connections to it fail while its own heartbeats get through) answers
+//! Metadata requests "not ready", so clients ask another broker, until a push reaches
+//! it or its reports match again. Its view can name a deleted topic: a client that took
+//! it would write, under the deleted topic's id, to a log the next push throws away.
+//!
 //! The gate is evaluated per request (an atomic load once open), never by a timer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tonic::{Request, Status};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::Shared;
 
@@ -27,6 +34,42 @@ pub(crate) struct Gate {
     open: AtomicBool,
     /// Set by `sluice dev` until all of its brokers are live at the controller.
     held: AtomicBool,
+    /// The controller's last heartbeat answer said this broker missed pushes, and no
+    /// push has been applied since.
+    missed_pushes: AtomicBool,
+}
+
+impl Gate {
+    /// Records the heartbeat answer's `missed_pushes`.
+    pub(crate) fn set_missed_pushes(&self, broker: u32, missed: bool) {
+        let was = self.missed_pushes.swap(missed, Ordering::AcqRel);
+        if missed && !was {
+            warn!(
+                broker,
+                "the controller reports metadata pushes this broker missed (its connections to this broker fail): refusing Metadata requests until one arrives"
+            );
+        } else if was && !missed {
+            info!(
+                broker,
+                "in step with the controller again: serving Metadata"
+            );
+        }
+    }
+
+    /// Whether Metadata requests are refused: see the module doc.
+    pub(crate) fn missed_pushes(&self) -> bool {
+        self.missed_pushes.load(Ordering::Acquire)
+    }
+
+    /// A push from the controller was applied: it can be the one that was missed.
+    pub(crate) fn pushed(&self, broker: u32) {
+        if self.missed_pushes.swap(false, Ordering::AcqRel) {
+            info!(
+                broker,
+                "a push from the controller arrived: serving Metadata"
+            );
+        }
+    }
 }
 
 /// Whether `shared` is registered with the controller and holds metadata that lists
@@ -117,5 +160,47 @@ impl Readiness {
 
     pub fn release_clients(&self) {
         self.0.gate.held.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{Broker, BrokerConfig};
+    use sluice_proto::v1;
+
+    /// A broker that the controller reports as having missed metadata pushes refuses
+    /// Metadata requests (clients ask another broker) until a push is applied or the
+    /// reports match again; everything else is served.
+    #[tokio::test]
+    async fn a_broker_that_missed_pushes_refuses_metadata_until_a_push_arrives() {
+        use sluice_proto::v1::broker_server::Broker as _;
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig::new(1, "127.0.0.1:1".into(), Vec::new(), dir.path().into());
+        let broker = Broker::open(config).unwrap();
+        let shared = broker.shared.clone();
+        let api = crate::server::api::BrokerApi(shared.clone());
+        let ask = || async {
+            api.metadata(Request::new(v1::MetadataRequest::default()))
+                .await
+                .map(|_| ())
+        };
+        assert!(ask().await.is_ok());
+        shared.gate.set_missed_pushes(1, true);
+        let refused = ask().await.unwrap_err();
+        assert!(
+            refused
+                .message()
+                .contains("missed updates from the controller"),
+            "{}",
+            refused.message()
+        );
+        shared.gate.set_missed_pushes(1, true);
+        assert!(ask().await.is_err(), "still missing");
+        shared.gate.pushed(1);
+        assert!(ask().await.is_ok(), "a push arrived");
+        shared.gate.set_missed_pushes(1, true);
+        shared.gate.set_missed_pushes(1, false);
+        assert!(ask().await.is_ok(), "reports match again");
     }
 }
