@@ -23,6 +23,7 @@ packages=(
   "/usr/include/postgresql/libpq-fe.h:libpq-dev"
   "mariadbd|/usr/sbin/mariadbd:mariadb-server"
   "mariadb:mariadb-client"
+  "kcat:kcat"
 )
 missing=()
 # present: a path that exists or a command on PATH

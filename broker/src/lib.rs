@@ -5,6 +5,7 @@
 //! - `ratelimit`: `LogLimiter`, one line per interval for log lines that can repeat in a loop.
 
 pub mod group;
+mod kafka;
 pub mod log;
 pub(crate) mod ratelimit;
 pub mod replica;

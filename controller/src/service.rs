@@ -386,6 +386,8 @@ impl controller_api_server::ControllerApi for Svc {
             active
                 .state
                 .register(r.broker_id, r.addr.clone(), rack, r.incarnation, now);
+        let kafka_addr = (!r.kafka_addr.is_empty()).then(|| r.kafka_addr.clone());
+        active.state.set_kafka_addr(r.broker_id, kafka_addr);
         let staged = active.stage(actions, &self.0.pusher);
         active.state.touch(r.broker_id, Instant::now());
         let controller_epoch = active.state.controller_epoch();

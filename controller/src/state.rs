@@ -72,6 +72,9 @@ pub struct BrokerRecord {
     pub rack: Option<String>,
     pub epoch: i64,
     pub incarnation: u64,
+    /// Its Kafka listener's advertised HOST:PORT, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_addr: Option<String>,
 }
 
 /// Work for the driver.
@@ -329,6 +332,7 @@ impl ClusterState {
                 rack,
                 epoch,
                 incarnation,
+                kafka_addr: None,
             },
         );
         self.live.insert(id, now);
@@ -349,6 +353,14 @@ impl ClusterState {
         actions.extend(self.grow_offsets_topic());
         actions.push(Action::UpdateMetadataAll);
         (epoch, actions)
+    }
+
+    /// Records where `id`'s Kafka listener is (after [`ClusterState::register`], before
+    /// its actions are dispatched, so the metadata they carry lists it).
+    pub fn set_kafka_addr(&mut self, id: u32, kafka_addr: Option<String>) {
+        if let Some(b) = self.snap.brokers.get_mut(&id) {
+            b.kafka_addr = kafka_addr;
+        }
     }
 
     /// Every partition's state to its live replicas, and metadata to all: what a newly
@@ -612,6 +624,7 @@ impl ClusterState {
                 addr: b.addr.clone(),
                 rack: b.rack.clone().unwrap_or_default(),
                 alive: self.is_live(id),
+                kafka_addr: b.kafka_addr.clone().unwrap_or_default(),
             })
             .collect()
     }

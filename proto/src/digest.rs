@@ -98,6 +98,7 @@ pub fn metadata_digest(md: &v1::MetadataResponse) -> u64 {
         h.str(&b.addr);
         h.str(&b.rack);
         h.u64(u64::from(b.alive));
+        h.str(&b.kafka_addr);
     }
     let mut topics: Vec<&v1::TopicMetadata> = md.topics.iter().collect();
     topics.sort_by(|a, b| a.name.cmp(&b.name));
@@ -186,12 +187,14 @@ mod tests {
                     addr: "a:1".into(),
                     rack: String::new(),
                     alive: true,
+                    kafka_addr: String::new(),
                 },
                 v1::BrokerInfo {
                     id: 2,
                     addr: "a:2".into(),
                     rack: String::new(),
                     alive: true,
+                    kafka_addr: String::new(),
                 },
             ],
             topics,

@@ -32,6 +32,10 @@ pub struct DevArgs {
     /// Broker 1's address; the other listeners take the next free ports.
     #[arg(long, value_parser = parse_addr, default_value = "127.0.0.1:9392")]
     pub listen: SocketAddr,
+    /// Broker 1's Kafka listener (the others take the next free ports). Default:
+    /// 127.0.0.1:9092, or the next free port if that one is taken.
+    #[arg(long, value_parser = parse_addr)]
+    pub kafka_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub cleaner: CleanerArgs,
 }
@@ -100,6 +104,13 @@ pub struct BrokerArgs {
     /// Address clients, peers and the controller reach this broker at (HOST:PORT).
     #[arg(long, value_parser = parse_addr)]
     pub listen: SocketAddr,
+    /// Also serve the Kafka wire protocol on this address (docs/kafka-compatibility.md).
+    #[arg(long, value_parser = parse_addr)]
+    pub kafka_listen: Option<SocketAddr>,
+    /// HOST:PORT Kafka clients are told to reach this broker's Kafka listener at
+    /// (default: the --kafka-listen address).
+    #[arg(long, requires = "kafka_listen")]
+    pub kafka_advertise: Option<String>,
     /// Controller address(es), comma-separated.
     #[arg(long)]
     pub controller: String,
@@ -243,6 +254,15 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
     next.set_port(controller_addr.port() + 1);
     let metrics_addr = bind_avoiding(next, true, &avoid).await?.local_addr()?;
     install_metrics(metrics_addr)?;
+    let mut kafka_listeners = vec![match a.kafka_listen {
+        Some(addr) => bind(addr, false).await?,
+        None => bind_avoiding(SocketAddr::from(([127, 0, 0, 1], 9092)), true, &avoid).await?,
+    }];
+    for _ in 1..a.brokers {
+        let mut next = kafka_listeners.last().expect("one").local_addr()?;
+        next.set_port(next.port() + 1);
+        kafka_listeners.push(bind_avoiding(next, true, &avoid).await?);
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let store = format!("embedded:{}", a.data_dir.join("controller").display());
@@ -261,9 +281,16 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
     }
     let mut broker_tasks = Vec::new();
     let mut readiness = Vec::new();
-    for (i, listener) in broker_listeners.into_iter().enumerate() {
+    let mut kafka_addrs = Vec::new();
+    for (i, (listener, kafka)) in broker_listeners
+        .into_iter()
+        .zip(kafka_listeners)
+        .enumerate()
+    {
         let id = i as u32 + 1;
         let addr = listener.local_addr()?;
+        let kafka_addr = kafka.local_addr()?;
+        kafka_addrs.push((id, kafka_addr));
         let mut config = BrokerConfig::new(
             id,
             addr.to_string(),
@@ -274,7 +301,9 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
         // ISRs left whole let a restart with fewer brokers elect from any of them.
         config.controlled_shutdown = false;
         config.cleaner = a.cleaner.config();
+        config.kafka_advertised = Some(kafka_addr.to_string());
         let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
+        broker.serve_kafka(kafka);
         // Clients hear "not ready" (and retry) until the whole dev cluster is up, so a
         // script that creates a replicated topic as soon as the port opens succeeds.
         let r = broker.readiness();
@@ -284,6 +313,9 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
         broker_tasks.push(tokio::spawn(
             broker.run(listener, shutdown_future(&stop_rx)),
         ));
+    }
+    for (id, kafka_addr) in &kafka_addrs {
+        println!("  kafka {id:<5}     {kafka_addr}");
     }
     println!("  controller      {controller_addr}");
     println!("  metrics         http://{metrics_addr}/metrics");
@@ -481,7 +513,17 @@ pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
     if controllers.is_empty() {
         bail!("--controller needs at least one address");
     }
+    let kafka = match a.kafka_listen {
+        Some(at) => Some(bind(at, false).await?),
+        None => None,
+    };
     let mut config = BrokerConfig::new(a.id, addr.to_string(), controllers, a.data_dir);
+    if let Some(k) = &kafka {
+        config.kafka_advertised = Some(match a.kafka_advertise {
+            Some(adv) => adv,
+            None => k.local_addr()?.to_string(),
+        });
+    }
     config.rack = a.rack;
     config.replica_lag_time_max = Duration::from_millis(a.replica_lag_time_max_ms);
     config.producer_id_expiration = Duration::from_millis(a.producer_id_expiration_ms.max(1));
@@ -504,6 +546,14 @@ pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
     let terminated = termination();
     println!("broker {} listening on {addr}", a.id);
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(k) = kafka {
+        println!(
+            "broker {} serving Kafka clients on {}",
+            a.id,
+            k.local_addr()?
+        );
+        broker.serve_kafka(k);
+    }
     let mut task = tokio::spawn(broker.run(listener, shutdown_future(&stop_rx)));
     // The broker also stops by itself when the controller refuses it for good (a
     // duplicate id): its reason is then the error line.

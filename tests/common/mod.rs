@@ -35,6 +35,8 @@ pub struct Dev {
     pub child: Child,
     pub data_dir: PathBuf,
     pub addr: String,
+    /// Broker 1's Kafka listener, as `dev` printed it.
+    pub kafka_addr: Option<String>,
     lines: mpsc::Receiver<String>,
 }
 
@@ -65,6 +67,7 @@ impl Dev {
             }
         });
         let mut addr = None;
+        let mut kafka_addr = None;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -73,8 +76,11 @@ impl Dev {
                 let _ = child.wait();
                 panic!("sluice dev did not report ready within 60 s");
             };
-            if let Some(rest) = line.trim().strip_prefix("broker 1") {
+            if let Some(rest) = line.trim().strip_prefix("broker 1 ") {
                 addr = Some(rest.trim().to_string());
+            }
+            if let Some(rest) = line.trim().strip_prefix("kafka 1 ") {
+                kafka_addr = Some(rest.trim().to_string());
             }
             if line.starts_with("ready") {
                 break;
@@ -84,6 +90,7 @@ impl Dev {
             child,
             data_dir: data_dir.to_path_buf(),
             addr: addr.expect("broker 1 address printed"),
+            kafka_addr,
             lines,
         }
     }

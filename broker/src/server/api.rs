@@ -29,9 +29,100 @@ fn record_request(api: &'static str, started: Instant) {
 }
 
 impl BrokerApi {
+    /// A produce in two steps: the returned future's creation appends every partition's
+    /// batches (checks, then the append on a blocking thread); awaiting it waits for
+    /// what the acks need and answers. The Kafka listener starts pipelined requests of
+    /// one connection in order, so their appends keep the order the client sent them.
+    pub(crate) async fn start_produce(
+        &self,
+        r: v1::ProduceRequest,
+    ) -> impl std::future::Future<Output = v1::ProduceResponse> + Send + 'static {
+        let started = Instant::now();
+        let timeout = Duration::from_millis(u64::from(r.timeout_ms.clamp(1, 300_000)));
+        let acks = r.acks.clamp(i16::MIN as i32, i16::MAX as i32) as i16;
+        let appends = r.partitions.into_iter().map(|p| {
+            let shared = self.0.clone();
+            async move {
+                let tp = TopicPartition::new(p.topic.clone(), p.partition);
+                let bytes = p.records.len();
+                // The coordinator writes its own records there; a client's would be
+                // read back as group state.
+                let appended = if p.topic == super::OFFSETS_TOPIC {
+                    Err((
+                        ErrorCode::InvalidTopic,
+                        format!(
+                            "{} is an internal topic: clients cannot produce to it",
+                            p.topic
+                        ),
+                    ))
+                } else if let Err(e) = check_topic_id(&shared, &tp, &p.topic_id) {
+                    Err(e)
+                } else {
+                    // The append on a blocking thread: it takes the partition's locks,
+                    // which other blocking threads hold across disk work, and may roll.
+                    let appender = shared.clone();
+                    tokio::task::spawn_blocking(move || {
+                        appender
+                            .replicas
+                            .start_produce(&tp, p.records, acks, timeout)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err((ErrorCode::UnknownServerError, e.to_string())))
+                };
+                (p.topic, p.partition, bytes, appended)
+            }
+        });
+        let appended = futures::future::join_all(appends).await;
+        let shared = self.0.clone();
+        async move {
+            let answers = appended
+                .into_iter()
+                .map(|(topic, partition, bytes, appended)| {
+                    let shared = shared.clone();
+                    async move {
+                        let result = match appended {
+                            Ok(a) => shared.replicas.finish_produce(a).await,
+                            Err(f) => Err(f),
+                        };
+                        let mut out = v1::ProducePartitionResponse {
+                            topic,
+                            partition,
+                            base_offset: -1,
+                            log_append_time: -1,
+                            log_start_offset: -1,
+                            ..Default::default()
+                        };
+                        match result {
+                            Ok(done) => {
+                                metrics::counter!("sluice_bytes_in_total", "topic" => out.topic.clone())
+                                    .increment(bytes as u64);
+                                metrics::counter!("sluice_records_in_total", "topic" => out.topic.clone())
+                                    .increment(done.last_offset - done.base_offset + 1);
+                                out.base_offset = done.base_offset as i64;
+                                out.log_append_time = done.log_append_time.unwrap_or(-1);
+                                out.log_start_offset = done.log_start_offset as i64;
+                            }
+                            Err((code, message)) => {
+                                out.error_code = code.code();
+                                out.error_message = message;
+                            }
+                        }
+                        out
+                    }
+                });
+            let partitions = futures::future::join_all(answers).await;
+            record_request("produce", started);
+            v1::ProduceResponse { partitions }
+        }
+    }
+
     /// One fetch: reads at once, or waits (up to `max_wait_ms`) on the partitions'
     /// watches until `min_bytes` are there. `api` labels the request metric.
-    async fn fetch_once(&self, r: v1::FetchRequest, api: &'static str) -> v1::FetchResponse {
+    pub(crate) async fn fetch_once(
+        &self,
+        r: v1::FetchRequest,
+        api: &'static str,
+    ) -> v1::FetchResponse {
         let started = Instant::now();
         let mut stopping = self.0.stopping.subscribe();
         let deadline =
@@ -127,72 +218,9 @@ impl broker_server::Broker for BrokerApi {
         &self,
         req: Request<v1::ProduceRequest>,
     ) -> Result<Response<v1::ProduceResponse>, Status> {
-        let started = Instant::now();
-        let r = req.into_inner();
-        let timeout = Duration::from_millis(u64::from(r.timeout_ms.clamp(1, 300_000)));
-        let acks = r.acks.clamp(i16::MIN as i32, i16::MAX as i32) as i16;
-        let futures = r.partitions.into_iter().map(|p| {
-            let shared = self.0.clone();
-            async move {
-                let tp = TopicPartition::new(p.topic.clone(), p.partition);
-                let bytes = p.records.len();
-                // The coordinator writes its own records there; a client's would be
-                // read back as group state.
-                let result = if p.topic == super::OFFSETS_TOPIC {
-                    Err((
-                        ErrorCode::InvalidTopic,
-                        format!(
-                            "{} is an internal topic: clients cannot produce to it",
-                            p.topic
-                        ),
-                    ))
-                } else if let Err(e) = check_topic_id(&shared, &tp, &p.topic_id) {
-                    Err(e)
-                } else {
-                    // The append on a blocking thread: it takes the partition's locks,
-                    // which other blocking threads hold across disk work, and may roll.
-                    let (appender, tp) = (shared.clone(), tp.clone());
-                    let started = tokio::task::spawn_blocking(move || {
-                        appender
-                            .replicas
-                            .start_produce(&tp, p.records, acks, timeout)
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err((ErrorCode::UnknownServerError, e.to_string())));
-                    match started {
-                        Ok(started) => shared.replicas.finish_produce(started).await,
-                        Err(f) => Err(f),
-                    }
-                };
-                let mut out = v1::ProducePartitionResponse {
-                    topic: p.topic,
-                    partition: p.partition,
-                    base_offset: -1,
-                    log_append_time: -1,
-                    log_start_offset: -1,
-                    ..Default::default()
-                };
-                match result {
-                    Ok(done) => {
-                        metrics::counter!("sluice_bytes_in_total", "topic" => out.topic.clone())
-                            .increment(bytes as u64);
-                        metrics::counter!("sluice_records_in_total", "topic" => out.topic.clone())
-                            .increment(done.last_offset - done.base_offset + 1);
-                        out.base_offset = done.base_offset as i64;
-                        out.log_append_time = done.log_append_time.unwrap_or(-1);
-                        out.log_start_offset = done.log_start_offset as i64;
-                    }
-                    Err((code, message)) => {
-                        out.error_code = code.code();
-                        out.error_message = message;
-                    }
-                }
-                out
-            }
-        });
-        let partitions = futures::future::join_all(futures).await;
-        record_request("produce", started);
-        Ok(Response::new(v1::ProduceResponse { partitions }))
+        Ok(Response::new(
+            self.start_produce(req.into_inner()).await.await,
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(partitions = req.get_ref().partitions.len()))]
@@ -293,7 +321,7 @@ impl broker_server::Broker for BrokerApi {
 
 impl BrokerApi {
     /// ListOffsets for each partition (blocking: may read segments).
-    fn list_all(
+    pub(crate) fn list_all(
         &self,
         wanted: Vec<v1::ListOffsetsPartition>,
     ) -> Vec<v1::ListOffsetsPartitionResponse> {

@@ -189,6 +189,7 @@ async fn register(shared: &Shared, incarnation: u64) -> Result<(usize, i64), Reg
             addr: config.advertised_addr.clone(),
             rack: config.rack.clone().unwrap_or_default(),
             incarnation,
+            kafka_addr: config.kafka_advertised.clone().unwrap_or_default(),
         };
         match ControllerApiClient::new(ch).register_broker(req).await {
             Ok(r) if r.get_ref().error_code == 0 => {

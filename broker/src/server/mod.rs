@@ -8,7 +8,7 @@
 //! requests finish, flush and close every log, write the clean-shutdown marker.
 
 mod admin;
-mod api;
+pub(crate) mod api;
 mod control;
 mod fetcher;
 mod groups;
@@ -80,6 +80,10 @@ pub struct BrokerConfig {
     pub groups: crate::group::coordinator::CoordinatorConfig,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when created.
     pub offsets_topic_partitions: u32,
+    /// HOST:PORT of this broker's Kafka listener as clients should reach it, given to
+    /// the controller at registration so Kafka Metadata answers list it (`None`: no
+    /// Kafka listener).
+    pub kafka_advertised: Option<String>,
 }
 
 impl BrokerConfig {
@@ -107,6 +111,7 @@ impl BrokerConfig {
             controlled_shutdown: true,
             groups: Default::default(),
             offsets_topic_partitions: 12,
+            kafka_advertised: None,
         }
     }
 }
@@ -174,6 +179,12 @@ impl Broker {
     /// A handle on whether this broker serves clients yet.
     pub fn readiness(&self) -> Readiness {
         Readiness(self.shared.clone())
+    }
+
+    /// Serves the Kafka wire protocol on `listener` (see `crate::kafka`) for as long as
+    /// the broker runs. Set [`BrokerConfig::kafka_advertised`] to where clients reach it.
+    pub fn serve_kafka(&self, listener: TcpListener) {
+        tokio::spawn(crate::kafka::serve(self.shared.clone(), listener));
     }
 
     /// Serves until `shutdown` resolves, then shuts down cleanly.

@@ -1,0 +1,558 @@
+//! Decode a request, call the broker's own API (`server::api::BrokerApi`, the code the
+//! gRPC service runs), encode the answer for the version asked.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::FutureExt;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, RequestKind,
+    ResponseHeader, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice_proto::v1;
+use sluice_proto::v1::broker_server::Broker as _;
+use sluice_proto::ErrorCode;
+use tonic::Request;
+use tracing::debug;
+
+use super::versions::{self, answers};
+use super::{framed, peek_header, Finishing, Outcome};
+use crate::server::api::BrokerApi;
+use crate::server::Shared;
+
+/// Kafka's UNSUPPORTED_VERSION.
+const UNSUPPORTED_VERSION: i16 = 35;
+
+fn close(why: String) -> Finishing {
+    futures::future::ready(Outcome::Close(why)).boxed()
+}
+
+fn now(outcome: Outcome) -> Finishing {
+    futures::future::ready(outcome).boxed()
+}
+
+/// Encodes `body` as the answer to request `correlation` of `key` version `version`.
+fn respond(key: ApiKey, version: i16, correlation: i32, body: ResponseKind) -> Outcome {
+    let mut buf = BytesMut::new();
+    let header = ResponseHeader::default().with_correlation_id(correlation);
+    let encoded = header
+        .encode(&mut buf, key.response_header_version(version))
+        .and_then(|_| body.encode(&mut buf, version));
+    match encoded {
+        Ok(()) => Outcome::Respond(framed(buf)),
+        // A bug here, not the client's: say which field, and drop the connection
+        // rather than send a body the client would misread.
+        Err(e) => Outcome::Close(format!("cannot encode {key:?} v{version}: {e}")),
+    }
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn code(c: i32) -> i16 {
+    i16::try_from(c).unwrap_or(ErrorCode::UnknownServerError.code() as i16)
+}
+
+/// Starts the request in `frame`: what must happen in request order happens before
+/// this returns; the rest is in the returned future.
+pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) -> Finishing {
+    let (raw_key, version, correlation) = peek_header(&frame);
+    let Ok(key) = ApiKey::try_from(raw_key) else {
+        return close(format!("unknown API key {raw_key}"));
+    };
+    if !answers(key, version) {
+        return unsupported(key, version, correlation, frame);
+    }
+    let mut body = frame;
+    let header = match RequestHeader::decode(&mut body, key.request_header_version(version)) {
+        Ok(h) => h,
+        Err(e) => return close(format!("malformed {key:?} v{version} header: {e}")),
+    };
+    let request = match RequestKind::decode(key, &mut body, version) {
+        Ok(r) => r,
+        Err(e) => return close(format!("malformed {key:?} v{version} request: {e}")),
+    };
+    debug!(%peer, ?key, version, client = ?header.client_id, "Kafka request");
+    let api = BrokerApi(shared.clone());
+    let answer = move |body: ResponseKind| respond(key, version, correlation, body);
+    match request {
+        RequestKind::ApiVersions(_) => {
+            now(answer(ResponseKind::ApiVersions(versions::api_versions(0))))
+        }
+        RequestKind::Metadata(r) => {
+            let me = shared.config.id;
+            async move { answer(ResponseKind::Metadata(metadata(&api, me, version, r).await)) }
+                .boxed()
+        }
+        RequestKind::Produce(r) => {
+            let acks = r.acks;
+            let done = api.start_produce(produce_request(r)).await;
+            async move {
+                let answered = produce_response(done.await);
+                if acks == 0 {
+                    Outcome::Silent
+                } else {
+                    answer(ResponseKind::Produce(answered))
+                }
+            }
+            .boxed()
+        }
+        RequestKind::Fetch(r) => async move {
+            let fetched = api.fetch_once(fetch_request(&r), "kafka_fetch").await;
+            answer(ResponseKind::Fetch(fetch_response(fetched)))
+        }
+        .boxed(),
+        RequestKind::ListOffsets(r) => async move {
+            let wanted = list_offsets_request(&r);
+            let listed = tokio::task::spawn_blocking(move || api.list_all(wanted)).await;
+            match listed {
+                Ok(listed) => answer(ResponseKind::ListOffsets(list_offsets_response(
+                    version, listed,
+                ))),
+                Err(e) => Outcome::Close(format!("ListOffsets failed: {e}")),
+            }
+        }
+        .boxed(),
+        other => close(format!("{key:?} is not served (decoded {other:?})")),
+    }
+}
+
+/// A key or version not served. ApiVersions from a newer client gets the v0 fallback
+/// (KIP-511: error 35 and our ranges, which it retries with); Produce v0–2 (advertised,
+/// see `versions`) gets UNSUPPORTED_VERSION per partition; anything else cannot be
+/// framed for the client and closes the connection, as Kafka does.
+fn unsupported(key: ApiKey, version: i16, correlation: i32, frame: Bytes) -> Finishing {
+    match key {
+        ApiKey::ApiVersions => now(respond(
+            key,
+            0,
+            correlation,
+            ResponseKind::ApiVersions(versions::api_versions(UNSUPPORTED_VERSION)),
+        )),
+        ApiKey::Produce if (0..versions::PRODUCE_SERVED_MIN).contains(&version) => {
+            match old_produce_refusal(version, correlation, frame) {
+                Some(Some(frame)) => now(Outcome::Respond(frame)),
+                Some(None) => now(Outcome::Silent),
+                None => close(format!("malformed Produce v{version} request")),
+            }
+        }
+        _ => close(format!("{key:?} v{version} is not served")),
+    }
+}
+
+/// Answers a Produce v0–2 (message sets v0/v1, which Sluice does not store) with
+/// UNSUPPORTED_VERSION for every partition, encoded by hand (the protocol crate starts
+/// at v3). `None`: malformed; `Some(None)`: acks=0, no answer.
+fn old_produce_refusal(version: i16, correlation: i32, frame: Bytes) -> Option<Option<BytesMut>> {
+    fn string(b: &mut Bytes) -> Option<Bytes> {
+        if b.remaining() < 2 {
+            return None;
+        }
+        let n = b.get_i16();
+        let n = usize::try_from(n).ok()?;
+        (b.remaining() >= n).then(|| b.split_to(n))
+    }
+    let mut b = frame;
+    b.advance(8); // key, version, correlation id
+    string(&mut b)?; // client id (request header v1)
+    if b.remaining() < 10 {
+        return None;
+    }
+    let acks = b.get_i16();
+    b.advance(4); // timeout
+    let topics = b.get_i32();
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&correlation.to_be_bytes());
+    out.extend_from_slice(&topics.max(0).to_be_bytes());
+    for _ in 0..topics.max(0) {
+        let topic = string(&mut b)?;
+        if b.remaining() < 4 {
+            return None;
+        }
+        let partitions = b.get_i32();
+        out.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+        out.extend_from_slice(&topic);
+        out.extend_from_slice(&partitions.max(0).to_be_bytes());
+        for _ in 0..partitions.max(0) {
+            if b.remaining() < 8 {
+                return None;
+            }
+            let partition = b.get_i32();
+            let size = usize::try_from(b.get_i32()).ok()?;
+            if b.remaining() < size {
+                return None;
+            }
+            b.advance(size);
+            out.extend_from_slice(&partition.to_be_bytes());
+            out.extend_from_slice(&UNSUPPORTED_VERSION.to_be_bytes());
+            out.extend_from_slice(&(-1i64).to_be_bytes()); // base offset
+            if version >= 2 {
+                out.extend_from_slice(&(-1i64).to_be_bytes()); // log append time
+            }
+        }
+    }
+    if version >= 1 {
+        out.extend_from_slice(&0i32.to_be_bytes()); // throttle time
+    }
+    Some((acks != 0).then(|| framed(out)))
+}
+
+async fn metadata(api: &BrokerApi, me: u32, version: i16, r: MetadataRequest) -> MetadataResponse {
+    // Null: every topic; empty: none (v0 had no null: empty meant every topic).
+    let none_asked = r.topics.as_ref().is_some_and(|t| t.is_empty()) && version > 0;
+    let topics: Vec<String> = r
+        .topics
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| t.name.map(|n| n.0.to_string()))
+        .collect();
+    let mut md = match api
+        .metadata(Request::new(v1::MetadataRequest { topics }))
+        .await
+    {
+        Ok(md) => md.into_inner(),
+        Err(status) => {
+            // Not ready, or stale: no brokers and no topics makes a client retry
+            // elsewhere after its backoff.
+            debug!(%status, "Kafka Metadata: not answering with this broker's view");
+            return MetadataResponse::default().with_controller_id(BrokerId(-1));
+        }
+    };
+    if none_asked {
+        md.topics.clear();
+    }
+    metadata_response(me, version, md)
+}
+
+/// Kafka's Metadata answer from the broker's view `md`, as broker `me` gives it.
+fn metadata_response(me: u32, _version: i16, md: v1::MetadataResponse) -> MetadataResponse {
+    let brokers = md
+        .brokers
+        .iter()
+        .filter(|b| b.alive && !b.kafka_addr.is_empty())
+        .filter_map(|b| {
+            let (host, port) = b.kafka_addr.rsplit_once(':')?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id as i32))
+                    .with_host(StrBytes::from_string(
+                        host.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .to_string(),
+                    ))
+                    .with_port(port.parse().ok()?)
+                    .with_rack((!b.rack.is_empty()).then(|| StrBytes::from_string(b.rack.clone()))),
+            )
+        })
+        .collect();
+    let topics = md
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    MetadataResponsePartition::default()
+                        .with_error_code(code(p.error_code))
+                        .with_partition_index(p.partition as i32)
+                        .with_leader_id(BrokerId(p.leader))
+                        .with_leader_epoch(p.leader_epoch)
+                        .with_replica_nodes(
+                            p.replicas.iter().map(|r| BrokerId(*r as i32)).collect(),
+                        )
+                        .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r as i32)).collect())
+                })
+                .collect();
+            MetadataResponseTopic::default()
+                .with_error_code(code(t.error_code))
+                .with_name(Some(name(&t.name)))
+                .with_topic_id(uuid::Uuid::try_parse(&t.topic_id).unwrap_or_default())
+                .with_is_internal(t.name == crate::server::OFFSETS_TOPIC)
+                .with_partitions(partitions)
+        })
+        .collect();
+    // Admin requests go to the "controller"; every broker forwards them to the real one.
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(StrBytes::from_static_str("sluice")))
+        .with_controller_id(BrokerId(me as i32))
+        .with_topics(topics)
+}
+
+fn produce_request(r: ProduceRequest) -> v1::ProduceRequest {
+    let partitions = r
+        .topic_data
+        .into_iter()
+        .flat_map(|t| {
+            let topic = t.name.0.to_string();
+            t.partition_data
+                .into_iter()
+                .map(move |p| v1::ProducePartition {
+                    topic: topic.clone(),
+                    partition: p.index.max(0) as u32,
+                    records: p.records.unwrap_or_default(),
+                    topic_id: String::new(),
+                })
+        })
+        .collect();
+    v1::ProduceRequest {
+        acks: i32::from(r.acks),
+        timeout_ms: r.timeout_ms.max(1) as u32,
+        partitions,
+    }
+}
+
+fn produce_response(r: v1::ProduceResponse) -> ProduceResponse {
+    let mut topics: Vec<TopicProduceResponse> = Vec::new();
+    for p in r.partitions {
+        let answer = PartitionProduceResponse::default()
+            .with_index(p.partition as i32)
+            .with_error_code(code(p.error_code))
+            .with_base_offset(p.base_offset)
+            .with_log_append_time_ms(p.log_append_time)
+            .with_log_start_offset(p.log_start_offset)
+            .with_error_message(
+                (!p.error_message.is_empty()).then(|| StrBytes::from_string(p.error_message)),
+            );
+        match topics.iter_mut().find(|t| t.name.0.as_str() == p.topic) {
+            Some(t) => t.partition_responses.push(answer),
+            None => topics.push(
+                TopicProduceResponse::default()
+                    .with_name(name(&p.topic))
+                    .with_partition_responses(vec![answer]),
+            ),
+        }
+    }
+    ProduceResponse::default().with_responses(topics)
+}
+
+fn fetch_request(r: &FetchRequest) -> v1::FetchRequest {
+    let partitions = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let topic = t.topic.0.to_string();
+            t.partitions.iter().map(move |p| v1::FetchPartition {
+                topic: topic.clone(),
+                partition: p.partition.max(0) as u32,
+                fetch_offset: p.fetch_offset,
+                partition_max_bytes: p.partition_max_bytes.max(0) as u32,
+                current_leader_epoch: p.current_leader_epoch,
+                last_fetched_epoch: -1,
+                topic_id: String::new(),
+            })
+        })
+        .collect();
+    v1::FetchRequest {
+        max_wait_ms: r.max_wait_ms.max(0) as u32,
+        min_bytes: r.min_bytes.max(0) as u32,
+        max_bytes: r.max_bytes.max(0) as u32,
+        partitions,
+        replica_id: -1,
+    }
+}
+
+fn fetch_response(r: v1::FetchResponse) -> FetchResponse {
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    for p in r.partitions {
+        // No transactions: the last stable offset is the high watermark.
+        let answer = PartitionData::default()
+            .with_partition_index(p.partition as i32)
+            .with_error_code(code(p.error_code))
+            .with_high_watermark(p.high_watermark)
+            .with_last_stable_offset(p.high_watermark)
+            .with_log_start_offset(p.log_start_offset)
+            .with_records(Some(p.records));
+        match topics.iter_mut().find(|t| t.topic.0.as_str() == p.topic) {
+            Some(t) => t.partitions.push(answer),
+            None => topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(name(&p.topic))
+                    .with_partitions(vec![answer]),
+            ),
+        }
+    }
+    FetchResponse::default().with_responses(topics)
+}
+
+fn list_offsets_request(r: &ListOffsetsRequest) -> Vec<v1::ListOffsetsPartition> {
+    r.topics
+        .iter()
+        .flat_map(|t| {
+            let topic = t.name.0.to_string();
+            t.partitions.iter().map(move |p| v1::ListOffsetsPartition {
+                topic: topic.clone(),
+                partition: p.partition_index.max(0) as u32,
+                timestamp: p.timestamp,
+            })
+        })
+        .collect()
+}
+
+fn list_offsets_response(
+    version: i16,
+    listed: Vec<v1::ListOffsetsPartitionResponse>,
+) -> ListOffsetsResponse {
+    let mut topics: Vec<ListOffsetsTopicResponse> = Vec::new();
+    for p in listed {
+        let mut answer = ListOffsetsPartitionResponse::default()
+            .with_partition_index(p.partition as i32)
+            .with_error_code(code(p.error_code))
+            .with_timestamp(p.timestamp)
+            .with_offset(p.offset);
+        if version >= 4 {
+            answer.leader_epoch = p.leader_epoch;
+        }
+        match topics.iter_mut().find(|t| t.name.0.as_str() == p.topic) {
+            Some(t) => t.partitions.push(answer),
+            None => topics.push(
+                ListOffsetsTopicResponse::default()
+                    .with_name(name(&p.topic))
+                    .with_partitions(vec![answer]),
+            ),
+        }
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every served version of every response encodes, with the values a real answer
+    /// carries (a field a version lacks, set, fails the encoder).
+    #[test]
+    fn every_served_version_of_every_response_encodes() {
+        let md = v1::MetadataResponse {
+            brokers: vec![v1::BrokerInfo {
+                id: 1,
+                addr: "127.0.0.1:9392".into(),
+                rack: "r1".into(),
+                alive: true,
+                kafka_addr: "127.0.0.1:9092".into(),
+            }],
+            topics: vec![v1::TopicMetadata {
+                name: "t".into(),
+                topic_id: "9b03c994487722e2d10a652292bc8432".into(),
+                partitions: vec![v1::PartitionMetadata {
+                    partition: 0,
+                    leader: 1,
+                    leader_epoch: 3,
+                    replicas: vec![1],
+                    isr: vec![1],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let produced = v1::ProduceResponse {
+            partitions: vec![v1::ProducePartitionResponse {
+                topic: "t".into(),
+                partition: 0,
+                error_code: 7,
+                error_message: "timed out".into(),
+                base_offset: 10,
+                log_append_time: -1,
+                log_start_offset: 0,
+            }],
+        };
+        let fetched = v1::FetchResponse {
+            partitions: vec![v1::FetchPartitionResponse {
+                topic: "t".into(),
+                partition: 0,
+                high_watermark: 5,
+                log_start_offset: 0,
+                log_end_offset: 5,
+                records: Bytes::from_static(b"batch"),
+                ..Default::default()
+            }],
+        };
+        let listed = vec![v1::ListOffsetsPartitionResponse {
+            topic: "t".into(),
+            partition: 0,
+            offset: 5,
+            timestamp: -1,
+            leader_epoch: 3,
+            ..Default::default()
+        }];
+        for (key, min, max) in versions::SERVED {
+            for version in *min..=*max {
+                let body = match key {
+                    ApiKey::ApiVersions => ResponseKind::ApiVersions(versions::api_versions(0)),
+                    ApiKey::Metadata => {
+                        ResponseKind::Metadata(metadata_response(1, version, md.clone()))
+                    }
+                    ApiKey::Produce if version < versions::PRODUCE_SERVED_MIN => continue,
+                    ApiKey::Produce => ResponseKind::Produce(produce_response(produced.clone())),
+                    ApiKey::Fetch => ResponseKind::Fetch(fetch_response(fetched.clone())),
+                    ApiKey::ListOffsets => {
+                        ResponseKind::ListOffsets(list_offsets_response(version, listed.clone()))
+                    }
+                    other => panic!("{other:?} served but not covered here"),
+                };
+                assert!(
+                    matches!(respond(*key, version, 7, body), Outcome::Respond(_)),
+                    "{key:?} v{version} does not encode"
+                );
+            }
+        }
+    }
+
+    /// Produce v0–2 (advertised, not served) gets UNSUPPORTED_VERSION per partition in
+    /// the old layout; acks=0 gets nothing.
+    #[test]
+    fn old_produce_versions_are_refused_per_partition() {
+        let mut req = BytesMut::new();
+        req.extend_from_slice(&0i16.to_be_bytes()); // Produce
+        req.extend_from_slice(&2i16.to_be_bytes()); // v2
+        req.extend_from_slice(&42i32.to_be_bytes()); // correlation id
+        req.extend_from_slice(&3i16.to_be_bytes());
+        req.extend_from_slice(b"cli");
+        req.extend_from_slice(&1i16.to_be_bytes()); // acks
+        req.extend_from_slice(&1000i32.to_be_bytes());
+        req.extend_from_slice(&1i32.to_be_bytes()); // one topic
+        req.extend_from_slice(&1i16.to_be_bytes());
+        req.extend_from_slice(b"t");
+        req.extend_from_slice(&2i32.to_be_bytes()); // two partitions
+        for p in [0i32, 1] {
+            req.extend_from_slice(&p.to_be_bytes());
+            req.extend_from_slice(&3i32.to_be_bytes());
+            req.extend_from_slice(b"xyz");
+        }
+        let frame = old_produce_refusal(2, 42, req.clone().freeze())
+            .expect("well formed")
+            .expect("acks=1 is answered");
+        let mut b = frame.freeze();
+        assert_eq!(b.get_i32() as usize, b.remaining());
+        assert_eq!(b.get_i32(), 42);
+        assert_eq!(b.get_i32(), 1);
+        assert_eq!(b.get_i16(), 1);
+        b.advance(1);
+        assert_eq!(b.get_i32(), 2);
+        for p in [0, 1] {
+            assert_eq!(b.get_i32(), p);
+            assert_eq!(b.get_i16(), UNSUPPORTED_VERSION);
+            assert_eq!(b.get_i64(), -1);
+            assert_eq!(b.get_i64(), -1);
+        }
+        assert_eq!(b.get_i32(), 0, "throttle time");
+        assert!(!b.has_remaining());
+        // Cut short: malformed, not a panic.
+        let cut = req.freeze().slice(..30);
+        assert!(old_produce_refusal(2, 42, cut).is_none());
+    }
+}

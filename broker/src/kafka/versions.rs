@@ -1,0 +1,85 @@
+//! The API keys and versions the listener serves: what ApiVersions advertises, and
+//! nothing more (docs/kafka-compatibility.md is the ledger).
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+/// (key, lowest advertised, highest). Produce is advertised from 0 because older
+/// librdkafka (Debian's kcat among them) turns compression off for a broker whose
+/// Produce starts higher; versions below [`PRODUCE_SERVED_MIN`] are answered
+/// UNSUPPORTED_VERSION.
+pub(crate) const SERVED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+];
+
+/// The lowest Produce version served (RecordBatch v2, what the crate decodes).
+pub(crate) const PRODUCE_SERVED_MIN: i16 = 3;
+
+/// The advertised range of `key`, if served.
+pub(crate) fn served(key: ApiKey) -> Option<(i16, i16)> {
+    SERVED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// Whether `version` of `key` is decoded and answered here.
+pub(crate) fn answers(key: ApiKey, version: i16) -> bool {
+    match served(key) {
+        Some((min, max)) if key == ApiKey::Produce => {
+            (min.max(PRODUCE_SERVED_MIN)..=max).contains(&version)
+        }
+        Some((min, max)) => (min..=max).contains(&version),
+        None => false,
+    }
+}
+
+/// The ApiVersions answer: every served key with its advertised range.
+pub(crate) fn api_versions(error_code: i16) -> ApiVersionsResponse {
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(
+            SERVED
+                .iter()
+                .map(|(k, min, max)| {
+                    ApiVersion::default()
+                        .with_api_key(*k as i16)
+                        .with_min_version(*min)
+                        .with_max_version(*max)
+                })
+                .collect(),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every advertised range lies within what the protocol crate can decode and
+    /// encode (Produce below 3 excepted: answered without decoding).
+    #[test]
+    fn advertised_ranges_are_within_the_crates() {
+        for (key, min, max) in SERVED {
+            let valid = key.valid_versions();
+            assert!(*max <= valid.max, "{key:?} max {max} > {}", valid.max);
+            let lowest_served = if *key == ApiKey::Produce {
+                PRODUCE_SERVED_MIN
+            } else {
+                *min
+            };
+            assert!(
+                lowest_served >= valid.min,
+                "{key:?} min {lowest_served} < {}",
+                valid.min
+            );
+        }
+        assert!(!answers(ApiKey::Produce, 2));
+        assert!(answers(ApiKey::Produce, 3));
+        assert!(!answers(ApiKey::Fetch, 13));
+        assert!(!answers(ApiKey::JoinGroup, 0));
+    }
+}
