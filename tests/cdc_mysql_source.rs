@@ -5,7 +5,8 @@
 //!   `wait_timeout` (its connection is pinged, not left idle to be closed), and the
 //!   copy is not interrupted;
 //! - a resume position in a purged binlog file ends the connector with exit 1 and one
-//!   line naming the fix, instead of retrying forever;
+//!   line naming the fix, instead of retrying forever (also when a table was added to
+//!   `--tables`, which would otherwise be copied alone);
 //! - across `RESET MASTER` (GTIDs on) every change arrives exactly once — the GTID state
 //!   carried over, whether the connector was stopped or streaming (its binlog files
 //!   then start again at a lower index) — or, when the server cannot place the topics'
@@ -258,6 +259,19 @@ fn a_resume_position_in_a_purged_binlog_exits_1_with_the_fix() {
             && line.contains("sluice topic delete"),
         "{line}"
     );
+
+    // A table added meanwhile is copied alone only after the other table's position is
+    // placed: refused the same way (not turned into a copy of every table), writing
+    // nothing to either topic.
+    db.sql(
+        "shop",
+        "CREATE TABLE u (id INT PRIMARY KEY); INSERT INTO u VALUES (1)",
+    );
+    let written = topic_end(&dev, "purged.shop.t");
+    let mut c = Connector::start(dir.path(), &dev, &db, "shop.t,shop.u", "purged");
+    c.refused("no longer has");
+    assert_eq!(topic_end(&dev, "purged.shop.t"), written, "{}", c.log());
+    assert_eq!(topic_end(&dev, "purged.shop.u"), 0, "{}", c.log());
 }
 
 /// Rows of the counter table; every update adds 1 to one row's `v`.

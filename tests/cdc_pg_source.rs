@@ -12,7 +12,9 @@
 //! - states a restart cannot repair end the connector with exit 1 and one line naming
 //!   the fix: an invalid slot name, a slot invalidated by `max_slot_wal_keep_size`, a
 //!   `REPLICA IDENTITY USING INDEX` without the key; and the server's own message is
-//!   shown (not tokio-postgres' bare "db error").
+//!   shown (not tokio-postgres' bare "db error");
+//! - a copy of every table after the slot was lost, killed -9 midway and started again,
+//!   leaves no row deleted meanwhile in any topic (the copy-pending markers).
 
 mod common;
 
@@ -78,6 +80,12 @@ impl Connector {
     fn stop(&mut self) -> ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         self.exits_within(Duration::from_secs(20))
+    }
+
+    /// kill -9, and waits for the exit.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The last line of the log: the `error:` line of a connector that gave up.
@@ -522,4 +530,171 @@ fn states_a_restart_cannot_repair_exit_1_with_the_fix() {
     let rows = table_rows(&rt, &set, &pg, &c);
     assert_eq!(rows, select_users(&pg));
     set.close();
+}
+
+/// Rows of `big`, copied before `small` (tables are copied in name order): enough that a
+/// copy of both is still in `big` when the first of it is in `big`'s topic.
+const RECOPY_BIG_ROWS: i64 = 30_000;
+
+/// Records in a topic now: the sum of its partitions' high watermarks.
+fn records_in(bootstrap: &str, topic: &str) -> u64 {
+    runtime().block_on(async {
+        sluice_client::Admin::new(&ClientConfig::new(bootstrap))
+            .describe_topic(topic)
+            .await
+            .unwrap()
+            .partitions
+            .iter()
+            .map(|p| p.high_watermark.unwrap_or(0))
+            .sum()
+    })
+}
+
+/// `SELECT id, name, version FROM table` as the connector writes each row's `after`.
+fn select_versioned(pg: &Postgres, table: &str) -> BTreeMap<i64, Value> {
+    pg.psql("app", &format!("SELECT id, name, version FROM {table}"))
+        .lines()
+        .map(|l| {
+            let mut it = l.split('|');
+            let id: i64 = it.next().unwrap().parse().unwrap();
+            let name = it.next().unwrap();
+            let version: i64 = it.next().unwrap().parse().unwrap();
+            let row = serde_json::json!({"id": id, "name": name, "version": version});
+            (id, row)
+        })
+        .collect()
+}
+
+/// `sluice table dump TOPIC`: each live row's `after` by its `id`.
+fn dump(dev: &Dev, topic: &str) -> BTreeMap<i64, Value> {
+    dev.ok(&["table", "dump", topic, "--output", "json"], "")
+        .lines()
+        .map(|l| {
+            let row: Value = serde_json::from_str(l).unwrap();
+            let value: Value = serde_json::from_str(row["value"].as_str().unwrap()).unwrap();
+            (
+                value["after"]["id"].as_i64().unwrap(),
+                value["after"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// The copy-pending markers through real processes: the slot is lost while rows are
+/// deleted, the restart copies both tables again and is killed -9 while `big` is being
+/// copied and before anything of `small`'s copy is written, more rows are deleted, and
+/// a restart copies again. `small`'s topic then ends with its old rows and the markers
+/// alone: without them it would look finished, the restart would stream it on from the
+/// cut run's slot, and the rows deleted while no slot existed would stay in it for good.
+/// Every topic ends equal to `SELECT *`, in a Table and in `sluice table dump`.
+#[test]
+fn a_recopy_killed_midway_leaves_no_deleted_row_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    pg.create_db("app");
+    for (t, rows) in [("big", RECOPY_BIG_ROWS), ("small", 500)] {
+        pg.psql(
+            "app",
+            &format!(
+                "CREATE TABLE {t} (id bigint PRIMARY KEY, name text NOT NULL, version int NOT NULL);
+                 INSERT INTO {t} SELECT g, '{t}-' || g, 1 FROM generate_series(1, {rows}) g;"
+            ),
+        );
+    }
+    let dev = Dev::start(dir.path());
+    let (tables, args) = (
+        "public.big,public.small",
+        ["--topic-prefix", "cdc", "--partitions", "2"],
+    );
+    let topics = ["cdc.public.big", "cdc.public.small"];
+    let start = || Connector::start(dir.path(), &dev.addr, &pg.dsn("app"), tables, &args);
+    let written = |c: &Connector| {
+        let log = c.log();
+        assert!(!log.contains("error:"), "the connector gave up:\n{log}");
+        log.contains("initial copy written").then_some(())
+    };
+    let mut c = start();
+    wait_for("the copy written", Duration::from_secs(60), || written(&c));
+    pg.psql("app", "UPDATE small SET version = 2 WHERE id <= 50");
+    let rt = runtime();
+    for topic in topics {
+        let set = open_set(&rt, &dev.addr, topic);
+        rt.block_on(set.wait_for_source(&current_lsn(&pg), Duration::from_secs(60)))
+            .unwrap_or_else(|e| panic!("{e}\n{}", c.log()));
+    }
+    assert!(c.stop().success(), "{}", c.log());
+
+    // The slot is lost while rows are deleted (and others change).
+    pg.psql("app", "SELECT pg_drop_replication_slot('sluice_cdc')");
+    pg.psql(
+        "app",
+        "DELETE FROM small WHERE id BETWEEN 1 AND 20 OR id IN (100, 499);
+         DELETE FROM big WHERE id IN (2, 7000, 29999);
+         UPDATE small SET version = 3 WHERE id BETWEEN 40 AND 60;
+         INSERT INTO small VALUES (9000, 'new', 1);",
+    );
+    let before: Vec<u64> = topics.iter().map(|t| records_in(&dev.addr, t)).collect();
+    let mut c = start();
+    // Killed once some of big's new copy, not all of it, is in its topic: beyond the
+    // copy-pending markers (one per partition) written first.
+    let at = wait_for(
+        "big's new copy in its topic",
+        Duration::from_secs(60),
+        || {
+            let n = records_in(&dev.addr, topics[0]);
+            (n > before[0] + 2).then_some(n - before[0])
+        },
+    );
+    c.kill();
+    let log = c.log();
+    assert!(
+        log.contains("the tables are copied again") && !log.contains("initial copy written"),
+        "precondition: the kill came during the re-copy (raise RECOPY_BIG_ROWS):\n{log}"
+    );
+    // Its markers (one per partition) at most: small's copy, one chunk of its ~475 rows,
+    // would be far more.
+    let small_after = records_in(&dev.addr, topics[1]);
+    assert!(
+        small_after <= before[1] + 2,
+        "precondition: small's topic holds nothing of the new copy ({} records more; raise \
+         RECOPY_BIG_ROWS)\n{log}",
+        small_after - before[1]
+    );
+    // Deleted while the connector is away: rows of the cut copy and rows it never read.
+    pg.psql(
+        "app",
+        "DELETE FROM big WHERE id BETWEEN 3 AND 6 OR id = 20000;
+         DELETE FROM small WHERE id BETWEEN 21 AND 25;
+         UPDATE big SET version = 2 WHERE id BETWEEN 10 AND 12;",
+    );
+    let c = start();
+    wait_for("the copy written again", Duration::from_secs(60), || {
+        written(&c)
+    });
+    pg.psql(
+        "app",
+        "DELETE FROM small WHERE id = 26; UPDATE big SET version = 3 WHERE id = 10",
+    );
+    for (topic, table) in topics.iter().zip(["big", "small"]) {
+        let set = open_set(&rt, &dev.addr, topic);
+        let got = table_rows(&rt, &set, &pg, &c);
+        let want = select_versioned(&pg, table);
+        let differ: Vec<i64> = want
+            .keys()
+            .chain(got.keys())
+            .filter(|id| got.get(id) != want.get(id))
+            .copied()
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "{topic}: {} keys differ from SELECT * (first {:?}: topic {:?}, table {:?})\n{}",
+            differ.len(),
+            differ[0],
+            got.get(&differ[0]),
+            want.get(&differ[0]),
+            c.log()
+        );
+        assert_eq!(dump(&dev, topic), want, "{topic}: sluice table dump");
+    }
+    eprintln!("re-copy killed after {at} records of big's topic; no deleted row survived");
 }

@@ -100,7 +100,8 @@ pub enum SourceEvent {
     },
     /// Sent by a run before it streams or creates a slot, once the source is fenced;
     /// the source waits until the unit, at `pos`, is confirmed (`pos` is below anything
-    /// the run streams: Postgres LSN 0). The sink marks (`Sink::mark_topics`) the topics
+    /// the run streams: Postgres LSN 0; MariaDB the topics' position the run resumes from,
+    /// or an empty one before a copy of every table). The sink marks (`Sink::mark_topics`) the topics
     /// under its prefix of tables no longer captured, so that adding one back copies it
     /// again rather than streaming on past the changes it missed; and, with
     /// `copy_pending` (a copy of every table over topics that hold rows, before the slot
@@ -109,7 +110,8 @@ pub enum SourceEvent {
     /// A copy of tables added to a running capture begins, while the other tables keep
     /// streaming: its rows follow as [`SourceEvent::SnapshotRows`], all at `pos` (the
     /// consistent point of a snapshot taken for these tables alone). The stream that
-    /// follows the copy resumes from the source's confirmed position, usually below
+    /// follows the copy resumes from the source's confirmed position (MariaDB: the
+    /// other tables' position in their topics), usually below
     /// `pos`: the added tables take only its changes after `pos` (the copy holds the
     /// rest), and nothing of the copy confirms a position to the source.
     AddedTablesCopyStarted {

@@ -9,7 +9,10 @@
 //! coordinate of exactly that snapshot (MariaDB's lock-free way), and the GTID state there
 //! (`BINLOG_GTID_POS(file, pos)`). Each table is read by one streaming SELECT (rows go out
 //! in chunks as they arrive), then the binlog is read from that coordinate: copy and
-//! stream meet with no gap and no overlap. A copy cut short starts over.
+//! stream meet with no gap and no overlap. A copy cut short starts over. Tables added to
+//! `--tables` (or added back) are copied alone at a snapshot of their own, and the stream
+//! then goes on from the other tables' position ([`copy`], [`CopyPlan`]). Topics of tables
+//! left out are marked first, so that adding one back copies it again.
 //!
 //! Streaming ([`binlog`]): every row event between a transaction's GTID (or BEGIN) and
 //! its XID (or COMMIT) is buffered, and the whole transaction goes out at its commit,
@@ -36,14 +39,15 @@ use sluice_proto::source_pos::{BinlogPos, GtidSet, SourcePos};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::change::{Op, Row, RowChange, SourceEvent, TableId};
-use crate::sink::SnapshotState;
+use crate::change::{Row, SourceEvent, TableId};
 use crate::Error;
 
 mod binlog;
+mod copy;
 mod resume;
 pub mod types;
 
+pub use copy::{copy_plan, CopyPlan};
 use resume::place;
 pub use resume::{resume_position, ResumeFrom};
 
@@ -363,11 +367,14 @@ pub async fn check(cfg: &MySourceConfig) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs the source until `stop` or an error. Events go to `events`.
+/// Runs the source until `stop` or an error. Events go to `events`; `plan` says what is
+/// copied first ([`copy_plan`] of what the topics hold); `confirmed` says how far the
+/// runner's writes are acknowledged (awaited once, for the topic marks).
 pub async fn run(
     cfg: MySourceConfig,
-    snapshot_state: SnapshotState,
+    plan: CopyPlan,
     events: mpsc::Sender<SourceEvent>,
+    mut confirmed: watch::Receiver<Option<SourcePos>>,
     stop: Stop,
 ) -> Result<(), Error> {
     let mut conn = connect(&cfg.dsn).await?;
@@ -376,55 +383,63 @@ pub async fn run(
     }
     check_server(&mut conn, cfg.server_id).await?;
     let tables = describe(&mut conn, &cfg.tables).await?;
-    let copy = cfg.snapshot == SnapshotMode::Initial && snapshot_state != SnapshotState::Complete;
-    // Where streaming starts without a copy. Everything that needs `conn` happens here:
-    // from now on it only holds (and pings) the fence.
-    let resume = if copy {
-        if snapshot_state == SnapshotState::Incomplete {
-            info!("the topics hold a copy that did not finish: copying again");
+    // Where streaming starts unless a copy of every table sets it. Everything that
+    // needs `conn` happens here: from now on it only holds (and pings) the fence.
+    let resume = match &plan {
+        CopyPlan::All { over_rows } => {
+            if *over_rows {
+                info!("the topics hold a copy that did not finish: copying again");
+            }
+            None
         }
-        None
-    } else {
-        Some(match cfg.resume_from.clone() {
-            Some(ResumeFrom {
-                oldest: SourcePos::Mysql { binlog, gtids },
-                newest,
-            }) => {
-                let oldest = SourcePos::Mysql { binlog, gtids };
-                place(&cfg, &mut conn, &oldest).await?;
-                if newest.compare(&oldest) != Some(std::cmp::Ordering::Equal) {
-                    place(&cfg, &mut conn, &newest).await?;
-                }
-                let SourcePos::Mysql { binlog, gtids } = oldest else {
-                    unreachable!("matched above")
-                };
-                (binlog, gtids)
-            }
-            Some(ResumeFrom { oldest: other, .. }) => {
-                return Err(Error::Config(format!(
-                    "mysql: the topics hold positions of another source ({other}); give this \
-                     connector its own --topic-prefix"
-                )))
-            }
-            None if snapshot_state == SnapshotState::Complete => {
-                return Err(Error::Source(
-                    "mysql: the topics hold a finished copy but no position to resume from".into(),
-                ))
-            }
-            None => {
-                let end = binlog_end(&mut conn).await?;
-                let gtids = gtids_at(&mut conn, &end).await;
-                (end, gtids)
-            }
-        })
+        CopyPlan::None | CopyPlan::Added(_) => Some(stream_start(&cfg, &plan, &mut conn).await?),
     };
-    let body = async {
-        let start = match resume {
-            Some(start) => start,
-            None => match snapshot(&cfg, &tables, &events, &stop).await? {
-                Some(pos) => pos,
-                None => return Ok(()), // stopped
+    // Before anything is copied or streamed, the topics of tables left out of --tables
+    // are marked, so that adding one back copies it again (`Sink::mark_topics`); before a
+    // copy of every table over rows, every captured partition too. Placed first: a
+    // refused position writes nothing.
+    let pos = resume.clone().map_or_else(
+        || SourcePos::Mysql {
+            binlog: BinlogPos {
+                file: String::new(),
+                offset: 0,
             },
+            gtids: GtidSet::default(),
+        },
+        |(binlog, gtids)| SourcePos::Mysql { binlog, gtids },
+    );
+    let copy_pending = plan == CopyPlan::All { over_rows: true };
+    send(&events, SourceEvent::MarkTopics { pos, copy_pending }).await?;
+    tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        r = confirmed.wait_for(|c| c.is_some()) => {
+            r.map_err(|_| Error::Source("the writer stopped".into()))?;
+        }
+    }
+    let body = async {
+        let start = match (resume, &plan) {
+            (None, _) => {
+                let all: Vec<&TableInfo> = tables.iter().collect();
+                match copy::copy(&cfg, &all, false, &events, &stop).await? {
+                    Some(pos) => pos,
+                    None => return Ok(()), // stopped
+                }
+            }
+            (Some(start), CopyPlan::Added(added)) => {
+                // Before the stream: it starts below the copy's point, and the sink
+                // takes the added tables' changes only past it (`copy::copy`).
+                let added: Vec<&TableInfo> =
+                    tables.iter().filter(|t| added.contains(&t.id)).collect();
+                info!(tables = ?added.iter().map(|t| t.id.to_string()).collect::<Vec<_>>(), from = %start.0, "tables without a finished copy beside tables that have one: copying only those, then the stream goes on from the others' position");
+                if copy::copy(&cfg, &added, true, &events, &stop)
+                    .await?
+                    .is_none()
+                {
+                    return Ok(());
+                }
+                start
+            }
+            (Some(start), _) => start,
         };
         let by_name: HashMap<(String, String), Arc<TableInfo>> = tables
             .into_iter()
@@ -454,6 +469,46 @@ pub async fn run(
             };
             keeper.abort();
             result
+        }
+    }
+}
+
+/// Where the stream starts without a copy of every table: the topics' position (of the
+/// tables that stream on, see [`CopyPlan::streams_from_topic`]), placed on the server,
+/// or the binlog's end when nothing was written and nothing is copied.
+async fn stream_start(
+    cfg: &MySourceConfig,
+    plan: &CopyPlan,
+    conn: &mut Conn,
+) -> Result<(BinlogPos, GtidSet), Error> {
+    match cfg.resume_from.clone() {
+        Some(ResumeFrom {
+            oldest: SourcePos::Mysql { binlog, gtids },
+            newest,
+        }) => {
+            let oldest = SourcePos::Mysql { binlog, gtids };
+            place(cfg, conn, &oldest).await?;
+            if newest.compare(&oldest) != Some(std::cmp::Ordering::Equal) {
+                place(cfg, conn, &newest).await?;
+            }
+            let SourcePos::Mysql { binlog, gtids } = oldest else {
+                unreachable!("matched above")
+            };
+            Ok((binlog, gtids))
+        }
+        Some(ResumeFrom { oldest: other, .. }) => Err(Error::Config(format!(
+            "mysql: the topics hold positions of another source ({other}); give this \
+             connector its own --topic-prefix"
+        ))),
+        None if cfg.snapshot == SnapshotMode::Initial || *plan != CopyPlan::None => {
+            Err(Error::Source(
+                "mysql: the topics hold a finished copy but no position to resume from".into(),
+            ))
+        }
+        None => {
+            let end = binlog_end(conn).await?;
+            let gtids = gtids_at(conn, &end).await;
+            Ok((end, gtids))
         }
     }
 }
@@ -499,112 +554,6 @@ async fn hold_fence(mut conn: Conn, name: &str) -> Error {
             Err(e) => return Error::Source(format!("mysql: the fence connection failed: {e}")),
         }
     }
-}
-
-/// The initial copy. Returns where streaming continues, or `None` when stopped.
-async fn snapshot(
-    cfg: &MySourceConfig,
-    tables: &[TableInfo],
-    events: &mpsc::Sender<SourceEvent>,
-    stop: &Stop,
-) -> Result<Option<(BinlogPos, GtidSet)>, Error> {
-    let mut conn = connect(&cfg.dsn).await?;
-    // TIMESTAMPs read in UTC, as the binlog carries them.
-    for set in [
-        "SET SESSION time_zone = '+00:00'",
-        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-    ] {
-        conn.query_drop(set)
-            .await
-            .map_err(my_err("prepare snapshot session"))?;
-    }
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        .await
-        .map_err(my_err("START TRANSACTION WITH CONSISTENT SNAPSHOT"))?;
-    let file = status(&mut conn, "binlog_snapshot_file").await?;
-    let offset = status(&mut conn, "binlog_snapshot_position").await?;
-    let offset: u64 = offset.parse().map_err(|_| {
-        Error::Source(format!(
-            "mysql: binlog_snapshot_position {offset:?} is not a number"
-        ))
-    })?;
-    let at = BinlogPos { file, offset };
-    let gtids = gtids_at(&mut conn, &at).await;
-    let pos = SourcePos::Mysql {
-        binlog: at.clone(),
-        gtids: gtids.clone(),
-    };
-    info!(%pos, "initial copy at a consistent snapshot");
-    let want = tables
-        .iter()
-        .map(|t| ((*t.id).clone(), t.estimated_rows))
-        .collect();
-    send(events, SourceEvent::SnapshotStarted { pos, tables: want }).await?;
-    for t in tables {
-        // In key order (InnoDB's clustered index: no sort): a copy started over at the
-        // same binlog position numbers its rows as the cut one did, so the sink skips
-        // exactly the rows that are already in the topics.
-        let select = format!(
-            "SELECT {} FROM {} ORDER BY {}",
-            t.columns
-                .iter()
-                .map(|c| quote_ident(&c.name))
-                .collect::<Vec<_>>()
-                .join(", "),
-            qualified(&t.id),
-            t.key
-                .iter()
-                .map(|k| quote_ident(k))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let mut result = conn
-            .exec_iter(select.as_str(), ())
-            .await
-            .map_err(my_err("snapshot SELECT"))?;
-        let mut chunk = Vec::with_capacity(cfg.snapshot_chunk_rows);
-        let (started, mut rows) = (std::time::Instant::now(), 0u64);
-        loop {
-            if stop.is_cancelled() {
-                return Ok(None);
-            }
-            let Some(mut row) = result.next().await.map_err(my_err("snapshot read"))? else {
-                break;
-            };
-            let mut after: Row = Vec::with_capacity(t.columns.len());
-            for (i, c) in t.columns.iter().enumerate() {
-                let v = row
-                    .take::<mysql_async::Value, _>(i)
-                    .unwrap_or(mysql_async::Value::NULL);
-                after.push((c.name.clone(), types::to_json(&c.kind, &v)));
-            }
-            rows += 1;
-            chunk.push(RowChange {
-                table: t.id.clone(),
-                op: Op::Read,
-                key: key_of(t, &after)?,
-                before: None,
-                after: Some(after),
-            });
-            if chunk.len() >= cfg.snapshot_chunk_rows {
-                send(
-                    events,
-                    SourceEvent::SnapshotRows(std::mem::take(&mut chunk)),
-                )
-                .await?;
-            }
-        }
-        if !chunk.is_empty() {
-            send(events, SourceEvent::SnapshotRows(chunk)).await?;
-        }
-        // Handed to the writer, not yet written: the channel holds up to 256 chunks.
-        info!(table = %t.id, rows, seconds = started.elapsed().as_secs_f64(), "table read");
-    }
-    conn.query_drop("COMMIT")
-        .await
-        .map_err(my_err("end snapshot"))?;
-    send(events, SourceEvent::SnapshotDone).await?;
-    Ok(Some((at, gtids)))
 }
 
 fn key_of(info: &TableInfo, row: &Row) -> Result<Row, Error> {

@@ -382,11 +382,13 @@ async fn mysql_once(
     use tokio::sync::{mpsc, watch};
 
     let sink = sluice_cdc::sink::Sink::open(sink_cfg, info.clone(), tables).await?;
-    let state = sink.snapshot_state();
-    // The position lives in the topics: the oldest last record over every partition.
+    // Per table: a table added to --tables is copied on its own.
+    let plan = sluice_cdc::mysql::copy_plan(cfg.snapshot, tables, sink.table_states());
+    // The position lives in the topics: the oldest last record over every partition of
+    // the tables that stream on (a table copied on its own starts at its copy).
     let admin = sluice_client::Admin::new(&sluice_client::ClientConfig::new(&c.bootstrap));
     let mut partitions = Vec::new();
-    for t in tables {
+    for t in tables.iter().filter(|t| plan.streams_from_topic(t)) {
         if let Some(topic) = sink.topic_of(t) {
             let n = admin.describe_topic(topic).await?.partitions.len() as u32;
             partitions.push((topic.to_string(), n));
@@ -395,15 +397,16 @@ async fn mysql_once(
     let mut cfg = cfg.clone();
     cfg.resume_from = sluice_cdc::mysql::resume_position(sink.resume(), &partitions);
     let (tx, rx) = mpsc::channel(256);
-    // MariaDB is not told what Sluice acknowledged: the position lives in the topics.
-    let (confirmed_tx, _confirmed_rx) = watch::channel(None);
+    // MariaDB is not told what Sluice acknowledged (the position lives in the topics):
+    // the source waits only for its topic marks to be written.
+    let (confirmed_tx, confirmed_rx) = watch::channel(None);
     let writer = tokio::spawn(sluice_cdc::runner::run(
         sink,
         rx,
         confirmed_tx,
         stats.clone(),
     ));
-    let source = sluice_cdc::mysql::run(cfg, state, tx, stop.clone()).await;
+    let source = sluice_cdc::mysql::run(cfg, plan, tx, confirmed_rx, stop.clone()).await;
     join(source, writer).await
 }
 

@@ -28,7 +28,8 @@ impl Sink {
     /// - every non-empty partition of a topic under the prefix whose table is not
     ///   captured (`<prefix>.<schema>.<table>`, written by a connector, not already
     ///   ending with a copy record): its table was left out of `--tables`, and this
-    ///   run's slot moves past its changes. Added back later, its topic then reads as a
+    ///   run's slot (Postgres) or stream (MariaDB) moves past its changes. Added back
+    ///   later, its topic then reads as a
     ///   copy cut short and the table is copied again on its own (with tombstones for
     ///   rows deleted meanwhile), instead of streaming on with the changes it missed
     ///   lost for good.
