@@ -69,6 +69,22 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   exit 1
 fi
 
+# confluent-kafka (librdkafka 2.x bundled) drives tests/kafka_clients.py against the Kafka
+# listener. Installed from PyPI into the same git-ignored .venv-tools/ (or, without
+# python3-venv, into it as a plain target directory, which tests/kafka_clients.rs puts on
+# PYTHONPATH).
+confluent_kafka_version=2.16.2
+kafka_python=python3
+[[ -x "$tools/bin/python3" ]] && kafka_python="$tools/bin/python3"
+if ! PYTHONPATH="$tools" "$kafka_python" -c 'import confluent_kafka' >/dev/null 2>&1; then
+  echo "installing confluent-kafka $confluent_kafka_version into $tools/"
+  if [[ -x "$tools/bin/pip" ]] || python3 -m venv "$tools" 2>/dev/null; then
+    "$tools/bin/pip" install -q "confluent-kafka==$confluent_kafka_version"
+  else
+    python3 -m pip install -q --target "$tools" "confluent-kafka==$confluent_kafka_version"
+  fi
+fi
+
 # The etcd lease store and its tests need the `etcd` feature (protoc at build time).
 features=(--features sluice/etcd,sluice/postgres)
 cargo nextest run --workspace "${features[@]}" --no-fail-fast "$@"

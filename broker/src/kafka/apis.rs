@@ -26,6 +26,7 @@ use sluice_proto::ErrorCode;
 use tonic::Request;
 use tracing::debug;
 
+use super::groups;
 use super::versions::{self, answers};
 use super::{framed, peek_header, Finishing, Outcome};
 use crate::server::api::BrokerApi;
@@ -57,11 +58,11 @@ fn respond(key: ApiKey, version: i16, correlation: i32, body: ResponseKind) -> O
     }
 }
 
-fn name(s: &str) -> TopicName {
+pub(crate) fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-fn code(c: i32) -> i16 {
+pub(crate) fn code(c: i32) -> i16 {
     i16::try_from(c).unwrap_or(ErrorCode::UnknownServerError.code() as i16)
 }
 
@@ -123,6 +124,41 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
                 ))),
                 Err(e) => Outcome::Close(format!("ListOffsets failed: {e}")),
             }
+        }
+        .boxed(),
+        RequestKind::InitProducerId(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::InitProducerId(
+                groups::init_producer_id(&s, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::FindCoordinator(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::FindCoordinator(
+                groups::find_coordinator(&s, version, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::OffsetCommit(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::OffsetCommit(
+                groups::offset_commit(&s, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::OffsetFetch(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::OffsetFetch(
+                groups::offset_fetch(&s, version, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::ConsumerGroupHeartbeat(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::ConsumerGroupHeartbeat(
+                groups::consumer_group_heartbeat(&s, r).await,
+            ))
         }
         .boxed(),
         other => close(format!("{key:?} is not served (decoded {other:?})")),
@@ -431,6 +467,7 @@ fn list_offsets_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest};
 
     /// Every served version of every response encodes, with the values a real answer
     /// carries (a field a version lacks, set, fails the encoder).
@@ -501,6 +538,88 @@ mod tests {
                     ApiKey::Fetch => ResponseKind::Fetch(fetch_response(fetched.clone())),
                     ApiKey::ListOffsets => {
                         ResponseKind::ListOffsets(list_offsets_response(version, listed.clone()))
+                    }
+                    ApiKey::InitProducerId => {
+                        ResponseKind::InitProducerId(groups::producer_id_response(0, 4000, 0))
+                    }
+                    ApiKey::FindCoordinator => {
+                        let found = |key: &'static str, error: i16| {
+                            (
+                                StrBytes::from_static_str(key),
+                                (
+                                    error,
+                                    (error != 0).then(|| StrBytes::from_static_str("why")),
+                                    if error == 0 { 1 } else { -1 },
+                                    StrBytes::from_static_str("127.0.0.1"),
+                                    9092,
+                                ),
+                            )
+                        };
+                        let keys = if version >= 4 {
+                            vec![found("g", 0), found("h", 15)]
+                        } else {
+                            vec![found("g", 15)]
+                        };
+                        ResponseKind::FindCoordinator(groups::find_coordinator_response(
+                            version, keys,
+                        ))
+                    }
+                    ApiKey::OffsetCommit => {
+                        use kafka_protocol::messages::offset_commit_request::{
+                            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+                        };
+                        let asked = OffsetCommitRequest::default().with_topics(vec![
+                            OffsetCommitRequestTopic::default()
+                                .with_name(name("t"))
+                                .with_partitions(vec![
+                                    OffsetCommitRequestPartition::default().with_partition_index(0)
+                                ]),
+                        ]);
+                        ResponseKind::OffsetCommit(groups::offset_commit_response(&asked, 113))
+                    }
+                    ApiKey::OffsetFetch => {
+                        let found: groups::Fetched =
+                            [("t".to_string(), vec![(0, 42, "m".to_string())])].into();
+                        let mut answers = vec![(GroupId(StrBytes::from_static_str("g")), 0, found)];
+                        if version >= 8 {
+                            answers.push((
+                                GroupId(StrBytes::from_static_str("h")),
+                                16,
+                                Default::default(),
+                            ));
+                        }
+                        ResponseKind::OffsetFetch(groups::offset_fetch_response(version, answers))
+                    }
+                    ApiKey::ConsumerGroupHeartbeat => {
+                        let id = uuid::Uuid::try_parse("9b03c994487722e2d10a652292bc8432").unwrap();
+                        let by_name = [("t".to_string(), id)].into();
+                        let reply = v1::GroupHeartbeatResponse {
+                            member_id: "m".into(),
+                            member_epoch: 3,
+                            heartbeat_interval_ms: 5000,
+                            assignment: vec![v1::TopicPartitions {
+                                topic: "t".into(),
+                                partitions: vec![0, 1],
+                            }],
+                            ..Default::default()
+                        };
+                        let failed = v1::GroupHeartbeatResponse {
+                            error_code: 110,
+                            error_message: "fenced".into(),
+                            ..Default::default()
+                        };
+                        for (reply, leaving) in [(failed, false), (reply.clone(), true)] {
+                            let body = ResponseKind::ConsumerGroupHeartbeat(
+                                groups::heartbeat_response(reply, leaving, &by_name),
+                            );
+                            assert!(matches!(
+                                respond(*key, version, 7, body),
+                                Outcome::Respond(_)
+                            ));
+                        }
+                        ResponseKind::ConsumerGroupHeartbeat(groups::heartbeat_response(
+                            reply, false, &by_name,
+                        ))
                     }
                     other => panic!("{other:?} served but not covered here"),
                 };

@@ -15,6 +15,7 @@
 //! response.
 
 mod apis;
+mod groups;
 mod versions;
 
 use std::net::SocketAddr;

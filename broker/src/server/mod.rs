@@ -7,12 +7,12 @@
 //! until then ([`readiness`]). Shutdown: stop accepting, let in-flight
 //! requests finish, flush and close every log, write the clean-shutdown marker.
 
-mod admin;
+pub(crate) mod admin;
 pub(crate) mod api;
 mod control;
 mod fetcher;
 mod groups;
-mod groups_api;
+pub(crate) mod groups_api;
 mod lifecycle;
 mod readiness;
 

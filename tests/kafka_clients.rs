@@ -1,0 +1,145 @@
+//! The Kafka listener through confluent-kafka (PyPI, librdkafka 2.x bundled), which
+//! `scripts/test.sh` installs into `.venv-tools/`: idempotent producers, committed
+//! offsets that the gRPC side reports identically, and a KIP-848 group that rebalances.
+//! The flows are in tests/kafka_clients.py.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Dev;
+
+/// `.venv-tools/bin/python3` (a virtualenv) or the system python3 with `.venv-tools`
+/// on its path (scripts/test.sh's fallback without python3-venv).
+fn python() -> (PathBuf, Option<PathBuf>) {
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-tools");
+    let venv = tools.join("bin/python3");
+    if venv.exists() {
+        (venv, None)
+    } else {
+        (PathBuf::from("python3"), Some(tools))
+    }
+}
+
+/// Runs one flow of tests/kafka_clients.py; its JSON answer, or a panic with its stderr.
+fn flow(args: &[&str]) -> serde_json::Value {
+    let (py, path) = python();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients.py");
+    let mut cmd = Command::new(&py);
+    cmd.arg(&script).args(args);
+    if let Some(p) = path {
+        cmd.env("PYTHONPATH", p);
+    }
+    let out = cmd.output().expect("python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named 'confluent_kafka'"),
+        "confluent-kafka is not installed: run scripts/test.sh (it installs it into .venv-tools/)"
+    );
+    assert!(
+        out.status.success(),
+        "kafka_clients.py {args:?} failed: {stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn dev_with_topic(dir: &Path, topic: &str, partitions: u32) -> (Dev, String) {
+    let dev = Dev::start(dir);
+    let kafka = dev
+        .kafka_addr
+        .clone()
+        .expect("dev prints its Kafka listener");
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+        ],
+        "",
+    );
+    (dev, kafka)
+}
+
+/// An idempotent producer (enable.idempotence, acks=all: the Java client's default)
+/// gets a producer id (InitProducerId) and every record lands exactly once.
+#[test]
+fn confluent_kafka_idempotent_producer_writes_each_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, kafka) = dev_with_topic(dir.path(), "idem", 3);
+    let n = 2000;
+    let out = flow(&["idempotent", &kafka, "idem", &n.to_string()]);
+    assert_eq!(out["delivered"], n, "{out}");
+    assert_eq!(out["distinct_offsets"], n, "{out}");
+    let read = dev.ok(
+        &["consume", "idem", "--from-beginning", "-e", "-f", "%s\n"],
+        "",
+    );
+    let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
+    for l in read.lines() {
+        *counts.entry(l).or_default() += 1;
+    }
+    assert_eq!(counts.len(), n, "every record arrived");
+    assert!(counts.values().all(|c| *c == 1), "none twice");
+}
+
+/// A consumer assigning partitions by hand commits over Kafka (OffsetCommit,
+/// generation -1); the client reads them back (OffsetFetch) and `sluice group
+/// describe` (gRPC, the same coordinator and `__consumer_offsets`) reports the same.
+#[test]
+fn confluent_kafka_commits_are_the_offsets_sluice_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, kafka) = dev_with_topic(dir.path(), "cm", 3);
+    let lines: Vec<String> = (0..300).map(|i| format!("k{i}:v{i}")).collect();
+    dev.ok(&["produce", "cm", "-K", ":"], &(lines.join("\n") + "\n"));
+    let out = flow(&["commit", &kafka, "cm", "manual", "300"]);
+    assert_eq!(out["read"], 300, "{out}");
+    let committed: BTreeMap<u32, i64> = out["committed"]
+        .as_object()
+        .expect("committed")
+        .iter()
+        .map(|(p, o)| (p.parse().unwrap(), o.as_i64().unwrap()))
+        .collect();
+    assert_eq!(committed.len(), 3, "{out}");
+    assert_eq!(committed.values().sum::<i64>(), 300, "{out}");
+
+    let described = dev.ok(&["group", "describe", "manual", "--output", "json"], "");
+    let d: serde_json::Value = serde_json::from_str(&described).expect("json");
+    let offsets = d["partitions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("partitions in {d}"));
+    let native: BTreeMap<u32, i64> = offsets
+        .iter()
+        .filter(|o| o["topic"] == "cm")
+        .map(|o| {
+            (
+                o["partition"].as_u64().unwrap() as u32,
+                o["committed_offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(native, committed, "gRPC side: {d}");
+}
+
+/// Two `group.protocol=consumer` (KIP-848) members share a 4-partition topic on the
+/// native coordinator; one leaves and the other takes every partition, reading what is
+/// written after. Every record is read.
+#[test]
+fn confluent_kafka_kip848_group_shares_and_rebalances() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, kafka) = dev_with_topic(dir.path(), "grp", 4);
+    let lines: Vec<String> = (0..400).map(|i| format!("k{i}:v{i}")).collect();
+    dev.ok(&["produce", "grp", "-K", ":"], &(lines.join("\n") + "\n"));
+    let out = flow(&["group", &kafka, "grp", "g848", "400"]);
+    let split = out["split"].as_array().expect("split");
+    assert!(
+        split.iter().all(|s| !s.as_array().unwrap().is_empty()),
+        "{out}"
+    );
+    assert_eq!(out["after_leave"], serde_json::json!([0, 1, 2, 3]), "{out}");
+    assert_eq!(out["distinct"], 800, "{out}");
+}
