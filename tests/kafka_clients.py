@@ -5,6 +5,9 @@ prints why it failed on stderr and exits 1. Every wait has a deadline.
   idempotent BOOTSTRAP TOPIC N      an idempotent producer (acks=all) writes N records
   commit BOOTSTRAP TOPIC GROUP N    a consumer assigns every partition by hand, reads
                                     the N records, commits what it read (generation -1)
+  autocreate BOOTSTRAP TOPIC NOPE N a consumer that may not create topics asks for NOPE;
+                                    then an idempotent producer writes N records to
+                                    TOPIC, which does not exist yet
   group BOOTSTRAP TOPIC GROUP N     two group.protocol=consumer members share TOPIC and
                                     its N records; one leaves, the other takes over and
                                     reads N more records written after
@@ -85,6 +88,24 @@ def idempotent(bootstrap, topic, n):
     values = [f"idem-{i}".encode() for i in range(n)]
     delivered = produce(bootstrap, topic, values, errors)
     return {"delivered": len(delivered), "distinct_offsets": len(set(delivered))}
+
+
+def autocreate(bootstrap, topic, nope, n):
+    errors = []
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "autocreate",
+            "allow.auto.create.topics": False,
+            "error_cb": fatal_errors(errors),
+        }
+    )
+    md = c.list_topics(nope, timeout=10)
+    absent = md.topics[nope].error is not None if nope in md.topics else True
+    c.close()
+    values = [f"auto-{i}".encode() for i in range(n)]
+    delivered = produce(bootstrap, topic, values, errors)
+    return {"nope_absent": absent, "delivered": len(delivered)}
 
 
 def partitions_of(consumer, topic):
@@ -224,6 +245,8 @@ def main():
             out = idempotent(args[0], args[1], int(args[2]))
         elif flow == "commit":
             out = commit(args[0], args[1], args[2], int(args[3]))
+        elif flow == "autocreate":
+            out = autocreate(args[0], args[1], args[2], int(args[3]))
         elif flow == "group":
             out = group(args[0], args[1], args[2], int(args[3]))
         else:

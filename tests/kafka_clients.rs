@@ -47,7 +47,9 @@ fn flow(args: &[&str]) -> serde_json::Value {
 }
 
 fn dev_with_topic(dir: &Path, topic: &str, partitions: u32) -> (Dev, String) {
-    let dev = Dev::start(dir);
+    // A 3 s session: KIP-848 members heartbeat every second (a third of it), so a
+    // rebalance takes a few seconds rather than a few 5 s heartbeats.
+    let dev = Dev::start_with(dir, &["--group-session-timeout-ms", "3000"]);
     let kafka = dev
         .kafka_addr
         .clone()
@@ -142,4 +144,36 @@ fn confluent_kafka_kip848_group_shares_and_rebalances() {
     );
     assert_eq!(out["after_leave"], serde_json::json!([0, 1, 2, 3]), "{out}");
     assert_eq!(out["distinct"], 800, "{out}");
+}
+
+/// `sluice dev` creates a topic a producer's Metadata request names
+/// (`auto.create.topics.enable`, `num.partitions` 1 by default), and not one named by a
+/// client that says not to (a consumer's default).
+#[test]
+fn confluent_kafka_producer_auto_creates_its_topic_in_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(dir.path(), &["--num-partitions", "2"]);
+    let kafka = dev
+        .kafka_addr
+        .clone()
+        .expect("dev prints its Kafka listener");
+    let out = flow(&["autocreate", &kafka, "made", "nope", "100"]);
+    assert_eq!(out["delivered"], 100, "{out}");
+    assert_eq!(out["nope_absent"], true, "{out}");
+    let listed = dev.ok(&["topic", "list"], "");
+    assert!(listed.contains("made"), "{listed}");
+    assert!(!listed.contains("nope"), "{listed}");
+    let described = dev.ok(&["topic", "describe", "made", "--output", "json"], "");
+    let d: serde_json::Value = serde_json::from_str(&described).expect("json");
+    let text = d.to_string();
+    assert_eq!(
+        text.matches("\"partition\"").count(),
+        2,
+        "two partitions (--num-partitions): {d}"
+    );
+    let read = dev.ok(
+        &["consume", "made", "--from-beginning", "-e", "-f", "%s\n"],
+        "",
+    );
+    assert_eq!(read.lines().count(), 100);
 }

@@ -36,6 +36,14 @@ pub struct DevArgs {
     /// 127.0.0.1:9092, or the next free port if that one is taken.
     #[arg(long, value_parser = parse_addr)]
     pub kafka_listen: Option<SocketAddr>,
+    /// `num.partitions`: partitions of a topic a Kafka client's Metadata request creates
+    /// (`auto.create.topics.enable` is on in dev).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub num_partitions: u32,
+    /// `group.consumer.session.timeout.ms`: a group member's session timeout when it
+    /// does not ask for one (the heartbeat interval is a third of it, at most 5 s).
+    #[arg(long, value_name = "MS", default_value_t = 45_000)]
+    pub group_session_timeout_ms: u64,
     #[command(flatten)]
     pub cleaner: CleanerArgs,
 }
@@ -111,6 +119,14 @@ pub struct BrokerArgs {
     /// (default: the --kafka-listen address).
     #[arg(long, requires = "kafka_listen")]
     pub kafka_advertise: Option<String>,
+    /// `auto.create.topics.enable`: a Kafka client's Metadata request for a topic that
+    /// does not exist creates it (`--num-partitions` partitions, three replicas or every
+    /// live broker when fewer), unless the client says not to.
+    #[arg(long, requires = "kafka_listen")]
+    pub auto_create_topics: bool,
+    /// `num.partitions`: partitions of an auto-created topic.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub num_partitions: u32,
     /// Controller address(es), comma-separated.
     #[arg(long)]
     pub controller: String,
@@ -302,6 +318,11 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
         config.controlled_shutdown = false;
         config.cleaner = a.cleaner.config();
         config.kafka_advertised = Some(kafka_addr.to_string());
+        config.kafka_auto_create_partitions = Some(a.num_partitions);
+        config.groups.group.session_timeout = Duration::from_millis(
+            a.group_session_timeout_ms
+                .clamp(500, config.groups.max_session_timeout.as_millis() as u64),
+        );
         let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
         broker.serve_kafka(kafka);
         // Clients hear "not ready" (and retry) until the whole dev cluster is up, so a
@@ -524,6 +545,7 @@ pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
             None => k.local_addr()?.to_string(),
         });
     }
+    config.kafka_auto_create_partitions = a.auto_create_topics.then_some(a.num_partitions);
     config.rack = a.rack;
     config.replica_lag_time_max = Duration::from_millis(a.replica_lag_time_max_ms);
     config.producer_id_expiration = Duration::from_millis(a.producer_id_expiration_ms.max(1));

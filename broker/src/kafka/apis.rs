@@ -269,6 +269,19 @@ async fn metadata(api: &BrokerApi, me: u32, version: i16, r: MetadataRequest) ->
     if none_asked {
         md.topics.clear();
     }
+    // v0-3 have no flag: creation was always allowed there.
+    let allowed = version < 4 || r.allow_auto_topic_creation;
+    if let (true, Some(partitions)) = (allowed, api.0.config.kafka_auto_create_partitions) {
+        for t in md
+            .topics
+            .iter_mut()
+            .filter(|t| t.error_code == ErrorCode::UnknownTopicOrPartition.code())
+        {
+            let (error, message) = groups::auto_create(&api.0, &t.name, partitions).await;
+            t.error_code = error;
+            t.error_message = message;
+        }
+    }
     metadata_response(me, version, md)
 }
 

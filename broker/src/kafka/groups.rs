@@ -514,3 +514,47 @@ fn topic_ids(shared: &Arc<Shared>) -> (BTreeMap<uuid::Uuid, String>, BTreeMap<St
         pairs.into_iter().map(|(id, n)| (n, id)).collect(),
     )
 }
+
+/// Creates `topic` for a Metadata request (`auto.create.topics.enable`) through the
+/// controller, as `sluice topic create` would with the defaults: `partitions`
+/// (`num.partitions`) and three replicas, or every live broker when fewer. The answer
+/// for the topic in this Metadata response: LEADER_NOT_AVAILABLE while it is being
+/// created (the client asks again), or why it cannot be.
+pub(crate) async fn auto_create(
+    shared: &Arc<Shared>,
+    topic: &str,
+    partitions: u32,
+) -> (i32, String) {
+    let alive = shared
+        .metadata
+        .read()
+        .brokers
+        .iter()
+        .filter(|b| b.alive)
+        .count()
+        .clamp(1, 3) as u32;
+    let created = AdminProxy(shared.clone())
+        .create_topic(Request::new(v1::CreateTopicRequest {
+            name: topic.to_string(),
+            partitions,
+            replication_factor: alive,
+            configs: Default::default(),
+        }))
+        .await;
+    match created {
+        Ok(r) => {
+            let result = r.into_inner().result.unwrap_or_default();
+            match ErrorCode::from_code(result.error_code) {
+                ErrorCode::None | ErrorCode::TopicAlreadyExists => (
+                    ErrorCode::LeaderNotAvailable.code(),
+                    format!("topic {topic} is being created"),
+                ),
+                _ => (result.error_code, result.error_message),
+            }
+        }
+        Err(s) => (
+            ErrorCode::LeaderNotAvailable.code(),
+            format!("topic {topic} could not be created yet: {}", s.message()),
+        ),
+    }
+}

@@ -84,6 +84,10 @@ pub struct BrokerConfig {
     /// the controller at registration so Kafka Metadata answers list it (`None`: no
     /// Kafka listener).
     pub kafka_advertised: Option<String>,
+    /// `auto.create.topics.enable` with `num.partitions`: a Kafka Metadata request for a
+    /// topic that does not exist creates it with this many partitions (and the default
+    /// replication factor: three, or every live broker when fewer). `None`: off.
+    pub kafka_auto_create_partitions: Option<u32>,
 }
 
 impl BrokerConfig {
@@ -112,6 +116,7 @@ impl BrokerConfig {
             groups: Default::default(),
             offsets_topic_partitions: 12,
             kafka_advertised: None,
+            kafka_auto_create_partitions: None,
         }
     }
 }
