@@ -10,7 +10,8 @@ prints why it failed on stderr and exits 1. Every wait has a deadline.
                                     TOPIC, which does not exist yet
   group BOOTSTRAP TOPIC GROUP N     two group.protocol=consumer members share TOPIC and
                                     its N records; one leaves, the other takes over and
-                                    reads N more records written after
+                                    reads N more records written after; an admin
+                                    describes the group while both are in it
 """
 
 import json
@@ -19,6 +20,7 @@ import time
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka import OFFSET_BEGINNING
+from confluent_kafka.admin import AdminClient
 
 
 class Failed(Exception):
@@ -162,6 +164,24 @@ def commit(bootstrap, topic, group, n):
     }
 
 
+def describe(bootstrap, group_id):
+    """The group as an admin sees it (ConsumerGroupDescribe): state, and each
+    member's assigned partitions."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.describe_consumer_groups([group_id], request_timeout=10)
+    try:
+        d = futures[group_id].result(timeout=15)
+    except KafkaException as e:
+        raise Failed(f"describe {group_id}: {e}")
+    return {
+        "state": str(d.state),
+        "members": sorted(
+            sorted(tp.partition for tp in m.assignment.topic_partitions)
+            for m in d.members
+        ),
+    }
+
+
 def group(bootstrap, topic, group_id, n):
     errors = []
 
@@ -213,6 +233,7 @@ def group(bootstrap, topic, group_id, n):
                 f"two members: assignments {shares}, {len(seen)} of {n} records in 40 s"
             )
     split_shares = shares
+    described = describe(bootstrap, group_id)
     # One leaves; the other takes every partition.
     members[1].close()
     alive = deadline(40)
@@ -231,6 +252,7 @@ def group(bootstrap, topic, group_id, n):
             raise Failed(f"after a leave: {got} of {n} new records read in 30 s")
     members[0].close()
     return {
+        "described": described,
         "split": split_shares,
         "after_leave": owners[0],
         "distinct": len(seen),

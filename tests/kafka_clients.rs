@@ -128,8 +128,9 @@ fn confluent_kafka_commits_are_the_offsets_sluice_reports() {
 }
 
 /// Two `group.protocol=consumer` (KIP-848) members share a 4-partition topic on the
-/// native coordinator; one leaves and the other takes every partition, reading what is
-/// written after. Every record is read.
+/// native coordinator, and an admin client describes them (ConsumerGroupDescribe); one
+/// leaves and the other takes every partition, reading what is written after. Every
+/// record is read.
 #[test]
 fn confluent_kafka_kip848_group_shares_and_rebalances() {
     let dir = tempfile::tempdir().unwrap();
@@ -143,6 +144,23 @@ fn confluent_kafka_kip848_group_shares_and_rebalances() {
         "{out}"
     );
     assert_eq!(out["after_leave"], serde_json::json!([0, 1, 2, 3]), "{out}");
+    // ConsumerGroupDescribe, through librdkafka's admin client: two members whose
+    // assignments are the two shares the members reported.
+    let mut shares: Vec<serde_json::Value> = split.clone();
+    shares.sort_by_key(|s| s.to_string());
+    let mut described: Vec<serde_json::Value> = out["described"]["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("described members: {out}"))
+        .clone();
+    described.sort_by_key(|s| s.to_string());
+    assert_eq!(described, shares, "{out}");
+    assert!(
+        out["described"]["state"]
+            .as_str()
+            .unwrap_or("")
+            .contains("STABLE"),
+        "{out}"
+    );
     assert_eq!(out["distinct"], 800, "{out}");
 }
 

@@ -161,6 +161,13 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             ))
         }
         .boxed(),
+        RequestKind::ConsumerGroupDescribe(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::ConsumerGroupDescribe(
+                groups::consumer_group_describe(&s, version, r).await,
+            ))
+        }
+        .boxed(),
         other => close(format!("{key:?} is not served (decoded {other:?})")),
     }
 }
@@ -633,6 +640,46 @@ mod tests {
                         ResponseKind::ConsumerGroupHeartbeat(groups::heartbeat_response(
                             reply, false, &by_name,
                         ))
+                    }
+                    ApiKey::ConsumerGroupDescribe => {
+                        let id = uuid::Uuid::try_parse("9b03c994487722e2d10a652292bc8432").unwrap();
+                        let by_name = [("t".to_string(), id)].into();
+                        let tps = vec![v1::TopicPartitions {
+                            topic: "t".into(),
+                            partitions: vec![0, 1],
+                        }];
+                        let d = v1::DescribeGroupResponse {
+                            group_id: "g".into(),
+                            state: "stable".into(),
+                            group_epoch: 3,
+                            assignment_epoch: 3,
+                            assignor: "uniform".into(),
+                            members: vec![v1::GroupMember {
+                                member_id: "m".into(),
+                                instance_id: "i".into(),
+                                member_epoch: 3,
+                                subscribed_topics: vec!["t".into()],
+                                subscribed_regex: "t.*".into(),
+                                assignment: tps.clone(),
+                                target_assignment: tps,
+                            }],
+                            ..Default::default()
+                        };
+                        let missing = v1::DescribeGroupResponse {
+                            error_code: 69,
+                            error_message: "no group h".into(),
+                            ..Default::default()
+                        };
+                        ResponseKind::ConsumerGroupDescribe(
+                            groups::consumer_group_describe_response(
+                                version,
+                                vec![
+                                    (GroupId(StrBytes::from_static_str("g")), d),
+                                    (GroupId(StrBytes::from_static_str("h")), missing),
+                                ],
+                                &by_name,
+                            ),
+                        )
                     }
                     other => panic!("{other:?} served but not covered here"),
                 };

@@ -7,6 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kafka_protocol::messages::consumer_group_describe_response::{
+    Assignment as DescribedAssignment, DescribedGroup, Member,
+    TopicPartitions as DescribedPartitions,
+};
 use kafka_protocol::messages::consumer_group_heartbeat_response::{
     Assignment, TopicPartitions as AssignedPartitions,
 };
@@ -19,10 +23,10 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    BrokerId, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, InitProducerIdRequest,
-    InitProducerIdResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, ProducerId,
+    BrokerId, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupId, InitProducerIdRequest, InitProducerIdResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProducerId,
 };
 use kafka_protocol::protocol::StrBytes;
 use sluice_proto::v1;
@@ -557,4 +561,99 @@ pub(crate) async fn auto_create(
             format!("topic {topic} could not be created yet: {}", s.message()),
         ),
     }
+}
+
+/// ConsumerGroupDescribe (KIP-848): the native coordinator's description of each group,
+/// as `sluice group describe` shows it. Client ids and hosts are not kept (empty).
+pub(crate) async fn consumer_group_describe(
+    shared: &Arc<Shared>,
+    version: i16,
+    r: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    let (_, by_name) = topic_ids(shared);
+    let mut described = Vec::with_capacity(r.group_ids.len());
+    for group in r.group_ids {
+        let d = match GroupsApi(shared.clone())
+            .describe_group(Request::new(v1::DescribeGroupRequest {
+                group_id: group.0.to_string(),
+            }))
+            .await
+        {
+            Ok(d) => d.into_inner(),
+            Err(s) => v1::DescribeGroupResponse {
+                error_code: ErrorCode::CoordinatorNotAvailable.code(),
+                error_message: s.message().to_string(),
+                ..Default::default()
+            },
+        };
+        described.push((group, d));
+    }
+    consumer_group_describe_response(version, described, &by_name)
+}
+
+/// The ConsumerGroupDescribe answer from native descriptions.
+pub(crate) fn consumer_group_describe_response(
+    version: i16,
+    described: Vec<(GroupId, v1::DescribeGroupResponse)>,
+    by_name: &BTreeMap<String, uuid::Uuid>,
+) -> ConsumerGroupDescribeResponse {
+    let assignment = |tps: &[v1::TopicPartitions]| {
+        DescribedAssignment::default().with_topic_partitions(
+            tps.iter()
+                .filter_map(|t| {
+                    Some(
+                        DescribedPartitions::default()
+                            .with_topic_id(*by_name.get(&t.topic)?)
+                            .with_topic_name(name(&t.topic))
+                            .with_partitions(t.partitions.iter().map(|p| *p as i32).collect()),
+                    )
+                })
+                .collect(),
+        )
+    };
+    let groups = described
+        .into_iter()
+        .map(|(group, d)| {
+            if d.error_code != 0 {
+                return DescribedGroup::default()
+                    .with_group_id(group)
+                    .with_error_code(code(d.error_code))
+                    .with_error_message(text(d.error_message))
+                    .with_group_state(StrBytes::from_static_str("Dead"));
+            }
+            // Kafka's state names: Empty, Assigning, Reconciling, Stable, Dead.
+            let mut state = d.state.clone();
+            if let Some(first) = state.get_mut(..1) {
+                first.make_ascii_uppercase();
+            }
+            DescribedGroup::default()
+                .with_group_id(group)
+                .with_group_state(StrBytes::from_string(state))
+                .with_group_epoch(d.group_epoch)
+                .with_assignment_epoch(d.assignment_epoch)
+                .with_assignor_name(StrBytes::from_string(d.assignor.clone()))
+                .with_members(
+                    d.members
+                        .iter()
+                        .map(|m| {
+                            let mut member = Member::default()
+                                .with_member_id(StrBytes::from_string(m.member_id.clone()))
+                                .with_instance_id(text(m.instance_id.clone()))
+                                .with_member_epoch(m.member_epoch)
+                                .with_subscribed_topic_names(
+                                    m.subscribed_topics.iter().map(|t| name(t)).collect(),
+                                )
+                                .with_subscribed_topic_regex(text(m.subscribed_regex.clone()))
+                                .with_assignment(assignment(&m.assignment))
+                                .with_target_assignment(assignment(&m.target_assignment));
+                            if version >= 1 {
+                                member.member_type = 1; // a consumer-protocol member
+                            }
+                            member
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ConsumerGroupDescribeResponse::default().with_groups(groups)
 }
