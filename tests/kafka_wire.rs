@@ -162,3 +162,305 @@ fn kcat_produces_and_consumes_through_the_kafka_listener() {
         .sum();
     assert_eq!(total, 300 + 200 + 4 * 50);
 }
+
+mod raw {
+    //! Kafka's protocol by hand (the kafka-protocol crate's types), for the cases no
+    //! client run here exercises on purpose: stale member epochs, batched coordinator
+    //! keys, old versions.
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::messages::{
+        ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+    };
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    pub struct Conn {
+        stream: TcpStream,
+        correlation: i32,
+    }
+
+    impl Conn {
+        pub fn open(addr: &str) -> Conn {
+            let stream = TcpStream::connect(addr).expect("connect to the Kafka listener");
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                .unwrap();
+            Conn {
+                stream,
+                correlation: 0,
+            }
+        }
+
+        /// Sends `req` as `key` version `version`; the decoded answer.
+        pub fn call(&mut self, key: ApiKey, version: i16, req: RequestKind) -> ResponseKind {
+            self.correlation += 1;
+            let mut buf = BytesMut::new();
+            RequestHeader::default()
+                .with_request_api_key(key as i16)
+                .with_request_api_version(version)
+                .with_correlation_id(self.correlation)
+                .with_client_id(Some(StrBytes::from_static_str("raw")))
+                .encode(&mut buf, key.request_header_version(version))
+                .unwrap();
+            req.encode(&mut buf, version).unwrap();
+            let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&buf);
+            self.stream.write_all(&frame).unwrap();
+            let mut size = [0u8; 4];
+            self.stream.read_exact(&mut size).expect("an answer");
+            let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+            self.stream.read_exact(&mut body).unwrap();
+            let mut body = Bytes::from(body);
+            let header = <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(
+                &mut body,
+                key.response_header_version(version),
+            )
+            .unwrap();
+            assert_eq!(header.correlation_id, self.correlation);
+            ResponseKind::decode(key, &mut body, version).unwrap()
+        }
+    }
+}
+
+/// Groups over Kafka's protocol, by hand: FindCoordinator old and batched; a KIP-848
+/// member's OffsetCommit v9 refused with a stale epoch (STALE_MEMBER_EPOCH), an unknown
+/// member (UNKNOWN_MEMBER_ID) and as a simple consumer while the group has members
+/// (NON_EMPTY_GROUP), accepted with its epoch and read back by OffsetFetch v9 and v1;
+/// after it leaves, a simple consumer's commit (generation -1) is accepted.
+/// InitProducerId gives ids, and refuses a transactional id.
+#[test]
+fn group_and_producer_id_apis_by_hand() {
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions as Owned;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let kafka = dev
+        .kafka_addr
+        .clone()
+        .expect("dev prints its Kafka listener");
+    dev.ok(&["topic", "create", "w", "--partitions", "4"], "");
+    let port: i32 = kafka.rsplit_once(':').unwrap().1.parse().unwrap();
+    let mut c = raw::Conn::open(&kafka);
+    let s = StrBytes::from_static_str;
+    let deadline = Instant::now() + Duration::from_secs(30);
+
+    // FindCoordinator v4, two keys: both answered (the offsets topic is created on
+    // first use: COORDINATOR_NOT_AVAILABLE until then).
+    loop {
+        let ResponseKind::FindCoordinator(r) = c.call(
+            ApiKey::FindCoordinator,
+            4,
+            RequestKind::FindCoordinator(
+                FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g1"), s("g2")]),
+            ),
+        ) else {
+            panic!("not a FindCoordinator answer")
+        };
+        assert_eq!(r.coordinators.len(), 2);
+        if r.coordinators.iter().all(|k| k.error_code == 0) {
+            assert!(r
+                .coordinators
+                .iter()
+                .all(|k| k.port == port && k.node_id.0 == 1));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no coordinator: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ResponseKind::FindCoordinator(r) = c.call(
+        ApiKey::FindCoordinator,
+        0,
+        RequestKind::FindCoordinator(FindCoordinatorRequest::default().with_key(s("g1"))),
+    ) else {
+        panic!()
+    };
+    assert_eq!((r.error_code, r.port), (0, port), "{r:?}");
+    // A transaction coordinator: not served.
+    let ResponseKind::FindCoordinator(r) = c.call(
+        ApiKey::FindCoordinator,
+        3,
+        RequestKind::FindCoordinator(
+            FindCoordinatorRequest::default()
+                .with_key(s("tx"))
+                .with_key_type(1),
+        ),
+    ) else {
+        panic!()
+    };
+    assert_eq!(r.error_code, 42, "{r:?}");
+
+    // A KIP-848 member joins and heartbeats until it owns all four partitions.
+    let heartbeat = |c: &mut raw::Conn, member: &str, epoch: i32, join: bool| {
+        let mut req = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("g1")))
+            .with_member_id(StrBytes::from_string(member.to_string()))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(if join { 30_000 } else { -1 });
+        if join {
+            req = req
+                .with_subscribed_topic_names(Some(vec![TopicName(s("w"))]))
+                .with_topic_partitions(Some(Vec::<Owned>::new()));
+        }
+        let ResponseKind::ConsumerGroupHeartbeat(r) = c.call(
+            ApiKey::ConsumerGroupHeartbeat,
+            1,
+            RequestKind::ConsumerGroupHeartbeat(req),
+        ) else {
+            panic!()
+        };
+        r
+    };
+    let joined = heartbeat(&mut c, "raw-member", 0, true);
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    let member = joined.member_id.clone().expect("a member id").to_string();
+    let mut epoch = joined.member_epoch;
+    let mut assignment = joined.assignment;
+    while assignment.as_ref().map_or(0, |a| {
+        a.topic_partitions
+            .iter()
+            .map(|t| t.partitions.len())
+            .sum::<usize>()
+    }) != 4
+    {
+        assert!(Instant::now() < deadline, "no assignment: {assignment:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        let r = heartbeat(&mut c, &member, epoch, false);
+        assert_eq!(r.error_code, 0, "{r:?}");
+        epoch = r.member_epoch;
+        assignment = r.assignment;
+    }
+    assert!(epoch >= 1);
+
+    let commit = |c: &mut raw::Conn, version: i16, member: &str, epoch: i32, offset: i64| {
+        let ResponseKind::OffsetCommit(r) = c.call(
+            ApiKey::OffsetCommit,
+            version,
+            RequestKind::OffsetCommit(
+                OffsetCommitRequest::default()
+                    .with_group_id(GroupId(s("g1")))
+                    .with_member_id(StrBytes::from_string(member.to_string()))
+                    .with_generation_id_or_member_epoch(epoch)
+                    .with_topics(vec![OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(s("w")))
+                        .with_partitions(vec![OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(offset)])]),
+            ),
+        ) else {
+            panic!()
+        };
+        r.topics[0].partitions[0].error_code
+    };
+    assert_eq!(
+        commit(&mut c, 9, &member, epoch + 1, 5),
+        113,
+        "a stale epoch"
+    );
+    assert_eq!(
+        commit(&mut c, 9, "nobody", epoch, 5),
+        25,
+        "an unknown member"
+    );
+    assert_eq!(
+        commit(&mut c, 9, "", -1, 5),
+        68,
+        "a simple consumer while members"
+    );
+    assert_eq!(
+        commit(&mut c, 9, &member, epoch, 7),
+        0,
+        "the member's own epoch"
+    );
+
+    let ResponseKind::OffsetFetch(r) = c.call(
+        ApiKey::OffsetFetch,
+        9,
+        RequestKind::OffsetFetch(OffsetFetchRequest::default().with_groups(vec![
+            OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(s("g1")))
+                .with_member_id(Some(StrBytes::from_string(member.clone())))
+                .with_member_epoch(epoch)
+                .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                    .with_name(TopicName(s("w")))
+                    .with_partition_indexes(vec![0, 1])])),
+        ])),
+    ) else {
+        panic!()
+    };
+    let parts = &r.groups[0].topics[0].partitions;
+    assert_eq!(
+        parts
+            .iter()
+            .map(|p| (p.partition_index, p.committed_offset))
+            .collect::<Vec<_>>(),
+        vec![(0, 7), (1, -1)],
+        "{r:?}"
+    );
+    let ResponseKind::OffsetFetch(r) = c.call(
+        ApiKey::OffsetFetch,
+        1,
+        RequestKind::OffsetFetch(
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(s("g1")))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s("w")))
+                    .with_partition_indexes(vec![0])])),
+        ),
+    ) else {
+        panic!()
+    };
+    assert_eq!(r.topics[0].partitions[0].committed_offset, 7, "{r:?}");
+
+    // The member leaves; now a simple consumer (generation -1) may commit.
+    let left = heartbeat(&mut c, &member, -1, false);
+    assert_eq!((left.error_code, left.member_epoch), (0, -1), "{left:?}");
+    assert_eq!(
+        commit(&mut c, 2, "", -1, 9),
+        0,
+        "a simple consumer, group empty"
+    );
+    let described = dev.ok(&["group", "describe", "g1", "--output", "json"], "");
+    assert!(described.contains("\"committed_offset\":9"), "{described}");
+
+    // Producer ids: fresh ones; a transactional id refused.
+    let mut ids = Vec::new();
+    for version in [0, 4] {
+        let ResponseKind::InitProducerId(r) = c.call(
+            ApiKey::InitProducerId,
+            version,
+            RequestKind::InitProducerId(
+                InitProducerIdRequest::default()
+                    .with_transactional_id(None)
+                    .with_transaction_timeout_ms(60_000),
+            ),
+        ) else {
+            panic!()
+        };
+        assert_eq!((r.error_code, r.producer_epoch), (0, 0), "{r:?}");
+        ids.push(r.producer_id.0);
+    }
+    assert!(ids[0] >= 0 && ids[1] != ids[0], "{ids:?}");
+    let ResponseKind::InitProducerId(r) = c.call(
+        ApiKey::InitProducerId,
+        4,
+        RequestKind::InitProducerId(
+            InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(s("tx"))))
+                .with_transaction_timeout_ms(60_000),
+        ),
+    ) else {
+        panic!()
+    };
+    assert_eq!(r.error_code, 42, "{r:?}");
+}
