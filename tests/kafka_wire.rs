@@ -464,3 +464,90 @@ fn group_and_producer_id_apis_by_hand() {
     };
     assert_eq!(r.error_code, 42, "{r:?}");
 }
+
+/// `sluice broker` creates no topic for a Metadata request unless started with
+/// `--auto-create-topics`; with it, a request that allows creation creates the topic
+/// (`--num-partitions`), one that does not (v4+ `allow_auto_topic_creation` false) does
+/// not.
+#[test]
+fn broker_auto_creates_topics_only_when_told() {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let local = || format!("127.0.0.1:{}", common::free_port());
+    let (k1, k2) = (local(), local());
+    let brokers = vec![
+        (
+            local(),
+            Vec::new(),
+            vec!["--kafka-listen".to_string(), k1.clone()],
+        ),
+        (
+            local(),
+            Vec::new(),
+            [
+                "--kafka-listen",
+                &k2,
+                "--auto-create-topics",
+                "--num-partitions",
+                "3",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ),
+    ];
+    let store = format!("embedded:{}", dir.path().join("controller").display());
+    let _cluster =
+        common::cluster::Cluster::start_custom(dir.path(), vec![local()], brokers, &store);
+
+    // The topic's (error, partitions) in broker `addr`'s answer, once it lists both brokers.
+    let ask = |addr: &str, topic: &str, allow: bool| -> (i16, usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = std::panic::catch_unwind(|| {
+                let mut c = raw::Conn::open(addr);
+                c.call(
+                    ApiKey::Metadata,
+                    12,
+                    RequestKind::Metadata(
+                        MetadataRequest::default()
+                            .with_topics(Some(vec![MetadataRequestTopic::default()
+                                .with_name(Some(TopicName(StrBytes::from_string(topic.into()))))]))
+                            .with_allow_auto_topic_creation(allow),
+                    ),
+                )
+            });
+            if let Ok(ResponseKind::Metadata(r)) = answer {
+                if r.brokers.len() == 2 {
+                    let t = &r.topics[0];
+                    return (t.error_code, t.partitions.len());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker {addr} not answering Metadata"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Off (the default): unknown, and nothing is created.
+    assert_eq!(ask(&k1, "made", true), (3, 0));
+    // On, but the client says no.
+    assert_eq!(ask(&k2, "kept", false), (3, 0));
+    // On: LEADER_NOT_AVAILABLE while it is created, then three partitions.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match ask(&k2, "made", true) {
+            (0, 3) => break,
+            (5, _) => assert!(Instant::now() < deadline, "topic not created in 30 s"),
+            other => panic!("unexpected answer {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ask(&k1, "made", false), (0, 3), "every broker sees it");
+    assert_eq!(ask(&k1, "kept", false), (3, 0), "never created");
+}
