@@ -26,10 +26,15 @@ use sluice_proto::ErrorCode;
 use tonic::Request;
 use tracing::debug;
 
+use super::admin;
 use super::versions::{self, answers};
 use super::{framed, peek_header, Finishing, Outcome};
+use crate::server::admin::AdminProxy;
 use crate::server::api::BrokerApi;
 use crate::server::Shared;
+
+/// The cluster id given to Kafka clients.
+pub(super) const CLUSTER_ID: &str = "sluice";
 
 /// Kafka's UNSUPPORTED_VERSION.
 const UNSUPPORTED_VERSION: i16 = 35;
@@ -125,6 +130,36 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             }
         }
         .boxed(),
+        RequestKind::CreateTopics(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::CreateTopics(
+                admin::create_topics(&proxy, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::DeleteTopics(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::DeleteTopics(
+                admin::delete_topics(&proxy, &api, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::CreatePartitions(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::CreatePartitions(
+                admin::create_partitions(&proxy, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::DescribeCluster(_) => {
+            let me = shared.config.id;
+            async move {
+                answer(ResponseKind::DescribeCluster(
+                    admin::describe_cluster(&api, me).await,
+                ))
+            }
+            .boxed()
+        }
         other => close(format!("{key:?} is not served (decoded {other:?})")),
     }
 }
@@ -287,7 +322,7 @@ fn metadata_response(me: u32, _version: i16, md: v1::MetadataResponse) -> Metada
     // Admin requests go to the "controller"; every broker forwards them to the real one.
     MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id(Some(StrBytes::from_static_str("sluice")))
+        .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
         .with_controller_id(BrokerId(me as i32))
         .with_topics(topics)
 }
@@ -431,6 +466,16 @@ fn list_offsets_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+    use kafka_protocol::messages::create_topics_response::{
+        CreatableTopicConfigs, CreatableTopicResult,
+    };
+    use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+    use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+    use kafka_protocol::messages::{
+        CreatePartitionsResponse, CreateTopicsResponse, DeleteTopicsResponse,
+        DescribeClusterResponse,
+    };
 
     /// Every served version of every response encodes, with the values a real answer
     /// carries (a field a version lacks, set, fails the encoder).
@@ -502,6 +547,48 @@ mod tests {
                     ApiKey::ListOffsets => {
                         ResponseKind::ListOffsets(list_offsets_response(version, listed.clone()))
                     }
+                    ApiKey::CreateTopics => ResponseKind::CreateTopics(
+                        CreateTopicsResponse::default().with_topics(vec![
+                            CreatableTopicResult::default()
+                                .with_name(name("t"))
+                                .with_topic_id(uuid::Uuid::from_u128(7))
+                                .with_error_code(36)
+                                .with_error_message(Some(StrBytes::from_static_str("exists")))
+                                .with_num_partitions(3)
+                                .with_replication_factor(1)
+                                .with_configs(Some(vec![CreatableTopicConfigs::default()
+                                    .with_name(StrBytes::from_static_str("retention.ms"))
+                                    .with_value(Some(StrBytes::from_static_str("1")))
+                                    .with_config_source(1)])),
+                        ]),
+                    ),
+                    ApiKey::DeleteTopics => ResponseKind::DeleteTopics(
+                        DeleteTopicsResponse::default().with_responses(vec![
+                            DeletableTopicResult::default()
+                                .with_name(Some(name("t")))
+                                .with_topic_id(uuid::Uuid::from_u128(7))
+                                .with_error_code(3)
+                                .with_error_message(Some(StrBytes::from_static_str("gone"))),
+                        ]),
+                    ),
+                    ApiKey::CreatePartitions => ResponseKind::CreatePartitions(
+                        CreatePartitionsResponse::default().with_results(vec![
+                            CreatePartitionsTopicResult::default()
+                                .with_name(name("t"))
+                                .with_error_code(37)
+                                .with_error_message(Some(StrBytes::from_static_str("fewer"))),
+                        ]),
+                    ),
+                    ApiKey::DescribeCluster => ResponseKind::DescribeCluster(
+                        DescribeClusterResponse::default()
+                            .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))
+                            .with_controller_id(BrokerId(1))
+                            .with_brokers(vec![DescribeClusterBroker::default()
+                                .with_broker_id(BrokerId(1))
+                                .with_host(StrBytes::from_static_str("127.0.0.1"))
+                                .with_port(9092)
+                                .with_rack(Some(StrBytes::from_static_str("r1")))]),
+                    ),
                     other => panic!("{other:?} served but not covered here"),
                 };
                 assert!(

@@ -14,6 +14,7 @@
 //! framed closes only its connection, with one log line. Produce with acks=0 gets no
 //! response.
 
+mod admin;
 mod apis;
 mod versions;
 

@@ -7,7 +7,7 @@
 //! until then ([`readiness`]). Shutdown: stop accepting, let in-flight
 //! requests finish, flush and close every log, write the clean-shutdown marker.
 
-mod admin;
+pub(crate) mod admin;
 pub(crate) mod api;
 mod control;
 mod fetcher;
