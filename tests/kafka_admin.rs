@@ -1,5 +1,6 @@
 //! Kafka's admin APIs on the Kafka listener (CreateTopics, CreatePartitions,
-//! DeleteTopics, DescribeCluster), sent as raw protocol frames at several versions and
+//! DeleteTopics, DescribeCluster, DescribeConfigs, IncrementalAlterConfigs,
+//! AlterConfigs), sent as raw protocol frames at several versions and
 //! checked against what Sluice's own CLI then reports.
 
 mod common;
@@ -9,13 +10,22 @@ use std::net::TcpStream;
 
 use bytes::{Buf, BytesMut};
 use common::Dev;
+use kafka_protocol::messages::alter_configs_request::{
+    AlterConfigsResource as AlterResource, AlterableConfig as LegacyAlterable,
+};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource as IncrementalResource, AlterableConfig,
+};
 use kafka_protocol::messages::{
-    ApiKey, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
-    DescribeClusterResponse, RequestHeader, ResponseHeader, TopicName,
+    AlterConfigsRequest, AlterConfigsResponse, ApiKey, CreatePartitionsRequest,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
@@ -147,6 +157,95 @@ fn kafka_admin_calls_create_grow_and_delete_topics() {
         Some(5)
     );
 
+    // Configs: effective values with their sources, then altered both ways.
+    let configs_of = |c: &mut Conn, version: i16| -> Vec<(String, Option<String>, i8)> {
+        let r: DescribeConfigsResponse = c.call(
+            &DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("admin-v7"))
+                    .with_configuration_keys(None),
+            ]),
+            version,
+        );
+        assert_eq!(r.results[0].error_code, 0, "{:?}", r.results[0]);
+        r.results[0]
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    c.value.as_ref().map(|v| v.to_string()),
+                    c.config_source,
+                )
+            })
+            .collect()
+    };
+    for version in [1, 4] {
+        let configs = configs_of(&mut c, version);
+        assert!(
+            configs.contains(&("retention.ms".into(), Some("3600000".into()), 1)),
+            "the topic's own setting, DYNAMIC_TOPIC_CONFIG: {configs:?}"
+        );
+        assert!(
+            configs.contains(&("cleanup.policy".into(), Some("delete".into()), 5)),
+            "a default, DEFAULT_CONFIG: {configs:?}"
+        );
+    }
+    let r: IncrementalAlterConfigsResponse = c.call(
+        &IncrementalAlterConfigsRequest::default().with_resources(vec![
+            IncrementalResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("admin-v7"))
+                .with_configs(vec![
+                    AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("segment.ms"))
+                        .with_config_operation(0)
+                        .with_value(Some(StrBytes::from_static_str("600000"))),
+                    AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("retention.ms"))
+                        .with_config_operation(1),
+                ]),
+        ]),
+        1,
+    );
+    assert_eq!(r.responses[0].error_code, 0, "{:?}", r.responses[0]);
+    let d = describe(&dev, "admin-v7");
+    assert_eq!(d["configs"]["segment.ms"], "600000", "{d}");
+    assert_eq!(d["config_sources"]["retention.ms"], "default", "{d}");
+    // The legacy AlterConfigs replaces the whole set: segment.ms goes back to default.
+    let r: AlterConfigsResponse = c.call(
+        &AlterConfigsRequest::default().with_resources(vec![AlterResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("admin-v7"))
+            .with_configs(vec![LegacyAlterable::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_value(Some(StrBytes::from_static_str("7200000")))])]),
+        2,
+    );
+    assert_eq!(r.responses[0].error_code, 0, "{:?}", r.responses[0]);
+    let d = describe(&dev, "admin-v7");
+    assert_eq!(d["configs"]["retention.ms"], "7200000", "{d}");
+    assert_eq!(d["config_sources"]["segment.ms"], "default", "{d}");
+    // An invalid value is the controller's refusal, named.
+    let r: IncrementalAlterConfigsResponse = c.call(
+        &IncrementalAlterConfigsRequest::default().with_resources(vec![
+            IncrementalResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("admin-v7"))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_static_str("soon")))]),
+        ]),
+        0,
+    );
+    assert_eq!(
+        r.responses[0].error_code, 40,
+        "INVALID_CONFIG: {:?}",
+        r.responses[0]
+    );
+
     // The cluster: both brokers at their Kafka addresses.
     let cluster: DescribeClusterResponse = c.call(&DescribeClusterRequest::default(), 1);
     assert_eq!(cluster.error_code, 0);
@@ -184,6 +283,9 @@ fn kafka_admin_calls_create_grow_and_delete_topics() {
         Some("admin-v5".to_string())
     );
     let listed = dev.ok(&["topic", "list"], "");
-    assert!(!listed.contains("admin-v2") && !listed.contains("admin-v5"), "{listed}");
+    assert!(
+        !listed.contains("admin-v2") && !listed.contains("admin-v5"),
+        "{listed}"
+    );
     assert!(listed.contains("admin-v7"), "{listed}");
 }

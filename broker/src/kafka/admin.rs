@@ -1,17 +1,24 @@
 //! Kafka's admin APIs over the broker's admin proxy (`server::admin::AdminProxy`, the
 //! gRPC `Admin` service, which forwards to the active controller): CreateTopics,
-//! DeleteTopics, CreatePartitions, DescribeCluster.
+//! DeleteTopics, CreatePartitions, DescribeCluster, DescribeConfigs, AlterConfigs,
+//! IncrementalAlterConfigs.
 
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalAlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterResponse,
-    TopicName,
+    AlterConfigsRequest, AlterConfigsResponse, BrokerId, CreatePartitionsRequest,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use sluice_proto::v1;
@@ -251,4 +258,207 @@ pub(super) async fn describe_cluster(api: &BrokerApi, me: u32) -> DescribeCluste
         .with_cluster_id(StrBytes::from_static_str(super::apis::CLUSTER_ID))
         .with_controller_id(BrokerId(me as i32))
         .with_brokers(brokers)
+}
+
+/// Kafka's config resource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// Kafka's config sources.
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// A topic's overrides (its configs as stored), or the error for a missing topic.
+async fn topic_overrides(
+    api: &BrokerApi,
+    topic: &str,
+) -> Result<std::collections::HashMap<String, String>, (i16, String)> {
+    let md = api
+        .metadata(Request::new(v1::MetadataRequest {
+            topics: vec![topic.to_string()],
+        }))
+        .await
+        .map_err(|s| unavailable(&s))?
+        .into_inner();
+    match md.topics.into_iter().next() {
+        Some(t) if t.error_code == 0 => Ok(t.configs),
+        Some(t) => Err((t.error_code as i16, t.error_message)),
+        None => Err((
+            ErrorCode::UnknownTopicOrPartition.code() as i16,
+            format!("topic {topic} does not exist"),
+        )),
+    }
+}
+
+/// DescribeConfigs: every config of a topic with its effective value and source (the
+/// topic's own setting, or the broker default), as `sluice topic describe` shows them.
+/// Brokers answer with no configs (nothing is settable per broker over Kafka yet).
+pub(super) async fn describe_configs(
+    api: &BrokerApi,
+    r: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let mut results = Vec::new();
+    for res in r.resources {
+        let mut out = DescribeConfigsResult::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name.clone());
+        match res.resource_type {
+            RESOURCE_TOPIC => match topic_overrides(api, res.resource_name.as_str()).await {
+                Ok(overrides) => {
+                    let defaults = &api.0.config.log_defaults;
+                    let effective = defaults
+                        .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                        .unwrap_or_else(|_| defaults.clone())
+                        .to_map();
+                    let wanted: Option<Vec<String>> = res
+                        .configuration_keys
+                        .map(|keys| keys.iter().map(|k| k.to_string()).collect());
+                    out.configs = effective
+                        .into_iter()
+                        .filter(|(k, _)| wanted.as_ref().is_none_or(|w| w.contains(k)))
+                        .map(|(k, v)| {
+                            let source = if overrides.contains_key(&k) {
+                                SOURCE_DYNAMIC_TOPIC
+                            } else {
+                                SOURCE_DEFAULT
+                            };
+                            DescribeConfigsResourceResult::default()
+                                .with_name(StrBytes::from_string(k))
+                                .with_value(Some(StrBytes::from_string(v)))
+                                .with_config_source(source)
+                        })
+                        .collect();
+                }
+                Err((code, message)) => {
+                    out.error_code = code;
+                    out.error_message = text(message);
+                }
+            },
+            RESOURCE_BROKER => {}
+            other => {
+                out.error_code = ErrorCode::InvalidRequest.code() as i16;
+                out.error_message = text(format!("config resource type {other} is not served"));
+            }
+        }
+        results.push(out);
+    }
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Sets and deletes configs of a topic through the controller.
+async fn alter_topic(
+    proxy: &AdminProxy,
+    topic: &str,
+    set: std::collections::HashMap<String, String>,
+    delete: Vec<String>,
+) -> (i16, String) {
+    match proxy
+        .alter_configs(Request::new(v1::AlterConfigsRequest {
+            topic: topic.to_string(),
+            set,
+            delete,
+        }))
+        .await
+    {
+        Ok(r) => result_code(r.get_ref()),
+        Err(status) => unavailable(&status),
+    }
+}
+
+fn refuse_resource(resource_type: i8, validate_only: bool) -> Option<(i16, String)> {
+    if resource_type != RESOURCE_TOPIC {
+        Some((
+            ErrorCode::InvalidRequest.code() as i16,
+            format!("only topic configs can be altered (resource type {resource_type})"),
+        ))
+    } else if validate_only {
+        Some((
+            ErrorCode::InvalidRequest.code() as i16,
+            "validate_only is not supported".to_string(),
+        ))
+    } else {
+        None
+    }
+}
+
+/// IncrementalAlterConfigs: SET and DELETE on topic configs (APPEND and SUBTRACT, for
+/// list-valued configs, are refused: no topic config Sluice serves is a list).
+pub(super) async fn incremental_alter_configs(
+    proxy: &AdminProxy,
+    r: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut responses = Vec::new();
+    for res in r.resources {
+        let (code, message) = match refuse_resource(res.resource_type, r.validate_only) {
+            Some(refusal) => refusal,
+            None => {
+                let (mut set, mut delete, mut bad) = (Default::default(), Vec::new(), None);
+                for c in &res.configs {
+                    match (c.config_operation, &c.value) {
+                        (0, Some(v)) => {
+                            let set: &mut std::collections::HashMap<String, String> = &mut set;
+                            set.insert(c.name.to_string(), v.to_string());
+                        }
+                        (1, _) => delete.push(c.name.to_string()),
+                        (op, _) => {
+                            bad = Some(format!(
+                                "{}: operation {op} is not served (SET with a value, or DELETE)",
+                                c.name.as_str()
+                            ))
+                        }
+                    }
+                }
+                match bad {
+                    Some(m) => (ErrorCode::InvalidRequest.code() as i16, m),
+                    None => alter_topic(proxy, res.resource_name.as_str(), set, delete).await,
+                }
+            }
+        };
+        responses.push(
+            IncrementalAlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name)
+                .with_error_code(code)
+                .with_error_message(text(message)),
+        );
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// AlterConfigs (the legacy call): the given configs replace the topic's whole set —
+/// what it does not name goes back to the default, as in Kafka.
+pub(super) async fn alter_configs(
+    proxy: &AdminProxy,
+    api: &BrokerApi,
+    r: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let mut responses = Vec::new();
+    for res in r.resources {
+        let (code, message) = match refuse_resource(res.resource_type, r.validate_only) {
+            Some(refusal) => refusal,
+            None => match topic_overrides(api, res.resource_name.as_str()).await {
+                Err(e) => e,
+                Ok(current) => {
+                    let set: std::collections::HashMap<String, String> = res
+                        .configs
+                        .iter()
+                        .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                        .collect();
+                    let delete = current
+                        .keys()
+                        .filter(|k| !set.contains_key(*k))
+                        .cloned()
+                        .collect();
+                    alter_topic(proxy, res.resource_name.as_str(), set, delete).await
+                }
+            },
+        };
+        responses.push(
+            AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name)
+                .with_error_code(code)
+                .with_error_message(text(message)),
+        );
+    }
+    AlterConfigsResponse::default().with_responses(responses)
 }

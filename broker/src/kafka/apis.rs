@@ -151,6 +151,26 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             ))
         }
         .boxed(),
+        RequestKind::DescribeConfigs(r) => async move {
+            answer(ResponseKind::DescribeConfigs(
+                admin::describe_configs(&api, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::IncrementalAlterConfigs(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::IncrementalAlterConfigs(
+                admin::incremental_alter_configs(&proxy, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::AlterConfigs(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::AlterConfigs(
+                admin::alter_configs(&proxy, &api, r).await,
+            ))
+        }
+        .boxed(),
         RequestKind::DescribeCluster(_) => {
             let me = shared.config.id;
             async move {
@@ -466,15 +486,20 @@ fn list_offsets_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
     use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
     use kafka_protocol::messages::create_topics_response::{
         CreatableTopicConfigs, CreatableTopicResult,
     };
     use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
     use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+    use kafka_protocol::messages::describe_configs_response::{
+        DescribeConfigsResourceResult, DescribeConfigsResult,
+    };
+    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResourceResponse;
     use kafka_protocol::messages::{
-        CreatePartitionsResponse, CreateTopicsResponse, DeleteTopicsResponse,
-        DescribeClusterResponse,
+        AlterConfigsResponse, CreatePartitionsResponse, CreateTopicsResponse, DeleteTopicsResponse,
+        DescribeClusterResponse, DescribeConfigsResponse, IncrementalAlterConfigsResponse,
     };
 
     /// Every served version of every response encodes, with the values a real answer
@@ -588,6 +613,35 @@ mod tests {
                                 .with_host(StrBytes::from_static_str("127.0.0.1"))
                                 .with_port(9092)
                                 .with_rack(Some(StrBytes::from_static_str("r1")))]),
+                    ),
+                    ApiKey::DescribeConfigs => ResponseKind::DescribeConfigs(
+                        DescribeConfigsResponse::default().with_results(vec![
+                            DescribeConfigsResult::default()
+                                .with_resource_type(2)
+                                .with_resource_name(StrBytes::from_static_str("t"))
+                                .with_configs(vec![DescribeConfigsResourceResult::default()
+                                    .with_name(StrBytes::from_static_str("retention.ms"))
+                                    .with_value(Some(StrBytes::from_static_str("1")))
+                                    .with_config_source(1)]),
+                        ]),
+                    ),
+                    ApiKey::AlterConfigs => ResponseKind::AlterConfigs(
+                        AlterConfigsResponse::default().with_responses(vec![
+                            AlterConfigsResourceResponse::default()
+                                .with_resource_type(2)
+                                .with_resource_name(StrBytes::from_static_str("t"))
+                                .with_error_code(40)
+                                .with_error_message(Some(StrBytes::from_static_str("bad"))),
+                        ]),
+                    ),
+                    ApiKey::IncrementalAlterConfigs => ResponseKind::IncrementalAlterConfigs(
+                        IncrementalAlterConfigsResponse::default().with_responses(vec![
+                            IncrementalResourceResponse::default()
+                                .with_resource_type(2)
+                                .with_resource_name(StrBytes::from_static_str("t"))
+                                .with_error_code(40)
+                                .with_error_message(Some(StrBytes::from_static_str("bad"))),
+                        ]),
                     ),
                     other => panic!("{other:?} served but not covered here"),
                 };
