@@ -73,7 +73,12 @@ fn code(c: i32) -> i16 {
 /// Starts the request in `frame`: what must happen in request order happens before
 /// this returns; the rest is in the returned future.
 pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) -> Finishing {
-    let (raw_key, version, correlation) = peek_header(&frame);
+    let Some((raw_key, version, correlation)) = peek_header(&frame) else {
+        return close(format!(
+            "a frame of {} bytes holds no request header",
+            frame.len()
+        ));
+    };
     let Ok(key) = ApiKey::try_from(raw_key) else {
         return close(format!("unknown API key {raw_key}"));
     };
