@@ -239,19 +239,13 @@ pub(super) async fn describe_cluster(api: &BrokerApi, me: u32) -> DescribeCluste
                 .with_error_message(Some(StrBytes::from_string(status.message().to_string())))
         }
     };
-    let brokers = md
-        .brokers
-        .iter()
-        .filter(|b| b.alive && !b.kafka_addr.is_empty())
-        .filter_map(|b| {
-            let (host, port) = b.kafka_addr.rsplit_once(':')?;
-            Some(
-                DescribeClusterBroker::default()
-                    .with_broker_id(BrokerId(b.id as i32))
-                    .with_host(StrBytes::from_string(host.to_string()))
-                    .with_port(port.parse().ok()?)
-                    .with_rack(text(b.rack.clone())),
-            )
+    let brokers = super::apis::kafka_endpoints(&md.brokers)
+        .map(|(b, host, port)| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id as i32))
+                .with_host(host)
+                .with_port(port)
+                .with_rack(text(b.rack.clone()))
         })
         .collect();
     DescribeClusterResponse::default()

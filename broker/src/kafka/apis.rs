@@ -296,25 +296,33 @@ async fn metadata(api: &BrokerApi, me: u32, version: i16, r: MetadataRequest) ->
     metadata_response(me, version, md)
 }
 
-/// Kafka's Metadata answer from the broker's view `md`, as broker `me` gives it.
-fn metadata_response(me: u32, _version: i16, md: v1::MetadataResponse) -> MetadataResponse {
-    let brokers = md
-        .brokers
+/// The live brokers that serve Kafka, with the host and port of their listener.
+pub(super) fn kafka_endpoints(
+    brokers: &[v1::BrokerInfo],
+) -> impl Iterator<Item = (&v1::BrokerInfo, StrBytes, i32)> {
+    brokers
         .iter()
         .filter(|b| b.alive && !b.kafka_addr.is_empty())
         .filter_map(|b| {
             let (host, port) = b.kafka_addr.rsplit_once(':')?;
-            Some(
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(b.id as i32))
-                    .with_host(StrBytes::from_string(
-                        host.trim_start_matches('[')
-                            .trim_end_matches(']')
-                            .to_string(),
-                    ))
-                    .with_port(port.parse().ok()?)
-                    .with_rack((!b.rack.is_empty()).then(|| StrBytes::from_string(b.rack.clone()))),
-            )
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some((
+                b,
+                StrBytes::from_string(host.to_string()),
+                port.parse().ok()?,
+            ))
+        })
+}
+
+/// Kafka's Metadata answer from the broker's view `md`, as broker `me` gives it.
+fn metadata_response(me: u32, _version: i16, md: v1::MetadataResponse) -> MetadataResponse {
+    let brokers = kafka_endpoints(&md.brokers)
+        .map(|(b, host, port)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id as i32))
+                .with_host(host)
+                .with_port(port)
+                .with_rack((!b.rack.is_empty()).then(|| StrBytes::from_string(b.rack.clone())))
         })
         .collect();
     let topics = md
