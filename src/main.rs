@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Large allocations are lazily committed mappings: a Kafka request frame that claims
+/// billions of elements must not abort the broker (`sluice_broker::alloc`).
+#[global_allocator]
+static ALLOCATOR: sluice_broker::alloc::Allocator = sluice_broker::alloc::Allocator;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     raise_open_files_limit();

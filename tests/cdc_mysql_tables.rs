@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::db::MariaDb;
+use common::versions::{check_versions, versioned_rows};
 use common::{runtime, wait_for, Dev, BIN};
 use serde_json::Value;
 use sluice_client::{
@@ -105,21 +106,6 @@ const NEW_IDS: i64 = 1_000_000;
 /// The log line of a copy's end (the runner's, for both kinds of copy).
 const COPY_WRITTEN: &str = "initial copy written";
 const ADDED_COPY: &str = "copy of tables added to --tables started";
-
-/// `SELECT id, name, version` as the connector writes each row's `after`.
-fn select(db: &MariaDb, table: &str) -> BTreeMap<i64, Value> {
-    db.sql("shop", &format!("SELECT id, name, version FROM {table}"))
-        .lines()
-        .map(|l| {
-            let mut it = l.split('\t');
-            let id: i64 = it.next().unwrap().parse().unwrap();
-            let name = it.next().unwrap();
-            let version: i64 = it.next().unwrap().parse().unwrap();
-            let row = serde_json::json!({"id": id, "name": name, "version": version});
-            (id, row)
-        })
-        .collect()
-}
 
 /// Writes to `a` and `b` (rows 1..=rows of each): version bumps, some in one transaction
 /// over both tables, inserts of new rows of `b` and deletes of rows of `b`.
@@ -217,65 +203,12 @@ fn records_in(dev: &Dev, topic: &str) -> u64 {
     })
 }
 
-/// Per key of a topic's records: the versions streamed after its last copy record must
-/// follow that copy's version one by one and end at the row's version (`rows`: the table
-/// now; a key missing there was deleted, and its last record must be a tombstone). The
-/// rows the topic ends with (latest record per key) must be `rows` exactly. Returns the
-/// problems found and the number of copy records (`op: r`).
-fn check(records: &[Rec], rows: &BTreeMap<i64, Value>) -> (Vec<String>, usize) {
-    let mut last_copy: HashMap<i64, i64> = HashMap::new();
-    let mut streamed: HashMap<i64, Vec<i64>> = HashMap::new();
-    let mut latest: BTreeMap<Vec<u8>, Option<Value>> = BTreeMap::new();
-    let mut copied = 0;
-    for r in records.iter().filter(|r| !r.heartbeat) {
-        latest.insert(r.key.clone(), r.value.as_ref().map(|v| v["after"].clone()));
-        let Some(v) = &r.value else { continue };
-        let id = v["after"]["id"]
-            .as_i64()
-            .or(v["before"]["id"].as_i64())
-            .unwrap();
-        match (v["op"].as_str().unwrap(), v["after"]["version"].as_i64()) {
-            ("r", Some(ver)) => {
-                copied += 1;
-                last_copy.insert(id, ver);
-                streamed.remove(&id);
-            }
-            ("d", _) => {
-                streamed.remove(&id);
-                last_copy.remove(&id);
-            }
-            (_, Some(ver)) => streamed.entry(id).or_default().push(ver),
-            _ => {}
-        }
-    }
-    let mut problems = Vec::new();
-    for (id, versions) in &streamed {
-        let first = last_copy.get(id).copied().unwrap_or(0) + 1;
-        if versions.iter().zip(first..).any(|(v, want)| *v != want) {
-            problems.push(format!(
-                "key {id}: versions {versions:?} after copy {:?}",
-                last_copy.get(id)
-            ));
-        }
-    }
-    let ends: BTreeMap<i64, Value> = latest
-        .into_values()
-        .flatten()
-        .map(|after| (after["id"].as_i64().unwrap(), after))
-        .collect();
-    let mut ids: Vec<&i64> = ends.keys().chain(rows.keys()).collect();
-    ids.sort();
-    ids.dedup();
-    for id in ids {
-        if ends.get(id) != rows.get(id) {
-            problems.push(format!(
-                "key {id}: the topic ends with {:?}, the table has {:?}",
-                ends.get(id),
-                rows.get(id)
-            ));
-        }
-    }
-    (problems, copied)
+/// `SELECT id, name, version` as the connector writes each row's `after`.
+fn select(db: &MariaDb, table: &str) -> BTreeMap<i64, Value> {
+    versioned_rows(
+        &db.sql("shop", &format!("SELECT id, name, version FROM {table}")),
+        '\t',
+    )
 }
 
 /// A TableSet over `topics` (opened once they exist) has reached the server's GTID
@@ -329,7 +262,12 @@ fn tables_equal_select(dev: &Dev, db: &MariaDb, c: &Connector, topics: &[&str]) 
 fn check_topics(dev: &Dev, db: &MariaDb, c: &Connector) -> (usize, usize) {
     let mut copies = Vec::new();
     for (topic, table) in [(A, "a"), (B, "b")] {
-        let (problems, copied) = check(&read_all(dev, topic), &select(db, table));
+        let records = read_all(dev, topic);
+        let changes = records
+            .iter()
+            .filter(|r| !r.heartbeat)
+            .map(|r| (r.key.as_slice(), r.value.as_ref()));
+        let (problems, copied) = check_versions(changes, &select(db, table));
         assert!(
             problems.is_empty(),
             "{topic}: {} problems: {:?}\n{}",

@@ -25,6 +25,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::db::Postgres;
+use common::versions::versioned_rows;
 use common::{runtime, wait_for, Dev, BIN};
 use serde_json::Value;
 use sluice_client::{ClientConfig, PosRequest, TableConfig, TableSet};
@@ -552,17 +553,10 @@ fn records_in(bootstrap: &str, topic: &str) -> u64 {
 
 /// `SELECT id, name, version FROM table` as the connector writes each row's `after`.
 fn select_versioned(pg: &Postgres, table: &str) -> BTreeMap<i64, Value> {
-    pg.psql("app", &format!("SELECT id, name, version FROM {table}"))
-        .lines()
-        .map(|l| {
-            let mut it = l.split('|');
-            let id: i64 = it.next().unwrap().parse().unwrap();
-            let name = it.next().unwrap();
-            let version: i64 = it.next().unwrap().parse().unwrap();
-            let row = serde_json::json!({"id": id, "name": name, "version": version});
-            (id, row)
-        })
-        .collect()
+    versioned_rows(
+        &pg.psql("app", &format!("SELECT id, name, version FROM {table}")),
+        '|',
+    )
 }
 
 /// `sluice table dump TOPIC`: each live row's `after` by its `id`.

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::db::Postgres;
+use common::versions::{check_versions, versioned_rows};
 use common::{runtime, wait_for, Dev, BIN};
 use serde_json::Value;
 use sluice_client::{
@@ -359,6 +360,15 @@ fn copy_then_stream_with_concurrent_writers_ends_equal_to_select() {
     for s in sets {
         s.close();
     }
+}
+
+/// `read_all`'s records as `check_versions` takes them.
+fn changes(
+    records: &[(Option<Vec<u8>>, Option<Value>)],
+) -> impl Iterator<Item = (&[u8], Option<&Value>)> {
+    records
+        .iter()
+        .map(|(k, v)| (k.as_deref().unwrap_or_default(), v.as_ref()))
 }
 
 /// Every record of a topic from the beginning: (key, value as JSON or None).
@@ -1239,23 +1249,10 @@ fn cluster_the_bank_total_holds_while_the_connector_is_killed_and_a_follower_sta
 
 /// `SELECT id, name, version FROM table` as the connector writes it.
 fn select_versioned(pg: &Postgres, table: &str) -> BTreeMap<i64, Value> {
-    pg.psql(
-        "app",
-        &format!("SELECT id, name, version FROM {table} ORDER BY id"),
+    versioned_rows(
+        &pg.psql("app", &format!("SELECT id, name, version FROM {table}")),
+        '|',
     )
-    .lines()
-    .filter(|l| !l.is_empty())
-    .map(|l| {
-        let mut it = l.split('|');
-        let id: i64 = it.next().unwrap().parse().unwrap();
-        let name = it.next().unwrap().to_string();
-        let version: i64 = it.next().unwrap().parse().unwrap();
-        (
-            id,
-            serde_json::json!({"id": id, "name": name, "version": version}),
-        )
-    })
-    .collect()
 }
 
 /// Writes to users, orders and items (rows 1..=rows each): version bumps, some in one
@@ -1288,60 +1285,6 @@ fn three_table_batch(batch: i64, n: i64, rows: i64) -> String {
         }
     }
     script
-}
-
-/// Per key of a topic's records: the versions streamed after its last copy record must
-/// follow that copy's version one by one and end at the row's version (`rows`: the
-/// table now; a key missing there was deleted). Returns the problems found and the
-/// number of copy records (`op: r`).
-fn check_versions(
-    records: &[(Option<Vec<u8>>, Option<Value>)],
-    rows: &BTreeMap<i64, Value>,
-) -> (Vec<String>, usize) {
-    let mut last_copy: HashMap<i64, i64> = HashMap::new();
-    let mut streamed: HashMap<i64, Vec<i64>> = HashMap::new();
-    let mut copied = 0;
-    for v in records.iter().filter_map(|(_, v)| v.as_ref()) {
-        let id = v["after"]["id"]
-            .as_i64()
-            .or(v["before"]["id"].as_i64())
-            .unwrap();
-        match (v["op"].as_str().unwrap(), v["after"]["version"].as_i64()) {
-            ("r", Some(ver)) => {
-                copied += 1;
-                last_copy.insert(id, ver);
-                streamed.remove(&id);
-            }
-            ("d", _) => {
-                streamed.remove(&id);
-                last_copy.remove(&id);
-            }
-            (_, Some(ver)) => streamed.entry(id).or_default().push(ver),
-            _ => {}
-        }
-    }
-    let mut problems = Vec::new();
-    for (id, versions) in &streamed {
-        let mut expect = last_copy.get(id).copied().unwrap_or(0) + 1;
-        for &v in versions {
-            if v != expect {
-                problems.push(format!(
-                    "key {id}: versions {versions:?} after copy {:?}",
-                    last_copy.get(id)
-                ));
-                break;
-            }
-            expect += 1;
-        }
-        match rows.get(id).and_then(|r| r["version"].as_i64()) {
-            Some(now) if now != expect - 1 => problems.push(format!(
-                "key {id}: the topic ends at version {} but the row is at {now}",
-                expect - 1
-            )),
-            _ => {}
-        }
-    }
-    (problems, copied)
 }
 
 /// A table added to `--tables` of a connector whose topics hold a finished copy is
@@ -1466,7 +1409,8 @@ fn a_table_added_to_tables_is_copied_alone_while_the_others_stream_on() {
         let got = rows_by_id(&snapshots[i].rows);
         assert_eq!(got.len(), want.len(), "{topic}: rows");
         assert_eq!(got, want, "{topic} differs from SELECT *");
-        let (mut p, copy_records) = check_versions(&read_all(&rt, &dev.addr, topic, 2), &want);
+        let records = read_all(&rt, &dev.addr, topic, 2);
+        let (mut p, copy_records) = check_versions(changes(&records), &want);
         if table != "items" {
             assert_eq!(
                 copy_records, ROWS as usize,
@@ -1549,7 +1493,8 @@ fn a_table_added_to_tables_is_copied_alone_while_the_others_stream_on() {
             differ.len(),
             &differ[..differ.len().min(5)]
         );
-        let (p, copy_records) = check_versions(&read_all(&rt, &dev.addr, topic, 2), &want);
+        let records = read_all(&rt, &dev.addr, topic, 2);
+        let (p, copy_records) = check_versions(changes(&records), &want);
         assert!(p.is_empty(), "{topic}: {p:?}");
         if table == "users" {
             assert_eq!(copy_records, ROWS as usize, "{topic}: copied again");

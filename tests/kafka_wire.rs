@@ -551,3 +551,51 @@ fn broker_auto_creates_topics_only_when_told() {
     assert_eq!(ask(&k1, "made", false), (0, 3), "every broker sees it");
     assert_eq!(ask(&k1, "kept", false), (3, 0), "never created");
 }
+
+/// Bad frames close only their own connection: one that claims two billion topics
+/// (the protocol decoder sizes its vector by the claim: the broker aborted before its
+/// allocator change), one over `socket.request.max.bytes`, an unknown API key, a body
+/// cut short. The broker goes on serving kcat.
+#[test]
+fn bad_frames_close_only_their_connection() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let kafka = dev.kafka_addr.clone().expect("kafka listener");
+    let frame = |body: &[u8]| {
+        let mut f = (body.len() as i32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    };
+    // Metadata v1: key 3, version 1, correlation 1, null client id, then the topics
+    // array's count.
+    let mut lying = vec![0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff];
+    lying.extend_from_slice(&i32::MAX.to_be_bytes());
+    let mut unknown_key = vec![0x7f, 0x00, 0, 0, 0, 0, 0, 2];
+    unknown_key.extend_from_slice(&[0xff, 0xff]);
+    let cut_short = vec![0, 3, 0, 9, 0, 0, 0, 3, 0, 40, b'x'];
+    let oversize = (200i32 << 20).to_be_bytes().to_vec();
+    for (what, bytes) in [
+        ("a lying count", frame(&lying)),
+        ("an unknown key", frame(&unknown_key)),
+        ("a cut header", frame(&cut_short)),
+        ("an oversize frame", oversize),
+    ] {
+        let mut s = std::net::TcpStream::connect(&kafka).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(&bytes).unwrap();
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf);
+        assert!(
+            matches!(n, Ok(0)) || n.is_err(),
+            "{what}: the connection stays open ({n:?})"
+        );
+        let listed = kcat(&["-b", &kafka, "-L"], "");
+        assert!(
+            listed.status.success(),
+            "after {what} the broker no longer serves: {}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
+    }
+}

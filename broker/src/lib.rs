@@ -4,8 +4,14 @@
 //!   No networking and no knowledge of replication.
 //! - `ratelimit`: `LogLimiter`, one line per interval for log lines that can repeat in a loop.
 
+pub mod alloc;
 pub mod group;
 mod kafka;
+
+/// The broker's unit tests run under the allocator the `sluice` binary uses.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 pub mod log;
 pub(crate) mod ratelimit;
 pub mod replica;

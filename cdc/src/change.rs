@@ -128,3 +128,60 @@ pub enum SourceEvent {
     /// The source passed `pos` with nothing captured since the last event.
     Heartbeat(SourcePos),
 }
+
+/// Hands an event to the writer; a writer that is gone is a source error.
+pub(crate) async fn send(
+    events: &tokio::sync::mpsc::Sender<SourceEvent>,
+    e: SourceEvent,
+) -> Result<(), crate::Error> {
+    events
+        .send(e)
+        .await
+        .map_err(|_| crate::Error::Source("the writer stopped".into()))
+}
+
+/// Rows of a copy, handed to the writer in chunks of `max` rows.
+pub(crate) struct CopyChunks<'a> {
+    events: &'a tokio::sync::mpsc::Sender<SourceEvent>,
+    chunk: Vec<RowChange>,
+    max: usize,
+}
+
+impl<'a> CopyChunks<'a> {
+    pub(crate) fn new(events: &'a tokio::sync::mpsc::Sender<SourceEvent>, max: usize) -> Self {
+        CopyChunks {
+            events,
+            chunk: Vec::with_capacity(max),
+            max,
+        }
+    }
+
+    /// Adds one copied row of `table`, keyed `key`; sends the chunk once it is full.
+    pub(crate) async fn push(
+        &mut self,
+        table: Arc<TableId>,
+        key: Row,
+        after: Row,
+    ) -> Result<(), crate::Error> {
+        self.chunk.push(RowChange {
+            table,
+            op: Op::Read,
+            key,
+            before: None,
+            after: Some(after),
+        });
+        if self.chunk.len() >= self.max {
+            let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(self.max));
+            send(self.events, SourceEvent::SnapshotRows(full)).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is left.
+    pub(crate) async fn finish(self) -> Result<(), crate::Error> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        send(self.events, SourceEvent::SnapshotRows(self.chunk)).await
+    }
+}

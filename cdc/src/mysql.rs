@@ -351,12 +351,7 @@ async fn status(conn: &mut Conn, name: &str) -> Result<String, Error> {
     })
 }
 
-async fn send(events: &mpsc::Sender<SourceEvent>, e: SourceEvent) -> Result<(), Error> {
-    events
-        .send(e)
-        .await
-        .map_err(|_| Error::Source("the writer stopped".into()))
-}
+use crate::change::send;
 
 /// The start-up checks alone (server settings, `--server-id`, tables and their keys),
 /// so a command line can refuse a bad setup before it creates any topic.

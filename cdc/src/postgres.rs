@@ -292,12 +292,7 @@ async fn run_fenced(
     result
 }
 
-async fn send(events: &mpsc::Sender<SourceEvent>, e: SourceEvent) -> Result<(), Error> {
-    events
-        .send(e)
-        .await
-        .map_err(|_| Error::Source("the writer stopped".into()))
-}
+use crate::change::send;
 
 /// The relations the stream may name, by OID (pgoutput names every change by it).
 struct Relations {

@@ -26,11 +26,16 @@ use sluice_proto::ErrorCode;
 use tonic::Request;
 use tracing::debug;
 
+use super::admin;
 use super::groups;
 use super::versions::{self, answers};
 use super::{framed, peek_header, Finishing, Outcome};
+use crate::server::admin::AdminProxy;
 use crate::server::api::BrokerApi;
 use crate::server::Shared;
+
+/// The cluster id given to Kafka clients.
+pub(super) const CLUSTER_ID: &str = "sluice";
 
 /// Kafka's UNSUPPORTED_VERSION.
 const UNSUPPORTED_VERSION: i16 = 35;
@@ -69,7 +74,12 @@ pub(crate) fn code(c: i32) -> i16 {
 /// Starts the request in `frame`: what must happen in request order happens before
 /// this returns; the rest is in the returned future.
 pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) -> Finishing {
-    let (raw_key, version, correlation) = peek_header(&frame);
+    let Some((raw_key, version, correlation)) = peek_header(&frame) else {
+        return close(format!(
+            "a frame of {} bytes holds no request header",
+            frame.len()
+        ));
+    };
     let Ok(key) = ApiKey::try_from(raw_key) else {
         return close(format!("unknown API key {raw_key}"));
     };
@@ -168,6 +178,56 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             ))
         }
         .boxed(),
+        RequestKind::CreateTopics(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::CreateTopics(
+                admin::create_topics(&proxy, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::DeleteTopics(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::DeleteTopics(
+                admin::delete_topics(&proxy, &api, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::CreatePartitions(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::CreatePartitions(
+                admin::create_partitions(&proxy, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::DescribeConfigs(r) => async move {
+            answer(ResponseKind::DescribeConfigs(
+                admin::describe_configs(&api, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::IncrementalAlterConfigs(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::IncrementalAlterConfigs(
+                admin::incremental_alter_configs(&proxy, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::AlterConfigs(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::AlterConfigs(
+                admin::alter_configs(&proxy, &api, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::DescribeCluster(_) => {
+            let me = shared.config.id;
+            async move {
+                answer(ResponseKind::DescribeCluster(
+                    admin::describe_cluster(&api, me).await,
+                ))
+            }
+            .boxed()
+        }
         other => close(format!("{key:?} is not served (decoded {other:?})")),
     }
 }
@@ -292,25 +352,33 @@ async fn metadata(api: &BrokerApi, me: u32, version: i16, r: MetadataRequest) ->
     metadata_response(me, version, md)
 }
 
-/// Kafka's Metadata answer from the broker's view `md`, as broker `me` gives it.
-fn metadata_response(me: u32, _version: i16, md: v1::MetadataResponse) -> MetadataResponse {
-    let brokers = md
-        .brokers
+/// The live brokers that serve Kafka, with the host and port of their listener.
+pub(super) fn kafka_endpoints(
+    brokers: &[v1::BrokerInfo],
+) -> impl Iterator<Item = (&v1::BrokerInfo, StrBytes, i32)> {
+    brokers
         .iter()
         .filter(|b| b.alive && !b.kafka_addr.is_empty())
         .filter_map(|b| {
             let (host, port) = b.kafka_addr.rsplit_once(':')?;
-            Some(
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(b.id as i32))
-                    .with_host(StrBytes::from_string(
-                        host.trim_start_matches('[')
-                            .trim_end_matches(']')
-                            .to_string(),
-                    ))
-                    .with_port(port.parse().ok()?)
-                    .with_rack((!b.rack.is_empty()).then(|| StrBytes::from_string(b.rack.clone()))),
-            )
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some((
+                b,
+                StrBytes::from_string(host.to_string()),
+                port.parse().ok()?,
+            ))
+        })
+}
+
+/// Kafka's Metadata answer from the broker's view `md`, as broker `me` gives it.
+fn metadata_response(me: u32, _version: i16, md: v1::MetadataResponse) -> MetadataResponse {
+    let brokers = kafka_endpoints(&md.brokers)
+        .map(|(b, host, port)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id as i32))
+                .with_host(host)
+                .with_port(port)
+                .with_rack((!b.rack.is_empty()).then(|| StrBytes::from_string(b.rack.clone())))
         })
         .collect();
     let topics = md
@@ -343,7 +411,7 @@ fn metadata_response(me: u32, _version: i16, md: v1::MetadataResponse) -> Metada
     // Admin requests go to the "controller"; every broker forwards them to the real one.
     MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id(Some(StrBytes::from_static_str("sluice")))
+        .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
         .with_controller_id(BrokerId(me as i32))
         .with_topics(topics)
 }
@@ -487,6 +555,21 @@ fn list_offsets_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+    use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+    use kafka_protocol::messages::create_topics_response::{
+        CreatableTopicConfigs, CreatableTopicResult,
+    };
+    use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+    use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+    use kafka_protocol::messages::describe_configs_response::{
+        DescribeConfigsResourceResult, DescribeConfigsResult,
+    };
+    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResourceResponse;
+    use kafka_protocol::messages::{
+        AlterConfigsResponse, CreatePartitionsResponse, CreateTopicsResponse, DeleteTopicsResponse,
+        DescribeClusterResponse, DescribeConfigsResponse, IncrementalAlterConfigsResponse,
+    };
     use kafka_protocol::messages::{GroupId, OffsetCommitRequest};
 
     /// Every served version of every response encodes, with the values a real answer
@@ -681,6 +764,77 @@ mod tests {
                             ),
                         )
                     }
+                    ApiKey::CreateTopics => ResponseKind::CreateTopics(
+                        CreateTopicsResponse::default().with_topics(vec![
+                            CreatableTopicResult::default()
+                                .with_name(name("t"))
+                                .with_topic_id(uuid::Uuid::from_u128(7))
+                                .with_error_code(36)
+                                .with_error_message(Some(StrBytes::from_static_str("exists")))
+                                .with_num_partitions(3)
+                                .with_replication_factor(1)
+                                .with_configs(Some(vec![CreatableTopicConfigs::default()
+                                    .with_name(StrBytes::from_static_str("retention.ms"))
+                                    .with_value(Some(StrBytes::from_static_str("1")))
+                                    .with_config_source(1)])),
+                        ]),
+                    ),
+                    ApiKey::DeleteTopics => ResponseKind::DeleteTopics(
+                        DeleteTopicsResponse::default().with_responses(vec![
+                            DeletableTopicResult::default()
+                                .with_name(Some(name("t")))
+                                .with_topic_id(uuid::Uuid::from_u128(7))
+                                .with_error_code(3)
+                                .with_error_message(Some(StrBytes::from_static_str("gone"))),
+                        ]),
+                    ),
+                    ApiKey::CreatePartitions => ResponseKind::CreatePartitions(
+                        CreatePartitionsResponse::default().with_results(vec![
+                            CreatePartitionsTopicResult::default()
+                                .with_name(name("t"))
+                                .with_error_code(37)
+                                .with_error_message(Some(StrBytes::from_static_str("fewer"))),
+                        ]),
+                    ),
+                    ApiKey::DescribeCluster => ResponseKind::DescribeCluster(
+                        DescribeClusterResponse::default()
+                            .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))
+                            .with_controller_id(BrokerId(1))
+                            .with_brokers(vec![DescribeClusterBroker::default()
+                                .with_broker_id(BrokerId(1))
+                                .with_host(StrBytes::from_static_str("127.0.0.1"))
+                                .with_port(9092)
+                                .with_rack(Some(StrBytes::from_static_str("r1")))]),
+                    ),
+                    ApiKey::DescribeConfigs => ResponseKind::DescribeConfigs(
+                        DescribeConfigsResponse::default().with_results(vec![
+                            DescribeConfigsResult::default()
+                                .with_resource_type(2)
+                                .with_resource_name(StrBytes::from_static_str("t"))
+                                .with_configs(vec![DescribeConfigsResourceResult::default()
+                                    .with_name(StrBytes::from_static_str("retention.ms"))
+                                    .with_value(Some(StrBytes::from_static_str("1")))
+                                    .with_config_source(1)]),
+                        ]),
+                    ),
+                    ApiKey::AlterConfigs => ResponseKind::AlterConfigs(
+                        AlterConfigsResponse::default().with_responses(vec![
+                            AlterConfigsResourceResponse::default()
+                                .with_resource_type(2)
+                                .with_resource_name(StrBytes::from_static_str("t"))
+                                .with_error_code(40)
+                                .with_error_message(Some(StrBytes::from_static_str("bad"))),
+                        ]),
+                    ),
+                    ApiKey::IncrementalAlterConfigs => ResponseKind::IncrementalAlterConfigs(
+                        IncrementalAlterConfigsResponse::default().with_responses(vec![
+                            IncrementalResourceResponse::default()
+                                .with_resource_type(2)
+                                .with_resource_name(StrBytes::from_static_str("t"))
+                                .with_error_code(40)
+                                .with_error_message(Some(StrBytes::from_static_str("bad"))),
+                        ]),
+                    ),
                     other => panic!("{other:?} served but not covered here"),
                 };
                 assert!(

@@ -14,6 +14,7 @@
 //! framed closes only its connection, with one log line. Produce with acks=0 gets no
 //! response.
 
+mod admin;
 mod apis;
 mod groups;
 mod versions;
@@ -139,9 +140,15 @@ pub(crate) fn framed(body: BytesMut) -> BytesMut {
 }
 
 /// The API key, version and correlation id at the head of every request frame.
-pub(crate) fn peek_header(frame: &Bytes) -> (i16, i16, i32) {
-    let key = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    (key, version, correlation)
+/// `None` when the frame is too short to hold them.
+pub(crate) fn peek_header(frame: &Bytes) -> Option<(i16, i16, i32)> {
+    let head: &[u8; 8] = frame.get(..8)?.try_into().ok()?;
+    let key = i16::from_be_bytes([head[0], head[1]]);
+    let version = i16::from_be_bytes([head[2], head[3]]);
+    let correlation = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+    Some((key, version, correlation))
 }
+
+#[cfg(test)]
+#[path = "fuzz_tests.rs"]
+mod fuzz_tests;

@@ -149,7 +149,7 @@ pub(crate) struct Shared {
 
 /// A broker ready to serve.
 pub struct Broker {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Broker {

@@ -22,7 +22,7 @@ use super::{
     connect, gtids_at, key_of, my_err, qualified, quote_ident, send, status, types, MySourceConfig,
     SnapshotMode, Stop, TableInfo,
 };
-use crate::change::{Op, Row, RowChange, SourceEvent, TableId};
+use crate::change::{CopyChunks, Row, SourceEvent, TableId};
 use crate::sink::SnapshotState;
 use crate::Error;
 
@@ -170,7 +170,7 @@ async fn copy_table(
         .exec_iter(select.as_str(), ())
         .await
         .map_err(my_err("snapshot SELECT"))?;
-    let mut chunk = Vec::with_capacity(cfg.snapshot_chunk_rows);
+    let mut chunks = CopyChunks::new(events, cfg.snapshot_chunk_rows);
     let (started, mut rows) = (std::time::Instant::now(), 0u64);
     let table: Arc<TableId> = t.id.clone();
     loop {
@@ -188,24 +188,10 @@ async fn copy_table(
             after.push((c.name.clone(), types::to_json(&c.kind, &v)));
         }
         rows += 1;
-        chunk.push(RowChange {
-            table: table.clone(),
-            op: Op::Read,
-            key: key_of(t, &after)?,
-            before: None,
-            after: Some(after),
-        });
-        if chunk.len() >= cfg.snapshot_chunk_rows {
-            send(
-                events,
-                SourceEvent::SnapshotRows(std::mem::take(&mut chunk)),
-            )
-            .await?;
-        }
+        let key = key_of(t, &after)?;
+        chunks.push(table.clone(), key, after).await?;
     }
-    if !chunk.is_empty() {
-        send(events, SourceEvent::SnapshotRows(chunk)).await?;
-    }
+    chunks.finish().await?;
     // Handed to the writer, not yet written: the channel holds up to 256 chunks.
     info!(table = %t.id, rows, seconds = started.elapsed().as_secs_f64(), "table read");
     Ok(true)

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::setup::TableInfo;
 use super::{key_of, pg_err, send, to_row, PgSourceConfig, SnapshotMode};
-use crate::change::{Op, RowChange, SourceEvent, TableId};
+use crate::change::{CopyChunks, SourceEvent, TableId};
 use crate::sink::SnapshotState;
 use crate::Error;
 
@@ -129,7 +129,7 @@ pub(super) async fn copy_rows(
     events: &mpsc::Sender<SourceEvent>,
     stop: &CancellationToken,
 ) -> Result<bool, Error> {
-    let mut chunk = Vec::with_capacity(cfg.snapshot_chunk_rows);
+    let mut chunks = CopyChunks::new(events, cfg.snapshot_chunk_rows);
     loop {
         if stop.is_cancelled() {
             return Ok(false);
@@ -144,23 +144,9 @@ pub(super) async fn copy_rows(
             )));
         };
         let after = to_row(info, &row.data)?;
-        chunk.push(RowChange {
-            table: info.id.clone(),
-            op: Op::Read,
-            key: key_of(info, &after)?,
-            before: None,
-            after: Some(after),
-        });
-        if chunk.len() >= cfg.snapshot_chunk_rows {
-            send(
-                events,
-                SourceEvent::SnapshotRows(std::mem::take(&mut chunk)),
-            )
-            .await?;
-        }
+        let key = key_of(info, &after)?;
+        chunks.push(info.id.clone(), key, after).await?;
     }
-    if !chunk.is_empty() {
-        send(events, SourceEvent::SnapshotRows(chunk)).await?;
-    }
+    chunks.finish().await?;
     Ok(true)
 }

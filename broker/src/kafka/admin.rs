@@ -1,0 +1,458 @@
+//! Kafka's admin APIs over the broker's admin proxy (`server::admin::AdminProxy`, the
+//! gRPC `Admin` service, which forwards to the active controller): CreateTopics,
+//! DeleteTopics, CreatePartitions, DescribeCluster, DescribeConfigs, AlterConfigs,
+//! IncrementalAlterConfigs.
+
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalAlterConfigsResourceResponse;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, BrokerId, CreatePartitionsRequest,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use sluice_proto::v1;
+use sluice_proto::v1::admin_server::Admin as _;
+use sluice_proto::v1::broker_server::Broker as _;
+use sluice_proto::ErrorCode;
+use tonic::Request;
+
+use crate::server::admin::AdminProxy;
+use crate::server::api::BrokerApi;
+
+/// Kafka's defaults for a CreateTopics that leaves them to the broker (-1):
+/// `num.partitions` and `default.replication.factor`.
+const DEFAULT_PARTITIONS: u32 = 1;
+const DEFAULT_REPLICATION_FACTOR: u32 = 1;
+/// Kafka's INVALID_REPLICA_ASSIGNMENT.
+const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+
+fn text(s: String) -> Option<StrBytes> {
+    (!s.is_empty()).then(|| StrBytes::from_string(s))
+}
+
+/// An error code and message from a gRPC status (the proxy could not reach a
+/// controller): retriable for the client.
+fn unavailable(status: &tonic::Status) -> (i16, String) {
+    (
+        ErrorCode::NotController.code() as i16,
+        status.message().to_string(),
+    )
+}
+
+fn result_code(r: &v1::AdminResult) -> (i16, String) {
+    (r.error_code as i16, r.error_message.clone())
+}
+
+pub(super) async fn create_topics(
+    proxy: &AdminProxy,
+    r: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let mut results = Vec::new();
+    for t in r.topics {
+        let name = t.name.0.to_string();
+        let mut out = CreatableTopicResult::default().with_name(t.name.clone());
+        let (code, message) = if !t.assignments.is_empty() {
+            (
+                INVALID_REPLICA_ASSIGNMENT,
+                "manual replica assignments are not supported: give a partition count and replication factor".to_string(),
+            )
+        } else if r.validate_only {
+            (
+                ErrorCode::InvalidRequest.code() as i16,
+                "validate_only is not supported".to_string(),
+            )
+        } else {
+            let partitions = if t.num_partitions == -1 {
+                DEFAULT_PARTITIONS
+            } else {
+                t.num_partitions.max(0) as u32
+            };
+            let replication_factor = if t.replication_factor == -1 {
+                DEFAULT_REPLICATION_FACTOR
+            } else {
+                t.replication_factor.max(0) as u32
+            };
+            let configs = t
+                .configs
+                .iter()
+                .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                .collect();
+            let created = proxy
+                .create_topic(Request::new(v1::CreateTopicRequest {
+                    name: name.clone(),
+                    partitions,
+                    replication_factor,
+                    configs,
+                }))
+                .await;
+            match created {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    let result = resp.result.unwrap_or_default();
+                    if let Some(topic) = resp.topic.filter(|_| result.error_code == 0) {
+                        out.topic_id = uuid::Uuid::try_parse(&topic.topic_id).unwrap_or_default();
+                        out.num_partitions = topic.partitions.len() as i32;
+                        out.replication_factor = topic
+                            .partitions
+                            .first()
+                            .map_or(replication_factor as i16, |p| p.replicas.len() as i16);
+                        out.configs = Some(
+                            topic
+                                .configs
+                                .into_iter()
+                                .map(|(k, v)| {
+                                    CreatableTopicConfigs::default()
+                                        .with_name(StrBytes::from_string(k))
+                                        .with_value(Some(StrBytes::from_string(v)))
+                                        // DYNAMIC_TOPIC_CONFIG
+                                        .with_config_source(1)
+                                })
+                                .collect(),
+                        );
+                    }
+                    result_code(&result)
+                }
+                Err(status) => unavailable(&status),
+            }
+        };
+        out.error_code = code;
+        out.error_message = text(message);
+        results.push(out);
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+pub(super) async fn delete_topics(
+    proxy: &AdminProxy,
+    api: &BrokerApi,
+    r: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    // v6 names topics by name or by id; earlier versions by name.
+    let mut wanted: Vec<(Option<String>, uuid::Uuid)> = r
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+        .collect();
+    wanted.extend(
+        r.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+    );
+    let by_id = if wanted.iter().any(|(n, _)| n.is_none()) {
+        api.metadata(Request::new(v1::MetadataRequest::default()))
+            .await
+            .map(|md| md.into_inner().topics)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut responses = Vec::new();
+    for (name, id) in wanted {
+        let name = name.or_else(|| {
+            by_id
+                .iter()
+                .find(|t| uuid::Uuid::try_parse(&t.topic_id).ok() == Some(id))
+                .map(|t| t.name.clone())
+        });
+        let mut out = DeletableTopicResult::default().with_topic_id(id);
+        let (code, message) = match &name {
+            None => (
+                ErrorCode::UnknownTopicId.code() as i16,
+                format!("no topic has id {id}"),
+            ),
+            Some(name) => match proxy
+                .delete_topic(Request::new(v1::DeleteTopicRequest { name: name.clone() }))
+                .await
+            {
+                Ok(r) => result_code(r.get_ref()),
+                Err(status) => unavailable(&status),
+            },
+        };
+        out.name = name.map(|n| TopicName(StrBytes::from_string(n)));
+        out.error_code = code;
+        out.error_message = text(message);
+        responses.push(out);
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub(super) async fn create_partitions(
+    proxy: &AdminProxy,
+    r: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::new();
+    for t in r.topics {
+        let (code, message) = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+            (
+                INVALID_REPLICA_ASSIGNMENT,
+                "manual replica assignments are not supported: give only the count".to_string(),
+            )
+        } else if r.validate_only {
+            (
+                ErrorCode::InvalidRequest.code() as i16,
+                "validate_only is not supported".to_string(),
+            )
+        } else {
+            match proxy
+                .create_partitions(Request::new(v1::CreatePartitionsRequest {
+                    topic: t.name.0.to_string(),
+                    total: t.count.max(0) as u32,
+                }))
+                .await
+            {
+                Ok(r) => result_code(r.get_ref()),
+                Err(status) => unavailable(&status),
+            }
+        };
+        results.push(
+            CreatePartitionsTopicResult::default()
+                .with_name(t.name)
+                .with_error_code(code)
+                .with_error_message(text(message)),
+        );
+    }
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+/// The cluster as Kafka clients see it: brokers at their Kafka addresses, this broker
+/// named as the controller (it forwards admin requests to the real one).
+pub(super) async fn describe_cluster(api: &BrokerApi, me: u32) -> DescribeClusterResponse {
+    let md = match api
+        .metadata(Request::new(v1::MetadataRequest::default()))
+        .await
+    {
+        Ok(md) => md.into_inner(),
+        Err(status) => {
+            return DescribeClusterResponse::default()
+                .with_error_code(ErrorCode::BrokerNotAvailable.code() as i16)
+                .with_error_message(Some(StrBytes::from_string(status.message().to_string())))
+        }
+    };
+    let brokers = super::apis::kafka_endpoints(&md.brokers)
+        .map(|(b, host, port)| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id as i32))
+                .with_host(host)
+                .with_port(port)
+                .with_rack(text(b.rack.clone()))
+        })
+        .collect();
+    DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_static_str(super::apis::CLUSTER_ID))
+        .with_controller_id(BrokerId(me as i32))
+        .with_brokers(brokers)
+}
+
+/// Kafka's config resource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// Kafka's config sources.
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// A topic's overrides (its configs as stored), or the error for a missing topic.
+async fn topic_overrides(
+    api: &BrokerApi,
+    topic: &str,
+) -> Result<std::collections::HashMap<String, String>, (i16, String)> {
+    let md = api
+        .metadata(Request::new(v1::MetadataRequest {
+            topics: vec![topic.to_string()],
+        }))
+        .await
+        .map_err(|s| unavailable(&s))?
+        .into_inner();
+    match md.topics.into_iter().next() {
+        Some(t) if t.error_code == 0 => Ok(t.configs),
+        Some(t) => Err((t.error_code as i16, t.error_message)),
+        None => Err((
+            ErrorCode::UnknownTopicOrPartition.code() as i16,
+            format!("topic {topic} does not exist"),
+        )),
+    }
+}
+
+/// DescribeConfigs: every config of a topic with its effective value and source (the
+/// topic's own setting, or the broker default), as `sluice topic describe` shows them.
+/// Brokers answer with no configs (nothing is settable per broker over Kafka yet).
+pub(super) async fn describe_configs(
+    api: &BrokerApi,
+    r: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let mut results = Vec::new();
+    for res in r.resources {
+        let mut out = DescribeConfigsResult::default()
+            .with_resource_type(res.resource_type)
+            .with_resource_name(res.resource_name.clone());
+        match res.resource_type {
+            RESOURCE_TOPIC => match topic_overrides(api, res.resource_name.as_str()).await {
+                Ok(overrides) => {
+                    let defaults = &api.0.config.log_defaults;
+                    let effective = defaults
+                        .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                        .unwrap_or_else(|_| defaults.clone())
+                        .to_map();
+                    let wanted: Option<Vec<String>> = res
+                        .configuration_keys
+                        .map(|keys| keys.iter().map(|k| k.to_string()).collect());
+                    out.configs = effective
+                        .into_iter()
+                        .filter(|(k, _)| wanted.as_ref().is_none_or(|w| w.contains(k)))
+                        .map(|(k, v)| {
+                            let source = if overrides.contains_key(&k) {
+                                SOURCE_DYNAMIC_TOPIC
+                            } else {
+                                SOURCE_DEFAULT
+                            };
+                            DescribeConfigsResourceResult::default()
+                                .with_name(StrBytes::from_string(k))
+                                .with_value(Some(StrBytes::from_string(v)))
+                                .with_config_source(source)
+                        })
+                        .collect();
+                }
+                Err((code, message)) => {
+                    out.error_code = code;
+                    out.error_message = text(message);
+                }
+            },
+            RESOURCE_BROKER => {}
+            other => {
+                out.error_code = ErrorCode::InvalidRequest.code() as i16;
+                out.error_message = text(format!("config resource type {other} is not served"));
+            }
+        }
+        results.push(out);
+    }
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Sets and deletes configs of a topic through the controller.
+async fn alter_topic(
+    proxy: &AdminProxy,
+    topic: &str,
+    set: std::collections::HashMap<String, String>,
+    delete: Vec<String>,
+) -> (i16, String) {
+    match proxy
+        .alter_configs(Request::new(v1::AlterConfigsRequest {
+            topic: topic.to_string(),
+            set,
+            delete,
+        }))
+        .await
+    {
+        Ok(r) => result_code(r.get_ref()),
+        Err(status) => unavailable(&status),
+    }
+}
+
+fn refuse_resource(resource_type: i8, validate_only: bool) -> Option<(i16, String)> {
+    if resource_type != RESOURCE_TOPIC {
+        Some((
+            ErrorCode::InvalidRequest.code() as i16,
+            format!("only topic configs can be altered (resource type {resource_type})"),
+        ))
+    } else if validate_only {
+        Some((
+            ErrorCode::InvalidRequest.code() as i16,
+            "validate_only is not supported".to_string(),
+        ))
+    } else {
+        None
+    }
+}
+
+/// IncrementalAlterConfigs: SET and DELETE on topic configs (APPEND and SUBTRACT, for
+/// list-valued configs, are refused: no topic config Sluice serves is a list).
+pub(super) async fn incremental_alter_configs(
+    proxy: &AdminProxy,
+    r: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut responses = Vec::new();
+    for res in r.resources {
+        let (code, message) = match refuse_resource(res.resource_type, r.validate_only) {
+            Some(refusal) => refusal,
+            None => {
+                let (mut set, mut delete, mut bad) = (Default::default(), Vec::new(), None);
+                for c in &res.configs {
+                    match (c.config_operation, &c.value) {
+                        (0, Some(v)) => {
+                            let set: &mut std::collections::HashMap<String, String> = &mut set;
+                            set.insert(c.name.to_string(), v.to_string());
+                        }
+                        (1, _) => delete.push(c.name.to_string()),
+                        (op, _) => {
+                            bad = Some(format!(
+                                "{}: operation {op} is not served (SET with a value, or DELETE)",
+                                c.name.as_str()
+                            ))
+                        }
+                    }
+                }
+                match bad {
+                    Some(m) => (ErrorCode::InvalidRequest.code() as i16, m),
+                    None => alter_topic(proxy, res.resource_name.as_str(), set, delete).await,
+                }
+            }
+        };
+        responses.push(
+            IncrementalAlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name)
+                .with_error_code(code)
+                .with_error_message(text(message)),
+        );
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// AlterConfigs (the legacy call): the given configs replace the topic's whole set —
+/// what it does not name goes back to the default, as in Kafka.
+pub(super) async fn alter_configs(
+    proxy: &AdminProxy,
+    api: &BrokerApi,
+    r: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let mut responses = Vec::new();
+    for res in r.resources {
+        let (code, message) = match refuse_resource(res.resource_type, r.validate_only) {
+            Some(refusal) => refusal,
+            None => match topic_overrides(api, res.resource_name.as_str()).await {
+                Err(e) => e,
+                Ok(current) => {
+                    let set: std::collections::HashMap<String, String> = res
+                        .configs
+                        .iter()
+                        .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                        .collect();
+                    let delete = current
+                        .keys()
+                        .filter(|k| !set.contains_key(*k))
+                        .cloned()
+                        .collect();
+                    alter_topic(proxy, res.resource_name.as_str(), set, delete).await
+                }
+            },
+        };
+        responses.push(
+            AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name)
+                .with_error_code(code)
+                .with_error_message(text(message)),
+        );
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
