@@ -136,7 +136,11 @@ fn kafka_admin_calls_create_grow_and_delete_topics() {
     );
     assert_eq!(r.topics[0].error_code, 17, "INVALID_TOPIC_EXCEPTION");
     assert_eq!(r.topics[1].error_code, 0, "{:?}", r.topics[1].error_message);
-    assert_eq!(r.topics[1].num_partitions, 1);
+    assert_eq!(r.topics[1].num_partitions, 1, "dev's --num-partitions");
+    assert_eq!(
+        r.topics[1].replication_factor, 2,
+        "three replicas, or every live broker when fewer"
+    );
 
     // More partitions; fewer is refused (INVALID_PARTITIONS).
     for (count, code) in [(5, 0), (4, 37)] {

@@ -30,10 +30,23 @@ use tonic::Request;
 use crate::server::admin::AdminProxy;
 use crate::server::api::BrokerApi;
 
-/// Kafka's defaults for a CreateTopics that leaves them to the broker (-1):
-/// `num.partitions` and `default.replication.factor`.
+/// `num.partitions` when the broker was given none (Kafka's default).
 const DEFAULT_PARTITIONS: u32 = 1;
-const DEFAULT_REPLICATION_FACTOR: u32 = 1;
+
+/// The replication factor of a topic created with the broker's defaults (a CreateTopics
+/// with -1, or auto-creation): three, or every live broker when fewer — what `sluice
+/// topic create` does. (Kafka's `default.replication.factor` is 1; a Sluice cluster
+/// gets replicated topics unless asked otherwise.)
+pub(crate) fn default_replication_factor(shared: &crate::server::Shared) -> u32 {
+    shared
+        .metadata
+        .read()
+        .brokers
+        .iter()
+        .filter(|b| b.alive)
+        .count()
+        .clamp(1, 3) as u32
+}
 /// Kafka's INVALID_REPLICA_ASSIGNMENT.
 const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 
@@ -74,12 +87,16 @@ pub(super) async fn create_topics(
             )
         } else {
             let partitions = if t.num_partitions == -1 {
-                DEFAULT_PARTITIONS
+                proxy
+                    .0
+                    .config
+                    .kafka_auto_create_partitions
+                    .unwrap_or(DEFAULT_PARTITIONS)
             } else {
                 t.num_partitions.max(0) as u32
             };
             let replication_factor = if t.replication_factor == -1 {
-                DEFAULT_REPLICATION_FACTOR
+                default_replication_factor(&proxy.0)
             } else {
                 t.replication_factor.max(0) as u32
             };

@@ -529,19 +529,12 @@ pub(crate) async fn auto_create(
     topic: &str,
     partitions: u32,
 ) -> (i32, String) {
-    let alive = shared
-        .metadata
-        .read()
-        .brokers
-        .iter()
-        .filter(|b| b.alive)
-        .count()
-        .clamp(1, 3) as u32;
+    let replication_factor = super::admin::default_replication_factor(shared);
     let created = AdminProxy(shared.clone())
         .create_topic(Request::new(v1::CreateTopicRequest {
             name: topic.to_string(),
             partitions,
-            replication_factor: alive,
+            replication_factor,
             configs: Default::default(),
         }))
         .await;
