@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub mod cluster;
 pub mod db;
+pub mod slowdisk;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
