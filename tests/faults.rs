@@ -19,7 +19,8 @@
 //! `FAULT_RATE=N` records a second per producer (default 500); `FAULT_NETNS=0` leaves out the
 //! network faults, `FAULT_DISK=0` the full disk, `FAULT_SLOW_DISK=0` the slow disk (each
 //! then plans what the seed planned before that kind existed); `FAULT_ONLY=kind[,kind]`
-//! keeps only the named kinds (as the summary line names them, e.g. `slow-disk`).
+//! keeps only the named kinds (as the summary line names them, e.g. `slow-disk`);
+//! `FAULT_SLOW_KIBS=lo-hi` sets the slow disk's range of rates in KiB/s (default 256-4096).
 //! `scripts/fault-campaign.sh` runs long campaigns.
 
 mod common;
@@ -143,6 +144,12 @@ fn seeded_fault_campaign() {
         netns,
         tmpfs: disk.is_some(),
         slow_disk: slow_disk.is_ok(),
+        slow_kibs: std::env::var("FAULT_SLOW_KIBS").map_or((256, 4096), |v| {
+            v.split_once('-')
+                .and_then(|(lo, hi)| Some((lo.parse().ok()?, hi.parse().ok()?)))
+                .filter(|(lo, hi)| 0 < *lo && lo <= hi)
+                .unwrap_or_else(|| panic!("FAULT_SLOW_KIBS={v}: want lo-hi, e.g. 256-4096"))
+        }),
     };
     let only: Vec<String> = std::env::var("FAULT_ONLY")
         .map(|v| v.split(',').map(str::to_string).collect())

@@ -137,6 +137,8 @@ pub struct Powers {
     pub tmpfs: bool,
     /// A throttled loop device for broker 2 (a slow disk).
     pub slow_disk: bool,
+    /// The slow disk's rates, `lo..=hi` KiB/s (default 256..=4096; `FAULT_SLOW_KIBS=lo-hi`).
+    pub slow_kibs: (u64, u64),
 }
 
 /// The seed's faults, each with how long to run undisturbed before it (ms); only the
@@ -178,7 +180,7 @@ pub fn plan(seed: u64, count: usize, powers: Powers, only: &[String]) -> Vec<(u6
                 ms: rng.range(500, 3000),
             },
             8 if powers.slow_disk => Fault::SlowDisk {
-                bytes_per_sec: rng.range(256, 4096) * 1024,
+                bytes_per_sec: rng.range(powers.slow_kibs.0, powers.slow_kibs.1) * 1024,
                 ms: rng.range(2000, 6000),
                 cold: rng.range(0, 1) == 1,
             },
