@@ -74,8 +74,10 @@ impl SlowDisk {
             .ok_or_else(|| format!("stat {}: {hex}", disk.device))?;
         let number = |h: &str| u32::from_str_radix(h, 16).map_err(|e| format!("{h}: {e}"));
         disk.devno = format!("{}:{}", number(major)?, number(minor)?);
-        // Also proves the blkio controller is there and writable.
+        // Also proves the blkio controller is there and writable; and a device number
+        // is reused, so no rule a killed test left on it survives.
         disk.set("read_bps_device", 0)?;
+        disk.unthrottle();
         run("mkfs.ext4", &["-q", &disk.device])?;
         std::fs::create_dir_all(&disk.mount).map_err(|e| e.to_string())?;
         run("mount", &[&disk.device, disk.mount.to_str().unwrap()])?;
