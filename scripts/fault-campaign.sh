@@ -6,8 +6,15 @@
 #   RUNS=5 FAULTS=200 scripts/fault-campaign.sh   five campaigns of 200 faults, fresh seeds
 #
 # Environment: FAULTS (faults per campaign, default 1000), RUNS (campaigns when no seeds
-# are given, default 1), FAULT_NETNS=0 (no network partitions), PROFILE=release (build
-# and run optimized; default dev), LOG_DIR (default target/fault-campaign).
+# are given, default 1), FAULT_NETNS=0 (no network partitions), FAULT_DISK=0 (no full
+# disk), FAULT_SLOW_DISK=0 (no slow disk), FAULT_ONLY=kind[,kind] (only those kinds),
+# PROFILE=release (build and run optimized; default dev), LOG_DIR (default
+# target/fault-campaign).
+# While a campaign runs, a build in the same tree replaces target/debug/sluice under it.
+# To keep building, run a copy instead: copy the faults test binary and target/debug/sluice
+# aside, and inside `unshare -m` bind-mount the copied sluice over target/debug/sluice (the
+# path the test binary has compiled in) before starting the copied test binary with
+# FAULT_SEED=N FAULTS=M ... --nocapture.
 # Each campaign's output goes to LOG_DIR/seed-N.log; the summary names every seed, its
 # result, how many records were acknowledged and how long it took. A failed seed
 # replays with: FAULT_SEED=N FAULTS=M cargo test --features sluice/etcd --test faults -- --nocapture

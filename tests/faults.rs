@@ -6,7 +6,9 @@
 //! leadership moved one to three times back to back (reassign + preferred election),
 //! (as root, with iproute2) cutting broker 3 off from its peers for a few seconds or
 //! dropping only the controllers' packets to broker 1 or 2 (lost control pushes), topic
-//! `cycled` deleted and re-created, and (as root) broker 3's tmpfs data directory filled.
+//! `cycled` deleted and re-created, (as root) broker 3's tmpfs data directory filled,
+//! and (as root, with a loop device and the blkio controller) broker 2's disk throttled
+//! to a few hundred KiB/s or a few MiB/s for a few seconds (`faults/disks.rs`).
 //! Side workloads (`faults/workloads.rs`) run throughout: the re-created topic's writer,
 //! a consumer group committing, and puts/deletes on a busily compacted topic.
 //! Afterwards everything is healed, every ISR must be whole again, every acknowledged
@@ -15,199 +17,34 @@
 //! `FAULT_SEED=N` replays a seed's fault list (timing still varies); `FAULTS=N` sets
 //! how many faults (default 8, about a minute and a half here);
 //! `FAULT_RATE=N` records a second per producer (default 500); `FAULT_NETNS=0` leaves out the
-//! network faults, `FAULT_DISK=0` the full disk. `scripts/fault-campaign.sh` runs long campaigns.
+//! network faults, `FAULT_DISK=0` the full disk, `FAULT_SLOW_DISK=0` the slow disk (each
+//! then plans what the seed planned before that kind existed); `FAULT_ONLY=kind[,kind]`
+//! keeps only the named kinds (as the summary line names them, e.g. `slow-disk`);
+//! `FAULT_SLOW_KIBS=lo-hi` sets the slow disk's range of rates in KiB/s (default 256-4096).
+//! `scripts/fault-campaign.sh` runs long campaigns.
 
 mod common;
+#[path = "faults/disks.rs"]
+mod disks;
+#[path = "faults/plan.rs"]
+mod plan;
 #[path = "faults/workloads.rs"]
 mod workloads;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
+use common::slowdisk::SlowDisk;
 use common::{DropRule, Netns};
+use disks::Tmpfs;
+use plan::{plan, Fault, Powers};
 use workloads::{Committer, Cycled, Keyed};
 
 const TOPIC: &str = "campaign";
 const PARTITIONS: u32 = 3;
 const PREFIXES: [&str; 2] = ["a", "b"];
-
-/// splitmix64: small, and the same sequence for a seed on every platform and version.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Fault {
-    /// kill -9 broker `broker` (1-based), restart it after `down_ms`.
-    Kill9 { broker: usize, down_ms: u64 },
-    /// SIGSTOP broker `broker`, SIGCONT after `ms`.
-    Pause { broker: usize, ms: u64 },
-    /// SIGTERM broker `broker` (controlled shutdown), restart it once it exited.
-    Term { broker: usize },
-    /// kill -9 the active controller, restart it after `down_ms`.
-    KillController { down_ms: u64 },
-    /// Leadership of `partition` moved `hops` times back to back (replica list reordered,
-    /// then a preferred election), so a leader may lose leadership before it appends.
-    Move { partition: u32, hops: u64 },
-    /// Broker 3 cannot reach brokers 1 and 2 (blackhole routes in its namespace) for `ms`.
-    Cut { ms: u64 },
-    /// The `cycled` topic deleted and created again under the same name.
-    Recreate,
-    /// The controllers' packets to broker `broker` (1 or 2) dropped for `ms`: control
-    /// pushes are lost while the broker keeps heartbeating (namespace runs only).
-    DropPushes { broker: usize, ms: u64 },
-    /// Broker 3's disk (a tmpfs of its own) filled for `ms`, then freed, and the broker
-    /// restarted (as Kafka, a broker recovers from a failed log directory by a restart).
-    DiskFull { ms: u64 },
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Fault::Kill9 { broker, down_ms } => {
-                write!(f, "kill -9 broker {broker}, restart after {down_ms} ms")
-            }
-            Fault::Pause { broker, ms } => write!(f, "SIGSTOP broker {broker} for {ms} ms"),
-            Fault::Term { broker } => write!(f, "SIGTERM broker {broker}, restart"),
-            Fault::KillController { down_ms } => {
-                write!(
-                    f,
-                    "kill -9 the active controller, restart after {down_ms} ms"
-                )
-            }
-            Fault::Move { partition, hops } => {
-                write!(
-                    f,
-                    "move leadership of {TOPIC}-{partition} {hops} time(s) back to back"
-                )
-            }
-            Fault::Cut { ms } => write!(f, "cut broker 3 from its peers for {ms} ms"),
-            Fault::Recreate => write!(f, "delete and re-create topic {}", workloads::CYCLED),
-            Fault::DropPushes { broker, ms } => {
-                write!(
-                    f,
-                    "drop the controllers' packets to broker {broker} for {ms} ms"
-                )
-            }
-            Fault::DiskFull { ms } => {
-                write!(
-                    f,
-                    "fill broker 3's disk for {ms} ms, free it, restart broker 3"
-                )
-            }
-        }
-    }
-}
-
-/// What this machine allows beyond signals and admin calls.
-#[derive(Clone, Copy)]
-struct Powers {
-    /// Network namespaces (cuts, dropped pushes).
-    netns: bool,
-    /// A tmpfs of its own for broker 3 (a disk that fills).
-    tmpfs: bool,
-}
-
-/// The seed's faults, each with how long to run undisturbed before it (ms).
-fn plan(seed: u64, count: usize, powers: Powers) -> Vec<(u64, Fault)> {
-    let mut rng = Rng(seed);
-    let mut out = Vec::new();
-    while out.len() < count {
-        let gap = rng.range(500, 3000);
-        let broker = rng.range(1, 3) as usize;
-        let fault = match rng.range(0, 8) {
-            0 => Fault::Kill9 {
-                broker,
-                down_ms: rng.range(0, 3000),
-            },
-            1 => Fault::Pause {
-                broker,
-                ms: rng.range(1000, 4000),
-            },
-            2 => Fault::Term { broker },
-            3 => Fault::KillController {
-                down_ms: rng.range(0, 2000),
-            },
-            4 => Fault::Move {
-                partition: rng.range(0, u64::from(PARTITIONS) - 1) as u32,
-                hops: rng.range(1, 3),
-            },
-            5 => Fault::Recreate,
-            6 if powers.netns => match rng.range(0, 1) {
-                0 => Fault::Cut {
-                    ms: rng.range(2000, 6000),
-                },
-                _ => Fault::DropPushes {
-                    broker: rng.range(1, 2) as usize,
-                    ms: rng.range(3000, 12000),
-                },
-            },
-            7 if powers.tmpfs => Fault::DiskFull {
-                ms: rng.range(500, 3000),
-            },
-            _ => continue,
-        };
-        out.push((gap, fault));
-    }
-    out
-}
-
-/// A tmpfs mounted on `dir` (created) of `bytes`, lazily unmounted on drop.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, bytes: u64) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(dir.to_path_buf()))
-    }
-
-    /// Takes every free byte with a file; returns its path.
-    fn fill(&self) -> std::path::PathBuf {
-        let filler = self.0.join("filler");
-        // SAFETY: statvfs(3) on a NUL-terminated path into a zeroed struct.
-        let free = unsafe {
-            let mut st: libc::statvfs = std::mem::zeroed();
-            let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
-            assert_eq!(libc::statvfs(c.as_ptr(), &mut st), 0);
-            st.f_bavail as u64 * st.f_frsize as u64
-        };
-        let _ = std::process::Command::new("fallocate")
-            .args(["-l", &free.to_string()])
-            .arg(&filler)
-            .status();
-        filler
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| {
@@ -289,16 +126,44 @@ fn seeded_fault_campaign() {
     let disk = root
         .then(|| Tmpfs::mount(&dir.path().join("broker-3"), 1 << 30))
         .flatten();
+    // Broker 2's data directory on a loop device of its own, for the slow disk.
+    let slow_disk = if std::env::var("FAULT_SLOW_DISK").as_deref() == Ok("0") {
+        Err("off: FAULT_SLOW_DISK=0".to_string())
+    } else {
+        SlowDisk::create(dir.path(), 1 << 30)
+            .and_then(|d| {
+                let data = d.mount.join("broker-2");
+                std::fs::create_dir_all(&data)
+                    .and_then(|()| std::os::unix::fs::symlink(&data, dir.path().join("broker-2")))
+                    .map_err(|e| format!("{}: {e}", data.display()))?;
+                Ok(d)
+            })
+            .map_err(|e| format!("off: {e}"))
+    };
     let powers = Powers {
         netns,
         tmpfs: disk.is_some(),
+        slow_disk: slow_disk.is_ok(),
+        slow_kibs: std::env::var("FAULT_SLOW_KIBS").map_or((256, 4096), |v| {
+            v.split_once('-')
+                .and_then(|(lo, hi)| Some((lo.parse().ok()?, hi.parse().ok()?)))
+                .filter(|(lo, hi)| 0 < *lo && lo <= hi)
+                .unwrap_or_else(|| panic!("FAULT_SLOW_KIBS={v}: want lo-hi, e.g. 256-4096"))
+        }),
     };
-    let planned = plan(seed, count, powers);
+    let only: Vec<String> = std::env::var("FAULT_ONLY")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let planned = plan(seed, count, powers, &only);
     let on_off = |on: bool| if on { "on" } else { "off: needs root" };
     eprintln!(
-        "fault campaign: FAULT_SEED={seed} FAULTS={count} (network faults {}, disk-full faults {})",
+        "fault campaign: FAULT_SEED={seed} FAULTS={count} (network faults {}, disk-full faults {}, slow-disk faults {})",
         on_off(netns),
-        on_off(powers.tmpfs)
+        on_off(powers.tmpfs),
+        match &slow_disk {
+            Ok(d) => format!("on: broker 2 on {}", d.device()),
+            Err(e) => e.clone(),
+        }
     );
     let net = netns.then(Netns::create);
     let cluster = match &net {
@@ -327,7 +192,13 @@ fn seeded_fault_campaign() {
         injected: Vec::new(),
         started: Instant::now(),
     };
-    run(cluster, net.as_ref(), disk.as_ref(), log);
+    run(
+        cluster,
+        net.as_ref(),
+        disk.as_ref(),
+        slow_disk.as_ref().ok(),
+        log,
+    );
 }
 
 fn broker_args() -> Vec<String> {
@@ -367,6 +238,9 @@ struct Side<'a> {
     cycled: &'a Cycled,
     net: Option<&'a Netns>,
     disk: Option<&'a Tmpfs>,
+    slow_disk: Option<&'a SlowDisk>,
+    probes: &'a disks::Probes,
+    config: &'a sluice_client::ClientConfig,
 }
 
 /// `(partition, high watermark)` of every partition of `topic` once all three replicas
@@ -387,7 +261,13 @@ fn ends(
         .collect())
 }
 
-fn run(mut cluster: Cluster, net: Option<&Netns>, disk: Option<&Tmpfs>, mut log: Log) {
+fn run(
+    mut cluster: Cluster,
+    net: Option<&Netns>,
+    disk: Option<&Tmpfs>,
+    slow_disk: Option<&SlowDisk>,
+    mut log: Log,
+) {
     let (rt, config, admin) = cluster.client();
     let mut configs = BTreeMap::new();
     configs.insert("min.insync.replicas".to_string(), "2".to_string());
@@ -405,10 +285,14 @@ fn run(mut cluster: Cluster, net: Option<&Netns>, disk: Option<&Tmpfs>, mut log:
     let cycled = Cycled::start(&rt, &config);
     let keyed = Keyed::start(&rt, &config, log.seed);
     let committer = Committer::start(&rt, &config, TOPIC);
+    let probes = disks::Probes::default();
     let side = Side {
         cycled: &cycled,
         net,
         disk,
+        slow_disk,
+        probes: &probes,
+        config: &config,
     };
     let rate = env_u64("FAULT_RATE").unwrap_or(500) as u32;
     let loads: Vec<Load> = PREFIXES
@@ -504,7 +388,8 @@ fn run(mut cluster: Cluster, net: Option<&Netns>, disk: Option<&Tmpfs>, mut log:
         "every ISR whole {:?} after the last fault",
         healed_at.elapsed()
     );
-    let outcomes: Vec<Outcomes> = loads.into_iter().map(|l| l.finish(&rt)).collect();
+    let mut outcomes: Vec<Outcomes> = loads.into_iter().map(|l| l.finish(&rt)).collect();
+    outcomes.push(probes.outcomes());
     problems.extend(committer.check(&rt, &config, TOPIC));
     // Writers stopped first, so the ends read below are final.
     let (mut cycled, mut keyed) = (cycled, keyed);
@@ -571,7 +456,7 @@ fn run(mut cluster: Cluster, net: Option<&Netns>, disk: Option<&Tmpfs>, mut log:
             &format!("{TOPIC}-{} via a consumer", p.partition),
             &read,
             &acked,
-            &PREFIXES,
+            &[PREFIXES[0], PREFIXES[1], disks::PROBE_PREFIX],
         ));
     }
     cluster.stop_all();
@@ -606,18 +491,10 @@ fn run(mut cluster: Cluster, net: Option<&Netns>, disk: Option<&Tmpfs>, mut log:
     );
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, f) in &log.planned {
-        let kind = match f {
-            Fault::Kill9 { .. } => "kill9",
-            Fault::Pause { .. } => "sigstop",
-            Fault::Term { .. } => "sigterm",
-            Fault::KillController { .. } => "controller-kill9",
-            Fault::Move { .. } => "leader-move",
-            Fault::Cut { .. } => "partition",
-            Fault::Recreate => "recreate",
-            Fault::DropPushes { .. } => "lost-pushes",
-            Fault::DiskFull { .. } => "disk-full",
-        };
-        *kinds.entry(kind).or_default() += 1;
+        *kinds.entry(f.kind()).or_default() += 1;
+    }
+    if let Some(line) = probes.summary() {
+        eprintln!("{line}");
     }
     let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k}:{n}")).collect();
     eprintln!(
@@ -765,6 +642,21 @@ fn inject(
                 "{fault} (it had {} by itself)",
                 if exited { "exited" } else { "not exited" }
             );
+        }
+        Fault::SlowDisk {
+            bytes_per_sec,
+            ms,
+            cold,
+        } => {
+            let slow = disks::Slow {
+                disk: side.slow_disk.expect("planned only with a loop device"),
+                store_dir: &cluster.dir.join("controller"),
+                bytes_per_sec,
+                ms,
+                cold,
+            };
+            let what = slow.inject(side.probes, rt, side.config, admin, TOPIC, problems);
+            return format!("{fault}: {what}");
         }
     }
     fault.to_string()

@@ -17,102 +17,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
+use common::slowdisk::{evict, SlowDisk};
 use sluice_client::{
     Acks, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
-
-const BLKIO: &str = "/sys/fs/cgroup/blkio/blkio.throttle";
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// An ext4 on a loop device, mounted at `mount`; writes throttled while `throttled`.
-/// Unmounted and detached on drop.
-struct SlowDisk {
-    mount: PathBuf,
-    device: String,
-    /// `major:minor` of the loop device, as blkio wants it.
-    devno: String,
-}
-
-impl SlowDisk {
-    fn new(dir: &Path) -> SlowDisk {
-        let image = dir.join("disk.img");
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(256 << 20)
-            .unwrap();
-        let device = run("losetup", &["-f", "--show", image.to_str().unwrap()]);
-        run("mkfs.ext4", &["-q", &device]);
-        let mount = dir.join("slow");
-        std::fs::create_dir_all(&mount).unwrap();
-        run("mount", &[&device, mount.to_str().unwrap()]);
-        let hex = run("stat", &["-c", "%t:%T", &device]);
-        let (major, minor) = hex.split_once(':').unwrap();
-        let devno = format!(
-            "{}:{}",
-            u32::from_str_radix(major, 16).unwrap(),
-            u32::from_str_radix(minor, 16).unwrap()
-        );
-        SlowDisk {
-            mount,
-            device,
-            devno,
-        }
-    }
-
-    /// Limits reads and writes to `iops` a second each (0: no limit).
-    fn throttle(&self, iops: u32) {
-        for rw in ["read", "write"] {
-            std::fs::write(
-                format!("{BLKIO}.{rw}_iops_device"),
-                format!("{} {iops}", self.devno),
-            )
-            .expect("throttling needs root and the cgroup-v1 blkio controller");
-        }
-    }
-}
-
-impl Drop for SlowDisk {
-    fn drop(&mut self) {
-        for rw in ["read", "write"] {
-            let _ = std::fs::write(
-                format!("{BLKIO}.{rw}_iops_device"),
-                format!("{} 0", self.devno),
-            );
-        }
-        let _ = Command::new("umount").arg(&self.mount).status();
-        let _ = Command::new("losetup").args(["-d", &self.device]).status();
-    }
-}
-
-/// Writes every file under `dir` out and drops it from the page cache, so the next
-/// read of it goes to the disk.
-fn evict(dir: &Path) {
-    use std::os::unix::io::AsRawFd;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            evict(&path);
-        } else if let Ok(f) = std::fs::File::open(&path) {
-            f.sync_all().unwrap();
-            // SAFETY: plain syscall on an open descriptor.
-            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        }
-    }
-}
 
 const PARTITIONS: u32 = 4;
 
@@ -167,7 +78,8 @@ fn a_broker_on_a_slow_disk_keeps_serving_and_is_not_fenced() {
             f.await.unwrap();
         }
     });
-    evict(&data);
+    let evicted = evict(&data);
+    assert!(evicted >= 2000 * 16_000, "only {evicted} bytes evicted");
 
     disk.throttle(5);
     let load_for = Duration::from_secs(6);

@@ -14,6 +14,10 @@ use sluice_proto::batch::Batches;
 
 use super::{free_port, wait_for, BIN};
 
+/// Every test broker's `--replica-lag-time-max-ms`: a follower this far behind leaves
+/// the ISR.
+pub const REPLICA_LAG_TIME_MAX: Duration = Duration::from_secs(3);
+
 pub struct Cluster {
     pub dir: PathBuf,
     /// (id, address, process); all share one store.
@@ -137,7 +141,10 @@ impl Cluster {
                 "--controller",
                 &self.controller_addr,
             ])
-            .args(["--replica-lag-time-max-ms", "3000"])
+            .args([
+                "--replica-lag-time-max-ms",
+                &REPLICA_LAG_TIME_MAX.as_millis().to_string(),
+            ])
             .arg("--data-dir")
             .arg(self.dir.join(format!("broker-{}", i + 1)))
             .args(&self.broker_args[i]);

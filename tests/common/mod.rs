@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub mod cluster;
 pub mod db;
+pub mod slowdisk;
 pub mod versions;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sluice");
@@ -535,36 +536,43 @@ pub struct DropRule {
 
 impl DropRule {
     pub fn new(matches: &[&str]) -> DropRule {
-        let rule = DropRule {
-            matches: matches.iter().map(|s| s.to_string()).collect(),
-        };
-        rule.iptables("-I");
-        rule
+        let matches: Vec<String> = matches.iter().map(|s| s.to_string()).collect();
+        // Made only once the rule is in: a rule that failed to go in has nothing to take
+        // out when the test unwinds.
+        iptables("-I", &matches).unwrap_or_else(|e| panic!("{e}"));
+        DropRule { matches }
     }
 
     /// Every packet to a local TCP port.
     pub fn inbound_port(port: u16) -> DropRule {
         DropRule::new(&["--dport", &port.to_string()])
     }
+}
 
-    fn iptables(&self, op: &str) {
-        let out = Command::new("iptables")
-            .args([op, "INPUT", "-p", "tcp"])
-            .args(&self.matches)
-            .args(["-j", "DROP"])
-            .output()
-            .expect("iptables (Debian package iptables; scripts/test.sh installs it)");
-        assert!(
-            out.status.success(),
-            "iptables {op} {:?}: {}",
-            self.matches,
+fn iptables(op: &str, matches: &[String]) -> Result<(), String> {
+    let out = Command::new("iptables")
+        .args([op, "INPUT", "-p", "tcp"])
+        .args(matches)
+        .args(["-j", "DROP"])
+        .output()
+        .map_err(|e| {
+            format!("iptables (Debian package iptables; scripts/test.sh installs it): {e}")
+        })?;
+    if !out.status.success() {
+        return Err(format!(
+            "iptables {op} {matches:?}: {}",
             String::from_utf8_lossy(&out.stderr)
-        );
+        ));
     }
+    Ok(())
 }
 
 impl Drop for DropRule {
     fn drop(&mut self) {
-        self.iptables("-D");
+        // Never a panic here: during a test's unwinding it would abort the process and
+        // skip every other clean-up (processes, mounts, throttled devices).
+        if let Err(e) = iptables("-D", &self.matches) {
+            eprintln!("could not remove a DROP rule: {e}");
+        }
     }
 }

@@ -20,7 +20,7 @@ use tracing::{debug, error, info, warn};
 
 use super::admin::{channel, replication_channel};
 use super::Shared;
-use crate::replica::{FollowerFetched, IsrProposal};
+use crate::replica::{FollowerFetched, IsrProposal, ToFetch};
 
 const FOLLOWER_WAIT_MS: u32 = 500;
 const FOLLOWER_FETCH_BYTES: u32 = 32 << 20;
@@ -64,7 +64,7 @@ pub(crate) async fn replicate(shared: Arc<Shared>) {
                 }
             }
         }
-        for leader in shared.replicas.followed().into_keys() {
+        for leader in followed_leaders(&shared).await {
             if running.insert(leader) {
                 let shared = shared.clone();
                 let handle = loops.spawn(async move {
@@ -122,16 +122,50 @@ impl FetchStream {
     }
 }
 
-async fn fetch_from(shared: Arc<Shared>, leader: u32) {
-    let me = shared.config.id;
-    let mut stream: Option<FetchStream> = None;
-    loop {
+/// The leaders this broker follows something from. `followed` takes every partition's
+/// lock, which a blocking thread holds across a write that waits for the disk: off the
+/// async workers, or a slow disk stops them and the heartbeats they run.
+async fn followed_leaders(shared: &Arc<Shared>) -> Vec<u32> {
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || shared.replicas.followed().into_keys().collect())
+        .await
+        .unwrap_or_default()
+}
+
+/// What to fetch from `leader`, each partition with its topic id (empty when unknown);
+/// on a blocking thread for the same reason as [`followed_leaders`].
+async fn wanted_from(shared: &Arc<Shared>, leader: u32) -> Vec<(ToFetch, String)> {
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
         let parts = shared
             .replicas
             .followed()
             .remove(&leader)
             .unwrap_or_default();
-        if parts.is_empty() {
+        parts
+            .into_iter()
+            .map(|f| {
+                // The leader refuses to serve a copy of another topic of this name.
+                let topic_id = shared
+                    .replicas
+                    .partition(&f.tp)
+                    .and_then(|p| p.log.topic_id())
+                    .map(|id| id.to_string())
+                    .unwrap_or_default();
+                (f, topic_id)
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+async fn fetch_from(shared: Arc<Shared>, leader: u32) {
+    let me = shared.config.id;
+    let mut stream: Option<FetchStream> = None;
+    loop {
+        let wanted = wanted_from(&shared, leader).await;
+        if wanted.is_empty() {
             return;
         }
         let Some(addr) = broker_addr(&shared, leader) else {
@@ -157,25 +191,20 @@ async fn fetch_from(shared: Arc<Shared>, leader: u32) {
             min_bytes: 1,
             max_bytes: FOLLOWER_FETCH_BYTES,
             replica_id: me as i32,
-            partitions: parts
+            partitions: wanted
                 .iter()
-                .map(|f| v1::FetchPartition {
+                .map(|(f, topic_id)| v1::FetchPartition {
                     topic: f.tp.topic.clone(),
                     partition: f.tp.partition,
                     fetch_offset: f.fetch_offset.to_wire(),
                     partition_max_bytes: 8 << 20,
                     current_leader_epoch: f.current_leader_epoch.map_or(-1, LeaderEpoch::to_wire),
                     last_fetched_epoch: f.last_fetched_epoch.map_or(-1, LeaderEpoch::to_wire),
-                    // The leader refuses to serve a copy of another topic of this name.
-                    topic_id: shared
-                        .replicas
-                        .partition(&f.tp)
-                        .and_then(|p| p.log.topic_id())
-                        .map(|id| id.to_string())
-                        .unwrap_or_default(),
+                    topic_id: topic_id.clone(),
                 })
                 .collect(),
         };
+        let parts: Vec<ToFetch> = wanted.into_iter().map(|(f, _)| f).collect();
         let resp = match s.fetch(req).await {
             Ok(r) => r,
             Err(status) => {
@@ -205,12 +234,7 @@ async fn fetch_from(shared: Arc<Shared>, leader: u32) {
 }
 
 /// Applies a leader's answer to the partitions fetched from it; whether any progressed.
-fn apply_answer(
-    shared: &Shared,
-    leader: u32,
-    parts: &[crate::replica::ToFetch],
-    resp: v1::FetchResponse,
-) -> bool {
+fn apply_answer(shared: &Shared, leader: u32, parts: &[ToFetch], resp: v1::FetchResponse) -> bool {
     let mut progressed = false;
     for p in resp.partitions {
         let tp = TopicPartition::new(p.topic.clone(), p.partition);
@@ -295,17 +319,25 @@ async fn send_isr_changes(
         };
         let mut client = ControllerApiClient::new(ch);
         let broker_epoch = shared.broker_epoch.load(Ordering::Acquire);
-        let items: Vec<(TopicPartition, Vec<u32>, bool)> = latest
-            .iter()
-            .map(|(tp, prop)| {
-                let new_isr: Vec<u32> = prop.new_isr.iter().map(|b| b.0).collect();
-                let shrink = shared
-                    .replicas
-                    .partition(tp)
-                    .is_some_and(|p| new_isr.len() < p.role().isr.len());
-                (tp.clone(), new_isr, shrink)
+        // The current ISRs take the partitions' locks: off the async workers.
+        let items: Vec<(TopicPartition, Vec<u32>, bool)> = {
+            let (shared, latest) = (shared.clone(), latest.clone());
+            tokio::task::spawn_blocking(move || {
+                latest
+                    .iter()
+                    .map(|(tp, prop)| {
+                        let new_isr: Vec<u32> = prop.new_isr.iter().map(|b| b.0).collect();
+                        let shrink = shared
+                            .replicas
+                            .partition(tp)
+                            .is_some_and(|p| new_isr.len() < p.role().isr.len());
+                        (tp.clone(), new_isr, shrink)
+                    })
+                    .collect()
             })
-            .collect();
+            .await
+            .unwrap_or_default()
+        };
         let req = v1::AlterPartitionsRequest {
             broker_id: shared.config.id,
             broker_epoch,
@@ -351,3 +383,7 @@ async fn send_isr_changes(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "fetcher_tests.rs"]
+mod tests;
