@@ -599,3 +599,134 @@ fn bad_frames_close_only_their_connection() {
         );
     }
 }
+
+/// OffsetForLeaderEpoch (KIP-320): after leadership moves, the new leader tells where
+/// each epoch ended; a client's stale epoch is FENCED_LEADER_EPOCH, a newer one
+/// UNKNOWN_LEADER_EPOCH, and a follower answers NOT_LEADER_OR_FOLLOWER.
+#[test]
+fn offset_for_leader_epoch_tells_where_each_epoch_ended() {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(dir.path(), &["--brokers", "2"]);
+    let kafka = dev.kafka_addr.clone().expect("kafka listener");
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "e",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "2",
+        ],
+        "",
+    );
+    let describe = || -> serde_json::Value {
+        let d: serde_json::Value =
+            serde_json::from_str(&dev.ok(&["topic", "describe", "e", "--output", "json"], ""))
+                .unwrap();
+        d["partitions"][0].clone()
+    };
+    let lines = |n: usize| (0..n).map(|i| format!("r{i}\n")).collect::<String>();
+    dev.ok(&["produce", "e"], &lines(10));
+    let first = describe();
+    let (old, replicas) = (
+        first["leader"].as_u64().unwrap(),
+        first["replicas"].as_array().unwrap().clone(),
+    );
+    let new = replicas
+        .iter()
+        .map(|r| r.as_u64().unwrap())
+        .find(|r| *r != old)
+        .unwrap();
+    // The other replica first, then a preferred election: leader epoch 1 on it.
+    dev.ok(
+        &[
+            "partition",
+            "reassign",
+            "--topic",
+            "e",
+            "--partition",
+            "0",
+            "--replicas",
+            &format!("{new},{old}"),
+        ],
+        "",
+    );
+    common::wait_for("the leadership moved", Duration::from_secs(30), || {
+        let _ = dev.cli(&["partition", "elect-leaders"], "");
+        let p = describe();
+        (p["leader"].as_u64() == Some(new) && p["isr"].as_array().map(Vec::len) == Some(2))
+            .then_some(())
+    });
+    let epoch = describe()["leader_epoch"].as_i64().unwrap();
+    assert!(epoch >= 1, "{epoch}");
+    dev.ok(&["produce", "e"], &lines(5));
+
+    // Where each broker's Kafka listener is, from Metadata.
+    let mut c = raw::Conn::open(&kafka);
+    let ResponseKind::Metadata(md) = c.call(
+        ApiKey::Metadata,
+        12,
+        RequestKind::Metadata(MetadataRequest::default()),
+    ) else {
+        panic!("not a Metadata answer")
+    };
+    let addr_of = |id: u64| {
+        let b = md
+            .brokers
+            .iter()
+            .find(|b| b.node_id.0 as u64 == id)
+            .unwrap();
+        format!("{}:{}", b.host.as_str(), b.port)
+    };
+    let ask = |addr: &str, current: i32, asked: i32| {
+        let mut c = raw::Conn::open(addr);
+        let ResponseKind::OffsetForLeaderEpoch(r) = c.call(
+            ApiKey::OffsetForLeaderEpoch,
+            4,
+            RequestKind::OffsetForLeaderEpoch(
+                OffsetForLeaderEpochRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_topics(vec![OffsetForLeaderTopic::default()
+                        .with_topic(TopicName(StrBytes::from_static_str("e")))
+                        .with_partitions(vec![OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(current)
+                            .with_leader_epoch(asked)])]),
+            ),
+        ) else {
+            panic!("not an OffsetForLeaderEpoch answer")
+        };
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    let leader = addr_of(new);
+    assert_eq!(
+        ask(&leader, -1, 0),
+        (0, 0, 10),
+        "epoch 0 ended at offset 10"
+    );
+    assert_eq!(
+        ask(&leader, epoch as i32, epoch as i32),
+        (0, epoch as i32, 15)
+    );
+    assert_eq!(
+        ask(&leader, -1, 99),
+        (0, epoch as i32, 15),
+        "the latest at or below"
+    );
+    assert_eq!(ask(&leader, 0, 0).0, 74, "FENCED_LEADER_EPOCH");
+    assert_eq!(
+        ask(&leader, epoch as i32 + 5, 0).0,
+        75,
+        "UNKNOWN_LEADER_EPOCH"
+    );
+    assert_eq!(ask(&addr_of(old), -1, 0).0, 6, "NOT_LEADER_OR_FOLLOWER");
+}

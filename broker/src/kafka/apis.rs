@@ -13,16 +13,20 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, RequestKind,
-    ResponseHeader, ResponseKind, TopicName,
+    MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    ProduceRequest, ProduceResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use sluice_proto::v1;
 use sluice_proto::v1::broker_server::Broker as _;
-use sluice_proto::ErrorCode;
+use sluice_proto::{ErrorCode, LeaderEpoch};
 use tonic::Request;
 use tracing::debug;
 
@@ -123,6 +127,15 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
         RequestKind::Fetch(r) => async move {
             let fetched = api.fetch_once(fetch_request(&r), "kafka_fetch").await;
             answer(ResponseKind::Fetch(fetch_response(fetched)))
+        }
+        .boxed(),
+        RequestKind::OffsetForLeaderEpoch(r) => async move {
+            // The partition locks a blocking thread may hold across disk work: not here.
+            let shared = api.0.clone();
+            match tokio::task::spawn_blocking(move || offset_for_leader_epoch(&shared, r)).await {
+                Ok(answered) => answer(ResponseKind::OffsetForLeaderEpoch(answered)),
+                Err(e) => Outcome::Close(format!("OffsetForLeaderEpoch failed: {e}")),
+            }
         }
         .boxed(),
         RequestKind::ListOffsets(r) => async move {
@@ -512,6 +525,50 @@ fn fetch_response(r: v1::FetchResponse) -> FetchResponse {
     FetchResponse::default().with_responses(topics)
 }
 
+/// KIP-320: where each asked epoch ended on this leader, so a consumer can tell whether
+/// its position survived a truncation.
+fn offset_for_leader_epoch(
+    shared: &Shared,
+    r: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let topics = r
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = t.topic.0.to_string();
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let tp =
+                        sluice_proto::TopicPartition::new(topic.clone(), p.partition.max(0) as u32);
+                    let current = LeaderEpoch::from_wire(p.current_leader_epoch);
+                    let answer = EpochEndOffset::default().with_partition(p.partition);
+                    match u32::try_from(p.leader_epoch) {
+                        Err(_) => answer.with_error_code(ErrorCode::InvalidRequest.code() as i16),
+                        Ok(epoch) => {
+                            match shared.replicas.offset_for_leader_epoch(&tp, current, epoch) {
+                                Ok(Some((epoch, end))) => answer
+                                    .with_leader_epoch(epoch as i32)
+                                    .with_end_offset(end as i64),
+                                Ok(None) => answer.with_leader_epoch(-1).with_end_offset(-1),
+                                Err((code, _)) => answer
+                                    .with_error_code(code.code() as i16)
+                                    .with_leader_epoch(-1)
+                                    .with_end_offset(-1),
+                            }
+                        }
+                    }
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
 fn list_offsets_request(r: &ListOffsetsRequest) -> Vec<v1::ListOffsetsPartition> {
     r.topics
         .iter()
@@ -833,6 +890,17 @@ mod tests {
                                 .with_resource_name(StrBytes::from_static_str("t"))
                                 .with_error_code(40)
                                 .with_error_message(Some(StrBytes::from_static_str("bad"))),
+                        ]),
+                    ),
+                    ApiKey::OffsetForLeaderEpoch => ResponseKind::OffsetForLeaderEpoch(
+                        OffsetForLeaderEpochResponse::default().with_topics(vec![
+                            OffsetForLeaderTopicResult::default()
+                                .with_topic(name("t"))
+                                .with_partitions(vec![EpochEndOffset::default()
+                                    .with_partition(0)
+                                    .with_error_code(74)
+                                    .with_leader_epoch(3)
+                                    .with_end_offset(15)]),
                         ]),
                     ),
                     other => panic!("{other:?} served but not covered here"),

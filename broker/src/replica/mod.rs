@@ -467,6 +467,33 @@ impl<S: LogStore> ReplicaManager<S> {
         Ok(p)
     }
 
+    /// Kafka's OffsetForLeaderEpoch (KIP-101, KIP-320) as the leader answers a consumer:
+    /// the largest epoch `<= epoch` this log knows and where it ended (`None` when
+    /// `epoch` precedes every one kept). A client's `current_leader_epoch` other than
+    /// the leader's is FENCED_LEADER_EPOCH (older) or UNKNOWN_LEADER_EPOCH (newer).
+    pub fn offset_for_leader_epoch(
+        &self,
+        tp: &TopicPartition,
+        current_leader_epoch: Option<LeaderEpoch>,
+        epoch: u32,
+    ) -> Result<Option<(u32, u64)>, Failure> {
+        let p = self.leader_partition(tp)?;
+        let mine = p.role().leader_epoch;
+        if let Some(theirs) = current_leader_epoch.filter(|t| *t != mine) {
+            let code = if theirs < mine {
+                ErrorCode::FencedLeaderEpoch
+            } else {
+                ErrorCode::UnknownLeaderEpoch
+            };
+            return Err((
+                code,
+                format!("{tp}: the client's leader epoch {theirs} is not the leader's ({mine})"),
+            ));
+        }
+        let end = p.log.log_end_offset();
+        Ok(p.log.epoch_entries_snapshot().end_offset_for(epoch, end))
+    }
+
     /// Reads from `offset` up to the high watermark (consumers never see more).
     pub fn fetch(
         &self,
