@@ -229,6 +229,7 @@ mod raw {
 /// member (UNKNOWN_MEMBER_ID) and as a simple consumer while the group has members
 /// (NON_EMPTY_GROUP), accepted with its epoch and read back by OffsetFetch v9 and v1;
 /// after it leaves, a simple consumer's commit (generation -1) is accepted.
+/// ListGroups lists it with Kafka's state names and filters; DeleteGroups deletes it.
 /// InitProducerId gives ids, and refuses a transactional id.
 #[test]
 fn group_and_producer_id_apis_by_hand() {
@@ -432,6 +433,43 @@ fn group_and_producer_id_apis_by_hand() {
     );
     let described = dev.ok(&["group", "describe", "g1", "--output", "json"], "");
     assert!(described.contains("\"committed_offset\":9"), "{described}");
+
+    // ListGroups (v0 and v5 with filters) and DeleteGroups.
+    let list =
+        |c: &mut raw::Conn, version: i16, states: &[&'static str]| -> Vec<(String, String)> {
+            let ResponseKind::ListGroups(r) = c.call(
+                ApiKey::ListGroups,
+                version,
+                RequestKind::ListGroups(
+                    ListGroupsRequest::default()
+                        .with_states_filter(states.iter().map(|x| s(x)).collect()),
+                ),
+            ) else {
+                panic!()
+            };
+            assert_eq!(r.error_code, 0, "{r:?}");
+            r.groups
+                .iter()
+                .map(|g| (g.group_id.0.to_string(), g.group_state.to_string()))
+                .collect()
+        };
+    assert!(list(&mut c, 0, &[]).contains(&("g1".into(), String::new())));
+    assert!(list(&mut c, 5, &[]).contains(&("g1".into(), "Empty".into())));
+    assert!(list(&mut c, 5, &["Empty"]).iter().any(|(g, _)| g == "g1"));
+    assert!(!list(&mut c, 5, &["Stable"]).iter().any(|(g, _)| g == "g1"));
+    let ResponseKind::DeleteGroups(r) = c.call(
+        ApiKey::DeleteGroups,
+        2,
+        RequestKind::DeleteGroups(
+            DeleteGroupsRequest::default()
+                .with_groups_names(vec![GroupId(s("g1")), GroupId(s("no-such-group"))]),
+        ),
+    ) else {
+        panic!()
+    };
+    assert_eq!(r.results[0].error_code, 0, "{r:?}");
+    assert_eq!(r.results[1].error_code, 69, "GROUP_ID_NOT_FOUND: {r:?}");
+    assert!(!list(&mut c, 5, &[]).iter().any(|(g, _)| g == "g1"));
 
     // Producer ids: fresh ones; a transactional id refused.
     let mut ids = Vec::new();

@@ -184,6 +184,20 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             ))
         }
         .boxed(),
+        RequestKind::ListGroups(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::ListGroups(
+                groups::list_groups(&s, version, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::DeleteGroups(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::DeleteGroups(
+                groups::delete_groups(&s, r).await,
+            ))
+        }
+        .boxed(),
         RequestKind::ConsumerGroupDescribe(r) => async move {
             let s = api.0;
             answer(ResponseKind::ConsumerGroupDescribe(
@@ -624,8 +638,9 @@ mod tests {
     };
     use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResourceResponse;
     use kafka_protocol::messages::{
-        AlterConfigsResponse, CreatePartitionsResponse, CreateTopicsResponse, DeleteTopicsResponse,
-        DescribeClusterResponse, DescribeConfigsResponse, IncrementalAlterConfigsResponse,
+        AlterConfigsResponse, CreatePartitionsResponse, CreateTopicsResponse, DeleteGroupsResponse,
+        DeleteTopicsResponse, DescribeClusterResponse, DescribeConfigsResponse,
+        IncrementalAlterConfigsResponse, ListGroupsResponse,
     };
     use kafka_protocol::messages::{GroupId, OffsetCommitRequest};
 
@@ -903,6 +918,27 @@ mod tests {
                                     .with_end_offset(15)]),
                         ]),
                     ),
+                    ApiKey::ListGroups => {
+                        use kafka_protocol::messages::list_groups_response::ListedGroup;
+                        let mut g = ListedGroup::default()
+                            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                            .with_protocol_type(StrBytes::from_static_str("consumer"));
+                        if version >= 4 {
+                            g.group_state = StrBytes::from_static_str("Stable");
+                        }
+                        if version >= 5 {
+                            g.group_type = StrBytes::from_static_str("consumer");
+                        }
+                        ResponseKind::ListGroups(ListGroupsResponse::default().with_groups(vec![g]))
+                    }
+                    ApiKey::DeleteGroups => {
+                        use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+                        ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(
+                            vec![DeletableGroupResult::default()
+                                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                                .with_error_code(68)],
+                        ))
+                    }
                     other => panic!("{other:?} served but not covered here"),
                 };
                 assert!(

@@ -650,3 +650,86 @@ pub(crate) fn consumer_group_describe_response(
         .collect();
     ConsumerGroupDescribeResponse::default().with_groups(groups)
 }
+
+/// Kafka's name for a native group state ("stable" → "Stable").
+fn kafka_state(state: &str) -> String {
+    let mut c = state.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// ListGroups: the groups this broker coordinates (as in Kafka, a client asks every
+/// broker), all of the consumer type; v4 filters by state, v5 by type.
+pub(crate) async fn list_groups(
+    shared: &Arc<Shared>,
+    version: i16,
+    r: kafka_protocol::messages::ListGroupsRequest,
+) -> kafka_protocol::messages::ListGroupsResponse {
+    use kafka_protocol::messages::list_groups_response::ListedGroup;
+    use kafka_protocol::messages::{GroupId, ListGroupsResponse};
+    let listed = match GroupsApi(shared.clone())
+        .list_groups(Request::new(v1::ListGroupsRequest {}))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(_) => {
+            return ListGroupsResponse::default()
+                .with_error_code(ErrorCode::CoordinatorNotAvailable.code() as i16)
+        }
+    };
+    if listed.error_code != 0 {
+        return ListGroupsResponse::default().with_error_code(code(listed.error_code));
+    }
+    let states: Vec<String> = r.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let consumer_type = r.types_filter.is_empty()
+        || r.types_filter
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("consumer"));
+    let groups = listed
+        .groups
+        .into_iter()
+        .filter(|g| consumer_type && (states.is_empty() || states.contains(&g.state)))
+        .map(|g| {
+            let mut out = ListedGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
+                .with_protocol_type(StrBytes::from_static_str("consumer"));
+            if version >= 4 {
+                out.group_state = StrBytes::from_string(kafka_state(&g.state));
+            }
+            if version >= 5 {
+                out.group_type = StrBytes::from_static_str("consumer");
+            }
+            out
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+/// DeleteGroups: each group through its coordinator's delete (NON_EMPTY_GROUP while it
+/// has members, GROUP_ID_NOT_FOUND for an unknown one, NOT_COORDINATOR elsewhere).
+pub(crate) async fn delete_groups(
+    shared: &Arc<Shared>,
+    r: kafka_protocol::messages::DeleteGroupsRequest,
+) -> kafka_protocol::messages::DeleteGroupsResponse {
+    use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+    use kafka_protocol::messages::DeleteGroupsResponse;
+    let mut results = Vec::new();
+    for g in r.groups_names {
+        let error = match GroupsApi(shared.clone())
+            .delete_group(Request::new(v1::DeleteGroupRequest {
+                group_id: g.0.to_string(),
+            }))
+            .await
+        {
+            Ok(r) => code(r.get_ref().error_code),
+            Err(_) => ErrorCode::CoordinatorNotAvailable.code() as i16,
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(g)
+                .with_error_code(error),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}
