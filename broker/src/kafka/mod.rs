@@ -119,8 +119,14 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             break;
         }
         let mut frame = BytesMut::zeroed(size as usize);
-        if read.read_exact(&mut frame).await.is_err() {
-            break;
+        // A peer that stops mid-frame is idle too: its buffer is not held for good.
+        match tokio::time::timeout(IDLE_MAX, read.read_exact(&mut frame)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                debug!(%peer, "closing a Kafka connection stalled inside a frame (connections.max.idle.ms)");
+                break;
+            }
         }
         let finishing = apis::start(&shared, frame.freeze(), peer).await;
         if tx.send(finishing).await.is_err() {
