@@ -30,14 +30,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    let code = match runtime.block_on(cli::run(args)) {
         Ok(code) => code,
         Err(e) => {
             // Not `eprintln!`: it panics when stderr is a closed pipe.
             let _ = writeln!(std::io::stderr(), "error: {}", one_line(&e));
             ExitCode::from(1)
         }
-    }
+    };
+    // Dropping the runtime would wait for every blocking task still running (a read of
+    // a slow disk, say) without bound: the command has its answer, so the process exits.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }
 
 /// Raises the soft limit on open descriptors to the hard limit, as servers with many

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::db::Postgres;
 use common::versions::{check_versions, versioned_rows};
-use common::{runtime, wait_for, Dev, BIN};
+use common::{poll_until, runtime, wait_for, Dev, BIN};
 use serde_json::Value;
 use sluice_client::{
     ClientConfig, Consumer, ConsumerConfig, OffsetReset, PosRequest, Seek, TableConfig, TableSet,
@@ -1022,9 +1022,14 @@ fn multi_megabyte_rows_arrive_in_order_and_a_row_over_the_limit_stops_the_connec
         Connector::start(dir.path(), &dev.addr, &pg.dsn("app"), "public.docs", &small);
     insert(6, 1_500_000);
     insert(7, 7);
-    let status = wait_for("the connector to stop", Duration::from_secs(60), || {
-        connector.child.try_wait().unwrap()
-    });
+    let status = poll_until(Duration::from_secs(60), || connector.child.try_wait().unwrap())
+        .unwrap_or_else(|| {
+            panic!(
+                "the connector did not stop within 60 s\n{}\npostgres: {}",
+                connector.log(),
+                pg.log()
+            )
+        });
     let log = connector.log();
     assert_eq!(status.code(), Some(1), "{log}");
     for want in ["public.docs", r#"{"id":6}"#, "--max-record-bytes=1000000"] {

@@ -32,6 +32,21 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
     }
 }
 
+/// Polls `f` until it returns `Some`, or `None` after `limit`: for a caller whose
+/// failure message needs what `f` borrows (a process's log, say).
+pub fn poll_until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running `sluice dev`.
 pub struct Dev {
     pub child: Child,
@@ -205,17 +220,26 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A free TCP port on 127.0.0.1 for a server a test starts later. Chosen below the
-/// kernel's ephemeral range (32768–60999 by default): a port the kernel handed out for
-/// binding to port 0 can meanwhile become the local port of some client's outgoing
-/// connection, and the server then fails with "address in use". Random (per process and
-/// call) so tests running side by side rarely pick the same one; checked bindable; never
-/// the same twice in one process.
+/// Ports per [`free_port`] block: a `sluice dev --listen P` also takes the next few ports
+/// (brokers 2.., the controller, metrics), so they are reserved with `P`.
+pub const PORT_BLOCK: u16 = 8;
+
+/// A free TCP port on 127.0.0.1 for a server a test starts later, with the
+/// [`PORT_BLOCK`] - 1 ports after it. Chosen below the kernel's ephemeral range
+/// (32768–60999 by default): a port the kernel handed out for binding to port 0 can
+/// meanwhile become the local port of some client's outgoing connection, and the server
+/// then fails with "address in use". The block is reserved across test processes (a file
+/// under `/tmp/sluice-test-ports` naming this process; a dead process's reservations are
+/// taken over), so two tests running side by side never share a port, and none gets a port
+/// another test drops packets to ([`DropRule`]); checked bindable; never the same twice in
+/// one process.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static STATE: AtomicU64 = AtomicU64::new(0);
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let seed = u64::from(std::process::id())
+    let dir = Path::new("/tmp/sluice-test-ports");
+    let _ = std::fs::create_dir_all(dir);
+    let me = std::process::id();
+    let seed = u64::from(me)
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
@@ -225,16 +249,51 @@ pub fn free_port() -> u16 {
         x ^= x >> 31;
         x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
         x ^= x >> 29;
-        let port = 20_000 + (x % 12_000) as u16;
-        let mut given = GIVEN.lock().unwrap();
-        if given.contains(&port) {
+        let port = 20_000 + (x % u64::from(12_000 / PORT_BLOCK)) as u16 * PORT_BLOCK;
+        if !reserve(&dir.join(port.to_string()), me) {
             continue;
         }
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.push(port);
+        if (port..port + PORT_BLOCK).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        {
             return port;
         }
+        // Held by something outside the tests: keep the reservation (this process skips
+        // the block from now on) and try another.
     }
+}
+
+/// Creates `file` naming `pid`, or takes it over from a process that is gone. False when
+/// a live process (this one included) holds it.
+fn reserve(file: &Path, pid: u32) -> bool {
+    use std::io::Write;
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(file)
+        {
+            Ok(mut f) => {
+                let _ = write!(f, "{pid}");
+                return true;
+            }
+            Err(_) => {
+                let holder = std::fs::read_to_string(file).unwrap_or_default();
+                match holder.trim().parse::<u32>() {
+                    Ok(h) if Path::new(&format!("/proc/{h}")).exists() => return false,
+                    // A dead holder, or a file still being written (empty): the race of two
+                    // takers is settled by create_new on the next round.
+                    Ok(_) => {
+                        // A DROP rule the dead process left (killed on a timeout) must
+                        // not outlive its reservation.
+                        remove_stale_rules();
+                        let _ = std::fs::remove_file(file);
+                    }
+                    Err(_) => return false,
+                }
+            }
+        }
+    }
+    false
 }
 
 /// A throwaway etcd (Debian `etcd-server`) of one or more members on loopback ports,
@@ -536,7 +595,12 @@ pub struct DropRule {
 
 impl DropRule {
     pub fn new(matches: &[&str]) -> DropRule {
-        let matches: Vec<String> = matches.iter().map(|s| s.to_string()).collect();
+        remove_stale_rules();
+        let mut matches: Vec<String> = matches.iter().map(|s| s.to_string()).collect();
+        // Tagged with this process, so a rule left behind by a test process that was
+        // killed (a timeout) is removed by the next test that adds one.
+        let tag = format!("{RULE_TAG}{}", std::process::id());
+        matches.extend(["-m".into(), "comment".into(), "--comment".into(), tag]);
         // Made only once the rule is in: a rule that failed to go in has nothing to take
         // out when the test unwinds.
         iptables("-I", &matches).unwrap_or_else(|e| panic!("{e}"));
@@ -546,6 +610,37 @@ impl DropRule {
     /// Every packet to a local TCP port.
     pub fn inbound_port(port: u16) -> DropRule {
         DropRule::new(&["--dport", &port.to_string()])
+    }
+}
+
+const RULE_TAG: &str = "sluice-test-pid-";
+
+/// Removes DROP rules whose tagging test process is gone.
+fn remove_stale_rules() {
+    let Ok(out) = Command::new("iptables").args(["-S", "INPUT"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(at) = line.find(RULE_TAG) else {
+            continue;
+        };
+        let pid: String = line[at + RULE_TAG.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if pid.is_empty() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        // `-S` prints the rule as `-A INPUT ...`: the same words after `-D` remove it.
+        let words: Vec<String> = line
+            .split_whitespace()
+            .skip(2)
+            .map(|w| w.trim_matches('"').to_string())
+            .collect();
+        let _ = Command::new("iptables")
+            .args(["-D", "INPUT"])
+            .args(&words)
+            .output();
     }
 }
 
