@@ -31,6 +31,7 @@ use tonic::Request;
 use tracing::debug;
 
 use super::admin;
+use super::classic;
 use super::groups;
 use super::versions::{self, answers};
 use super::{framed, peek_header, Finishing, Outcome};
@@ -181,6 +182,40 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             let s = api.0;
             answer(ResponseKind::ConsumerGroupHeartbeat(
                 groups::consumer_group_heartbeat(&s, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::JoinGroup(r) => {
+            let client_id = header.client_id.as_ref().map(|c| c.to_string());
+            async move {
+                let s = api.0;
+                answer(ResponseKind::JoinGroup(
+                    classic::join_group(&s, version, r, client_id.as_deref(), peer).await,
+                ))
+            }
+            .boxed()
+        }
+        RequestKind::SyncGroup(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::SyncGroup(classic::sync_group(&s, r).await))
+        }
+        .boxed(),
+        RequestKind::Heartbeat(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::Heartbeat(classic::heartbeat(&s, r).await))
+        }
+        .boxed(),
+        RequestKind::LeaveGroup(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::LeaveGroup(
+                classic::leave_group(&s, version, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::DescribeGroups(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::DescribeGroups(
+                classic::describe_groups(&s, version, r).await,
             ))
         }
         .boxed(),

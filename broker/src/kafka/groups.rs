@@ -660,7 +660,7 @@ fn kafka_state(state: &str) -> String {
 }
 
 /// ListGroups: the groups this broker coordinates (as in Kafka, a client asks every
-/// broker), all of the consumer type; v4 filters by state, v5 by type.
+/// broker), of both types (consumer, classic); v4 filters by state, v5 by type.
 pub(crate) async fn list_groups(
     shared: &Arc<Shared>,
     version: i16,
@@ -682,23 +682,26 @@ pub(crate) async fn list_groups(
         return ListGroupsResponse::default().with_error_code(code(listed.error_code));
     }
     let states: Vec<String> = r.states_filter.iter().map(|s| s.to_lowercase()).collect();
-    let consumer_type = r.types_filter.is_empty()
-        || r.types_filter
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case("consumer"));
+    let types: Vec<String> = r.types_filter.iter().map(|t| t.to_lowercase()).collect();
     let groups = listed
         .groups
         .into_iter()
-        .filter(|g| consumer_type && (states.is_empty() || states.contains(&g.state)))
-        .map(|g| {
+        .map(|g| (kafka_state(&g.state), g))
+        .filter(|(state, g)| {
+            (types.is_empty() || types.contains(&g.group_type))
+                && (states.is_empty() || states.contains(&state.to_lowercase()))
+        })
+        .map(|(state, g)| {
+            // Both kinds carry consumers' protocol type (the classic protocol's own
+            // type is not listed here).
             let mut out = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
                 .with_protocol_type(StrBytes::from_static_str("consumer"));
             if version >= 4 {
-                out.group_state = StrBytes::from_string(kafka_state(&g.state));
+                out.group_state = StrBytes::from_string(state);
             }
             if version >= 5 {
-                out.group_type = StrBytes::from_static_str("consumer");
+                out.group_type = StrBytes::from_string(g.group_type);
             }
             out
         })
