@@ -12,6 +12,9 @@ prints why it failed on stderr and exits 1. Every wait has a deadline.
                                     its N records; one leaves, the other takes over and
                                     reads N more records written after; an admin
                                     describes the group while both are in it
+  classic BOOTSTRAP TOPIC GROUP N   the same with group.protocol=classic (JoinGroup,
+                                    SyncGroup, client-side assignors); the admin's
+                                    describe falls back to DescribeGroups
 """
 
 import json
@@ -182,20 +185,23 @@ def describe(bootstrap, group_id):
     }
 
 
-def group(bootstrap, topic, group_id, n):
+def group(bootstrap, topic, group_id, n, protocol="consumer"):
     errors = []
 
     def member():
-        return Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": group_id,
-                "group.protocol": "consumer",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "error_cb": fatal_errors(errors),
-            }
-        )
+        config = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group_id,
+            "group.protocol": protocol,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "error_cb": fatal_errors(errors),
+        }
+        if protocol == "classic":
+            # librdkafka's default assignors (range, roundrobin), run by the leader
+            # client; a short session so a leave is noticed quickly either way.
+            config.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+        return Consumer(config)
 
     members = [member(), member()]
     for m in members:
@@ -271,6 +277,8 @@ def main():
             out = autocreate(args[0], args[1], args[2], int(args[3]))
         elif flow == "group":
             out = group(args[0], args[1], args[2], int(args[3]))
+        elif flow == "classic":
+            out = group(args[0], args[1], args[2], int(args[3]), "classic")
         else:
             raise Failed(f"unknown flow {flow}")
     except Failed as e:

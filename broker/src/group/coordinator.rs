@@ -163,6 +163,7 @@ pub struct Description {
     pub assignor: &'static str,
     pub members: Vec<MemberView>,
     pub offsets: BTreeMap<Tp, Committed>,
+    pub kind: GroupKind,
 }
 
 /// What [`Coordinator::tick`] did.
@@ -514,26 +515,28 @@ impl Coordinator {
     pub fn list(&self) -> Vec<Listed> {
         self.groups
             .iter()
-            .map(|(id, e)| {
-                let classic = e.is_classic()
-                    || (e.group.is_empty() && e.classic.generation() > 0 && e.group.epoch == 0);
-                if classic {
-                    Listed {
-                        group_id: id.clone(),
-                        kind: GroupKind::Classic,
-                        state: e.classic.state().name(),
-                        members: e.classic.member_count(),
-                    }
-                } else {
-                    Listed {
-                        group_id: id.clone(),
-                        kind: GroupKind::Consumer,
-                        state: e.group.state(),
-                        members: e.group.members().len(),
-                    }
-                }
-            })
+            .map(|(id, e)| self.list_one(id, e))
             .collect()
+    }
+
+    fn list_one(&self, id: &str, e: &Entry) -> Listed {
+        let classic = e.is_classic()
+            || (e.group.is_empty() && e.classic.generation() > 0 && e.group.epoch == 0);
+        if classic {
+            Listed {
+                group_id: id.to_string(),
+                kind: GroupKind::Classic,
+                state: e.classic.state().name(),
+                members: e.classic.member_count(),
+            }
+        } else {
+            Listed {
+                group_id: id.to_string(),
+                kind: GroupKind::Consumer,
+                state: e.group.state(),
+                members: e.group.members().len(),
+            }
+        }
     }
 
     /// A classic group for DescribeGroups: `Err(GroupIdNotFound)` for a group that is
@@ -658,9 +661,15 @@ impl Coordinator {
 
     pub fn describe(&self, group_id: &str) -> Option<Description> {
         let e = self.groups.get(group_id)?;
+        let kind = self.list_one(group_id, e).kind;
         Some(Description {
+            kind,
             group_id: group_id.to_string(),
-            state: e.group.state(),
+            state: if kind == GroupKind::Classic {
+                e.classic.state().name()
+            } else {
+                e.group.state()
+            },
             group_epoch: e.group.epoch,
             assignment_epoch: e.group.target_epoch(),
             assignor: match e.group.config.assignor {

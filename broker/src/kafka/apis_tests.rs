@@ -18,6 +18,10 @@ use kafka_protocol::messages::{
     DeleteTopicsResponse, DescribeClusterResponse, DescribeConfigsResponse,
     IncrementalAlterConfigsResponse, ListGroupsResponse,
 };
+use kafka_protocol::messages::{
+    DescribeGroupsResponse, HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse,
+    SyncGroupResponse,
+};
 use kafka_protocol::messages::{GroupId, OffsetCommitRequest};
 
 /// Every served version of every response encodes, with the values a real answer
@@ -307,6 +311,56 @@ fn every_served_version_of_every_response_encodes() {
                         vec![DeletableGroupResult::default()
                             .with_group_id(GroupId(StrBytes::from_static_str("g")))
                             .with_error_code(68)],
+                    ))
+                }
+                ApiKey::JoinGroup => {
+                    use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+                    let mut r = JoinGroupResponse::default()
+                        .with_generation_id(3)
+                        .with_leader(StrBytes::from_static_str("m1"))
+                        .with_member_id(StrBytes::from_static_str("m1"))
+                        .with_protocol_name(Some(StrBytes::from_static_str("range")))
+                        .with_members(vec![JoinGroupResponseMember::default()
+                            .with_member_id(StrBytes::from_static_str("m1"))
+                            .with_metadata(bytes::Bytes::from_static(b"md"))]);
+                    if version >= 7 {
+                        r.protocol_type = Some(StrBytes::from_static_str("consumer"));
+                    }
+                    ResponseKind::JoinGroup(r)
+                }
+                ApiKey::SyncGroup => ResponseKind::SyncGroup(
+                    SyncGroupResponse::default()
+                        .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+                        .with_protocol_name(Some(StrBytes::from_static_str("range")))
+                        .with_assignment(bytes::Bytes::from_static(b"a")),
+                ),
+                ApiKey::Heartbeat => {
+                    ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(27))
+                }
+                ApiKey::LeaveGroup => {
+                    use kafka_protocol::messages::leave_group_response::MemberResponse;
+                    let mut r = LeaveGroupResponse::default();
+                    if version >= 3 {
+                        r.members = vec![MemberResponse::default()
+                            .with_member_id(StrBytes::from_static_str("m1"))
+                            .with_error_code(25)];
+                    }
+                    ResponseKind::LeaveGroup(r)
+                }
+                ApiKey::DescribeGroups => {
+                    use kafka_protocol::messages::describe_groups_response::{
+                        DescribedGroup, DescribedGroupMember,
+                    };
+                    ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(
+                        vec![DescribedGroup::default()
+                            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                            .with_group_state(StrBytes::from_static_str("Stable"))
+                            .with_protocol_type(StrBytes::from_static_str("consumer"))
+                            .with_protocol_data(StrBytes::from_static_str("range"))
+                            .with_members(vec![DescribedGroupMember::default()
+                                .with_member_id(StrBytes::from_static_str("m1"))
+                                .with_client_id(StrBytes::from_static_str("c"))
+                                .with_client_host(StrBytes::from_static_str("/127.0.0.1"))])],
                     ))
                 }
                 other => panic!("{other:?} served but not covered here"),

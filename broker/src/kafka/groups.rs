@@ -572,6 +572,13 @@ pub(crate) async fn consumer_group_describe(
             }))
             .await
         {
+            // As Kafka: a classic group is not described here (clients fall back to
+            // DescribeGroups).
+            Ok(d) if d.get_ref().group_type == "classic" => v1::DescribeGroupResponse {
+                error_code: ErrorCode::GroupIdNotFound.code(),
+                error_message: format!("Group {} is not a consumer group.", group.0),
+                ..Default::default()
+            },
             Ok(d) => d.into_inner(),
             Err(s) => v1::DescribeGroupResponse {
                 error_code: ErrorCode::CoordinatorNotAvailable.code(),

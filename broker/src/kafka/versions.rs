@@ -101,6 +101,7 @@ mod tests {
         assert!(!answers(ApiKey::Produce, 2));
         assert!(answers(ApiKey::Produce, 3));
         assert!(!answers(ApiKey::Fetch, 13));
-        assert!(!answers(ApiKey::JoinGroup, 0));
+        assert!(answers(ApiKey::JoinGroup, 0) && answers(ApiKey::JoinGroup, 9));
+        assert!(!answers(ApiKey::JoinGroup, 10));
     }
 }

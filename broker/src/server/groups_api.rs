@@ -425,6 +425,7 @@ impl groups_server::Groups for GroupsApi {
         match result {
             Ok(Some(d)) => {
                 out.state = d.state.into();
+                out.group_type = d.kind.name().into();
                 out.group_epoch = d.group_epoch;
                 out.assignment_epoch = d.assignment_epoch;
                 out.assignor = d.assignor.into();
