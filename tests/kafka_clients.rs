@@ -211,6 +211,22 @@ fn confluent_kafka_classic_group_shares_and_rebalances() {
     assert_eq!(total, 800, "{d}");
 }
 
+/// ListOffsets through librdkafka's admin client (`list_offsets`): earliest, latest,
+/// the first record at or after a timestamp, none past the last, and (v7, KIP-734) the
+/// record with the largest timestamp — not the last written.
+#[test]
+fn confluent_kafka_lists_offsets_by_spec_including_max_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_dev, kafka) = dev_with_topic(dir.path(), "lo", 1);
+    let out = flow(&["offsets", &kafka, "lo"]);
+    let at = |k: &str| (out[k]["offset"].as_i64(), out[k]["timestamp"].as_i64());
+    assert_eq!(at("earliest").0, Some(0), "{out}");
+    assert_eq!(at("latest").0, Some(3), "{out}");
+    assert_eq!(at("max_timestamp"), (Some(1), Some(5000)), "{out}");
+    assert_eq!(at("at_2000"), (Some(1), Some(5000)), "{out}");
+    assert_eq!(at("at_9000").0, Some(-1), "{out}");
+}
+
 /// `sluice dev` creates a topic a producer's Metadata request names
 /// (`auto.create.topics.enable`, `num.partitions` 1 by default), and not one named by a
 /// client that says not to (a consumer's default).

@@ -88,7 +88,16 @@ fn every_served_version_of_every_response_encodes() {
                 ApiKey::Metadata => ResponseKind::Metadata(metadata_response(1, md.clone())),
                 ApiKey::Produce if version < versions::PRODUCE_SERVED_MIN => continue,
                 ApiKey::Produce => ResponseKind::Produce(produce_response(produced.clone())),
-                ApiKey::Fetch => ResponseKind::Fetch(fetch_response(fetched.clone())),
+                ApiKey::Fetch => {
+                    let ids: std::collections::BTreeMap<String, uuid::Uuid> =
+                        [("t".to_string(), uuid::Uuid::from_u128(7))].into();
+                    let unknown = if version >= 13 {
+                        vec![(uuid::Uuid::from_u128(9), vec![0, 1])]
+                    } else {
+                        Vec::new()
+                    };
+                    ResponseKind::Fetch(fetch_response(fetched.clone(), version, &ids, unknown))
+                }
                 ApiKey::ListOffsets => {
                     ResponseKind::ListOffsets(list_offsets_response(version, listed.clone()))
                 }
@@ -334,6 +343,20 @@ fn every_served_version_of_every_response_encodes() {
                         .with_protocol_name(Some(StrBytes::from_static_str("range")))
                         .with_assignment(bytes::Bytes::from_static(b"a")),
                 ),
+                ApiKey::DeleteRecords => {
+                    use kafka_protocol::messages::delete_records_response::{
+                        DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+                    };
+                    ResponseKind::DeleteRecords(
+                        kafka_protocol::messages::DeleteRecordsResponse::default().with_topics(
+                            vec![DeleteRecordsTopicResult::default()
+                                .with_name(name("t"))
+                                .with_partitions(vec![DeleteRecordsPartitionResult::default()
+                                    .with_partition_index(0)
+                                    .with_low_watermark(40)])],
+                        ),
+                    )
+                }
                 ApiKey::Heartbeat => {
                     ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(27))
                 }

@@ -67,6 +67,9 @@ fn request_of(key: ApiKey) -> Option<RequestKind> {
         ApiKey::IncrementalAlterConfigs => {
             RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default())
         }
+        ApiKey::DeleteRecords => {
+            RequestKind::DeleteRecords(kafka_protocol::messages::DeleteRecordsRequest::default())
+        }
         ApiKey::JoinGroup => RequestKind::JoinGroup(JoinGroupRequest::default()),
         ApiKey::SyncGroup => RequestKind::SyncGroup(SyncGroupRequest::default()),
         ApiKey::Heartbeat => RequestKind::Heartbeat(HeartbeatRequest::default()),

@@ -506,7 +506,9 @@ pub(crate) fn heartbeat_response(
 }
 
 /// This broker's topic ids, both ways.
-fn topic_ids(shared: &Arc<Shared>) -> (BTreeMap<uuid::Uuid, String>, BTreeMap<String, uuid::Uuid>) {
+pub(crate) fn topic_ids(
+    shared: &Arc<Shared>,
+) -> (BTreeMap<uuid::Uuid, String>, BTreeMap<String, uuid::Uuid>) {
     let md = shared.metadata.read();
     let pairs: Vec<(uuid::Uuid, String)> = md
         .topics

@@ -10,8 +10,9 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 /// UNSUPPORTED_VERSION.
 pub(crate) const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 0, 11),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::OffsetCommit, 2, 9),
@@ -100,7 +101,7 @@ mod tests {
         }
         assert!(!answers(ApiKey::Produce, 2));
         assert!(answers(ApiKey::Produce, 3));
-        assert!(!answers(ApiKey::Fetch, 13));
+        assert!(answers(ApiKey::Fetch, 16) && !answers(ApiKey::Fetch, 17));
         assert!(answers(ApiKey::JoinGroup, 0) && answers(ApiKey::JoinGroup, 9));
         assert!(!answers(ApiKey::JoinGroup, 10));
     }
