@@ -1040,3 +1040,100 @@ fn delete_records_moves_the_log_start_on_every_replica() {
     assert_eq!(describe()["log_start_offset"], 40, "{}", describe());
     assert_eq!(read("kcat -C after the move"), want);
 }
+
+/// ElectLeaders (kafka-leader-election): a preferred election of the partitions named,
+/// each with its outcome — elected where the preferred replica is in sync and does not
+/// lead, ELECTION_NOT_NEEDED where it leads, UNKNOWN_TOPIC_OR_PARTITION for one that
+/// does not exist; all partitions when none are named; an unclean election elects
+/// nobody outside the ISR.
+#[test]
+fn elect_leaders_runs_a_preferred_election_per_partition() {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::*;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(dir.path(), &["--brokers", "2"]);
+    let kafka = dev.kafka_addr.clone().expect("kafka listener");
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "el",
+            "--partitions",
+            "2",
+            "--replication-factor",
+            "2",
+        ],
+        "",
+    );
+    let describe = |p: usize| -> serde_json::Value {
+        let d: serde_json::Value =
+            serde_json::from_str(&dev.ok(&["topic", "describe", "el", "--output", "json"], ""))
+                .unwrap();
+        d["partitions"][p].clone()
+    };
+    let first = describe(0);
+    let old = first["leader"].as_u64().unwrap();
+    let new = if old == 1 { 2 } else { 1 };
+    // The other replica first: it is now preferred, but does not lead yet.
+    dev.ok(
+        &[
+            "partition",
+            "reassign",
+            "--topic",
+            "el",
+            "--partition",
+            "0",
+            "--replicas",
+            &format!("{new},{old}"),
+        ],
+        "",
+    );
+    common::wait_for("the reassignment", Duration::from_secs(30), || {
+        let p = describe(0);
+        (p["replicas"][0].as_u64() == Some(new) && p["isr"].as_array().map(Vec::len) == Some(2))
+            .then_some(())
+    });
+    let elect = |kind: i8, partitions: Option<Vec<i32>>| -> BTreeMap<i32, i16> {
+        let mut c = raw::Conn::open(&kafka);
+        let ResponseKind::ElectLeaders(r) = c.call(
+            ApiKey::ElectLeaders,
+            2,
+            RequestKind::ElectLeaders(
+                ElectLeadersRequest::default()
+                    .with_election_type(kind)
+                    .with_timeout_ms(5000)
+                    .with_topic_partitions(partitions.map(|ps| {
+                        vec![TopicPartitions::default()
+                            .with_topic(apis_name("el"))
+                            .with_partitions(ps)]
+                    })),
+            ),
+        ) else {
+            panic!("not an ElectLeaders answer")
+        };
+        assert_eq!(r.error_code, 0, "{r:?}");
+        r.replica_election_results
+            .iter()
+            .filter(|t| t.topic.0.as_str() == "el")
+            .flat_map(|t| {
+                t.partition_result
+                    .iter()
+                    .map(|p| (p.partition_id, p.error_code))
+            })
+            .collect()
+    };
+    assert_eq!(
+        elect(0, Some(vec![0, 1, 7])),
+        BTreeMap::from([(0, 0), (1, 84), (7, 3)])
+    );
+    common::wait_for(
+        "partition 0 led by its preferred replica",
+        Duration::from_secs(30),
+        || (describe(0)["leader"].as_u64() == Some(new)).then_some(()),
+    );
+    assert_eq!(elect(0, None), BTreeMap::from([(0, 84), (1, 84)]));
+    assert_eq!(elect(1, Some(vec![0])), BTreeMap::from([(0, 84)]));
+}

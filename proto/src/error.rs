@@ -77,6 +77,13 @@ pub enum ErrorCode {
     MemberIdRequired,
     /// Another process holds this member's `group.instance.id` now.
     FencedInstanceId,
+    /// A leader election of a partition whose preferred replica already leads.
+    ElectionNotNeeded,
+    /// A preferred election of a partition whose preferred replica is out of the ISR or
+    /// not live.
+    PreferredLeaderNotAvailable,
+    /// No replica may lead (none live in the ISR; Sluice never elects outside it).
+    EligibleLeadersNotAvailable,
     /// A code this build does not know (from a newer peer).
     Unknown(i32),
 }
@@ -133,12 +140,15 @@ impl ErrorCode {
             ErrorCode::RebalanceInProgress => 27,
             ErrorCode::MemberIdRequired => 79,
             ErrorCode::FencedInstanceId => 82,
+            ErrorCode::ElectionNotNeeded => 84,
+            ErrorCode::PreferredLeaderNotAvailable => 80,
+            ErrorCode::EligibleLeadersNotAvailable => 83,
             ErrorCode::Unknown(c) => c,
         }
     }
 
     pub fn from_code(code: i32) -> ErrorCode {
-        const ALL: [ErrorCode; 49] = [
+        const ALL: [ErrorCode; 52] = [
             ErrorCode::None,
             ErrorCode::UnknownServerError,
             ErrorCode::OffsetOutOfRange,
@@ -188,6 +198,9 @@ impl ErrorCode {
             ErrorCode::RebalanceInProgress,
             ErrorCode::MemberIdRequired,
             ErrorCode::FencedInstanceId,
+            ErrorCode::ElectionNotNeeded,
+            ErrorCode::PreferredLeaderNotAvailable,
+            ErrorCode::EligibleLeadersNotAvailable,
         ];
         ALL.into_iter()
             .find(|e| e.code() == code)

@@ -269,6 +269,13 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             ))
         }
         .boxed(),
+        RequestKind::ElectLeaders(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::ElectLeaders(
+                admin::elect_leaders(&proxy, version, r).await,
+            ))
+        }
+        .boxed(),
         RequestKind::CreatePartitions(r) => async move {
             let proxy = AdminProxy(api.0.clone());
             answer(ResponseKind::CreatePartitions(

@@ -357,6 +357,21 @@ fn every_served_version_of_every_response_encodes() {
                         ),
                     )
                 }
+                ApiKey::ElectLeaders => {
+                    use kafka_protocol::messages::elect_leaders_response::{
+                        PartitionResult, ReplicaElectionResult,
+                    };
+                    let mut r = kafka_protocol::messages::ElectLeadersResponse::default()
+                        .with_replica_election_results(vec![ReplicaElectionResult::default()
+                            .with_topic(name("t"))
+                            .with_partition_result(vec![PartitionResult::default()
+                                .with_partition_id(0)
+                                .with_error_code(84)])]);
+                    if version >= 1 {
+                        r.error_code = 0;
+                    }
+                    ResponseKind::ElectLeaders(r)
+                }
                 ApiKey::Heartbeat => {
                     ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(27))
                 }

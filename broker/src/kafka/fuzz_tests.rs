@@ -70,6 +70,9 @@ fn request_of(key: ApiKey) -> Option<RequestKind> {
         ApiKey::DeleteRecords => {
             RequestKind::DeleteRecords(kafka_protocol::messages::DeleteRecordsRequest::default())
         }
+        ApiKey::ElectLeaders => {
+            RequestKind::ElectLeaders(kafka_protocol::messages::ElectLeadersRequest::default())
+        }
         ApiKey::JoinGroup => RequestKind::JoinGroup(JoinGroupRequest::default()),
         ApiKey::SyncGroup => RequestKind::SyncGroup(SyncGroupRequest::default()),
         ApiKey::Heartbeat => RequestKind::Heartbeat(HeartbeatRequest::default()),

@@ -474,17 +474,18 @@ impl<S: LogStore> ReplicaManager<S> {
     pub fn delete_records(&self, tp: &TopicPartition, offset: i64) -> Result<u64, Failure> {
         let p = self.leader_partition(tp)?;
         let hw = p.high_watermark();
-        let target =
-            match offset {
-                -1 => hw,
-                o if o < 0 || o as u64 > hw => return Err((
+        let target = match offset {
+            -1 => hw,
+            o if o < 0 || o as u64 > hw => {
+                return Err((
                     ErrorCode::OffsetOutOfRange,
                     format!(
                         "{tp}: cannot delete records before {offset}: the high watermark is {hw}"
                     ),
-                )),
-                o => o as u64,
-            };
+                ))
+            }
+            o => o as u64,
+        };
         p.log.truncate_prefix_to(target).map_err(storage_failure)?;
         Ok(p.log.log_start_offset())
     }
