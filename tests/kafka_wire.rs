@@ -80,6 +80,53 @@ fn kcat_balanced_consumer_resumes_from_its_classic_group_commits() {
         v.sort();
         v
     };
+    // While a member is in the group, Sluice's own describe shows it: the classic
+    // protocol, Stable, its subscription and the 3 partitions librdkafka's assignor gave it.
+    let mut live = Command::new("kcat")
+        .args([
+            "-b",
+            &kafka,
+            "-G",
+            "kgroup",
+            "kg",
+            "-q",
+            "-X",
+            "enable.auto.commit=false",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kcat");
+    let described = common::wait_for(
+        "the live member in sluice group describe",
+        std::time::Duration::from_secs(30),
+        || {
+            let out = dev.cli(&["group", "describe", "kgroup", "--output", "json"], "");
+            let d: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let m = d["members"].as_array()?.first()?.clone();
+            (d["state"] == "Stable"
+                && m["assignment"].to_string().matches("partition").count() == 3)
+                .then_some(d)
+        },
+    );
+    assert_eq!(described["group_type"], "classic", "{described}");
+    assert_eq!(
+        described["members"][0]["subscribed_topics"],
+        serde_json::json!(["kg"]),
+        "{described}"
+    );
+    // SIGINT: kcat closes its consumer, which leaves the group.
+    unsafe { libc::kill(live.id() as i32, libc::SIGINT) };
+    let _ = live.wait();
+    common::wait_for(
+        "the group empty",
+        std::time::Duration::from_secs(30),
+        || {
+            let out = dev.cli(&["group", "describe", "kgroup", "--output", "json"], "");
+            let d: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (d["state"] == "Empty").then_some(())
+        },
+    );
     assert_eq!(sorted_lines(&group("kcat -G (first run)")), sorted(&first));
     let second: Vec<String> = (0..50).map(|i| format!("k{i}:b{i}")).collect();
     dev.ok(&["produce", "kg", "-K", ":"], &(second.join("\n") + "\n"));

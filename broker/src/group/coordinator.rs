@@ -160,7 +160,7 @@ pub struct Description {
     pub state: &'static str,
     pub group_epoch: i32,
     pub assignment_epoch: i32,
-    pub assignor: &'static str,
+    pub assignor: String,
     pub members: Vec<MemberView>,
     pub offsets: BTreeMap<Tp, Committed>,
     pub kind: GroupKind,
@@ -662,6 +662,21 @@ impl Coordinator {
     pub fn describe(&self, group_id: &str) -> Option<Description> {
         let e = self.groups.get(group_id)?;
         let kind = self.list_one(group_id, e).kind;
+        if kind == GroupKind::Classic {
+            // The classic generation stands for both epochs; members and what they own
+            // as their consumer-protocol metadata and assignments say.
+            let g = e.classic.generation();
+            return Some(Description {
+                kind,
+                group_id: group_id.to_string(),
+                state: e.classic.state().name(),
+                group_epoch: g,
+                assignment_epoch: g,
+                assignor: e.classic.protocol().unwrap_or_default().to_string(),
+                members: e.classic.consumer_members(),
+                offsets: e.offsets.clone(),
+            });
+        }
         Some(Description {
             kind,
             group_id: group_id.to_string(),
@@ -675,7 +690,8 @@ impl Coordinator {
             assignor: match e.group.config.assignor {
                 super::state::AssignorKind::Uniform => "uniform",
                 super::state::AssignorKind::Range => "range",
-            },
+            }
+            .to_string(),
             members: e.group.describe(),
             offsets: e.offsets.clone(),
         })
