@@ -85,6 +85,18 @@ if ! PYTHONPATH="$tools" "$kafka_python" -c 'import confluent_kafka' >/dev/null 
   fi
 fi
 
+# kafka-python (its own protocol code, pure Python) with its codec modules drives
+# tests/kafka_python_clients.py the same way.
+kafka_python_pkgs=(kafka-python==3.0.12 lz4==4.4.5 python-snappy==0.7.3 zstandard==0.25.0)
+if ! PYTHONPATH="$tools" "$kafka_python" -c 'import kafka, lz4, snappy, zstandard' >/dev/null 2>&1; then
+  echo "installing ${kafka_python_pkgs[*]} into $tools/"
+  if [[ -x "$tools/bin/pip" ]]; then
+    "$tools/bin/pip" install -q "${kafka_python_pkgs[@]}"
+  else
+    python3 -m pip install -q --target "$tools" "${kafka_python_pkgs[@]}"
+  fi
+fi
+
 # The etcd lease store and its tests need the `etcd` feature (protoc at build time).
 features=(--features sluice/etcd,sluice/postgres)
 cargo nextest run --workspace "${features[@]}" --no-fail-fast "$@"
