@@ -97,6 +97,16 @@ if ! PYTHONPATH="$tools" "$kafka_python" -c 'import kafka, lz4, snappy, zstandar
   fi
 fi
 
+# kafkajs (pure JavaScript, npm) drives tests/kafkajs/flows.js; pinned by its
+# package-lock.json, installed into the git-ignored tests/kafkajs/node_modules/.
+if [[ ! -d tests/kafkajs/node_modules/kafkajs ]]; then
+  if ! command -v npm >/dev/null; then
+    apt-get install -y -q nodejs npm >/dev/null
+  fi
+  echo "installing kafkajs into tests/kafkajs/node_modules/"
+  (cd tests/kafkajs && npm ci --no-audit --no-fund --silent)
+fi
+
 # The etcd lease store and its tests need the `etcd` feature (protoc at build time).
 features=(--features sluice/etcd,sluice/postgres)
 cargo nextest run --workspace "${features[@]}" --no-fail-fast "$@"
