@@ -32,7 +32,9 @@ fn flow(args: &[&str]) -> serde_json::Value {
 }
 
 fn kafka_of(dev: &Dev) -> String {
-    dev.kafka_addr.clone().expect("dev prints its Kafka listener")
+    dev.kafka_addr
+        .clone()
+        .expect("dev prints its Kafka listener")
 }
 
 #[test]
@@ -45,7 +47,14 @@ fn kafkajs_idempotent_producer_writes_each_codec_read_back_identically() {
     let out = flow(&["codecs", &kafka, "kj", &n.to_string()]);
     assert_eq!(out["sent"], 3 * n, "{out}");
     let read = dev.ok(
-        &["consume", "kj", "--from-beginning", "-e", "-f", "%o|%k|%s|%T|%h\n"],
+        &[
+            "consume",
+            "kj",
+            "--from-beginning",
+            "-e",
+            "-f",
+            "%o|%k|%s|%T|%h\n",
+        ],
         "",
     );
     let want: Vec<String> = ["none", "gzip", "snappy"]
@@ -87,7 +96,14 @@ fn kafkajs_admin_client_manages_topics_and_reads_groups() {
     dev.ok(&["topic", "create", "ka-src", "--partitions", "1"], "");
     dev.ok(&["produce", "ka-src"], "a\nb\nc\n");
     dev.ok(
-        &["group", "reset-offsets", "kjag", "--topic", "ka-src", "--to-latest"],
+        &[
+            "group",
+            "reset-offsets",
+            "kjag",
+            "--topic",
+            "ka-src",
+            "--to-latest",
+        ],
         "",
     );
     let out = flow(&["admin", &kafka, "kja", "kjag"]);
@@ -97,7 +113,11 @@ fn kafkajs_admin_client_manages_topics_and_reads_groups() {
     assert_eq!(out["retention"], "3600000", "{out}");
     assert_eq!(out["grown"], 3, "{out}");
     assert!(
-        out["groups"].as_array().unwrap().iter().any(|g| g == "kjag"),
+        out["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "kjag"),
         "{out}"
     );
     assert_eq!(out["offsets"], serde_json::json!([[0, 3]]), "{out}");

@@ -750,82 +750,21 @@ fn offset_for_leader_epoch_tells_where_each_epoch_ended() {
     };
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::StrBytes;
-    use std::time::Duration;
 
     let dir = tempfile::tempdir().unwrap();
-    let dev = Dev::start_with(dir.path(), &["--brokers", "2"]);
-    let kafka = dev.kafka_addr.clone().expect("kafka listener");
-    dev.ok(
-        &[
-            "topic",
-            "create",
-            "e",
-            "--partitions",
-            "1",
-            "--replication-factor",
-            "2",
-        ],
-        "",
-    );
-    let describe = || -> serde_json::Value {
-        let d: serde_json::Value =
-            serde_json::from_str(&dev.ok(&["topic", "describe", "e", "--output", "json"], ""))
-                .unwrap();
-        d["partitions"][0].clone()
-    };
+    let (dev, kafka) = two_brokers_with(dir.path(), "e", 1);
+    let describe = || partition_json(&dev, "e", 0);
     let lines = |n: usize| (0..n).map(|i| format!("r{i}\n")).collect::<String>();
     dev.ok(&["produce", "e"], &lines(10));
-    let first = describe();
-    let (old, replicas) = (
-        first["leader"].as_u64().unwrap(),
-        first["replicas"].as_array().unwrap().clone(),
-    );
-    let new = replicas
-        .iter()
-        .map(|r| r.as_u64().unwrap())
-        .find(|r| *r != old)
-        .unwrap();
+    let (new, old) = follower_and_leader(&dev, "e", 0);
     // The other replica first, then a preferred election: leader epoch 1 on it.
-    dev.ok(
-        &[
-            "partition",
-            "reassign",
-            "--topic",
-            "e",
-            "--partition",
-            "0",
-            "--replicas",
-            &format!("{new},{old}"),
-        ],
-        "",
-    );
-    common::wait_for("the leadership moved", Duration::from_secs(30), || {
-        let _ = dev.cli(&["partition", "elect-leaders"], "");
-        let p = describe();
-        (p["leader"].as_u64() == Some(new) && p["isr"].as_array().map(Vec::len) == Some(2))
-            .then_some(())
-    });
+    prefer(&dev, "e", 0, new, old, true);
     let epoch = describe()["leader_epoch"].as_i64().unwrap();
     assert!(epoch >= 1, "{epoch}");
     dev.ok(&["produce", "e"], &lines(5));
 
-    // Where each broker's Kafka listener is, from Metadata.
-    let mut c = raw::Conn::open(&kafka);
-    let ResponseKind::Metadata(md) = c.call(
-        ApiKey::Metadata,
-        12,
-        RequestKind::Metadata(MetadataRequest::default()),
-    ) else {
-        panic!("not a Metadata answer")
-    };
-    let addr_of = |id: u64| {
-        let b = md
-            .brokers
-            .iter()
-            .find(|b| b.node_id.0 as u64 == id)
-            .unwrap();
-        format!("{}:{}", b.host.as_str(), b.port)
-    };
+    let addrs = kafka_addrs(&kafka);
+    let addr_of = |id: u64| addrs[&id].clone();
     let ask = |addr: &str, current: i32, asked: i32| {
         let mut c = raw::Conn::open(addr);
         let ResponseKind::OffsetForLeaderEpoch(r) = c.call(
@@ -945,6 +884,99 @@ fn fetch_by_topic_id_from_v13() {
     assert_eq!(count(&f.responses[0].partitions[0].records), 20);
 }
 
+/// A `sluice dev --brokers 2` with `topic` (`partitions` partitions, on both brokers);
+/// its Kafka listener.
+fn two_brokers_with(dir: &std::path::Path, topic: &str, partitions: u32) -> (Dev, String) {
+    let dev = Dev::start_with(dir, &["--brokers", "2"]);
+    let kafka = dev.kafka_addr.clone().expect("kafka listener");
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+            "--replication-factor",
+            "2",
+        ],
+        "",
+    );
+    (dev, kafka)
+}
+
+/// Partition `p` of `topic` as `sluice topic describe --output json` shows it.
+fn partition_json(dev: &Dev, topic: &str, p: usize) -> serde_json::Value {
+    let d: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["topic", "describe", topic, "--output", "json"], ""))
+            .unwrap();
+    d["partitions"][p].clone()
+}
+
+/// The replica of `topic`-`p` that does not lead it, and its leader.
+fn follower_and_leader(dev: &Dev, topic: &str, p: usize) -> (u64, u64) {
+    let first = partition_json(dev, topic, p);
+    let old = first["leader"].as_u64().unwrap();
+    let new = first["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_u64().unwrap())
+        .find(|r| *r != old)
+        .unwrap();
+    (new, old)
+}
+
+/// Makes `new` the preferred replica of `topic`-`p` (`old` second); with `elect`, also
+/// elects it and waits until it leads with both replicas in sync.
+fn prefer(dev: &Dev, topic: &str, p: usize, new: u64, old: u64, elect: bool) {
+    use std::time::Duration;
+    dev.ok(
+        &[
+            "partition",
+            "reassign",
+            "--topic",
+            topic,
+            "--partition",
+            &p.to_string(),
+            "--replicas",
+            &format!("{new},{old}"),
+        ],
+        "",
+    );
+    common::wait_for("the reassignment", Duration::from_secs(30), || {
+        if elect {
+            let _ = dev.cli(&["partition", "elect-leaders"], "");
+        }
+        let j = partition_json(dev, topic, p);
+        let leads = !elect || j["leader"].as_u64() == Some(new);
+        (j["replicas"][0].as_u64() == Some(new)
+            && leads
+            && j["isr"].as_array().map(Vec::len) == Some(2))
+        .then_some(())
+    });
+}
+
+/// Each broker's Kafka address, from Metadata.
+fn kafka_addrs(kafka: &str) -> std::collections::BTreeMap<u64, String> {
+    use kafka_protocol::messages::*;
+    let ResponseKind::Metadata(md) = raw::Conn::open(kafka).call(
+        ApiKey::Metadata,
+        12,
+        RequestKind::Metadata(MetadataRequest::default()),
+    ) else {
+        panic!("not a Metadata answer")
+    };
+    md.brokers
+        .iter()
+        .map(|b| {
+            (
+                b.node_id.0 as u64,
+                format!("{}:{}", b.host.as_str(), b.port),
+            )
+        })
+        .collect()
+}
+
 fn apis_name(s: &str) -> kafka_protocol::messages::TopicName {
     kafka_protocol::messages::TopicName(kafka_protocol::protocol::StrBytes::from_string(s.into()))
 }
@@ -960,50 +992,15 @@ fn delete_records_moves_the_log_start_on_every_replica() {
         DeleteRecordsPartition, DeleteRecordsTopic,
     };
     use kafka_protocol::messages::*;
-    use std::time::Duration;
 
     let dir = tempfile::tempdir().unwrap();
-    let dev = Dev::start_with(dir.path(), &["--brokers", "2"]);
-    let kafka = dev.kafka_addr.clone().expect("kafka listener");
-    dev.ok(
-        &[
-            "topic",
-            "create",
-            "dr",
-            "--partitions",
-            "1",
-            "--replication-factor",
-            "2",
-        ],
-        "",
-    );
+    let (dev, kafka) = two_brokers_with(dir.path(), "dr", 1);
     let lines: String = (0..100).map(|i| format!("r{i}\n")).collect();
     dev.ok(&["produce", "dr"], &lines);
-    let describe = || -> serde_json::Value {
-        let d: serde_json::Value =
-            serde_json::from_str(&dev.ok(&["topic", "describe", "dr", "--output", "json"], ""))
-                .unwrap();
-        d["partitions"][0].clone()
-    };
-    let first = describe();
-    let old = first["leader"].as_u64().unwrap();
-    let new = if old == 1 { 2 } else { 1 };
-    let mut c = raw::Conn::open(&kafka);
-    let ResponseKind::Metadata(md) = c.call(
-        ApiKey::Metadata,
-        12,
-        RequestKind::Metadata(MetadataRequest::default()),
-    ) else {
-        panic!("not a Metadata answer")
-    };
-    let addr_of = |id: u64| {
-        let b = md
-            .brokers
-            .iter()
-            .find(|b| b.node_id.0 as u64 == id)
-            .unwrap();
-        format!("{}:{}", b.host.as_str(), b.port)
-    };
+    let describe = || partition_json(&dev, "dr", 0);
+    let (new, old) = follower_and_leader(&dev, "dr", 0);
+    let addrs = kafka_addrs(&kafka);
+    let addr_of = |id: u64| addrs[&id].clone();
     let delete = |addr: &str, offset: i64| {
         let mut c = raw::Conn::open(addr);
         let ResponseKind::DeleteRecords(r) = c.call(
@@ -1065,25 +1062,7 @@ fn delete_records_moves_the_log_start_on_every_replica() {
     assert_eq!(read("kcat -C after the delete"), want);
 
     // The follower follows; then it leads and the records stay deleted.
-    dev.ok(
-        &[
-            "partition",
-            "reassign",
-            "--topic",
-            "dr",
-            "--partition",
-            "0",
-            "--replicas",
-            &format!("{new},{old}"),
-        ],
-        "",
-    );
-    common::wait_for("the leadership moved", Duration::from_secs(30), || {
-        let _ = dev.cli(&["partition", "elect-leaders"], "");
-        let p = describe();
-        (p["leader"].as_u64() == Some(new) && p["isr"].as_array().map(Vec::len) == Some(2))
-            .then_some(())
-    });
+    prefer(&dev, "dr", 0, new, old, true);
     assert_eq!(describe()["log_start_offset"], 40, "{}", describe());
     assert_eq!(read("kcat -C after the move"), want);
 }
@@ -1101,48 +1080,11 @@ fn elect_leaders_runs_a_preferred_election_per_partition() {
     use std::time::Duration;
 
     let dir = tempfile::tempdir().unwrap();
-    let dev = Dev::start_with(dir.path(), &["--brokers", "2"]);
-    let kafka = dev.kafka_addr.clone().expect("kafka listener");
-    dev.ok(
-        &[
-            "topic",
-            "create",
-            "el",
-            "--partitions",
-            "2",
-            "--replication-factor",
-            "2",
-        ],
-        "",
-    );
-    let describe = |p: usize| -> serde_json::Value {
-        let d: serde_json::Value =
-            serde_json::from_str(&dev.ok(&["topic", "describe", "el", "--output", "json"], ""))
-                .unwrap();
-        d["partitions"][p].clone()
-    };
-    let first = describe(0);
-    let old = first["leader"].as_u64().unwrap();
-    let new = if old == 1 { 2 } else { 1 };
+    let (dev, kafka) = two_brokers_with(dir.path(), "el", 2);
+    let describe = |p: usize| partition_json(&dev, "el", p);
     // The other replica first: it is now preferred, but does not lead yet.
-    dev.ok(
-        &[
-            "partition",
-            "reassign",
-            "--topic",
-            "el",
-            "--partition",
-            "0",
-            "--replicas",
-            &format!("{new},{old}"),
-        ],
-        "",
-    );
-    common::wait_for("the reassignment", Duration::from_secs(30), || {
-        let p = describe(0);
-        (p["replicas"][0].as_u64() == Some(new) && p["isr"].as_array().map(Vec::len) == Some(2))
-            .then_some(())
-    });
+    let (new, old) = follower_and_leader(&dev, "el", 0);
+    prefer(&dev, "el", 0, new, old, false);
     let elect = |kind: i8, partitions: Option<Vec<i32>>| -> BTreeMap<i32, i16> {
         let mut c = raw::Conn::open(&kafka);
         let ResponseKind::ElectLeaders(r) = c.call(

@@ -428,7 +428,7 @@ impl groups_server::Groups for GroupsApi {
                 out.group_type = d.kind.name().into();
                 out.group_epoch = d.group_epoch;
                 out.assignment_epoch = d.assignment_epoch;
-                out.assignor = d.assignor.into();
+                out.assignor = d.assignor;
                 out.members = d
                     .members
                     .into_iter()
