@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::Dev;
+use common::{clients, Dev};
 
 fn flow(args: &[&str]) -> serde_json::Value {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafkajs");
@@ -53,24 +53,14 @@ fn kafkajs_idempotent_producer_writes_each_codec_read_back_identically() {
             "--from-beginning",
             "-e",
             "-f",
-            "%o|%k|%s|%T|%h\n",
+            clients::STAMPED_FORMAT,
         ],
         "",
     );
-    let want: Vec<String> = ["none", "gzip", "snappy"]
-        .iter()
-        .enumerate()
-        .flat_map(|(c, name)| {
-            (0..n).map(move |i| {
-                format!(
-                    "{}|{name}-k{i}|{name}-v{i}|{}|codec={name},i={i}",
-                    c * n + i,
-                    1_700_000_000_000u64 + i as u64
-                )
-            })
-        })
-        .collect();
-    assert_eq!(read.lines().collect::<Vec<_>>(), want);
+    assert_eq!(
+        read.lines().collect::<Vec<_>>(),
+        clients::stamped_records(&["none", "gzip", "snappy"], n)
+    );
 }
 
 #[test]
@@ -93,19 +83,7 @@ fn kafkajs_admin_client_manages_topics_and_reads_groups() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
     let kafka = kafka_of(&dev);
-    dev.ok(&["topic", "create", "ka-src", "--partitions", "1"], "");
-    dev.ok(&["produce", "ka-src"], "a\nb\nc\n");
-    dev.ok(
-        &[
-            "group",
-            "reset-offsets",
-            "kjag",
-            "--topic",
-            "ka-src",
-            "--to-latest",
-        ],
-        "",
-    );
+    clients::group_with_offsets(&dev, "ka-src", "kjag");
     let out = flow(&["admin", &kafka, "kja", "kjag"]);
     assert_eq!(out["created"], true, "{out}");
     assert_eq!(out["listed"], true, "{out}");

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::Dev;
+use common::{clients, Dev};
 
 fn flow(args: &[&str]) -> serde_json::Value {
     common::python::flow("tests/kafka_python_clients.py", "kafka", args)
@@ -38,25 +38,14 @@ fn kafka_python_writes_every_codec_and_each_side_reads_the_other_identically() {
             "--from-beginning",
             "-e",
             "-f",
-            "%o|%k|%s|%T|%h\n",
+            clients::STAMPED_FORMAT,
         ],
         "",
     );
-    let want: Vec<String> = CODECS
-        .iter()
-        .enumerate()
-        .flat_map(|(c, name)| {
-            (0..n).map(move |i| {
-                format!(
-                    "{}|{name}-k{i}|{name}-v{i}|{}|codec={name},i={i}",
-                    c * n + i,
-                    1_700_000_000_000u64 + i as u64
-                )
-            })
-        })
-        .collect();
-    let got: Vec<&str> = read.lines().collect();
-    assert_eq!(got, want);
+    assert_eq!(
+        read.lines().collect::<Vec<_>>(),
+        clients::stamped_records(&CODECS, n)
+    );
 
     // kafka-python reads what Sluice wrote, headers included.
     dev.ok(&["topic", "create", "kn", "--partitions", "1"], "");
@@ -122,20 +111,7 @@ fn kafka_python_admin_client_manages_topics_and_reads_groups() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
     let kafka = kafka_of(&dev);
-    // A group with committed offsets for the admin client to find.
-    dev.ok(&["topic", "create", "ka-src", "--partitions", "1"], "");
-    dev.ok(&["produce", "ka-src"], "a\nb\nc\n");
-    dev.ok(
-        &[
-            "group",
-            "reset-offsets",
-            "kag",
-            "--topic",
-            "ka-src",
-            "--to-latest",
-        ],
-        "",
-    );
+    clients::group_with_offsets(&dev, "ka-src", "kag");
     let out = flow(&["admin", &kafka, "ka", "kag"]);
     assert_eq!(out["listed"], true, "{out}");
     assert_eq!(out["partitions"], 2, "{out}");

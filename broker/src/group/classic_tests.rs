@@ -374,22 +374,7 @@ struct Sim {
 /// `SLUICE_GROUP_SIM_SEEDS=N` runs N seeds; a failure prints `SLUICE_GROUP_SIM_SEED=S`.
 #[test]
 fn random_classic_members_with_lost_answers_and_failovers() {
-    let seeds: Vec<u64> = match std::env::var("SLUICE_GROUP_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("a seed")],
-        Err(_) => {
-            let n = std::env::var("SLUICE_GROUP_SIM_SEEDS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(150);
-            (1..=n).collect()
-        }
-    };
-    for seed in seeds {
-        if let Err(e) = std::panic::catch_unwind(|| simulate(seed)) {
-            eprintln!("failed: SLUICE_GROUP_SIM_SEED={seed}");
-            std::panic::resume_unwind(e);
-        }
-    }
+    super::for_each_seed(150, simulate);
 }
 
 fn encode(parts: &BTreeSet<u32>) -> Vec<u8> {

@@ -430,23 +430,7 @@ fn view(c: &Coordinator, group: &str) -> Option<String> {
 /// which replays that seed alone.
 #[test]
 fn random_membership_with_coordinator_failovers() {
-    let seeds: Vec<u64> = match std::env::var("SLUICE_GROUP_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("a seed")],
-        Err(_) => {
-            let n = std::env::var("SLUICE_GROUP_SIM_SEEDS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(100);
-            (1..=n).collect()
-        }
-    };
-    for seed in seeds {
-        let outcome = std::panic::catch_unwind(|| simulate(seed));
-        if let Err(e) = outcome {
-            eprintln!("failed: SLUICE_GROUP_SIM_SEED={seed}");
-            std::panic::resume_unwind(e);
-        }
-    }
+    crate::group::for_each_seed(100, simulate);
 }
 
 /// A fenced member gives everything up and rejoins under its id, as the client does;
