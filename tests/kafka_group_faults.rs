@@ -164,3 +164,109 @@ fn a_classic_member_killed_is_replaced_within_its_session_timeout_and_nothing_is
         assert!(counts.contains_key(value), "{value} never read");
     }
 }
+
+/// Committed offsets of `group` per partition, and its coordinator, as `sluice group
+/// describe` shows them through `bootstrap`.
+fn committed(bootstrap: &str, group: &str) -> Option<(i64, BTreeMap<u64, i64>)> {
+    let out = common::run_cli(
+        bootstrap,
+        &["group", "describe", group, "--output", "json"],
+        "",
+    );
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let offsets = d["partitions"]
+        .as_array()?
+        .iter()
+        .filter_map(|p| Some((p["partition"].as_u64()?, p["committed_offset"].as_i64()?)))
+        .collect();
+    Some((d["coordinator"].as_i64()?, offsets))
+}
+
+/// The group coordinator's broker is killed with kill -9 while two `kcat -G` members
+/// read: `__consumer_offsets` (three replicas) gets a new leader, which replays the
+/// group — its generation, members and assignment — so the members go on with the new
+/// coordinator; every record written after the kill is read, and no committed offset
+/// ever moves backwards, before, during or after.
+#[test]
+fn cluster_the_classic_group_survives_a_kill_of_its_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", common::free_port()))
+        .collect();
+    let store = format!("embedded:{}", dir.path().join("controller").display());
+    let mut cluster = common::cluster::Cluster::start_custom(
+        dir.path(),
+        vec![format!("127.0.0.1:{}", common::free_port())],
+        kafka
+            .iter()
+            .map(|k| {
+                (
+                    format!("127.0.0.1:{}", common::free_port()),
+                    Vec::new(),
+                    vec!["--kafka-listen".to_string(), k.clone()],
+                )
+            })
+            .collect(),
+        &store,
+    );
+    let _ = cluster.client();
+    let bootstrap = cluster.bootstrap();
+    let cli = |args: &[&str], stdin: &str| {
+        let out = common::run_cli(&bootstrap, args, stdin);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    cli(
+        &[
+            "topic",
+            "create",
+            "gc",
+            "--partitions",
+            "4",
+            "--replication-factor",
+            "3",
+        ],
+        "",
+    );
+    let all = kafka.join(",");
+    let a = Member::start(&all, "gcoord", "gc", 6000);
+    let b = Member::start(&all, "gcoord", "gc", 6000);
+    let before: Vec<String> = (0..200).map(|i| format!("k{i}:before-{i}")).collect();
+    cli(&["produce", "gc", "-K", ":"], &(before.join("\n") + "\n"));
+    // Both read, and kcat's auto-commit (every 5 s) has committed everything.
+    let (coordinator, mut last) = wait_for(
+        "200 records read and committed",
+        Duration::from_secs(60),
+        || {
+            let (c, offsets) = committed(&bootstrap, "gcoord")?;
+            (a.values().len() + b.values().len() >= 200 && offsets.values().sum::<i64>() == 200)
+                .then_some((c, offsets))
+        },
+    );
+    cluster.kill9(coordinator as usize - 1);
+    let after: Vec<String> = (0..200).map(|i| format!("k{i}:after-{i}")).collect();
+    cli(&["produce", "gc", "-K", ":"], &(after.join("\n") + "\n"));
+    let moved_to = wait_for(
+        "every record after the kill read and committed through a new coordinator",
+        Duration::from_secs(90),
+        || {
+            let (c, offsets) = committed(&bootstrap, "gcoord")?;
+            for (p, o) in &offsets {
+                let was = last.get(p).copied().unwrap_or(0);
+                assert!(*o >= was, "partition {p}: committed {o} after {was}");
+            }
+            last = offsets.clone();
+            let got: Vec<String> = a.values().into_iter().chain(b.values()).collect();
+            let all_read = after.iter().all(|w| {
+                got.iter()
+                    .any(|v| Some(v.as_str()) == w.split_once(':').map(|x| x.1))
+            });
+            (c != coordinator && all_read && offsets.values().sum::<i64>() == 400).then_some(c)
+        },
+    );
+    eprintln!("coordinator moved from broker {coordinator} to {moved_to}");
+    cluster.start_broker(coordinator as usize - 1);
+}

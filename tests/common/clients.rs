@@ -30,7 +30,14 @@ pub fn group_with_offsets(dev: &Dev, topic: &str, group: &str) {
     dev.ok(&["topic", "create", topic, "--partitions", "1"], "");
     dev.ok(&["produce", topic], "a\nb\nc\n");
     dev.ok(
-        &["group", "reset-offsets", group, "--topic", topic, "--to-latest"],
+        &[
+            "group",
+            "reset-offsets",
+            group,
+            "--topic",
+            topic,
+            "--to-latest",
+        ],
         "",
     );
 }
