@@ -10,8 +10,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod apache_kafka;
 pub mod cluster;
 pub mod db;
+pub mod kafka_raw;
 pub mod python;
 pub mod slowdisk;
 pub mod versions;

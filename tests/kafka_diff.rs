@@ -1,0 +1,1077 @@
+//! Apache Kafka as the reference: the same raw Kafka requests (the kafka-protocol crate's
+//! types over a socket) go to a `sluice dev` and to Apache Kafka 4.4 (a KRaft broker in
+//! one process, `tests/common/apache_kafka.rs`), and the answers are compared after
+//! normalizing away what legitimately differs (ids, hosts, ports, timestamps, messages).
+//!
+//! Every step is compared. A difference fails the test unless [`ALLOWED`] lists its step
+//! with the reason — the same differences docs/kafka-compatibility.md lists under
+//! "Differences from Apache Kafka" — and an allowed step that no longer differs fails
+//! it too, so the list stays true.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use common::apache_kafka::ApacheKafka;
+use common::kafka_raw::Conn;
+use common::Dev;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use serde_json::{json, Value};
+
+/// Steps whose answers differ from Apache Kafka's by design, with the reason (each is
+/// in docs/kafka-compatibility.md, "Differences from Apache Kafka").
+const ALLOWED: &[(&str, &str)] = &[
+    (
+        "find_coordinator.transaction",
+        "no transactions: a transaction coordinator is refused with INVALID_REQUEST (42)",
+    ),
+    (
+        "list_offsets.max_timestamp_v7",
+        "ListOffsets v7 (max timestamp, -3) is not served: ApiVersions advertises 1-6, \
+         so a client never sends it; the listener closes a connection that does",
+    ),
+    (
+        "metadata.unknown_auto_create_first_answer",
+        "a topic being auto-created is LEADER_NOT_AVAILABLE (5), as Kafka before 4 \
+         answered; Kafka 4.4 answers UNKNOWN_TOPIC_OR_PARTITION (3); clients retry both",
+    ),
+    (
+        "offset_commit.empty_group_id",
+        "Sluice refuses an empty group id everywhere (INVALID_GROUP_ID, 24); Kafka keeps \
+         the empty group for old clients' offset storage",
+    ),
+    (
+        "offset_commit.consumer_member_v8",
+        "a KIP-848 member may commit with any OffsetCommit version; Kafka requires v9+ \
+         of it (UNSUPPORTED_VERSION, 35), as every KIP-848 client sends",
+    ),
+];
+
+/// One server under test and what the steps learned from it (member ids, generations).
+struct Side {
+    name: &'static str,
+    addr: String,
+    conn: Conn,
+    memory: BTreeMap<&'static str, String>,
+}
+
+impl Side {
+    fn new(name: &'static str, addr: String) -> Side {
+        Side {
+            name,
+            conn: Conn::open(&addr),
+            addr,
+            memory: BTreeMap::new(),
+        }
+    }
+
+    /// The answer, or `{"closed": why}` when the server closed the connection instead
+    /// (a fresh one replaces it).
+    fn ask(&mut self, key: ApiKey, version: i16, req: RequestKind) -> Result<ResponseKind, Value> {
+        self.conn.try_call(key, version, req).map_err(|why| {
+            self.conn = Conn::open(&self.addr);
+            json!({ "closed": why.split(':').next().unwrap_or_default() })
+        })
+    }
+
+    fn remember(&mut self, key: &'static str, value: impl ToString) {
+        self.memory.insert(key, value.to_string());
+    }
+
+    fn recall(&self, key: &str) -> String {
+        self.memory.get(key).cloned().unwrap_or_default()
+    }
+}
+
+/// Sends a request of kind `$kind`; the typed answer, or returns the step's
+/// `{"closed": …}` observation from the enclosing function.
+macro_rules! ask {
+    ($side:expr, $kind:ident, $version:expr, $req:expr) => {
+        match $side.ask(ApiKey::$kind, $version, RequestKind::$kind($req)) {
+            Ok(ResponseKind::$kind(r)) => r,
+            Ok(other) => panic!("not a {} answer: {other:?}", stringify!($kind)),
+            Err(closed) => return closed,
+        }
+    };
+}
+
+/// Both sides and every step's two observations.
+struct Diff {
+    sides: [Side; 2],
+    steps: Vec<(String, Value, Value)>,
+}
+
+impl Diff {
+    /// Runs `f` against Sluice, then against Kafka, and keeps both observations.
+    fn step(&mut self, label: &str, f: impl Fn(&mut Side) -> Value) {
+        let a = f(&mut self.sides[0]);
+        let b = f(&mut self.sides[1]);
+        self.steps.push((label.to_string(), a, b));
+    }
+
+    /// Runs `f` on both sides, comparing nothing (setup and waits).
+    fn each(&mut self, f: impl Fn(&mut Side)) {
+        for side in &mut self.sides {
+            f(side);
+        }
+    }
+
+    /// Fails on any difference not in [`ALLOWED`], and on any allowed one that is gone.
+    fn verdict(&self) {
+        let mut failures = Vec::new();
+        for (label, sluice, kafka) in &self.steps {
+            let allowed = ALLOWED.iter().find(|(l, _)| l == label);
+            let same = sluice == kafka;
+            println!(
+                "{} {label}\n    sluice: {sluice}\n    kafka:  {kafka}",
+                if same { "same" } else { "DIFF" }
+            );
+            match (same, allowed) {
+                (true, Some(_)) => failures.push(format!(
+                    "{label}: allowed to differ, but Sluice now answers as Kafka does ({kafka}): remove it from ALLOWED and the ledger"
+                )),
+                (false, None) => failures.push(format!(
+                    "{label}:\n    sluice: {sluice}\n    kafka:  {kafka}"
+                )),
+                _ => {}
+            }
+        }
+        for (label, _) in ALLOWED {
+            if !self.steps.iter().any(|(l, _, _)| l == label) {
+                failures.push(format!("{label}: in ALLOWED but no step has that name"));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {} steps differ from Apache Kafka:\n{}",
+            failures.len(),
+            self.steps.len(),
+            failures.join("\n")
+        );
+    }
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn topic(v: &str) -> TopicName {
+    TopicName(s(v))
+}
+
+fn text(b: &Option<Bytes>) -> Value {
+    match b {
+        Some(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
+        None => Value::Null,
+    }
+}
+
+/// The creation timestamp of the `i`th record written by the produce steps.
+const T0: i64 = 1_700_000_000_000;
+
+/// One RecordBatch v2 of `n` records `{prefix}-k{i}` → `{prefix}-v{i}`, each with one
+/// header, created at `T0 + (first + i) * 1000`.
+fn batch(prefix: &str, first: i64, n: i64) -> Bytes {
+    let records: Vec<Record> = (0..n)
+        .map(|i| {
+            let mut r = Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                // The encoder starts a new batch wherever offset - sequence changes;
+                // base sequence -1: not an idempotent producer's batch.
+                sequence: i as i32 - 1,
+                timestamp: T0 + (first + i) * 1000,
+                key: Some(Bytes::from(format!("{prefix}-k{i}"))),
+                value: Some(Bytes::from(format!("{prefix}-v{i}"))),
+                headers: Default::default(),
+            };
+            r.headers
+                .insert(s("h"), Some(Bytes::from(format!("{prefix}-h{i}"))));
+            r
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+fn produce(side: &mut Side, t: &str, partition: i32, records: Bytes) -> Value {
+    let r = ask!(
+        side,
+        Produce,
+        9,
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic(t))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(records))])])
+    );
+    let p = &r.responses[0].partition_responses[0];
+    json!({ "error": p.error_code, "base_offset": p.base_offset, "log_start_offset": p.log_start_offset })
+}
+
+fn fetch(side: &mut Side, t: &str, partition: i32, offset: i64) -> Value {
+    let r = ask!(
+        side,
+        Fetch,
+        12,
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(200)
+            .with_min_bytes(1)
+            .with_max_bytes(8 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic(t))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(4 << 20)])])
+    );
+    let p = &r.responses[0].partitions[0];
+    let mut records = Vec::new();
+    if let Some(bytes) = &p.records {
+        let mut bytes = bytes.clone();
+        for set in RecordBatchDecoder::decode_all(&mut bytes).expect("whole batches") {
+            for r in set.records {
+                let headers: Vec<Value> = r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| json!([k.as_str(), text(v)]))
+                    .collect();
+                records.push(json!({
+                    "offset": r.offset, "timestamp": r.timestamp, "key": text(&r.key),
+                    "value": text(&r.value), "headers": headers,
+                }));
+            }
+        }
+    }
+    json!({
+        "error": r.error_code.max(p.error_code), "high_watermark": p.high_watermark,
+        "last_stable_offset": p.last_stable_offset, "log_start_offset": p.log_start_offset,
+        "records": records,
+    })
+}
+
+fn list_offsets(side: &mut Side, version: i16, t: &str, partition: i32, at: i64) -> Value {
+    let r = ask!(
+        side,
+        ListOffsets,
+        version,
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(topic(t))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_current_leader_epoch(-1)
+                    .with_timestamp(at)])])
+    );
+    let p = &r.topics[0].partitions[0];
+    json!({ "error": p.error_code, "offset": p.offset, "timestamp": p.timestamp })
+}
+
+fn metadata(side: &mut Side, t: &str, auto_create: bool) -> Value {
+    let r = ask!(
+        side,
+        Metadata,
+        12,
+        MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic(t)))
+            ]))
+            .with_allow_auto_topic_creation(auto_create)
+    );
+    let t = &r.topics[0];
+    json!({
+        "error": t.error_code,
+        "partitions": t.partitions.iter().map(|p| json!({
+            "partition": p.partition_index, "error": p.error_code,
+            "has_leader": p.leader_id.0 >= 0, "replicas": p.replica_nodes.len(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Waits until `t` has `partitions` partitions, each with a leader (Kafka creates
+/// topics asynchronously).
+fn wait_topic(side: &mut Side, t: &str, partitions: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = metadata(side, t, false);
+        let ready = md["error"] == 0
+            && md["partitions"].as_array().map(Vec::len) == Some(partitions)
+            && md["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["error"] == 0 && p["has_leader"] == true);
+        // Kafka's Metadata names a leader before that broker serves as one: a
+        // ListOffsets answer tells it does.
+        if ready && (0..partitions as i32).all(|p| list_offsets(side, 6, t, p, -1)["error"] == 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: topic {t} not ready in 30 s: {md}",
+            side.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `f` observes something for which `done` holds; that observation.
+fn wait_until(
+    side: &mut Side,
+    what: &str,
+    f: impl Fn(&mut Side) -> Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = f(side);
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {what} not seen in 30 s: {v}",
+            side.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn create_topic(
+    side: &mut Side,
+    t: &str,
+    partitions: i32,
+    rf: i16,
+    configs: &[(&str, &str)],
+) -> Value {
+    let r = ask!(
+        side,
+        CreateTopics,
+        7,
+        CreateTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic(t))
+                .with_num_partitions(partitions)
+                .with_replication_factor(rf)
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| CreatableTopicConfig::default()
+                            .with_name(s(k))
+                            .with_value(Some(s(v))))
+                        .collect()
+                )])
+    );
+    let t = &r.topics[0];
+    let asked: Vec<Value> = t
+        .configs
+        .iter()
+        .flatten()
+        .filter(|c| configs.iter().any(|(k, _)| c.name.as_str() == *k))
+        .map(|c| json!([c.name.as_str(), c.value.as_ref().map(|v| v.to_string())]))
+        .collect();
+    if t.error_code != 0 {
+        return json!({ "error": t.error_code });
+    }
+    json!({
+        "error": t.error_code, "partitions": t.num_partitions,
+        "replication_factor": t.replication_factor, "configs": asked,
+    })
+}
+
+fn delete_topic(side: &mut Side, t: &str) -> Value {
+    let r = ask!(
+        side,
+        DeleteTopics,
+        6,
+        DeleteTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![DeleteTopicState::default().with_name(Some(topic(t)))])
+    );
+    json!({ "error": r.responses[0].error_code })
+}
+
+fn commit(
+    side: &mut Side,
+    group: &str,
+    member: &str,
+    generation: i32,
+    t: &str,
+    partition: i32,
+    offset: i64,
+) -> Value {
+    let r = ask!(
+        side,
+        OffsetCommit,
+        8,
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_member_id(s(member))
+            .with_generation_id_or_member_epoch(generation)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(topic(t))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(partition)
+                    .with_committed_offset(offset)
+                    .with_committed_leader_epoch(-1)
+                    .with_committed_metadata(Some(s("meta")))])])
+    );
+    json!({ "error": r.topics[0].partitions[0].error_code })
+}
+
+fn offset_fetch(side: &mut Side, group: &str, t: &str, partitions: &[i32]) -> Value {
+    let r = ask!(
+        side,
+        OffsetFetch,
+        8,
+        OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(s(group)))
+            .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                .with_name(topic(t))
+                .with_partition_indexes(partitions.to_vec())]))])
+    );
+    let g = &r.groups[0];
+    json!({
+        "error": g.error_code,
+        "partitions": g.topics.iter().flat_map(|t| t.partitions.iter()).map(|p| json!({
+            "partition": p.partition_index, "offset": p.committed_offset,
+            "metadata": p.metadata.as_ref().map(|m| m.to_string()), "error": p.error_code,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn offset_fetch_v1(side: &mut Side, group: &str, t: &str, partition: i32) -> Value {
+    let r = ask!(
+        side,
+        OffsetFetch,
+        1,
+        OffsetFetchRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(topic(t))
+                .with_partition_indexes(vec![partition])]))
+    );
+    let p = &r.topics[0].partitions[0];
+    json!({ "offset": p.committed_offset, "error": p.error_code })
+}
+
+fn find_coordinator(side: &mut Side, version: i16, key: &str, key_type: i8) -> Value {
+    let own = side.addr.clone();
+    let r = ask!(
+        side,
+        FindCoordinator,
+        version,
+        if version >= 4 {
+            FindCoordinatorRequest::default()
+                .with_key_type(key_type)
+                .with_coordinator_keys(vec![s(key)])
+        } else {
+            FindCoordinatorRequest::default()
+                .with_key_type(key_type)
+                .with_key(s(key))
+        }
+    );
+    let (error, host, port) = match r.coordinators.first() {
+        Some(c) => (c.error_code, c.host.to_string(), c.port),
+        None => (r.error_code, r.host.to_string(), r.port),
+    };
+    json!({ "error": error, "is_this_broker": error == 0 && own == format!("{host}:{port}") })
+}
+
+/// ConsumerProtocol subscription v0 to `topics`, no user data.
+fn subscription(topics: &[&str]) -> Bytes {
+    let mut b = vec![0, 0];
+    b.extend_from_slice(&(topics.len() as i32).to_be_bytes());
+    for t in topics {
+        b.extend_from_slice(&(t.len() as i16).to_be_bytes());
+        b.extend_from_slice(t.as_bytes());
+    }
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    Bytes::from(b)
+}
+
+/// ConsumerProtocol assignment v0 of partition 0 of `t`, no user data.
+fn assignment(t: &str) -> Bytes {
+    let mut b = vec![0, 0, 0, 0, 0, 1];
+    b.extend_from_slice(&(t.len() as i16).to_be_bytes());
+    b.extend_from_slice(t.as_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes());
+    Bytes::from(b)
+}
+
+const GROUP: &str = "cg";
+
+fn join(
+    side: &mut Side,
+    group: &str,
+    member: &str,
+    session_ms: i32,
+    protocol_type: &str,
+) -> JoinGroupResponse {
+    let r = side.ask(
+        ApiKey::JoinGroup,
+        7,
+        RequestKind::JoinGroup(
+            JoinGroupRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_session_timeout_ms(session_ms)
+                .with_rebalance_timeout_ms(10_000)
+                .with_member_id(s(member))
+                .with_protocol_type(s(protocol_type))
+                .with_protocols(vec![JoinGroupRequestProtocol::default()
+                    .with_name(s("range"))
+                    .with_metadata(subscription(&["d"]))]),
+        ),
+    );
+    match r {
+        Ok(ResponseKind::JoinGroup(r)) => r,
+        other => panic!("{}: JoinGroup answered {other:?}", side.name),
+    }
+}
+
+fn join_step(side: &mut Side, group: &str, member: &str, session_ms: i32, ty: &str) -> Value {
+    let r = join(side, group, member, session_ms, ty);
+    json!({ "error": r.error_code, "generation": r.generation_id })
+}
+
+fn heartbeat(side: &mut Side, member: &str, generation: i32) -> Value {
+    let r = ask!(
+        side,
+        Heartbeat,
+        4,
+        HeartbeatRequest::default()
+            .with_group_id(GroupId(s(GROUP)))
+            .with_generation_id(generation)
+            .with_member_id(s(member))
+    );
+    json!({ "error": r.error_code })
+}
+
+fn sync(side: &mut Side, generation: i32) -> Value {
+    let member = side.recall("member");
+    let r = ask!(
+        side,
+        SyncGroup,
+        5,
+        SyncGroupRequest::default()
+            .with_group_id(GroupId(s(GROUP)))
+            .with_generation_id(generation)
+            .with_member_id(s(&member))
+            .with_protocol_type(Some(s("consumer")))
+            .with_protocol_name(Some(s("range")))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(s(&member))
+                .with_assignment(assignment("d"))])
+    );
+    json!({
+        "error": r.error_code,
+        "protocol_type": r.protocol_type.as_ref().map(|p| p.to_string()),
+        "protocol_name": r.protocol_name.as_ref().map(|p| p.to_string()),
+        "assignment_is_the_leaders": r.assignment == assignment("d"),
+    })
+}
+
+fn describe_group(side: &mut Side, group: &str) -> Value {
+    let member = side.recall("member");
+    let r = ask!(
+        side,
+        DescribeGroups,
+        5,
+        DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))])
+    );
+    let g = &r.groups[0];
+    json!({
+        "error": g.error_code, "state": g.group_state.as_str(),
+        "protocol_type": g.protocol_type.as_str(), "protocol": g.protocol_data.as_str(),
+        "members": g.members.iter().map(|m| json!({
+            "is_the_member": m.member_id.as_str() == member,
+            "client_id": m.client_id.as_str(),
+            "metadata_as_joined": m.member_metadata == subscription(&["d"]),
+            "assignment_as_synced": m.member_assignment == assignment("d"),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn list_groups(side: &mut Side, states: &[&str]) -> Value {
+    let r = ask!(
+        side,
+        ListGroups,
+        4,
+        ListGroupsRequest::default().with_states_filter(states.iter().map(|x| s(x)).collect())
+    );
+    let ours: Vec<Value> = r
+        .groups
+        .iter()
+        .filter(|g| g.group_id.0.as_str() == GROUP)
+        .map(|g| json!([g.protocol_type.as_str(), g.group_state.as_str()]))
+        .collect();
+    json!({ "error": r.error_code, "cg": ours })
+}
+
+fn delete_groups(side: &mut Side, groups: &[&str]) -> Value {
+    let r = ask!(
+        side,
+        DeleteGroups,
+        2,
+        DeleteGroupsRequest::default()
+            .with_groups_names(groups.iter().map(|g| GroupId(s(g))).collect())
+    );
+    Value::Array(r.results.iter().map(|g| json!(g.error_code)).collect())
+}
+
+fn leave(side: &mut Side, member: &str) -> Value {
+    let r = ask!(
+        side,
+        LeaveGroup,
+        4,
+        LeaveGroupRequest::default()
+            .with_group_id(GroupId(s(GROUP)))
+            .with_members(vec![MemberIdentity::default().with_member_id(s(member))])
+    );
+    json!({
+        "error": r.error_code,
+        "members": r.members.iter().map(|m| m.error_code).collect::<Vec<_>>(),
+    })
+}
+
+/// The whole differential run: one Apache Kafka, one `sluice dev`, every step on both.
+#[test]
+fn sluice_answers_as_apache_kafka_does() {
+    // The JVM starts slowly: Kafka formats and starts while Sluice does.
+    let kafka = std::thread::spawn(ApacheKafka::start);
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let kafka = kafka.join().expect("Apache Kafka started");
+    let mut d = Diff {
+        sides: [
+            Side::new("sluice", dev.kafka_addr.clone().expect("a Kafka listener")),
+            Side::new("kafka", kafka.addr.clone()),
+        ],
+        steps: Vec::new(),
+    };
+    topics_and_records(&mut d);
+    admin(&mut d);
+    simple_consumer_offsets(&mut d);
+    classic_group(&mut d);
+    consumer_group(&mut d);
+    d.verdict();
+    drop(kafka);
+}
+
+fn topics_and_records(d: &mut Diff) {
+    d.step("create_topics.new", |x| create_topic(x, "d", 1, -1, &[]));
+    d.each(|x| wait_topic(x, "d", 1));
+    d.step("produce.first_batch", |x| {
+        produce(x, "d", 0, batch("a", 0, 3))
+    });
+    d.step("produce.second_batch", |x| {
+        produce(x, "d", 0, batch("b", 3, 2))
+    });
+    d.step("fetch.from_start", |x| fetch(x, "d", 0, 0));
+    d.step("fetch.middle_of_a_batch", |x| fetch(x, "d", 0, 1));
+    d.step("fetch.second_batch", |x| fetch(x, "d", 0, 3));
+    d.step("fetch.log_end", |x| fetch(x, "d", 0, 5));
+    d.step("fetch.past_log_end", |x| fetch(x, "d", 0, 99));
+    d.step("fetch.negative_offset", |x| fetch(x, "d", 0, -7));
+    d.step("fetch.unknown_topic", |x| fetch(x, "no-such-topic", 0, 0));
+    d.step("fetch.unknown_partition", |x| fetch(x, "d", 7, 0));
+    d.step("produce.two_batches_for_one_partition", |x| {
+        let mut two = BytesMut::from(&batch("c", 5, 1)[..]);
+        two.extend_from_slice(&batch("c", 6, 1));
+        produce(x, "d", 0, two.freeze())
+    });
+    d.step("produce.no_batch", |x| produce(x, "d", 0, Bytes::new()));
+    d.step("produce.unknown_topic", |x| {
+        produce(x, "no-such-topic", 0, batch("c", 0, 1))
+    });
+    d.step("produce.unknown_partition", |x| {
+        produce(x, "d", 7, batch("c", 0, 1))
+    });
+    d.step("produce.message_too_large", |x| {
+        let mut big = BytesMut::new();
+        let mut r = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: T0,
+            key: None,
+            value: Some(Bytes::from(vec![b'x'; 1_100_000])),
+            headers: Default::default(),
+        };
+        r.headers.clear();
+        RecordBatchEncoder::encode(
+            &mut big,
+            [&r],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        produce(x, "d", 0, big.freeze())
+    });
+    d.step("fetch.after_refused_produces", |x| fetch(x, "d", 0, 5));
+    d.step("list_offsets.earliest", |x| list_offsets(x, 6, "d", 0, -2));
+    d.step("list_offsets.latest", |x| list_offsets(x, 6, "d", 0, -1));
+    d.step("list_offsets.by_timestamp", |x| {
+        list_offsets(x, 6, "d", 0, T0 + 1500)
+    });
+    d.step("list_offsets.by_exact_timestamp", |x| {
+        list_offsets(x, 6, "d", 0, T0 + 3000)
+    });
+    d.step("list_offsets.after_every_timestamp", |x| {
+        list_offsets(x, 6, "d", 0, T0 + 99_000)
+    });
+    d.step("list_offsets.v1_latest", |x| list_offsets(x, 1, "d", 0, -1));
+    d.step("list_offsets.max_timestamp_v7", |x| {
+        list_offsets(x, 7, "d", 0, -3)
+    });
+    d.step("list_offsets.unknown_topic", |x| {
+        list_offsets(x, 6, "no-such-topic", 0, -1)
+    });
+    d.step("list_offsets.unknown_partition", |x| {
+        list_offsets(x, 6, "d", 7, -1)
+    });
+}
+
+fn admin(d: &mut Diff) {
+    d.step("metadata.unknown_no_auto_create", |x| {
+        metadata(x, "never-made", false)
+    });
+    d.step(
+        "metadata.unknown_auto_create_first_answer",
+        |x| json!({ "error": metadata(x, "made-by-metadata", true)["error"] }),
+    );
+    d.step("metadata.auto_created", |x| {
+        wait_until(
+            x,
+            "the auto-created topic",
+            |x| metadata(x, "made-by-metadata", true),
+            |v| v["error"] == 0 && v["partitions"][0]["has_leader"] == true,
+        )
+    });
+    d.step("metadata.invalid_name_auto_create", |x| {
+        metadata(x, "bad name!", true)
+    });
+    d.step("create_topics.existing", |x| {
+        create_topic(x, "d", 1, -1, &[])
+    });
+    d.step("create_topics.invalid_name", |x| {
+        create_topic(x, "bad name!", 1, -1, &[])
+    });
+    d.step("create_topics.empty_name", |x| {
+        create_topic(x, "", 1, -1, &[])
+    });
+    d.step("create_topics.dot_name", |x| {
+        create_topic(x, "..", 1, -1, &[])
+    });
+    d.step("create_topics.name_too_long", |x| {
+        create_topic(x, &"n".repeat(250), 1, -1, &[])
+    });
+    d.step("create_topics.zero_partitions", |x| {
+        create_topic(x, "zero", 0, -1, &[])
+    });
+    d.step("create_topics.replication_factor_above_brokers", |x| {
+        create_topic(x, "rf2", 1, 2, &[])
+    });
+    d.step("create_topics.bad_config_value", |x| {
+        create_topic(x, "badcfg", 1, -1, &[("retention.ms", "soon")])
+    });
+    d.step("create_topics.unknown_config", |x| {
+        create_topic(x, "unknowncfg", 1, -1, &[("no.such.config", "1")])
+    });
+    d.step("create_topics.with_config", |x| {
+        create_topic(x, "d2", 2, -1, &[("retention.ms", "3600000")])
+    });
+    d.each(|x| wait_topic(x, "d2", 2));
+    d.step("delete_topics.unknown", |x| {
+        delete_topic(x, "no-such-topic")
+    });
+    d.step("delete_topics.existing", |x| delete_topic(x, "d2"));
+    d.step("metadata.deleted_topic", |x| {
+        wait_until(
+            x,
+            "the deleted topic to go",
+            |x| metadata(x, "d2", false),
+            |v| v["error"] != 0,
+        )
+    });
+}
+
+fn simple_consumer_offsets(d: &mut Diff) {
+    d.each(|x| {
+        wait_until(
+            x,
+            "a group coordinator",
+            |x| find_coordinator(x, 4, "simple", 0),
+            |v| v["error"] == 0,
+        );
+        // Kafka answers COORDINATOR_LOAD_IN_PROGRESS while it loads the offsets topic
+        wait_until(
+            x,
+            "the group coordinator to load",
+            |x| offset_fetch(x, "warm-up", "d", &[0]),
+            |v| v["error"] == 0,
+        );
+    });
+    d.step("find_coordinator.v4", |x| {
+        find_coordinator(x, 4, "simple", 0)
+    });
+    d.step("find_coordinator.v0", |x| {
+        find_coordinator(x, 0, "simple", 0)
+    });
+    d.step("find_coordinator.transaction", |x| {
+        find_coordinator(x, 4, "some-transaction", 1)
+    });
+    d.step("offset_fetch.never_committed_group", |x| {
+        offset_fetch(x, "nobody-home", "d", &[0])
+    });
+    d.step("offset_commit.simple", |x| {
+        commit(x, "simple", "", -1, "d", 0, 3)
+    });
+    d.step("offset_fetch.simple", |x| {
+        offset_fetch(x, "simple", "d", &[0])
+    });
+    d.step("offset_fetch.simple_v1", |x| {
+        offset_fetch_v1(x, "simple", "d", 0)
+    });
+    d.step("offset_fetch.uncommitted_partition", |x| {
+        offset_fetch(x, "simple", "made-by-metadata", &[0])
+    });
+    d.step("offset_commit.simple_again", |x| {
+        commit(x, "simple", "", -1, "d", 0, 4)
+    });
+    d.step("offset_fetch.simple_again", |x| {
+        offset_fetch(x, "simple", "d", &[0])
+    });
+    d.step("offset_commit.unknown_topic", |x| {
+        commit(x, "simple", "", -1, "no-such-topic", 0, 1)
+    });
+    d.step("offset_commit.unknown_partition", |x| {
+        commit(x, "simple", "", -1, "d", 7, 1)
+    });
+    d.step("offset_commit.generation_without_member", |x| {
+        commit(x, "simple", "", 3, "d", 0, 1)
+    });
+    d.step("offset_commit.unknown_member", |x| {
+        commit(x, "simple", "ghost", 1, "d", 0, 1)
+    });
+    d.step("offset_commit.empty_group_id", |x| {
+        commit(x, "", "", -1, "d", 0, 1)
+    });
+    d.step("delete_groups.simple", |x| delete_groups(x, &["simple"]));
+    d.step("offset_fetch.after_delete", |x| {
+        offset_fetch(x, "simple", "d", &[0])
+    });
+}
+
+fn classic_group(d: &mut Diff) {
+    d.each(|x| {
+        wait_until(
+            x,
+            "a group coordinator",
+            |x| find_coordinator(x, 4, GROUP, 0),
+            |v| v["error"] == 0,
+        );
+    });
+    d.step("join_group.member_id_required", |x| {
+        let r = join(x, GROUP, "", 30_000, "consumer");
+        x.remember("member", r.member_id.as_str());
+        json!({ "error": r.error_code, "member_id_given": !r.member_id.is_empty() })
+    });
+    d.step("join_group.with_member_id", |x| {
+        let member = x.recall("member");
+        let r = join(x, GROUP, &member, 30_000, "consumer");
+        x.remember("generation", r.generation_id);
+        json!({
+            "error": r.error_code, "generation": r.generation_id,
+            "protocol_type": r.protocol_type.as_ref().map(|p| p.to_string()),
+            "protocol": r.protocol_name.as_ref().map(|p| p.to_string()),
+            "is_leader": r.leader == r.member_id && r.member_id.as_str() == member,
+            "members": r.members.iter().map(|m| json!({
+                "is_the_member": m.member_id.as_str() == member,
+                "metadata_as_joined": m.metadata == subscription(&["d"]),
+            })).collect::<Vec<_>>(),
+        })
+    });
+    d.step("sync_group.wrong_generation", |x| {
+        let g: i32 = x.recall("generation").parse().unwrap();
+        sync(x, g + 1)
+    });
+    d.step("sync_group.leader", |x| {
+        let g: i32 = x.recall("generation").parse().unwrap();
+        sync(x, g)
+    });
+    d.step("join_group.unknown_member", |x| {
+        join_step(x, GROUP, "ghost-member", 30_000, "consumer")
+    });
+    d.step("join_group.session_timeout_too_small", |x| {
+        join_step(x, GROUP, "", 1, "consumer")
+    });
+    d.step("join_group.other_protocol_type", |x| {
+        join_step(x, GROUP, "", 30_000, "connect")
+    });
+    d.step("heartbeat.current_generation", |x| {
+        let (m, g) = (x.recall("member"), x.recall("generation").parse().unwrap());
+        heartbeat(x, &m, g)
+    });
+    d.step("heartbeat.wrong_generation", |x| {
+        let (m, g): (String, i32) = (x.recall("member"), x.recall("generation").parse().unwrap());
+        heartbeat(x, &m, g + 5)
+    });
+    d.step("heartbeat.unknown_member", |x| {
+        let g = x.recall("generation").parse().unwrap();
+        heartbeat(x, "ghost-member", g)
+    });
+    d.step("offset_commit.member", |x| {
+        let (m, g) = (x.recall("member"), x.recall("generation").parse().unwrap());
+        commit(x, GROUP, &m, g, "d", 0, 2)
+    });
+    d.step("offset_commit.member_wrong_generation", |x| {
+        let (m, g): (String, i32) = (x.recall("member"), x.recall("generation").parse().unwrap());
+        commit(x, GROUP, &m, g + 1, "d", 0, 2)
+    });
+    d.step("offset_commit.simple_while_members", |x| {
+        commit(x, GROUP, "", -1, "d", 0, 2)
+    });
+    d.step("offset_fetch.member", |x| offset_fetch(x, GROUP, "d", &[0]));
+    d.step("describe_groups.stable", |x| describe_group(x, GROUP));
+    d.step("list_groups.all", |x| list_groups(x, &[]));
+    d.step("list_groups.stable", |x| list_groups(x, &["Stable"]));
+    d.step("list_groups.empty", |x| list_groups(x, &["Empty"]));
+    d.step("delete_groups.non_empty", |x| delete_groups(x, &[GROUP]));
+    d.step("leave_group.member", |x| {
+        let m = x.recall("member");
+        leave(x, &m)
+    });
+    d.step("leave_group.again", |x| {
+        let m = x.recall("member");
+        leave(x, &m)
+    });
+    d.step("heartbeat.after_leaving", |x| {
+        let (m, g) = (x.recall("member"), x.recall("generation").parse().unwrap());
+        heartbeat(x, &m, g)
+    });
+    d.step("describe_groups.empty", |x| describe_group(x, GROUP));
+    d.step("list_groups.empty_after_leave", |x| {
+        list_groups(x, &["Empty"])
+    });
+    d.step("offset_fetch.after_leave", |x| {
+        offset_fetch(x, GROUP, "d", &[0])
+    });
+    d.step("offset_commit.simple_after_members_left", |x| {
+        commit(x, GROUP, "", -1, "d", 0, 1)
+    });
+    d.step("delete_groups.empty_and_unknown", |x| {
+        delete_groups(x, &[GROUP, "no-such-group"])
+    });
+    d.step("describe_groups.deleted", |x| describe_group(x, GROUP));
+}
+
+/// A KIP-848 member's heartbeat in group `kg` (epoch 0 joins, -1 leaves).
+fn consumer_heartbeat(side: &mut Side, member: &str, epoch: i32) -> ConsumerGroupHeartbeatResponse {
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    let join = epoch == 0;
+    let mut req = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s("kg")))
+        .with_member_id(s(member))
+        .with_member_epoch(epoch)
+        .with_rebalance_timeout_ms(if join { 30_000 } else { -1 });
+    if join {
+        req = req
+            .with_subscribed_topic_names(Some(vec![topic("d")]))
+            .with_topic_partitions(Some(Vec::<TopicPartitions>::new()));
+    }
+    match side.ask(
+        ApiKey::ConsumerGroupHeartbeat,
+        1,
+        RequestKind::ConsumerGroupHeartbeat(req),
+    ) {
+        Ok(ResponseKind::ConsumerGroupHeartbeat(r)) => r,
+        other => panic!("{}: ConsumerGroupHeartbeat answered {other:?}", side.name),
+    }
+}
+
+fn consumer_group(d: &mut Diff) {
+    d.step("consumer_group_heartbeat.join", |x| {
+        let r = consumer_heartbeat(x, "kip848-member-1", 0);
+        x.remember(
+            "kip848",
+            r.member_id
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+        );
+        x.remember("kip848_epoch", r.member_epoch);
+        json!({ "error": r.error_code, "epoch_positive": r.member_epoch > 0 })
+    });
+    d.step("offset_commit.simple_while_consumer_members", |x| {
+        commit(x, "kg", "", -1, "d", 0, 1)
+    });
+    d.step("offset_commit.consumer_member_v8", |x| {
+        let (m, e) = (
+            x.recall("kip848"),
+            x.recall("kip848_epoch").parse().unwrap(),
+        );
+        commit(x, "kg", &m, e, "d", 0, 1)
+    });
+    d.step("consumer_group_heartbeat.leave", |x| {
+        let m = x.recall("kip848");
+        let r = consumer_heartbeat(x, &m, -1);
+        json!({ "error": r.error_code, "epoch": r.member_epoch })
+    });
+    d.step("offset_commit.simple_after_consumer_left", |x| {
+        commit(x, "kg", "", -1, "d", 0, 2)
+    });
+}
