@@ -269,7 +269,7 @@ fn kcat_produces_and_consumes_through_the_kafka_listener() {
 /// Groups over Kafka's protocol, by hand: FindCoordinator old and batched; a KIP-848
 /// member's OffsetCommit v9 refused with a stale epoch (STALE_MEMBER_EPOCH), an unknown
 /// member (UNKNOWN_MEMBER_ID) and as a simple consumer while the group has members
-/// (NON_EMPTY_GROUP), accepted with its epoch and read back by OffsetFetch v9 and v1;
+/// (UNKNOWN_MEMBER_ID, as Kafka), accepted with its epoch and read back by OffsetFetch v9 and v1;
 /// after it leaves, a simple consumer's commit (generation -1) is accepted.
 /// ListGroups lists it with Kafka's state names and filters; DeleteGroups deletes it.
 /// InitProducerId gives ids, and refuses a transactional id.
@@ -417,8 +417,8 @@ fn group_and_producer_id_apis_by_hand() {
     );
     assert_eq!(
         commit(&mut c, 9, "", -1, 5),
-        68,
-        "a simple consumer while members"
+        25,
+        "a simple consumer while members: UNKNOWN_MEMBER_ID, as Kafka answers"
     );
     assert_eq!(
         commit(&mut c, 9, &member, epoch, 7),
