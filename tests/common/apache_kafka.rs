@@ -31,11 +31,15 @@ pub fn libs() -> PathBuf {
     libs
 }
 
-/// `java` with Kafka's jars on the class path, to run `main` (a class name). Short-lived
-/// tools start faster with the client compiler only and one GC thread.
+/// `java` with Kafka's jars on the class path, to run `main` (a class name), logging
+/// warnings and errors to stderr (`tests/apache-kafka/log4j2-tools.properties`).
+/// Short-lived tools start faster with the client compiler only and one GC thread.
 pub fn java(main: &str) -> Command {
+    let log4j =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apache-kafka/log4j2-tools.properties");
     let mut c = Command::new("java");
     c.args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"])
+        .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
         .arg("-cp")
         .arg(format!("{}/*", libs().display()))
         .arg(main);
