@@ -47,11 +47,6 @@ const ALLOWED: &[(&str, &str)] = &[
         "no transactions: a transaction coordinator is refused with INVALID_REQUEST (42)",
     ),
     (
-        "list_offsets.max_timestamp_v7",
-        "ListOffsets v7 (max timestamp, -3) is not served: ApiVersions advertises 1-6, \
-         so a client never sends it; the listener closes a connection that does",
-    ),
-    (
         "metadata.unknown_auto_create_first_answer",
         "a topic being auto-created is LEADER_NOT_AVAILABLE (5), as Kafka before 4 \
          answered; Kafka 4.4 answers UNKNOWN_TOPIC_OR_PARTITION (3); clients retry both",
@@ -249,22 +244,36 @@ fn produce(side: &mut Side, t: &str, partition: i32, records: Bytes) -> Value {
 }
 
 fn fetch(side: &mut Side, t: &str, partition: i32, offset: i64) -> Value {
+    fetch_as(side, 12, t, None, partition, offset)
+}
+
+/// Fetch `version`, naming the topic by `id` when given (v13+).
+fn fetch_as(
+    side: &mut Side,
+    version: i16,
+    t: &str,
+    id: Option<uuid::Uuid>,
+    partition: i32,
+    offset: i64,
+) -> Value {
+    let asked = match id {
+        Some(id) => FetchTopic::default().with_topic_id(id),
+        None => FetchTopic::default().with_topic(topic(t)),
+    };
     let r = ask!(
         side,
         Fetch,
-        12,
+        version,
         FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(200)
             .with_min_bytes(1)
             .with_max_bytes(8 << 20)
             .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(topic(t))
-                .with_partitions(vec![FetchPartition::default()
-                    .with_partition(partition)
-                    .with_fetch_offset(offset)
-                    .with_partition_max_bytes(4 << 20)])])
+            .with_topics(vec![asked.with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(4 << 20)])])
     );
     let p = &r.responses[0].partitions[0];
     let mut records = Vec::new();
@@ -783,6 +792,63 @@ fn topics_and_records(d: &mut Diff) {
     d.step("list_offsets.unknown_partition", |x| {
         list_offsets(x, 6, "d", 7, -1)
     });
+    d.each(|x| {
+        let r = match x.ask(
+            ApiKey::Metadata,
+            12,
+            RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic("d"))),
+            ]))),
+        ) {
+            Ok(ResponseKind::Metadata(r)) => r,
+            other => panic!("{}: Metadata answered {other:?}", x.name),
+        };
+        x.remember("d_id", r.topics[0].topic_id);
+    });
+    d.step("fetch.by_topic_id_v16", |x| {
+        let id = x.recall("d_id").parse().ok();
+        fetch_as(x, 16, "", id, 0, 3)
+    });
+    d.step("fetch.unknown_topic_id_v16", |x| {
+        fetch_as(x, 16, "", Some(uuid::Uuid::from_u128(0x5eed)), 0, 0)
+    });
+    d.step("delete_records.before_offset_3", |x| {
+        delete_records(x, "d", 0, 3)
+    });
+    d.step("delete_records.below_log_start", |x| {
+        delete_records(x, "d", 0, 1)
+    });
+    d.step("delete_records.past_high_watermark", |x| {
+        delete_records(x, "d", 0, 99)
+    });
+    d.step("delete_records.unknown_partition", |x| {
+        delete_records(x, "d", 7, 0)
+    });
+    d.step("fetch.below_log_start", |x| fetch(x, "d", 0, 1));
+    d.step("fetch.at_log_start", |x| fetch(x, "d", 0, 3));
+    d.step("list_offsets.earliest_after_delete_records", |x| {
+        list_offsets(x, 6, "d", 0, -2)
+    });
+}
+
+fn delete_records(side: &mut Side, t: &str, partition: i32, before: i64) -> Value {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    let r = ask!(
+        side,
+        DeleteRecords,
+        2,
+        DeleteRecordsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![DeleteRecordsTopic::default()
+                .with_name(topic(t))
+                .with_partitions(vec![DeleteRecordsPartition::default()
+                    .with_partition_index(partition)
+                    .with_offset(before)])])
+    );
+    let p = &r.topics[0].partitions[0];
+    json!({ "error": p.error_code, "low_watermark": p.low_watermark })
 }
 
 fn admin(d: &mut Diff) {

@@ -359,7 +359,12 @@ fn console_clients_and_consumer_groups_against_sluice() {
     );
     assert!(sluice_names.contains("cg"));
     let rows = |out: &str| -> Vec<((String, u64), (Option<i64>, i64, Option<i64>))> {
-        described_rows(out, "cg")
+        let group = if out.contains("cg848 ") {
+            "cg848"
+        } else {
+            "cg"
+        };
+        described_rows(out, group)
             .into_iter()
             .map(|(k, (c, e, l, _))| (k, (c, e, l)))
             .collect()
@@ -472,6 +477,38 @@ fn console_clients_and_consumer_groups_against_sluice() {
     );
     stop(member);
 
+    // A KIP-848 group (group.protocol=consumer) reads all 50 and is described alike.
+    let consumed = ok(
+        CONSUMER,
+        &kafka,
+        &[
+            "--topic",
+            "kc",
+            "--group",
+            "cg848",
+            "--from-beginning",
+            "--max-messages",
+            "50",
+            "--command-property",
+            "group.protocol=consumer",
+        ],
+        "",
+    );
+    assert_eq!(consumed.lines().count(), 50, "{consumed}");
+    let described = ok(GROUPS, &kafka, &["--describe", "--group", "cg848"], "");
+    assert_eq!(
+        rows(&described),
+        sluice_rows(&describe_group(&dev, "cg848"))
+    );
+    assert_eq!(
+        rows(&described)
+            .iter()
+            .map(|(_, (c, ..))| c.unwrap_or(0))
+            .sum::<i64>(),
+        50,
+        "{described}"
+    );
+
     // kafka-get-offsets: end offsets as `sluice topic describe` gives them, start 0.
     let ends = ok(OFFSETS, &kafka, &["--topic", "kc"], "");
     let d = describe_topic(&dev, "kc");
@@ -481,10 +518,25 @@ fn console_clients_and_consumer_groups_against_sluice() {
     assert_eq!(sorted_lines(&ends), expected_ends);
     let starts = ok(OFFSETS, &kafka, &["--topic", "kc", "--time", "-2"], "");
     assert_eq!(sorted_lines(&starts), vec!["kc:0:0", "kc:1:0", "kc:2:0"]);
-    // Max timestamp (-3) needs ListOffsets v7, not served: the tool says so.
-    let max = tool(OFFSETS, &kafka, &["--topic", "kc", "--time", "-3"], "");
-    let said = String::from_utf8_lossy(&max.stdout) + String::from_utf8_lossy(&max.stderr);
-    assert!(said.contains("does not support LIST_OFFSETS"), "{said}");
+    // Max timestamp (-3, ListOffsets v7): a record of each partition below its end.
+    let max = ok(OFFSETS, &kafka, &["--topic", "kc", "--time", "-3"], "");
+    let max: Vec<(u64, i64)> = max
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f[1].parse().unwrap(), f[2].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(max.len(), 3, "{max:?}");
+    for (p, offset) in max {
+        let end = d["partitions"][p as usize]["high_watermark"]
+            .as_i64()
+            .unwrap();
+        assert!(
+            (0..end).contains(&offset),
+            "partition {p}: {offset} of {end}"
+        );
+    }
 
     // --delete: gone for Sluice too.
     let deleted = ok(GROUPS, &kafka, &["--delete", "--group", "cg"], "");
