@@ -226,8 +226,11 @@ fn described_rows(out: &str, group: &str) -> Described {
     rows
 }
 
-/// Sluice's view of the same: (topic, partition) → (committed, end offset, lag).
-fn sluice_rows(d: &Value) -> Vec<((String, u64), (Option<i64>, i64, Option<i64>))> {
+/// (topic, partition) → (committed offset, end offset, lag).
+type Offsets = Vec<((String, u64), (Option<i64>, i64, Option<i64>))>;
+
+/// Sluice's view of the same as [`Described`].
+fn sluice_rows(d: &Value) -> Offsets {
     let mut rows: Vec<_> = d["partitions"]
         .as_array()
         .unwrap_or_else(|| panic!("partitions in {d}"))
@@ -358,7 +361,7 @@ fn console_clients_and_consumer_groups_against_sluice() {
         "{listed}"
     );
     assert!(sluice_names.contains("cg"));
-    let rows = |out: &str| -> Vec<((String, u64), (Option<i64>, i64, Option<i64>))> {
+    let rows = |out: &str| -> Offsets {
         let group = if out.contains("cg848 ") {
             "cg848"
         } else {

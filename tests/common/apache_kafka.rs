@@ -5,7 +5,7 @@
 //! `target/apache-kafka/libs/`.
 //!
 //! [`ApacheKafka::start`] formats a KRaft combined broker+controller (one process, node
-//! 1) in a temp dir with a generated `server.properties` — loopback listeners on a
+//! id 1) in a temp dir with a generated `server.properties` — loopback listeners on a
 //! [`free_port`] block, one partition by default, no initial rebalance delay, offsets
 //! topic replication factor 1 — starts `kafka.Kafka` with a 512 MiB heap, waits (under a
 //! deadline) until its listener answers Metadata, and kills it on drop. Its log is the
