@@ -691,11 +691,11 @@ fn leave(side: &mut Side, member: &str) -> Value {
 /// The whole differential run: one Apache Kafka, one `sluice dev`, every step on both.
 #[test]
 fn sluice_answers_as_apache_kafka_does() {
-    // The JVM starts slowly: Kafka formats and starts while Sluice does.
-    let kafka = std::thread::spawn(ApacheKafka::start);
+    // The JVM starts slowly: Sluice starts while Kafka does.
+    let mut kafka = ApacheKafka::launch();
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = kafka.join().expect("Apache Kafka started");
+    kafka.wait_ready();
     let mut d = Diff {
         sides: [
             Side::new("sluice", dev.kafka_addr.clone().expect("a Kafka listener")),

@@ -38,6 +38,7 @@ pub fn java(main: &str) -> Command {
     let log4j =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apache-kafka/log4j2-tools.properties");
     let mut c = Command::new("java");
+    die_with_this_thread(&mut c);
     c.args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"])
         .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
         .arg("-cp")
@@ -58,6 +59,16 @@ impl ApacheKafka {
     /// Formats and starts a fresh Kafka; returns once its listener answers Metadata with
     /// itself as the one broker.
     pub fn start() -> ApacheKafka {
+        let mut kafka = ApacheKafka::launch();
+        kafka.wait_ready();
+        kafka
+    }
+
+    /// Formats and starts a fresh Kafka without waiting for it: the caller starts what
+    /// else it needs meanwhile (the JVM takes seconds), then calls
+    /// [`ApacheKafka::wait_ready`]. Call both from the test's own thread: the process
+    /// is killed when the thread that started it ends.
+    pub fn launch() -> ApacheKafka {
         let libs = libs();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -132,7 +143,9 @@ impl ApacheKafka {
             String::from_utf8_lossy(&format.stdout),
             String::from_utf8_lossy(&format.stderr)
         );
-        let child = Command::new("java")
+        let mut java = Command::new("java");
+        die_with_this_thread(&mut java);
+        let child = java
             .args(["-Xmx512m", "-Xms512m", "-XX:+UseSerialGC"])
             .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
             .args(["-cp", &classpath, "kafka.Kafka"])
@@ -142,12 +155,12 @@ impl ApacheKafka {
             .stderr(Stdio::null())
             .spawn()
             .expect("java (scripts/install-apache-kafka.sh installs Java 17)");
-        let mut kafka = ApacheKafka { child, addr, dir };
-        kafka.wait_ready(Duration::from_secs(90));
-        kafka
+        ApacheKafka { child, addr, dir }
     }
 
-    fn wait_ready(&mut self, limit: Duration) {
+    /// Waits (90 s at most) until the listener answers Metadata with one broker.
+    pub fn wait_ready(&mut self) {
+        let limit = Duration::from_secs(90);
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -190,5 +203,20 @@ impl Drop for ApacheKafka {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Makes the process `c` starts get SIGKILL when the thread that starts it ends: a JVM
+/// must not outlive a test that was killed (a timeout) before its drops ran.
+fn die_with_this_thread(c: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(2) is async-signal-safe and touches only the child being made.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
