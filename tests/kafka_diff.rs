@@ -39,8 +39,9 @@ use kafka_protocol::records::{
 };
 use serde_json::{json, Value};
 
-/// Steps whose answers differ from Apache Kafka's by design, with the reason (each is
-/// in docs/kafka-compatibility.md, "Differences from Apache Kafka").
+/// Steps whose answers differ from Apache Kafka's, with the reason: by design, or (BUG)
+/// a known Sluice bug awaiting its fix. Each is in docs/kafka-compatibility.md,
+/// "Differences from Apache Kafka".
 const ALLOWED: &[(&str, &str)] = &[
     (
         "find_coordinator.transaction",
@@ -60,6 +61,24 @@ const ALLOWED: &[(&str, &str)] = &[
         "offset_commit.consumer_member_v8",
         "a KIP-848 member may commit with any OffsetCommit version; Kafka requires v9+ \
          of it (UNSUPPORTED_VERSION, 35), as every KIP-848 client sends",
+    ),
+    // Sluice bugs, not design: to be fixed in broker/src/group/classic.rs.
+    (
+        "static_member.restart_join",
+        "BUG: a static member that leads a Stable group and restarts (no member id, its \
+         instance id) starts a rebalance (generation + 1, answered as the leader with the \
+         member list); Kafka keeps the generation and answers it as a follower with no \
+         members, so it syncs and gets its old assignment",
+    ),
+    (
+        "static_member.restart_sync",
+        "BUG: follows from the restart's rebalance: the restarted member's SyncGroup \
+         without assignments gets an empty one; Kafka gives its old assignment",
+    ),
+    (
+        "static_member.heartbeat_old_member_id",
+        "BUG: a Heartbeat with the member id a static member's restart replaced, and its \
+         instance id, is UNKNOWN_MEMBER_ID (25); Kafka answers FENCED_INSTANCE_ID (82)",
     ),
 ];
 
@@ -707,6 +726,8 @@ fn sluice_answers_as_apache_kafka_does() {
     admin(&mut d);
     simple_consumer_offsets(&mut d);
     classic_group(&mut d);
+    classic_rebalance(&mut d);
+    static_member(&mut d);
     consumer_group(&mut d);
     d.verdict();
     drop(kafka);
@@ -1139,5 +1160,243 @@ fn consumer_group(d: &mut Diff) {
     });
     d.step("offset_commit.simple_after_consumer_left", |x| {
         commit(x, "kg", "", -1, "d", 0, 2)
+    });
+}
+
+/// The classic protocol on connection `c` (a second member needs its own connection:
+/// its JoinGroup and SyncGroup wait for the others).
+fn join_on(c: &mut Conn, group: &str, member: &str, instance: Option<&str>) -> JoinGroupResponse {
+    let ResponseKind::JoinGroup(r) = c.call(
+        ApiKey::JoinGroup,
+        7,
+        RequestKind::JoinGroup(
+            JoinGroupRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_session_timeout_ms(30_000)
+                .with_rebalance_timeout_ms(20_000)
+                .with_member_id(s(member))
+                .with_group_instance_id(instance.map(s))
+                .with_protocol_type(s("consumer"))
+                .with_protocols(vec![JoinGroupRequestProtocol::default()
+                    .with_name(s("range"))
+                    .with_metadata(subscription(&["d"]))]),
+        ),
+    ) else {
+        panic!("not a JoinGroup answer")
+    };
+    r
+}
+
+fn sync_on(
+    c: &mut Conn,
+    group: &str,
+    generation: i32,
+    member: &str,
+    instance: Option<&str>,
+    assignments: &[(String, Bytes)],
+) -> SyncGroupResponse {
+    let ResponseKind::SyncGroup(r) = c.call(
+        ApiKey::SyncGroup,
+        5,
+        RequestKind::SyncGroup(
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_generation_id(generation)
+                .with_member_id(s(member))
+                .with_group_instance_id(instance.map(s))
+                .with_protocol_type(Some(s("consumer")))
+                .with_protocol_name(Some(s("range")))
+                .with_assignments(
+                    assignments
+                        .iter()
+                        .map(|(m, a)| {
+                            SyncGroupRequestAssignment::default()
+                                .with_member_id(s(m))
+                                .with_assignment(a.clone())
+                        })
+                        .collect(),
+                ),
+        ),
+    ) else {
+        panic!("not a SyncGroup answer")
+    };
+    r
+}
+
+fn heartbeat_on(
+    c: &mut Conn,
+    group: &str,
+    generation: i32,
+    member: &str,
+    instance: Option<&str>,
+) -> i16 {
+    let ResponseKind::Heartbeat(r) = c.call(
+        ApiKey::Heartbeat,
+        4,
+        RequestKind::Heartbeat(
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_generation_id(generation)
+                .with_member_id(s(member))
+                .with_group_instance_id(instance.map(s)),
+        ),
+    ) else {
+        panic!("not a Heartbeat answer")
+    };
+    r.error_code
+}
+
+fn leave_on(c: &mut Conn, group: &str, member: &str, instance: Option<&str>) -> Value {
+    let ResponseKind::LeaveGroup(r) = c.call(
+        ApiKey::LeaveGroup,
+        4,
+        RequestKind::LeaveGroup(
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_members(vec![MemberIdentity::default()
+                    .with_member_id(s(member))
+                    .with_group_instance_id(instance.map(s))]),
+        ),
+    ) else {
+        panic!("not a LeaveGroup answer")
+    };
+    json!({
+        "error": r.error_code,
+        "members": r.members.iter().map(|m| m.error_code).collect::<Vec<_>>(),
+    })
+}
+
+/// Heartbeats until the answer is `want` (30 s at most); the last answer.
+fn heartbeat_until(c: &mut Conn, group: &str, generation: i32, member: &str, want: i16) -> i16 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let error = heartbeat_on(c, group, generation, member, None);
+        if error == want || Instant::now() >= deadline {
+            return error;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A second member joins a stable classic group: the first hears
+/// REBALANCE_IN_PROGRESS, rejoins, stays the leader and hands out the assignments of
+/// the next generation; the follower's SyncGroup waits for them. Then the follower
+/// leaves and the leader rebalances alone.
+fn classic_rebalance(d: &mut Diff) {
+    const G: &str = "cg-rebalance";
+    d.step("classic_rebalance.two_members", |x| {
+        let addr = x.addr.clone();
+        let mut c1 = Conn::open(&addr);
+        let m1 = join_on(&mut c1, G, "", None).member_id.to_string();
+        let first = join_on(&mut c1, G, &m1, None);
+        let gen1 = first.generation_id;
+        let mine = (m1.clone(), assignment("d"));
+        let synced = sync_on(&mut c1, G, gen1, &m1, None, std::slice::from_ref(&mine));
+        let joining = std::thread::spawn(move || {
+            let mut c2 = Conn::open(&addr);
+            let m2 = join_on(&mut c2, G, "", None).member_id.to_string();
+            let joined = join_on(&mut c2, G, &m2, None);
+            (c2, m2, joined)
+        });
+        let told = heartbeat_until(&mut c1, G, gen1, &m1, 27);
+        let rejoined = join_on(&mut c1, G, &m1, None);
+        let (mut c2, m2, joined) = joining.join().expect("the second member's join");
+        let theirs = (m2.clone(), assignment("made-by-metadata"));
+        let follower = std::thread::spawn(move || {
+            let r = sync_on(&mut c2, G, joined.generation_id, &m2, None, &[]);
+            (c2, m2, joined, r)
+        });
+        let leader_sync = sync_on(
+            &mut c1,
+            G,
+            rejoined.generation_id,
+            &m1,
+            None,
+            &[mine.clone(), theirs.clone()],
+        );
+        let (mut c2, m2, joined, follower_sync) = follower.join().expect("the follower's sync");
+        let stable = heartbeat_on(&mut c1, G, rejoined.generation_id, &m1, None);
+        let left = leave_on(&mut c2, G, &m2, None);
+        let after_leave = heartbeat_until(&mut c1, G, rejoined.generation_id, &m1, 27);
+        let alone = join_on(&mut c1, G, &m1, None);
+        let leader_left = leave_on(&mut c1, G, &m1, None);
+        json!({
+            "first": [first.error_code, first.generation_id, synced.error_code],
+            "heartbeat_while_joining": told,
+            "leader_rejoin": {
+                "error": rejoined.error_code, "generation": rejoined.generation_id - gen1,
+                "leader_stays": rejoined.leader.as_str() == m1,
+                "members": rejoined.members.len(),
+            },
+            "follower_join": {
+                "error": joined.error_code, "generation": joined.generation_id - gen1,
+                "leader_is_first": joined.leader.as_str() == m1,
+                "members": joined.members.len(),
+            },
+            "syncs": [leader_sync.error_code, follower_sync.error_code],
+            "leader_got_its_own": leader_sync.assignment == mine.1,
+            "follower_got_its_own": follower_sync.assignment == theirs.1,
+            "heartbeat_when_stable": stable,
+            "follower_leaves": left,
+            "heartbeat_after_leave": after_leave,
+            "alone": [alone.error_code, alone.generation_id - gen1, alone.members.len() as i32],
+            "leader_leaves": leader_left,
+        })
+    });
+}
+
+/// Static membership (KIP-345): a member with a `group.instance.id` joins without
+/// MEMBER_ID_REQUIRED; restarted (no member id, the same instance id) it takes its
+/// place again with a new member id and its old assignment, and the old id is fenced.
+fn static_member(d: &mut Diff) {
+    const G: &str = "cg-static";
+    const I: Option<&str> = Some("instance-1");
+    d.step("static_member.first_join", |x| {
+        let r = join_on(&mut x.conn, G, "", I);
+        x.remember("static", r.member_id.as_str());
+        x.remember("static_gen", r.generation_id);
+        json!({ "error": r.error_code, "generation": r.generation_id })
+    });
+    d.step("static_member.first_sync", |x| {
+        let (m, g) = (x.recall("static"), x.recall("static_gen").parse().unwrap());
+        let r = sync_on(&mut x.conn, G, g, &m, I, &[(m.clone(), assignment("d"))]);
+        json!({ "error": r.error_code, "assignment_as_given": r.assignment == assignment("d") })
+    });
+    d.step("static_member.restart_join", |x| {
+        let (old, g): (String, i32) = (x.recall("static"), x.recall("static_gen").parse().unwrap());
+        let r = join_on(&mut x.conn, G, "", I);
+        x.remember("static_new", r.member_id.as_str());
+        x.remember("static_new_gen", r.generation_id);
+        json!({
+            "error": r.error_code, "generation_after": r.generation_id - g,
+            "new_member_id": r.member_id.as_str() != old && !r.member_id.is_empty(),
+            "is_leader": r.leader == r.member_id, "members": r.members.len(),
+            "skip_assignment": r.skip_assignment,
+        })
+    });
+    d.step("static_member.restart_sync", |x| {
+        let (m, g) = (
+            x.recall("static_new"),
+            x.recall("static_new_gen").parse().unwrap(),
+        );
+        let r = sync_on(&mut x.conn, G, g, &m, I, &[]);
+        json!({ "error": r.error_code, "old_assignment": r.assignment == assignment("d") })
+    });
+    d.step("static_member.heartbeat_old_member_id", |x| {
+        let (m, g) = (
+            x.recall("static"),
+            x.recall("static_new_gen").parse().unwrap(),
+        );
+        json!(heartbeat_on(&mut x.conn, G, g, &m, I))
+    });
+    d.step("static_member.heartbeat_new_member_id", |x| {
+        let (m, g) = (
+            x.recall("static_new"),
+            x.recall("static_new_gen").parse().unwrap(),
+        );
+        json!(heartbeat_on(&mut x.conn, G, g, &m, I))
+    });
+    d.step("static_member.leave_by_instance", |x| {
+        leave_on(&mut x.conn, G, "", I)
     });
 }
