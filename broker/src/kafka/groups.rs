@@ -659,8 +659,7 @@ pub(crate) fn consumer_group_describe_response(
                 return DescribedGroup::default()
                     .with_group_id(group)
                     .with_error_code(code(d.error_code))
-                    .with_error_message(text(d.error_message))
-                    .with_group_state(StrBytes::from_static_str("Dead"));
+                    .with_error_message(text(d.error_message));
             }
             // Kafka's state names: Empty, Assigning, Reconciling, Stable, Dead.
             let mut state = d.state.clone();
