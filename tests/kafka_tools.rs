@@ -487,12 +487,33 @@ fn console_clients_and_consumer_groups_against_sluice() {
             .any(|l| l.starts_with("cg ") && l.trim_end().ends_with(" 3"))
             .then_some(out)
     });
+    let listed: Vec<&str> = members.lines().filter(|l| l.starts_with("cg ")).collect();
+    assert_eq!(listed.len(), 1, "{members}");
+    let member_id = listed[0].split_whitespace().nth(1).unwrap().to_string();
+    // `sluice group describe`: the same member with the same three partitions, and
+    // it owns every partition kafka-consumer-groups --describe gives it.
+    let d = describe_group(&dev, "cg");
     assert_eq!(
-        members.lines().filter(|l| l.starts_with("cg ")).count(),
-        1,
-        "{members}"
+        (&d["state"], &d["group_type"]),
+        (&"Stable".into(), &"classic".into()),
+        "{d}"
     );
-    assert_eq!(describe_group(&dev, "cg")["state"], "Stable");
+    assert_eq!(d["members"].as_array().map(Vec::len), Some(1), "{d}");
+    assert_eq!(d["members"][0]["member_id"], member_id.as_str(), "{d}");
+    assert_eq!(
+        d["members"][0]["assignment"].as_array().map(Vec::len),
+        Some(3),
+        "{d}"
+    );
+    let described = ok(GROUPS, &kafka, &["--describe", "--group", "cg"], "");
+    let owners: Vec<Option<String>> = described_rows(&described, "cg")
+        .into_iter()
+        .map(|(_, (.., owner))| owner)
+        .collect();
+    assert_eq!(owners, vec![Some(member_id.clone()); 3], "{described}");
+    for p in d["partitions"].as_array().unwrap() {
+        assert_eq!(p["owner"], member_id.as_str(), "{d}");
+    }
     let refused = tool(
         GROUPS,
         &kafka,
