@@ -226,6 +226,19 @@ const T0: i64 = 1_700_000_000_000;
 /// One RecordBatch v2 of `n` records `{prefix}-k{i}` → `{prefix}-v{i}`, each with one
 /// header, created at `T0 + (first + i) * 1000`.
 fn batch(prefix: &str, first: i64, n: i64) -> Bytes {
+    encode_batch(prefix, first, n, None, Compression::None)
+}
+
+/// [`batch`], from idempotent producer `(id, epoch, base sequence)` when given, and
+/// compressed with `compression`.
+fn encode_batch(
+    prefix: &str,
+    first: i64,
+    n: i64,
+    producer: Option<(i64, i16, i32)>,
+    compression: Compression,
+) -> Bytes {
+    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = (0..n)
         .map(|i| {
             let mut r = Record {
@@ -233,13 +246,13 @@ fn batch(prefix: &str, first: i64, n: i64) -> Bytes {
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id,
+                producer_epoch,
                 timestamp_type: TimestampType::Creation,
                 offset: i,
-                // The encoder starts a new batch wherever offset - sequence changes;
-                // base sequence -1: not an idempotent producer's batch.
-                sequence: i as i32 - 1,
+                // The encoder starts a new batch wherever offset - sequence changes
+                // (and takes the first record's as the base sequence)
+                sequence: base_sequence + i as i32,
                 timestamp: T0 + (first + i) * 1000,
                 key: Some(Bytes::from(format!("{prefix}-k{i}"))),
                 value: Some(Bytes::from(format!("{prefix}-v{i}"))),
@@ -256,7 +269,7 @@ fn batch(prefix: &str, first: i64, n: i64) -> Bytes {
         &records,
         &RecordEncodeOptions {
             version: 2,
-            compression: Compression::None,
+            compression,
         },
     )
     .unwrap();
@@ -749,6 +762,7 @@ fn sluice_answers_as_apache_kafka_does() {
     static_member(&mut d);
     consumer_group(&mut d);
     admin_and_views(&mut d);
+    codecs_and_idempotence(&mut d);
     d.verdict();
     drop(kafka);
 }
@@ -1605,4 +1619,60 @@ fn admin_and_views(d: &mut Diff) {
     d.step("consumer_group_describe.unknown", |x| {
         consumer_group_describe(x, "no-such-group")
     });
+}
+
+/// Compressed batches stored as sent and read back; an idempotent producer's retried
+/// batch answered with its first offsets, a gap in its sequences refused.
+fn codecs_and_idempotence(d: &mut Diff) {
+    d.step("create_topics.for_codecs", |x| {
+        create_topic(x, "z", 1, -1, &[])
+    });
+    d.each(|x| wait_topic(x, "z", 1));
+    for (name, codec) in [
+        ("gzip", Compression::Gzip),
+        ("snappy", Compression::Snappy),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ] {
+        d.step(&format!("produce.{name}"), |x| {
+            produce(x, "z", 0, encode_batch(name, 0, 4, None, codec))
+        });
+    }
+    d.step("fetch.compressed_batches", |x| fetch(x, "z", 0, 0));
+    // Kafka answers COORDINATOR_LOAD_IN_PROGRESS until its producer id manager is up
+    d.step("init_producer_id", |x| {
+        wait_until(x, "a producer id", init_producer_id, |v| v["error"] != 14)
+    });
+    let idempotent = |x: &mut Side, seq: i32, n: i64| {
+        let pid: i64 = x.recall("pid").parse().unwrap();
+        let records = encode_batch(
+            "idem",
+            100 + i64::from(seq),
+            n,
+            Some((pid, 0, seq)),
+            Compression::None,
+        );
+        produce(x, "z", 0, records)
+    };
+    d.step("produce.idempotent_first", |x| idempotent(x, 0, 3));
+    d.step("produce.idempotent_retried", |x| idempotent(x, 0, 3));
+    d.step("produce.idempotent_next", |x| idempotent(x, 3, 2));
+    d.step("produce.idempotent_sequence_gap", |x| idempotent(x, 9, 1));
+    d.step("produce.idempotent_older_retry", |x| idempotent(x, 0, 3));
+    d.step("fetch.idempotent_records", |x| fetch(x, "z", 0, 16));
+}
+
+fn init_producer_id(x: &mut Side) -> Value {
+    let r = ask!(
+        x,
+        InitProducerId,
+        4,
+        InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    );
+    x.remember("pid", r.producer_id.0);
+    json!({ "error": r.error_code, "epoch": r.producer_epoch, "id_given": r.producer_id.0 >= 0 })
 }
