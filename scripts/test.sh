@@ -107,6 +107,9 @@ if [[ ! -d tests/kafkajs/node_modules/kafkajs ]]; then
   (cd tests/kafkajs && npm ci --no-audit --no-fund --silent)
 fi
 
+# Apache Kafka 4.4 itself (Maven Central) for tests/kafka_diff.rs and tests/kafka_tools.rs
+scripts/install-apache-kafka.sh
+
 # The etcd lease store and its tests need the `etcd` feature (protoc at build time).
 features=(--features sluice/etcd,sluice/postgres)
 cargo nextest run --workspace "${features[@]}" --no-fail-fast "$@"

@@ -10,9 +10,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod apache_kafka;
 pub mod clients;
 pub mod cluster;
 pub mod db;
+pub mod kafka_raw;
 pub mod python;
 pub mod slowdisk;
 pub mod versions;

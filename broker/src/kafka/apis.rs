@@ -113,11 +113,14 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             async move { answer(ResponseKind::Metadata(metadata(&api, me, version, r).await)) }
                 .boxed()
         }
-        RequestKind::Produce(r) => {
+        RequestKind::Produce(mut r) => {
             let acks = r.acks;
+            let refused = not_one_batch(&mut r);
             let done = api.start_produce(produce_request(r)).await;
             async move {
-                let answered = produce_response(done.await);
+                let mut answered = done.await;
+                answered.partitions.extend(refused);
+                let answered = produce_response(answered);
                 if acks == 0 {
                     Outcome::Silent
                 } else {
@@ -498,6 +501,38 @@ fn metadata_response(me: u32, md: v1::MetadataResponse) -> MetadataResponse {
         .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
         .with_controller_id(BrokerId(me as i32))
         .with_topics(topics)
+}
+
+/// Takes out of `r` the partitions whose records are not exactly one batch, and
+/// answers them INVALID_RECORD as Kafka does (Produce v3+ carries one batch per
+/// partition; the gRPC path takes several).
+fn not_one_batch(r: &mut ProduceRequest) -> Vec<v1::ProducePartitionResponse> {
+    let mut refused = Vec::new();
+    for t in &mut r.topic_data {
+        t.partition_data.retain(|p| {
+            let records = p.records.as_deref().unwrap_or_default();
+            // base offset (8), then the batch length: what follows it
+            let first_batch = records
+                .get(8..12)
+                .map(|b| 12 + i32::from_be_bytes([b[0], b[1], b[2], b[3]]).max(0) as usize);
+            let one = first_batch.is_some_and(|size| size >= records.len());
+            if !one {
+                refused.push(v1::ProducePartitionResponse {
+                    topic: t.name.0.to_string(),
+                    partition: p.index.max(0) as u32,
+                    error_code: ErrorCode::InvalidRecord.code(),
+                    error_message:
+                        "a Produce request carries exactly one record batch per partition"
+                            .to_string(),
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                });
+            }
+            one
+        });
+    }
+    refused
 }
 
 fn produce_request(r: ProduceRequest) -> v1::ProduceRequest {

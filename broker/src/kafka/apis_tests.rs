@@ -454,3 +454,49 @@ fn old_produce_versions_are_refused_per_partition() {
     let cut = req.freeze().slice(..30);
     assert!(old_produce_refusal(2, 42, cut).is_none());
 }
+
+/// A Produce partition carries exactly one batch: two, or none, are answered
+/// INVALID_RECORD and taken out of the request; one (even one cut short, which the
+/// append then refuses as corrupt) stays.
+#[test]
+fn produce_partitions_need_exactly_one_batch() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    // A batch as far as the framing goes: base offset, then a length covering the rest.
+    let batch = |body: usize| {
+        let mut b = vec![0u8; 8];
+        b.extend_from_slice(&(body as i32).to_be_bytes());
+        b.extend(std::iter::repeat_n(7u8, body));
+        b
+    };
+    let one = batch(49);
+    let two = [batch(49), batch(61)].concat();
+    let cut = batch(49)[..30].to_vec();
+    let partition = |index: i32, records: Option<Vec<u8>>| {
+        PartitionProduceData::default()
+            .with_index(index)
+            .with_records(records.map(Bytes::from))
+    };
+    let mut r = ProduceRequest::default().with_topic_data(vec![TopicProduceData::default()
+        .with_name(name("t"))
+        .with_partition_data(vec![
+            partition(0, Some(one)),
+            partition(1, Some(two)),
+            partition(2, Some(Vec::new())),
+            partition(3, None),
+            partition(4, Some(cut)),
+        ])]);
+    let refused = not_one_batch(&mut r);
+    let kept: Vec<i32> = r.topic_data[0]
+        .partition_data
+        .iter()
+        .map(|p| p.index)
+        .collect();
+    assert_eq!(kept, vec![0, 4]);
+    assert_eq!(
+        refused
+            .iter()
+            .map(|p| (p.partition, p.error_code, p.base_offset))
+            .collect::<Vec<_>>(),
+        vec![(1, 87, -1), (2, 87, -1), (3, 87, -1)]
+    );
+}

@@ -208,39 +208,78 @@ pub(crate) fn find_coordinator_response(
 /// accepted while the group has no members; otherwise the member id and epoch must be
 /// the member's current ones (STALE_MEMBER_EPOCH / UNKNOWN_MEMBER_ID), as for a native
 /// commit. Leader epochs are not kept.
+/// OffsetCommit, with Kafka's checks before the coordinator's: a partition this
+/// broker's metadata does not know is answered UNKNOWN_TOPIC_OR_PARTITION and not
+/// committed (the others are); a commit naming a generation, or into a group that has
+/// members, without a member id is UNKNOWN_MEMBER_ID (only an empty group takes a
+/// simple consumer's or an admin's commit, generation -1).
 pub(crate) async fn offset_commit(
     shared: &Arc<Shared>,
     r: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
-    let partitions = r
+    let known: BTreeMap<String, usize> = shared
+        .metadata
+        .read()
+        .topics
+        .iter()
+        .filter(|t| t.error_code == 0)
+        .map(|t| (t.name.clone(), t.partitions.len()))
+        .collect();
+    let is_known = |topic: &str, p: i32| {
+        usize::try_from(p).is_ok_and(|p| known.get(topic).is_some_and(|n| p < *n))
+    };
+    let partitions: Vec<v1::OffsetCommitPartition> = r
         .topics
         .iter()
         .flat_map(|t| {
-            t.partitions.iter().map(|p| v1::OffsetCommitPartition {
-                topic: t.name.0.to_string(),
-                partition: p.partition_index.max(0) as u32,
-                offset: p.committed_offset,
-                metadata: p
-                    .committed_metadata
-                    .as_ref()
-                    .map(|m| m.to_string())
-                    .unwrap_or_default(),
-            })
+            t.partitions
+                .iter()
+                .filter(|p| is_known(t.name.0.as_str(), p.partition_index))
+                .map(|p| v1::OffsetCommitPartition {
+                    topic: t.name.0.to_string(),
+                    partition: p.partition_index.max(0) as u32,
+                    offset: p.committed_offset,
+                    metadata: p
+                        .committed_metadata
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                })
         })
         .collect();
-    let error = match GroupsApi(shared.clone())
-        .commit_offsets(Request::new(v1::CommitOffsetsRequest {
-            group_id: r.group_id.0.to_string(),
-            member_id: r.member_id.to_string(),
-            member_epoch: r.generation_id_or_member_epoch,
-            partitions,
-        }))
-        .await
-    {
-        Ok(resp) => code(resp.into_inner().error_code),
-        Err(_) => ErrorCode::CoordinatorNotAvailable.code() as i16,
+    let unknown_member = ErrorCode::UnknownMemberId.code() as i16;
+    let error = if partitions.is_empty() {
+        0
+    } else if r.member_id.is_empty() && r.generation_id_or_member_epoch >= 0 {
+        unknown_member
+    } else {
+        match GroupsApi(shared.clone())
+            .commit_offsets(Request::new(v1::CommitOffsetsRequest {
+                group_id: r.group_id.0.to_string(),
+                member_id: r.member_id.to_string(),
+                member_epoch: r.generation_id_or_member_epoch,
+                partitions,
+            }))
+            .await
+        {
+            // Sluice's own clients are told the group has members; Kafka's expect this
+            Ok(resp) if resp.get_ref().error_code == ErrorCode::NonEmptyGroup.code() => {
+                unknown_member
+            }
+            Ok(resp) => code(resp.into_inner().error_code),
+            Err(_) => ErrorCode::CoordinatorNotAvailable.code() as i16,
+        }
     };
-    offset_commit_response(&r, error)
+    let mut answer = offset_commit_response(&r, error);
+    let unknown = ErrorCode::UnknownTopicOrPartition.code() as i16;
+    for t in &mut answer.topics {
+        for p in &mut t.partitions {
+            if !is_known(t.name.0.as_str(), p.partition_index) {
+                p.error_code = unknown;
+            }
+        }
+    }
+    answer
 }
 
 /// Every partition of the commit `r` answered with `error`.
@@ -620,8 +659,7 @@ pub(crate) fn consumer_group_describe_response(
                 return DescribedGroup::default()
                     .with_group_id(group)
                     .with_error_code(code(d.error_code))
-                    .with_error_message(text(d.error_message))
-                    .with_group_state(StrBytes::from_static_str("Dead"));
+                    .with_error_message(text(d.error_message));
             }
             // Kafka's state names: Empty, Assigning, Reconciling, Stable, Dead.
             let mut state = d.state.clone();

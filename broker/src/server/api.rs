@@ -105,6 +105,22 @@ impl BrokerApi {
                             Err((code, message)) => {
                                 out.error_code = code.code();
                                 out.error_message = message;
+                                // Kafka gives the log start with the errors its log
+                                // append raised (a producer's sequence or epoch, too
+                                // few replicas, a record refused), not with those of
+                                // an unknown or moved partition or an oversize batch.
+                                if matches!(
+                                    code,
+                                    ErrorCode::OutOfOrderSequence
+                                        | ErrorCode::NotEnoughReplicas
+                                        | ErrorCode::InvalidRecord
+                                ) {
+                                    let tp = TopicPartition::new(out.topic.clone(), out.partition);
+                                    if let Ok((Some(start), ..)) = shared.replicas.list_offset(&tp, -2)
+                                    {
+                                        out.log_start_offset = start as i64;
+                                    }
+                                }
                             }
                         }
                         out
