@@ -39,8 +39,7 @@ use kafka_protocol::records::{
 };
 use serde_json::{json, Value};
 
-/// Steps whose answers differ from Apache Kafka's, with the reason: by design, or (BUG)
-/// a known Sluice bug awaiting its fix. Each is in docs/kafka-compatibility.md,
+/// Steps whose answers differ from Apache Kafka's, with the reason (by design). Each is in docs/kafka-compatibility.md,
 /// "Differences from Apache Kafka".
 const ALLOWED: &[(&str, &str)] = &[
     (
@@ -73,31 +72,6 @@ const ALLOWED: &[(&str, &str)] = &[
         "a group without members has no protocol in Sluice: DescribeGroups describes an \
          emptied KIP-848 group as an Empty classic one; Kafka keeps its type and answers \
          Dead (ConsumerGroupDescribe describes it alike on both)",
-    ),
-    // Sluice bugs, not design: to be fixed in broker/src/kafka/classic.rs.
-    (
-        "describe_groups.of_a_live_consumer_group",
-        "BUG: DescribeGroups (v5) of a KIP-848 group with members answers \
-         GROUP_ID_NOT_FOUND (69); Kafka 4.4 answers no error and state Dead at that \
-         version",
-    ),
-    // Sluice bugs, not design: to be fixed in broker/src/group/classic.rs.
-    (
-        "static_member.restart_join",
-        "BUG: a static member that leads a Stable group and restarts (no member id, its \
-         instance id) starts a rebalance (generation + 1, answered as the leader with the \
-         member list); Kafka keeps the generation and answers it as a follower with no \
-         members, so it syncs and gets its old assignment",
-    ),
-    (
-        "static_member.restart_sync",
-        "BUG: follows from the restart's rebalance: the restarted member's SyncGroup \
-         without assignments gets an empty one; Kafka gives its old assignment",
-    ),
-    (
-        "static_member.heartbeat_old_member_id",
-        "BUG: a Heartbeat with the member id a static member's restart replaced, and its \
-         instance id, is UNKNOWN_MEMBER_ID (25); Kafka answers FENCED_INSTANCE_ID (82)",
     ),
 ];
 

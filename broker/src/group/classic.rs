@@ -421,9 +421,15 @@ impl ClassicGroup {
                         self.leader = Some(id.clone());
                     }
                     self.members.insert(id.clone(), live);
-                    if self.state == ClassicState::Stable && same && !was_leader {
+                    if self.state == ClassicState::Stable && same {
                         self.update(&id, &req, now);
-                        return (JoinAnswer::Now(Ok(self.reply(&id, false))), out);
+                        let mut reply = self.reply(&id, false);
+                        if was_leader {
+                            // As Kafka: the old leader id, so the restarted leader takes
+                            // the follower's path and syncs for the assignment it had.
+                            reply.leader = old;
+                        }
+                        return (JoinAnswer::Now(Ok(reply)), out);
                     }
                     id
                 }
@@ -632,15 +638,25 @@ impl ClassicGroup {
         best.map(|(n, _)| n.to_string()).unwrap_or_default()
     }
 
+    /// A static member is known by its instance id: another member id under it is
+    /// FENCED_INSTANCE_ID (a restart replaced it), none UNKNOWN_MEMBER_ID.
     fn check(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), GroupError> {
-        let l = self
-            .members
-            .get(member_id)
-            .ok_or(GroupError::UnknownMemberId)?;
-        if instance_id.is_some() && l.m.instance_id.as_deref() != instance_id {
-            return Err(GroupError::FencedInstanceId);
+        if let Some(instance) = instance_id {
+            let holder = self
+                .members
+                .iter()
+                .find(|(_, l)| l.m.instance_id.as_deref() == Some(instance))
+                .map(|(id, _)| id.as_str());
+            return match holder {
+                None => Err(GroupError::UnknownMemberId),
+                Some(id) if id != member_id => Err(GroupError::FencedInstanceId),
+                Some(_) => Ok(()),
+            };
         }
-        Ok(())
+        self.members
+            .get(member_id)
+            .map(|_| ())
+            .ok_or(GroupError::UnknownMemberId)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -306,6 +306,24 @@ fn a_static_member_restarted_takes_its_place_without_a_rebalance() {
         Err(GroupError::UnknownMemberId)
     );
     assert_eq!(c.classic_heartbeat(G, &a, None, 2, t0), Ok(()));
+    // Known by its instance id, the replaced member id is fenced, not unknown.
+    assert_eq!(
+        c.classic_heartbeat(G, &b, Some("pod-b"), 2, t0),
+        Err(GroupError::FencedInstanceId)
+    );
+    // The leader restarts: no rebalance either; it is answered with its old id as the
+    // leader, so it takes the follower's path and syncs for what it had.
+    let (answer, _, _) = c.join(G, a_req, t0, 0, &mut new_id);
+    let JoinAnswer::Now(Ok(r)) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(
+        (r.generation, r.leader.as_str(), r.members.len()),
+        (2, a.as_str(), 0)
+    );
+    assert_ne!(r.member_id, a);
+    let (s, _, _) = sync(&mut c, &r.member_id, 2, Vec::new(), t0);
+    assert!(matches!(s, SyncAnswer::Now(Ok(ref x)) if x.assignment == b"A"));
 }
 
 #[test]

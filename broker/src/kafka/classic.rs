@@ -179,8 +179,9 @@ pub(crate) async fn leave_group(
     }
 }
 
-/// DescribeGroups: classic groups in full; an unknown group is `Dead` with no error (as
-/// Kafka answers), a consumer-protocol group GROUP_ID_NOT_FOUND.
+/// DescribeGroups: classic groups in full; an unknown group, or one of the consumer
+/// protocol (described by ConsumerGroupDescribe), is `Dead` with no error, as Kafka 4.4
+/// answers.
 pub(crate) async fn describe_groups(
     shared: &Arc<Shared>,
     version: i16,
@@ -214,7 +215,10 @@ pub(crate) async fn describe_groups(
                             .collect(),
                     );
             }
-            Ok(None) => out = out.with_group_state(StrBytes::from_static_str("Dead")),
+            // Unknown, or (as Kafka 4.4 answers) a group of the consumer protocol.
+            Ok(None) | Err((ErrorCode::GroupIdNotFound, _)) => {
+                out = out.with_group_state(StrBytes::from_static_str("Dead"))
+            }
             Err((c, _)) => out = out.with_error_code(code(c.code())),
         }
         if version >= 3 {
