@@ -682,3 +682,24 @@ pub fn exactly_once_violations(
     }
     problems
 }
+
+/// One embedded-store controller and `brokers` brokers, each also serving the Kafka
+/// protocol on a loopback port of its own (`--kafka-listen`); the cluster and each
+/// broker's Kafka address, in broker order. A restarted broker gets its port back.
+pub fn start_with_kafka(dir: &Path, brokers: usize) -> (Cluster, Vec<String>) {
+    let local = || format!("127.0.0.1:{}", free_port());
+    let kafka: Vec<String> = (0..brokers).map(|_| local()).collect();
+    let store = format!("embedded:{}", dir.join("controller").display());
+    let specs = kafka
+        .iter()
+        .map(|k| {
+            (
+                local(),
+                Vec::new(),
+                vec!["--kafka-listen".to_string(), k.clone()],
+            )
+        })
+        .collect();
+    let cluster = Cluster::start_custom(dir, vec![local()], specs, &store);
+    (cluster, kafka)
+}
