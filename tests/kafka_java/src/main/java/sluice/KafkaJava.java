@@ -72,6 +72,10 @@ public final class KafkaJava {
                     Long.parseLong(args[5]));
             case "produce-until" -> out = produceUntil(boot, args[2], Path.of(args[3]),
                     Long.parseLong(args[4]));
+            case "group-share" -> out = groupShare(boot, args[2], args[3], Integer.parseInt(args[4]),
+                    Long.parseLong(args[5]));
+            case "consume-until" -> out = consumeUntil(boot, args[2], Path.of(args[3]),
+                    Long.parseLong(args[4]));
             case "admin-topics" -> out = adminTopics(boot, args[2], args[3]);
             case "admin-offsets" -> out = adminOffsets(boot, args[2], Long.parseLong(args[3]));
             case "admin-groups" -> out = adminGroups(boot, args[2], args[3]);
@@ -205,7 +209,8 @@ public final class KafkaJava {
         long sent = 0;
         try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
             while (!Files.exists(stop) && System.currentTimeMillis() < deadline) {
-                // A bounded window: the test's timeline is in records, not buffered bytes.
+                // A bounded window (requests always in flight, so some are at the kill);
+                // the test's timeline is in records, not buffered bytes.
                 if (unsettled.get() >= 500) {
                     Thread.sleep(1);
                     continue;
@@ -220,10 +225,6 @@ public final class KafkaJava {
                     }
                     unsettled.decrementAndGet();
                 });
-                if (i % 50 == 49) {
-                    // About 10k records a second at most: enough to be mid-stream at the kill.
-                    Thread.sleep(5);
-                }
             }
             producer.flush();
         }
@@ -231,6 +232,163 @@ public final class KafkaJava {
         out.put("sent", sent);
         out.put("acked", new ArrayList<>(acked));
         out.put("failed", new ArrayList<>(failed));
+        return out;
+    }
+
+    static KafkaConsumer<String, String> member(String boot, String group) {
+        Properties p = new Properties();
+        p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, boot);
+        p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+        p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "consumer");
+        p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        p.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, "5");
+        p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        return new KafkaConsumer<>(p);
+    }
+
+    /** Commits refused for a stale member epoch and then retried (see pollAndCommit). */
+    static int staleCommits = 0;
+
+    /**
+     * One poll of `c`, its records counted in `seen` ("partition-offset" -> times), then a
+     * commit. A commit sent while the heartbeat that moves the member to its next epoch is
+     * answered carries the old epoch; Sluice refuses it (STALE_MEMBER_EPOCH, which the
+     * client throws as CommitFailedException) where Kafka 4.3+ accepts it for partitions
+     * the member still holds (KIP-1251). Retried once the client has the new epoch, as an
+     * application must against Sluice.
+     */
+    static void pollAndCommit(KafkaConsumer<String, String> c, Map<String, Integer> seen)
+            throws InterruptedException {
+        for (ConsumerRecord<String, String> r : c.poll(Duration.ofMillis(50))) {
+            seen.merge(r.partition() + "-" + r.offset(), 1, Integer::sum);
+        }
+        for (int attempt = 0;; attempt++) {
+            try {
+                c.commitSync(Duration.ofSeconds(10));
+                return;
+            } catch (org.apache.kafka.clients.consumer.CommitFailedException e) {
+                if (attempt >= 50 || !String.valueOf(e.getMessage()).contains("stale member epoch")) {
+                    throw e;
+                }
+                staleCommits++;
+                Thread.sleep(20);
+            }
+        }
+    }
+
+    static List<Integer> partitionsOf(KafkaConsumer<String, String> c) {
+        return c.assignment().stream().map(TopicPartition::partition).sorted().toList();
+    }
+
+    /**
+     * Two KIP-848 members of `group` (5 records a poll, committing after each): A starts
+     * alone, B joins once A has read some; both poll until they share the partitions,
+     * which the AdminClient then describes; they read until `n` records were seen; A
+     * leaves and B polls until it holds every partition. Reports each record's count.
+     */
+    static Map<String, Object> groupShare(String boot, String topic, String group, int n, long limitMs)
+            throws Exception {
+        Map<String, Object> out = new TreeMap<>();
+        Map<String, Integer> seen = new TreeMap<>();
+        long t0 = System.currentTimeMillis();
+        long deadline = t0 + limitMs;
+        try (KafkaConsumer<String, String> a = member(boot, group); Admin admin = admin(boot)) {
+            a.subscribe(List.of(topic));
+            while (!(a.assignment().size() > 0 && seen.size() >= 20) && System.currentTimeMillis() < deadline) {
+                pollAndCommit(a, seen);
+            }
+            out.put("a_alone", partitionsOf(a));
+            try (KafkaConsumer<String, String> b = member(boot, group)) {
+                b.subscribe(List.of(topic));
+                long joined = System.currentTimeMillis();
+                while (System.currentTimeMillis() < deadline) {
+                    pollAndCommit(a, seen);
+                    pollAndCommit(b, seen);
+                    if (!a.assignment().isEmpty() && !b.assignment().isEmpty()
+                            && a.assignment().size() + b.assignment().size() == 4) {
+                        break;
+                    }
+                }
+                out.put("shared_ms", System.currentTimeMillis() - joined);
+                out.put("split", List.of(partitionsOf(a), partitionsOf(b)));
+                out.put("described", attempt(admin.describeConsumerGroups(List.of(group)).all(), m -> {
+                    ConsumerGroupDescription d = m.get(group);
+                    Map<String, Object> g = new TreeMap<>();
+                    g.put("state", String.valueOf(d.groupState()));
+                    g.put("members", d.members().stream().map(mb -> mb.assignment().topicPartitions()
+                            .stream().map(TopicPartition::partition).sorted().toList())
+                            .sorted((x, y) -> x.toString().compareTo(y.toString())).toList());
+                    return g;
+                }));
+                while (seen.size() < n && System.currentTimeMillis() < deadline) {
+                    pollAndCommit(a, seen);
+                    pollAndCommit(b, seen);
+                }
+                a.close(Duration.ofSeconds(10));
+                long left = System.currentTimeMillis();
+                while (b.assignment().size() < 4 && System.currentTimeMillis() < deadline) {
+                    pollAndCommit(b, seen);
+                }
+                out.put("takeover_ms", System.currentTimeMillis() - left);
+                out.put("after_leave", partitionsOf(b));
+                Map<String, Object> committed = new TreeMap<>();
+                b.committed(b.assignment(), Duration.ofSeconds(10)).forEach((tp, om) ->
+                        committed.put(Integer.toString(tp.partition()), om == null ? -1 : om.offset()));
+                out.put("committed", committed);
+            }
+        }
+        out.put("stale_commits", staleCommits);
+        out.put("seen", seen.size());
+        out.put("twice", seen.entrySet().stream().filter(e -> e.getValue() > 1).map(Map.Entry::getKey).toList());
+        return out;
+    }
+
+    /**
+     * A consumer of partition 0 by assignment (no group) reads from the beginning until
+     * `stop` exists and it has reached the end offset it then asks for (or `limitMs`
+     * passes); reports every record as [offset, value].
+     */
+    static Map<String, Object> consumeUntil(String boot, String topic, Path stop, long limitMs) {
+        Properties p = new Properties();
+        p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, boot);
+        p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        p.put(ConsumerConfig.REQUEST_TIMEOUT_MS_CONFIG, "3000");
+        p.put(ConsumerConfig.METADATA_MAX_AGE_CONFIG, "1000");
+        p.put(ConsumerConfig.RECONNECT_BACKOFF_MS_CONFIG, "50");
+        p.put(ConsumerConfig.RECONNECT_BACKOFF_MAX_MS_CONFIG, "500");
+        p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        List<Object> records = new ArrayList<>();
+        List<String> errors = new ArrayList<>();
+        TopicPartition tp = new TopicPartition(topic, 0);
+        long deadline = System.currentTimeMillis() + limitMs;
+        Long end = null;
+        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(p)) {
+            consumer.assign(List.of(tp));
+            consumer.seekToBeginning(List.of(tp));
+            while (System.currentTimeMillis() < deadline) {
+                if (end == null && Files.exists(stop)) {
+                    end = consumer.endOffsets(List.of(tp), Duration.ofSeconds(10)).get(tp);
+                }
+                if (end != null && consumer.position(tp) >= end) {
+                    break;
+                }
+                try {
+                    for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(100))) {
+                        records.add(List.of(r.offset(), String.valueOf(r.value())));
+                    }
+                } catch (org.apache.kafka.common.KafkaException e) {
+                    // Surfaced, not swallowed: the test fails on any.
+                    errors.add(e.toString());
+                }
+            }
+        }
+        Map<String, Object> out = new TreeMap<>();
+        out.put("records", records);
+        out.put("end", end == null ? -1 : end);
+        out.put("errors", errors);
         return out;
     }
 
