@@ -449,6 +449,19 @@ fn java_admin_client_agrees_with_the_sluice_cli() {
         "UnknownTopicOrPartitionException",
         "{a}"
     );
+    // By topic id: the same description; an unknown id is not found.
+    assert_eq!(a["describe_by_id"]["name"], "ja", "{a}");
+    assert_eq!(a["describe_by_id"]["id"], ja["topic_id"], "{a}");
+    assert_eq!(
+        a["describe_by_id"]["partitions"].as_array().map(Vec::len),
+        Some(3),
+        "{a}"
+    );
+    assert_eq!(
+        error_of(&a["describe_by_id_missing"]),
+        "UnknownTopicIdException",
+        "{a}"
+    );
     // The brokers at their Kafka addresses.
     let cluster = json(&dev.ok(&["cluster", "describe", "--output", "json"], ""));
     let ids: Vec<i64> = cluster["brokers"]

@@ -477,6 +477,15 @@ public final class KafkaJava {
                     }));
             out.put("describe_missing", attempt(a.describeTopics(List.of("no-such-topic"))
                     .allTopicNames(), v -> "ok"));
+            // By topic id (Metadata v12 with ids): the topic the id names, and an unknown id.
+            Object byId = attempt(created.topicId(topic), id -> attempt(
+                    a.describeTopics(org.apache.kafka.common.TopicCollection.ofTopicIds(List.of(id)))
+                            .allTopicIds(), m -> describeTopic(m.get(id))));
+            out.put("describe_by_id", byId);
+            org.apache.kafka.common.Uuid unknown = org.apache.kafka.common.Uuid.randomUuid();
+            out.put("describe_by_id_missing", attempt(
+                    a.describeTopics(org.apache.kafka.common.TopicCollection.ofTopicIds(List.of(unknown)))
+                            .allTopicIds(), v -> "ok"));
             DescribeClusterResult c = a.describeCluster();
             Map<String, Object> cluster = new TreeMap<>();
             cluster.put("id", attempt(c.clusterId(), v -> v));
