@@ -344,3 +344,73 @@ fn franz_go_kadm_agrees_with_the_sluice_cli() {
     let topics = dev.ok(&["topic", "list"], "");
     assert!(!topics.lines().any(|l| l.trim() == "fa"), "{topics}");
 }
+
+/// franz-go's default producer (idempotent, acks=all, retrying until its delivery
+/// timeout) writes to an RF 3 partition (min.insync.replicas=2) of a three-broker cluster
+/// of separate processes while the partition's leader is killed with kill -9 and
+/// restarted. Every record it saw acknowledged is stored once, at the offset it was told,
+/// in the order it was sent, in every replica; no record failed.
+#[test]
+fn franz_go_idempotent_producer_survives_leader_kill9() {
+    use common::cluster::{self, exactly_once_violations};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, kafka) = cluster::start_with_kafka(dir.path(), 3);
+    let (rt, config, admin) = c.client();
+    let topic = "fk";
+    cluster::create_replicated(&rt, &admin, topic);
+    common::wait_for("fk in sync", Duration::from_secs(30), || {
+        cluster::all_in_sync(&rt, &admin, topic, 3)
+    });
+    let stop = dir.path().join("stop");
+    let bin = binary();
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/test.sh (it builds tests/kafka_franz with go build)",
+        bin.display()
+    );
+    let mut command = Command::new(&bin);
+    command.args([
+        "produce-until",
+        &kafka.join(","),
+        topic,
+        stop.to_str().unwrap(),
+        "60000",
+    ]);
+    let producer = common::Background::start("kafka_franz produce-until", command);
+    cluster::kill9_leader_midstream(&mut c, &rt, &admin, topic, 2000, 2000);
+    std::fs::write(&stop, b"").unwrap();
+    let (answer, log) = producer.finish();
+    for l in log
+        .lines()
+        .filter(|l| !l.contains("unable to open"))
+        .take(20)
+    {
+        eprintln!("franz-go: {l}");
+    }
+    assert_eq!(
+        answer["failed"],
+        serde_json::json!([]),
+        "{}",
+        answer["failed"]
+    );
+    let acked: Vec<(u64, String)> = answer["acked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a[1].as_u64().unwrap(), format!("s{}", a[0])))
+        .collect();
+    assert_eq!(
+        acked.len() as u64,
+        answer["sent"].as_u64().unwrap(),
+        "every record sent was acknowledged"
+    );
+    assert!(acked.len() > 4000, "{} acknowledged", acked.len());
+    let end = acked.iter().map(|a| a.0 + 1).max().unwrap();
+    let read = cluster::consume_partition(&rt, &config, topic, 0, end, Duration::from_secs(30));
+    let problems = exactly_once_violations("a consumer's copy", &read, &acked, &["s"]);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let acked_map: BTreeMap<u64, String> = acked.into_iter().collect();
+    cluster::converge_stop_and_check(&rt, &admin, &mut c, topic, &acked_map);
+}

@@ -9,11 +9,11 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::cluster::{self, exactly_once_violations};
-use common::{json, wait_for, Dev};
+use common::{json, wait_for, Background, Dev};
 use serde_json::Value;
 
 /// Where scripts/test.sh puts the harness: the jar and its dependencies in lib/.
@@ -631,45 +631,6 @@ fn java_admin_client_agrees_with_the_sluice_cli() {
     assert!(topics.lines().any(|l| l.trim() == "jo"), "{topics}");
 }
 
-/// A flow running in the background (killed if the test ends first).
-struct Background {
-    child: Option<Child>,
-    what: &'static str,
-}
-
-impl Background {
-    fn start(what: &'static str, args: &[&str]) -> Background {
-        let child = java(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("java");
-        Background {
-            child: Some(child),
-            what,
-        }
-    }
-
-    /// Waits for the flow to exit: its JSON answer and its log.
-    fn finish(mut self) -> (Value, String) {
-        let out = self.child.take().unwrap().wait_with_output().expect("java");
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{} failed: {stderr}", self.what);
-        let answer = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
-        (answer, stderr)
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// An idempotent Java producer (acks=all, retries on) writes to an RF 3 partition
 /// (min.insync.replicas=2) of a three-broker cluster of separate processes while the
 /// partition's leader is killed with kill -9 and restarted. Every record the client saw
@@ -687,61 +648,29 @@ fn java_idempotent_producer_survives_leader_kill9() {
     });
     let stop = dir.path().join("stop");
     let producer = Background::start(
-        "produce-until",
-        &[
+        "KafkaJava produce-until",
+        java(&[
             "produce-until",
             &kafka.join(","),
             topic,
             stop.to_str().unwrap(),
             "60000",
-        ],
+        ]),
     );
     // A consumer reads alongside, through the failover (Fetch from the new leader,
     // OffsetForLeaderEpoch validation), until told to finish at the end offset.
     let consumer_stop = dir.path().join("consumer-stop");
     let consumer = Background::start(
-        "consume-until",
-        &[
+        "KafkaJava consume-until",
+        java(&[
             "consume-until",
             &kafka.join(","),
             topic,
             consumer_stop.to_str().unwrap(),
             "90000",
-        ],
+        ]),
     );
-    let (leader, at_kill) = wait_for(
-        "the Java producer to write 2000 records",
-        Duration::from_secs(30),
-        || {
-            cluster::state(&rt, &admin, topic)
-                .filter(|s| s.0.is_some() && s.2.is_some_and(|h| h >= 2000))
-                .map(|s| (s.0.unwrap(), s.2.unwrap()))
-        },
-    );
-    c.kill9(leader as usize - 1);
-    let killed = Instant::now();
-    // Another leader takes over and the producer goes on through it.
-    let (new_leader, _) = wait_for(
-        "a new leader and 2000 more records",
-        Duration::from_secs(30),
-        || {
-            cluster::state(&rt, &admin, topic)
-                .filter(|s| {
-                    s.0.is_some_and(|l| l != leader) && s.2.is_some_and(|h| h >= at_kill + 2000)
-                })
-                .map(|s| (s.0.unwrap(), s.2.unwrap()))
-        },
-    );
-    eprintln!(
-        "leader {leader} killed at HW {at_kill}; broker {new_leader} leads, producing again after {:?}",
-        killed.elapsed()
-    );
-    c.start_broker(leader as usize - 1);
-    wait_for(
-        "the restarted broker back in the ISR",
-        Duration::from_secs(30),
-        || cluster::state(&rt, &admin, topic).filter(|s| s.1.len() == 3),
-    );
+    cluster::kill9_leader_midstream(&mut c, &rt, &admin, topic, 2000, 2000);
     std::fs::write(&stop, b"").unwrap();
     let (answer, stderr) = producer.finish();
     // What the client went through (its warnings: disconnects, retries), for the log.

@@ -35,6 +35,8 @@ func main() {
 	switch os.Args[1] {
 	case "produce":
 		out, err = produce(ctx, boot, args[0], atoi(args[1]), int64(atoi(args[2])))
+	case "produce-until":
+		out, err = produceUntil(boot, args[0], args[1], time.Duration(atoi(args[2]))*time.Millisecond)
 	case "consume":
 		out, err = consume(ctx, boot, args[0], atoi(args[1]), atoi(args[2]))
 	case "admin-topics":
@@ -120,6 +122,62 @@ func produce(ctx context.Context, boot []string, topic string, n int, ts0 int64)
 		rows = append(rows, [3]int64{int64(r.i), int64(r.partition), r.offset})
 	}
 	return map[string]any{"acked": len(rows), "records": rows, "errors": nonNil(errs)}, nil
+}
+
+// produceUntil writes s{i} to partition 0 with the default producer (idempotent,
+// acks=all, retries until the delivery timeout) until the file stop exists (or limit
+// passes), at most 2000 records unsettled, then reports every acknowledged [i, offset]
+// and every record that failed.
+func produceUntil(boot []string, topic, stop string, limit time.Duration) (any, error) {
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(boot...),
+		kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProduceRequestTimeout(3*time.Second),
+		kgo.RecordDeliveryTimeout(60*time.Second),
+		kgo.MetadataMinAge(250*time.Millisecond),
+		// Small batches, several requests in flight (5, idempotent), so some are at the kill.
+		kgo.ProducerBatchMaxBytes(4096),
+		kgo.MaxBufferedRecords(2000),
+		// What the client goes through (disconnects, retries) on stderr, for the test's log.
+		kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelWarn, nil)),
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	var (
+		mu     sync.Mutex
+		acked  [][2]int64
+		failed []string
+		wg     sync.WaitGroup
+	)
+	deadline := time.Now().Add(limit)
+	sent := 0
+	for ; time.Now().Before(deadline); sent++ {
+		if _, err := os.Stat(stop); err == nil {
+			break
+		}
+		i := sent
+		wg.Add(1)
+		// Blocks while 2000 records are buffered (MaxBufferedRecords).
+		cl.Produce(ctx, &kgo.Record{Partition: 0, Value: []byte(fmt.Sprintf("s%d", i))}, func(r *kgo.Record, err error) {
+			defer wg.Done()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed = append(failed, fmt.Sprintf("s%d: %v", i, err))
+				return
+			}
+			acked = append(acked, [2]int64{int64(i), r.Offset})
+		})
+	}
+	wg.Wait()
+	if acked == nil {
+		acked = [][2]int64{}
+	}
+	return map[string]any{"sent": sent, "acked": acked, "failed": nonNil(failed)}, nil
 }
 
 func nonNil(s []string) []string {
