@@ -379,6 +379,18 @@ fn franz_go_idempotent_producer_survives_leader_kill9() {
         "60000",
     ]);
     let producer = common::Background::start("kafka_franz produce-until", command);
+    // A consumer reads alongside, through the failover (Fetch from the new leader,
+    // OffsetForLeaderEpoch validation), until told to finish at the end offset.
+    let consumer_stop = dir.path().join("consumer-stop");
+    let mut command = Command::new(&bin);
+    command.args([
+        "consume-until",
+        &kafka.join(","),
+        topic,
+        consumer_stop.to_str().unwrap(),
+        "90000",
+    ]);
+    let consumer = common::Background::start("kafka_franz consume-until", command);
     cluster::kill9_leader_midstream(&mut c, &rt, &admin, topic, 2000, 2000);
     std::fs::write(&stop, b"").unwrap();
     let (answer, log) = producer.finish();
@@ -411,6 +423,23 @@ fn franz_go_idempotent_producer_survives_leader_kill9() {
     let read = cluster::consume_partition(&rt, &config, topic, 0, end, Duration::from_secs(30));
     let problems = exactly_once_violations("a consumer's copy", &read, &acked, &["s"]);
     assert!(problems.is_empty(), "{problems:#?}");
+    // franz-go's consumer, which read through the failover, saw the same log.
+    std::fs::write(&consumer_stop, b"").unwrap();
+    let (seen, log) = consumer.finish();
+    assert_eq!(seen["errors"], serde_json::json!([]), "{log}");
+    assert_eq!(seen["end"], end, "{log}");
+    let franz_read: Vec<(u64, String)> = seen["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_u64().unwrap(), r[1].as_str().unwrap().to_string()))
+        .collect();
+    assert!(
+        franz_read.iter().enumerate().all(|(i, r)| r.0 == i as u64),
+        "franz-go's consumer read each offset once, in order, from 0 (read {})",
+        franz_read.len()
+    );
+    assert_eq!(franz_read, read, "franz-go's copy is sluice's");
     let acked_map: BTreeMap<u64, String> = acked.into_iter().collect();
     cluster::converge_stop_and_check(&rt, &admin, &mut c, topic, &acked_map);
 }

@@ -37,6 +37,8 @@ func main() {
 		out, err = produce(ctx, boot, args[0], atoi(args[1]), int64(atoi(args[2])))
 	case "produce-until":
 		out, err = produceUntil(boot, args[0], args[1], time.Duration(atoi(args[2]))*time.Millisecond)
+	case "consume-until":
+		out, err = consumeUntil(boot, args[0], args[1], time.Duration(atoi(args[2]))*time.Millisecond)
 	case "consume":
 		out, err = consume(ctx, boot, args[0], atoi(args[1]), atoi(args[2]))
 	case "admin-topics":
@@ -223,6 +225,60 @@ func consume(ctx context.Context, boot []string, topic string, partitions, n int
 		})
 	}
 	return map[string]any{"records": rows, "errors": nonNil(fetchErrs)}, nil
+}
+
+// consumeUntil reads partition 0 of topic from its start by direct assignment until the
+// file stop exists and it has reached the end offset it then lists (or limit passes);
+// reports every record as [offset, value].
+func consumeUntil(boot []string, topic, stop string, limit time.Duration) (any, error) {
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(boot...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}),
+		kgo.FetchMaxWait(200*time.Millisecond),
+		kgo.MetadataMinAge(250*time.Millisecond),
+		kgo.RequestTimeoutOverhead(3*time.Second),
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	deadline := time.Now().Add(limit)
+	rows := [][]any{}
+	var fetchErrs []string
+	end := int64(-1)
+	next := int64(0)
+	for time.Now().Before(deadline) {
+		if end < 0 {
+			if _, err := os.Stat(stop); err == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				ends, err := adm.ListEndOffsets(ctx, topic)
+				cancel()
+				if err != nil {
+					return nil, err
+				}
+				if o, ok := ends.Lookup(topic, 0); ok && o.Err == nil {
+					end = o.Offset
+				}
+			}
+		}
+		if end >= 0 && next >= end {
+			break
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		fs.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				fetchErrs = append(fetchErrs, fmt.Sprintf("%s-%d: %v", t, p, err))
+			}
+		})
+		fs.EachRecord(func(r *kgo.Record) {
+			rows = append(rows, []any{r.Offset, string(r.Value)})
+			next = r.Offset + 1
+		})
+	}
+	return map[string]any{"records": rows, "end": end, "errors": nonNil(fetchErrs)}, nil
 }
 
 func admin(boot []string) (*kgo.Client, *kadm.Client, error) {
