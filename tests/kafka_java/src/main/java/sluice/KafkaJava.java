@@ -74,6 +74,9 @@ public final class KafkaJava {
                     Long.parseLong(args[4]));
             case "group-share" -> out = groupShare(boot, args[2], args[3], Integer.parseInt(args[4]),
                     Long.parseLong(args[5]));
+            case "produce-codecs" -> out = produceCodecs(boot, args[2], Integer.parseInt(args[3]));
+            case "read" -> out = read(boot, args[2], Integer.parseInt(args[3]), Integer.parseInt(args[4]),
+                    Long.parseLong(args[5]));
             case "consume-until" -> out = consumeUntil(boot, args[2], Path.of(args[3]),
                     Long.parseLong(args[4]));
             case "admin-topics" -> out = adminTopics(boot, args[2], args[3]);
@@ -232,6 +235,77 @@ public final class KafkaJava {
         out.put("sent", sent);
         out.put("acked", new ArrayList<>(acked));
         out.put("failed", new ArrayList<>(failed));
+        return out;
+    }
+
+    /**
+     * For each codec (none, gzip, snappy, lz4, zstd) an idempotent producer with that
+     * `compression.type` writes `n` records "{codec}-k{i}" -> "{codec}-v{i}"; reports how
+     * many each had acknowledged and every error.
+     */
+    static Map<String, Object> produceCodecs(String boot, String topic, int n) throws Exception {
+        Map<String, Object> acked = new TreeMap<>();
+        List<String> errors = new ArrayList<>();
+        for (String codec : List.of("none", "gzip", "snappy", "lz4", "zstd")) {
+            Properties p = producerProps(boot);
+            p.put(ProducerConfig.COMPRESSION_TYPE_CONFIG, codec);
+            int ok = 0;
+            try (KafkaProducer<String, String> producer = new KafkaProducer<>(p)) {
+                List<java.util.concurrent.Future<org.apache.kafka.clients.producer.RecordMetadata>> sent =
+                        new ArrayList<>();
+                for (int i = 0; i < n; i++) {
+                    sent.add(producer.send(new ProducerRecord<>(topic, codec + "-k" + i, codec + "-v" + i)));
+                }
+                for (var f : sent) {
+                    try {
+                        f.get(60, TimeUnit.SECONDS);
+                        ok++;
+                    } catch (ExecutionException e) {
+                        errors.add(codec + ": " + e.getCause());
+                    }
+                }
+            }
+            acked.put(codec, ok);
+        }
+        Map<String, Object> out = new TreeMap<>();
+        out.put("acked", acked);
+        out.put("errors", errors);
+        return out;
+    }
+
+    /**
+     * Partitions 0..partitions-1 of `topic` by assignment (no group) from their start,
+     * until `n` records (or `limitMs`): each as [partition, offset, key, value, headers
+     * as name=value joined by ',', timestamp].
+     */
+    static Map<String, Object> read(String boot, String topic, int partitions, int n, long limitMs) {
+        Properties p = new Properties();
+        p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, boot);
+        p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        List<Object> records = new ArrayList<>();
+        long deadline = System.currentTimeMillis() + limitMs;
+        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(p)) {
+            List<TopicPartition> tps = new ArrayList<>();
+            for (int i = 0; i < partitions; i++) {
+                tps.add(new TopicPartition(topic, i));
+            }
+            consumer.assign(tps);
+            consumer.seekToBeginning(tps);
+            while (records.size() < n && System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(200))) {
+                    List<String> headers = new ArrayList<>();
+                    for (Header h : r.headers()) {
+                        headers.add(h.key() + "=" + (h.value() == null ? "" : new String(h.value(), StandardCharsets.UTF_8)));
+                    }
+                    records.add(List.of(r.partition(), r.offset(), String.valueOf(r.key()),
+                            String.valueOf(r.value()), String.join(",", headers), r.timestamp()));
+                }
+            }
+        }
+        Map<String, Object> out = new TreeMap<>();
+        out.put("records", records);
         return out;
     }
 
