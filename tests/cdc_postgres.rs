@@ -1022,14 +1022,16 @@ fn multi_megabyte_rows_arrive_in_order_and_a_row_over_the_limit_stops_the_connec
         Connector::start(dir.path(), &dev.addr, &pg.dsn("app"), "public.docs", &small);
     insert(6, 1_500_000);
     insert(7, 7);
-    let status = poll_until(Duration::from_secs(60), || connector.child.try_wait().unwrap())
-        .unwrap_or_else(|| {
-            panic!(
-                "the connector did not stop within 60 s\n{}\npostgres: {}",
-                connector.log(),
-                pg.log()
-            )
-        });
+    let status = poll_until(Duration::from_secs(60), || {
+        connector.child.try_wait().unwrap()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the connector did not stop within 60 s\n{}\npostgres: {}",
+            connector.log(),
+            pg.log()
+        )
+    });
     let log = connector.log();
     assert_eq!(status.code(), Some(1), "{log}");
     for want in ["public.docs", r#"{"id":6}"#, "--max-record-bytes=1000000"] {

@@ -12,6 +12,12 @@ prints why it failed on stderr and exits 1. Every wait has a deadline.
                                     its N records; one leaves, the other takes over and
                                     reads N more records written after; an admin
                                     describes the group while both are in it
+  offsets BOOTSTRAP TOPIC           writes three records stamped 1000, 5000 and 3000 ms
+                                    and lists earliest, latest, max-timestamp and
+                                    by-timestamp offsets with the admin client
+  classic BOOTSTRAP TOPIC GROUP N   the same with group.protocol=classic (JoinGroup,
+                                    SyncGroup, client-side assignors); the admin's
+                                    describe falls back to DescribeGroups
 """
 
 import json
@@ -182,20 +188,23 @@ def describe(bootstrap, group_id):
     }
 
 
-def group(bootstrap, topic, group_id, n):
+def group(bootstrap, topic, group_id, n, protocol="consumer"):
     errors = []
 
     def member():
-        return Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": group_id,
-                "group.protocol": "consumer",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "error_cb": fatal_errors(errors),
-            }
-        )
+        config = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group_id,
+            "group.protocol": protocol,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "error_cb": fatal_errors(errors),
+        }
+        if protocol == "classic":
+            # librdkafka's default assignors (range, roundrobin), run by the leader
+            # client; a short session so a leave is noticed quickly either way.
+            config.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+        return Consumer(config)
 
     members = [member(), member()]
     for m in members:
@@ -260,6 +269,41 @@ def group(bootstrap, topic, group_id, n):
     }
 
 
+def offsets(bootstrap, topic):
+    from confluent_kafka.admin import OffsetSpec
+
+    errors = []
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 50,
+            "error_cb": fatal_errors(errors),
+        }
+    )
+    for i, ts in enumerate([1000, 5000, 3000]):
+        p.produce(topic, value=f"r{i}".encode(), partition=0, timestamp=ts)
+    if p.flush(30) != 0 or errors:
+        raise Failed("produce: " + "; ".join(errors))
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    specs = {
+        "earliest": OffsetSpec.earliest(),
+        "latest": OffsetSpec.latest(),
+        "max_timestamp": OffsetSpec.max_timestamp(),
+        "at_2000": OffsetSpec.for_timestamp(2000),
+        "at_9000": OffsetSpec.for_timestamp(9000),
+    }
+    out = {}
+    for name, spec in specs.items():
+        tp = TopicPartition(topic, 0)
+        try:
+            r = admin.list_offsets({tp: spec}, request_timeout=10)[tp].result(timeout=15)
+        except KafkaException as e:
+            raise Failed(f"list_offsets {name}: {e}")
+        out[name] = {"offset": r.offset, "timestamp": r.timestamp}
+    return out
+
+
 def main():
     flow, args = sys.argv[1], sys.argv[2:]
     try:
@@ -271,6 +315,10 @@ def main():
             out = autocreate(args[0], args[1], args[2], int(args[3]))
         elif flow == "group":
             out = group(args[0], args[1], args[2], int(args[3]))
+        elif flow == "offsets":
+            out = offsets(args[0], args[1])
+        elif flow == "classic":
+            out = group(args[0], args[1], args[2], int(args[3]), "classic")
         else:
             raise Failed(f"unknown flow {flow}")
     except Failed as e:

@@ -164,6 +164,69 @@ fn confluent_kafka_kip848_group_shares_and_rebalances() {
     assert_eq!(out["distinct"], 800, "{out}");
 }
 
+/// The same two members with `group.protocol=classic`: JoinGroup/SyncGroup on the
+/// native coordinator, the leader client assigning with librdkafka's own assignors.
+/// They split the partitions, an admin describes them through DescribeGroups (after
+/// ConsumerGroupDescribe says the group is not a consumer group), one leaves (LeaveGroup)
+/// and the other takes every partition. Every record is read; committed offsets show
+/// on the gRPC side.
+#[test]
+fn confluent_kafka_classic_group_shares_and_rebalances() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, kafka) = dev_with_topic(dir.path(), "cls", 4);
+    let lines: Vec<String> = (0..400).map(|i| format!("k{i}:v{i}")).collect();
+    dev.ok(&["produce", "cls", "-K", ":"], &(lines.join("\n") + "\n"));
+    let out = flow(&["classic", &kafka, "cls", "gclassic", "400"]);
+    let split = out["split"].as_array().expect("split");
+    assert!(
+        split.iter().all(|s| !s.as_array().unwrap().is_empty()),
+        "{out}"
+    );
+    assert_eq!(out["after_leave"], serde_json::json!([0, 1, 2, 3]), "{out}");
+    let mut shares: Vec<serde_json::Value> = split.clone();
+    shares.sort_by_key(|s| s.to_string());
+    let mut described: Vec<serde_json::Value> = out["described"]["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("described members: {out}"))
+        .clone();
+    described.sort_by_key(|s| s.to_string());
+    assert_eq!(described, shares, "{out}");
+    assert!(
+        out["described"]["state"]
+            .as_str()
+            .unwrap_or("")
+            .contains("STABLE"),
+        "{out}"
+    );
+    assert_eq!(out["distinct"], 800, "{out}");
+    // Every record was committed by a member of the generation it was read in.
+    let described = dev.ok(&["group", "describe", "gclassic", "--output", "json"], "");
+    let d: serde_json::Value = serde_json::from_str(&described).expect("json");
+    let total: i64 = d["partitions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("partitions in {d}"))
+        .iter()
+        .map(|o| o["committed_offset"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(total, 800, "{d}");
+}
+
+/// ListOffsets through librdkafka's admin client (`list_offsets`): earliest, latest,
+/// the first record at or after a timestamp, none past the last, and (v7, KIP-734) the
+/// record with the largest timestamp — not the last written.
+#[test]
+fn confluent_kafka_lists_offsets_by_spec_including_max_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_dev, kafka) = dev_with_topic(dir.path(), "lo", 1);
+    let out = flow(&["offsets", &kafka, "lo"]);
+    let at = |k: &str| (out[k]["offset"].as_i64(), out[k]["timestamp"].as_i64());
+    assert_eq!(at("earliest").0, Some(0), "{out}");
+    assert_eq!(at("latest").0, Some(3), "{out}");
+    assert_eq!(at("max_timestamp"), (Some(1), Some(5000)), "{out}");
+    assert_eq!(at("at_2000"), (Some(1), Some(5000)), "{out}");
+    assert_eq!(at("at_9000").0, Some(-1), "{out}");
+}
+
 /// `sluice dev` creates a topic a producer's Metadata request names
 /// (`auto.create.topics.enable`, `num.partitions` 1 by default), and not one named by a
 /// client that says not to (a consumer's default).

@@ -44,6 +44,108 @@ fn sorted_lines(s: &str) -> Vec<String> {
     v
 }
 
+/// kcat's balanced consumer (`-G`: librdkafka's classic group protocol) reads a topic,
+/// commits as it goes and leaves; a second run of the same group reads only what was
+/// written since, and Sluice's own CLI shows the offsets it committed.
+#[test]
+fn kcat_balanced_consumer_resumes_from_its_classic_group_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let kafka = dev.kafka_addr.clone().expect("a Kafka listener");
+    dev.ok(&["topic", "create", "kg", "--partitions", "3"], "");
+    let first: Vec<String> = (0..300).map(|i| format!("k{i}:a{i}")).collect();
+    dev.ok(&["produce", "kg", "-K", ":"], &(first.join("\n") + "\n"));
+    let group = |what: &str| {
+        ok(
+            kcat(
+                &[
+                    "-b",
+                    &kafka,
+                    "-G",
+                    "kgroup",
+                    "kg",
+                    "-e",
+                    "-f",
+                    "%k:%s\n",
+                    "-X",
+                    "auto.offset.reset=earliest",
+                ],
+                "",
+            ),
+            what,
+        )
+    };
+    let sorted = |v: &[String]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    };
+    // While a member is in the group, Sluice's own describe shows it: the classic
+    // protocol, Stable, its subscription and the 3 partitions librdkafka's assignor gave it.
+    let mut live = Command::new("kcat")
+        .args([
+            "-b",
+            &kafka,
+            "-G",
+            "kgroup",
+            "kg",
+            "-q",
+            "-X",
+            "enable.auto.commit=false",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kcat");
+    let described = common::wait_for(
+        "the live member in sluice group describe",
+        std::time::Duration::from_secs(30),
+        || {
+            let out = dev.cli(&["group", "describe", "kgroup", "--output", "json"], "");
+            let d: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let m = d["members"].as_array()?.first()?.clone();
+            (d["state"] == "Stable"
+                && m["assignment"].to_string().matches("partition").count() == 3)
+                .then_some(d)
+        },
+    );
+    assert_eq!(described["group_type"], "classic", "{described}");
+    assert_eq!(
+        described["members"][0]["subscribed_topics"],
+        serde_json::json!(["kg"]),
+        "{described}"
+    );
+    // SIGINT: kcat closes its consumer, which leaves the group.
+    unsafe { libc::kill(live.id() as i32, libc::SIGINT) };
+    let _ = live.wait();
+    common::wait_for(
+        "the group empty",
+        std::time::Duration::from_secs(30),
+        || {
+            let out = dev.cli(&["group", "describe", "kgroup", "--output", "json"], "");
+            let d: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (d["state"] == "Empty").then_some(())
+        },
+    );
+    assert_eq!(sorted_lines(&group("kcat -G (first run)")), sorted(&first));
+    let second: Vec<String> = (0..50).map(|i| format!("k{i}:b{i}")).collect();
+    dev.ok(&["produce", "kg", "-K", ":"], &(second.join("\n") + "\n"));
+    assert_eq!(
+        sorted_lines(&group("kcat -G (second run)")),
+        sorted(&second),
+        "the second run resumes where the first committed"
+    );
+    let described = dev.ok(&["group", "describe", "kgroup", "--output", "json"], "");
+    let d: serde_json::Value = serde_json::from_str(&described).expect("json");
+    let committed: i64 = d["partitions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("partitions in {d}"))
+        .iter()
+        .map(|o| o["committed_offset"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(committed, 350, "{d}");
+}
+
 #[test]
 fn kcat_produces_and_consumes_through_the_kafka_listener() {
     let dir = tempfile::tempdir().unwrap();
@@ -767,4 +869,318 @@ fn offset_for_leader_epoch_tells_where_each_epoch_ended() {
         "UNKNOWN_LEADER_EPOCH"
     );
     assert_eq!(ask(&addr_of(old), -1, 0).0, 6, "NOT_LEADER_OR_FOLLOWER");
+}
+
+/// Fetch v13–16 names topics by id (KIP-516): records come back under the id Metadata
+/// gave, as v12 returns them under the name; an id the broker does not know (a deleted
+/// topic's, or a made-up one) answers UNKNOWN_TOPIC_ID for each partition asked.
+#[test]
+fn fetch_by_topic_id_from_v13() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::*;
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let kafka = dev.kafka_addr.clone().expect("a Kafka listener");
+    dev.ok(&["topic", "create", "byid", "--partitions", "1"], "");
+    let written: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    dev.ok(&["produce", "byid"], &(written.join("\n") + "\n"));
+    let mut conn = raw::Conn::open(&kafka);
+    let ResponseKind::Metadata(md) = conn.call(
+        ApiKey::Metadata,
+        12,
+        RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(apis_name("byid"))),
+        ]))),
+    ) else {
+        panic!("not a Metadata answer")
+    };
+    let id = md.topics[0].topic_id;
+    assert!(!id.is_nil(), "{md:?}");
+    let fetch = |conn: &mut raw::Conn, version: i16, topic: FetchTopic| {
+        let req = FetchRequest::default()
+            .with_max_wait_ms(100)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![topic.with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+        match conn.call(ApiKey::Fetch, version, RequestKind::Fetch(req)) {
+            ResponseKind::Fetch(f) => f,
+            other => panic!("{other:?}"),
+        }
+    };
+    let count = |records: &Option<bytes::Bytes>| -> usize {
+        let mut b = records.clone().unwrap_or_default();
+        kafka_protocol::records::RecordBatchDecoder::decode_all(&mut b)
+            .map(|sets| sets.iter().map(|s| s.records.len()).sum())
+            .unwrap_or(0)
+    };
+    for version in [13, 16] {
+        let f = fetch(&mut conn, version, FetchTopic::default().with_topic_id(id));
+        let t = &f.responses[0];
+        assert_eq!(t.topic_id, id, "v{version}: {f:?}");
+        assert_eq!(t.partitions[0].error_code, 0, "v{version}: {f:?}");
+        assert_eq!(t.partitions[0].high_watermark, 20);
+        assert_eq!(count(&t.partitions[0].records), 20, "v{version}");
+        let unknown = uuid::Uuid::from_u128(0x5157_1ce0);
+        let f = fetch(
+            &mut conn,
+            version,
+            FetchTopic::default().with_topic_id(unknown),
+        );
+        assert_eq!(f.responses[0].topic_id, unknown);
+        assert_eq!(
+            f.responses[0].partitions[0].error_code, 100,
+            "UNKNOWN_TOPIC_ID: {f:?}"
+        );
+    }
+    let f = fetch(
+        &mut conn,
+        12,
+        FetchTopic::default().with_topic(apis_name("byid")),
+    );
+    assert_eq!(f.responses[0].topic.0.as_str(), "byid");
+    assert_eq!(count(&f.responses[0].partitions[0].records), 20);
+}
+
+fn apis_name(s: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(kafka_protocol::protocol::StrBytes::from_string(s.into()))
+}
+
+/// DeleteRecords (kafka-delete-records, AdminClient.deleteRecords): the leader's log
+/// start moves to the offset asked (the low watermark answered), reads before it are
+/// OFFSET_OUT_OF_RANGE and an offset past the high watermark is refused; the follower
+/// takes the leader's log start with its next fetch, so after the leadership moves to it
+/// the deleted records stay deleted.
+#[test]
+fn delete_records_moves_the_log_start_on_every_replica() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::*;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(dir.path(), &["--brokers", "2"]);
+    let kafka = dev.kafka_addr.clone().expect("kafka listener");
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "dr",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "2",
+        ],
+        "",
+    );
+    let lines: String = (0..100).map(|i| format!("r{i}\n")).collect();
+    dev.ok(&["produce", "dr"], &lines);
+    let describe = || -> serde_json::Value {
+        let d: serde_json::Value =
+            serde_json::from_str(&dev.ok(&["topic", "describe", "dr", "--output", "json"], ""))
+                .unwrap();
+        d["partitions"][0].clone()
+    };
+    let first = describe();
+    let old = first["leader"].as_u64().unwrap();
+    let new = if old == 1 { 2 } else { 1 };
+    let mut c = raw::Conn::open(&kafka);
+    let ResponseKind::Metadata(md) = c.call(
+        ApiKey::Metadata,
+        12,
+        RequestKind::Metadata(MetadataRequest::default()),
+    ) else {
+        panic!("not a Metadata answer")
+    };
+    let addr_of = |id: u64| {
+        let b = md
+            .brokers
+            .iter()
+            .find(|b| b.node_id.0 as u64 == id)
+            .unwrap();
+        format!("{}:{}", b.host.as_str(), b.port)
+    };
+    let delete = |addr: &str, offset: i64| {
+        let mut c = raw::Conn::open(addr);
+        let ResponseKind::DeleteRecords(r) = c.call(
+            ApiKey::DeleteRecords,
+            2,
+            RequestKind::DeleteRecords(
+                DeleteRecordsRequest::default()
+                    .with_timeout_ms(5000)
+                    .with_topics(vec![DeleteRecordsTopic::default()
+                        .with_name(apis_name("dr"))
+                        .with_partitions(vec![DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(offset)])]),
+            ),
+        ) else {
+            panic!("not a DeleteRecords answer")
+        };
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.low_watermark)
+    };
+    assert_eq!(
+        delete(&addr_of(new), 40).0,
+        6,
+        "a follower: NOT_LEADER_OR_FOLLOWER"
+    );
+    assert_eq!(
+        delete(&addr_of(old), 101).0,
+        1,
+        "past the HW: OFFSET_OUT_OF_RANGE"
+    );
+    assert_eq!(delete(&addr_of(old), 40), (0, 40));
+    assert_eq!(
+        delete(&addr_of(old), 10),
+        (0, 40),
+        "below the log start: no change"
+    );
+    let read = |what: &str| {
+        let out = ok(
+            kcat(
+                &[
+                    "-b",
+                    &kafka,
+                    "-C",
+                    "-t",
+                    "dr",
+                    "-o",
+                    "beginning",
+                    "-e",
+                    "-f",
+                    "%o %s\n",
+                ],
+                "",
+            ),
+            what,
+        );
+        out.lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    let want: Vec<String> = (40..100).map(|i| format!("{i} r{i}")).collect();
+    assert_eq!(read("kcat -C after the delete"), want);
+
+    // The follower follows; then it leads and the records stay deleted.
+    dev.ok(
+        &[
+            "partition",
+            "reassign",
+            "--topic",
+            "dr",
+            "--partition",
+            "0",
+            "--replicas",
+            &format!("{new},{old}"),
+        ],
+        "",
+    );
+    common::wait_for("the leadership moved", Duration::from_secs(30), || {
+        let _ = dev.cli(&["partition", "elect-leaders"], "");
+        let p = describe();
+        (p["leader"].as_u64() == Some(new) && p["isr"].as_array().map(Vec::len) == Some(2))
+            .then_some(())
+    });
+    assert_eq!(describe()["log_start_offset"], 40, "{}", describe());
+    assert_eq!(read("kcat -C after the move"), want);
+}
+
+/// ElectLeaders (kafka-leader-election): a preferred election of the partitions named,
+/// each with its outcome — elected where the preferred replica is in sync and does not
+/// lead, ELECTION_NOT_NEEDED where it leads, UNKNOWN_TOPIC_OR_PARTITION for one that
+/// does not exist; all partitions when none are named; an unclean election elects
+/// nobody outside the ISR.
+#[test]
+fn elect_leaders_runs_a_preferred_election_per_partition() {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::*;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(dir.path(), &["--brokers", "2"]);
+    let kafka = dev.kafka_addr.clone().expect("kafka listener");
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "el",
+            "--partitions",
+            "2",
+            "--replication-factor",
+            "2",
+        ],
+        "",
+    );
+    let describe = |p: usize| -> serde_json::Value {
+        let d: serde_json::Value =
+            serde_json::from_str(&dev.ok(&["topic", "describe", "el", "--output", "json"], ""))
+                .unwrap();
+        d["partitions"][p].clone()
+    };
+    let first = describe(0);
+    let old = first["leader"].as_u64().unwrap();
+    let new = if old == 1 { 2 } else { 1 };
+    // The other replica first: it is now preferred, but does not lead yet.
+    dev.ok(
+        &[
+            "partition",
+            "reassign",
+            "--topic",
+            "el",
+            "--partition",
+            "0",
+            "--replicas",
+            &format!("{new},{old}"),
+        ],
+        "",
+    );
+    common::wait_for("the reassignment", Duration::from_secs(30), || {
+        let p = describe(0);
+        (p["replicas"][0].as_u64() == Some(new) && p["isr"].as_array().map(Vec::len) == Some(2))
+            .then_some(())
+    });
+    let elect = |kind: i8, partitions: Option<Vec<i32>>| -> BTreeMap<i32, i16> {
+        let mut c = raw::Conn::open(&kafka);
+        let ResponseKind::ElectLeaders(r) = c.call(
+            ApiKey::ElectLeaders,
+            2,
+            RequestKind::ElectLeaders(
+                ElectLeadersRequest::default()
+                    .with_election_type(kind)
+                    .with_timeout_ms(5000)
+                    .with_topic_partitions(partitions.map(|ps| {
+                        vec![TopicPartitions::default()
+                            .with_topic(apis_name("el"))
+                            .with_partitions(ps)]
+                    })),
+            ),
+        ) else {
+            panic!("not an ElectLeaders answer")
+        };
+        assert_eq!(r.error_code, 0, "{r:?}");
+        r.replica_election_results
+            .iter()
+            .filter(|t| t.topic.0.as_str() == "el")
+            .flat_map(|t| {
+                t.partition_result
+                    .iter()
+                    .map(|p| (p.partition_id, p.error_code))
+            })
+            .collect()
+    };
+    assert_eq!(
+        elect(0, Some(vec![0, 1, 7])),
+        BTreeMap::from([(0, 0), (1, 84), (7, 3)])
+    );
+    common::wait_for(
+        "partition 0 led by its preferred replica",
+        Duration::from_secs(30),
+        || (describe(0)["leader"].as_u64() == Some(new)).then_some(()),
+    );
+    assert_eq!(elect(0, None), BTreeMap::from([(0, 84), (1, 84)]));
+    assert_eq!(elect(1, Some(vec![0])), BTreeMap::from([(0, 84)]));
 }

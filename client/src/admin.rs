@@ -153,7 +153,13 @@ impl Admin {
         let resp = self
             .any(|mut c| {
                 let topic = topic.clone();
-                async move { c.elect_leaders(v1::ElectLeadersRequest { topic }).await }
+                async move {
+                    c.elect_leaders(v1::ElectLeadersRequest {
+                        topic,
+                        partitions: Vec::new(),
+                    })
+                    .await
+                }
             })
             .await?;
         check(resp.result)?;

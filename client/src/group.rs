@@ -502,6 +502,9 @@ pub struct GroupDescription {
     pub assignment_epoch: i32,
     pub assignor: String,
     pub coordinator: i32,
+    /// "consumer" (KIP-848), or "classic" (Kafka clients' JoinGroup/SyncGroup: the
+    /// generation stands for both epochs, the assignor is the client-side one).
+    pub group_type: String,
     pub members: Vec<MemberDescription>,
     /// Partitions with a committed offset or an owner, sorted.
     pub partitions: Vec<PartitionProgress>,
@@ -645,6 +648,11 @@ impl crate::Admin {
             assignment_epoch: r.assignment_epoch,
             assignor: r.assignor,
             coordinator: r.coordinator,
+            group_type: if r.group_type.is_empty() {
+                "consumer".into()
+            } else {
+                r.group_type
+            },
             members,
             partitions: parts.into_values().collect(),
         })

@@ -155,19 +155,38 @@ impl ClusterState {
                 format!("topic {t} does not exist"),
             ));
         }
+        let (outcomes, actions) =
+            self.elect_preferred_where(|name, _| topic.is_none_or(|x| x == name));
+        let moved = outcomes.iter().filter(|o| o.2 == ErrorCode::None).count();
+        Ok((moved as u32, actions))
+    }
+
+    /// A preferred election of the partitions `wanted` selects, with each one's outcome:
+    /// elected (`None`), ELECTION_NOT_NEEDED (the preferred replica leads), or
+    /// PREFERRED_LEADER_NOT_AVAILABLE (it is out of the ISR, not live, or shutting down).
+    pub fn elect_preferred_where(
+        &mut self,
+        wanted: impl Fn(&str, u32) -> bool,
+    ) -> (Vec<(String, u32, ErrorCode)>, Vec<Action>) {
         let eligible = |b: u32| self.live.contains_key(&b) && !self.shutting_down.contains(&b);
         let mut changed = Vec::new();
         let mut moves = Vec::new();
+        let mut outcomes = Vec::new();
         for (name, t) in &self.snap.topics {
-            if topic.is_some_and(|x| x != name) {
-                continue;
-            }
             for (i, p) in t.partitions.iter().enumerate() {
-                let preferred = p.replicas[0];
-                if p.leader != Some(preferred) && p.isr.contains(&preferred) && eligible(preferred)
-                {
-                    moves.push((name.clone(), i, preferred));
+                if !wanted(name, i as u32) {
+                    continue;
                 }
+                let preferred = p.replicas[0];
+                let outcome = if p.leader == Some(preferred) {
+                    ErrorCode::ElectionNotNeeded
+                } else if p.isr.contains(&preferred) && eligible(preferred) {
+                    moves.push((name.clone(), i, preferred));
+                    ErrorCode::None
+                } else {
+                    ErrorCode::PreferredLeaderNotAvailable
+                };
+                outcomes.push((name.clone(), i as u32, outcome));
             }
         }
         for (name, i, preferred) in moves {
@@ -182,7 +201,7 @@ impl ClusterState {
         if !changed.is_empty() {
             actions.push(Action::UpdateMetadataAll);
         }
-        Ok((changed.len() as u32, actions))
+        (outcomes, actions)
     }
 
     /// A leader's ISR proposal (KIP-497): accepted only from the current leader with the

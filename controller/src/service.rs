@@ -125,19 +125,55 @@ impl admin_server::Admin for Svc {
         &self,
         req: Request<v1::ElectLeadersRequest>,
     ) -> Result<Response<v1::ElectLeadersResponse>, Status> {
-        let topic = req.into_inner().topic;
+        let req = req.into_inner();
+        let topic = req.topic;
         let mut changed = 0;
-        let res = self
-            .mutate(|s| {
+        let mut outcomes = Vec::new();
+        let res = if req.partitions.is_empty() {
+            self.mutate(|s| {
                 let (n, actions) =
                     s.elect_preferred((!topic.is_empty()).then_some(topic.as_str()))?;
                 changed = n;
                 Ok(actions)
             })
-            .await;
+            .await
+        } else {
+            let wanted: std::collections::BTreeSet<(String, u32)> = req
+                .partitions
+                .iter()
+                .map(|p| (p.topic.clone(), p.partition))
+                .collect();
+            self.mutate(|s| {
+                let (found, actions) =
+                    s.elect_preferred_where(|t, p| wanted.contains(&(t.to_string(), p)));
+                changed = found.iter().filter(|o| o.2 == ErrorCode::None).count() as u32;
+                let mut seen = std::collections::BTreeSet::new();
+                outcomes = found
+                    .into_iter()
+                    .map(|(topic, partition, code)| {
+                        seen.insert((topic.clone(), partition));
+                        v1::ElectionOutcome {
+                            topic,
+                            partition,
+                            error_code: code.code(),
+                        }
+                    })
+                    .collect();
+                outcomes.extend(wanted.difference(&seen).map(|(topic, partition)| {
+                    v1::ElectionOutcome {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        error_code: ErrorCode::UnknownTopicOrPartition.code(),
+                    }
+                }));
+                Ok(actions)
+            })
+            .await
+        };
         Ok(Response::new(v1::ElectLeadersResponse {
             result: Some(res),
             changed,
+            outcomes,
         }))
     }
 

@@ -66,6 +66,24 @@ pub enum ErrorCode {
     /// A join into a group that already has the most members a group may have
     /// (`group.max.size`). Not retriable until a member leaves.
     GroupMaxSizeReached,
+    /// Classic group protocol: a generation other than the group's.
+    IllegalGeneration,
+    /// A protocol the group does not use, or the other group protocol.
+    InconsistentGroupProtocol,
+    InvalidSessionTimeout,
+    /// Classic group protocol: the group is rebalancing; join again.
+    RebalanceInProgress,
+    /// Classic JoinGroup: join again with the member id given.
+    MemberIdRequired,
+    /// Another process holds this member's `group.instance.id` now.
+    FencedInstanceId,
+    /// A leader election of a partition whose preferred replica already leads.
+    ElectionNotNeeded,
+    /// A preferred election of a partition whose preferred replica is out of the ISR or
+    /// not live.
+    PreferredLeaderNotAvailable,
+    /// No replica may lead (none live in the ISR; Sluice never elects outside it).
+    EligibleLeadersNotAvailable,
     /// A code this build does not know (from a newer peer).
     Unknown(i32),
 }
@@ -116,12 +134,21 @@ impl ErrorCode {
             ErrorCode::OffsetNotAvailable => 78,
             ErrorCode::UnknownTopicId => 100,
             ErrorCode::GroupMaxSizeReached => 81,
+            ErrorCode::IllegalGeneration => 22,
+            ErrorCode::InconsistentGroupProtocol => 23,
+            ErrorCode::InvalidSessionTimeout => 26,
+            ErrorCode::RebalanceInProgress => 27,
+            ErrorCode::MemberIdRequired => 79,
+            ErrorCode::FencedInstanceId => 82,
+            ErrorCode::ElectionNotNeeded => 84,
+            ErrorCode::PreferredLeaderNotAvailable => 80,
+            ErrorCode::EligibleLeadersNotAvailable => 83,
             ErrorCode::Unknown(c) => c,
         }
     }
 
     pub fn from_code(code: i32) -> ErrorCode {
-        const ALL: [ErrorCode; 43] = [
+        const ALL: [ErrorCode; 52] = [
             ErrorCode::None,
             ErrorCode::UnknownServerError,
             ErrorCode::OffsetOutOfRange,
@@ -165,6 +192,15 @@ impl ErrorCode {
             ErrorCode::OffsetNotAvailable,
             ErrorCode::UnknownTopicId,
             ErrorCode::GroupMaxSizeReached,
+            ErrorCode::IllegalGeneration,
+            ErrorCode::InconsistentGroupProtocol,
+            ErrorCode::InvalidSessionTimeout,
+            ErrorCode::RebalanceInProgress,
+            ErrorCode::MemberIdRequired,
+            ErrorCode::FencedInstanceId,
+            ErrorCode::ElectionNotNeeded,
+            ErrorCode::PreferredLeaderNotAvailable,
+            ErrorCode::EligibleLeadersNotAvailable,
         ];
         ALL.into_iter()
             .find(|e| e.code() == code)

@@ -326,6 +326,11 @@ impl ReplicaLog for MemLog {
             .map(|b| (b.base_offset() as u64, b.max_timestamp())))
     }
 
+    fn max_timestamp(&self) -> Option<i64> {
+        let st = self.lock();
+        st.batches.values().map(|b| b.max_timestamp()).max()
+    }
+
     fn truncate_to(&self, offset: u64) -> Result<u64, LogError> {
         let mut st = self.lock();
         if offset >= st.log_end_offset() {

@@ -193,6 +193,7 @@ fn describe_json(d: &GroupDescription) -> serde_json::Value {
         "group_epoch": d.group_epoch,
         "assignment_epoch": d.assignment_epoch,
         "assignor": d.assignor,
+        "group_type": d.group_type,
         "coordinator": d.coordinator,
         "members": d.members.iter().map(member_json).collect::<Vec<_>>(),
         "partitions": partitions,
@@ -208,15 +209,26 @@ async fn describe(admin: &Admin, group: &str, c: &ClientArgs) -> anyhow::Result<
         outln!("{}", describe_json(&d));
         return Ok(());
     }
-    outln!(
-        "group {} ({}, group epoch {}, assignment epoch {}, assignor {}, coordinator {})",
-        d.group_id,
-        d.state,
-        d.group_epoch,
-        d.assignment_epoch,
-        d.assignor,
-        d.coordinator
-    );
+    if d.group_type == "classic" {
+        outln!(
+            "group {} (classic protocol, {}, generation {}, assignor {}, coordinator {})",
+            d.group_id,
+            d.state,
+            d.group_epoch,
+            d.assignor,
+            d.coordinator
+        );
+    } else {
+        outln!(
+            "group {} ({}, group epoch {}, assignment epoch {}, assignor {}, coordinator {})",
+            d.group_id,
+            d.state,
+            d.group_epoch,
+            d.assignment_epoch,
+            d.assignor,
+            d.coordinator
+        );
+    }
     if !d.members.is_empty() {
         let rows = d
             .members

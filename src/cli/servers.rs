@@ -44,6 +44,11 @@ pub struct DevArgs {
     /// does not ask for one (the heartbeat interval is a third of it, at most 5 s).
     #[arg(long, value_name = "MS", default_value_t = 45_000)]
     pub group_session_timeout_ms: u64,
+    /// `group.initial.rebalance.delay.ms`: how long a classic-protocol group that had no
+    /// members waits for more to join before its first generation (0 in dev, as in
+    /// Kafka's and Redpanda's development setups).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub group_initial_rebalance_delay_ms: u64,
     #[command(flatten)]
     pub cleaner: CleanerArgs,
 }
@@ -159,6 +164,10 @@ pub struct BrokerArgs {
     /// does not ask for one.
     #[arg(long, value_name = "MS", default_value_t = 45_000)]
     pub group_session_timeout_ms: u64,
+    /// `group.initial.rebalance.delay.ms`: how long a classic-protocol group that had no
+    /// members waits for more to join before its first generation (Kafka's default).
+    #[arg(long, value_name = "MS", default_value_t = 3_000)]
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 /// Resolves when the process gets Ctrl-C or SIGTERM. The handlers are installed when
@@ -323,6 +332,8 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
             a.group_session_timeout_ms
                 .clamp(500, config.groups.max_session_timeout.as_millis() as u64),
         );
+        config.groups.initial_rebalance_delay =
+            Duration::from_millis(a.group_initial_rebalance_delay_ms);
         let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;
         broker.serve_kafka(kafka);
         // Clients hear "not ready" (and retry) until the whole dev cluster is up, so a
@@ -556,6 +567,8 @@ pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
         a.group_session_timeout_ms
             .clamp(500, config.groups.max_session_timeout.as_millis() as u64),
     );
+    config.groups.initial_rebalance_delay =
+        Duration::from_millis(a.group_initial_rebalance_delay_ms);
     let data_dir = config.data_dir.clone();
     // Broker::open's errors name the path already (`data dir … is in use …`).
     let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await??;

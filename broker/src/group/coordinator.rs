@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::assignor::{MemberId, Tp};
+use super::classic::{
+    ClassicGroup, ClassicMemberView, ClassicSnapshot, Delivery, JoinAnswer, JoinRequest, SyncAnswer,
+};
 use super::state::{
     Group, GroupConfig, GroupError, GroupSnapshot, Heartbeat, HeartbeatReply, MemberView,
 };
@@ -30,6 +33,9 @@ pub struct CoordinatorConfig {
     pub offsets_retention: Duration,
     /// Most groups one broker coordinates (over every partition it leads).
     pub max_groups: usize,
+    /// `group.initial.rebalance.delay.ms`: how long a classic group that had no members
+    /// waits for more to join before its first generation.
+    pub initial_rebalance_delay: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -40,6 +46,7 @@ impl Default for CoordinatorConfig {
             max_session_timeout: Duration::from_secs(300),
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
             max_groups: sluice_proto::limits::GROUPS_PER_BROKER_MAX,
+            initial_rebalance_delay: Duration::from_secs(3),
         }
     }
 }
@@ -78,6 +85,9 @@ enum Key {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct GroupValue {
     snapshot: GroupSnapshot,
+    /// The classic protocol's part, once the group has had a classic member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    classic: Option<ClassicSnapshot>,
     /// Wall-clock ms since which the group has had no members.
     empty_since_ms: Option<i64>,
 }
@@ -88,10 +98,59 @@ fn key_bytes(k: &Key) -> Vec<u8> {
 
 struct Entry {
     group: Group,
+    classic: ClassicGroup,
     offsets: BTreeMap<Tp, Committed>,
     empty_since_ms: Option<i64>,
     /// What the log holds for this group now.
     persisted: Option<GroupValue>,
+}
+
+impl Entry {
+    fn is_empty(&self) -> bool {
+        self.group.is_empty() && self.classic.is_empty()
+    }
+
+    fn is_classic(&self) -> bool {
+        !self.classic.is_empty()
+    }
+}
+
+/// Which protocol a group's members speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupKind {
+    /// KIP-848 (ConsumerGroupHeartbeat), or no members.
+    Consumer,
+    /// JoinGroup/SyncGroup.
+    Classic,
+}
+
+impl GroupKind {
+    /// Kafka's group type name.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupKind::Consumer => "consumer",
+            GroupKind::Classic => "classic",
+        }
+    }
+}
+
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub group_id: String,
+    pub kind: GroupKind,
+    /// The native state name ("stable"), or Kafka's for a classic group ("Stable").
+    pub state: &'static str,
+    pub members: usize,
+}
+
+/// A classic group as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct ClassicDescription {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<ClassicMemberView>,
 }
 
 /// A group as `describe` shows it.
@@ -101,9 +160,20 @@ pub struct Description {
     pub state: &'static str,
     pub group_epoch: i32,
     pub assignment_epoch: i32,
-    pub assignor: &'static str,
+    pub assignor: String,
     pub members: Vec<MemberView>,
     pub offsets: BTreeMap<Tp, Committed>,
+    pub kind: GroupKind,
+}
+
+/// What [`Coordinator::tick`] did.
+#[derive(Debug, Default)]
+pub struct Tick {
+    pub writes: Vec<Write>,
+    /// Members removed (session or rebalance timeout), by group.
+    pub fenced: Vec<(String, MemberId)>,
+    /// Answers to classic JoinGroup/SyncGroup requests that were waiting.
+    pub deliveries: Vec<(String, Delivery)>,
 }
 
 /// The groups of one offsets partition.
@@ -156,6 +226,9 @@ impl Coordinator {
                     );
                     let e = self.entry(&group);
                     e.group = restored;
+                    if let Some(c) = gv.classic.clone() {
+                        e.classic.restore(c, now);
+                    }
                     e.empty_since_ms = gv.empty_since_ms;
                     e.persisted = Some(gv);
                 }
@@ -174,6 +247,10 @@ impl Coordinator {
             g.set_partitions(partitions.clone());
             Entry {
                 group: g,
+                classic: ClassicGroup::new(
+                    config.initial_rebalance_delay,
+                    config.group.max_members,
+                ),
                 offsets: BTreeMap::new(),
                 empty_since_ms: None,
                 persisted: None,
@@ -230,6 +307,9 @@ impl Coordinator {
             self.config.max_session_timeout,
         );
         hb.session_timeout = hb.session_timeout.map(|t| t.clamp(lo, hi));
+        if self.groups.get(group_id).is_some_and(Entry::is_classic) {
+            return (Err(GroupError::InconsistentGroupProtocol), Vec::new());
+        }
         let e = self.entry(group_id);
         let reply = e.group.heartbeat(hb, now, new_member_id);
         let writes = persist(group_id, e, now_ms).into_iter().collect();
@@ -249,6 +329,30 @@ impl Coordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidRequest("the group id is empty".into()));
         }
+        if let Some(e) = self.groups.get(group_id).filter(|e| e.is_classic()) {
+            // Classic: the member's generation; during the sync phase nobody commits
+            // (its partitions are about to change hands).
+            if member_id.is_empty() || !e.classic.has_member(member_id) {
+                return Err(GroupError::UnknownMemberId);
+            }
+            if member_epoch != e.classic.generation() {
+                return Err(GroupError::IllegalGeneration);
+            }
+            if e.classic.state() == super::classic::ClassicState::CompletingRebalance {
+                return Err(GroupError::RebalanceInProgress);
+            }
+        } else {
+            self.check_consumer_commit(group_id, member_id, member_epoch)?;
+        }
+        self.store_offsets(group_id, offsets, now_ms)
+    }
+
+    fn check_consumer_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        member_epoch: i32,
+    ) -> Result<(), GroupError> {
         let members = self
             .groups
             .get(group_id)
@@ -264,6 +368,15 @@ impl Coordinator {
                 return Err(GroupError::StaleMemberEpoch);
             }
         }
+        Ok(())
+    }
+
+    fn store_offsets(
+        &mut self,
+        group_id: &str,
+        offsets: Vec<(Tp, i64, String)>,
+        now_ms: i64,
+    ) -> Result<Vec<Write>, GroupError> {
         if let Some((tp, _, m)) = offsets.iter().find(|(_, _, m)| m.len() > MAX_METADATA) {
             return Err(GroupError::InvalidRequest(format!(
                 "metadata of {}-{} is {} bytes; at most {MAX_METADATA}",
@@ -297,7 +410,7 @@ impl Coordinator {
         }
         // No group record: a commit changes no membership (an admin's commit into a
         // group that never had members starts its empty time).
-        if e.group.is_empty() {
+        if e.is_empty() {
             e.empty_since_ms.get_or_insert(now_ms);
         }
         Ok(out)
@@ -321,17 +434,21 @@ impl Coordinator {
 
     /// Fences silent members, and removes groups that have been empty past the offsets
     /// retention (with their offsets).
-    pub fn tick(&mut self, now: Instant, now_ms: i64) -> (Vec<Write>, Vec<(String, MemberId)>) {
+    pub fn tick(&mut self, now: Instant, now_ms: i64) -> Tick {
         let retention = self.config.offsets_retention.as_millis() as i64;
         let mut out = Vec::new();
         let mut fenced = Vec::new();
+        let mut deliveries = Vec::new();
         let mut expired = Vec::new();
         for (id, e) in self.groups.iter_mut() {
             for m in e.group.tick(now) {
                 fenced.push((id.clone(), m));
             }
+            let (gone, delivered) = e.classic.tick(now);
+            fenced.extend(gone.into_iter().map(|m| (id.clone(), m)));
+            deliveries.extend(delivered.into_iter().map(|d| (id.clone(), d)));
             out.extend(persist(id, e, now_ms));
-            if e.group.is_empty() {
+            if e.is_empty() {
                 let last_commit = e.offsets.values().map(|c| c.commit_ms).max();
                 let since = e.empty_since_ms.into_iter().chain(last_commit).max();
                 if since.is_some_and(|s| now_ms - s >= retention) {
@@ -342,7 +459,11 @@ impl Coordinator {
         for id in expired {
             out.extend(self.remove(&id));
         }
-        (out, fenced)
+        Tick {
+            writes: out,
+            fenced,
+            deliveries,
+        }
     }
 
     /// Removes a group without members and its offsets.
@@ -351,7 +472,7 @@ impl Coordinator {
             .groups
             .get(group_id)
             .ok_or(GroupError::GroupIdNotFound)?;
-        if !e.group.is_empty() {
+        if !e.is_empty() {
             return Err(GroupError::NonEmptyGroup);
         }
         Ok(self.remove(group_id))
@@ -390,25 +511,187 @@ impl Coordinator {
         self.groups.contains_key(group_id)
     }
 
-    /// (group, state, members) of every group.
-    pub fn list(&self) -> Vec<(String, &'static str, usize)> {
+    /// Every group.
+    pub fn list(&self) -> Vec<Listed> {
         self.groups
             .iter()
-            .map(|(id, e)| (id.clone(), e.group.state(), e.group.members().len()))
+            .map(|(id, e)| self.list_one(id, e))
             .collect()
+    }
+
+    fn list_one(&self, id: &str, e: &Entry) -> Listed {
+        let classic = e.is_classic()
+            || (e.group.is_empty() && e.classic.generation() > 0 && e.group.epoch == 0);
+        if classic {
+            Listed {
+                group_id: id.to_string(),
+                kind: GroupKind::Classic,
+                state: e.classic.state().name(),
+                members: e.classic.member_count(),
+            }
+        } else {
+            Listed {
+                group_id: id.to_string(),
+                kind: GroupKind::Consumer,
+                state: e.group.state(),
+                members: e.group.members().len(),
+            }
+        }
+    }
+
+    /// A classic group for DescribeGroups: `Err(GroupIdNotFound)` for a group that is
+    /// not classic (as Kafka), `Ok(None)` for an unknown one.
+    pub fn describe_classic(
+        &self,
+        group_id: &str,
+    ) -> Result<Option<ClassicDescription>, GroupError> {
+        let Some(e) = self.groups.get(group_id) else {
+            return Ok(None);
+        };
+        if !e.is_classic() && !e.group.is_empty() {
+            return Err(GroupError::GroupIdNotFound);
+        }
+        Ok(Some(ClassicDescription {
+            state: e.classic.state().name(),
+            protocol_type: e.classic.protocol_type().unwrap_or_default().to_string(),
+            protocol: e.classic.protocol().unwrap_or_default().to_string(),
+            members: e.classic.describe(),
+        }))
+    }
+
+    /// A classic JoinGroup (see [`ClassicGroup::join`]).
+    pub fn join(
+        &mut self,
+        group_id: &str,
+        req: JoinRequest,
+        now: Instant,
+        now_ms: i64,
+        new_member_id: impl FnOnce() -> MemberId,
+    ) -> (JoinAnswer, Vec<Delivery>, Vec<Write>) {
+        let refuse = |e| (JoinAnswer::Now(Err(e)), Vec::new(), Vec::new());
+        if group_id.is_empty() {
+            return refuse(GroupError::InvalidRequest("the group id is empty".into()));
+        }
+        if req.session_timeout < self.config.min_session_timeout
+            || req.session_timeout > self.config.max_session_timeout
+        {
+            return refuse(GroupError::InvalidSessionTimeout);
+        }
+        if self
+            .groups
+            .get(group_id)
+            .is_some_and(|e| !e.group.is_empty())
+        {
+            return refuse(GroupError::InconsistentGroupProtocol);
+        }
+        let e = self.entry(group_id);
+        let (answer, deliveries) = e.classic.join(req, now, new_member_id);
+        let writes = persist(group_id, e, now_ms).into_iter().collect();
+        (answer, deliveries, writes)
+    }
+
+    /// A classic SyncGroup (see [`ClassicGroup::sync`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sync(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        protocol: (Option<&str>, Option<&str>),
+        assignments: Vec<(MemberId, Vec<u8>)>,
+        now: Instant,
+        now_ms: i64,
+    ) -> (SyncAnswer, Vec<Delivery>, Vec<Write>) {
+        let Some(e) = self.groups.get_mut(group_id) else {
+            return (
+                SyncAnswer::Now(Err(GroupError::UnknownMemberId)),
+                Vec::new(),
+                Vec::new(),
+            );
+        };
+        let (answer, deliveries) = e.classic.sync(
+            member_id,
+            instance_id,
+            generation,
+            protocol.0,
+            protocol.1,
+            assignments,
+            now,
+        );
+        let writes = persist(group_id, e, now_ms).into_iter().collect();
+        (answer, deliveries, writes)
+    }
+
+    /// A classic Heartbeat.
+    pub fn classic_heartbeat(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now: Instant,
+    ) -> Result<(), GroupError> {
+        self.groups
+            .get_mut(group_id)
+            .ok_or(GroupError::UnknownMemberId)?
+            .classic
+            .heartbeat(member_id, instance_id, generation, now)
+    }
+
+    /// A classic LeaveGroup: one result per member.
+    pub fn leave(
+        &mut self,
+        group_id: &str,
+        leaving: &[(String, Option<String>)],
+        now: Instant,
+        now_ms: i64,
+    ) -> (Vec<Result<MemberId, GroupError>>, Vec<Delivery>, Vec<Write>) {
+        let Some(e) = self.groups.get_mut(group_id) else {
+            let none = leaving
+                .iter()
+                .map(|_| Err(GroupError::UnknownMemberId))
+                .collect();
+            return (none, Vec::new(), Vec::new());
+        };
+        let (results, deliveries) = e.classic.leave(leaving, now);
+        let writes = persist(group_id, e, now_ms).into_iter().collect();
+        (results, deliveries, writes)
     }
 
     pub fn describe(&self, group_id: &str) -> Option<Description> {
         let e = self.groups.get(group_id)?;
+        let kind = self.list_one(group_id, e).kind;
+        if kind == GroupKind::Classic {
+            // The classic generation stands for both epochs; members and what they own
+            // as their consumer-protocol metadata and assignments say.
+            let g = e.classic.generation();
+            return Some(Description {
+                kind,
+                group_id: group_id.to_string(),
+                state: e.classic.state().name(),
+                group_epoch: g,
+                assignment_epoch: g,
+                assignor: e.classic.protocol().unwrap_or_default().to_string(),
+                members: e.classic.consumer_members(),
+                offsets: e.offsets.clone(),
+            });
+        }
         Some(Description {
+            kind,
             group_id: group_id.to_string(),
-            state: e.group.state(),
+            state: if kind == GroupKind::Classic {
+                e.classic.state().name()
+            } else {
+                e.group.state()
+            },
             group_epoch: e.group.epoch,
             assignment_epoch: e.group.target_epoch(),
             assignor: match e.group.config.assignor {
                 super::state::AssignorKind::Uniform => "uniform",
                 super::state::AssignorKind::Range => "range",
-            },
+            }
+            .to_string(),
             members: e.group.describe(),
             offsets: e.offsets.clone(),
         })
@@ -423,7 +706,10 @@ impl Coordinator {
 
     /// Members across every group (for metrics).
     pub fn member_count(&self) -> usize {
-        self.groups.values().map(|e| e.group.members().len()).sum()
+        self.groups
+            .values()
+            .map(|e| e.group.members().len() + e.classic.member_count())
+            .sum()
     }
 
     /// Topics any member of any group subscribes to or any group committed for.
@@ -442,17 +728,26 @@ impl Coordinator {
 
 /// The group record, if what the log holds for `id` is out of date.
 fn persist(id: &str, e: &mut Entry, now_ms: i64) -> Option<Write> {
-    if e.group.is_empty() {
+    if e.is_empty() {
         e.empty_since_ms.get_or_insert(now_ms);
     } else {
         e.empty_since_ms = None;
     }
-    if e.persisted.is_none() && e.group.is_empty() && e.group.epoch == 0 {
+    if e.persisted.is_none() && e.is_empty() && e.group.epoch == 0 && e.classic.generation() == 0 {
         // Never had a member (offsets committed by an admin): nothing to record.
         return None;
     }
+    // Mid-rebalance, the classic part last written stays.
+    let classic = if e.classic.generation() == 0 && e.classic.is_empty() {
+        None
+    } else {
+        e.classic
+            .snapshot()
+            .or_else(|| e.persisted.as_ref().and_then(|p| p.classic.clone()))
+    };
     let value = GroupValue {
         snapshot: e.group.snapshot(),
+        classic,
         empty_since_ms: e.empty_since_ms,
     };
     if e.persisted.as_ref() == Some(&value) {

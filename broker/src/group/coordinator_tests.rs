@@ -113,7 +113,7 @@ fn a_new_coordinator_carries_on_from_the_records() {
         .expect("commits"),
     );
     // Everything the heartbeats changed was written along the way: replay it all.
-    let (more, _) = a.tick(now, 5);
+    let more = a.tick(now, 5).writes;
     log.extend(more);
     let mut b = replay_all(&log, parts, now);
     // The members go on at their epochs with the same partitions: no rebalance.
@@ -254,10 +254,10 @@ fn offsets_of_an_empty_group_expire_after_the_retention() {
             1_000,
         )
         .unwrap();
-    let (w, _) = c.tick(now, 1_000 + 59_000);
+    let w = c.tick(now, 1_000 + 59_000).writes;
     assert!(w.is_empty(), "not yet");
     assert!(c.describe("g").is_some());
-    let (w, _) = c.tick(now, 1_000 + 60_000);
+    let w = c.tick(now, 1_000 + 60_000).writes;
     assert!(!w.is_empty() && w.iter().all(|w| w.value.is_none()));
     assert!(c.describe("g").is_none());
     log.extend(w);
@@ -287,7 +287,7 @@ fn a_member_in_a_group_keeps_its_offsets_past_the_retention() {
         0,
     )
     .unwrap();
-    let (w, _) = c.tick(now, 10 * 60_000);
+    let w = c.tick(now, 10 * 60_000).writes;
     assert!(w.is_empty());
     assert_eq!(c.fetch("g", &[]).len(), 1);
 }
@@ -386,9 +386,11 @@ fn a_silent_member_is_fenced_at_its_own_session_timeout() {
     );
     r.unwrap();
     join(&mut c, "g", "slow", &["t"], now);
-    let (_, fenced) = c.tick(now + Duration::from_millis(900), 0);
+    let fenced = c.tick(now + Duration::from_millis(900), 0).fenced;
     assert!(fenced.is_empty());
-    let (w, fenced) = c.tick(now + Duration::from_millis(1100), 0);
+    let Tick {
+        writes: w, fenced, ..
+    } = c.tick(now + Duration::from_millis(1100), 0);
     assert_eq!(fenced, vec![("g".to_string(), "quick".to_string())]);
     assert!(!w.is_empty(), "the membership change is written");
     assert_eq!(c.describe("g").unwrap().members.len(), 1);
@@ -561,7 +563,9 @@ fn simulate(seed: u64) {
                 }
             }
             4 => {
-                let (w, fenced) = c.tick(now, ms);
+                let Tick {
+                    writes: w, fenced, ..
+                } = c.tick(now, ms);
                 log.extend(w);
                 for (_, m) in fenced {
                     members.remove(&m);

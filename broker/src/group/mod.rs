@@ -5,5 +5,9 @@
 //! acks=all, the `Groups` gRPC service) is in `crate::server::groups`.
 
 pub mod assignor;
+pub mod classic;
 pub mod coordinator;
 pub mod state;
+
+#[cfg(test)]
+mod classic_tests;

@@ -96,6 +96,19 @@ pub enum GroupError {
     GroupMaxSizeReached(usize),
     /// A new group on a broker that coordinates this many already.
     TooManyGroups(usize),
+    /// Classic protocol: a generation other than the group's.
+    IllegalGeneration,
+    /// Classic protocol: the group is rebalancing; join again.
+    RebalanceInProgress,
+    /// A protocol type or protocol the group does not use, or a member of the other
+    /// group protocol (classic or consumer) while the group has members.
+    InconsistentGroupProtocol,
+    /// A session timeout outside the coordinator's bounds.
+    InvalidSessionTimeout,
+    /// Classic JoinGroup v4+: join again with this member id.
+    MemberIdRequired(String),
+    /// Another process now holds this member's `group.instance.id`.
+    FencedInstanceId,
 }
 
 #[derive(Debug, Clone)]

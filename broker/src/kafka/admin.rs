@@ -1,7 +1,7 @@
 //! Kafka's admin APIs over the broker's admin proxy (`server::admin::AdminProxy`, the
 //! gRPC `Admin` service, which forwards to the active controller): CreateTopics,
 //! DeleteTopics, CreatePartitions, DescribeCluster, DescribeConfigs, AlterConfigs,
-//! IncrementalAlterConfigs.
+//! IncrementalAlterConfigs, ElectLeaders.
 
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -472,4 +472,126 @@ pub(super) async fn alter_configs(
         );
     }
     AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// ElectLeaders (kafka-leader-election, AdminClient.electLeaders): a preferred election
+/// (type 0) of the partitions named, or of every partition (null), through the
+/// controller, each with its outcome (elected, ELECTION_NOT_NEEDED,
+/// PREFERRED_LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PARTITION). An unclean election
+/// (type 1) elects nothing: Sluice never takes a leader from outside the ISR, so a
+/// partition with a leader answers ELECTION_NOT_NEEDED and one without
+/// ELIGIBLE_LEADERS_NOT_AVAILABLE.
+pub(super) async fn elect_leaders(
+    proxy: &AdminProxy,
+    version: i16,
+    r: kafka_protocol::messages::ElectLeadersRequest,
+) -> kafka_protocol::messages::ElectLeadersResponse {
+    use kafka_protocol::messages::elect_leaders_response::{
+        PartitionResult, ReplicaElectionResult,
+    };
+    use kafka_protocol::messages::ElectLeadersResponse;
+    let metadata = || async {
+        proxy
+            .describe_topics(Request::new(v1::MetadataRequest::default()))
+            .await
+            .map(|r| r.into_inner())
+    };
+    let md = match metadata().await {
+        Ok(md) => md,
+        Err(status) => {
+            let (code, _) = unavailable(&status);
+            let mut out = ElectLeadersResponse::default();
+            if version >= 1 {
+                out.error_code = code;
+            }
+            return out;
+        }
+    };
+    let wanted: Vec<v1::PartitionRef> = match &r.topic_partitions {
+        Some(tps) => tps
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| v1::PartitionRef {
+                    topic: t.topic.0.to_string(),
+                    partition: (*p).max(0) as u32,
+                })
+            })
+            .collect(),
+        None => md
+            .topics
+            .iter()
+            .filter(|t| t.error_code == 0)
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| v1::PartitionRef {
+                    topic: t.name.clone(),
+                    partition: p.partition,
+                })
+            })
+            .collect(),
+    };
+    let outcomes: Vec<(String, u32, i16)> = if r.election_type == 1 {
+        wanted
+            .iter()
+            .map(|w| {
+                let leader = md
+                    .topics
+                    .iter()
+                    .find(|t| t.name == w.topic)
+                    .and_then(|t| t.partitions.iter().find(|p| p.partition == w.partition))
+                    .map(|p| p.leader);
+                let code = match leader {
+                    None => ErrorCode::UnknownTopicOrPartition,
+                    Some(l) if l >= 0 => ErrorCode::ElectionNotNeeded,
+                    Some(_) => ErrorCode::EligibleLeadersNotAvailable,
+                };
+                (w.topic.clone(), w.partition, code.code() as i16)
+            })
+            .collect()
+    } else {
+        match proxy
+            .elect_leaders(Request::new(v1::ElectLeadersRequest {
+                topic: String::new(),
+                partitions: wanted.clone(),
+            }))
+            .await
+        {
+            Ok(resp) => {
+                let resp = resp.into_inner();
+                let failed = resp.result.as_ref().filter(|r| r.error_code != 0);
+                match failed {
+                    Some(f) => wanted
+                        .iter()
+                        .map(|w| (w.topic.clone(), w.partition, f.error_code as i16))
+                        .collect(),
+                    None => resp
+                        .outcomes
+                        .into_iter()
+                        .map(|o| (o.topic, o.partition, o.error_code as i16))
+                        .collect(),
+                }
+            }
+            Err(status) => {
+                let (code, _) = unavailable(&status);
+                wanted
+                    .iter()
+                    .map(|w| (w.topic.clone(), w.partition, code))
+                    .collect()
+            }
+        }
+    };
+    let mut results: Vec<ReplicaElectionResult> = Vec::new();
+    for (topic, partition, code) in outcomes {
+        let result = PartitionResult::default()
+            .with_partition_id(partition as i32)
+            .with_error_code(code);
+        match results.iter_mut().find(|r| r.topic.0.as_str() == topic) {
+            Some(r) => r.partition_result.push(result),
+            None => results.push(
+                ReplicaElectionResult::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic)))
+                    .with_partition_result(vec![result]),
+            ),
+        }
+    }
+    ElectLeadersResponse::default().with_replica_election_results(results)
 }

@@ -1,6 +1,7 @@
 //! Decode a request, call the broker's own API (`server::api::BrokerApi`, the code the
 //! gRPC service runs), encode the answer for the version asked.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ use tonic::Request;
 use tracing::debug;
 
 use super::admin;
+use super::classic;
 use super::groups;
 use super::versions::{self, answers};
 use super::{framed, peek_header, Finishing, Outcome};
@@ -125,8 +127,14 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             .boxed()
         }
         RequestKind::Fetch(r) => async move {
-            let fetched = api.fetch_once(fetch_request(&r), "kafka_fetch").await;
-            answer(ResponseKind::Fetch(fetch_response(fetched)))
+            // v13+ names topics by id: mapped through this broker's metadata, and an id
+            // it does not know answered UNKNOWN_TOPIC_ID.
+            let (by_id, by_name) = groups::topic_ids(&api.0);
+            let (wanted, unknown) = fetch_request(&r, version, &by_id);
+            let fetched = api.fetch_once(wanted, "kafka_fetch").await;
+            answer(ResponseKind::Fetch(fetch_response(
+                fetched, version, &by_name, unknown,
+            )))
         }
         .boxed(),
         RequestKind::OffsetForLeaderEpoch(r) => async move {
@@ -135,6 +143,14 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             match tokio::task::spawn_blocking(move || offset_for_leader_epoch(&shared, r)).await {
                 Ok(answered) => answer(ResponseKind::OffsetForLeaderEpoch(answered)),
                 Err(e) => Outcome::Close(format!("OffsetForLeaderEpoch failed: {e}")),
+            }
+        }
+        .boxed(),
+        RequestKind::DeleteRecords(r) => async move {
+            let shared = api.0.clone();
+            match tokio::task::spawn_blocking(move || delete_records(&shared, r)).await {
+                Ok(answered) => answer(ResponseKind::DeleteRecords(answered)),
+                Err(e) => Outcome::Close(format!("DeleteRecords failed: {e}")),
             }
         }
         .boxed(),
@@ -184,6 +200,40 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             ))
         }
         .boxed(),
+        RequestKind::JoinGroup(r) => {
+            let client_id = header.client_id.as_ref().map(|c| c.to_string());
+            async move {
+                let s = api.0;
+                answer(ResponseKind::JoinGroup(
+                    classic::join_group(&s, version, r, client_id.as_deref(), peer).await,
+                ))
+            }
+            .boxed()
+        }
+        RequestKind::SyncGroup(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::SyncGroup(classic::sync_group(&s, r).await))
+        }
+        .boxed(),
+        RequestKind::Heartbeat(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::Heartbeat(classic::heartbeat(&s, r).await))
+        }
+        .boxed(),
+        RequestKind::LeaveGroup(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::LeaveGroup(
+                classic::leave_group(&s, version, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::DescribeGroups(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::DescribeGroups(
+                classic::describe_groups(&s, version, r).await,
+            ))
+        }
+        .boxed(),
         RequestKind::ListGroups(r) => async move {
             let s = api.0;
             answer(ResponseKind::ListGroups(
@@ -216,6 +266,13 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             let proxy = AdminProxy(api.0.clone());
             answer(ResponseKind::DeleteTopics(
                 admin::delete_topics(&proxy, &api, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::ElectLeaders(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::ElectLeaders(
+                admin::elect_leaders(&proxy, version, r).await,
             ))
         }
         .boxed(),
@@ -524,12 +581,33 @@ fn produce_response(r: v1::ProduceResponse) -> ProduceResponse {
     ProduceResponse::default().with_responses(topics)
 }
 
-fn fetch_request(r: &FetchRequest) -> v1::FetchRequest {
+/// The native fetch of a Kafka Fetch, and (v13+) the topic ids this broker does not know
+/// with their partitions.
+fn fetch_request(
+    r: &FetchRequest,
+    version: i16,
+    by_id: &BTreeMap<uuid::Uuid, String>,
+) -> (v1::FetchRequest, Vec<(uuid::Uuid, Vec<i32>)>) {
+    let mut unknown = Vec::new();
     let partitions = r
         .topics
         .iter()
-        .flat_map(|t| {
-            let topic = t.topic.0.to_string();
+        .filter_map(|t| {
+            if version < 13 {
+                return Some((t.topic.0.to_string(), t));
+            }
+            match by_id.get(&t.topic_id) {
+                Some(name) => Some((name.clone(), t)),
+                None => {
+                    unknown.push((
+                        t.topic_id,
+                        t.partitions.iter().map(|p| p.partition).collect(),
+                    ));
+                    None
+                }
+            }
+        })
+        .flat_map(|(topic, t)| {
             t.partitions.iter().map(move |p| v1::FetchPartition {
                 topic: topic.clone(),
                 partition: p.partition.max(0) as u32,
@@ -541,16 +619,22 @@ fn fetch_request(r: &FetchRequest) -> v1::FetchRequest {
             })
         })
         .collect();
-    v1::FetchRequest {
+    let request = v1::FetchRequest {
         max_wait_ms: r.max_wait_ms.max(0) as u32,
         min_bytes: r.min_bytes.max(0) as u32,
         max_bytes: r.max_bytes.max(0) as u32,
         partitions,
         replica_id: -1,
-    }
+    };
+    (request, unknown)
 }
 
-fn fetch_response(r: v1::FetchResponse) -> FetchResponse {
+fn fetch_response(
+    r: v1::FetchResponse,
+    version: i16,
+    by_name: &BTreeMap<String, uuid::Uuid>,
+    unknown: Vec<(uuid::Uuid, Vec<i32>)>,
+) -> FetchResponse {
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     for p in r.partitions {
         // No transactions: the last stable offset is the high watermark.
@@ -563,14 +647,83 @@ fn fetch_response(r: v1::FetchResponse) -> FetchResponse {
             .with_records(Some(p.records));
         match topics.iter_mut().find(|t| t.topic.0.as_str() == p.topic) {
             Some(t) => t.partitions.push(answer),
-            None => topics.push(
-                FetchableTopicResponse::default()
-                    .with_topic(name(&p.topic))
-                    .with_partitions(vec![answer]),
-            ),
+            None => {
+                let mut t = FetchableTopicResponse::default().with_partitions(vec![answer]);
+                if version >= 13 {
+                    t.topic_id = by_name.get(&p.topic).copied().unwrap_or_default();
+                }
+                // The name stays set for the lookup above; v13+ does not encode it.
+                t.topic = name(&p.topic);
+                topics.push(t);
+            }
         }
     }
+    if version >= 13 {
+        for t in &mut topics {
+            t.topic = TopicName::default();
+        }
+    }
+    for (id, partitions) in unknown {
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic_id(id)
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|p| {
+                            PartitionData::default()
+                                .with_partition_index(p)
+                                .with_error_code(ErrorCode::UnknownTopicId.code() as i16)
+                                .with_high_watermark(-1)
+                                .with_last_stable_offset(-1)
+                                .with_log_start_offset(-1)
+                        })
+                        .collect(),
+                ),
+        );
+    }
     FetchResponse::default().with_responses(topics)
+}
+
+/// DeleteRecords on each partition's leader (the client sends each to its leader):
+/// the new log start as the low watermark. Followers follow with their next fetch; the
+/// answer does not wait for them (`timeout_ms` is not used).
+fn delete_records(
+    shared: &Shared,
+    r: kafka_protocol::messages::DeleteRecordsRequest,
+) -> kafka_protocol::messages::DeleteRecordsResponse {
+    use kafka_protocol::messages::delete_records_response::{
+        DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+    };
+    let topics = r
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = t.name.0.to_string();
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let answer = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index);
+                    let tp = sluice_proto::TopicPartition::new(
+                        topic.clone(),
+                        p.partition_index.max(0) as u32,
+                    );
+                    match shared.replicas.delete_records(&tp, p.offset) {
+                        Ok(low) => answer.with_low_watermark(low as i64),
+                        Err((c, _)) => answer
+                            .with_low_watermark(-1)
+                            .with_error_code(c.code() as i16),
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    kafka_protocol::messages::DeleteRecordsResponse::default().with_topics(topics)
 }
 
 /// KIP-320: where each asked epoch ended on this leader, so a consumer can tell whether

@@ -18,6 +18,10 @@ use kafka_protocol::messages::{
     DeleteTopicsResponse, DescribeClusterResponse, DescribeConfigsResponse,
     IncrementalAlterConfigsResponse, ListGroupsResponse,
 };
+use kafka_protocol::messages::{
+    DescribeGroupsResponse, HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse,
+    SyncGroupResponse,
+};
 use kafka_protocol::messages::{GroupId, OffsetCommitRequest};
 
 /// Every served version of every response encodes, with the values a real answer
@@ -84,7 +88,16 @@ fn every_served_version_of_every_response_encodes() {
                 ApiKey::Metadata => ResponseKind::Metadata(metadata_response(1, md.clone())),
                 ApiKey::Produce if version < versions::PRODUCE_SERVED_MIN => continue,
                 ApiKey::Produce => ResponseKind::Produce(produce_response(produced.clone())),
-                ApiKey::Fetch => ResponseKind::Fetch(fetch_response(fetched.clone())),
+                ApiKey::Fetch => {
+                    let ids: std::collections::BTreeMap<String, uuid::Uuid> =
+                        [("t".to_string(), uuid::Uuid::from_u128(7))].into();
+                    let unknown = if version >= 13 {
+                        vec![(uuid::Uuid::from_u128(9), vec![0, 1])]
+                    } else {
+                        Vec::new()
+                    };
+                    ResponseKind::Fetch(fetch_response(fetched.clone(), version, &ids, unknown))
+                }
                 ApiKey::ListOffsets => {
                     ResponseKind::ListOffsets(list_offsets_response(version, listed.clone()))
                 }
@@ -307,6 +320,85 @@ fn every_served_version_of_every_response_encodes() {
                         vec![DeletableGroupResult::default()
                             .with_group_id(GroupId(StrBytes::from_static_str("g")))
                             .with_error_code(68)],
+                    ))
+                }
+                ApiKey::JoinGroup => {
+                    use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+                    let mut r = JoinGroupResponse::default()
+                        .with_generation_id(3)
+                        .with_leader(StrBytes::from_static_str("m1"))
+                        .with_member_id(StrBytes::from_static_str("m1"))
+                        .with_protocol_name(Some(StrBytes::from_static_str("range")))
+                        .with_members(vec![JoinGroupResponseMember::default()
+                            .with_member_id(StrBytes::from_static_str("m1"))
+                            .with_metadata(bytes::Bytes::from_static(b"md"))]);
+                    if version >= 7 {
+                        r.protocol_type = Some(StrBytes::from_static_str("consumer"));
+                    }
+                    ResponseKind::JoinGroup(r)
+                }
+                ApiKey::SyncGroup => ResponseKind::SyncGroup(
+                    SyncGroupResponse::default()
+                        .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+                        .with_protocol_name(Some(StrBytes::from_static_str("range")))
+                        .with_assignment(bytes::Bytes::from_static(b"a")),
+                ),
+                ApiKey::DeleteRecords => {
+                    use kafka_protocol::messages::delete_records_response::{
+                        DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+                    };
+                    ResponseKind::DeleteRecords(
+                        kafka_protocol::messages::DeleteRecordsResponse::default().with_topics(
+                            vec![DeleteRecordsTopicResult::default()
+                                .with_name(name("t"))
+                                .with_partitions(vec![DeleteRecordsPartitionResult::default()
+                                    .with_partition_index(0)
+                                    .with_low_watermark(40)])],
+                        ),
+                    )
+                }
+                ApiKey::ElectLeaders => {
+                    use kafka_protocol::messages::elect_leaders_response::{
+                        PartitionResult, ReplicaElectionResult,
+                    };
+                    let mut r = kafka_protocol::messages::ElectLeadersResponse::default()
+                        .with_replica_election_results(vec![ReplicaElectionResult::default()
+                            .with_topic(name("t"))
+                            .with_partition_result(vec![PartitionResult::default()
+                                .with_partition_id(0)
+                                .with_error_code(84)])]);
+                    if version >= 1 {
+                        r.error_code = 0;
+                    }
+                    ResponseKind::ElectLeaders(r)
+                }
+                ApiKey::Heartbeat => {
+                    ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(27))
+                }
+                ApiKey::LeaveGroup => {
+                    use kafka_protocol::messages::leave_group_response::MemberResponse;
+                    let mut r = LeaveGroupResponse::default();
+                    if version >= 3 {
+                        r.members = vec![MemberResponse::default()
+                            .with_member_id(StrBytes::from_static_str("m1"))
+                            .with_error_code(25)];
+                    }
+                    ResponseKind::LeaveGroup(r)
+                }
+                ApiKey::DescribeGroups => {
+                    use kafka_protocol::messages::describe_groups_response::{
+                        DescribedGroup, DescribedGroupMember,
+                    };
+                    ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(
+                        vec![DescribedGroup::default()
+                            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                            .with_group_state(StrBytes::from_static_str("Stable"))
+                            .with_protocol_type(StrBytes::from_static_str("consumer"))
+                            .with_protocol_data(StrBytes::from_static_str("range"))
+                            .with_members(vec![DescribedGroupMember::default()
+                                .with_member_id(StrBytes::from_static_str("m1"))
+                                .with_client_id(StrBytes::from_static_str("c"))
+                                .with_client_host(StrBytes::from_static_str("/127.0.0.1"))])],
                     ))
                 }
                 other => panic!("{other:?} served but not covered here"),

@@ -506,7 +506,9 @@ pub(crate) fn heartbeat_response(
 }
 
 /// This broker's topic ids, both ways.
-fn topic_ids(shared: &Arc<Shared>) -> (BTreeMap<uuid::Uuid, String>, BTreeMap<String, uuid::Uuid>) {
+pub(crate) fn topic_ids(
+    shared: &Arc<Shared>,
+) -> (BTreeMap<uuid::Uuid, String>, BTreeMap<String, uuid::Uuid>) {
     let md = shared.metadata.read();
     let pairs: Vec<(uuid::Uuid, String)> = md
         .topics
@@ -572,6 +574,13 @@ pub(crate) async fn consumer_group_describe(
             }))
             .await
         {
+            // As Kafka: a classic group is not described here (clients fall back to
+            // DescribeGroups).
+            Ok(d) if d.get_ref().group_type == "classic" => v1::DescribeGroupResponse {
+                error_code: ErrorCode::GroupIdNotFound.code(),
+                error_message: format!("Group {} is not a consumer group.", group.0),
+                ..Default::default()
+            },
             Ok(d) => d.into_inner(),
             Err(s) => v1::DescribeGroupResponse {
                 error_code: ErrorCode::CoordinatorNotAvailable.code(),
@@ -660,7 +669,7 @@ fn kafka_state(state: &str) -> String {
 }
 
 /// ListGroups: the groups this broker coordinates (as in Kafka, a client asks every
-/// broker), all of the consumer type; v4 filters by state, v5 by type.
+/// broker), of both types (consumer, classic); v4 filters by state, v5 by type.
 pub(crate) async fn list_groups(
     shared: &Arc<Shared>,
     version: i16,
@@ -682,23 +691,26 @@ pub(crate) async fn list_groups(
         return ListGroupsResponse::default().with_error_code(code(listed.error_code));
     }
     let states: Vec<String> = r.states_filter.iter().map(|s| s.to_lowercase()).collect();
-    let consumer_type = r.types_filter.is_empty()
-        || r.types_filter
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case("consumer"));
+    let types: Vec<String> = r.types_filter.iter().map(|t| t.to_lowercase()).collect();
     let groups = listed
         .groups
         .into_iter()
-        .filter(|g| consumer_type && (states.is_empty() || states.contains(&g.state)))
-        .map(|g| {
+        .map(|g| (kafka_state(&g.state), g))
+        .filter(|(state, g)| {
+            (types.is_empty() || types.contains(&g.group_type))
+                && (states.is_empty() || states.contains(&state.to_lowercase()))
+        })
+        .map(|(state, g)| {
+            // Both kinds carry consumers' protocol type (the classic protocol's own
+            // type is not listed here).
             let mut out = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
                 .with_protocol_type(StrBytes::from_static_str("consumer"));
             if version >= 4 {
-                out.group_state = StrBytes::from_string(kafka_state(&g.state));
+                out.group_state = StrBytes::from_string(state);
             }
             if version >= 5 {
-                out.group_type = StrBytes::from_static_str("consumer");
+                out.group_type = StrBytes::from_string(g.group_type);
             }
             out
         })

@@ -16,6 +16,7 @@
 
 mod admin;
 mod apis;
+mod classic;
 mod groups;
 mod versions;
 

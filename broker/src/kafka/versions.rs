@@ -10,13 +10,20 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 /// UNSUPPORTED_VERSION.
 pub(crate) const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 0, 11),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::InitProducerId, 0, 4),
@@ -95,7 +102,8 @@ mod tests {
         }
         assert!(!answers(ApiKey::Produce, 2));
         assert!(answers(ApiKey::Produce, 3));
-        assert!(!answers(ApiKey::Fetch, 13));
-        assert!(!answers(ApiKey::JoinGroup, 0));
+        assert!(answers(ApiKey::Fetch, 16) && !answers(ApiKey::Fetch, 17));
+        assert!(answers(ApiKey::JoinGroup, 0) && answers(ApiKey::JoinGroup, 9));
+        assert!(!answers(ApiKey::JoinGroup, 10));
     }
 }

@@ -113,6 +113,13 @@ impl Log {
         }))
     }
 
+    /// The largest batch max timestamp of the log's segments (`None`: empty). Readable
+    /// segments only: below the log start a segment's maximum may be gone.
+    pub fn max_timestamp(&self) -> Option<i64> {
+        let st = self.state.lock();
+        st.segments.values().filter_map(|s| s.max_timestamp()).max()
+    }
+
     /// The first offset whose record timestamp is `>= timestamp`, with that timestamp.
     /// Like [`Log::read`], it takes views of the candidate segments under the lock and
     /// scans them outside it.

@@ -467,6 +467,29 @@ impl<S: LogStore> ReplicaManager<S> {
         Ok(p)
     }
 
+    /// Kafka's DeleteRecords on the leader: makes `offset` (-1: the high watermark) the
+    /// partition's first offset and returns the new log start (its low watermark here;
+    /// followers take the leader's log start with their next fetch). An offset above the
+    /// high watermark is OFFSET_OUT_OF_RANGE; one below the log start changes nothing.
+    pub fn delete_records(&self, tp: &TopicPartition, offset: i64) -> Result<u64, Failure> {
+        let p = self.leader_partition(tp)?;
+        let hw = p.high_watermark();
+        let target = match offset {
+            -1 => hw,
+            o if o < 0 || o as u64 > hw => {
+                return Err((
+                    ErrorCode::OffsetOutOfRange,
+                    format!(
+                        "{tp}: cannot delete records before {offset}: the high watermark is {hw}"
+                    ),
+                ))
+            }
+            o => o as u64,
+        };
+        p.log.truncate_prefix_to(target).map_err(storage_failure)?;
+        Ok(p.log.log_start_offset())
+    }
+
     /// Kafka's OffsetForLeaderEpoch (KIP-101, KIP-320) as the leader answers a consumer:
     /// the largest epoch `<= epoch` this log knows and where it ended (`None` when
     /// `epoch` precedes every one kept). A client's `current_leader_epoch` other than
@@ -520,7 +543,8 @@ impl<S: LogStore> ReplicaManager<S> {
         self.leader_partition(tp).ok().map(|p| p.subscribe_hw())
     }
 
-    /// ListOffsets: -1 latest (the high watermark), -2 earliest, else the first offset
+    /// ListOffsets: -1 latest (the high watermark), -2 earliest, -3 the record with the
+    /// largest timestamp (none while it is above the high watermark), else the first offset
     /// with a timestamp at or after `timestamp` below the high watermark. A leader whose
     /// high watermark is still below its epoch's start offset answers latest (and a
     /// timestamp found nowhere below its HW) with OFFSET_NOT_AVAILABLE, retriable.
@@ -547,6 +571,14 @@ impl<S: LogStore> ReplicaManager<S> {
             -1 if !available => return Err(not_available()),
             -1 => (Some(hw), -1),
             -2 => (Some(p.log.log_start_offset()), -1),
+            // KIP-734: the first record with the largest timestamp, if below the HW.
+            -3 => match p.log.max_timestamp() {
+                None => (None, -1),
+                Some(max) => match p.log.offset_for_timestamp(max).map_err(storage_failure)? {
+                    Some((offset, ts)) if offset < hw => (Some(offset), ts),
+                    _ => (None, -1),
+                },
+            },
             t if t < 0 => {
                 return Err((
                     ErrorCode::InvalidRequest,

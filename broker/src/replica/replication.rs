@@ -301,6 +301,18 @@ impl<S: LogStore> ReplicaManager<S> {
                     .record(b, b.base_offset().max(0) as u64, self.clock.wall_ms());
             }
         }
+        // The leader's records below its log start are gone (retention, DeleteRecords):
+        // here too, so a later leader does not bring them back. Only below what this
+        // replica holds and the leader has committed.
+        let follow_start = fetched
+            .log_start_offset
+            .min(fetched.high_watermark)
+            .min(p.log_end().0);
+        if follow_start > p.log.log_start_offset() {
+            p.log
+                .truncate_prefix_to(follow_start)
+                .map_err(storage_failure)?;
+        }
         let event = Event::Replicated {
             leader_high_watermark: Offset(fetched.high_watermark),
             log_end_offset: p.log_end(),

@@ -61,6 +61,8 @@ pub trait ReplicaLog: Send + Sync + 'static {
     fn read(&self, from: u64, max_bytes: usize, up_to: Option<u64>)
         -> Result<ReadResult, LogError>;
     fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(u64, i64)>, LogError>;
+    /// The largest record timestamp in the log (`None`: empty).
+    fn max_timestamp(&self) -> Option<i64>;
     /// Drops every batch whose last offset is `>= offset`; returns the new log end.
     fn truncate_to(&self, offset: u64) -> Result<u64, LogError>;
     /// Makes `offset` the first readable offset (past the end: restarts empty there).
@@ -173,6 +175,9 @@ impl ReplicaLog for Log {
     }
     fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(u64, i64)>, LogError> {
         Log::offset_for_timestamp(self, timestamp)
+    }
+    fn max_timestamp(&self) -> Option<i64> {
+        Log::max_timestamp(self)
     }
     fn truncate_to(&self, offset: u64) -> Result<u64, LogError> {
         Log::truncate_to(self, offset)

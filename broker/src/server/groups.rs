@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::Shared;
+use crate::group::classic::{Delivery, JoinReply, SyncReply};
 use crate::group::coordinator::{Coordinator, CoordinatorConfig, Write};
 use crate::group::state::GroupError;
 
@@ -75,6 +76,37 @@ pub(super) struct Loaded {
     failed: Arc<AtomicBool>,
     /// Held by the writer while it appends.
     writing: Arc<tokio::sync::Mutex<()>>,
+    /// Classic JoinGroup/SyncGroup requests waiting for their answer, by (group,
+    /// member). Dropped with this coordinator: the waiting clients hear NOT_COORDINATOR.
+    pub(super) waiters: parking_lot::Mutex<Waiters>,
+}
+
+pub(super) type Answer<T> = oneshot::Sender<Result<T, GroupError>>;
+
+#[derive(Default)]
+pub(super) struct Waiters {
+    pub(super) joins: HashMap<(String, String), Answer<JoinReply>>,
+    pub(super) syncs: HashMap<(String, String), Answer<SyncReply>>,
+}
+
+impl Waiters {
+    /// Hands each answer to the request waiting for it.
+    pub(super) fn deliver(&mut self, group: &str, deliveries: Vec<Delivery>) {
+        for d in deliveries {
+            match d {
+                Delivery::Join(m, r) => {
+                    if let Some(tx) = self.joins.remove(&(group.to_string(), m)) {
+                        let _ = tx.send(r);
+                    }
+                }
+                Delivery::Sync(m, r) => {
+                    if let Some(tx) = self.syncs.remove(&(group.to_string(), m)) {
+                        let _ = tx.send(r);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Loaded {
@@ -328,6 +360,7 @@ pub(super) async fn load(shared: &Arc<Shared>, p: u32) -> Result<Arc<Loaded>, Fa
         tx,
         failed: failed.clone(),
         writing: writing.clone(),
+        waiters: Default::default(),
     });
     tokio::spawn(writer(shared.clone(), tp, rx, failed, writing));
     gc.loaded.lock().insert(p, loaded.clone());
@@ -527,9 +560,9 @@ pub(crate) async fn maintain(shared: Arc<Shared>) {
                 continue;
             }
             let mut writes = core.set_partitions(topics.clone(), ms);
-            let (more, fenced) = core.tick(now, ms);
-            writes.extend(more);
-            for (g, m) in fenced {
+            let tick = core.tick(now, ms);
+            writes.extend(tick.writes);
+            for (g, m) in tick.fenced {
                 info!(
                     group = g,
                     member = m,
@@ -541,9 +574,27 @@ pub(crate) async fn maintain(shared: Arc<Shared>) {
             epochs.extend(core.epochs());
             groups += epochs.len() - before;
             members += core.member_count();
-            if !writes.is_empty() {
-                let (tx, _rx) = oneshot::channel();
+            let deliveries = tick.deliveries;
+            if writes.is_empty() {
+                let mut waiters = l.waiters.lock();
+                for (g, d) in deliveries {
+                    waiters.deliver(&g, vec![d]);
+                }
+            } else {
+                // Answers go out once what the tick changed is written.
+                let (tx, rx) = oneshot::channel();
                 let _ = l.tx.try_send(Pending { writes, done: tx });
+                if !deliveries.is_empty() {
+                    let l = l.clone();
+                    tokio::spawn(async move {
+                        if let Ok(Ok(())) = rx.await {
+                            let mut waiters = l.waiters.lock();
+                            for (g, d) in deliveries {
+                                waiters.deliver(&g, vec![d]);
+                            }
+                        }
+                    });
+                }
             }
         }
         shared.groups.group_count.store(held, Ordering::Release);
@@ -599,8 +650,9 @@ async fn publish_lag(shared: &Arc<Shared>, loaded: &[(u32, Arc<Loaded>)]) {
     let mut sizes: BTreeMap<String, i64> = BTreeMap::new();
     for (_, l) in loaded {
         let core = l.core.lock();
-        for (g, _, n) in core.list() {
-            sizes.insert(g.clone(), n as i64);
+        for listed in core.list() {
+            let g = listed.group_id;
+            sizes.insert(g.clone(), listed.members as i64);
             for ((t, p), c) in core.fetch(&g, &[]) {
                 if let Some(c) = c {
                     committed.push((g.clone(), TopicPartition::new(t, p), c.offset));

@@ -21,7 +21,7 @@ use super::Shared;
 use crate::group::coordinator::{Coordinator, Write};
 use crate::group::state::{AssignorKind, GroupError, Heartbeat};
 
-fn group_failure(e: GroupError) -> Failure {
+pub(super) fn group_failure(e: GroupError) -> Failure {
     match e {
         GroupError::FencedMemberEpoch => (
             ErrorCode::FencedMemberEpoch,
@@ -45,6 +45,27 @@ fn group_failure(e: GroupError) -> Failure {
         GroupError::GroupMaxSizeReached(max) => (
             ErrorCode::GroupMaxSizeReached,
             format!("the group has {max} members, the most it may have (group.consumer.max.size)"),
+        ),
+        GroupError::IllegalGeneration => (
+            ErrorCode::IllegalGeneration,
+            "the generation is not the group's current one: join again".into(),
+        ),
+        GroupError::RebalanceInProgress => (
+            ErrorCode::RebalanceInProgress,
+            "the group is rebalancing: join again".into(),
+        ),
+        GroupError::InconsistentGroupProtocol => (
+            ErrorCode::InconsistentGroupProtocol,
+            "the group uses another protocol type, protocol, or group protocol (classic or consumer)".into(),
+        ),
+        GroupError::InvalidSessionTimeout => (
+            ErrorCode::InvalidSessionTimeout,
+            "the session timeout is outside the broker's group.min/max.session.timeout.ms".into(),
+        ),
+        GroupError::MemberIdRequired(id) => (ErrorCode::MemberIdRequired, id),
+        GroupError::FencedInstanceId => (
+            ErrorCode::FencedInstanceId,
+            "another process now holds this group.instance.id".into(),
         ),
         GroupError::TooManyGroups(max) => (
             ErrorCode::GroupMaxSizeReached,
@@ -77,7 +98,7 @@ fn from_tps(tps: &BTreeSet<(String, u32)>) -> Vec<v1::TopicPartitions> {
         .collect()
 }
 
-fn new_member_id() -> String {
+pub(super) fn new_member_id() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
@@ -368,16 +389,13 @@ impl groups_server::Groups for GroupsApi {
                 }
             };
             let core = loaded.core.lock();
-            groups.extend(
-                core.list()
-                    .into_iter()
-                    .map(|(g, state, members)| v1::GroupListing {
-                        group_id: g,
-                        state: state.into(),
-                        members: members as u32,
-                        coordinator: self.0.config.id as i32,
-                    }),
-            );
+            groups.extend(core.list().into_iter().map(|g| v1::GroupListing {
+                group_id: g.group_id,
+                state: g.state.into(),
+                members: g.members as u32,
+                coordinator: self.0.config.id as i32,
+                group_type: g.kind.name().into(),
+            }));
         }
         Ok(Response::new(v1::ListGroupsResponse {
             error_code: 0,
@@ -407,6 +425,7 @@ impl groups_server::Groups for GroupsApi {
         match result {
             Ok(Some(d)) => {
                 out.state = d.state.into();
+                out.group_type = d.kind.name().into();
                 out.group_epoch = d.group_epoch;
                 out.assignment_epoch = d.assignment_epoch;
                 out.assignor = d.assignor.into();

@@ -9,6 +9,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod api;
+pub(crate) mod classic;
 mod control;
 mod fetcher;
 mod groups;

@@ -69,7 +69,7 @@ public final class KafkaJava {
             case "produce" -> out = produce(boot, args[2], Integer.parseInt(args[3]),
                     Long.parseLong(args[4]));
             case "consume" -> out = consume(boot, args[2], args[3], Integer.parseInt(args[4]),
-                    Long.parseLong(args[5]));
+                    Long.parseLong(args[5]), args.length > 6 ? args[6] : "consumer");
             case "produce-until" -> out = produceUntil(boot, args[2], Path.of(args[3]),
                     Long.parseLong(args[4]));
             case "group-share" -> out = groupShare(boot, args[2], args[3], Integer.parseInt(args[4]),
@@ -142,15 +142,16 @@ public final class KafkaJava {
     }
 
     /**
-     * A KIP-848 consumer (group.protocol=consumer) of `group` reads `n` records (or until
-     * the deadline), commits synchronously and leaves. Each record as [partition, offset,
-     * key, value, header seq, header src, timestamp].
+     * A member of `group` (group.protocol `protocol`: consumer, KIP-848, or classic)
+     * reads `n` records (or until the deadline), commits synchronously and leaves. Each
+     * record as [partition, offset, key, value, header seq, header src, timestamp].
      */
-    static Map<String, Object> consume(String boot, String topic, String group, int n, long limitMs) {
+    static Map<String, Object> consume(String boot, String topic, String group, int n, long limitMs,
+            String protocol) {
         Properties p = new Properties();
         p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, boot);
         p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
-        p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, "consumer");
+        p.put(ConsumerConfig.GROUP_PROTOCOL_CONFIG, protocol);
         p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
         p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
         p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
