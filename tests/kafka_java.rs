@@ -623,6 +623,16 @@ fn java_admin_client_agrees_with_the_sluice_cli() {
         "{a}"
     );
     assert_eq!(ja["partitions"].as_array().unwrap().len(), 5);
+    // Preferred elections where every leader is already the preferred one: asked for
+    // every partition, the answer lists none (as Kafka's: only partitions acted on);
+    // asked for one by name, it says so.
+    assert_eq!(a["elect_all"], 0, "{a}");
+    assert_eq!(a["elect_all_result"], "ok", "{a}");
+    assert_eq!(
+        error_of(&a["elect_named"]),
+        "ElectionNotNeededException",
+        "{a}"
+    );
     assert_partitions_match(&a["describe_after"], &ja);
 
     // listOffsets over records whose timestamps the producer chose (ts0 + i).

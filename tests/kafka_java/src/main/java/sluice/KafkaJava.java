@@ -587,6 +587,14 @@ public final class KafkaJava {
                     a.createPartitions(Map.of(topic, NewPartitions.increaseTo(2))).all(), v -> "ok"));
             out.put("describe_after", attempt(a.describeTopics(List.of(topic)).allTopicNames(),
                     m -> describeTopic(m.get(topic))));
+            // Preferred elections (KIP-460): of every partition (null), where each already
+            // has its preferred leader, and of one named partition.
+            out.put("elect_all", attempt(a.electLeaders(org.apache.kafka.common.ElectionType.PREFERRED, null)
+                    .partitions(), m -> m.size()));
+            out.put("elect_all_result", attempt(
+                    a.electLeaders(org.apache.kafka.common.ElectionType.PREFERRED, null).all(), v -> "ok"));
+            out.put("elect_named", attempt(a.electLeaders(org.apache.kafka.common.ElectionType.PREFERRED,
+                    Set.of(new TopicPartition(topic, 0))).all(), v -> "ok"));
         }
         return out;
     }
