@@ -87,6 +87,28 @@ if ! PYTHONPATH="$tools" "$kafka_python" -c 'import confluent_kafka' >/dev/null 
   fi
 fi
 
+# kafka-python (its own protocol code, pure Python) with its codec modules drives
+# tests/kafka_python_clients.py the same way.
+kafka_python_pkgs=(kafka-python==3.0.12 lz4==4.4.5 python-snappy==0.7.3 zstandard==0.25.0)
+if ! PYTHONPATH="$tools" "$kafka_python" -c 'import kafka, lz4, snappy, zstandard' >/dev/null 2>&1; then
+  echo "installing ${kafka_python_pkgs[*]} into $tools/"
+  if [[ -x "$tools/bin/pip" ]]; then
+    "$tools/bin/pip" install -q "${kafka_python_pkgs[@]}"
+  else
+    python3 -m pip install -q --target "$tools" "${kafka_python_pkgs[@]}"
+  fi
+fi
+
+# kafkajs (pure JavaScript, npm) drives tests/kafkajs/flows.js; pinned by its
+# package-lock.json, installed into the git-ignored tests/kafkajs/node_modules/.
+if [[ ! -d tests/kafkajs/node_modules/kafkajs ]]; then
+  if ! command -v npm >/dev/null; then
+    apt-get install -y -q nodejs npm >/dev/null
+  fi
+  echo "installing kafkajs into tests/kafkajs/node_modules/"
+  (cd tests/kafkajs && npm ci --no-audit --no-fund --silent)
+fi
+
 # The Java Kafka client (kafka-clients from Maven Central) drives tests/kafka_java.rs through
 # the Maven project tests/kafka_java, built into target/kafka-java/ (its jar, and its
 # dependencies in lib/) whenever a file under tests/kafka_java is newer than the jar.

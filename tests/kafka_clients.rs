@@ -6,44 +6,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use common::Dev;
 
-/// `.venv-tools/bin/python3` (a virtualenv) or the system python3 with `.venv-tools`
-/// on its path (scripts/test.sh's fallback without python3-venv).
-fn python() -> (PathBuf, Option<PathBuf>) {
-    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-tools");
-    let venv = tools.join("bin/python3");
-    if venv.exists() {
-        (venv, None)
-    } else {
-        (PathBuf::from("python3"), Some(tools))
-    }
-}
-
-/// Runs one flow of tests/kafka_clients.py; its JSON answer, or a panic with its stderr.
+/// Runs one flow of tests/kafka_clients.py.
 fn flow(args: &[&str]) -> serde_json::Value {
-    let (py, path) = python();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka_clients.py");
-    let mut cmd = Command::new(&py);
-    cmd.arg(&script).args(args);
-    if let Some(p) = path {
-        cmd.env("PYTHONPATH", p);
-    }
-    let out = cmd.output().expect("python3");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("No module named 'confluent_kafka'"),
-        "confluent-kafka is not installed: run scripts/test.sh (it installs it into .venv-tools/)"
-    );
-    assert!(
-        out.status.success(),
-        "kafka_clients.py {args:?} failed: {stderr}"
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    common::python::flow("tests/kafka_clients.py", "confluent_kafka", args)
 }
 
 fn dev_with_topic(dir: &Path, topic: &str, partitions: u32) -> (Dev, String) {

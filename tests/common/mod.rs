@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub mod cluster;
 pub mod db;
+pub mod python;
 pub mod slowdisk;
 pub mod versions;
 
@@ -69,7 +70,11 @@ impl Dev {
             .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            // TEST_LOG=info,… shows the servers' logs when chasing a failure.
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -28,7 +28,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::server::Shared;
@@ -79,6 +79,8 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::with_capacity(64 * 1024, read);
     let (tx, mut rx) = mpsc::channel::<Finishing>(IN_FLIGHT_MAX);
+    // How many requests have been answered (or needed no answer), for the barrier below.
+    let (answered_tx, mut answered) = watch::channel(0u64);
     let writer = tokio::spawn(async move {
         while let Some(finishing) = rx.recv().await {
             match finishing.await {
@@ -87,8 +89,9 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
                         debug!(%peer, error = %e, "Kafka connection: write failed");
                         return;
                     }
+                    answered_tx.send_modify(|n| *n += 1);
                 }
-                Outcome::Silent => {}
+                Outcome::Silent => answered_tx.send_modify(|n| *n += 1),
                 Outcome::Close(why) => {
                     info!(%peer, why, "closing a Kafka connection");
                     return;
@@ -97,6 +100,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         }
     });
     let mut stopping = shared.stopping.subscribe();
+    let mut started = 0u64;
     loop {
         let size = tokio::select! {
             size = tokio::time::timeout(IDLE_MAX, read.read_i32()) => size,
@@ -129,7 +133,19 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
                 break;
             }
         }
-        let finishing = apis::start(&shared, frame.freeze(), peer).await;
+        let frame = frame.freeze();
+        // Group requests start only once every earlier request of the connection is
+        // answered, as a Kafka broker serves one request per connection at a time: a
+        // Heartbeat a client sends behind its JoinGroup must see the group after that
+        // join, not while it waits (kafka-python took such a stale
+        // REBALANCE_IN_PROGRESS as a reason to join again, and its group never settled).
+        if peek_header(&frame).is_some_and(|(key, _, _)| SEQUENTIAL_KEYS.contains(&key))
+            && answered.wait_for(|n| *n >= started).await.is_err()
+        {
+            break;
+        }
+        let finishing = apis::start(&shared, frame, peer).await;
+        started += 1;
         if tx.send(finishing).await.is_err() {
             break;
         }
@@ -137,6 +153,11 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     drop(tx);
     let _ = writer.await;
 }
+
+/// API keys served strictly after the connection's earlier requests are answered: the
+/// group coordinator's (OffsetCommit, OffsetFetch, JoinGroup, Heartbeat, LeaveGroup,
+/// SyncGroup, ConsumerGroupHeartbeat).
+const SEQUENTIAL_KEYS: [i16; 7] = [8, 9, 11, 12, 13, 14, 68];
 
 /// Frames `body` (already encoded with its response header) with the size prefix.
 pub(crate) fn framed(body: BytesMut) -> BytesMut {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+use tracing::{debug, info};
 
 use super::groups::{coordinator_for, now_ms, Failure, Loaded};
 use super::groups_api::{group_failure, new_member_id};
@@ -47,6 +48,7 @@ pub(crate) async fn join(
 ) -> Result<JoinReply, Failure> {
     let loaded = coordinator_for(shared, &group).await?;
     let limit = req.rebalance_timeout.max(req.session_timeout);
+    debug!(group, member = req.member_id, "JoinGroup");
     let client_id = req.client_id.clone();
     let (tx, rx) = oneshot::channel();
     let (now_answer, deliveries) = loaded
@@ -75,10 +77,28 @@ pub(crate) async fn join(
         })
         .await?;
     deliver(&loaded, &group, deliveries);
-    match now_answer {
+    let answer = match now_answer {
         Some(r) => r.map_err(group_failure),
         None => wait(rx, limit.max(Duration::from_secs(300))).await,
+    };
+    match &answer {
+        Ok(r) if r.leader == r.member_id && !r.members.is_empty() => info!(
+            group,
+            generation = r.generation,
+            members = r.members.len(),
+            protocol = r.protocol,
+            leader = r.leader,
+            "classic group joined"
+        ),
+        Ok(r) => debug!(
+            group,
+            member = r.member_id,
+            generation = r.generation,
+            "JoinGroup answered"
+        ),
+        Err((code, _)) => debug!(group, %code, "JoinGroup refused"),
     }
+    answer
 }
 
 /// A SyncGroup: `protocol` is (type, name) as v5+ sends them.
@@ -92,6 +112,13 @@ pub(crate) async fn sync(
     assignments: Vec<(String, Vec<u8>)>,
 ) -> Result<SyncReply, Failure> {
     let loaded = coordinator_for(shared, &group).await?;
+    debug!(
+        group,
+        member = member_id,
+        generation,
+        leader = !assignments.is_empty(),
+        "SyncGroup"
+    );
     let (tx, rx) = oneshot::channel();
     let (now_answer, deliveries) = loaded
         .run(|core| {
@@ -120,11 +147,22 @@ pub(crate) async fn sync(
         })
         .await?;
     deliver(&loaded, &group, deliveries);
-    match now_answer {
+    let answer = match now_answer {
         Some(r) => r.map_err(group_failure),
         // The leader syncs within the rebalance timeout, or the tick gives up on it.
         None => wait(rx, Duration::from_secs(300)).await,
+    };
+    match &answer {
+        Ok(r) => debug!(
+            group,
+            member = member_id,
+            generation,
+            bytes = r.assignment.len(),
+            "SyncGroup answered"
+        ),
+        Err((code, _)) => debug!(group, member = member_id, generation, %code, "SyncGroup refused"),
     }
+    answer
 }
 
 pub(crate) async fn heartbeat(
@@ -135,7 +173,7 @@ pub(crate) async fn heartbeat(
     generation: i32,
 ) -> Result<(), Failure> {
     let loaded = coordinator_for(shared, &group).await?;
-    loaded
+    let answer = loaded
         .run(|core| {
             let r = core.classic_heartbeat(
                 &group,
@@ -146,7 +184,11 @@ pub(crate) async fn heartbeat(
             );
             (r.map_err(group_failure), Vec::new())
         })
-        .await
+        .await;
+    if let Err((code, _)) = &answer {
+        debug!(group, member = member_id, generation, %code, "Heartbeat refused");
+    }
+    answer
 }
 
 /// A LeaveGroup of (member id, instance id) pairs: the group's error, or one result per
@@ -157,6 +199,7 @@ pub(crate) async fn leave(
     leaving: Vec<(String, Option<String>)>,
 ) -> Result<Vec<Result<String, Failure>>, Failure> {
     let loaded = coordinator_for(shared, &group).await?;
+    debug!(group, ?leaving, "LeaveGroup");
     let (results, deliveries) = loaded
         .run(|core| {
             let (results, deliveries, writes) =
