@@ -24,6 +24,8 @@ packages=(
   "mariadbd|/usr/sbin/mariadbd:mariadb-server"
   "mariadb:mariadb-client"
   "kcat:kcat"
+  "javac:openjdk-17-jdk-headless"
+  "mvn:maven"
 )
 missing=()
 # present: a path that exists or a command on PATH
@@ -109,6 +111,31 @@ fi
 
 # Apache Kafka 4.4 itself (Maven Central) for tests/kafka_diff.rs and tests/kafka_tools.rs
 scripts/install-apache-kafka.sh
+
+# The Java Kafka client (kafka-clients from Maven Central) drives tests/kafka_java.rs through
+# the Maven project tests/kafka_java, built into target/kafka-java/ (its jar, and its
+# dependencies in lib/) whenever a file under tests/kafka_java is newer than the jar.
+kafka_java_jar=target/kafka-java/sluice-kafka-java.jar
+if [[ ! -f "$kafka_java_jar" || -n "$(find tests/kafka_java -type f -newer "$kafka_java_jar" -print -quit)" ]]; then
+  echo "building tests/kafka_java (Maven: kafka-clients) into target/kafka-java/"
+  rm -rf target/kafka-java/lib
+  mvn -q -B -Dstyle.color=never -f tests/kafka_java/pom.xml package -Dmaven.test.skip=true
+  touch "$kafka_java_jar" # Maven leaves an unchanged jar's time alone
+fi
+
+# franz-go (from the Go module proxy; it needs Go 1.26) drives tests/kafka_franz.rs through
+# the Go program tests/kafka_franz, built into target/kafka-franz/ when its sources change.
+[[ -x /usr/local/go/bin/go ]] && export PATH="$PATH:/usr/local/go/bin"
+kafka_franz_bin=target/kafka-franz/kafka_franz
+if [[ ! -x "$kafka_franz_bin" || -n "$(find tests/kafka_franz -type f -newer "$kafka_franz_bin" -print -quit)" ]]; then
+  if ! command -v go >/dev/null 2>&1; then
+    echo "go is not installed: tests/kafka_franz needs Go 1.26 or newer (franz-go v1.22 requires it)" >&2
+    exit 1
+  fi
+  echo "building tests/kafka_franz (franz-go) into target/kafka-franz/"
+  (cd tests/kafka_franz && GOFLAGS=-mod=mod go build -o ../../target/kafka-franz/kafka_franz .)
+  touch "$kafka_franz_bin"
+fi
 
 # The etcd lease store and its tests need the `etcd` feature (protoc at build time).
 features=(--features sluice/etcd,sluice/postgres)

@@ -682,3 +682,72 @@ pub fn exactly_once_violations(
     }
     problems
 }
+
+/// One embedded-store controller and `brokers` brokers, each also serving the Kafka
+/// protocol on a loopback port of its own (`--kafka-listen`); the cluster and each
+/// broker's Kafka address, in broker order. A restarted broker gets its port back.
+pub fn start_with_kafka(dir: &Path, brokers: usize) -> (Cluster, Vec<String>) {
+    let local = || format!("127.0.0.1:{}", free_port());
+    let kafka: Vec<String> = (0..brokers).map(|_| local()).collect();
+    let store = format!("embedded:{}", dir.join("controller").display());
+    let specs = kafka
+        .iter()
+        .map(|k| {
+            (
+                local(),
+                Vec::new(),
+                vec!["--kafka-listen".to_string(), k.clone()],
+            )
+        })
+        .collect();
+    let cluster = Cluster::start_custom(dir, vec![local()], specs, &store);
+    (cluster, kafka)
+}
+
+/// While a producer writes to `topic`-0: waits until the high watermark reaches `before`,
+/// kills the partition's leader with kill -9, waits until another broker leads and
+/// `after` more records are in, restarts the killed broker and waits until it is back in
+/// the ISR. Returns the killed broker's id.
+pub fn kill9_leader_midstream(
+    c: &mut Cluster,
+    rt: &tokio::runtime::Runtime,
+    admin: &Admin,
+    topic: &str,
+    before: u64,
+    after: u64,
+) -> u32 {
+    let (leader, at_kill) = wait_for(
+        &format!("the producer to write {before} records"),
+        Duration::from_secs(30),
+        || {
+            state(rt, admin, topic)
+                .filter(|s| s.0.is_some() && s.2.is_some_and(|h| h >= before))
+                .map(|s| (s.0.unwrap(), s.2.unwrap()))
+        },
+    );
+    c.kill9(leader as usize - 1);
+    let killed = std::time::Instant::now();
+    // Another leader takes over and the producer goes on through it.
+    let new_leader = wait_for(
+        &format!("a new leader and {after} more records"),
+        Duration::from_secs(30),
+        || {
+            state(rt, admin, topic)
+                .filter(|s| {
+                    s.0.is_some_and(|l| l != leader) && s.2.is_some_and(|h| h >= at_kill + after)
+                })
+                .and_then(|s| s.0)
+        },
+    );
+    eprintln!(
+        "leader {leader} killed at HW {at_kill}; broker {new_leader} leads, {after} more records in after {:?}",
+        killed.elapsed()
+    );
+    c.start_broker(leader as usize - 1);
+    wait_for(
+        "the restarted broker back in the ISR",
+        Duration::from_secs(30),
+        || state(rt, admin, topic).filter(|s| s.1.len() == 3),
+    );
+    leader
+}

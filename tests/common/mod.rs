@@ -545,6 +545,57 @@ pub fn metric(scrape: &str, name: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
+/// A client process run in the background with stdout and stderr captured, killed if
+/// the test ends before [`Background::finish`].
+pub struct Background {
+    child: Option<Child>,
+    what: String,
+}
+
+impl Background {
+    pub fn start(what: &str, mut command: Command) -> Background {
+        let child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        Background {
+            child: Some(child),
+            what: what.to_string(),
+        }
+    }
+
+    /// Waits for the process to exit successfully: its JSON answer on stdout and its
+    /// stderr.
+    pub fn finish(mut self) -> (serde_json::Value, String) {
+        let out = self
+            .child
+            .take()
+            .expect("running")
+            .wait_with_output()
+            .expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{} failed: {stderr}", self.what);
+        let answer = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}: {}\n{stderr}",
+                self.what,
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        (answer, stderr)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A server process run to its exit (or killed at a deadline), with what it printed.
 pub struct ExitedServer {
     pub status: std::process::ExitStatus,

@@ -477,7 +477,8 @@ pub(super) async fn alter_configs(
 /// ElectLeaders (kafka-leader-election, AdminClient.electLeaders): a preferred election
 /// (type 0) of the partitions named, or of every partition (null), through the
 /// controller, each with its outcome (elected, ELECTION_NOT_NEEDED,
-/// PREFERRED_LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PARTITION). An unclean election
+/// PREFERRED_LEADER_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PARTITION; for every partition,
+/// those with ELECTION_NOT_NEEDED left out, as Kafka does). An unclean election
 /// (type 1) elects nothing: Sluice never takes a leader from outside the ISR, so a
 /// partition with a leader answers ELECTION_NOT_NEEDED and one without
 /// ELIGIBLE_LEADERS_NOT_AVAILABLE.
@@ -579,8 +580,15 @@ pub(super) async fn elect_leaders(
             }
         }
     };
+    // Asked about every partition (null), Kafka answers only the partitions it acted on:
+    // one that already has its preferred leader is left out, not ELECTION_NOT_NEEDED
+    // (else a client's all() fails on a balanced cluster).
+    let every = r.topic_partitions.is_none();
     let mut results: Vec<ReplicaElectionResult> = Vec::new();
     for (topic, partition, code) in outcomes {
+        if every && code == ErrorCode::ElectionNotNeeded.code() as i16 {
+            continue;
+        }
         let result = PartitionResult::default()
             .with_partition_id(partition as i32)
             .with_error_code(code);

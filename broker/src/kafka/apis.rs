@@ -402,12 +402,23 @@ fn old_produce_refusal(version: i16, correlation: i32, frame: Bytes) -> Option<O
 async fn metadata(api: &BrokerApi, me: u32, version: i16, r: MetadataRequest) -> MetadataResponse {
     // Null: every topic; empty: none (v0 had no null: empty meant every topic).
     let none_asked = r.topics.as_ref().is_some_and(|t| t.is_empty()) && version > 0;
-    let topics: Vec<String> = r
-        .topics
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|t| t.name.map(|n| n.0.to_string()))
-        .collect();
+    let asked = r.topics.unwrap_or_default();
+    // v10+ may name topics by id (the name null, or empty as the Java client sends it);
+    // as in Kafka, when any id is given the ids are what is asked for.
+    let mut ids: Vec<uuid::Uuid> = Vec::new();
+    for id in asked.iter().map(|t| t.topic_id).filter(|id| !id.is_nil()) {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let topics: Vec<String> = if ids.is_empty() {
+        asked
+            .into_iter()
+            .filter_map(|t| t.name.map(|n| n.0.to_string()))
+            .collect()
+    } else {
+        Vec::new() // every topic, to find the ids among
+    };
     let mut md = match api
         .metadata(Request::new(v1::MetadataRequest { topics }))
         .await
@@ -423,6 +434,21 @@ async fn metadata(api: &BrokerApi, me: u32, version: i16, r: MetadataRequest) ->
     if none_asked {
         md.topics.clear();
     }
+    let mut unknown_ids = Vec::new();
+    if !ids.is_empty() {
+        let mut known = Vec::new();
+        for id in ids {
+            match md
+                .topics
+                .iter()
+                .find(|t| uuid::Uuid::try_parse(&t.topic_id).ok() == Some(id))
+            {
+                Some(t) => known.push(t.clone()),
+                None => unknown_ids.push(id),
+            }
+        }
+        md.topics = known;
+    }
     // v0-3 have no flag: creation was always allowed there.
     let allowed = version < 4 || r.allow_auto_topic_creation;
     if let (true, Some(partitions)) = (allowed, api.0.config.kafka_auto_create_partitions) {
@@ -436,7 +462,15 @@ async fn metadata(api: &BrokerApi, me: u32, version: i16, r: MetadataRequest) ->
             t.error_message = message;
         }
     }
-    metadata_response(me, md)
+    let mut answer = metadata_response(me, md);
+    // An id no topic has: UNKNOWN_TOPIC_ID with no name, as Kafka answers.
+    answer.topics.extend(unknown_ids.into_iter().map(|id| {
+        MetadataResponseTopic::default()
+            .with_error_code(ErrorCode::UnknownTopicId.code() as i16)
+            .with_name(None)
+            .with_topic_id(id)
+    }));
+    answer
 }
 
 /// The live brokers that serve Kafka, with the host and port of their listener.
