@@ -190,25 +190,7 @@ fn committed(bootstrap: &str, group: &str) -> Option<(i64, BTreeMap<u64, i64>)> 
 #[test]
 fn cluster_the_classic_group_survives_a_kill_of_its_coordinator() {
     let dir = tempfile::tempdir().unwrap();
-    let kafka: Vec<String> = (0..3)
-        .map(|_| format!("127.0.0.1:{}", common::free_port()))
-        .collect();
-    let store = format!("embedded:{}", dir.path().join("controller").display());
-    let mut cluster = common::cluster::Cluster::start_custom(
-        dir.path(),
-        vec![format!("127.0.0.1:{}", common::free_port())],
-        kafka
-            .iter()
-            .map(|k| {
-                (
-                    format!("127.0.0.1:{}", common::free_port()),
-                    Vec::new(),
-                    vec!["--kafka-listen".to_string(), k.clone()],
-                )
-            })
-            .collect(),
-        &store,
-    );
+    let (mut cluster, kafka) = common::cluster::start_with_kafka(dir.path(), 3);
     let _ = cluster.client();
     let bootstrap = cluster.bootstrap();
     let cli = |args: &[&str], stdin: &str| {
