@@ -407,8 +407,8 @@ fn group_and_producer_id_apis_by_hand() {
     };
     assert_eq!(
         commit(&mut c, 9, &member, epoch + 1, 5),
-        113,
-        "a stale epoch"
+        110,
+        "an epoch ahead of the member's: FENCED_MEMBER_EPOCH, as Kafka 4.3+ answers"
     );
     assert_eq!(
         commit(&mut c, 9, "nobody", epoch, 5),

@@ -342,7 +342,8 @@ impl Coordinator {
                 return Err(GroupError::RebalanceInProgress);
             }
         } else {
-            self.check_consumer_commit(group_id, member_id, member_epoch)?;
+            let tps: Vec<Tp> = offsets.iter().map(|(tp, _, _)| tp.clone()).collect();
+            self.check_consumer_commit(group_id, member_id, member_epoch, &tps)?;
         }
         self.store_offsets(group_id, offsets, now_ms)
     }
@@ -352,23 +353,22 @@ impl Coordinator {
         group_id: &str,
         member_id: &str,
         member_epoch: i32,
+        tps: &[Tp],
     ) -> Result<(), GroupError> {
-        let members = self
-            .groups
-            .get(group_id)
-            .map(|e| e.group.members())
-            .unwrap_or_default();
+        let Some(e) = self.groups.get(group_id) else {
+            return if member_id.is_empty() {
+                Ok(())
+            } else {
+                Err(GroupError::UnknownMemberId)
+            };
+        };
         if member_id.is_empty() {
-            if !members.is_empty() {
+            if !e.group.is_empty() {
                 return Err(GroupError::NonEmptyGroup);
             }
-        } else {
-            let (epoch, _) = members.get(member_id).ok_or(GroupError::UnknownMemberId)?;
-            if *epoch != member_epoch {
-                return Err(GroupError::StaleMemberEpoch);
-            }
+            return Ok(());
         }
-        Ok(())
+        e.group.commit_allowed(member_id, member_epoch, tps)
     }
 
     fn store_offsets(

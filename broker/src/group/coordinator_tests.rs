@@ -152,15 +152,26 @@ fn commits_check_member_and_epoch() {
     let (e, _) = join(&mut c, "g", "m1", &["t"], now);
     let r = settle(&mut c, "g", "m1", e, now);
     let tp = ("t".to_string(), 0);
+    // KIP-1251: an epoch older than the one before is stale; a newer one is fenced.
     assert_eq!(
         c.commit(
             "g",
             "m1",
-            r.member_epoch - 1,
+            r.member_epoch - 2,
             vec![(tp.clone(), 1, String::new())],
             0
         ),
         Err(GroupError::StaleMemberEpoch)
+    );
+    assert_eq!(
+        c.commit(
+            "g",
+            "m1",
+            r.member_epoch + 1,
+            vec![(tp.clone(), 1, String::new())],
+            0
+        ),
+        Err(GroupError::FencedMemberEpoch)
     );
     assert_eq!(
         c.commit(
@@ -675,4 +686,61 @@ fn simulate(seed: u64) {
         let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
         assert!(hi - lo <= 1, "balanced: {counts:?}");
     }
+}
+
+/// KIP-1251: a commit sent at the member's previous epoch — while the heartbeat that
+/// moved it on was being answered — is accepted for the partitions it still owns, and
+/// refused (STALE_MEMBER_EPOCH) for one it gave up.
+#[test]
+fn a_commit_at_the_previous_epoch_is_accepted_for_partitions_still_owned() {
+    let now = Instant::now();
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    c.set_partitions(topics(&[("t", 2)]), 0);
+    let (e, _) = join(&mut c, "g", "m1", &["t"], now);
+    let first = settle(&mut c, "g", "m1", e, now);
+    assert_eq!(first.assignment.len(), 2);
+    let (_, _) = join(&mut c, "g", "m2", &["t"], now);
+    // m1 is told to give one partition up; it does, and moves to the next epoch.
+    let beat = |c: &mut Coordinator, epoch: i32, owned: BTreeSet<Tp>| {
+        c.heartbeat(
+            "g",
+            Heartbeat {
+                member_id: "m1".into(),
+                member_epoch: epoch,
+                owned: Some(owned),
+                ..Default::default()
+            },
+            now,
+            0,
+            || unreachable!(),
+        )
+        .0
+        .expect("heartbeat")
+    };
+    let told = beat(&mut c, first.member_epoch, first.assignment.clone());
+    let kept: BTreeSet<Tp> = told.assignment.clone();
+    assert_eq!(kept.len(), 1, "{told:?}");
+    let given_up = first.assignment.difference(&kept).next().cloned().unwrap();
+    let moved = beat(&mut c, told.member_epoch, kept.clone());
+    assert!(moved.member_epoch > first.member_epoch, "{moved:?}");
+    let kept_tp = kept.iter().next().cloned().unwrap();
+    assert!(c
+        .commit(
+            "g",
+            "m1",
+            first.member_epoch,
+            vec![(kept_tp, 7, String::new())],
+            0
+        )
+        .is_ok());
+    assert_eq!(
+        c.commit(
+            "g",
+            "m1",
+            first.member_epoch,
+            vec![(given_up, 7, String::new())],
+            0
+        ),
+        Err(GroupError::StaleMemberEpoch)
+    );
 }

@@ -401,6 +401,27 @@ impl Group {
     }
 
     /// Member id → (epoch, owned partitions).
+    /// Whether `member` may commit `tps` at `epoch`: its current epoch, or (KIP-1251) the
+    /// epoch before it for partitions it still owns — a commit sent while the heartbeat
+    /// that moved it on was being answered. An older epoch is STALE_MEMBER_EPOCH, a
+    /// newer one FENCED_MEMBER_EPOCH, as Kafka 4.3+ answers.
+    pub fn commit_allowed(&self, member: &str, epoch: i32, tps: &[Tp]) -> Result<(), GroupError> {
+        let m = self
+            .members
+            .get(member)
+            .ok_or(GroupError::UnknownMemberId)?;
+        if epoch == m.epoch {
+            return Ok(());
+        }
+        if epoch > m.epoch {
+            return Err(GroupError::FencedMemberEpoch);
+        }
+        if epoch > 0 && epoch == m.previous_epoch && tps.iter().all(|tp| m.owned.contains(tp)) {
+            return Ok(());
+        }
+        Err(GroupError::StaleMemberEpoch)
+    }
+
     pub fn members(&self) -> BTreeMap<MemberId, (i32, BTreeSet<Tp>)> {
         self.members
             .iter()
