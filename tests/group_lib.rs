@@ -152,7 +152,9 @@ fn two_members_split_a_topic_commit_and_hand_over() {
         "b resumes where the group committed: {more:?}"
     );
 
-    // A commit at a stale epoch is refused.
+    // A commit at a stale epoch is refused: the epoch before the member's current one
+    // is accepted only for partitions it still owns (KIP-1251), so this one names a
+    // partition b owns.
     let (id, epoch) = a.member().unwrap();
     let admin = Admin::new(&config);
     let stale = rt.block_on(async {
@@ -162,7 +164,7 @@ fn two_members_split_a_topic_commit_and_hand_over() {
             member_epoch: epoch - 1,
             partitions: vec![sluice_proto::v1::OffsetCommitPartition {
                 topic: "t".into(),
-                partition: a_parts.iter().next().unwrap().partition,
+                partition: b_parts.iter().next().unwrap().partition,
                 offset: 0,
                 metadata: String::new(),
             }],
