@@ -293,3 +293,46 @@ fn kafka_admin_calls_create_grow_and_delete_topics() {
     );
     assert!(listed.contains("admin-v7"), "{listed}");
 }
+
+/// IncrementalAlterConfigs APPEND and SUBTRACT on `cleanup.policy`, Kafka's list-valued
+/// topic config (librdkafka's suite turns compaction on with `APPEND compact`, test
+/// 0011); on a config that is not a list they answer INVALID_CONFIG.
+#[test]
+fn incremental_alter_configs_appends_and_subtracts_cleanup_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(dir.path(), &[]);
+    let mut c = Conn::new(&dev.kafka_addr.clone().expect("kafka listener"));
+    dev.ok(&["topic", "create", "policies", "--partitions", "1"], "");
+    let mut alter = |op: i8, name: &'static str, value: &'static str| {
+        let r: IncrementalAlterConfigsResponse = c.call(
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                IncrementalResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("policies"))
+                    .with_configs(vec![AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str(name))
+                        .with_config_operation(op)
+                        .with_value(Some(StrBytes::from_static_str(value)))]),
+            ]),
+            1,
+        );
+        (
+            r.responses[0].error_code,
+            r.responses[0].error_message.clone(),
+        )
+    };
+    let policy = |dev: &Dev| describe(dev, "policies")["configs"]["cleanup.policy"].clone();
+    // APPEND to the default (delete).
+    assert_eq!(alter(2, "cleanup.policy", "compact").0, 0);
+    assert_eq!(policy(&dev), "compact,delete");
+    // APPEND of an item already there changes nothing; SUBTRACT removes one.
+    assert_eq!(alter(2, "cleanup.policy", "delete").0, 0);
+    assert_eq!(policy(&dev), "compact,delete");
+    assert_eq!(alter(3, "cleanup.policy", "delete").0, 0);
+    assert_eq!(policy(&dev), "compact");
+    // Not a list: INVALID_CONFIG, and nothing changes.
+    let (code, message) = alter(2, "retention.ms", "5");
+    assert_eq!(code, 40, "INVALID_CONFIG: {message:?}");
+    assert_eq!(policy(&dev), "compact");
+    dev.stop();
+}

@@ -295,7 +295,7 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
         RequestKind::IncrementalAlterConfigs(r) => async move {
             let proxy = AdminProxy(api.0.clone());
             answer(ResponseKind::IncrementalAlterConfigs(
-                admin::incremental_alter_configs(&proxy, r).await,
+                admin::incremental_alter_configs(&proxy, &api, r).await,
             ))
         }
         .boxed(),
