@@ -1068,3 +1068,96 @@ fn elect_leaders_runs_a_preferred_election_per_partition() {
     assert_eq!(elect(0, None), BTreeMap::new());
     assert_eq!(elect(1, Some(vec![0])), BTreeMap::from([(0, 84)]));
 }
+
+/// OffsetCommit names partitions the cluster does not have: as in Kafka, each is answered
+/// UNKNOWN_TOPIC_OR_PARTITION and left out, and the known ones commit (librdkafka's
+/// 0030_offset_commit `do_nonexist_commit` expects the error; it got success).
+#[test]
+fn offset_commit_answers_unknown_partitions_and_commits_the_rest() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let kafka = dev.kafka_addr.clone().expect("kafka listener");
+    dev.ok(&["topic", "create", "known", "--partitions", "2"], "");
+    let mut c = raw::Conn::open(&kafka);
+    let s = StrBytes::from_static_str;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ResponseKind::FindCoordinator(r) = c.call(
+            ApiKey::FindCoordinator,
+            0,
+            RequestKind::FindCoordinator(FindCoordinatorRequest::default().with_key(s("gu"))),
+        ) else {
+            panic!()
+        };
+        if r.error_code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no coordinator: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let part = |i: i32, offset: i64| {
+        OffsetCommitRequestPartition::default()
+            .with_partition_index(i)
+            .with_committed_offset(offset)
+    };
+    let commit = |c: &mut raw::Conn, topics: Vec<OffsetCommitRequestTopic>| {
+        let ResponseKind::OffsetCommit(r) = c.call(
+            ApiKey::OffsetCommit,
+            8,
+            RequestKind::OffsetCommit(
+                OffsetCommitRequest::default()
+                    .with_group_id(GroupId(s("gu")))
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_topics(topics),
+            ),
+        ) else {
+            panic!()
+        };
+        r.topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.0.to_string(), p.partition_index, p.error_code))
+            })
+            .collect::<Vec<_>>()
+    };
+    let topic = |name: &'static str, parts| {
+        OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s(name)))
+            .with_partitions(parts)
+    };
+    // Only unknown partitions: each answered 3, nothing committed.
+    assert_eq!(
+        commit(&mut c, vec![topic("nowhere", vec![part(0, 123), part(1, 456)])]),
+        vec![("nowhere".into(), 0, 3), ("nowhere".into(), 1, 3)]
+    );
+    // Mixed: partition 5 of a 2-partition topic is unknown too; partition 1 commits.
+    assert_eq!(
+        commit(
+            &mut c,
+            vec![
+                topic("known", vec![part(1, 9), part(5, 9)]),
+                topic("nowhere", vec![part(0, 1)]),
+            ]
+        ),
+        vec![
+            ("known".into(), 1, 0),
+            ("known".into(), 5, 3),
+            ("nowhere".into(), 0, 3)
+        ]
+    );
+    let described = dev.ok(&["group", "describe", "gu", "--output", "json"], "");
+    assert!(
+        described.contains("\"known\"") && !described.contains("nowhere"),
+        "{described}"
+    );
+    dev.stop();
+}
