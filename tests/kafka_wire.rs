@@ -1136,7 +1136,10 @@ fn offset_commit_answers_unknown_partitions_and_commits_the_rest() {
     };
     // Only unknown partitions: each answered 3, nothing committed.
     assert_eq!(
-        commit(&mut c, vec![topic("nowhere", vec![part(0, 123), part(1, 456)])]),
+        commit(
+            &mut c,
+            vec![topic("nowhere", vec![part(0, 123), part(1, 456)])]
+        ),
         vec![("nowhere".into(), 0, 3), ("nowhere".into(), 1, 3)]
     );
     // Mixed: partition 5 of a 2-partition topic is unknown too; partition 1 commits.
