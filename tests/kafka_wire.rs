@@ -1164,3 +1164,74 @@ fn offset_commit_answers_unknown_partitions_and_commits_the_rest() {
     );
     dev.stop();
 }
+
+/// A compacted topic refuses a batch holding records without a key (INVALID_RECORD), and
+/// from Produce v8 names each of them by its position in the batch (KIP-467's record
+/// errors), so a client fails those records with INVALID_RECORD and the rest of the batch
+/// with its "different record" error (librdkafka's 0011_produce_batch
+/// `test_message_single_partition_record_fail`: it failed all 100 records alike).
+#[test]
+fn produce_to_a_compacted_topic_names_the_keyless_records() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_proto::{BatchBuilder, Compression};
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let kafka = dev.kafka_addr.clone().expect("kafka listener");
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "compacted",
+            "--partitions",
+            "1",
+            "--config",
+            "cleanup.policy=compact",
+        ],
+        "",
+    );
+    let mut b = BatchBuilder::new(Compression::None);
+    for i in 0..5 {
+        let key = [b'k', b'0' + i];
+        b.append(1, (i % 2 == 0).then_some(&key[..]), Some(b"v"), &[]);
+    }
+    let records = b.build().unwrap().into_bytes();
+    let mut c = raw::Conn::open(&kafka);
+    for version in [7, 8, 11] {
+        let ResponseKind::Produce(r) = c.call(
+            ApiKey::Produce,
+            version,
+            RequestKind::Produce(
+                ProduceRequest::default()
+                    .with_acks(-1)
+                    .with_timeout_ms(10_000)
+                    .with_topic_data(vec![TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str("compacted")))
+                        .with_partition_data(vec![PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(records.clone()))])]),
+            ),
+        ) else {
+            panic!()
+        };
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 87, "INVALID_RECORD at v{version}: {p:?}");
+        let named: Vec<i32> = p.record_errors.iter().map(|e| e.batch_index).collect();
+        if version >= 8 {
+            assert_eq!(
+                named,
+                vec![1, 3],
+                "the keyless records at v{version}: {p:?}"
+            );
+            assert!(p.record_errors[0]
+                .batch_index_error_message
+                .as_ref()
+                .is_some_and(|m| m.contains("key")));
+        } else {
+            assert!(named.is_empty(), "no record errors before v8");
+        }
+    }
+    dev.stop();
+}

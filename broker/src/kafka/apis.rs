@@ -17,7 +17,9 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
     MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
@@ -561,6 +563,7 @@ fn not_one_batch(r: &mut ProduceRequest) -> Vec<v1::ProducePartitionResponse> {
                     base_offset: -1,
                     log_append_time: -1,
                     log_start_offset: -1,
+                    invalid_records: Vec::new(),
                 });
             }
             one
@@ -595,7 +598,21 @@ fn produce_request(r: ProduceRequest) -> v1::ProduceRequest {
 fn produce_response(r: v1::ProduceResponse) -> ProduceResponse {
     let mut topics: Vec<TopicProduceResponse> = Vec::new();
     for p in r.partitions {
+        // KIP-467 (v8+; older versions leave it out): each refused record by its position.
+        let record_errors = p
+            .invalid_records
+            .iter()
+            .map(|&i| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(i as i32)
+                    .with_batch_index_error_message(
+                        (!p.error_message.is_empty())
+                            .then(|| StrBytes::from_string(p.error_message.clone())),
+                    )
+            })
+            .collect();
         let answer = PartitionProduceResponse::default()
+            .with_record_errors(record_errors)
             .with_index(p.partition as i32)
             .with_error_code(code(p.error_code))
             .with_base_offset(p.base_offset)
