@@ -13,8 +13,9 @@
 # curl, and built once into target/librdkafka-suite/ (the build is skipped when the
 # test-runner binary is there). Build dependencies come from Debian packages (as root)
 # when missing. Each test runs in full mode (no -Q, which silently skips subtests).
-# Per-test results go to target/librdkafka-suite/results-PROTOCOL.tsv, and the last line is
-# "librdkafka: N passed, N failed".
+# Per-test results go to $LIBRDKAFKA_SUITE_OUT (default target/librdkafka-suite/run/):
+# results-PROTOCOL.tsv and each test number's log; the last line is
+# "librdkafka: N passed, N failed, N skipped".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -103,6 +104,9 @@ if [[ -z "$sluice" ]]; then
   cargo build --quiet --features sluice/etcd,sluice/postgres --bin sluice
   sluice=$root/target/debug/sluice
 fi
+out=${LIBRDKAFKA_SUITE_OUT:-$work/run}
+rm -rf "$out/logs" "$out"/results-*.tsv
+mkdir -p "$out"
 tmp=$(mktemp -d)
 dev_pid=
 cleanup() {
@@ -118,18 +122,18 @@ trap 'exit 130' INT TERM
 # a cluster that auto-creates topics with 4 partitions (as its own test clusters do).
 RUST_LOG=${RUST_LOG:-warn} "$sluice" dev --brokers 3 --listen 127.0.0.1:0 \
   --kafka-listen 127.0.0.1:0 --num-partitions 4 --data-dir "$tmp/data" \
-  >"$tmp/dev.out" 2>"$work/dev.log" &
+  >"$tmp/dev.out" 2>"$out/dev.log" &
 dev_pid=$!
 for _ in $(seq 600); do
   grep -q '^ready' "$tmp/dev.out" && break
-  kill -0 "$dev_pid" 2>/dev/null || { cat "$work/dev.log" >&2; echo "sluice dev exited" >&2; exit 1; }
+  kill -0 "$dev_pid" 2>/dev/null || { cat "$out/dev.log" >&2; echo "sluice dev exited" >&2; exit 1; }
   sleep 0.1
 done
 grep -q '^ready' "$tmp/dev.out" || { echo "sluice dev not ready within 60 s" >&2; exit 1; }
 bootstrap=$(awk '$1 == "kafka" { print $3 }' "$tmp/dev.out" | paste -sd, -)
 echo "sluice dev --brokers 3: Kafka listeners $bootstrap"
 
-conf=$work/test.conf
+conf=$tmp/test.conf
 cat >"$conf" <<EOF2
 bootstrap.servers=$bootstrap
 # A debug build of Sluice on a shared machine: give the suite's timeouts room.
@@ -143,10 +147,10 @@ passed=0
 failed=0
 skipped=0
 for protocol in ${GROUP_PROTOCOLS:-classic consumer}; do
-  results=$work/results-$protocol.tsv
+  results=$out/results-$protocol.tsv
   : >"$results"
   for n in "${numbers[@]}"; do
-    log=$work/logs/$protocol/$n.log
+    log=$out/logs/$protocol/$n.log
     mkdir -p "$(dirname "$log")"
     start=$SECONDS
     set +e
