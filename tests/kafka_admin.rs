@@ -336,3 +336,54 @@ fn incremental_alter_configs_appends_and_subtracts_cleanup_policy() {
     assert_eq!(policy(&dev), "compact");
     dev.stop();
 }
+
+/// With no ACLs every operation is allowed: Metadata (v8+) and DescribeCluster give the
+/// full authorized-operations bit sets when asked — 8 topic operations, 7 cluster ones —
+/// and Kafka's "not given" (i32::MIN) otherwise (librdkafka's 0081_admin DescribeTopics
+/// and DescribeCluster "with authorized operations" expected 8 and 7, got 0).
+#[test]
+fn authorized_operations_are_all_when_asked() {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(dir.path(), &[]);
+    let mut c = Conn::new(&dev.kafka_addr.clone().expect("kafka listener"));
+    dev.ok(&["topic", "create", "ops", "--partitions", "1"], "");
+    let ops = |bits: i32| (0..32).filter(|b| bits & (1 << b) != 0).count();
+    for version in [8, 10, 12] {
+        for asked in [false, true] {
+            let r: MetadataResponse = c.call(
+                &MetadataRequest::default()
+                    .with_topics(Some(vec![
+                        MetadataRequestTopic::default().with_name(Some(name("ops")))
+                    ]))
+                    .with_include_topic_authorized_operations(asked)
+                    .with_include_cluster_authorized_operations(asked && version <= 10),
+                version,
+            );
+            let t = &r.topics[0];
+            assert_eq!(t.error_code, 0, "{t:?}");
+            if asked {
+                assert_eq!(ops(t.topic_authorized_operations), 8, "v{version}: {t:?}");
+            } else {
+                assert_eq!(t.topic_authorized_operations, i32::MIN, "v{version}");
+            }
+            if asked && version <= 10 {
+                assert_eq!(ops(r.cluster_authorized_operations), 7, "v{version}");
+            }
+        }
+    }
+    for asked in [false, true] {
+        let r: DescribeClusterResponse = c.call(
+            &DescribeClusterRequest::default().with_include_cluster_authorized_operations(asked),
+            1,
+        );
+        if asked {
+            assert_eq!(ops(r.cluster_authorized_operations), 7, "{r:?}");
+        } else {
+            assert_eq!(r.cluster_authorized_operations, i32::MIN, "{r:?}");
+        }
+    }
+    dev.stop();
+}

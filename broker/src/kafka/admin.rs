@@ -244,7 +244,11 @@ pub(super) async fn create_partitions(
 
 /// The cluster as Kafka clients see it: brokers at their Kafka addresses, this broker
 /// named as the controller (it forwards admin requests to the real one).
-pub(super) async fn describe_cluster(api: &BrokerApi, me: u32) -> DescribeClusterResponse {
+pub(super) async fn describe_cluster(
+    api: &BrokerApi,
+    me: u32,
+    include_authorized_operations: bool,
+) -> DescribeClusterResponse {
     let md = match api
         .metadata(Request::new(v1::MetadataRequest::default()))
         .await
@@ -269,6 +273,11 @@ pub(super) async fn describe_cluster(api: &BrokerApi, me: u32) -> DescribeCluste
         .with_cluster_id(StrBytes::from_static_str(super::apis::CLUSTER_ID))
         .with_controller_id(BrokerId(me as i32))
         .with_brokers(brokers)
+        .with_cluster_authorized_operations(if include_authorized_operations {
+            super::apis::CLUSTER_OPERATIONS
+        } else {
+            i32::MIN
+        })
 }
 
 /// Kafka's config resource types.

@@ -308,11 +308,12 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             ))
         }
         .boxed(),
-        RequestKind::DescribeCluster(_) => {
+        RequestKind::DescribeCluster(r) => {
             let me = shared.config.id;
             async move {
                 answer(ResponseKind::DescribeCluster(
-                    admin::describe_cluster(&api, me).await,
+                    admin::describe_cluster(&api, me, r.include_cluster_authorized_operations)
+                        .await,
                 ))
             }
             .boxed()
@@ -465,6 +466,15 @@ async fn metadata(api: &BrokerApi, me: u32, version: i16, r: MetadataRequest) ->
         }
     }
     let mut answer = metadata_response(me, md);
+    // No ACLs: every operation is allowed (v8+, when asked; Kafka's default is "not given").
+    if r.include_topic_authorized_operations {
+        for t in &mut answer.topics {
+            t.topic_authorized_operations = TOPIC_OPERATIONS;
+        }
+    }
+    if r.include_cluster_authorized_operations {
+        answer.cluster_authorized_operations = CLUSTER_OPERATIONS;
+    }
     // An id no topic has: UNKNOWN_TOPIC_ID with no name, as Kafka answers.
     answer.topics.extend(unknown_ids.into_iter().map(|id| {
         MetadataResponseTopic::default()
@@ -474,6 +484,15 @@ async fn metadata(api: &BrokerApi, me: u32, version: i16, r: MetadataRequest) ->
     }));
     answer
 }
+
+/// Kafka's authorized-operations bit sets (bit n: ACL operation code n) with no
+/// authorizer: everything a topic can be asked (READ, WRITE, CREATE, DELETE, ALTER,
+/// DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS) and everything the cluster can (CREATE,
+/// ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE).
+pub(super) const TOPIC_OPERATIONS: i32 =
+    1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 10 | 1 << 11;
+pub(super) const CLUSTER_OPERATIONS: i32 =
+    1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12;
 
 /// The live brokers that serve Kafka, with the host and port of their listener.
 pub(super) fn kafka_endpoints(
