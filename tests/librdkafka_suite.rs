@@ -25,7 +25,10 @@ fn librdkafka_suite_ci_subset_passes() {
     let mut logs = String::new();
     for protocol in ["classic", "consumer"] {
         let results = out_dir.path().join(format!("results-{protocol}.tsv"));
-        for line in std::fs::read_to_string(&results).unwrap_or_default().lines() {
+        for line in std::fs::read_to_string(&results)
+            .unwrap_or_default()
+            .lines()
+        {
             let mut cols = line.split('\t');
             let (Some(name), Some("FAILED")) = (cols.next(), cols.next()) else {
                 continue;
@@ -34,7 +37,9 @@ fn librdkafka_suite_ci_subset_passes() {
             let log = out_dir.path().join(format!("logs/{protocol}/{n}.log"));
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(60).collect();
-            logs.push_str(&format!("\n--- {protocol} {name} (last lines of its log) ---\n"));
+            logs.push_str(&format!(
+                "\n--- {protocol} {name} (last lines of its log) ---\n"
+            ));
             for l in tail.into_iter().rev() {
                 logs.push_str(l);
                 logs.push('\n');
