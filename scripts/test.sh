@@ -137,6 +137,10 @@ if [[ ! -x "$kafka_franz_bin" || -n "$(find tests/kafka_franz -type f -newer "$k
   touch "$kafka_franz_bin"
 fi
 
+# librdkafka's own test suite (tests/librdkafka_suite.rs runs a CI subset of it): built
+# once under target/librdkafka-suite/, before the tests so the build does not compete with them.
+./scripts/librdkafka-suite.sh build
+
 # The etcd lease store and its tests need the `etcd` feature (protoc at build time).
 features=(--features sluice/etcd,sluice/postgres)
 cargo nextest run --workspace "${features[@]}" --no-fail-fast "$@"

@@ -293,3 +293,97 @@ fn kafka_admin_calls_create_grow_and_delete_topics() {
     );
     assert!(listed.contains("admin-v7"), "{listed}");
 }
+
+/// IncrementalAlterConfigs APPEND and SUBTRACT on `cleanup.policy`, Kafka's list-valued
+/// topic config (librdkafka's suite turns compaction on with `APPEND compact`, test
+/// 0011); on a config that is not a list they answer INVALID_CONFIG.
+#[test]
+fn incremental_alter_configs_appends_and_subtracts_cleanup_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(dir.path(), &[]);
+    let mut c = Conn::new(&dev.kafka_addr.clone().expect("kafka listener"));
+    dev.ok(&["topic", "create", "policies", "--partitions", "1"], "");
+    let mut alter = |op: i8, name: &'static str, value: &'static str| {
+        let r: IncrementalAlterConfigsResponse = c.call(
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                IncrementalResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("policies"))
+                    .with_configs(vec![AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str(name))
+                        .with_config_operation(op)
+                        .with_value(Some(StrBytes::from_static_str(value)))]),
+            ]),
+            1,
+        );
+        (
+            r.responses[0].error_code,
+            r.responses[0].error_message.clone(),
+        )
+    };
+    let policy = |dev: &Dev| describe(dev, "policies")["configs"]["cleanup.policy"].clone();
+    // APPEND to the default (delete).
+    assert_eq!(alter(2, "cleanup.policy", "compact").0, 0);
+    assert_eq!(policy(&dev), "compact,delete");
+    // APPEND of an item already there changes nothing; SUBTRACT removes one.
+    assert_eq!(alter(2, "cleanup.policy", "delete").0, 0);
+    assert_eq!(policy(&dev), "compact,delete");
+    assert_eq!(alter(3, "cleanup.policy", "delete").0, 0);
+    assert_eq!(policy(&dev), "compact");
+    // Not a list: INVALID_CONFIG, and nothing changes.
+    let (code, message) = alter(2, "retention.ms", "5");
+    assert_eq!(code, 40, "INVALID_CONFIG: {message:?}");
+    assert_eq!(policy(&dev), "compact");
+    dev.stop();
+}
+
+/// With no ACLs every operation is allowed: Metadata (v8+) and DescribeCluster give the
+/// full authorized-operations bit sets when asked — 8 topic operations, 7 cluster ones —
+/// and Kafka's "not given" (i32::MIN) otherwise (librdkafka's 0081_admin DescribeTopics
+/// and DescribeCluster "with authorized operations" expected 8 and 7, got 0).
+#[test]
+fn authorized_operations_are_all_when_asked() {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(dir.path(), &[]);
+    let mut c = Conn::new(&dev.kafka_addr.clone().expect("kafka listener"));
+    dev.ok(&["topic", "create", "ops", "--partitions", "1"], "");
+    let ops = |bits: i32| (0..32).filter(|b| bits & (1 << b) != 0).count();
+    for version in [8, 10, 12] {
+        for asked in [false, true] {
+            let r: MetadataResponse = c.call(
+                &MetadataRequest::default()
+                    .with_topics(Some(vec![
+                        MetadataRequestTopic::default().with_name(Some(name("ops")))
+                    ]))
+                    .with_include_topic_authorized_operations(asked)
+                    .with_include_cluster_authorized_operations(asked && version <= 10),
+                version,
+            );
+            let t = &r.topics[0];
+            assert_eq!(t.error_code, 0, "{t:?}");
+            if asked {
+                assert_eq!(ops(t.topic_authorized_operations), 8, "v{version}: {t:?}");
+            } else {
+                assert_eq!(t.topic_authorized_operations, i32::MIN, "v{version}");
+            }
+            if asked && version <= 10 {
+                assert_eq!(ops(r.cluster_authorized_operations), 7, "v{version}");
+            }
+        }
+    }
+    for asked in [false, true] {
+        let r: DescribeClusterResponse = c.call(
+            &DescribeClusterRequest::default().with_include_cluster_authorized_operations(asked),
+            1,
+        );
+        if asked {
+            assert_eq!(ops(r.cluster_authorized_operations), 7, "{r:?}");
+        } else {
+            assert_eq!(r.cluster_authorized_operations, i32::MIN, "{r:?}");
+        }
+    }
+    dev.stop();
+}

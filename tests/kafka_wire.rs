@@ -1068,3 +1068,170 @@ fn elect_leaders_runs_a_preferred_election_per_partition() {
     assert_eq!(elect(0, None), BTreeMap::new());
     assert_eq!(elect(1, Some(vec![0])), BTreeMap::from([(0, 84)]));
 }
+
+/// OffsetCommit names partitions the cluster does not have: as in Kafka, each is answered
+/// UNKNOWN_TOPIC_OR_PARTITION and left out, and the known ones commit (librdkafka's
+/// 0030_offset_commit `do_nonexist_commit` expects the error; it got success).
+#[test]
+fn offset_commit_answers_unknown_partitions_and_commits_the_rest() {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let kafka = dev.kafka_addr.clone().expect("kafka listener");
+    dev.ok(&["topic", "create", "known", "--partitions", "2"], "");
+    let mut c = raw::Conn::open(&kafka);
+    let s = StrBytes::from_static_str;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ResponseKind::FindCoordinator(r) = c.call(
+            ApiKey::FindCoordinator,
+            0,
+            RequestKind::FindCoordinator(FindCoordinatorRequest::default().with_key(s("gu"))),
+        ) else {
+            panic!()
+        };
+        if r.error_code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no coordinator: {r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let part = |i: i32, offset: i64| {
+        OffsetCommitRequestPartition::default()
+            .with_partition_index(i)
+            .with_committed_offset(offset)
+    };
+    let commit = |c: &mut raw::Conn, topics: Vec<OffsetCommitRequestTopic>| {
+        let ResponseKind::OffsetCommit(r) = c.call(
+            ApiKey::OffsetCommit,
+            8,
+            RequestKind::OffsetCommit(
+                OffsetCommitRequest::default()
+                    .with_group_id(GroupId(s("gu")))
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_topics(topics),
+            ),
+        ) else {
+            panic!()
+        };
+        r.topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.0.to_string(), p.partition_index, p.error_code))
+            })
+            .collect::<Vec<_>>()
+    };
+    let topic = |name: &'static str, parts| {
+        OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s(name)))
+            .with_partitions(parts)
+    };
+    // Only unknown partitions: each answered 3, nothing committed.
+    assert_eq!(
+        commit(
+            &mut c,
+            vec![topic("nowhere", vec![part(0, 123), part(1, 456)])]
+        ),
+        vec![("nowhere".into(), 0, 3), ("nowhere".into(), 1, 3)]
+    );
+    // Mixed: partition 5 of a 2-partition topic is unknown too; partition 1 commits.
+    assert_eq!(
+        commit(
+            &mut c,
+            vec![
+                topic("known", vec![part(1, 9), part(5, 9)]),
+                topic("nowhere", vec![part(0, 1)]),
+            ]
+        ),
+        vec![
+            ("known".into(), 1, 0),
+            ("known".into(), 5, 3),
+            ("nowhere".into(), 0, 3)
+        ]
+    );
+    let described = dev.ok(&["group", "describe", "gu", "--output", "json"], "");
+    assert!(
+        described.contains("\"known\"") && !described.contains("nowhere"),
+        "{described}"
+    );
+    dev.stop();
+}
+
+/// A compacted topic refuses a batch holding records without a key (INVALID_RECORD), and
+/// from Produce v8 names each of them by its position in the batch (KIP-467's record
+/// errors), so a client fails those records with INVALID_RECORD and the rest of the batch
+/// with its "different record" error (librdkafka's 0011_produce_batch
+/// `test_message_single_partition_record_fail`: it failed all 100 records alike).
+#[test]
+fn produce_to_a_compacted_topic_names_the_keyless_records() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_proto::{BatchBuilder, Compression};
+
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let kafka = dev.kafka_addr.clone().expect("kafka listener");
+    dev.ok(
+        &[
+            "topic",
+            "create",
+            "compacted",
+            "--partitions",
+            "1",
+            "--config",
+            "cleanup.policy=compact",
+        ],
+        "",
+    );
+    let mut b = BatchBuilder::new(Compression::None);
+    for i in 0..5 {
+        let key = [b'k', b'0' + i];
+        b.append(1, (i % 2 == 0).then_some(&key[..]), Some(b"v"), &[]);
+    }
+    let records = b.build().unwrap().into_bytes();
+    let mut c = raw::Conn::open(&kafka);
+    for version in [7, 8, 11] {
+        let ResponseKind::Produce(r) = c.call(
+            ApiKey::Produce,
+            version,
+            RequestKind::Produce(
+                ProduceRequest::default()
+                    .with_acks(-1)
+                    .with_timeout_ms(10_000)
+                    .with_topic_data(vec![TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str("compacted")))
+                        .with_partition_data(vec![PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(records.clone()))])]),
+            ),
+        ) else {
+            panic!()
+        };
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 87, "INVALID_RECORD at v{version}: {p:?}");
+        let named: Vec<i32> = p.record_errors.iter().map(|e| e.batch_index).collect();
+        if version >= 8 {
+            assert_eq!(
+                named,
+                vec![1, 3],
+                "the keyless records at v{version}: {p:?}"
+            );
+            assert!(p.record_errors[0]
+                .batch_index_error_message
+                .as_ref()
+                .is_some_and(|m| m.contains("key")));
+        } else {
+            assert!(named.is_empty(), "no record errors before v8");
+        }
+    }
+    dev.stop();
+}

@@ -316,8 +316,10 @@ impl Coordinator {
         (reply, writes)
     }
 
-    /// Commits offsets for `member_id` at `member_epoch`; an admin commit (empty member,
-    /// epoch -1) is accepted only while the group has no members.
+    /// Commits offsets for `member_id` at `member_epoch`. Epoch (generation) -1 is an
+    /// admin's or a consumer's that does not use the group (`assign()`): accepted while the
+    /// group has no members, whatever member id it names, as in Kafka (librdkafka's KIP-848
+    /// consumer sends its own id); refused otherwise.
     pub fn commit(
         &mut self,
         group_id: &str,
@@ -328,6 +330,16 @@ impl Coordinator {
     ) -> Result<Vec<Write>, GroupError> {
         if group_id.is_empty() {
             return Err(GroupError::InvalidRequest("the group id is empty".into()));
+        }
+        let memberless = match self.groups.get(group_id) {
+            None => true,
+            Some(e) if e.is_classic() => {
+                e.classic.state() == super::classic::ClassicState::Empty
+            }
+            Some(e) => e.group.members().is_empty(),
+        };
+        if member_epoch < 0 && memberless {
+            return self.store_offsets(group_id, offsets, now_ms);
         }
         if let Some(e) = self.groups.get(group_id).filter(|e| e.is_classic()) {
             // Classic: the member's generation; during the sync phase nobody commits

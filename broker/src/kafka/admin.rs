@@ -244,7 +244,11 @@ pub(super) async fn create_partitions(
 
 /// The cluster as Kafka clients see it: brokers at their Kafka addresses, this broker
 /// named as the controller (it forwards admin requests to the real one).
-pub(super) async fn describe_cluster(api: &BrokerApi, me: u32) -> DescribeClusterResponse {
+pub(super) async fn describe_cluster(
+    api: &BrokerApi,
+    me: u32,
+    include_authorized_operations: bool,
+) -> DescribeClusterResponse {
     let md = match api
         .metadata(Request::new(v1::MetadataRequest::default()))
         .await
@@ -269,6 +273,11 @@ pub(super) async fn describe_cluster(api: &BrokerApi, me: u32) -> DescribeCluste
         .with_cluster_id(StrBytes::from_static_str(super::apis::CLUSTER_ID))
         .with_controller_id(BrokerId(me as i32))
         .with_brokers(brokers)
+        .with_cluster_authorized_operations(if include_authorized_operations {
+            super::apis::CLUSTER_OPERATIONS
+        } else {
+            i32::MIN
+        })
 }
 
 /// Kafka's config resource types.
@@ -391,10 +400,12 @@ fn refuse_resource(resource_type: i8, validate_only: bool) -> Option<(i16, Strin
     }
 }
 
-/// IncrementalAlterConfigs: SET and DELETE on topic configs (APPEND and SUBTRACT, for
-/// list-valued configs, are refused: no topic config Sluice serves is a list).
+/// IncrementalAlterConfigs: SET and DELETE on topic configs, and APPEND and SUBTRACT on
+/// the one list-valued topic config Sluice serves, `cleanup.policy` (librdkafka's suite
+/// turns compaction on with `APPEND compact`); on any other config they are refused.
 pub(super) async fn incremental_alter_configs(
     proxy: &AdminProxy,
+    api: &BrokerApi,
     r: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::new();
@@ -402,25 +413,11 @@ pub(super) async fn incremental_alter_configs(
         let (code, message) = match refuse_resource(res.resource_type, r.validate_only) {
             Some(refusal) => refusal,
             None => {
-                let (mut set, mut delete, mut bad) = (Default::default(), Vec::new(), None);
-                for c in &res.configs {
-                    match (c.config_operation, &c.value) {
-                        (0, Some(v)) => {
-                            let set: &mut std::collections::HashMap<String, String> = &mut set;
-                            set.insert(c.name.to_string(), v.to_string());
-                        }
-                        (1, _) => delete.push(c.name.to_string()),
-                        (op, _) => {
-                            bad = Some(format!(
-                                "{}: operation {op} is not served (SET with a value, or DELETE)",
-                                c.name.as_str()
-                            ))
-                        }
+                match incremental_changes(api, res.resource_name.as_str(), &res.configs).await {
+                    Err(e) => e,
+                    Ok((set, delete)) => {
+                        alter_topic(proxy, res.resource_name.as_str(), set, delete).await
                     }
-                }
-                match bad {
-                    Some(m) => (ErrorCode::InvalidRequest.code() as i16, m),
-                    None => alter_topic(proxy, res.resource_name.as_str(), set, delete).await,
                 }
             }
         };
@@ -433,6 +430,76 @@ pub(super) async fn incremental_alter_configs(
         );
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// The configs to set and to delete for one resource's operations (0 SET, 1 DELETE,
+/// 2 APPEND, 3 SUBTRACT). A list operation starts from the topic's current value (its own
+/// setting, else the default `delete`); a list emptied by SUBTRACT is refused by the
+/// controller's validation, as Sluice has no "no cleanup" policy.
+async fn incremental_changes(
+    api: &BrokerApi,
+    topic: &str,
+    configs: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+) -> Result<(std::collections::HashMap<String, String>, Vec<String>), (i16, String)> {
+    let mut set = std::collections::HashMap::new();
+    let mut delete = Vec::new();
+    let mut current = None;
+    for c in configs {
+        let name = c.name.as_str();
+        match (c.config_operation, &c.value) {
+            (0, Some(v)) => {
+                set.insert(name.to_string(), v.to_string());
+            }
+            (1, _) => delete.push(name.to_string()),
+            (op @ (2 | 3), Some(v)) if name == LIST_CONFIG => {
+                if current.is_none() {
+                    current = Some(topic_overrides(api, topic).await?);
+                }
+                let base = set
+                    .get(name)
+                    .or_else(|| current.as_ref().and_then(|c| c.get(name)))
+                    .cloned()
+                    .unwrap_or_else(|| "delete".to_string());
+                set.insert(name.to_string(), list_op(&base, op == 2, v.as_str()));
+            }
+            (op @ (2 | 3), _) => {
+                return Err((
+                    ErrorCode::InvalidConfig.code() as i16,
+                    format!("{name}: operation {op} (APPEND/SUBTRACT) needs a list-valued config with a value; the only one served is {LIST_CONFIG}"),
+                ))
+            }
+            (op, _) => {
+                return Err((
+                    ErrorCode::InvalidRequest.code() as i16,
+                    format!("{name}: operation {op} is not served (SET with a value, DELETE, APPEND, SUBTRACT)"),
+                ))
+            }
+        }
+    }
+    Ok((set, delete))
+}
+
+/// The list-valued topic config APPEND and SUBTRACT apply to.
+const LIST_CONFIG: &str = "cleanup.policy";
+
+/// `base` (comma-separated) with the items of `items` appended (those not yet there) or
+/// subtracted, as Kafka's IncrementalAlterConfigs does.
+fn list_op(base: &str, append: bool, items: &str) -> String {
+    let mut list: Vec<&str> = base
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    for item in items.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if append {
+            if !list.contains(&item) {
+                list.push(item);
+            }
+        } else {
+            list.retain(|x| *x != item);
+        }
+    }
+    list.join(",")
 }
 
 /// AlterConfigs (the legacy call): the given configs replace the topic's whole set —
@@ -602,4 +669,18 @@ pub(super) async fn elect_leaders(
         }
     }
     ElectLeadersResponse::default().with_replica_election_results(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::list_op;
+
+    #[test]
+    fn list_configs_append_and_subtract_as_kafka_does() {
+        assert_eq!(list_op("delete", true, "compact"), "delete,compact");
+        assert_eq!(list_op("delete,compact", true, "compact"), "delete,compact");
+        assert_eq!(list_op("delete, compact", false, "delete"), "compact");
+        assert_eq!(list_op("compact", false, "delete"), "compact");
+        assert_eq!(list_op("compact", false, "compact"), "");
+    }
 }

@@ -17,7 +17,9 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
     MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
@@ -295,7 +297,7 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
         RequestKind::IncrementalAlterConfigs(r) => async move {
             let proxy = AdminProxy(api.0.clone());
             answer(ResponseKind::IncrementalAlterConfigs(
-                admin::incremental_alter_configs(&proxy, r).await,
+                admin::incremental_alter_configs(&proxy, &api, r).await,
             ))
         }
         .boxed(),
@@ -306,11 +308,12 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             ))
         }
         .boxed(),
-        RequestKind::DescribeCluster(_) => {
+        RequestKind::DescribeCluster(r) => {
             let me = shared.config.id;
             async move {
                 answer(ResponseKind::DescribeCluster(
-                    admin::describe_cluster(&api, me).await,
+                    admin::describe_cluster(&api, me, r.include_cluster_authorized_operations)
+                        .await,
                 ))
             }
             .boxed()
@@ -463,6 +466,15 @@ async fn metadata(api: &BrokerApi, me: u32, version: i16, r: MetadataRequest) ->
         }
     }
     let mut answer = metadata_response(me, md);
+    // No ACLs: every operation is allowed (v8+, when asked; Kafka's default is "not given").
+    if r.include_topic_authorized_operations {
+        for t in &mut answer.topics {
+            t.topic_authorized_operations = TOPIC_OPERATIONS;
+        }
+    }
+    if r.include_cluster_authorized_operations {
+        answer.cluster_authorized_operations = CLUSTER_OPERATIONS;
+    }
     // An id no topic has: UNKNOWN_TOPIC_ID with no name, as Kafka answers.
     answer.topics.extend(unknown_ids.into_iter().map(|id| {
         MetadataResponseTopic::default()
@@ -472,6 +484,15 @@ async fn metadata(api: &BrokerApi, me: u32, version: i16, r: MetadataRequest) ->
     }));
     answer
 }
+
+/// Kafka's authorized-operations bit sets (bit n: ACL operation code n) with no
+/// authorizer: everything a topic can be asked (READ, WRITE, CREATE, DELETE, ALTER,
+/// DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS) and everything the cluster can (CREATE,
+/// ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE).
+pub(super) const TOPIC_OPERATIONS: i32 =
+    1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 10 | 1 << 11;
+pub(super) const CLUSTER_OPERATIONS: i32 =
+    1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12;
 
 /// The live brokers that serve Kafka, with the host and port of their listener.
 pub(super) fn kafka_endpoints(
@@ -561,6 +582,7 @@ fn not_one_batch(r: &mut ProduceRequest) -> Vec<v1::ProducePartitionResponse> {
                     base_offset: -1,
                     log_append_time: -1,
                     log_start_offset: -1,
+                    invalid_records: Vec::new(),
                 });
             }
             one
@@ -595,7 +617,21 @@ fn produce_request(r: ProduceRequest) -> v1::ProduceRequest {
 fn produce_response(r: v1::ProduceResponse) -> ProduceResponse {
     let mut topics: Vec<TopicProduceResponse> = Vec::new();
     for p in r.partitions {
+        // KIP-467 (v8+; older versions leave it out): each refused record by its position.
+        let record_errors = p
+            .invalid_records
+            .iter()
+            .map(|&i| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(i as i32)
+                    .with_batch_index_error_message(
+                        (!p.error_message.is_empty())
+                            .then(|| StrBytes::from_string(p.error_message.clone())),
+                    )
+            })
+            .collect();
         let answer = PartitionProduceResponse::default()
+            .with_record_errors(record_errors)
             .with_index(p.partition as i32)
             .with_error_code(code(p.error_code))
             .with_base_offset(p.base_offset)

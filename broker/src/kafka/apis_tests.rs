@@ -60,6 +60,7 @@ fn every_served_version_of_every_response_encodes() {
             base_offset: 10,
             log_append_time: -1,
             log_start_offset: 0,
+            invalid_records: Vec::new(),
         }],
     };
     let fetched = v1::FetchResponse {

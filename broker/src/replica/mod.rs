@@ -29,7 +29,7 @@ use tracing::info;
 use crate::log::{Log, LogError, LogManager, TopicId};
 
 mod produce;
-pub use produce::{Appended, Produced, StartedProduce};
+pub use produce::{keyless_records, Appended, Produced, StartedProduce};
 mod producers;
 mod replication;
 pub mod state;

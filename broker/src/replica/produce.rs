@@ -295,6 +295,24 @@ fn validate_batches(
     Ok(batches)
 }
 
+/// The positions in their batch of the records without a key in `records` (a produce
+/// request's batches): the records [`refuse_keyless`] refuses on a compacted topic,
+/// which a Kafka client is told one by one (KIP-467). Undecodable batches add nothing.
+pub fn keyless_records(records: &Bytes) -> Vec<u32> {
+    let mut out = Vec::new();
+    for b in Batches::new(records.clone()) {
+        let Ok(b): Result<RecordBatch, _> = b else {
+            break;
+        };
+        let _ = b.for_each_key(|r| {
+            if r.key.is_none() {
+                out.push(r.offset_delta as u32);
+            }
+        });
+    }
+    out
+}
+
 /// Kafka's rule for compacted topics: compaction keeps the latest record per key, so a
 /// record without a key has no meaning there and is refused (INVALID_RECORD).
 fn refuse_keyless(tp: &TopicPartition, b: &RecordBatch) -> Result<(), Failure> {

@@ -45,6 +45,7 @@ impl BrokerApi {
             async move {
                 let tp = TopicPartition::new(p.topic.clone(), p.partition);
                 let bytes = p.records.len();
+                let records = p.records.clone();
                 // The coordinator writes its own records there; a client's would be
                 // read back as group state.
                 let appended = if p.topic == super::OFFSETS_TOPIC {
@@ -69,7 +70,7 @@ impl BrokerApi {
                     .await
                     .unwrap_or_else(|e| Err((ErrorCode::UnknownServerError, e.to_string())))
                 };
-                (p.topic, p.partition, bytes, appended)
+                (p.topic, p.partition, bytes, records, appended)
             }
         });
         let appended = futures::future::join_all(appends).await;
@@ -77,7 +78,7 @@ impl BrokerApi {
         async move {
             let answers = appended
                 .into_iter()
-                .map(|(topic, partition, bytes, appended)| {
+                .map(|(topic, partition, bytes, records, appended)| {
                     let shared = shared.clone();
                     async move {
                         let result = match appended {
@@ -103,6 +104,10 @@ impl BrokerApi {
                                 out.log_start_offset = done.log_start_offset as i64;
                             }
                             Err((code, message)) => {
+                                if code == ErrorCode::InvalidRecord {
+                                    out.invalid_records =
+                                        crate::replica::keyless_records(&records);
+                                }
                                 out.error_code = code.code();
                                 out.error_message = message;
                                 // Kafka gives the log start with the errors its log
