@@ -103,18 +103,31 @@ fn confluent_kafka_commits_are_the_offsets_sluice_reports() {
 #[test]
 fn confluent_kafka_kip848_group_shares_and_rebalances() {
     let dir = tempfile::tempdir().unwrap();
-    let (dev, kafka) = dev_with_topic(dir.path(), "grp", 4);
+    two_members_share_and_hand_over(dir.path(), "group", "grp", "g848");
+}
+
+/// Two members of `protocol_flow` ("group": KIP-848, "classic") on a 4-partition topic
+/// of 400 records: both get a share, an admin client describes exactly those shares
+/// (Stable), one leaves and the other takes all four and reads 400 more; 800 distinct
+/// records read. Returns the dev for checks of its own.
+fn two_members_share_and_hand_over(
+    dir: &Path,
+    protocol_flow: &str,
+    topic: &str,
+    group: &str,
+) -> Dev {
+    let (dev, kafka) = dev_with_topic(dir, topic, 4);
     let lines: Vec<String> = (0..400).map(|i| format!("k{i}:v{i}")).collect();
-    dev.ok(&["produce", "grp", "-K", ":"], &(lines.join("\n") + "\n"));
-    let out = flow(&["group", &kafka, "grp", "g848", "400"]);
+    dev.ok(&["produce", topic, "-K", ":"], &(lines.join("\n") + "\n"));
+    let out = flow(&[protocol_flow, &kafka, topic, group, "400"]);
     let split = out["split"].as_array().expect("split");
     assert!(
         split.iter().all(|s| !s.as_array().unwrap().is_empty()),
         "{out}"
     );
     assert_eq!(out["after_leave"], serde_json::json!([0, 1, 2, 3]), "{out}");
-    // ConsumerGroupDescribe, through librdkafka's admin client: two members whose
-    // assignments are the two shares the members reported.
+    // Described through librdkafka's admin client: two members whose assignments are
+    // the two shares the members reported.
     let mut shares: Vec<serde_json::Value> = split.clone();
     shares.sort_by_key(|s| s.to_string());
     let mut described: Vec<serde_json::Value> = out["described"]["members"]
@@ -131,6 +144,7 @@ fn confluent_kafka_kip848_group_shares_and_rebalances() {
         "{out}"
     );
     assert_eq!(out["distinct"], 800, "{out}");
+    dev
 }
 
 /// The same two members with `group.protocol=classic`: JoinGroup/SyncGroup on the
@@ -142,32 +156,7 @@ fn confluent_kafka_kip848_group_shares_and_rebalances() {
 #[test]
 fn confluent_kafka_classic_group_shares_and_rebalances() {
     let dir = tempfile::tempdir().unwrap();
-    let (dev, kafka) = dev_with_topic(dir.path(), "cls", 4);
-    let lines: Vec<String> = (0..400).map(|i| format!("k{i}:v{i}")).collect();
-    dev.ok(&["produce", "cls", "-K", ":"], &(lines.join("\n") + "\n"));
-    let out = flow(&["classic", &kafka, "cls", "gclassic", "400"]);
-    let split = out["split"].as_array().expect("split");
-    assert!(
-        split.iter().all(|s| !s.as_array().unwrap().is_empty()),
-        "{out}"
-    );
-    assert_eq!(out["after_leave"], serde_json::json!([0, 1, 2, 3]), "{out}");
-    let mut shares: Vec<serde_json::Value> = split.clone();
-    shares.sort_by_key(|s| s.to_string());
-    let mut described: Vec<serde_json::Value> = out["described"]["members"]
-        .as_array()
-        .unwrap_or_else(|| panic!("described members: {out}"))
-        .clone();
-    described.sort_by_key(|s| s.to_string());
-    assert_eq!(described, shares, "{out}");
-    assert!(
-        out["described"]["state"]
-            .as_str()
-            .unwrap_or("")
-            .contains("STABLE"),
-        "{out}"
-    );
-    assert_eq!(out["distinct"], 800, "{out}");
+    let dev = two_members_share_and_hand_over(dir.path(), "classic", "cls", "gclassic");
     // Every record was committed by a member of the generation it was read in.
     let described = dev.ok(&["group", "describe", "gclassic", "--output", "json"], "");
     let d: serde_json::Value = serde_json::from_str(&described).expect("json");

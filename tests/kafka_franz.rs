@@ -352,7 +352,7 @@ fn franz_go_kadm_agrees_with_the_sluice_cli() {
 /// in the order it was sent, in every replica; no record failed.
 #[test]
 fn franz_go_idempotent_producer_survives_leader_kill9() {
-    use common::cluster::{self, exactly_once_violations};
+    use common::cluster;
     use std::time::Duration;
 
     let dir = tempfile::tempdir().unwrap();
@@ -401,45 +401,17 @@ fn franz_go_idempotent_producer_survives_leader_kill9() {
     {
         eprintln!("franz-go: {l}");
     }
-    assert_eq!(
-        answer["failed"],
-        serde_json::json!([]),
-        "{}",
-        answer["failed"]
+    cluster::check_leader_kill_run(
+        "franz-go",
+        &rt,
+        &config,
+        &admin,
+        &mut c,
+        topic,
+        &answer,
+        || {
+            std::fs::write(&consumer_stop, b"").unwrap();
+            consumer.finish()
+        },
     );
-    let acked: Vec<(u64, String)> = answer["acked"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| (a[1].as_u64().unwrap(), format!("s{}", a[0])))
-        .collect();
-    assert_eq!(
-        acked.len() as u64,
-        answer["sent"].as_u64().unwrap(),
-        "every record sent was acknowledged"
-    );
-    assert!(acked.len() > 4000, "{} acknowledged", acked.len());
-    let end = acked.iter().map(|a| a.0 + 1).max().unwrap();
-    let read = cluster::consume_partition(&rt, &config, topic, 0, end, Duration::from_secs(30));
-    let problems = exactly_once_violations("a consumer's copy", &read, &acked, &["s"]);
-    assert!(problems.is_empty(), "{problems:#?}");
-    // franz-go's consumer, which read through the failover, saw the same log.
-    std::fs::write(&consumer_stop, b"").unwrap();
-    let (seen, log) = consumer.finish();
-    assert_eq!(seen["errors"], serde_json::json!([]), "{log}");
-    assert_eq!(seen["end"], end, "{log}");
-    let franz_read: Vec<(u64, String)> = seen["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r[0].as_u64().unwrap(), r[1].as_str().unwrap().to_string()))
-        .collect();
-    assert!(
-        franz_read.iter().enumerate().all(|(i, r)| r.0 == i as u64),
-        "franz-go's consumer read each offset once, in order, from 0 (read {})",
-        franz_read.len()
-    );
-    assert_eq!(franz_read, read, "franz-go's copy is sluice's");
-    let acked_map: BTreeMap<u64, String> = acked.into_iter().collect();
-    cluster::converge_stop_and_check(&rt, &admin, &mut c, topic, &acked_map);
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::cluster::{self, exactly_once_violations};
+use common::cluster;
 use common::{json, wait_for, Background, Dev};
 use serde_json::Value;
 
@@ -790,40 +790,8 @@ fn java_idempotent_producer_survives_leader_kill9() {
     {
         eprintln!("java: {l}");
     }
-    assert_eq!(answer["failed"], serde_json::json!([]), "{stderr}");
-    let acked: Vec<(u64, String)> = answer["acked"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| (a[1].as_u64().unwrap(), format!("s{}", a[0])))
-        .collect();
-    assert_eq!(
-        acked.len() as u64,
-        answer["sent"].as_u64().unwrap(),
-        "every record sent was acknowledged"
-    );
-    assert!(acked.len() > 4000, "{} acknowledged", acked.len());
-    let end = acked.iter().map(|a| a.0 + 1).max().unwrap();
-    let read = cluster::consume_partition(&rt, &config, topic, 0, end, Duration::from_secs(30));
-    let problems = exactly_once_violations("a consumer's copy", &read, &acked, &["s"]);
-    assert!(problems.is_empty(), "{problems:#?}");
-    // The Java consumer that read through the failover saw the same log.
-    std::fs::write(&consumer_stop, b"").unwrap();
-    let (seen, log) = consumer.finish();
-    assert_eq!(seen["errors"], serde_json::json!([]), "{log}");
-    assert_eq!(seen["end"], end, "{log}");
-    let java_read: Vec<(u64, String)> = seen["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r[0].as_u64().unwrap(), r[1].as_str().unwrap().to_string()))
-        .collect();
-    assert!(
-        java_read.iter().enumerate().all(|(i, r)| r.0 == i as u64),
-        "the Java consumer read each offset once, in order, from 0 (read {})",
-        java_read.len()
-    );
-    assert_eq!(java_read, read, "the Java consumer's copy is sluice's");
-    let acked_map: BTreeMap<u64, String> = acked.into_iter().collect();
-    cluster::converge_stop_and_check(&rt, &admin, &mut c, topic, &acked_map);
+    cluster::check_leader_kill_run("java", &rt, &config, &admin, &mut c, topic, &answer, || {
+        std::fs::write(&consumer_stop, b"").unwrap();
+        consumer.finish()
+    });
 }

@@ -751,3 +751,62 @@ pub fn kill9_leader_midstream(
     );
     leader
 }
+
+/// The checks after a Kafka client's leader-kill run ([`kill9_leader_midstream`]) of
+/// `topic`-0: `answer` is the producer's (`sent`, `acked` as [sequence, offset] pairs,
+/// `failed`); every record sent was acknowledged and each acknowledged one is in the log
+/// once, in order; `stop_consumer` stops the client's own consumer, which read through
+/// the failover, and returns what it saw (`errors`, `end`, `records` as [offset, value])
+/// and its log: it read the same log, each offset once from 0. Then the replicas
+/// converge and hold exactly the acknowledged records.
+#[allow(clippy::too_many_arguments)]
+pub fn check_leader_kill_run(
+    client: &str,
+    rt: &tokio::runtime::Runtime,
+    config: &ClientConfig,
+    admin: &Admin,
+    c: &mut Cluster,
+    topic: &str,
+    answer: &serde_json::Value,
+    stop_consumer: impl FnOnce() -> (serde_json::Value, String),
+) {
+    assert_eq!(
+        answer["failed"],
+        serde_json::json!([]),
+        "{client}: {}",
+        answer["failed"]
+    );
+    let acked: Vec<(u64, String)> = answer["acked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a[1].as_u64().unwrap(), format!("s{}", a[0])))
+        .collect();
+    assert_eq!(
+        acked.len() as u64,
+        answer["sent"].as_u64().unwrap(),
+        "{client}: every record sent was acknowledged"
+    );
+    assert!(acked.len() > 4000, "{client}: {} acknowledged", acked.len());
+    let end = acked.iter().map(|a| a.0 + 1).max().unwrap();
+    let read = consume_partition(rt, config, topic, 0, end, Duration::from_secs(30));
+    let problems = exactly_once_violations("a consumer's copy", &read, &acked, &["s"]);
+    assert!(problems.is_empty(), "{client}: {problems:#?}");
+    let (seen, log) = stop_consumer();
+    assert_eq!(seen["errors"], serde_json::json!([]), "{log}");
+    assert_eq!(seen["end"], end, "{log}");
+    let client_read: Vec<(u64, String)> = seen["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_u64().unwrap(), r[1].as_str().unwrap().to_string()))
+        .collect();
+    assert!(
+        client_read.iter().enumerate().all(|(i, r)| r.0 == i as u64),
+        "{client}'s consumer read each offset once, in order, from 0 (read {})",
+        client_read.len()
+    );
+    assert_eq!(client_read, read, "{client}'s consumer's copy is sluice's");
+    let acked_map: BTreeMap<u64, String> = acked.into_iter().collect();
+    converge_stop_and_check(rt, admin, c, topic, &acked_map);
+}

@@ -278,48 +278,6 @@ impl ClassicGroup {
             .collect()
     }
 
-    /// Members as `sluice group describe` shows them: for the `consumer` protocol type,
-    /// the topics each subscribes to and the partitions it was assigned (decoded from
-    /// Kafka's ConsumerProtocol metadata and assignment; what does not decode shows as
-    /// nothing), the generation as its epoch.
-    pub fn consumer_members(&self) -> Vec<super::state::MemberView> {
-        use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription};
-        let consumer = self.protocol_type.as_deref() == Some("consumer");
-        self.members
-            .iter()
-            .map(|(id, l)| {
-                let mut view = super::state::MemberView {
-                    member_id: id.clone(),
-                    instance_id: l.m.instance_id.clone(),
-                    epoch: self.generation,
-                    topics: Default::default(),
-                    regex: None,
-                    owned: Default::default(),
-                    target: Default::default(),
-                };
-                if consumer {
-                    if let Some(s) = decode::<ConsumerProtocolSubscription>(&self.metadata_of(&l.m))
-                    {
-                        view.topics = s.topics.iter().map(|t| t.to_string()).collect();
-                    }
-                    if let Some(a) = decode::<ConsumerProtocolAssignment>(&l.m.assignment) {
-                        view.owned = a
-                            .assigned_partitions
-                            .iter()
-                            .flat_map(|t| {
-                                t.partitions
-                                    .iter()
-                                    .map(|p| (t.topic.0.to_string(), (*p).max(0) as u32))
-                            })
-                            .collect();
-                        view.target = view.owned.clone();
-                    }
-                }
-                view
-            })
-            .collect()
-    }
-
     fn metadata_of(&self, m: &Member) -> Vec<u8> {
         let Some(p) = &self.protocol else {
             return Vec::new();
@@ -864,14 +822,5 @@ impl ClassicGroup {
     }
 }
 
-/// A ConsumerProtocol message: a version, then the body in that version (a newer
-/// version read as the newest known, whose fields it starts with).
-fn decode<T: kafka_protocol::protocol::Decodable>(bytes: &[u8]) -> Option<T> {
-    let mut b = bytes::Bytes::copy_from_slice(bytes);
-    if b.len() < 2 {
-        return None;
-    }
-    let version = i16::from_be_bytes([b[0], b[1]]);
-    bytes::Buf::advance(&mut b, 2);
-    T::decode(&mut b, version.clamp(0, 3)).ok()
-}
+#[path = "classic_view.rs"]
+mod view;

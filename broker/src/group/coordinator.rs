@@ -333,9 +333,7 @@ impl Coordinator {
         }
         let memberless = match self.groups.get(group_id) {
             None => true,
-            Some(e) if e.is_classic() => {
-                e.classic.state() == super::classic::ClassicState::Empty
-            }
+            Some(e) if e.is_classic() => e.classic.state() == super::classic::ClassicState::Empty,
             Some(e) => e.group.members().is_empty(),
         };
         if member_epoch < 0 && memberless {

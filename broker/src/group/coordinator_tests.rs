@@ -235,10 +235,22 @@ fn commits_check_member_and_epoch() {
         .expect("admin commit on an empty group");
     // A consumer that does not use the group (librdkafka's KIP-848 consumer with assign())
     // names its own member id with epoch -1: accepted on an empty group, as in Kafka.
-    c.commit("g", "its-own-uuid", -1, vec![(tp.clone(), 0, String::new())], 0)
-        .expect("epoch -1 with a member id on an empty group");
-    c.commit("new", "its-own-uuid", -1, vec![(tp.clone(), 3, String::new())], 0)
-        .expect("epoch -1 with a member id on a group not seen before");
+    c.commit(
+        "g",
+        "its-own-uuid",
+        -1,
+        vec![(tp.clone(), 0, String::new())],
+        0,
+    )
+    .expect("epoch -1 with a member id on an empty group");
+    c.commit(
+        "new",
+        "its-own-uuid",
+        -1,
+        vec![(tp.clone(), 3, String::new())],
+        0,
+    )
+    .expect("epoch -1 with a member id on a group not seen before");
     assert_eq!(
         c.fetch("g", std::slice::from_ref(&tp))[0]
             .1

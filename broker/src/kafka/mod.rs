@@ -17,6 +17,7 @@
 mod admin;
 mod apis;
 mod classic;
+mod fetch;
 mod groups;
 mod versions;
 
