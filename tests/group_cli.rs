@@ -350,3 +350,143 @@ fn a_group_read_into_a_closed_pipe_commits_nothing() {
     );
     assert_eq!(all.lines().count(), 50, "{all}");
 }
+
+/// Committed offsets of `group` by (topic, partition), from `group describe`.
+fn committed(dev: &Dev, group: &str) -> BTreeMap<(String, u64), u64> {
+    describe(dev, group)["partitions"]
+        .as_array()
+        .expect("partitions array")
+        .iter()
+        .filter_map(|p| {
+            Some((
+                (p["topic"].as_str()?.to_string(), p["partition"].as_u64()?),
+                p["committed_offset"].as_u64()?,
+            ))
+        })
+        .collect()
+}
+
+/// `group delete-offsets` (Kafka's OffsetDelete): refused with one line for a topic a
+/// live member subscribes to (nothing deleted), done for a topic nobody subscribes to
+/// while the member lives, and for the subscribed topic's partitions once it left.
+#[test]
+fn group_delete_offsets_keeps_what_a_member_subscribes_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    for t in ["od-read", "od-old"] {
+        dev.ok(&["topic", "create", t, "--partitions", "2"], "");
+        dev.ok(&["produce", t, "--partition", "0"], "a\nb\n");
+        dev.ok(&["produce", t, "--partition", "1"], "c\n");
+        let r = json(&dev.ok(
+            &[
+                "group",
+                "reset-offsets",
+                "od",
+                "--topic",
+                t,
+                "--to-latest",
+                "--output",
+                "json",
+            ],
+            "",
+        ));
+        assert!(r.is_array() || r.is_object(), "{r}");
+    }
+    let all: BTreeMap<(String, u64), u64> = [
+        (("od-old".to_string(), 0), 2),
+        (("od-old".to_string(), 1), 1),
+        (("od-read".to_string(), 0), 2),
+        (("od-read".to_string(), 1), 1),
+    ]
+    .into();
+    assert_eq!(committed(&dev, "od"), all);
+
+    // A live member subscribed to od-read.
+    let rt = runtime();
+    let mut consumer = Consumer::new(
+        &ClientConfig::new(&dev.addr),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            ..Default::default()
+        },
+    );
+    rt.block_on(async {
+        consumer
+            .subscribe(
+                GroupOptions {
+                    auto_commit_interval: None,
+                    ..GroupOptions::new("od")
+                },
+                Subscription::Topics(vec!["od-read".into()]),
+            )
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while consumer.assignment().len() < 2 {
+            assert!(Instant::now() < deadline, "no assignment");
+            consumer.poll(Duration::from_millis(100)).await.unwrap();
+        }
+    });
+
+    let out = dev.cli(&["group", "delete-offsets", "od", "--topic", "od-read"], "");
+    assert_eq!(out.status.code(), Some(1));
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("subscribes to od-read") && err.contains("[0, 1]"),
+        "{err}"
+    );
+    assert_eq!(committed(&dev, "od"), all, "nothing deleted");
+
+    let r = json(&dev.ok(
+        &[
+            "group",
+            "delete-offsets",
+            "od",
+            "--topic",
+            "od-old",
+            "--output",
+            "json",
+        ],
+        "",
+    ));
+    assert_eq!(r["deleted"], serde_json::json!([0, 1]), "{r}");
+    assert_eq!(r["subscribed"], serde_json::json!([]), "{r}");
+    let mut left = all.clone();
+    left.retain(|(t, _), _| t == "od-read");
+    assert_eq!(committed(&dev, "od"), left);
+
+    // Once the member left, the subscribed topic's offsets can go, one partition here.
+    rt.block_on(consumer.close()).unwrap();
+    wait_for("the member gone", Duration::from_secs(30), || {
+        (describe(&dev, "od")["members"].as_array().map(Vec::len) == Some(0)).then_some(())
+    });
+    dev.ok(
+        &[
+            "group",
+            "delete-offsets",
+            "od",
+            "--topic",
+            "od-read",
+            "--partitions",
+            "1",
+        ],
+        "",
+    );
+    left.remove(&("od-read".to_string(), 1));
+    assert_eq!(committed(&dev, "od"), left);
+
+    let err = one_line_error(&dev.cli(
+        &[
+            "group",
+            "delete-offsets",
+            "no-such-group",
+            "--topic",
+            "od-read",
+        ],
+        "",
+    ));
+    assert!(
+        err.contains("no-such-group") && err.contains("does not exist"),
+        "{err}"
+    );
+    dev.stop();
+}

@@ -1165,6 +1165,13 @@ fn consumer_group(d: &mut Diff) {
         );
         commit(x, "kg", &m, e, "d", 0, 1)
     });
+    d.step(
+        "offset_delete.subscribed_topic_and_unknown_partition",
+        |x| offset_delete(x, "kg", &[("d", 0), ("d", 1), ("no-such-topic", 0)]),
+    );
+    d.step("offset_delete.unknown_group", |x| {
+        offset_delete(x, "no-such-group", &[("d", 0)])
+    });
     d.step("consumer_group_heartbeat.leave", |x| {
         let m = x.recall("kip848");
         let r = consumer_heartbeat(x, &m, -1);
@@ -1173,6 +1180,131 @@ fn consumer_group(d: &mut Diff) {
     d.step("offset_commit.simple_after_consumer_left", |x| {
         commit(x, "kg", "", -1, "d", 0, 2)
     });
+    d.step("offset_delete.after_the_members_left", |x| {
+        offset_delete(x, "kg", &[("d", 0), ("d", 1)])
+    });
+    d.step("offset_fetch.after_offset_delete", |x| {
+        offset_fetch(x, "kg", "d", &[0])
+    });
+}
+
+/// OffsetDelete of `partitions` of `group`: the group's error and each partition's.
+fn offset_delete(side: &mut Side, group: &str, partitions: &[(&str, i32)]) -> Value {
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    let mut topics: Vec<OffsetDeleteRequestTopic> = Vec::new();
+    for (t, p) in partitions {
+        let part = OffsetDeleteRequestPartition::default().with_partition_index(*p);
+        match topics.iter_mut().find(|x| x.name.as_str() == *t) {
+            Some(x) => x.partitions.push(part),
+            None => topics.push(
+                OffsetDeleteRequestTopic::default()
+                    .with_name(topic(t))
+                    .with_partitions(vec![part]),
+            ),
+        }
+    }
+    let r = ask!(
+        side,
+        OffsetDelete,
+        0,
+        OffsetDeleteRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_topics(topics)
+    );
+    // Sorted: Kafka lists the partitions it does not know first, Sluice in request
+    // order; clients match partitions by name, not position.
+    let mut each: Vec<(String, i32, i16)> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.to_string(), p.partition_index, p.error_code))
+        })
+        .collect();
+    each.sort();
+    json!({ "error": r.error_code, "partitions": each })
+}
+
+/// DescribeProducers of `partitions` of `t`: each partition's error and producers
+/// (ids and times normalized away).
+fn describe_producers(side: &mut Side, t: &str, partitions: &[i32]) -> Value {
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    let r = ask!(
+        side,
+        DescribeProducers,
+        0,
+        DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+            .with_name(topic(t))
+            .with_partition_indexes(partitions.to_vec())])
+    );
+    let each: Vec<Value> = r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            let producers: Vec<Value> = p
+                .active_producers
+                .iter()
+                .map(|a| {
+                    json!({
+                        "id_given": a.producer_id.0 >= 0,
+                        "epoch": a.producer_epoch,
+                        "last_sequence": a.last_sequence,
+                        "timestamp_given": a.last_timestamp > 0,
+                        "coordinator_epoch": a.coordinator_epoch,
+                        "txn_start": a.current_txn_start_offset,
+                    })
+                })
+                .collect();
+            json!({ "partition": p.partition_index, "error": p.error_code, "producers": producers })
+        })
+        .collect();
+    json!(each)
+}
+
+/// DescribeLogDirs of `t`: one directory holding its partitions, sizes and disk space
+/// (paths and byte counts normalized to "given").
+fn describe_log_dirs(side: &mut Side, version: i16, t: &str) -> Value {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    let r = ask!(
+        side,
+        DescribeLogDirs,
+        version,
+        DescribeLogDirsRequest::default()
+            .with_topics(Some(vec![DescribableLogDirTopic::default()
+                .with_topic(topic(t))
+                .with_partitions(vec![0])]))
+    );
+    let dirs: Vec<Value> = r
+        .results
+        .iter()
+        .map(|d| {
+            let parts: Vec<Value> = d
+                .topics
+                .iter()
+                .flat_map(|x| {
+                    x.partitions.iter().map(|p| {
+                        json!([
+                            x.name.as_str(),
+                            p.partition_index,
+                            p.partition_size > 0,
+                            p.offset_lag,
+                            p.is_future_key
+                        ])
+                    })
+                })
+                .collect();
+            json!({
+                "error": d.error_code,
+                "dir_given": !d.log_dir.is_empty(),
+                "partitions": parts,
+                "space_given": version < 4 || (d.total_bytes > 0 && d.usable_bytes > 0),
+            })
+        })
+        .collect();
+    json!({ "error": r.error_code, "dirs": dirs })
 }
 
 /// The classic protocol on connection `c` (a second member needs its own connection:
@@ -1631,6 +1763,11 @@ fn codecs_and_idempotence(d: &mut Diff) {
     d.step("produce.idempotent_first", |x| idempotent(x, 0, 3));
     d.step("produce.idempotent_retried", |x| idempotent(x, 0, 3));
     d.step("produce.idempotent_next", |x| idempotent(x, 3, 2));
+    d.step("describe_producers.after_idempotent_writes", |x| {
+        describe_producers(x, "z", &[0, 7])
+    });
+    d.step("describe_log_dirs.v1", |x| describe_log_dirs(x, 1, "z"));
+    d.step("describe_log_dirs.v4", |x| describe_log_dirs(x, 4, "z"));
     d.step("produce.idempotent_sequence_gap", |x| idempotent(x, 9, 1));
     d.step("produce.idempotent_older_retry", |x| idempotent(x, 0, 3));
     d.step("fetch.idempotent_records", |x| fetch(x, "z", 0, 16));

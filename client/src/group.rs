@@ -114,7 +114,8 @@ coded!(
     v1::CommitOffsetsResponse,
     v1::FetchOffsetsResponse,
     v1::DescribeGroupResponse,
-    v1::DeleteGroupResponse
+    v1::DeleteGroupResponse,
+    v1::DeleteOffsetsResponse
 );
 
 fn is_coordinator_error(code: ErrorCode) -> bool {
@@ -673,6 +674,52 @@ impl crate::Admin {
             0 => Ok(()),
             code => Err(Error::broker(code, r.error_message)),
         }
+    }
+
+    /// Deletes the group's committed offsets of `partitions` (Kafka's OffsetDelete).
+    /// Each partition's answer: `None` when its offset is gone (or there was none), an
+    /// error (GROUP_SUBSCRIBED_TO_TOPIC) where a member subscribes to its topic.
+    pub async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, Option<Error>)>, Error> {
+        let mut by_topic: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for tp in partitions {
+            by_topic.entry(&tp.topic).or_default().push(tp.partition);
+        }
+        let asked: Vec<v1::TopicPartitions> = by_topic
+            .into_iter()
+            .map(|(topic, partitions)| v1::TopicPartitions {
+                topic: topic.to_string(),
+                partitions,
+            })
+            .collect();
+        let r = self
+            .link(group)
+            .call(|mut c| {
+                let req = v1::DeleteOffsetsRequest {
+                    group_id: group.to_string(),
+                    partitions: asked.clone(),
+                };
+                async move { c.delete_offsets(req).await }
+            })
+            .await?;
+        if r.error_code != 0 {
+            return Err(Error::broker(r.error_code, r.error_message));
+        }
+        Ok(r.partitions
+            .into_iter()
+            .map(|p| {
+                let error = (p.error_code != 0).then(|| {
+                    Error::broker(
+                        p.error_code,
+                        format!("a member of {group} subscribes to {}", p.topic),
+                    )
+                });
+                (TopicPartition::new(p.topic, p.partition), error)
+            })
+            .collect())
     }
 
     /// The group's committed offsets (every partition with one).

@@ -272,6 +272,21 @@ impl ClusterState {
         partition: u32,
         replicas: Vec<u32>,
     ) -> Result<Vec<Action>, Rejection> {
+        // No replicas: cancel, which is a reassignment back to where it started.
+        let replicas = if replicas.is_empty() {
+            let p = self.partition_mut(topic, partition)?;
+            match p.original() {
+                Some(original) => original,
+                None => {
+                    return Err(reject(
+                        ErrorCode::NoReassignmentInProgress,
+                        format!("no reassignment of {topic}-{partition} is in progress"),
+                    ))
+                }
+            }
+        } else {
+            replicas
+        };
         let mut unique = replicas.clone();
         unique.sort_unstable();
         unique.dedup();
@@ -288,10 +303,12 @@ impl ClusterState {
         if p.replicas == replicas {
             return Ok(Vec::new());
         }
+        let original = p.original().unwrap_or_else(|| p.replicas.clone());
         let mut all = replicas.clone();
         all.extend(p.replicas.iter().copied().filter(|r| !replicas.contains(r)));
         tracing::info!(topic, partition, old = ?p.replicas, target = ?replicas, "reassignment started");
         p.replicas = all;
+        p.origin = original;
         p.target = Some(replicas);
         p.partition_epoch += 1;
         let changed = vec![(topic.to_string(), partition as usize)];
@@ -335,6 +352,7 @@ impl ClusterState {
         }
         p.replicas = target;
         p.target = None;
+        p.origin.clear();
         p.partition_epoch += 1;
         tracing::info!(topic, partition = index, replicas = ?p.replicas, leader = ?p.leader, "reassignment completed");
         let mut actions = self.leader_and_isr_for(&[(topic.to_string(), index)]);

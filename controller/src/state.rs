@@ -50,9 +50,49 @@ pub struct PartitionRecord {
     /// union of old and new until every target replica is in the ISR.
     #[serde(default)]
     pub target: Option<Vec<u32>>,
+    /// During a reassignment: the replicas it started from (what a cancel goes back
+    /// to; a change of target mid-way keeps them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origin: Vec<u32>,
 }
 
 impl PartitionRecord {
+    /// During a reassignment: the replicas that go once the target is in sync.
+    pub fn removing(&self) -> Vec<u32> {
+        match &self.target {
+            Some(target) => self
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !target.contains(r))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// During a reassignment: the replicas it started from (a record written before
+    /// they were kept: the current replicas).
+    pub fn original(&self) -> Option<Vec<u32>> {
+        self.target.as_ref()?;
+        Some(if self.origin.is_empty() {
+            self.replicas.clone()
+        } else {
+            self.origin.clone()
+        })
+    }
+
+    /// During a reassignment: the target replicas it started without.
+    pub fn adding(&self) -> Vec<u32> {
+        match (&self.target, self.original()) {
+            (Some(target), Some(original)) => target
+                .iter()
+                .copied()
+                .filter(|r| !original.contains(r))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// A new partition on `replicas` (not empty): all in sync, led by the first.
     pub fn new(replicas: Vec<u32>) -> PartitionRecord {
         PartitionRecord {
@@ -62,6 +102,7 @@ impl PartitionRecord {
             leader_epoch: 0,
             partition_epoch: 0,
             target: None,
+            origin: Vec::new(),
         }
     }
 }
@@ -659,6 +700,8 @@ impl ClusterState {
                                 replicas: s.replicas,
                                 isr: s.isr,
                                 partition_epoch: s.partition_epoch,
+                                adding_replicas: t.partitions[i].adding(),
+                                removing_replicas: t.partitions[i].removing(),
                             }
                         })
                         .collect(),

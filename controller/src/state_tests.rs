@@ -299,6 +299,50 @@ fn reassignment_waits_for_the_new_replicas_then_drops_the_old() {
 }
 
 #[test]
+fn a_reassignment_lists_what_it_adds_and_removes_and_a_cancel_goes_back() {
+    let (mut s, _) = state_with(&[1, 2, 3, 4]);
+    s.create_topic("m", 1, 2, BTreeMap::new(), "id".into())
+        .unwrap();
+    let listed = |s: &ClusterState| {
+        let md = s.metadata(&["m".to_string()]);
+        let p = &md.topics[0].partitions[0];
+        (
+            p.replicas.clone(),
+            p.adding_replicas.clone(),
+            p.removing_replicas.clone(),
+        )
+    };
+    assert_eq!(listed(&s), (vec![1, 2], vec![], vec![]));
+    // Nothing to cancel yet.
+    assert_eq!(
+        s.reassign("m", 0, vec![]).unwrap_err().0,
+        ErrorCode::NoReassignmentInProgress
+    );
+    // 1,2 -> 2,3: 3 joins, 1 goes once 3 is in sync.
+    s.reassign("m", 0, vec![2, 3]).unwrap();
+    assert_eq!(listed(&s), (vec![2, 3, 1], vec![3], vec![1]));
+    // Changed before it completes: the replicas it started from still count (4 is
+    // added, 3 was never one of them, so it goes).
+    s.reassign("m", 0, vec![2, 4]).unwrap();
+    assert_eq!(listed(&s), (vec![2, 4, 3, 1], vec![4], vec![3, 1]));
+    // Cancelled: back to 1,2 at once (both are in sync), the others stopped.
+    let actions = s.reassign("m", 0, vec![]).unwrap();
+    assert_eq!(listed(&s), (vec![1, 2], vec![], vec![]));
+    for broker in [3, 4] {
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::StopReplica { broker: b, .. } if *b == broker)),
+            "broker {broker} stops its copy: {actions:?}"
+        );
+    }
+    assert_eq!(
+        s.reassign("m", 0, vec![]).unwrap_err().0,
+        ErrorCode::NoReassignmentInProgress
+    );
+}
+
+#[test]
 fn a_new_controller_elects_a_leader_for_a_partition_whose_last_isr_member_is_live() {
     // Simulator seed 97: the only ISR member was fenced (the partition went leaderless),
     // then the controller failed over; the new controller takes every stored broker as

@@ -84,6 +84,10 @@ pub enum ErrorCode {
     PreferredLeaderNotAvailable,
     /// No replica may lead (none live in the ISR; Sluice never elects outside it).
     EligibleLeadersNotAvailable,
+    /// OffsetDelete of a partition whose topic a member of the group subscribes to.
+    GroupSubscribedToTopic,
+    /// A reassignment cancelled where none is in progress.
+    NoReassignmentInProgress,
     /// A code this build does not know (from a newer peer).
     Unknown(i32),
 }
@@ -143,12 +147,14 @@ impl ErrorCode {
             ErrorCode::ElectionNotNeeded => 84,
             ErrorCode::PreferredLeaderNotAvailable => 80,
             ErrorCode::EligibleLeadersNotAvailable => 83,
+            ErrorCode::GroupSubscribedToTopic => 86,
+            ErrorCode::NoReassignmentInProgress => 85,
             ErrorCode::Unknown(c) => c,
         }
     }
 
     pub fn from_code(code: i32) -> ErrorCode {
-        const ALL: [ErrorCode; 52] = [
+        const ALL: [ErrorCode; 54] = [
             ErrorCode::None,
             ErrorCode::UnknownServerError,
             ErrorCode::OffsetOutOfRange,
@@ -201,6 +207,8 @@ impl ErrorCode {
             ErrorCode::ElectionNotNeeded,
             ErrorCode::PreferredLeaderNotAvailable,
             ErrorCode::EligibleLeadersNotAvailable,
+            ErrorCode::GroupSubscribedToTopic,
+            ErrorCode::NoReassignmentInProgress,
         ];
         ALL.into_iter()
             .find(|e| e.code() == code)

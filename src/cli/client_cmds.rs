@@ -77,8 +77,11 @@ pub enum PartitionCommand {
         #[arg(long)]
         partition: u32,
         /// Broker ids, comma-separated; the first is the preferred leader.
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', required_unless_present = "cancel")]
         replicas: Vec<u32>,
+        /// Cancel the reassignment in progress: back to the replicas it started from.
+        #[arg(long, conflicts_with = "replicas")]
+        cancel: bool,
     },
 }
 
@@ -90,11 +93,20 @@ pub async fn partition(cmd: PartitionCommand, c: &ClientArgs) -> anyhow::Result<
             topic,
             partition,
             replicas,
+            cancel,
         } => {
+            // No replicas asks the controller to cancel.
             admin
                 .reassign_partition(&topic, partition, replicas.clone())
                 .await
                 .map_err(|e| explain(&e, &c.bootstrap))?;
+            if cancel {
+                match c.output {
+                    Output::Json => outln!("{}", json!({"topic": topic, "partition": partition, "cancelled": true})),
+                    Output::Table => outln!("cancelled the reassignment of {topic}-{partition}: back to the replicas it started from"),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             match c.output {
                 Output::Json => outln!("{}", json!({"topic": topic, "partition": partition, "target": replicas})),
                 Output::Table => outln!("reassigning {topic}-{partition} to {replicas:?}; it completes when the new replicas are in sync"),

@@ -1,5 +1,6 @@
 //! `sluice group`: the command-line face of the group admin calls in `sluice_client`
-//! (`Admin::list_groups`, `describe_group`, `reset_offsets`, `delete_group`).
+//! (`Admin::list_groups`, `describe_group`, `reset_offsets`, `delete_group`,
+//! `delete_offsets`).
 //!
 //! Every command asks the cluster and prints; none holds state. Offsets are changed
 //! only by the coordinator, which takes an admin commit (no member id) or a delete only
@@ -34,6 +35,20 @@ pub enum GroupCommand {
     Delete {
         /// The group id.
         group: String,
+    },
+    /// Delete a group's committed offsets of one topic (as Kafka's
+    /// `kafka-consumer-groups --delete-offsets`): refused for a topic a member
+    /// subscribes to; the group may otherwise have members.
+    DeleteOffsets {
+        /// The group id.
+        group: String,
+        /// The topic (it may have been deleted already).
+        #[arg(long)]
+        topic: String,
+        /// These partitions only (comma-separated); default: every partition of the
+        /// topic the group has an offset for.
+        #[arg(long, value_delimiter = ',', value_name = "P,...")]
+        partitions: Vec<u32>,
     },
 }
 
@@ -80,6 +95,11 @@ pub async fn run(cmd: GroupCommand, c: &ClientArgs) -> anyhow::Result<ExitCode> 
         GroupCommand::List => list(&admin, c).await?,
         GroupCommand::Describe { group } => describe(&admin, &group, c).await?,
         GroupCommand::ResetOffsets(a) => reset(&admin, &a, c).await?,
+        GroupCommand::DeleteOffsets {
+            group,
+            topic,
+            partitions,
+        } => return delete_offsets(&admin, &group, &topic, partitions, c).await,
         GroupCommand::Delete { group } => {
             admin
                 .delete_group(&group)
@@ -90,6 +110,59 @@ pub async fn run(cmd: GroupCommand, c: &ClientArgs) -> anyhow::Result<ExitCode> 
                 Output::Table => outln!("deleted group {group} and its committed offsets"),
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn delete_offsets(
+    admin: &Admin,
+    group: &str,
+    topic: &str,
+    partitions: Vec<u32>,
+    c: &ClientArgs,
+) -> anyhow::Result<ExitCode> {
+    let tps: Vec<TopicPartition> = if partitions.is_empty() {
+        admin
+            .group_offsets(group)
+            .await
+            .map_err(|e| group_error(&e, group, "delete its offsets", c))?
+            .into_keys()
+            .filter(|tp| tp.topic == topic)
+            .collect()
+    } else {
+        partitions
+            .into_iter()
+            .map(|p| TopicPartition::new(topic.to_string(), p))
+            .collect()
+    };
+    let results = admin
+        .delete_offsets(group, &tps)
+        .await
+        .map_err(|e| group_error(&e, group, "delete its offsets", c))?;
+    let deleted: Vec<u32> = results
+        .iter()
+        .filter(|(_, e)| e.is_none())
+        .map(|(tp, _)| tp.partition)
+        .collect();
+    let kept: Vec<u32> = results
+        .iter()
+        .filter(|(_, e)| e.is_some())
+        .map(|(tp, _)| tp.partition)
+        .collect();
+    match c.output {
+        Output::Json => outln!(
+            "{}",
+            json!({"group": group, "topic": topic, "deleted": deleted, "subscribed": kept})
+        ),
+        Output::Table => outln!(
+            "deleted the committed offsets of {topic} partitions {deleted:?} of group {group}"
+        ),
+    }
+    if !kept.is_empty() {
+        anyhow::bail!(
+            "a member of group {group} subscribes to {topic}: the offsets of partitions {kept:?} stay; \
+             unsubscribe (or stop) its consumers first"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -176,6 +176,9 @@ pub struct Tick {
     pub deliveries: Vec<(String, Delivery)>,
 }
 
+/// A partition of an OffsetDelete: `None` when its offset is gone (or there was none).
+pub type PartitionOutcome = (Tp, Option<GroupError>);
+
 /// The groups of one offsets partition.
 pub struct Coordinator {
     config: CoordinatorConfig,
@@ -486,6 +489,53 @@ impl Coordinator {
             return Err(GroupError::NonEmptyGroup);
         }
         Ok(self.remove(group_id))
+    }
+
+    /// OffsetDelete: removes the group's committed offsets of `tps`, except those of
+    /// topics a member subscribes to (GroupSubscribedToTopic for each of those). A
+    /// classic group with members of a protocol type other than `consumer` refuses
+    /// (NonEmptyGroup: the coordinator cannot tell what they read), as Kafka does.
+    pub fn delete_offsets(
+        &mut self,
+        group_id: &str,
+        tps: &[Tp],
+    ) -> Result<(Vec<Write>, Vec<PartitionOutcome>), GroupError> {
+        let e = self
+            .groups
+            .get_mut(group_id)
+            .ok_or(GroupError::GroupIdNotFound)?;
+        let subscribed: BTreeSet<String> = if e.is_classic() {
+            if e.classic.protocol_type() != Some("consumer") {
+                return Err(GroupError::NonEmptyGroup);
+            }
+            e.classic
+                .consumer_members()
+                .into_iter()
+                .flat_map(|m| m.topics)
+                .collect()
+        } else {
+            e.group.subscribed_topics()
+        };
+        let mut writes = Vec::new();
+        let mut results = Vec::with_capacity(tps.len());
+        for tp in tps {
+            if subscribed.contains(&tp.0) {
+                results.push((tp.clone(), Some(GroupError::GroupSubscribedToTopic)));
+                continue;
+            }
+            if e.offsets.remove(tp).is_some() {
+                writes.push(Write {
+                    key: key_bytes(&Key::Offset {
+                        group: group_id.to_string(),
+                        topic: tp.0.clone(),
+                        partition: tp.1,
+                    }),
+                    value: None,
+                });
+            }
+            results.push((tp.clone(), None));
+        }
+        Ok((writes, results))
     }
 
     fn remove(&mut self, group_id: &str) -> Vec<Write> {

@@ -377,6 +377,24 @@ fn a_regex_subscription_follows_new_topics() {
     let topics: BTreeSet<&str> = r.assignment.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(topics, ["orders.eu", "orders.us"].into());
     assert_eq!(r.assignment.len(), 3);
+    // Internal topics match like any other, as Kafka resolves a KIP-848 regex
+    // (franz-go's Test848RegexBrokerResolves subscribes to `__consumer_offsets` so).
+    let (r2, _) = c.heartbeat(
+        "internal",
+        Heartbeat {
+            member_id: "i1".into(),
+            member_epoch: JOIN_EPOCH,
+            topics: Some(BTreeSet::new()),
+            regex: Some("__consumer.*".into()),
+            owned: Some(BTreeSet::new()),
+            ..Default::default()
+        },
+        now,
+        0,
+        || unreachable!(),
+    );
+    let r2 = settle(&mut c, "internal", "i1", r2.unwrap().member_epoch, now);
+    assert_eq!(r2.assignment.len(), 3, "{:?}", r2.assignment);
     // A pattern that does not compile is refused at join.
     let (bad, _) = c.heartbeat(
         "g",

@@ -109,6 +109,8 @@ pub enum GroupError {
     MemberIdRequired(String),
     /// Another process now holds this member's `group.instance.id`.
     FencedInstanceId,
+    /// OffsetDelete of a partition of a topic a member subscribes to.
+    GroupSubscribedToTopic,
 }
 
 #[derive(Debug, Clone)]
@@ -362,12 +364,7 @@ impl Group {
                 .entry(p.to_string())
                 .or_insert_with(|| compile(p));
             if let Some(re) = re {
-                topics.extend(
-                    self.partitions
-                        .keys()
-                        .filter(|t| !t.starts_with("__") && re.is_match(t))
-                        .cloned(),
-                );
+                topics.extend(self.partitions.keys().filter(|t| re.is_match(t)).cloned());
             }
         }
         topics

@@ -48,22 +48,22 @@ pub(crate) fn default_replication_factor(shared: &crate::server::Shared) -> u32 
         .clamp(1, 3) as u32
 }
 /// Kafka's INVALID_REPLICA_ASSIGNMENT.
-const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+pub(super) const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 
-fn text(s: String) -> Option<StrBytes> {
+pub(super) fn text(s: String) -> Option<StrBytes> {
     (!s.is_empty()).then(|| StrBytes::from_string(s))
 }
 
 /// An error code and message from a gRPC status (the proxy could not reach a
 /// controller): retriable for the client.
-fn unavailable(status: &tonic::Status) -> (i16, String) {
+pub(super) fn unavailable(status: &tonic::Status) -> (i16, String) {
     (
         ErrorCode::NotController.code() as i16,
         status.message().to_string(),
     )
 }
 
-fn result_code(r: &v1::AdminResult) -> (i16, String) {
+pub(super) fn result_code(r: &v1::AdminResult) -> (i16, String) {
     (r.error_code as i16, r.error_message.clone())
 }
 

@@ -34,6 +34,7 @@ use super::admin;
 use super::classic;
 use super::fetch::{delete_records, fetch_request, fetch_response};
 use super::groups;
+use super::ops;
 use super::versions::{self, answers};
 use super::{framed, peek_header, Finishing, Outcome};
 use crate::server::admin::AdminProxy;
@@ -248,6 +249,43 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             let s = api.0;
             answer(ResponseKind::DeleteGroups(
                 groups::delete_groups(&s, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::OffsetDelete(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::OffsetDelete(ops::offset_delete(&s, r).await))
+        }
+        .boxed(),
+        // Both take partition locks a blocking thread may hold across disk work, and
+        // DescribeLogDirs asks the file system: not on the runtime's threads.
+        RequestKind::DescribeLogDirs(r) => async move {
+            let shared = api.0.clone();
+            match tokio::task::spawn_blocking(move || ops::describe_log_dirs(&shared, r)).await {
+                Ok(answered) => answer(ResponseKind::DescribeLogDirs(answered)),
+                Err(e) => Outcome::Close(format!("DescribeLogDirs failed: {e}")),
+            }
+        }
+        .boxed(),
+        RequestKind::DescribeProducers(r) => async move {
+            let shared = api.0.clone();
+            match tokio::task::spawn_blocking(move || ops::describe_producers(&shared, r)).await {
+                Ok(answered) => answer(ResponseKind::DescribeProducers(answered)),
+                Err(e) => Outcome::Close(format!("DescribeProducers failed: {e}")),
+            }
+        }
+        .boxed(),
+        RequestKind::AlterPartitionReassignments(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::AlterPartitionReassignments(
+                ops::alter_partition_reassignments(&proxy, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::ListPartitionReassignments(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::ListPartitionReassignments(
+                ops::list_partition_reassignments(&proxy, r).await,
             ))
         }
         .boxed(),

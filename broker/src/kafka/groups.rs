@@ -213,21 +213,28 @@ pub(crate) fn find_coordinator_response(
 /// committed (the others are); a commit naming a generation, or into a group that has
 /// members, without a member id is UNKNOWN_MEMBER_ID (only an empty group takes a
 /// simple consumer's or an admin's commit, generation -1).
-pub(crate) async fn offset_commit(
-    shared: &Arc<Shared>,
-    r: OffsetCommitRequest,
-) -> OffsetCommitResponse {
-    let known: BTreeMap<String, usize> = shared
+/// Every topic this broker's metadata knows, with its partition count.
+pub(crate) fn known_partitions(shared: &Shared) -> BTreeMap<String, usize> {
+    shared
         .metadata
         .read()
         .topics
         .iter()
         .filter(|t| t.error_code == 0)
         .map(|t| (t.name.clone(), t.partitions.len()))
-        .collect();
-    let is_known = |topic: &str, p: i32| {
-        usize::try_from(p).is_ok_and(|p| known.get(topic).is_some_and(|n| p < *n))
-    };
+        .collect()
+}
+
+pub(crate) fn is_known_partition(known: &BTreeMap<String, usize>, topic: &str, p: i32) -> bool {
+    usize::try_from(p).is_ok_and(|p| known.get(topic).is_some_and(|n| p < *n))
+}
+
+pub(crate) async fn offset_commit(
+    shared: &Arc<Shared>,
+    r: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let known = known_partitions(shared);
+    let is_known = |topic: &str, p: i32| is_known_partition(&known, topic, p);
     let partitions: Vec<v1::OffsetCommitPartition> = r
         .topics
         .iter()

@@ -19,6 +19,7 @@ mod apis;
 mod classic;
 mod fetch;
 mod groups;
+mod ops;
 mod versions;
 
 use std::net::SocketAddr;

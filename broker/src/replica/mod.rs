@@ -30,7 +30,7 @@ use crate::log::{Log, LogError, LogManager, TopicId};
 
 mod produce;
 pub use produce::{keyless_records, Appended, Produced, StartedProduce};
-mod producers;
+pub mod producers;
 mod replication;
 pub mod state;
 pub mod storage;
@@ -465,6 +465,17 @@ impl<S: LogStore> ReplicaManager<S> {
             return Err(self.not_leader(tp, leader));
         }
         Ok(p)
+    }
+
+    /// The idempotent producers the leader of `tp` remembers (Kafka's
+    /// DescribeProducers); NOT_LEADER_OR_FOLLOWER elsewhere.
+    pub fn describe_producers(
+        &self,
+        tp: &TopicPartition,
+    ) -> Result<Vec<producers::ProducerView>, Failure> {
+        let p = self.leader_partition(tp)?;
+        let views = p.replica.lock().producers.describe();
+        Ok(views)
     }
 
     /// Kafka's DeleteRecords on the leader: makes `offset` (-1: the high watermark) the

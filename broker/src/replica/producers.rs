@@ -44,6 +44,17 @@ struct Entry {
     last_append_ms: i64,
 }
 
+/// One producer as DescribeProducers shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerView {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    /// This broker's wall clock at the producer's last append seen here (the time of
+    /// the partition's rebuild for a producer found by reading the log).
+    pub last_append_ms: i64,
+}
+
 /// What to do with an incoming producer batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Check {
@@ -184,6 +195,22 @@ impl ProducerStates {
         self.producers
             .retain(|_, e| now_ms.saturating_sub(e.last_append_ms) < expiration_ms);
         before - self.producers.len()
+    }
+
+    /// The producers this partition remembers, by id (Kafka's DescribeProducers).
+    pub(crate) fn describe(&self) -> Vec<ProducerView> {
+        let mut out: Vec<ProducerView> = self
+            .producers
+            .iter()
+            .map(|(id, e)| ProducerView {
+                producer_id: *id,
+                epoch: e.epoch,
+                last_sequence: e.last_sequence,
+                last_append_ms: e.last_append_ms,
+            })
+            .collect();
+        out.sort_by_key(|v| v.producer_id);
+        out
     }
 
     #[cfg(test)]

@@ -67,6 +67,10 @@ pub(super) fn group_failure(e: GroupError) -> Failure {
             ErrorCode::FencedInstanceId,
             "another process now holds this group.instance.id".into(),
         ),
+        GroupError::GroupSubscribedToTopic => (
+            ErrorCode::GroupSubscribedToTopic,
+            "a member of the group subscribes to the topic: its offsets stay".into(),
+        ),
         GroupError::TooManyGroups(max) => (
             ErrorCode::GroupMaxSizeReached,
             format!(
@@ -476,6 +480,44 @@ impl groups_server::Groups for GroupsApi {
         Ok(Response::new(v1::DeleteGroupResponse {
             error_code,
             error_message,
+        }))
+    }
+
+    async fn delete_offsets(
+        &self,
+        req: Request<v1::DeleteOffsetsRequest>,
+    ) -> Result<Response<v1::DeleteOffsetsResponse>, Status> {
+        let r = req.into_inner();
+        let tps: Vec<(String, u32)> = to_tps(&r.partitions).into_iter().collect();
+        let result = match coordinator_for(&self.0, &r.group_id).await {
+            Ok(loaded) => {
+                loaded
+                    .run(|core| match core.delete_offsets(&r.group_id, &tps) {
+                        Ok((writes, results)) => (Ok(results), writes),
+                        Err(e) => (Err(group_failure(e)), Vec::new()),
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        Ok(Response::new(match result {
+            Ok(results) => v1::DeleteOffsetsResponse {
+                error_code: 0,
+                error_message: String::new(),
+                partitions: results
+                    .into_iter()
+                    .map(|((topic, partition), e)| v1::PartitionError {
+                        topic,
+                        partition,
+                        error_code: e.map_or(0, |e| group_failure(e).0.code()),
+                    })
+                    .collect(),
+            },
+            Err((code, msg)) => v1::DeleteOffsetsResponse {
+                error_code: code.code(),
+                error_message: msg,
+                partitions: Vec::new(),
+            },
         }))
     }
 }
