@@ -49,6 +49,30 @@ fn reset(dev: &Dev, args: &[&str]) -> Value {
     json(&dev.ok(&all, ""))
 }
 
+/// A consumer of `topic` in `group`, reading from the earliest offset and committing
+/// only when told.
+fn member(rt: &tokio::runtime::Runtime, dev: &Dev, group: &str, topic: &str) -> Consumer {
+    // The group's tasks run on `rt`.
+    let _runtime = rt.enter();
+    let mut consumer = Consumer::new(
+        &ClientConfig::new(&dev.addr),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            ..Default::default()
+        },
+    );
+    consumer
+        .subscribe(
+            GroupOptions {
+                auto_commit_interval: None,
+                ..GroupOptions::new(group)
+            },
+            Subscription::Topics(vec![topic.into()]),
+        )
+        .unwrap();
+    consumer
+}
+
 fn listed(dev: &Dev) -> Vec<Value> {
     json(&dev.ok(&["group", "list", "--output", "json"], ""))
         .as_array()
@@ -77,24 +101,8 @@ fn group_list_describe_reset_and_delete() {
 
     // A member that reads everything and commits by hand.
     let rt = runtime();
-    let config = ClientConfig::new(&dev.addr);
-    let mut consumer = Consumer::new(
-        &config,
-        ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            ..Default::default()
-        },
-    );
+    let mut consumer = member(&rt, &dev, "g1", TOPIC);
     rt.block_on(async {
-        consumer
-            .subscribe(
-                GroupOptions {
-                    auto_commit_interval: None,
-                    ..GroupOptions::new("g1")
-                },
-                Subscription::Topics(vec![TOPIC.into()]),
-            )
-            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut read = 0;
         while read < RECORDS {
@@ -403,23 +411,8 @@ fn group_delete_offsets_keeps_what_a_member_subscribes_to() {
 
     // A live member subscribed to od-read.
     let rt = runtime();
-    let mut consumer = Consumer::new(
-        &ClientConfig::new(&dev.addr),
-        ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            ..Default::default()
-        },
-    );
+    let mut consumer = member(&rt, &dev, "od", "od-read");
     rt.block_on(async {
-        consumer
-            .subscribe(
-                GroupOptions {
-                    auto_commit_interval: None,
-                    ..GroupOptions::new("od")
-                },
-                Subscription::Topics(vec!["od-read".into()]),
-            )
-            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while consumer.assignment().len() < 2 {
             assert!(Instant::now() < deadline, "no assignment");

@@ -402,6 +402,87 @@ fn every_served_version_of_every_response_encodes() {
                                 .with_client_host(StrBytes::from_static_str("/127.0.0.1"))])],
                     ))
                 }
+                ApiKey::OffsetDelete => {
+                    use kafka_protocol::messages::offset_delete_response::{
+                        OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+                    };
+                    ResponseKind::OffsetDelete(
+                        kafka_protocol::messages::OffsetDeleteResponse::default().with_topics(
+                            vec![OffsetDeleteResponseTopic::default()
+                                .with_name(name("t"))
+                                .with_partitions(vec![OffsetDeleteResponsePartition::default()
+                                    .with_partition_index(0)
+                                    .with_error_code(86)])],
+                        ),
+                    )
+                }
+                ApiKey::DescribeLogDirs => {
+                    use kafka_protocol::messages::describe_log_dirs_response::{
+                        DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+                    };
+                    let mut d = DescribeLogDirsResult::default()
+                        .with_log_dir(StrBytes::from_static_str("/data"))
+                        .with_topics(vec![DescribeLogDirsTopic::default()
+                            .with_name(name("t"))
+                            .with_partitions(vec![DescribeLogDirsPartition::default()
+                                .with_partition_index(0)
+                                .with_partition_size(4096)])]);
+                    if version >= 4 {
+                        d.total_bytes = 1 << 30;
+                        d.usable_bytes = 1 << 29;
+                    }
+                    ResponseKind::DescribeLogDirs(
+                        kafka_protocol::messages::DescribeLogDirsResponse::default()
+                            .with_results(vec![d]),
+                    )
+                }
+                ApiKey::DescribeProducers => {
+                    use kafka_protocol::messages::describe_producers_response::{
+                        PartitionResponse, ProducerState, TopicResponse,
+                    };
+                    ResponseKind::DescribeProducers(
+                        kafka_protocol::messages::DescribeProducersResponse::default().with_topics(
+                            vec![TopicResponse::default()
+                                .with_name(name("t"))
+                                .with_partitions(vec![PartitionResponse::default()
+                                    .with_partition_index(0)
+                                    .with_active_producers(vec![ProducerState::default()
+                                        .with_producer_id(kafka_protocol::messages::ProducerId(7))
+                                        .with_last_sequence(4)
+                                        .with_coordinator_epoch(-1)
+                                        .with_current_txn_start_offset(-1)])])],
+                        ),
+                    )
+                }
+                ApiKey::AlterPartitionReassignments => {
+                    use kafka_protocol::messages::alter_partition_reassignments_response::{
+                        ReassignablePartitionResponse, ReassignableTopicResponse,
+                    };
+                    ResponseKind::AlterPartitionReassignments(
+                        kafka_protocol::messages::AlterPartitionReassignmentsResponse::default()
+                            .with_responses(vec![ReassignableTopicResponse::default()
+                                .with_name(name("t"))
+                                .with_partitions(vec![ReassignablePartitionResponse::default()
+                                    .with_partition_index(0)
+                                    .with_error_code(85)])]),
+                    )
+                }
+                ApiKey::ListPartitionReassignments => {
+                    use kafka_protocol::messages::list_partition_reassignments_response::{
+                        OngoingPartitionReassignment, OngoingTopicReassignment,
+                    };
+                    use kafka_protocol::messages::BrokerId;
+                    ResponseKind::ListPartitionReassignments(
+                        kafka_protocol::messages::ListPartitionReassignmentsResponse::default()
+                            .with_topics(vec![OngoingTopicReassignment::default()
+                                .with_name(name("t"))
+                                .with_partitions(vec![OngoingPartitionReassignment::default()
+                                    .with_partition_index(0)
+                                    .with_replicas(vec![BrokerId(2), BrokerId(1)])
+                                    .with_adding_replicas(vec![BrokerId(2)])
+                                    .with_removing_replicas(vec![BrokerId(1)])])]),
+                    )
+                }
                 other => panic!("{other:?} served but not covered here"),
             };
             assert!(

@@ -78,6 +78,21 @@ fn request_of(key: ApiKey) -> Option<RequestKind> {
         ApiKey::Heartbeat => RequestKind::Heartbeat(HeartbeatRequest::default()),
         ApiKey::LeaveGroup => RequestKind::LeaveGroup(LeaveGroupRequest::default()),
         ApiKey::DescribeGroups => RequestKind::DescribeGroups(DescribeGroupsRequest::default()),
+        ApiKey::OffsetDelete => {
+            RequestKind::OffsetDelete(kafka_protocol::messages::OffsetDeleteRequest::default())
+        }
+        ApiKey::DescribeLogDirs => {
+            RequestKind::DescribeLogDirs(kafka_protocol::messages::DescribeLogDirsRequest::default())
+        }
+        ApiKey::DescribeProducers => RequestKind::DescribeProducers(
+            kafka_protocol::messages::DescribeProducersRequest::default(),
+        ),
+        ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+            kafka_protocol::messages::AlterPartitionReassignmentsRequest::default(),
+        ),
+        ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
+            kafka_protocol::messages::ListPartitionReassignmentsRequest::default(),
+        ),
         other => panic!("{other:?} is served: give the fuzz tests a request of it"),
     })
 }
