@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole Sluice test suite on a fresh Debian machine with a Rust toolchain.
 # Installs the system packages the tests need (etcd, protoc for the etcd feature, iproute2
-# for network namespaces, e2fsprogs, PostgreSQL 15 and MariaDB for the CDC tests, libpq
-# headers) (apt-get, as root) when they are missing, then runs every test with
+# for network namespaces, e2fsprogs, PostgreSQL 15 and MariaDB for the CDC tests)
+# (apt-get, as root) when they are missing, then runs every test with
 # cargo-nextest when present (plain `cargo test` otherwise) and prints the runner's summary.
 # The database tests start their own private servers (tests/common/db.rs) on free ports as
 # the `postgres` / `mysql` users; any cluster the Debian packages start as a service is
@@ -20,7 +20,6 @@ packages=(
   "protoc:protobuf-compiler"
   "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"
   "/usr/lib/postgresql/15/bin/initdb:postgresql"
-  "/usr/include/postgresql/libpq-fe.h:libpq-dev"
   "mariadbd|/usr/sbin/mariadbd:mariadb-server"
   "mariadb:mariadb-client"
   "kcat:kcat"

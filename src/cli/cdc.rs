@@ -413,8 +413,8 @@ async fn mysql_once(
 #[cfg(not(feature = "postgres"))]
 async fn postgres(_a: PgArgs, _c: &ClientArgs) -> anyhow::Result<ExitCode> {
     anyhow::bail!(
-        "this sluice was built without Postgres capture; build it with `--features postgres` \
-         (needs Debian's libpq-dev)"
+        "this sluice was built without Postgres capture (--no-default-features); build it with \
+         the default features or `--features postgres`"
     )
 }
 
