@@ -144,8 +144,12 @@ fn my_err(what: &str) -> impl Fn(mysql_async::Error) -> Error + '_ {
 }
 
 async fn connect(dsn: &str) -> Result<Conn, Error> {
-    let opts =
-        Opts::from_url(dsn).map_err(|e| Error::Config(format!("mysql: --dsn {dsn:?}: {e}")))?;
+    let opts = Opts::from_url(dsn).map_err(|e| {
+        let shown = crate::redact_dsn(dsn);
+        // The parser's own message may quote the string: never show the password.
+        let why = e.to_string().replace(dsn, &shown);
+        Error::Config(format!("mysql: --dsn {shown:?}: {why}"))
+    })?;
     Conn::new(opts).await.map_err(my_err("connect"))
 }
 

@@ -116,7 +116,13 @@ fn replication_dsn(dsn: &str) -> String {
 async fn connect(dsn: &str) -> Result<tokio_postgres::Client, Error> {
     let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
         .await
-        .map_err(source_err("connect"))?;
+        .map_err(|e| {
+            Error::Source(format!(
+                "postgres: connect to {}: {}",
+                crate::redact_dsn(dsn),
+                pg_text(&e)
+            ))
+        })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             warn!(error = %pg_text(&e), "postgres connection ended");

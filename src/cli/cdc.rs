@@ -62,11 +62,52 @@ pub struct CommonArgs {
     pub metrics: Option<SocketAddr>,
 }
 
+/// Where the database's connection string comes from: the flag, a file, or
+/// `SLUICE_CDC_DSN` — the last two keep a password out of `ps` and shell history.
+#[derive(Args, Debug)]
+pub struct DsnArgs {
+    /// postgres://user:password@host:port/database or mysql://…; or give --dsn-file, or
+    /// set SLUICE_CDC_DSN.
+    #[arg(long, conflicts_with = "dsn_file")]
+    pub dsn: Option<String>,
+    /// A file holding the connection string (its first line).
+    #[arg(long, value_name = "PATH")]
+    pub dsn_file: Option<std::path::PathBuf>,
+}
+
+/// The environment variable a connection string may come from.
+pub const DSN_ENV: &str = "SLUICE_CDC_DSN";
+
+impl DsnArgs {
+    /// `--dsn`, else the first line of `--dsn-file`, else `SLUICE_CDC_DSN`.
+    pub fn resolve(&self) -> anyhow::Result<String> {
+        if let Some(d) = &self.dsn {
+            return Ok(d.clone());
+        }
+        if let Some(path) = &self.dsn_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --dsn-file {}: {e}", path.display()))?;
+            let line = text.lines().next().unwrap_or_default().trim();
+            anyhow::ensure!(
+                !line.is_empty(),
+                "--dsn-file {} is empty: put the connection string on its first line",
+                path.display()
+            );
+            return Ok(line.to_string());
+        }
+        match std::env::var(DSN_ENV) {
+            Ok(d) if !d.trim().is_empty() => Ok(d.trim().to_string()),
+            _ => {
+                anyhow::bail!("no connection string: give --dsn, --dsn-file PATH, or set {DSN_ENV}")
+            }
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct PgArgs {
-    /// postgres://user:password@host:port/database
-    #[arg(long)]
-    pub dsn: String,
+    #[command(flatten)]
+    pub source: DsnArgs,
     /// Tables to capture: schema.table[,schema.table…].
     #[arg(long, value_delimiter = ',', required = true)]
     pub tables: Vec<String>,
@@ -82,9 +123,8 @@ pub struct PgArgs {
 
 #[derive(Args, Debug)]
 pub struct MyArgs {
-    /// mysql://user:password@host:port/database
-    #[arg(long)]
-    pub dsn: String,
+    #[command(flatten)]
+    pub source: DsnArgs,
     /// Tables to capture: database.table[,database.table…].
     #[arg(long, value_delimiter = ',', required = true)]
     pub tables: Vec<String>,
@@ -181,6 +221,7 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     use sluice_cdc::postgres::{PgSourceConfig, SnapshotMode, Stop};
     use tokio::sync::{mpsc, watch};
 
+    let dsn = a.source.resolve()?;
     let tables = parse_tables(&a.tables)?;
     let sink_cfg = sink_config(&a.common, c)?;
     if let Some(addr) = a.common.metrics {
@@ -188,7 +229,7 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     }
     let default_name = format!("sluice_{}", a.common.topic_prefix.replace(['.', '-'], "_"));
     let cfg = PgSourceConfig {
-        dsn: a.dsn.clone(),
+        dsn: dsn.clone(),
         tables: tables.clone(),
         slot: a.slot.unwrap_or_else(|| default_name.clone()),
         publication: a.publication.unwrap_or(default_name),
@@ -202,7 +243,7 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     let info = SourceInfo {
         connector: "postgresql",
         name: a.common.topic_prefix.clone(),
-        db: database_of(&a.dsn),
+        db: database_of(&dsn),
     };
     // Refuse a server or table that cannot be captured before creating any topic.
     sluice_cdc::postgres::check(&cfg).await?;
@@ -329,13 +370,14 @@ async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     use sluice_cdc::envelope::SourceInfo;
     use sluice_cdc::mysql::{MySourceConfig, SnapshotMode, Stop};
 
+    let dsn = a.source.resolve()?;
     let tables = parse_tables(&a.tables)?;
     let sink_cfg = sink_config(&a.common, c)?;
     if let Some(addr) = a.common.metrics {
         super::servers::install_metrics(addr)?;
     }
     let cfg = MySourceConfig {
-        dsn: a.dsn.clone(),
+        dsn: dsn.clone(),
         tables: tables.clone(),
         server_id: a.server_id,
         snapshot: match a.common.snapshot {
@@ -352,7 +394,7 @@ async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     let info = SourceInfo {
         connector: "mysql",
         name: a.common.topic_prefix.clone(),
-        db: database_of(&a.dsn),
+        db: database_of(&dsn),
     };
     let stats = Arc::new(sluice_cdc::runner::Stats::default());
     let stop = Stop::new();
