@@ -72,6 +72,12 @@ pub struct ConsumeArgs {
     /// Stop after this long without a new record.
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
+    /// Also print CDC heartbeats and copy markers (records with the `sluice.heartbeat`
+    /// header or the `__sluice_heartbeat` key, which a connector writes to every
+    /// partition to move Tables' source positions); left out by default, and never
+    /// counted by -c or --timeout-ms.
+    #[arg(long)]
+    pub heartbeats: bool,
     /// Print `key<TAB>value`.
     #[arg(long)]
     pub print_key: bool,
@@ -465,7 +471,9 @@ pub async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode>
             continue;
         }
         guard.check().await?;
-        last_record = tokio::time::Instant::now();
+        if records.iter().any(|r| a.heartbeats || !is_heartbeat(r)) {
+            last_record = tokio::time::Instant::now();
+        }
         let mut line = Vec::new();
         for r in records {
             if a.max_messages.is_some_and(|m| seen >= m) {
@@ -474,12 +482,19 @@ pub async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode>
             if a.exit_at_end && ends.get(&r.partition).is_none_or(|&end| r.offset >= end) {
                 continue;
             }
+            if !a.heartbeats && is_heartbeat(&r) {
+                continue;
+            }
             seen += 1;
             printer.print(&r, &mut line);
         }
         let mut out = stdout.lock();
         if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
             return stdout_failed(e);
+        }
+        // Heartbeats alone keep polls busy: the idle limit is checked here too.
+        if idle.is_some_and(|t| last_record.elapsed() >= t) {
+            break;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -581,13 +596,18 @@ async fn consume_group(
                 }
                 continue;
             }
-            last_record = tokio::time::Instant::now();
+            if records.iter().any(|r| a.heartbeats || !is_heartbeat(r)) {
+                last_record = tokio::time::Instant::now();
+            }
             let mut line = Vec::new();
             for r in &records {
                 if a.max_messages.is_some_and(|m| seen >= m) {
                     unprinted
                         .entry(TopicPartition::new(r.topic.clone(), r.partition))
                         .or_insert(r.offset);
+                    continue;
+                }
+                if !a.heartbeats && is_heartbeat(r) {
                     continue;
                 }
                 seen += 1;
@@ -607,6 +627,10 @@ async fn consume_group(
                     return Ok(());
                 }
                 return Err(e).context("cannot write to stdout");
+            }
+            // Heartbeats alone keep polls busy: the idle limit is checked here too.
+            if idle.is_some_and(|t| last_record.elapsed() >= t) {
+                return Ok(());
             }
         }
     }
@@ -739,4 +763,11 @@ mod tests {
         assert!(parse_format(r"\xZZ").is_err());
         assert!(parse_format("%").is_err());
     }
+}
+
+/// A CDC connector's heartbeat or copy marker (see `--heartbeats`): its header, or
+/// its key.
+fn is_heartbeat(r: &sluice_client::ConsumerRecord) -> bool {
+    use sluice_proto::source_pos::{HEARTBEAT_HEADER, HEARTBEAT_KEY};
+    r.key.as_deref() == Some(HEARTBEAT_KEY) || r.headers.iter().any(|h| h.key == HEARTBEAT_HEADER)
 }
