@@ -687,6 +687,13 @@ fn stdout_failed(e: std::io::Error) -> anyhow::Result<ExitCode> {
     Err(e).context("cannot write to stdout")
 }
 
+/// A CDC connector's heartbeat or copy marker (see `--heartbeats`): its header, or
+/// its key.
+fn is_heartbeat(r: &sluice_client::ConsumerRecord) -> bool {
+    use sluice_proto::source_pos::{HEARTBEAT_HEADER, HEARTBEAT_KEY};
+    r.key.as_deref() == Some(HEARTBEAT_KEY) || r.headers.iter().any(|h| h.key == HEARTBEAT_HEADER)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -763,11 +770,4 @@ mod tests {
         assert!(parse_format(r"\xZZ").is_err());
         assert!(parse_format("%").is_err());
     }
-}
-
-/// A CDC connector's heartbeat or copy marker (see `--heartbeats`): its header, or
-/// its key.
-fn is_heartbeat(r: &sluice_client::ConsumerRecord) -> bool {
-    use sluice_proto::source_pos::{HEARTBEAT_HEADER, HEARTBEAT_KEY};
-    r.key.as_deref() == Some(HEARTBEAT_KEY) || r.headers.iter().any(|h| h.key == HEARTBEAT_HEADER)
 }
