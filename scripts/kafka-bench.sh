@@ -25,8 +25,9 @@
 # listener) and every replay by its record count: a shortfall fails the run.
 #
 # Before measuring, the script waits (QUIET_WAIT seconds, default 1800) until no cargo,
-# rustc or nextest process runs on the machine; cases during which one ran anyway are
-# marked "busy" in the table. Tools are installed/built when missing: Apache Kafka's jars
+# rustc or nextest process runs on the machine, and it measures the CPU everything else on
+# the machine used during each case ("other load", below): the table marks the cases that
+# shared the cores. Tools are installed/built when missing: Apache Kafka's jars
 # (scripts/install-apache-kafka.sh), librdkafka (scripts/librdkafka-suite.sh build) and its
 # examples/rdkafka_performance. Output: progress, then a Markdown table; the raw results
 # and the tools' logs stay in $KAFKA_BENCH_OUT (default target/kafka-bench/).
@@ -199,9 +200,31 @@ end_offset() {
     awk -F: '{ print $NF }'
 }
 
+# --- other load ----------------------------------------------------------------------------
+# CPU time (clock ticks) the machine spent on anything but this run: the system's busy time
+# (/proc/stat) less this script's finished children (the clients: cutime+cstime of this
+# shell) and the broker. It includes kernel threads (page-cache writeback of the broker's
+# data among them), so a few percent is this run's own I/O. Printed per case as a percentage
+# of one core; the table marks cases where it exceeded 10%.
+other_ticks() {
+  local sys own broker=0
+  sys=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat)
+  own=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$$/stat")
+  [[ -n "$broker_pid" && -r /proc/$broker_pid/stat ]] &&
+    broker=$(sed 's/.*) //' "/proc/$broker_pid/stat" | awk '{ print $12 + $13 + $14 + $15 }')
+  echo $((sys - own - broker))
+}
+tick_hz=$(getconf CLK_TCK)
+case_start() { t0_ticks=$(other_ticks) t0_ns=$(date +%s%N); }
+case_other() { # percent of one core used by others since case_start
+  local t1 n1
+  t1=$(other_ticks) n1=$(date +%s%N)
+  echo $(((t1 - t0_ticks) * 100 * 1000000000 / tick_hz / ((n1 - t0_ns) > 0 ? (n1 - t0_ns) : 1)))
+}
+
 # --- one case ------------------------------------------------------------------------------
 failures=0
-# record broker op size acks client records rps p50 p99 busy
+# record broker op size acks client records rps p50 p99 other-load%
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$out/results.tsv"; }
 fail() {
   echo "FAILED: $*" | tee -a "$out/failures.log" >&2
@@ -209,10 +232,10 @@ fail() {
 }
 
 produce() { # broker client size acks topic n
-  local broker=$1 client=$2 size=$3 acks=$4 topic=$5 n=$6 log rps p50=- p99=- got was_busy=no idem=false
+  local broker=$1 client=$2 size=$3 acks=$4 topic=$5 n=$6 log rps p50=- p99=- got other idem=false
   log=$out/$broker-produce-$client-$size-$acks.log
   [[ $acks == all ]] && idem=true
-  busy && was_busy=yes
+  case_start
   case $client in
     java)
       # --payload-file, not --record-size: with --record-size the tool fills every record
@@ -222,7 +245,7 @@ produce() { # broker client size acks topic n
       [[ -f "$work/payload-$size" ]] || python3 -c 'import random, string, sys
 n = int(sys.argv[1])
 sys.stdout.write("".join("".join(random.choices(string.ascii_uppercase, k=n)) + "\n" for _ in range(1000)))' "$size" >"$work/payload-$size"
-      timeout 900 java -Xmx512M "${jvm_opts[@]}" -Dlog4j2.configurationFile="$root/tests/apache-kafka/log4j2-tools.properties" \
+      timeout --foreground 900 java -Xmx512M "${jvm_opts[@]}" -Dlog4j2.configurationFile="$root/tests/apache-kafka/log4j2-tools.properties" \
         -cp "$libs/*" org.apache.kafka.tools.ProducerPerformance --topic "$topic" --num-records "$n" --payload-file "$work/payload-$size" \
         --throughput -1 --producer-props bootstrap.servers="$bootstrap" acks="$acks" batch.size=$batch \
         linger.ms=$linger compression.type=none enable.idempotence=$idem >"$log" 2>&1 || fail "$log"
@@ -232,7 +255,7 @@ sys.stdout.write("".join("".join(random.choices(string.ascii_uppercase, k=n)) + 
       ;;
     rdkafka)
       local x=(-X "linger.ms=$linger" -X "batch.size=$batch" -X compression.type=none -X "enable.idempotence=$idem")
-      timeout 900 "$rdperf" -P -t "$topic" -p 0 -b "$bootstrap" -s "$size" -c "$n" -a "$([[ $acks == all ]] && echo -1 || echo 1)" \
+      timeout --foreground 900 "$rdperf" -P -t "$topic" -p 0 -b "$bootstrap" -s "$size" -c "$n" -a "$([[ $acks == all ]] && echo -1 || echo 1)" \
         "${x[@]}" >"$log" 2>&1 || fail "$log"
       # "% N messages produced (B bytes), D delivered (offset O, F failed) in Tms: X msgs/s and Y MB/s, ..."
       local line
@@ -241,28 +264,28 @@ sys.stdout.write("".join("".join(random.choices(string.ascii_uppercase, k=n)) + 
       grep -q " $n delivered (offset [0-9-]*, 0 failed)" <<<"$line" || fail "rdkafka_performance: not all $n delivered: $line"
       ;;
     native)
-      SLUICE_BOOTSTRAP=$native timeout 900 "$S" perf produce --topic "$topic" --num-records "$n" --record-size "$size" --acks "$acks" \
+      SLUICE_BOOTSTRAP=$native timeout --foreground 900 "$S" perf produce --topic "$topic" --num-records "$n" --record-size "$size" --acks "$acks" \
         --batch-size $batch --linger-ms $linger --compression none --output json >"$log" 2>&1 || fail "$log"
       read -r rps p50 p99 < <(python3 -c 'import json,sys
 j = json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1])
 print(j["records_per_sec"], j["latency_ms"]["p50"], j["latency_ms"]["p99"])' "$log") || true
       ;;
   esac
-  busy && was_busy=yes
+  other=$(case_other)
   got=$(end_offset "$topic" || true)
   [[ "$got" == "$n" ]] || fail "$broker $client produce $size B acks=$acks: log end offset $got, expected $n"
-  record "$broker" produce "$size" "$acks" "$client" "$n" "${rps:-0}" "$p50" "$p99" "$was_busy"
-  printf '  %-6s produce %4s B acks=%-3s %-8s %12.0f records/s  p50 %s p99 %s ms  (log end offset %s)\n' \
-    "$broker" "$size" "$acks" "$client" "${rps:-0}" "$p50" "$p99" "$got"
+  record "$broker" produce "$size" "$acks" "$client" "$n" "${rps:-0}" "$p50" "$p99" "$other"
+  printf '  %-6s produce %4s B acks=%-3s %-8s %12.0f records/s  p50 %s p99 %s ms  (log end offset %s; other load %s%%)\n' \
+    "$broker" "$size" "$acks" "$client" "${rps:-0}" "$p50" "$p99" "$got" "$other"
 }
 
 consume() { # broker client size topic n
-  local broker=$1 client=$2 size=$3 topic=$4 n=$5 log rps got was_busy=no
+  local broker=$1 client=$2 size=$3 topic=$4 n=$5 log rps got other
   log=$out/$broker-consume-$client-$size.log
-  busy && was_busy=yes
+  case_start
   case $client in
     java)
-      timeout 900 java -Xmx512M "${jvm_opts[@]}" -Dlog4j2.configurationFile="$root/tests/apache-kafka/log4j2-tools.properties" \
+      timeout --foreground 900 java -Xmx512M "${jvm_opts[@]}" -Dlog4j2.configurationFile="$root/tests/apache-kafka/log4j2-tools.properties" \
         -cp "$libs/*" org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$bootstrap" --topic "$topic" \
         --num-records "$n" --group "bench-$RANDOM" --timeout 30000 >"$log" 2>&1 || fail "$log"
       # header: start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec,
@@ -270,26 +293,26 @@ consume() { # broker client size topic n
       read -r got rps < <(grep -E '^[0-9]{4}-' "$log" | tail -1 | awk -F', ' '{ print $5, $10 }') || true
       ;;
     rdkafka)
-      timeout 900 "$rdperf" -C -t "$topic" -p 0 -o beginning -b "$bootstrap" -c "$n" >"$log" 2>&1 || fail "$log"
+      timeout --foreground 900 "$rdperf" -C -t "$topic" -p 0 -o beginning -b "$bootstrap" -c "$n" >"$log" 2>&1 || fail "$log"
       # "% N messages (B bytes) consumed in Tms: X msgs/s (Y MB/s)"
       read -r got rps < <(grep 'consumed in' "$log" | tail -1 | sed -E 's/^% ([0-9]+) messages.* ([0-9]+) msgs\/s.*/\1 \2/') || true
       ;;
     native)
-      SLUICE_BOOTSTRAP=$native timeout 900 "$S" perf consume --topic "$topic" --num-records "$n" --output json >"$log" 2>&1 || fail "$log"
+      SLUICE_BOOTSTRAP=$native timeout --foreground 900 "$S" perf consume --topic "$topic" --num-records "$n" --output json >"$log" 2>&1 || fail "$log"
       read -r got rps < <(python3 -c 'import json,sys
 j = json.loads([l for l in open(sys.argv[1]) if l.startswith("{")][-1])
 print(j["records"], j["records_per_sec"])' "$log") || true
       ;;
   esac
-  busy && was_busy=yes
+  other=$(case_other)
   # kafka-consumer-perf-test counts every record of its last poll: it may read past N.
   if [[ $client == java ]]; then
     ((${got:-0} >= n)) || fail "$broker $client consume $size B: $got records, expected $n"
   else
     [[ "${got:-}" == "$n" ]] || fail "$broker $client consume $size B: $got records, expected $n"
   fi
-  record "$broker" consume "$size" - "$client" "$n" "${rps:-0}" - - "$was_busy"
-  printf '  %-6s consume %4s B           %-8s %12.0f records/s  (%s records)\n' "$broker" "$size" "$client" "${rps:-0}" "$got"
+  record "$broker" consume "$size" - "$client" "$n" "${rps:-0}" - - "$other"
+  printf '  %-6s consume %4s B           %-8s %12.0f records/s  (%s records; other load %s%%)\n' "$broker" "$size" "$client" "${rps:-0}" "$got" "$other"
 }
 
 run_broker() { # sluice|kafka
@@ -337,15 +360,15 @@ python3 - "$out/results.tsv" "$quiet" "$batch" "$linger" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 quiet, batch, linger = sys.argv[2:5]
-r = {(b, op, s, a, c): (int(n), float(rps), p50, p99, busy) for b, op, s, a, c, n, rps, p50, p99, busy in rows}
+r = {(b, op, s, a, c): (int(n), float(rps), p50, p99, int(other)) for b, op, s, a, c, n, rps, p50, p99, other in rows}
 names = {"java": "Java client", "rdkafka": "librdkafka", "native": "sluice perf (native)"}
 def fmt(key):
     if key not in r:
         return "—", "—", "—"
-    n, rps, p50, p99, busy = r[key]
+    n, rps, p50, p99, other = r[key]
     size = int(key[2])
     lat = "—" if p50 == "-" else f"{float(p50):g} / {float(p99):g}"
-    return f"{rps:,.0f}" + (" (busy)" if busy == "yes" else ""), f"{rps * size / 1e6:,.1f}", lat
+    return f"{rps:,.0f}" + (f" (other load {other}%)" if other > 10 else ""), f"{rps * size / 1e6:,.1f}", lat
 print(f"\nmachine: {quiet}")
 print(f"Settings on every row: replication factor 1, one partition, no fsync per write (Kafka defaults:"
       f" log.flush.interval.* unset; Sluice: flush.messages/flush.ms unset), 1 GiB segments,"
