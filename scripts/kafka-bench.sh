@@ -109,12 +109,12 @@ fi
 echo "machine: $quiet"
 
 # --- brokers -------------------------------------------------------------------------------
-bootstrap= native=
+bootstrap= native= kafka_starts=0 klog=
 start_sluice() {
   local port
   port=$((20000 + RANDOM % 20000))
   RUST_LOG=warn "$S" dev --data-dir "$work/sluice" --listen "127.0.0.1:$port" --kafka-listen 127.0.0.1:0 \
-    >"$work/dev.out" 2>"$out/sluice.log" &
+    >"$work/dev.out" 2>>"$out/sluice.log" &
   broker_pid=$!
   for _ in $(seq 600); do
     grep -q '^ready' "$work/dev.out" && break
@@ -128,6 +128,7 @@ start_sluice() {
 
 start_kafka() {
   local port dir=$work/kafka
+  klog=$out/kafka-$((++kafka_starts)).log
   mkdir -p "$dir"
   port=$((20000 + RANDOM % 20000))
   bootstrap=127.0.0.1:$port
@@ -159,7 +160,7 @@ rootLogger.level=INFO
 rootLogger.appenderRef.f.ref=F
 appender.f.type=File
 appender.f.name=F
-appender.f.fileName=$out/kafka.log
+appender.f.fileName=$klog
 appender.f.layout.type=PatternLayout
 appender.f.layout.pattern=[%d] %p %m (%c)%n
 EOF
@@ -172,11 +173,11 @@ EOF
     -cp "$libs/*" kafka.Kafka "$dir/server.properties" >"$out/kafka.stdout" 2>&1 &
   broker_pid=$!
   for _ in $(seq 900); do
-    grep -q 'Kafka Server started' "$out/kafka.log" 2>/dev/null && break
-    kill -0 "$broker_pid" 2>/dev/null || { tail -40 "$out/kafka.log" >&2; echo "Apache Kafka exited" >&2; exit 1; }
+    grep -q 'Kafka Server started' "$klog" 2>/dev/null && break
+    kill -0 "$broker_pid" 2>/dev/null || { tail -40 "$klog" >&2; echo "Apache Kafka exited" >&2; exit 1; }
     sleep 0.1
   done
-  grep -q 'Kafka Server started' "$out/kafka.log" || { echo "Apache Kafka not started within 90 s" >&2; exit 1; }
+  grep -q 'Kafka Server started' "$klog" || { echo "Apache Kafka not started within 90 s" >&2; exit 1; }
 }
 
 create_topic() { # broker topic
@@ -256,7 +257,11 @@ sys.stdout.write("".join("".join(random.choices(string.ascii_uppercase, k=n)) + 
     rdkafka)
       local x=(-X "linger.ms=$linger" -X "batch.size=$batch" -X compression.type=none -X "enable.idempotence=$idem")
       timeout --foreground 900 "$rdperf" -P -t "$topic" -p 0 -b "$bootstrap" -s "$size" -c "$n" -a "$([[ $acks == all ]] && echo -1 || echo 1)" \
-        "${x[@]}" >"$log" 2>&1 || fail "$log"
+        "${x[@]}" >"$log" 2>&1 || true
+      # Its exit code is not the check: it exits 1 when rd_kafka_outq_len() still counts a
+      # request other than a message at the end (seen against Apache Kafka with
+      # idempotence: "4999999 messages produced ..., 5000000 delivered (..., 0 failed)").
+      # The delivery reports and the log end offset below are.
       # "% N messages produced (B bytes), D delivered (offset O, F failed) in Tms: X msgs/s and Y MB/s, ..."
       local line
       line=$(grep 'messages produced' "$log" | tail -1)
@@ -315,44 +320,45 @@ print(j["records"], j["records_per_sec"])' "$log") || true
   printf '  %-6s consume %4s B           %-8s %12.0f records/s  (%s records; other load %s%%)\n' "$broker" "$size" "$client" "${rps:-0}" "$got" "$other"
 }
 
-run_broker() { # sluice|kafka
-  local broker=$1 clients=(java rdkafka) replay
+run_size() { # sluice|kafka size
+  local broker=$1 size=$2 clients=(java rdkafka) replay=p-rdkafka-$2-1
   [[ $broker == sluice ]] && clients+=(native)
-  for size in 100 1024; do
-    replay=p-rdkafka-$size-1
-    for acks in 1 all; do
-      for client in "${clients[@]}"; do
-        local topic=p-$client-$size-$acks
-        create_topic "$broker" "$topic"
-        produce "$broker" "$client" "$size" "$acks" "$topic" "${count[$client-$size]}"
-        # The topic the replay reads stays; the others go now (disk space).
-        [[ $topic == "$replay" ]] || delete_topic "$broker" "$topic"
-      done
-    done
+  for acks in 1 all; do
     for client in "${clients[@]}"; do
-      consume "$broker" "$client" "$size" "$replay" "${count[$client-$size]}"
+      local topic=p-$client-$size-$acks
+      create_topic "$broker" "$topic"
+      produce "$broker" "$client" "$size" "$acks" "$topic" "${count[$client-$size]}"
+      # The topic the replay reads stays; the others go now (disk space).
+      [[ $topic == "$replay" ]] || delete_topic "$broker" "$topic"
     done
-    delete_topic "$broker" "$replay"
+  done
+  for client in "${clients[@]}"; do
+    consume "$broker" "$client" "$size" "$replay" "${count[$client-$size]}"
   done
 }
 
+# Sluice, then Kafka, for 100 B; then both again for 1 KiB: each broker starts afresh for
+# each record size, and the two brokers' runs of one size are minutes apart, not the
+# whole run, when the load on the machine changes.
 start=$SECONDS
-if [[ " $brokers " == *" sluice "* ]]; then
-  echo "== Sluice $(git rev-parse --short HEAD) (release, sluice dev, 1 broker)"
-  start_sluice
-  echo "   native $native, Kafka listener $bootstrap"
-  run_broker sluice
-  stop_broker
-  rm -rf "$work/sluice"
-fi
-if [[ " $brokers " == *" kafka "* ]]; then
-  echo "== Apache Kafka 4.4 (KRaft combined mode, 1 node)"
-  start_kafka
-  echo "   $bootstrap"
-  run_broker kafka
-  stop_broker
-  rm -rf "$work/kafka"
-fi
+for size in 100 1024; do
+  if [[ " $brokers " == *" sluice "* ]]; then
+    echo "== Sluice $(git rev-parse --short HEAD) (release, sluice dev, 1 broker), $size B records"
+    start_sluice
+    echo "   native $native, Kafka listener $bootstrap"
+    run_size sluice "$size"
+    stop_broker
+    rm -rf "$work/sluice"
+  fi
+  if [[ " $brokers " == *" kafka "* ]]; then
+    echo "== Apache Kafka 4.4 (KRaft combined mode, 1 node), $size B records"
+    start_kafka
+    echo "   $bootstrap"
+    run_size kafka "$size"
+    stop_broker
+    rm -rf "$work/kafka"
+  fi
+done
 echo "== $((SECONDS - start)) s"
 
 # --- the table -----------------------------------------------------------------------------
