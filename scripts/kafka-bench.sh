@@ -105,7 +105,7 @@ load_pct() { # percent of one core the machine used over the next 5 s
 }
 quiet_wait=${QUIET_WAIT:-1800}
 waited=0
-while { busy || (($(load_pct) > 50)); } && ((waited < quiet_wait)); do
+while { busy && sleep 5 || (($(load_pct) > 50)); } && ((waited < quiet_wait)); do
   ((waited % 60 == 0)) && echo "waiting for a quiet machine (cargo/rustc/nextest running, or over half a core busy): ${waited} s"
   waited=$((waited + 5))
 done
