@@ -2,18 +2,19 @@
 # Sluice's Kafka listener and its native API against Apache Kafka 4.4, on this machine, in
 # one run, reported as ratios (issue 19's benchmark; docs/performance.md records a run).
 #
-#   scripts/kafka-bench.sh            # the full run (about 15 minutes on 2 cores)
+#   scripts/kafka-bench.sh            # the full run (about 7 minutes of measuring on 2 cores)
 #   QUICK=1 scripts/kafka-bench.sh    # a tenth of the records, to try the script
+#   BROKERS=kafka scripts/kafka-bench.sh   # one side only (also BROKERS=sluice)
 #
 # One broker each, replication factor 1, loopback, throwaway data directories in a temp dir,
-# run one after the other (never at the same time): first a release `sluice dev` with its
-# Kafka listener, then Apache Kafka 4.4 in KRaft combined mode (one process, the settings
-# tests/common/apache_kafka.rs uses, Kafka's own default JVM options and 1 GiB heap).
-# Against each: `kafka-producer-perf-test` (the Java client) and librdkafka's
-# `rdkafka_performance -P`, and against Sluice also `sluice perf produce` on the native
-# API; 100 B and 1 KiB records; acks=1 and acks=all. Then a replay of the acks=1 topic the
-# Java producer wrote: `kafka-consumer-perf-test`, `rdkafka_performance -C` and (Sluice)
-# `sluice perf consume`.
+# run one after the other (never at the same time): a release `sluice dev` with its Kafka
+# listener, then Apache Kafka 4.4 in KRaft combined mode (one process, the settings
+# tests/common/apache_kafka.rs uses, Kafka's own default JVM options and 1 GiB heap), for
+# 100 B records; then both again, freshly started, for 1 KiB. Against each:
+# `kafka-producer-perf-test` (the Java client) and librdkafka's `rdkafka_performance -P`, and
+# against Sluice also `sluice perf produce` on the native API; acks=1 and acks=all. Then a
+# replay of the acks=1 topic librdkafka wrote: `kafka-consumer-perf-test`,
+# `rdkafka_performance -C` and (Sluice) `sluice perf consume`.
 #
 # Every client gets batch.size=1000000 (under every default message/request size limit of
 # the three clients and two brokers), linger.ms=5, compression none; idempotence on with
@@ -25,9 +26,9 @@
 # listener) and every replay by its record count: a shortfall fails the run.
 #
 # Before measuring, the script waits (QUIET_WAIT seconds, default 1800) until no cargo,
-# rustc or nextest process runs on the machine and it uses under half a core, and it measures the CPU everything else on
-# the machine used during each case ("other load", below): the table marks the cases that
-# shared the cores. Tools are installed/built when missing: Apache Kafka's jars
+# rustc or nextest process runs on the machine and it uses under half a core, and it
+# measures the CPU everything else on the machine used during each case ("other load",
+# below): the table marks the cases that shared the cores. Tools are installed/built when missing: Apache Kafka's jars
 # (scripts/install-apache-kafka.sh), librdkafka (scripts/librdkafka-suite.sh build) and its
 # examples/rdkafka_performance. Output: progress, then a Markdown table; the raw results
 # and the tools' logs stay in $KAFKA_BENCH_OUT (default target/kafka-bench/).
