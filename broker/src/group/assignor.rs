@@ -221,7 +221,10 @@ mod tests {
         assert_eq!(ps(&one, "a"), vec![0, 1, 2, 3, 4, 5]);
         members.insert("b".into(), subs(&["t"]));
         let two = uniform(&members, &parts, &one);
-        assert_eq!((ps(&two, "a"), ps(&two, "b")), (vec![0, 1, 2], vec![3, 4, 5]));
+        assert_eq!(
+            (ps(&two, "a"), ps(&two, "b")),
+            (vec![0, 1, 2], vec![3, 4, 5])
+        );
         members.insert("c".into(), subs(&["t"]));
         let three = uniform(&members, &parts, &two);
         assert_eq!(
