@@ -81,14 +81,16 @@ pub fn uniform(
         owner.insert(tp.clone(), (*m).clone());
     }
     // 3. Balance: while some member owns two or more than an eligible other, move one
-    //    partition across the widest such gap, from the fullest member (ties: the first
-    //    partition, the first member id). Each move lowers the sum of squared counts, so
-    //    this ends; and since every move takes from a member above the others, a member
-    //    that joins takes its share from the fullest, and nothing moves between members
-    //    already at their share.
+    //    partition across the widest such gap, from the fullest member (ties: the last
+    //    partition, the first member id — a member over its share keeps its first
+    //    partitions and gives up its last ones, as Kafka's uniform assignor does, which
+    //    clients' tests expect). Each move lowers the sum of squared counts, so this ends;
+    //    and since every move takes from a member above the others, a member that joins
+    //    takes its share from the fullest, and nothing moves between members already at
+    //    their share.
     loop {
         let mut best: Option<((usize, usize), &Tp, &MemberId)> = None;
-        for (tp, subs) in &eligible {
+        for (tp, subs) in eligible.iter().rev() {
             let from_count = out[&owner[tp]].len();
             for to in subs {
                 let to_count = out[*to].len();
@@ -205,6 +207,30 @@ mod tests {
                 "{m} only gives up partitions"
             );
         }
+    }
+
+    #[test]
+    fn a_member_over_its_share_keeps_its_lowest_partitions_as_kafka_does() {
+        // Kafka's uniform assignor lets a member keep the first partitions of what it
+        // owns up to its share and hands out the rest; librdkafka's 0113
+        // `x_incremental_rebalances` (KIP-848) expects exactly its choices.
+        let parts: BTreeMap<String, u32> = [("t".to_string(), 6)].into();
+        let mut members: BTreeMap<MemberId, Subscriber> = [("a".to_string(), subs(&["t"]))].into();
+        let ps = |a: &Assignment, m: &str| a[m].iter().map(|(_, p)| *p).collect::<Vec<_>>();
+        let one = uniform(&members, &parts, &Assignment::new());
+        assert_eq!(ps(&one, "a"), vec![0, 1, 2, 3, 4, 5]);
+        members.insert("b".into(), subs(&["t"]));
+        let two = uniform(&members, &parts, &one);
+        assert_eq!(
+            (ps(&two, "a"), ps(&two, "b")),
+            (vec![0, 1, 2], vec![3, 4, 5])
+        );
+        members.insert("c".into(), subs(&["t"]));
+        let three = uniform(&members, &parts, &two);
+        assert_eq!(
+            (ps(&three, "a"), ps(&three, "b"), ps(&three, "c")),
+            (vec![0, 1], vec![3, 4], vec![2, 5])
+        );
     }
 
     #[test]

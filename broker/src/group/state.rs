@@ -150,6 +150,13 @@ pub struct Group {
     partitions: BTreeMap<String, u32>,
     /// Compiled subscription patterns.
     patterns: BTreeMap<String, Option<regex::Regex>>,
+    /// Patterns new to the group, not matched against topics until the group's next
+    /// heartbeat: Kafka resolves a new pattern asynchronously, so the heartbeat that
+    /// brings it is answered with the named topics only and the matches come with a later
+    /// group epoch (clients' tests expect these two steps).
+    /// Invariant: `pending.len() <= 1` — every heartbeat resolves what was pending, then
+    /// brings at most one pattern.
+    pending: BTreeSet<String>,
 }
 
 /// What a coordinator persists of a group: enough for another coordinator to carry on
@@ -223,6 +230,7 @@ impl Group {
             members: BTreeMap::new(),
             partitions: BTreeMap::new(),
             patterns: BTreeMap::new(),
+            pending: BTreeSet::new(),
         }
     }
 
@@ -363,11 +371,33 @@ impl Group {
                 .patterns
                 .entry(p.to_string())
                 .or_insert_with(|| compile(p));
-            if let Some(re) = re {
+            if let (Some(re), false) = (re, self.pending.contains(p)) {
                 topics.extend(self.partitions.keys().filter(|t| re.is_match(t)).cloned());
             }
         }
         topics
+    }
+
+    /// Marks `pattern`, which member `id` now subscribes with, as new to the group unless
+    /// another member already uses it (then it is resolved already).
+    fn note_pattern(&mut self, id: &str, pattern: Option<&str>) {
+        let Some(p) = pattern else { return };
+        let known = self
+            .members
+            .iter()
+            .any(|(other, m)| other != id && m.regex.as_deref() == Some(p));
+        if !known {
+            self.pending.insert(p.to_string());
+        }
+        debug_assert!(self.pending.len() <= 1, "{:?}", self.pending);
+    }
+
+    /// Resolves the patterns new since the last heartbeat (see `pending`).
+    fn resolve_pending(&mut self) {
+        if !self.pending.is_empty() {
+            self.pending.clear();
+            self.refresh_subscriptions();
+        }
     }
 
     /// Re-resolves every member's subscription against the current topics; bumps the
@@ -461,6 +491,7 @@ impl Group {
         now: Instant,
         new_member_id: impl FnOnce() -> MemberId,
     ) -> Result<HeartbeatReply, GroupError> {
+        self.resolve_pending();
         let id = match hb.member_epoch {
             JOIN_EPOCH => self.join(&hb, now, new_member_id)?,
             LEAVE_EPOCH | STATIC_LEAVE_EPOCH => {
@@ -509,8 +540,12 @@ impl Group {
                 }
                 if let Some(named) = &hb.topics {
                     if *named != m.named || hb.regex != m.regex {
+                        let new_pattern = hb.regex != m.regex;
                         m.named = named.clone();
                         m.regex = hb.regex.clone();
+                        if new_pattern {
+                            self.note_pattern(&hb.member_id, hb.regex.as_deref());
+                        }
                         let resolved = self.resolve(named, hb.regex.as_deref());
                         let m = self.members.get_mut(&hb.member_id).expect("checked");
                         if resolved != m.topics {
@@ -550,6 +585,7 @@ impl Group {
                 )));
             }
         }
+        self.note_pattern(&hb.member_id, hb.regex.as_deref());
         let topics = self.resolve(&named, hb.regex.as_deref());
         let session_timeout = hb.session_timeout.unwrap_or(self.config.session_timeout);
         let rebalance_timeout = hb

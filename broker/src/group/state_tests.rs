@@ -400,3 +400,65 @@ fn regex_subscriptions_are_bounded() {
         other => panic!("a pattern compiling past the size limit: {other:?}"),
     }
 }
+
+#[test]
+fn a_pattern_new_to_the_group_is_resolved_after_the_heartbeat_that_brings_it() {
+    // Kafka resolves a subscription pattern the group does not know yet asynchronously:
+    // the heartbeat that brings it is answered with the named topics' partitions only,
+    // a later one with the matches too (librdkafka's 0045 `Resubscribe with Regex`
+    // expects exactly these two assignments).
+    let now = Instant::now();
+    let mut g = group(2);
+    g.set_partitions(
+        [
+            ("t".to_string(), 2),
+            ("r1".to_string(), 4),
+            ("r2".to_string(), 4),
+        ]
+        .into(),
+    );
+    let sub = |id: &str, named: &[&str]| Heartbeat {
+        member_id: id.into(),
+        member_epoch: JOIN_EPOCH,
+        topics: topics(named),
+        regex: Some("r.*".into()),
+        owned: Some(BTreeSet::new()),
+        ..Default::default()
+    };
+    let count = |r: &HeartbeatReply, t: &str| r.assignment.iter().filter(|(x, _)| x == t).count();
+    let m = g
+        .heartbeat(sub("m", &["t"]), now, || unreachable!())
+        .unwrap();
+    assert_eq!((count(&m, "t"), m.assignment.len()), (2, 2), "{m:?}");
+    let m = beat(&mut g, &m, now).unwrap();
+    assert_eq!(
+        (count(&m, "r1"), count(&m, "r2"), m.assignment.len()),
+        (4, 4, 10)
+    );
+    // A pattern another member already uses is resolved: the newcomer's share is counted
+    // at once.
+    g.heartbeat(sub("n", &[]), now, || unreachable!()).unwrap();
+    let targets: BTreeMap<MemberId, usize> = g
+        .describe()
+        .into_iter()
+        .map(|v| (v.member_id, v.target.len()))
+        .collect();
+    assert!(targets["n"] > 0, "{targets:?}");
+    // Once no member uses it, it is new again.
+    for id in ["m", "n"] {
+        g.heartbeat(
+            Heartbeat {
+                member_id: id.into(),
+                member_epoch: LEAVE_EPOCH,
+                ..Default::default()
+            },
+            now,
+            || unreachable!(),
+        )
+        .unwrap();
+    }
+    let m = g.heartbeat(sub("m", &[]), now, || unreachable!()).unwrap();
+    assert!(m.assignment.is_empty(), "{m:?}");
+    let m = beat(&mut g, &m, now).unwrap();
+    assert_eq!(m.assignment.len(), 8);
+}
