@@ -85,7 +85,7 @@ fn describe(dev: &Dev, topic: &str) -> serde_json::Value {
 fn kafka_admin_calls_create_grow_and_delete_topics() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start_with(dir.path(), &["--brokers", "2"]);
-    let kafka = dev.kafka_addr.clone().expect("kafka listener");
+    let kafka = dev.kafka();
     let mut c = Conn::new(&kafka);
 
     for version in [2, 5, 7] {
@@ -301,7 +301,7 @@ fn kafka_admin_calls_create_grow_and_delete_topics() {
 fn incremental_alter_configs_appends_and_subtracts_cleanup_policy() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start_with(dir.path(), &[]);
-    let mut c = Conn::new(&dev.kafka_addr.clone().expect("kafka listener"));
+    let mut c = Conn::new(&dev.kafka());
     dev.ok(&["topic", "create", "policies", "--partitions", "1"], "");
     let mut alter = |op: i8, name: &'static str, value: &'static str| {
         let r: IncrementalAlterConfigsResponse = c.call(
@@ -348,7 +348,7 @@ fn authorized_operations_are_all_when_asked() {
 
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start_with(dir.path(), &[]);
-    let mut c = Conn::new(&dev.kafka_addr.clone().expect("kafka listener"));
+    let mut c = Conn::new(&dev.kafka());
     dev.ok(&["topic", "create", "ops", "--partitions", "1"], "");
     let ops = |bits: i32| (0..32).filter(|b| bits & (1 << b) != 0).count();
     for version in [8, 10, 12] {

@@ -19,10 +19,7 @@ fn dev_with_topic(dir: &Path, topic: &str, partitions: u32) -> (Dev, String) {
     // A 3 s session: KIP-848 members heartbeat every second (a third of it), so a
     // rebalance takes a few seconds rather than a few 5 s heartbeats.
     let dev = Dev::start_with(dir, &["--group-session-timeout-ms", "3000"]);
-    let kafka = dev
-        .kafka_addr
-        .clone()
-        .expect("dev prints its Kafka listener");
+    let kafka = dev.kafka();
     dev.ok(
         &[
             "topic",
@@ -192,10 +189,7 @@ fn confluent_kafka_lists_offsets_by_spec_including_max_timestamp() {
 fn confluent_kafka_producer_auto_creates_its_topic_in_dev() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start_with(dir.path(), &["--num-partitions", "2"]);
-    let kafka = dev
-        .kafka_addr
-        .clone()
-        .expect("dev prints its Kafka listener");
+    let kafka = dev.kafka();
     let out = flow(&["autocreate", &kafka, "made", "nope", "100"]);
     assert_eq!(out["delivered"], 100, "{out}");
     assert_eq!(out["nope_absent"], true, "{out}");

@@ -723,7 +723,7 @@ fn sluice_answers_as_apache_kafka_does() {
     kafka.wait_ready();
     let mut d = Diff {
         sides: [
-            Side::new("sluice", dev.kafka_addr.clone().expect("a Kafka listener")),
+            Side::new("sluice", dev.kafka()),
             Side::new("kafka", kafka.addr.clone()),
         ],
         steps: Vec::new(),

@@ -122,10 +122,7 @@ fn assert_same(got: &[Rec], want: &[Rec], what: &str) {
 fn franz_go_produces_and_consumes_assigned_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = dev
-        .kafka_addr
-        .clone()
-        .expect("dev prints its Kafka listener");
+    let kafka = dev.kafka();
     dev.ok(&["topic", "create", "fp", "--partitions", "4"], "");
     let n = 2000usize;
     let ts0 = now_ms() - 60_000;
@@ -199,10 +196,7 @@ fn describe(dev: &Dev, topic: &str) -> Value {
 fn franz_go_kadm_agrees_with_the_sluice_cli() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start_with(dir.path(), &["--brokers", "3"]);
-    let kafka = dev
-        .kafka_addr
-        .clone()
-        .expect("dev prints its Kafka listener");
+    let kafka = dev.kafka();
 
     let a = flow(&["admin-topics", &kafka, "fa"]);
     let d = describe(&dev, "fa");
@@ -303,24 +297,9 @@ fn franz_go_kadm_agrees_with_the_sluice_cli() {
         let key = p["partition"].to_string();
         assert_eq!(o["start"][&key][0], p["log_start_offset"], "{o}");
         assert_eq!(o["end"][&key][0], p["high_watermark"], "{o}");
-        let first = dev.ok(
-            &[
-                "consume",
-                "fa",
-                "-p",
-                &key,
-                "-o",
-                &format!("s@{at}"),
-                "-c",
-                "1",
-                "-e",
-                "-f",
-                "%o %T",
-            ],
-            "",
-        );
+        let first = dev.first_record("fa", &key, &format!("s@{at}"));
         let after = &o["after"][&key];
-        match first.split_once(' ') {
+        match first {
             Some((offset, ts)) => {
                 assert_eq!(after[0].to_string(), offset, "partition {key}: {o}");
                 assert_eq!(after[1].to_string(), ts, "partition {key}: {o}");

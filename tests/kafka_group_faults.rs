@@ -97,7 +97,7 @@ fn owners(dev: &Dev, group: &str) -> Option<(String, Vec<Vec<u64>>)> {
 fn a_classic_member_killed_is_replaced_within_its_session_timeout_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = dev.kafka_addr.clone().expect("a Kafka listener");
+    let kafka = dev.kafka();
     dev.ok(&["topic", "create", "gf", "--partitions", "4"], "");
     let session_ms = 4000;
     let a = Member::start(&kafka, "gfault", "gf", session_ms);

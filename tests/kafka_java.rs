@@ -189,10 +189,7 @@ fn java_idempotent_producer_then_classic_group_resumes_from_commits() {
 fn producer_then_group_resumes_from_commits(protocol: &str) {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start_with(dir.path(), &["--group-session-timeout-ms", "3000"]);
-    let kafka = dev
-        .kafka_addr
-        .clone()
-        .expect("dev prints its Kafka listener");
+    let kafka = dev.kafka();
     dev.ok(&["topic", "create", "jp", "--partitions", "4"], "");
     let n = 3000usize;
     let ts0 = now_ms() - 60_000;
@@ -315,10 +312,7 @@ fn producer_then_group_resumes_from_commits(protocol: &str) {
 fn java_and_sluice_read_each_others_batches_in_every_codec() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = dev
-        .kafka_addr
-        .clone()
-        .expect("dev prints its Kafka listener");
+    let kafka = dev.kafka();
     dev.ok(&["topic", "create", "jc", "--partitions", "3"], "");
     let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
     let out = flow(&["produce-codecs", &kafka, "jc", "100"]);
@@ -394,10 +388,7 @@ fn java_kip848_members_share_and_take_over() {
     let dir = tempfile::tempdir().unwrap();
     // A 3 s session: members heartbeat every second, so a rebalance takes about that.
     let dev = Dev::start_with(dir.path(), &["--group-session-timeout-ms", "3000"]);
-    let kafka = dev
-        .kafka_addr
-        .clone()
-        .expect("dev prints its Kafka listener");
+    let kafka = dev.kafka();
     dev.ok(&["topic", "create", "js", "--partitions", "4"], "");
     let lines: Vec<String> = (0..400).map(|i| format!("k{i}:v{i}")).collect();
     dev.ok(&["produce", "js", "-K", ":"], &(lines.join("\n") + "\n"));
@@ -517,10 +508,7 @@ fn error_of(v: &Value) -> &str {
 fn java_admin_client_agrees_with_the_sluice_cli() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start_with(dir.path(), &["--brokers", "3"]);
-    let kafka = dev
-        .kafka_addr
-        .clone()
-        .expect("dev prints its Kafka listener");
+    let kafka = dev.kafka();
 
     let a = flow(&["admin-topics", &kafka, "ja", "jo"]);
     assert_eq!(a["create"], "ok", "{a}");
@@ -651,24 +639,9 @@ fn java_admin_client_agrees_with_the_sluice_cli() {
         assert_eq!(latest[0], p["high_watermark"], "{o}");
         // The first record at or after `at`, as `sluice consume -o s@MS` finds it (-1:
         // none; the CLI then prints nothing).
-        let first = dev.ok(
-            &[
-                "consume",
-                "ja",
-                "-p",
-                &key,
-                "-o",
-                &format!("s@{at}"),
-                "-c",
-                "1",
-                "-e",
-                "-f",
-                "%o %T",
-            ],
-            "",
-        );
+        let first = dev.first_record("ja", &key, &format!("s@{at}"));
         let by_time = &o["timestamp"][&key];
-        match first.split_once(' ') {
+        match first {
             Some((offset, ts)) => {
                 assert_eq!(by_time[0].to_string(), offset, "partition {key}: {o}");
                 assert_eq!(by_time[1].to_string(), ts, "partition {key}: {o}");
@@ -677,13 +650,9 @@ fn java_admin_client_agrees_with_the_sluice_cli() {
         }
         // Max timestamp (ListOffsets v7): the producer's timestamps grow with its send
         // order, so it is each partition's last record, as `sluice consume -o -1` reads it.
-        let last = dev.ok(
-            &[
-                "consume", "ja", "-p", &key, "-o", "-1", "-c", "1", "-e", "-f", "%o %T",
-            ],
-            "",
-        );
-        let (offset, ts) = last.split_once(' ').expect("every partition has records");
+        let (offset, ts) = dev
+            .first_record("ja", &key, "-1")
+            .expect("every partition has records");
         let max = &o["max_timestamp"][&key];
         assert_eq!(max[0].to_string(), offset, "partition {key}: {o}");
         assert_eq!(max[1].to_string(), ts, "partition {key}: {o}");

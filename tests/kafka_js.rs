@@ -31,34 +31,17 @@ fn flow(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
-fn kafka_of(dev: &Dev) -> String {
-    dev.kafka_addr
-        .clone()
-        .expect("dev prints its Kafka listener")
-}
-
 #[test]
 fn kafkajs_idempotent_producer_writes_each_codec_read_back_identically() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = kafka_of(&dev);
+    let kafka = dev.kafka();
     dev.ok(&["topic", "create", "kj", "--partitions", "1"], "");
     let n = 40;
     let out = flow(&["codecs", &kafka, "kj", &n.to_string()]);
     assert_eq!(out["sent"], 3 * n, "{out}");
-    let read = dev.ok(
-        &[
-            "consume",
-            "kj",
-            "--from-beginning",
-            "-e",
-            "-f",
-            clients::STAMPED_FORMAT,
-        ],
-        "",
-    );
     assert_eq!(
-        read.lines().collect::<Vec<_>>(),
+        clients::read_stamped(&dev, "kj"),
         clients::stamped_records(&["none", "gzip", "snappy"], n)
     );
 }
@@ -67,7 +50,7 @@ fn kafkajs_idempotent_producer_writes_each_codec_read_back_identically() {
 fn kafkajs_group_rebalances_as_members_join_and_leave() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = kafka_of(&dev);
+    let kafka = dev.kafka();
     dev.ok(&["topic", "create", "kjg", "--partitions", "4"], "");
     let lines: String = (0..400).map(|i| format!("k{i}:v{i}\n")).collect();
     dev.ok(&["produce", "kjg", "-K", ":"], &lines);
@@ -82,7 +65,7 @@ fn kafkajs_group_rebalances_as_members_join_and_leave() {
 fn kafkajs_admin_client_manages_topics_and_reads_groups() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = kafka_of(&dev);
+    let kafka = dev.kafka();
     clients::group_with_offsets(&dev, "ka-src", "kjag");
     let out = flow(&["admin", &kafka, "kja", "kjag"]);
     assert_eq!(out["created"], true, "{out}");

@@ -13,37 +13,20 @@ fn flow(args: &[&str]) -> serde_json::Value {
     common::python::flow("tests/kafka_python_clients.py", "kafka", args)
 }
 
-fn kafka_of(dev: &Dev) -> String {
-    dev.kafka_addr
-        .clone()
-        .expect("dev prints its Kafka listener")
-}
-
 const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 
 #[test]
 fn kafka_python_writes_every_codec_and_each_side_reads_the_other_identically() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = kafka_of(&dev);
+    let kafka = dev.kafka();
     dev.ok(&["topic", "create", "kp", "--partitions", "1"], "");
     let n = 50;
     let out = flow(&["codecs", &kafka, "kp", &n.to_string()]);
     assert_eq!(out["sent"], 5 * n, "{out}");
     // Sluice reads what kafka-python wrote: key, value, timestamp and headers as sent.
-    let read = dev.ok(
-        &[
-            "consume",
-            "kp",
-            "--from-beginning",
-            "-e",
-            "-f",
-            clients::STAMPED_FORMAT,
-        ],
-        "",
-    );
     assert_eq!(
-        read.lines().collect::<Vec<_>>(),
+        clients::read_stamped(&dev, "kp"),
         clients::stamped_records(&CODECS, n)
     );
 
@@ -70,7 +53,7 @@ fn kafka_python_writes_every_codec_and_each_side_reads_the_other_identically() {
 fn kafka_python_classic_group_rebalances_as_members_join_and_leave() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = kafka_of(&dev);
+    let kafka = dev.kafka();
     dev.ok(&["topic", "create", "kg", "--partitions", "4"], "");
     let lines: String = (0..400).map(|i| format!("k{i}:v{i}\n")).collect();
     dev.ok(&["produce", "kg", "-K", ":"], &lines);
@@ -110,7 +93,7 @@ fn kafka_python_classic_group_rebalances_as_members_join_and_leave() {
 fn kafka_python_admin_client_manages_topics_and_reads_groups() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = kafka_of(&dev);
+    let kafka = dev.kafka();
     clients::group_with_offsets(&dev, "ka-src", "kag");
     let out = flow(&["admin", &kafka, "ka", "kag"]);
     assert_eq!(out["listed"], true, "{out}");

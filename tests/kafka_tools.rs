@@ -96,7 +96,7 @@ fn hex_of_base64(id: &str) -> String {
 fn kafka_topics_administers_sluice_topics() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start_with(dir.path(), &["--brokers", "2"]);
-    let kafka = dev.kafka_addr.clone().expect("a Kafka listener");
+    let kafka = dev.kafka();
     let created = ok(
         TOPICS,
         &kafka,
@@ -296,7 +296,7 @@ fn stop(mut child: Child) {
 fn console_clients_and_consumer_groups_against_sluice() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = dev.kafka_addr.clone().expect("a Kafka listener");
+    let kafka = dev.kafka();
     dev.ok(&["topic", "create", "kc", "--partitions", "3"], "");
 
     // kafka-console-producer with keys; `sluice consume` reads them back.

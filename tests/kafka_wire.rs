@@ -52,7 +52,7 @@ fn sorted_lines(s: &str) -> Vec<String> {
 fn kcat_balanced_consumer_resumes_from_its_classic_group_commits() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = dev.kafka_addr.clone().expect("a Kafka listener");
+    let kafka = dev.kafka();
     dev.ok(&["topic", "create", "kg", "--partitions", "3"], "");
     let first: Vec<String> = (0..300).map(|i| format!("k{i}:a{i}")).collect();
     dev.ok(&["produce", "kg", "-K", ":"], &(first.join("\n") + "\n"));
@@ -151,10 +151,7 @@ fn kcat_balanced_consumer_resumes_from_its_classic_group_commits() {
 fn kcat_produces_and_consumes_through_the_kafka_listener() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start_with(dir.path(), &["--brokers", "2"]);
-    let kafka = dev
-        .kafka_addr
-        .clone()
-        .expect("dev prints its Kafka listener");
+    let kafka = dev.kafka();
     dev.ok(
         &[
             "topic",
@@ -288,10 +285,7 @@ fn group_and_producer_id_apis_by_hand() {
 
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = dev
-        .kafka_addr
-        .clone()
-        .expect("dev prints its Kafka listener");
+    let kafka = dev.kafka();
     dev.ok(&["topic", "create", "w", "--partitions", "4"], "");
     let port: i32 = kafka.rsplit_once(':').unwrap().1.parse().unwrap();
     let mut c = raw::Conn::open(&kafka);
@@ -641,7 +635,7 @@ fn bad_frames_close_only_their_connection() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = dev.kafka_addr.clone().expect("kafka listener");
+    let kafka = dev.kafka();
     let frame = |body: &[u8]| {
         let mut f = (body.len() as i32).to_be_bytes().to_vec();
         f.extend_from_slice(body);
@@ -761,7 +755,7 @@ fn fetch_by_topic_id_from_v13() {
 
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = dev.kafka_addr.clone().expect("a Kafka listener");
+    let kafka = dev.kafka();
     dev.ok(&["topic", "create", "byid", "--partitions", "1"], "");
     let written: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
     dev.ok(&["produce", "byid"], &(written.join("\n") + "\n"));
@@ -828,7 +822,7 @@ fn fetch_by_topic_id_from_v13() {
 /// its Kafka listener.
 fn two_brokers_with(dir: &std::path::Path, topic: &str, partitions: u32) -> (Dev, String) {
     let dev = Dev::start_with(dir, &["--brokers", "2"]);
-    let kafka = dev.kafka_addr.clone().expect("kafka listener");
+    let kafka = dev.kafka();
     dev.ok(
         &[
             "topic",
@@ -1083,7 +1077,7 @@ fn offset_commit_answers_unknown_partitions_and_commits_the_rest() {
 
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = dev.kafka_addr.clone().expect("kafka listener");
+    let kafka = dev.kafka();
     dev.ok(&["topic", "create", "known", "--partitions", "2"], "");
     let mut c = raw::Conn::open(&kafka);
     let s = StrBytes::from_static_str;
@@ -1179,7 +1173,7 @@ fn produce_to_a_compacted_topic_names_the_keyless_records() {
 
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
-    let kafka = dev.kafka_addr.clone().expect("kafka listener");
+    let kafka = dev.kafka();
     dev.ok(
         &[
             "topic",

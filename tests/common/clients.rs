@@ -21,8 +21,23 @@ pub fn stamped_records(codecs: &[&str], n: usize) -> Vec<String> {
         .collect()
 }
 
-/// The format that prints [`stamped_records`].
-pub const STAMPED_FORMAT: &str = "%o|%k|%s|%T|%h\n";
+/// Every record of `topic` as `sluice consume` prints it in [`stamped_records`]' form.
+pub fn read_stamped(dev: &Dev, topic: &str) -> Vec<String> {
+    dev.ok(
+        &[
+            "consume",
+            topic,
+            "--from-beginning",
+            "-e",
+            "-f",
+            "%o|%k|%s|%T|%h\n",
+        ],
+        "",
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
 
 /// A group `group` with offset 3 committed on `topic` (one partition, three records),
 /// for an admin client to find.

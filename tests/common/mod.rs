@@ -121,6 +121,31 @@ impl Dev {
     }
 
     /// Runs `sluice ARGS` against this cluster, feeding `stdin`.
+    /// (offset, timestamp) of the first record `sluice consume -p PARTITION -o START`
+    /// prints (`s@MS`: the first at or after MS; `-1`: the last), `None` if none.
+    pub fn first_record(
+        &self,
+        topic: &str,
+        partition: &str,
+        start: &str,
+    ) -> Option<(String, String)> {
+        let out = self.ok(
+            &[
+                "consume", topic, "-p", partition, "-o", start, "-c", "1", "-e", "-f", "%o %T",
+            ],
+            "",
+        );
+        out.split_once(' ')
+            .map(|(o, t)| (o.to_string(), t.trim().to_string()))
+    }
+
+    /// Broker 1's Kafka listener (every `dev` opens one).
+    pub fn kafka(&self) -> String {
+        self.kafka_addr
+            .clone()
+            .expect("dev prints its Kafka listener")
+    }
+
     pub fn cli(&self, args: &[&str], stdin: &str) -> Output {
         run_cli(&self.addr, args, stdin)
     }

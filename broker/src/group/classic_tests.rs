@@ -390,6 +390,63 @@ struct Sim {
 /// comes from the current generation's owner. At the end, with faults stopped, the live
 /// clients settle in one generation that covers every partition once.
 /// `SLUICE_GROUP_SIM_SEEDS=N` runs N seeds; a failure prints `SLUICE_GROUP_SIM_SEED=S`.
+/// OffsetDelete on classic groups: a `consumer` member's subscription (decoded from its
+/// ConsumerProtocol metadata) keeps its topics' offsets and not the others'; a group of
+/// another protocol type with members refuses; an unknown group is not found.
+#[test]
+fn offset_delete_keeps_what_a_classic_member_subscribes_to() {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let t0 = Instant::now();
+    let mut c = Coordinator::new(config(0));
+    let (a, b) = (("a".to_string(), 0), ("b".to_string(), 0));
+    let commit_both = |c: &mut Coordinator, group: &str| {
+        let offsets = vec![(a.clone(), 5, String::new()), (b.clone(), 7, String::new())];
+        c.commit(group, "", -1, offsets, 0).unwrap();
+    };
+    commit_both(&mut c, G);
+    // A member subscribed to "a" (ConsumerProtocol v1 metadata: version, then the body).
+    let mut md = bytes::BytesMut::from(&1i16.to_be_bytes()[..]);
+    ConsumerProtocolSubscription::default()
+        .with_topics(vec![StrBytes::from_static_str("a")])
+        .encode(&mut md, 1)
+        .unwrap();
+    let mut req = request("", &["range"]);
+    req.require_known_member_id = false;
+    req.protocols = vec![("range".into(), md.to_vec())];
+    let (answer, _, _) = c.join(G, req, t0, 0, || "m1".into());
+    assert!(!matches!(answer, JoinAnswer::Now(Err(_))), "{answer:?}");
+    let (writes, each) = c.delete_offsets(G, &[a.clone(), b.clone()]).unwrap();
+    assert_eq!(
+        each,
+        vec![
+            (a.clone(), Some(GroupError::GroupSubscribedToTopic)),
+            (b.clone(), None)
+        ]
+    );
+    assert_eq!(writes.len(), 1, "one tombstone, for b-0: {writes:?}");
+    assert_eq!(writes[0].value, None);
+    let left: Vec<_> = c.fetch(G, &[]).into_iter().map(|(tp, _)| tp).collect();
+    assert_eq!(left, vec![a.clone()]);
+
+    // Another protocol type with members: the coordinator cannot tell what they read.
+    commit_both(&mut c, "connect");
+    let mut req = request("", &["range"]);
+    req.require_known_member_id = false;
+    req.protocol_type = "connect".into();
+    c.join("connect", req, t0, 0, || "w1".into());
+    assert_eq!(
+        c.delete_offsets("connect", std::slice::from_ref(&b))
+            .unwrap_err(),
+        GroupError::NonEmptyGroup
+    );
+    assert_eq!(c.fetch("connect", &[]).len(), 2, "nothing deleted");
+    assert_eq!(
+        c.delete_offsets("no-such-group", &[b]).unwrap_err(),
+        GroupError::GroupIdNotFound
+    );
+}
+
 #[test]
 fn random_classic_members_with_lost_answers_and_failovers() {
     super::for_each_seed(150, simulate);
