@@ -156,6 +156,7 @@ fn long_poll_fetch_is_woken_by_an_append() {
                 topic_id: String::new(),
             }],
             replica_id: -1,
+            isolation_level: 0,
         };
         let started = Instant::now();
         let waiting = tokio::spawn(async move { client.fetch(fetch).await.unwrap().into_inner() });
@@ -302,6 +303,7 @@ fn malformed_and_oversized_produce_requests_get_typed_errors() {
                 topic_id: String::new(),
             }],
             replica_id: -1,
+            isolation_level: 0,
         };
         let resp = client.fetch(fetch).await.unwrap().into_inner();
         assert_eq!(

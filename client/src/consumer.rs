@@ -318,6 +318,7 @@ impl Consumer {
                     })
                     .collect(),
                 replica_id: -1,
+                isolation_level: 0,
             };
             let mut client = self.cluster.broker_client(&addr)?;
             let generations: Vec<(TopicPartition, u64)> =

@@ -88,6 +88,24 @@ pub enum ErrorCode {
     GroupSubscribedToTopic,
     /// A reassignment cancelled where none is in progress.
     NoReassignmentInProgress,
+    /// A batch or request from a producer epoch the coordinator has fenced.
+    InvalidProducerEpoch,
+    /// A transaction request the transaction's state does not allow (EndTxn with nothing open).
+    InvalidTxnState,
+    /// The producer id is not the one the transactional id has.
+    InvalidProducerIdMapping,
+    /// A transaction timeout above `transaction.max.timeout.ms`.
+    InvalidTransactionTimeout,
+    /// The previous transaction of this transactional id is still completing. Retriable.
+    ConcurrentTransactions,
+    /// DescribeTransactions of a transactional id the coordinator does not know.
+    TransactionalIdNotFound,
+    /// OffsetFetch with `require_stable`: a transactional commit of the partition is pending. Retriable.
+    UnstableOffsetCommit,
+    /// Another producer with the same transactional id has a newer epoch.
+    ProducerFenced,
+    /// A transaction marker from a coordinator that a newer one replaced.
+    TransactionCoordinatorFenced,
     /// A code this build does not know (from a newer peer).
     Unknown(i32),
 }
@@ -149,12 +167,21 @@ impl ErrorCode {
             ErrorCode::EligibleLeadersNotAvailable => 83,
             ErrorCode::GroupSubscribedToTopic => 86,
             ErrorCode::NoReassignmentInProgress => 85,
+            ErrorCode::InvalidProducerEpoch => 47,
+            ErrorCode::InvalidTxnState => 48,
+            ErrorCode::InvalidProducerIdMapping => 49,
+            ErrorCode::InvalidTransactionTimeout => 50,
+            ErrorCode::ConcurrentTransactions => 51,
+            ErrorCode::TransactionalIdNotFound => 105,
+            ErrorCode::UnstableOffsetCommit => 88,
+            ErrorCode::ProducerFenced => 90,
+            ErrorCode::TransactionCoordinatorFenced => 52,
             ErrorCode::Unknown(c) => c,
         }
     }
 
     pub fn from_code(code: i32) -> ErrorCode {
-        const ALL: [ErrorCode; 54] = [
+        const ALL: [ErrorCode; 63] = [
             ErrorCode::None,
             ErrorCode::UnknownServerError,
             ErrorCode::OffsetOutOfRange,
@@ -209,6 +236,15 @@ impl ErrorCode {
             ErrorCode::EligibleLeadersNotAvailable,
             ErrorCode::GroupSubscribedToTopic,
             ErrorCode::NoReassignmentInProgress,
+            ErrorCode::InvalidProducerEpoch,
+            ErrorCode::InvalidTxnState,
+            ErrorCode::InvalidProducerIdMapping,
+            ErrorCode::InvalidTransactionTimeout,
+            ErrorCode::ConcurrentTransactions,
+            ErrorCode::TransactionalIdNotFound,
+            ErrorCode::UnstableOffsetCommit,
+            ErrorCode::ProducerFenced,
+            ErrorCode::TransactionCoordinatorFenced,
         ];
         ALL.into_iter()
             .find(|e| e.code() == code)
@@ -236,6 +272,8 @@ impl ErrorCode {
                 | ErrorCode::NotCoordinator
                 | ErrorCode::OffsetNotAvailable
                 | ErrorCode::UnknownTopicId
+                | ErrorCode::ConcurrentTransactions
+                | ErrorCode::UnstableOffsetCommit
         )
     }
 

@@ -36,6 +36,8 @@ pub struct CoordinatorConfig {
     /// `group.initial.rebalance.delay.ms`: how long a classic group that had no members
     /// waits for more to join before its first generation.
     pub initial_rebalance_delay: Duration,
+    /// The transaction coordinator's settings.
+    pub txn: super::txn::TxnConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -47,6 +49,7 @@ impl Default for CoordinatorConfig {
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
             max_groups: sluice_proto::limits::GROUPS_PER_BROKER_MAX,
             initial_rebalance_delay: Duration::from_secs(3),
+            txn: Default::default(),
         }
     }
 }
@@ -60,6 +63,48 @@ pub struct Committed {
     pub offset: i64,
     pub metadata: String,
     pub commit_ms: i64,
+    /// The committed leader epoch (-1: unknown; commits before Sluice kept it).
+    #[serde(default = "unknown_epoch")]
+    pub leader_epoch: i32,
+}
+
+fn unknown_epoch() -> i32 {
+    -1
+}
+
+/// One partition's offset to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOffset {
+    pub tp: Tp,
+    pub offset: i64,
+    /// -1: unknown.
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+impl From<(Tp, i64, String)> for NewOffset {
+    fn from((tp, offset, metadata): (Tp, i64, String)) -> NewOffset {
+        NewOffset {
+            tp,
+            offset,
+            leader_epoch: -1,
+            metadata,
+        }
+    }
+}
+
+impl NewOffset {
+    fn committed(self, now_ms: i64) -> (Tp, Committed) {
+        (
+            self.tp,
+            Committed {
+                offset: self.offset,
+                metadata: self.metadata,
+                commit_ms: now_ms,
+                leader_epoch: self.leader_epoch,
+            },
+        )
+    }
 }
 
 /// A record to append: key, and value (`None`: a tombstone).
@@ -80,7 +125,28 @@ enum Key {
         topic: String,
         partition: u32,
     },
+    /// A transactional id's state ([`super::txn`]).
+    Txn {
+        txn: String,
+    },
+    /// An offset committed inside a transaction, pending until its marker.
+    TxnOffset {
+        group: String,
+        topic: String,
+        partition: u32,
+        producer_id: i64,
+    },
 }
+
+/// The key of a transactional id's record.
+pub(super) fn txn_key(txn: &str) -> Vec<u8> {
+    key_bytes(&Key::Txn {
+        txn: txn.to_string(),
+    })
+}
+
+/// Offsets committed in a transaction, by producer id: (group, partition, offset).
+type PendingOffsets = BTreeMap<i64, Vec<(String, Tp, Committed)>>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct GroupValue {
@@ -185,14 +251,24 @@ pub struct Coordinator {
     groups: BTreeMap<String, Entry>,
     /// Every topic's partition count (from metadata).
     partitions: BTreeMap<String, u32>,
+    /// The transactional ids of this partition.
+    pub txns: super::txn::TxnCoordinator,
+    /// Transactional offset commits waiting for their transaction's marker here.
+    pending: PendingOffsets,
+    /// Records a completed transaction leaves to write (its offsets as plain commits,
+    /// tombstones for its pending ones); [`Coordinator::tick`] hands them out.
+    followups: Vec<Write>,
 }
 
 impl Coordinator {
     pub fn new(config: CoordinatorConfig) -> Coordinator {
         Coordinator {
+            txns: super::txn::TxnCoordinator::new(config.txn.clone()),
             config,
             groups: BTreeMap::new(),
             partitions: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            followups: Vec::new(),
         }
     }
 
@@ -217,6 +293,24 @@ impl Coordinator {
                     }
                 }
             },
+            Key::Txn { txn } => self.txns.replay(&txn, value)?,
+            Key::TxnOffset {
+                group,
+                topic,
+                partition,
+                producer_id,
+            } => {
+                let pending = self.pending.entry(producer_id).or_default();
+                pending.retain(|(g, tp, _)| !(*g == group && *tp == (topic.clone(), partition)));
+                if let Some(v) = value {
+                    let c: Committed =
+                        serde_json::from_slice(v).map_err(|e| format!("bad offset: {e}"))?;
+                    pending.push((group, (topic, partition), c));
+                }
+                if pending.is_empty() {
+                    self.pending.remove(&producer_id);
+                }
+            }
             Key::Group { group } => match value {
                 Some(v) => {
                     let gv: GroupValue =
@@ -328,9 +422,23 @@ impl Coordinator {
         group_id: &str,
         member_id: &str,
         member_epoch: i32,
-        offsets: Vec<(Tp, i64, String)>,
+        offsets: Vec<impl Into<NewOffset>>,
         now_ms: i64,
     ) -> Result<Vec<Write>, GroupError> {
+        let offsets: Vec<NewOffset> = offsets.into_iter().map(Into::into).collect();
+        self.check_commit(group_id, member_id, member_epoch, &offsets)?;
+        self.store_offsets(group_id, offsets, now_ms)
+    }
+
+    /// Whether `member_id` at `member_epoch` (a generation, for a classic group) may
+    /// commit `offsets` now: see [`Coordinator::commit`].
+    fn check_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        member_epoch: i32,
+        offsets: &[NewOffset],
+    ) -> Result<(), GroupError> {
         if group_id.is_empty() {
             return Err(GroupError::InvalidRequest("the group id is empty".into()));
         }
@@ -340,7 +448,7 @@ impl Coordinator {
             Some(e) => e.group.members().is_empty(),
         };
         if member_epoch < 0 && memberless {
-            return self.store_offsets(group_id, offsets, now_ms);
+            return Ok(());
         }
         if let Some(e) = self.groups.get(group_id).filter(|e| e.is_classic()) {
             // Classic: the member's generation; during the sync phase nobody commits
@@ -355,12 +463,114 @@ impl Coordinator {
                 return Err(GroupError::RebalanceInProgress);
             }
         } else {
-            let tps: Vec<Tp> = offsets.iter().map(|(tp, _, _)| tp.clone()).collect();
+            let tps: Vec<Tp> = offsets.iter().map(|o| o.tp.clone()).collect();
             self.check_consumer_commit(group_id, member_id, member_epoch, &tps)?;
         }
-        self.store_offsets(group_id, offsets, now_ms)
+        Ok(())
     }
 
+    /// TxnOffsetCommit: offsets committed by `producer_id`'s open transaction, held
+    /// pending (and persisted as such) until the transaction's marker reaches this
+    /// partition ([`Coordinator::complete_txn`]). Without a member (TxnOffsetCommit
+    /// before v3) any producer may commit; with one, as [`Coordinator::commit`] checks.
+    pub fn txn_commit(
+        &mut self,
+        group_id: &str,
+        producer_id: i64,
+        member_id: &str,
+        member_epoch: i32,
+        offsets: Vec<NewOffset>,
+        now_ms: i64,
+    ) -> Result<Vec<Write>, GroupError> {
+        if !member_id.is_empty() || member_epoch >= 0 {
+            self.check_commit(group_id, member_id, member_epoch, &offsets)?;
+        } else if group_id.is_empty() {
+            return Err(GroupError::InvalidRequest("the group id is empty".into()));
+        }
+        check_offsets(&offsets)?;
+        let pending = self.pending.entry(producer_id).or_default();
+        let mut out = Vec::with_capacity(offsets.len());
+        for o in offsets {
+            let (tp, c) = o.committed(now_ms);
+            pending.retain(|(g, t, _)| !(g == group_id && *t == tp));
+            out.push(Write {
+                key: key_bytes(&Key::TxnOffset {
+                    group: group_id.to_string(),
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    producer_id,
+                }),
+                value: Some(serde_json::to_vec(&c).expect("serializes")),
+            });
+            pending.push((group_id.to_string(), tp, c));
+        }
+        Ok(out)
+    }
+
+    /// A transaction marker of `producer_id` reached this partition: its pending
+    /// offsets become the groups' committed offsets (`commit`) or are dropped. The
+    /// records that make the log say so follow with the next [`Coordinator::tick`].
+    pub fn complete_txn(&mut self, producer_id: i64, commit: bool) {
+        let Some(pending) = self.pending.remove(&producer_id) else {
+            return;
+        };
+        for (group, tp, c) in pending {
+            self.followups.push(Write {
+                key: key_bytes(&Key::TxnOffset {
+                    group: group.clone(),
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    producer_id,
+                }),
+                value: None,
+            });
+            if commit {
+                self.followups.push(Write {
+                    key: key_bytes(&Key::Offset {
+                        group: group.clone(),
+                        topic: tp.0.clone(),
+                        partition: tp.1,
+                    }),
+                    value: Some(serde_json::to_vec(&c).expect("serializes")),
+                });
+                let e = self.entry(&group);
+                e.offsets.insert(tp, c);
+            }
+        }
+    }
+
+    /// The partitions of `group_id` whose transactional commit awaits its marker
+    /// (OffsetFetch `require_stable`: UNSTABLE_OFFSET_COMMIT).
+    pub fn pending_commits(&self, group_id: &str) -> BTreeSet<Tp> {
+        self.pending
+            .values()
+            .flatten()
+            .filter(|(g, _, _)| g == group_id)
+            .map(|(_, tp, _)| tp.clone())
+            .collect()
+    }
+}
+
+/// The checks of an offset commit's values: metadata size, no negative offset.
+fn check_offsets(offsets: &[NewOffset]) -> Result<(), GroupError> {
+    if let Some(o) = offsets.iter().find(|o| o.metadata.len() > MAX_METADATA) {
+        return Err(GroupError::InvalidRequest(format!(
+            "metadata of {}-{} is {} bytes; at most {MAX_METADATA}",
+            o.tp.0,
+            o.tp.1,
+            o.metadata.len()
+        )));
+    }
+    if let Some(o) = offsets.iter().find(|o| o.offset < 0) {
+        return Err(GroupError::InvalidRequest(format!(
+            "offset {} is negative",
+            o.offset
+        )));
+    }
+    Ok(())
+}
+
+impl Coordinator {
     fn check_consumer_commit(
         &self,
         group_id: &str,
@@ -387,30 +597,14 @@ impl Coordinator {
     fn store_offsets(
         &mut self,
         group_id: &str,
-        offsets: Vec<(Tp, i64, String)>,
+        offsets: Vec<NewOffset>,
         now_ms: i64,
     ) -> Result<Vec<Write>, GroupError> {
-        if let Some((tp, _, m)) = offsets.iter().find(|(_, _, m)| m.len() > MAX_METADATA) {
-            return Err(GroupError::InvalidRequest(format!(
-                "metadata of {}-{} is {} bytes; at most {MAX_METADATA}",
-                tp.0,
-                tp.1,
-                m.len()
-            )));
-        }
-        if let Some((_, offset, _)) = offsets.iter().find(|(_, o, _)| *o < 0) {
-            return Err(GroupError::InvalidRequest(format!(
-                "offset {offset} is negative"
-            )));
-        }
+        check_offsets(&offsets)?;
         let e = self.entry(group_id);
         let mut out = Vec::with_capacity(offsets.len() + 1);
-        for ((topic, partition), offset, metadata) in offsets {
-            let c = Committed {
-                offset,
-                metadata,
-                commit_ms: now_ms,
-            };
+        for o in offsets {
+            let ((topic, partition), c) = o.committed(now_ms);
             out.push(Write {
                 key: key_bytes(&Key::Offset {
                     group: group_id.to_string(),
@@ -472,6 +666,8 @@ impl Coordinator {
         for id in expired {
             out.extend(self.remove(&id));
         }
+        out.append(&mut self.followups);
+        out.extend(self.txns.tick(now_ms));
         Tick {
             writes: out,
             fenced,

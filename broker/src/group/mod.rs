@@ -8,6 +8,7 @@ pub mod assignor;
 pub mod classic;
 pub mod coordinator;
 pub mod state;
+pub mod txn;
 
 #[cfg(test)]
 mod classic_tests;

@@ -35,6 +35,7 @@ use super::classic;
 use super::fetch::{delete_records, fetch_request, fetch_response};
 use super::groups;
 use super::ops;
+use super::txn;
 use super::versions::{self, answers};
 use super::{framed, peek_header, Finishing, Outcome};
 use crate::server::admin::AdminProxy;
@@ -162,9 +163,19 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             let wanted = list_offsets_request(&r);
             let listed = tokio::task::spawn_blocking(move || api.list_all(wanted)).await;
             match listed {
-                Ok(listed) => answer(ResponseKind::ListOffsets(list_offsets_response(
-                    version, listed,
-                ))),
+                Ok(mut listed) => {
+                    if r.isolation_level == 1 {
+                        // read_committed: the latest offset is the last stable offset.
+                        for (p, asked) in listed.iter_mut().zip(list_offsets_request(&r)) {
+                            if asked.timestamp == -1 && p.error_code == 0 {
+                                p.offset = p.last_stable_offset;
+                            }
+                        }
+                    }
+                    answer(ResponseKind::ListOffsets(list_offsets_response(
+                        version, listed,
+                    )))
+                }
                 Err(e) => Outcome::Close(format!("ListOffsets failed: {e}")),
             }
         }
@@ -174,6 +185,42 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             answer(ResponseKind::InitProducerId(
                 groups::init_producer_id(&s, r).await,
             ))
+        }
+        .boxed(),
+        RequestKind::AddPartitionsToTxn(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::AddPartitionsToTxn(
+                txn::add_partitions(&s, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::AddOffsetsToTxn(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::AddOffsetsToTxn(txn::add_offsets(&s, r).await))
+        }
+        .boxed(),
+        RequestKind::EndTxn(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::EndTxn(txn::end_txn(&s, r).await))
+        }
+        .boxed(),
+        RequestKind::TxnOffsetCommit(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::TxnOffsetCommit(
+                txn::txn_offset_commit(&s, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::DescribeTransactions(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::DescribeTransactions(
+                txn::describe(&s, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::ListTransactions(r) => async move {
+            let s = api.0;
+            answer(ResponseKind::ListTransactions(txn::list(&s, r)))
         }
         .boxed(),
         RequestKind::FindCoordinator(r) => async move {

@@ -140,7 +140,7 @@ fn every_served_version_of_every_response_encodes() {
                 }
                 ApiKey::OffsetFetch => {
                     let found: groups::Fetched =
-                        [("t".to_string(), vec![(0, 42, "m".to_string())])].into();
+                        [("t".to_string(), vec![(0, 42, 3, "m".to_string())])].into();
                     let mut answers = vec![(GroupId(StrBytes::from_static_str("g")), 0, found)];
                     if version >= 8 {
                         answers.push((
@@ -482,6 +482,64 @@ fn every_served_version_of_every_response_encodes() {
                                     .with_adding_replicas(vec![BrokerId(2)])
                                     .with_removing_replicas(vec![BrokerId(1)])])]),
                     )
+                }
+                ApiKey::AddPartitionsToTxn => {
+                    let mut out = kafka_protocol::messages::AddPartitionsToTxnResponse::default();
+                    out.results_by_topic_v3_and_below = vec![
+                        kafka_protocol::messages::add_partitions_to_txn_response::AddPartitionsToTxnTopicResult::default()
+                            .with_name(name("t"))
+                            .with_results_by_partition(vec![
+                                kafka_protocol::messages::add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default()
+                                    .with_partition_index(0)
+                                    .with_partition_error_code(51),
+                            ]),
+                    ];
+                    ResponseKind::AddPartitionsToTxn(out)
+                }
+                ApiKey::AddOffsetsToTxn => ResponseKind::AddOffsetsToTxn(
+                    kafka_protocol::messages::AddOffsetsToTxnResponse::default()
+                        .with_error_code(90),
+                ),
+                ApiKey::EndTxn => ResponseKind::EndTxn(
+                    kafka_protocol::messages::EndTxnResponse::default().with_error_code(48),
+                ),
+                ApiKey::TxnOffsetCommit => {
+                    use kafka_protocol::messages::txn_offset_commit_response::{
+                        TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+                    };
+                    ResponseKind::TxnOffsetCommit(
+                        kafka_protocol::messages::TxnOffsetCommitResponse::default().with_topics(
+                            vec![TxnOffsetCommitResponseTopic::default()
+                                .with_name(name("t"))
+                                .with_partitions(vec![TxnOffsetCommitResponsePartition::default(
+                                )
+                                .with_partition_index(0)
+                                .with_error_code(0)])],
+                        ),
+                    )
+                }
+                ApiKey::DescribeTransactions => {
+                    use kafka_protocol::messages::describe_transactions_response::{
+                        TopicData, TransactionState,
+                    };
+                    ResponseKind::DescribeTransactions(
+                        kafka_protocol::messages::DescribeTransactionsResponse::default()
+                            .with_transaction_states(vec![TransactionState::default()
+                                .with_transaction_state(StrBytes::from_static_str("Ongoing"))
+                                .with_transaction_timeout_ms(60_000)
+                                .with_transaction_start_time_ms(1)
+                                .with_topics(vec![TopicData::default()
+                                    .with_topic(name("t"))
+                                    .with_partitions(vec![0])])]),
+                    )
+                }
+                ApiKey::ListTransactions => {
+                    use kafka_protocol::messages::list_transactions_response::TransactionState;
+                    let mut out = kafka_protocol::messages::ListTransactionsResponse::default()
+                        .with_transaction_states(vec![TransactionState::default()
+                            .with_transaction_state(StrBytes::from_static_str("Empty"))]);
+                    out.unknown_state_filters = vec![StrBytes::from_static_str("Nope")];
+                    ResponseKind::ListTransactions(out)
                 }
                 other => panic!("{other:?} served but not covered here"),
             };

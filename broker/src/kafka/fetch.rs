@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 use sluice_proto::v1;
 use sluice_proto::ErrorCode;
 
@@ -56,6 +58,7 @@ pub(super) fn fetch_request(
         max_bytes: r.max_bytes.max(0) as u32,
         partitions,
         replica_id: -1,
+        isolation_level: i32::from(r.isolation_level),
     };
     (request, unknown)
 }
@@ -68,13 +71,23 @@ pub(super) fn fetch_response(
 ) -> FetchResponse {
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     for p in r.partitions {
-        // No transactions: the last stable offset is the high watermark.
+        let aborted = (!p.aborted_transactions.is_empty()).then(|| {
+            p.aborted_transactions
+                .iter()
+                .map(|a| {
+                    AbortedTransaction::default()
+                        .with_producer_id(ProducerId(a.producer_id))
+                        .with_first_offset(a.first_offset)
+                })
+                .collect()
+        });
         let answer = PartitionData::default()
             .with_partition_index(p.partition as i32)
             .with_error_code(code(p.error_code))
             .with_high_watermark(p.high_watermark)
-            .with_last_stable_offset(p.high_watermark)
+            .with_last_stable_offset(p.last_stable_offset)
             .with_log_start_offset(p.log_start_offset)
+            .with_aborted_transactions(aborted)
             .with_records(Some(p.records));
         match topics.iter_mut().find(|t| t.topic.0.as_str() == p.topic) {
             Some(t) => t.partitions.push(answer),

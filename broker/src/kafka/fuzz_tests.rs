@@ -93,6 +93,22 @@ fn request_of(key: ApiKey) -> Option<RequestKind> {
         ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
             kafka_protocol::messages::ListPartitionReassignmentsRequest::default(),
         ),
+        ApiKey::AddPartitionsToTxn => RequestKind::AddPartitionsToTxn(
+            kafka_protocol::messages::AddPartitionsToTxnRequest::default(),
+        ),
+        ApiKey::AddOffsetsToTxn => {
+            RequestKind::AddOffsetsToTxn(kafka_protocol::messages::AddOffsetsToTxnRequest::default())
+        }
+        ApiKey::EndTxn => RequestKind::EndTxn(kafka_protocol::messages::EndTxnRequest::default()),
+        ApiKey::TxnOffsetCommit => {
+            RequestKind::TxnOffsetCommit(kafka_protocol::messages::TxnOffsetCommitRequest::default())
+        }
+        ApiKey::DescribeTransactions => RequestKind::DescribeTransactions(
+            kafka_protocol::messages::DescribeTransactionsRequest::default(),
+        ),
+        ApiKey::ListTransactions => RequestKind::ListTransactions(
+            kafka_protocol::messages::ListTransactionsRequest::default(),
+        ),
         other => panic!("{other:?} is served: give the fuzz tests a request of it"),
     })
 }

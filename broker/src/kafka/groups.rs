@@ -4,7 +4,7 @@
 //! (`server::admin::AdminProxy`, `server::groups_api::GroupsApi`): one coordinator and one
 //! `__consumer_offsets` whichever protocol a client speaks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use kafka_protocol::messages::consumer_group_describe_response::{
@@ -56,8 +56,8 @@ pub(crate) async fn init_producer_id(
     r: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let fail = |c: i16| producer_id_response(c, -1, -1);
-    if r.transactional_id.is_some() {
-        return fail(INVALID_REQUEST);
+    if let Some(txn_id) = r.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+        return super::txn::init_producer_id(shared, txn_id, &r).await;
     }
     match AdminProxy(shared.clone())
         .init_producer_id(Request::new(v1::InitProducerIdRequest {}))
@@ -147,11 +147,12 @@ pub(crate) async fn find_coordinator(
     };
     let mut found = Vec::with_capacity(keys.len());
     for key in keys {
-        let answer = if r.key_type != 0 {
+        // Groups (0) and transactional ids (1) hash to `__consumer_offsets` alike.
+        let answer = if r.key_type > 1 {
             (
                 INVALID_REQUEST,
                 Some(StrBytes::from_static_str(
-                    "transactions are not served: no transaction coordinator",
+                    "unknown coordinator key type (0: group, 1: transaction)",
                 )),
                 -1,
                 StrBytes::default(),
@@ -251,6 +252,7 @@ pub(crate) async fn offset_commit(
                         .as_ref()
                         .map(|m| m.to_string())
                         .unwrap_or_default(),
+                    leader_epoch: Some(p.committed_leader_epoch).filter(|e| *e >= 0),
                 })
         })
         .collect();
@@ -334,15 +336,18 @@ async fn fetch_group(
         return (code(fetched.error_code), out);
     }
     for c in fetched.offsets {
-        out.entry(c.topic)
-            .or_default()
-            .push((c.partition as i32, c.offset, c.metadata));
+        out.entry(c.topic).or_default().push((
+            c.partition as i32,
+            c.offset,
+            c.leader_epoch,
+            c.metadata,
+        ));
     }
     (0, out)
 }
 
-/// One group's committed offsets by topic: (partition, offset, metadata).
-pub(crate) type Fetched = BTreeMap<String, Vec<(i32, i64, String)>>;
+/// One group's committed offsets by topic: (partition, offset, leader epoch, metadata).
+pub(crate) type Fetched = BTreeMap<String, Vec<(i32, i64, i32, String)>>;
 
 /// OffsetFetch: the coordinator's committed offsets (-1: none). v8+ asks for several
 /// groups at once. The member id and epoch of v9 are not checked (any reader may read).
@@ -382,11 +387,53 @@ pub(crate) async fn offset_fetch(
         vec![(r.group_id, only)]
     };
     let mut answers = Vec::with_capacity(asked.len());
+    let mut unstable = Vec::new();
     for (group, only) in asked {
         let (error, found) = fetch_group(shared, group.0.to_string(), only).await;
+        if r.require_stable && error == 0 {
+            let pending = crate::server::txn::pending_commits(shared, &group)
+                .await
+                .unwrap_or_default();
+            unstable.push(pending);
+        } else {
+            unstable.push(Default::default());
+        }
         answers.push((group, error, found));
     }
-    offset_fetch_response(version, answers)
+    let mut out = offset_fetch_response(version, answers);
+    mark_unstable(&mut out, &unstable);
+    out
+}
+
+/// `require_stable` (v7+): a partition whose transactional commit awaits its marker is
+/// answered UNSTABLE_OFFSET_COMMIT (the client asks again) instead of an offset.
+fn mark_unstable(out: &mut OffsetFetchResponse, unstable: &[BTreeSet<(String, u32)>]) {
+    let code = ErrorCode::UnstableOffsetCommit.code() as i16;
+    let is = |set: &BTreeSet<(String, u32)>, t: &str, p: i32| {
+        p >= 0 && set.contains(&(t.to_string(), p as u32))
+    };
+    if !out.groups.is_empty() {
+        for (g, set) in out.groups.iter_mut().zip(unstable) {
+            for t in &mut g.topics {
+                for p in &mut t.partitions {
+                    if is(set, &t.name, p.partition_index) {
+                        p.error_code = code;
+                        p.committed_offset = -1;
+                    }
+                }
+            }
+        }
+        return;
+    }
+    let Some(set) = unstable.first() else { return };
+    for t in &mut out.topics {
+        for p in &mut t.partitions {
+            if is(set, &t.name, p.partition_index) {
+                p.error_code = code;
+                p.committed_offset = -1;
+            }
+        }
+    }
 }
 
 /// The OffsetFetch answer for `version`: v8+ one entry per group; before, the only
@@ -411,11 +458,11 @@ pub(crate) fn offset_fetch_response(
                                     .with_partitions(
                                         parts
                                             .into_iter()
-                                            .map(|(p, offset, metadata)| {
+                                            .map(|(p, offset, epoch, metadata)| {
                                                 OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(p)
                                                     .with_committed_offset(offset)
-                                                    .with_committed_leader_epoch(-1)
+                                                    .with_committed_leader_epoch(epoch)
                                                     .with_metadata(Some(StrBytes::from_string(
                                                         metadata,
                                                     )))
@@ -440,13 +487,13 @@ pub(crate) fn offset_fetch_response(
                 .with_partitions(
                     parts
                         .into_iter()
-                        .map(|(p, offset, metadata)| {
+                        .map(|(p, offset, epoch, metadata)| {
                             let mut answer = OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)
                                 .with_metadata(Some(StrBytes::from_string(metadata)));
                             if version >= 5 {
-                                answer.committed_leader_epoch = -1;
+                                answer.committed_leader_epoch = epoch;
                             }
                             // v1 has no top-level error: every partition carries it.
                             if version < 2 {

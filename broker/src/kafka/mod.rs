@@ -20,6 +20,7 @@ mod classic;
 mod fetch;
 mod groups;
 mod ops;
+mod txn;
 mod versions;
 
 use std::net::SocketAddr;

@@ -34,6 +34,7 @@ pub mod producers;
 mod replication;
 pub mod state;
 pub mod storage;
+pub mod txns;
 pub use replication::{FollowerFetched, ToFetch};
 pub use state::{Action, Event, IsrProposal, PartitionState, Refusal, Role, StateConfig, WaiterId};
 pub use storage::{Clock, LogStore, ReplicaLog, SystemClock};
@@ -59,6 +60,8 @@ pub(crate) struct Replica {
     pub(crate) state: PartitionState,
     /// Idempotent-producer state; under this lock, check-then-append is atomic.
     pub(crate) producers: producers::ProducerStates,
+    /// Open and aborted transactions (the last stable offset), kept with the log.
+    pub(crate) txns: txns::TxnIndex,
     /// When a divergence was last logged at info (the line is rate-limited).
     pub(crate) last_divergence_log: Option<Instant>,
 }
@@ -99,6 +102,13 @@ impl<L: ReplicaLog> Partition<L> {
 
     fn is_leader(&self) -> bool {
         self.replica.lock().state.is_leader()
+    }
+
+    /// The last stable offset given the high watermark `hw`: the first offset of the
+    /// oldest transaction open here, if below it.
+    pub fn last_stable_offset(&self, hw: u64) -> u64 {
+        let first = self.replica.lock().txns.first_unstable();
+        first.map_or(hw, |f| f.min(hw))
     }
 
     /// Carries out the state machine's actions. Called with the partition's lock held
@@ -152,6 +162,10 @@ fn state_config(config: &LogConfig, lag_max: Duration) -> StateConfig {
 pub struct Fetched {
     pub records: Bytes,
     pub high_watermark: u64,
+    /// The high watermark, or the first offset of the oldest open transaction if lower.
+    pub last_stable_offset: u64,
+    /// `read_committed` fetches: the aborted transactions the records overlap.
+    pub aborted: Vec<txns::AbortedTxn>,
     pub log_start_offset: u64,
     pub log_end_offset: u64,
 }
@@ -274,6 +288,7 @@ impl<S: LogStore> ReplicaManager<S> {
                     .map_err(storage_failure)?;
                 let producers = producers::ProducerStates::rebuild(&*log, self.clock.wall_ms())
                     .map_err(storage_failure)?;
+                let txns = txns::TxnIndex::rebuild(&*log).map_err(storage_failure)?;
                 let lag_max = *self.replica_lag_max.read();
                 let p = Arc::new(Partition {
                     tp: tp.clone(),
@@ -281,6 +296,7 @@ impl<S: LogStore> ReplicaManager<S> {
                     replica: Mutex::new(Replica {
                         state: PartitionState::new(self.me(), state_config(&config, lag_max)),
                         producers,
+                        txns,
                         last_divergence_log: None,
                     }),
                     high_watermark: AtomicU64::new(0),
@@ -424,6 +440,7 @@ impl<S: LogStore> ReplicaManager<S> {
                 let mut replica = p.replica.lock();
                 let _ = p.handle(&mut replica, Event::Tick { now });
                 let expired = replica.producers.expire(wall_ms, expiration_ms);
+                replica.txns.prune(p.log.log_start_offset());
                 if expired > 0 {
                     info!(partition = %p.tp, expired, "producer ids expired (producer.id.expiration.ms)");
                 }
@@ -535,18 +552,51 @@ impl<S: LogStore> ReplicaManager<S> {
         offset: u64,
         max_bytes: usize,
     ) -> Result<Fetched, Failure> {
+        self.fetch_isolated(tp, offset, max_bytes, false)
+    }
+
+    /// [`ReplicaManager::fetch`]; `read_committed` reads only up to the last stable
+    /// offset and lists the aborted transactions the records overlap (Kafka's
+    /// `isolation_level` 1).
+    pub fn fetch_isolated(
+        &self,
+        tp: &TopicPartition,
+        offset: u64,
+        max_bytes: usize,
+        read_committed: bool,
+    ) -> Result<Fetched, Failure> {
         let p = self.leader_partition(tp)?;
         let hw = p.high_watermark();
+        let lso = p.last_stable_offset(hw);
+        let limit = if read_committed { lso } else { hw };
         let r = p
             .log
-            .read(offset, max_bytes, Some(hw))
+            .read(offset, max_bytes, Some(limit))
             .map_err(storage_failure)?;
+        let aborted = if read_committed && !r.data.is_empty() {
+            let end = Batches::new(r.data.clone())
+                .flatten()
+                .last()
+                .map_or(offset, |b| b.next_offset().max(0) as u64);
+            p.replica.lock().txns.aborted_in(offset, end)
+        } else {
+            Vec::new()
+        };
         Ok(Fetched {
             records: r.data,
             high_watermark: hw,
+            last_stable_offset: lso,
+            aborted,
             log_start_offset: r.log_start_offset,
             log_end_offset: r.log_end_offset,
         })
+    }
+
+    /// Transactions open on the leader of `tp`: (producer id, first offset).
+    pub fn open_transactions(&self, tp: &TopicPartition) -> Result<Vec<(i64, u64)>, Failure> {
+        let p = self.leader_partition(tp)?;
+        let open = p.replica.lock().txns.open();
+        Ok(open)
     }
 
     /// The high-watermark watch of a partition this broker leads.

@@ -129,6 +129,56 @@ impl<S: LogStore> ReplicaManager<S> {
         Ok(produced)
     }
 
+    /// Appends a transaction marker on the leader of `tp` (Kafka's WriteTxnMarkers): a
+    /// control batch of `producer_id` at `producer_epoch` that commits or aborts the
+    /// producer's open transaction here. Waits as acks=all does, through
+    /// [`ReplicaManager::finish_produce`]: the coordinator completes a transaction only
+    /// once every marker is on the in-sync replicas.
+    pub fn start_marker(
+        &self,
+        tp: &TopicPartition,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: super::txns::Marker,
+        coordinator_epoch: i32,
+        timeout: Duration,
+    ) -> Result<StartedProduce<S::Log>, Failure> {
+        let p = self.leader_partition(tp)?;
+        if let Err(newer) = p
+            .replica
+            .lock()
+            .producers
+            .check_marker(producer_id, coordinator_epoch)
+        {
+            return Err((
+                ErrorCode::TransactionCoordinatorFenced,
+                format!(
+                    "{tp}: a marker of producer {producer_id} from coordinator epoch \
+                     {coordinator_epoch}; coordinator epoch {newer} already wrote one"
+                ),
+            ));
+        }
+        let mut b = sluice_proto::BatchBuilder::new(sluice_proto::Compression::None)
+            .producer(producer_id, producer_epoch, -1)
+            .transactional(true)
+            .control(true);
+        let value = super::txns::Marker::value(coordinator_epoch);
+        b.append(self.clock.wall_ms(), Some(&marker.key()), Some(&value), &[]);
+        let batch = b
+            .build()
+            .map_err(|e| (ErrorCode::UnknownServerError, e.to_string()))?;
+        let (produced, needs_flush, waiter) = self.append(&p, &[batch], true, timeout)?;
+        Ok(StartedProduce {
+            appended: Appended {
+                produced,
+                flush_to: needs_flush.then_some(produced.last_offset + 1),
+                partition: p,
+                waiter,
+            },
+            timeout,
+        })
+    }
+
     /// The synchronous half of [`ReplicaManager::produce`]: validates and appends, and
     /// returns what is left to wait for — a flush (`flush.messages`) and the acks=all
     /// answer. `produce` awaits them; the simulator, which has no runtime, carries them
@@ -193,7 +243,7 @@ impl<S: LogStore> ReplicaManager<S> {
         let mut needs_flush = false;
         let mut failed = None;
         for b in batches {
-            match append_one(p, &mut replica.producers, b, leader_epoch, now) {
+            match append_one(p, replica, b, leader_epoch, now) {
                 Ok(info) => {
                     needs_flush |= info.needs_flush;
                     first = Some(match first {
@@ -281,6 +331,13 @@ fn validate_batches(
                 ),
             ));
         }
+        if b.is_control() {
+            // Only the transaction coordinator writes markers (WriteTxnMarkers).
+            return Err((
+                ErrorCode::InvalidRecord,
+                format!("{tp}: a control batch (attribute bit 5) from a producer"),
+            ));
+        }
         if config.cleanup_policy.compacts() {
             refuse_keyless(tp, &b)?;
         }
@@ -335,13 +392,13 @@ fn refuse_keyless(tp: &TopicPartition, b: &RecordBatch) -> Result<(), Failure> {
 /// Appends one batch unless the producer state finds it is a retry already in the log.
 fn append_one<L: ReplicaLog>(
     p: &Partition<L>,
-    producers: &mut producers::ProducerStates,
+    replica: &mut Replica,
     b: &RecordBatch,
     leader_epoch: LeaderEpoch,
     now_ms: i64,
 ) -> Result<crate::log::AppendInfo, Failure> {
-    let check = if b.producer_id() >= 0 {
-        producers.check(b)
+    let check = if b.producer_id() >= 0 && !b.is_control() {
+        replica.producers.check(b)
     } else {
         producers::Check::Append
     };
@@ -360,12 +417,23 @@ fn append_one<L: ReplicaLog>(
                 b.producer_id()
             ),
         )),
+        producers::Check::Fenced { current } => Err((
+            ErrorCode::InvalidProducerEpoch,
+            format!(
+                "{}: producer {} has epoch {current}; a batch of epoch {} is from a fenced \
+                 instance",
+                p.tp,
+                b.producer_id(),
+                b.producer_epoch()
+            ),
+        )),
         producers::Check::Append => {
             let info = p
                 .log
                 .append_as_leader(b, leader_epoch.0, now_ms)
                 .map_err(storage_failure)?;
-            producers.record(b, info.base_offset, now_ms);
+            replica.producers.record(b, info.base_offset, now_ms);
+            replica.txns.observe(b, info.base_offset);
             Ok(info)
         }
     }

@@ -42,6 +42,9 @@ struct Entry {
     recent: VecDeque<(i32, i32, u64)>,
     /// Wall-clock ms of the last append from this producer seen here.
     last_append_ms: i64,
+    /// The highest coordinator epoch of a transaction marker of this producer here (0:
+    /// none seen): a marker from an older coordinator is refused.
+    coordinator_epoch: i32,
 }
 
 /// One producer as DescribeProducers shows it.
@@ -64,6 +67,11 @@ pub(crate) enum Check {
     OutOfOrder {
         expected: i32,
         got: i32,
+    },
+    /// An epoch older than the producer's current one: a zombie the transaction
+    /// coordinator fenced (INVALID_PRODUCER_EPOCH).
+    Fenced {
+        current: i16,
     },
 }
 
@@ -111,6 +119,13 @@ impl ProducerStates {
         let Some(e) = self.producers.get(&b.producer_id()) else {
             return Check::Append;
         };
+        if b.producer_epoch() < e.epoch {
+            return Check::Fenced { current: e.epoch };
+        }
+        if first < 0 {
+            // No sequence: a transactional offset commit the group coordinator writes.
+            return Check::Append;
+        }
         if b.producer_epoch() != e.epoch {
             // A new epoch starts its sequences afresh.
             return if b.producer_epoch() > e.epoch && first == 0 {
@@ -149,18 +164,43 @@ impl ProducerStates {
         {
             self.evict_idlest();
         }
+        let fresh = !self.producers.contains_key(&b.producer_id());
         let e = self.producers.entry(b.producer_id()).or_default();
         e.last_append_ms = e.last_append_ms.max(now_ms);
-        if b.producer_epoch() != e.epoch {
+        if b.producer_epoch() != e.epoch || (fresh && first < 0) {
+            // A transaction marker or an offset commit (no sequence) may be the first
+            // thing seen of a producer or of its new epoch: its next batch starts at 0.
             *e = Entry {
                 epoch: b.producer_epoch(),
-                ..Entry::default()
+                last_sequence: -1,
+                ..e.clone()
             };
+            e.recent.clear();
+        }
+        if b.is_control() {
+            if let Some(epoch) = super::txns::Marker::coordinator_epoch(b) {
+                e.coordinator_epoch = e.coordinator_epoch.max(epoch);
+            }
+            return;
+        }
+        if first < 0 {
+            return;
         }
         e.last_sequence = last;
         e.recent.push_back((first, last, base_offset));
         while e.recent.len() > RECENT_BATCHES {
             e.recent.pop_front();
+        }
+    }
+
+    /// Whether a transaction marker of `producer_id` from the coordinator at
+    /// `coordinator_epoch` may be appended: not when a newer coordinator already wrote
+    /// one here (a delayed marker of a coordinator that failed over). Returns the
+    /// newer epoch when refused.
+    pub(crate) fn check_marker(&self, producer_id: i64, coordinator_epoch: i32) -> Result<(), i32> {
+        match self.producers.get(&producer_id) {
+            Some(e) if e.coordinator_epoch > coordinator_epoch => Err(e.coordinator_epoch),
+            _ => Ok(()),
         }
     }
 

@@ -296,9 +296,9 @@ impl<S: LogStore> ReplicaManager<S> {
                 .filter(|a| a.needs_flush)
                 .map(|a| a.last_offset + 1);
             for b in &batches {
-                replica
-                    .producers
-                    .record(b, b.base_offset().max(0) as u64, self.clock.wall_ms());
+                let base = b.base_offset().max(0) as u64;
+                replica.producers.record(b, base, self.clock.wall_ms());
+                replica.txns.observe(b, base);
             }
         }
         // The leader's records below its log start are gone (retention, DeleteRecords):
@@ -340,6 +340,7 @@ fn after_truncation<L: ReplicaLog>(
 ) -> Result<(), Failure> {
     replica.producers =
         super::producers::ProducerStates::rebuild(&*p.log, wall_ms).map_err(storage_failure)?;
+    replica.txns = super::txns::TxnIndex::rebuild(&*p.log).map_err(storage_failure)?;
     let event = Event::Truncated {
         log_end_offset: p.log_end(),
     };

@@ -156,7 +156,7 @@ impl BrokerApi {
         let wanted = Arc::new(r.partitions);
         loop {
             let (mut watches, partitions) = self
-                .read_all_blocking(&wanted, max_bytes, r.replica_id)
+                .read_all_blocking(&wanted, max_bytes, r.replica_id, r.isolation_level == 1)
                 .await;
             let bytes: usize = partitions.iter().map(|p| p.records.len()).sum();
             let errors = partitions
@@ -307,6 +307,50 @@ impl broker_server::Broker for BrokerApi {
         Ok(Response::new(v1::ListOffsetsResponse { partitions }))
     }
 
+    async fn write_txn_markers(
+        &self,
+        req: Request<v1::WriteTxnMarkersRequest>,
+    ) -> Result<Response<v1::WriteTxnMarkersResponse>, Status> {
+        let r = req.into_inner();
+        let epoch = i16::try_from(r.producer_epoch)
+            .map_err(|_| Status::invalid_argument("producer_epoch out of range"))?;
+        let tps = r
+            .partitions
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| TopicPartition::new(t.topic.clone(), *p))
+            })
+            .collect();
+        let written = super::txn::write_markers_here(
+            &self.0,
+            r.producer_id,
+            epoch,
+            r.commit,
+            r.coordinator_epoch,
+            tps,
+        )
+        .await;
+        let partitions = written
+            .into_iter()
+            .map(|(tp, result)| {
+                let (code, message) = match result {
+                    Ok(()) => (ErrorCode::None, String::new()),
+                    Err(f) => f,
+                };
+                v1::ListOffsetsPartitionResponse {
+                    topic: tp.topic,
+                    partition: tp.partition,
+                    error_code: code.code(),
+                    error_message: message,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::WriteTxnMarkersResponse { partitions }))
+    }
+
     async fn metadata(
         &self,
         req: Request<v1::MetadataRequest>,
@@ -363,6 +407,8 @@ impl BrokerApi {
                         out.timestamp = ts;
                         out.log_start_offset = part.log.log_start_offset() as i64;
                         out.high_watermark = part.high_watermark() as i64;
+                        out.last_stable_offset =
+                            part.last_stable_offset(part.high_watermark()) as i64;
                         out.log_end_offset = part.log.log_end_offset() as i64;
                         out.leader_epoch = part.role().leader_epoch.to_wire();
                         out.size_bytes = part.log.size_bytes() as i64;
@@ -395,6 +441,7 @@ impl BrokerApi {
         partitions: &Arc<Vec<v1::FetchPartition>>,
         max_bytes: usize,
         replica_id: i32,
+        read_committed: bool,
     ) -> (Vec<watch::Receiver<u64>>, Vec<v1::FetchPartitionResponse>) {
         let (shared, wanted) = (self.0.clone(), partitions.clone());
         let read = tokio::task::spawn_blocking(move || {
@@ -413,7 +460,7 @@ impl BrokerApi {
             for w in &mut watches {
                 w.mark_unchanged();
             }
-            let read = BrokerApi(shared).read_all(&wanted, max_bytes, replica_id);
+            let read = BrokerApi(shared).read_all(&wanted, max_bytes, replica_id, read_committed);
             (watches, read)
         })
         .await;
@@ -442,6 +489,7 @@ impl BrokerApi {
         partitions: &[v1::FetchPartition],
         max_bytes: usize,
         replica_id: i32,
+        read_committed: bool,
     ) -> Vec<v1::FetchPartitionResponse> {
         let mut budget = max_bytes;
         partitions
@@ -452,6 +500,7 @@ impl BrokerApi {
                     topic: p.topic.clone(),
                     partition: p.partition,
                     high_watermark: -1,
+                    last_stable_offset: -1,
                     log_start_offset: -1,
                     log_end_offset: -1,
                     diverging_epoch: -1,
@@ -488,7 +537,7 @@ impl BrokerApi {
                 } else {
                     self.0
                         .replicas
-                        .fetch(&tp, p.fetch_offset as u64, limit)
+                        .fetch_isolated(&tp, p.fetch_offset as u64, limit, read_committed)
                         .map(Some)
                 };
                 match result {
@@ -496,8 +545,17 @@ impl BrokerApi {
                         budget = budget.saturating_sub(f.records.len());
                         out.records = f.records;
                         out.high_watermark = f.high_watermark as i64;
+                        out.last_stable_offset = f.last_stable_offset as i64;
                         out.log_start_offset = f.log_start_offset as i64;
                         out.log_end_offset = f.log_end_offset as i64;
+                        out.aborted_transactions = f
+                            .aborted
+                            .iter()
+                            .map(|a| v1::AbortedTransaction {
+                                producer_id: a.producer_id,
+                                first_offset: a.first_offset as i64,
+                            })
+                            .collect();
                     }
                     Ok(None) => out.records = Bytes::new(),
                     Err((code, message)) => {

@@ -191,6 +191,7 @@ async fn fetch_from(shared: Arc<Shared>, leader: u32) {
             min_bytes: 1,
             max_bytes: FOLLOWER_FETCH_BYTES,
             replica_id: me as i32,
+            isolation_level: 0,
             partitions: wanted
                 .iter()
                 .map(|(f, topic_id)| v1::FetchPartition {

@@ -61,19 +61,19 @@ pub(super) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-struct Pending {
-    writes: Vec<Write>,
-    done: oneshot::Sender<Result<(), Failure>>,
+pub(super) struct Pending {
+    pub(super) writes: Vec<Write>,
+    pub(super) done: oneshot::Sender<Result<(), Failure>>,
 }
 
 /// One `__consumer_offsets` partition this broker leads, loaded.
 pub(super) struct Loaded {
-    leader_epoch: LeaderEpoch,
+    pub(super) leader_epoch: LeaderEpoch,
     pub(super) core: parking_lot::Mutex<Coordinator>,
     /// Bounded; only ever sent to with `core` locked, so room seen under the lock is
     /// there when the change is queued.
-    tx: mpsc::Sender<Pending>,
-    failed: Arc<AtomicBool>,
+    pub(super) tx: mpsc::Sender<Pending>,
+    pub(super) failed: Arc<AtomicBool>,
     /// Held by the writer while it appends.
     writing: Arc<tokio::sync::Mutex<()>>,
     /// Classic JoinGroup/SyncGroup requests waiting for their answer, by (group,
@@ -167,7 +167,7 @@ pub(crate) struct GroupCoordinator {
     config: CoordinatorConfig,
     /// Partitions of `__consumer_offsets` when it is created.
     pub(super) partitions_on_create: u32,
-    loaded: parking_lot::Mutex<HashMap<u32, Arc<Loaded>>>,
+    pub(super) loaded: parking_lot::Mutex<HashMap<u32, Arc<Loaded>>>,
     /// Loads waiting for the high watermark, by partition.
     partial: parking_lot::Mutex<HashMap<u32, Partial>>,
     /// One load at a time.
@@ -394,6 +394,13 @@ fn replay(
             let batch = batch.map_err(|e| (ErrorCode::CorruptMessage, e.to_string()))?;
             from = from.max(batch.next_offset() as u64);
             if batch.is_control() {
+                // A transaction's marker settles its pending offset commits here.
+                if let Some(m) = crate::replica::txns::Marker::of(&batch) {
+                    core.complete_txn(
+                        batch.producer_id(),
+                        m == crate::replica::txns::Marker::Commit,
+                    );
+                }
                 continue;
             }
             let base = batch.base_offset() as u64;
@@ -553,6 +560,7 @@ pub(crate) async fn maintain(shared: Arc<Shared>) {
         let mut held = 0usize;
         let mut epochs = HashMap::new();
         for (p, l) in &loaded {
+            super::txn::send_due_markers(&shared, l);
             let mut core = l.core.lock();
             held += core.group_count();
             if l.tx.capacity() == 0 {

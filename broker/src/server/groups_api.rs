@@ -18,7 +18,7 @@ use super::groups::{
     OFFSETS_MAX_MESSAGE_BYTES, OFFSETS_TOPIC,
 };
 use super::Shared;
-use crate::group::coordinator::{Coordinator, Write};
+use crate::group::coordinator::{Coordinator, NewOffset, Write};
 use crate::group::state::{AssignorKind, GroupError, Heartbeat};
 
 pub(super) fn group_failure(e: GroupError) -> Failure {
@@ -321,8 +321,13 @@ impl groups_server::Groups for GroupsApi {
         let offsets = r
             .partitions
             .into_iter()
-            .map(|p| ((p.topic, p.partition), p.offset, p.metadata))
-            .collect();
+            .map(|p| NewOffset {
+                tp: (p.topic, p.partition),
+                offset: p.offset,
+                leader_epoch: p.leader_epoch.unwrap_or(-1),
+                metadata: p.metadata,
+            })
+            .collect::<Vec<_>>();
         let groups = &self.0.groups;
         let (error_code, error_message) = change(&self.0, &r.group_id, |core| {
             groups.admit(core, &r.group_id)?;
@@ -362,6 +367,7 @@ impl groups_server::Groups for GroupsApi {
                         offset: c.as_ref().map_or(-1, |c| c.offset),
                         metadata: c.as_ref().map(|c| c.metadata.clone()).unwrap_or_default(),
                         commit_timestamp_ms: c.as_ref().map_or(-1, |c| c.commit_ms),
+                        leader_epoch: c.as_ref().map_or(-1, |c| c.leader_epoch),
                     })
                     .collect(),
             },
@@ -455,6 +461,7 @@ impl groups_server::Groups for GroupsApi {
                         offset: c.offset,
                         metadata: c.metadata,
                         commit_timestamp_ms: c.commit_ms,
+                        leader_epoch: c.leader_epoch,
                     })
                     .collect();
             }

@@ -16,6 +16,7 @@ mod groups;
 pub(crate) mod groups_api;
 mod lifecycle;
 mod readiness;
+pub(crate) mod txn;
 
 pub use groups::{partition_for, OFFSETS_TOPIC};
 pub use readiness::Readiness;

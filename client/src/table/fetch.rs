@@ -212,6 +212,7 @@ impl Fetcher {
                 topic_id: self.cluster.topic_id(&self.topic),
             }],
             replica_id: -1,
+            isolation_level: 0,
         };
         let resp = client
             .fetch(req)

@@ -374,6 +374,7 @@ async fn sample_row_bytes(
             last_fetched_epoch: -1,
         }],
         replica_id: -1,
+        isolation_level: 0,
     };
     let resp = cluster.broker_client(&addr).ok()?.fetch(req).await.ok()?;
     let p = resp.into_inner().partitions.into_iter().next()?;
