@@ -72,12 +72,20 @@ impl Connector {
 
     /// Ctrl-C, and waits for the exit.
     fn stop(&mut self) {
-        self.signal(libc::SIGINT);
+        self.stop_with(libc::SIGINT);
+    }
+
+    /// `sig`, and the exit status.
+    fn stop_with(&mut self, sig: i32) -> std::process::ExitStatus {
+        self.signal(sig);
         let deadline = Instant::now() + WAIT;
-        while self.child.try_wait().unwrap().is_none() {
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
             assert!(
                 Instant::now() < deadline,
-                "no exit on Ctrl-C:\n{}",
+                "no exit on {sig}:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -350,8 +358,11 @@ fn drop_is_refused_while_a_connector_runs_then_removes_the_slot_and_publication(
     );
     assert_eq!((pg_slot_count(&pg), pg_publication_count(&pg)), (1, 1));
 
-    // Stopped: the slot and the publication go (the DSN from a file this time).
-    c.stop();
+    // Stopped the way an orchestrator stops it (SIGTERM): a clean exit that confirms
+    // what was acknowledged. Then the slot and the publication go (the DSN from a file).
+    let exit = c.stop_with(libc::SIGTERM);
+    assert!(exit.success(), "{exit}:\n{}", c.log());
+    assert!(c.log().contains("stopping (SIGTERM)"), "{}", c.log());
     let dsn_file = dir.path().join("dsn");
     std::fs::write(&dsn_file, format!("{dsn}\n")).unwrap();
     let dropped = cdc(

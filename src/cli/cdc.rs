@@ -334,9 +334,23 @@ where
         cancel,
         is_cancelled,
     } = watcher;
+    // SIGTERM too: what an orchestrator sends to stop (or move, or upgrade) a
+    // connector; it then confirms what was acknowledged and exits 0 instead of dying.
+    // Installed before the first run, so a SIGTERM during start-up stops it cleanly.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let ctrl_c = tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("\nstopping (Ctrl-C)");
+        let sigterm = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => eprintln!("\nstopping (Ctrl-C)"),
+            _ = sigterm => eprintln!("\nstopping (SIGTERM)"),
+        }
         cancel();
     });
     let progress = spawn_progress(stats.clone());
