@@ -81,6 +81,7 @@ fn kind_of(dsn: &str) -> anyhow::Result<Kind> {
 }
 
 /// The connector's default slot and publication name for a prefix.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn default_pg_name(prefix: &str) -> String {
     format!("sluice_{}", prefix.replace(['.', '-'], "_"))
 }
@@ -357,6 +358,9 @@ fn print_status(doc: &Value) {
                 s(&slot["name"]),
                 if slot["active"] == true {
                     format!("active (pid {})", s(&slot["active_pid"]))
+                } else if running {
+                    // The slot streams only after the copy (and the run's setup).
+                    "inactive (the connector is copying or starting)".into()
                 } else {
                     "inactive".into()
                 },
@@ -532,6 +536,84 @@ fn stale_after(heartbeat: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_cdc::status::{LastRecord, PartitionTail, RecordKind};
+    use sluice_proto::source_pos::{BinlogPos, GtidSet, RecordPos};
+
+    fn topic(kind: RecordKind, offset: u64, written_ms: i64) -> TopicStatus {
+        let partitions = vec![PartitionTail {
+            partition: 0,
+            log_start_offset: 0,
+            high_watermark: 10,
+            last: Some(LastRecord {
+                offset: 9,
+                pos: RecordPos {
+                    pos: SourcePos::Mysql {
+                        binlog: BinlogPos {
+                            file: "b.000001".into(),
+                            offset,
+                        },
+                        gtids: GtidSet::default(),
+                    },
+                    ordinal: 0,
+                },
+                kind,
+                written_ms,
+            }),
+        }];
+        TopicStatus {
+            topic: "p.shop.item".into(),
+            table: "shop.item".into(),
+            state: sluice_cdc::status::table_state(&partitions),
+            partitions,
+            copied_rows: (kind == RecordKind::CopyRow).then_some(10),
+        }
+    }
+
+    fn mariadb(running: bool, end: u64) -> DbStatus {
+        DbStatus::Mysql(sluice_cdc::mysql::ops::MyStatus {
+            fence_connection: running.then_some(7),
+            binlog_end: BinlogPos {
+                file: "b.000001".into(),
+                offset: end,
+            },
+            gtid_binlog_pos: String::new(),
+            binlogs: vec![("b.000001".into(), end)],
+            estimated_rows: vec![("shop.item".into(), 40)],
+        })
+    }
+
+    #[test]
+    fn the_state_says_whether_a_connector_runs_and_the_lag_comes_from_the_database() {
+        let now = 100_000;
+        // Streaming and caught up: no lag, whatever the age of the last write.
+        let t = [topic(RecordKind::Heartbeat, 500, now - 60_000)];
+        let doc = status_doc("p", &t, Some(&mariadb(true, 500)), now);
+        let line = &doc["tables"][0];
+        assert_eq!(line["state"], "streaming");
+        assert_eq!(
+            (line["lag_bytes"].as_u64(), line["lag_seconds"].as_f64()),
+            (Some(0), Some(0.0))
+        );
+        assert_eq!(doc["connector"]["running"], true);
+        // Stopped, the binlog moved on: behind by the bytes and the age of the last write.
+        let doc = status_doc("p", &t, Some(&mariadb(false, 800)), now);
+        let line = &doc["tables"][0];
+        assert_eq!(line["state"], "stopped");
+        assert_eq!(
+            (line["lag_bytes"].as_u64(), line["lag_seconds"].as_f64()),
+            (Some(300), Some(60.0))
+        );
+        // A copy nobody runs is cut: the next run copies again.
+        let t = [topic(RecordKind::CopyRow, 500, now)];
+        let doc = status_doc("p", &t, Some(&mariadb(false, 500)), now);
+        assert_eq!(doc["tables"][0]["state"], "copy-interrupted");
+        assert_eq!(doc["tables"][0]["copy"]["rows"], 10);
+        assert_eq!(doc["tables"][0]["copy"]["expected_rows"], 40);
+        // Without a DSN: what the topics say, nothing else.
+        let doc = status_doc("p", &t, None, now);
+        assert_eq!(doc["tables"][0]["state"], "copying");
+        assert!(doc["tables"][0]["lag_bytes"].is_null() && doc["connector"].is_null());
+    }
 
     #[test]
     fn the_source_kind_comes_from_the_scheme() {
