@@ -13,10 +13,12 @@
 
 pub mod change;
 pub mod envelope;
+pub mod health;
 pub mod mysql;
 pub mod position;
 pub mod runner;
 pub mod sink;
+pub mod status;
 
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -44,6 +44,7 @@ use crate::Error;
 
 mod binlog;
 mod copy;
+pub mod ops;
 mod resume;
 pub mod types;
 

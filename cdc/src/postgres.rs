@@ -41,6 +41,7 @@ use crate::Error;
 mod copy;
 mod fence;
 mod heartbeat;
+pub mod ops;
 mod setup;
 mod types;
 

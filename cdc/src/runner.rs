@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::info;
 
 use crate::change::{SourceEvent, TableId};
+use crate::health::Phase;
 use crate::position::Tracker;
 use crate::sink::{now_ms, Pending, Sink};
 
@@ -33,6 +34,9 @@ pub struct Stats {
     pub last_commit_ms: AtomicI64,
     /// Records handed to the producer and not yet acknowledged.
     pub in_flight_units: AtomicU64,
+    /// Liveness for `/healthz`: the phase and progress this runner marks, the failures
+    /// the supervisor marks.
+    pub health: crate::health::Health,
 }
 
 /// At most one heartbeat at a transaction's position per this interval (see `run`).
@@ -118,6 +122,7 @@ pub async fn run(
                     Some(done) = waiting.next(), if !waiting.is_empty() => {
                         let seq = done.map_err(Error::from)?;
                         stats.in_flight_units.fetch_sub(1, Ordering::Relaxed);
+                        stats.health.acked();
                         let moved = tracker.lock().acked(seq).cloned();
                         if let Some(pos) = moved {
                             confirmed_tx.send_replace(Some(pos));
@@ -128,6 +133,7 @@ pub async fn run(
             while let Some(done) = waiting.next().await {
                 let seq = done.map_err(Error::from)?;
                 stats.in_flight_units.fetch_sub(1, Ordering::Relaxed);
+                stats.health.acked();
                 if let Some(pos) = tracker.lock().acked(seq).cloned() {
                     confirmed_tx.send_replace(Some(pos));
                 }
@@ -140,19 +146,24 @@ pub async fn run(
     let mut snapshot_ordinal = 0u64;
     let result: Result<(), Error> = async {
         while let Some(event) = events.recv().await {
+            stats.health.event();
             // A unit of a copy of added tables confirms nothing (see `CopyInProgress`).
             let mut positioned = true;
             let (pos, pending) = match event {
                 SourceEvent::MarkTopics { pos, copy_pending } => {
+                    // The source copies or streams next (a copy says so when it starts).
+                    stats.health.set_phase(Phase::Streaming);
                     (pos, sink.mark_topics(copy_pending).await?)
                 }
                 SourceEvent::SnapshotStarted { pos, tables } => {
+                    stats.health.set_phase(Phase::Copying);
                     let c = start_copy(&mut sink, &stats, copy.is_some(), pos, tables, true);
                     copy = Some(c.await?);
                     snapshot_ordinal = 0;
                     continue;
                 }
                 SourceEvent::AddedTablesCopyStarted { pos, tables } => {
+                    stats.health.set_phase(Phase::Copying);
                     let c = start_copy(&mut sink, &stats, copy.is_some(), pos, tables, false);
                     copy = Some(c.await?);
                     snapshot_ordinal = 0;
@@ -185,6 +196,7 @@ pub async fn run(
                         sink.finish_copy(&c.pos, snapshot_ordinal).await?;
                     snapshot_ordinal += tombstones;
                     stats.snapshot_done.store(true, Ordering::Relaxed);
+                    stats.health.set_phase(Phase::Streaming);
                     info!(
                         rows = snapshot_ordinal,
                         tombstones,
@@ -229,6 +241,7 @@ pub async fn run(
                 tracker.lock().sent_unpositioned()
             };
             stats.in_flight_units.fetch_add(1, Ordering::Relaxed);
+            stats.health.sent();
             if unit_tx.send((seq, pending)).await.is_err() {
                 // The acker failed; its error is what is returned (below).
                 return Err(Error::Source(ACKER_FAILED.into()));

@@ -21,6 +21,12 @@ pub enum CdcCommand {
     Postgres(PgArgs),
     /// Capture tables of a MariaDB (or MySQL) server (the row-based binlog; docs/cdc-mysql.md).
     Mysql(MyArgs),
+    /// One line per table: state, copy progress, source position, lag (with --dsn: the
+    /// slot or binlog, and whether a connector runs).
+    Status(super::cdc_ops::StatusArgs),
+    /// Remove what a connector made in the database (Postgres: its slot and
+    /// publication); refused while a connector runs. The topics are kept.
+    Drop(super::cdc_ops::DropArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +108,15 @@ impl DsnArgs {
             }
         }
     }
+
+    /// The same, `None` when none of the three is given (a command for which the
+    /// database is optional).
+    pub fn resolve_optional(&self) -> anyhow::Result<Option<String>> {
+        let given = self.dsn.is_some()
+            || self.dsn_file.is_some()
+            || std::env::var(DSN_ENV).is_ok_and(|d| !d.trim().is_empty());
+        given.then(|| self.resolve()).transpose()
+    }
 }
 
 #[derive(Args, Debug)]
@@ -140,6 +155,8 @@ pub async fn run(cmd: CdcCommand, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     match cmd {
         CdcCommand::Postgres(a) => postgres(a, c).await,
         CdcCommand::Mysql(a) => mysql(a, c).await,
+        CdcCommand::Status(a) => super::cdc_ops::status(a, c).await,
+        CdcCommand::Drop(a) => super::cdc_ops::drop(a, c).await,
     }
 }
 
@@ -224,10 +241,13 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     let dsn = a.source.resolve()?;
     let tables = parse_tables(&a.tables)?;
     let sink_cfg = sink_config(&a.common, c)?;
+    let stats = Arc::new(sluice_cdc::runner::Stats::default());
     if let Some(addr) = a.common.metrics {
-        super::servers::install_metrics(addr)?;
+        // Postgres sends a heartbeat every --heartbeat-ms: silence is a symptom.
+        let every = Duration::from_millis(a.common.heartbeat_ms);
+        super::cdc_ops::serve_metrics_and_health(addr, stats.clone(), true, every).await?;
     }
-    let default_name = format!("sluice_{}", a.common.topic_prefix.replace(['.', '-'], "_"));
+    let default_name = super::cdc_ops::default_pg_name(&a.common.topic_prefix);
     let cfg = PgSourceConfig {
         dsn: dsn.clone(),
         tables: tables.clone(),
@@ -247,7 +267,6 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     };
     // Refuse a server or table that cannot be captured before creating any topic.
     sluice_cdc::postgres::check(&cfg).await?;
-    let stats = Arc::new(sluice_cdc::runner::Stats::default());
     let stop = Stop::new();
     let watcher = Watcher::new(&stop, Stop::cancel, Stop::is_cancelled);
     let confirmed = supervise(&tables, &a.common.topic_prefix, &stats, watcher, || async {
@@ -315,20 +334,36 @@ where
         cancel,
         is_cancelled,
     } = watcher;
+    // SIGTERM too: what an orchestrator sends to stop (or move, or upgrade) a
+    // connector; it then confirms what was acknowledged and exits 0 instead of dying.
+    // Installed before the first run, so a SIGTERM during start-up stops it cleanly.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let ctrl_c = tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("\nstopping (Ctrl-C)");
+        let sigterm = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => eprintln!("\nstopping (Ctrl-C)"),
+            _ = sigterm => eprintln!("\nstopping (SIGTERM)"),
+        }
         cancel();
     });
     let progress = spawn_progress(stats.clone());
     eprintln!("capturing {} table(s) into {prefix}.*", tables.len());
     let mut backoff = Duration::from_millis(500);
     let result = loop {
+        stats.health.run_starting();
         match once().await {
             Ok(position) => break Ok(position),
             Err(e @ sluice_cdc::Error::Config(_)) => break Err(e),
             Err(e) if is_cancelled() => break Err(e),
             Err(e) => {
+                stats.health.run_failed(e.to_string());
                 eprintln!("\nconnector failed: {e}; restarting in {backoff:?}");
                 let until = Instant::now() + backoff;
                 while Instant::now() < until && !is_cancelled() {
@@ -341,6 +376,7 @@ where
             }
         }
     };
+    stats.health.set_phase(sluice_cdc::health::Phase::Stopped);
     ctrl_c.abort();
     if let Some(p) = progress {
         p.abort();
@@ -373,8 +409,12 @@ async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     let dsn = a.source.resolve()?;
     let tables = parse_tables(&a.tables)?;
     let sink_cfg = sink_config(&a.common, c)?;
+    let stats = Arc::new(sluice_cdc::runner::Stats::default());
     if let Some(addr) = a.common.metrics {
-        super::servers::install_metrics(addr)?;
+        // MariaDB sends nothing while the server is idle: only failures and stuck
+        // writes make the connector unhealthy.
+        let every = Duration::from_millis(a.common.heartbeat_ms);
+        super::cdc_ops::serve_metrics_and_health(addr, stats.clone(), false, every).await?;
     }
     let cfg = MySourceConfig {
         dsn: dsn.clone(),
@@ -387,7 +427,7 @@ async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         heartbeat: Duration::from_millis(a.common.heartbeat_ms.max(10)),
         snapshot_chunk_rows: 2000,
         resume_from: None,
-        fence: Some(format!("sluice_cdc.{}", a.common.topic_prefix)),
+        fence: Some(sluice_cdc::mysql::ops::fence_name(&a.common.topic_prefix)),
     };
     // Refuse a server or table that cannot be captured before creating any topic.
     sluice_cdc::mysql::check(&cfg).await?;
@@ -396,7 +436,6 @@ async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         name: a.common.topic_prefix.clone(),
         db: database_of(&dsn),
     };
-    let stats = Arc::new(sluice_cdc::runner::Stats::default());
     let stop = Stop::new();
     let watcher = Watcher::new(&stop, Stop::cancel, Stop::is_cancelled);
     let result = supervise(&tables, &a.common.topic_prefix, &stats, watcher, || {

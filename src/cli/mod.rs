@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 
 mod cdc;
+mod cdc_ops;
 mod client_cmds;
 mod consume;
 mod group;
@@ -188,7 +189,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             table::run(command, &client).await
         }
         Command::Cdc { command, client } => {
-            init_tracing("info");
+            // The connectors log their progress; status and drop only what goes wrong.
+            let quiet = matches!(
+                command,
+                cdc::CdcCommand::Status(_) | cdc::CdcCommand::Drop(_)
+            );
+            init_tracing(if quiet { "warn" } else { "info" });
             cdc::run(command, &client).await
         }
         Command::Perf { command, client } => {
