@@ -167,6 +167,7 @@ fn two_members_split_a_topic_commit_and_hand_over() {
                 partition: b_parts.iter().next().unwrap().partition,
                 offset: 0,
                 metadata: String::new(),
+                leader_epoch: None,
             }],
         };
         let d = admin.describe_group("g").await.unwrap();

@@ -351,6 +351,7 @@ async fn commit_run(
                     partition: p,
                     offset: i as i64 + 1,
                     metadata: String::new(),
+                    leader_epoch: None,
                 })
                 .collect(),
         };

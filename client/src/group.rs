@@ -234,6 +234,7 @@ impl CoordinatorLink {
                     partition: tp.partition,
                     offset: *o as i64,
                     metadata: String::new(),
+                    leader_epoch: None,
                 })
                 .collect(),
         };
