@@ -2,8 +2,7 @@
 # franz-go's own pkg/kgo tests (its unit tests and the integration tests that reach a
 # broker through KGO_SEEDS) against a one-broker `sluice dev`, outside CI: a few minutes
 # of both cores. franz-go comes from the Go module proxy at the version
-# tests/kafka_franz/go.mod pins; nothing of it is copied here. TestTxnEtl is skipped:
-# transactions are not served and it retries until the timeout. Prints each failed test
+# tests/kafka_franz/go.mod pins; nothing of it is copied here. Prints each failed test
 # and the counts; the results are in docs/kafka-compatibility.md.
 #
 #   scripts/franz-go-suite.sh [go test flags, e.g. -run 'TestGroupETL']
@@ -43,7 +42,7 @@ set +e
 (cd tests/kafka_franz &&
   KGO_SEEDS=$kafka KGO_TEST_RF=1 KGO_TEST_RECORDS=${KGO_TEST_RECORDS:-20000} GOFLAGS=-mod=mod \
     go test github.com/twmb/franz-go/pkg/kgo -count=1 -parallel 2 -timeout 15m \
-    -skip 'TestTxnEtl' -v "$@") >"$log" 2>&1
+    -v "$@") >"$log" 2>&1
 status=$?
 set -e
 grep -E '^(    )*--- FAIL' "$log" || true

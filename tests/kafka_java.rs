@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,36 +15,12 @@ use common::cluster;
 use common::{json, wait_for, Background, Dev};
 use serde_json::Value;
 
-/// Where scripts/test.sh puts the harness: the jar and its dependencies in lib/.
-fn harness() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kafka-java")
-}
-
 fn java(args: &[&str]) -> Command {
-    let dir = harness();
-    let jar = dir.join("sluice-kafka-java.jar");
-    assert!(
-        jar.exists() && dir.join("lib").is_dir(),
-        "{} is missing: run scripts/test.sh (it builds tests/kafka_java with Maven)",
-        jar.display()
-    );
-    let mut cmd = Command::new("java");
-    cmd.arg("-cp")
-        .arg(format!("{}:{}/lib/*", jar.display(), dir.display()))
-        .arg("sluice.KafkaJava")
-        .args(args);
-    cmd
+    common::java::command("sluice.KafkaJava", args)
 }
 
-/// Runs one flow; its JSON answer, or a panic with the client's log.
 fn flow(args: &[&str]) -> Value {
-    let out = java(args)
-        .output()
-        .expect("java (scripts/test.sh needs a JDK 17)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "KafkaJava {args:?} failed: {stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+    common::java::flow("sluice.KafkaJava", args)
 }
 
 fn now_ms() -> i64 {

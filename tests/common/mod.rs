@@ -14,6 +14,7 @@ pub mod apache_kafka;
 pub mod clients;
 pub mod cluster;
 pub mod db;
+pub mod java;
 pub mod kafka_raw;
 pub mod python;
 pub mod slowdisk;
