@@ -135,6 +135,7 @@ enum Key {
         topic: String,
         partition: u32,
         producer_id: i64,
+        producer_epoch: i16,
     },
 }
 
@@ -144,9 +145,6 @@ pub(super) fn txn_key(txn: &str) -> Vec<u8> {
         txn: txn.to_string(),
     })
 }
-
-/// Offsets committed in a transaction, by producer id: (group, partition, offset).
-type PendingOffsets = BTreeMap<i64, Vec<(String, Tp, Committed)>>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct GroupValue {
@@ -254,10 +252,7 @@ pub struct Coordinator {
     /// The transactional ids of this partition.
     pub txns: super::txn::TxnCoordinator,
     /// Transactional offset commits waiting for their transaction's marker here.
-    pending: PendingOffsets,
-    /// Records a completed transaction leaves to write (its offsets as plain commits,
-    /// tombstones for its pending ones); [`Coordinator::tick`] hands them out.
-    followups: Vec<Write>,
+    txn_offsets: txn_offsets::TxnOffsets,
 }
 
 impl Coordinator {
@@ -267,8 +262,7 @@ impl Coordinator {
             config,
             groups: BTreeMap::new(),
             partitions: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            followups: Vec::new(),
+            txn_offsets: Default::default(),
         }
     }
 
@@ -299,17 +293,20 @@ impl Coordinator {
                 topic,
                 partition,
                 producer_id,
+                producer_epoch,
             } => {
-                let pending = self.pending.entry(producer_id).or_default();
-                pending.retain(|(g, tp, _)| !(*g == group && *tp == (topic.clone(), partition)));
-                if let Some(v) = value {
-                    let c: Committed =
-                        serde_json::from_slice(v).map_err(|e| format!("bad offset: {e}"))?;
-                    pending.push((group, (topic, partition), c));
-                }
-                if pending.is_empty() {
-                    self.pending.remove(&producer_id);
-                }
+                let c = match value {
+                    Some(v) => {
+                        Some(serde_json::from_slice(v).map_err(|e| format!("bad offset: {e}"))?)
+                    }
+                    None => None,
+                };
+                self.txn_offsets.replay(
+                    group,
+                    (topic, partition),
+                    (producer_id, producer_epoch),
+                    c,
+                );
             }
             Key::Group { group } => match value {
                 Some(v) => {
@@ -468,88 +465,10 @@ impl Coordinator {
         }
         Ok(())
     }
-
-    /// TxnOffsetCommit: offsets committed by `producer_id`'s open transaction, held
-    /// pending (and persisted as such) until the transaction's marker reaches this
-    /// partition ([`Coordinator::complete_txn`]). Without a member (TxnOffsetCommit
-    /// before v3) any producer may commit; with one, as [`Coordinator::commit`] checks.
-    pub fn txn_commit(
-        &mut self,
-        group_id: &str,
-        producer_id: i64,
-        member_id: &str,
-        member_epoch: i32,
-        offsets: Vec<NewOffset>,
-        now_ms: i64,
-    ) -> Result<Vec<Write>, GroupError> {
-        if !member_id.is_empty() || member_epoch >= 0 {
-            self.check_commit(group_id, member_id, member_epoch, &offsets)?;
-        } else if group_id.is_empty() {
-            return Err(GroupError::InvalidRequest("the group id is empty".into()));
-        }
-        check_offsets(&offsets)?;
-        let pending = self.pending.entry(producer_id).or_default();
-        let mut out = Vec::with_capacity(offsets.len());
-        for o in offsets {
-            let (tp, c) = o.committed(now_ms);
-            pending.retain(|(g, t, _)| !(g == group_id && *t == tp));
-            out.push(Write {
-                key: key_bytes(&Key::TxnOffset {
-                    group: group_id.to_string(),
-                    topic: tp.0.clone(),
-                    partition: tp.1,
-                    producer_id,
-                }),
-                value: Some(serde_json::to_vec(&c).expect("serializes")),
-            });
-            pending.push((group_id.to_string(), tp, c));
-        }
-        Ok(out)
-    }
-
-    /// A transaction marker of `producer_id` reached this partition: its pending
-    /// offsets become the groups' committed offsets (`commit`) or are dropped. The
-    /// records that make the log say so follow with the next [`Coordinator::tick`].
-    pub fn complete_txn(&mut self, producer_id: i64, commit: bool) {
-        let Some(pending) = self.pending.remove(&producer_id) else {
-            return;
-        };
-        for (group, tp, c) in pending {
-            self.followups.push(Write {
-                key: key_bytes(&Key::TxnOffset {
-                    group: group.clone(),
-                    topic: tp.0.clone(),
-                    partition: tp.1,
-                    producer_id,
-                }),
-                value: None,
-            });
-            if commit {
-                self.followups.push(Write {
-                    key: key_bytes(&Key::Offset {
-                        group: group.clone(),
-                        topic: tp.0.clone(),
-                        partition: tp.1,
-                    }),
-                    value: Some(serde_json::to_vec(&c).expect("serializes")),
-                });
-                let e = self.entry(&group);
-                e.offsets.insert(tp, c);
-            }
-        }
-    }
-
-    /// The partitions of `group_id` whose transactional commit awaits its marker
-    /// (OffsetFetch `require_stable`: UNSTABLE_OFFSET_COMMIT).
-    pub fn pending_commits(&self, group_id: &str) -> BTreeSet<Tp> {
-        self.pending
-            .values()
-            .flatten()
-            .filter(|(g, _, _)| g == group_id)
-            .map(|(_, tp, _)| tp.clone())
-            .collect()
-    }
 }
+
+#[path = "coordinator_txn.rs"]
+mod txn_offsets;
 
 /// The checks of an offset commit's values: metadata size, no negative offset.
 fn check_offsets(offsets: &[NewOffset]) -> Result<(), GroupError> {
@@ -666,7 +585,7 @@ impl Coordinator {
         for id in expired {
             out.extend(self.remove(&id));
         }
-        out.append(&mut self.followups);
+        out.extend(self.txn_offsets.tick(now_ms));
         out.extend(self.txns.tick(now_ms));
         Tick {
             writes: out,

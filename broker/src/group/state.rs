@@ -111,6 +111,8 @@ pub enum GroupError {
     FencedInstanceId,
     /// OffsetDelete of a partition of a topic a member subscribes to.
     GroupSubscribedToTopic,
+    /// TxnOffsetCommit from a producer epoch older than one already seen.
+    ProducerFenced,
 }
 
 #[derive(Debug, Clone)]

@@ -490,3 +490,97 @@ fn simulate(seed: u64) {
 fn seeded_transactions_never_show_uncommitted_records() {
     crate::group::for_each_seed(300, simulate);
 }
+
+// ---- Transactional offset commits on the group coordinator ---------------------------
+
+use crate::group::coordinator::{Coordinator, CoordinatorConfig, NewOffset};
+
+fn offset(tp: Tp, offset: i64) -> NewOffset {
+    NewOffset {
+        tp,
+        offset,
+        leader_epoch: 3,
+        metadata: String::new(),
+    }
+}
+
+fn committed_offset(c: &Coordinator, g: &str, tp: &Tp) -> Option<i64> {
+    c.fetch(g, std::slice::from_ref(tp))[0].1.as_ref().map(|c| c.offset)
+}
+
+/// Replays every record written so far into a fresh coordinator (a failover).
+fn replayed(writes: &[Write]) -> Coordinator {
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    for w in writes {
+        c.replay(&w.key, w.value.as_deref(), std::time::Instant::now())
+            .unwrap();
+    }
+    c
+}
+
+#[test]
+fn transactional_offsets_wait_for_the_commit_marker_and_survive_a_replay() {
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    let a = tp("in", 0);
+    let mut log = c
+        .txn_commit("g", (5, 0), "", -1, vec![offset(a.clone(), 10)], 1)
+        .unwrap();
+    assert_eq!(committed_offset(&c, "g", &a), None, "pending until the marker");
+    assert_eq!(c.pending_commits("g"), [a.clone()].into());
+    let r = replayed(&log);
+    assert_eq!(r.pending_commits("g"), [a.clone()].into(), "pending survives a replay");
+    c.complete_txn(5, 0, true, 2);
+    assert_eq!(committed_offset(&c, "g", &a), Some(10));
+    assert!(c.pending_commits("g").is_empty());
+    log.extend(c.tick(std::time::Instant::now(), 3).writes);
+    let r = replayed(&log);
+    assert_eq!(committed_offset(&r, "g", &a), Some(10), "the commit was written");
+    assert!(r.pending_commits("g").is_empty(), "and the pending record tombstoned");
+    assert_eq!(
+        r.fetch("g", std::slice::from_ref(&a))[0].1.as_ref().unwrap().leader_epoch,
+        3
+    );
+    // An abort drops what its transaction committed.
+    let log2 = c
+        .txn_commit("g", (5, 0), "", -1, vec![offset(a.clone(), 20)], 4)
+        .unwrap();
+    assert_eq!(log2.len(), 1);
+    c.complete_txn(5, 0, false, 5);
+    assert_eq!(committed_offset(&c, "g", &a), Some(10));
+    assert!(c.pending_commits("g").is_empty());
+}
+
+#[test]
+fn a_fenced_instance_cannot_commit_offsets_into_its_successors_transaction() {
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    let a = tp("in", 0);
+    c.txn_commit("g", (5, 0), "", -1, vec![offset(a.clone(), 10)], 1)
+        .unwrap();
+    // The successor's InitProducerId aborts the open transaction under epoch 1.
+    c.complete_txn(5, 1, false, 2);
+    assert_eq!(
+        c.txn_commit("g", (5, 0), "", -1, vec![offset(a.clone(), 99)], 3),
+        Err(crate::group::state::GroupError::ProducerFenced),
+        "the zombie's late commit"
+    );
+    c.txn_commit("g", (5, 2), "", -1, vec![offset(a.clone(), 20)], 4)
+        .unwrap();
+    c.complete_txn(5, 2, true, 5);
+    assert_eq!(committed_offset(&c, "g", &a), Some(20));
+}
+
+#[test]
+fn a_pending_commit_no_marker_settles_is_dropped_after_the_longest_transaction() {
+    let mut c = Coordinator::new(CoordinatorConfig::default());
+    let a = tp("in", 0);
+    c.txn_commit("g", (5, 0), "", -1, vec![offset(a.clone(), 10)], 0)
+        .unwrap();
+    let now = std::time::Instant::now();
+    assert!(c.tick(now, 60_000).writes.is_empty());
+    assert_eq!(c.pending_commits("g").len(), 1);
+    let w = c.tick(now, 31 * 60_000).writes;
+    assert_eq!(w.len(), 1, "a tombstone");
+    assert!(w[0].value.is_none());
+    assert!(c.pending_commits("g").is_empty());
+    assert_eq!(committed_offset(&c, "g", &a), None);
+}

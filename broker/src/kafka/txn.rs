@@ -185,7 +185,7 @@ pub(crate) async fn txn_offset_commit(
         match txn::txn_offset_commit(
             shared,
             &r.group_id,
-            r.producer_id.0,
+            (r.producer_id.0, r.producer_epoch),
             &r.member_id,
             r.generation_id,
             offsets,

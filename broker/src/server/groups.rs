@@ -398,7 +398,9 @@ fn replay(
                 if let Some(m) = crate::replica::txns::Marker::of(&batch) {
                     core.complete_txn(
                         batch.producer_id(),
+                        batch.producer_epoch(),
                         m == crate::replica::txns::Marker::Commit,
+                        batch.max_timestamp(),
                     );
                 }
                 continue;

@@ -41,6 +41,11 @@ pub(super) fn group_failure(e: GroupError) -> Failure {
             "the group has members; stop them first".into(),
         ),
         GroupError::GroupIdNotFound => (ErrorCode::GroupIdNotFound, "no such group".into()),
+        GroupError::ProducerFenced => (
+            ErrorCode::ProducerFenced,
+            "a transactional offset commit from a producer epoch that a newer instance fenced"
+                .into(),
+        ),
         GroupError::InvalidRequest(m) => (ErrorCode::InvalidRequest, m),
         GroupError::GroupMaxSizeReached(max) => (
             ErrorCode::GroupMaxSizeReached,

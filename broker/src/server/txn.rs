@@ -175,7 +175,7 @@ pub(crate) async fn end_txn(
 pub(crate) async fn txn_offset_commit(
     shared: &Arc<Shared>,
     group: &str,
-    producer_id: i64,
+    producer: (i64, i16),
     member_id: &str,
     generation: i32,
     offsets: Vec<NewOffset>,
@@ -185,7 +185,7 @@ pub(crate) async fn txn_offset_commit(
     loaded
         .run(|core| {
             let result = groups.admit(core, group).and_then(|()| {
-                core.txn_commit(group, producer_id, member_id, generation, offsets, now_ms())
+                core.txn_commit(group, producer, member_id, generation, offsets, now_ms())
             });
             match result {
                 Ok(writes) => (Ok(()), writes),
@@ -266,7 +266,9 @@ pub(crate) async fn write_markers_here(
         if result.is_ok() && tp.topic == OFFSETS_TOPIC {
             let loaded = shared.groups.loaded.lock().get(&tp.partition).cloned();
             if let Some(l) = loaded {
-                l.core.lock().complete_txn(producer_id, commit);
+                l.core
+                    .lock()
+                    .complete_txn(producer_id, epoch, commit, now_ms());
             }
         }
         out.push((tp, result));
