@@ -8,21 +8,18 @@
 //! "Differences from Apache Kafka" — and an allowed step that no longer differs fails
 //! it too, so the list stays true.
 
+#[macro_use]
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::apache_kafka::ApacheKafka;
+use common::diff::*;
 use common::kafka_raw::Conn;
 use common::Dev;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -30,22 +27,16 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use serde_json::{json, Value};
 
 /// Steps whose answers differ from Apache Kafka's, with the reason (by design). Each is in docs/kafka-compatibility.md,
 /// "Differences from Apache Kafka".
 const ALLOWED: &[(&str, &str)] = &[
-    (
-        "find_coordinator.transaction",
-        "no transactions: a transaction coordinator is refused with INVALID_REQUEST (42)",
-    ),
     (
         "metadata.unknown_auto_create_first_answer",
         "a topic being auto-created is LEADER_NOT_AVAILABLE (5), as Kafka before 4 \
@@ -74,399 +65,6 @@ const ALLOWED: &[(&str, &str)] = &[
          Dead (ConsumerGroupDescribe describes it alike on both)",
     ),
 ];
-
-/// One server under test and what the steps learned from it (member ids, generations).
-struct Side {
-    name: &'static str,
-    addr: String,
-    conn: Conn,
-    memory: BTreeMap<&'static str, String>,
-}
-
-impl Side {
-    fn new(name: &'static str, addr: String) -> Side {
-        Side {
-            name,
-            conn: Conn::open(&addr),
-            addr,
-            memory: BTreeMap::new(),
-        }
-    }
-
-    /// The answer, or `{"closed": why}` when the server closed the connection instead
-    /// (a fresh one replaces it).
-    fn ask(&mut self, key: ApiKey, version: i16, req: RequestKind) -> Result<ResponseKind, Value> {
-        self.conn.try_call(key, version, req).map_err(|why| {
-            self.conn = Conn::open(&self.addr);
-            json!({ "closed": why.split(':').next().unwrap_or_default() })
-        })
-    }
-
-    fn remember(&mut self, key: &'static str, value: impl ToString) {
-        self.memory.insert(key, value.to_string());
-    }
-
-    fn recall(&self, key: &str) -> String {
-        self.memory.get(key).cloned().unwrap_or_default()
-    }
-}
-
-/// Sends a request of kind `$kind`; the typed answer, or returns the step's
-/// `{"closed": …}` observation from the enclosing function.
-macro_rules! ask {
-    ($side:expr, $kind:ident, $version:expr, $req:expr) => {
-        match $side.ask(ApiKey::$kind, $version, RequestKind::$kind($req)) {
-            Ok(ResponseKind::$kind(r)) => r,
-            Ok(other) => panic!("not a {} answer: {other:?}", stringify!($kind)),
-            Err(closed) => return closed,
-        }
-    };
-}
-
-/// Both sides and every step's two observations.
-struct Diff {
-    sides: [Side; 2],
-    steps: Vec<(String, Value, Value)>,
-}
-
-impl Diff {
-    /// Runs `f` against Sluice, then against Kafka, and keeps both observations.
-    fn step(&mut self, label: &str, f: impl Fn(&mut Side) -> Value) {
-        let a = f(&mut self.sides[0]);
-        let b = f(&mut self.sides[1]);
-        self.steps.push((label.to_string(), a, b));
-    }
-
-    /// Runs `f` on both sides, comparing nothing (setup and waits).
-    fn each(&mut self, f: impl Fn(&mut Side)) {
-        for side in &mut self.sides {
-            f(side);
-        }
-    }
-
-    /// Fails on any difference not in [`ALLOWED`], and on any allowed one that is gone.
-    fn verdict(&self) {
-        let mut failures = Vec::new();
-        for (label, sluice, kafka) in &self.steps {
-            let allowed = ALLOWED.iter().find(|(l, _)| l == label);
-            let same = sluice == kafka;
-            println!(
-                "{} {label}\n    sluice: {sluice}\n    kafka:  {kafka}",
-                if same { "same" } else { "DIFF" }
-            );
-            match (same, allowed) {
-                (true, Some(_)) => failures.push(format!(
-                    "{label}: allowed to differ, but Sluice now answers as Kafka does ({kafka}): remove it from ALLOWED and the ledger"
-                )),
-                (false, None) => failures.push(format!(
-                    "{label}:\n    sluice: {sluice}\n    kafka:  {kafka}"
-                )),
-                _ => {}
-            }
-        }
-        for (label, _) in ALLOWED {
-            if !self.steps.iter().any(|(l, _, _)| l == label) {
-                failures.push(format!("{label}: in ALLOWED but no step has that name"));
-            }
-        }
-        assert!(
-            failures.is_empty(),
-            "{} of {} steps differ from Apache Kafka:\n{}",
-            failures.len(),
-            self.steps.len(),
-            failures.join("\n")
-        );
-    }
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
-fn topic(v: &str) -> TopicName {
-    TopicName(s(v))
-}
-
-fn text(b: &Option<Bytes>) -> Value {
-    match b {
-        Some(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
-        None => Value::Null,
-    }
-}
-
-/// The creation timestamp of the `i`th record written by the produce steps.
-const T0: i64 = 1_700_000_000_000;
-
-/// One RecordBatch v2 of `n` records `{prefix}-k{i}` → `{prefix}-v{i}`, each with one
-/// header, created at `T0 + (first + i) * 1000`.
-fn batch(prefix: &str, first: i64, n: i64) -> Bytes {
-    encode_batch(prefix, first, n, None, Compression::None)
-}
-
-/// [`batch`], from idempotent producer `(id, epoch, base sequence)` when given, and
-/// compressed with `compression`.
-fn encode_batch(
-    prefix: &str,
-    first: i64,
-    n: i64,
-    producer: Option<(i64, i16, i32)>,
-    compression: Compression,
-) -> Bytes {
-    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
-    let records: Vec<Record> = (0..n)
-        .map(|i| {
-            let mut r = Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id,
-                producer_epoch,
-                timestamp_type: TimestampType::Creation,
-                offset: i,
-                // The encoder starts a new batch wherever offset - sequence changes
-                // (and takes the first record's as the base sequence)
-                sequence: base_sequence + i as i32,
-                timestamp: T0 + (first + i) * 1000,
-                key: Some(Bytes::from(format!("{prefix}-k{i}"))),
-                value: Some(Bytes::from(format!("{prefix}-v{i}"))),
-                headers: Default::default(),
-            };
-            r.headers
-                .insert(s("h"), Some(Bytes::from(format!("{prefix}-h{i}"))));
-            r
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .unwrap();
-    buf.freeze()
-}
-
-fn produce(side: &mut Side, t: &str, partition: i32, records: Bytes) -> Value {
-    let r = ask!(
-        side,
-        Produce,
-        9,
-        ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(10_000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(topic(t))
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(partition)
-                    .with_records(Some(records))])])
-    );
-    let p = &r.responses[0].partition_responses[0];
-    json!({ "error": p.error_code, "base_offset": p.base_offset, "log_start_offset": p.log_start_offset })
-}
-
-fn fetch(side: &mut Side, t: &str, partition: i32, offset: i64) -> Value {
-    fetch_as(side, 12, t, None, partition, offset)
-}
-
-/// Fetch `version`, naming the topic by `id` when given (v13+).
-fn fetch_as(
-    side: &mut Side,
-    version: i16,
-    t: &str,
-    id: Option<uuid::Uuid>,
-    partition: i32,
-    offset: i64,
-) -> Value {
-    let asked = match id {
-        Some(id) => FetchTopic::default().with_topic_id(id),
-        None => FetchTopic::default().with_topic(topic(t)),
-    };
-    let r = ask!(
-        side,
-        Fetch,
-        version,
-        FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(200)
-            .with_min_bytes(1)
-            .with_max_bytes(8 << 20)
-            .with_session_epoch(-1)
-            .with_topics(vec![asked.with_partitions(vec![FetchPartition::default()
-                .with_partition(partition)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(4 << 20)])])
-    );
-    let p = &r.responses[0].partitions[0];
-    let mut records = Vec::new();
-    if let Some(bytes) = &p.records {
-        let mut bytes = bytes.clone();
-        for set in RecordBatchDecoder::decode_all(&mut bytes).expect("whole batches") {
-            for r in set.records {
-                let headers: Vec<Value> = r
-                    .headers
-                    .iter()
-                    .map(|(k, v)| json!([k.as_str(), text(v)]))
-                    .collect();
-                records.push(json!({
-                    "offset": r.offset, "timestamp": r.timestamp, "key": text(&r.key),
-                    "value": text(&r.value), "headers": headers,
-                }));
-            }
-        }
-    }
-    json!({
-        "error": r.error_code.max(p.error_code), "high_watermark": p.high_watermark,
-        "last_stable_offset": p.last_stable_offset, "log_start_offset": p.log_start_offset,
-        "records": records,
-    })
-}
-
-fn list_offsets(side: &mut Side, version: i16, t: &str, partition: i32, at: i64) -> Value {
-    let r = ask!(
-        side,
-        ListOffsets,
-        version,
-        ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(vec![ListOffsetsTopic::default()
-                .with_name(topic(t))
-                .with_partitions(vec![ListOffsetsPartition::default()
-                    .with_partition_index(partition)
-                    .with_current_leader_epoch(-1)
-                    .with_timestamp(at)])])
-    );
-    let p = &r.topics[0].partitions[0];
-    json!({ "error": p.error_code, "offset": p.offset, "timestamp": p.timestamp })
-}
-
-fn metadata(side: &mut Side, t: &str, auto_create: bool) -> Value {
-    let r = ask!(
-        side,
-        Metadata,
-        12,
-        MetadataRequest::default()
-            .with_topics(Some(vec![
-                MetadataRequestTopic::default().with_name(Some(topic(t)))
-            ]))
-            .with_allow_auto_topic_creation(auto_create)
-    );
-    let t = &r.topics[0];
-    json!({
-        "error": t.error_code,
-        "partitions": t.partitions.iter().map(|p| json!({
-            "partition": p.partition_index, "error": p.error_code,
-            "has_leader": p.leader_id.0 >= 0, "replicas": p.replica_nodes.len(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// Waits until `t` has `partitions` partitions, each with a leader (Kafka creates
-/// topics asynchronously).
-fn wait_topic(side: &mut Side, t: &str, partitions: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let md = metadata(side, t, false);
-        let ready = md["error"] == 0
-            && md["partitions"].as_array().map(Vec::len) == Some(partitions)
-            && md["partitions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|p| p["error"] == 0 && p["has_leader"] == true);
-        // Kafka's Metadata names a leader before that broker serves as one: a
-        // ListOffsets answer tells it does.
-        if ready && (0..partitions as i32).all(|p| list_offsets(side, 6, t, p, -1)["error"] == 0) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: topic {t} not ready in 30 s: {md}",
-            side.name
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits until `f` observes something for which `done` holds; that observation.
-fn wait_until(
-    side: &mut Side,
-    what: &str,
-    f: impl Fn(&mut Side) -> Value,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = f(side);
-        if done(&v) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {what} not seen in 30 s: {v}",
-            side.name
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn create_topic(
-    side: &mut Side,
-    t: &str,
-    partitions: i32,
-    rf: i16,
-    configs: &[(&str, &str)],
-) -> Value {
-    let r = ask!(
-        side,
-        CreateTopics,
-        7,
-        CreateTopicsRequest::default()
-            .with_timeout_ms(30_000)
-            .with_topics(vec![CreatableTopic::default()
-                .with_name(topic(t))
-                .with_num_partitions(partitions)
-                .with_replication_factor(rf)
-                .with_configs(
-                    configs
-                        .iter()
-                        .map(|(k, v)| CreatableTopicConfig::default()
-                            .with_name(s(k))
-                            .with_value(Some(s(v))))
-                        .collect()
-                )])
-    );
-    let t = &r.topics[0];
-    let asked: Vec<Value> = t
-        .configs
-        .iter()
-        .flatten()
-        .filter(|c| configs.iter().any(|(k, _)| c.name.as_str() == *k))
-        .map(|c| json!([c.name.as_str(), c.value.as_ref().map(|v| v.to_string())]))
-        .collect();
-    if t.error_code != 0 {
-        return json!({ "error": t.error_code });
-    }
-    json!({
-        "error": t.error_code, "partitions": t.num_partitions,
-        "replication_factor": t.replication_factor, "configs": asked,
-    })
-}
-
-fn delete_topic(side: &mut Side, t: &str) -> Value {
-    let r = ask!(
-        side,
-        DeleteTopics,
-        6,
-        DeleteTopicsRequest::default()
-            .with_timeout_ms(30_000)
-            .with_topics(vec![DeleteTopicState::default().with_name(Some(topic(t)))])
-    );
-    json!({ "error": r.responses[0].error_code })
-}
 
 fn commit(
     side: &mut Side,
@@ -530,29 +128,6 @@ fn offset_fetch_v1(side: &mut Side, group: &str, t: &str, partition: i32) -> Val
     );
     let p = &r.topics[0].partitions[0];
     json!({ "offset": p.committed_offset, "error": p.error_code })
-}
-
-fn find_coordinator(side: &mut Side, version: i16, key: &str, key_type: i8) -> Value {
-    let own = side.addr.clone();
-    let r = ask!(
-        side,
-        FindCoordinator,
-        version,
-        if version >= 4 {
-            FindCoordinatorRequest::default()
-                .with_key_type(key_type)
-                .with_coordinator_keys(vec![s(key)])
-        } else {
-            FindCoordinatorRequest::default()
-                .with_key_type(key_type)
-                .with_key(s(key))
-        }
-    );
-    let (error, host, port) = match r.coordinators.first() {
-        Some(c) => (c.error_code, c.host.to_string(), c.port),
-        None => (r.error_code, r.host.to_string(), r.port),
-    };
-    json!({ "error": error, "is_this_broker": error == 0 && own == format!("{host}:{port}") })
 }
 
 /// ConsumerProtocol subscription v0 to `topics`, no user data.
@@ -727,6 +302,7 @@ fn sluice_answers_as_apache_kafka_does() {
             Side::new("kafka", kafka.addr.clone()),
         ],
         steps: Vec::new(),
+        allowed: ALLOWED,
     };
     topics_and_records(&mut d);
     admin(&mut d);
@@ -965,9 +541,6 @@ fn simple_consumer_offsets(d: &mut Diff) {
     });
     d.step("find_coordinator.v0", |x| {
         find_coordinator(x, 0, "simple", 0)
-    });
-    d.step("find_coordinator.transaction", |x| {
-        find_coordinator(x, 4, "some-transaction", 1)
     });
     d.step("offset_fetch.never_committed_group", |x| {
         offset_fetch(x, "nobody-home", "d", &[0])

@@ -269,7 +269,7 @@ fn kcat_produces_and_consumes_through_the_kafka_listener() {
 /// (UNKNOWN_MEMBER_ID, as Kafka), accepted with its epoch and read back by OffsetFetch v9 and v1;
 /// after it leaves, a simple consumer's commit (generation -1) is accepted.
 /// ListGroups lists it with Kafka's state names and filters; DeleteGroups deletes it.
-/// InitProducerId gives ids, and refuses a transactional id.
+/// InitProducerId gives ids, and a transactional id its coordinator's producer id.
 #[test]
 fn group_and_producer_id_apis_by_hand() {
     use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions as Owned;
@@ -323,19 +323,21 @@ fn group_and_producer_id_apis_by_hand() {
         panic!()
     };
     assert_eq!((r.error_code, r.port), (0, port), "{r:?}");
-    // A transaction coordinator: not served.
-    let ResponseKind::FindCoordinator(r) = c.call(
-        ApiKey::FindCoordinator,
-        3,
-        RequestKind::FindCoordinator(
-            FindCoordinatorRequest::default()
-                .with_key(s("tx"))
-                .with_key_type(1),
-        ),
-    ) else {
-        panic!()
-    };
-    assert_eq!(r.error_code, 42, "{r:?}");
+    // A transaction coordinator (this one-broker dev), and an unknown key type.
+    for (key_type, want) in [(1, 0), (2, 42)] {
+        let ResponseKind::FindCoordinator(r) = c.call(
+            ApiKey::FindCoordinator,
+            3,
+            RequestKind::FindCoordinator(
+                FindCoordinatorRequest::default()
+                    .with_key(s("tx"))
+                    .with_key_type(key_type),
+            ),
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.error_code, want, "key type {key_type}: {r:?}");
+    }
 
     // A KIP-848 member joins and heartbeats until it owns all four partitions.
     let heartbeat = |c: &mut raw::Conn, member: &str, epoch: i32, join: bool| {
@@ -507,7 +509,7 @@ fn group_and_producer_id_apis_by_hand() {
     assert_eq!(r.results[1].error_code, 69, "GROUP_ID_NOT_FOUND: {r:?}");
     assert!(!list(&mut c, 5, &[]).iter().any(|(g, _)| g == "g1"));
 
-    // Producer ids: fresh ones; a transactional id refused.
+    // Producer ids: fresh ones; a transactional id gets its own at epoch 0.
     let mut ids = Vec::new();
     for version in [0, 4] {
         let ResponseKind::InitProducerId(r) = c.call(
@@ -536,7 +538,8 @@ fn group_and_producer_id_apis_by_hand() {
     ) else {
         panic!()
     };
-    assert_eq!(r.error_code, 42, "{r:?}");
+    assert_eq!((r.error_code, r.producer_epoch), (0, 0), "{r:?}");
+    assert!(!ids.contains(&r.producer_id.0), "{r:?}");
 }
 
 /// `sluice broker` creates no topic for a Metadata request unless started with

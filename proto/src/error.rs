@@ -106,6 +106,8 @@ pub enum ErrorCode {
     ProducerFenced,
     /// A transaction marker from a coordinator that a newer one replaced.
     TransactionCoordinatorFenced,
+    /// Transactional records in a Produce request that names no transactional id.
+    TransactionalIdAuthorizationFailed,
     /// A code this build does not know (from a newer peer).
     Unknown(i32),
 }
@@ -176,12 +178,13 @@ impl ErrorCode {
             ErrorCode::UnstableOffsetCommit => 88,
             ErrorCode::ProducerFenced => 90,
             ErrorCode::TransactionCoordinatorFenced => 52,
+            ErrorCode::TransactionalIdAuthorizationFailed => 53,
             ErrorCode::Unknown(c) => c,
         }
     }
 
     pub fn from_code(code: i32) -> ErrorCode {
-        const ALL: [ErrorCode; 63] = [
+        const ALL: [ErrorCode; 64] = [
             ErrorCode::None,
             ErrorCode::UnknownServerError,
             ErrorCode::OffsetOutOfRange,
@@ -245,6 +248,7 @@ impl ErrorCode {
             ErrorCode::UnstableOffsetCommit,
             ErrorCode::ProducerFenced,
             ErrorCode::TransactionCoordinatorFenced,
+            ErrorCode::TransactionalIdAuthorizationFailed,
         ];
         ALL.into_iter()
             .find(|e| e.code() == code)

@@ -14,6 +14,8 @@ pub mod apache_kafka;
 pub mod clients;
 pub mod cluster;
 pub mod db;
+#[macro_use]
+pub mod diff;
 pub mod java;
 pub mod kafka_raw;
 pub mod python;

@@ -53,8 +53,7 @@ impl TxnStatus {
 pub struct TxnMeta {
     pub producer_id: i64,
     pub producer_epoch: i16,
-    /// The epoch before the last bump (-1: none): a retried InitProducerId that names
-    /// it gets the current epoch again instead of PRODUCER_FENCED.
+    /// The epoch before the last bump (-1: none), as Kafka keeps it.
     pub last_producer_epoch: i16,
     pub timeout_ms: i32,
     pub status: TxnStatus,
@@ -190,16 +189,9 @@ impl TxnCoordinator {
             return Err(ErrorCode::ConcurrentTransactions);
         }
         if let Some((pid, epoch)) = expected.filter(|(pid, _)| *pid >= 0) {
-            let current = pid == meta.producer_id && epoch == meta.producer_epoch;
-            let retried = pid == meta.producer_id && epoch == meta.last_producer_epoch;
-            if retried && meta.status != TxnStatus::Ongoing {
-                return Ok(InitOutcome::Ready {
-                    producer_id: meta.producer_id,
-                    producer_epoch: meta.producer_epoch,
-                    writes: Vec::new(),
-                });
-            }
-            if !current {
+            // Only the current instance may bump its own epoch (KIP-360); Kafka 4.4
+            // answers a retry naming the previous epoch PRODUCER_FENCED too.
+            if pid != meta.producer_id || epoch != meta.producer_epoch {
                 return Err(fenced());
             }
         }
@@ -333,8 +325,8 @@ impl TxnCoordinator {
         } else {
             TxnStatus::CompleteAbort
         };
+        // The start time stays, as DescribeTransactions shows it in Kafka.
         meta.partitions.clear();
-        meta.start_ms = -1;
         meta.update_ms = now_ms;
         vec![self.write(&job.transactional_id)]
     }

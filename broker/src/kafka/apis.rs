@@ -117,6 +117,15 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
         }
         RequestKind::Produce(mut r) => {
             let acks = r.acks;
+            if r.transactional_id.is_none() && has_transactional_batch(&r) {
+                // As Kafka: transactional records need the request's transactional id.
+                let refused = refuse_all(&r, ErrorCode::TransactionalIdAuthorizationFailed);
+                return now(if acks == 0 {
+                    Outcome::Silent
+                } else {
+                    answer(ResponseKind::Produce(produce_response(refused)))
+                });
+            }
             let refused = not_one_batch(&mut r);
             let done = api.start_produce(produce_request(r)).await;
             async move {
@@ -672,6 +681,43 @@ fn not_one_batch(r: &mut ProduceRequest) -> Vec<v1::ProducePartitionResponse> {
         });
     }
     refused
+}
+
+/// Whether any partition's records start with a transactional batch (attribute bit 4).
+fn has_transactional_batch(r: &ProduceRequest) -> bool {
+    const ATTRIBUTES_AT: usize = 21;
+    r.topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .any(|p| {
+            p.records
+                .as_deref()
+                .and_then(|b| b.get(ATTRIBUTES_AT..ATTRIBUTES_AT + 2))
+                .is_some_and(|a| u16::from_be_bytes([a[0], a[1]]) & 0x10 != 0)
+        })
+}
+
+/// Every partition of `r` answered `code`.
+fn refuse_all(r: &ProduceRequest, code: ErrorCode) -> v1::ProduceResponse {
+    let partitions = r
+        .topic_data
+        .iter()
+        .flat_map(|t| {
+            t.partition_data
+                .iter()
+                .map(|p| v1::ProducePartitionResponse {
+                    topic: t.name.0.to_string(),
+                    partition: p.index.max(0) as u32,
+                    error_code: code.code(),
+                    error_message: format!("{code}"),
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                    invalid_records: Vec::new(),
+                })
+        })
+        .collect();
+    v1::ProduceResponse { partitions }
 }
 
 fn produce_request(r: ProduceRequest) -> v1::ProduceRequest {

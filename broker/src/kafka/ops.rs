@@ -202,18 +202,25 @@ pub(super) fn describe_producers(
                             .with_error_code(ErrorCode::UnknownTopicOrPartition.code() as i16);
                     }
                     let tp = TopicPartition::new(t.name.as_str(), p as u32);
+                    let open: std::collections::HashMap<i64, u64> = shared
+                        .replicas
+                        .open_transactions(&tp)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect();
                     match shared.replicas.describe_producers(&tp) {
                         Ok(views) => answer.with_active_producers(
                             views
                                 .into_iter()
                                 .map(|v| {
+                                    let start = open.get(&v.producer_id).map_or(-1, |o| *o as i64);
                                     ProducerState::default()
                                         .with_producer_id(ProducerId(v.producer_id))
                                         .with_producer_epoch(v.epoch as i32)
                                         .with_last_sequence(v.last_sequence)
                                         .with_last_timestamp(v.last_append_ms)
                                         .with_coordinator_epoch(-1)
-                                        .with_current_txn_start_offset(-1)
+                                        .with_current_txn_start_offset(start)
                                 })
                                 .collect(),
                         ),

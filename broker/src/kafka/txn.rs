@@ -248,11 +248,7 @@ pub(crate) async fn describe(
                     .with_producer_epoch(m.producer_epoch)
                     .with_topics(topics)
             }
-            Err(f) => TransactionState::default()
-                .with_error_code(err(&f))
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1)
-                .with_transaction_start_time_ms(-1),
+            Err(f) => TransactionState::default().with_error_code(err(&f)),
         };
         states.push(state.with_transactional_id(id));
     }
