@@ -263,7 +263,8 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     let info = SourceInfo {
         connector: "postgresql",
         name: a.common.topic_prefix.clone(),
-        db: database_of(&dsn),
+        // The database may come from PGDATABASE or default to the user, as in libpq.
+        db: sluice_cdc::postgres::conn::PgConn::resolve(&dsn)?.dbname,
     };
     // Refuse a server or table that cannot be captured before creating any topic.
     sluice_cdc::postgres::check(&cfg).await?;
