@@ -424,8 +424,9 @@ impl PgConn {
         let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match mode {
             SslMode::VerifyFull => verified(true)?,
             SslMode::VerifyCa => verified(false)?,
-            // libpq checks the chain whenever it has a root certificate.
-            _ if self.sslrootcert.is_some() => verified(false)?,
+            // `require` with a root certificate arrives here as `VerifyCa`
+            // ([`PgConn::effective_mode`]); `prefer` and `allow` check nothing, as the
+            // replication stream's transport does for them.
             _ => Arc::new(Unchecked(provider.clone())),
         };
         let builder = builder
