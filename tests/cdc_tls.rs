@@ -458,6 +458,7 @@ fn mariadb_over_tls_with_the_ca_for_a_user_that_requires_it() {
     make_ca(certs.path(), "ca");
     make_ca(certs.path(), "other-ca");
     issue(certs.path(), "ca", "server", "127.0.0.1", "IP:127.0.0.1");
+    issue(certs.path(), "ca", "client", "x509", "DNS:x509");
     chown_r("mysql", certs.path());
     let db = MariaDb::start_with(&[
         &format!("--ssl-ca={}", path(certs.path(), "ca.crt")),
@@ -469,7 +470,9 @@ fn mariadb_over_tls_with_the_ca_for_a_user_that_requires_it() {
         "shop",
         "CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one');\n\
          CREATE USER 'tls'@'%' IDENTIFIED BY 'tls-pw' REQUIRE SSL;\n\
-         GRANT ALL PRIVILEGES ON *.* TO 'tls'@'%';",
+         GRANT ALL PRIVILEGES ON *.* TO 'tls'@'%';\n\
+         CREATE USER 'x509'@'%' REQUIRE X509;\n\
+         GRANT ALL PRIVILEGES ON *.* TO 'x509'@'%';",
     );
     let dev = Dev::start(&dir.path().join("dev"));
     let home = dir.path();
@@ -524,6 +527,25 @@ fn mariadb_over_tls_with_the_ca_for_a_user_that_requires_it() {
         || has_id(&dev, "req.shop.t", 2),
     );
     drop(required);
+
+    // A user whose only credential is a client certificate.
+    let x509 = run(
+        "client-cert",
+        "cert",
+        &format!(
+            "mysql://x509@127.0.0.1:{}/shop?ssl-ca={ca}&ssl-cert={}&ssl-key={}",
+            db.port(),
+            path(certs.path(), "client.crt"),
+            path(certs.path(), "client.key")
+        ),
+        "4304",
+    );
+    wait_for(
+        "the copy by client certificate",
+        Duration::from_secs(60),
+        || has_id(&dev, "cert.shop.t", 2),
+    );
+    drop(x509);
 
     // A CA that did not sign the server's certificate: refused, one line, exit 1.
     let other = path(certs.path(), "other-ca.crt");

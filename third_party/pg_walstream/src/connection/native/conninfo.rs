@@ -645,6 +645,7 @@ fn parse_sslmode(s: &str) -> Result<SslMode, ReplicationError> {
 /// union over REL_14_STABLE..master, so a string written for a newer libpq still
 /// parses and a keyword absent from the reader's server is simply inert.
 ///
+/// (Sluice patch: `sslcert` and `sslkey` are now honoured, matched before this list.)
 /// `sslcert`/`sslkey`/`sslpassword`/`sslcertmode` are here despite being
 /// unhonourable (every rustls builder ends in `with_no_client_auth()`) because
 /// they fail **closed**: the server rejects the authentication loudly. Contrast
