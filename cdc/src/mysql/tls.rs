@@ -135,12 +135,24 @@ pub(super) fn parse(dsn: &str) -> Result<Connect, Error> {
 /// Whether a connect error came from TLS (the server offers none, or the handshake
 /// failed): for `PREFERRED`, a reason to try plaintext; otherwise nothing retrying fixes.
 pub(super) fn is_tls_error(e: &mysql_async::Error) -> bool {
-    matches!(
-        e,
-        mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer)
-    ) || {
-        let text = e.to_string().to_ascii_lowercase();
-        text.contains("certificate") || text.contains("tls") || text.contains("ssl")
+    use mysql_async::{DriverError, IoError};
+    match e {
+        mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer) => true,
+        mysql_async::Error::Io(IoError::Tls(_)) => true,
+        // A failed handshake arrives as an io::Error (within one) around rustls' error.
+        mysql_async::Error::Io(IoError::Io(io)) => {
+            let mut inner = io.get_ref();
+            while let Some(e) = inner {
+                if e.downcast_ref::<rustls::Error>().is_some() {
+                    return true;
+                }
+                inner = e
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref());
+            }
+            false
+        }
+        _ => false,
     }
 }
 
