@@ -954,6 +954,22 @@ mod tests {
     }
 
     #[test]
+    fn other_options_reach_tokio_postgres_intact() {
+        let c = resolve(
+            "postgres://u:pw@h:7/d?application_name=it%27s%20me&connect_timeout=3",
+            &[],
+        );
+        let t = c.tokio_config().unwrap();
+        assert_eq!(t.get_application_name(), Some("it's me"));
+        assert_eq!(
+            t.get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(3))
+        );
+        assert_eq!(t.get_password(), Some(&b"pw"[..]));
+        assert_eq!((t.get_user(), t.get_dbname()), (Some("u"), Some("d")));
+    }
+
+    #[test]
     fn require_with_a_root_certificate_checks_the_chain() {
         let c = resolve("postgres://u@h/d?sslmode=require&sslrootcert=/ca", &[]);
         assert_eq!(c.effective_mode(), SslMode::VerifyCa);
