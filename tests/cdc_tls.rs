@@ -268,6 +268,34 @@ fn postgres_over_tls_as_libpq_would_verify_full_require_client_certificates() {
     );
     drop(full);
 
+    // `cdc status` and `cdc drop` connect the same way (the slot goes once the killed
+    // connector's session has ended).
+    let full_dsn =
+        format!("postgres://postgres@localhost:{port}/app?sslmode=verify-full&sslrootcert={ca}");
+    let ops = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("cdc")
+            .args(args)
+            .args(["--topic-prefix", "full", "--dsn", &full_dsn])
+            .env("SLUICE_BOOTSTRAP", &dev.addr)
+            .env("HOME", &home)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let status = ops(&["status", "--output", "json"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let slots = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'sluice_full'";
+    assert_eq!(pg.psql("app", slots), "1");
+    wait_for("cdc drop over verify-full", Duration::from_secs(30), || {
+        ops(&["drop"]).status.success().then_some(())
+    });
+    assert_eq!(pg.psql("app", slots), "0");
+
     // verify-full by an address the certificate does not list: one line, exit 1.
     let (code, line) = run(
         "wrong-name",
