@@ -13,7 +13,7 @@
 //! Nothing here logs a password: errors name the connection by [`PgConn::shown`].
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -228,6 +228,9 @@ impl PgConn {
             return Err(Error::Config(
                 "postgres: a client certificate needs both sslcert and sslkey".into(),
             ));
+        }
+        if let Some(key) = &conn.sslkey {
+            check_key_file(Path::new(key))?;
         }
         Ok(conn)
     }
@@ -470,6 +473,32 @@ impl PgConn {
     }
 }
 
+/// libpq's rule for a client key: a plain file, `u=rw` (0600) or less when it is the
+/// user's own, `u=rw,g=r` (0640) or less when root owns it; else refused.
+fn check_key_file(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        // Reading it says why, with the path.
+        return Ok(());
+    };
+    let mode = meta.mode();
+    // SAFETY: geteuid(2) has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let too_open = !meta.is_file()
+        || (meta.uid() == euid && mode & 0o077 != 0)
+        || (meta.uid() == 0 && mode & 0o037 != 0);
+    if too_open {
+        return Err(Error::Config(format!(
+            "postgres: private key file \"{}\" has group or world access (mode {:o}); it \
+             must be u=rw (0600) or less if owned by the current user, or u=rw,g=r (0640) \
+             or less if owned by root: chmod 600 it",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    Ok(())
+}
+
 fn webpki_roots_store() -> rustls::RootCertStore {
     rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -573,6 +602,21 @@ mod tests {
     }
 
     #[test]
+    fn a_client_key_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempdir("key");
+        let key = dir.join("client.key");
+        std::fs::write(&key, "not read here").unwrap();
+        let dsn = format!("postgres://u@h/d?sslcert=/c.crt&sslkey={}", key.display());
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(PgConn::resolve_with(&dsn, &|_| None).is_ok());
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = PgConn::resolve_with(&dsn, &|_| None).err().unwrap();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn require_with_a_root_certificate_checks_the_chain() {
         let c = resolve("postgres://u@h/d?sslmode=require&sslrootcert=/ca", &[]);
         assert_eq!(c.effective_mode(), SslMode::VerifyCa);
@@ -593,7 +637,7 @@ mod tests {
             pgpass_fields(r"h:5432:d:u:p\:w:x"),
             ["h", "5432", "d", "u", "p:w:x"]
         );
-        let dir = tempdir();
+        let dir = tempdir("pgpass");
         let file = dir.join("pgpass");
         std::fs::write(
             &file,
@@ -614,8 +658,8 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    fn tempdir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("sluice-pgpass-{}", std::process::id()));
+    fn tempdir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sluice-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
