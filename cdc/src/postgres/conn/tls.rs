@@ -1,6 +1,6 @@
 //! rustls under tokio-postgres: the certificate verifiers for each `sslmode` and the
-//! `MakeTlsConnect` hook (what the tokio-postgres-rustls crate would give; not in the
-//! registry here).
+//! `MakeTlsConnect` hook (the tokio-postgres-rustls crate's job; that crate is not among
+//! those this build has, and the verifiers would be needed beside it anyway).
 
 use std::future::Future;
 use std::io;
