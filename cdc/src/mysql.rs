@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, Row as MyRow};
+use mysql_async::{Conn, Row as MyRow};
 use serde_json::Value;
 use sluice_proto::source_pos::{BinlogPos, GtidSet, SourcePos};
 use tokio::sync::{mpsc, watch};
@@ -46,6 +46,7 @@ mod binlog;
 mod copy;
 pub mod ops;
 mod resume;
+pub mod tls;
 pub mod types;
 
 pub use copy::{copy_plan, CopyPlan};
@@ -145,13 +146,23 @@ fn my_err(what: &str) -> impl Fn(mysql_async::Error) -> Error + '_ {
 }
 
 async fn connect(dsn: &str) -> Result<Conn, Error> {
-    let opts = Opts::from_url(dsn).map_err(|e| {
-        let shown = crate::redact_dsn(dsn);
-        // The parser's own message may quote the string: never show the password.
-        let why = e.to_string().replace(dsn, &shown);
-        Error::Config(format!("mysql: --dsn {shown:?}: {why}"))
-    })?;
-    Conn::new(opts).await.map_err(my_err("connect"))
+    let c = tls::parse(dsn)?;
+    let shown = crate::redact_dsn(dsn);
+    match Conn::new(c.opts.clone()).await {
+        Ok(conn) => Ok(conn),
+        Err(e) if c.mode == tls::SslMode::Preferred && tls::is_tls_error(&e) => {
+            Conn::new(c.plain()).await.map_err(my_err("connect"))
+        }
+        // A certificate that does not check out, or a server without TLS: retrying
+        // does not fix it.
+        Err(e) if c.mode != tls::SslMode::Disabled && tls::is_tls_error(&e) => {
+            Err(Error::Config(format!(
+                "mysql: connect to {shown} (ssl-mode={}): {e}",
+                c.mode.as_str()
+            )))
+        }
+        Err(e) => Err(my_err("connect")(e)),
+    }
 }
 
 async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>, Error> {

@@ -38,6 +38,7 @@ use crate::change::{Op, Row, RowChange, SourceEvent, TableId, Transaction};
 use crate::sink::SnapshotState;
 use crate::Error;
 
+pub mod conn;
 mod copy;
 mod fence;
 mod heartbeat;
@@ -104,32 +105,15 @@ fn pg_err(what: &str) -> impl Fn(pg_walstream::ReplicationError) -> Error + '_ {
     move |e| Error::Source(format!("postgres: {what}: {e}"))
 }
 
-/// The DSN with `replication=database`, for the walsender connection.
-fn replication_dsn(dsn: &str) -> String {
-    if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
-        let sep = if dsn.contains('?') { '&' } else { '?' };
-        format!("{dsn}{sep}replication=database")
-    } else {
-        format!("{dsn} replication=database")
-    }
+/// The DSN for pg_walstream's walsender connection: resolved like every other
+/// connection (environment, password file, TLS options), with `replication=database`.
+fn replication_dsn(dsn: &str) -> Result<String, Error> {
+    Ok(conn::PgConn::resolve(dsn)?.walstream_dsn(true))
 }
 
+/// A query connection to the DSN's database, TLS as its `sslmode` says.
 async fn connect(dsn: &str) -> Result<tokio_postgres::Client, Error> {
-    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| {
-            Error::Source(format!(
-                "postgres: connect to {}: {}",
-                crate::redact_dsn(dsn),
-                pg_text(&e)
-            ))
-        })?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            warn!(error = %pg_text(&e), "postgres connection ended");
-        }
-    });
-    Ok(client)
+    conn::PgConn::resolve(dsn)?.connect().await
 }
 
 fn quote_ident(s: &str) -> String {
@@ -225,7 +209,7 @@ async fn run_fenced(
         .with_messages(true)
         .with_streaming_mode(StreamingMode::Off)
         .with_feedback_interval(Duration::from_millis(200));
-    let stream = LogicalReplicationStream::new(&replication_dsn(&cfg.dsn), config)
+    let stream = LogicalReplicationStream::new(&replication_dsn(&cfg.dsn)?, config)
         .await
         .map_err(pg_err("replication connection"))?;
     let mut stream = if plan == CopyPlan::All {

@@ -72,8 +72,10 @@ pub struct CommonArgs {
 /// `SLUICE_CDC_DSN` — the last two keep a password out of `ps` and shell history.
 #[derive(Args, Debug)]
 pub struct DsnArgs {
-    /// postgres://user:password@host:port/database or mysql://…; or give --dsn-file, or
-    /// set SLUICE_CDC_DSN.
+    /// postgres://user@host:port/database[?sslmode=verify-full&sslrootcert=PATH] (libpq's
+    /// PG* variables and ~/.pgpass fill what it leaves out) or
+    /// mysql://user:password@host:port/db[?ssl-mode=VERIFY_IDENTITY&ssl-ca=PATH]; or give
+    /// --dsn-file, or set SLUICE_CDC_DSN (docs/cdc.md, "Connecting securely").
     #[arg(long, conflicts_with = "dsn_file")]
     pub dsn: Option<String>,
     /// A file holding the connection string (its first line).
@@ -263,7 +265,8 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     let info = SourceInfo {
         connector: "postgresql",
         name: a.common.topic_prefix.clone(),
-        db: database_of(&dsn),
+        // The database may come from PGDATABASE or default to the user, as in libpq.
+        db: sluice_cdc::postgres::conn::PgConn::resolve(&dsn)?.dbname,
     };
     // Refuse a server or table that cannot be captured before creating any topic.
     sluice_cdc::postgres::check(&cfg).await?;

@@ -42,6 +42,13 @@ impl Postgres {
     /// initdb in a new temp dir, then starts the server and waits until it accepts
     /// connections.
     pub fn start() -> Postgres {
+        Postgres::start_configured(|_| {})
+    }
+
+    /// Like [`Postgres::start`], with `configure` called on the data dir after initdb and
+    /// before the first start (to append to `postgresql.conf`, replace `pg_hba.conf`,
+    /// put certificates there); what it writes is then handed to the server's user.
+    pub fn start_configured(configure: impl FnOnce(&Path)) -> Postgres {
         assert_root();
         let bin = pg_bin_dir();
         let dir = private_dir("sluice-pg-", "postgres");
@@ -80,6 +87,8 @@ impl Postgres {
             socket_dir = pg.dir.path().display(),
         );
         append(&data.join("postgresql.conf"), &conf);
+        configure(&data);
+        chown_r("postgres", &data);
         let mut pg = pg;
         pg.start_server();
         pg
@@ -508,7 +517,7 @@ fn private_dir(prefix: &str, user: &str) -> tempfile::TempDir {
     dir
 }
 
-fn chown_r(user: &str, path: &Path) {
+pub fn chown_r(user: &str, path: &Path) {
     let mut chown = Command::new("chown");
     chown.arg("-R").arg(format!("{user}:{user}")).arg(path);
     run(&mut chown, "chown");

@@ -79,9 +79,10 @@ pub(super) async fn copy_added(
         .map(|t| (t.id.schema.as_str(), t.id.table.as_str()))
         .collect();
     let publications = [cfg.publication.as_str()];
+    let dsn = super::conn::PgConn::resolve(&cfg.dsn)?.walstream_dsn(false);
     let snap = tokio::select! {
         _ = stop.cancelled() => return Ok(false),
-        s = pg_walstream::AlignedSnapshot::capture(&cfg.dsn, &publications, &names) => {
+        s = pg_walstream::AlignedSnapshot::capture(&dsn, &publications, &names) => {
             s.map_err(pg_err("snapshot of the added tables"))?
         }
     };

@@ -15,6 +15,10 @@ pub struct ConnInfo {
     pub dbname: String,
     pub sslmode: SslMode,
     pub sslrootcert: Option<String>,
+    /// Sluice patch: the client certificate (PEM chain) and its key, sent when the
+    /// server asks for one (`hostssl ... cert` in pg_hba.conf). Both or neither.
+    pub sslcert: Option<String>,
+    pub sslkey: Option<String>,
     /// TLS negotiation mode. `Postgres` (default) uses the standard SSLRequest, round-trip; `Direct` skips it for PostgreSQL 17+ (saves one round-trip).
     pub sslnegotiation: SslNegotiation,
     pub replication: ReplicationMode,
@@ -94,6 +98,8 @@ impl std::fmt::Debug for ConnInfo {
             .field("dbname", &self.dbname)
             .field("sslmode", &self.sslmode)
             .field("sslrootcert", &self.sslrootcert)
+            .field("sslcert", &self.sslcert)
+            .field("sslkey", &self.sslkey)
             .field("sslnegotiation", &self.sslnegotiation)
             .field("replication", &self.replication)
             .field("connect_timeout", &self.connect_timeout)
@@ -231,6 +237,8 @@ impl ConnInfo {
         let mut sslmode_explicit = false;
         let mut replication = ReplicationMode::None;
         let mut sslrootcert: Option<String> = None;
+        let mut sslcert: Option<String> = None;
+        let mut sslkey: Option<String> = None;
         let mut sslnegotiation = SslNegotiation::Postgres;
         let mut connect_timeout: u64 = 0;
         let mut keepalives = true;
@@ -253,6 +261,8 @@ impl ConnInfo {
                         sslmode_explicit = true;
                     }
                     "sslrootcert" => sslrootcert = Some(val.to_string()),
+                    "sslcert" => sslcert = Some(val.to_string()),
+                    "sslkey" => sslkey = Some(val.to_string()),
                     "sslnegotiation" => sslnegotiation = parse_ssl_negotiation(val)?,
                     "replication" => replication = parse_replication_mode(val)?,
                     "connect_timeout" => {
@@ -350,6 +360,8 @@ impl ConnInfo {
             dbname,
             sslmode,
             sslrootcert,
+            sslcert,
+            sslkey,
             sslnegotiation,
             replication,
             connect_timeout,
@@ -371,6 +383,8 @@ impl ConnInfo {
         let mut sslmode_explicit = false;
         let mut replication = ReplicationMode::None;
         let mut sslrootcert: Option<String> = None;
+        let mut sslcert: Option<String> = None;
+        let mut sslkey: Option<String> = None;
         let mut sslnegotiation = SslNegotiation::Postgres;
         let mut connect_timeout: u64 = 0;
         let mut keepalives = true;
@@ -464,6 +478,8 @@ impl ConnInfo {
                     sslmode_explicit = true;
                 }
                 "sslrootcert" => sslrootcert = Some(value),
+                "sslcert" => sslcert = Some(value),
+                "sslkey" => sslkey = Some(value),
                 "sslnegotiation" => sslnegotiation = parse_ssl_negotiation(&value)?,
                 "replication" => replication = parse_replication_mode(&value)?,
                 "connect_timeout" => {
@@ -511,6 +527,8 @@ impl ConnInfo {
             dbname,
             sslmode,
             sslrootcert,
+            sslcert,
+            sslkey,
             sslnegotiation,
             replication,
             connect_timeout,
@@ -627,6 +645,7 @@ fn parse_sslmode(s: &str) -> Result<SslMode, ReplicationError> {
 /// union over REL_14_STABLE..master, so a string written for a newer libpq still
 /// parses and a keyword absent from the reader's server is simply inert.
 ///
+/// (Sluice patch: `sslcert` and `sslkey` are now honoured, matched before this list.)
 /// `sslcert`/`sslkey`/`sslpassword`/`sslcertmode` are here despite being
 /// unhonourable (every rustls builder ends in `with_no_client_auth()`) because
 /// they fail **closed**: the server rejects the authentication loudly. Contrast

@@ -520,8 +520,8 @@ fn build_tls_config(info: &ConnInfo) -> Result<rustls::ClientConfig, Replication
                     ))
                 })?
                 .with_root_certificates(root_store)
-                .with_no_client_auth();
-            Ok(config)
+                ;
+            with_client_cert(config, info)
         }
         SslMode::VerifyCa => {
             // Verify cert chain but NOT hostname.
@@ -537,8 +537,8 @@ fn build_tls_config(info: &ConnInfo) -> Result<rustls::ClientConfig, Replication
                 })?
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth();
-            Ok(config)
+                ;
+            with_client_cert(config, info)
         }
         SslMode::Require | SslMode::Prefer | SslMode::Allow => {
             // Encrypt but skip certificate verification entirely.
@@ -552,13 +552,41 @@ fn build_tls_config(info: &ConnInfo) -> Result<rustls::ClientConfig, Replication
                 })?
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-                .with_no_client_auth();
-            Ok(config)
+                ;
+            with_client_cert(config, info)
         }
         SslMode::Disable => {
             unreachable!("TLS config not needed when sslmode=disable")
         }
     }
+}
+
+/// Sluice patch: finish a config with the client certificate of `sslcert`/`sslkey`
+/// when both are given (libpq sends one whenever its files exist), else none.
+fn with_client_cert(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    info: &ConnInfo,
+) -> Result<rustls::ClientConfig, ReplicationError> {
+    let (Some(cert), Some(key)) = (info.sslcert.as_deref(), info.sslkey.as_deref()) else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            ReplicationError::permanent_connection(format!(
+                "could not load client certificate file \"{cert}\": {e}"
+            ))
+        })?;
+    let key_der = rustls::pki_types::PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        ReplicationError::permanent_connection(format!(
+            "could not load private key file \"{key}\": {e}"
+        ))
+    })?;
+    builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+        ReplicationError::permanent_connection(format!(
+            "client certificate \"{cert}\" and key \"{key}\" do not go together: {e}"
+        ))
+    })
 }
 
 /// Build a `RootCertStore` from available certificate sources.
@@ -902,6 +930,8 @@ mod tests {
     /// Create a ConnInfo with test defaults, allowing override of specific fields.
     fn test_conninfo(sslmode: SslMode, sslrootcert: Option<String>) -> ConnInfo {
         ConnInfo {
+            sslcert: None,
+            sslkey: None,
             host: "localhost".to_string(),
             port: 5432,
             user: "test".to_string(),
