@@ -43,6 +43,7 @@ pub(crate) fn record_id(b: &RecordBatch) -> u64 {
 struct Inner {
     config: LogConfig,
     topic_id: Option<TopicId>,
+    transactional: bool,
     log_start_offset: u64,
     /// base offset -> stamped batch.
     batches: BTreeMap<u64, RecordBatch>,
@@ -174,6 +175,13 @@ impl ReplicaLog for MemLog {
     }
     fn set_topic_id(&self, id: &TopicId) -> Result<(), LogError> {
         self.lock().topic_id = Some(id.clone());
+        Ok(())
+    }
+    fn is_transactional(&self) -> bool {
+        self.lock().transactional
+    }
+    fn mark_transactional(&self) -> Result<(), LogError> {
+        self.lock().transactional = true;
         Ok(())
     }
     fn log_start_offset(&self) -> u64 {

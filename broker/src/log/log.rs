@@ -35,6 +35,8 @@ use sluice_proto::topic_config::LogConfig;
 
 const LOG_START_FILE: &str = "log-start-offset";
 const EPOCH_FILE: &str = "leader-epoch-checkpoint";
+/// Present once a transactional batch may have been appended (`replica::txns`).
+const TRANSACTIONAL_FILE: &str = "transactional";
 /// Ends the name of a deleted log's directory until its files are gone.
 pub(crate) const DELETED_SUFFIX: &str = ".deleted";
 
@@ -676,6 +678,19 @@ impl Log {
             *held = Some(id.clone());
         }
         Ok(())
+    }
+
+    /// Whether the log was marked as possibly holding transactional batches.
+    pub fn is_transactional(&self) -> bool {
+        self.dir.join(TRANSACTIONAL_FILE).exists()
+    }
+
+    /// Marks the log as possibly holding transactional batches (write, fsync, rename,
+    /// fsync: the mark survives whatever the first transactional batch survives).
+    pub fn mark_transactional(&self) -> Result<(), LogError> {
+        let path = self.dir.join(TRANSACTIONAL_FILE);
+        super::io_util::write_atomically(&path, b"transactional batches may follow\n")
+            .map_err(super::error::io_err(&path))
     }
 
     /// Deletes the log's directory. The log must not be used afterwards.

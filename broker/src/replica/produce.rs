@@ -428,6 +428,10 @@ fn append_one<L: ReplicaLog>(
             ),
         )),
         producers::Check::Append => {
+            replica
+                .txns
+                .before_append(&*p.log, std::iter::once(b))
+                .map_err(storage_failure)?;
             let info = p
                 .log
                 .append_as_leader(b, leader_epoch.0, now_ms)

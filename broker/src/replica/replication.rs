@@ -288,6 +288,10 @@ impl<S: LogStore> ReplicaManager<S> {
                     batches.push(b);
                 }
             }
+            replica
+                .txns
+                .before_append(&*p.log, batches.iter())
+                .map_err(storage_failure)?;
             let appended = p
                 .log
                 .append_as_follower(&batches, self.clock.wall_ms())

@@ -33,6 +33,12 @@ pub trait ReplicaLog: Send + Sync + 'static {
     fn topic_id(&self) -> Option<TopicId>;
     /// Records the topic this log belongs to, durably.
     fn set_topic_id(&self, id: &TopicId) -> Result<(), LogError>;
+    /// Whether [`ReplicaLog::mark_transactional`] was ever called: a log without the
+    /// mark holds no transactional batch, so its transaction state needs no log scan.
+    fn is_transactional(&self) -> bool;
+    /// Records, durably and before the first transactional batch is appended, that the
+    /// log may hold some.
+    fn mark_transactional(&self) -> Result<(), LogError>;
     fn log_start_offset(&self) -> u64;
     fn log_end_offset(&self) -> u64;
     /// Offset below which everything survives a power loss.
@@ -128,6 +134,12 @@ impl ReplicaLog for Log {
     }
     fn set_topic_id(&self, id: &TopicId) -> Result<(), LogError> {
         Log::set_topic_id(self, id)
+    }
+    fn is_transactional(&self) -> bool {
+        Log::is_transactional(self)
+    }
+    fn mark_transactional(&self) -> Result<(), LogError> {
+        Log::mark_transactional(self)
     }
     fn log_start_offset(&self) -> u64 {
         Log::log_start_offset(self)

@@ -8,7 +8,8 @@
 //! Leaders and followers keep it on every append, beside the producer state. A broker
 //! that starts hosting a partition, or truncates it, rebuilds it from the batch headers
 //! of the whole log (a sealed segment is read through its memory map, so the walk
-//! touches one page per batch); docs/transactions.md says why no index file is kept.
+//! touches one page per batch) — only for a log marked transactional before its first
+//! transactional batch was appended; docs/transactions.md says why no index file is kept.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -83,12 +84,21 @@ pub(crate) struct TxnIndex {
     open: HashMap<i64, u64>,
     firsts: BTreeSet<(u64, i64)>,
     aborted: Vec<AbortedTxn>,
+    /// The log carries the transactional mark ([`ReplicaLog::mark_transactional`]).
+    marked: bool,
 }
 
 impl TxnIndex {
-    /// Reads every batch header of the log.
+    /// Reads every batch header of a log marked transactional; one without the mark
+    /// holds no transactional batch.
     pub(crate) fn rebuild<L: ReplicaLog + ?Sized>(log: &L) -> Result<TxnIndex, LogError> {
-        let mut index = TxnIndex::default();
+        let mut index = TxnIndex {
+            marked: log.is_transactional(),
+            ..TxnIndex::default()
+        };
+        if !index.marked {
+            return Ok(index);
+        }
         let mut next = log.log_start_offset();
         while next < log.log_end_offset() {
             let r = log.read(next, 16 << 20, None)?;
@@ -101,6 +111,19 @@ impl TxnIndex {
             }
         }
         Ok(index)
+    }
+
+    /// Before `batches` are appended: marks the log transactional (once) if any is.
+    pub(crate) fn before_append<'a, L: ReplicaLog + ?Sized>(
+        &mut self,
+        log: &L,
+        mut batches: impl Iterator<Item = &'a RecordBatch>,
+    ) -> Result<(), LogError> {
+        if !self.marked && batches.any(RecordBatch::is_transactional) {
+            log.mark_transactional()?;
+            self.marked = true;
+        }
+        Ok(())
     }
 
     /// Notes a batch appended at `base_offset`.
@@ -217,5 +240,90 @@ mod tests {
         t.observe(&marker(9, Marker::Abort), 3);
         assert!(t.aborted_in(0, 100).is_empty());
         assert_eq!(t.first_unstable(), None);
+    }
+}
+
+#[cfg(test)]
+mod rebuild_tests {
+    use super::*;
+    use crate::log::Log;
+    use crate::replica::storage::LogStore as _;
+    use sluice_proto::topic_config::LogConfig;
+    use sluice_proto::{BatchBuilder, Compression, TopicPartition};
+
+    fn open(dir: &std::path::Path) -> std::sync::Arc<Log> {
+        let config = LogConfig {
+            segment_bytes: 1024,
+            index_interval_bytes: 100,
+            ..LogConfig::default()
+        };
+        let (logs, failed) = crate::log::LogManager::open(dir, config.clone()).unwrap();
+        assert!(failed.is_empty());
+        logs.get_or_create_for(&TopicPartition::new("t", 0), config, None)
+            .unwrap()
+    }
+
+    fn batch(pid: i64, transactional: bool, marker: Option<Marker>) -> RecordBatch {
+        let mut b = BatchBuilder::new(Compression::None)
+            .producer(pid, 0, if marker.is_some() { -1 } else { 0 })
+            .transactional(transactional)
+            .control(marker.is_some());
+        match marker {
+            Some(m) => b.append(0, Some(&m.key()), Some(&Marker::value(1)), &[]),
+            None => b.append(0, Some(b"k"), Some(&[b'v'; 200]), &[]),
+        }
+        b.build().unwrap()
+    }
+
+    /// Over several segments: an aborted and an open transaction come back after a
+    /// reopen; a log that never had a transactional batch is not read at all.
+    #[test]
+    fn a_reopened_log_has_its_open_and_aborted_transactions_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let mut index = TxnIndex::default();
+        let plain = batch(-1, false, None);
+        for _ in 0..10 {
+            index.before_append(&*log, std::iter::once(&plain)).unwrap();
+            let at = log.append_as_leader(&plain, 0, 0).unwrap().base_offset;
+            index.observe(&plain, at);
+        }
+        assert!(!log.is_transactional(), "no transactional batch yet");
+        let script = [
+            batch(7, true, None),
+            batch(8, true, None),
+            batch(-1, false, None),
+            batch(7, true, Some(Marker::Abort)),
+            batch(7, true, None),
+            batch(8, true, Some(Marker::Commit)),
+        ];
+        for b in &script {
+            index.before_append(&*log, std::iter::once(b)).unwrap();
+            let at = log.append_as_leader(b, 0, 0).unwrap().base_offset;
+            index.observe(b, at);
+        }
+        assert!(log.is_transactional());
+        drop(log);
+        let log = open(dir.path());
+        let rebuilt = TxnIndex::rebuild(&*log).unwrap();
+        assert_eq!(rebuilt.first_unstable(), index.first_unstable());
+        assert_eq!(
+            rebuilt.first_unstable(),
+            Some(14),
+            "producer 7's second transaction"
+        );
+        assert_eq!(rebuilt.aborted_in(0, 100), index.aborted_in(0, 100));
+        assert_eq!(
+            rebuilt.aborted_in(0, 100),
+            vec![AbortedTxn {
+                producer_id: 7,
+                first_offset: 10,
+                last_offset: 13
+            }]
+        );
+        let other = tempfile::tempdir().unwrap();
+        let plain_log = open(other.path());
+        plain_log.append_as_leader(&plain, 0, 0).unwrap();
+        assert!(!TxnIndex::rebuild(&*plain_log).unwrap().marked);
     }
 }
