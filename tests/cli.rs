@@ -948,3 +948,82 @@ fn a_compacted_topic_is_compacted_under_dev_and_describe_shows_its_dirty_ratio()
     );
     dev.stop();
 }
+
+/// `topic create --replica-assignment` (kafka-topics' syntax) places each partition's
+/// replicas as given, the first leading; `topic alter --partitions --replica-assignment`
+/// places the new ones; a malformed or refused assignment is one line and exit 1.
+#[test]
+fn replica_assignment_places_partitions_as_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(dir.path(), &["--brokers", "3"]);
+    dev.ok(
+        &["topic", "create", "ra", "--replica-assignment", "3:1,2:3"],
+        "",
+    );
+    let placed = |dev: &Dev| -> Vec<(Vec<u64>, u64)> {
+        let d = json(&dev.ok(&["topic", "describe", "ra", "--output", "json"], ""));
+        d["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let replicas = p["replicas"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap())
+                    .collect();
+                (replicas, p["leader"].as_u64().unwrap_or(0))
+            })
+            .collect()
+    };
+    common::wait_for("leaders", std::time::Duration::from_secs(30), || {
+        let p = placed(&dev);
+        p.iter().all(|(_, l)| *l != 0).then_some(())
+    });
+    assert_eq!(placed(&dev), vec![(vec![3, 1], 3), (vec![2, 3], 2)]);
+    dev.ok(
+        &[
+            "topic",
+            "alter",
+            "ra",
+            "--partitions",
+            "3",
+            "--replica-assignment",
+            "1:2",
+        ],
+        "",
+    );
+    common::wait_for(
+        "the new partition",
+        std::time::Duration::from_secs(30),
+        || {
+            let p = placed(&dev);
+            (p.len() == 3 && p[2] == (vec![1, 2], 1)).then_some(())
+        },
+    );
+    for (args, want) in [
+        (
+            vec!["topic", "create", "rb", "--replica-assignment", "1:x"],
+            "not a broker id",
+        ),
+        (
+            vec!["topic", "create", "rb", "--replica-assignment", "1:1"],
+            "named twice",
+        ),
+        (
+            vec!["topic", "create", "rb", "--replica-assignment", "1,2:3"],
+            "needs 1",
+        ),
+        (
+            vec!["topic", "create", "rb", "--replica-assignment", "9"],
+            "not registered",
+        ),
+    ] {
+        let out = dev.cli(&args, "");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+}

@@ -220,6 +220,7 @@ fn etcd_controller_failover_and_a_stopped_controller_that_wakes_up() {
                     partitions: 1,
                     replication_factor: 1,
                     configs: Default::default(),
+                    assignments: Vec::new(),
                 }))
                 .ok()?
                 .into_inner();

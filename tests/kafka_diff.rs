@@ -313,6 +313,7 @@ fn sluice_answers_as_apache_kafka_does() {
     consumer_group(&mut d);
     admin_and_views(&mut d);
     codecs_and_idempotence(&mut d);
+    manual_assignments(&mut d);
     d.verdict();
     drop(kafka);
 }
@@ -1119,7 +1120,27 @@ fn static_member(d: &mut Diff) {
 }
 
 fn create_partitions(side: &mut Side, t: &str, count: i32) -> Value {
-    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    create_partitions_placed(side, t, count, None)
+}
+
+/// CreatePartitions v3, the new partitions' replicas given when `lists` is.
+fn create_partitions_placed(
+    side: &mut Side,
+    t: &str,
+    count: i32,
+    lists: Option<&[&[i32]]>,
+) -> Value {
+    use kafka_protocol::messages::create_partitions_request::{
+        CreatePartitionsAssignment, CreatePartitionsTopic,
+    };
+    let assignments = lists.map(|ls| {
+        ls.iter()
+            .map(|l| {
+                CreatePartitionsAssignment::default()
+                    .with_broker_ids(l.iter().map(|b| BrokerId(*b)).collect())
+            })
+            .collect()
+    });
     let r = ask!(
         side,
         CreatePartitions,
@@ -1129,9 +1150,67 @@ fn create_partitions(side: &mut Side, t: &str, count: i32) -> Value {
             .with_topics(vec![CreatePartitionsTopic::default()
                 .with_name(topic(t))
                 .with_count(count)
-                .with_assignments(None)])
+                .with_assignments(assignments)])
     );
     json!({ "error": r.results[0].error_code })
+}
+
+/// CreateTopics v7 with each partition's replicas given (`counts`: the partition count
+/// and replication factor sent beside them, -1 as Kafka wants).
+fn create_topic_placed(side: &mut Side, t: &str, lists: &[&[i32]], counts: (i32, i16)) -> Value {
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic,
+    };
+    let r = ask!(
+        side,
+        CreateTopics,
+        7,
+        CreateTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic(t))
+                .with_num_partitions(counts.0)
+                .with_replication_factor(counts.1)
+                .with_assignments(
+                    lists
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| CreatableReplicaAssignment::default()
+                            .with_partition_index(i as i32)
+                            .with_broker_ids(l.iter().map(|b| BrokerId(*b)).collect()))
+                        .collect()
+                )])
+    );
+    let t = &r.topics[0];
+    json!({ "error": t.error_code, "partitions": t.num_partitions, "replication_factor": t.replication_factor })
+}
+
+/// Manual replica assignments (kafka-topics `--replica-assignment`): placed as given on
+/// the one broker (id 1 on both sides), refused as Kafka refuses them.
+fn manual_assignments(d: &mut Diff) {
+    d.step("create_topics.assigned", |x| {
+        create_topic_placed(x, "ma", &[&[1], &[1]], (-1, -1))
+    });
+    d.each(|x| wait_topic(x, "ma", 2));
+    d.step("create_topics.assigned_twice_the_same_broker", |x| {
+        create_topic_placed(x, "mb", &[&[1, 1]], (-1, -1))
+    });
+    d.step("create_topics.assigned_unknown_broker", |x| {
+        create_topic_placed(x, "mc", &[&[7]], (-1, -1))
+    });
+    d.step("create_topics.assigned_with_a_count", |x| {
+        create_topic_placed(x, "md", &[&[1]], (1, -1))
+    });
+    d.step("create_partitions.assigned", |x| {
+        create_partitions_placed(x, "ma", 3, Some(&[&[1]]))
+    });
+    d.step("create_partitions.assigned_too_few", |x| {
+        create_partitions_placed(x, "ma", 5, Some(&[&[1]]))
+    });
+    d.step("create_partitions.assigned_unknown_broker", |x| {
+        create_partitions_placed(x, "ma", 4, Some(&[&[7]]))
+    });
+    d.step("metadata.assigned", |x| metadata(x, "ma", false));
 }
 
 /// DescribeConfigs v4 of topic `t`, the keys asked: (value, source, read only).

@@ -101,11 +101,36 @@ impl Admin {
         replication_factor: u32,
         configs: BTreeMap<String, String>,
     ) -> Result<(), Error> {
+        self.create_topic_placed(name, partitions, replication_factor, Vec::new(), configs)
+            .await
+    }
+
+    /// [`Admin::create_topic`] with each partition's replicas given (the preferred
+    /// leader first); the count and replication factor follow from them.
+    pub async fn create_topic_assigned(
+        &self,
+        name: &str,
+        assignments: Vec<Vec<u32>>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        self.create_topic_placed(name, 0, 0, assignments, configs)
+            .await
+    }
+
+    async fn create_topic_placed(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        assignments: Vec<Vec<u32>>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), Error> {
         let req = v1::CreateTopicRequest {
             name: name.into(),
             partitions,
             replication_factor,
             configs: configs.into_iter().collect(),
+            assignments: replica_lists(assignments),
         };
         let resp = self
             .any(|mut c| {
@@ -190,9 +215,22 @@ impl Admin {
 
     /// Grows `topic` to `total` partitions.
     pub async fn create_partitions(&self, topic: &str, total: u32) -> Result<(), Error> {
+        self.create_partitions_assigned(topic, total, Vec::new())
+            .await
+    }
+
+    /// Grows `topic` to `total` partitions, the new ones placed as `assignments` says
+    /// (one replica list each; empty: placed by the controller).
+    pub async fn create_partitions_assigned(
+        &self,
+        topic: &str,
+        total: u32,
+        assignments: Vec<Vec<u32>>,
+    ) -> Result<(), Error> {
         let req = v1::CreatePartitionsRequest {
             topic: topic.into(),
             total,
+            assignments: replica_lists(assignments),
         };
         let resp = self
             .any(|mut c| {
@@ -313,4 +351,11 @@ impl Admin {
             configs: t.configs.into_iter().collect(),
         })
     }
+}
+
+fn replica_lists(lists: Vec<Vec<u32>>) -> Vec<v1::ReplicaList> {
+    lists
+        .into_iter()
+        .map(|replicas| v1::ReplicaList { replicas })
+        .collect()
 }

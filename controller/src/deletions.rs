@@ -103,13 +103,13 @@ mod tests {
         for b in 1..=3 {
             s.register(b, format!("b{b}"), None, 1, now);
         }
-        s.create_topic("t", 3, 2, BTreeMap::new(), "old".into())
+        s.create_topic("t", 3, 2, BTreeMap::new(), "old".into(), Vec::new())
             .unwrap();
         let stale = report(&s, 1);
         s.delete_topic("t").unwrap();
         assert_eq!(s.pending_deletions(), 1);
         // The name is free at once: a new topic, a new id.
-        s.create_topic("t", 1, 1, BTreeMap::new(), "new".into())
+        s.create_topic("t", 1, 1, BTreeMap::new(), "new".into(), Vec::new())
             .unwrap();
         assert_eq!(s.pending_deletions(), 1);
 

@@ -128,8 +128,15 @@ mod tests {
         let now = Instant::now();
         let mut s = ClusterState::new(Snapshot::default(), now, Duration::from_secs(2), 100, 1);
         s.register(1, "b1".into(), None, 1, now);
-        s.create_topic(OFFSETS_TOPIC, 6, 1, BTreeMap::new(), "id".into())
-            .unwrap();
+        s.create_topic(
+            OFFSETS_TOPIC,
+            6,
+            1,
+            BTreeMap::new(),
+            "id".into(),
+            Vec::new(),
+        )
+        .unwrap();
         assert!(
             s.grow_offsets_topic().is_empty(),
             "one live broker: RF 1 is all there is"
@@ -172,7 +179,7 @@ mod tests {
         );
 
         // Other topics are never touched.
-        s.create_topic("app", 2, 1, BTreeMap::new(), "id2".into())
+        s.create_topic("app", 2, 1, BTreeMap::new(), "id2".into(), Vec::new())
             .unwrap();
         s.register(4, "b4".into(), None, 1, now);
         assert!(s.snap.topics["app"]

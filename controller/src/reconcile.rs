@@ -124,7 +124,7 @@ mod tests {
         for b in 1..=3 {
             s.register(b, format!("b{b}"), None, b as u64, now);
         }
-        s.create_topic("t", 2, 3, Default::default(), "id-t".into())
+        s.create_topic("t", 2, 3, Default::default(), "id-t".into(), Vec::new())
             .unwrap();
         let meta = digest::metadata_digest(&s.metadata(&[]));
         let good = Reported {

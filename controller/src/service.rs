@@ -98,8 +98,11 @@ impl admin_server::Admin for Svc {
     ) -> Result<Response<v1::AdminResult>, Status> {
         let r = req.into_inner();
         Ok(Response::new(
-            self.mutate(|s| s.create_partitions(&r.topic, r.total))
-                .await,
+            self.mutate(|s| {
+                let lists = r.assignments.iter().map(|l| l.replicas.clone()).collect();
+                s.create_partitions(&r.topic, r.total, lists)
+            })
+            .await,
         ))
     }
 
@@ -191,6 +194,7 @@ impl admin_server::Admin for Svc {
                     r.replication_factor,
                     configs,
                     random_topic_id(),
+                    r.assignments.iter().map(|l| l.replicas.clone()).collect(),
                 )
             })
             .await;
@@ -605,6 +609,7 @@ mod tests {
                     partitions: 1,
                     replication_factor: 1,
                     configs: Default::default(),
+                    assignments: Vec::new(),
                 };
                 admin_server::Admin::create_topic(&svc, Request::new(req)).await
             }

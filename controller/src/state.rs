@@ -503,7 +503,9 @@ impl ClusterState {
         actions
     }
 
-    /// Creates a topic with replicas spread round-robin over live brokers.
+    /// Creates a topic with replicas spread round-robin over live brokers, or placed as
+    /// `assignments` says (one replica list per partition; then `partitions` and
+    /// `replication_factor` are 0).
     pub fn create_topic(
         &mut self,
         name: &str,
@@ -511,6 +513,7 @@ impl ClusterState {
         replication_factor: u32,
         configs: BTreeMap<String, String>,
         topic_id: String,
+        assignments: Vec<Vec<u32>>,
     ) -> Result<Vec<Action>, Rejection> {
         validate_topic_name(name)?;
         if self.snap.topics.contains_key(name) {
@@ -518,6 +521,33 @@ impl ClusterState {
                 ErrorCode::TopicAlreadyExists,
                 format!("topic {name} already exists"),
             ));
+        }
+        if !assignments.is_empty() {
+            if partitions != 0 || replication_factor != 0 {
+                return Err(reject(
+                    ErrorCode::InvalidRequest,
+                    "give either replica assignments or a partition count and replication factor, not both",
+                ));
+            }
+            self.check_assignments(&assignments, None)?;
+            LogConfig::default()
+                .with_overrides(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(|e| reject(ErrorCode::InvalidConfig, e.to_string()))?;
+            let parts: Vec<PartitionRecord> =
+                assignments.into_iter().map(PartitionRecord::new).collect();
+            let n = parts.len();
+            self.snap.topics.insert(
+                name.to_string(),
+                TopicRecord {
+                    id: topic_id,
+                    configs,
+                    partitions: parts,
+                },
+            );
+            let changed: Vec<(String, usize)> = (0..n).map(|i| (name.to_string(), i)).collect();
+            let mut actions = self.leader_and_isr_for(&changed);
+            actions.push(Action::UpdateMetadataAll);
+            return Ok(actions);
         }
         if partitions == 0 || partitions > PARTITIONS_MAX {
             return Err(reject(
@@ -563,9 +593,47 @@ impl ClusterState {
         Ok(actions)
     }
 
-    /// Grows `topic` to `total` partitions, placed like `create_topic` places them.
+    /// Checks manual replica assignments as Kafka does (INVALID_REPLICA_ASSIGNMENT):
+    /// every list non-empty, without duplicates, of one length (`rf` when the topic has
+    /// one), naming registered brokers; at most [`PARTITIONS_MAX`] partitions.
+    fn check_assignments(&self, lists: &[Vec<u32>], rf: Option<usize>) -> Result<(), Rejection> {
+        let bad = |m: String| reject(ErrorCode::InvalidReplicaAssignment, m);
+        if lists.len() > PARTITIONS_MAX as usize {
+            return Err(reject(
+                ErrorCode::InvalidPartitions,
+                format!("at most {PARTITIONS_MAX} partitions, got {}", lists.len()),
+            ));
+        }
+        let want = rf.unwrap_or_else(|| lists[0].len());
+        for (i, l) in lists.iter().enumerate() {
+            if l.is_empty() || l.len() != want {
+                return Err(bad(format!(
+                    "partition {i}: {} replicas; every partition needs {want}",
+                    l.len()
+                )));
+            }
+            let distinct: std::collections::BTreeSet<&u32> = l.iter().collect();
+            if distinct.len() != l.len() {
+                return Err(bad(format!(
+                    "partition {i}: a broker is named twice in {l:?}"
+                )));
+            }
+            if let Some(b) = l.iter().find(|b| !self.snap.brokers.contains_key(b)) {
+                return Err(bad(format!("partition {i}: broker {b} is not registered")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Grows `topic` to `total` partitions, placed like `create_topic` places them, or
+    /// as `assignments` says (one replica list per new partition).
     /// Existing partitions (and so existing keys' placement) are untouched.
-    pub fn create_partitions(&mut self, topic: &str, total: u32) -> Result<Vec<Action>, Rejection> {
+    pub fn create_partitions(
+        &mut self,
+        topic: &str,
+        total: u32,
+        assignments: Vec<Vec<u32>>,
+    ) -> Result<Vec<Action>, Rejection> {
         let live = self.rack_alternated(self.live_brokers());
         let t = self.snap.topics.get(topic).ok_or_else(|| {
             reject(
@@ -578,7 +646,7 @@ impl ClusterState {
             return Err(reject(ErrorCode::InvalidPartitions, format!("{topic} has {current} partitions; the new count must be in {}..={PARTITIONS_MAX}", current + 1)));
         }
         let rf = t.partitions[0].replicas.len();
-        if rf > live.len() {
+        if assignments.is_empty() && rf > live.len() {
             return Err(reject(
                 ErrorCode::InvalidReplicationFactor,
                 format!(
@@ -587,12 +655,27 @@ impl ClusterState {
                 ),
             ));
         }
+        if !assignments.is_empty() {
+            if assignments.len() != (total - current) as usize {
+                return Err(reject(
+                    ErrorCode::InvalidReplicaAssignment,
+                    format!(
+                        "{} replica lists for {} new partitions",
+                        assignments.len(),
+                        total - current
+                    ),
+                ));
+            }
+            self.check_assignments(&assignments, Some(rf))?;
+        }
         let n = live.len();
         let t = self.snap.topics.get_mut(topic).expect("checked");
+        let mut manual = assignments.into_iter();
         for p in current as usize..total as usize {
-            t.partitions.push(PartitionRecord::new(
-                (0..rf).map(|i| live[(p + i) % n]).collect(),
-            ));
+            let replicas = manual
+                .next()
+                .unwrap_or_else(|| (0..rf).map(|i| live[(p + i) % n]).collect());
+            t.partitions.push(PartitionRecord::new(replicas));
         }
         let changed: Vec<(String, usize)> = (current as usize..total as usize)
             .map(|i| (topic.to_string(), i))

@@ -14,7 +14,7 @@ fn state_with(brokers: &[u32]) -> (ClusterState, Instant) {
 fn topics_spread_over_brokers_and_reject_bad_input() {
     let (mut s, _) = state_with(&[1, 2, 3]);
     let actions = s
-        .create_topic("orders", 6, 1, BTreeMap::new(), "id".into())
+        .create_topic("orders", 6, 1, BTreeMap::new(), "id".into(), Vec::new())
         .unwrap();
     let leaders: Vec<u32> = s.snap.topics["orders"]
         .partitions
@@ -31,24 +31,24 @@ fn topics_spread_over_brokers_and_reject_bad_input() {
     );
     let err = |r: Result<Vec<Action>, Rejection>| r.unwrap_err().0;
     assert_eq!(
-        err(s.create_topic("orders", 1, 1, BTreeMap::new(), "x".into())),
+        err(s.create_topic("orders", 1, 1, BTreeMap::new(), "x".into(), Vec::new())),
         ErrorCode::TopicAlreadyExists
     );
     assert_eq!(
-        err(s.create_topic("bad name", 1, 1, BTreeMap::new(), "x".into())),
+        err(s.create_topic("bad name", 1, 1, BTreeMap::new(), "x".into(), Vec::new())),
         ErrorCode::InvalidTopic
     );
     assert_eq!(
-        err(s.create_topic("t", 0, 1, BTreeMap::new(), "x".into())),
+        err(s.create_topic("t", 0, 1, BTreeMap::new(), "x".into(), Vec::new())),
         ErrorCode::InvalidPartitions
     );
     assert_eq!(
-        err(s.create_topic("t", 1, 4, BTreeMap::new(), "x".into())),
+        err(s.create_topic("t", 1, 4, BTreeMap::new(), "x".into(), Vec::new())),
         ErrorCode::InvalidReplicationFactor
     );
     let bad = BTreeMap::from([("retention.ms".to_string(), "soon".to_string())]);
     assert_eq!(
-        err(s.create_topic("t", 1, 1, bad, "x".into())),
+        err(s.create_topic("t", 1, 1, bad, "x".into(), Vec::new())),
         ErrorCode::InvalidConfig
     );
 }
@@ -56,7 +56,7 @@ fn topics_spread_over_brokers_and_reject_bad_input() {
 #[test]
 fn silent_broker_is_fenced_and_its_partitions_go_offline_then_return() {
     let (mut s, now) = state_with(&[1, 2]);
-    s.create_topic("t", 2, 1, BTreeMap::new(), "id".into())
+    s.create_topic("t", 2, 1, BTreeMap::new(), "id".into(), Vec::new())
         .unwrap();
     s.heartbeat(1, s.snap.brokers[&1].epoch, now + Duration::from_secs(2))
         .unwrap();
@@ -89,7 +89,7 @@ fn silent_broker_is_fenced_and_its_partitions_go_offline_then_return() {
 #[test]
 fn configs_are_validated_on_alter_and_delete_stops_replicas() {
     let (mut s, _) = state_with(&[1]);
-    s.create_topic("t", 1, 1, BTreeMap::new(), "id".into())
+    s.create_topic("t", 1, 1, BTreeMap::new(), "id".into(), Vec::new())
         .unwrap();
     let set = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
     s.alter_configs("t", set, &[]).unwrap();
@@ -120,7 +120,7 @@ fn configs_are_validated_on_alter_and_delete_stops_replicas() {
 #[test]
 fn fencing_shrinks_isrs_and_moves_leadership() {
     let (mut s, now) = state_with(&[1, 2, 3]);
-    s.create_topic("r", 1, 3, BTreeMap::new(), "id".into())
+    s.create_topic("r", 1, 3, BTreeMap::new(), "id".into(), Vec::new())
         .unwrap();
     assert_eq!(s.snap.topics["r"].partitions[0].isr, vec![1, 2, 3]);
     for b in [2, 3] {
@@ -139,7 +139,7 @@ fn fencing_shrinks_isrs_and_moves_leadership() {
 #[test]
 fn alter_partition_is_fenced_by_leader_and_partition_epochs() {
     let (mut s, _) = state_with(&[1, 2, 3]);
-    s.create_topic("r", 1, 3, BTreeMap::new(), "id".into())
+    s.create_topic("r", 1, 3, BTreeMap::new(), "id".into(), Vec::new())
         .unwrap();
     let e1 = s.snap.brokers[&1].epoch;
     let (state, actions) = s.alter_partition(1, e1, "r", 0, 0, 0, vec![1, 3]).unwrap();
@@ -186,7 +186,8 @@ fn unclean_election_only_when_the_topic_allows_it() {
             "unclean.leader.election.enable".to_string(),
             allowed.to_string(),
         );
-        s.create_topic("u", 1, 2, configs, "id".into()).unwrap();
+        s.create_topic("u", 1, 2, configs, "id".into(), Vec::new())
+            .unwrap();
         let e1 = s.snap.brokers[&1].epoch;
         s.alter_partition(1, e1, "u", 0, 0, 0, vec![1]).unwrap();
         s.heartbeat(2, s.snap.brokers[&2].epoch, now + Duration::from_secs(2))
@@ -212,7 +213,7 @@ fn replicas_spread_across_racks() {
             now,
         );
     }
-    s.create_topic("r", 6, 3, BTreeMap::new(), "id".into())
+    s.create_topic("r", 6, 3, BTreeMap::new(), "id".into(), Vec::new())
         .unwrap();
     for p in &s.snap.topics["r"].partitions {
         let mut racks: Vec<String> = p
@@ -235,10 +236,10 @@ fn replicas_spread_across_racks() {
 #[test]
 fn partitions_can_be_added_never_removed() {
     let (mut s, _) = state_with(&[1, 2, 3]);
-    s.create_topic("g", 2, 2, BTreeMap::new(), "id".into())
+    s.create_topic("g", 2, 2, BTreeMap::new(), "id".into(), Vec::new())
         .unwrap();
     let before = s.snap.topics["g"].partitions.clone();
-    let actions = s.create_partitions("g", 5).unwrap();
+    let actions = s.create_partitions("g", 5, Vec::new()).unwrap();
     let after = &s.snap.topics["g"].partitions;
     assert_eq!(after.len(), 5);
     assert_eq!(&after[..2], &before[..], "existing partitions untouched");
@@ -247,15 +248,15 @@ fn partitions_can_be_added_never_removed() {
         .all(|p| p.replicas.len() == 2 && p.leader == Some(p.replicas[0])));
     assert!(actions.contains(&Action::UpdateMetadataAll));
     assert_eq!(
-        s.create_partitions("g", 5).unwrap_err().0,
+        s.create_partitions("g", 5, Vec::new()).unwrap_err().0,
         ErrorCode::InvalidPartitions
     );
     assert_eq!(
-        s.create_partitions("g", 3).unwrap_err().0,
+        s.create_partitions("g", 3, Vec::new()).unwrap_err().0,
         ErrorCode::InvalidPartitions
     );
     assert_eq!(
-        s.create_partitions("nope", 9).unwrap_err().0,
+        s.create_partitions("nope", 9, Vec::new()).unwrap_err().0,
         ErrorCode::UnknownTopicOrPartition
     );
 }
@@ -263,7 +264,7 @@ fn partitions_can_be_added_never_removed() {
 #[test]
 fn reassignment_waits_for_the_new_replicas_then_drops_the_old() {
     let (mut s, _) = state_with(&[1, 2, 3]);
-    s.create_topic("m", 1, 2, BTreeMap::new(), "id".into())
+    s.create_topic("m", 1, 2, BTreeMap::new(), "id".into(), Vec::new())
         .unwrap();
     assert_eq!(s.snap.topics["m"].partitions[0].replicas, vec![1, 2]);
     s.reassign("m", 0, vec![3, 2]).unwrap();
@@ -301,7 +302,7 @@ fn reassignment_waits_for_the_new_replicas_then_drops_the_old() {
 #[test]
 fn a_reassignment_lists_what_it_adds_and_removes_and_a_cancel_goes_back() {
     let (mut s, _) = state_with(&[1, 2, 3, 4]);
-    s.create_topic("m", 1, 2, BTreeMap::new(), "id".into())
+    s.create_topic("m", 1, 2, BTreeMap::new(), "id".into(), Vec::new())
         .unwrap();
     let listed = |s: &ClusterState| {
         let md = s.metadata(&["m".to_string()]);
@@ -348,7 +349,7 @@ fn a_new_controller_elects_a_leader_for_a_partition_whose_last_isr_member_is_liv
     // then the controller failed over; the new controller takes every stored broker as
     // live, the broker keeps heartbeating with its old epoch and never registers again.
     let (mut s, now) = state_with(&[1, 2]);
-    s.create_topic("t", 1, 2, BTreeMap::new(), "id".into())
+    s.create_topic("t", 1, 2, BTreeMap::new(), "id".into(), Vec::new())
         .unwrap();
     let later = now + Duration::from_secs(3);
     s.heartbeat(1, s.broker_epoch(1).unwrap(), later).unwrap();
@@ -411,4 +412,59 @@ fn a_second_process_with_a_live_id_is_refused_a_restart_is_admitted() {
     assert!(s
         .admit_registration(1, "127.0.0.1:8", 10, now + ms(3100))
         .is_ok());
+}
+
+#[test]
+fn manual_replica_assignments_are_placed_as_given_or_refused_as_kafka_does() {
+    let (mut s, _) = state_with(&[1, 2, 3]);
+    let none = BTreeMap::new;
+    s.create_topic("m", 0, 0, none(), "id".into(), vec![vec![3, 1], vec![2, 3]])
+        .unwrap();
+    let placed: Vec<(Vec<u32>, Option<u32>)> = s.snap.topics["m"]
+        .partitions
+        .iter()
+        .map(|p| (p.replicas.clone(), p.leader))
+        .collect();
+    assert_eq!(
+        placed,
+        vec![(vec![3, 1], Some(3)), (vec![2, 3], Some(2))],
+        "the first replica leads"
+    );
+    let err = |r: Result<Vec<Action>, Rejection>| r.unwrap_err().0;
+    let bad = ErrorCode::InvalidReplicaAssignment;
+    assert_eq!(
+        err(s.create_topic("x", 0, 0, none(), "x".into(), vec![vec![1, 1]])),
+        bad
+    );
+    assert_eq!(
+        err(s.create_topic("x", 0, 0, none(), "x".into(), vec![vec![9]])),
+        bad
+    );
+    assert_eq!(
+        err(s.create_topic("x", 0, 0, none(), "x".into(), vec![vec![1, 2], vec![3]])),
+        bad
+    );
+    assert_eq!(
+        err(s.create_topic("x", 0, 0, none(), "x".into(), vec![vec![]])),
+        bad
+    );
+    assert_eq!(
+        err(s.create_topic("x", 2, 1, none(), "x".into(), vec![vec![1]])),
+        ErrorCode::InvalidRequest,
+        "a count and assignments"
+    );
+    assert!(
+        !s.snap.topics.contains_key("x"),
+        "nothing refused was created"
+    );
+    // New partitions: as many lists as partitions added, of the topic's factor.
+    assert_eq!(err(s.create_partitions("m", 4, vec![vec![1, 2]])), bad);
+    assert_eq!(err(s.create_partitions("m", 3, vec![vec![1]])), bad);
+    s.create_partitions("m", 4, vec![vec![1, 2], vec![2, 1]])
+        .unwrap();
+    let added: Vec<Vec<u32>> = s.snap.topics["m"].partitions[2..]
+        .iter()
+        .map(|p| p.replicas.clone())
+        .collect();
+    assert_eq!(added, vec![vec![1, 2], vec![2, 1]]);
 }

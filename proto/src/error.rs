@@ -108,6 +108,9 @@ pub enum ErrorCode {
     TransactionCoordinatorFenced,
     /// Transactional records in a Produce request that names no transactional id.
     TransactionalIdAuthorizationFailed,
+    /// Manual replica assignments Kafka's rules refuse (empty, duplicate or unknown
+    /// brokers, lists of different lengths).
+    InvalidReplicaAssignment,
     /// A code this build does not know (from a newer peer).
     Unknown(i32),
 }
@@ -179,12 +182,13 @@ impl ErrorCode {
             ErrorCode::ProducerFenced => 90,
             ErrorCode::TransactionCoordinatorFenced => 52,
             ErrorCode::TransactionalIdAuthorizationFailed => 53,
+            ErrorCode::InvalidReplicaAssignment => 39,
             ErrorCode::Unknown(c) => c,
         }
     }
 
     pub fn from_code(code: i32) -> ErrorCode {
-        const ALL: [ErrorCode; 64] = [
+        const ALL: [ErrorCode; 65] = [
             ErrorCode::None,
             ErrorCode::UnknownServerError,
             ErrorCode::OffsetOutOfRange,
@@ -249,6 +253,7 @@ impl ErrorCode {
             ErrorCode::ProducerFenced,
             ErrorCode::TransactionCoordinatorFenced,
             ErrorCode::TransactionalIdAuthorizationFailed,
+            ErrorCode::InvalidReplicaAssignment,
         ];
         ALL.into_iter()
             .find(|e| e.code() == code)

@@ -471,10 +471,14 @@ impl World {
         if let Some(n) = self.cfg.flush_messages {
             configs.insert("flush.messages".to_string(), n.to_string());
         }
-        match self
-            .controller
-            .create_topic(TOPIC, 1, self.cfg.brokers, configs, TOPIC_ID.into())
-        {
+        match self.controller.create_topic(
+            TOPIC,
+            1,
+            self.cfg.brokers,
+            configs,
+            TOPIC_ID.into(),
+            Vec::new(),
+        ) {
             Ok(actions) => {
                 self.trace(|| "topic created".into());
                 self.controller_actions(actions);

@@ -28,6 +28,11 @@ pub enum TopicCommand {
         /// A topic config, `name=value` (repeatable).
         #[arg(short = 'c', long = "config", value_name = "K=V")]
         configs: Vec<String>,
+        /// Place the replicas yourself, as kafka-topics does: each partition's broker
+        /// ids separated by `:` (the preferred leader first), partitions by `,`, e.g.
+        /// `1:2,2:3,3:1`. The partition count and replication factor follow from it.
+        #[arg(long, value_name = "B:B,B:B", conflicts_with_all = ["partitions", "replication_factor"])]
+        replica_assignment: Option<String>,
     },
     /// List topic names.
     List,
@@ -57,7 +62,28 @@ pub enum TopicCommand {
         /// Grow the topic to this many partitions.
         #[arg(short = 'p', long)]
         partitions: Option<u32>,
+        /// With --partitions: the new partitions' replicas (`1:2,2:3`, as for create).
+        #[arg(long, value_name = "B:B,B:B", requires = "partitions")]
+        replica_assignment: Option<String>,
     },
+}
+
+/// Kafka's `--replica-assignment` syntax: `1:2,2:3` is two partitions with replicas
+/// [1, 2] and [2, 3].
+fn parse_assignment(s: &str) -> anyhow::Result<Vec<Vec<u32>>> {
+    s.split(',')
+        .map(|p| {
+            p.split(':')
+                .map(|b| {
+                    b.trim().parse::<u32>().map_err(|_| {
+                        anyhow::anyhow!(
+                            "--replica-assignment {s:?}: {b:?} is not a broker id (write e.g. 1:2,2:3)"
+                        )
+                    })
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[derive(Subcommand, Debug)]
@@ -174,9 +200,28 @@ pub async fn topic(cmd: TopicCommand, c: &ClientArgs) -> anyhow::Result<ExitCode
     match cmd {
         TopicCommand::Create {
             name,
+            configs,
+            replica_assignment: Some(assignment),
+            ..
+        } => {
+            let configs = parse_configs(&configs)?;
+            let lists = parse_assignment(&assignment)?;
+            let (partitions, replication_factor) = (lists.len(), lists[0].len());
+            admin
+                .create_topic_assigned(&name, lists, configs)
+                .await
+                .map_err(ex)?;
+            match c.output {
+                Output::Json => outln!("{}", json!({"name": name, "partitions": partitions, "replication_factor": replication_factor})),
+                Output::Table => outln!("created topic {name} ({partitions} partitions, replication factor {replication_factor})"),
+            }
+        }
+        TopicCommand::Create {
+            name,
             partitions,
             replication_factor,
             configs,
+            replica_assignment: None,
         } => {
             let configs = parse_configs(&configs)?;
             let partitions = partitions.unwrap_or(DEFAULT_PARTITIONS);
@@ -306,6 +351,7 @@ pub async fn topic(cmd: TopicCommand, c: &ClientArgs) -> anyhow::Result<ExitCode
             configs,
             delete,
             partitions,
+            replica_assignment,
         } => {
             if configs.is_empty() && delete.is_empty() && partitions.is_none() {
                 bail!("nothing to change: give --config K=V, --delete-config K or --partitions N");
@@ -318,7 +364,14 @@ pub async fn topic(cmd: TopicCommand, c: &ClientArgs) -> anyhow::Result<ExitCode
                     .map_err(ex)?;
             }
             if let Some(total) = partitions {
-                admin.create_partitions(&name, total).await.map_err(ex)?;
+                let lists = match &replica_assignment {
+                    Some(a) => parse_assignment(a)?,
+                    None => Vec::new(),
+                };
+                admin
+                    .create_partitions_assigned(&name, total, lists)
+                    .await
+                    .map_err(ex)?;
             }
             match c.output {
                 Output::Json => outln!("{}", json!({"altered": name})),

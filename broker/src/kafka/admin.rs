@@ -75,10 +75,12 @@ pub(super) async fn create_topics(
     for t in r.topics {
         let name = t.name.0.to_string();
         let mut out = CreatableTopicResult::default().with_name(t.name.clone());
-        let (code, message) = if !t.assignments.is_empty() {
+        let manual = !t.assignments.is_empty();
+        let (code, message) = if manual && (t.num_partitions != -1 || t.replication_factor != -1) {
             (
-                INVALID_REPLICA_ASSIGNMENT,
-                "manual replica assignments are not supported: give a partition count and replication factor".to_string(),
+                ErrorCode::InvalidRequest.code() as i16,
+                "with replica assignments, the partition count and replication factor must be -1"
+                    .to_string(),
             )
         } else if r.validate_only {
             (
@@ -86,7 +88,9 @@ pub(super) async fn create_topics(
                 "validate_only is not supported".to_string(),
             )
         } else {
-            let partitions = if t.num_partitions == -1 {
+            let partitions = if manual {
+                0
+            } else if t.num_partitions == -1 {
                 proxy
                     .0
                     .config
@@ -95,7 +99,9 @@ pub(super) async fn create_topics(
             } else {
                 t.num_partitions.max(0) as u32
             };
-            let replication_factor = if t.replication_factor == -1 {
+            let replication_factor = if manual {
+                0
+            } else if t.replication_factor == -1 {
                 default_replication_factor(&proxy.0)
             } else {
                 t.replication_factor.max(0) as u32
@@ -111,6 +117,13 @@ pub(super) async fn create_topics(
                     partitions,
                     replication_factor,
                     configs,
+                    assignments: t
+                        .assignments
+                        .iter()
+                        .map(|a| v1::ReplicaList {
+                            replicas: a.broker_ids.iter().map(|b| b.0.max(0) as u32).collect(),
+                        })
+                        .collect(),
                 }))
                 .await;
             match created {
@@ -210,12 +223,7 @@ pub(super) async fn create_partitions(
 ) -> CreatePartitionsResponse {
     let mut results = Vec::new();
     for t in r.topics {
-        let (code, message) = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
-            (
-                INVALID_REPLICA_ASSIGNMENT,
-                "manual replica assignments are not supported: give only the count".to_string(),
-            )
-        } else if r.validate_only {
+        let (code, message) = if r.validate_only {
             (
                 ErrorCode::InvalidRequest.code() as i16,
                 "validate_only is not supported".to_string(),
@@ -225,6 +233,14 @@ pub(super) async fn create_partitions(
                 .create_partitions(Request::new(v1::CreatePartitionsRequest {
                     topic: t.name.0.to_string(),
                     total: t.count.max(0) as u32,
+                    assignments: t
+                        .assignments
+                        .iter()
+                        .flatten()
+                        .map(|a| v1::ReplicaList {
+                            replicas: a.broker_ids.iter().map(|b| b.0.max(0) as u32).collect(),
+                        })
+                        .collect(),
                 }))
                 .await
             {

@@ -631,6 +631,7 @@ pub(crate) async fn auto_create(
             partitions,
             replication_factor,
             configs: Default::default(),
+            assignments: Vec::new(),
         }))
         .await;
     match created {

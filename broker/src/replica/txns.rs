@@ -247,7 +247,6 @@ mod tests {
 mod rebuild_tests {
     use super::*;
     use crate::log::Log;
-    use crate::replica::storage::LogStore as _;
     use sluice_proto::topic_config::LogConfig;
     use sluice_proto::{BatchBuilder, Compression, TopicPartition};
 

@@ -168,6 +168,7 @@ impl GroupsApi {
                 ),
             ]
             .into(),
+            assignments: Vec::new(),
         };
         let resp = <super::admin::AdminProxy as v1::admin_server::Admin>::create_topic(
             &super::admin::AdminProxy(self.0.clone()),
