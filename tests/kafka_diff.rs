@@ -314,6 +314,7 @@ fn sluice_answers_as_apache_kafka_does() {
     admin_and_views(&mut d);
     codecs_and_idempotence(&mut d);
     manual_assignments(&mut d);
+    topic_compression(&mut d);
     d.verdict();
     drop(kafka);
 }
@@ -1438,4 +1439,49 @@ fn init_producer_id(x: &mut Side) -> Value {
     );
     x.remember("pid", r.producer_id.0);
     json!({ "error": r.error_code, "epoch": r.producer_epoch, "id_given": r.producer_id.0 >= 0 })
+}
+
+/// The codec of the first batch `tx`-0 holds from offset 0, and its records.
+fn stored_codec(side: &mut Side, t: &str) -> Value {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let r = ask!(
+        side,
+        Fetch,
+        12,
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(100)
+            .with_min_bytes(1)
+            .with_max_bytes(8 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic(t))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(4 << 20)])])
+    );
+    let p = &r.responses[0].partitions[0];
+    let raw = p.records.clone().unwrap_or_default();
+    let codec = raw.get(22).map_or(-1, |a| i32::from(*a & 7));
+    json!({ "error": p.error_code, "codec": codec, "records": fetch(side, t, 0, 0)["records"] })
+}
+
+/// `compression.type`: a topic set to lz4 stores an uncompressed batch as lz4; a
+/// topic left at `producer` stores what came; an unknown codec is INVALID_CONFIG.
+fn topic_compression(d: &mut Diff) {
+    d.step("create_topics.compression_lz4", |x| {
+        create_topic(x, "zc", 1, -1, &[("compression.type", "lz4")])
+    });
+    d.step("create_topics.compression_unknown", |x| {
+        create_topic(x, "zx", 1, -1, &[("compression.type", "brotli")])
+    });
+    d.each(|x| wait_topic(x, "zc", 1));
+    d.step("produce.to_lz4_topic", |x| {
+        produce(x, "zc", 0, batch("zc", 0, 3))
+    });
+    d.step("fetch.lz4_topic_codec", |x| stored_codec(x, "zc"));
+    d.step("describe_configs.compression", |x| {
+        describe_configs(x, "zc", &["compression.type"])
+    });
 }

@@ -138,6 +138,33 @@ pub fn retain(
     }))
 }
 
+/// A copy of `batch` with its records compressed with `codec` (Kafka's topic
+/// `compression.type`): every header field stays, the codec bits, length and CRC
+/// follow the new body. Control batches and batches already in `codec` are returned
+/// as they are.
+pub fn recompress(batch: &RecordBatch, codec: Compression) -> Result<RecordBatch, BatchError> {
+    if batch.is_control() || batch.compression()? == codec {
+        return Ok(batch.clone());
+    }
+    let records = batch.records_data(UNCOMPRESSED_BATCH_BYTES_MAX)?;
+    let mut buf = batch.as_bytes()[..BATCH_HEADER_BYTES].to_vec();
+    if codec == Compression::None {
+        buf.extend_from_slice(&records);
+    } else {
+        codec.compress(&records, &mut buf)?;
+    }
+    let attrs = (batch.attributes() & !CODEC_MASK) | u16::from(codec.id());
+    let total_len = buf.len();
+    buf[LENGTH_AT..LENGTH_AT + 4]
+        .copy_from_slice(&((total_len - LOG_OVERHEAD_BYTES) as i32).to_be_bytes());
+    buf[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attrs.to_be_bytes());
+    let crc = compute_crc(&buf);
+    buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(RecordBatch {
+        buf: Bytes::from(buf),
+    })
+}
+
 /// Re-encodes one record (length prefix included) with its timestamp delta taken from
 /// `new_base` instead of `old_base`; everything after the delta is copied.
 fn rebase_record(
@@ -278,5 +305,56 @@ mod tests {
                 (2, Some(b"b".to_vec()), true)
             ]
         );
+    }
+
+    #[test]
+    fn recompress_keeps_every_field_and_changes_only_the_codec() {
+        use crate::batch::{Header, ValidateOptions};
+        let mut b = BatchBuilder::new(Compression::None)
+            .producer(42, 3, 17)
+            .transactional(true);
+        for i in 0..5i64 {
+            let key = format!("k{i}");
+            let value = format!("v{i}").repeat(50);
+            let header = Header {
+                key: "h".into(),
+                value: Some(Bytes::from_static(b"x")),
+            };
+            b.append(
+                1_000 + i,
+                Some(key.as_bytes()),
+                Some(value.as_bytes()),
+                &[header],
+            );
+        }
+        let plain = b.build().unwrap();
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let packed = recompress(&plain, codec).unwrap();
+            assert_eq!(packed.compression().unwrap(), codec);
+            packed.validate(&ValidateOptions::default()).unwrap();
+            assert!(packed.size() < plain.size(), "{codec:?} compresses");
+            assert_eq!(packed.records().unwrap(), plain.records().unwrap());
+            assert_eq!(
+                (
+                    packed.producer_id(),
+                    packed.producer_epoch(),
+                    packed.base_sequence()
+                ),
+                (42, 3, 17)
+            );
+            assert!(packed.is_transactional());
+            assert_eq!(packed.max_timestamp(), plain.max_timestamp());
+            let back = recompress(&packed, Compression::None).unwrap();
+            assert_eq!(
+                back.as_bytes(),
+                plain.as_bytes(),
+                "{codec:?} and back is the same batch"
+            );
+        }
     }
 }

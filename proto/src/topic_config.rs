@@ -76,6 +76,9 @@ pub struct LogConfig {
     /// `max.compaction.lag.ms`: a record is compacted within about this long, whatever
     /// the dirty ratio (the active segment also rolls once it holds older records).
     pub max_compaction_lag_ms: i64,
+    /// `compression.type`: the codec the leader stores batches in (`None`: `producer`,
+    /// as they arrive; `Some(Compression::None)`: `uncompressed`).
+    pub compression_type: Option<crate::Compression>,
 }
 
 impl Default for LogConfig {
@@ -98,6 +101,7 @@ impl Default for LogConfig {
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
+            compression_type: None,
         }
     }
 }
@@ -121,6 +125,7 @@ pub const CONFIG_NAMES: &[&str] = &[
     "min.cleanable.dirty.ratio",
     "min.compaction.lag.ms",
     "max.compaction.lag.ms",
+    "compression.type",
 ];
 
 fn err(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -189,6 +194,24 @@ impl LogConfig {
                 }
             }
             "delete.retention.ms" => self.delete_retention_ms = int(name, value, 0)?,
+            "compression.type" => {
+                use crate::Compression as C;
+                self.compression_type = match value {
+                    "producer" => None,
+                    "uncompressed" => Some(C::None),
+                    "gzip" => Some(C::Gzip),
+                    "snappy" => Some(C::Snappy),
+                    "lz4" => Some(C::Lz4),
+                    "zstd" => Some(C::Zstd),
+                    _ => {
+                        return Err(err(
+                            name,
+                            value,
+                            "expected producer, uncompressed, gzip, snappy, lz4 or zstd",
+                        ))
+                    }
+                }
+            }
             "unclean.leader.election.enable" => {
                 self.unclean_leader_election = match value {
                     "true" => true,
@@ -293,6 +316,18 @@ impl LogConfig {
             (
                 "max.compaction.lag.ms",
                 self.max_compaction_lag_ms.to_string(),
+            ),
+            (
+                "compression.type",
+                match self.compression_type {
+                    None => "producer",
+                    Some(crate::Compression::None) => "uncompressed",
+                    Some(crate::Compression::Gzip) => "gzip",
+                    Some(crate::Compression::Snappy) => "snappy",
+                    Some(crate::Compression::Lz4) => "lz4",
+                    Some(crate::Compression::Zstd) => "zstd",
+                }
+                .to_string(),
             ),
         ]
         .into_iter()

@@ -341,6 +341,12 @@ fn validate_batches(
         if config.cleanup_policy.compacts() {
             refuse_keyless(tp, &b)?;
         }
+        // `compression.type`: stored in the topic's codec, whatever the producer used.
+        let b = match config.compression_type {
+            Some(codec) => sluice_proto::batch::compact::recompress(&b, codec)
+                .map_err(|e| (ErrorCode::CorruptMessage, format!("{tp}: {e}")))?,
+            None => b,
+        };
         batches.push(b);
     }
     if batches.is_empty() {
