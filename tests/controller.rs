@@ -221,6 +221,7 @@ fn etcd_controller_failover_and_a_stopped_controller_that_wakes_up() {
                     replication_factor: 1,
                     configs: Default::default(),
                     assignments: Vec::new(),
+                    validate_only: false,
                 }))
                 .ok()?
                 .into_inner();

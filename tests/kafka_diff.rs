@@ -315,6 +315,7 @@ fn sluice_answers_as_apache_kafka_does() {
     codecs_and_idempotence(&mut d);
     manual_assignments(&mut d);
     topic_compression(&mut d);
+    validate_only(&mut d);
     d.verdict();
     drop(kafka);
 }
@@ -1483,5 +1484,70 @@ fn topic_compression(d: &mut Diff) {
     d.step("fetch.lz4_topic_codec", |x| stored_codec(x, "zc"));
     d.step("describe_configs.compression", |x| {
         describe_configs(x, "zc", &["compression.type"])
+    });
+}
+
+/// CreateTopics and CreatePartitions with `validate_only`: checked as for real, the
+/// answer what would be made, nothing made.
+fn validate_only(d: &mut Diff) {
+    fn create(side: &mut Side, t: &str, partitions: i32, configs: &[(&str, &str)]) -> Value {
+        use kafka_protocol::messages::create_topics_request::{
+            CreatableTopic, CreatableTopicConfig,
+        };
+        let r = ask!(
+            side,
+            CreateTopics,
+            7,
+            CreateTopicsRequest::default()
+                .with_timeout_ms(30_000)
+                .with_validate_only(true)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(topic(t))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1)
+                    .with_configs(
+                        configs
+                            .iter()
+                            .map(|(k, v)| CreatableTopicConfig::default()
+                                .with_name(s(k))
+                                .with_value(Some(s(v))))
+                            .collect()
+                    )])
+        );
+        let t = &r.topics[0];
+        json!({ "error": t.error_code, "partitions": t.num_partitions, "replication_factor": t.replication_factor })
+    }
+    fn grow(side: &mut Side, t: &str, count: i32) -> Value {
+        use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+        let r = ask!(
+            side,
+            CreatePartitions,
+            3,
+            CreatePartitionsRequest::default()
+                .with_timeout_ms(30_000)
+                .with_validate_only(true)
+                .with_topics(vec![CreatePartitionsTopic::default()
+                    .with_name(topic(t))
+                    .with_count(count)
+                    .with_assignments(None)])
+        );
+        json!({ "error": r.results[0].error_code })
+    }
+    d.step("create_topics.validate_only", |x| create(x, "vo", 3, &[]));
+    d.step("create_topics.validate_only_bad_config", |x| {
+        create(x, "vo", 3, &[("retention.ms", "soon")])
+    });
+    d.step("create_topics.validate_only_existing", |x| {
+        create(x, "zc", 1, &[])
+    });
+    d.step("metadata.validate_only_made_nothing", |x| {
+        metadata(x, "vo", false)
+    });
+    d.step("create_partitions.validate_only", |x| grow(x, "zc", 2));
+    d.step("create_partitions.validate_only_fewer", |x| {
+        grow(x, "zc", 1)
+    });
+    d.step("metadata.validate_only_grew_nothing", |x| {
+        metadata(x, "zc", false)
     });
 }

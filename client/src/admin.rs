@@ -131,6 +131,7 @@ impl Admin {
             replication_factor,
             configs: configs.into_iter().collect(),
             assignments: replica_lists(assignments),
+            validate_only: false,
         };
         let resp = self
             .any(|mut c| {
@@ -231,6 +232,7 @@ impl Admin {
             topic: topic.into(),
             total,
             assignments: replica_lists(assignments),
+            validate_only: false,
         };
         let resp = self
             .any(|mut c| {

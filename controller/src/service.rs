@@ -70,6 +70,29 @@ impl Svc {
     }
 }
 
+impl Svc {
+    /// Runs `f` on a copy of the state, which is thrown away (Kafka's `validate_only`):
+    /// its verdict, and with `topic` the topic's metadata as `f` left it.
+    async fn dry_run(
+        &self,
+        topic: Option<&str>,
+        f: impl FnOnce(&mut crate::state::ClusterState) -> Result<Vec<Action>, Rejection>,
+    ) -> (v1::AdminResult, Option<v1::TopicMetadata>) {
+        let guard = self.0.active.lock().await;
+        let Some(active) = guard.as_ref() else {
+            return (not_controller(&self.0), None);
+        };
+        let mut copy = active.state.clone();
+        match f(&mut copy) {
+            Ok(_) => (
+                result(ErrorCode::None, ""),
+                topic.and_then(|t| copy.metadata(&[t.to_string()]).topics.pop()),
+            ),
+            Err((code, message)) => (result(code, message), None),
+        }
+    }
+}
+
 /// Writes a change staged under the state lock; call after releasing it.
 async fn write(staged: Result<Staged, StoreError>) -> Result<Vec<PushAck>, StoreError> {
     staged?.write().await
@@ -97,13 +120,16 @@ impl admin_server::Admin for Svc {
         req: Request<v1::CreatePartitionsRequest>,
     ) -> Result<Response<v1::AdminResult>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(
-            self.mutate(|s| {
-                let lists = r.assignments.iter().map(|l| l.replicas.clone()).collect();
-                s.create_partitions(&r.topic, r.total, lists)
-            })
-            .await,
-        ))
+        Ok(Response::new({
+            let lists: Vec<Vec<u32>> = r.assignments.iter().map(|l| l.replicas.clone()).collect();
+            let f =
+                |s: &mut crate::state::ClusterState| s.create_partitions(&r.topic, r.total, lists);
+            if r.validate_only {
+                self.dry_run(None, f).await.0
+            } else {
+                self.mutate(f).await
+            }
+        }))
     }
 
     async fn init_producer_id(
@@ -186,6 +212,25 @@ impl admin_server::Admin for Svc {
     ) -> Result<Response<v1::CreateTopicResponse>, Status> {
         let r = req.into_inner();
         let configs: BTreeMap<String, String> = r.configs.into_iter().collect();
+        if r.validate_only {
+            let lists = r.assignments.iter().map(|l| l.replicas.clone()).collect();
+            let (res, topic) = self
+                .dry_run(Some(&r.name), |s| {
+                    s.create_topic(
+                        &r.name,
+                        r.partitions,
+                        r.replication_factor,
+                        configs,
+                        random_topic_id(),
+                        lists,
+                    )
+                })
+                .await;
+            return Ok(Response::new(v1::CreateTopicResponse {
+                result: Some(res),
+                topic,
+            }));
+        }
         let res = self
             .mutate(|s| {
                 s.create_topic(
@@ -610,6 +655,7 @@ mod tests {
                     replication_factor: 1,
                     configs: Default::default(),
                     assignments: Vec::new(),
+                    validate_only: false,
                 };
                 admin_server::Admin::create_topic(&svc, Request::new(req)).await
             }

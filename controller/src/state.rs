@@ -148,6 +148,8 @@ pub type Rejection = (ErrorCode, String);
 /// Largest partition count accepted for one topic.
 pub const PARTITIONS_MAX: u32 = 10_000;
 
+/// Cloned only for a dry run (`validate_only`), which is thrown away.
+#[derive(Clone)]
 pub struct ClusterState {
     pub snap: Snapshot,
     /// Brokers in controlled shutdown: alive, but not eligible to lead.

@@ -82,11 +82,6 @@ pub(super) async fn create_topics(
                 "with replica assignments, the partition count and replication factor must be -1"
                     .to_string(),
             )
-        } else if r.validate_only {
-            (
-                ErrorCode::InvalidRequest.code() as i16,
-                "validate_only is not supported".to_string(),
-            )
         } else {
             let partitions = if manual {
                 0
@@ -124,6 +119,7 @@ pub(super) async fn create_topics(
                             replicas: a.broker_ids.iter().map(|b| b.0.max(0) as u32).collect(),
                         })
                         .collect(),
+                    validate_only: r.validate_only,
                 }))
                 .await;
             match created {
@@ -223,12 +219,7 @@ pub(super) async fn create_partitions(
 ) -> CreatePartitionsResponse {
     let mut results = Vec::new();
     for t in r.topics {
-        let (code, message) = if r.validate_only {
-            (
-                ErrorCode::InvalidRequest.code() as i16,
-                "validate_only is not supported".to_string(),
-            )
-        } else {
+        let (code, message) = {
             match proxy
                 .create_partitions(Request::new(v1::CreatePartitionsRequest {
                     topic: t.name.0.to_string(),
@@ -241,6 +232,7 @@ pub(super) async fn create_partitions(
                             replicas: a.broker_ids.iter().map(|b| b.0.max(0) as u32).collect(),
                         })
                         .collect(),
+                    validate_only: r.validate_only,
                 }))
                 .await
             {

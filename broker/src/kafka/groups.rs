@@ -632,6 +632,7 @@ pub(crate) async fn auto_create(
             replication_factor,
             configs: Default::default(),
             assignments: Vec::new(),
+            validate_only: false,
         }))
         .await;
     match created {

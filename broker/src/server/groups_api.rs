@@ -169,6 +169,7 @@ impl GroupsApi {
             ]
             .into(),
             assignments: Vec::new(),
+            validate_only: false,
         };
         let resp = <super::admin::AdminProxy as v1::admin_server::Admin>::create_topic(
             &super::admin::AdminProxy(self.0.clone()),
