@@ -11,7 +11,10 @@ use sluice_client::{
     Admin, ClientConfig, Consumer, ConsumerConfig, DeliveryFuture, Error, Producer, ProducerConfig,
     ProducerRecord, Seek,
 };
-use sluice_proto::source_pos::{RecordPos, SourcePos, HEARTBEAT_HEADER, HEARTBEAT_KEY, POS_HEADER};
+use sluice_proto::source_pos::{
+    RecordPos, SourcePos, HEARTBEAT_HEADER, HEARTBEAT_KEY, POS_HEADER, TRUNCATE_HEADER,
+    TRUNCATE_KEY,
+};
 use sluice_proto::{ErrorCode, Header, TopicPartition};
 use tracing::info;
 
@@ -21,6 +24,7 @@ use crate::position::{copy_state, Resume, StaleKeys};
 use crate::Error as CdcError;
 
 mod copy;
+mod truncate;
 
 pub use sluice_proto::source_pos::SNAPSHOT_HEADER;
 pub const TXN_HEADER: &str = "sluice.txn";
@@ -203,13 +207,17 @@ impl Sink {
         self.topics.get(table).map(|t| &*t.name)
     }
 
-    fn route(&self, change: &RowChange) -> Result<(Arc<str>, u32, Vec<u8>), Error> {
-        let t = self.topics.get(&change.table).ok_or_else(|| {
+    fn topic_state(&self, table: &TableId) -> Result<&TopicState, Error> {
+        self.topics.get(table).ok_or_else(|| {
             Error::broker(
                 ErrorCode::UnknownTopicOrPartition.code(),
-                format!("{} is not a captured table", change.table),
+                format!("{table} is not a captured table"),
             )
-        })?;
+        })
+    }
+
+    fn route(&self, change: &RowChange) -> Result<(Arc<str>, u32, Vec<u8>), Error> {
+        let t = self.topic_state(&change.table)?;
         let key = key_bytes(&change.key);
         let partition = partition_for_key(&key, t.partitions);
         Ok((t.name.clone(), partition, key))
@@ -265,7 +273,10 @@ impl Sink {
     }
 
     /// A committed transaction, contiguous in each partition, its boundary in headers.
-    /// Records a previous run already wrote (by position) are skipped.
+    /// Records a previous run already wrote (by position) are skipped. A `TRUNCATE` in
+    /// it becomes, at its place in the transaction, a tombstone for every key the
+    /// table's topic holds at that point (read back from the topic, plus the keys the
+    /// transaction set before it) and a truncate marker in every partition.
     pub async fn write_transaction(&mut self, txn: &Transaction) -> Result<Pending, CdcError> {
         // (topic, partition, key, value or tombstone, ordinal, txn order)
         struct Out<'a> {
@@ -275,14 +286,15 @@ impl Sink {
             key: Vec<u8>,
             value: Option<Vec<u8>>,
             ordinal: u64,
+            truncate: bool,
         }
+        let mut live = self.keys_before(txn).await?;
         let now = now_ms();
         let mut outs = Vec::with_capacity(txn.changes.len() + 4);
         let mut per_table: HashMap<&TableId, u64> = HashMap::new();
         let mut sources: HashMap<&TableId, Vec<u8>> = HashMap::new();
         let mut ordinal = 0u64;
         for (i, change) in txn.changes.iter().enumerate() {
-            let (topic, partition, key) = self.route(change)?;
             let order = per_table.entry(&change.table).or_insert(0);
             *order += 1;
             let source = sources.entry(&change.table).or_insert_with(|| {
@@ -307,6 +319,42 @@ impl Sink {
                 }),
                 now,
             );
+            if change.op == Op::Truncate {
+                let t = self.topic_state(&change.table)?;
+                let (topic, partitions) = (t.name.clone(), t.partitions);
+                for key in std::mem::take(live.entry((*change.table).clone()).or_default()) {
+                    outs.push(Out {
+                        table: &change.table,
+                        topic: topic.clone(),
+                        partition: partition_for_key(&key, partitions),
+                        key,
+                        value: None,
+                        ordinal,
+                        truncate: false,
+                    });
+                    ordinal += 1;
+                }
+                for partition in 0..partitions {
+                    outs.push(Out {
+                        table: &change.table,
+                        topic: topic.clone(),
+                        partition,
+                        key: TRUNCATE_KEY.to_vec(),
+                        value: Some(value.clone()),
+                        ordinal,
+                        truncate: true,
+                    });
+                    ordinal += 1;
+                }
+                continue;
+            }
+            let (topic, partition, key) = self.route(change)?;
+            if let Some(keys) = live.get_mut(&*change.table) {
+                match change.op {
+                    Op::Delete => keys.remove(&key),
+                    _ => keys.insert(key.clone()),
+                };
+            }
             outs.push(Out {
                 table: &change.table,
                 topic: topic.clone(),
@@ -314,6 +362,7 @@ impl Sink {
                 key: key.clone(),
                 value: Some(value),
                 ordinal,
+                truncate: false,
             });
             ordinal += 1;
             if change.op == Op::Delete {
@@ -324,6 +373,7 @@ impl Sink {
                     key,
                     value: None,
                     ordinal,
+                    truncate: false,
                 });
                 ordinal += 1;
             }
@@ -356,6 +406,9 @@ impl Sink {
                 header(POS_HEADER, rp.to_header()),
                 header(TXN_HEADER, txn.id.clone().into_bytes()),
             ];
+            if o.truncate {
+                headers.push(header(TRUNCATE_HEADER, b"1".to_vec()));
+            }
             if last_of_piece.get(&(o.topic.clone(), o.partition)) == Some(&i) {
                 headers.push(header(TXN_END_HEADER, end_list.clone().into_bytes()));
             }
