@@ -45,6 +45,10 @@ pub struct SinkConfig {
     /// made (or altered) to take it, and a larger row stops the connector with an
     /// error naming the table and key rather than being skipped.
     pub max_record_bytes: usize,
+    /// `--heartbeat-ms`: a partition gets a heartbeat only once it has had no record
+    /// for (nine tenths of) this long, so a busy connector does not write one to every
+    /// partition after every transaction (docs/cdc.md, "Heartbeats").
+    pub heartbeat_idle: Duration,
 }
 
 /// Default `--max-record-bytes`: a few-MB `text`/`jsonb`/`bytea` value is ordinary in a
@@ -92,6 +96,12 @@ pub struct Sink {
     /// row not (yet) written by this copy. What is left when the copy ends was deleted
     /// in the source meanwhile and gets a tombstone (see `begin_copy`).
     stale_keys: Option<StaleKeys>,
+    /// When this run last handed a record (any: a row, a tombstone, a heartbeat) to
+    /// each partition, by topic and partition: [`Sink::write_heartbeat`] skips
+    /// partitions written within `heartbeat_idle`.
+    last_write: HashMap<Arc<str>, Vec<Option<Instant>>>,
+    /// See [`SinkConfig::heartbeat_idle`].
+    heartbeat_idle: Duration,
 }
 
 /// The records of one unit, handed to the producer; each resolves on acknowledgement.
@@ -185,6 +195,8 @@ impl Sink {
             topic_prefix: format!("{}.", config.topic_prefix),
             max_record_bytes: config.max_record_bytes,
             stale_keys: None,
+            last_write: HashMap::new(),
+            heartbeat_idle: config.heartbeat_idle,
         })
     }
 
@@ -427,8 +439,37 @@ impl Sink {
         Ok(pending)
     }
 
-    /// "Everything of the source up to `pos` is here", in every partition of every topic.
+    /// "Everything of the source up to `pos` is here", in every partition of every
+    /// topic that has had no record for `heartbeat_idle` (nine tenths of it: the
+    /// source's own heartbeats come once an interval, and one arriving a little early
+    /// must not skip a partition for a whole further interval). A partition written
+    /// more recently already holds a position at most that old, and gets one within
+    /// the interval: a Table's source position — its partitions' minimum — trails the
+    /// source by about `--heartbeat-ms` at most, busy or idle. Returns nothing when
+    /// every partition is busy (the unit then only moves the confirmed position).
     pub async fn write_heartbeat(&mut self, pos: &SourcePos) -> Result<Pending, Error> {
+        let now = Instant::now();
+        let idle_for = self.heartbeat_idle * 9 / 10;
+        let idle = |at: Option<&Option<Instant>>| {
+            at.copied()
+                .flatten()
+                .is_none_or(|at| now.duration_since(at) >= idle_for)
+        };
+        let targets: Vec<(Arc<str>, u32)> = self
+            .topics
+            .values()
+            .flat_map(|t| (0..t.partitions).map(|p| (t.name.clone(), p)))
+            .filter(|(name, p)| idle(self.last_write.get(name).and_then(|w| w.get(*p as usize))))
+            .collect();
+        self.heartbeat_to(pos, targets).await
+    }
+
+    /// A clean stop: a heartbeat at `pos` (the last position streamed) in every
+    /// partition, idle or not. The heartbeats before skipped busy partitions, and the
+    /// catch-up after the last transactions may not have run (it runs at most every
+    /// 10 ms): without this a partition could keep an older position until the next
+    /// run, and a Table's `wait_for_source` of the last commit would wait that long.
+    pub async fn write_final_heartbeat(&mut self, pos: &SourcePos) -> Result<Pending, Error> {
         let targets: Vec<(Arc<str>, u32)> = self
             .topics
             .values()
@@ -479,13 +520,21 @@ impl Sink {
     }
 
     async fn send(
-        &self,
+        &mut self,
         topic: &str,
         partition: u32,
         key: Vec<u8>,
         value: Option<Vec<u8>>,
         headers: Vec<Header>,
     ) -> Result<DeliveryFuture, Error> {
+        let written = match self.last_write.get_mut(topic) {
+            Some(w) => w,
+            None => self.last_write.entry(Arc::from(topic)).or_default(),
+        };
+        if written.len() <= partition as usize {
+            written.resize(partition as usize + 1, None);
+        }
+        written[partition as usize] = Some(Instant::now());
         self.producer
             .send(ProducerRecord {
                 topic: topic.to_string(),
