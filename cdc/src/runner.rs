@@ -150,7 +150,31 @@ pub async fn run(
     let mut last_streamed: Option<SourcePos> = None;
     let mut snapshot_ordinal = 0u64;
     let result: Result<(), Error> = async {
-        while let Some(event) = events.recv().await {
+        loop {
+            // Partitions a heartbeat skipped while they were busy get the latest
+            // position once idle, whether or not the source sends anything more.
+            let due = last_streamed.as_ref().and(sink.next_heartbeat_due());
+            let wake = tokio::time::Instant::from_std(due.unwrap_or_else(std::time::Instant::now));
+            let event = tokio::select! {
+                e = events.recv() => match e {
+                    Some(e) => e,
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(wake), if due.is_some() => {
+                    let pos = last_streamed.clone().expect("guarded by due");
+                    let pending = sink.write_heartbeat(&pos).await?;
+                    if !pending.is_empty() {
+                        // Its position was confirmed with its own unit already.
+                        let seq = tracker.lock().sent_unpositioned();
+                        stats.in_flight_units.fetch_add(1, Ordering::Relaxed);
+                        stats.health.sent();
+                        if unit_tx.send((seq, pending)).await.is_err() {
+                            return Err(Error::Source(ACKER_FAILED.into()));
+                        }
+                    }
+                    continue;
+                }
+            };
             stats.health.event();
             // A unit of a copy of added tables confirms nothing (see `CopyInProgress`).
             let mut positioned = true;
@@ -214,6 +238,7 @@ pub async fn run(
                     (c.pos, pending)
                 }
                 SourceEvent::Transaction(txn) => {
+                    sink.stream_moved();
                     let pending = sink.write_transaction(&txn).await?;
                     stats.transactions.fetch_add(1, Ordering::Relaxed);
                     stats
@@ -236,6 +261,7 @@ pub async fn run(
                     (txn.pos, pending)
                 }
                 SourceEvent::Heartbeat(pos) => {
+                    sink.stream_moved();
                     last_streamed = Some(pos.clone());
                     let pending = sink.write_heartbeat(&pos).await?;
                     stats.heartbeats.fetch_add(1, Ordering::Relaxed);

@@ -97,11 +97,24 @@ pub struct Sink {
     /// in the source meanwhile and gets a tombstone (see `begin_copy`).
     stale_keys: Option<StaleKeys>,
     /// When this run last handed a record (any: a row, a tombstone, a heartbeat) to
-    /// each partition, by topic and partition: [`Sink::write_heartbeat`] skips
-    /// partitions written within `heartbeat_idle`.
-    last_write: HashMap<Arc<str>, Vec<Option<Instant>>>,
+    /// each partition, and the stream position (`moves`) then, by topic and partition:
+    /// [`Sink::write_heartbeat`] skips partitions written within `heartbeat_idle` and
+    /// partitions already written at the latest position.
+    last_write: HashMap<Arc<str>, Vec<Written>>,
+    /// How many times the stream's position moved ([`Sink::stream_moved`]).
+    /// Invariant: every `Written::moves <= moves`.
+    moves: u64,
     /// See [`SinkConfig::heartbeat_idle`].
     heartbeat_idle: Duration,
+}
+
+/// A partition's last write by this run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Written {
+    at: Option<Instant>,
+    /// [`Sink::stream_moved`]'s count at the time: equal to the sink's, the partition
+    /// holds the latest position streamed.
+    moves: u64,
 }
 
 /// The records of one unit, handed to the producer; each resolves on acknowledgement.
@@ -196,6 +209,7 @@ impl Sink {
             max_record_bytes: config.max_record_bytes,
             stale_keys: None,
             last_write: HashMap::new(),
+            moves: 0,
             heartbeat_idle: config.heartbeat_idle,
         })
     }
@@ -439,29 +453,61 @@ impl Sink {
         Ok(pending)
     }
 
-    /// "Everything of the source up to `pos` is here", in every partition of every
-    /// topic that has had no record for `heartbeat_idle` (nine tenths of it: the
-    /// source's own heartbeats come once an interval, and one arriving a little early
-    /// must not skip a partition for a whole further interval). A partition written
-    /// more recently already holds a position at most that old, and gets one within
-    /// the interval: a Table's source position — its partitions' minimum — trails the
-    /// source by about `--heartbeat-ms` at most, busy or idle. Returns nothing when
-    /// every partition is busy (the unit then only moves the confirmed position).
+    /// "Everything of the source up to `pos` (the latest position streamed) is here", in
+    /// every partition that is not written at it yet and has had no record for
+    /// `heartbeat_idle` (nine tenths of it, [`Sink::idle_for`]). A partition written
+    /// more recently already holds a position at most that old, and gets one once idle
+    /// (the runner's timer, [`Sink::next_heartbeat_due`]): a Table's source position —
+    /// its partitions' minimum — trails the source by about `--heartbeat-ms` at most,
+    /// busy or idle. Returns nothing when no partition is due (the unit then only
+    /// moves the confirmed position).
     pub async fn write_heartbeat(&mut self, pos: &SourcePos) -> Result<Pending, Error> {
         let now = Instant::now();
-        let idle_for = self.heartbeat_idle * 9 / 10;
-        let idle = |at: Option<&Option<Instant>>| {
-            at.copied()
-                .flatten()
-                .is_none_or(|at| now.duration_since(at) >= idle_for)
-        };
         let targets: Vec<(Arc<str>, u32)> = self
-            .topics
-            .values()
-            .flat_map(|t| (0..t.partitions).map(|p| (t.name.clone(), p)))
-            .filter(|(name, p)| idle(self.last_write.get(name).and_then(|w| w.get(*p as usize))))
+            .owed()
+            .filter(|(_, _, w)| w.at.is_none_or(|at| at + self.idle_for() <= now))
+            .map(|(name, p, _)| (name, p))
             .collect();
         self.heartbeat_to(pos, targets).await
+    }
+
+    /// The stream's position moved on (a transaction or a heartbeat of the source, about
+    /// to be written): every partition owes a heartbeat until written again.
+    pub fn stream_moved(&mut self) {
+        self.moves += 1;
+    }
+
+    /// When the next partition that is not at the latest position streamed falls idle
+    /// and is due a heartbeat ([`Sink::write_heartbeat`]); `None` when every partition
+    /// is there. The runner writes one then, so a partition a heartbeat skipped while it
+    /// was busy gets the position even when the source then falls silent (MariaDB sends
+    /// nothing while idle).
+    pub fn next_heartbeat_due(&self) -> Option<Instant> {
+        let now = Instant::now();
+        self.owed()
+            .map(|(_, _, w)| w.at.map_or(now, |at| at + self.idle_for()))
+            .min()
+    }
+
+    /// Nine tenths of `--heartbeat-ms`: the source's own heartbeats come once an
+    /// interval, and one arriving a little early must not skip a partition for a whole
+    /// further interval.
+    fn idle_for(&self) -> Duration {
+        self.heartbeat_idle * 9 / 10
+    }
+
+    /// Partitions not written since the stream's position last moved.
+    fn owed(&self) -> impl Iterator<Item = (Arc<str>, u32, Written)> + '_ {
+        self.topics.values().flat_map(move |t| {
+            let written = self.last_write.get(&t.name);
+            (0..t.partitions).filter_map(move |p| {
+                let w = written
+                    .and_then(|w| w.get(p as usize))
+                    .copied()
+                    .unwrap_or_default();
+                (w.moves < self.moves).then(|| (t.name.clone(), p, w))
+            })
+        })
     }
 
     /// A clean stop: a heartbeat at `pos` (the last position streamed) in every
@@ -499,6 +545,19 @@ impl Sink {
         let mut pending = Vec::with_capacity(targets.len());
         for (topic, partition) in targets {
             if !self.resume.should_write(&topic, partition, &rp) {
+                // Ahead of `pos` already (a copy of an added table): owes nothing.
+                let moves = self.moves;
+                if let Some(w) = self
+                    .last_write
+                    .get_mut(&topic)
+                    .and_then(|w| w.get_mut(partition as usize))
+                {
+                    w.moves = moves;
+                } else {
+                    let w = self.last_write.entry(topic.clone()).or_default();
+                    w.resize(w.len().max(partition as usize + 1), Written::default());
+                    w[partition as usize].moves = moves;
+                }
                 continue;
             }
             let headers = vec![
@@ -532,9 +591,12 @@ impl Sink {
             None => self.last_write.entry(Arc::from(topic)).or_default(),
         };
         if written.len() <= partition as usize {
-            written.resize(partition as usize + 1, None);
+            written.resize(partition as usize + 1, Written::default());
         }
-        written[partition as usize] = Some(Instant::now());
+        written[partition as usize] = Written {
+            at: Some(Instant::now()),
+            moves: self.moves,
+        };
         self.producer
             .send(ProducerRecord {
                 topic: topic.to_string(),
