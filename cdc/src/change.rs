@@ -13,6 +13,19 @@ pub struct TableId {
     pub table: String,
 }
 
+impl RowChange {
+    /// `TRUNCATE` of `table`.
+    pub fn truncate(table: Arc<TableId>) -> RowChange {
+        RowChange {
+            table,
+            op: Op::Truncate,
+            key: Vec::new(),
+            before: None,
+            after: None,
+        }
+    }
+}
+
 impl TableId {
     /// `schema.table`, as given on the command line.
     pub fn parse(s: &str) -> Result<TableId, String> {
@@ -48,6 +61,10 @@ pub enum Op {
     Delete,
     /// `r`: a row read by the initial snapshot.
     Read,
+    /// `t`: the table was emptied (`TRUNCATE`). The change carries no key and no rows;
+    /// the sink writes a tombstone for every key the table's topic holds, then a
+    /// truncate marker to every partition (docs/cdc.md, "TRUNCATE").
+    Truncate,
 }
 
 impl Op {
@@ -57,6 +74,7 @@ impl Op {
             Op::Update => "u",
             Op::Delete => "d",
             Op::Read => "r",
+            Op::Truncate => "t",
         }
     }
 }
@@ -64,7 +82,8 @@ impl Op {
 /// A row: column name → JSON value, in the table's column order.
 pub type Row = Vec<(Arc<str>, Value)>;
 
-/// One row change. `key` is the primary key's columns in key order.
+/// One row change. `key` is the primary key's columns in key order (empty for
+/// [`Op::Truncate`], which names only its table).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowChange {
     pub table: Arc<TableId>,

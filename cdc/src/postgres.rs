@@ -328,6 +328,9 @@ async fn stream_loop(
     watch: &StallWatch,
 ) -> Result<(), Error> {
     let mut txn: Option<(u32, Vec<RowChange>)> = None;
+    // `schema.table` → relation id, from the Relation messages (a Truncate names its
+    // relations only by name).
+    let mut names: HashMap<String, u32> = HashMap::new();
     // The position of the last unit handed to the runner: once it is confirmed and no
     // transaction is open, everything the server sent is accounted for.
     let mut last_sent: Option<u64> = None;
@@ -503,6 +506,7 @@ async fn stream_loop(
                 columns,
                 ..
             } => {
+                names.insert(format!("{namespace}.{relation_name}"), relation_id);
                 // Columns added or dropped while running: rows follow the new shape. A
                 // renamed table keeps its topic (it is the same OID).
                 if let Some(info) = tables.captured.get_mut(&relation_id) {
@@ -517,7 +521,21 @@ async fn stream_loop(
                 }
             }
             EventType::Truncate { tables: t, .. } => {
-                warn!(tables = ?t, "TRUNCATE is not carried: the topics keep the rows (delete them with DELETE to have the deletes captured)");
+                // pgoutput names every relation of the statement (CASCADE's too) after
+                // sending its Relation message; with publish_via_partition_root a
+                // partitioned table comes under its own name, its partitions not at all.
+                for name in t.iter() {
+                    let Some(&oid) = names.get(&**name) else {
+                        return Err(Error::Source(format!(
+                            "postgres: a TRUNCATE of {name}, a relation the stream never described"
+                        )));
+                    };
+                    let (schema, table) = name.split_once('.').unwrap_or(("", name));
+                    let Some(info) = tables.get(oid, schema, table)? else {
+                        continue;
+                    };
+                    push(&mut txn, RowChange::truncate(info.id.clone()))?;
+                }
             }
             EventType::Commit {
                 end_lsn,

@@ -39,7 +39,8 @@ pub struct Stats {
     pub health: crate::health::Health,
 }
 
-/// At most one heartbeat at a transaction's position per this interval (see `run`).
+/// How often, at most, the runner looks for partitions due a heartbeat after a
+/// transaction (see `run`; only partitions idle for `--heartbeat-ms` get one).
 const CATCH_UP_HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The run's error when the acknowledgement task failed first (its error is returned).
@@ -143,9 +144,37 @@ pub async fn run(
     };
     let mut copy: Option<CopyInProgress> = None;
     let mut last_catch_up = std::time::Instant::now();
+    // The position of the last transaction or heartbeat: a clean stop leaves every
+    // partition there (heartbeats skip partitions written within the interval, and
+    // no later heartbeat will come to bring them up to it).
+    let mut last_streamed: Option<SourcePos> = None;
     let mut snapshot_ordinal = 0u64;
     let result: Result<(), Error> = async {
-        while let Some(event) = events.recv().await {
+        loop {
+            // Partitions a heartbeat skipped while they were busy get the latest
+            // position once idle, whether or not the source sends anything more.
+            let due = last_streamed.as_ref().and(sink.next_heartbeat_due());
+            let wake = tokio::time::Instant::from_std(due.unwrap_or_else(std::time::Instant::now));
+            let event = tokio::select! {
+                e = events.recv() => match e {
+                    Some(e) => e,
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(wake), if due.is_some() => {
+                    let pos = last_streamed.clone().expect("guarded by due");
+                    let pending = sink.write_heartbeat(&pos).await?;
+                    if !pending.is_empty() {
+                        // Its position was confirmed with its own unit already.
+                        let seq = tracker.lock().sent_unpositioned();
+                        stats.in_flight_units.fetch_add(1, Ordering::Relaxed);
+                        stats.health.sent();
+                        if unit_tx.send((seq, pending)).await.is_err() {
+                            return Err(Error::Source(ACKER_FAILED.into()));
+                        }
+                    }
+                    continue;
+                }
+            };
             stats.health.event();
             // A unit of a copy of added tables confirms nothing (see `CopyInProgress`).
             let mut positioned = true;
@@ -209,6 +238,7 @@ pub async fn run(
                     (c.pos, pending)
                 }
                 SourceEvent::Transaction(txn) => {
+                    sink.stream_moved();
                     let pending = sink.write_transaction(&txn).await?;
                     stats.transactions.fetch_add(1, Ordering::Relaxed);
                     stats
@@ -220,16 +250,19 @@ pub async fn run(
                     gauge!("sluice_cdc_lag_seconds")
                         .set((now_ms() - txn.commit_ms).max(0) as f64 / 1000.0);
                     let mut pending = pending;
-                    // Partitions the transaction did not touch learn its position soon
-                    // (a Table's position is its partitions' minimum: read-your-writes
-                    // would otherwise wait for the source's next heartbeat).
+                    // Partitions idle for `--heartbeat-ms` learn the transaction's position
+                    // now rather than at the source's next heartbeat (a Table's position
+                    // is its partitions' minimum); the busy ones are at most that old.
                     if last_catch_up.elapsed() >= CATCH_UP_HEARTBEAT_EVERY {
                         pending.extend(sink.write_heartbeat(&txn.pos).await?);
                         last_catch_up = std::time::Instant::now();
                     }
+                    last_streamed = Some(txn.pos.clone());
                     (txn.pos, pending)
                 }
                 SourceEvent::Heartbeat(pos) => {
+                    sink.stream_moved();
+                    last_streamed = Some(pos.clone());
                     let pending = sink.write_heartbeat(&pos).await?;
                     stats.heartbeats.fetch_add(1, Ordering::Relaxed);
                     (pos, pending)
@@ -244,6 +277,14 @@ pub async fn run(
             stats.health.sent();
             if unit_tx.send((seq, pending)).await.is_err() {
                 // The acker failed; its error is what is returned (below).
+                return Err(Error::Source(ACKER_FAILED.into()));
+            }
+        }
+        if let Some(pos) = last_streamed {
+            let pending = sink.write_final_heartbeat(&pos).await?;
+            let seq = tracker.lock().sent(pos);
+            stats.in_flight_units.fetch_add(1, Ordering::Relaxed);
+            if unit_tx.send((seq, pending)).await.is_err() {
                 return Err(Error::Source(ACKER_FAILED.into()));
             }
         }

@@ -11,7 +11,10 @@ use sluice_client::{
     Admin, ClientConfig, Consumer, ConsumerConfig, DeliveryFuture, Error, Producer, ProducerConfig,
     ProducerRecord, Seek,
 };
-use sluice_proto::source_pos::{RecordPos, SourcePos, HEARTBEAT_HEADER, HEARTBEAT_KEY, POS_HEADER};
+use sluice_proto::source_pos::{
+    RecordPos, SourcePos, HEARTBEAT_HEADER, HEARTBEAT_KEY, POS_HEADER, TRUNCATE_HEADER,
+    TRUNCATE_KEY,
+};
 use sluice_proto::{ErrorCode, Header, TopicPartition};
 use tracing::info;
 
@@ -21,6 +24,7 @@ use crate::position::{copy_state, Resume, StaleKeys};
 use crate::Error as CdcError;
 
 mod copy;
+mod truncate;
 
 pub use sluice_proto::source_pos::SNAPSHOT_HEADER;
 pub const TXN_HEADER: &str = "sluice.txn";
@@ -41,6 +45,10 @@ pub struct SinkConfig {
     /// made (or altered) to take it, and a larger row stops the connector with an
     /// error naming the table and key rather than being skipped.
     pub max_record_bytes: usize,
+    /// `--heartbeat-ms`: a partition gets a heartbeat only once it has had no record
+    /// for (nine tenths of) this long, so a busy connector does not write one to every
+    /// partition after every transaction (docs/cdc.md, "Heartbeats").
+    pub heartbeat_idle: Duration,
 }
 
 /// Default `--max-record-bytes`: a few-MB `text`/`jsonb`/`bytea` value is ordinary in a
@@ -88,6 +96,25 @@ pub struct Sink {
     /// row not (yet) written by this copy. What is left when the copy ends was deleted
     /// in the source meanwhile and gets a tombstone (see `begin_copy`).
     stale_keys: Option<StaleKeys>,
+    /// When this run last handed a record (any: a row, a tombstone, a heartbeat) to
+    /// each partition, and the stream position (`moves`) then, by topic and partition:
+    /// [`Sink::write_heartbeat`] skips partitions written within `heartbeat_idle` and
+    /// partitions already written at the latest position.
+    last_write: HashMap<Arc<str>, Vec<Written>>,
+    /// How many times the stream's position moved ([`Sink::stream_moved`]).
+    /// Invariant: every `Written::moves <= moves`.
+    moves: u64,
+    /// See [`SinkConfig::heartbeat_idle`].
+    heartbeat_idle: Duration,
+}
+
+/// A partition's last write by this run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Written {
+    at: Option<Instant>,
+    /// [`Sink::stream_moved`]'s count at the time: equal to the sink's, the partition
+    /// holds the latest position streamed.
+    moves: u64,
 }
 
 /// The records of one unit, handed to the producer; each resolves on acknowledgement.
@@ -181,6 +208,9 @@ impl Sink {
             topic_prefix: format!("{}.", config.topic_prefix),
             max_record_bytes: config.max_record_bytes,
             stale_keys: None,
+            last_write: HashMap::new(),
+            moves: 0,
+            heartbeat_idle: config.heartbeat_idle,
         })
     }
 
@@ -203,13 +233,17 @@ impl Sink {
         self.topics.get(table).map(|t| &*t.name)
     }
 
-    fn route(&self, change: &RowChange) -> Result<(Arc<str>, u32, Vec<u8>), Error> {
-        let t = self.topics.get(&change.table).ok_or_else(|| {
+    fn topic_state(&self, table: &TableId) -> Result<&TopicState, Error> {
+        self.topics.get(table).ok_or_else(|| {
             Error::broker(
                 ErrorCode::UnknownTopicOrPartition.code(),
-                format!("{} is not a captured table", change.table),
+                format!("{table} is not a captured table"),
             )
-        })?;
+        })
+    }
+
+    fn route(&self, change: &RowChange) -> Result<(Arc<str>, u32, Vec<u8>), Error> {
+        let t = self.topic_state(&change.table)?;
         let key = key_bytes(&change.key);
         let partition = partition_for_key(&key, t.partitions);
         Ok((t.name.clone(), partition, key))
@@ -265,7 +299,10 @@ impl Sink {
     }
 
     /// A committed transaction, contiguous in each partition, its boundary in headers.
-    /// Records a previous run already wrote (by position) are skipped.
+    /// Records a previous run already wrote (by position) are skipped. A `TRUNCATE` in
+    /// it becomes, at its place in the transaction, a tombstone for every key the
+    /// table's topic holds at that point (read back from the topic, plus the keys the
+    /// transaction set before it) and a truncate marker in every partition.
     pub async fn write_transaction(&mut self, txn: &Transaction) -> Result<Pending, CdcError> {
         // (topic, partition, key, value or tombstone, ordinal, txn order)
         struct Out<'a> {
@@ -275,14 +312,15 @@ impl Sink {
             key: Vec<u8>,
             value: Option<Vec<u8>>,
             ordinal: u64,
+            truncate: bool,
         }
+        let mut live = self.keys_before(txn).await?;
         let now = now_ms();
         let mut outs = Vec::with_capacity(txn.changes.len() + 4);
         let mut per_table: HashMap<&TableId, u64> = HashMap::new();
         let mut sources: HashMap<&TableId, Vec<u8>> = HashMap::new();
         let mut ordinal = 0u64;
         for (i, change) in txn.changes.iter().enumerate() {
-            let (topic, partition, key) = self.route(change)?;
             let order = per_table.entry(&change.table).or_insert(0);
             *order += 1;
             let source = sources.entry(&change.table).or_insert_with(|| {
@@ -307,6 +345,42 @@ impl Sink {
                 }),
                 now,
             );
+            if change.op == Op::Truncate {
+                let t = self.topic_state(&change.table)?;
+                let (topic, partitions) = (t.name.clone(), t.partitions);
+                for key in std::mem::take(live.entry((*change.table).clone()).or_default()) {
+                    outs.push(Out {
+                        table: &change.table,
+                        topic: topic.clone(),
+                        partition: partition_for_key(&key, partitions),
+                        key,
+                        value: None,
+                        ordinal,
+                        truncate: false,
+                    });
+                    ordinal += 1;
+                }
+                for partition in 0..partitions {
+                    outs.push(Out {
+                        table: &change.table,
+                        topic: topic.clone(),
+                        partition,
+                        key: TRUNCATE_KEY.to_vec(),
+                        value: Some(value.clone()),
+                        ordinal,
+                        truncate: true,
+                    });
+                    ordinal += 1;
+                }
+                continue;
+            }
+            let (topic, partition, key) = self.route(change)?;
+            if let Some(keys) = live.get_mut(&*change.table) {
+                match change.op {
+                    Op::Delete => keys.remove(&key),
+                    _ => keys.insert(key.clone()),
+                };
+            }
             outs.push(Out {
                 table: &change.table,
                 topic: topic.clone(),
@@ -314,6 +388,7 @@ impl Sink {
                 key: key.clone(),
                 value: Some(value),
                 ordinal,
+                truncate: false,
             });
             ordinal += 1;
             if change.op == Op::Delete {
@@ -324,6 +399,7 @@ impl Sink {
                     key,
                     value: None,
                     ordinal,
+                    truncate: false,
                 });
                 ordinal += 1;
             }
@@ -356,6 +432,9 @@ impl Sink {
                 header(POS_HEADER, rp.to_header()),
                 header(TXN_HEADER, txn.id.clone().into_bytes()),
             ];
+            if o.truncate {
+                headers.push(header(TRUNCATE_HEADER, b"1".to_vec()));
+            }
             if last_of_piece.get(&(o.topic.clone(), o.partition)) == Some(&i) {
                 headers.push(header(TXN_END_HEADER, end_list.clone().into_bytes()));
             }
@@ -374,8 +453,69 @@ impl Sink {
         Ok(pending)
     }
 
-    /// "Everything of the source up to `pos` is here", in every partition of every topic.
+    /// "Everything of the source up to `pos` (the latest position streamed) is here", in
+    /// every partition that is not written at it yet and has had no record for
+    /// `heartbeat_idle` (nine tenths of it, [`Sink::idle_for`]). A partition written
+    /// more recently already holds a position at most that old, and gets one once idle
+    /// (the runner's timer, [`Sink::next_heartbeat_due`]): a Table's source position —
+    /// its partitions' minimum — trails the source by about `--heartbeat-ms` at most,
+    /// busy or idle. Returns nothing when no partition is due (the unit then only
+    /// moves the confirmed position).
     pub async fn write_heartbeat(&mut self, pos: &SourcePos) -> Result<Pending, Error> {
+        let now = Instant::now();
+        let targets: Vec<(Arc<str>, u32)> = self
+            .owed()
+            .filter(|(_, _, w)| w.at.is_none_or(|at| at + self.idle_for() <= now))
+            .map(|(name, p, _)| (name, p))
+            .collect();
+        self.heartbeat_to(pos, targets).await
+    }
+
+    /// The stream's position moved on (a transaction or a heartbeat of the source, about
+    /// to be written): every partition owes a heartbeat until written again.
+    pub fn stream_moved(&mut self) {
+        self.moves += 1;
+    }
+
+    /// When the next partition that is not at the latest position streamed falls idle
+    /// and is due a heartbeat ([`Sink::write_heartbeat`]); `None` when every partition
+    /// is there. The runner writes one then, so a partition a heartbeat skipped while it
+    /// was busy gets the position even when the source then falls silent (MariaDB sends
+    /// nothing while idle).
+    pub fn next_heartbeat_due(&self) -> Option<Instant> {
+        let now = Instant::now();
+        self.owed()
+            .map(|(_, _, w)| w.at.map_or(now, |at| at + self.idle_for()))
+            .min()
+    }
+
+    /// Nine tenths of `--heartbeat-ms`: the source's own heartbeats come once an
+    /// interval, and one arriving a little early must not skip a partition for a whole
+    /// further interval.
+    fn idle_for(&self) -> Duration {
+        self.heartbeat_idle * 9 / 10
+    }
+
+    /// Partitions not written since the stream's position last moved.
+    fn owed(&self) -> impl Iterator<Item = (Arc<str>, u32, Written)> + '_ {
+        self.topics.values().flat_map(move |t| {
+            let written = self.last_write.get(&t.name);
+            (0..t.partitions).filter_map(move |p| {
+                let w = written
+                    .and_then(|w| w.get(p as usize))
+                    .copied()
+                    .unwrap_or_default();
+                (w.moves < self.moves).then(|| (t.name.clone(), p, w))
+            })
+        })
+    }
+
+    /// A clean stop: a heartbeat at `pos` (the last position streamed) in every
+    /// partition, idle or not. The heartbeats before skipped busy partitions, and the
+    /// catch-up after the last transactions may not have run (it runs at most every
+    /// 10 ms): without this a partition could keep an older position until the next
+    /// run, and a Table's `wait_for_source` of the last commit would wait that long.
+    pub async fn write_final_heartbeat(&mut self, pos: &SourcePos) -> Result<Pending, Error> {
         let targets: Vec<(Arc<str>, u32)> = self
             .topics
             .values()
@@ -405,6 +545,19 @@ impl Sink {
         let mut pending = Vec::with_capacity(targets.len());
         for (topic, partition) in targets {
             if !self.resume.should_write(&topic, partition, &rp) {
+                // Ahead of `pos` already (a copy of an added table): owes nothing.
+                let moves = self.moves;
+                if let Some(w) = self
+                    .last_write
+                    .get_mut(&topic)
+                    .and_then(|w| w.get_mut(partition as usize))
+                {
+                    w.moves = moves;
+                } else {
+                    let w = self.last_write.entry(topic.clone()).or_default();
+                    w.resize(w.len().max(partition as usize + 1), Written::default());
+                    w[partition as usize].moves = moves;
+                }
                 continue;
             }
             let headers = vec![
@@ -426,13 +579,24 @@ impl Sink {
     }
 
     async fn send(
-        &self,
+        &mut self,
         topic: &str,
         partition: u32,
         key: Vec<u8>,
         value: Option<Vec<u8>>,
         headers: Vec<Header>,
     ) -> Result<DeliveryFuture, Error> {
+        let written = match self.last_write.get_mut(topic) {
+            Some(w) => w,
+            None => self.last_write.entry(Arc::from(topic)).or_default(),
+        };
+        if written.len() <= partition as usize {
+            written.resize(partition as usize + 1, Written::default());
+        }
+        written[partition as usize] = Written {
+            at: Some(Instant::now()),
+            moves: self.moves,
+        };
         self.producer
             .send(ProducerRecord {
                 topic: topic.to_string(),

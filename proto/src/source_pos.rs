@@ -31,6 +31,12 @@ pub const HEARTBEAT_HEADER: &str = "sluice.heartbeat";
 pub const SNAPSHOT_HEADER: &str = "sluice.snapshot";
 /// The key of heartbeat records (one per partition survives compaction).
 pub const HEARTBEAT_KEY: &[u8] = b"__sluice_heartbeat";
+/// Marks a truncate marker: the source emptied the table (`TRUNCATE`) at this record's
+/// position. Not a row: readers skip it (its key is [`TRUNCATE_KEY`]); the rows it removed
+/// are tombstoned by the records before it, in the same transaction (docs/cdc.md).
+pub const TRUNCATE_HEADER: &str = "sluice.truncate";
+/// The key of truncate markers (one per partition survives compaction: the latest).
+pub const TRUNCATE_KEY: &[u8] = b"__sluice_truncate";
 
 /// A Postgres WAL position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -194,6 +194,7 @@ pub(crate) fn sink_config(common: &CommonArgs, c: &ClientArgs) -> anyhow::Result
         replication_factor: common.replication_factor,
         topic_configs,
         max_record_bytes: common.max_record_bytes,
+        heartbeat_idle: Duration::from_millis(common.heartbeat_ms.max(10)),
     })
 }
 

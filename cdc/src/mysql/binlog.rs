@@ -73,6 +73,57 @@ pub(super) fn binlog_file_name(raw: &[u8], checksum_left_on: bool) -> String {
     String::from_utf8_lossy(raw).into_owned()
 }
 
+/// The table a `TRUNCATE [TABLE] [db.]name [WAIT n | NOWAIT]` statement empties, as
+/// (database, table); `default_db` is the statement's current database. MariaDB logs
+/// `TRUNCATE` as this statement (one table per statement), not as row events.
+pub(super) fn parse_truncate(query: &str, default_db: &str) -> Option<(String, String)> {
+    let rest = strip_word(query.trim_start(), "TRUNCATE")?;
+    let rest = strip_word(rest, "TABLE").unwrap_or(rest);
+    let (first, rest) = ident(rest)?;
+    match rest.strip_prefix('.') {
+        Some(rest) => {
+            let (table, _) = ident(rest)?;
+            Some((first, table))
+        }
+        None if default_db.is_empty() => None,
+        None => Some((default_db.to_string(), first)),
+    }
+}
+
+/// `s` without its leading keyword `word` (case-insensitive, followed by whitespace or
+/// a backtick) and the whitespace after it.
+fn strip_word<'a>(s: &'a str, word: &str) -> Option<&'a str> {
+    let head = s.get(..word.len())?;
+    let rest = &s[word.len()..];
+    let boundary = rest.starts_with(|c: char| c.is_whitespace() || c == '`');
+    (head.eq_ignore_ascii_case(word) && boundary).then(|| rest.trim_start())
+}
+
+/// One identifier, backquoted (`` ` `` doubled inside) or bare, and what follows it.
+fn ident(s: &str) -> Option<(String, &str)> {
+    if let Some(rest) = s.strip_prefix('`') {
+        let mut out = String::new();
+        let mut chars = rest.char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c != '`' {
+                out.push(c);
+                continue;
+            }
+            if rest[i + 1..].starts_with('`') {
+                out.push('`');
+                chars.next();
+                continue;
+            }
+            return Some((out, &rest[i + 1..]));
+        }
+        return None;
+    }
+    let end = s
+        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+        .unwrap_or(s.len());
+    (end > 0).then(|| (s[..end].to_string(), &s[end..]))
+}
+
 /// A transaction being read.
 struct Open {
     gtid: Option<Gtid>,
@@ -362,15 +413,16 @@ impl State<'_> {
                     // non-transactional tables (the only ones logged) stay applied.
                     self.commit(end, header.timestamp()).await?;
                 } else if self.open.as_ref().is_none_or(|o| o.standalone) {
-                    if query
-                        .get(..8)
-                        .is_some_and(|p| p.eq_ignore_ascii_case("TRUNCATE"))
-                    {
-                        warn!(%query, "TRUNCATE is not carried: the topics keep the rows (delete them with DELETE to have the deletes captured)");
-                    }
                     // DDL (or another statement outside a transaction): it ends here.
                     if self.open.is_none() {
                         self.begin(None, true, end)?;
+                    }
+                    let table = parse_truncate(query, &q.schema());
+                    if let Some(info) = table.and_then(|t| self.tables.get(&t)) {
+                        let change = RowChange::truncate(info.id.clone());
+                        if let Some(open) = self.open.as_mut() {
+                            open.changes.push(change);
+                        }
                     }
                     self.commit(end, header.timestamp()).await?;
                 }
@@ -560,6 +612,30 @@ impl State<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncate_statements_name_their_table() {
+        let t = |db: &str, table: &str| Some((db.to_string(), table.to_string()));
+        assert_eq!(
+            parse_truncate("TRUNCATE TABLE users", "shop"),
+            t("shop", "users")
+        );
+        assert_eq!(parse_truncate("truncate users", "shop"), t("shop", "users"));
+        assert_eq!(
+            parse_truncate("TRUNCATE `od``d`.`x y` WAIT 3", ""),
+            t("od`d", "x y")
+        );
+        assert_eq!(
+            parse_truncate("TRUNCATE TABLE shop.users NOWAIT", "x"),
+            t("shop", "users")
+        );
+        assert_eq!(parse_truncate("  TRUNCATE\nTABLE `t`", "db"), t("db", "t"));
+        assert_eq!(parse_truncate("TRUNCATE\tTABLE `t`", "db"), t("db", "t"));
+        assert_eq!(parse_truncate("TRUNCATE users", ""), None);
+        assert_eq!(parse_truncate("TRUNCATED users", "db"), None);
+        assert_eq!(parse_truncate("CREATE TABLE t (id int)", "db"), None);
+        assert_eq!(parse_truncate("TRUNCATE TABLE `unterminated", "db"), None);
+    }
 
     #[test]
     fn mariadb_gtid_events_parse_from_their_body() {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use sluice_client::partitioner::partition_for_key;
 use sluice_client::{Admin, Consumer, ConsumerConfig, Error, Seek};
-use sluice_proto::source_pos::{RecordPos, SourcePos, HEARTBEAT_HEADER, HEARTBEAT_KEY, POS_HEADER};
+use sluice_proto::source_pos::{
+    RecordPos, SourcePos, HEARTBEAT_HEADER, HEARTBEAT_KEY, POS_HEADER, TRUNCATE_HEADER,
+};
 use sluice_proto::{ErrorCode, TopicPartition};
 use tracing::info;
 
@@ -19,6 +21,13 @@ use super::{
 use crate::change::TableId;
 use crate::position::StaleKeys;
 use crate::Error as CdcError;
+
+/// A heartbeat, a copy-pending marker or a truncate marker: no key of a row.
+pub(super) fn is_marker(headers: &[sluice_proto::Header]) -> bool {
+    headers
+        .iter()
+        .any(|h| h.key == HEARTBEAT_HEADER || h.key == TRUNCATE_HEADER)
+}
 
 impl Sink {
     /// Marks partitions whose last record must read as a copy cut short, with a
@@ -151,6 +160,23 @@ impl Sink {
 
     /// Every key of a topic whose latest record is a row, into `stale`.
     async fn read_live_keys(&self, name: &Arc<str>, stale: &mut StaleKeys) -> Result<(), CdcError> {
+        self.scan_topic(name, |r| {
+            let Some(key) = r.key else { return };
+            if is_marker(&r.headers) {
+                return;
+            }
+            stale.observe(name, key, r.value.is_some());
+        })
+        .await
+    }
+
+    /// Every record of every partition of `name` below its high watermark (once settled),
+    /// in offset order per partition, to `f`.
+    pub(super) async fn scan_topic(
+        &self,
+        name: &Arc<str>,
+        mut f: impl FnMut(sluice_client::ConsumerRecord),
+    ) -> Result<(), CdcError> {
         let admin = Admin::new(&self.client);
         for p in describe_settled(&admin, name).await? {
             let hw = p.high_watermark.unwrap_or(0);
@@ -177,11 +203,7 @@ impl Sink {
                 }
                 idle_since = Instant::now();
                 for r in records.into_iter().filter(|r| r.offset < hw) {
-                    let Some(key) = r.key else { continue };
-                    if r.headers.iter().any(|h| h.key == HEARTBEAT_HEADER) {
-                        continue;
-                    }
-                    stale.observe(name, key, r.value.is_some());
+                    f(r);
                 }
             }
         }

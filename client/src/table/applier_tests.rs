@@ -239,3 +239,35 @@ fn rows_of_an_initial_copy_carry_no_position_until_the_heartbeat_after_it() {
         Some((&"pg:0/50".parse::<SourcePos>().unwrap(), true))
     );
 }
+
+#[test]
+fn a_truncate_marker_is_no_row_but_stays_in_its_transaction() {
+    use sluice_proto::source_pos::{TRUNCATE_HEADER, TRUNCATE_KEY};
+    let s = set(1);
+    let mut a = assembler(1);
+    let marker: Spec<'_> = (
+        TRUNCATE_KEY,
+        br#"{"op":"t"}"#,
+        vec![
+            header(POS_HEADER, "pg:0/9#0"),
+            txn("9"),
+            header(TRUNCATE_HEADER, "1"),
+        ],
+    );
+    let (held, _) = fetched(0, vec![marker]);
+    deliver(&s, &mut a, 0, held);
+    assert_eq!(
+        s.topics[USERS].position.borrow()[&0],
+        0,
+        "the marker is held with its transaction, not applied alone"
+    );
+    let (rest, _) = fetched(
+        1,
+        vec![row("k", "pg:0/9#1", vec![txn("9"), txn_end("users:0")])],
+    );
+    deliver(&s, &mut a, 0, rest);
+    assert_eq!(s.topics[USERS].position.borrow()[&0], 2);
+    assert_eq!(table_min(&s), Some(pg("0/9")));
+    assert_eq!(s.topics[USERS].store.get(TRUNCATE_KEY), None, "never a row");
+    assert!(s.topics[USERS].store.get(b"k").is_some());
+}

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::txn::{Rec, RecPos, Tp, TxnTag};
-use super::{HEARTBEAT_HEADER, POS_HEADER, TXN_END_HEADER, TXN_HEADER};
+use super::{HEARTBEAT_HEADER, POS_HEADER, TRUNCATE_HEADER, TXN_END_HEADER, TXN_HEADER};
 use crate::cluster::Cluster;
 use crate::Error;
 use sluice_proto::source_pos::SNAPSHOT_HEADER;
@@ -302,7 +302,8 @@ pub(crate) struct Decoded {
 ///
 /// A heartbeat (any record with [`HEARTBEAT_HEADER`]) becomes a keyless record that
 /// only carries its position: never a row, never held (its `sluice.txn`, which a
-/// connector never writes, is ignored).
+/// connector never writes, is ignored). A truncate marker ([`TRUNCATE_HEADER`]) is
+/// decoded without its key: it is no row, but it keeps its transaction and position.
 pub(crate) fn decode(
     topic: &str,
     partition: u32,
@@ -338,6 +339,7 @@ pub(crate) fn decode(
             let mut pos = None;
             let mut heartbeat = false;
             let mut copy_row = false;
+            let mut truncate = false;
             for h in r.headers {
                 if h.key == TXN_HEADER {
                     id = Some(h.value.unwrap_or_default());
@@ -352,6 +354,8 @@ pub(crate) fn decode(
                     heartbeat = true;
                 } else if h.key == SNAPSHOT_HEADER {
                     copy_row = true;
+                } else if h.key == TRUNCATE_HEADER {
+                    truncate = true;
                 }
             }
             // A copy's rows all carry the copy's position, reached only when the copy
@@ -361,9 +365,11 @@ pub(crate) fn decode(
             }
             let pos = pos.map(|pos| Box::new(RecPos { pos, heartbeat }));
             let rec = match heartbeat {
+                // A truncate marker is no row (the tombstones before it remove the
+                // table's rows) but stays a record of its transaction.
                 false => Rec {
                     offset,
-                    key: r.key,
+                    key: if truncate { None } else { r.key },
                     value: r.value,
                     txn: id.map(|id| Box::new(TxnTag { id, end })),
                     pos,

@@ -55,7 +55,7 @@ pub const TXN_END_HEADER: &str = "sluice.txn.end";
 /// marker (`sluice.heartbeat`: not a row, only a position), re-exported from the
 /// shared vocabulary in `sluice_proto::source_pos`. See [`RawTable::source_position`].
 pub use sluice_proto::source_pos::{
-    PosRequest, RecordPos, SourcePos, HEARTBEAT_HEADER, HEARTBEAT_KEY, POS_HEADER,
+    PosRequest, RecordPos, SourcePos, HEARTBEAT_HEADER, HEARTBEAT_KEY, POS_HEADER, TRUNCATE_HEADER,
 };
 
 /// How a Table reads and stores. Every field has a default suited to 1–3 M rows.
