@@ -1491,31 +1491,7 @@ fn topic_compression(d: &mut Diff) {
 /// answer what would be made, nothing made.
 fn validate_only(d: &mut Diff) {
     fn create(side: &mut Side, t: &str, partitions: i32, configs: &[(&str, &str)]) -> Value {
-        use kafka_protocol::messages::create_topics_request::{
-            CreatableTopic, CreatableTopicConfig,
-        };
-        let r = ask!(
-            side,
-            CreateTopics,
-            7,
-            CreateTopicsRequest::default()
-                .with_timeout_ms(30_000)
-                .with_validate_only(true)
-                .with_topics(vec![CreatableTopic::default()
-                    .with_name(topic(t))
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(1)
-                    .with_configs(
-                        configs
-                            .iter()
-                            .map(|(k, v)| CreatableTopicConfig::default()
-                                .with_name(s(k))
-                                .with_value(Some(s(v))))
-                            .collect()
-                    )])
-        );
-        let t = &r.topics[0];
-        json!({ "error": t.error_code, "partitions": t.num_partitions, "replication_factor": t.replication_factor })
+        create_topic_as(side, t, partitions, 1, configs, true)
     }
     fn grow(side: &mut Side, t: &str, count: i32) -> Value {
         use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;

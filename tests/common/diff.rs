@@ -401,12 +401,25 @@ pub fn create_topic(
     rf: i16,
     configs: &[(&str, &str)],
 ) -> Value {
+    create_topic_as(side, t, partitions, rf, configs, false)
+}
+
+/// [`create_topic`], a dry run when `validate_only`.
+pub fn create_topic_as(
+    side: &mut Side,
+    t: &str,
+    partitions: i32,
+    rf: i16,
+    configs: &[(&str, &str)],
+    validate_only: bool,
+) -> Value {
     let r = ask!(
         side,
         CreateTopics,
         7,
         CreateTopicsRequest::default()
             .with_timeout_ms(30_000)
+            .with_validate_only(validate_only)
             .with_topics(vec![CreatableTopic::default()
                 .with_name(topic(t))
                 .with_num_partitions(partitions)
