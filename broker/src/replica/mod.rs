@@ -74,6 +74,9 @@ pub struct Partition<L = Log> {
     /// A lock-free copy of the state's high watermark for readers.
     /// Invariant: `<= log.log_end_offset()`.
     high_watermark: AtomicU64,
+    /// `replica.txns`' first unstable offset (`u64::MAX`: none), for lock-free
+    /// readers: see [`Partition::publish_first_unstable`].
+    first_unstable: AtomicU64,
     /// Publishes the high watermark; consumer long-polls watch it.
     hw_tx: watch::Sender<u64>,
     /// Publishes the log end offset; follower fetches wait on it.
@@ -106,9 +109,17 @@ impl<L: ReplicaLog> Partition<L> {
 
     /// The last stable offset given the high watermark `hw`: the first offset of the
     /// oldest transaction open here, if below it.
+    /// Lock-free: every fetch asks, and the partition's lock is held across appends.
     pub fn last_stable_offset(&self, hw: u64) -> u64 {
-        let first = self.replica.lock().txns.first_unstable();
-        first.map_or(hw, |f| f.min(hw))
+        self.first_unstable.load(Ordering::Acquire).min(hw)
+    }
+
+    /// Publishes the transaction index's first unstable offset for
+    /// [`Partition::last_stable_offset`]. Called with the partition's lock held after
+    /// every change to `replica.txns`, before the high watermark can move past it.
+    pub(crate) fn publish_first_unstable(&self, replica: &Replica) {
+        let first = replica.txns.first_unstable().unwrap_or(u64::MAX);
+        self.first_unstable.store(first, Ordering::Release);
     }
 
     /// Carries out the state machine's actions. Called with the partition's lock held
@@ -289,6 +300,7 @@ impl<S: LogStore> ReplicaManager<S> {
                 let producers = producers::ProducerStates::rebuild(&*log, self.clock.wall_ms())
                     .map_err(storage_failure)?;
                 let txns = txns::TxnIndex::rebuild(&*log).map_err(storage_failure)?;
+                let first_unstable = txns.first_unstable().unwrap_or(u64::MAX);
                 let lag_max = *self.replica_lag_max.read();
                 let p = Arc::new(Partition {
                     tp: tp.clone(),
@@ -300,6 +312,7 @@ impl<S: LogStore> ReplicaManager<S> {
                         last_divergence_log: None,
                     }),
                     high_watermark: AtomicU64::new(0),
+                    first_unstable: AtomicU64::new(first_unstable),
                     hw_tx: watch::channel(0).0,
                     leo_tx: watch::channel(0).0,
                     waiters: Mutex::new(HashMap::new()),

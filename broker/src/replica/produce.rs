@@ -444,6 +444,7 @@ fn append_one<L: ReplicaLog>(
                 .map_err(storage_failure)?;
             replica.producers.record(b, info.base_offset, now_ms);
             replica.txns.observe(b, info.base_offset);
+            p.publish_first_unstable(replica);
             Ok(info)
         }
     }

@@ -304,6 +304,7 @@ impl<S: LogStore> ReplicaManager<S> {
                 replica.producers.record(b, base, self.clock.wall_ms());
                 replica.txns.observe(b, base);
             }
+            p.publish_first_unstable(replica);
         }
         // The leader's records below its log start are gone (retention, DeleteRecords):
         // here too, so a later leader does not bring them back. Only below what this
@@ -345,6 +346,7 @@ fn after_truncation<L: ReplicaLog>(
     replica.producers =
         super::producers::ProducerStates::rebuild(&*p.log, wall_ms).map_err(storage_failure)?;
     replica.txns = super::txns::TxnIndex::rebuild(&*p.log).map_err(storage_failure)?;
+    p.publish_first_unstable(replica);
     let event = Event::Truncated {
         log_end_offset: p.log_end(),
     };
