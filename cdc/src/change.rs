@@ -146,6 +146,39 @@ pub enum SourceEvent {
     Transaction(Transaction),
     /// The source passed `pos` with nothing captured since the last event.
     Heartbeat(SourcePos),
+    /// An incremental snapshot of `table` begins (crate::incremental): the writer
+    /// reads the keys its topic holds (what the pass does not write by its end gets a
+    /// tombstone) and records the pass as copying. At `pos` when a signal in the stream
+    /// asked for it; `None` for a pass resumed at start, after `after`.
+    IncrementalStarted {
+        table: TableId,
+        id: String,
+        pos: Option<SourcePos>,
+        requested_at: String,
+        after: Option<Vec<String>>,
+    },
+    /// Keys of rows a resumed pass copied before it was cut (read again, not written):
+    /// they are no tombstone candidates.
+    IncrementalKeys { table: TableId, keys: Vec<Row> },
+    /// One chunk of an incremental snapshot, at its high watermark `pos`: rows still
+    /// current there (those a change between the watermarks touched are already left
+    /// out), written as one transaction. `last`: the table has no rows after it.
+    IncrementalChunk(IncrementalChunk),
+}
+
+/// See [`SourceEvent::IncrementalChunk`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncrementalChunk {
+    pub table: TableId,
+    pub id: String,
+    pub pos: SourcePos,
+    pub commit_ms: i64,
+    /// `op` [`Op::Read`].
+    pub rows: Vec<RowChange>,
+    /// The key of the chunk's last selected row (text of the key columns), where the
+    /// next chunk starts.
+    pub after: Option<Vec<String>>,
+    pub last: bool,
 }
 
 /// Hands an event to the writer; a writer that is gone is a source error.

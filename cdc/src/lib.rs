@@ -14,6 +14,7 @@
 pub mod change;
 pub mod envelope;
 pub mod health;
+pub mod incremental;
 pub mod mysql;
 pub mod position;
 pub mod runner;

@@ -42,6 +42,7 @@ pub mod conn;
 mod copy;
 mod fence;
 mod heartbeat;
+mod incremental;
 pub mod ops;
 mod setup;
 mod types;
@@ -133,6 +134,7 @@ pub async fn check(cfg: &PgSourceConfig) -> Result<(), Error> {
 pub async fn run(
     cfg: PgSourceConfig,
     snapshot_state: HashMap<TableId, SnapshotState>,
+    passes: HashMap<String, crate::incremental::Progress>,
     events: mpsc::Sender<SourceEvent>,
     confirmed: watch::Receiver<Option<SourcePos>>,
     stop: CancellationToken,
@@ -147,7 +149,7 @@ pub async fn run(
     // stretches. Aborting it drops the session, which releases the lock.
     let mut keeper = tokio::spawn(async move { fence.lost().await });
     let result = tokio::select! {
-        r = run_fenced(cfg, snapshot_state, events, confirmed, stop) => r,
+        r = run_fenced(cfg, snapshot_state, passes, events, confirmed, stop) => r,
         e = &mut keeper => Err(e.unwrap_or_else(|e| {
             Error::Source(format!("postgres: the fence task failed: {e}"))
         })),
@@ -159,6 +161,7 @@ pub async fn run(
 async fn run_fenced(
     cfg: PgSourceConfig,
     snapshot_state: HashMap<TableId, SnapshotState>,
+    recorded: HashMap<String, crate::incremental::Progress>,
     events: mpsc::Sender<SourceEvent>,
     mut confirmed: watch::Receiver<Option<SourcePos>>,
     stop: CancellationToken,
@@ -256,22 +259,41 @@ async fn run_fenced(
         );
         tokio::spawn(async move { heartbeats(&dsn, &slot, every, stop, &watch).await })
     };
+    // Incremental snapshots (`sluice cdc snapshot`): passes cut short resume here.
+    let (mut passes, mut driver) = incremental::start(
+        &cfg.dsn,
+        &cfg.slot,
+        cfg.snapshot_chunk_rows,
+        &recorded,
+        &by_oid,
+        &events,
+        &stop,
+    )
+    .await?;
     let mut relations = Relations {
         captured: by_oid,
         uncaptured,
         publication: cfg.publication.clone(),
     };
     let gap = cfg.heartbeat / 2;
-    let result = stream_loop(
-        &mut stream,
-        &mut relations,
-        &events,
-        &mut confirmed,
-        &stop,
-        gap,
-        &watch,
-    )
-    .await;
+    let result = tokio::select! {
+        r = stream_loop(
+            &mut stream,
+            &mut relations,
+            &mut passes,
+            &events,
+            &mut confirmed,
+            &stop,
+            gap,
+            &watch,
+        ) => r,
+        r = &mut driver => match r {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => Err(Error::Source("postgres: the incremental snapshot task ended".into())),
+            Err(e) => Err(Error::Source(format!("postgres: the incremental snapshot task failed: {e}"))),
+        },
+    };
+    driver.abort();
     heartbeat.abort();
     // Confirm what was acknowledged before going.
     if let Some(SourcePos::Postgres(lsn)) = confirmed.borrow().clone() {
@@ -318,9 +340,11 @@ impl Relations {
 /// (last unit sent, position received) while no transaction is open.
 type Idle = (Option<u64>, u64);
 
+#[allow(clippy::too_many_arguments)]
 async fn stream_loop(
     stream: &mut LogicalReplicationStream,
     tables: &mut Relations,
+    passes: &mut incremental::Passes,
     events: &mpsc::Sender<SourceEvent>,
     confirmed: &mut watch::Receiver<Option<SourcePos>>,
     stop: &CancellationToken,
@@ -328,6 +352,8 @@ async fn stream_loop(
     watch: &StallWatch,
 ) -> Result<(), Error> {
     let mut txn: Option<(u32, Vec<RowChange>)> = None;
+    // Our logical messages in the open transaction (incremental snapshots).
+    let mut msgs = incremental::TxnMessages::default();
     // `schema.table` → relation id, from the Relation messages (a Truncate names its
     // relations only by name).
     let mut names: HashMap<String, u32> = HashMap::new();
@@ -403,7 +429,18 @@ async fn stream_loop(
             Err(e) => return Err(Error::Source(format!("postgres: replication stream: {e}"))),
         };
         match event.event_type {
-            EventType::Begin { transaction_id, .. } => txn = Some((transaction_id, Vec::new())),
+            EventType::Begin { transaction_id, .. } => {
+                txn = Some((transaction_id, Vec::new()));
+                msgs = incremental::TxnMessages::default();
+            }
+            EventType::Message {
+                flags,
+                prefix,
+                content,
+                ..
+            } if flags & 1 == 1 => {
+                msgs.observe(&prefix, &content);
+            }
             EventType::Insert {
                 schema,
                 table,
@@ -544,6 +581,29 @@ async fn stream_loop(
             } => {
                 let pos = SourcePos::Postgres(Lsn(end_lsn.value()));
                 let (xid, changes) = txn.take().unwrap_or((0, Vec::new()));
+                let commit_ms = commit_timestamp.timestamp_millis();
+                passes.observe_changes(&changes);
+                let ours = std::mem::take(&mut msgs);
+                if !ours.is_empty() {
+                    if !changes.is_empty() {
+                        last_sent = Some(end_lsn.value());
+                        let t = Transaction {
+                            pos: pos.clone(),
+                            id: xid.to_string(),
+                            commit_ms,
+                            changes,
+                        };
+                        send(events, SourceEvent::Transaction(t)).await?;
+                    }
+                    let tables = &tables.captured;
+                    if passes
+                        .on_commit(ours, &pos, commit_ms, tables, events, stop)
+                        .await?
+                    {
+                        last_sent = Some(end_lsn.value());
+                    }
+                    continue;
+                }
                 // Heartbeat messages of other connectors on this database arrive too
                 // (logical messages ignore publications): at most one heartbeat per half
                 // interval.
@@ -557,7 +617,7 @@ async fn stream_loop(
                     SourceEvent::Transaction(Transaction {
                         pos,
                         id: xid.to_string(),
-                        commit_ms: commit_timestamp.timestamp_millis(),
+                        commit_ms,
                         changes,
                     })
                 };

@@ -182,7 +182,7 @@ pub async fn run(
                 SourceEvent::MarkTopics { pos, copy_pending } => {
                     // The source copies or streams next (a copy says so when it starts).
                     stats.health.set_phase(Phase::Streaming);
-                    (pos, sink.mark_topics(copy_pending).await?)
+                    (Some(pos), sink.mark_topics(copy_pending).await?)
                 }
                 SourceEvent::SnapshotStarted { pos, tables } => {
                     stats.health.set_phase(Phase::Copying);
@@ -212,7 +212,7 @@ pub async fn run(
                         .snapshot_rows
                         .fetch_add(rows.len() as u64, Ordering::Relaxed);
                     counter!("sluice_cdc_snapshot_rows_total").increment(rows.len() as u64);
-                    (pos, pending)
+                    (Some(pos), pending)
                 }
                 SourceEvent::SnapshotDone => {
                     let c = copy.take().ok_or_else(|| {
@@ -235,7 +235,7 @@ pub async fn run(
                     // Every partition of the copied tables ends past the copy: a restart
                     // knows it finished.
                     pending.extend(sink.write_copy_end(&c.pos, &c.tables).await?);
-                    (c.pos, pending)
+                    (Some(c.pos), pending)
                 }
                 SourceEvent::Transaction(txn) => {
                     sink.stream_moved();
@@ -258,20 +258,45 @@ pub async fn run(
                         last_catch_up = std::time::Instant::now();
                     }
                     last_streamed = Some(txn.pos.clone());
-                    (txn.pos, pending)
+                    (Some(txn.pos), pending)
                 }
                 SourceEvent::Heartbeat(pos) => {
                     sink.stream_moved();
                     last_streamed = Some(pos.clone());
                     let pending = sink.write_heartbeat(&pos).await?;
                     stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                    (Some(pos), pending)
+                }
+                SourceEvent::IncrementalStarted {
+                    table,
+                    id,
+                    pos,
+                    requested_at,
+                    after,
+                } => {
+                    // At the signal's place in the stream: the signal is not confirmed
+                    // to the source before the pass is recorded (a crash replays it).
+                    let pending = sink
+                        .begin_incremental(&table, &id, &requested_at, after)
+                        .await?;
                     (pos, pending)
                 }
+                SourceEvent::IncrementalKeys { table, keys } => {
+                    sink.incremental_keys(&table, &keys);
+                    continue;
+                }
+                SourceEvent::IncrementalChunk(chunk) => {
+                    sink.stream_moved();
+                    let pending = sink.write_incremental_chunk(&chunk).await?;
+                    counter!("sluice_cdc_incremental_rows_total")
+                        .increment(chunk.rows.len() as u64);
+                    last_streamed = Some(chunk.pos.clone());
+                    (Some(chunk.pos), pending)
+                }
             };
-            let seq = if positioned {
-                tracker.lock().sent(pos)
-            } else {
-                tracker.lock().sent_unpositioned()
+            let seq = match pos.filter(|_| positioned) {
+                Some(pos) => tracker.lock().sent(pos),
+                None => tracker.lock().sent_unpositioned(),
             };
             stats.in_flight_units.fetch_add(1, Ordering::Relaxed);
             stats.health.sent();

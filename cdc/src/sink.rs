@@ -24,6 +24,7 @@ use crate::position::{copy_state, Resume, StaleKeys};
 use crate::Error as CdcError;
 
 mod copy;
+mod incremental;
 mod truncate;
 
 pub use sluice_proto::source_pos::SNAPSHOT_HEADER;
@@ -106,6 +107,15 @@ pub struct Sink {
     moves: u64,
     /// See [`SinkConfig::heartbeat_idle`].
     heartbeat_idle: Duration,
+    /// `--topic-prefix`.
+    prefix: String,
+    /// Replication factor of topics the connector creates.
+    replication_factor: u32,
+    /// Incremental snapshots: what `<prefix>.__sluice_snapshots` holds per table, the
+    /// passes of this run, and whether the topic is known to exist.
+    progress: HashMap<String, crate::incremental::Progress>,
+    passes: HashMap<TableId, incremental::Pass>,
+    progress_topic_ready: bool,
 }
 
 /// A partition's last write by this run.
@@ -197,7 +207,7 @@ impl Sink {
             },
         )
         .await?;
-        Ok(Sink {
+        let mut sink = Sink {
             producer,
             info,
             topics,
@@ -211,7 +221,15 @@ impl Sink {
             last_write: HashMap::new(),
             moves: 0,
             heartbeat_idle: config.heartbeat_idle,
-        })
+            prefix: config.topic_prefix.clone(),
+            replication_factor: rf,
+            progress: HashMap::new(),
+            passes: HashMap::new(),
+            progress_topic_ready: false,
+        };
+        sink.read_progress().await?;
+        sink.progress_topic_ready = !sink.progress.is_empty();
+        Ok(sink)
     }
 
     pub fn resume(&self) -> &Resume {
@@ -450,6 +468,7 @@ impl Sink {
                     .await?,
             );
         }
+        self.forget_written(txn);
         Ok(pending)
     }
 

@@ -164,6 +164,8 @@ pub async fn read_topics(bootstrap: &str, prefix: &str) -> Result<Vec<TopicStatu
         .await?
         .into_iter()
         .filter(|t| t.starts_with(&dotted) && t.len() > dotted.len())
+        // The connector's own topics (`<prefix>.__sluice_snapshots`) are no table's.
+        .filter(|t| !t[dotted.len()..].starts_with("__"))
         .collect();
     names.sort();
     let mut out = Vec::with_capacity(names.len());

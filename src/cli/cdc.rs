@@ -27,6 +27,9 @@ pub enum CdcCommand {
     /// Remove what a connector made in the database (Postgres: its slot and
     /// publication); refused while a connector runs. The topics are kept.
     Drop(super::cdc_ops::DropArgs),
+    /// Copy tables again while the connector streams (Postgres): chunk by chunk, never
+    /// pausing the stream, with tombstones for rows the table no longer has.
+    Snapshot(super::cdc_snapshot::SnapshotArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +66,10 @@ pub struct CommonArgs {
     /// with an error naming the table and key: a row is never skipped.
     #[arg(long, default_value_t = sluice_cdc::sink::DEFAULT_MAX_RECORD_BYTES, value_name = "BYTES")]
     pub max_record_bytes: usize,
+    /// Rows per unit of a copy: the initial copy's batches, and each chunk of an
+    /// incremental snapshot (`sluice cdc snapshot`), read between two watermarks.
+    #[arg(long, default_value_t = 2000, value_name = "ROWS")]
+    pub snapshot_chunk_rows: usize,
     /// Prometheus endpoint (`/metrics`): rows, transactions, lag, snapshot progress.
     #[arg(long, value_parser = super::parse_addr)]
     pub metrics: Option<SocketAddr>,
@@ -159,6 +166,7 @@ pub async fn run(cmd: CdcCommand, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         CdcCommand::Mysql(a) => mysql(a, c).await,
         CdcCommand::Status(a) => super::cdc_ops::status(a, c).await,
         CdcCommand::Drop(a) => super::cdc_ops::drop(a, c).await,
+        CdcCommand::Snapshot(a) => super::cdc_snapshot::snapshot(a, c).await,
     }
 }
 
@@ -261,7 +269,7 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
             SnapshotArg::Never => SnapshotMode::Never,
         },
         heartbeat: Duration::from_millis(a.common.heartbeat_ms.max(10)),
-        snapshot_chunk_rows: 2000,
+        snapshot_chunk_rows: a.common.snapshot_chunk_rows.max(1),
     };
     let info = SourceInfo {
         connector: "postgresql",
@@ -277,6 +285,8 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         let sink = sluice_cdc::sink::Sink::open(&sink_cfg, info.clone(), &tables).await?;
         // Per table: a table added to --tables is copied on its own.
         let state = sink.table_states().clone();
+        // Incremental snapshots recorded in the topics (one cut short resumes).
+        let passes = sink.passes().clone();
         let (tx, rx) = mpsc::channel(256);
         let (confirmed_tx, confirmed_rx) = watch::channel(None);
         let writer = tokio::spawn(sluice_cdc::runner::run(
@@ -286,7 +296,8 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
             stats.clone(),
         ));
         let source =
-            sluice_cdc::postgres::run(cfg.clone(), state, tx, confirmed_rx, stop.clone()).await;
+            sluice_cdc::postgres::run(cfg.clone(), state, passes, tx, confirmed_rx, stop.clone())
+                .await;
         join(source, writer).await
     })
     .await?;
@@ -429,7 +440,7 @@ async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
             SnapshotArg::Never => SnapshotMode::Never,
         },
         heartbeat: Duration::from_millis(a.common.heartbeat_ms.max(10)),
-        snapshot_chunk_rows: 2000,
+        snapshot_chunk_rows: a.common.snapshot_chunk_rows.max(1),
         resume_from: None,
         fence: Some(sluice_cdc::mysql::ops::fence_name(&a.common.topic_prefix)),
     };

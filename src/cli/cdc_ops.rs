@@ -62,12 +62,12 @@ pub struct DropArgs {
 
 /// The source a DSN names, by its scheme (libpq's `key=value` form is Postgres).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Postgres,
     Mysql,
 }
 
-fn kind_of(dsn: &str) -> anyhow::Result<Kind> {
+pub(crate) fn kind_of(dsn: &str) -> anyhow::Result<Kind> {
     let scheme = dsn.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     match scheme.as_deref() {
         Some("postgres" | "postgresql") => Ok(Kind::Postgres),

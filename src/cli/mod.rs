@@ -2,6 +2,7 @@
 
 mod cdc;
 mod cdc_ops;
+mod cdc_snapshot;
 mod client_cmds;
 mod consume;
 mod group;
@@ -192,7 +193,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // The connectors log their progress; status and drop only what goes wrong.
             let quiet = matches!(
                 command,
-                cdc::CdcCommand::Status(_) | cdc::CdcCommand::Drop(_)
+                cdc::CdcCommand::Status(_)
+                    | cdc::CdcCommand::Drop(_)
+                    | cdc::CdcCommand::Snapshot(_)
             );
             init_tracing(if quiet { "warn" } else { "info" });
             cdc::run(command, &client).await

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub mod apache_kafka;
 pub mod clients;
 pub mod cluster;
+pub mod connector;
 pub mod db;
 #[macro_use]
 pub mod diff;

@@ -243,3 +243,64 @@ pub async fn drop_connector(dsn: &str, slot: &str, publication: &str) -> Result<
     }
     Ok(dropped)
 }
+
+/// Asks the connector of `slot` to copy `tables` again (an incremental snapshot,
+/// crate::incremental): a signal written into the database's change stream, which the
+/// connector acts on when it reads it (now if it runs, else when it next starts).
+/// Refused with one line when the slot or a table does not exist. Returns the
+/// request's id and the signal's position.
+pub async fn request_snapshot(
+    dsn: &str,
+    slot: &str,
+    tables: &[crate::change::TableId],
+) -> Result<(String, String), Error> {
+    let client = connect(dsn).await?;
+    let slot_exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(source_err("read pg_replication_slots"))?
+        .is_some();
+    if !slot_exists {
+        return Err(Error::Config(format!(
+            "postgres: no replication slot {slot}: no connector has run for this topic prefix              (give the connector's --slot, or start it first: its first run copies every table)"
+        )));
+    }
+    for t in tables {
+        let qualified = format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.table));
+        let found: Option<String> = client
+            .query_one("SELECT to_regclass($1)::text", &[&qualified])
+            .await
+            .map_err(source_err("look up the table"))?
+            .get(0);
+        if found.is_none() {
+            return Err(Error::Config(format!(
+                "postgres: no table {t} in the database"
+            )));
+        }
+    }
+    let id = format!(
+        "{:x}-{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros()),
+        std::process::id()
+    );
+    let signal = crate::incremental::Signal {
+        slot: slot.to_string(),
+        id: id.clone(),
+        tables: tables.iter().map(|t| t.to_string()).collect(),
+    };
+    let content = serde_json::to_string(&signal).expect("a signal serializes");
+    let lsn: String = client
+        .query_one(
+            "SELECT pg_logical_emit_message(true, $1::text, $2::text)::text",
+            &[&crate::incremental::SIGNAL_PREFIX, &content],
+        )
+        .await
+        .map_err(source_err("write the snapshot signal"))?
+        .get(0);
+    Ok((id, lsn))
+}
