@@ -176,6 +176,9 @@ pub async fn read_progress(
 }
 
 #[cfg(test)]
+mod sim;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
