@@ -345,6 +345,37 @@ fn a_pass_cut_by_kill9_resumes_after_its_last_chunk() {
         &format!("snapshot-{}@", cut.id),
     );
     eprintln!("cut at {cut:?}; {before_restart} records of the pass in the topic");
+    // `cdc status` shows the pass where it was cut.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "cdc",
+            "status",
+            "--bootstrap",
+            &dev.addr,
+            "--topic-prefix",
+            "cdc",
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let accounts = doc["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "public.accounts")
+        .expect("accounts in cdc status");
+    assert_eq!(accounts["state"], "recopying", "{doc}");
+    assert_eq!(accounts["recopy"]["rows"], cut.rows, "{doc}");
+    assert!(
+        doc["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| !t["table"].as_str().unwrap().starts_with("__")),
+        "{doc}"
+    );
     pg.psql("app", "UPDATE accounts SET balance = balance + 1 WHERE id = 2; UPDATE accounts SET balance = balance - 1 WHERE id = 3;");
     let connector = Connector::start(dir.path(), &connector_args(&dev, &dsn, "100"));
     let done = wait_for("the resumed pass to finish", WAIT, || {

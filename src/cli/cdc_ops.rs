@@ -102,12 +102,30 @@ pub async fn status(a: StatusArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         None => None,
         Some(dsn) => Some(db_status(dsn, &a, &tables).await?),
     };
-    let doc = status_doc(
+    let passes = sluice_cdc::incremental::read_progress(
+        &sluice_client::ClientConfig::new(&c.bootstrap),
+        &a.topic_prefix,
+    )
+    .await
+    .map_err(|e| super::output::explain(&e, &c.bootstrap))?;
+    let mut doc = status_doc(
         &a.topic_prefix,
         &topics,
         db.as_ref(),
         sluice_cdc::sink::now_ms(),
     );
+    // `sluice cdc snapshot`: the last re-copy of each table, and one in progress.
+    for t in doc["tables"].as_array_mut().into_iter().flatten() {
+        let p = t["table"].as_str().and_then(|name| passes.get(name));
+        t["recopy"] = p.map_or(Value::Null, |p| {
+            serde_json::to_value(p).unwrap_or(Value::Null)
+        });
+        if p.is_some_and(|p| p.state == sluice_cdc::incremental::PassState::Copying)
+            && t["state"] == "streaming"
+        {
+            t["state"] = json!("recopying");
+        }
+    }
     match c.output {
         Output::Json => outln!("{doc}"),
         Output::Table => print_status(&doc),
@@ -286,6 +304,10 @@ fn print_status(doc: &Value) {
         .map(|t| {
             let copy = &t["copy"];
             let progress = match (t["state"].as_str(), copy["rows"].as_u64()) {
+                (Some("recopying"), _) => format!(
+                    "re-copy at {} rows",
+                    t["recopy"]["rows"].as_u64().unwrap_or(0)
+                ),
                 (_, _) if copy["done"] == true => "done".to_string(),
                 (Some("empty"), _) => "-".to_string(),
                 (Some("copy-pending"), _) => "pending".to_string(),
