@@ -173,9 +173,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 # Port 0 everywhere: the dev picks free ports and prints them. The suite's tests assume
-# a cluster that auto-creates topics with 4 partitions (as its own test clusters do).
+# a cluster that auto-creates topics with 4 partitions (as its own test clusters do), and
+# one with an authorizer that lets everyone do what no ACL speaks of (0109, 0115 and 0119
+# add DENY ACLs with kafka-acls.sh and expect everything else to go on working).
 RUST_LOG=${RUST_LOG:-warn} "$sluice" dev --brokers 3 --listen 127.0.0.1:0 \
   --kafka-listen 127.0.0.1:0 --num-partitions 4 --data-dir "$tmp/data" \
+  --authorizer --allow-everyone-if-no-acl-found \
   --group-initial-rebalance-delay-ms "$rebalance_delay_ms" ${SLUICE_DEV_ARGS:-} \
   >"$tmp/dev.out" 2>"$out/dev.log" &
 dev_pid=$!

@@ -74,6 +74,8 @@ pub const ANONYMOUS: &str = "User:ANONYMOUS";
 /// The wildcard resource name, principal and host.
 pub const WILDCARD: &str = "*";
 const WILDCARD_PRINCIPAL: &str = "User:*";
+/// The name [`Authorizer::authorize_any`] asks about first: one no ACL is likely to name.
+const UNNAMED: &str = "hardcode";
 
 /// The operations each resource type has (what authorized-operations bit sets cover).
 pub const TOPIC_OPERATIONS: [i8; 8] = [
@@ -358,8 +360,10 @@ impl Authorizer {
 
     /// Whether `principal` may do `operation` on some resource of the type (Kafka's
     /// `authorizeByResourceType`, which InitProducerId without a transactional id asks
-    /// for WRITE on topics): a DENY on the LITERAL wildcard refuses; an ALLOW of any
-    /// pattern grants; with no ACL of the type, `allow.everyone.if.no.acl.found`.
+    /// for WRITE on topics): allowed when a resource no ACL names would be (its
+    /// LITERAL/PREFIXED ACLs and `allow.everyone.if.no.acl.found` decide), or when an
+    /// ALLOW for the principal and host is not covered by a DENY of the same or a
+    /// shorter PREFIXED name; a DENY on the LITERAL wildcard refuses.
     pub fn authorize_any(
         &self,
         principal: &str,
@@ -367,30 +371,37 @@ impl Authorizer {
         operation: i8,
         resource_type: i8,
     ) -> bool {
-        if !self.config.enabled || self.config.super_users.iter().any(|s| s == principal) {
+        if self.authorize(principal, host, operation, resource_type, UNNAMED) {
             return true;
         }
-        let of_type = || {
-            self.acls
-                .iter()
-                .filter(|b| b.resource_type == resource_type)
+        let mine: Vec<&AclBinding> = self
+            .acls
+            .iter()
+            .filter(|b| {
+                b.resource_type == resource_type && b.principal_and_host_match(principal, host)
+            })
+            .collect();
+        let denies = |b: &&&AclBinding| {
+            b.permission == permission::DENY && (b.operation == op::ALL || b.operation == operation)
         };
-        let applies = |b: &&AclBinding| b.principal_and_host_match(principal, host);
-        if of_type().filter(applies).any(|b| {
-            b.permission == permission::DENY
-                && b.pattern_type == pattern::LITERAL
-                && b.resource_name == WILDCARD
-                && (b.operation == op::ALL || b.operation == operation)
-        }) {
+        if mine
+            .iter()
+            .filter(denies)
+            .any(|d| d.pattern_type == pattern::LITERAL && d.resource_name == WILDCARD)
+        {
             return false;
         }
-        if of_type()
-            .filter(applies)
-            .any(|b| b.permission == permission::ALLOW && allow_covers(b.operation, operation))
-        {
-            return true;
-        }
-        of_type().next().is_none() && self.config.allow_if_no_acl
+        mine.iter()
+            .filter(|b| b.permission == permission::ALLOW && allow_covers(b.operation, operation))
+            .any(|a| {
+                !mine.iter().filter(denies).any(|d| match d.pattern_type {
+                    pattern::LITERAL => {
+                        a.pattern_type == pattern::LITERAL && a.resource_name == d.resource_name
+                    }
+                    pattern::PREFIXED => a.resource_name.starts_with(&d.resource_name),
+                    _ => false,
+                })
+            })
     }
 
     /// Kafka's authorized-operations bit set: bit `op` for each of `ops` allowed.

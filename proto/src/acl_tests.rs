@@ -337,13 +337,36 @@ fn authorize_any_of_a_type() {
     )]);
     assert!(a.authorize_any(ALICE, HOST, op::WRITE, resource::TOPIC));
     assert!(!a.authorize_any("User:bob", HOST, op::WRITE, resource::TOPIC));
+    // An ALLOW covered by a DENY of a shorter prefix grants nothing.
+    let a = on(vec![
+        topic("xy", pattern::LITERAL, ALICE, op::WRITE, permission::ALLOW),
+        topic("x", pattern::PREFIXED, ALICE, op::WRITE, permission::DENY),
+    ]);
+    assert!(!a.authorize_any(ALICE, HOST, op::WRITE, resource::TOPIC));
     let a = on(vec![
         topic("x", pattern::LITERAL, ALICE, op::WRITE, permission::ALLOW),
         topic("*", pattern::LITERAL, "User:*", op::ALL, permission::DENY),
     ]);
     assert!(!a.authorize_any(ALICE, HOST, op::WRITE, resource::TOPIC));
+    // allow.everyone.if.no.acl.found: allowed while some name has no ACL.
     let mut a = on(vec![]);
     assert!(!a.authorize_any(ALICE, HOST, op::WRITE, resource::TOPIC));
     a.config.allow_if_no_acl = true;
     assert!(a.authorize_any(ALICE, HOST, op::WRITE, resource::TOPIC));
+    a.acls = vec![topic(
+        "x",
+        pattern::LITERAL,
+        "User:*",
+        op::WRITE,
+        permission::DENY,
+    )];
+    assert!(a.authorize_any(ALICE, HOST, op::WRITE, resource::TOPIC));
+    a.acls = vec![topic(
+        "*",
+        pattern::LITERAL,
+        "User:bob",
+        op::WRITE,
+        permission::ALLOW,
+    )];
+    assert!(!a.authorize_any(ALICE, HOST, op::WRITE, resource::TOPIC));
 }

@@ -24,7 +24,7 @@ use kafka_protocol::messages::{
     ResponseKind, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use sluice_proto::acl::{self, op, resource, AclBinding, AclFilter};
+use sluice_proto::acl::{self, op, pattern, permission, resource, AclBinding, AclFilter};
 use sluice_proto::v1;
 use sluice_proto::v1::admin_server::Admin as _;
 use sluice_proto::ErrorCode;
@@ -129,6 +129,18 @@ pub(super) async fn create_acls(
             CLUSTER_AUTHORIZATION_FAILED,
             "Cluster authorization failed.",
         )
+    } else if r.creations.iter().any(|c| {
+        c.resource_type == resource::ANY
+            || matches!(c.resource_pattern_type, pattern::ANY | pattern::MATCH)
+            || c.operation == op::ANY
+            || c.permission_type == permission::ANY
+    }) {
+        // As Kafka: a binding with a filter's ANY or MATCH cannot be built, and the whole
+        // request fails (UNKNOWN_SERVER_ERROR for every binding, no message).
+        r.creations
+            .iter()
+            .map(|_| AclCreationResult::default().with_error_code(-1))
+            .collect()
     } else {
         let acls = r
             .creations
