@@ -551,7 +551,6 @@ pub(super) fn unauthorized_deletions(
         false
     };
     r.topic_names.retain(|n| refuse(n));
-    r.topics
-        .retain(|t| t.name.as_ref().is_none_or(|n| refuse(n)));
+    r.topics.retain(|t| t.name.as_ref().is_none_or(&mut refuse));
     denied
 }
