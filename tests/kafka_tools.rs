@@ -692,6 +692,43 @@ fn kafka_acls_manages_acls_that_survive_a_restart() {
         acl_lines(&ok(ACLS, &kafka, &["--list"], "")),
         [both[1].clone(), both[2].clone()]
     );
+    // `sluice acl` manages the same ACLs over the native API.
+    let listed = json(&dev.ok(&["acl", "list", "--output", "json"], ""));
+    assert_eq!(
+        listed,
+        serde_json::json!([{
+            "resource_type": "topic", "name": "pre-", "pattern": "prefixed",
+            "principal": "User:alice", "host": "10.0.0.1", "operation": "read",
+            "permission": "allow",
+        }])
+    );
+    dev.ok(
+        &[
+            "acl",
+            "create",
+            "--topic",
+            "cli",
+            "--principal",
+            "User:carol",
+            "--operation",
+            "read",
+            "--operation",
+            "write",
+            "--deny",
+        ],
+        "",
+    );
+    assert_eq!(
+        acl_lines(&ok(ACLS, &kafka, &["--list", "--topic", "cli"], "")),
+        [
+            "(principal=User:carol, host=*, operation=READ, permissionType=DENY)",
+            "(principal=User:carol, host=*, operation=WRITE, permissionType=DENY)",
+            "Current ACLs for resource `ResourcePattern(resourceType=TOPIC, name=cli, patternType=LITERAL)`:",
+        ]
+    );
+    let deleted = json(&dev.ok(&["acl", "delete", "--topic", "cli", "--output", "json"], ""));
+    assert_eq!(deleted.as_array().map(Vec::len), Some(2), "{deleted}");
+    assert!(acl_lines(&ok(ACLS, &kafka, &["--list", "--topic", "cli"], "")).is_empty());
     // Without --authorizer, as Kafka without one: the ACL APIs are refused.
     drop(dev);
     let dev = Dev::start(dir.path());
