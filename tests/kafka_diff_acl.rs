@@ -17,6 +17,7 @@ use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
+use kafka_protocol::messages::{create_partitions_request, delete_records_request};
 use serde_json::{json, Value};
 
 /// Steps whose answers differ from Apache Kafka's, with the reason.
@@ -430,6 +431,51 @@ fn acls_answer_as_apache_kafka_does() {
     });
     d.step("init_producer_id.transactional_denied", |x| {
         init_producer_id(x, Some("acl-txn"))
+    });
+    d.step("create_partitions.denied", |x| {
+        let r = ask!(
+            x,
+            CreatePartitions,
+            3,
+            CreatePartitionsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![
+                    create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(topic(DENIED))
+                        .with_count(2)
+                ])
+        );
+        json!(r.results.iter().map(|t| t.error_code).collect::<Vec<_>>())
+    });
+    d.step("delete_records.denied", |x| {
+        let r = ask!(
+            x,
+            DeleteRecords,
+            2,
+            DeleteRecordsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(topic(DENIED))
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(1)
+                    ])])
+        );
+        json!(r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (p.error_code, p.low_watermark)))
+            .collect::<Vec<_>>())
+    });
+    d.step("delete_groups.denied", |x| {
+        let r = ask!(
+            x,
+            DeleteGroups,
+            2,
+            DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(G))])
+        );
+        json!(r.results.iter().map(|g| g.error_code).collect::<Vec<_>>())
     });
     d.step("delete_acls.denied_topic", |x| {
         delete_acls(

@@ -6,9 +6,14 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_acls_response::{
     DeleteAclsFilterResult, DeleteAclsMatchingAcl,
+};
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_acls_response::{AclDescription, DescribeAclsResource};
@@ -22,6 +27,9 @@ use kafka_protocol::messages::{
     DescribeAclsResponse, DescribeGroupsResponse, HeartbeatResponse, InitProducerIdResponse,
     JoinGroupResponse, LeaveGroupResponse, OffsetCommitResponse, ProducerId, RequestKind,
     ResponseKind, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use sluice_proto::acl::{self, op, pattern, permission, resource, AclBinding, AclFilter};
@@ -552,5 +560,78 @@ pub(super) fn unauthorized_deletions(
     };
     r.topic_names.retain(|n| refuse(n));
     r.topics.retain(|t| t.name.as_ref().is_none_or(&mut refuse));
+    denied
+}
+
+/// CreatePartitions: takes out the topics the caller may not ALTER (29 each).
+pub(super) fn unauthorized_partition_growth(
+    shared: &Shared,
+    caller: &Caller,
+    r: &mut CreatePartitionsRequest,
+) -> Vec<CreatePartitionsTopicResult> {
+    let mut denied = Vec::new();
+    r.topics.retain(|t| {
+        if caller.may_topic(shared, op::ALTER, &t.name.0) {
+            return true;
+        }
+        denied.push(
+            CreatePartitionsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(TOPIC_AUTHORIZATION_FAILED),
+        );
+        false
+    });
+    denied
+}
+
+/// DeleteRecords: takes out the topics the caller may not DELETE (29 per partition).
+pub(super) fn unauthorized_record_deletions(
+    shared: &Shared,
+    caller: &Caller,
+    r: &mut DeleteRecordsRequest,
+) -> Vec<DeleteRecordsTopicResult> {
+    let mut denied = Vec::new();
+    r.topics.retain(|t| {
+        if caller.may_topic(shared, op::DELETE, &t.name.0) {
+            return true;
+        }
+        denied.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            DeleteRecordsPartitionResult::default()
+                                .with_partition_index(p.partition_index)
+                                .with_low_watermark(-1)
+                                .with_error_code(TOPIC_AUTHORIZATION_FAILED)
+                        })
+                        .collect(),
+                ),
+        );
+        false
+    });
+    denied
+}
+
+/// DeleteGroups: takes out the groups the caller may not DELETE (30 each).
+pub(super) fn unauthorized_group_deletions(
+    shared: &Shared,
+    caller: &Caller,
+    r: &mut DeleteGroupsRequest,
+) -> Vec<DeletableGroupResult> {
+    let mut denied = Vec::new();
+    r.groups_names.retain(|g| {
+        if caller.may(shared, op::DELETE, resource::GROUP, &g.0) {
+            return true;
+        }
+        denied.push(
+            DeletableGroupResult::default()
+                .with_group_id(g.clone())
+                .with_error_code(GROUP_AUTHORIZATION_FAILED),
+        );
+        false
+    });
     denied
 }

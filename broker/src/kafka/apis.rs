@@ -182,10 +182,14 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             }
         }
         .boxed(),
-        RequestKind::DeleteRecords(r) => async move {
+        RequestKind::DeleteRecords(mut r) => async move {
             let shared = api.0.clone();
+            let denied = acls::unauthorized_record_deletions(&shared, &caller, &mut r);
             match tokio::task::spawn_blocking(move || delete_records(&shared, r)).await {
-                Ok(answered) => answer(ResponseKind::DeleteRecords(answered)),
+                Ok(mut answered) => {
+                    answered.topics.extend(denied);
+                    answer(ResponseKind::DeleteRecords(answered))
+                }
                 Err(e) => Outcome::Close(format!("DeleteRecords failed: {e}")),
             }
         }
@@ -327,11 +331,12 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             ))
         }
         .boxed(),
-        RequestKind::DeleteGroups(r) => async move {
+        RequestKind::DeleteGroups(mut r) => async move {
             let s = api.0;
-            answer(ResponseKind::DeleteGroups(
-                groups::delete_groups(&s, r).await,
-            ))
+            let denied = acls::unauthorized_group_deletions(&s, &caller, &mut r);
+            let mut deleted = groups::delete_groups(&s, r).await;
+            deleted.results.extend(denied);
+            answer(ResponseKind::DeleteGroups(deleted))
         }
         .boxed(),
         RequestKind::OffsetDelete(r) => async move {
@@ -401,11 +406,12 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             ))
         }
         .boxed(),
-        RequestKind::CreatePartitions(r) => async move {
+        RequestKind::CreatePartitions(mut r) => async move {
             let proxy = AdminProxy(api.0.clone());
-            answer(ResponseKind::CreatePartitions(
-                admin::create_partitions(&proxy, r).await,
-            ))
+            let denied = acls::unauthorized_partition_growth(&api.0, &caller, &mut r);
+            let mut grown = admin::create_partitions(&proxy, r).await;
+            grown.results.extend(denied);
+            answer(ResponseKind::CreatePartitions(grown))
         }
         .boxed(),
         RequestKind::DescribeConfigs(r) => async move {
