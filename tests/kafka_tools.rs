@@ -603,3 +603,140 @@ fn console_clients_and_consumer_groups_against_sluice() {
         serde_json::from_str(&dev.ok(&["group", "list", "--output", "json"], "")).unwrap();
     assert!(!after.iter().any(|g| g["group"] == "cg"), "{after:?}");
 }
+
+const ACLS: &str = "org.apache.kafka.tools.AclCommand";
+
+/// `kafka-acls --list` output, the lines naming a resource or an entry, trimmed.
+fn acl_lines(out: &str) -> Vec<String> {
+    let mut lines: Vec<String> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("Current ACLs for resource") || l.starts_with("(principal="))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn kafka_acls_manages_acls_that_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let on = ["--authorizer", "--allow-everyone-if-no-acl-found"];
+    let dev = Dev::start_with(dir.path(), &on);
+    let kafka = dev.kafka();
+    ok(
+        ACLS,
+        &kafka,
+        &[
+            "--add",
+            "--deny-principal",
+            "User:*",
+            "--operation",
+            "Write",
+            "--topic",
+            "t",
+        ],
+        "",
+    );
+    ok(
+        ACLS,
+        &kafka,
+        &[
+            "--add",
+            "--allow-principal",
+            "User:alice",
+            "--allow-host",
+            "10.0.0.1",
+            "--operation",
+            "Read",
+            "--topic",
+            "pre-",
+            "--resource-pattern-type",
+            "prefixed",
+        ],
+        "",
+    );
+    let both = vec![
+        "(principal=User:*, host=*, operation=WRITE, permissionType=DENY)".to_string(),
+        "(principal=User:alice, host=10.0.0.1, operation=READ, permissionType=ALLOW)".to_string(),
+        "Current ACLs for resource `ResourcePattern(resourceType=TOPIC, name=pre-, patternType=PREFIXED)`:".to_string(),
+        "Current ACLs for resource `ResourcePattern(resourceType=TOPIC, name=t, patternType=LITERAL)`:".to_string(),
+    ];
+    assert_eq!(acl_lines(&ok(ACLS, &kafka, &["--list"], "")), both);
+    // The controller's store keeps them: a restarted cluster still has them.
+    drop(dev);
+    let dev = Dev::start_with(dir.path(), &on);
+    let kafka = dev.kafka();
+    assert_eq!(acl_lines(&ok(ACLS, &kafka, &["--list"], "")), both);
+    // `--list --topic` selects by the literal name; `--remove` deletes what matches.
+    assert_eq!(
+        acl_lines(&ok(ACLS, &kafka, &["--list", "--topic", "t"], "")),
+        [both[0].clone(), both[3].clone()]
+    );
+    ok(
+        ACLS,
+        &kafka,
+        &[
+            "--remove",
+            "--force",
+            "--deny-principal",
+            "User:*",
+            "--operation",
+            "Write",
+            "--topic",
+            "t",
+        ],
+        "",
+    );
+    assert_eq!(
+        acl_lines(&ok(ACLS, &kafka, &["--list"], "")),
+        [both[1].clone(), both[2].clone()]
+    );
+    // `sluice acl` manages the same ACLs over the native API.
+    let listed = json(&dev.ok(&["acl", "list", "--output", "json"], ""));
+    assert_eq!(
+        listed,
+        serde_json::json!([{
+            "resource_type": "topic", "name": "pre-", "pattern": "prefixed",
+            "principal": "User:alice", "host": "10.0.0.1", "operation": "read",
+            "permission": "allow",
+        }])
+    );
+    dev.ok(
+        &[
+            "acl",
+            "create",
+            "--topic",
+            "cli",
+            "--principal",
+            "User:carol",
+            "--operation",
+            "read",
+            "--operation",
+            "write",
+            "--deny",
+        ],
+        "",
+    );
+    assert_eq!(
+        acl_lines(&ok(ACLS, &kafka, &["--list", "--topic", "cli"], "")),
+        [
+            "(principal=User:carol, host=*, operation=READ, permissionType=DENY)",
+            "(principal=User:carol, host=*, operation=WRITE, permissionType=DENY)",
+            "Current ACLs for resource `ResourcePattern(resourceType=TOPIC, name=cli, patternType=LITERAL)`:",
+        ]
+    );
+    let deleted = json(&dev.ok(&["acl", "delete", "--topic", "cli", "--output", "json"], ""));
+    assert_eq!(deleted.as_array().map(Vec::len), Some(2), "{deleted}");
+    assert!(acl_lines(&ok(ACLS, &kafka, &["--list", "--topic", "cli"], "")).is_empty());
+    // Without --authorizer, as Kafka without one: the ACL APIs are refused.
+    drop(dev);
+    let dev = Dev::start(dir.path());
+    let out = tool(ACLS, &dev.kafka(), &["--list"], "");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("SecurityDisabledException") || text.contains("No Authorizer is configured"),
+        "{text}"
+    );
+}

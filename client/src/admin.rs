@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use sluice_proto::acl::{AclBinding, AclFilter};
 use sluice_proto::v1;
 use sluice_proto::ErrorCode;
 
@@ -250,6 +251,52 @@ impl Admin {
             .await?;
         check(resp.result)?;
         Ok(resp.producer_id)
+    }
+
+    /// Adds Kafka ACLs (docs/authorization.md); one that exists is no change. The first
+    /// binding refused, if any, is the error (the others are added).
+    pub async fn create_acls(&self, acls: &[AclBinding]) -> Result<(), Error> {
+        let req = v1::CreateAclsRequest {
+            acls: acls.iter().map(AclBinding::to_proto).collect(),
+        };
+        let resp = self
+            .any(|mut c| {
+                let req = req.clone();
+                async move { c.create_acls(req).await }
+            })
+            .await?;
+        resp.results.into_iter().try_for_each(|r| check(Some(r)))
+    }
+
+    /// The ACLs `filter` selects.
+    pub async fn describe_acls(&self, filter: &AclFilter) -> Result<Vec<AclBinding>, Error> {
+        let req = filter.to_proto();
+        let resp = self
+            .any(|mut c| {
+                let req = req.clone();
+                async move { c.describe_acls(req).await }
+            })
+            .await?;
+        check(resp.result)?;
+        Ok(resp.acls.iter().map(AclBinding::from_proto).collect())
+    }
+
+    /// Removes the ACLs `filter` selects; those removed.
+    pub async fn delete_acls(&self, filter: &AclFilter) -> Result<Vec<AclBinding>, Error> {
+        let req = v1::DeleteAclsRequest {
+            filters: vec![filter.to_proto()],
+        };
+        let resp = self
+            .any(|mut c| {
+                let req = req.clone();
+                async move { c.delete_acls(req).await }
+            })
+            .await?;
+        let Some(r) = resp.results.into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        check(r.result)?;
+        Ok(r.deleted.iter().map(AclBinding::from_proto).collect())
     }
 
     pub async fn describe_cluster(&self) -> Result<v1::DescribeClusterResponse, Error> {

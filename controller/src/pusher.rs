@@ -144,6 +144,7 @@ impl Pusher {
                         controller_epoch,
                         metadata: Some(state.metadata(&[])),
                         push_seq: 0,
+                        acls: state.acls_proto(),
                     };
                     acks.extend(
                         self.send(state, &gate, broker, Push::UpdateMetadata(req))
@@ -152,12 +153,14 @@ impl Pusher {
                 }
                 Action::UpdateMetadataAll => {
                     let metadata = state.metadata(&[]);
+                    let acls = state.acls_proto();
                     for broker in state.live_brokers() {
                         let req = v1::UpdateMetadataRequest {
                             controller_id,
                             controller_epoch,
                             metadata: Some(metadata.clone()),
                             push_seq: 0,
+                            acls: acls.clone(),
                         };
                         acks.extend(
                             self.send(state, &gate, broker, Push::UpdateMetadata(req))

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use sluice_proto::acl::{AclBinding, AclFilter};
 use sluice_proto::limits::CONTROL_MESSAGE_BYTES_MAX;
 use sluice_proto::v1::{self, admin_server, controller_api_server};
 use sluice_proto::ErrorCode;
@@ -148,6 +149,106 @@ impl admin_server::Admin for Svc {
             producer_id: id,
             producer_epoch: 0,
         }))
+    }
+
+    async fn create_acls(
+        &self,
+        req: Request<v1::CreateAclsRequest>,
+    ) -> Result<Response<v1::CreateAclsResponse>, Status> {
+        let acls: Vec<AclBinding> = req
+            .into_inner()
+            .acls
+            .iter()
+            .map(AclBinding::from_proto)
+            .collect();
+        let mut verdicts = Vec::new();
+        let res = self.mutate(|s| s.create_acls(&acls, &mut verdicts)).await;
+        let results = if res.error_code != 0 {
+            vec![res; acls.len()]
+        } else {
+            let added = verdicts.iter().filter(|v| v.is_ok()).count();
+            if added > 0 {
+                info!(acls = added, "created ACLs");
+            }
+            verdicts
+                .into_iter()
+                .map(|v| match v {
+                    Ok(()) => result(ErrorCode::None, ""),
+                    Err((code, message)) => result(code, message),
+                })
+                .collect()
+        };
+        Ok(Response::new(v1::CreateAclsResponse { results }))
+    }
+
+    async fn delete_acls(
+        &self,
+        req: Request<v1::DeleteAclsRequest>,
+    ) -> Result<Response<v1::DeleteAclsResponse>, Status> {
+        let filters: Vec<AclFilter> = req
+            .into_inner()
+            .filters
+            .iter()
+            .map(AclFilter::from_proto)
+            .collect();
+        let mut removed = Vec::new();
+        let res = self.mutate(|s| s.delete_acls(&filters, &mut removed)).await;
+        let results = if res.error_code != 0 {
+            filters
+                .iter()
+                .map(|_| v1::DeleteAclsFilterResult {
+                    result: Some(res.clone()),
+                    deleted: Vec::new(),
+                })
+                .collect()
+        } else {
+            removed
+                .into_iter()
+                .map(|r| match r {
+                    Ok(gone) => {
+                        if !gone.is_empty() {
+                            info!(acls = gone.len(), "deleted ACLs");
+                        }
+                        v1::DeleteAclsFilterResult {
+                            result: Some(result(ErrorCode::None, "")),
+                            deleted: gone.iter().map(AclBinding::to_proto).collect(),
+                        }
+                    }
+                    Err((code, message)) => v1::DeleteAclsFilterResult {
+                        result: Some(result(code, message)),
+                        deleted: Vec::new(),
+                    },
+                })
+                .collect()
+        };
+        Ok(Response::new(v1::DeleteAclsResponse { results }))
+    }
+
+    async fn describe_acls(
+        &self,
+        req: Request<v1::AclFilter>,
+    ) -> Result<Response<v1::DescribeAclsResponse>, Status> {
+        let filter = AclFilter::from_proto(&req.into_inner());
+        if let Err(e) = filter.validate() {
+            return Ok(Response::new(v1::DescribeAclsResponse {
+                result: Some(result(ErrorCode::InvalidRequest, e.to_string())),
+                acls: Vec::new(),
+            }));
+        }
+        match self.0.active.lock().await.as_ref() {
+            Some(a) => Ok(Response::new(v1::DescribeAclsResponse {
+                result: Some(result(ErrorCode::None, "")),
+                acls: a
+                    .state
+                    .snap
+                    .acls
+                    .iter()
+                    .filter(|b| filter.matches(b))
+                    .map(AclBinding::to_proto)
+                    .collect(),
+            })),
+            None => Err(Status::unavailable(not_controller(&self.0).error_message)),
+        }
     }
 
     async fn elect_leaders(

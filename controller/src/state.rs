@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use sluice_proto::acl::{AclBinding, AclFilter};
 use sluice_proto::topic_config::LogConfig;
 use sluice_proto::v1;
 use sluice_proto::ErrorCode;
@@ -28,6 +29,9 @@ pub struct Snapshot {
     /// (`deletions.rs`).
     #[serde(default)]
     pub deleting: BTreeMap<String, deletions::PendingDeletion>,
+    /// Kafka's ACLs (docs/authorization.md), pushed to every broker with the metadata.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub acls: std::collections::BTreeSet<AclBinding>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -739,6 +743,67 @@ impl ClusterState {
         let mut actions = self.leader_and_isr_for(&changed);
         actions.push(Action::UpdateMetadataAll);
         Ok(actions)
+    }
+
+    /// Adds ACLs (one already there is no change, as in Kafka): each binding's verdict,
+    /// in order, and the push of the new set when any was added.
+    pub fn create_acls(
+        &mut self,
+        acls: &[AclBinding],
+        verdicts: &mut Vec<Result<(), Rejection>>,
+    ) -> Result<Vec<Action>, Rejection> {
+        let mut added = false;
+        for b in acls {
+            match b.validate() {
+                Ok(()) => {
+                    added |= self.snap.acls.insert(b.clone());
+                    verdicts.push(Ok(()));
+                }
+                Err(e) => verdicts.push(Err(reject(ErrorCode::InvalidRequest, e.to_string()))),
+            }
+        }
+        Ok(if added {
+            vec![Action::UpdateMetadataAll]
+        } else {
+            Vec::new()
+        })
+    }
+
+    /// Removes the ACLs each filter matches: per filter, its verdict and what it removed.
+    pub fn delete_acls(
+        &mut self,
+        filters: &[AclFilter],
+        removed: &mut Vec<Result<Vec<AclBinding>, Rejection>>,
+    ) -> Result<Vec<Action>, Rejection> {
+        let mut any = false;
+        for f in filters {
+            if let Err(e) = f.validate() {
+                removed.push(Err(reject(ErrorCode::InvalidRequest, e.to_string())));
+                continue;
+            }
+            let gone: Vec<AclBinding> = self
+                .snap
+                .acls
+                .iter()
+                .filter(|b| f.matches(b))
+                .cloned()
+                .collect();
+            for b in &gone {
+                self.snap.acls.remove(b);
+            }
+            any |= !gone.is_empty();
+            removed.push(Ok(gone));
+        }
+        Ok(if any {
+            vec![Action::UpdateMetadataAll]
+        } else {
+            Vec::new()
+        })
+    }
+
+    /// Every ACL, as pushed to brokers.
+    pub fn acls_proto(&self) -> Vec<v1::AclBinding> {
+        self.snap.acls.iter().map(AclBinding::to_proto).collect()
     }
 
     fn broker_infos(&self) -> Vec<v1::BrokerInfo> {

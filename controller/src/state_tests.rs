@@ -468,3 +468,65 @@ fn manual_replica_assignments_are_placed_as_given_or_refused_as_kafka_does() {
         .collect();
     assert_eq!(added, vec![vec![1, 2], vec![2, 1]]);
 }
+
+#[test]
+fn acls_are_kept_in_the_snapshot_and_pushed_when_they_change() {
+    use sluice_proto::acl::{op, pattern, permission, resource, AclBinding, AclFilter};
+    let (mut s, _) = state_with(&[1]);
+    let deny = AclBinding {
+        resource_type: resource::TOPIC,
+        resource_name: "t".into(),
+        pattern_type: pattern::LITERAL,
+        principal: "User:*".into(),
+        host: "*".into(),
+        operation: op::ALL,
+        permission: permission::DENY,
+    };
+    let bad = AclBinding {
+        principal: "nobody".into(),
+        ..deny.clone()
+    };
+    let mut verdicts = Vec::new();
+    let actions = s.create_acls(&[deny.clone(), bad], &mut verdicts).unwrap();
+    assert_eq!(actions, vec![Action::UpdateMetadataAll]);
+    assert!(verdicts[0].is_ok());
+    assert_eq!(
+        verdicts[1].as_ref().unwrap_err().0,
+        ErrorCode::InvalidRequest
+    );
+    assert_eq!(s.acls_proto(), vec![deny.to_proto()]);
+    // Again: no change, nothing to push.
+    let mut verdicts = Vec::new();
+    assert!(s
+        .create_acls(std::slice::from_ref(&deny), &mut verdicts)
+        .unwrap()
+        .is_empty());
+    // The store's snapshot carries them (a restarted or new controller has them).
+    let text = serde_json::to_string(&s.snap).unwrap();
+    let back: crate::state::Snapshot = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        back.acls.iter().cloned().collect::<Vec<_>>(),
+        vec![deny.clone()]
+    );
+    // A snapshot written before ACLs existed reads as none.
+    let old: crate::state::Snapshot =
+        serde_json::from_str(&text.replace(",\"acls\"", ",\"ignored\"")).unwrap();
+    assert!(old.acls.is_empty());
+    let every = AclFilter {
+        resource_type: resource::ANY,
+        resource_name: None,
+        pattern_type: pattern::ANY,
+        principal: None,
+        host: None,
+        operation: op::ANY,
+        permission: permission::ANY,
+    };
+    let mut removed = Vec::new();
+    let actions = s
+        .delete_acls(&[every.clone(), every], &mut removed)
+        .unwrap();
+    assert_eq!(actions, vec![Action::UpdateMetadataAll]);
+    assert_eq!(removed[0].as_ref().unwrap(), &vec![deny]);
+    assert!(removed[1].as_ref().unwrap().is_empty());
+    assert!(s.acls_proto().is_empty());
+}

@@ -11,6 +11,7 @@
 //! - [`status`]: typed error codes on gRPC statuses (a broker that is not ready yet).
 //! - [`digest`]: digests of control state for heartbeat reconciliation.
 
+pub mod acl;
 pub mod batch;
 pub mod compression;
 pub mod digest;

@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch.
 
+mod acl;
 mod cdc;
 mod cdc_ops;
 mod cdc_snapshot;
@@ -95,6 +96,13 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Kafka ACLs: create, list, delete (enforced by brokers run with --authorizer).
+    Acl {
+        #[command(subcommand)]
+        command: acl::AclCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Partition leadership.
     Partition {
         #[command(subcommand)]
@@ -180,6 +188,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Group { command, client } => {
             init_tracing("warn");
             group::run(command, &client).await
+        }
+        Command::Acl { command, client } => {
+            init_tracing("warn");
+            acl::run(command, &client).await
         }
         Command::Partition { command, client } => {
             init_tracing("warn");

@@ -51,6 +51,41 @@ pub struct DevArgs {
     pub group_initial_rebalance_delay_ms: u64,
     #[command(flatten)]
     pub cleaner: CleanerArgs,
+    #[command(flatten)]
+    pub authorizer: AuthorizerArgs,
+}
+
+/// Kafka ACL enforcement on the Kafka listener (docs/authorization.md).
+#[derive(Args, Debug, Clone)]
+pub struct AuthorizerArgs {
+    /// Authorize Kafka-listener requests against the cluster's ACLs (Kafka's
+    /// `authorizer.class.name`). Off: everything is allowed and the ACL APIs answer
+    /// SECURITY_DISABLED. Without SASL every Kafka client is `User:ANONYMOUS`.
+    #[arg(long)]
+    pub authorizer: bool,
+    /// `allow.everyone.if.no.acl.found`: with --authorizer, a resource no ACL applies to
+    /// is open to everyone (Kafka's default, and this one's: false).
+    #[arg(long, requires = "authorizer")]
+    pub allow_everyone_if_no_acl_found: bool,
+    /// `super.users`: principals allowed everything, `;`-separated (e.g. `User:admin`).
+    #[arg(long, value_name = "PRINCIPALS", requires = "authorizer")]
+    pub super_users: Option<String>,
+}
+
+impl AuthorizerArgs {
+    pub fn config(&self) -> sluice_proto::acl::AuthorizerConfig {
+        sluice_proto::acl::AuthorizerConfig {
+            enabled: self.authorizer,
+            allow_if_no_acl: self.allow_everyone_if_no_acl_found,
+            super_users: self
+                .super_users
+                .iter()
+                .flat_map(|s| s.split(';'))
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        }
+    }
 }
 
 /// The log cleaner (compaction of `cleanup.policy=compact` topics), per broker.
@@ -129,6 +164,8 @@ pub struct BrokerArgs {
     /// live broker when fewer), unless the client says not to.
     #[arg(long, requires = "kafka_listen")]
     pub auto_create_topics: bool,
+    #[command(flatten)]
+    pub authorizer: AuthorizerArgs,
     /// `num.partitions`: partitions of an auto-created topic.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub num_partitions: u32,
@@ -328,6 +365,7 @@ pub async fn dev(a: DevArgs) -> anyhow::Result<ExitCode> {
         config.cleaner = a.cleaner.config();
         config.kafka_advertised = Some(kafka_addr.to_string());
         config.kafka_auto_create_partitions = Some(a.num_partitions);
+        config.authorizer = a.authorizer.config();
         config.groups.group.session_timeout = Duration::from_millis(
             a.group_session_timeout_ms
                 .clamp(500, config.groups.max_session_timeout.as_millis() as u64),
@@ -557,6 +595,7 @@ pub async fn broker(a: BrokerArgs) -> anyhow::Result<ExitCode> {
         });
     }
     config.kafka_auto_create_partitions = a.auto_create_topics.then_some(a.num_partitions);
+    config.authorizer = a.authorizer.config();
     config.rack = a.rack;
     config.replica_lag_time_max = Duration::from_millis(a.replica_lag_time_max_ms);
     config.producer_id_expiration = Duration::from_millis(a.producer_id_expiration_ms.max(1));

@@ -69,6 +69,12 @@ impl ApacheKafka {
     /// [`ApacheKafka::wait_ready`]. Call both from the test's own thread: the process
     /// is killed when the thread that started it ends.
     pub fn launch() -> ApacheKafka {
+        ApacheKafka::launch_with("")
+    }
+
+    /// [`ApacheKafka::launch`] with `extra` lines appended to `server.properties` (an
+    /// authorizer, for tests/kafka_diff_acl.rs).
+    pub fn launch_with(extra: &str) -> ApacheKafka {
         let libs = libs();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -98,7 +104,8 @@ impl ApacheKafka {
                  share.coordinator.state.topic.replication.factor=1\n\
                  share.coordinator.state.topic.min.isr=1\n\
                  group.initial.rebalance.delay.ms=0\n\
-                 auto.create.topics.enable=true\n",
+                 auto.create.topics.enable=true\n\
+                 {extra}\n",
                 logs = dir.path().join("data").display(),
             ),
         )

@@ -255,7 +255,7 @@ pub(super) async fn create_partitions(
 pub(super) async fn describe_cluster(
     api: &BrokerApi,
     me: u32,
-    include_authorized_operations: bool,
+    authorized_operations: i32,
 ) -> DescribeClusterResponse {
     let md = match api
         .metadata(Request::new(v1::MetadataRequest::default()))
@@ -281,11 +281,7 @@ pub(super) async fn describe_cluster(
         .with_cluster_id(StrBytes::from_static_str(super::apis::CLUSTER_ID))
         .with_controller_id(BrokerId(me as i32))
         .with_brokers(brokers)
-        .with_cluster_authorized_operations(if include_authorized_operations {
-            super::apis::CLUSTER_OPERATIONS
-        } else {
-            i32::MIN
-        })
+        .with_cluster_authorized_operations(authorized_operations)
 }
 
 /// Kafka's config resource types.

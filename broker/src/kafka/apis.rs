@@ -24,12 +24,14 @@ use kafka_protocol::messages::{
     RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice_proto::acl::{self, op, resource};
 use sluice_proto::v1;
 use sluice_proto::v1::broker_server::Broker as _;
 use sluice_proto::{ErrorCode, LeaderEpoch};
 use tonic::Request;
 use tracing::debug;
 
+use super::acls::{self, Caller};
 use super::admin;
 use super::classic;
 use super::fetch::{delete_records, fetch_request, fetch_response};
@@ -105,20 +107,33 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
     };
     debug!(%peer, ?key, version, client = ?header.client_id, "Kafka request");
     let api = BrokerApi(shared.clone());
+    let caller = Caller::anonymous(peer);
     let answer = move |body: ResponseKind| respond(key, version, correlation, body);
+    if let Some(refused) = acls::refused(shared, &caller, &request) {
+        return now(answer(refused));
+    }
     match request {
         RequestKind::ApiVersions(_) => {
             now(answer(ResponseKind::ApiVersions(versions::api_versions(0))))
         }
         RequestKind::Metadata(r) => {
             let me = shared.config.id;
-            async move { answer(ResponseKind::Metadata(metadata(&api, me, version, r).await)) }
-                .boxed()
+            async move {
+                answer(ResponseKind::Metadata(
+                    metadata(&api, &caller, me, version, r).await,
+                ))
+            }
+            .boxed()
         }
         RequestKind::Produce(mut r) => {
             let acks = r.acks;
-            if r.transactional_id.is_none() && has_transactional_batch(&r) {
-                // As Kafka: transactional records need the request's transactional id.
+            let txn_denied = r
+                .transactional_id
+                .as_ref()
+                .is_some_and(|id| !caller.may(shared, op::WRITE, resource::TRANSACTIONAL_ID, id));
+            if txn_denied || (r.transactional_id.is_none() && has_transactional_batch(&r)) {
+                // As Kafka: transactional records need the request's transactional id,
+                // and WRITE on it.
                 let refused = refuse_all(&r, ErrorCode::TransactionalIdAuthorizationFailed);
                 return now(if acks == 0 {
                     Outcome::Silent
@@ -126,7 +141,8 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
                     answer(ResponseKind::Produce(produce_response(refused)))
                 });
             }
-            let refused = not_one_batch(&mut r);
+            let mut refused = not_one_batch(&mut r);
+            refused.extend(unauthorized_produce(shared, &caller, &mut r));
             let done = api.start_produce(produce_request(r)).await;
             async move {
                 let mut answered = done.await;
@@ -144,8 +160,14 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             // v13+ names topics by id: mapped through this broker's metadata, and an id
             // it does not know answered UNKNOWN_TOPIC_ID.
             let (by_id, by_name) = groups::topic_ids(&api.0);
-            let (wanted, unknown) = fetch_request(&r, version, &by_id);
-            let fetched = api.fetch_once(wanted, "kafka_fetch").await;
+            let (mut wanted, unknown) = fetch_request(&r, version, &by_id);
+            let denied = unauthorized_fetch(&api.0, &caller, &mut wanted.partitions);
+            let mut fetched = if wanted.partitions.is_empty() && !denied.is_empty() {
+                v1::FetchResponse::default()
+            } else {
+                api.fetch_once(wanted, "kafka_fetch").await
+            };
+            fetched.partitions.extend(denied);
             answer(ResponseKind::Fetch(fetch_response(
                 fetched, version, &by_name, unknown,
             )))
@@ -160,27 +182,34 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             }
         }
         .boxed(),
-        RequestKind::DeleteRecords(r) => async move {
+        RequestKind::DeleteRecords(mut r) => async move {
             let shared = api.0.clone();
+            let denied = acls::unauthorized_record_deletions(&shared, &caller, &mut r);
             match tokio::task::spawn_blocking(move || delete_records(&shared, r)).await {
-                Ok(answered) => answer(ResponseKind::DeleteRecords(answered)),
+                Ok(mut answered) => {
+                    answered.topics.extend(denied);
+                    answer(ResponseKind::DeleteRecords(answered))
+                }
                 Err(e) => Outcome::Close(format!("DeleteRecords failed: {e}")),
             }
         }
         .boxed(),
         RequestKind::ListOffsets(r) => async move {
-            let wanted = list_offsets_request(&r);
+            let mut wanted = list_offsets_request(&r);
+            let denied = unauthorized_list_offsets(&api.0, &caller, &mut wanted);
+            let asked = wanted.clone();
             let listed = tokio::task::spawn_blocking(move || api.list_all(wanted)).await;
             match listed {
                 Ok(mut listed) => {
                     if r.isolation_level == 1 {
                         // read_committed: the latest offset is the last stable offset.
-                        for (p, asked) in listed.iter_mut().zip(list_offsets_request(&r)) {
+                        for (p, asked) in listed.iter_mut().zip(asked) {
                             if asked.timestamp == -1 && p.error_code == 0 {
                                 p.offset = p.last_stable_offset;
                             }
                         }
                     }
+                    listed.extend(denied);
                     answer(ResponseKind::ListOffsets(list_offsets_response(
                         version, listed,
                     )))
@@ -289,9 +318,10 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
         .boxed(),
         RequestKind::DescribeGroups(r) => async move {
             let s = api.0;
-            answer(ResponseKind::DescribeGroups(
-                classic::describe_groups(&s, version, r).await,
-            ))
+            let ops = r.include_authorized_operations;
+            let mut described = classic::describe_groups(&s, version, r).await;
+            acls::describe_groups(&s, &caller, ops && version >= 3, &mut described);
+            answer(ResponseKind::DescribeGroups(described))
         }
         .boxed(),
         RequestKind::ListGroups(r) => async move {
@@ -301,11 +331,12 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             ))
         }
         .boxed(),
-        RequestKind::DeleteGroups(r) => async move {
+        RequestKind::DeleteGroups(mut r) => async move {
             let s = api.0;
-            answer(ResponseKind::DeleteGroups(
-                groups::delete_groups(&s, r).await,
-            ))
+            let denied = acls::unauthorized_group_deletions(&s, &caller, &mut r);
+            let mut deleted = groups::delete_groups(&s, r).await;
+            deleted.results.extend(denied);
+            answer(ResponseKind::DeleteGroups(deleted))
         }
         .boxed(),
         RequestKind::OffsetDelete(r) => async move {
@@ -352,18 +383,20 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             ))
         }
         .boxed(),
-        RequestKind::CreateTopics(r) => async move {
+        RequestKind::CreateTopics(mut r) => async move {
             let proxy = AdminProxy(api.0.clone());
-            answer(ResponseKind::CreateTopics(
-                admin::create_topics(&proxy, r).await,
-            ))
+            let denied = acls::unauthorized_creations(&api.0, &caller, &mut r);
+            let mut created = admin::create_topics(&proxy, r).await;
+            created.topics.extend(denied);
+            answer(ResponseKind::CreateTopics(created))
         }
         .boxed(),
-        RequestKind::DeleteTopics(r) => async move {
+        RequestKind::DeleteTopics(mut r) => async move {
             let proxy = AdminProxy(api.0.clone());
-            answer(ResponseKind::DeleteTopics(
-                admin::delete_topics(&proxy, &api, r).await,
-            ))
+            let denied = acls::unauthorized_deletions(&api.0, &caller, &mut r);
+            let mut deleted = admin::delete_topics(&proxy, &api, r).await;
+            deleted.responses.extend(denied);
+            answer(ResponseKind::DeleteTopics(deleted))
         }
         .boxed(),
         RequestKind::ElectLeaders(r) => async move {
@@ -373,11 +406,12 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
             ))
         }
         .boxed(),
-        RequestKind::CreatePartitions(r) => async move {
+        RequestKind::CreatePartitions(mut r) => async move {
             let proxy = AdminProxy(api.0.clone());
-            answer(ResponseKind::CreatePartitions(
-                admin::create_partitions(&proxy, r).await,
-            ))
+            let denied = acls::unauthorized_partition_growth(&api.0, &caller, &mut r);
+            let mut grown = admin::create_partitions(&proxy, r).await;
+            grown.results.extend(denied);
+            answer(ResponseKind::CreatePartitions(grown))
         }
         .boxed(),
         RequestKind::DescribeConfigs(r) => async move {
@@ -402,14 +436,41 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
         .boxed(),
         RequestKind::DescribeCluster(r) => {
             let me = shared.config.id;
+            // Kafka's "not given" unless asked.
+            let ops = if r.include_cluster_authorized_operations {
+                caller.operations(
+                    shared,
+                    resource::CLUSTER,
+                    acl::CLUSTER_NAME,
+                    &acl::CLUSTER_OPERATIONS,
+                )
+            } else {
+                i32::MIN
+            };
             async move {
                 answer(ResponseKind::DescribeCluster(
-                    admin::describe_cluster(&api, me, r.include_cluster_authorized_operations)
-                        .await,
+                    admin::describe_cluster(&api, me, ops).await,
                 ))
             }
             .boxed()
         }
+        RequestKind::CreateAcls(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::CreateAcls(
+                acls::create_acls(&proxy, &caller, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::DeleteAcls(r) => async move {
+            let proxy = AdminProxy(api.0.clone());
+            answer(ResponseKind::DeleteAcls(
+                acls::delete_acls(&proxy, &caller, r).await,
+            ))
+        }
+        .boxed(),
+        RequestKind::DescribeAcls(r) => now(answer(ResponseKind::DescribeAcls(
+            acls::describe_acls(shared, &caller, r),
+        ))),
         other => close(format!("{key:?} is not served (decoded {other:?})")),
     }
 }
@@ -494,10 +555,20 @@ fn old_produce_refusal(version: i16, correlation: i32, frame: Bytes) -> Option<O
     Some((acks != 0).then(|| framed(out)))
 }
 
-async fn metadata(api: &BrokerApi, me: u32, version: i16, r: MetadataRequest) -> MetadataResponse {
+async fn metadata(
+    api: &BrokerApi,
+    caller: &Caller,
+    me: u32,
+    version: i16,
+    r: MetadataRequest,
+) -> MetadataResponse {
     // Null: every topic; empty: none (v0 had no null: empty meant every topic).
     let none_asked = r.topics.as_ref().is_some_and(|t| t.is_empty()) && version > 0;
-    let asked = r.topics.unwrap_or_default();
+    let every_topic = r
+        .topics
+        .as_ref()
+        .is_none_or(|t| t.is_empty() && version == 0);
+    let asked = r.topics.clone().unwrap_or_default();
     // v10+ may name topics by id (the name null, or empty as the Java client sends it);
     // as in Kafka, when any id is given the ids are what is asked for.
     let mut ids: Vec<uuid::Uuid> = Vec::new();
@@ -530,6 +601,7 @@ async fn metadata(api: &BrokerApi, me: u32, version: i16, r: MetadataRequest) ->
         md.topics.clear();
     }
     let mut unknown_ids = Vec::new();
+    let every_topic = every_topic || !ids.is_empty();
     if !ids.is_empty() {
         let mut known = Vec::new();
         for id in ids {
@@ -544,28 +616,55 @@ async fn metadata(api: &BrokerApi, me: u32, version: i16, r: MetadataRequest) ->
         }
         md.topics = known;
     }
+    // As Kafka: a topic the caller may not DESCRIBE is left out of an every-topic
+    // answer (and one asked by id), and answered TOPIC_AUTHORIZATION_FAILED, with no
+    // partitions and no id, when named; whether it exists is not disclosed.
+    let shared = &api.0;
+    md.topics.retain_mut(|t| {
+        if caller.may_topic(shared, op::DESCRIBE, &t.name) {
+            return true;
+        }
+        *t = denied_topic(&t.name);
+        !every_topic
+    });
     // v0-3 have no flag: creation was always allowed there.
     let allowed = version < 4 || r.allow_auto_topic_creation;
     if let (true, Some(partitions)) = (allowed, api.0.config.kafka_auto_create_partitions) {
+        let may_create_any = caller.may_cluster(shared, op::CREATE);
         for t in md
             .topics
             .iter_mut()
             .filter(|t| t.error_code == ErrorCode::UnknownTopicOrPartition.code())
         {
+            if !may_create_any && !caller.may_topic(shared, op::CREATE, &t.name) {
+                *t = denied_topic(&t.name);
+                continue;
+            }
             let (error, message) = groups::auto_create(&api.0, &t.name, partitions).await;
             t.error_code = error;
             t.error_message = message;
         }
     }
     let mut answer = metadata_response(me, md);
-    // No ACLs: every operation is allowed (v8+, when asked; Kafka's default is "not given").
+    // v8+, when asked (Kafka's default is "not given"): what the authorizer allows, all
+    // of it without one.
     if r.include_topic_authorized_operations {
         for t in &mut answer.topics {
-            t.topic_authorized_operations = TOPIC_OPERATIONS;
+            let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+            t.topic_authorized_operations = if t.error_code == acls::TOPIC_AUTHORIZATION_FAILED {
+                i32::MIN
+            } else {
+                caller.operations(shared, resource::TOPIC, &name, &acl::TOPIC_OPERATIONS)
+            };
         }
     }
     if r.include_cluster_authorized_operations {
-        answer.cluster_authorized_operations = CLUSTER_OPERATIONS;
+        answer.cluster_authorized_operations = caller.operations(
+            shared,
+            resource::CLUSTER,
+            acl::CLUSTER_NAME,
+            &acl::CLUSTER_OPERATIONS,
+        );
     }
     // An id no topic has: UNKNOWN_TOPIC_ID with no name, as Kafka answers.
     answer.topics.extend(unknown_ids.into_iter().map(|id| {
@@ -577,14 +676,95 @@ async fn metadata(api: &BrokerApi, me: u32, version: i16, r: MetadataRequest) ->
     answer
 }
 
-/// Kafka's authorized-operations bit sets (bit n: ACL operation code n) with no
-/// authorizer: everything a topic can be asked (READ, WRITE, CREATE, DELETE, ALTER,
-/// DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS) and everything the cluster can (CREATE,
-/// ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE).
-pub(super) const TOPIC_OPERATIONS: i32 =
-    1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 10 | 1 << 11;
-pub(super) const CLUSTER_OPERATIONS: i32 =
-    1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12;
+/// A topic the caller may not see, as Kafka answers it.
+fn denied_topic(name: &str) -> v1::TopicMetadata {
+    v1::TopicMetadata {
+        name: name.to_string(),
+        error_code: i32::from(acls::TOPIC_AUTHORIZATION_FAILED),
+        ..Default::default()
+    }
+}
+
+/// Takes out of `r` the topics the caller may not WRITE: their partitions answered
+/// TOPIC_AUTHORIZATION_FAILED.
+fn unauthorized_produce(
+    shared: &Shared,
+    caller: &Caller,
+    r: &mut ProduceRequest,
+) -> Vec<v1::ProducePartitionResponse> {
+    let mut refused = Vec::new();
+    r.topic_data.retain(|t| {
+        if caller.may_topic(shared, op::WRITE, &t.name.0) {
+            return true;
+        }
+        refused.extend(
+            t.partition_data
+                .iter()
+                .map(|p| v1::ProducePartitionResponse {
+                    topic: t.name.0.to_string(),
+                    partition: p.index.max(0) as u32,
+                    error_code: i32::from(acls::TOPIC_AUTHORIZATION_FAILED),
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                    ..Default::default()
+                }),
+        );
+        false
+    });
+    refused
+}
+
+/// Takes out of `wanted` the partitions of topics the caller may not READ: answered
+/// TOPIC_AUTHORIZATION_FAILED.
+fn unauthorized_fetch(
+    shared: &Shared,
+    caller: &Caller,
+    wanted: &mut Vec<v1::FetchPartition>,
+) -> Vec<v1::FetchPartitionResponse> {
+    let mut refused = Vec::new();
+    wanted.retain(|p| {
+        if caller.may_topic(shared, op::READ, &p.topic) {
+            return true;
+        }
+        refused.push(v1::FetchPartitionResponse {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            error_code: i32::from(acls::TOPIC_AUTHORIZATION_FAILED),
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            ..Default::default()
+        });
+        false
+    });
+    refused
+}
+
+/// Takes out of `wanted` the partitions of topics the caller may not DESCRIBE.
+fn unauthorized_list_offsets(
+    shared: &Shared,
+    caller: &Caller,
+    wanted: &mut Vec<v1::ListOffsetsPartition>,
+) -> Vec<v1::ListOffsetsPartitionResponse> {
+    let mut refused = Vec::new();
+    wanted.retain(|p| {
+        if caller.may_topic(shared, op::DESCRIBE, &p.topic) {
+            return true;
+        }
+        refused.push(v1::ListOffsetsPartitionResponse {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            error_code: i32::from(acls::TOPIC_AUTHORIZATION_FAILED),
+            offset: -1,
+            timestamp: -1,
+            leader_epoch: -1,
+            ..Default::default()
+        });
+        false
+    });
+    refused
+}
 
 /// The live brokers that serve Kafka, with the host and port of their listener.
 pub(super) fn kafka_endpoints(

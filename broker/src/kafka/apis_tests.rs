@@ -541,6 +541,51 @@ fn every_served_version_of_every_response_encodes() {
                     out.unknown_state_filters = vec![StrBytes::from_static_str("Nope")];
                     ResponseKind::ListTransactions(out)
                 }
+                ApiKey::DescribeAcls => {
+                    use kafka_protocol::messages::describe_acls_response::{
+                        AclDescription, DescribeAclsResource,
+                    };
+                    ResponseKind::DescribeAcls(
+                        kafka_protocol::messages::DescribeAclsResponse::default()
+                            .with_error_message(Some(StrBytes::from_static_str("x")))
+                            .with_resources(vec![DescribeAclsResource::default()
+                                .with_resource_type(2)
+                                .with_resource_name(StrBytes::from_static_str("t"))
+                                .with_pattern_type(3)
+                                .with_acls(vec![AclDescription::default()
+                                    .with_principal(StrBytes::from_static_str("User:*"))
+                                    .with_host(StrBytes::from_static_str("*"))
+                                    .with_operation(2)
+                                    .with_permission_type(2)])]),
+                    )
+                }
+                ApiKey::CreateAcls => {
+                    use kafka_protocol::messages::create_acls_response::AclCreationResult;
+                    ResponseKind::CreateAcls(
+                        kafka_protocol::messages::CreateAclsResponse::default().with_results(vec![
+                            AclCreationResult::default()
+                                .with_error_code(42)
+                                .with_error_message(Some(StrBytes::from_static_str("x"))),
+                        ]),
+                    )
+                }
+                ApiKey::DeleteAcls => {
+                    use kafka_protocol::messages::delete_acls_response::{
+                        DeleteAclsFilterResult, DeleteAclsMatchingAcl,
+                    };
+                    ResponseKind::DeleteAcls(
+                        kafka_protocol::messages::DeleteAclsResponse::default()
+                            .with_filter_results(vec![DeleteAclsFilterResult::default()
+                                .with_matching_acls(vec![DeleteAclsMatchingAcl::default()
+                                    .with_resource_type(2)
+                                    .with_resource_name(StrBytes::from_static_str("t"))
+                                    .with_pattern_type(4)
+                                    .with_principal(StrBytes::from_static_str("User:*"))
+                                    .with_host(StrBytes::from_static_str("*"))
+                                    .with_operation(3)
+                                    .with_permission_type(3)])]),
+                    )
+                }
                 other => panic!("{other:?} served but not covered here"),
             };
             assert!(

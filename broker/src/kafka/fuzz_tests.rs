@@ -109,6 +109,15 @@ fn request_of(key: ApiKey) -> Option<RequestKind> {
         ApiKey::ListTransactions => RequestKind::ListTransactions(
             kafka_protocol::messages::ListTransactionsRequest::default(),
         ),
+        ApiKey::DescribeAcls => {
+            RequestKind::DescribeAcls(kafka_protocol::messages::DescribeAclsRequest::default())
+        }
+        ApiKey::CreateAcls => {
+            RequestKind::CreateAcls(kafka_protocol::messages::CreateAclsRequest::default())
+        }
+        ApiKey::DeleteAcls => {
+            RequestKind::DeleteAcls(kafka_protocol::messages::DeleteAclsRequest::default())
+        }
         other => panic!("{other:?} is served: give the fuzz tests a request of it"),
     })
 }

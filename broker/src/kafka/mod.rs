@@ -14,6 +14,7 @@
 //! framed closes only its connection, with one log line. Produce with acks=0 gets no
 //! response.
 
+mod acls;
 mod admin;
 mod apis;
 mod classic;

@@ -71,6 +71,24 @@ impl NotActive for v1::InitProducerIdResponse {
         self.result.as_ref().is_some_and(|r| r.not_active())
     }
 }
+impl NotActive for v1::CreateAclsResponse {
+    fn not_active(&self) -> bool {
+        self.results.first().is_some_and(|r| r.not_active())
+    }
+}
+impl NotActive for v1::DeleteAclsResponse {
+    fn not_active(&self) -> bool {
+        self.results
+            .first()
+            .and_then(|r| r.result.as_ref())
+            .is_some_and(|r| r.not_active())
+    }
+}
+impl NotActive for v1::DescribeAclsResponse {
+    fn not_active(&self) -> bool {
+        self.result.as_ref().is_some_and(|r| r.not_active())
+    }
+}
 impl NotActive for v1::DescribeClusterResponse {
     fn not_active(&self) -> bool {
         false
@@ -150,6 +168,42 @@ impl admin_server::Admin for AdminProxy {
         let r = req.into_inner();
         self.forward(|mut c| async move { c.init_producer_id(r).await })
             .await
+    }
+
+    async fn create_acls(
+        &self,
+        req: Request<v1::CreateAclsRequest>,
+    ) -> Result<Response<v1::CreateAclsResponse>, Status> {
+        let r = req.into_inner();
+        self.forward(|mut c| {
+            let r = r.clone();
+            async move { c.create_acls(r).await }
+        })
+        .await
+    }
+
+    async fn delete_acls(
+        &self,
+        req: Request<v1::DeleteAclsRequest>,
+    ) -> Result<Response<v1::DeleteAclsResponse>, Status> {
+        let r = req.into_inner();
+        self.forward(|mut c| {
+            let r = r.clone();
+            async move { c.delete_acls(r).await }
+        })
+        .await
+    }
+
+    async fn describe_acls(
+        &self,
+        req: Request<v1::AclFilter>,
+    ) -> Result<Response<v1::DescribeAclsResponse>, Status> {
+        let r = req.into_inner();
+        self.forward(|mut c| {
+            let r = r.clone();
+            async move { c.describe_acls(r).await }
+        })
+        .await
     }
 
     async fn elect_leaders(

@@ -221,6 +221,11 @@ impl broker_control_server::BrokerControl for Control {
         };
         if let Some(md) = r.metadata {
             *self.0.metadata.write() = md;
+            self.0.authorizer.write().acls = r
+                .acls
+                .iter()
+                .map(sluice_proto::acl::AclBinding::from_proto)
+                .collect();
         }
         check_strays(&self.0).await;
         Ok(Response::new(ok()))

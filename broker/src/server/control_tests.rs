@@ -118,13 +118,31 @@ async fn a_delayed_metadata_push_does_not_replace_newer_metadata() {
                 ..Default::default()
             }),
             push_seq: seq,
+            acls: vec![acl(topic)],
         })
     };
     c.update_metadata(metadata(5, "new")).await.unwrap();
     c.update_metadata(metadata(4, "old")).await.unwrap();
     assert_eq!(c.0.metadata.read().topics[0].name, "new");
+    assert_eq!(c.0.authorizer.read().acls[0].resource_name, "new");
     c.update_metadata(metadata(6, "newer")).await.unwrap();
     assert_eq!(c.0.metadata.read().topics[0].name, "newer");
+    // The ACLs come with the metadata, whole: the newer set replaces the old.
+    let acls = &c.0.authorizer.read().acls;
+    assert_eq!(acls.len(), 1);
+    assert_eq!(acls[0].resource_name, "newer");
+}
+
+fn acl(topic: &str) -> v1::AclBinding {
+    v1::AclBinding {
+        resource_type: 2,
+        resource_name: topic.into(),
+        pattern_type: 3,
+        principal: "User:*".into(),
+        host: "*".into(),
+        operation: 2,
+        permission: 2,
+    }
 }
 
 #[test]

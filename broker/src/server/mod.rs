@@ -90,6 +90,9 @@ pub struct BrokerConfig {
     /// topic that does not exist creates it with this many partitions (and the default
     /// replication factor: three, or every live broker when fewer). `None`: off.
     pub kafka_auto_create_partitions: Option<u32>,
+    /// Whether (and how) Kafka-listener requests are authorized against the cluster's
+    /// ACLs (docs/authorization.md). Default: off, everything allowed.
+    pub authorizer: sluice_proto::acl::AuthorizerConfig,
 }
 
 impl BrokerConfig {
@@ -119,6 +122,7 @@ impl BrokerConfig {
             offsets_topic_partitions: 12,
             kafka_advertised: None,
             kafka_auto_create_partitions: None,
+            authorizer: Default::default(),
         }
     }
 }
@@ -135,6 +139,8 @@ pub(crate) struct Shared {
     pub(crate) control_order: tokio::sync::Mutex<control::PushOrder>,
     /// The latest metadata pushed by the controller.
     pub(crate) metadata: RwLock<v1::MetadataResponse>,
+    /// The authorizer: this broker's settings and the ACLs the controller last pushed.
+    pub(crate) authorizer: RwLock<sluice_proto::acl::Authorizer>,
     /// Index into `config.controllers` of the last controller that answered as active.
     pub(crate) controller_hint: std::sync::atomic::AtomicUsize,
     /// Set once the broker stops serving: long-polls answer at once and replication
@@ -166,6 +172,10 @@ impl Broker {
         replicas.set_producer_id_expiration(config.producer_id_expiration);
         let groups =
             groups::GroupCoordinator::new(config.groups.clone(), config.offsets_topic_partitions);
+        let authorizer = sluice_proto::acl::Authorizer {
+            config: config.authorizer.clone(),
+            acls: Vec::new(),
+        };
         Ok(Broker {
             shared: Arc::new(Shared {
                 groups,
@@ -175,6 +185,7 @@ impl Broker {
                 broker_epoch: AtomicI64::new(-1),
                 control_order: Default::default(),
                 metadata: RwLock::new(v1::MetadataResponse::default()),
+                authorizer: RwLock::new(authorizer),
                 controller_hint: Default::default(),
                 stopping: tokio::sync::watch::channel(false).0,
                 gate: Default::default(),
