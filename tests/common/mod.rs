@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod apache_kafka;
+pub mod cdc;
 pub mod clients;
 pub mod cluster;
 pub mod db;
