@@ -5,7 +5,7 @@
 //!   and a `TRUNCATE`, a running Table and one opened afterwards hold exactly
 //!   `SELECT *` (each row the JSON object of its columns), read as stored and with
 //!   `row_images` — and so does a Table with `row_images` over the same tables
-//!   captured in the envelope format (Postgres);
+//!   captured in the envelope format (Postgres), and `table dump --row-images` of them;
 //! - `sluice consume` shows the bare rows: every value is a row object (no `before`,
 //!   `op`, `source`), a delete is a tombstone with no record before it, every record
 //!   carries `sluice.format: row` and the truncate marker its own small value;
@@ -290,6 +290,25 @@ fn pg_row_format_tables_and_consume_hold_the_bare_rows() {
         &[7],
         true,
     );
+
+    // `table dump --row-images` of the envelope topic prints the rows; without the
+    // flag, the envelopes.
+    let dumped = |args: &[&str]| -> BTreeMap<i64, Value> {
+        dev.ok(args, "")
+            .lines()
+            .map(|l| {
+                let r: Value = serde_json::from_str(l).unwrap();
+                let key: Value = serde_json::from_str(r["key"].as_str().unwrap()).unwrap();
+                let value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+                (key["id"].as_i64().unwrap(), value)
+            })
+            .collect()
+    };
+    let dump = ["table", "dump", "env.public.users", "--output", "json"];
+    let users = rows_of(&pg.psql("app", "SELECT row_to_json(t) FROM users t"));
+    assert_eq!(dumped(&[&dump[..], &["--row-images"]].concat()), users);
+    let envelopes = dumped(&dump);
+    assert_eq!(envelopes[&1]["after"], users[&1], "{}", envelopes[&1]);
 
     // The other format over these topics: refused, one line naming the way out.
     drop(connector);

@@ -309,4 +309,42 @@ mod tests {
         assert_eq!(v["source"]["snapshot"], "true");
         assert!(v["transaction"].is_null());
     }
+
+    #[test]
+    fn the_row_format_is_the_after_object_and_nothing_for_a_delete() {
+        let table = Arc::new(TableId::parse("public.users").unwrap());
+        let row: Row = vec![("id".into(), json!(1)), ("n".into(), json!("a\"b"))];
+        let change = |op, before: Option<Row>, after: Option<Row>| RowChange {
+            table: table.clone(),
+            op,
+            key: vec![("id".into(), json!(1))],
+            before,
+            after,
+        };
+        let update = change(Op::Update, Some(row.clone()), Some(row.clone()));
+        assert_eq!(
+            write_change(ValueFormat::Row, &update, b"", None, 9),
+            Some(br#"{"id":1,"n":"a\"b"}"#.to_vec())
+        );
+        let delete = change(Op::Delete, Some(row.clone()), None);
+        assert_eq!(write_change(ValueFormat::Row, &delete, b"", None, 9), None);
+        // The envelope keeps its delete record.
+        let v = write_change(ValueFormat::Envelope, &delete, b"{}", None, 9).unwrap();
+        let v: Value = serde_json::from_slice(&v).unwrap();
+        assert_eq!((v["op"].as_str(), v["after"].is_null()), (Some("d"), true));
+        // Which format a record is in, by its headers.
+        let h = |k: &str, v: &'static [u8]| sluice_proto::Header {
+            key: k.into(),
+            value: Some(bytes::Bytes::from_static(v)),
+        };
+        assert_eq!(ValueFormat::of_headers(&[]), ValueFormat::Envelope);
+        assert_eq!(
+            ValueFormat::of_headers(&[h("sluice.pos", b"pg:0/1#0"), h(FORMAT_HEADER, b"row")]),
+            ValueFormat::Row
+        );
+        assert_eq!(
+            ValueFormat::of_headers(&[h(FORMAT_HEADER, b"avro")]),
+            ValueFormat::Envelope
+        );
+    }
 }
