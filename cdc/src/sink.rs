@@ -669,31 +669,6 @@ impl Sink {
     }
 }
 
-#[cfg(test)]
-mod format_tests {
-    use super::*;
-
-    #[test]
-    fn a_topic_ending_in_the_other_format_is_refused_with_the_way_out() {
-        let lasts: Vec<LastFormat> = vec![
-            ("cdc.public.a".into(), 0, ValueFormat::Row),
-            ("cdc.public.b".into(), 1, ValueFormat::Envelope),
-        ];
-        assert!(check_format(ValueFormat::Row, &lasts[..1]).is_ok());
-        assert!(check_format(ValueFormat::Envelope, &[]).is_ok());
-        let Err(CdcError::Config(line)) = check_format(ValueFormat::Row, &lasts) else {
-            panic!("not refused");
-        };
-        assert!(
-            line.starts_with("cdc.public.b holds --value-format envelope records (partition 1")
-                && line.contains("restart it with --value-format envelope")
-                && line.contains("another --topic-prefix")
-                && !line.contains('\n'),
-            "{line}"
-        );
-    }
-}
-
 /// The value of a truncate marker: Debezium's truncate event (`op: "t"`, the `source`
 /// block) in an envelope topic; in a row topic, whose values are rows, a small object
 /// of its own (`{"truncate": true, "table", "pos", "ts_ms"}`, the shape of a
@@ -924,4 +899,29 @@ async fn last_record_pos(
     })?;
     let snapshot = last.headers.iter().any(|h| h.key == SNAPSHOT_HEADER);
     Ok((pos, snapshot, ValueFormat::of_headers(&last.headers)))
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_ending_in_the_other_format_is_refused_with_the_way_out() {
+        let lasts: Vec<LastFormat> = vec![
+            ("cdc.public.a".into(), 0, ValueFormat::Row),
+            ("cdc.public.b".into(), 1, ValueFormat::Envelope),
+        ];
+        assert!(check_format(ValueFormat::Row, &lasts[..1]).is_ok());
+        assert!(check_format(ValueFormat::Envelope, &[]).is_ok());
+        let Err(CdcError::Config(line)) = check_format(ValueFormat::Row, &lasts) else {
+            panic!("not refused");
+        };
+        assert!(
+            line.starts_with("cdc.public.b holds --value-format envelope records (partition 1")
+                && line.contains("restart it with --value-format envelope")
+                && line.contains("another --topic-prefix")
+                && !line.contains('\n'),
+            "{line}"
+        );
+    }
 }
