@@ -338,9 +338,8 @@ impl Sink {
         for (i, change) in txn.changes.iter().enumerate() {
             let order = per_table.entry(&change.table).or_insert(0);
             *order += 1;
-            // A row-format value has no `source` block; a truncate marker's has.
-            let envelope = self.format == ValueFormat::Envelope || change.op == Op::Truncate;
-            let source: &[u8] = if envelope {
+            // A row-format value (a truncate marker's too) has no `source` block.
+            let source: &[u8] = if self.format == ValueFormat::Envelope {
                 sources.entry(&change.table).or_insert_with(|| {
                     source_block(
                         &self.info,
