@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::connector::Connector;
+use common::cdc::Connector;
 use common::db::Postgres;
 use common::{runtime, wait_for, Dev, BIN};
 use sluice_client::{ClientConfig, PosRequest, TableConfig, TableSet};
@@ -29,15 +29,7 @@ const ACCOUNTS: i64 = 6000;
 const START: i64 = 100;
 
 fn open_set(rt: &tokio::runtime::Runtime, bootstrap: &str, topics: &[String]) -> TableSet {
-    let set = rt
-        .block_on(TableSet::open(
-            &ClientConfig::new(bootstrap),
-            topics,
-            TableConfig::default(),
-        ))
-        .unwrap();
-    rt.block_on(set.ready()).unwrap();
-    set
+    common::cdc::open_set(rt, bootstrap, topics, TableConfig::default())
 }
 
 /// id → balance of every account row a snapshot of the set's first table holds.
@@ -56,8 +48,8 @@ fn balances(set: &TableSet) -> BTreeMap<i64, i64> {
 
 /// The integer after the first `field` in a JSON text (a full parse of 6,000 values
 /// per read would leave the reader too few reads during a pass in a debug build).
-/// The envelope's `before` is null here (no REPLICA IDENTITY FULL), so the first
-/// `"balance":` is the row's.
+/// An envelope's `before` is null here (no REPLICA IDENTITY FULL), so its first
+/// `"balance":` is the row's, as in a row-format value.
 fn number_after(json: &[u8], field: &[u8]) -> i64 {
     let at = json
         .windows(field.len())
@@ -171,7 +163,7 @@ fn progress(
     .remove("public.accounts")
 }
 
-fn connector_args<'a>(dev: &'a Dev, dsn: &'a str, chunk: &'a str) -> Vec<&'a str> {
+fn connector_args<'a>(dev: &'a Dev, dsn: &'a str, chunk: &'a str, format: &'a str) -> Vec<&'a str> {
     vec![
         "cdc",
         "postgres",
@@ -187,6 +179,8 @@ fn connector_args<'a>(dev: &'a Dev, dsn: &'a str, chunk: &'a str) -> Vec<&'a str
         "3",
         "--snapshot-chunk-rows",
         chunk,
+        "--value-format",
+        format,
     ]
 }
 
@@ -225,7 +219,7 @@ fn a_table_copied_again_in_chunks_while_it_streams_is_never_torn_and_loses_its_g
     let dev = Dev::start(dir.path());
     let rt = runtime();
     let dsn = pg.dsn("app");
-    let connector = Connector::start(dir.path(), &connector_args(&dev, &dsn, "100"));
+    let connector = Connector::start(dir.path(), &connector_args(&dev, &dsn, "100", "envelope"));
     let topics = vec![
         "cdc.public.accounts".to_string(),
         "cdc.public.other".to_string(),
@@ -316,7 +310,8 @@ fn a_pass_cut_by_kill9_resumes_after_its_last_chunk() {
     let dev = Dev::start(dir.path());
     let rt = runtime();
     let dsn = pg.dsn("app");
-    let mut connector = Connector::start(dir.path(), &connector_args(&dev, &dsn, "100"));
+    // Row format here (envelopes above): the chunk and tombstone records in both.
+    let mut connector = Connector::start(dir.path(), &connector_args(&dev, &dsn, "100", "row"));
     wait_for("the initial copy", WAIT, || {
         connector
             .log()
@@ -377,7 +372,7 @@ fn a_pass_cut_by_kill9_resumes_after_its_last_chunk() {
         "{doc}"
     );
     pg.psql("app", "UPDATE accounts SET balance = balance + 1 WHERE id = 2; UPDATE accounts SET balance = balance - 1 WHERE id = 3;");
-    let connector = Connector::start(dir.path(), &connector_args(&dev, &dsn, "100"));
+    let connector = Connector::start(dir.path(), &connector_args(&dev, &dsn, "100", "row"));
     let done = wait_for("the resumed pass to finish", WAIT, || {
         progress(&rt, &dev.addr).filter(|p| p.state == sluice_cdc::incremental::PassState::Done)
     });

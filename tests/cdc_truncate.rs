@@ -13,11 +13,11 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cdc::Connector;
 use common::db::{MariaDb, Postgres};
-use common::{runtime, wait_for, Dev, BIN};
+use common::{runtime, wait_for, Dev};
 use serde_json::Value;
 use sluice_client::{
     ClientConfig, Consumer, ConsumerConfig, OffsetReset, PosRequest, Seek, TableConfig, TableSet,
@@ -39,48 +39,8 @@ const COMPACT_FAST: [&str; 8] = [
     "3",
 ];
 
-/// A running connector, killed on drop; stderr to a file.
-struct Connector {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Connector {
-    fn start(dir: &std::path::Path, args: &[&str]) -> Connector {
-        let log = dir.join("connector.log");
-        let child = Command::new(BIN)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Connector { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Connector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn open_set(rt: &tokio::runtime::Runtime, bootstrap: &str, topics: &[String]) -> TableSet {
-    let set = rt
-        .block_on(TableSet::open(
-            &ClientConfig::new(bootstrap),
-            topics,
-            TableConfig::default(),
-        ))
-        .unwrap();
-    rt.block_on(set.ready()).unwrap();
-    set
+    common::cdc::open_set(rt, bootstrap, topics, TableConfig::default())
 }
 
 /// The ids of every row of every table of the set, one set per topic, in a single

@@ -10,11 +10,53 @@
 //!  "transaction": {"id", "total_order", "data_collection_order"} | null}
 //! ```
 //! A delete's record is followed by a tombstone (same key, null value).
+//!
+//! With [`ValueFormat::Row`] (`--value-format row`, Debezium's ExtractNewRecordState
+//! with its defaults) the value is the `after` object alone and a delete is the
+//! tombstone alone; every record then carries the header [`FORMAT_HEADER`] `row`, so
+//! readers (Tables, a restarted connector) tell the two apart record by record.
 
 use serde_json::{json, Map, Value};
 use sluice_proto::source_pos::SourcePos;
 
 use crate::change::{Row, RowChange};
+
+/// The header a row-format record carries (`sluice.format: row`); a record without it
+/// is an envelope (every record written before the format existed is one).
+pub use sluice_client::table::FORMAT_HEADER;
+
+/// What a record's value holds (`--value-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ValueFormat {
+    /// Debezium's envelope: `before`, `after`, `op`, `source`, `ts_ms`, `transaction`.
+    #[default]
+    Envelope,
+    /// The `after` image alone, as a JSON object; a delete is only its tombstone.
+    Row,
+}
+
+impl ValueFormat {
+    /// The flag's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueFormat::Envelope => "envelope",
+            ValueFormat::Row => "row",
+        }
+    }
+
+    /// The format a record was written in, by its headers: `sluice.format: row` is a
+    /// row; no such header (or another value) an envelope.
+    pub fn of_headers(headers: &[sluice_proto::Header]) -> ValueFormat {
+        let row = headers
+            .iter()
+            .any(|h| h.key == FORMAT_HEADER && h.value.as_deref() == Some(b"row"));
+        if row {
+            ValueFormat::Row
+        } else {
+            ValueFormat::Envelope
+        }
+    }
+}
 
 /// Static facts about the connector that go into every `source` block.
 #[derive(Debug, Clone)]
@@ -104,6 +146,32 @@ pub fn source_block(
         }
     }
     serde_json::to_vec(&source).expect("a JSON value serializes")
+}
+
+/// A change's value in `format`: the envelope, or (row format) the `after` object —
+/// `None` for a delete, whose tombstone is its only record.
+pub fn write_change(
+    format: ValueFormat,
+    change: &RowChange,
+    source: &[u8],
+    txn: Option<TxnOrder<'_>>,
+    now_ms: i64,
+) -> Option<Vec<u8>> {
+    match format {
+        ValueFormat::Envelope => {
+            let mut out = Vec::with_capacity(
+                128 + source.len() + 24 * change.after.as_ref().map_or(0, |r| r.len()),
+            );
+            write_value(&mut out, change, source, txn, now_ms);
+            Some(out)
+        }
+        ValueFormat::Row => {
+            let after = change.after.as_ref()?;
+            let mut out = Vec::with_capacity(2 + 24 * after.len());
+            write_row(&mut out, Some(after));
+            Some(out)
+        }
+    }
 }
 
 fn write_row(out: &mut Vec<u8>, row: Option<&Row>) {
@@ -240,5 +308,43 @@ mod tests {
         assert_eq!((v["op"].as_str(), v["before"].is_null()), (Some("r"), true));
         assert_eq!(v["source"]["snapshot"], "true");
         assert!(v["transaction"].is_null());
+    }
+
+    #[test]
+    fn the_row_format_is_the_after_object_and_nothing_for_a_delete() {
+        let table = Arc::new(TableId::parse("public.users").unwrap());
+        let row: Row = vec![("id".into(), json!(1)), ("n".into(), json!("a\"b"))];
+        let change = |op, before: Option<Row>, after: Option<Row>| RowChange {
+            table: table.clone(),
+            op,
+            key: vec![("id".into(), json!(1))],
+            before,
+            after,
+        };
+        let update = change(Op::Update, Some(row.clone()), Some(row.clone()));
+        assert_eq!(
+            write_change(ValueFormat::Row, &update, b"", None, 9),
+            Some(br#"{"id":1,"n":"a\"b"}"#.to_vec())
+        );
+        let delete = change(Op::Delete, Some(row.clone()), None);
+        assert_eq!(write_change(ValueFormat::Row, &delete, b"", None, 9), None);
+        // The envelope keeps its delete record.
+        let v = write_change(ValueFormat::Envelope, &delete, b"{}", None, 9).unwrap();
+        let v: Value = serde_json::from_slice(&v).unwrap();
+        assert_eq!((v["op"].as_str(), v["after"].is_null()), (Some("d"), true));
+        // Which format a record is in, by its headers.
+        let h = |k: &str, v: &'static [u8]| sluice_proto::Header {
+            key: k.into(),
+            value: Some(bytes::Bytes::from_static(v)),
+        };
+        assert_eq!(ValueFormat::of_headers(&[]), ValueFormat::Envelope);
+        assert_eq!(
+            ValueFormat::of_headers(&[h("sluice.pos", b"pg:0/1#0"), h(FORMAT_HEADER, b"row")]),
+            ValueFormat::Row
+        );
+        assert_eq!(
+            ValueFormat::of_headers(&[h(FORMAT_HEADER, b"avro")]),
+            ValueFormat::Envelope
+        );
     }
 }

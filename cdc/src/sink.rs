@@ -19,7 +19,10 @@ use sluice_proto::{ErrorCode, Header, TopicPartition};
 use tracing::info;
 
 use crate::change::{Op, RowChange, TableId, Transaction};
-use crate::envelope::{key_bytes, source_block, write_value, SourceInfo, TxnOrder};
+use crate::envelope::{
+    key_bytes, source_block, write_change, write_value, SourceInfo, TxnOrder, ValueFormat,
+    FORMAT_HEADER,
+};
 use crate::position::{copy_state, Resume, StaleKeys};
 use crate::Error as CdcError;
 
@@ -50,6 +53,10 @@ pub struct SinkConfig {
     /// for (nine tenths of) this long, so a busy connector does not write one to every
     /// partition after every transaction (docs/cdc.md, "Heartbeats").
     pub heartbeat_idle: Duration,
+    /// `--value-format`: the envelope, or the row alone (docs/cdc.md, "Value format").
+    /// Every partition's last record must be of this format, else [`Sink::open`]
+    /// refuses: a topic keeps one format.
+    pub value_format: ValueFormat,
 }
 
 /// Default `--max-record-bytes`: a few-MB `text`/`jsonb`/`bytea` value is ordinary in a
@@ -107,6 +114,8 @@ pub struct Sink {
     moves: u64,
     /// See [`SinkConfig::heartbeat_idle`].
     heartbeat_idle: Duration,
+    /// See [`SinkConfig::value_format`].
+    format: ValueFormat,
     /// `--topic-prefix`.
     prefix: String,
     /// Replication factor of topics the connector creates.
@@ -192,7 +201,9 @@ impl Sink {
                 },
             );
         }
-        let (resume, snapshot_state, table_states) = read_resume(&client, &admin, &topics).await?;
+        let (resume, snapshot_state, table_states, formats) =
+            read_resume(&client, &admin, &topics).await?;
+        check_format(config.value_format, &formats)?;
         let producer = Producer::new(
             &client,
             ProducerConfig {
@@ -221,6 +232,7 @@ impl Sink {
             last_write: HashMap::new(),
             moves: 0,
             heartbeat_idle: config.heartbeat_idle,
+            format: config.value_format,
             prefix: config.topic_prefix.clone(),
             replication_factor: rf,
             progress: HashMap::new(),
@@ -284,20 +296,23 @@ impl Sink {
                 pos: pos.clone(),
                 ordinal: first_ordinal + i as u64,
             };
-            let source = sources
-                .entry(&row.table)
-                .or_insert_with(|| source_block(&self.info, &row.table, pos, now, None, true));
-            let mut value = Vec::with_capacity(
-                128 + source.len() + 24 * row.after.as_ref().map_or(0, |r| r.len()),
-            );
-            write_value(&mut value, row, source, None, now);
-            let headers = vec![
+            let source: &[u8] = match self.format {
+                ValueFormat::Envelope => sources
+                    .entry(&row.table)
+                    .or_insert_with(|| source_block(&self.info, &row.table, pos, now, None, true)),
+                ValueFormat::Row => &[],
+            };
+            let value = write_change(self.format, row, source, None, now).ok_or_else(|| {
+                CdcError::Source(format!("a copied row of {} without a row", row.table))
+            })?;
+            let mut headers = vec![
                 header(POS_HEADER, rp.to_header()),
                 Header {
                     key: SNAPSHOT_HEADER.to_string(),
                     value: Some(snapshot_header.clone()),
                 },
             ];
+            self.mark_format(&mut headers);
             if let Some(stale) = self.stale_keys.as_mut() {
                 stale.copied(&topic, &key);
             }
@@ -341,28 +356,37 @@ impl Sink {
         for (i, change) in txn.changes.iter().enumerate() {
             let order = per_table.entry(&change.table).or_insert(0);
             *order += 1;
-            let source = sources.entry(&change.table).or_insert_with(|| {
-                source_block(
-                    &self.info,
-                    &change.table,
-                    &txn.pos,
-                    txn.commit_ms,
-                    Some(&txn.id),
-                    false,
-                )
+            // A row-format value (a truncate marker's too) has no `source` block.
+            let source: &[u8] = if self.format == ValueFormat::Envelope {
+                sources.entry(&change.table).or_insert_with(|| {
+                    source_block(
+                        &self.info,
+                        &change.table,
+                        &txn.pos,
+                        txn.commit_ms,
+                        Some(&txn.id),
+                        false,
+                    )
+                })
+            } else {
+                &[]
+            };
+            let order = Some(TxnOrder {
+                id: &txn.id,
+                total_order: i as u64 + 1,
+                data_collection_order: *order,
             });
-            let mut value = Vec::with_capacity(256 + source.len());
-            write_value(
-                &mut value,
-                change,
-                source,
-                Some(TxnOrder {
-                    id: &txn.id,
-                    total_order: i as u64 + 1,
-                    data_collection_order: *order,
-                }),
-                now,
-            );
+            let value = match change.op {
+                Op::Truncate => Some(truncate_marker_value(
+                    self.format,
+                    change,
+                    source,
+                    order,
+                    &txn.pos,
+                    now,
+                )),
+                _ => write_change(self.format, change, source, order, now),
+            };
             if change.op == Op::Truncate {
                 let t = self.topic_state(&change.table)?;
                 let (topic, partitions) = (t.name.clone(), t.partitions);
@@ -384,7 +408,7 @@ impl Sink {
                         topic: topic.clone(),
                         partition,
                         key: TRUNCATE_KEY.to_vec(),
-                        value: Some(value.clone()),
+                        value: value.clone(),
                         ordinal,
                         truncate: true,
                     });
@@ -399,15 +423,19 @@ impl Sink {
                     _ => keys.insert(key.clone()),
                 };
             }
-            outs.push(Out {
-                table: &change.table,
-                topic: topic.clone(),
-                partition,
-                key: key.clone(),
-                value: Some(value),
-                ordinal,
-                truncate: false,
-            });
+            // A row-format delete has no record of its own, only the tombstone; its
+            // ordinal is kept, so both formats number a transaction's records alike.
+            if let Some(value) = value {
+                outs.push(Out {
+                    table: &change.table,
+                    topic: topic.clone(),
+                    partition,
+                    key: key.clone(),
+                    value: Some(value),
+                    ordinal,
+                    truncate: false,
+                });
+            }
             ordinal += 1;
             if change.op == Op::Delete {
                 outs.push(Out {
@@ -450,6 +478,7 @@ impl Sink {
                 header(POS_HEADER, rp.to_header()),
                 header(TXN_HEADER, txn.id.clone().into_bytes()),
             ];
+            self.mark_format(&mut headers);
             if o.truncate {
                 headers.push(header(TRUNCATE_HEADER, b"1".to_vec()));
             }
@@ -579,10 +608,11 @@ impl Sink {
                 }
                 continue;
             }
-            let headers = vec![
+            let mut headers = vec![
                 header(POS_HEADER, rp.to_header()),
                 header(HEARTBEAT_HEADER, b"1".to_vec()),
             ];
+            self.mark_format(&mut headers);
             pending.push(
                 self.send(
                     &topic,
@@ -628,6 +658,20 @@ impl Sink {
             .await
     }
 
+    /// Row format: the header that says so, on every record this run writes (rows,
+    /// tombstones, markers, heartbeats), so that the partition's last record tells the
+    /// next run which format the topic holds ([`Sink::open`]).
+    pub(super) fn mark_format(&self, headers: &mut Vec<Header>) {
+        if self.format == ValueFormat::Row {
+            headers.push(header(FORMAT_HEADER, b"row".to_vec()));
+        }
+    }
+
+    /// The format this run writes.
+    pub fn value_format(&self) -> ValueFormat {
+        self.format
+    }
+
     pub async fn flush(&self) {
         self.producer.flush().await;
     }
@@ -640,6 +684,34 @@ impl Sink {
 
     pub async fn close(&self) {
         self.producer.close().await;
+    }
+}
+
+/// The value of a truncate marker: Debezium's truncate event (`op: "t"`, the `source`
+/// block) in an envelope topic; in a row topic, whose values are rows, a small object
+/// of its own (`{"truncate": true, "table", "pos", "ts_ms"}`, the shape of a
+/// heartbeat's), since no row describes it. Tables skip it either way (its header).
+fn truncate_marker_value(
+    format: ValueFormat,
+    change: &RowChange,
+    source: &[u8],
+    order: Option<TxnOrder<'_>>,
+    pos: &SourcePos,
+    now: i64,
+) -> Vec<u8> {
+    match format {
+        ValueFormat::Envelope => {
+            let mut out = Vec::with_capacity(256 + source.len());
+            write_value(&mut out, change, source, order, now);
+            out
+        }
+        ValueFormat::Row => serde_json::to_vec(&serde_json::json!({
+            "truncate": true,
+            "table": change.table.to_string(),
+            "pos": pos.to_string(),
+            "ts_ms": now,
+        }))
+        .expect("a JSON value serializes"),
     }
 }
 
@@ -733,13 +805,25 @@ async fn describe_settled(
     }
 }
 
-/// Each partition's last record position, and whether the copy finished (over every
-/// table, and per table).
+/// A partition's last record was written in one format: `(topic, partition, format)`.
+type LastFormat = (Arc<str>, u32, ValueFormat);
+
+/// Each partition's last record position, whether the copy finished (over every
+/// table, and per table), and the format each non-empty partition's last record has.
 async fn read_resume(
     client: &ClientConfig,
     admin: &Admin,
     topics: &HashMap<TableId, TopicState>,
-) -> Result<(Resume, SnapshotState, HashMap<TableId, SnapshotState>), CdcError> {
+) -> Result<
+    (
+        Resume,
+        SnapshotState,
+        HashMap<TableId, SnapshotState>,
+        Vec<LastFormat>,
+    ),
+    CdcError,
+> {
+    let mut formats = Vec::new();
     let mut resume = Resume::new();
     let mut all = Vec::new();
     let mut per_table = HashMap::new();
@@ -753,23 +837,44 @@ async fn read_resume(
                 continue;
             }
             let tp = TopicPartition::new(&*t.name, p.partition);
-            let (pos, snapshot) = last_record_pos(client, &tp, hw).await?;
+            let (pos, snapshot, format) = last_record_pos(client, &tp, hw).await?;
+            formats.push((t.name.clone(), p.partition, format));
             lasts.push(Some(snapshot));
             resume.insert(&t.name, p.partition, pos);
         }
         per_table.insert(table.clone(), copy_state(lasts.iter().copied()));
         all.extend(lasts);
     }
-    Ok((resume, copy_state(all), per_table))
+    Ok((resume, copy_state(all), per_table, formats))
 }
 
-/// The position of a partition's last record (at `hw - 1`), and whether it is a copy
-/// record.
+/// A topic keeps the format it was written in: every record of a run carries it (row
+/// format: the `sluice.format` header), so a partition's last record says what the
+/// previous run wrote. A run with another `--value-format` is refused (a setup error,
+/// not retried) rather than leave a topic whose values change shape at some offset,
+/// which readers other than Tables would not expect.
+fn check_format(format: ValueFormat, lasts: &[LastFormat]) -> Result<(), CdcError> {
+    let Some((topic, partition, held)) = lasts.iter().find(|(_, _, f)| *f != format) else {
+        return Ok(());
+    };
+    Err(CdcError::Config(format!(
+        "{topic} holds --value-format {} records (partition {partition} ends with one) and \
+         this connector writes --value-format {}: restart it with --value-format {}, or \
+         capture into new topics under another --topic-prefix (the tables are copied there \
+         in the new format)",
+        held.name(),
+        format.name(),
+        held.name()
+    )))
+}
+
+/// The position of a partition's last record (at `hw - 1`), whether it is a copy
+/// record, and its value format.
 async fn last_record_pos(
     client: &ClientConfig,
     tp: &TopicPartition,
     hw: u64,
-) -> Result<(RecordPos, bool), CdcError> {
+) -> Result<(RecordPos, bool, ValueFormat), CdcError> {
     let mut consumer = Consumer::new(client, ConsumerConfig::default());
     consumer.assign(vec![tp.clone()]);
     consumer.seek(tp, Seek::Offset(hw - 1));
@@ -811,5 +916,30 @@ async fn last_record_pos(
         ))
     })?;
     let snapshot = last.headers.iter().any(|h| h.key == SNAPSHOT_HEADER);
-    Ok((pos, snapshot))
+    Ok((pos, snapshot, ValueFormat::of_headers(&last.headers)))
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_ending_in_the_other_format_is_refused_with_the_way_out() {
+        let lasts: Vec<LastFormat> = vec![
+            ("cdc.public.a".into(), 0, ValueFormat::Row),
+            ("cdc.public.b".into(), 1, ValueFormat::Envelope),
+        ];
+        assert!(check_format(ValueFormat::Row, &lasts[..1]).is_ok());
+        assert!(check_format(ValueFormat::Envelope, &[]).is_ok());
+        let Err(CdcError::Config(line)) = check_format(ValueFormat::Row, &lasts) else {
+            panic!("not refused");
+        };
+        assert!(
+            line.starts_with("cdc.public.b holds --value-format envelope records (partition 1")
+                && line.contains("restart it with --value-format envelope")
+                && line.contains("another --topic-prefix")
+                && !line.contains('\n'),
+            "{line}"
+        );
+    }
 }

@@ -40,6 +40,14 @@ pub enum SnapshotArg {
     Never,
 }
 
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueFormatArg {
+    /// Debezium's envelope: before, after, op, source, ts_ms, transaction.
+    Envelope,
+    /// The row alone (the after image); a delete is only its tombstone.
+    Row,
+}
+
 /// Flags every source takes.
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
@@ -70,6 +78,10 @@ pub struct CommonArgs {
     /// incremental snapshot (`sluice cdc snapshot`), read between two watermarks.
     #[arg(long, default_value_t = 2000, value_name = "ROWS")]
     pub snapshot_chunk_rows: usize,
+    /// What a record's value holds. A topic keeps the format it was first written
+    /// in: a restart with the other one is refused (docs/cdc.md, "Value format").
+    #[arg(long, value_enum, default_value_t = ValueFormatArg::Envelope)]
+    pub value_format: ValueFormatArg,
     /// Prometheus endpoint (`/metrics`): rows, transactions, lag, snapshot progress.
     #[arg(long, value_parser = super::parse_addr)]
     pub metrics: Option<SocketAddr>,
@@ -203,6 +215,10 @@ pub(crate) fn sink_config(common: &CommonArgs, c: &ClientArgs) -> anyhow::Result
         topic_configs,
         max_record_bytes: common.max_record_bytes,
         heartbeat_idle: Duration::from_millis(common.heartbeat_ms.max(10)),
+        value_format: match common.value_format {
+            ValueFormatArg::Envelope => sluice_cdc::envelope::ValueFormat::Envelope,
+            ValueFormatArg::Row => sluice_cdc::envelope::ValueFormat::Row,
+        },
     })
 }
 

@@ -44,6 +44,10 @@ pub struct DumpArgs {
     /// Give up if the table is not ready (bootstrapped) within this long.
     #[arg(long, default_value_t = 120_000, value_name = "MS")]
     pub timeout_ms: u64,
+    /// Print CDC values as rows whatever the topic's --value-format: the `after`
+    /// object of an envelope, a row-format value as it is (docs/table.md).
+    #[arg(long)]
+    pub row_images: bool,
 }
 
 pub async fn run(cmd: TableCommand, c: &ClientArgs) -> anyhow::Result<ExitCode> {
@@ -124,7 +128,11 @@ async fn wait_ready(
 pub async fn dump(a: DumpArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     let config = ClientConfig::new(&c.bootstrap);
     check_topic(&config, &a.topic, &c.bootstrap).await?;
-    let table = RawTable::open(&config, &a.topic, TableConfig::default())
+    let table_config = TableConfig {
+        row_images: a.row_images,
+        ..TableConfig::default()
+    };
+    let table = RawTable::open(&config, &a.topic, table_config)
         .await
         .map_err(|e| explain(&e, &c.bootstrap))
         .with_context(|| format!("cannot open the table of {}", a.topic))?;

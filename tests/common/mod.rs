@@ -11,9 +11,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod apache_kafka;
+pub mod cdc;
 pub mod clients;
 pub mod cluster;
-pub mod connector;
 pub mod db;
 #[macro_use]
 pub mod diff;

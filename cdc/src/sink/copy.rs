@@ -70,8 +70,8 @@ impl Sink {
                 }
                 let tp = TopicPartition::new(&**name, p.partition);
                 match last_record_pos(&self.client, &tp, hw).await {
-                    Ok((last, false)) => targets.push((name.clone(), p.partition, last)),
-                    Ok((_, true)) => {}
+                    Ok((last, false, _)) => targets.push((name.clone(), p.partition, last)),
+                    Ok((_, true, _)) => {}
                     // Not written by a connector: not ours to mark.
                     Err(CdcError::Config(_)) => {}
                     Err(e) => return Err(e),
@@ -85,11 +85,12 @@ impl Sink {
         .expect("a JSON value serializes");
         let mut pending = Vec::new();
         for (name, partition, last) in targets {
-            let headers = vec![
+            let mut headers = vec![
                 header(POS_HEADER, last.to_header()),
                 header(HEARTBEAT_HEADER, b"1".to_vec()),
                 header(SNAPSHOT_HEADER, b"1".to_vec()),
             ];
+            self.mark_format(&mut headers);
             pending.push(
                 self.send(
                     &name,
@@ -236,10 +237,11 @@ impl Sink {
                 ordinal,
             };
             ordinal += 1;
-            let headers = vec![
+            let mut headers = vec![
                 header(POS_HEADER, rp.to_header()),
                 header(SNAPSHOT_HEADER, b"1".to_vec()),
             ];
+            self.mark_format(&mut headers);
             let partition = partition_for_key(&key, count);
             pending.push(
                 self.send(&topic, partition, key.to_vec(), None, headers)

@@ -167,7 +167,8 @@ impl Sink {
             if !self.resume.should_write(&topic, partition, &rp) {
                 continue;
             }
-            let headers = vec![header(POS_HEADER, rp.to_header())];
+            let mut headers = vec![header(POS_HEADER, rp.to_header())];
+            self.mark_format(&mut headers);
             pending.push(
                 self.send(&topic, partition, key.to_vec(), None, headers)
                     .await?,

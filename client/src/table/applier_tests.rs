@@ -31,6 +31,7 @@ fn set(partitions: u32) -> Arc<SetShared> {
         position: watch::channel((0..partitions).map(|p| (p, 0)).collect()).0,
         changes: broadcast::channel(16).0,
         malformed_positions: Default::default(),
+        row_images: false,
     };
     Arc::new(SetShared {
         topics: vec![Arc::new(topic)],
@@ -72,7 +73,7 @@ fn fetched(base: u64, specs: Vec<Spec<'_>>) -> (Vec<Rec>, u64) {
     }
     let mut buf = b.build().unwrap().into_bytes().to_vec();
     sluice_proto::batch::stamp(&mut buf, base as i64, 0);
-    let d = decode("users", 0, Bytes::from(buf), base).unwrap();
+    let d = decode("users", 0, Bytes::from(buf), base, false).unwrap();
     (d.records, d.malformed_positions)
 }
 
@@ -270,4 +271,62 @@ fn a_truncate_marker_is_no_row_but_stays_in_its_transaction() {
     assert_eq!(table_min(&s), Some(pg("0/9")));
     assert_eq!(s.topics[USERS].store.get(TRUNCATE_KEY), None, "never a row");
     assert!(s.topics[USERS].store.get(b"k").is_some());
+}
+
+/// `row_images`: every CDC record's value becomes its row, in a topic whose format
+/// changed between connector runs (envelopes, then rows); other values stay.
+#[test]
+fn row_images_are_the_rows_of_envelopes_and_row_records_alike() {
+    use crate::table::FORMAT_HEADER;
+    let envelope = br#"{"before":null,"after":{"id":1,"n":"a"},"source":{"lsn":16},"op":"c"}"#;
+    let deleted = br#"{"before":{"id":3},"after":null,"op":"d"}"#;
+    let specs = || -> Vec<Spec<'static>> {
+        vec![
+            (b"k1", envelope, vec![header(POS_HEADER, "pg:0/10#0")]),
+            (b"k3", deleted, vec![header(POS_HEADER, "pg:0/10#1")]),
+            (
+                b"k2",
+                br#"{"id":2,"after":{"x":1}}"#,
+                vec![
+                    header(POS_HEADER, "pg:0/20#0"),
+                    header(FORMAT_HEADER, "row"),
+                ],
+            ),
+            // Not written by a connector: kept as it is.
+            (b"k4", envelope, vec![]),
+        ]
+    };
+    let encode = |row_images: bool| {
+        let mut b = BatchBuilder::new(Compression::None);
+        for (k, v, h) in &specs() {
+            b.append(0, Some(k), Some(v), h);
+        }
+        let mut buf = b.build().unwrap().into_bytes().to_vec();
+        sluice_proto::batch::stamp(&mut buf, 0, 0);
+        decode("users", 0, Bytes::from(buf), 0, row_images)
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| r.value.map(|v| String::from_utf8(v.to_vec()).unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let text = |b: &[u8]| Some(String::from_utf8(b.to_vec()).unwrap());
+    assert_eq!(
+        encode(true),
+        vec![
+            text(br#"{"id":1,"n":"a"}"#),
+            None,
+            text(br#"{"id":2,"after":{"x":1}}"#),
+            text(envelope),
+        ]
+    );
+    assert_eq!(
+        encode(false),
+        vec![
+            text(envelope),
+            text(deleted),
+            text(br#"{"id":2,"after":{"x":1}}"#),
+            text(envelope),
+        ]
+    );
 }

@@ -25,7 +25,9 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::txn::{Rec, RecPos, Tp, TxnTag};
-use super::{HEARTBEAT_HEADER, POS_HEADER, TRUNCATE_HEADER, TXN_END_HEADER, TXN_HEADER};
+use super::{
+    FORMAT_HEADER, HEARTBEAT_HEADER, POS_HEADER, TRUNCATE_HEADER, TXN_END_HEADER, TXN_HEADER,
+};
 use crate::cluster::Cluster;
 use crate::Error;
 use sluice_proto::source_pos::SNAPSHOT_HEADER;
@@ -70,6 +72,8 @@ pub(crate) struct Fetcher {
     /// When a malformed `sluice.pos` was last logged (at most once per
     /// [`MALFORMED_LOG_EVERY`]).
     pub malformed_logged_at: Option<Instant>,
+    /// [`super::TableConfig::row_images`].
+    pub row_images: bool,
 }
 
 /// What a caught-up partition asks for per fetch. An answer that stops short of the
@@ -233,7 +237,13 @@ impl Fetcher {
         decode_failures: &mut u32,
     ) -> Result<Step, Error> {
         let delivery = match ErrorCode::from_code(p.error_code) {
-            ErrorCode::None => match decode(&self.topic, self.tp.1, p.records, self.next_offset) {
+            ErrorCode::None => match decode(
+                &self.topic,
+                self.tp.1,
+                p.records,
+                self.next_offset,
+                self.row_images,
+            ) {
                 Ok(Decoded {
                     records,
                     next_offset: next,
@@ -304,11 +314,14 @@ pub(crate) struct Decoded {
 /// only carries its position: never a row, never held (its `sluice.txn`, which a
 /// connector never writes, is ignored). A truncate marker ([`TRUNCATE_HEADER`]) is
 /// decoded without its key: it is no row, but it keeps its transaction and position.
+/// With `row_images`, a CDC record (one with `sluice.pos`) in the envelope format (no
+/// `sluice.format: row`) keeps only its `after` image ([`super::TableConfig::row_images`]).
 pub(crate) fn decode(
     topic: &str,
     partition: u32,
     data: Bytes,
     from: u64,
+    row_images: bool,
 ) -> Result<Decoded, Error> {
     let corrupt = |e: sluice_proto::BatchError| {
         Error::broker(
@@ -340,12 +353,15 @@ pub(crate) fn decode(
             let mut heartbeat = false;
             let mut copy_row = false;
             let mut truncate = false;
+            let mut cdc = false;
+            let mut row_format = false;
             for h in r.headers {
                 if h.key == TXN_HEADER {
                     id = Some(h.value.unwrap_or_default());
                 } else if h.key == TXN_END_HEADER {
                     end = Some(h.value.unwrap_or_default());
                 } else if h.key == POS_HEADER {
+                    cdc = true;
                     match RecordPos::from_header(h.value.as_deref().unwrap_or_default()) {
                         Ok(p) => pos = Some(p.pos),
                         Err(_) => malformed_positions += 1,
@@ -356,6 +372,14 @@ pub(crate) fn decode(
                     copy_row = true;
                 } else if h.key == TRUNCATE_HEADER {
                     truncate = true;
+                } else if h.key == FORMAT_HEADER {
+                    row_format = h.value.as_deref() == Some(b"row");
+                }
+            }
+            let mut value = r.value;
+            if row_images && cdc && !row_format && !heartbeat && !truncate {
+                if let Some(after) = value.as_ref().and_then(super::row_image::envelope_after) {
+                    value = after;
                 }
             }
             // A copy's rows all carry the copy's position, reached only when the copy
@@ -370,7 +394,7 @@ pub(crate) fn decode(
                 false => Rec {
                     offset,
                     key: if truncate { None } else { r.key },
-                    value: r.value,
+                    value,
                     txn: id.map(|id| Box::new(TxnTag { id, end })),
                     pos,
                 },

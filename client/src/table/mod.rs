@@ -31,6 +31,7 @@ mod applier;
 mod fetch;
 mod open;
 mod raw;
+mod row_image;
 mod snapshot;
 mod source;
 mod store;
@@ -51,6 +52,11 @@ pub const TXN_HEADER: &str = "sluice.txn";
 /// Header on the last record of a transaction in its partition; its value lists every
 /// `topic:partition` piece of the transaction, comma-separated.
 pub const TXN_END_HEADER: &str = "sluice.txn.end";
+/// Header on every record a CDC connector writes with `--value-format row`
+/// (`sluice.format: row`): the value is the row itself, a delete only its tombstone.
+/// A CDC record (one with `sluice.pos`) without it holds Debezium's envelope; see
+/// [`TableConfig::row_images`].
+pub const FORMAT_HEADER: &str = "sluice.format";
 /// The source position of a record (`sluice.pos`, [`RecordPos`]) and the heartbeat
 /// marker (`sluice.heartbeat`: not a row, only a position), re-exported from the
 /// shared vocabulary in `sluice_proto::source_pos`. See [`RawTable::source_position`].
@@ -92,6 +98,16 @@ pub struct TableConfig {
     pub missing_piece_wait: Duration,
     /// Expected rows, to pre-size the store; `None`: estimated from the topic's size.
     pub expected_rows: Option<usize>,
+    /// Store and return the row image of CDC records whatever the topic's
+    /// `--value-format`: the `after` object of an envelope (a delete's envelope, whose
+    /// `after` is null, removes the key), the value of a row-format record as it is.
+    /// `get`, iteration, snapshots and `subscribe()` then all see rows, so application
+    /// code does not depend on the format, and an envelope topic costs the memory of
+    /// its rows only. Records without `sluice.pos` (not written by a connector), and
+    /// values that are not envelopes, are kept as they are. `false` (the default):
+    /// values as the topic holds them. A local snapshot is kept apart per setting
+    /// (`<topic>.rows.snapshot`).
+    pub row_images: bool,
 }
 
 impl Default for TableConfig {
@@ -106,6 +122,7 @@ impl Default for TableConfig {
             apply_chunk_records: 1024,
             missing_piece_wait: Duration::from_secs(2),
             expected_rows: None,
+            row_images: false,
         }
     }
 }

@@ -105,7 +105,7 @@ async fn open_topic(
     starts: &mut Vec<(Tp, u64)>,
 ) -> Result<Arc<TopicShared>, Error> {
     let loaded = match snapshot_dir {
-        Some(dir) => read_snapshot(dir, plan).await,
+        Some(dir) => read_snapshot(dir, plan, config.row_images).await,
         None => None,
     };
     let mut store = presized_store(cluster, plan, config, loaded.as_ref()).await;
@@ -133,6 +133,7 @@ async fn open_topic(
         position: watch::channel(position).0,
         changes: broadcast::channel(config.changes_capacity).0,
         malformed_positions: Default::default(),
+        row_images: config.row_images,
     }))
 }
 
@@ -167,6 +168,7 @@ fn spawn_tasks(
             shutdown: shared.shutdown.subscribe(),
             malformed_positions: shared.topics[tp.0].malformed_positions.clone(),
             malformed_logged_at: None,
+            row_images: config.row_images,
         };
         tokio::spawn(fetcher.run());
     }
@@ -247,9 +249,9 @@ async fn list_offsets_once(
 }
 
 /// [`usable_snapshot`] on a blocking thread (the file may be hundreds of MB).
-async fn read_snapshot(dir: &Path, plan: &TopicPlan) -> Option<snapshot::Loaded> {
+async fn read_snapshot(dir: &Path, plan: &TopicPlan, row_images: bool) -> Option<snapshot::Loaded> {
     let (dir, plan) = (dir.to_path_buf(), plan.clone());
-    tokio::task::spawn_blocking(move || usable_snapshot(&dir, &plan))
+    tokio::task::spawn_blocking(move || usable_snapshot(&dir, &plan, row_images))
         .await
         .ok()
         .flatten()
@@ -258,8 +260,8 @@ async fn read_snapshot(dir: &Path, plan: &TopicPlan) -> Option<snapshot::Loaded>
 /// The snapshot in `dir` for `plan`'s topic, when it may be used: same topic id and
 /// partitions, younger than `delete.retention.ms` (else deletes may have been missed),
 /// and every position between the partition's log start and high watermark.
-fn usable_snapshot(dir: &Path, plan: &TopicPlan) -> Option<snapshot::Loaded> {
-    let path = snapshot::path_for(dir, &plan.topic);
+fn usable_snapshot(dir: &Path, plan: &TopicPlan, row_images: bool) -> Option<snapshot::Loaded> {
+    let path = snapshot::path_for(dir, &plan.topic, row_images);
     if !path.exists() {
         return None;
     }
@@ -343,9 +345,15 @@ async fn presized_store(
         .iter()
         .max_by_key(|(_, o)| o.high_watermark.saturating_sub(o.log_start_offset));
     let per_row = match fullest {
-        Some((p, o)) if rows > 0 => sample_row_bytes(cluster, &plan.topic, *p, o.log_start_offset)
-            .await
-            .unwrap_or(0),
+        Some((p, o)) if rows > 0 => sample_row_bytes(
+            cluster,
+            &plan.topic,
+            *p,
+            o.log_start_offset,
+            config.row_images,
+        )
+        .await
+        .unwrap_or(0),
         _ => 0,
     };
     Store::new(config.shards, rows, rows.saturating_mul(per_row))
@@ -358,6 +366,7 @@ async fn sample_row_bytes(
     topic: &str,
     partition: u32,
     from: u64,
+    row_images: bool,
 ) -> Option<usize> {
     let addr = cluster.leader_addr_refreshed(topic, partition).await.ok()?;
     let req = v1::FetchRequest {
@@ -381,7 +390,9 @@ async fn sample_row_bytes(
     if ErrorCode::from_code(p.error_code) != ErrorCode::None {
         return None;
     }
-    let records = decode(topic, partition, p.records, from).ok()?.records;
+    let records = decode(topic, partition, p.records, from, row_images)
+        .ok()?
+        .records;
     let live: Vec<_> = records.iter().filter(|r| r.value.is_some()).collect();
     if live.is_empty() {
         return None;

@@ -46,6 +46,9 @@ pub(crate) struct TopicShared {
     pub(crate) changes: broadcast::Sender<Arc<ChangeSet>>,
     /// `sluice.pos` headers of this topic that did not parse (its fetch tasks count).
     pub(crate) malformed_positions: Arc<AtomicU64>,
+    /// [`super::TableConfig::row_images`]: the values held are row images (and the
+    /// local snapshot is kept under its own name).
+    pub(crate) row_images: bool,
 }
 
 /// What every handle of one set shares.

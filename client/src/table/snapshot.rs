@@ -56,8 +56,14 @@ impl Loaded {
     }
 }
 
-pub(crate) fn path_for(dir: &Path, topic: &str) -> PathBuf {
-    dir.join(format!("{topic}.snapshot"))
+/// Row images ([`super::TableConfig::row_images`]) are other values than the topic's:
+/// their snapshot has a name of its own, so a table opened with the other setting
+/// never loads it.
+pub(crate) fn path_for(dir: &Path, topic: &str, row_images: bool) -> PathBuf {
+    match row_images {
+        false => dir.join(format!("{topic}.snapshot")),
+        true => dir.join(format!("{topic}.rows.snapshot")),
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -91,7 +97,7 @@ fn put_bytes(w: &mut impl Write, b: &[u8]) -> std::io::Result<()> {
 /// Writes `t`'s snapshot into `dir`; returns its path.
 pub(crate) fn write(dir: &Path, t: &TopicShared) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let path = path_for(dir, &t.topic);
+    let path = path_for(dir, &t.topic, t.row_images);
     let tmp = path.with_extension("snapshot.tmp");
     let file = File::create(&tmp)?;
     let mut w = Crc {
@@ -232,6 +238,7 @@ mod tests {
             position: watch::channel([(0, 7), (1, 3)].into()).0,
             changes: broadcast::channel(1).0,
             malformed_positions: Default::default(),
+            row_images: false,
         }
     }
 
@@ -240,7 +247,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = topic_with_rows(&[(b"a", b"1"), (b"b", b""), (b"c", &[0xff; 300])]);
         let path = write(dir.path(), &t).unwrap();
-        assert_eq!(path, path_for(dir.path(), "users"));
+        assert_eq!(path, path_for(dir.path(), "users", false));
         assert!(!path.with_extension("snapshot.tmp").exists());
         let loaded = read(&path).unwrap();
         assert_eq!(

@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// as `listening on ADDR`.
     #[arg(long, value_parser = parse_addr, value_name = "ADDR")]
     pub listen: SocketAddr,
+    /// Serve CDC values as rows whatever the topic's --value-format: the `after`
+    /// object of an envelope, a row-format value as it is (docs/table.md).
+    #[arg(long)]
+    pub row_images: bool,
 }
 
 /// `timeout_ms` of a `wait_for` request that gives none.
@@ -172,7 +176,11 @@ pub async fn serve(a: ServeArgs, c: &ClientArgs) -> anyhow::Result<std::process:
     for t in &topics {
         check_topic(&config, t, &c.bootstrap).await?;
     }
-    let set = TableSet::open(&config, &topics, TableConfig::default())
+    let table_config = TableConfig {
+        row_images: a.row_images,
+        ..TableConfig::default()
+    };
+    let set = TableSet::open(&config, &topics, table_config)
         .await
         .map_err(|e| explain(&e, &c.bootstrap))
         .context("cannot open the tables")?;
