@@ -12,6 +12,7 @@
 //! already there ([`position::Resume`]), which makes the feed effectively-once.
 
 pub mod change;
+pub mod connector;
 pub mod envelope;
 pub mod health;
 pub mod incremental;

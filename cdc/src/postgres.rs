@@ -296,7 +296,9 @@ async fn run_fenced(
     driver.abort();
     heartbeat.abort();
     // Confirm what was acknowledged before going.
-    if let Some(SourcePos::Postgres(lsn)) = confirmed.borrow().clone() {
+    // Read first: the watch's guard must not live across the await below.
+    let last = confirmed.borrow().clone();
+    if let Some(SourcePos::Postgres(lsn)) = last {
         stream.shared_lsn_feedback.update_flushed_lsn(lsn.0);
         stream.shared_lsn_feedback.update_applied_lsn(lsn.0);
         let _ = stream.send_feedback().await;

@@ -263,6 +263,11 @@ impl Sink {
         self.topics.get(table).map(|t| &*t.name)
     }
 
+    /// The topic a captured table's changes go to, and its partition count.
+    pub fn topic_partitions(&self, table: &TableId) -> Option<(&str, u32)> {
+        self.topics.get(table).map(|t| (&*t.name, t.partitions))
+    }
+
     fn topic_state(&self, table: &TableId) -> Result<&TopicState, Error> {
         self.topics.get(table).ok_or_else(|| {
             Error::broker(

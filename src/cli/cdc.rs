@@ -261,19 +261,13 @@ pub(crate) fn spawn_progress(
 
 #[cfg(feature = "postgres")]
 async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
+    use sluice_cdc::connector::Source;
     use sluice_cdc::envelope::SourceInfo;
-    use sluice_cdc::postgres::{PgSourceConfig, SnapshotMode, Stop};
-    use tokio::sync::{mpsc, watch};
+    use sluice_cdc::postgres::{PgSourceConfig, SnapshotMode};
 
     let dsn = a.source.resolve()?;
     let tables = parse_tables(&a.tables)?;
     let sink_cfg = sink_config(&a.common, c)?;
-    let stats = Arc::new(sluice_cdc::runner::Stats::default());
-    if let Some(addr) = a.common.metrics {
-        // Postgres sends a heartbeat every --heartbeat-ms: silence is a symptom.
-        let every = Duration::from_millis(a.common.heartbeat_ms);
-        super::cdc_ops::serve_metrics_and_health(addr, stats.clone(), true, every).await?;
-    }
     let default_name = super::cdc_ops::default_pg_name(&a.common.topic_prefix);
     let cfg = PgSourceConfig {
         dsn: dsn.clone(),
@@ -293,30 +287,16 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         // The database may come from PGDATABASE or default to the user, as in libpq.
         db: sluice_cdc::postgres::conn::PgConn::resolve(&dsn)?.dbname,
     };
+    let connector = connector(Source::Postgres(cfg), sink_cfg, info);
+    if let Some(addr) = a.common.metrics {
+        // Postgres sends a heartbeat every --heartbeat-ms: silence is a symptom.
+        let every = Duration::from_millis(a.common.heartbeat_ms);
+        let stats = connector.stats().clone();
+        super::cdc_ops::serve_metrics_and_health(addr, stats, true, every).await?;
+    }
     // Refuse a server or table that cannot be captured before creating any topic.
-    sluice_cdc::postgres::check(&cfg).await?;
-    let stop = Stop::new();
-    let watcher = Watcher::new(&stop, Stop::cancel, Stop::is_cancelled);
-    let confirmed = supervise(&tables, &a.common.topic_prefix, &stats, watcher, || async {
-        let sink = sluice_cdc::sink::Sink::open(&sink_cfg, info.clone(), &tables).await?;
-        // Per table: a table added to --tables is copied on its own.
-        let state = sink.table_states().clone();
-        // Incremental snapshots recorded in the topics (one cut short resumes).
-        let passes = sink.passes().clone();
-        let (tx, rx) = mpsc::channel(256);
-        let (confirmed_tx, confirmed_rx) = watch::channel(None);
-        let writer = tokio::spawn(sluice_cdc::runner::run(
-            sink,
-            rx,
-            confirmed_tx,
-            stats.clone(),
-        ));
-        let source =
-            sluice_cdc::postgres::run(cfg.clone(), state, passes, tx, confirmed_rx, stop.clone())
-                .await;
-        join(source, writer).await
-    })
-    .await?;
+    connector.check().await?;
+    let confirmed = supervise(&tables, &a.common.topic_prefix, &connector).await?;
     eprintln!(
         "stopped; confirmed to the source up to {}",
         confirmed.map_or("nothing".to_string(), |p| p.to_string())
@@ -324,90 +304,52 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// How [`supervise`] stops a source (Ctrl-C) and sees that it was stopped.
-pub(crate) struct Watcher {
-    cancel: Box<dyn Fn() + Send + Sync>,
-    is_cancelled: Box<dyn Fn() -> bool + Send + Sync>,
+/// The library's connector, its restarts reported on stderr.
+fn connector(
+    source: sluice_cdc::connector::Source,
+    sink: SinkConfig,
+    info: sluice_cdc::envelope::SourceInfo,
+) -> sluice_cdc::connector::Connector {
+    sluice_cdc::connector::Connector::new(source, sink, info).on_restart(Arc::new(|e, backoff| {
+        eprintln!("\nconnector failed: {e}; restarting in {backoff:?}")
+    }))
 }
 
-impl Watcher {
-    fn new<S: Clone + Send + Sync + 'static>(
-        stop: &S,
-        cancel: fn(&S),
-        is_cancelled: fn(&S) -> bool,
-    ) -> Watcher {
-        let (a, b) = (stop.clone(), stop.clone());
-        Watcher {
-            cancel: Box::new(move || cancel(&a)),
-            is_cancelled: Box::new(move || is_cancelled(&b)),
-        }
-    }
-}
-
-/// Runs one pipeline (`once`: sink, writer, source) after another until one ends
-/// cleanly (Ctrl-C) or with a setup error. A failed source or broker connection
-/// restarts the pipeline after a backoff (0.5 s doubling to 5 s): positions are read
-/// back from the topics, so nothing is lost or written twice.
-pub(crate) async fn supervise<F, Fut>(
+/// Runs the connector (its restart policy is the library's: a failed source or broker
+/// connection restarts the pipeline after 0.5 s doubling to 5 s; positions are read
+/// back from the topics) until Ctrl-C or SIGTERM, which stop it cleanly, or a setup
+/// error. Prints progress on a terminal.
+pub(crate) async fn supervise(
     tables: &[TableId],
     prefix: &str,
-    stats: &Arc<sluice_cdc::runner::Stats>,
-    watcher: Watcher,
-    mut once: F,
-) -> anyhow::Result<Option<sluice_proto::source_pos::SourcePos>>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<
-        Output = Result<Option<sluice_proto::source_pos::SourcePos>, sluice_cdc::Error>,
-    >,
-{
-    let Watcher {
-        cancel,
-        is_cancelled,
-    } = watcher;
+    connector: &sluice_cdc::connector::Connector,
+) -> anyhow::Result<Option<sluice_proto::source_pos::SourcePos>> {
+    let stop = sluice_cdc::connector::Stop::new();
     // SIGTERM too: what an orchestrator sends to stop (or move, or upgrade) a
     // connector; it then confirms what was acknowledged and exits 0 instead of dying.
     // Installed before the first run, so a SIGTERM during start-up stops it cleanly.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let ctrl_c = tokio::spawn(async move {
-        let sigterm = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
+    let ctrl_c = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let sigterm = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending().await,
                 }
-                None => std::future::pending().await,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => eprintln!("\nstopping (Ctrl-C)"),
+                _ = sigterm => eprintln!("\nstopping (SIGTERM)"),
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => eprintln!("\nstopping (Ctrl-C)"),
-            _ = sigterm => eprintln!("\nstopping (SIGTERM)"),
-        }
-        cancel();
-    });
-    let progress = spawn_progress(stats.clone());
-    eprintln!("capturing {} table(s) into {prefix}.*", tables.len());
-    let mut backoff = Duration::from_millis(500);
-    let result = loop {
-        stats.health.run_starting();
-        match once().await {
-            Ok(position) => break Ok(position),
-            Err(e @ sluice_cdc::Error::Config(_)) => break Err(e),
-            Err(e) if is_cancelled() => break Err(e),
-            Err(e) => {
-                stats.health.run_failed(e.to_string());
-                eprintln!("\nconnector failed: {e}; restarting in {backoff:?}");
-                let until = Instant::now() + backoff;
-                while Instant::now() < until && !is_cancelled() {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                if is_cancelled() {
-                    break Ok(None);
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
+            stop.cancel();
+        })
     };
-    stats.health.set_phase(sluice_cdc::health::Phase::Stopped);
+    let progress = spawn_progress(connector.stats().clone());
+    eprintln!("capturing {} table(s) into {prefix}.*", tables.len());
+    let result = connector.run(&stop).await;
     ctrl_c.abort();
     if let Some(p) = progress {
         p.abort();
@@ -415,38 +357,14 @@ where
     Ok(result?)
 }
 
-/// Waits for the writer after the source returned. A failed writer makes the source
-/// fail too ("the writer stopped"): the writer's own error says why.
-pub(crate) async fn join(
-    source: Result<(), sluice_cdc::Error>,
-    writer: tokio::task::JoinHandle<
-        Result<Option<sluice_proto::source_pos::SourcePos>, sluice_cdc::Error>,
-    >,
-) -> Result<Option<sluice_proto::source_pos::SourcePos>, sluice_cdc::Error> {
-    let written = writer
-        .await
-        .map_err(|e| sluice_cdc::Error::Source(format!("writer task: {e}")))?;
-    match (source, written) {
-        (_, Err(e)) => Err(e),
-        (Err(e), Ok(_)) => Err(e),
-        (Ok(()), Ok(written)) => Ok(written),
-    }
-}
-
 async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
+    use sluice_cdc::connector::Source;
     use sluice_cdc::envelope::SourceInfo;
-    use sluice_cdc::mysql::{MySourceConfig, SnapshotMode, Stop};
+    use sluice_cdc::mysql::{MySourceConfig, SnapshotMode};
 
     let dsn = a.source.resolve()?;
     let tables = parse_tables(&a.tables)?;
     let sink_cfg = sink_config(&a.common, c)?;
-    let stats = Arc::new(sluice_cdc::runner::Stats::default());
-    if let Some(addr) = a.common.metrics {
-        // MariaDB sends nothing while the server is idle: only failures and stuck
-        // writes make the connector unhealthy.
-        let every = Duration::from_millis(a.common.heartbeat_ms);
-        super::cdc_ops::serve_metrics_and_health(addr, stats.clone(), false, every).await?;
-    }
     let cfg = MySourceConfig {
         dsn: dsn.clone(),
         tables: tables.clone(),
@@ -460,66 +378,27 @@ async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         resume_from: None,
         fence: Some(sluice_cdc::mysql::ops::fence_name(&a.common.topic_prefix)),
     };
-    // Refuse a server or table that cannot be captured before creating any topic.
-    sluice_cdc::mysql::check(&cfg).await?;
     let info = SourceInfo {
         connector: "mysql",
         name: a.common.topic_prefix.clone(),
         db: database_of(&dsn),
     };
-    let stop = Stop::new();
-    let watcher = Watcher::new(&stop, Stop::cancel, Stop::is_cancelled);
-    let result = supervise(&tables, &a.common.topic_prefix, &stats, watcher, || {
-        mysql_once(&cfg, &sink_cfg, &info, &tables, c, &stats, &stop)
-    })
-    .await;
-    let written = result?;
+    let connector = connector(Source::Mysql(cfg), sink_cfg, info);
+    if let Some(addr) = a.common.metrics {
+        // MariaDB sends nothing while the server is idle: only failures and stuck
+        // writes make the connector unhealthy.
+        let every = Duration::from_millis(a.common.heartbeat_ms);
+        let stats = connector.stats().clone();
+        super::cdc_ops::serve_metrics_and_health(addr, stats, false, every).await?;
+    }
+    // Refuse a server or table that cannot be captured before creating any topic.
+    connector.check().await?;
+    let written = supervise(&tables, &a.common.topic_prefix, &connector).await?;
     eprintln!(
         "stopped; written and acknowledged up to {}",
         written.map_or("nothing".to_string(), |p| p.to_string())
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// One run of the MariaDB pipeline: sink, position from the topics, writer, source.
-async fn mysql_once(
-    cfg: &sluice_cdc::mysql::MySourceConfig,
-    sink_cfg: &SinkConfig,
-    info: &sluice_cdc::envelope::SourceInfo,
-    tables: &[TableId],
-    c: &ClientArgs,
-    stats: &Arc<sluice_cdc::runner::Stats>,
-    stop: &sluice_cdc::mysql::Stop,
-) -> Result<Option<sluice_proto::source_pos::SourcePos>, sluice_cdc::Error> {
-    use tokio::sync::{mpsc, watch};
-
-    let sink = sluice_cdc::sink::Sink::open(sink_cfg, info.clone(), tables).await?;
-    // Per table: a table added to --tables is copied on its own.
-    let plan = sluice_cdc::mysql::copy_plan(cfg.snapshot, tables, sink.table_states());
-    // The position lives in the topics: the oldest last record over every partition of
-    // the tables that stream on (a table copied on its own starts at its copy).
-    let admin = sluice_client::Admin::new(&sluice_client::ClientConfig::new(&c.bootstrap));
-    let mut partitions = Vec::new();
-    for t in tables.iter().filter(|t| plan.streams_from_topic(t)) {
-        if let Some(topic) = sink.topic_of(t) {
-            let n = admin.describe_topic(topic).await?.partitions.len() as u32;
-            partitions.push((topic.to_string(), n));
-        }
-    }
-    let mut cfg = cfg.clone();
-    cfg.resume_from = sluice_cdc::mysql::resume_position(sink.resume(), &partitions);
-    let (tx, rx) = mpsc::channel(256);
-    // MariaDB is not told what Sluice acknowledged (the position lives in the topics):
-    // the source waits only for its topic marks to be written.
-    let (confirmed_tx, confirmed_rx) = watch::channel(None);
-    let writer = tokio::spawn(sluice_cdc::runner::run(
-        sink,
-        rx,
-        confirmed_tx,
-        stats.clone(),
-    ));
-    let source = sluice_cdc::mysql::run(cfg, plan, tx, confirmed_rx, stop.clone()).await;
-    join(source, writer).await
 }
 
 #[cfg(not(feature = "postgres"))]
