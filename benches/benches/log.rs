@@ -4,7 +4,9 @@
 //! record and batch size, the same bytes are appended through `Log::append_as_leader`
 //! and written with plain `write(2)` to the same directory, in the same run, and the
 //! ratio printed (best of several rounds each, interleaved). Then divan runs the
-//! micro-benchmarks: append, sequential read, index lookup, batch validation.
+//! micro-benchmarks: append, sequential read, index lookup, batch validation. Between
+//! them, the flush-per-append comparison (`SLUICE_BENCH_ONLY=flush` runs only it;
+//! `SLUICE_BENCH_SYNCS` appends per round, default 2000).
 //!
 //! Run: `cargo bench -p sluice-benches --bench log` (set `SLUICE_BENCH_MB` to change
 //! the bytes per round, default 256; `SLUICE_BENCH_DIR` to pick the disk).
@@ -99,11 +101,88 @@ fn compare_with_disk() {
     println!();
 }
 
+/// One fsync per append (`flush.messages=1`, a producer waiting on every write) against
+/// the disk doing the same: `write(2)` of the same bytes and `fdatasync` each time, to a
+/// file in the same directory. Interleaved rounds; best of 3.
+fn compare_flush_per_append() {
+    let n: u64 = std::env::var("SLUICE_BENCH_SYNCS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let root = bench_dir();
+    let logdir = root.path().join("data");
+    println!(
+        "append + flush per batch vs write(2) + fdatasync per batch, {n} per round, best of 3"
+    );
+    println!("durability: acks n/a (storage only), replication none, fsync every append");
+    println!(
+        "{:>8} {:>12} {:>14} {:>7}",
+        "batch", "log /s", "write+sync /s", "ratio"
+    );
+    for batch_bytes in [1024usize, 16 * 1024] {
+        let batch = batch_of_size(batch_bytes, 1024.min(batch_bytes));
+        let chunk = batch.as_bytes().to_vec();
+        let (mut best_log, mut best_raw) = (Duration::MAX, Duration::MAX);
+        for _ in 0..3 {
+            best_raw = best_raw.min(raw_write_sync_each(root.path(), &chunk, n));
+            best_log = best_log.min(flush_each_round(&logdir, &batch, n));
+        }
+        let per_sec = |d: Duration| n as f64 / d.as_secs_f64();
+        let (l, r) = (per_sec(best_log), per_sec(best_raw));
+        println!(
+            "{:>7}K {:>12.0} {:>14.0} {:>6.0}%",
+            batch_bytes / 1024,
+            l,
+            r,
+            100.0 * l / r
+        );
+    }
+    println!();
+}
+
+fn flush_each_round(dir: &PathBuf, batch: &sluice_proto::RecordBatch, n: u64) -> Duration {
+    let _ = std::fs::remove_dir_all(dir);
+    let (m, _) = LogManager::open(dir, LogConfig::default()).expect("open");
+    let log = m
+        .get_or_create(&TopicPartition::new("bench", 0), LogConfig::default())
+        .expect("log");
+    let start = Instant::now();
+    for _ in 0..n {
+        log.append_as_leader(batch, 0, 0).expect("append");
+        log.flush().expect("flush");
+    }
+    let took = start.elapsed();
+    drop(log);
+    drop(m);
+    std::fs::remove_dir_all(dir).expect("cleanup");
+    took
+}
+
+fn raw_write_sync_each(dir: &std::path::Path, chunk: &[u8], n: u64) -> Duration {
+    use std::io::Write;
+    let path = dir.join("raw-sync");
+    let mut f = std::fs::File::create(&path).expect("raw file");
+    let start = Instant::now();
+    for _ in 0..n {
+        f.write_all(chunk).expect("write");
+        f.sync_data().expect("fdatasync");
+    }
+    let took = start.elapsed();
+    drop(f);
+    std::fs::remove_file(&path).expect("cleanup");
+    took
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return divan::main();
     }
+    if std::env::var("SLUICE_BENCH_ONLY").as_deref() == Ok("flush") {
+        compare_flush_per_append();
+        return;
+    }
     compare_with_disk();
+    compare_flush_per_append();
     divan::main();
 }
 

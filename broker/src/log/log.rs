@@ -594,12 +594,20 @@ impl Log {
                 .map_or(0, |(b, _)| *b);
             let upto = if rolled_only { active } else { u64::MAX };
             let mut files = Vec::new();
-            for seg in st.segments.range(first..upto).map(|(_, s)| s) {
-                // Index pages are written by fsyncing their files below, not by an
-                // msync here: nothing under this lock waits for the disk.
-                match seg.index_files() {
-                    Ok(indexes) => files.extend(indexes),
-                    Err(e) => return Err(self.fail(&mut st, e)),
+            for (&base, seg) in st.segments.range(first..upto) {
+                // The active segment's indexes are not synced: they are derived from
+                // the log, and crash recovery rebuilds them for every segment from the
+                // one holding the recovery point (the flushed offset, checkpointed) on,
+                // which includes the active one. A segment's indexes are synced once it
+                // is sealed, by the first flush after its roll — before the flushed
+                // offset (and so the recovery point) can pass it. Index pages are
+                // written by fsyncing their files below, not by an msync here: nothing
+                // under this lock waits for the disk.
+                if base != active {
+                    match seg.index_files() {
+                        Ok(indexes) => files.extend(indexes),
+                        Err(e) => return Err(self.fail(&mut st, e)),
+                    }
                 }
                 files.push((seg.file.clone(), seg.path().to_path_buf()));
             }
@@ -656,11 +664,14 @@ impl Log {
     pub fn close(&self) -> Result<u64, LogError> {
         let end = self.flush()?;
         let mut st = self.state.lock();
-        st.segments
-            .values_mut()
-            .next_back()
-            .expect("non-empty")
-            .seal()?;
+        let active = st.segments.values_mut().next_back().expect("non-empty");
+        active.seal()?;
+        // A clean close is trusted at the next open without a scan: the active
+        // segment's indexes (not synced by the flushes, see `flush_segments`) go to
+        // disk now, trimmed.
+        for (file, path) in active.index_files()? {
+            file.sync_data().map_err(|e| LogError::io(&path, e))?;
+        }
         st.offline = Some("closed".into());
         Ok(end)
     }
