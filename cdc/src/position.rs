@@ -225,4 +225,4 @@ impl Tracker {
 }
 
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;

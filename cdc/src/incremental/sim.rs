@@ -27,24 +27,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Window;
+use crate::position::sim::Rng;
 use crate::position::StaleKeys;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// What the algorithm may be switched to, to check the simulation catches it.
 #[derive(Clone, Copy)]
