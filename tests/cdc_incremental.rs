@@ -145,6 +145,10 @@ fn transfers(dsn: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64>
                     .await
                     .unwrap();
                 n += 1;
+                // Pacing: unpaced, the writer can outrun a debug-build connector, whose
+                // stream then lags ever further and every chunk waits behind the lag
+                // (a run took 169 s).
+                tokio::time::sleep(Duration::from_millis(4)).await;
             }
             n
         })
@@ -161,6 +165,15 @@ fn progress(
     ))
     .unwrap()
     .remove("public.accounts")
+}
+
+/// Sets the flag when dropped (also while unwinding).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 fn connector_args<'a>(dev: &'a Dev, dsn: &'a str, chunk: &'a str, format: &'a str) -> Vec<&'a str> {
@@ -264,12 +277,18 @@ fn a_table_copied_again_in_chunks_while_it_streams_is_never_torn_and_loses_its_g
                     torn.store(true, Ordering::Relaxed);
                 }
                 reads += 1;
+                // Pacing, not waiting: back to back, snapshots (every shard's read
+                // lock) starve the Table's applier of its write locks.
+                std::thread::sleep(Duration::from_millis(5));
             }
             reads
         });
+        // Set however this closure ends: a failed `ask` must not leave the scope
+        // waiting for a reader that never stops.
+        let stopper = StopOnDrop(&stop);
         let out = ask(&dev, &dsn, 90_000);
         assert!(out.contains("public.accounts: copied"), "{out}");
-        stop.store(true, Ordering::Relaxed);
+        drop(stopper);
         reader.join().unwrap()
     });
     let committed = writer.join().unwrap();
@@ -395,9 +414,13 @@ fn a_pass_cut_by_kill9_resumes_after_its_last_chunk() {
         "cdc.public.accounts",
         &format!("snapshot-{}@", done.id),
     );
+    // What the cut run wrote past its last progress record (the kill lands a few
+    // chunks after the test saw 1,000 rows) is written again, plus one chunk.
+    let unrecorded = before_restart.saturating_sub(cut.rows);
     assert!(
-        written >= rows_left && written <= rows_left + 200,
-        "{written} records of the pass for a table of {rows_left} rows: the pass started over"
+        written >= rows_left && written <= rows_left + unrecorded + 100,
+        "{written} records of the pass for a table of {rows_left} rows ({unrecorded} \
+         written past the progress record at the cut): the pass started over"
     );
     let set = open_set(
         &rt,
