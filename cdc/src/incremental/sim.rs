@@ -27,7 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Window;
-use crate::position::sim::Rng;
+use crate::position::sim::{seeds, Rng};
 use crate::position::StaleKeys;
 
 /// What the algorithm may be switched to, to check the simulation catches it.
@@ -292,19 +292,6 @@ fn run(seed: u64, rules: Rules) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn seeds() -> Vec<u64> {
-    match std::env::var("SLUICE_CDC_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("SLUICE_CDC_SIM_SEED is a number")],
-        Err(_) => {
-            let n = std::env::var("SLUICE_CDC_SIM_SEEDS")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(400);
-            (1..=n).collect()
-        }
-    }
 }
 
 #[test]

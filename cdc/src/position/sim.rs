@@ -258,7 +258,9 @@ fn run(seed: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn seeds() -> Vec<u64> {
+/// The seeds to run (`SLUICE_CDC_SIM_SEED`, `SLUICE_CDC_SIM_SEEDS`), shared with
+/// `incremental::sim`.
+pub(crate) fn seeds() -> Vec<u64> {
     match std::env::var("SLUICE_CDC_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("SLUICE_CDC_SIM_SEED is a number")],
         Err(_) => {
