@@ -163,6 +163,7 @@ impl Admin {
             topic: topic.into(),
             set: set.into_iter().collect(),
             delete,
+            resource_type: 0,
         };
         let resp = self
             .any(|mut c| {

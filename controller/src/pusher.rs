@@ -145,6 +145,7 @@ impl Pusher {
                         metadata: Some(state.metadata(&[])),
                         push_seq: 0,
                         acls: state.acls_proto(),
+                        resource_configs: state.resource_configs_proto(),
                     };
                     acks.extend(
                         self.send(state, &gate, broker, Push::UpdateMetadata(req))
@@ -154,6 +155,7 @@ impl Pusher {
                 Action::UpdateMetadataAll => {
                     let metadata = state.metadata(&[]);
                     let acls = state.acls_proto();
+                    let resource_configs = state.resource_configs_proto();
                     for broker in state.live_brokers() {
                         let req = v1::UpdateMetadataRequest {
                             controller_id,
@@ -161,6 +163,7 @@ impl Pusher {
                             metadata: Some(metadata.clone()),
                             push_seq: 0,
                             acls: acls.clone(),
+                            resource_configs: resource_configs.clone(),
                         };
                         acks.extend(
                             self.send(state, &gate, broker, Push::UpdateMetadata(req))

@@ -376,9 +376,19 @@ impl admin_server::Admin for Svc {
     ) -> Result<Response<v1::AdminResult>, Status> {
         let r = req.into_inner();
         let set: BTreeMap<String, String> = r.set.into_iter().collect();
+        let topic = matches!(
+            r.resource_type,
+            0 | sluice_proto::dynamic_config::RESOURCE_TOPIC
+        );
         Ok(Response::new(
-            self.mutate(|s| s.alter_configs(&r.topic, set, &r.delete))
-                .await,
+            self.mutate(|s| {
+                if topic {
+                    s.alter_configs(&r.topic, set, &r.delete)
+                } else {
+                    s.alter_resource_configs(r.resource_type, &r.topic, set, &r.delete)
+                }
+            })
+            .await,
         ))
     }
 

@@ -32,6 +32,11 @@ pub struct Snapshot {
     /// Kafka's ACLs (docs/authorization.md), pushed to every broker with the metadata.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub acls: std::collections::BTreeSet<AclBinding>,
+    /// Dynamic broker and group configs (Kafka's AlterConfigs on BROKER and GROUP
+    /// resources), by `dynamic_config::key`; pushed to every broker with the metadata.
+    /// Invariant: no resource has an empty map (its last config deleted removes it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resource_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -799,6 +804,61 @@ impl ClusterState {
         } else {
             Vec::new()
         })
+    }
+
+    /// Sets and deletes dynamic configs of a broker (its id, or "" for the cluster-wide
+    /// default) or a group: every change is checked first, and none is kept unless all
+    /// are valid, as Kafka does per resource.
+    pub fn alter_resource_configs(
+        &mut self,
+        resource_type: i32,
+        name: &str,
+        set: BTreeMap<String, String>,
+        delete: &[String],
+    ) -> Result<Vec<Action>, Rejection> {
+        use sluice_proto::dynamic_config as dc;
+        let bad = |r: dc::Refusal| reject(r.code, r.message);
+        dc::check_name(resource_type, name).map_err(bad)?;
+        for (k, v) in &set {
+            dc::check(resource_type, name, k, v).map_err(bad)?;
+        }
+        let key = dc::key(resource_type, name);
+        let mut configs = self
+            .snap
+            .resource_configs
+            .get(&key)
+            .cloned()
+            .unwrap_or_default();
+        for k in delete {
+            configs.remove(k);
+        }
+        configs.extend(set);
+        let before = self.snap.resource_configs.get(&key);
+        if before.map_or(configs.is_empty(), |b| *b == configs) {
+            return Ok(Vec::new());
+        }
+        if configs.is_empty() {
+            self.snap.resource_configs.remove(&key);
+        } else {
+            self.snap.resource_configs.insert(key, configs);
+        }
+        Ok(vec![Action::UpdateMetadataAll])
+    }
+
+    /// Every dynamic broker and group config, as pushed to brokers.
+    pub fn resource_configs_proto(&self) -> Vec<v1::ResourceConfigs> {
+        self.snap
+            .resource_configs
+            .iter()
+            .filter_map(|(k, configs)| {
+                let (resource_type, name) = sluice_proto::dynamic_config::parse_key(k)?;
+                Some(v1::ResourceConfigs {
+                    resource_type,
+                    resource_name: name.to_string(),
+                    configs: configs.clone().into_iter().collect(),
+                })
+            })
+            .collect()
     }
 
     /// Every ACL, as pushed to brokers.

@@ -530,3 +530,55 @@ fn acls_are_kept_in_the_snapshot_and_pushed_when_they_change() {
     assert!(removed[1].as_ref().unwrap().is_empty());
     assert!(s.acls_proto().is_empty());
 }
+
+#[test]
+fn broker_and_group_configs_are_validated_kept_and_pushed() {
+    use sluice_proto::dynamic_config::{RESOURCE_BROKER, RESOURCE_GROUP};
+    let (mut s, _) = state_with(&[1]);
+    let set = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+    let relogin = "sasl.kerberos.min.time.before.relogin";
+    let actions = s
+        .alter_resource_configs(RESOURCE_BROKER, "1", set(relogin, "58000"), &[])
+        .unwrap();
+    assert_eq!(actions, vec![Action::UpdateMetadataAll]);
+    // The same again changes nothing and pushes nothing.
+    assert!(s
+        .alter_resource_configs(RESOURCE_BROKER, "1", set(relogin, "58000"), &[])
+        .unwrap()
+        .is_empty());
+    // A config Sluice cannot honour is refused, and nothing of that request is kept.
+    let mut two = set("background.threads", "9");
+    two.insert(relogin.into(), "1".into());
+    let (code, message) = s
+        .alter_resource_configs(RESOURCE_BROKER, "1", two, &[])
+        .unwrap_err();
+    assert_eq!(code, ErrorCode::InvalidRequest, "{message}");
+    let group = "consumer.session.timeout.ms";
+    assert_eq!(
+        s.alter_resource_configs(RESOURCE_GROUP, "g", set(group, "1000"), &[])
+            .unwrap_err()
+            .0,
+        ErrorCode::InvalidConfig
+    );
+    s.alter_resource_configs(RESOURCE_GROUP, "g", set(group, "50000"), &[])
+        .unwrap();
+    let pushed = s.resource_configs_proto();
+    assert_eq!(pushed.len(), 2);
+    assert_eq!(pushed[0].resource_type, RESOURCE_BROKER);
+    assert_eq!(pushed[0].configs[relogin], "58000");
+    assert_eq!(
+        (
+            pushed[1].resource_name.as_str(),
+            pushed[1].configs[group].as_str()
+        ),
+        ("g", "50000")
+    );
+    // The store's snapshot carries them (a new controller has them).
+    let text = serde_json::to_string(&s.snap).unwrap();
+    let back: crate::state::Snapshot = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.resource_configs, s.snap.resource_configs);
+    // Deleting the last config of a resource removes it.
+    s.alter_resource_configs(RESOURCE_GROUP, "g", BTreeMap::new(), &[group.to_string()])
+        .unwrap();
+    assert_eq!(s.resource_configs_proto().len(), 1);
+}

@@ -15,6 +15,7 @@ pub mod acl;
 pub mod batch;
 pub mod compression;
 pub mod digest;
+pub mod dynamic_config;
 pub mod error;
 pub mod limits;
 pub mod source_pos;

@@ -79,6 +79,98 @@ pub struct LogConfig {
     /// `compression.type`: the codec the leader stores batches in (`None`: `producer`,
     /// as they arrive; `Some(Compression::None)`: `uncompressed`).
     pub compression_type: Option<crate::Compression>,
+    /// Kafka topic configs Sluice accepts, validates, stores and describes but does not
+    /// act on ([`PASSIVE_CONFIGS`]; docs/kafka-compatibility.md, "Topic configs accepted
+    /// without effect"). Invariant: holds exactly the names of `PASSIVE_CONFIGS`.
+    pub passive: BTreeMap<&'static str, String>,
+}
+
+/// How a passive config's value is checked (as Kafka's `LogConfig` checks it).
+#[derive(Debug, Clone, Copy)]
+enum Passive {
+    /// A long in `min..=max`.
+    Long(i64, i64),
+    /// `true` or `false`.
+    Bool,
+    /// Only `false`: `true` would ask for something Sluice does not do (tiered storage).
+    FalseOnly,
+    /// Kafka's throttled-replica list: empty, `*`, or `partition:broker` pairs.
+    ReplicaList,
+}
+
+/// Kafka 4.4's topic configs that Sluice takes without acting on them, with Kafka's
+/// defaults: a Kafka tool may set them (librdkafka's 0077 creates its topic with
+/// `file.delete.delay.ms`), and `kafka-configs --describe` lists them. Why each has no
+/// effect is in docs/kafka-compatibility.md.
+const PASSIVE_CONFIGS: &[(&str, &str, Passive)] = &[
+    ("compression.gzip.level", "-1", Passive::Long(-1, 9)),
+    ("compression.lz4.level", "9", Passive::Long(1, 17)),
+    ("compression.zstd.level", "3", Passive::Long(-131072, 22)),
+    ("file.delete.delay.ms", "60000", Passive::Long(0, i64::MAX)),
+    (
+        "follower.replication.throttled.replicas",
+        "",
+        Passive::ReplicaList,
+    ),
+    (
+        "leader.replication.throttled.replicas",
+        "",
+        Passive::ReplicaList,
+    ),
+    ("local.retention.bytes", "-2", Passive::Long(-2, i64::MAX)),
+    ("local.retention.ms", "-2", Passive::Long(-2, i64::MAX)),
+    (
+        "message.timestamp.after.max.ms",
+        "3600000",
+        Passive::Long(0, i64::MAX),
+    ),
+    (
+        "message.timestamp.before.max.ms",
+        "9223372036854775807",
+        Passive::Long(0, i64::MAX),
+    ),
+    ("preallocate", "false", Passive::Bool),
+    ("remote.log.copy.disable", "false", Passive::Bool),
+    ("remote.log.delete.on.disable", "false", Passive::Bool),
+    ("remote.storage.enable", "false", Passive::FalseOnly),
+    ("segment.jitter.ms", "0", Passive::Long(0, i64::MAX)),
+];
+
+fn check_passive(name: &str, value: &str, kind: Passive) -> Result<String, ConfigError> {
+    let value = value.trim();
+    match kind {
+        Passive::Long(min, max) => {
+            let v: i64 = value
+                .parse()
+                .map_err(|_| err(name, value, "not an integer"))?;
+            if !(min..=max).contains(&v) {
+                return Err(err(name, value, format!("must be in {min}..={max}")));
+            }
+        }
+        Passive::Bool if value == "true" || value == "false" => {}
+        Passive::Bool => return Err(err(name, value, "expected true or false")),
+        Passive::FalseOnly if value == "false" => {}
+        Passive::FalseOnly => {
+            return Err(err(name, value, "Sluice has no tiered storage: only false"))
+        }
+        Passive::ReplicaList => {
+            let ok = value.is_empty()
+                || value == "*"
+                || value.split(',').all(|pair| {
+                    let mut it = pair.trim().split(':');
+                    let num = |s: Option<&str>| s.is_some_and(|s| s.parse::<u32>().is_ok());
+                    num(it.next()) && num(it.next()) && it.next().is_none()
+                });
+            if !ok {
+                return Err(err(
+                    name,
+                    value,
+                    "expected *, or partition:broker pairs separated by commas",
+                ));
+            }
+        }
+    }
+    Ok(value.to_string())
 }
 
 impl Default for LogConfig {
@@ -102,6 +194,10 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
             compression_type: None,
+            passive: PASSIVE_CONFIGS
+                .iter()
+                .map(|(name, default, _)| (*name, default.to_string()))
+                .collect(),
         }
     }
 }
@@ -126,6 +222,22 @@ pub const CONFIG_NAMES: &[&str] = &[
     "min.compaction.lag.ms",
     "max.compaction.lag.ms",
     "compression.type",
+    // Accepted without effect (PASSIVE_CONFIGS).
+    "compression.gzip.level",
+    "compression.lz4.level",
+    "compression.zstd.level",
+    "file.delete.delay.ms",
+    "follower.replication.throttled.replicas",
+    "leader.replication.throttled.replicas",
+    "local.retention.bytes",
+    "local.retention.ms",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
+    "preallocate",
+    "remote.log.copy.disable",
+    "remote.log.delete.on.disable",
+    "remote.storage.enable",
+    "segment.jitter.ms",
 ];
 
 fn err(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -227,7 +339,13 @@ impl LogConfig {
             }
             "min.compaction.lag.ms" => self.min_compaction_lag_ms = int(name, value, 0)?,
             "max.compaction.lag.ms" => self.max_compaction_lag_ms = int(name, value, 1)?,
-            _ => return Err(err(name, value, "unknown config name")),
+            _ => match PASSIVE_CONFIGS.iter().find(|(n, _, _)| *n == name) {
+                Some((n, _, kind)) => {
+                    let v = check_passive(name, value, *kind)?;
+                    self.passive.insert(n, v);
+                }
+                None => return Err(err(name, value, "unknown config name")),
+            },
         }
         Ok(())
     }
@@ -332,6 +450,7 @@ impl LogConfig {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .chain(self.passive.iter().map(|(k, v)| (k.to_string(), v.clone())))
         .collect()
     }
 }
@@ -345,6 +464,7 @@ mod tests {
         let c = LogConfig::default();
         let map = c.to_map();
         assert_eq!(map.len(), CONFIG_NAMES.len());
+        assert!(CONFIG_NAMES.iter().all(|n| map.contains_key(*n)));
         let again = c
             .with_overrides(map.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .unwrap();
@@ -375,5 +495,32 @@ mod tests {
             (ok.cleanup_policy, ok.flush_messages),
             (CleanupPolicy::CompactDelete, Some(1))
         );
+    }
+
+    #[test]
+    fn passive_configs_are_checked_and_kept_as_kafka_spells_them() {
+        let c = LogConfig::default();
+        assert_eq!(c.to_map()["file.delete.delay.ms"], "60000");
+        let set = c
+            .with_overrides([
+                ("file.delete.delay.ms", "10000"),
+                ("leader.replication.throttled.replicas", "0:1,1:2"),
+                ("preallocate", "true"),
+            ])
+            .unwrap();
+        let map = set.to_map();
+        assert_eq!(map["file.delete.delay.ms"], "10000");
+        assert_eq!(map["leader.replication.throttled.replicas"], "0:1,1:2");
+        assert_eq!(map["preallocate"], "true");
+        for (k, v) in [
+            ("file.delete.delay.ms", "-1"),
+            ("compression.gzip.level", "10"),
+            ("preallocate", "yes"),
+            ("remote.storage.enable", "true"),
+            ("follower.replication.throttled.replicas", "0-1"),
+        ] {
+            let e = c.with_overrides([(k, v)]).unwrap_err();
+            assert_eq!(e.name, k, "{k}={v}: {e}");
+        }
     }
 }

@@ -408,28 +408,12 @@ pub(super) fn refused(
                     .with_heartbeat_interval_ms(0),
             ))
         }
-        RequestKind::OffsetCommit(r) => {
-            let group_ok = group_read(&r.group_id.0);
-            let all_ok = group_ok
-                && r.topics
-                    .iter()
-                    .all(|t| caller.may_topic(shared, op::READ, &t.name.0));
-            if all_ok {
-                return None;
-            }
+        // A denied topic is answered per partition (`authz`), the others committed.
+        RequestKind::OffsetCommit(r) if !group_read(&r.group_id.0) => {
             let topics = r
                 .topics
                 .iter()
                 .map(|t| {
-                    let code = if !group_ok {
-                        gaf
-                    } else if caller.may_topic(shared, op::READ, &t.name.0) {
-                        // Kafka commits the authorized topics; this answer refuses the
-                        // request whole and says which topic was not.
-                        ErrorCode::InvalidRequest.code() as i16
-                    } else {
-                        TOPIC_AUTHORIZATION_FAILED
-                    };
                     OffsetCommitResponseTopic::default()
                         .with_name(t.name.clone())
                         .with_topic_id(t.topic_id)
@@ -439,7 +423,7 @@ pub(super) fn refused(
                                 .map(|p| {
                                     OffsetCommitResponsePartition::default()
                                         .with_partition_index(p.partition_index)
-                                        .with_error_code(code)
+                                        .with_error_code(gaf)
                                 })
                                 .collect(),
                         )

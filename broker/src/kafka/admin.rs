@@ -287,6 +287,7 @@ pub(super) async fn describe_cluster(
 /// Kafka's config resource types.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_GROUP: i8 = 32;
 /// Kafka's config sources.
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
@@ -315,7 +316,7 @@ async fn topic_overrides(
 
 /// DescribeConfigs: every config of a topic with its effective value and source (the
 /// topic's own setting, or the broker default), as `sluice topic describe` shows them.
-/// Brokers answer with no configs (nothing is settable per broker over Kafka yet).
+/// Brokers and groups: `configs::describe_broker`, `configs::describe_group`.
 pub(super) async fn describe_configs(
     api: &BrokerApi,
     r: DescribeConfigsRequest,
@@ -357,7 +358,25 @@ pub(super) async fn describe_configs(
                     out.error_message = text(message);
                 }
             },
-            RESOURCE_BROKER => {}
+            RESOURCE_BROKER | RESOURCE_GROUP => {
+                let keys: Option<Vec<String>> = res
+                    .configuration_keys
+                    .as_ref()
+                    .map(|keys| keys.iter().map(|k| k.to_string()).collect());
+                let name = res.resource_name.as_str();
+                let described = if res.resource_type == RESOURCE_BROKER {
+                    super::configs::describe_broker(&api.0, name, keys.as_deref())
+                } else {
+                    super::configs::describe_group(&api.0, name, keys.as_deref())
+                };
+                match described {
+                    Ok(configs) => out.configs = configs,
+                    Err((code, message)) => {
+                        out.error_code = code;
+                        out.error_message = text(message);
+                    }
+                }
+            }
             other => {
                 out.error_code = ErrorCode::InvalidRequest.code() as i16;
                 out.error_message = text(format!("config resource type {other} is not served"));
@@ -380,6 +399,7 @@ async fn alter_topic(
             topic: topic.to_string(),
             set,
             delete,
+            resource_type: RESOURCE_TOPIC.into(),
         }))
         .await
     {
@@ -389,10 +409,10 @@ async fn alter_topic(
 }
 
 fn refuse_resource(resource_type: i8, validate_only: bool) -> Option<(i16, String)> {
-    if resource_type != RESOURCE_TOPIC {
+    if ![RESOURCE_TOPIC, RESOURCE_BROKER, RESOURCE_GROUP].contains(&resource_type) {
         Some((
             ErrorCode::InvalidRequest.code() as i16,
-            format!("only topic configs can be altered (resource type {resource_type})"),
+            format!("configs of resource type {resource_type} cannot be altered"),
         ))
     } else if validate_only {
         Some((
@@ -416,6 +436,15 @@ pub(super) async fn incremental_alter_configs(
     for res in r.resources {
         let (code, message) = match refuse_resource(res.resource_type, r.validate_only) {
             Some(refusal) => refusal,
+            None if res.resource_type != RESOURCE_TOPIC => {
+                match super::configs::incremental_changes(&res.configs) {
+                    Err(e) => e,
+                    Ok((set, delete)) => {
+                        let (t, name) = (res.resource_type.into(), res.resource_name.as_str());
+                        super::configs::alter(proxy, t, name, set, delete).await
+                    }
+                }
+            }
             None => {
                 match incremental_changes(api, res.resource_name.as_str(), &res.configs).await {
                     Err(e) => e,
@@ -517,6 +546,20 @@ pub(super) async fn alter_configs(
     for res in r.resources {
         let (code, message) = match refuse_resource(res.resource_type, r.validate_only) {
             Some(refusal) => refusal,
+            // The given configs replace the resource's whole set, as for a topic.
+            None if res.resource_type != RESOURCE_TOPIC => {
+                let (t, name) = (res.resource_type.into(), res.resource_name.as_str());
+                let set: std::collections::HashMap<String, String> = res
+                    .configs
+                    .iter()
+                    .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                    .collect();
+                let delete = super::configs::current(&api.0, t, name)
+                    .into_keys()
+                    .filter(|k| !set.contains_key(k))
+                    .collect();
+                super::configs::alter(proxy, t, name, set, delete).await
+            }
             None => match topic_overrides(api, res.resource_name.as_str()).await {
                 Err(e) => e,
                 Ok(current) => {

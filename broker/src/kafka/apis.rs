@@ -33,6 +33,7 @@ use tracing::debug;
 
 use super::acls::{self, Caller};
 use super::admin;
+use super::authz;
 use super::classic;
 use super::fetch::{delete_records, fetch_request, fetch_response};
 use super::groups;
@@ -101,17 +102,27 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
         Ok(h) => h,
         Err(e) => return close(format!("malformed {key:?} v{version} header: {e}")),
     };
-    let request = match RequestKind::decode(key, &mut body, version) {
+    let mut request = match RequestKind::decode(key, &mut body, version) {
         Ok(r) => r,
         Err(e) => return close(format!("malformed {key:?} v{version} request: {e}")),
     };
     debug!(%peer, ?key, version, client = ?header.client_id, "Kafka request");
     let api = BrokerApi(shared.clone());
     let caller = Caller::anonymous(peer);
-    let answer = move |body: ResponseKind| respond(key, version, correlation, body);
     if let Some(refused) = acls::refused(shared, &caller, &request) {
-        return now(answer(refused));
+        return now(respond(key, version, correlation, refused));
     }
+    let after = match authz::before(shared, &caller, &mut request, version) {
+        Ok(after) => std::sync::Arc::new(after),
+        Err(refused) => return now(respond(key, version, correlation, refused)),
+    };
+    let answer = {
+        let (shared, caller) = (shared.clone(), caller.clone());
+        move |mut body: ResponseKind| {
+            after.apply(&shared, &caller, &mut body);
+            respond(key, version, correlation, body)
+        }
+    };
     match request {
         RequestKind::ApiVersions(_) => {
             now(answer(ResponseKind::ApiVersions(versions::api_versions(0))))

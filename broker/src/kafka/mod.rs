@@ -17,7 +17,9 @@
 mod acls;
 mod admin;
 mod apis;
+mod authz;
 mod classic;
+mod configs;
 mod fetch;
 mod groups;
 mod ops;

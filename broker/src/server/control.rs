@@ -226,6 +226,14 @@ impl broker_control_server::BrokerControl for Control {
                 .iter()
                 .map(sluice_proto::acl::AclBinding::from_proto)
                 .collect();
+            *self.0.resource_configs.write() = r
+                .resource_configs
+                .iter()
+                .map(|c| {
+                    let configs = c.configs.clone().into_iter().collect();
+                    ((c.resource_type, c.resource_name.clone()), configs)
+                })
+                .collect();
         }
         check_strays(&self.0).await;
         Ok(Response::new(ok()))

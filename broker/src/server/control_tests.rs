@@ -119,6 +119,7 @@ async fn a_delayed_metadata_push_does_not_replace_newer_metadata() {
             }),
             push_seq: seq,
             acls: vec![acl(topic)],
+            resource_configs: Vec::new(),
         })
     };
     c.update_metadata(metadata(5, "new")).await.unwrap();

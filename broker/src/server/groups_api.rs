@@ -286,8 +286,16 @@ impl groups_server::Groups for GroupsApi {
                 .as_ref()
                 .and_then(|s| (!s.regex.is_empty()).then(|| s.regex.clone())),
             owned: r.owned.as_ref().map(|o| to_tps(&o.partitions)),
+            // The group's own `consumer.session.timeout.ms` where the request names none
+            // (a Kafka consumer never does).
             session_timeout: (r.session_timeout_ms > 0)
-                .then(|| Duration::from_millis(u64::from(r.session_timeout_ms))),
+                .then(|| Duration::from_millis(u64::from(r.session_timeout_ms)))
+                .or_else(|| {
+                    let ms = self
+                        .0
+                        .group_config_ms(&r.group_id, "consumer.session.timeout.ms")?;
+                    Some(Duration::from_millis(ms))
+                }),
             rebalance_timeout: (r.rebalance_timeout_ms > 0)
                 .then(|| Duration::from_millis(u64::from(r.rebalance_timeout_ms))),
         };
@@ -312,7 +320,12 @@ impl groups_server::Groups for GroupsApi {
                 error_message: String::new(),
                 member_id: reply.member_id,
                 member_epoch: reply.member_epoch,
-                heartbeat_interval_ms: reply.heartbeat_interval.as_millis() as u32,
+                // The group's own `consumer.heartbeat.interval.ms` where it has one, as
+                // Kafka answers it.
+                heartbeat_interval_ms: self
+                    .0
+                    .group_config_ms(&group, "consumer.heartbeat.interval.ms")
+                    .map_or(reply.heartbeat_interval.as_millis() as u32, |ms| ms as u32),
                 assignment: from_tps(&reply.assignment),
                 group_epoch,
             },

@@ -127,6 +127,25 @@ impl BrokerConfig {
     }
 }
 
+/// Dynamic configs by (Kafka resource type, resource name).
+pub(crate) type ResourceConfigs =
+    std::collections::BTreeMap<(i32, String), std::collections::BTreeMap<String, String>>;
+
+impl Shared {
+    /// A group's own setting of a KIP-848 group config (`consumer.session.timeout.ms`,
+    /// `consumer.heartbeat.interval.ms`, set with IncrementalAlterConfigs on its GROUP
+    /// resource), in milliseconds; `None` where it has none.
+    pub(crate) fn group_config_ms(&self, group: &str, name: &str) -> Option<u64> {
+        self.resource_configs
+            .read()
+            .get(&(
+                sluice_proto::dynamic_config::RESOURCE_GROUP,
+                group.to_string(),
+            ))
+            .and_then(|c| c.get(name)?.parse().ok())
+    }
+}
+
 pub(crate) struct Shared {
     pub(crate) config: BrokerConfig,
     pub(crate) replicas: ReplicaManager,
@@ -141,6 +160,9 @@ pub(crate) struct Shared {
     pub(crate) metadata: RwLock<v1::MetadataResponse>,
     /// The authorizer: this broker's settings and the ACLs the controller last pushed.
     pub(crate) authorizer: RwLock<sluice_proto::acl::Authorizer>,
+    /// The cluster's dynamic broker and group configs, as the controller last pushed
+    /// them: by (Kafka resource type, resource name).
+    pub(crate) resource_configs: RwLock<ResourceConfigs>,
     /// Index into `config.controllers` of the last controller that answered as active.
     pub(crate) controller_hint: std::sync::atomic::AtomicUsize,
     /// Set once the broker stops serving: long-polls answer at once and replication
@@ -186,6 +208,7 @@ impl Broker {
                 control_order: Default::default(),
                 metadata: RwLock::new(v1::MetadataResponse::default()),
                 authorizer: RwLock::new(authorizer),
+                resource_configs: Default::default(),
                 controller_hint: Default::default(),
                 stopping: tokio::sync::watch::channel(false).0,
                 gate: Default::default(),
