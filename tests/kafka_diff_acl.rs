@@ -477,6 +477,7 @@ fn acls_answer_as_apache_kafka_does() {
         );
         json!(r.results.iter().map(|g| g.error_code).collect::<Vec<_>>())
     });
+    per_resource_checks(&mut d);
     d.step("delete_acls.denied_topic", |x| {
         delete_acls(
             x,
@@ -518,8 +519,425 @@ fn acls_answer_as_apache_kafka_does() {
             ],
         )
     });
+    cluster_checks(&mut d);
     d.step("delete_acls.rest", |x| delete_acls(x, vec![EVERY]));
     d.step("describe_acls.empty_again", |x| describe_acls(x, EVERY));
     d.verdict();
     drop(kafka);
+}
+
+/// A group no ACL names (allowed by `allow.everyone.if.no.acl.found`).
+const OG: &str = "acl-open-group";
+
+/// Error codes of a config request's resources, in order.
+fn config_codes(x: &mut Side, api: &str, kind: i8, name: &str) -> Value {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::incremental_alter_configs_request as incr;
+    let codes: Vec<i16> = match api {
+        "describe" => {
+            let r = ask!(
+                x,
+                DescribeConfigs,
+                4,
+                DescribeConfigsRequest::default().with_resources(vec![
+                    DescribeConfigsResource::default()
+                        .with_resource_type(kind)
+                        .with_resource_name(s(name))
+                        .with_configuration_keys(Some(vec![s("retention.ms")]))
+                ])
+            );
+            r.results.iter().map(|r| r.error_code).collect()
+        }
+        "incremental" => {
+            let key = match kind {
+                TOPIC => "retention.ms",
+                32 => "consumer.session.timeout.ms",
+                _ => "sasl.kerberos.min.time.before.relogin",
+            };
+            let r = ask!(
+                x,
+                IncrementalAlterConfigs,
+                1,
+                IncrementalAlterConfigsRequest::default().with_resources(vec![
+                    incr::AlterConfigsResource::default()
+                        .with_resource_type(kind)
+                        .with_resource_name(s(name))
+                        .with_configs(vec![incr::AlterableConfig::default()
+                            .with_name(s(key))
+                            .with_config_operation(0)
+                            .with_value(Some(s("50000")))])
+                ])
+            );
+            r.responses.iter().map(|r| r.error_code).collect()
+        }
+        _ => {
+            use kafka_protocol::messages::alter_configs_request as legacy;
+            let r = ask!(
+                x,
+                AlterConfigs,
+                2,
+                AlterConfigsRequest::default().with_resources(vec![
+                    legacy::AlterConfigsResource::default()
+                        .with_resource_type(kind)
+                        .with_resource_name(s(name))
+                        .with_configs(vec![legacy::AlterableConfig::default()
+                            .with_name(s("retention.ms"))
+                            .with_value(Some(s("50000")))])
+                ])
+            );
+            r.responses.iter().map(|r| r.error_code).collect()
+        }
+    };
+    json!(codes)
+}
+
+/// OffsetCommit v9 of a simple consumer (generation -1) in `OG`: (topic, code) sorted.
+fn offset_commit(x: &mut Side, topics: &[&str]) -> Value {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let r = ask!(
+        x,
+        OffsetCommit,
+        8,
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(s(OG)))
+            .with_generation_id_or_member_epoch(-1)
+            .with_member_id(s(""))
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|t| OffsetCommitRequestTopic::default()
+                        .with_name(topic(t))
+                        .with_partitions(vec![OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(1)
+                            .with_committed_leader_epoch(-1)]))
+                    .collect()
+            )
+    );
+    let mut out: Vec<Value> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| json!([t.name.as_str(), p.error_code]))
+        })
+        .collect();
+    out.sort_by_key(|v| v.to_string());
+    json!(out)
+}
+
+/// OffsetFetch v8 of one group (`None`: every topic): the group's error and
+/// (topic, code, offset) sorted.
+fn offset_fetch(x: &mut Side, group: &str, topics: Option<&[&str]>) -> Value {
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    let r = ask!(
+        x,
+        OffsetFetch,
+        8,
+        OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(s(group)))
+            .with_topics(topics.map(|ts| {
+                ts.iter()
+                    .map(|t| {
+                        OffsetFetchRequestTopics::default()
+                            .with_name(topic(t))
+                            .with_partition_indexes(vec![0])
+                    })
+                    .collect()
+            }))])
+    );
+    let g = &r.groups[0];
+    let mut out: Vec<Value> = g
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| json!([t.name.as_str(), p.error_code, p.committed_offset]))
+        })
+        .collect();
+    out.sort_by_key(|v| v.to_string());
+    json!({ "error": g.error_code, "topics": out })
+}
+
+fn offset_fetch_v7(x: &mut Side, group: &str) -> Value {
+    let r = ask!(
+        x,
+        OffsetFetch,
+        7,
+        OffsetFetchRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_topics(None)
+    );
+    json!({ "error": r.error_code, "topics": r.topics.len() })
+}
+
+fn offset_delete(x: &mut Side, group: &str, topics: &[&str]) -> Value {
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    let r = ask!(
+        x,
+        OffsetDelete,
+        0,
+        OffsetDeleteRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|t| OffsetDeleteRequestTopic::default()
+                        .with_name(topic(t))
+                        .with_partitions(vec![
+                            OffsetDeleteRequestPartition::default().with_partition_index(0)
+                        ]))
+                    .collect()
+            )
+    );
+    let mut out: Vec<Value> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| json!([t.name.as_str(), p.error_code]))
+        })
+        .collect();
+    out.sort_by_key(|v| v.to_string());
+    json!({ "error": r.error_code, "topics": out })
+}
+
+fn find_coordinators(x: &mut Side, version: i16, key: &str, key_type: i8) -> Value {
+    let req = FindCoordinatorRequest::default().with_key_type(key_type);
+    let req = if version >= 4 {
+        req.with_coordinator_keys(vec![s(key)])
+    } else {
+        req.with_key(s(key))
+    };
+    let r = ask!(x, FindCoordinator, version, req);
+    json!({
+        "error": r.error_code,
+        "coordinators": r.coordinators.iter().map(|c| c.error_code).collect::<Vec<_>>(),
+    })
+}
+
+fn offset_for_leader_epoch(x: &mut Side, t: &str) -> Value {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let r = ask!(
+        x,
+        OffsetForLeaderEpoch,
+        4,
+        OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(topic(t))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(-1)
+                    .with_leader_epoch(0)])])
+    );
+    json!(r
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+        .collect::<Vec<_>>())
+}
+
+fn txn_requests(d: &mut Diff) {
+    const TXN_ID: &str = "acl-txn";
+    d.step("end_txn.denied", |x| {
+        let r = ask!(
+            x,
+            EndTxn,
+            3,
+            EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(s(TXN_ID)))
+                .with_producer_id(ProducerId(1))
+                .with_producer_epoch(0)
+                .with_committed(true)
+        );
+        json!(r.error_code)
+    });
+    d.step("add_offsets_to_txn.denied", |x| {
+        let r = ask!(
+            x,
+            AddOffsetsToTxn,
+            3,
+            AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(s(TXN_ID)))
+                .with_producer_id(ProducerId(1))
+                .with_producer_epoch(0)
+                .with_group_id(GroupId(s(OG)))
+        );
+        json!(r.error_code)
+    });
+    d.step("describe_transactions.denied", |x| {
+        let r = ask!(
+            x,
+            DescribeTransactions,
+            0,
+            DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(s(TXN_ID))])
+        );
+        json!(r
+            .transaction_states
+            .iter()
+            .map(|t| t.error_code)
+            .collect::<Vec<_>>())
+    });
+}
+
+/// The checks Kafka makes per resource inside the config, offset, coordinator and
+/// transaction requests, under the ACLs of `create_acls.ok`.
+fn per_resource_checks(d: &mut Diff) {
+    d.step("describe_configs.topic_denied", |x| {
+        config_codes(x, "describe", TOPIC, DENIED)
+    });
+    d.step("describe_configs.group_denied", |x| {
+        config_codes(x, "describe", 32, G)
+    });
+    d.step("describe_configs.broker", |x| {
+        config_codes(x, "describe", 4, "1")
+    });
+    d.step("incremental_alter_configs.topic_denied", |x| {
+        config_codes(x, "incremental", TOPIC, DENIED)
+    });
+    d.step("incremental_alter_configs.group_denied", |x| {
+        config_codes(x, "incremental", 32, G)
+    });
+    d.step("alter_configs.topic_denied", |x| {
+        config_codes(x, "legacy", TOPIC, DENIED)
+    });
+    // Both create their offsets topic on a FindCoordinator; Kafka answers
+    // NOT_COORDINATOR while it loads the group's partition.
+    d.each(|x| {
+        wait_until(
+            x,
+            "a group coordinator",
+            |x| find_coordinator(x, 4, OG, 0),
+            |v| v["error"] == 0,
+        );
+        wait_until(
+            x,
+            "a group coordinator",
+            |x| offset_commit(x, &[PREFIXED]),
+            |v| v[0][1] == 0,
+        );
+    });
+    d.step("offset_commit.partly_denied", |x| {
+        offset_commit(x, &[DENIED, PREFIXED])
+    });
+    d.step("offset_fetch.topics_partly_denied", |x| {
+        offset_fetch(x, OG, Some(&[DENIED, PREFIXED]))
+    });
+    d.step("offset_fetch.every_topic", |x| offset_fetch(x, OG, None));
+    d.step("offset_fetch.group_denied", |x| offset_fetch(x, G, None));
+    d.step("offset_fetch.v7_group_denied", |x| offset_fetch_v7(x, G));
+    d.step("offset_delete.group_denied", |x| {
+        offset_delete(x, G, &[PREFIXED])
+    });
+    d.step("offset_delete.topic_denied", |x| {
+        offset_delete(x, OG, &[DENIED, PREFIXED])
+    });
+    d.step("find_coordinator.group_denied", |x| {
+        find_coordinators(x, 4, G, 0)
+    });
+    d.step("find_coordinator.v3_group_denied", |x| {
+        find_coordinators(x, 3, G, 0)
+    });
+    d.step("find_coordinator.transaction_denied", |x| {
+        find_coordinators(x, 4, "acl-txn", 1)
+    });
+    d.step("offset_for_leader_epoch.denied", |x| {
+        offset_for_leader_epoch(x, DENIED)
+    });
+    d.step("consumer_group_describe.denied", |x| {
+        let r = ask!(
+            x,
+            ConsumerGroupDescribe,
+            1,
+            ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(G))])
+        );
+        json!(r.groups.iter().map(|g| g.error_code).collect::<Vec<_>>())
+    });
+    txn_requests(d);
+}
+
+/// With cluster ACLs that allow ALTER (so the ACLs can still be deleted) and
+/// CLUSTER_ACTION (Kafka's broker forwards DeleteAcls and ListPartitionReassignments to
+/// its controller as the anonymous principal: without it both fail with
+/// UNKNOWN_SERVER_ERROR) but deny DESCRIBE and ALTER_CONFIGS: broker configs and
+/// ListPartitionReassignments are refused and ListGroups is filtered.
+fn cluster_checks(d: &mut Diff) {
+    const ALTER: i8 = 7;
+    const ALTER_CONFIGS: i8 = 11;
+    const CLUSTER_ACTION: i8 = 9;
+    d.step("create_acls.cluster", |x| {
+        create_acls(
+            x,
+            vec![
+                acl(CLUSTER, "kafka-cluster", LITERAL, "User:*", ALTER, ALLOW),
+                acl(
+                    CLUSTER,
+                    "kafka-cluster",
+                    LITERAL,
+                    "User:*",
+                    CLUSTER_ACTION,
+                    ALLOW,
+                ),
+                acl(CLUSTER, "kafka-cluster", LITERAL, "User:*", DESCRIBE, DENY),
+                acl(
+                    CLUSTER,
+                    "kafka-cluster",
+                    LITERAL,
+                    "User:*",
+                    ALTER_CONFIGS,
+                    DENY,
+                ),
+            ],
+        )
+    });
+    // Kafka applies ACLs after answering CreateAcls.
+    d.each(|x| {
+        wait_until(
+            x,
+            "the cluster ACLs applied",
+            |x| config_codes(x, "describe", 4, "1"),
+            |v| v[0] == 31,
+        );
+    });
+    d.step("list_partition_reassignments.denied", |x| {
+        let r = ask!(
+            x,
+            ListPartitionReassignments,
+            0,
+            ListPartitionReassignmentsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(None)
+        );
+        json!(r.error_code)
+    });
+    d.step("describe_configs.broker_denied", |x| {
+        config_codes(x, "describe", 4, "1")
+    });
+    d.step("incremental_alter_configs.broker_denied", |x| {
+        config_codes(x, "incremental", 4, "1")
+    });
+    d.step("list_groups.filtered", |x| {
+        let r = ask!(x, ListGroups, 5, ListGroupsRequest::default());
+        let mut groups: Vec<String> = r
+            .groups
+            .iter()
+            .map(|g| g.group_id.0.to_string())
+            .filter(|g| g.starts_with("acl-"))
+            .collect();
+        groups.sort();
+        json!({ "error": r.error_code, "groups": groups })
+    });
 }

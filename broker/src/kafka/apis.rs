@@ -482,6 +482,11 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
         RequestKind::DescribeAcls(r) => now(answer(ResponseKind::DescribeAcls(
             acls::describe_acls(shared, &caller, r),
         ))),
+        RequestKind::DescribeUserScramCredentials(r) => {
+            now(answer(ResponseKind::DescribeUserScramCredentials(
+                super::configs::describe_user_scram_credentials(r),
+            )))
+        }
         other => close(format!("{key:?} is not served (decoded {other:?})")),
     }
 }

@@ -419,6 +419,17 @@ pub(super) fn before(
                     .with_error_message(error_message(code)),
             ));
         }
+        RequestKind::DescribeUserScramCredentials(_) => {
+            if cluster(op::DESCRIBE) {
+                return Ok(after);
+            }
+            let code = CLUSTER_AUTHORIZATION_FAILED;
+            return Err(ResponseKind::DescribeUserScramCredentials(
+                DescribeUserScramCredentialsResponse::default()
+                    .with_error_code(code)
+                    .with_error_message(error_message(code)),
+            ));
+        }
         RequestKind::FindCoordinator(r) => {
             after.key_type = r.key_type;
             Denied::Filter
@@ -530,6 +541,9 @@ impl After {
                         .retain(|g| may(op::DESCRIBE, resource::GROUP, &g.group_id.0));
                 }
             }
+            // As Kafka: CLUSTER_ACTION on the cluster (a follower's right) allows every topic.
+            ResponseKind::OffsetForLeaderEpoch(_)
+                if caller.may_cluster(shared, op::CLUSTER_ACTION) => {}
             ResponseKind::OffsetForLeaderEpoch(r) => {
                 for t in r.topics.iter_mut().filter(|t| !topic_ok(&t.topic.0)) {
                     for p in &mut t.partitions {

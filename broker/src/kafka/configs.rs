@@ -283,3 +283,45 @@ pub(super) fn incremental_changes(
     }
     Ok((set, delete))
 }
+
+/// DescribeUserScramCredentials: Sluice has no SASL, so no user has SCRAM credentials
+/// (AlterUserScramCredentials is not served): every user named is RESOURCE_NOT_FOUND
+/// (91), one named twice DUPLICATE_RESOURCE (92), and every user (null or empty) is
+/// none — Kafka's answers for users without credentials.
+pub(super) fn describe_user_scram_credentials(
+    r: kafka_protocol::messages::DescribeUserScramCredentialsRequest,
+) -> kafka_protocol::messages::DescribeUserScramCredentialsResponse {
+    use kafka_protocol::messages::describe_user_scram_credentials_response::DescribeUserScramCredentialsResult;
+    const RESOURCE_NOT_FOUND: i16 = 91;
+    const DUPLICATE_RESOURCE: i16 = 92;
+    let users: Vec<String> = r
+        .users
+        .iter()
+        .flatten()
+        .map(|u| u.name.to_string())
+        .collect();
+    let mut results: Vec<DescribeUserScramCredentialsResult> = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        if users[..i].contains(user) {
+            continue;
+        }
+        let (code, message) = if users.iter().filter(|u| *u == user).count() > 1 {
+            (
+                DUPLICATE_RESOURCE,
+                format!("Cannot describe SCRAM credentials for the same user twice in a single request: {user}"),
+            )
+        } else {
+            (
+                RESOURCE_NOT_FOUND,
+                format!("Attempt to describe a user credential that does not exist: {user}"),
+            )
+        };
+        results.push(
+            DescribeUserScramCredentialsResult::default()
+                .with_user(StrBytes::from_string(user.clone()))
+                .with_error_code(code)
+                .with_error_message(Some(StrBytes::from_string(message))),
+        );
+    }
+    kafka_protocol::messages::DescribeUserScramCredentialsResponse::default().with_results(results)
+}

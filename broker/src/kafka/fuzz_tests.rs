@@ -118,6 +118,9 @@ fn request_of(key: ApiKey) -> Option<RequestKind> {
         ApiKey::DeleteAcls => {
             RequestKind::DeleteAcls(kafka_protocol::messages::DeleteAclsRequest::default())
         }
+        ApiKey::DescribeUserScramCredentials => RequestKind::DescribeUserScramCredentials(
+            kafka_protocol::messages::DescribeUserScramCredentialsRequest::default(),
+        ),
         other => panic!("{other:?} is served: give the fuzz tests a request of it"),
     })
 }
