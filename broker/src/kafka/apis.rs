@@ -114,7 +114,7 @@ pub(crate) async fn start(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) 
     }
     let after = match authz::before(shared, &caller, &mut request, version) {
         Ok(after) => std::sync::Arc::new(after),
-        Err(refused) => return now(respond(key, version, correlation, refused)),
+        Err(refused) => return now(respond(key, version, correlation, *refused)),
     };
     let answer = {
         let (shared, caller) = (shared.clone(), caller.clone());

@@ -101,7 +101,7 @@ pub(super) fn before(
     caller: &Caller,
     request: &mut RequestKind,
     version: i16,
-) -> Result<After, ResponseKind> {
+) -> Result<After, Box<ResponseKind>> {
     if !shared.authorizer.read().config.enabled {
         return Ok(After::default());
     }
@@ -201,9 +201,9 @@ pub(super) fn before(
         }
         RequestKind::OffsetDelete(r) => {
             if !may(op::DELETE, resource::GROUP, &r.group_id.0) {
-                return Err(ResponseKind::OffsetDelete(
+                return Err(Box::new(ResponseKind::OffsetDelete(
                     OffsetDeleteResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED),
-                ));
+                )));
             }
             let mut out = Vec::new();
             r.topics.retain(|t| {
@@ -231,9 +231,9 @@ pub(super) fn before(
         RequestKind::OffsetFetch(r) => {
             if version < 8 {
                 if !may(op::DESCRIBE, resource::GROUP, &r.group_id.0) {
-                    return Err(ResponseKind::OffsetFetch(
+                    return Err(Box::new(ResponseKind::OffsetFetch(
                         OffsetFetchResponse::default().with_error_code(GROUP_AUTHORIZATION_FAILED),
-                    ));
+                    )));
                 }
                 if r.topics.is_none() {
                     after.fetch_all_topics.push(r.group_id.0.to_string());
@@ -260,13 +260,13 @@ pub(super) fn before(
                 )
             };
             if !ok {
-                return Err(ResponseKind::FindCoordinator(
+                return Err(Box::new(ResponseKind::FindCoordinator(
                     FindCoordinatorResponse::default()
                         .with_error_code(code)
                         .with_error_message(error_message(code))
                         .with_node_id(BrokerId(-1))
                         .with_port(-1),
-                ));
+                )));
             }
             Denied::Nothing
         }
@@ -308,9 +308,9 @@ pub(super) fn before(
                         )
                 })
                 .collect();
-            return Err(ResponseKind::AddPartitionsToTxn(
+            return Err(Box::new(ResponseKind::AddPartitionsToTxn(
                 AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results),
-            ));
+            )));
         }
         RequestKind::AddOffsetsToTxn(r) => {
             let code = if !txn_write(&r.transactional_id.0) {
@@ -320,20 +320,20 @@ pub(super) fn before(
             } else {
                 return Ok(after);
             };
-            return Err(ResponseKind::AddOffsetsToTxn(
+            return Err(Box::new(ResponseKind::AddOffsetsToTxn(
                 AddOffsetsToTxnResponse::default().with_error_code(code),
-            ));
+            )));
         }
         RequestKind::EndTxn(r) => {
             if txn_write(&r.transactional_id.0) {
                 return Ok(after);
             }
-            return Err(ResponseKind::EndTxn(
+            return Err(Box::new(ResponseKind::EndTxn(
                 EndTxnResponse::default()
                     .with_error_code(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
                     .with_producer_id(ProducerId(-1))
                     .with_producer_epoch(-1),
-            ));
+            )));
         }
         RequestKind::TxnOffsetCommit(r) => {
             let whole = if !txn_write(&r.transactional_id.0) {
@@ -368,9 +368,9 @@ pub(super) fn before(
                 code.is_none()
             });
             if r.topics.is_empty() && !out.is_empty() {
-                return Err(ResponseKind::TxnOffsetCommit(
+                return Err(Box::new(ResponseKind::TxnOffsetCommit(
                     TxnOffsetCommitResponse::default().with_topics(out),
-                ));
+                )));
             }
             Denied::TxnOffsetCommit(out)
         }
@@ -401,34 +401,34 @@ pub(super) fn before(
                         )
                 })
                 .collect();
-            return Err(ResponseKind::AlterPartitionReassignments(
+            return Err(Box::new(ResponseKind::AlterPartitionReassignments(
                 AlterPartitionReassignmentsResponse::default()
                     .with_error_code(code)
                     .with_error_message(error_message(code))
                     .with_responses(responses),
-            ));
+            )));
         }
         RequestKind::ListPartitionReassignments(_) => {
             if cluster(op::DESCRIBE) {
                 return Ok(after);
             }
             let code = CLUSTER_AUTHORIZATION_FAILED;
-            return Err(ResponseKind::ListPartitionReassignments(
+            return Err(Box::new(ResponseKind::ListPartitionReassignments(
                 ListPartitionReassignmentsResponse::default()
                     .with_error_code(code)
                     .with_error_message(error_message(code)),
-            ));
+            )));
         }
         RequestKind::DescribeUserScramCredentials(_) => {
             if cluster(op::DESCRIBE) {
                 return Ok(after);
             }
             let code = CLUSTER_AUTHORIZATION_FAILED;
-            return Err(ResponseKind::DescribeUserScramCredentials(
+            return Err(Box::new(ResponseKind::DescribeUserScramCredentials(
                 DescribeUserScramCredentialsResponse::default()
                     .with_error_code(code)
                     .with_error_message(error_message(code)),
-            ));
+            )));
         }
         RequestKind::FindCoordinator(r) => {
             after.key_type = r.key_type;
@@ -535,11 +535,9 @@ impl After {
                         .with_error_message(error_message(code));
                 }
             }
-            ResponseKind::ListGroups(r) => {
-                if !caller.may_cluster(shared, op::DESCRIBE) {
-                    r.groups
-                        .retain(|g| may(op::DESCRIBE, resource::GROUP, &g.group_id.0));
-                }
+            ResponseKind::ListGroups(r) if !caller.may_cluster(shared, op::DESCRIBE) => {
+                r.groups
+                    .retain(|g| may(op::DESCRIBE, resource::GROUP, &g.group_id.0));
             }
             // As Kafka: CLUSTER_ACTION on the cluster (a follower's right) allows every topic.
             ResponseKind::OffsetForLeaderEpoch(_)

@@ -252,12 +252,13 @@ pub(super) fn current(shared: &Shared, resource_type: i32, name: &str) -> BTreeM
         .unwrap_or_default()
 }
 
+/// The configs to set and those to delete.
+type Changes = (HashMap<String, String>, Vec<String>);
+
 /// IncrementalAlterConfigs' operations on a broker or group resource: SET and DELETE.
 /// No settable broker or group config is a list, so APPEND and SUBTRACT are refused as
 /// Kafka refuses them on a config that is not a list.
-pub(super) fn incremental_changes(
-    configs: &[AlterableConfig],
-) -> Result<(HashMap<String, String>, Vec<String>), (i16, String)> {
+pub(super) fn incremental_changes(configs: &[AlterableConfig]) -> Result<Changes, (i16, String)> {
     let mut set = HashMap::new();
     let mut delete = Vec::new();
     for c in configs {
