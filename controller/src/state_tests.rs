@@ -564,12 +564,13 @@ fn broker_and_group_configs_are_validated_kept_and_pushed() {
         .unwrap();
     let pushed = s.resource_configs_proto();
     assert_eq!(pushed.len(), 2);
-    assert_eq!(pushed[0].resource_type, RESOURCE_BROKER);
-    assert_eq!(pushed[0].configs[relogin], "58000");
+    let of = |t: i32| pushed.iter().find(|c| c.resource_type == t).unwrap();
+    assert_eq!(of(RESOURCE_BROKER).resource_name, "1");
+    assert_eq!(of(RESOURCE_BROKER).configs[relogin], "58000");
     assert_eq!(
         (
-            pushed[1].resource_name.as_str(),
-            pushed[1].configs[group].as_str()
+            of(RESOURCE_GROUP).resource_name.as_str(),
+            of(RESOURCE_GROUP).configs[group].as_str()
         ),
         ("g", "50000")
     );
