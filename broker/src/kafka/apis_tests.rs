@@ -586,6 +586,17 @@ fn every_served_version_of_every_response_encodes() {
                                     .with_permission_type(3)])]),
                     )
                 }
+                ApiKey::DescribeUserScramCredentials => {
+                    ResponseKind::DescribeUserScramCredentials(
+                        crate::kafka::configs::describe_user_scram_credentials(
+                            kafka_protocol::messages::DescribeUserScramCredentialsRequest::default()
+                                .with_users(Some(vec![
+                                    kafka_protocol::messages::describe_user_scram_credentials_request::UserName::default()
+                                        .with_name(StrBytes::from_static_str("alice")),
+                                ])),
+                        ),
+                    )
+                }
                 other => panic!("{other:?} served but not covered here"),
             };
             assert!(

@@ -326,3 +326,32 @@ pub(super) fn describe_user_scram_credentials(
     }
     kafka_protocol::messages::DescribeUserScramCredentialsResponse::default().with_results(results)
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+    use kafka_protocol::messages::DescribeUserScramCredentialsRequest;
+    use kafka_protocol::protocol::StrBytes;
+
+    #[test]
+    fn no_user_has_scram_credentials() {
+        let name = |n: &'static str| UserName::default().with_name(StrBytes::from_static_str(n));
+        let r = super::describe_user_scram_credentials(
+            DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+                name("alice"),
+                name("bob"),
+                name("alice"),
+            ])),
+        );
+        let got: Vec<(&str, i16, usize)> = r
+            .results
+            .iter()
+            .map(|u| (u.user.as_str(), u.error_code, u.credential_infos.len()))
+            .collect();
+        assert_eq!(got, [("alice", 92, 0), ("bob", 91, 0)]);
+        let every = super::describe_user_scram_credentials(
+            DescribeUserScramCredentialsRequest::default().with_users(None),
+        );
+        assert!(every.results.is_empty() && every.error_code == 0);
+    }
+}
