@@ -37,6 +37,7 @@ mod source;
 mod store;
 mod txn;
 mod typed;
+mod undo;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -87,9 +88,19 @@ pub struct TableConfig {
     /// `RecvError::Lagged`.
     pub changes_capacity: usize,
     /// Records applied per lock round for runs of plain (non-transactional) records:
-    /// bounds how long a reader can wait behind the applier. Transactions are always
-    /// applied whole.
+    /// bounds how long a reader can wait behind the applier. Transactions up to
+    /// `large_unit_records` are applied whole in one lock round; larger ones in chunks
+    /// of this size behind a fence.
     pub apply_chunk_records: usize,
+    /// A transaction with more keyed records than this is applied in chunks of
+    /// `apply_chunk_records`, each under only its own shards' write locks, behind a
+    /// fence: until its last chunk, reads see every touched key's value from before it
+    /// (an overlay costing about the touched rows' key and old value plus ~10 B each),
+    /// then one short lock round makes the whole transaction visible with its
+    /// positions. So a million-row UPDATE holds a reader for about one chunk, not for
+    /// the whole apply. A value below `apply_chunk_records` counts as that (a unit
+    /// of one chunk gains nothing from a fence). See docs/table.md.
+    pub large_unit_records: usize,
     /// A transaction piece listed in an end marker but never seen in its partition
     /// (compaction removed every record of it, or it is late) is given up on after its
     /// partition has been caught up for this long — only for transactions without
@@ -120,6 +131,7 @@ impl Default for TableConfig {
             snapshot_interval: Some(Duration::from_secs(600)),
             changes_capacity: 1024,
             apply_chunk_records: 1024,
+            large_unit_records: 4 * 1024,
             missing_piece_wait: Duration::from_secs(2),
             expected_rows: None,
             row_images: false,
