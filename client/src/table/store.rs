@@ -495,6 +495,12 @@ impl Shard {
             .shrink_to(self.rows, |&o| hasher.hash_one(key_of(arena, o)));
     }
 
+    /// Keys behind the fence (0 when none is up).
+    #[cfg(test)]
+    pub(crate) fn fenced_keys(&self) -> usize {
+        self.fence.as_ref().map_or(0, |f| f.len())
+    }
+
     #[cfg(test)]
     fn garbage_bytes(&self) -> usize {
         self.garbage_bytes
