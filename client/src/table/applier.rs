@@ -276,7 +276,14 @@ fn apply_fenced(
                 .map_err(|e| Error::Invalid(format!("{}: {e}", topics[t].topic)))?;
             if watching[t] {
                 let new = r.value.clone();
-                changes[t].push((i, Change { key: key.clone(), old, new }));
+                changes[t].push((
+                    i,
+                    Change {
+                        key: key.clone(),
+                        old,
+                        new,
+                    },
+                ));
             }
         }
         drop(held);
@@ -430,3 +437,7 @@ mod tests;
 #[cfg(test)]
 #[path = "fence_tests.rs"]
 mod fence_tests;
+
+#[cfg(test)]
+#[path = "fence_bench.rs"]
+mod fence_bench;

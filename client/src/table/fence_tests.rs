@@ -18,7 +18,7 @@ use crate::table::txn::{Piece, Rec};
 
 /// A ready set of one topic of `partitions` partitions, `shards` shards, applying
 /// units of more than `large` keyed records in chunks of `chunk`.
-fn set(partitions: u32, shards: usize, chunk: usize, large: usize) -> Arc<SetShared> {
+pub(super) fn set(partitions: u32, shards: usize, chunk: usize, large: usize) -> Arc<SetShared> {
     let topic = TopicShared {
         topic: "accounts".into(),
         topic_id: "id-1".into(),
@@ -54,8 +54,11 @@ fn rec(offset: u64, key: &str, value: Option<String>) -> Rec {
     }
 }
 
-/// A transaction of one piece per partition; each piece's records start at `base`.
-fn unit(pieces: Vec<(u32, u64, Vec<(String, Option<String>)>)>) -> Unit {
+/// Keys and values (`None`: a tombstone) of one piece.
+pub(super) type Rows = Vec<(String, Option<String>)>;
+
+/// A transaction of one piece per (partition, first offset, rows).
+pub(super) fn unit(pieces: Vec<(u32, u64, Rows)>) -> Unit {
     Unit {
         txn: Some(Bytes::from_static(b"T")),
         pieces: pieces
@@ -107,7 +110,10 @@ fn a_large_transaction_is_applied_in_chunks_and_shown_whole() {
         .map(|i| (format!("k{i}"), Some(format!("w{i}"))))
         .chain([("k1".to_string(), None)])
         .chain((0..8).map(|i| (format!("n{i}"), Some(format!("n{i}")))))
-        .chain([("k2".into(), Some("x".into())), ("k2".into(), Some("y".into()))])
+        .chain([
+            ("k2".into(), Some("x".into())),
+            ("k2".into(), Some("y".into())),
+        ])
         .collect();
     let p1: Vec<_> = (8..14)
         .map(|i| (format!("n{i}"), Some(format!("n{i}"))))
@@ -138,9 +144,15 @@ fn a_large_transaction_is_applied_in_chunks_and_shown_whole() {
     assert_eq!(store.get(b"k2").as_deref(), Some(&b"y"[..]));
     assert_eq!(store.get(b"n13").as_deref(), Some(&b"n13"[..]));
     assert_eq!(store.totals().rows, 5 + 14);
-    assert_eq!(*s.topics[0].position.borrow(), BTreeMap::from([(0, 23), (1, 6)]));
+    assert_eq!(
+        *s.topics[0].position.borrow(),
+        BTreeMap::from([(0, 23), (1, 6)])
+    );
     let set = changes.try_recv().expect("one change set");
-    assert_eq!(set.changes, expected, "in record order, with the old values");
+    assert_eq!(
+        set.changes, expected,
+        "in record order, with the old values"
+    );
     assert_eq!(set.position, BTreeMap::from([(0, 23), (1, 6)]));
     assert!(changes.try_recv().is_err(), "one change set for the unit");
 }
@@ -155,7 +167,10 @@ fn a_threshold_below_the_chunk_size_still_applies_every_record() {
     apply_unit(&s, unit(vec![(0, 0, rows)])).unwrap();
     assert!(no_fence_left(&s));
     assert_eq!(s.topics[0].store.totals().rows, 5000);
-    assert_eq!(s.topics[0].store.get(b"k4999").as_deref(), Some(&b"4999"[..]));
+    assert_eq!(
+        s.topics[0].store.get(b"k4999").as_deref(),
+        Some(&b"4999"[..])
+    );
 }
 
 /// Accounts whose balances always sum to `ACCOUNTS * START`: every transaction moves
@@ -202,11 +217,19 @@ fn round(model: &mut BTreeMap<String, i64>, v: u64) -> Vec<(String, Option<Strin
 /// Checks one consistent view (`rows` calls its argument for every row): rows of one
 /// version only, the one its position says, summing to the invariant.
 fn check_view(rows: impl FnOnce(&mut dyn FnMut(&[u8], &[u8])), position: u64, ends: &[u64]) {
-    let version = ends.iter().rposition(|&e| e <= position).expect("a known position") as u64;
+    let version = ends
+        .iter()
+        .rposition(|&e| e <= position)
+        .expect("a known position") as u64;
     let (mut sum, mut n) = (0, 0);
     rows(&mut |k, v| {
         let (ver, balance) = parse(v);
-        assert_eq!(ver, version, "row {:?} at position {position}", String::from_utf8_lossy(k));
+        assert_eq!(
+            ver,
+            version,
+            "row {:?} at position {position}",
+            String::from_utf8_lossy(k)
+        );
         sum += balance;
         n += 1;
     });

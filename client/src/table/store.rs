@@ -292,7 +292,7 @@ impl Shard {
             .checked_div(self.rows)
             .unwrap_or(0);
         self.fence = Some(Box::new(Undo::new(
-            hasher.clone(),
+            *hasher,
             (self.rows, self.key_bytes, self.value_bytes),
             keys_hint,
             keys * (mean_row + 4),

@@ -283,15 +283,28 @@ fn a_fence_shows_the_values_from_before_until_it_is_lifted() {
     let big = [7u8; 300];
     // In place, grown (a new entry), deleted, inserted, inserted then deleted, and a
     // key written twice: old values still come back to the change sets.
-    assert_eq!(set_fenced(&store, b"a", Some(b"9")).as_deref(), Some(&b"1"[..]));
-    assert_eq!(set_fenced(&store, b"b", Some(&big)).as_deref(), Some(&b"2"[..]));
+    assert_eq!(
+        set_fenced(&store, b"a", Some(b"9")).as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        set_fenced(&store, b"b", Some(&big)).as_deref(),
+        Some(&b"2"[..])
+    );
     assert_eq!(set_fenced(&store, b"c", None).as_deref(), Some(&b"3"[..]));
     assert_eq!(set_fenced(&store, b"d", Some(b"4")), None);
     assert_eq!(set_fenced(&store, b"e", Some(b"5")), None);
     assert_eq!(set_fenced(&store, b"e", None).as_deref(), Some(&b"5"[..]));
-    assert_eq!(set_fenced(&store, b"a", Some(b"11")).as_deref(), Some(&b"9"[..]));
+    assert_eq!(
+        set_fenced(&store, b"a", Some(b"11")).as_deref(),
+        Some(&b"9"[..])
+    );
 
-    for (k, v) in [(&b"a"[..], Some(&b"1"[..])), (b"b", Some(b"2")), (b"c", Some(b"3"))] {
+    for (k, v) in [
+        (&b"a"[..], Some(&b"1"[..])),
+        (b"b", Some(b"2")),
+        (b"c", Some(b"3")),
+    ] {
         assert_eq!(store.get(k).as_deref(), v, "{k:?}");
     }
     assert_eq!(store.get(b"d"), None);
@@ -300,9 +313,16 @@ fn a_fence_shows_the_values_from_before_until_it_is_lifted() {
     let fenced = store.totals();
     assert_eq!(
         (fenced.rows, fenced.key_bytes, fenced.value_bytes),
-        (before_totals.rows, before_totals.key_bytes, before_totals.value_bytes)
+        (
+            before_totals.rows,
+            before_totals.key_bytes,
+            before_totals.value_bytes
+        )
     );
-    assert!(fenced.memory_bytes > before_totals.memory_bytes, "the overlay is counted");
+    assert!(
+        fenced.memory_bytes > before_totals.memory_bytes,
+        "the overlay is counted"
+    );
     {
         let shard = store.shards()[0].read();
         shard.check_invariants();
@@ -335,7 +355,12 @@ fn an_overlay_sized_up_front_holds_the_old_values_and_little_else() {
         let mut shard = store.shards()[0].write();
         shard.raise_fence(store.hasher(), hash_hint);
     }
-    let up_front = store.shards()[0].read().fence.as_ref().unwrap().memory_bytes();
+    let up_front = store.shards()[0]
+        .read()
+        .fence
+        .as_ref()
+        .unwrap()
+        .memory_bytes();
     for i in 0..rows {
         set_fenced(&store, &key(i), Some(&[b'y'; 100]));
     }
@@ -343,7 +368,11 @@ fn an_overlay_sized_up_front_holds_the_old_values_and_little_else() {
     let undo = shard.fence.as_ref().unwrap();
     // Old values and keys, two one-byte varints each; nothing grew past the estimate.
     assert_eq!(undo.used_bytes(), raw + 2 * rows);
-    assert_eq!(undo.memory_bytes(), up_front, "the overlay grew while in use");
+    assert_eq!(
+        undo.memory_bytes(),
+        up_front,
+        "the overlay grew while in use"
+    );
     let per_row = undo.memory_bytes() as f64 / rows as f64;
     assert!(per_row < 112.0 + 4.0 + 12.0, "{per_row} B per touched row");
 }

@@ -55,9 +55,7 @@ fn entry_at(bytes: &[u8], at: usize) -> UndoEntry {
     let (tagged, vw) = get_varint(bytes, at + kw);
     let key_at = at + kw + vw;
     let key = key_at..key_at + key_len;
-    let before = tagged
-        .checked_sub(1)
-        .map(|len| key.end..key.end + len);
+    let before = tagged.checked_sub(1).map(|len| key.end..key.end + len);
     UndoEntry { key, before }
 }
 
