@@ -13,7 +13,10 @@
 //! Invariants:
 //! - A reader never sees part of an apply unit: a unit's rows and positions change
 //!   while every shard it touches is write-locked, and consistent reads lock every
-//!   shard of every topic in one global order (topic index, then shard index).
+//!   shard of every topic in one global order (topic index, then shard index). A unit
+//!   larger than `large_unit_records` is written in chunks behind per-shard undo
+//!   overlays (`undo.rs`) that readers see through, and lifted with the positions in one
+//!   such lock round.
 //! - `position()[p]` is the next offset of partition `p` not yet applied; it never
 //!   passes a held transaction record.
 //! - Null values (tombstones) remove keys; an empty value is a real value.
@@ -172,8 +175,9 @@ pub struct TableStats {
     pub bootstrap_ms: Option<u64>,
     /// Rows loaded from a local snapshot at open (`None`: bootstrapped from the log).
     pub snapshot_rows: Option<usize>,
-    /// Longest the applier held shard write locks for one unit since ready (µs): the
-    /// longest a `get` can have waited on the applier. Tune with `apply_chunk_records`.
+    /// Longest the applier held shard write locks in one lock round since ready (µs):
+    /// a unit, a chunk of a large one, or a large one's flip; the longest a `get` can
+    /// have waited on the applier. Tune with `apply_chunk_records`.
     pub apply_lock_max_us: u64,
     /// `sluice.pos` headers that did not parse since open: ignored for the source
     /// position (the records themselves are applied). Nonzero means a writer is wrong.
