@@ -223,9 +223,8 @@ fn apply_fenced(
     touched: &[Vec<bool>],
 ) -> Result<(), Error> {
     let topics = &shared.topics;
-    let mut order: Vec<usize> = (0..plan.len()).collect();
-    order.sort_by_key(|&i| (unit.pieces[plan[i].0].tp.0, plan[i].3));
-    // Records per (topic, shard): sizes each shard's overlay up front.
+    // Records per (topic, shard): sizes each shard's overlay up front, and places the
+    // records in (topic, shard) order by counting (stable, one pass).
     let mut per_shard: Vec<Vec<usize>> = topics
         .iter()
         .map(|t| vec![0; t.store.shards().len()])
@@ -233,15 +232,34 @@ fn apply_fenced(
     for &(pi, _, _, shard) in &plan {
         per_shard[unit.pieces[pi].tp.0][shard] += 1;
     }
+    let mut next: Vec<Vec<usize>> = Vec::with_capacity(per_shard.len());
+    let mut at = 0;
+    for counts in &per_shard {
+        next.push(
+            counts
+                .iter()
+                .map(|&n| {
+                    at += n;
+                    at - n
+                })
+                .collect(),
+        );
+    }
+    let mut order = vec![0; plan.len()];
+    for (i, &(pi, _, _, shard)) in plan.iter().enumerate() {
+        let slot = &mut next[unit.pieces[pi].tp.0][shard];
+        order[*slot] = i;
+        *slot += 1;
+    }
     let watching: Vec<bool> = topics
         .iter()
         .map(|t| t.changes.receiver_count() > 0)
         .collect();
     let mut changes: Vec<Vec<(usize, Change)>> = vec![Vec::new(); topics.len()];
+    // No `warm` pass here: a chunk holds one shard for ~1,000 records, cache misses and
+    // all (well under a millisecond), and looking every key up twice made a million-row
+    // unit half again slower to become visible (docs/performance.md).
     for chunk in order.chunks(shared.apply_chunk_records.max(1)) {
-        if shared.ready() {
-            warm(topics, unit, chunk.iter().map(|&i| &plan[i]));
-        }
         let locked_at = Instant::now();
         // Behind the fence, no reader sees these writes: one shard is locked at a time,
         // released as soon as the chunk moves on to the next.

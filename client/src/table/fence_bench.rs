@@ -122,7 +122,8 @@ fn fence_bench() {
     println!(
         "fence_bench mode={mode} rows={rows} large_unit_records={large} chunk={} \
          table_mib={table_mib:.1} time_to_visible_ms={:.1} lock_round_max_ms={:.2} \
-         gets={} get_p50_us={:.2} get_p999_us={:.1} get_max_ms={:.2} \
+         gets={} get_p50_us={:.2} get_p999_us={:.1} get_max_ms={:.2} gets_over_1ms={} \
+         gets_over_10ms={} \
          rss_before_mib={rss_before:.1} rss_peak_mib={peak:.1} rss_after_mib={rss_after:.1} \
          peak_over_before_mib={:.1}",
         defaults.apply_chunk_records,
@@ -132,6 +133,8 @@ fn fence_bench() {
         pct(0.5),
         pct(0.999),
         pct(1.0) / 1000.0,
+        sorted.iter().filter(|&&ns| ns > 1_000_000).count(),
+        sorted.iter().filter(|&&ns| ns > 10_000_000).count(),
         peak - rss_before,
     );
 }
