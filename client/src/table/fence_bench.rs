@@ -11,7 +11,8 @@
 //! cargo test --release -p sluice-client --lib fence_bench -- --ignored --nocapture
 //! ```
 //!
-//! `SLUICE_FENCE_BENCH_ROWS` (default 1000000) sets the size. Nothing is asserted.
+//! `SLUICE_FENCE_BENCH_ROWS` (default 1000000) sets the size, `SLUICE_FENCE_BENCH_CHUNK`
+//! `apply_chunk_records` (default 1024). Nothing is asserted.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -56,11 +57,17 @@ fn fence_bench() {
     let rows: usize = env("SLUICE_FENCE_BENCH_ROWS", "1000000").parse().unwrap();
     let mode = env("SLUICE_FENCE_BENCH_MODE", "after");
     let defaults = TableConfig::default();
+    let chunk: usize = env(
+        "SLUICE_FENCE_BENCH_CHUNK",
+        &defaults.apply_chunk_records.to_string(),
+    )
+    .parse()
+    .unwrap();
     let large = match mode.as_str() {
         "before" => usize::MAX,
-        _ => defaults.large_unit_records,
+        _ => defaults.large_unit_records.max(chunk),
     };
-    let s = super::fence_tests::set(1, defaults.shards, defaults.apply_chunk_records, large);
+    let s = super::fence_tests::set(1, defaults.shards, chunk, large);
     let key = |i: usize| format!("user-{i:08}");
     let store = &s.topics[0].store;
     for i in 0..rows {
@@ -126,7 +133,7 @@ fn fence_bench() {
          gets_over_10ms={} \
          rss_before_mib={rss_before:.1} rss_peak_mib={peak:.1} rss_after_mib={rss_after:.1} \
          peak_over_before_mib={:.1}",
-        defaults.apply_chunk_records,
+        chunk,
         applied.as_secs_f64() * 1000.0,
         s.apply_lock_max_us.load(Ordering::Relaxed) as f64 / 1000.0,
         sorted.len(),
