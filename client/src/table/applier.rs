@@ -232,25 +232,6 @@ fn apply_fenced(
     for &(pi, _, _, shard) in &plan {
         per_shard[unit.pieces[pi].tp.0][shard] += 1;
     }
-    let mut next: Vec<Vec<usize>> = Vec::with_capacity(per_shard.len());
-    let mut at = 0;
-    for counts in &per_shard {
-        next.push(
-            counts
-                .iter()
-                .map(|&n| {
-                    at += n;
-                    at - n
-                })
-                .collect(),
-        );
-    }
-    let mut order = vec![0; plan.len()];
-    for (i, &(pi, _, _, shard)) in plan.iter().enumerate() {
-        let slot = &mut next[unit.pieces[pi].tp.0][shard];
-        order[*slot] = i;
-        *slot += 1;
-    }
     let watching: Vec<bool> = topics
         .iter()
         .map(|t| t.changes.receiver_count() > 0)
@@ -259,28 +240,50 @@ fn apply_fenced(
     // No `warm` pass here: a chunk holds one shard for ~1,000 records, cache misses and
     // all (well under a millisecond), and looking every key up twice made a million-row
     // unit half again slower to become visible (docs/performance.md).
-    for chunk in order.chunks(shared.apply_chunk_records.max(1)) {
-        let locked_at = Instant::now();
-        // Behind the fence, no reader sees these writes: one shard is locked at a time,
-        // released as soon as the chunk moves on to the next.
-        let mut held: Option<((usize, usize), RwLockWriteGuard<'_, Shard>)> = None;
-        for &i in chunk {
-            let (pi, ri, hash, shard) = plan[i];
+    let chunk = shared.apply_chunk_records.max(1);
+    let shards: usize = topics.iter().map(|t| t.store.shards().len()).sum();
+    let mut order: Vec<(usize, usize, usize)> = Vec::new();
+    let all: Vec<usize> = (0..plan.len()).collect();
+    // Windows of about one chunk per shard, each applied by (topic, shard): every
+    // shard is write-locked once per window for about a chunk, then left to readers
+    // while the window's other shards are written (a shard re-locked for every chunk
+    // kept a parked reader waiting for many chunks on a loaded machine), and the
+    // unit's records are still read about in order (sorting the whole unit by shard
+    // made it half again slower to apply). `i` keeps a key's records in their order
+    // (one key, one shard).
+    for window in all.chunks(chunk.saturating_mul(shards.max(1))) {
+        order.clear();
+        order.extend(
+            window
+                .iter()
+                .map(|&i| (unit.pieces[plan[i].0].tp.0, plan[i].3, i)),
+        );
+        order.sort_unstable();
+        let mut held: Option<Held<'_>> = None;
+        for &(t, shard, i) in &order {
+            let (pi, ri, hash, _) = plan[i];
             let piece = &unit.pieces[pi];
-            let t = piece.tp.0;
             let Some(key) = &piece.records[ri].key else {
                 continue;
             };
             let store = &topics[t].store;
-            if held.as_ref().is_none_or(|(at, _)| *at != (t, shard)) {
-                drop(held.take());
+            if held
+                .as_ref()
+                .is_none_or(|(at, _, _, n)| *at != (t, shard) || *n >= chunk)
+            {
+                if let Some((_, g, locked_at, _)) = held.take() {
+                    drop(g);
+                    note_lock_hold(shared, locked_at);
+                }
+                let locked_at = Instant::now();
                 let mut g = store.shards()[shard].write();
                 if !g.fenced() {
                     g.raise_fence(store.hasher(), per_shard[t][shard]);
                 }
-                held = Some(((t, shard), g));
+                held = Some(((t, shard), g, locked_at, 0));
             }
-            let guard = &mut held.as_mut().expect("locked above").1;
+            let (_, guard, _, n) = held.as_mut().expect("locked above");
+            *n += 1;
             let r = &piece.records[ri];
             let mut old = None;
             guard
@@ -294,18 +297,18 @@ fn apply_fenced(
                 .map_err(|e| Error::Invalid(format!("{}: {e}", topics[t].topic)))?;
             if watching[t] {
                 let new = r.value.clone();
-                changes[t].push((
-                    i,
-                    Change {
-                        key: key.clone(),
-                        old,
-                        new,
-                    },
-                ));
+                let change = Change {
+                    key: key.clone(),
+                    old,
+                    new,
+                };
+                changes[t].push((i, change));
             }
         }
-        drop(held);
-        note_lock_hold(shared, locked_at);
+        if let Some((_, g, locked_at, _)) = held.take() {
+            drop(g);
+            note_lock_hold(shared, locked_at);
+        }
     }
     let locked_at = Instant::now();
     let mut guards = lock_touched(topics, touched);
@@ -329,6 +332,10 @@ fn apply_fenced(
     publish(topics, changes);
     Ok(())
 }
+
+/// The shard a large unit's chunk is writing: (topic, shard), its write guard, when it
+/// was locked, and the records written under it so far.
+type Held<'a> = ((usize, usize), RwLockWriteGuard<'a, Shard>, Instant, usize);
 
 /// Moves every piece's offset position and the source positions (the caller holds the
 /// write locks of every shard the unit touched).

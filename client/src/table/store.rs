@@ -313,19 +313,13 @@ impl Shard {
         if self.fence.is_none() {
             self.raise_fence(hasher, 0);
         }
+        let found = self.find(hash, key);
         let fence = self.fence.as_deref_mut().expect("raised above");
         if !fence.contains(hash, key) {
-            let arena = &self.arena;
-            let before = self
-                .index
-                .find(hash, |&o| key_of(arena, o) == key)
-                .map(|&o| {
-                    let e = entry_at(arena, o as usize);
-                    &arena[e.val_at()..e.val_at() + e.val_len]
-                });
+            let before = found.map(|e| &self.arena[e.val_at()..e.val_at() + e.val_len]);
             fence.record(hash, key, before)?;
         }
-        self.apply(hasher, hash, key, value, old)
+        self.apply_found(hasher, hash, key, found, value, old)
     }
 
     /// Takes the fence down: readers see the arena (the whole unit) from now on. The
@@ -378,6 +372,19 @@ impl Shard {
         old: Option<&mut Option<Bytes>>,
     ) -> Result<(), ShardFull> {
         let found = self.find(hash, key);
+        self.apply_found(hasher, hash, key, found, value, old)
+    }
+
+    /// [`Shard::apply`] with `key`'s entry already looked up (`found`).
+    fn apply_found(
+        &mut self,
+        hasher: &impl BuildHasher,
+        hash: u64,
+        key: &[u8],
+        found: Option<Entry>,
+        value: Option<&[u8]>,
+        old: Option<&mut Option<Bytes>>,
+    ) -> Result<(), ShardFull> {
         if let (Some(out), Some(e)) = (old, found) {
             *out = Some(Bytes::copy_from_slice(
                 &self.arena[e.val_at()..e.val_at() + e.val_len],

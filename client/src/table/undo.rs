@@ -101,17 +101,15 @@ impl Undo {
         self.find(hash, key).is_some()
     }
 
-    /// Remembers `key`'s value before the unit, unless an earlier record of the unit
-    /// already did (then the first one stays: it is the value before the unit).
+    /// Remembers `key`'s value before the unit. The caller checks first that no earlier
+    /// record of the unit did ([`Undo::contains`]): the first one is the value before.
     pub(crate) fn record(
         &mut self,
         hash: u64,
         key: &[u8],
         before: Option<&[u8]>,
     ) -> Result<(), ShardFull> {
-        if self.contains(hash, key) {
-            return Ok(());
-        }
+        debug_assert!(!self.contains(hash, key), "a key recorded twice");
         let tagged = before.map_or(0, |v| v.len() + 1);
         let (kw, vw) = (varint_width(key.len()), varint_width(tagged));
         let at = self.bytes.len();
