@@ -211,11 +211,9 @@ pub(crate) fn apply_unit(shared: &SetShared, unit: Unit) -> Result<(), Error> {
     Ok(())
 }
 
-/// Applies a large unit in chunks of `apply_chunk_records` behind a fence, then makes
-/// it visible in one lock round (module doc). Records are applied grouped by (topic,
-/// shard) — stably, so a key's records keep their order — so that a chunk write-locks
-/// one or two shards rather than every shard the unit touches; the change sets still
-/// list the unit's records in their order.
+/// Applies a large unit in chunks behind a fence — one shard write-locked at a time,
+/// for at most `apply_chunk_records` records — then makes it visible in one lock round
+/// (module doc). The change sets list the unit's records in their order.
 fn apply_fenced(
     shared: &SetShared,
     unit: &Unit,
@@ -223,8 +221,7 @@ fn apply_fenced(
     touched: &[Vec<bool>],
 ) -> Result<(), Error> {
     let topics = &shared.topics;
-    // Records per (topic, shard): sizes each shard's overlay up front, and places the
-    // records in (topic, shard) order by counting (stable, one pass).
+    // Records per (topic, shard): sizes each shard's overlay up front.
     let mut per_shard: Vec<Vec<usize>> = topics
         .iter()
         .map(|t| vec![0; t.store.shards().len()])
@@ -237,13 +234,12 @@ fn apply_fenced(
         .map(|t| t.changes.receiver_count() > 0)
         .collect();
     let mut changes: Vec<Vec<(usize, Change)>> = vec![Vec::new(); topics.len()];
-    // No `warm` pass here: a chunk holds one shard for ~1,000 records, cache misses and
-    // all (well under a millisecond), and looking every key up twice made a million-row
-    // unit half again slower to become visible (docs/performance.md).
+    // No `warm` pass here: a hold covers at most a chunk of one shard's records, cache
+    // misses and all (about a millisecond), and looking every key up twice made a
+    // million-row unit slower to become visible (docs/performance.md).
     let chunk = shared.apply_chunk_records.max(1);
     let shards: usize = topics.iter().map(|t| t.store.shards().len()).sum();
     let mut order: Vec<(usize, usize, usize)> = Vec::new();
-    let all: Vec<usize> = (0..plan.len()).collect();
     // Windows of about one chunk per shard, each applied by (topic, shard): every
     // shard is write-locked once per window for about a chunk, then left to readers
     // while the window's other shards are written (a shard re-locked for every chunk
@@ -251,12 +247,12 @@ fn apply_fenced(
     // unit's records are still read about in order (sorting the whole unit by shard
     // made it half again slower to apply). `i` keeps a key's records in their order
     // (one key, one shard).
-    for window in all.chunks(chunk.saturating_mul(shards.max(1))) {
+    let window = chunk.saturating_mul(shards.max(1));
+    for start in (0..plan.len()).step_by(window) {
         order.clear();
         order.extend(
-            window
-                .iter()
-                .map(|&i| (unit.pieces[plan[i].0].tp.0, plan[i].3, i)),
+            (start..plan.len().min(start.saturating_add(window)))
+                .map(|i| (unit.pieces[plan[i].0].tp.0, plan[i].3, i)),
         );
         order.sort_unstable();
         let mut held: Option<Held<'_>> = None;
