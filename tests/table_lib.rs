@@ -207,6 +207,22 @@ async fn send_txn(p: &Producer, id: &str, pieces: &[(&str, u32, usize)]) {
 
 #[test]
 fn a_transaction_across_partitions_and_topics_becomes_visible_at_once() {
+    transactions_become_visible_at_once(config());
+}
+
+/// The same through the large-transaction path (issue 20): every 4-record transaction
+/// is over `large_unit_records`, so it is written one record per lock hold behind the
+/// fence, across both topics, and made visible in one flip.
+#[test]
+fn a_transaction_applied_in_chunks_behind_the_fence_becomes_visible_at_once() {
+    transactions_become_visible_at_once(TableConfig {
+        large_unit_records: 2,
+        apply_chunk_records: 1,
+        ..config()
+    });
+}
+
+fn transactions_become_visible_at_once(config: TableConfig) {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
     let client = ClientConfig::new(&dev.addr);
@@ -215,7 +231,7 @@ fn a_transaction_across_partitions_and_topics_becomes_visible_at_once() {
         create(&client, "txa", 2).await;
         create(&client, "txb", 1).await;
         let topics = ["txa".to_string(), "txb".to_string()];
-        let set = TableSet::open(&client, &topics, config()).await.unwrap();
+        let set = TableSet::open(&client, &topics, config).await.unwrap();
         set.ready().await.unwrap();
         set
     });

@@ -43,6 +43,8 @@ fn set(partitions: u32) -> Arc<SetShared> {
         finished: watch::channel(false).0,
         apply_lock_max_us: Default::default(),
         snapshot_dir: None,
+        apply_chunk_records: 1024,
+        large_unit_records: 4096,
     })
 }
 

@@ -13,7 +13,10 @@
 //! Invariants:
 //! - A reader never sees part of an apply unit: a unit's rows and positions change
 //!   while every shard it touches is write-locked, and consistent reads lock every
-//!   shard of every topic in one global order (topic index, then shard index).
+//!   shard of every topic in one global order (topic index, then shard index). A unit
+//!   larger than `large_unit_records` is written in chunks behind per-shard undo
+//!   overlays (`undo.rs`) that readers see through, and lifted with the positions in one
+//!   such lock round.
 //! - `position()[p]` is the next offset of partition `p` not yet applied; it never
 //!   passes a held transaction record.
 //! - Null values (tombstones) remove keys; an empty value is a real value.
@@ -37,6 +40,7 @@ mod source;
 mod store;
 mod txn;
 mod typed;
+mod undo;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -87,9 +91,19 @@ pub struct TableConfig {
     /// `RecvError::Lagged`.
     pub changes_capacity: usize,
     /// Records applied per lock round for runs of plain (non-transactional) records:
-    /// bounds how long a reader can wait behind the applier. Transactions are always
-    /// applied whole.
+    /// bounds how long a reader can wait behind the applier. Transactions up to
+    /// `large_unit_records` are applied whole in one lock round; larger ones in chunks
+    /// of this size behind a fence.
     pub apply_chunk_records: usize,
+    /// A transaction with more keyed records than this is applied in chunks of
+    /// `apply_chunk_records`, each under only its own shards' write locks, behind a
+    /// fence: until its last chunk, reads see every touched key's value from before it
+    /// (an overlay costing about the touched rows' key and old value plus ~10 B each),
+    /// then one short lock round makes the whole transaction visible with its
+    /// positions. So a million-row UPDATE holds a reader for about one chunk, not for
+    /// the whole apply. A value below `apply_chunk_records` counts as that (a unit
+    /// of one chunk gains nothing from a fence). See docs/table.md.
+    pub large_unit_records: usize,
     /// A transaction piece listed in an end marker but never seen in its partition
     /// (compaction removed every record of it, or it is late) is given up on after its
     /// partition has been caught up for this long — only for transactions without
@@ -120,6 +134,7 @@ impl Default for TableConfig {
             snapshot_interval: Some(Duration::from_secs(600)),
             changes_capacity: 1024,
             apply_chunk_records: 1024,
+            large_unit_records: 4 * 1024,
             missing_piece_wait: Duration::from_secs(2),
             expected_rows: None,
             row_images: false,
@@ -160,8 +175,9 @@ pub struct TableStats {
     pub bootstrap_ms: Option<u64>,
     /// Rows loaded from a local snapshot at open (`None`: bootstrapped from the log).
     pub snapshot_rows: Option<usize>,
-    /// Longest the applier held shard write locks for one unit since ready (µs): the
-    /// longest a `get` can have waited on the applier. Tune with `apply_chunk_records`.
+    /// Longest the applier held shard write locks in one lock round since ready (µs):
+    /// a unit, a chunk of a large one, or a large one's flip; the longest a `get` can
+    /// have waited on the applier. Tune with `apply_chunk_records`.
     pub apply_lock_max_us: u64,
     /// `sluice.pos` headers that did not parse since open: ignored for the source
     /// position (the records themselves are applied). Nonzero means a writer is wrong.

@@ -88,6 +88,8 @@ pub(crate) async fn start(
         finished: watch::channel(false).0,
         apply_lock_max_us: Default::default(),
         snapshot_dir: snapshot_dir.map(Path::to_path_buf),
+        apply_chunk_records: config.apply_chunk_records,
+        large_unit_records: config.large_unit_records.max(config.apply_chunk_records),
     });
     spawn_tasks(&shared, &cluster, &plans, starts, &config);
     Ok(shared)

@@ -68,6 +68,11 @@ pub(crate) struct SetShared {
     pub(crate) apply_lock_max_us: std::sync::atomic::AtomicU64,
     /// Where snapshots go, when opened with one.
     pub(crate) snapshot_dir: Option<PathBuf>,
+    /// [`TableConfig::apply_chunk_records`]: records per lock round of a large unit.
+    pub(crate) apply_chunk_records: usize,
+    /// [`TableConfig::large_unit_records`]: units with more keyed records than this are
+    /// applied in chunks behind a fence.
+    pub(crate) large_unit_records: usize,
 }
 
 impl SetShared {

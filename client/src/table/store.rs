@@ -25,12 +25,20 @@
 //! Locking is the caller's: [`Store`] hands out the shards' `RwLock`s; the applier
 //! write-locks the shards an apply unit touches in index order, readers read-lock one
 //! shard (get) or all in index order (snapshot).
+//!
+//! The fence: while a large unit is applied in chunks, a shard it has touched carries an
+//! [`Undo`] overlay (`undo.rs`) with the values from before the unit, and every read
+//! method here (`get`, `for_each`, `rows`, the totals) answers as if the unit had not
+//! begun; [`Shard::lift_fence`] makes it visible. Writes (`apply`, `apply_fenced`) and
+//! the arena's own counters always see the arena as it is.
 
 use std::hash::BuildHasher;
 
 use bytes::Bytes;
 use hashbrown::HashTable;
 use parking_lot::RwLock;
+
+use super::undo::Undo;
 
 /// Largest arena a shard may hold (offsets are u32).
 const ARENA_BYTES_MAX: usize = u32::MAX as usize;
@@ -88,7 +96,8 @@ impl Store {
         &self.hasher
     }
 
-    /// A copy of `key`'s value: one shard read lock, held for the lookup and copy.
+    /// A copy of `key`'s value as readers may see it (from before a fenced unit): one
+    /// shard read lock, held for the lookup and copy.
     /// `read_recursive` does not queue behind a writer that is only waiting: while a
     /// snapshot holds every shard's read lock (hundreds of ms for millions of rows)
     /// the applier waits for it, and point reads must not wait behind the applier.
@@ -104,9 +113,10 @@ impl Store {
         let mut t = ShardTotals::default();
         for s in self.shards.iter() {
             let s = s.read_recursive();
-            t.rows += s.rows;
-            t.key_bytes += s.key_bytes;
-            t.value_bytes += s.value_bytes;
+            let (rows, key_bytes, value_bytes) = s.visible_totals();
+            t.rows += rows;
+            t.key_bytes += key_bytes;
+            t.value_bytes += value_bytes;
             t.memory_bytes += s.memory_bytes();
         }
         t
@@ -134,6 +144,10 @@ pub(crate) struct Shard {
     rows: usize,
     key_bytes: usize,
     value_bytes: usize,
+    /// Set while a large unit is applied in chunks: the values from before it of every
+    /// key it touched here, which readers see instead of the arena's.
+    /// Invariant: `None` whenever no unit is between its first chunk and its flip.
+    fence: Option<Box<Undo>>,
 }
 
 /// A decoded entry header.
@@ -158,7 +172,7 @@ impl Entry {
     }
 }
 
-fn varint_width(v: usize) -> usize {
+pub(super) fn varint_width(v: usize) -> usize {
     let mut w = 1;
     let mut v = v >> 7;
     while v != 0 {
@@ -170,7 +184,7 @@ fn varint_width(v: usize) -> usize {
 
 /// Writes `v` as a LEB128 varint of exactly `width` bytes (padded with continuation
 /// bytes), which decodes like any varint.
-fn put_varint(buf: &mut [u8], v: usize, width: usize) {
+pub(super) fn put_varint(buf: &mut [u8], v: usize, width: usize) {
     let mut v = v;
     for (i, b) in buf[..width].iter_mut().enumerate() {
         let more = i + 1 < width;
@@ -180,7 +194,7 @@ fn put_varint(buf: &mut [u8], v: usize, width: usize) {
 }
 
 /// Reads a varint our own code wrote (so well formed): value and width.
-fn get_varint(buf: &[u8], at: usize) -> (usize, usize) {
+pub(super) fn get_varint(buf: &[u8], at: usize) -> (usize, usize) {
     let mut v = 0usize;
     let mut shift = 0;
     let mut i = at;
@@ -242,13 +256,76 @@ impl Shard {
         }
     }
 
+    /// Rows as readers see them (before a fenced unit).
     pub(crate) fn rows(&self) -> usize {
-        self.rows
+        self.visible_totals().0
     }
 
-    /// Arena capacity plus the index's allocation.
+    /// (rows, key bytes, value bytes) as readers see them.
+    fn visible_totals(&self) -> (usize, usize, usize) {
+        match &self.fence {
+            Some(f) => (f.rows, f.key_bytes, f.value_bytes),
+            None => (self.rows, self.key_bytes, self.value_bytes),
+        }
+    }
+
+    /// Arena capacity plus the index's allocation, plus a fence's overlay.
     pub(crate) fn memory_bytes(&self) -> usize {
-        self.arena.capacity() + self.index.allocation_size()
+        self.arena.capacity()
+            + self.index.allocation_size()
+            + self.fence.as_ref().map_or(0, |f| f.memory_bytes())
+    }
+
+    /// Whether a large unit is being applied here (readers see the values before it).
+    pub(crate) fn fenced(&self) -> bool {
+        self.fence.is_some()
+    }
+
+    /// Puts the fence up before a large unit's first write to this shard: from now on
+    /// readers see the shard as it is now. `keys_hint` (the unit's records in this
+    /// shard, an upper bound on the keys it touches) sizes the overlay up front, with
+    /// the shard's mean row size for the old values.
+    pub(crate) fn raise_fence(&mut self, hasher: &hashbrown::DefaultHashBuilder, keys_hint: usize) {
+        debug_assert!(self.fence.is_none(), "a fence is already up");
+        let keys = keys_hint.min(self.rows);
+        let mean_row = (self.key_bytes + self.value_bytes)
+            .checked_div(self.rows)
+            .unwrap_or(0);
+        self.fence = Some(Box::new(Undo::new(
+            *hasher,
+            (self.rows, self.key_bytes, self.value_bytes),
+            keys_hint,
+            keys * (mean_row + 4),
+        )));
+    }
+
+    /// [`Shard::apply`] behind the fence (raised first if it is not): the key's value
+    /// before the unit is remembered the first time the unit touches it, so readers go
+    /// on seeing it until [`Shard::lift_fence`].
+    pub(crate) fn apply_fenced(
+        &mut self,
+        hasher: &hashbrown::DefaultHashBuilder,
+        hash: u64,
+        key: &[u8],
+        value: Option<&[u8]>,
+        old: Option<&mut Option<Bytes>>,
+    ) -> Result<(), ShardFull> {
+        if self.fence.is_none() {
+            self.raise_fence(hasher, 0);
+        }
+        let found = self.find(hash, key);
+        let fence = self.fence.as_deref_mut().expect("raised above");
+        if !fence.contains(hash, key) {
+            let before = found.map(|e| &self.arena[e.val_at()..e.val_at() + e.val_len]);
+            fence.record(hash, key, before)?;
+        }
+        self.apply_found(hasher, hash, key, found, value, old)
+    }
+
+    /// Takes the fence down: readers see the arena (the whole unit) from now on. The
+    /// overlay is returned so the caller can free it after unlocking.
+    pub(crate) fn lift_fence(&mut self) -> Option<Box<Undo>> {
+        self.fence.take()
     }
 
     fn find(&self, hash: u64, key: &[u8]) -> Option<Entry> {
@@ -258,19 +335,29 @@ impl Shard {
             .map(|&o| entry_at(arena, o as usize))
     }
 
+    /// `key`'s value as readers see it: from before a fenced unit, if one touched it.
     pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<&[u8]> {
+        if let Some(before) = self.fence.as_ref().and_then(|f| f.get(hash, key)) {
+            return before;
+        }
         self.find(hash, key)
             .map(|e| &self.arena[e.val_at()..e.val_at() + e.val_len])
     }
 
-    /// Every live (key, value), in no particular order.
+    /// Every (key, value) readers see, in no particular order: while fenced, the arena's
+    /// rows the unit has not touched, then the touched ones as they were before it.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8], &[u8])) {
+        let fence = self.fence.as_deref().filter(|u| u.len() > 0);
         for &o in self.index.iter() {
             let e = entry_at(&self.arena, o as usize);
-            f(
-                &self.arena[e.key_at..e.key_at + e.key_len],
-                &self.arena[e.val_at()..e.val_at() + e.val_len],
-            );
+            let key = &self.arena[e.key_at..e.key_at + e.key_len];
+            if fence.is_some_and(|u| u.contains(u.hash(key), key)) {
+                continue;
+            }
+            f(key, &self.arena[e.val_at()..e.val_at() + e.val_len]);
+        }
+        if let Some(u) = fence {
+            u.for_each_before(f);
         }
     }
 
@@ -285,6 +372,19 @@ impl Shard {
         old: Option<&mut Option<Bytes>>,
     ) -> Result<(), ShardFull> {
         let found = self.find(hash, key);
+        self.apply_found(hasher, hash, key, found, value, old)
+    }
+
+    /// [`Shard::apply`] with `key`'s entry already looked up (`found`).
+    fn apply_found(
+        &mut self,
+        hasher: &impl BuildHasher,
+        hash: u64,
+        key: &[u8],
+        found: Option<Entry>,
+        value: Option<&[u8]>,
+        old: Option<&mut Option<Bytes>>,
+    ) -> Result<(), ShardFull> {
         if let (Some(out), Some(e)) = (old, found) {
             *out = Some(Bytes::copy_from_slice(
                 &self.arena[e.val_at()..e.val_at() + e.val_len],
@@ -400,6 +500,12 @@ impl Shard {
         let arena = &self.arena;
         self.index
             .shrink_to(self.rows, |&o| hasher.hash_one(key_of(arena, o)));
+    }
+
+    /// Keys behind the fence (0 when none is up).
+    #[cfg(test)]
+    pub(crate) fn fenced_keys(&self) -> usize {
+        self.fence.as_ref().map_or(0, |f| f.len())
     }
 
     #[cfg(test)]
