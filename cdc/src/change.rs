@@ -142,8 +142,17 @@ pub enum SourceEvent {
     SnapshotRows(Vec<RowChange>),
     /// The copy is complete.
     SnapshotDone,
-    /// A committed transaction.
+    /// A committed transaction, or the last part of one that came in parts.
     Transaction(Transaction),
+    /// Changes of a committed transaction too large to hold whole (`crate::spill`), in
+    /// order: every part but the last, which comes as [`SourceEvent::Transaction`]
+    /// with the same `pos` and `id`. Nothing else comes between the parts.
+    TransactionPart {
+        txn: Transaction,
+        /// Tables a `TRUNCATE` anywhere in the transaction empties (the writer reads
+        /// their topics' keys before the first part).
+        truncated: Vec<TableId>,
+    },
     /// The source passed `pos` with nothing captured since the last event.
     Heartbeat(SourcePos),
     /// An incremental snapshot of `table` begins (crate::incremental): the writer
