@@ -152,6 +152,8 @@ pub enum SourceEvent {
         /// Tables a `TRUNCATE` anywhere in the transaction empties (the writer reads
         /// their topics' keys before the first part).
         truncated: Vec<TableId>,
+        /// Held until the writer wrote the part: the source reads ahead only a few.
+        permit: PartPermit,
     },
     /// The source passed `pos` with nothing captured since the last event.
     Heartbeat(SourcePos),
@@ -173,6 +175,19 @@ pub enum SourceEvent {
     /// current there (those a change between the watermarks touched are already left
     /// out), written as one transaction. `last`: the table has no rows after it.
     IncrementalChunk(IncrementalChunk),
+}
+
+/// A part of a transaction in flight between the source and the writer (see
+/// [`SourceEvent::TransactionPart`]): the source takes one per part from a small
+/// semaphore, and it is given back when the last clone of the event is dropped.
+#[derive(Debug, Clone)]
+pub struct PartPermit(pub(crate) Arc<tokio::sync::OwnedSemaphorePermit>);
+
+impl PartialEq for PartPermit {
+    /// Parts compare by their contents.
+    fn eq(&self, _: &PartPermit) -> bool {
+        true
+    }
 }
 
 /// See [`SourceEvent::IncrementalChunk`].

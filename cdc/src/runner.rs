@@ -278,12 +278,19 @@ pub async fn run(
                     last_streamed = Some(txn.pos.clone());
                     (Some(txn.pos), pending)
                 }
-                SourceEvent::TransactionPart { txn, truncated } => {
+                SourceEvent::TransactionPart {
+                    txn,
+                    truncated,
+                    permit,
+                } => {
                     // The stream moves to the transaction with its first part.
                     if !sink.transaction_open() {
                         sink.stream_moved();
                     }
                     let pending = sink.write_transaction_part(&txn, &truncated).await?;
+                    // The source may read the next part (the producer's buffer bounds
+                    // what is in flight from here).
+                    drop(permit);
                     stats
                         .changes
                         .fetch_add(txn.changes.len() as u64, Ordering::Relaxed);

@@ -214,6 +214,10 @@ impl Sink {
                 // its partition: a restart resumes after a partition's last record, so
                 // anything after a hole would hide it for good.
                 gapless: true,
+                // Kafka's `buffer.memory` default (Sluice's producer takes 64 MiB): what
+                // is in flight bounds the connector's memory while it writes a large
+                // transaction or a copy (docs/cdc.md, "Large transactions").
+                buffer_memory: 32 << 20,
                 ..ProducerConfig::default()
             },
         )

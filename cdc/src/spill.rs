@@ -8,8 +8,9 @@
 //! past [`SpillConfig::memory_bytes`] go to a file (a compact binary form: about the
 //! row's JSON size), and at the commit the writer gets the transaction in parts of
 //! about [`PART_BYTES_MAX`] (less for a small limit): every part but the last as [`SourceEvent::TransactionPart`],
-//! the last as the usual [`SourceEvent::Transaction`]. The writer writes each part as
-//! it comes (the records are the same as for a transaction handed whole, see
+//! the last as the usual [`SourceEvent::Transaction`], at most [`PARTS_AHEAD`] of them
+//! ahead of the writer. The writer writes each part as it comes (the records are the
+//! same as for a transaction handed whole, see
 //! `Sink::write_transaction_part`); the producer's buffer bounds what is in flight.
 //! Memory: the limit while receiving, one part while writing.
 //!
@@ -28,13 +29,15 @@ use serde_json::Value;
 use sluice_proto::source_pos::SourcePos;
 use tokio::sync::mpsc;
 
-use crate::change::{send, Op, Row, RowChange, SourceEvent, TableId, Transaction};
+use crate::change::{send, Op, PartPermit, Row, RowChange, SourceEvent, TableId, Transaction};
 use crate::Error;
 
 /// Roughly how much of a spilled transaction goes to the writer at once, at most: a
 /// quarter of [`SpillConfig::memory_bytes`], at least 16 KiB.
 pub const PART_BYTES_MAX: usize = 8 << 20;
 const PART_BYTES_MIN: usize = 16 << 10;
+/// Parts handed to the writer and not yet written, at most.
+const PARTS_AHEAD: usize = 2;
 
 /// Default [`SpillConfig::memory_bytes`].
 pub const DEFAULT_TXN_MEMORY_BYTES: usize = 64 << 20;
@@ -200,6 +203,9 @@ impl TxnBuffer {
         );
         let part_bytes = (memory_bytes / 4).clamp(PART_BYTES_MIN, PART_BYTES_MAX);
         let mut reader = spill.reader(part_bytes)?;
+        // Parts the writer has not written yet, at most (the events channel would take
+        // hundreds).
+        let ahead = Arc::new(tokio::sync::Semaphore::new(PARTS_AHEAD));
         // One part read ahead: the last one goes as the transaction itself.
         let mut part = reader.next_part()?;
         loop {
@@ -209,9 +215,15 @@ impl TxnBuffer {
             let e = if last {
                 SourceEvent::Transaction(txn(part))
             } else {
+                let permit = ahead
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::Source("the part semaphore closed".into()))?;
                 SourceEvent::TransactionPart {
                     txn: txn(part),
                     truncated: truncated.clone(),
+                    permit: PartPermit(Arc::new(permit)),
                 }
             };
             send(events, e).await?;
@@ -487,7 +499,7 @@ mod tests {
             let mut got = Vec::new();
             for e in parts {
                 match e {
-                    SourceEvent::TransactionPart { txn, truncated } => {
+                    SourceEvent::TransactionPart { txn, truncated, .. } => {
                         assert_eq!((txn.id.as_str(), txn.commit_ms), ("7", 1));
                         let want: Vec<TableId> = if n > 2 { vec![(*b).clone()] } else { vec![] };
                         assert_eq!(truncated, &want);
