@@ -181,7 +181,7 @@ pub enum SourceEvent {
 /// [`SourceEvent::TransactionPart`]): the source takes one per part from a small
 /// semaphore, and it is given back when the last clone of the event is dropped.
 #[derive(Debug, Clone)]
-pub struct PartPermit(pub(crate) Arc<tokio::sync::OwnedSemaphorePermit>);
+pub struct PartPermit(#[allow(dead_code)] pub(crate) Arc<tokio::sync::OwnedSemaphorePermit>);
 
 impl PartialEq for PartPermit {
     /// Parts compare by their contents.

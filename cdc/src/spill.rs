@@ -7,12 +7,12 @@
 //! decoded rows — gigabytes — before the first record was written. Now the changes
 //! past [`SpillConfig::memory_bytes`] go to a file (a compact binary form: about the
 //! row's JSON size), and at the commit the writer gets the transaction in parts of
-//! about [`PART_BYTES_MAX`] (less for a small limit): every part but the last as [`SourceEvent::TransactionPart`],
-//! the last as the usual [`SourceEvent::Transaction`], at most [`PARTS_AHEAD`] of them
-//! ahead of the writer. The writer writes each part as it comes (the records are the
-//! same as for a transaction handed whole, see
+//! about [`PART_BYTES_MAX`] (less for a small limit): every part but the last as
+//! [`SourceEvent::TransactionPart`], the last as the usual [`SourceEvent::Transaction`],
+//! at most [`PARTS_AHEAD`] parts ahead of the writer. The writer writes each part as it
+//! comes (the records are the same as for a transaction handed whole, see
 //! `Sink::write_transaction_part`); the producer's buffer bounds what is in flight.
-//! Memory: the limit while receiving, one part while writing.
+//! Memory: the limit while receiving, a few parts while writing.
 //!
 //! The file is unnamed (`O_TMPFILE`, or created and unlinked at once): nothing is left
 //! behind when the process dies. A full disk fails the run with the error; the
