@@ -441,10 +441,13 @@ mod tests {
         }
     }
 
-    async fn received(
-        memory_bytes: usize,
-        changes: &[RowChange],
-    ) -> (Vec<SourceEvent>, usize, bool) {
+    /// What the writer got: parts (with their truncated tables), then the transaction.
+    enum Got {
+        Part(Transaction, Vec<TableId>),
+        Whole(Transaction),
+    }
+
+    async fn received(memory_bytes: usize, changes: &[RowChange]) -> (Vec<Got>, usize, bool) {
         let mut buf = TxnBuffer::new(SpillConfig {
             memory_bytes,
             dir: None,
@@ -456,14 +459,35 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(1 << 16);
         let mut observed = 0;
         let pos = SourcePos::Postgres(Lsn(42));
-        buf.send(pos, "7".into(), 1, &tx, |c| observed += c.len())
-            .await
-            .unwrap();
-        drop(tx);
-        let mut out = Vec::new();
-        while let Some(e) = rx.recv().await {
-            out.push(e);
-        }
+        let send = async {
+            buf.send(pos, "7".into(), 1, &tx, |c| observed += c.len())
+                .await
+                .unwrap();
+            drop(tx);
+        };
+        // The writer: holds each part (its permit) until the next arrives, as it holds
+        // one while writing it.
+        let write = async {
+            let mut out = Vec::new();
+            let mut holding = None;
+            while let Some(e) = rx.recv().await {
+                out.push(match e {
+                    SourceEvent::TransactionPart {
+                        txn,
+                        truncated,
+                        permit,
+                    } => {
+                        holding = Some(permit);
+                        Got::Part(txn, truncated)
+                    }
+                    SourceEvent::Transaction(t) => Got::Whole(t),
+                    e => panic!("not a transaction: {e:?}"),
+                });
+            }
+            drop(holding);
+            out
+        };
+        let ((), out) = tokio::join!(send, write);
         (out, observed, spilled)
     }
 
@@ -499,18 +523,18 @@ mod tests {
             let mut got = Vec::new();
             for e in parts {
                 match e {
-                    SourceEvent::TransactionPart { txn, truncated, .. } => {
+                    Got::Part(txn, truncated) => {
                         assert_eq!((txn.id.as_str(), txn.commit_ms), ("7", 1));
                         let want: Vec<TableId> = if n > 2 { vec![(*b).clone()] } else { vec![] };
                         assert_eq!(truncated, &want);
                         got.extend(txn.changes.iter().cloned());
                     }
-                    e => panic!("not a part: {e:?}"),
+                    Got::Whole(_) => panic!("the transaction before its last part"),
                 }
             }
             match last {
-                SourceEvent::Transaction(t) => got.extend(t.changes.iter().cloned()),
-                e => panic!("not the transaction: {e:?}"),
+                Got::Whole(t) => got.extend(t.changes.iter().cloned()),
+                Got::Part(..) => panic!("the last part is not the transaction"),
             }
             assert_eq!(got, changes, "n={n} memory={memory}");
             if n == 100_000 {
