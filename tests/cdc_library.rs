@@ -55,6 +55,7 @@ fn an_embedded_connector_restarts_through_a_database_crash_and_stops_cleanly() {
         snapshot: SnapshotMode::Initial,
         heartbeat: Duration::from_millis(200),
         snapshot_chunk_rows: 500,
+        spill: Default::default(),
     });
     let sink = SinkConfig {
         bootstrap: dev.addr.clone(),

@@ -142,8 +142,19 @@ pub enum SourceEvent {
     SnapshotRows(Vec<RowChange>),
     /// The copy is complete.
     SnapshotDone,
-    /// A committed transaction.
+    /// A committed transaction, or the last part of one that came in parts.
     Transaction(Transaction),
+    /// Changes of a committed transaction too large to hold whole (`crate::spill`), in
+    /// order: every part but the last, which comes as [`SourceEvent::Transaction`]
+    /// with the same `pos` and `id`. Nothing else comes between the parts.
+    TransactionPart {
+        txn: Transaction,
+        /// Tables a `TRUNCATE` anywhere in the transaction empties (the writer reads
+        /// their topics' keys before the first part).
+        truncated: Vec<TableId>,
+        /// Held until the writer wrote the part: the source reads ahead only a few.
+        permit: PartPermit,
+    },
     /// The source passed `pos` with nothing captured since the last event.
     Heartbeat(SourcePos),
     /// An incremental snapshot of `table` begins (crate::incremental): the writer
@@ -164,6 +175,19 @@ pub enum SourceEvent {
     /// current there (those a change between the watermarks touched are already left
     /// out), written as one transaction. `last`: the table has no rows after it.
     IncrementalChunk(IncrementalChunk),
+}
+
+/// A part of a transaction in flight between the source and the writer (see
+/// [`SourceEvent::TransactionPart`]): the source takes one per part from a small
+/// semaphore, and it is given back when the last clone of the event is dropped.
+#[derive(Debug, Clone)]
+pub struct PartPermit(#[allow(dead_code)] pub(crate) Arc<tokio::sync::OwnedSemaphorePermit>);
+
+impl PartialEq for PartPermit {
+    /// Parts compare by their contents.
+    fn eq(&self, _: &PartPermit) -> bool {
+        true
+    }
 }
 
 /// See [`SourceEvent::IncrementalChunk`].

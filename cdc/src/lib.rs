@@ -20,6 +20,7 @@ pub mod mysql;
 pub mod position;
 pub mod runner;
 pub mod sink;
+pub mod spill;
 pub mod status;
 
 #[cfg(feature = "postgres")]

@@ -86,6 +86,8 @@ pub struct MySourceConfig {
     /// connector for the same topics is refused while this one holds it, and a
     /// connector whose lock connection is lost stops (see [`run`]). `None`: no lock.
     pub fence: Option<String>,
+    /// Where a large transaction goes while it is received (`crate::spill`).
+    pub spill: crate::spill::SpillConfig,
 }
 
 /// Asks the source to stop (Ctrl-C): a cloneable flag to wait on.

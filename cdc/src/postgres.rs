@@ -15,7 +15,9 @@
 //!
 //! Streaming: pgoutput with streaming of in-progress transactions off, so Postgres
 //! sends each transaction whole at commit, in commit order; the connector hands it on
-//! as one [`Transaction`] positioned at its commit's end LSN. A heartbeat task writes a
+//! as one [`crate::change::Transaction`] positioned at its commit's end LSN (a large one
+//! spilled to a temporary file while received and handed on in parts, `crate::spill`).
+//! A heartbeat task writes a
 //! transactional logical message (`pg_logical_emit_message`) every heartbeat interval,
 //! which arrives as an empty transaction: positions move while no captured table
 //! changes (read-your-writes for writes elsewhere) and the slot's WAL is released.
@@ -34,8 +36,9 @@ use sluice_proto::source_pos::{Lsn, SourcePos};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::change::{Op, Row, RowChange, SourceEvent, TableId, Transaction};
+use crate::change::{Op, Row, RowChange, SourceEvent, TableId};
 use crate::sink::SnapshotState;
+use crate::spill::{SpillConfig, TxnBuffer};
 use crate::Error;
 
 pub mod conn;
@@ -73,6 +76,8 @@ pub struct PgSourceConfig {
     pub heartbeat: Duration,
     /// Rows per snapshot unit handed to the runner.
     pub snapshot_chunk_rows: usize,
+    /// Where a large transaction goes while it is received (`crate::spill`).
+    pub spill: crate::spill::SpillConfig,
 }
 
 fn source_err(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
@@ -286,6 +291,7 @@ async fn run_fenced(
             &stop,
             gap,
             &watch,
+            &cfg.spill,
         ) => r,
         r = &mut driver => match r {
             Ok(Err(e)) => Err(e),
@@ -352,8 +358,9 @@ async fn stream_loop(
     stop: &CancellationToken,
     heartbeat_gap: Duration,
     watch: &StallWatch,
+    spill: &SpillConfig,
 ) -> Result<(), Error> {
-    let mut txn: Option<(u32, Vec<RowChange>)> = None;
+    let mut txn: Option<(u32, TxnBuffer)> = None;
     // Our logical messages in the open transaction (incremental snapshots).
     let mut msgs = incremental::TxnMessages::default();
     // `schema.table` → relation id, from the Relation messages (a Truncate names its
@@ -432,7 +439,7 @@ async fn stream_loop(
         };
         match event.event_type {
             EventType::Begin { transaction_id, .. } => {
-                txn = Some((transaction_id, Vec::new()));
+                txn = Some((transaction_id, TxnBuffer::new(spill.clone())));
                 msgs = incremental::TxnMessages::default();
             }
             EventType::Message {
@@ -582,20 +589,18 @@ async fn stream_loop(
                 ..
             } => {
                 let pos = SourcePos::Postgres(Lsn(end_lsn.value()));
-                let (xid, changes) = txn.take().unwrap_or((0, Vec::new()));
+                let (xid, changes) = txn
+                    .take()
+                    .unwrap_or_else(|| (0, TxnBuffer::new(spill.clone())));
                 let commit_ms = commit_timestamp.timestamp_millis();
-                passes.observe_changes(&changes);
                 let ours = std::mem::take(&mut msgs);
                 if !ours.is_empty() {
                     if !changes.is_empty() {
                         last_sent = Some(end_lsn.value());
-                        let t = Transaction {
-                            pos: pos.clone(),
-                            id: xid.to_string(),
-                            commit_ms,
-                            changes,
-                        };
-                        send(events, SourceEvent::Transaction(t)).await?;
+                        let observe = |c: &[RowChange]| passes.observe_changes(c);
+                        changes
+                            .send(pos.clone(), xid.to_string(), commit_ms, events, observe)
+                            .await?;
                     }
                     let tables = &tables.captured;
                     if passes
@@ -612,19 +617,16 @@ async fn stream_loop(
                 if changes.is_empty() && last_heartbeat.elapsed() < heartbeat_gap {
                     continue;
                 }
-                let e = if changes.is_empty() {
-                    last_heartbeat = std::time::Instant::now();
-                    SourceEvent::Heartbeat(pos)
-                } else {
-                    SourceEvent::Transaction(Transaction {
-                        pos,
-                        id: xid.to_string(),
-                        commit_ms,
-                        changes,
-                    })
-                };
                 last_sent = Some(end_lsn.value());
-                send(events, e).await?;
+                if changes.is_empty() {
+                    last_heartbeat = std::time::Instant::now();
+                    send(events, SourceEvent::Heartbeat(pos)).await?;
+                } else {
+                    let observe = |c: &[RowChange]| passes.observe_changes(c);
+                    changes
+                        .send(pos, xid.to_string(), commit_ms, events, observe)
+                        .await?;
+                }
             }
             _ => {}
         }
@@ -650,12 +652,9 @@ fn confirm(feedback: &pg_walstream::SharedLsnFeedback, acked: Option<u64>, idle:
     }
 }
 
-fn push(txn: &mut Option<(u32, Vec<RowChange>)>, c: RowChange) -> Result<(), Error> {
+fn push(txn: &mut Option<(u32, TxnBuffer)>, c: RowChange) -> Result<(), Error> {
     match txn {
-        Some((_, changes)) => {
-            changes.push(c);
-            Ok(())
-        }
+        Some((_, changes)) => changes.push(c),
         None => Err(Error::Source(
             "postgres: a change outside a transaction (streaming mode must be off)".into(),
         )),

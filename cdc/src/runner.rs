@@ -153,7 +153,12 @@ pub async fn run(
         loop {
             // Partitions a heartbeat skipped while they were busy get the latest
             // position once idle, whether or not the source sends anything more.
-            let due = last_streamed.as_ref().and(sink.next_heartbeat_due());
+            // None between the parts of a transaction: a heartbeat there would put a
+            // lower position after some of its records.
+            let due = last_streamed
+                .as_ref()
+                .filter(|_| !sink.transaction_open())
+                .and(sink.next_heartbeat_due());
             let wake = tokio::time::Instant::from_std(due.unwrap_or_else(std::time::Instant::now));
             let event = tokio::select! {
                 e = events.recv() => match e {
@@ -176,7 +181,18 @@ pub async fn run(
                 }
             };
             stats.health.event();
-            // A unit of a copy of added tables confirms nothing (see `CopyInProgress`).
+            if sink.transaction_open()
+                && !matches!(
+                    event,
+                    SourceEvent::Transaction(_) | SourceEvent::TransactionPart { .. }
+                )
+            {
+                return Err(Error::Source(
+                    "the source sent another event between the parts of a transaction".into(),
+                ));
+            }
+            // A unit of a copy of added tables, or a part of a transaction, confirms
+            // nothing (see `CopyInProgress`; the last part confirms the transaction).
             let mut positioned = true;
             let (pos, pending) = match event {
                 SourceEvent::MarkTopics { pos, copy_pending } => {
@@ -238,7 +254,9 @@ pub async fn run(
                     (Some(c.pos), pending)
                 }
                 SourceEvent::Transaction(txn) => {
-                    sink.stream_moved();
+                    if !sink.transaction_open() {
+                        sink.stream_moved();
+                    }
                     let pending = sink.write_transaction(&txn).await?;
                     stats.transactions.fetch_add(1, Ordering::Relaxed);
                     stats
@@ -258,6 +276,27 @@ pub async fn run(
                         last_catch_up = std::time::Instant::now();
                     }
                     last_streamed = Some(txn.pos.clone());
+                    (Some(txn.pos), pending)
+                }
+                SourceEvent::TransactionPart {
+                    txn,
+                    truncated,
+                    permit,
+                } => {
+                    // The stream moves to the transaction with its first part.
+                    if !sink.transaction_open() {
+                        sink.stream_moved();
+                    }
+                    let pending = sink.write_transaction_part(&txn, &truncated).await?;
+                    // The source may read the next part (the producer's buffer bounds
+                    // what is in flight from here).
+                    drop(permit);
+                    stats
+                        .changes
+                        .fetch_add(txn.changes.len() as u64, Ordering::Relaxed);
+                    counter!("sluice_cdc_changes_total").increment(txn.changes.len() as u64);
+                    counter!("sluice_cdc_transaction_parts_total").increment(1);
+                    positioned = false;
                     (Some(txn.pos), pending)
                 }
                 SourceEvent::Heartbeat(pos) => {

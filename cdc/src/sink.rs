@@ -11,14 +11,11 @@ use sluice_client::{
     Admin, ClientConfig, Consumer, ConsumerConfig, DeliveryFuture, Error, Producer, ProducerConfig,
     ProducerRecord, Seek,
 };
-use sluice_proto::source_pos::{
-    RecordPos, SourcePos, HEARTBEAT_HEADER, HEARTBEAT_KEY, POS_HEADER, TRUNCATE_HEADER,
-    TRUNCATE_KEY,
-};
+use sluice_proto::source_pos::{RecordPos, SourcePos, HEARTBEAT_HEADER, HEARTBEAT_KEY, POS_HEADER};
 use sluice_proto::{ErrorCode, Header, TopicPartition};
 use tracing::info;
 
-use crate::change::{Op, RowChange, TableId, Transaction};
+use crate::change::{RowChange, TableId};
 use crate::envelope::{
     key_bytes, source_block, write_change, write_value, SourceInfo, TxnOrder, ValueFormat,
     FORMAT_HEADER,
@@ -29,6 +26,7 @@ use crate::Error as CdcError;
 mod copy;
 mod incremental;
 mod truncate;
+mod txn;
 
 pub use sluice_proto::source_pos::SNAPSHOT_HEADER;
 pub const TXN_HEADER: &str = "sluice.txn";
@@ -125,6 +123,8 @@ pub struct Sink {
     progress: HashMap<String, crate::incremental::Progress>,
     passes: HashMap<TableId, incremental::Pass>,
     progress_topic_ready: bool,
+    /// A transaction coming in parts, between its first part and its last.
+    open_txn: Option<txn::OpenTxn>,
 }
 
 /// A partition's last write by this run.
@@ -214,6 +214,10 @@ impl Sink {
                 // its partition: a restart resumes after a partition's last record, so
                 // anything after a hole would hide it for good.
                 gapless: true,
+                // Kafka's `buffer.memory` default (Sluice's producer takes 64 MiB): what
+                // is in flight bounds the connector's memory while it writes a large
+                // transaction or a copy (docs/cdc.md, "Large transactions").
+                buffer_memory: 32 << 20,
                 ..ProducerConfig::default()
             },
         )
@@ -238,6 +242,7 @@ impl Sink {
             progress: HashMap::new(),
             passes: HashMap::new(),
             progress_topic_ready: false,
+            open_txn: None,
         };
         sink.read_progress().await?;
         sink.progress_topic_ready = !sink.progress.is_empty();
@@ -333,176 +338,6 @@ impl Sink {
                     .await?,
             );
         }
-        Ok(pending)
-    }
-
-    /// A committed transaction, contiguous in each partition, its boundary in headers.
-    /// Records a previous run already wrote (by position) are skipped. A `TRUNCATE` in
-    /// it becomes, at its place in the transaction, a tombstone for every key the
-    /// table's topic holds at that point (read back from the topic, plus the keys the
-    /// transaction set before it) and a truncate marker in every partition.
-    pub async fn write_transaction(&mut self, txn: &Transaction) -> Result<Pending, CdcError> {
-        // (topic, partition, key, value or tombstone, ordinal, txn order)
-        struct Out<'a> {
-            table: &'a TableId,
-            topic: Arc<str>,
-            partition: u32,
-            key: Vec<u8>,
-            value: Option<Vec<u8>>,
-            ordinal: u64,
-            truncate: bool,
-        }
-        let mut live = self.keys_before(txn).await?;
-        let now = now_ms();
-        let mut outs = Vec::with_capacity(txn.changes.len() + 4);
-        let mut per_table: HashMap<&TableId, u64> = HashMap::new();
-        let mut sources: HashMap<&TableId, Vec<u8>> = HashMap::new();
-        let mut ordinal = 0u64;
-        for (i, change) in txn.changes.iter().enumerate() {
-            let order = per_table.entry(&change.table).or_insert(0);
-            *order += 1;
-            // A row-format value (a truncate marker's too) has no `source` block.
-            let source: &[u8] = if self.format == ValueFormat::Envelope {
-                sources.entry(&change.table).or_insert_with(|| {
-                    source_block(
-                        &self.info,
-                        &change.table,
-                        &txn.pos,
-                        txn.commit_ms,
-                        Some(&txn.id),
-                        false,
-                    )
-                })
-            } else {
-                &[]
-            };
-            let order = Some(TxnOrder {
-                id: &txn.id,
-                total_order: i as u64 + 1,
-                data_collection_order: *order,
-            });
-            let value = match change.op {
-                Op::Truncate => Some(truncate_marker_value(
-                    self.format,
-                    change,
-                    source,
-                    order,
-                    &txn.pos,
-                    now,
-                )),
-                _ => write_change(self.format, change, source, order, now),
-            };
-            if change.op == Op::Truncate {
-                let t = self.topic_state(&change.table)?;
-                let (topic, partitions) = (t.name.clone(), t.partitions);
-                for key in std::mem::take(live.entry((*change.table).clone()).or_default()) {
-                    outs.push(Out {
-                        table: &change.table,
-                        topic: topic.clone(),
-                        partition: partition_for_key(&key, partitions),
-                        key,
-                        value: None,
-                        ordinal,
-                        truncate: false,
-                    });
-                    ordinal += 1;
-                }
-                for partition in 0..partitions {
-                    outs.push(Out {
-                        table: &change.table,
-                        topic: topic.clone(),
-                        partition,
-                        key: TRUNCATE_KEY.to_vec(),
-                        value: value.clone(),
-                        ordinal,
-                        truncate: true,
-                    });
-                    ordinal += 1;
-                }
-                continue;
-            }
-            let (topic, partition, key) = self.route(change)?;
-            if let Some(keys) = live.get_mut(&*change.table) {
-                match change.op {
-                    Op::Delete => keys.remove(&key),
-                    _ => keys.insert(key.clone()),
-                };
-            }
-            // A row-format delete has no record of its own, only the tombstone; its
-            // ordinal is kept, so both formats number a transaction's records alike.
-            if let Some(value) = value {
-                outs.push(Out {
-                    table: &change.table,
-                    topic: topic.clone(),
-                    partition,
-                    key: key.clone(),
-                    value: Some(value),
-                    ordinal,
-                    truncate: false,
-                });
-            }
-            ordinal += 1;
-            if change.op == Op::Delete {
-                outs.push(Out {
-                    table: &change.table,
-                    topic,
-                    partition,
-                    key,
-                    value: None,
-                    ordinal,
-                    truncate: false,
-                });
-                ordinal += 1;
-            }
-        }
-        // Every piece, and the last record of each.
-        let mut pieces: Vec<(Arc<str>, u32)> = Vec::new();
-        let mut last_of_piece: HashMap<(Arc<str>, u32), usize> = HashMap::new();
-        for (i, o) in outs.iter().enumerate() {
-            let k = (o.topic.clone(), o.partition);
-            if !last_of_piece.contains_key(&k) {
-                pieces.push(k.clone());
-            }
-            last_of_piece.insert(k, i);
-        }
-        let end_list = pieces
-            .iter()
-            .map(|(t, p)| format!("{t}:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut pending = Vec::with_capacity(outs.len());
-        for (i, o) in outs.into_iter().enumerate() {
-            let rp = RecordPos {
-                pos: txn.pos.clone(),
-                ordinal: o.ordinal,
-            };
-            if !self.resume.should_write(&o.topic, o.partition, &rp) {
-                continue;
-            }
-            let mut headers = vec![
-                header(POS_HEADER, rp.to_header()),
-                header(TXN_HEADER, txn.id.clone().into_bytes()),
-            ];
-            self.mark_format(&mut headers);
-            if o.truncate {
-                headers.push(header(TRUNCATE_HEADER, b"1".to_vec()));
-            }
-            if last_of_piece.get(&(o.topic.clone(), o.partition)) == Some(&i) {
-                headers.push(header(TXN_END_HEADER, end_list.clone().into_bytes()));
-            }
-            check_size(
-                self.max_record_bytes,
-                o.table,
-                &o.key,
-                o.value.as_deref(),
-                &headers,
-            )?;
-            pending.push(
-                self.send(&o.topic, o.partition, o.key, o.value, headers)
-                    .await?,
-            );
-        }
-        self.forget_written(txn);
         Ok(pending)
     }
 

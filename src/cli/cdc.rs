@@ -78,6 +78,16 @@ pub struct CommonArgs {
     /// incremental snapshot (`sluice cdc snapshot`), read between two watermarks.
     #[arg(long, default_value_t = 2000, value_name = "ROWS")]
     pub snapshot_chunk_rows: usize,
+    /// Decoded changes of one transaction held in memory while it is received (an
+    /// estimate, bytes); past it they go to an unnamed temporary file in --spill-dir and
+    /// the transaction is written in parts at its commit (docs/cdc.md, "Large
+    /// transactions").
+    #[arg(long, default_value_t = sluice_cdc::spill::DEFAULT_TXN_MEMORY_BYTES, value_name = "BYTES")]
+    pub txn_memory_bytes: usize,
+    /// Where a large transaction's spill file goes (default: the system's temporary
+    /// directory, $TMPDIR or /tmp).
+    #[arg(long, value_name = "DIR")]
+    pub spill_dir: Option<std::path::PathBuf>,
     /// What a record's value holds. A topic keeps the format it was first written
     /// in: a restart with the other one is refused (docs/cdc.md, "Value format").
     #[arg(long, value_enum, default_value_t = ValueFormatArg::Envelope)]
@@ -193,6 +203,13 @@ pub(crate) fn parse_tables(tables: &[String]) -> anyhow::Result<Vec<TableId>> {
     Ok(out)
 }
 
+fn spill_config(common: &CommonArgs) -> sluice_cdc::spill::SpillConfig {
+    sluice_cdc::spill::SpillConfig {
+        memory_bytes: common.txn_memory_bytes,
+        dir: common.spill_dir.clone(),
+    }
+}
+
 pub(crate) fn sink_config(common: &CommonArgs, c: &ClientArgs) -> anyhow::Result<SinkConfig> {
     let mut topic_configs = BTreeMap::new();
     for kv in &common.topic_configs {
@@ -280,6 +297,7 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         },
         heartbeat: Duration::from_millis(a.common.heartbeat_ms.max(10)),
         snapshot_chunk_rows: a.common.snapshot_chunk_rows.max(1),
+        spill: spill_config(&a.common),
     };
     let info = SourceInfo {
         connector: "postgresql",
@@ -375,6 +393,7 @@ async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         },
         heartbeat: Duration::from_millis(a.common.heartbeat_ms.max(10)),
         snapshot_chunk_rows: a.common.snapshot_chunk_rows.max(1),
+        spill: spill_config(&a.common),
         resume_from: None,
         fence: Some(sluice_cdc::mysql::ops::fence_name(&a.common.topic_prefix)),
     };

@@ -27,7 +27,8 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::{binlog_row, connect, key_of, my_err, send, MySourceConfig, Stop, TableInfo};
-use crate::change::{Op, RowChange, SourceEvent, Transaction};
+use crate::change::{Op, RowChange, SourceEvent};
+use crate::spill::{SpillConfig, TxnBuffer};
 use crate::Error;
 
 /// MariaDB's GTID event.
@@ -131,7 +132,7 @@ struct Open {
     standalone: bool,
     /// Where it began, for an id when there is no GTID.
     begin: BinlogPos,
-    changes: Vec<RowChange>,
+    changes: TxnBuffer,
 }
 
 struct State<'a> {
@@ -158,6 +159,8 @@ struct State<'a> {
     watch: Option<Conn>,
     ahead_since: Option<Instant>,
     last_check: Instant,
+    /// Where a large transaction goes while it is received.
+    spill: SpillConfig,
 }
 
 /// The binlog connection, registered and asked for the stream from `start`: by its GTID
@@ -259,6 +262,7 @@ pub(super) async fn stream(
         watch: None,
         ahead_since: None,
         last_check: Instant::now(),
+        spill: cfg.spill.clone(),
     };
     let dead_after = period * DEAD_AFTER_PERIODS;
     loop {
@@ -367,7 +371,7 @@ impl State<'_> {
                 file: self.file.clone(),
                 offset: u64::from(at),
             },
-            changes: Vec::new(),
+            changes: TxnBuffer::new(self.spill.clone()),
         });
         Ok(())
     }
@@ -421,7 +425,7 @@ impl State<'_> {
                     if let Some(info) = table.and_then(|t| self.tables.get(&t)) {
                         let change = RowChange::truncate(info.id.clone());
                         if let Some(open) = self.open.as_mut() {
-                            open.changes.push(change);
+                            open.changes.push(change)?;
                         }
                     }
                     self.commit(end, header.timestamp()).await?;
@@ -517,14 +521,14 @@ impl State<'_> {
                     key: key_of(&info, &after)?,
                     before: None,
                     after: Some(after),
-                }),
+                })?,
                 (Some(before), None) => open.changes.push(RowChange {
                     table: info.id.clone(),
                     op: Op::Delete,
                     key: key_of(&info, &before)?,
                     before: Some(before),
                     after: None,
-                }),
+                })?,
                 (Some(before), Some(after)) => {
                     let old_key = key_of(&info, &before)?;
                     let new_key = key_of(&info, &after)?;
@@ -536,14 +540,14 @@ impl State<'_> {
                             key: old_key,
                             before: Some(before),
                             after: None,
-                        });
+                        })?;
                         open.changes.push(RowChange {
                             table: info.id.clone(),
                             op: Op::Create,
                             key: new_key,
                             before: None,
                             after: Some(after),
-                        });
+                        })?;
                     } else {
                         open.changes.push(RowChange {
                             table: info.id.clone(),
@@ -551,7 +555,7 @@ impl State<'_> {
                             key: new_key,
                             before: Some(before),
                             after: Some(after),
-                        });
+                        })?;
                     }
                 }
                 (None, None) => {}
@@ -588,16 +592,10 @@ impl State<'_> {
             Some(g) => g.to_string(),
             None => open.begin.to_string(),
         };
-        send(
-            self.events,
-            SourceEvent::Transaction(Transaction {
-                pos,
-                id,
-                commit_ms: i64::from(timestamp) * 1000,
-                changes: open.changes,
-            }),
-        )
-        .await
+        let commit_ms = i64::from(timestamp) * 1000;
+        open.changes
+            .send(pos, id, commit_ms, self.events, |_| {})
+            .await
     }
 
     async fn flush_heartbeat(&mut self) -> Result<(), Error> {
@@ -669,6 +667,7 @@ mod tests {
             watch: None,
             ahead_since: None,
             last_check: Instant::now(),
+            spill: SpillConfig::default(),
         };
         let g = |s: &str| Some(s.parse::<Gtid>().unwrap());
         st.begin(g("0-1-51"), false, 4).unwrap();

@@ -1,7 +1,7 @@
 //! The sink's side of `TRUNCATE`: the keys a truncated table's topic holds, read back
 //! from the topic itself, so that the transaction can tombstone every one of them
 //! (docs/cdc.md, "TRUNCATE"). Called by the runner's task from
-//! [`Sink::write_transaction`], only for transactions that truncate.
+//! `Sink::write_transaction`, only for transactions that truncate.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
@@ -11,7 +11,7 @@ use tracing::info;
 
 use super::copy::is_marker;
 use super::Sink;
-use crate::change::{Op, TableId, Transaction};
+use crate::change::TableId;
 use crate::Error as CdcError;
 
 /// Keys of one table's topic, sorted: the tombstones of a truncate are written in key
@@ -19,22 +19,18 @@ use crate::Error as CdcError;
 pub(super) type Keys = BTreeSet<Vec<u8>>;
 
 impl Sink {
-    /// For each table `txn` truncates: the keys whose latest record before `txn` is a
-    /// row. Waits first until every record written so far is acknowledged (acks=all:
-    /// then readable below the high watermark). Records at `txn`'s position or later —
+    /// For each of `tables` (those a transaction at `pos` truncates): the keys whose
+    /// latest record before `pos` is a row. Waits first until every record written so
+    /// far is acknowledged (acks=all: then readable below the high watermark). Records
+    /// at `pos` or later —
     /// what an earlier run wrote of this same transaction before it stopped — are left
     /// out, so a transaction written again finds the same keys and numbers its records
     /// as the first run did (the resume rule skips those already written by number).
     pub(super) async fn keys_before(
         &mut self,
-        txn: &Transaction,
+        tables: BTreeSet<&TableId>,
+        pos: &SourcePos,
     ) -> Result<HashMap<TableId, Keys>, CdcError> {
-        let tables: BTreeSet<&TableId> = txn
-            .changes
-            .iter()
-            .filter(|c| c.op == Op::Truncate)
-            .map(|c| &*c.table)
-            .collect();
         let mut out = HashMap::new();
         if tables.is_empty() {
             return Ok(out);
@@ -47,7 +43,7 @@ impl Sink {
             let mut keys = Keys::new();
             self.scan_topic(&name, |r| {
                 let Some(key) = r.key else { return };
-                if is_marker(&r.headers) || !before(&r.headers, &txn.pos) {
+                if is_marker(&r.headers) || !before(&r.headers, pos) {
                     return;
                 }
                 if r.value.is_some() {
@@ -57,7 +53,7 @@ impl Sink {
                 }
             })
             .await?;
-            info!(%table, topic = %name, keys = keys.len(), pos = %txn.pos, "TRUNCATE: the topic's keys get tombstones");
+            info!(%table, topic = %name, keys = keys.len(), %pos, "TRUNCATE: the topic's keys get tombstones");
             out.insert(table.clone(), keys);
         }
         Ok(out)
