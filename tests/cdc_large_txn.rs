@@ -252,7 +252,10 @@ fn pg_a_transaction_larger_than_memory_is_spilled_and_applied_whole() {
 }
 
 /// Every record of `topic` (heartbeats hidden): key and headers, by partition.
-fn records_of(dev: &Dev, topic: &str) -> Vec<Vec<(Option<String>, HashMap<String, String>)>> {
+/// A record's key and headers.
+type Rec = (Option<String>, HashMap<String, String>);
+
+fn records_of(dev: &Dev, topic: &str) -> Vec<Vec<Rec>> {
     let out = dev.ok(
         &[
             "consume",
@@ -359,7 +362,7 @@ fn pg_a_kill_between_the_parts_of_a_transaction_writes_each_record_once() {
     let mut seen = 0;
     for topic in &topics {
         for (p, records) in records_of(&dev, topic).iter().enumerate() {
-            let txn: Vec<&(Option<String>, HashMap<String, String>)> = records
+            let txn: Vec<&Rec> = records
                 .iter()
                 .filter(|(_, h)| h.contains_key("sluice.txn") && !h.contains_key("sluice.snapshot"))
                 .collect();
