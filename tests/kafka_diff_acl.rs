@@ -277,7 +277,7 @@ fn acls_answer_as_apache_kafka_does() {
     d.step("produce.before_acls", |x| {
         produce(x, DENIED, 0, batch("a", 0, 2))
     });
-    d.step("describe_acls.none", |x| describe_acls(x, EVERY));
+    d.step_eventually("describe_acls.none", |x| describe_acls(x, EVERY));
     d.step("create_acls.ok", |x| {
         create_acls(
             x,
@@ -337,8 +337,8 @@ fn acls_answer_as_apache_kafka_does() {
             ],
         )
     });
-    d.step("describe_acls.every", |x| describe_acls(x, EVERY));
-    d.step("describe_acls.match_prefixed", |x| {
+    d.step_eventually("describe_acls.every", |x| describe_acls(x, EVERY));
+    d.step_eventually("describe_acls.match_prefixed", |x| {
         describe_acls(
             x,
             Filter {
@@ -349,7 +349,7 @@ fn acls_answer_as_apache_kafka_does() {
             },
         )
     });
-    d.step("describe_acls.literal_name", |x| {
+    d.step_eventually("describe_acls.literal_name", |x| {
         describe_acls(
             x,
             Filter {
@@ -359,7 +359,7 @@ fn acls_answer_as_apache_kafka_does() {
             },
         )
     });
-    d.step("describe_acls.deny_only", |x| {
+    d.step_eventually("describe_acls.deny_only", |x| {
         describe_acls(
             x,
             Filter {
@@ -368,7 +368,7 @@ fn acls_answer_as_apache_kafka_does() {
             },
         )
     });
-    d.step("describe_acls.by_principal", |x| {
+    d.step_eventually("describe_acls.by_principal", |x| {
         describe_acls(
             x,
             Filter {
@@ -521,7 +521,7 @@ fn acls_answer_as_apache_kafka_does() {
     });
     cluster_checks(&mut d);
     d.step("delete_acls.rest", |x| delete_acls(x, vec![EVERY]));
-    d.step("describe_acls.empty_again", |x| describe_acls(x, EVERY));
+    d.step_eventually("describe_acls.empty_again", |x| describe_acls(x, EVERY));
     d.verdict();
     drop(kafka);
 }

@@ -94,6 +94,22 @@ impl Diff {
         self.steps.push((label.to_string(), a, b));
     }
 
+    /// A read after a write that Kafka's brokers apply asynchronously (an ACL change
+    /// reaches the authorizer through the KRaft metadata log after the answer, where
+    /// Sluice pushes it to every broker before answering): Kafka is asked again, for up
+    /// to 10 s, until it answers as Sluice did; its last answer is what is compared.
+    pub fn step_eventually(&mut self, label: &str, f: impl Fn(&mut Side) -> Value) {
+        let a = f(&mut self.sides[0]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut b = f(&mut self.sides[1]);
+        while b != a && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            b = f(&mut self.sides[1]);
+        }
+        eprintln!("step {label}\n    sluice: {a}\n    kafka:  {b}");
+        self.steps.push((label.to_string(), a, b));
+    }
+
     /// Runs `f` on both sides, comparing nothing (setup and waits).
     pub fn each(&mut self, f: impl Fn(&mut Side)) {
         for side in &mut self.sides {
