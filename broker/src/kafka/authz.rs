@@ -85,6 +85,29 @@ fn config_resource(resource_type: i8, name: &str) -> Option<(i8, String, i16)> {
     }
 }
 
+/// Takes the config resources `allowed` refuses out of a request and answers each
+/// with its resource's authorization error, made by `denied`.
+fn refuse_config_resources<R, O>(
+    resources: &mut Vec<R>,
+    of: impl Fn(&R) -> (i8, &StrBytes),
+    allowed: impl Fn(i8, &str) -> bool,
+    denied: impl Fn(i8, StrBytes, i16) -> O,
+) -> Vec<O> {
+    let mut out = Vec::new();
+    resources.retain(|res| {
+        let (resource_type, resource_name) = of(res);
+        let Some((rt, name, code)) = config_resource(resource_type, resource_name) else {
+            return true;
+        };
+        let ok = allowed(rt, &name);
+        if !ok {
+            out.push(denied(resource_type, resource_name.clone(), code));
+        }
+        ok
+    });
+    out
+}
+
 fn error_message(code: i16) -> Option<StrBytes> {
     text(match code {
         TOPIC_AUTHORIZATION_FAILED => "Topic authorization failed.",
@@ -110,68 +133,43 @@ pub(super) fn before(
     let cluster = |operation: i8| caller.may_cluster(shared, operation);
     let mut after = After::default();
     let denied = match request {
-        RequestKind::DescribeConfigs(r) => {
-            let mut out = Vec::new();
-            r.resources.retain(|res| {
-                let Some((rt, name, code)) = config_resource(res.resource_type, &res.resource_name)
-                else {
-                    return true;
-                };
-                let ok = may(op::DESCRIBE_CONFIGS, rt, &name);
-                if !ok {
-                    out.push(
-                        DescribeConfigsResult::default()
-                            .with_resource_type(res.resource_type)
-                            .with_resource_name(res.resource_name.clone())
-                            .with_error_code(code)
-                            .with_error_message(error_message(code)),
-                    );
-                }
-                ok
-            });
-            Denied::DescribeConfigs(out)
-        }
-        RequestKind::AlterConfigs(r) => {
-            let mut out = Vec::new();
-            r.resources.retain(|res| {
-                let Some((rt, name, code)) = config_resource(res.resource_type, &res.resource_name)
-                else {
-                    return true;
-                };
-                let ok = may(op::ALTER_CONFIGS, rt, &name);
-                if !ok {
-                    out.push(
-                        AlterConfigsResourceResponse::default()
-                            .with_resource_type(res.resource_type)
-                            .with_resource_name(res.resource_name.clone())
-                            .with_error_code(code)
-                            .with_error_message(error_message(code)),
-                    );
-                }
-                ok
-            });
-            Denied::AlterConfigs(out)
-        }
+        RequestKind::DescribeConfigs(r) => Denied::DescribeConfigs(refuse_config_resources(
+            &mut r.resources,
+            |res| (res.resource_type, &res.resource_name),
+            |rt, name| may(op::DESCRIBE_CONFIGS, rt, name),
+            |resource_type, resource_name, code| {
+                DescribeConfigsResult::default()
+                    .with_resource_type(resource_type)
+                    .with_resource_name(resource_name)
+                    .with_error_code(code)
+                    .with_error_message(error_message(code))
+            },
+        )),
+        RequestKind::AlterConfigs(r) => Denied::AlterConfigs(refuse_config_resources(
+            &mut r.resources,
+            |res| (res.resource_type, &res.resource_name),
+            |rt, name| may(op::ALTER_CONFIGS, rt, name),
+            |resource_type, resource_name, code| {
+                AlterConfigsResourceResponse::default()
+                    .with_resource_type(resource_type)
+                    .with_resource_name(resource_name)
+                    .with_error_code(code)
+                    .with_error_message(error_message(code))
+            },
+        )),
         RequestKind::IncrementalAlterConfigs(r) => {
-            let mut out = Vec::new();
-            r.resources.retain(|res| {
-                let Some((rt, name, code)) = config_resource(res.resource_type, &res.resource_name)
-                else {
-                    return true;
-                };
-                let ok = may(op::ALTER_CONFIGS, rt, &name);
-                if !ok {
-                    out.push(
-                        IncrementalResponse::default()
-                            .with_resource_type(res.resource_type)
-                            .with_resource_name(res.resource_name.clone())
-                            .with_error_code(code)
-                            .with_error_message(error_message(code)),
-                    );
-                }
-                ok
-            });
-            Denied::IncrementalAlterConfigs(out)
+            Denied::IncrementalAlterConfigs(refuse_config_resources(
+                &mut r.resources,
+                |res| (res.resource_type, &res.resource_name),
+                |rt, name| may(op::ALTER_CONFIGS, rt, name),
+                |resource_type, resource_name, code| {
+                    IncrementalResponse::default()
+                        .with_resource_type(resource_type)
+                        .with_resource_name(resource_name)
+                        .with_error_code(code)
+                        .with_error_message(error_message(code))
+                },
+            ))
         }
         RequestKind::OffsetCommit(r) => {
             // The group itself is checked whole in `acls::refused`.
