@@ -232,6 +232,10 @@ fn pg_a_transaction_larger_than_memory_is_spilled_and_applied_whole() {
         eprintln!("{line}");
     }
     assert!(
+        !log.contains("connector failed"),
+        "the connector restarted:\n{log}"
+    );
+    assert!(
         log.contains("a large transaction spills to a temporary file")
             && log.contains("a large transaction goes to Sluice in parts"),
         "the transactions were not spilled:\n{log}"

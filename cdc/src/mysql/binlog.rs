@@ -180,6 +180,13 @@ async fn open(
         .map_err(my_err("read binlog_checksum"))?
         .flatten()
         .is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
+    // A large transaction is written in parts while the binlog is not read (the source
+    // waits for the writer, crate::spill): the server's write to this connection may
+    // then block for longer than the default 60 s `net_write_timeout`, after which it
+    // drops the connection. An hour covers any part.
+    conn.query_drop("SET SESSION net_write_timeout = 3600")
+        .await
+        .map_err(my_err("set net_write_timeout"))?;
     conn.query_drop("SET @mariadb_slave_capability = 4")
         .await
         .map_err(my_err("set replica capability"))?;
