@@ -119,7 +119,17 @@ fn pg_a_transaction_larger_than_memory_is_spilled_and_applied_whole() {
     let rows = first * 4;
     let others = 50i64;
     let dir = tempfile::tempdir().unwrap();
-    let pg = Postgres::start();
+    // Writing the parts takes longer than this, and the stream is not read meanwhile:
+    // the connector's status updates keep the walsender from ending the connection
+    // (without them it restarted again and again).
+    let pg = Postgres::start_configured(|data| {
+        use std::io::Write;
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        writeln!(conf, "wal_sender_timeout = 5s").unwrap();
+    });
     pg.create_db("app");
     // Rows made before the connector exists are not captured (--snapshot never): the
     // topics start empty and the large transactions fill them.

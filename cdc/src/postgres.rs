@@ -599,7 +599,7 @@ async fn stream_loop(
                         last_sent = Some(end_lsn.value());
                         let observe = |c: &[RowChange]| passes.observe_changes(c);
                         changes
-                            .send(pos.clone(), xid.to_string(), commit_ms, events, observe)
+                            .send(pos.clone(), xid.to_string(), commit_ms, events, observe, &mut Feedback(stream))
                             .await?;
                     }
                     let tables = &tables.captured;
@@ -624,7 +624,7 @@ async fn stream_loop(
                 } else {
                     let observe = |c: &[RowChange]| passes.observe_changes(c);
                     changes
-                        .send(pos, xid.to_string(), commit_ms, events, observe)
+                        .send(pos, xid.to_string(), commit_ms, events, observe, &mut Feedback(stream))
                         .await?;
                 }
             }
@@ -635,6 +635,19 @@ async fn stream_loop(
     .await;
     confirming.abort();
     result
+}
+
+/// While a large transaction's parts are written the stream is not read: a status
+/// update every second keeps the walsender from ending the connection at
+/// `wal_sender_timeout`, which counts from the client's last update.
+struct Feedback<'a>(&'a mut LogicalReplicationStream);
+
+impl crate::spill::KeepAlive for Feedback<'_> {
+    async fn keep_alive(&mut self) {
+        if let Err(e) = self.0.send_feedback().await {
+            warn!(error = %e, "a status update to Postgres failed while a large transaction is written");
+        }
+    }
 }
 
 /// Moves the flush position to what Sluice acknowledged and, when idle with everything

@@ -176,6 +176,7 @@ impl TxnBuffer {
         commit_ms: i64,
         events: &mpsc::Sender<SourceEvent>,
         mut observe: impl FnMut(&[RowChange]),
+        keep: &mut impl KeepAlive,
     ) -> Result<(), Error> {
         let TxnBuffer {
             cfg: SpillConfig { memory_bytes, .. },
@@ -206,6 +207,7 @@ impl TxnBuffer {
         // Parts the writer has not written yet, at most (the events channel would take
         // hundreds).
         let ahead = Arc::new(tokio::sync::Semaphore::new(PARTS_AHEAD));
+        let mut last_keep = std::time::Instant::now();
         // One part read ahead: the last one goes as the transaction itself.
         let mut part = reader.next_part()?;
         loop {
@@ -215,11 +217,18 @@ impl TxnBuffer {
             let e = if last {
                 SourceEvent::Transaction(txn(part))
             } else {
-                let permit = ahead
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| Error::Source("the part semaphore closed".into()))?;
+                // By the clock, not per wait: each part may come quickly while the whole
+                // takes minutes.
+                let permit = loop {
+                    if last_keep.elapsed() >= KEEP_ALIVE_EVERY {
+                        keep.keep_alive().await;
+                        last_keep = std::time::Instant::now();
+                    }
+                    let left = KEEP_ALIVE_EVERY.saturating_sub(last_keep.elapsed());
+                    if let Ok(p) = tokio::time::timeout(left, ahead.clone().acquire_owned()).await {
+                        break p.map_err(|_| Error::Source("the part semaphore closed".into()))?;
+                    }
+                };
                 SourceEvent::TransactionPart {
                     txn: txn(part),
                     truncated: truncated.clone(),
@@ -239,6 +248,24 @@ impl TxnBuffer {
         send(events, SourceEvent::Transaction(txn(changes))).await
     }
 }
+
+/// What a source does for its connection while it hands a transaction's parts to the
+/// writer without reading it: Postgres ends a replication connection whose client sent
+/// no status update for `wal_sender_timeout` (60 s by default).
+pub(crate) trait KeepAlive {
+    async fn keep_alive(&mut self);
+}
+
+/// A source whose connection needs nothing meanwhile (MariaDB: its binlog connection's
+/// `net_write_timeout` is raised instead).
+pub(crate) struct NoKeepAlive;
+
+impl KeepAlive for NoKeepAlive {
+    async fn keep_alive(&mut self) {}
+}
+
+/// How often, at least, [`KeepAlive::keep_alive`] runs while parts are handed on.
+const KEEP_ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn spill_err(e: std::io::Error) -> Error {
     Error::Source(format!(
@@ -460,9 +487,16 @@ mod tests {
         let mut observed = 0;
         let pos = SourcePos::Postgres(Lsn(42));
         let send = async {
-            buf.send(pos, "7".into(), 1, &tx, |c| observed += c.len())
-                .await
-                .unwrap();
+            buf.send(
+                pos,
+                "7".into(),
+                1,
+                &tx,
+                |c| observed += c.len(),
+                &mut NoKeepAlive,
+            )
+            .await
+            .unwrap();
             drop(tx);
         };
         // The writer: holds each part (its permit) until the next arrives, as it holds

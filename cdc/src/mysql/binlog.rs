@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 
 use super::{binlog_row, connect, key_of, my_err, send, MySourceConfig, Stop, TableInfo};
 use crate::change::{Op, RowChange, SourceEvent};
-use crate::spill::{SpillConfig, TxnBuffer};
+use crate::spill::{NoKeepAlive, SpillConfig, TxnBuffer};
 use crate::Error;
 
 /// MariaDB's GTID event.
@@ -601,7 +601,7 @@ impl State<'_> {
         };
         let commit_ms = i64::from(timestamp) * 1000;
         open.changes
-            .send(pos, id, commit_ms, self.events, |_| {})
+            .send(pos, id, commit_ms, self.events, |_| {}, &mut NoKeepAlive)
             .await
     }
 
