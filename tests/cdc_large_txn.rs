@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::cdc::{open_set, Connector};
+use common::cdc::{consumed, open_set, Connector};
 use common::db::{MariaDb, Postgres};
 use common::{runtime, wait_for, Dev};
 use serde_json::Value;
@@ -267,25 +267,13 @@ fn pg_a_transaction_larger_than_memory_is_spilled_and_applied_whole() {
     );
 }
 
-/// Every record of `topic` (heartbeats hidden): key and headers, by partition.
 /// A record's key and headers.
 type Rec = (Option<String>, HashMap<String, String>);
 
+/// Every record of `topic` (heartbeats hidden): key and headers, by partition.
 fn records_of(dev: &Dev, topic: &str) -> Vec<Vec<Rec>> {
-    let out = dev.ok(
-        &[
-            "consume",
-            topic,
-            "--from-beginning",
-            "--exit-at-end",
-            "--output",
-            "json",
-        ],
-        "",
-    );
     let mut parts: Vec<Vec<_>> = vec![Vec::new(); 3];
-    for line in out.lines() {
-        let r: Value = serde_json::from_str(line).unwrap();
+    for r in consumed(dev, topic) {
         let headers = r["headers"]
             .as_array()
             .map(|hs| {

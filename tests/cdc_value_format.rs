@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cdc::{open_set, Connector};
+use common::cdc::{consumed, open_set, Connector};
 use common::db::{MariaDb, Postgres};
 use common::{runtime, wait_for, Dev, ExitedServer, BIN};
 use serde_json::Value;
@@ -56,24 +56,6 @@ fn rows_of(text: &str) -> BTreeMap<i64, Value> {
             (v["id"].as_i64().expect("an id"), v)
         })
         .collect()
-}
-
-/// Every record `sluice consume` prints of `topic` (heartbeats hidden), as JSON.
-fn consumed(dev: &Dev, topic: &str) -> Vec<Value> {
-    dev.ok(
-        &[
-            "consume",
-            topic,
-            "--from-beginning",
-            "--exit-at-end",
-            "--output",
-            "json",
-        ],
-        "",
-    )
-    .lines()
-    .map(|l| serde_json::from_str(l).expect("a JSON line"))
-    .collect()
 }
 
 fn header<'a>(record: &'a Value, name: &str) -> Option<&'a str> {

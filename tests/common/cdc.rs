@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 
 use sluice_client::{ClientConfig, TableConfig, TableSet};
 
-use super::BIN;
+use super::{Dev, BIN};
 
 /// A running connector (`sluice ARGS`), killed (kill -9) on drop; stderr appended to
 /// `connector.log` in the given directory (a restarted connector adds to the same file).
@@ -79,4 +79,22 @@ pub fn open_set(
         .unwrap();
     rt.block_on(set.ready()).unwrap();
     set
+}
+
+/// Every record `sluice consume` prints of `topic` (heartbeats hidden), as JSON.
+pub fn consumed(dev: &Dev, topic: &str) -> Vec<serde_json::Value> {
+    dev.ok(
+        &[
+            "consume",
+            topic,
+            "--from-beginning",
+            "--exit-at-end",
+            "--output",
+            "json",
+        ],
+        "",
+    )
+    .lines()
+    .map(|l| serde_json::from_str(l).expect("a JSON line"))
+    .collect()
 }
