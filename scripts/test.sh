@@ -140,6 +140,9 @@ fi
 # once under target/librdkafka-suite/, before the tests so the build does not compete with them.
 ./scripts/librdkafka-suite.sh build
 
+# A fresh clone builds everything once: the incremental cache (as large as the build
+# itself) would only cost disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # The etcd lease store and its tests need the `etcd` feature (protoc at build time).
 features=(--features sluice/etcd,sluice/postgres)
 cargo nextest run --workspace "${features[@]}" --no-fail-fast "$@"
