@@ -5,7 +5,9 @@
 //! same CreateAcls, DescribeAcls and DeleteAcls requests, valid and not, then what an
 //! anonymous client may still do: Metadata (every topic, a named one, authorized
 //! operations), Produce, Fetch and ListOffsets on denied, prefixed-allowed and untouched
-//! topics, a KIP-848 heartbeat and InitProducerId, compared step by step.
+//! topics, a KIP-848 heartbeat and InitProducerId, the per-resource checks of the config,
+//! offset, coordinator, transaction and admin APIs (ElectLeaders, DescribeLogDirs,
+//! DescribeProducers among them), compared step by step.
 
 #[macro_use]
 mod common;
@@ -522,6 +524,27 @@ fn acls_answer_as_apache_kafka_does() {
     cluster_checks(&mut d);
     d.step("delete_acls.rest", |x| delete_acls(x, vec![EVERY]));
     d.step_eventually("describe_acls.empty_again", |x| describe_acls(x, EVERY));
+    d.step("elect_leaders.allowed", |x| elect_leaders(x, OPEN));
+    // Last: with ALTER on the cluster denied no ACL can be deleted any more.
+    // CLUSTER_ACTION allowed: Kafka's broker forwards ElectLeaders to its controller.
+    d.step("create_acls.deny_cluster_alter", |x| {
+        create_acls(
+            x,
+            vec![
+                acl(CLUSTER, "kafka-cluster", LITERAL, "User:*", 7, DENY),
+                acl(CLUSTER, "kafka-cluster", LITERAL, "User:*", 9, ALLOW),
+            ],
+        )
+    });
+    d.each(|x| {
+        wait_until(
+            x,
+            "the cluster ALTER denial applied",
+            |x| elect_leaders(x, OPEN),
+            |v| v["error"] == 31,
+        );
+    });
+    d.step("elect_leaders.denied", |x| elect_leaders(x, OPEN));
     d.verdict();
     drop(kafka);
 }
@@ -749,6 +772,57 @@ fn offset_for_leader_epoch(x: &mut Side, t: &str) -> Value {
         .collect::<Vec<_>>())
 }
 
+/// DescribeProducers of partition 0 of `topics`: each topic's partitions' codes.
+fn describe_producers(x: &mut Side, topics: &[&str]) -> Value {
+    use describe_producers_request::TopicRequest;
+    let r = ask!(
+        x,
+        DescribeProducers,
+        0,
+        DescribeProducersRequest::default().with_topics(
+            topics
+                .iter()
+                .map(|t| {
+                    TopicRequest::default()
+                        .with_name(TopicName(s(t)))
+                        .with_partition_indexes(vec![0])
+                })
+                .collect()
+        )
+    );
+    json!(r
+        .topics
+        .iter()
+        .map(|t| {
+            let codes: Vec<_> = t.partitions.iter().map(|p| p.error_code).collect();
+            json!([t.name.0.to_string(), codes])
+        })
+        .collect::<Vec<_>>())
+}
+
+/// A preferred election for partition 0 of `topic`: the request's and the partition's
+/// codes.
+fn elect_leaders(x: &mut Side, topic: &str) -> Value {
+    use elect_leaders_request::TopicPartitions;
+    let r = ask!(
+        x,
+        ElectLeaders,
+        2,
+        ElectLeadersRequest::default()
+            .with_election_type(0)
+            .with_timeout_ms(10_000)
+            .with_topic_partitions(Some(vec![TopicPartitions::default()
+                .with_topic(TopicName(s(topic)))
+                .with_partitions(vec![0])]))
+    );
+    let codes: Vec<_> = r
+        .replica_election_results
+        .iter()
+        .flat_map(|t| t.partition_result.iter().map(|p| p.error_code))
+        .collect();
+    json!({ "error": r.error_code, "partitions": codes })
+}
+
 fn txn_requests(d: &mut Diff) {
     const TXN_ID: &str = "acl-txn";
     d.step("end_txn.denied", |x| {
@@ -854,6 +928,9 @@ fn per_resource_checks(d: &mut Diff) {
     d.step("find_coordinator.transaction_denied", |x| {
         find_coordinators(x, 4, "acl-txn", 1)
     });
+    d.step("describe_producers.partly_denied", |x| {
+        describe_producers(x, &[DENIED, PREFIXED, OPEN])
+    });
     d.step("offset_for_leader_epoch.denied", |x| {
         offset_for_leader_epoch(x, DENIED)
     });
@@ -925,6 +1002,15 @@ fn cluster_checks(d: &mut Diff) {
     });
     d.step("describe_configs.broker_denied", |x| {
         config_codes(x, "describe", 4, "1")
+    });
+    d.step("describe_log_dirs.denied", |x| {
+        let r = ask!(
+            x,
+            DescribeLogDirs,
+            4,
+            DescribeLogDirsRequest::default().with_topics(None)
+        );
+        json!({ "error": r.error_code, "dirs": r.results.len() })
     });
     d.step("incremental_alter_configs.broker_denied", |x| {
         config_codes(x, "incremental", 4, "1")

@@ -1,7 +1,7 @@
 //! Authorization of the APIs whose checks Kafka makes per resource inside a request (its
 //! `KafkaApis` and `AuthHelper`): the config APIs, the offset APIs, FindCoordinator,
-//! ListGroups, OffsetForLeaderEpoch, ConsumerGroupDescribe, the transaction APIs and the
-//! reassignment APIs (docs/authorization.md has the table). [`before`] runs on the
+//! ListGroups, OffsetForLeaderEpoch, ConsumerGroupDescribe, the transaction APIs, the
+//! reassignment APIs, ElectLeaders, DescribeLogDirs and DescribeProducers (docs/authorization.md has the table). [`before`] runs on the
 //! decoded request: it refuses a request whole, or takes the denied resources out of it
 //! (nothing is done for them) and remembers their answers; [`After::apply`] then puts
 //! those answers into the response, and filters what a read-only answer may not show.
@@ -52,6 +52,8 @@ enum Denied {
     OffsetCommit(Vec<OffsetCommitResponseTopic>),
     OffsetDelete(Vec<OffsetDeleteResponseTopic>),
     TxnOffsetCommit(Vec<TxnOffsetCommitResponseTopic>),
+    /// With the index each had in the request: Kafka answers the topics in request order.
+    DescribeProducers(Vec<(usize, describe_producers_response::TopicResponse)>),
     /// A read-only answer filtered afterwards.
     Filter,
 }
@@ -428,6 +430,74 @@ pub(super) fn before(
                     .with_error_message(error_message(code)),
             )));
         }
+        RequestKind::ElectLeaders(r) => {
+            if cluster(op::ALTER) {
+                return Ok(after);
+            }
+            use kafka_protocol::messages::elect_leaders_response::{
+                PartitionResult, ReplicaElectionResult,
+            };
+            let code = CLUSTER_AUTHORIZATION_FAILED;
+            let results = r
+                .topic_partitions
+                .iter()
+                .flatten()
+                .map(|t| {
+                    ReplicaElectionResult::default()
+                        .with_topic(t.topic.clone())
+                        .with_partition_result(
+                            t.partitions
+                                .iter()
+                                .map(|&p| {
+                                    PartitionResult::default()
+                                        .with_partition_id(p)
+                                        .with_error_code(code)
+                                        .with_error_message(error_message(code))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            return Err(Box::new(ResponseKind::ElectLeaders(
+                ElectLeadersResponse::default()
+                    .with_error_code(code)
+                    .with_replica_election_results(results),
+            )));
+        }
+        RequestKind::DescribeLogDirs(_) => {
+            if cluster(op::DESCRIBE) {
+                return Ok(after);
+            }
+            return Err(Box::new(ResponseKind::DescribeLogDirs(
+                DescribeLogDirsResponse::default().with_error_code(CLUSTER_AUTHORIZATION_FAILED),
+            )));
+        }
+        RequestKind::DescribeProducers(r) => {
+            use describe_producers_response::{PartitionResponse, TopicResponse};
+            let code = TOPIC_AUTHORIZATION_FAILED;
+            let mut out = Vec::new();
+            let mut index = 0;
+            r.topics.retain(|t| {
+                let ok = caller.may_topic(shared, op::READ, &t.name.0);
+                if !ok {
+                    let partitions = t.partition_indexes.iter().map(|&p| {
+                        PartitionResponse::default()
+                            .with_partition_index(p)
+                            .with_error_code(code)
+                            .with_error_message(error_message(code))
+                    });
+                    out.push((
+                        index,
+                        TopicResponse::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(partitions.collect()),
+                    ));
+                }
+                index += 1;
+                ok
+            });
+            Denied::DescribeProducers(out)
+        }
         RequestKind::FindCoordinator(r) => {
             after.key_type = r.key_type;
             Denied::Filter
@@ -465,6 +535,13 @@ impl After {
             }
             (Denied::TxnOffsetCommit(d), ResponseKind::TxnOffsetCommit(r)) => {
                 r.topics.extend(d.iter().cloned())
+            }
+            (Denied::DescribeProducers(d), ResponseKind::DescribeProducers(r)) => {
+                // In ascending request order, so each lands where it was asked.
+                for (index, topic) in d {
+                    let at = (*index).min(r.topics.len());
+                    r.topics.insert(at, topic.clone());
+                }
             }
             (Denied::Filter, body) => self.filter(shared, caller, body),
             _ => {}
