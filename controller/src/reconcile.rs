@@ -1,7 +1,8 @@
 //! Reconciliation, sans-IO: every heartbeat carries digests of what the broker holds
 //! (its partition roles, its metadata view; `sluice_proto::digest`), compared with what
-//! the controller decided. A difference that outlasts [`RECONCILE_AFTER`] — longer than
-//! a push takes to arrive — means a push was lost (given up after its retries, dropped
+//! the controller decided. A broker behind the controller's state for longer than
+//! [`RECONCILE_AFTER`] — longer than a push takes to arrive, counted from when the state
+//! it reports was replaced — means a push was lost (given up after its retries, dropped
 //! from a full queue, refused): the controller re-sends the broker's whole state, a
 //! full-state LeaderAndIsr (the broker drops replicas not listed) and its metadata, and
 //! waits another interval before sending again. So a live broker converges to the
@@ -26,6 +27,62 @@ pub struct Reported {
     pub metadata_digest: Option<u64>,
 }
 
+/// How far a reported digest is behind the controller's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lag {
+    /// The current state's.
+    InStep,
+    /// A state the controller had until this instant.
+    Since(Instant),
+    /// Not a state the controller remembers.
+    Unknown,
+}
+
+/// Digests superseded more than this long ago are forgotten (a report of one is then
+/// `Lag::Unknown`, behind since it is first seen).
+const REMEMBER_FOR: Duration = Duration::from_secs(8);
+/// And at most this many (a controller creating topics by the thousand a second).
+const REMEMBER_AT_MOST: usize = 4096;
+
+/// One digest of the controller's state over time: the current one and those it
+/// replaced lately, each with when `reconcile` first saw it replaced (a heartbeat after
+/// the change, so a lag is measured from at most one heartbeat interval late).
+#[derive(Debug, Clone, Default)]
+pub(super) struct DigestHistory {
+    current: Option<u64>,
+    superseded: std::collections::VecDeque<(u64, Instant)>,
+}
+
+impl DigestHistory {
+    /// Records the state's digest at `now`.
+    pub(super) fn observe(&mut self, digest: u64, now: Instant) {
+        if let Some(old) = self.current.filter(|&c| c != digest) {
+            self.superseded.push_back((old, now));
+        }
+        self.current = Some(digest);
+        while self.superseded.len() > REMEMBER_AT_MOST
+            || self
+                .superseded
+                .front()
+                .is_some_and(|(_, at)| now.saturating_duration_since(*at) > REMEMBER_FOR)
+        {
+            self.superseded.pop_front();
+        }
+    }
+
+    /// How far behind a report of `digest` is. A digest the state had more than once
+    /// counts from its latest replacement.
+    pub(super) fn lag(&self, digest: u64) -> Lag {
+        if self.current == Some(digest) {
+            return Lag::InStep;
+        }
+        match self.superseded.iter().rev().find(|(d, _)| *d == digest) {
+            Some(&(_, at)) => Lag::Since(at),
+            None => Lag::Unknown,
+        }
+    }
+}
+
 impl ClusterState {
     /// The digest of the roles `broker` should hold: every partition it replicates.
     pub fn expected_roles_digest(&self, broker: u32) -> u64 {
@@ -48,25 +105,62 @@ impl ClusterState {
     }
 
     /// Compares a heartbeat's report with the controller's state; returns the pushes
-    /// that bring the broker back in line once it has differed for [`RECONCILE_AFTER`].
-    /// Call after a successful [`ClusterState::heartbeat`].
+    /// that bring the broker back in line once it has been behind for
+    /// [`RECONCILE_AFTER`]. Call after a successful [`ClusterState::heartbeat`].
+    ///
+    /// Behind since when: a report of a state this controller had lately (the digest
+    /// of a superseded state) is behind since that state was superseded — so a broker
+    /// whose pushes arrive while topics are created and deleted all the time, and
+    /// whose every heartbeat reports a state one change old, is never taken for one
+    /// that missed them; a digest the controller does not remember is behind since the
+    /// first report of one.
     pub fn reconcile(&mut self, broker: u32, reported: Reported, now: Instant) -> Vec<Action> {
-        let roles_differ = reported.roles_digest != self.expected_roles_digest(broker);
-        let metadata_differs = reported
+        let expected_roles = self.expected_roles_digest(broker);
+        let metadata = digest::metadata_digest(&self.metadata(&[]));
+        self.recent_metadata.observe(metadata, now);
+        let roles = self.recent_roles.entry(broker).or_default();
+        roles.observe(expected_roles, now);
+        let roles_lag = roles.lag(reported.roles_digest);
+        let metadata_lag = reported
             .metadata_digest
-            .is_some_and(|d| d != digest::metadata_digest(&self.metadata(&[])));
-        if !metadata_differs {
+            .map_or(Lag::InStep, |d| self.recent_metadata.lag(d));
+        if metadata_lag == Lag::InStep {
             self.resent.remove(&broker);
         }
-        if !roles_differ && !metadata_differs {
+        if roles_lag == Lag::InStep && metadata_lag == Lag::InStep {
             self.differs_since.remove(&broker);
+            self.resent_at.remove(&broker);
             return Vec::new();
         }
-        let since = *self.differs_since.entry(broker).or_insert(now);
-        if now.duration_since(since) < RECONCILE_AFTER {
+        if roles_lag != Lag::Unknown && metadata_lag != Lag::Unknown {
+            self.differs_since.remove(&broker);
+        }
+        let first_unknown = match (roles_lag, metadata_lag) {
+            (Lag::Unknown, _) | (_, Lag::Unknown) => {
+                Some(*self.differs_since.entry(broker).or_insert(now))
+            }
+            _ => None,
+        };
+        let behind = |lag: Lag| {
+            let since = match lag {
+                Lag::InStep => return false,
+                Lag::Since(at) => at,
+                Lag::Unknown => first_unknown.expect("set for an unknown digest"),
+            };
+            now.saturating_duration_since(since) >= RECONCILE_AFTER
+        };
+        let (roles_differ, metadata_differs) = (behind(roles_lag), behind(metadata_lag));
+        if !roles_differ && !metadata_differs {
             return Vec::new();
         }
-        self.differs_since.insert(broker, now);
+        if self
+            .resent_at
+            .get(&broker)
+            .is_some_and(|at| now.saturating_duration_since(*at) < RECONCILE_AFTER)
+        {
+            return Vec::new();
+        }
+        self.resent_at.insert(broker, now);
         if metadata_differs {
             self.resent.insert(broker);
         }
@@ -185,5 +279,70 @@ mod tests {
         assert!(s.missed_pushes(3));
         s.reconcile(3, good, now + ms(11100));
         assert!(!s.missed_pushes(3), "in step again");
+    }
+
+    /// Topics created every 200 ms for 10 s while broker 3's pushes arrive 300 ms late:
+    /// every heartbeat (each 250 ms) may report the state before the latest change. That
+    /// broker is never re-sent anything nor told it missed pushes; one stuck at a state
+    /// is, 2 s after that state was replaced, though topics keep changing.
+    #[test]
+    fn a_broker_one_change_behind_under_churn_is_not_taken_for_one_that_missed_pushes() {
+        let t0 = Instant::now();
+        let mut s = ClusterState::new(Snapshot::default(), t0, ms(60_000), 100, 1);
+        for b in 1..=3 {
+            s.register(b, format!("b{b}"), None, b as u64, t0);
+        }
+        let report = |s: &ClusterState, b: u32| Reported {
+            roles_digest: s.expected_roles_digest(b),
+            metadata_digest: Some(digest::metadata_digest(&s.metadata(&[]))),
+        };
+        // (when a change happens, the state each broker holds after it arrives)
+        let mut changes: Vec<(Duration, Reported, Reported)> = Vec::new();
+        let mut stuck: Option<(Duration, Reported)> = None;
+        let mut t = Duration::ZERO;
+        while t < Duration::from_secs(10) {
+            t += ms(50);
+            if t.as_millis().is_multiple_of(200) {
+                let (before3, before2) = (report(&s, 3), report(&s, 2));
+                let n = t.as_millis();
+                s.create_topic(
+                    &format!("t{n}"),
+                    1,
+                    3,
+                    Default::default(),
+                    format!("id{n}"),
+                    Vec::new(),
+                )
+                .unwrap();
+                changes.push((t, before3, before2));
+                if stuck.is_none() && t >= Duration::from_secs(4) {
+                    stuck = Some((t, before2));
+                }
+            }
+            if t.as_millis().is_multiple_of(250) {
+                // Broker 3 holds the state as of 300 ms ago.
+                let seen = changes
+                    .iter()
+                    .find(|(at, _, _)| *at + ms(300) > t)
+                    .map_or_else(|| report(&s, 3), |(_, before, _)| *before);
+                let actions = s.reconcile(3, seen, t0 + t);
+                assert!(actions.is_empty(), "at {t:?}: {actions:?}");
+                assert!(!s.missed_pushes(3), "at {t:?}");
+                // Broker 2 stops receiving pushes from 4 s on.
+                let two = stuck.map_or_else(|| report(&s, 2), |(_, r)| r);
+                s.reconcile(2, two, t0 + t);
+                match stuck {
+                    Some((from, _)) if t >= from + ms(2250) => {
+                        assert!(
+                            s.missed_pushes(2),
+                            "at {t:?}: broker 2 is stuck since {from:?}"
+                        )
+                    }
+                    _ if t < Duration::from_secs(4) => assert!(!s.missed_pushes(2), "at {t:?}"),
+                    _ => {}
+                }
+            }
+        }
+        assert!(s.missed_pushes(2));
     }
 }

@@ -180,6 +180,13 @@ pub struct ClusterState {
     /// Brokers re-sent their state (they differed for `RECONCILE_AFTER`) whose reports
     /// have not matched since: told so in heartbeat answers, they stop serving clients.
     resent: std::collections::HashSet<u32>,
+    /// When each broker was last re-sent its state (one re-send per interval).
+    resent_at: HashMap<u32, Instant>,
+    /// The metadata digests this controller's state had lately, and each broker's
+    /// expected roles digests: a report of one superseded less than `RECONCILE_AFTER`
+    /// ago is a broker whose pushes are on their way (see `reconcile.rs`).
+    recent_metadata: reconcile::DigestHistory,
+    recent_roles: HashMap<u32, reconcile::DigestHistory>,
 }
 
 fn reject(code: ErrorCode, msg: impl Into<String>) -> Rejection {
@@ -221,6 +228,9 @@ impl ClusterState {
             claims: HashMap::new(),
             differs_since: HashMap::new(),
             resent: Default::default(),
+            resent_at: HashMap::new(),
+            recent_metadata: Default::default(),
+            recent_roles: HashMap::new(),
         }
     }
 
@@ -375,6 +385,8 @@ impl ClusterState {
         // It gets its full state now; differences are counted afresh.
         self.differs_since.remove(&id);
         self.resent.remove(&id);
+        self.resent_at.remove(&id);
+        self.recent_roles.remove(&id);
         self.claims.remove(&id);
         let epoch = self.snap.next_broker_epoch;
         self.snap.brokers.insert(

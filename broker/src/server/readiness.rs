@@ -11,8 +11,9 @@
 //! broker it started is live at the controller ([`Readiness::hold_clients`]).
 //!
 //! A broker the controller reports as having missed metadata pushes (its heartbeats'
-//! metadata digest differed long enough for a re-send, and still does: the
-//! controller's connections to it fail while its own heartbeats get through) answers
+//! metadata has been behind the controller's long enough for a re-send, and still is:
+//! the controller's connections to it fail while its own heartbeats get through, or
+//! pushes are late on a loaded machine) answers
 //! Metadata requests "not ready", so clients ask another broker, until a push reaches
 //! it or its reports match again. Its view can name a deleted topic: a client that took
 //! it would write, under the deleted topic's id, to a log the next push throws away.
@@ -46,7 +47,7 @@ impl Gate {
         if missed && !was {
             warn!(
                 broker,
-                "the controller reports metadata pushes this broker missed (its connections to this broker fail): refusing Metadata requests until one arrives"
+                "the controller reports this broker 2 s or more behind its metadata (pushes lost, or late on a loaded machine): refusing Metadata requests until one arrives"
             );
         } else if was && !missed {
             info!(
