@@ -4,9 +4,10 @@
 //! record and batch size, the same bytes are appended through `Log::append_as_leader`
 //! and written with plain `write(2)` to the same directory, in the same run, and the
 //! ratio printed (best of several rounds each, interleaved). Then divan runs the
-//! micro-benchmarks: append, sequential read, index lookup, batch validation. Between
-//! them, the flush-per-append comparison (`SLUICE_BENCH_ONLY=flush` runs only it;
-//! `SLUICE_BENCH_SYNCS` appends per round, default 2000).
+//! micro-benchmarks: append, sequential read (sealed and active segments), index lookup,
+//! batch validation. Between them, the flush-per-append comparison
+//! (`SLUICE_BENCH_ONLY=flush` runs only it; `SLUICE_BENCH_SYNCS` appends per round,
+//! default 2000). `SLUICE_BENCH_ONLY=micro` runs only the divan benches.
 //!
 //! Run: `cargo bench -p sluice-benches --bench log` (set `SLUICE_BENCH_MB` to change
 //! the bytes per round, default 256; `SLUICE_BENCH_DIR` to pick the disk).
@@ -177,9 +178,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return divan::main();
     }
-    if std::env::var("SLUICE_BENCH_ONLY").as_deref() == Ok("flush") {
-        compare_flush_per_append();
-        return;
+    match std::env::var("SLUICE_BENCH_ONLY").as_deref() {
+        Ok("flush") => return compare_flush_per_append(),
+        // The divan micro-benchmarks alone (a name filter may follow: `-- sequential_read`).
+        Ok("micro") => return divan::main(),
+        _ => {}
     }
     compare_with_disk();
     compare_flush_per_append();
@@ -217,14 +220,17 @@ mod micro {
             .bench_local(|| log.append_as_leader(&batch, 0, 0).unwrap());
     }
 
+    /// `sealed`: 64 MiB segments, the last rolled (read through mmaps); else one
+    /// active segment (read with `pread`).
     fn filled_log(
         batch_bytes: usize,
         total: usize,
+        sealed: bool,
     ) -> (tempfile::TempDir, LogManager, Arc<sluice_broker::log::Log>) {
         let root = bench_dir();
         let (m, _) = LogManager::open(root.path(), LogConfig::default()).unwrap();
         let config = LogConfig {
-            segment_bytes: 64 << 20,
+            segment_bytes: if sealed { 64 << 20 } else { 1 << 30 },
             ..LogConfig::default()
         };
         let log = m
@@ -234,15 +240,18 @@ mod micro {
         for _ in 0..total / batch.size() {
             log.append_as_leader(&batch, 0, 0).unwrap();
         }
-        log.roll_now(0).unwrap();
+        if sealed {
+            log.roll_now(0).unwrap();
+        }
         (root, m, log)
     }
 
-    /// Reading a whole 256 MiB sealed log front to back, 1 MiB per read.
-    #[divan::bench(sample_count = 10)]
-    fn sequential_read(bencher: Bencher) {
+    /// Reading a whole 256 MiB log front to back, 1 MiB per read: sealed segments
+    /// (mmap) and the active segment (`pread`), from the page cache.
+    #[divan::bench(args = ["sealed", "active"], sample_count = 10)]
+    fn sequential_read(bencher: Bencher, segments: &str) {
         let total = 256 << 20;
-        let (_root, _m, log) = filled_log(16 * 1024, total);
+        let (_root, _m, log) = filled_log(16 * 1024, total, segments == "sealed");
         bencher.counter(BytesCount::new(total)).bench_local(|| {
             let mut next = 0;
             let mut bytes = 0;
@@ -262,7 +271,7 @@ mod micro {
     /// Locating a random offset in a 256 MiB log (index binary search + short scan).
     #[divan::bench(sample_count = 30)]
     fn index_lookup(bencher: Bencher) {
-        let (_root, _m, log) = filled_log(16 * 1024, 256 << 20);
+        let (_root, _m, log) = filled_log(16 * 1024, 256 << 20, true);
         let end = log.log_end_offset();
         let mut x: u64 = 88172645463325252;
         bencher.bench_local(|| {

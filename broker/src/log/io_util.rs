@@ -1,10 +1,48 @@
-//! Small file helpers shared by the log: positional vectored writes, and the
-//! write-fsync-rename sequence every checkpoint goes through.
+//! Small file helpers shared by the log: positional vectored writes, positional reads
+//! into fresh (not zeroed) buffers, and the write-fsync-rename sequence every checkpoint
+//! goes through.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
+
+/// Reads exactly `len` bytes at `offset` with `pread` into a new buffer that is not
+/// zeroed first: a fetch from the active segment reads up to megabytes, and zeroing them
+/// only for the kernel to overwrite them cost as much as a tenth of the read.
+pub(crate) fn pread_exact(file: &File, len: usize, offset: u64) -> io::Result<bytes::BytesMut> {
+    let mut buf = bytes::BytesMut::with_capacity(len);
+    while buf.len() < len {
+        let done = buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..len - done];
+        // SAFETY: `pread` writes at most `spare.len()` bytes into `spare`, memory this
+        // buffer owns; only the bytes it reports written are marked initialised below.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file ends before the bytes asked for",
+            ));
+        }
+        // SAFETY: the kernel initialised `n` more bytes, within the capacity.
+        unsafe { buf.set_len(done + n as usize) };
+    }
+    Ok(buf)
+}
 
 /// Writes all of `parts` at `offset` with `pwritev`, retrying short writes.
 pub(crate) fn pwritev_all(file: &File, parts: &[&[u8]], mut offset: u64) -> io::Result<()> {

@@ -18,14 +18,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use memmap2::Mmap;
 use sluice_proto::batch::{self, RecordBatch};
 use sluice_proto::limits::BATCH_HEADER_BYTES;
 
 use super::error::{io_err, LogError};
 use super::index::{OffsetIndex, TimeIndex};
-use super::io_util::pwritev_all;
+use super::io_util::{pread_exact, pwritev_all};
 use sluice_proto::topic_config::LogConfig;
 
 /// File names of the segment starting at `base_offset` in `dir`.
@@ -341,10 +341,8 @@ impl Segment {
             let map = self.read_map.as_ref().expect("just mapped");
             return Ok(map.slice(position as usize..(position + len) as usize));
         }
-        let mut buf = BytesMut::zeroed(len as usize);
-        self.file
-            .read_exact_at(&mut buf, position)
-            .map_err(io_err(&self.log_path))?;
+        let buf =
+            pread_exact(&self.file, len as usize, position).map_err(io_err(&self.log_path))?;
         Ok(buf.freeze())
     }
 
@@ -589,10 +587,8 @@ impl ReadView {
         if let Some(map) = &self.map {
             return Ok(map.slice(position as usize..(position + len) as usize));
         }
-        let mut buf = BytesMut::zeroed(len as usize);
-        self.file
-            .read_exact_at(&mut buf, position)
-            .map_err(io_err(&self.log_path))?;
+        let buf =
+            pread_exact(&self.file, len as usize, position).map_err(io_err(&self.log_path))?;
         Ok(buf.freeze())
     }
 
