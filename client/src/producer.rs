@@ -1179,3 +1179,34 @@ fn restart_sequence(q: &mut PartQueue) {
     q.next_sequence = 0;
     q.epoch = q.epoch.wrapping_add(1).max(0);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_keep_their_queues_whichever_was_used_last() {
+        let mut acc = Accumulator::default();
+        let a = acc.topic_index("a");
+        let b = acc.topic_index("b");
+        assert_ne!(a, b);
+        // Alternating: the last-used shortcut and the map agree.
+        for _ in 0..3 {
+            assert_eq!(acc.topic_index("a"), a);
+            assert_eq!(acc.topic_index("b"), b);
+            assert_eq!(acc.topic_index("b"), b);
+        }
+        assert!(acc.part("a", 0).is_none(), "never used");
+        acc.part_or_default(&(Arc::from("a"), 3)).next_sequence = 7;
+        assert_eq!(acc.topics[a].parts.len(), 4);
+        assert_eq!(acc.part("a", 3).map(|q| q.next_sequence), Some(7));
+        assert_eq!(acc.part("a", 1).map(|q| q.next_sequence), Some(0));
+        assert!(acc.part("b", 3).is_none());
+        assert!(acc.part("c", 0).is_none());
+        assert_eq!(acc.parts_mut().count(), 4);
+        // A name that is a prefix of another is a different topic.
+        let ab = acc.topic_index("ab");
+        assert!(ab != a && ab != b);
+        assert_eq!(acc.topic_index("a"), a);
+    }
+}
