@@ -10,12 +10,15 @@
 //! retries. While a request is in flight the partition's open batch keeps growing (up
 //! to `batch_size_max`), which is what lets one partition reach high throughput.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+// hashbrown's default hasher is foldhash: the producer's maps are keyed by its own
+// topics and leader addresses, not by untrusted input, so SipHash buys nothing.
+use hashbrown::{HashMap, HashSet};
 use parking_lot::Mutex;
 use sluice_proto::v1;
 use sluice_proto::{BatchBuilder, Compression, ErrorCode, Header};
@@ -194,6 +197,22 @@ struct Open {
 }
 
 impl Open {
+    /// A new batch writing into `buffer` (a recycled one, see `Inner::pool`) if given.
+    fn with_buffer(
+        compression: Compression,
+        capacity: usize,
+        shared: Arc<BatchShared>,
+        buffer: Option<Vec<u8>>,
+        created: Instant,
+    ) -> Open {
+        let mut open = Open::new(compression, 0, shared, 0, created);
+        open.builder = match buffer {
+            Some(buffer) => BatchBuilder::with_buffer(compression, buffer, capacity),
+            None => BatchBuilder::with_capacity(compression, capacity),
+        };
+        open
+    }
+
     fn new(
         compression: Compression,
         capacity: usize,
@@ -298,10 +317,85 @@ impl PartQueue {
     }
 }
 
+/// One topic's partition queues and what `send` needs to know of the topic, found by
+/// `send` without hashing in the steady state (see [`Accumulator::topic_index`]).
+struct TopicQueues {
+    name: Arc<str>,
+    /// The partition count as of metadata epoch `count_epoch` (see
+    /// `Inner::meta_epoch`); `None` until first read.
+    count: Option<(u32, u64)>,
+    /// The partition keyless records go to until their batch fills (sticky
+    /// partitioning); `None` until the first keyless record.
+    sticky: Option<u32>,
+    /// Indexed by partition; grown as partitions are first used.
+    parts: Vec<PartQueue>,
+}
+
 #[derive(Default)]
 struct Accumulator {
-    parts: HashMap<PartKey, PartQueue>,
-    sticky: HashMap<Arc<str>, u32>,
+    /// Every topic this producer has sent to, in first-use order; never removed, so an
+    /// index stays valid for the producer's lifetime.
+    topics: Vec<TopicQueues>,
+    /// Topic name to index in `topics`.
+    index: HashMap<Arc<str>, usize>,
+    /// The topic `send` used last, compared by name before `index` is consulted: a
+    /// producer sending to one topic (or runs of one) never hashes its name.
+    last: usize,
+}
+
+impl Accumulator {
+    /// The index of `topic`, added if new.
+    fn topic_index(&mut self, topic: &str) -> usize {
+        if self
+            .topics
+            .get(self.last)
+            .is_some_and(|t| *t.name == *topic)
+        {
+            return self.last;
+        }
+        let i = match self.index.get(topic) {
+            Some(&i) => i,
+            None => {
+                let name: Arc<str> = Arc::from(topic);
+                self.topics.push(TopicQueues {
+                    name: name.clone(),
+                    count: None,
+                    sticky: None,
+                    parts: Vec::new(),
+                });
+                self.index.insert(name, self.topics.len() - 1);
+                self.topics.len() - 1
+            }
+        };
+        self.last = i;
+        i
+    }
+
+    /// The queue of `topic`/`partition`, if it was ever used.
+    fn part(&mut self, topic: &str, partition: u32) -> Option<&mut PartQueue> {
+        let i = *self.index.get(topic)?;
+        self.topics[i].parts.get_mut(partition as usize)
+    }
+
+    /// The queue of `key`, added if new.
+    fn part_or_default(&mut self, key: &PartKey) -> &mut PartQueue {
+        let i = self.topic_index(&key.0);
+        self.topics[i].part_or_default(key.1)
+    }
+
+    fn parts_mut(&mut self) -> impl Iterator<Item = &mut PartQueue> {
+        self.topics.iter_mut().flat_map(|t| t.parts.iter_mut())
+    }
+}
+
+impl TopicQueues {
+    fn part_or_default(&mut self, partition: u32) -> &mut PartQueue {
+        let p = partition as usize;
+        if p >= self.parts.len() {
+            self.parts.resize_with(p + 1, PartQueue::default);
+        }
+        &mut self.parts[p]
+    }
 }
 
 struct Inner {
@@ -318,6 +412,14 @@ struct Inner {
     closed: AtomicBool,
     /// Set when idempotence is on (acks=all).
     producer_id: Option<i64>,
+    /// Buffers of batches sent and answered, for new batches to write into: a fresh
+    /// 1 MiB buffer costs a page fault per 4 KiB on first touch, which at 1 KiB records
+    /// was most of `send`'s cost. At most [`POOL_BUFFERS`].
+    pool: Mutex<Vec<Vec<u8>>>,
+    /// Bumped whenever this producer's cached metadata may have changed (a refresh, an
+    /// invalidation): a topic's partition count cached in the accumulator is used only
+    /// while its epoch is current, so `send` does not look the count up per record.
+    meta_epoch: AtomicU64,
 }
 
 /// A producer. Cheap to clone; all clones share batches and the sender task.
@@ -327,9 +429,12 @@ pub struct Producer {
 }
 
 fn now_ms() -> i64 {
+    // Seconds and milliseconds apart: `as_millis` divides a u128, which shows in `send`.
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+        .map_or(0, |d| {
+            d.as_secs() as i64 * 1000 + i64::from(d.subsec_millis())
+        })
 }
 
 impl Producer {
@@ -366,6 +471,8 @@ impl Producer {
             flushing: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             producer_id,
+            meta_epoch: AtomicU64::new(0),
+            pool: Mutex::new(Vec::new()),
         });
         tokio::spawn(sender_loop(inner.clone()));
         Ok(Producer { inner })
@@ -382,13 +489,14 @@ impl Producer {
         if inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let count = inner.cluster.partition_count(&record.topic).await?;
         let size = record_bytes(
             record.key.as_deref(),
             record.value.as_deref(),
             &record.headers,
         );
         if size + BATCH_HEADER_ESTIMATE_BYTES > inner.config.max_request_bytes {
+            // A topic that does not exist is reported first, as it always was.
+            inner.cluster.partition_count(&record.topic).await?;
             return Err(Error::broker(
                 ErrorCode::MessageTooLarge.code(),
                 format!(
@@ -397,17 +505,53 @@ impl Producer {
                 ),
             ));
         }
-        loop {
-            let space = inner.space.notified();
-            let used = inner.buffered.load(Ordering::Acquire);
-            if used == 0 || used + size <= inner.config.buffer_memory {
-                break;
+        let used = inner.buffered.load(Ordering::Acquire);
+        if used != 0 && used + size > inner.config.buffer_memory {
+            inner.cluster.partition_count(&record.topic).await?;
+            loop {
+                let space = inner.space.notified();
+                let used = inner.buffered.load(Ordering::Acquire);
+                if used == 0 || used + size <= inner.config.buffer_memory {
+                    break;
+                }
+                space.await;
             }
-            space.await;
         }
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let topic: Arc<str> = Arc::from(record.topic.as_str());
+        let mut epoch = inner.meta_epoch.load(Ordering::Acquire);
+        loop {
+            if let Some(delivery) = self.append(&record, size, timestamp, epoch)? {
+                return Ok(delivery);
+            }
+            // The partition count is not known as of `epoch`: look it up (from cached
+            // metadata, or the cluster) and keep it for the records that follow.
+            epoch = inner.meta_epoch.load(Ordering::Acquire);
+            let count = inner.cluster.partition_count(&record.topic).await?;
+            let mut acc = inner.acc.lock();
+            let t = acc.topic_index(&record.topic);
+            acc.topics[t].count = Some((count, epoch));
+        }
+    }
+
+    /// Appends `record` to its partition's open batch, under the accumulator lock and
+    /// without any other lookup: `None` when the topic's partition count is not known
+    /// as of metadata epoch `epoch`.
+    fn append(
+        &self,
+        record: &ProducerRecord,
+        size: usize,
+        timestamp: i64,
+        epoch: u64,
+    ) -> Result<Option<DeliveryFuture>, Error> {
+        let inner = &*self.inner;
         let mut acc = inner.acc.lock();
+        let t = acc.topic_index(&record.topic);
+        let tq = &mut acc.topics[t];
+        let count = match tq.count {
+            Some((count, at)) if at == epoch => count,
+            _ => return Ok(None),
+        };
+        let keyless = record.key.is_none() && record.partition.is_none();
         let partition = match (record.partition, &record.key) {
             (Some(p), _) if p < count => p,
             (Some(p), _) => {
@@ -418,13 +562,13 @@ impl Producer {
             }
             (None, Some(k)) => partition_for_key(k, count),
             (None, None) => {
-                *acc.sticky
-                    .entry(topic.clone())
-                    .or_insert_with(|| rand::random::<u32>() % count)
+                *tq.sticky
+                    .get_or_insert_with(|| rand::random::<u32>() % count)
                     % count
             }
         };
-        let q = acc.parts.entry((topic.clone(), partition)).or_default();
+        let topic = tq.name.clone();
+        let q = tq.part_or_default(partition);
         if let Some(gap) = &q.gap {
             return Err(gap_error(&topic, partition, gap));
         }
@@ -442,7 +586,8 @@ impl Producer {
         let open = q.open.get_or_insert_with(|| {
             let shared = Arc::new(BatchShared::default());
             let compression = inner.config.compression;
-            Open::new(compression, batch_size, shared, 0, Instant::now())
+            let buffer = inner.pool.lock().pop();
+            Open::with_buffer(compression, batch_size, shared, buffer, Instant::now())
         });
         let index = open.records;
         open.append(
@@ -453,10 +598,9 @@ impl Producer {
         );
         let full = open.bytes >= batch_size;
         let shared = open.shared.clone();
-        if full && record.key.is_none() && record.partition.is_none() {
+        if full && keyless {
             // Sticky partitioning: a new partition for the next batch of keyless records.
-            acc.sticky
-                .insert(topic.clone(), rand::random::<u32>() % count);
+            tq.sticky = Some(rand::random::<u32>() % count);
         }
         drop(acc);
         inner.buffered.fetch_add(size, Ordering::AcqRel);
@@ -464,9 +608,9 @@ impl Producer {
         if first || full {
             inner.wake_sender.notify_one();
         }
-        Ok(DeliveryFuture::new(
+        Ok(Some(DeliveryFuture::new(
             shared, index, topic, partition, timestamp,
-        ))
+        )))
     }
 
     /// Sends everything queued now and waits until every record sent so far completed.
@@ -499,7 +643,7 @@ impl Producer {
         inner.closed.store(true, Ordering::Release);
         {
             let mut acc = inner.acc.lock();
-            for q in acc.parts.values_mut() {
+            for q in acc.parts_mut() {
                 drop_queued(inner, q, || Error::Closed);
             }
         }
@@ -509,16 +653,14 @@ impl Producer {
 
     /// The failure that stopped a partition of a gapless producer, if any.
     pub fn partition_gap(&self, topic: &str, partition: u32) -> Option<Error> {
-        let key: PartKey = (Arc::from(topic), partition);
-        self.inner.acc.lock().parts.get(&key)?.gap.clone()
+        self.inner.acc.lock().part(topic, partition)?.gap.clone()
     }
 
     /// Lets a gapless producer send to a partition again after a failure stopped it.
     /// The caller decides what to do about the records that failed (resend them, or
     /// accept the gap).
     pub fn reset_partition(&self, topic: &str, partition: u32) {
-        let key: PartKey = (Arc::from(topic), partition);
-        if let Some(q) = self.inner.acc.lock().parts.get_mut(&key) {
+        if let Some(q) = self.inner.acc.lock().part(topic, partition) {
             q.gap = None;
         }
     }
@@ -613,7 +755,28 @@ fn encode(
     }
 }
 
+/// How many batch buffers a producer keeps for reuse (see `Inner::pool`).
+const POOL_BUFFERS: usize = 8;
+
 impl Inner {
+    /// Keeps the buffer of a batch that has been answered for a new batch, if nothing
+    /// else holds it and it is of a size this producer builds.
+    fn recycle(&self, data: Bytes) {
+        let Ok(data) = data.try_into_mut() else {
+            return;
+        };
+        let buffer = Vec::from(data);
+        if buffer.capacity() < self.config.batch_size
+            || buffer.capacity() > self.config.batch_size_max + BATCH_HEADER_ESTIMATE_BYTES * 2
+        {
+            return;
+        }
+        let mut pool = self.pool.lock();
+        if pool.len() < POOL_BUFFERS {
+            pool.push(buffer);
+        }
+    }
+
     fn finish(&self, c: &Closed, result: BatchResult) {
         self.finish_records(&c.shared, c.first_index, c.records, c.buffered, result);
     }
@@ -681,84 +844,90 @@ fn collect_ready(inner: &Inner, now: Instant) -> (SendsByLeader, HashSet<Arc<str
     let mut to_split = Vec::new();
     {
         let mut acc = inner.acc.lock();
-        for (key, q) in acc.parts.iter_mut() {
-            if q.in_flight {
-                continue;
-            }
-            if let Some(t) = q.retry_at {
-                if t > now {
-                    next = next.min(t);
+        for topic in acc.topics.iter_mut() {
+            for (partition, q) in topic.parts.iter_mut().enumerate() {
+                if q.in_flight {
                     continue;
                 }
-                q.retry_at = None;
-            }
-            // Expire what waited past the delivery timeout.
-            while q
-                .ready
-                .front()
-                .is_some_and(|b| now.duration_since(b.created()) > config.delivery_timeout)
-            {
-                let error = match q.ready.pop_front().expect("checked") {
-                    Queued::Unsent(o) => {
-                        let error = expired(None, key, config.delivery_timeout);
-                        inner.finish_unsent(&o, Err(error.clone()));
-                        error
+                if let Some(t) = q.retry_at {
+                    if t > now {
+                        next = next.min(t);
+                        continue;
                     }
-                    Queued::Retry(mut c) => {
-                        let error = expired(c.last_error.take(), key, config.delivery_timeout);
-                        inner.finish(&c, Err(error.clone()));
-                        if c.base_sequence.is_some() {
-                            // Whether it was appended is unknown: restart the sequence.
-                            restart_sequence(q);
+                    q.retry_at = None;
+                }
+                if q.ready.is_empty() && q.open.is_none() {
+                    continue;
+                }
+                let key: &PartKey = &(topic.name.clone(), partition as u32);
+                // Expire what waited past the delivery timeout.
+                while q
+                    .ready
+                    .front()
+                    .is_some_and(|b| now.duration_since(b.created()) > config.delivery_timeout)
+                {
+                    let error = match q.ready.pop_front().expect("checked") {
+                        Queued::Unsent(o) => {
+                            let error = expired(None, key, config.delivery_timeout);
+                            inner.finish_unsent(&o, Err(error.clone()));
+                            error
                         }
-                        error
-                    }
+                        Queued::Retry(mut c) => {
+                            let error = expired(c.last_error.take(), key, config.delivery_timeout);
+                            inner.finish(&c, Err(error.clone()));
+                            if c.base_sequence.is_some() {
+                                // Whether it was appended is unknown: restart the sequence.
+                                restart_sequence(q);
+                            }
+                            error
+                        }
+                    };
+                    failed_for_good(inner, key, q, &error);
+                }
+                let (batch_size, _) = q.batch_limits(config);
+                let has_work = !q.ready.is_empty()
+                    || q.open.as_ref().is_some_and(|o| {
+                        let due = o.created + config.linger;
+                        let go = o.bytes >= batch_size || due <= now || flushing;
+                        if !go {
+                            next = next.min(due);
+                        }
+                        go
+                    });
+                if !has_work {
+                    continue;
+                }
+                let Some(addr) = inner.cluster.leader_addr(&key.0, key.1) else {
+                    unknown.insert(key.0.clone());
+                    next = next.min(now + Duration::from_millis(50));
+                    continue;
                 };
-                failed_for_good(inner, key, q, &error);
-            }
-            let (batch_size, _) = q.batch_limits(config);
-            let has_work = !q.ready.is_empty()
-                || q.open.as_ref().is_some_and(|o| {
-                    let due = o.created + config.linger;
-                    let go = o.bytes >= batch_size || due <= now || flushing;
-                    if !go {
-                        next = next.min(due);
+                q.in_flight = true;
+                let mut open = match q.ready.pop_front() {
+                    Some(Queued::Retry(c)) => {
+                        sends.entry(addr).or_default().push((key.clone(), c));
+                        continue;
                     }
-                    go
-                });
-            if !has_work {
-                continue;
-            }
-            let Some(addr) = inner.cluster.leader_addr(&key.0, key.1) else {
-                unknown.insert(key.0.clone());
-                next = next.min(now + Duration::from_millis(50));
-                continue;
-            };
-            q.in_flight = true;
-            let mut open = match q.ready.pop_front() {
-                Some(Queued::Retry(c)) => {
-                    sends.entry(addr).or_default().push((key.clone(), c));
-                    continue;
+                    Some(Queued::Unsent(o)) => o,
+                    None => q.open.take().expect("has work"),
+                };
+                if let Some(cap) = q.batch_bytes_max.filter(|cap| open.bytes > *cap) {
+                    if open.records > 1 {
+                        // Built before the partition learned its size: split it here rather
+                        // than after a refusal. It stays "in flight" until the pieces queue.
+                        to_split.push((key.clone(), open, cap));
+                        continue;
+                    }
                 }
-                Some(Queued::Unsent(o)) => o,
-                None => q.open.take().expect("has work"),
-            };
-            if let Some(cap) = q.batch_bytes_max.filter(|cap| open.bytes > *cap) {
-                if open.records > 1 {
-                    // Built before the partition learned its size: split it here rather
-                    // than after a refusal. It stays "in flight" until the pieces queue.
-                    to_split.push((key.clone(), open, cap));
-                    continue;
-                }
+                let base_sequence = assign_sequence(q, &mut open, inner.producer_id);
+                to_encode.push((addr, key.clone(), open, base_sequence));
             }
-            let base_sequence = assign_sequence(q, &mut open, inner.producer_id);
-            to_encode.push((addr, key.clone(), open, base_sequence));
         }
     }
     for (key, open, cap) in to_split {
         let pieces = split::split_unsent(inner, open, cap);
         let mut acc = inner.acc.lock();
-        let q = acc.parts.get_mut(&key).expect("present");
+        let q = acc.part_or_default(&key);
         q.in_flight = false;
         let pieces = match pieces {
             Ok(pieces) => pieces,
@@ -779,7 +948,7 @@ fn collect_ready(inner: &Inner, now: Instant) -> (SendsByLeader, HashSet<Arc<str
                 let (c, e) = *failed;
                 inner.finish(&c, Err(e.clone()));
                 let mut acc = inner.acc.lock();
-                let q = acc.parts.get_mut(&key).expect("present");
+                let q = acc.part_or_default(&key);
                 q.in_flight = false;
                 if let Some(first) = base_sequence {
                     // Never sent, and nothing took sequences since: hand its range back.
@@ -801,6 +970,7 @@ async fn sender_loop(inner: Arc<Inner>) {
             if let Err(e) = inner.cluster.refresh(&topics).await {
                 debug!(error = %e, "metadata refresh failed");
             }
+            inner.meta_epoch.fetch_add(1, Ordering::AcqRel);
         }
         for (addr, batches) in sends {
             for request in requests_of(batches, inner.config.max_request_bytes) {
@@ -888,6 +1058,7 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
             Err(e) => Err(e.clone()),
         };
         if config.acks == Acks::None {
+            inner.recycle(c.data);
             updates.push((key, Update::Done));
             continue;
         }
@@ -898,6 +1069,7 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
             {
                 debug!(topic = %key.0, partition = key.1, error = %e, "retrying batch");
                 inner.cluster.invalidate(&key.0);
+                inner.meta_epoch.fetch_add(1, Ordering::AcqRel);
                 c.last_error = Some(e);
                 Update::Retry(c)
             }
@@ -907,6 +1079,7 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
             result => {
                 let error = result.as_ref().err().cloned();
                 inner.finish(&c, result);
+                inner.recycle(std::mem::take(&mut c.data));
                 match error {
                     Some(error) => Update::Failed {
                         error,
@@ -921,7 +1094,7 @@ async fn send_request(inner: Arc<Inner>, addr: String, batches: Vec<(PartKey, Cl
     {
         let mut acc = inner.acc.lock();
         for (key, update) in updates {
-            let q = acc.parts.entry(key.clone()).or_default();
+            let q = acc.part_or_default(&key);
             q.in_flight = false;
             match update {
                 Update::Done => {}
@@ -1005,4 +1178,35 @@ enum Update {
 fn restart_sequence(q: &mut PartQueue) {
     q.next_sequence = 0;
     q.epoch = q.epoch.wrapping_add(1).max(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_keep_their_queues_whichever_was_used_last() {
+        let mut acc = Accumulator::default();
+        let a = acc.topic_index("a");
+        let b = acc.topic_index("b");
+        assert_ne!(a, b);
+        // Alternating: the last-used shortcut and the map agree.
+        for _ in 0..3 {
+            assert_eq!(acc.topic_index("a"), a);
+            assert_eq!(acc.topic_index("b"), b);
+            assert_eq!(acc.topic_index("b"), b);
+        }
+        assert!(acc.part("a", 0).is_none(), "never used");
+        acc.part_or_default(&(Arc::from("a"), 3)).next_sequence = 7;
+        assert_eq!(acc.topics[a].parts.len(), 4);
+        assert_eq!(acc.part("a", 3).map(|q| q.next_sequence), Some(7));
+        assert_eq!(acc.part("a", 1).map(|q| q.next_sequence), Some(0));
+        assert!(acc.part("b", 3).is_none());
+        assert!(acc.part("c", 0).is_none());
+        assert_eq!(acc.parts_mut().count(), 4);
+        // A name that is a prefix of another is a different topic.
+        let ab = acc.topic_index("ab");
+        assert!(ab != a && ab != b);
+        assert_eq!(acc.topic_index("a"), a);
+    }
 }

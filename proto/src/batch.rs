@@ -587,6 +587,19 @@ impl BatchBuilder {
         b
     }
 
+    /// [`BatchBuilder::with_capacity`] reusing `buf` (its contents are discarded): a
+    /// producer recycles the buffers of batches already sent, so a new batch writes to
+    /// memory that is already mapped rather than page-faulting on fresh pages.
+    pub fn with_buffer(compression: Compression, mut buf: Vec<u8>, bytes: usize) -> BatchBuilder {
+        buf.clear();
+        buf.resize(BATCH_HEADER_BYTES, 0);
+        buf.reserve(bytes);
+        BatchBuilder {
+            records: buf,
+            ..BatchBuilder::new(compression)
+        }
+    }
+
     /// Idempotent producer fields (`-1` everywhere for a plain producer).
     pub fn producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
         self.producer_id = producer_id;

@@ -36,8 +36,7 @@ pub(super) fn too_large(inner: &Inner, key: &PartKey, c: Closed, e: Error) -> Up
     let learned = inner
         .acc
         .lock()
-        .parts
-        .get(key)
+        .part(&key.0, key.1)
         .and_then(|q| q.batch_bytes_max);
     // Halves: a piece takes up to half the records' bytes plus half an average record,
     // so n equal records split n/2 + n/2 rather than leaving a small third piece; no
