@@ -50,6 +50,7 @@ fn an_embedded_connector_restarts_through_a_database_crash_and_stops_cleanly() {
     let source = Source::Postgres(PgSourceConfig {
         dsn: pg.dsn("app"),
         tables: vec![table.clone()],
+        exclude_tables: Vec::new(),
         slot: "sluice_lib".into(),
         publication: "sluice_lib".into(),
         snapshot: SnapshotMode::Initial,
@@ -66,6 +67,7 @@ fn an_embedded_connector_restarts_through_a_database_crash_and_stops_cleanly() {
         max_record_bytes: sluice_cdc::sink::DEFAULT_MAX_RECORD_BYTES,
         heartbeat_idle: Duration::from_millis(200),
         value_format: ValueFormat::Envelope,
+        exclude_columns: Default::default(),
     };
     let info = SourceInfo {
         connector: "postgresql",

@@ -42,6 +42,145 @@ impl TableId {
     pub fn topic(&self, prefix: &str) -> String {
         format!("{prefix}.{}.{}", self.schema, self.table)
     }
+
+    /// Whether the schema or the name holds a `*` or `?` (see [`glob_match`]).
+    pub fn is_pattern(&self) -> bool {
+        self.schema.contains(['*', '?']) || self.table.contains(['*', '?'])
+    }
+
+    /// Whether `table` is this one, or matches it as a pattern.
+    pub fn matches(&self, table: &TableId) -> bool {
+        glob_match(&self.schema, &table.schema) && glob_match(&self.table, &table.table)
+    }
+}
+
+/// Shell-style matching: `*` is any run of characters (none included), `?` one
+/// character, everything else itself (case-sensitive, as the database's names).
+pub fn glob_match(pattern: &str, s: &str) -> bool {
+    let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
+    let (mut i, mut j) = (0, 0);
+    // Where the last `*` was, and where in `s` it was tried up to.
+    let mut star: Option<(usize, usize)> = None;
+    while j < s.len() {
+        match p.get(i) {
+            Some('*') => {
+                star = Some((i, j));
+                i += 1;
+            }
+            Some(&c) if c == '?' || c == s[j] => {
+                i += 1;
+                j += 1;
+            }
+            _ => match star {
+                Some((si, sj)) => {
+                    i = si + 1;
+                    j = sj + 1;
+                    star = Some((si, sj + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[i..].iter().all(|&c| c == '*')
+}
+
+/// `--tables` with patterns, less `--exclude-tables`, against the tables the database
+/// has (`existing`, in its order): a plain name stays as given (the source refuses one
+/// that does not exist, naming it); a pattern brings the tables it matches and must
+/// match one. Each table once, in the order given; an error when nothing is left.
+pub fn resolve_tables(
+    include: &[TableId],
+    exclude: &[TableId],
+    existing: &[TableId],
+) -> Result<Vec<TableId>, String> {
+    let mut out: Vec<TableId> = Vec::new();
+    for pattern in include {
+        let found: Vec<&TableId> = if pattern.is_pattern() {
+            existing.iter().filter(|t| pattern.matches(t)).collect()
+        } else {
+            vec![pattern]
+        };
+        if found.is_empty() {
+            return Err(format!("--tables {pattern}: no table matches"));
+        }
+        for t in found {
+            if !out.contains(t) {
+                out.push(t.clone());
+            }
+        }
+    }
+    out.retain(|t| !exclude.iter().any(|x| x.matches(t)));
+    if out.is_empty() {
+        return Err("--exclude-tables leaves no table of --tables to capture".into());
+    }
+    Ok(out)
+}
+
+/// `--exclude-columns schema.table.column` (patterns in each part): columns left out
+/// of every row image the connector writes — `before`, `after` and the row format —
+/// as Debezium's `column.exclude.list`. A key column stays in the record key.
+#[derive(Debug, Clone, Default)]
+pub struct ColumnFilter {
+    rules: Vec<(TableId, String)>,
+}
+
+impl ColumnFilter {
+    pub fn parse(specs: &[String]) -> Result<ColumnFilter, String> {
+        let mut rules = Vec::new();
+        for spec in specs.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            let parsed = spec
+                .rsplit_once('.')
+                .filter(|(_, column)| !column.is_empty())
+                .and_then(|(table, column)| Some((TableId::parse(table).ok()?, column)));
+            let Some((table, column)) = parsed else {
+                return Err(format!(
+                    "--exclude-columns {spec:?}: give schema.table.column"
+                ));
+            };
+            rules.push((table, column.to_string()));
+        }
+        Ok(ColumnFilter { rules })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn excludes(&self, table: &TableId, column: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|(t, c)| t.matches(table) && glob_match(c, column))
+    }
+
+    /// Takes the excluded columns out of `change`'s row images.
+    pub fn apply(&self, change: &mut RowChange) {
+        if self.rules.iter().all(|(t, _)| !t.matches(&change.table)) {
+            return;
+        }
+        for row in [change.before.as_mut(), change.after.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            row.retain(|(name, _)| !self.excludes(&change.table, name));
+        }
+    }
+
+    /// The same for every row change an event carries.
+    pub fn apply_event(&self, event: &mut SourceEvent) {
+        if self.is_empty() {
+            return;
+        }
+        let changes = match event {
+            SourceEvent::SnapshotRows(rows) => rows,
+            SourceEvent::Transaction(txn) => &mut txn.changes,
+            SourceEvent::TransactionPart { txn, .. } => &mut txn.changes,
+            SourceEvent::IncrementalChunk(chunk) => &mut chunk.rows,
+            _ => return,
+        };
+        for change in changes {
+            self.apply(change);
+        }
+    }
 }
 
 impl fmt::Display for TableId {
@@ -259,5 +398,94 @@ impl<'a> CopyChunks<'a> {
             return Ok(());
         }
         send(self.events, SourceEvent::SnapshotRows(self.chunk)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> TableId {
+        TableId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn globs_match_as_a_shell_does() {
+        for (p, s, m) in [
+            ("*", "", true),
+            ("*", "orders", true),
+            ("ord*", "orders", true),
+            ("ord*", "order", true),
+            ("*ers", "orders", true),
+            ("o*d*s", "orders", true),
+            ("o?ders", "orders", true),
+            ("o?ders", "oders", false),
+            ("orders", "orders2", false),
+            ("*_log", "audit_log_old", false),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYbZ", false),
+            ("Orders", "orders", false),
+            ("**", "x", true),
+        ] {
+            assert_eq!(glob_match(p, s), m, "{p:?} against {s:?}");
+        }
+    }
+
+    #[test]
+    fn patterns_resolve_against_the_tables_that_exist() {
+        let existing = [
+            t("public.orders"),
+            t("public.order_items"),
+            t("public.users"),
+            t("audit.orders_log"),
+        ];
+        let got = resolve_tables(&[t("public.order*")], &[], &existing).unwrap();
+        assert_eq!(got, [t("public.orders"), t("public.order_items")]);
+        // Each once, in the order given; plain names kept as given (checked later).
+        let got = resolve_tables(
+            &[t("public.users"), t("*.*"), t("public.missing")],
+            &[t("*.*_log"), t("public.order_items")],
+            &existing,
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            [t("public.users"), t("public.orders"), t("public.missing")]
+        );
+        let e = resolve_tables(&[t("app.*")], &[], &existing).unwrap_err();
+        assert_eq!(e, "--tables app.*: no table matches");
+        let e = resolve_tables(&[t("public.*")], &[t("public.*")], &existing).unwrap_err();
+        assert!(e.contains("leaves no table"), "{e}");
+    }
+
+    #[test]
+    fn excluded_columns_leave_both_row_images_and_never_the_key() {
+        let f = ColumnFilter::parse(&["public.users.pass*".into(), "*.*.secret".into()]).unwrap();
+        let row = |cols: &[&str]| -> Row {
+            cols.iter()
+                .map(|c| (Arc::from(*c), Value::from(*c)))
+                .collect()
+        };
+        let mut change = RowChange {
+            table: Arc::new(t("public.users")),
+            op: Op::Update,
+            key: row(&["id", "secret"]),
+            before: Some(row(&["id", "name", "password", "secret"])),
+            after: Some(row(&["id", "name", "passphrase", "secret"])),
+        };
+        f.apply(&mut change);
+        assert_eq!(change.before, Some(row(&["id", "name"])));
+        assert_eq!(change.after, Some(row(&["id", "name"])));
+        assert_eq!(change.key, row(&["id", "secret"]));
+        let mut other = RowChange {
+            table: Arc::new(t("app.users")),
+            ..change.clone()
+        };
+        other.after = Some(row(&["id", "password", "secret"]));
+        f.apply(&mut other);
+        assert_eq!(other.after, Some(row(&["id", "password"])));
+        for bad in ["users.password", "public.users.", "password"] {
+            assert!(ColumnFilter::parse(&[bad.into()]).is_err(), "{bad}");
+        }
     }
 }

@@ -54,6 +54,35 @@ impl Source {
             Source::Mysql(c) => &c.tables,
         }
     }
+
+    /// This source with its table patterns and `--exclude-tables` resolved against the
+    /// tables the database has now (itself when there are none): a run started after a
+    /// matching table was created captures it, copied on its own as any table added to
+    /// `--tables`. A pattern that matches nothing is a [`Error::Config`].
+    async fn resolved(&self) -> Result<Source, Error> {
+        let (include, exclude) = match self {
+            #[cfg(feature = "postgres")]
+            Source::Postgres(c) => (&c.tables, &c.exclude_tables),
+            Source::Mysql(c) => (&c.tables, &c.exclude_tables),
+        };
+        if exclude.is_empty() && !include.iter().any(TableId::is_pattern) {
+            return Ok(self.clone());
+        }
+        let existing = match self {
+            #[cfg(feature = "postgres")]
+            Source::Postgres(c) => crate::postgres::list_tables(&c.dsn).await?,
+            Source::Mysql(c) => crate::mysql::list_tables(&c.dsn).await?,
+        };
+        let tables =
+            crate::change::resolve_tables(include, exclude, &existing).map_err(Error::Config)?;
+        let mut source = self.clone();
+        match &mut source {
+            #[cfg(feature = "postgres")]
+            Source::Postgres(c) => c.tables = tables,
+            Source::Mysql(c) => c.tables = tables,
+        }
+        Ok(source)
+    }
 }
 
 /// How long a connector waits before the next pipeline after a failure.
@@ -116,7 +145,7 @@ impl Connector {
     /// Refuses a server or table that cannot be captured ([`Error::Config`], with the
     /// fix), before anything is made.
     pub async fn check(&self) -> Result<(), Error> {
-        match &self.source {
+        match &self.source.resolved().await? {
             #[cfg(feature = "postgres")]
             Source::Postgres(c) => crate::postgres::check(c).await,
             Source::Mysql(c) => crate::mysql::check(c).await,
@@ -153,11 +182,12 @@ impl Connector {
 
     /// One pipeline: sink, writer, source; returns when the source ends.
     async fn once(&self, stop: &Stop) -> Result<Option<SourcePos>, Error> {
-        let tables = self.source.tables();
+        let source = self.source.resolved().await?;
+        let tables = source.tables();
         let sink = Sink::open(&self.sink, self.info.clone(), tables).await?;
         let (tx, rx) = mpsc::channel(256);
         let (confirmed_tx, confirmed_rx) = watch::channel(None);
-        match &self.source {
+        match &source {
             #[cfg(feature = "postgres")]
             Source::Postgres(cfg) => {
                 // Per table: a table added to --tables is copied on its own; an

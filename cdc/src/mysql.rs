@@ -68,7 +68,11 @@ pub enum SnapshotMode {
 pub struct MySourceConfig {
     /// `mysql://user:password@host:port/db`.
     pub dsn: String,
+    /// Tables, or patterns of them (`crate::change::resolve_tables`), resolved when
+    /// each run starts.
     pub tables: Vec<TableId>,
+    /// `--exclude-tables`: patterns of tables `tables` brings that are left out.
+    pub exclude_tables: Vec<TableId>,
     /// The replica id the binlog connection registers with; must differ from the
     /// server's and from every other replica's (MariaDB drops an older connection that
     /// registers the same id).
@@ -145,6 +149,24 @@ impl TableInfo {
 
 fn my_err(what: &str) -> impl Fn(mysql_async::Error) -> Error + '_ {
     move |e| Error::Source(format!("mysql: {what}: {e}"))
+}
+
+/// Every base table a pattern of `--tables` may name, but the server's own schemas.
+pub(crate) async fn list_tables(dsn: &str) -> Result<Vec<TableId>, Error> {
+    let mut conn = connect(dsn).await?;
+    let rows: Vec<(String, String)> = conn
+        .query(
+            "SELECT table_schema, table_name FROM information_schema.tables \
+             WHERE table_type = 'BASE TABLE' AND table_schema NOT IN \
+             ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1, 2",
+        )
+        .await
+        .map_err(my_err("listing tables"))?;
+    let _ = conn.disconnect().await;
+    Ok(rows
+        .into_iter()
+        .map(|(schema, table)| TableId { schema, table })
+        .collect())
 }
 
 async fn connect(dsn: &str) -> Result<Conn, Error> {

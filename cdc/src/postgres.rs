@@ -69,7 +69,11 @@ pub enum SnapshotMode {
 #[derive(Debug, Clone)]
 pub struct PgSourceConfig {
     pub dsn: String,
+    /// Tables, or patterns of them (`crate::change::resolve_tables`), resolved when
+    /// each run starts.
     pub tables: Vec<TableId>,
+    /// `--exclude-tables`: patterns of tables `tables` brings that are left out.
+    pub exclude_tables: Vec<TableId>,
     pub slot: String,
     pub publication: String,
     pub snapshot: SnapshotMode,
@@ -120,6 +124,30 @@ fn replication_dsn(dsn: &str) -> Result<String, Error> {
 /// A query connection to the DSN's database, TLS as its `sslmode` says.
 async fn connect(dsn: &str) -> Result<tokio_postgres::Client, Error> {
     conn::PgConn::resolve(dsn)?.connect().await
+}
+
+/// Every table a pattern of `--tables` may name: ordinary and partitioned tables, not
+/// the partitions of one (captured through their parent) nor the system's.
+pub(crate) async fn list_tables(dsn: &str) -> Result<Vec<TableId>, Error> {
+    let client = connect(dsn).await?;
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+             AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+             AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(source_err("listing tables"))?;
+    Ok(rows
+        .iter()
+        .map(|r| TableId {
+            schema: r.get(0),
+            table: r.get(1),
+        })
+        .collect())
 }
 
 fn quote_ident(s: &str) -> String {

@@ -102,6 +102,7 @@ pub async fn run(
     confirmed_tx: watch::Sender<Option<SourcePos>>,
     stats: Arc<Stats>,
 ) -> Result<Option<SourcePos>, Error> {
+    let exclude_columns = sink.exclude_columns().clone();
     let (unit_tx, mut unit_rx) = mpsc::channel::<(u64, Pending)>(MAX_IN_FLIGHT_UNITS);
     let tracker = Arc::new(parking_lot::Mutex::new(Tracker::new()));
     let acker = {
@@ -181,6 +182,8 @@ pub async fn run(
                 }
             };
             stats.health.event();
+            let mut event = event;
+            exclude_columns.apply_event(&mut event);
             if sink.transaction_open()
                 && !matches!(
                     event,

@@ -55,6 +55,8 @@ pub struct SinkConfig {
     /// Every partition's last record must be of this format, else [`Sink::open`]
     /// refuses: a topic keeps one format.
     pub value_format: ValueFormat,
+    /// `--exclude-columns`: columns left out of every row image written.
+    pub exclude_columns: crate::change::ColumnFilter,
 }
 
 /// Default `--max-record-bytes`: a few-MB `text`/`jsonb`/`bytea` value is ordinary in a
@@ -98,6 +100,8 @@ pub struct Sink {
     /// `--tables` (see [`Sink::mark_topics`]).
     topic_prefix: String,
     max_record_bytes: usize,
+    /// `--exclude-columns`, applied by the runner to every event's rows.
+    exclude_columns: crate::change::ColumnFilter,
     /// During a copy over topics that already held rows: keys whose latest record is a
     /// row not (yet) written by this copy. What is left when the copy ends was deleted
     /// in the source meanwhile and gets a tombstone (see `begin_copy`).
@@ -140,6 +144,11 @@ struct Written {
 pub type Pending = Vec<DeliveryFuture>;
 
 impl Sink {
+    /// The columns left out of the row images (`SinkConfig::exclude_columns`).
+    pub fn exclude_columns(&self) -> &crate::change::ColumnFilter {
+        &self.exclude_columns
+    }
+
     /// Creates missing topics (compacted) and reads every partition's last position.
     /// A topic holding records the connector did not write is a setup error
     /// ([`CdcError::Config`]: not retried), everything else a Sluice error.
@@ -232,6 +241,7 @@ impl Sink {
             client,
             topic_prefix: format!("{}.", config.topic_prefix),
             max_record_bytes: config.max_record_bytes,
+            exclude_columns: config.exclude_columns.clone(),
             stale_keys: None,
             last_write: HashMap::new(),
             moves: 0,

@@ -92,6 +92,14 @@ pub struct CommonArgs {
     /// in: a restart with the other one is refused (docs/cdc.md, "Value format").
     #[arg(long, value_enum, default_value_t = ValueFormatArg::Envelope)]
     pub value_format: ValueFormatArg,
+    /// Tables --tables brings that are not captured: schema.table, `*` and `?`
+    /// allowed (docs/cdc.md, "Choosing tables and columns").
+    #[arg(long, value_delimiter = ',', value_name = "TABLES")]
+    pub exclude_tables: Vec<String>,
+    /// Columns left out of every row image written: schema.table.column, `*` and `?`
+    /// allowed in each part. A key column stays in the record key.
+    #[arg(long, value_delimiter = ',', value_name = "COLUMNS")]
+    pub exclude_columns: Vec<String>,
     /// Prometheus endpoint (`/metrics`): rows, transactions, lag, snapshot progress.
     #[arg(long, value_parser = super::parse_addr)]
     pub metrics: Option<SocketAddr>,
@@ -154,7 +162,8 @@ impl DsnArgs {
 pub struct PgArgs {
     #[command(flatten)]
     pub source: DsnArgs,
-    /// Tables to capture: schema.table[,schema.table…].
+    /// Tables to capture: schema.table[,schema.table…]; `*` and `?` match (quote them
+    /// from the shell): `public.*`, `app.order_*`.
     #[arg(long, value_delimiter = ',', required = true)]
     pub tables: Vec<String>,
     /// Replication slot (default: sluice_<prefix>).
@@ -171,7 +180,8 @@ pub struct PgArgs {
 pub struct MyArgs {
     #[command(flatten)]
     pub source: DsnArgs,
-    /// Tables to capture: database.table[,database.table…].
+    /// Tables to capture: database.table[,database.table…]; `*` and `?` match (quote
+    /// them from the shell): `shop.*`, `shop.order_*`.
     #[arg(long, value_delimiter = ',', required = true)]
     pub tables: Vec<String>,
     /// The replica id the binlog connection registers with: unlike the server's own
@@ -201,6 +211,15 @@ pub(crate) fn parse_tables(tables: &[String]) -> anyhow::Result<Vec<TableId>> {
         anyhow::bail!("--tables: give at least one schema.table");
     }
     Ok(out)
+}
+
+/// `--exclude-tables` (none is fine).
+fn parse_excluded(tables: &[String]) -> anyhow::Result<Vec<TableId>> {
+    tables
+        .iter()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| TableId::parse(t).map_err(|e| anyhow::anyhow!("--exclude-tables: {e}")))
+        .collect()
 }
 
 fn spill_config(common: &CommonArgs) -> sluice_cdc::spill::SpillConfig {
@@ -236,6 +255,8 @@ pub(crate) fn sink_config(common: &CommonArgs, c: &ClientArgs) -> anyhow::Result
             ValueFormatArg::Envelope => sluice_cdc::envelope::ValueFormat::Envelope,
             ValueFormatArg::Row => sluice_cdc::envelope::ValueFormat::Row,
         },
+        exclude_columns: sluice_cdc::change::ColumnFilter::parse(&common.exclude_columns)
+            .map_err(|e| anyhow::anyhow!(e))?,
     })
 }
 
@@ -289,6 +310,7 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     let cfg = PgSourceConfig {
         dsn: dsn.clone(),
         tables: tables.clone(),
+        exclude_tables: parse_excluded(&a.common.exclude_tables)?,
         slot: a.slot.unwrap_or_else(|| default_name.clone()),
         publication: a.publication.unwrap_or(default_name),
         snapshot: match a.common.snapshot {
@@ -366,7 +388,15 @@ pub(crate) async fn supervise(
         })
     };
     let progress = spawn_progress(connector.stats().clone());
-    eprintln!("capturing {} table(s) into {prefix}.*", tables.len());
+    if tables.iter().any(TableId::is_pattern) {
+        let given: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+        eprintln!(
+            "capturing the tables of {} into {prefix}.*",
+            given.join(",")
+        );
+    } else {
+        eprintln!("capturing {} table(s) into {prefix}.*", tables.len());
+    }
     let result = connector.run(&stop).await;
     ctrl_c.abort();
     if let Some(p) = progress {
@@ -386,6 +416,7 @@ async fn mysql(a: MyArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     let cfg = MySourceConfig {
         dsn: dsn.clone(),
         tables: tables.clone(),
+        exclude_tables: parse_excluded(&a.common.exclude_tables)?,
         server_id: a.server_id,
         snapshot: match a.common.snapshot {
             SnapshotArg::Initial => SnapshotMode::Initial,

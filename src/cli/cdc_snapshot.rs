@@ -35,6 +35,9 @@ pub struct SnapshotArgs {
 pub async fn snapshot(a: SnapshotArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
     let dsn = a.source.resolve()?;
     let tables = parse_tables(&a.tables)?;
+    if let Some(t) = tables.iter().find(|t| t.is_pattern()) {
+        anyhow::bail!("--table {t}: name the tables to copy again, not a pattern");
+    }
     let (id, at) = match kind_of(&dsn)? {
         Kind::Mysql => anyhow::bail!(
             "sluice cdc snapshot works with Postgres connectors only: for MariaDB, stop the \
