@@ -712,7 +712,10 @@ fn after_by_id(
         .iter()
         .map(|(_, v)| {
             let value: Value = serde_json::from_slice(v).unwrap();
-            (value["after"]["id"].as_i64().unwrap(), value["after"].clone())
+            (
+                value["after"]["id"].as_i64().unwrap(),
+                value["after"].clone(),
+            )
         })
         .collect()
 }
@@ -750,7 +753,10 @@ fn a_table_copied_over_several_connections_equals_select_star() {
         .psql("app", "SELECT pg_relation_size('wide') / 8192")
         .parse()
         .unwrap();
-    assert!(blocks > 1024 * 2, "precondition: a table worth splitting ({blocks} blocks)");
+    assert!(
+        blocks > 1024 * 2,
+        "precondition: a table worth splitting ({blocks} blocks)"
+    );
     let dev = Dev::start(dir.path());
     let split = Connector::start(
         dir.path(),
@@ -812,12 +818,19 @@ fn a_table_copied_over_several_connections_equals_select_star() {
         })
         .collect();
     assert_eq!(got.len(), want.len(), "one row per row of the table");
-    assert!(got == want, "the split copy plus the stream equals SELECT *");
+    assert!(
+        got == want,
+        "the split copy plus the stream equals SELECT *"
+    );
     let other = open_set(&rt, &dev.addr, "one.public.wide");
     let single = after_by_id(&rt, &other, &pg, &one);
     assert_eq!(single.len(), rows.len());
     for (id, after) in &rows {
-        assert_eq!(Some(after), single.get(id), "row {id}: the same value over either path");
+        assert_eq!(
+            Some(after),
+            single.get(id),
+            "row {id}: the same value over either path"
+        );
     }
     assert_eq!(rows[&5]["t"], "tab\there");
     assert_eq!(rows[&12]["t"], "back\\slash \\N");

@@ -60,8 +60,10 @@ pub use pg_walstream::CancellationToken as Stop;
 /// Most `--copy-workers`: each is a connection holding a snapshot open.
 pub const COPY_WORKERS_MAX: usize = 32;
 
-/// `--copy-workers` by default (docs/performance.md, "Initial copy speed").
-pub const COPY_WORKERS_DEFAULT: usize = 2;
+/// `--copy-workers` by default: one connection. A second one did not make the copy
+/// faster where the connector and the broker were CPU-bound (docs/performance.md,
+/// "Initial copy speed (issue 20)").
+pub const COPY_WORKERS_DEFAULT: usize = 1;
 
 /// `--snapshot`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -164,9 +164,10 @@ pub struct PgArgs {
     #[arg(long)]
     pub publication: Option<String>,
     /// Connections that copy a large table together in the initial copy, each over a
-    /// range of its blocks under the slot's snapshot (1 to 32; 1: one connection
-    /// copies every table).
-    #[arg(long, env = "SLUICE_CDC_COPY_WORKERS", default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=32))]
+    /// range of its blocks under the slot's snapshot (1 to 32; 1, the default: one
+    /// connection copies every table; more pays only where Postgres, not the connector,
+    /// is what the copy waits for — docs/cdc.md, "The initial copy").
+    #[arg(long, env = "SLUICE_CDC_COPY_WORKERS", default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=32))]
     pub copy_workers: u64,
     #[command(flatten)]
     pub common: CommonArgs,

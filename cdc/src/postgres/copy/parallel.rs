@@ -33,9 +33,9 @@ use tokio::task::JoinSet;
 use tracing::info;
 
 use super::text::{for_each_field, Lines};
+use crate::change::send;
 use crate::change::{Op, Row, RowChange, SourceEvent, TableId};
 use crate::postgres::setup::TableInfo;
-use crate::change::send;
 use crate::postgres::{connect, key_of, quote_ident, source_err, types};
 use crate::Error;
 
@@ -274,7 +274,11 @@ pub(super) async fn copy(
             Ok(Ok(false)) => finished = false,
             // Dropping the set aborts the other workers (their connections close).
             Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(Error::Source(format!("postgres: a copy worker failed: {e}"))),
+            Err(e) => {
+                return Err(Error::Source(format!(
+                    "postgres: a copy worker failed: {e}"
+                )))
+            }
         }
     }
     Ok(finished && !stop.is_cancelled())
@@ -335,11 +339,22 @@ mod tests {
 
     #[test]
     fn block_ranges_cover_every_block_once_and_end_open() {
-        for (blocks, parts) in [(1024, 8), (1025, 8), (5000, 3), (1024, 100), (100, 4), (0, 4)] {
+        for (blocks, parts) in [
+            (1024, 8),
+            (1025, 8),
+            (5000, 3),
+            (1024, 100),
+            (100, 4),
+            (0, 4),
+        ] {
             let r = block_ranges(blocks, parts);
             assert!(!r.is_empty() && r.len() as u64 <= parts.max(1));
             assert_eq!(r[0].start, 0);
-            assert_eq!(r.last().unwrap().end, None, "{blocks}/{parts}: the last range is open");
+            assert_eq!(
+                r.last().unwrap().end,
+                None,
+                "{blocks}/{parts}: the last range is open"
+            );
             for w in r.windows(2) {
                 assert_eq!(w[0].end, Some(w[1].start), "{blocks}/{parts}: contiguous");
                 assert!(w[0].end.unwrap() - w[0].start >= RANGE_BLOCKS_MIN);
@@ -350,14 +365,31 @@ mod tests {
         assert_eq!(
             block_ranges(1024, 2),
             vec![
-                BlockRange { start: 0, end: Some(512) },
-                BlockRange { start: 512, end: None }
+                BlockRange {
+                    start: 0,
+                    end: Some(512)
+                },
+                BlockRange {
+                    start: 512,
+                    end: None
+                }
             ]
         );
         assert_eq!(
-            BlockRange { start: 3, end: Some(9) }.predicate(),
+            BlockRange {
+                start: 3,
+                end: Some(9)
+            }
+            .predicate(),
             "ctid >= '(3,0)'::tid AND ctid < '(9,0)'::tid"
         );
-        assert_eq!(BlockRange { start: 3, end: None }.predicate(), "ctid >= '(3,0)'::tid");
+        assert_eq!(
+            BlockRange {
+                start: 3,
+                end: None
+            }
+            .predicate(),
+            "ctid >= '(3,0)'::tid"
+        );
     }
 }
