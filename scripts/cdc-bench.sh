@@ -14,6 +14,10 @@
 #    `sluice cdc postgres` on a new topic prefix and times, from the spawn, the log line
 #    "initial copy written" and the topic's high watermarks covering ROWS records
 #    (acknowledged, acks=all). Baseline: `psql -c 'COPY users TO STDOUT' > /dev/null`.
+#    CDC_BENCH_COPY_WORKERS="1 2" times the copy once per value of `--copy-workers`
+#    (passed as SLUICE_CDC_COPY_WORKERS); CDC_BENCH_BEFORE=BIN also times that `sluice`
+#    (an older build) in the same run, alternating with the current one, so a change
+#    is measured before and after under the same load.
 # 2. Streaming: `cdc_bench stream` applies CHANGES single-row UPDATEs with the connector
 #    stopped (a PL/pgSQL loop committing every 10,000 rows, then one committing every row
 #    with synchronous_commit=off in that session), starts the connector (it resumes from
@@ -168,25 +172,44 @@ if [[ " $parts " == *" snapshot "* ]]; then
     done
     copy_ms=$(printf '%s\n' "${copy_runs[@]}" | median)
     echo "   postgres COPY users TO STDOUT (psql > /dev/null): ${copy_runs[*]} ms, median $copy_ms ms"
-    snap_runs=()
-    for r in $(seq "$snapshots"); do
-        $B snapshot --sluice "$S" --dsn "$dsn" --bootstrap "$bootstrap" --prefix "snap$r" \
-            --table users --rows "$rows" --partitions "$partitions" --log "$out/connector-snap$r.log" \
-            > "$out/snapshot-$r.json"
-        echo "   connector run $r: $(jq -c . "$out/snapshot-$r.json")"
-        snap_runs+=("$(jq -r .to_hw_all_ms "$out/snapshot-$r.json")")
-        # Only snap1's slot is resumed (part 2); the others would only hold WAL back.
-        if [ "$r" -gt 1 ]; then
-            psqlq -d bench -c "SELECT pg_drop_replication_slot('sluice_snap$r')" > /dev/null
-        fi
+    # Variants timed: "label binary copy-workers"; each run of each variant in turn.
+    variants=()
+    for w in ${CDC_BENCH_COPY_WORKERS:-default}; do
+        if [ -n "${CDC_BENCH_BEFORE:-}" ]; then variants+=("before:$CDC_BENCH_BEFORE:-"); fi
+        variants+=("current:$S:$w")
     done
-    snap_ms=$(printf '%s\n' "${snap_runs[@]}" | median)
+    # Duplicates (one "before" per worker count) are dropped.
+    mapfile -t variants < <(printf '%s\n' "${variants[@]}" | awk '!seen[$0]++')
+    declare -A runs_of=()
+    n=0
+    for r in $(seq "$snapshots"); do
+        for v in "${variants[@]}"; do
+            IFS=: read -r label bin workers <<< "$v"
+            n=$((n + 1))
+            env_workers=()
+            if [ "$workers" != "-" ] && [ "$workers" != default ]; then env_workers=(SLUICE_CDC_COPY_WORKERS="$workers"); fi
+            env "${env_workers[@]}" $B snapshot --sluice "$bin" --dsn "$dsn" --bootstrap "$bootstrap" --prefix "snap$n" \
+                --table users --rows "$rows" --partitions "$partitions" --log "$out/connector-snap$n.log" \
+                > "$out/snapshot-$n.json"
+            echo "   connector run $r, $label (copy workers: $workers): $(jq -c . "$out/snapshot-$n.json") (load $(load1))"
+            runs_of[$label:$workers]+="$(jq -r .to_hw_all_ms "$out/snapshot-$n.json") "
+            # Only snap1's slot is resumed (part 2); the others would only hold WAL back.
+            if [ "$n" -gt 1 ]; then
+                psqlq -d bench -c "SELECT pg_drop_replication_slot('sluice_snap$n')" > /dev/null
+            fi
+        done
+    done
     dur=$(durability snap1.public.users)
-    summary+=("$(printf '1. initial copy, %s rows\tconnector start → HW covers all: %s ms (runs: %s; log line at %s ms)\tCOPY TO STDOUT: %s ms (runs: %s)\t%.2fx\t%s\t%s; postgres synchronous_commit=%s\tload %s' \
-        "$rows" "$snap_ms" "${snap_runs[*]}" "$(jq -r .to_log_written_ms "$out/snapshot-1.json")" \
-        "$copy_ms" "${copy_runs[*]}" "$(awk -v a="$snap_ms" -v b="$copy_ms" 'BEGIN { print a / b }')" \
-        "$(awk -v s="$snap_ms" 'BEGIN { print (s <= 20000 ? "<=20 s ok" : "<=20 s FAIL") }')" \
-        "$dur" "$sync_commit" "$(load1)")")
+    for v in "${variants[@]}"; do
+        IFS=: read -r label bin workers <<< "$v"
+        read -r -a snap_runs <<< "${runs_of[$label:$workers]}"
+        snap_ms=$(printf '%s\n' "${snap_runs[@]}" | median)
+        summary+=("$(printf '1. initial copy, %s rows, %s (copy workers %s)\tconnector start → HW covers all: %s ms (runs: %s)\tCOPY TO STDOUT: %s ms (runs: %s)\t%.2fx\t%s\t%s; postgres synchronous_commit=%s\tload %s' \
+            "$rows" "$label" "$workers" "$snap_ms" "${snap_runs[*]}" \
+            "$copy_ms" "${copy_runs[*]}" "$(awk -v a="$snap_ms" -v b="$copy_ms" 'BEGIN { print a / b }')" \
+            "$(awk -v s="$snap_ms" -v c="$copy_ms" 'BEGIN { print (s <= 2 * c ? "<=2x COPY ok" : "<=2x COPY FAIL") }')" \
+            "$dur" "$sync_commit" "$(load1)")")
+    done
 fi
 
 # --- 2. streaming -----------------------------------------------------------------

@@ -56,6 +56,7 @@ fn an_embedded_connector_restarts_through_a_database_crash_and_stops_cleanly() {
         snapshot: SnapshotMode::Initial,
         heartbeat: Duration::from_millis(200),
         snapshot_chunk_rows: 500,
+        copy_workers: sluice_cdc::postgres::COPY_WORKERS_DEFAULT,
         spill: Default::default(),
     });
     let sink = SinkConfig {

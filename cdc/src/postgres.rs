@@ -50,12 +50,20 @@ pub mod ops;
 mod setup;
 mod types;
 
-use copy::{copy_added, copy_plan, copy_rows, CopyPlan};
+use copy::{copy_added, copy_all, copy_plan, CopyPlan};
 use heartbeat::{heartbeats, StallWatch};
 
 use setup::TableInfo;
 
 pub use pg_walstream::CancellationToken as Stop;
+
+/// Most `--copy-workers`: each is a connection holding a snapshot open.
+pub const COPY_WORKERS_MAX: usize = 32;
+
+/// `--copy-workers` by default: one connection. A second one did not make the copy
+/// faster where the connector and the broker were CPU-bound (docs/performance.md,
+/// "Initial copy speed (issue 20)").
+pub const COPY_WORKERS_DEFAULT: usize = 1;
 
 /// `--snapshot`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +88,10 @@ pub struct PgSourceConfig {
     pub heartbeat: Duration,
     /// Rows per snapshot unit handed to the runner.
     pub snapshot_chunk_rows: usize,
+    /// Connections that copy a large table together in the initial copy, each over a
+    /// range of its blocks under the slot's snapshot (docs/cdc.md, "The initial
+    /// copy"); 1 copies every table over one connection. At most [`COPY_WORKERS_MAX`].
+    pub copy_workers: usize,
     /// Where a large transaction goes while it is received (`crate::spill`).
     pub spill: crate::spill::SpillConfig,
 }
@@ -260,12 +272,10 @@ async fn run_fenced(
                     .map(|t| ((*t.id).clone(), t.estimated_rows))
                     .collect();
                 send(&events, SourceEvent::SnapshotStarted { pos, tables: want }).await?;
-                let mut rows = snap.rows();
-                if !copy_rows(&mut rows, &cfg, &by_oid, &events, &stop).await? {
-                    return Ok(());
+                match copy_all(snap, &cfg, &by_oid, &events, &stop).await? {
+                    Some(stream) => stream,
+                    None => return Ok(()),
                 }
-                send(&events, SourceEvent::SnapshotDone).await?;
-                rows.finish().await.map_err(pg_err("finish copy"))?
             }
         }
     } else {

@@ -172,6 +172,12 @@ pub struct PgArgs {
     /// Publication (default: sluice_<prefix>).
     #[arg(long)]
     pub publication: Option<String>,
+    /// Connections that copy a large table together in the initial copy, each over a
+    /// range of its blocks under the slot's snapshot (1 to 32; 1, the default: one
+    /// connection copies every table; more pays only where Postgres, not the connector,
+    /// is what the copy waits for — docs/cdc.md, "The initial copy").
+    #[arg(long, env = "SLUICE_CDC_COPY_WORKERS", default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=32))]
+    pub copy_workers: u64,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -319,6 +325,7 @@ async fn postgres(a: PgArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         },
         heartbeat: Duration::from_millis(a.common.heartbeat_ms.max(10)),
         snapshot_chunk_rows: a.common.snapshot_chunk_rows.max(1),
+        copy_workers: (a.copy_workers as usize).min(sluice_cdc::postgres::COPY_WORKERS_MAX),
         spill: spill_config(&a.common),
     };
     let info = SourceInfo {

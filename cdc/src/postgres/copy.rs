@@ -2,7 +2,9 @@
 //! table under a new slot's exported snapshot, or only tables added to `--tables` under
 //! a temporary slot's snapshot while the slot and the other tables' stream go on
 //! ([`copy_added`]); rows go to the runner in chunks ([`copy_rows`]). Called by the
-//! source's task before it streams.
+//! source's task before it streams. A copy of every table splits large tables across
+//! several connections ([`parallel`], `--copy-workers`); the rest, and copies of added
+//! tables, are read by `pg_walstream`'s single reader.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +13,9 @@ use pg_walstream::CancellationToken;
 use sluice_proto::source_pos::{Lsn, SourcePos};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
+
+mod parallel;
+mod text;
 
 use super::setup::TableInfo;
 use super::{key_of, pg_err, send, to_row, PgSourceConfig, SnapshotMode};
@@ -56,6 +61,52 @@ pub(super) fn copy_plan(
     let added: Vec<Arc<TableId>> = missing.iter().map(|t| t.id.clone()).collect();
     info!(tables = ?added.iter().map(|t| t.to_string()).collect::<Vec<_>>(), "tables without a finished copy beside tables that have one: copying only those, the rest stream on from the slot");
     CopyPlan::Added(added)
+}
+
+/// Copies every captured table under a new slot's exported snapshot (`snap`, already
+/// narrowed to the captured tables), after the runner was told the copy started: the
+/// large tables first, each split across `--copy-workers` connections that import the
+/// snapshot, then the others through `snap`'s own reader, in its order. Sends
+/// [`SourceEvent::SnapshotDone`] once every row is handed on and returns the stream,
+/// parked until then so that the snapshot stays importable; `None` when stopped (the
+/// handle is dropped, which drops the new slot: the next run copies again).
+pub(super) async fn copy_all(
+    mut snap: pg_walstream::Snapshot,
+    cfg: &PgSourceConfig,
+    by_oid: &HashMap<u32, TableInfo>,
+    events: &mpsc::Sender<SourceEvent>,
+    stop: &CancellationToken,
+) -> Result<Option<pg_walstream::LogicalReplicationStream>, Error> {
+    let snapshot = snap.stream().exported_snapshot_name().map(str::to_string);
+    if let (Some(snapshot), true) = (snapshot, cfg.copy_workers > 1) {
+        let candidates = snap
+            .tables()
+            .iter()
+            .filter_map(|t| {
+                let r = t.relation();
+                let info = by_oid.get(&r.relation_id)?;
+                let names = r.columns.iter().map(|c| c.name.clone()).collect();
+                Some((r.relation_id, names, info.clone()))
+            })
+            .collect();
+        let plan = tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            p = parallel::plan(&cfg.dsn, &snapshot, &cfg.publication, candidates, cfg.copy_workers) => p?,
+        };
+        let split: Vec<u32> = plan.tables.iter().map(|t| t.oid).collect();
+        if !split.is_empty() {
+            if !parallel::copy(plan, events, cfg.snapshot_chunk_rows, stop).await? {
+                return Ok(None);
+            }
+            snap.retain_tables(|t| !split.contains(&t.relation().relation_id));
+        }
+    }
+    let mut rows = snap.rows();
+    if !copy_rows(&mut rows, cfg, by_oid, events, stop).await? {
+        return Ok(None);
+    }
+    send(events, SourceEvent::SnapshotDone).await?;
+    Ok(Some(rows.finish().await.map_err(pg_err("finish copy"))?))
 }
 
 /// Copies tables added to `--tables` on their own, before the stream starts, under
