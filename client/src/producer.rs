@@ -346,29 +346,34 @@ struct Accumulator {
 impl Accumulator {
     /// The index of `topic`, added if new.
     fn topic_index(&mut self, topic: &str) -> usize {
+        if let Some(i) = self.find_topic(topic) {
+            return i;
+        }
+        let name: Arc<str> = Arc::from(topic);
+        self.topics.push(TopicQueues {
+            name: name.clone(),
+            count: None,
+            sticky: None,
+            parts: Vec::new(),
+        });
+        self.last = self.topics.len() - 1;
+        self.index.insert(name, self.last);
+        self.last
+    }
+
+    /// The index of `topic` if it has an entry (the last one used first, without
+    /// hashing); it becomes the last one used.
+    fn find_topic(&mut self, topic: &str) -> Option<usize> {
         if self
             .topics
             .get(self.last)
             .is_some_and(|t| *t.name == *topic)
         {
-            return self.last;
+            return Some(self.last);
         }
-        let i = match self.index.get(topic) {
-            Some(&i) => i,
-            None => {
-                let name: Arc<str> = Arc::from(topic);
-                self.topics.push(TopicQueues {
-                    name: name.clone(),
-                    count: None,
-                    sticky: None,
-                    parts: Vec::new(),
-                });
-                self.index.insert(name, self.topics.len() - 1);
-                self.topics.len() - 1
-            }
-        };
+        let i = *self.index.get(topic)?;
         self.last = i;
-        i
+        Some(i)
     }
 
     /// The queue of `topic`/`partition`, if it was ever used.
@@ -545,7 +550,11 @@ impl Producer {
     ) -> Result<Option<DeliveryFuture>, Error> {
         let inner = &*self.inner;
         let mut acc = inner.acc.lock();
-        let t = acc.topic_index(&record.topic);
+        // An entry is made only once the topic's partition count is known: a record
+        // for a topic that does not exist leaves nothing behind.
+        let Some(t) = acc.find_topic(&record.topic) else {
+            return Ok(None);
+        };
         let tq = &mut acc.topics[t];
         let count = match tq.count {
             Some((count, at)) if at == epoch => count,

@@ -106,6 +106,10 @@ mod tests {
         s.create_topic("t", 3, 2, BTreeMap::new(), "old".into(), Vec::new())
             .unwrap();
         let stale = report(&s, 1);
+        // The controller saw that state at a heartbeat: a later report of it is a
+        // state replaced moments ago (reconcile waits before re-sending it), but still
+        // not a broker that deleted anything.
+        assert!(s.reconcile(1, stale, now).is_empty());
         s.delete_topic("t").unwrap();
         assert_eq!(s.pending_deletions(), 1);
         // The name is free at once: a new topic, a new id.

@@ -177,6 +177,9 @@ pub struct ClusterState {
     /// Brokers whose heartbeats report state other than this controller's, since when
     /// (or since the last re-send): see `reconcile.rs`.
     differs_since: HashMap<u32, Instant>,
+    /// Brokers whose last report was not the controller's current state (a change still
+    /// on its way counts): what deletions wait out and the out-of-sync gauge counts.
+    out_of_step: std::collections::HashSet<u32>,
     /// Brokers re-sent their state (they differed for `RECONCILE_AFTER`) whose reports
     /// have not matched since: told so in heartbeat answers, they stop serving clients.
     resent: std::collections::HashSet<u32>,
@@ -227,6 +230,7 @@ impl ClusterState {
             shutting_down: Default::default(),
             claims: HashMap::new(),
             differs_since: HashMap::new(),
+            out_of_step: Default::default(),
             resent: Default::default(),
             resent_at: HashMap::new(),
             recent_metadata: Default::default(),
@@ -384,6 +388,7 @@ impl ClusterState {
         self.shutting_down.remove(&id);
         // It gets its full state now; differences are counted afresh.
         self.differs_since.remove(&id);
+        self.out_of_step.remove(&id);
         self.resent.remove(&id);
         self.resent_at.remove(&id);
         self.recent_roles.remove(&id);

@@ -458,9 +458,10 @@ pub(super) fn before(
                         )
                 })
                 .collect();
+            // v0 has no top-level error code (kafka-protocol refuses to encode one).
             return Err(Box::new(ResponseKind::ElectLeaders(
                 ElectLeadersResponse::default()
-                    .with_error_code(code)
+                    .with_error_code(if version >= 1 { code } else { 0 })
                     .with_replica_election_results(results),
             )));
         }

@@ -217,6 +217,25 @@ proptest! {
 #[test]
 fn well_formed_requests_of_every_served_version_are_answered() {
     let (_dir, shared) = shared();
+    every_served_version_is_answered(&shared);
+}
+
+/// The same with an authorizer that denies everything (no ACL, no
+/// `allow.everyone.if.no.acl.found`): a refusal must be encodable in every served
+/// version too (ElectLeaders v0 has no top-level error code, and a refusal that set one
+/// closed the connection).
+#[test]
+fn refusals_of_every_served_version_are_answered() {
+    let (_dir, shared) = shared();
+    shared.authorizer.write().config = sluice_proto::acl::AuthorizerConfig {
+        enabled: true,
+        allow_if_no_acl: false,
+        super_users: Vec::new(),
+    };
+    every_served_version_is_answered(&shared);
+}
+
+fn every_served_version_is_answered(shared: &Arc<Shared>) {
     for (key, version) in served() {
         let Some(frame) = valid_frame(key, version) else {
             continue;
@@ -226,7 +245,7 @@ fn well_formed_requests_of_every_served_version_are_answered() {
             .build()
             .unwrap();
         let outcome = rt.block_on(async {
-            let f = apis::start(&shared, Bytes::from(frame), "127.0.0.1:9".parse().unwrap()).await;
+            let f = apis::start(shared, Bytes::from(frame), "127.0.0.1:9".parse().unwrap()).await;
             tokio::time::timeout(Duration::from_secs(5), f).await
         });
         match outcome {

@@ -25,23 +25,28 @@ pub(crate) fn pread_exact(file: &File, len: usize, offset: u64) -> io::Result<by
                 (offset + done as u64) as libc::off_t,
             )
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file ends before the bytes asked for",
-            ));
-        }
+        let n = match transferred(
+            n,
+            io::ErrorKind::UnexpectedEof,
+            "the file ends before the bytes asked for",
+        ) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => r?,
+        };
         // SAFETY: the kernel initialised `n` more bytes, within the capacity.
-        unsafe { buf.set_len(done + n as usize) };
+        unsafe { buf.set_len(done + n) };
     }
     Ok(buf)
+}
+
+/// What a `pread`/`pwritev` return value says: bytes moved, the call's error
+/// (`Interrupted` for the caller to retry), or `zero` when it moved nothing.
+fn transferred(n: isize, zero: io::ErrorKind, why: &'static str) -> io::Result<usize> {
+    match n {
+        n if n < 0 => Err(io::Error::last_os_error()),
+        0 => Err(io::Error::new(zero, why)),
+        n => Ok(n as usize),
+    }
 }
 
 /// Writes all of `parts` at `offset` with `pwritev`, retrying short writes.
@@ -64,20 +69,10 @@ pub(crate) fn pwritev_all(file: &File, parts: &[&[u8]], mut offset: u64) -> io::
                 offset as libc::off_t,
             )
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "pwritev wrote nothing",
-            ));
-        }
-        let mut n = n as usize;
+        let mut n = match transferred(n, io::ErrorKind::WriteZero, "pwritev wrote nothing") {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => r?,
+        };
         offset += n as u64;
         while n > 0 {
             if n >= parts[0].len() {
