@@ -12,7 +12,12 @@ fn fetched(n: usize) -> Bytes {
         let mut builder = BatchBuilder::new(Compression::None);
         for i in 0..n {
             let key = format!("k{}", b * n + i);
-            builder.append(1_000 + i as i64, Some(key.as_bytes()), Some(&[7u8; 100]), &[]);
+            builder.append(
+                1_000 + i as i64,
+                Some(key.as_bytes()),
+                Some(&[7u8; 100]),
+                &[],
+            );
         }
         let mut buf = builder.build().expect("batch").into_bytes().to_vec();
         stamp(&mut buf, 10 + (b * n) as i64, 0);
