@@ -10,12 +10,11 @@
 //! partition has a fetch position (where the next fetch starts, ahead of what the
 //! application has seen) and a position (the next record poll will return).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_proto::batch::Batches;
 use sluice_proto::v1;
 use sluice_proto::{ErrorCode, Header, TopicPartition};
 use tokio::task::JoinHandle;
@@ -56,6 +55,11 @@ pub struct ConsumerConfig {
     pub partition_max_bytes: u32,
     /// `auto.offset.reset`.
     pub auto_offset_reset: OffsetReset,
+    /// `check.crcs` (default on, as Kafka's): read every fetched batch's CRC-32C and
+    /// fail the poll on a mismatch. Off, a batch corrupted in transit or on the
+    /// broker's disk without breaking its structure is returned as it is; lengths,
+    /// varints and offsets are checked either way.
+    pub check_crcs: bool,
 }
 
 impl Default for ConsumerConfig {
@@ -66,6 +70,7 @@ impl Default for ConsumerConfig {
             fetch_max_bytes: 50 * 1024 * 1024,
             partition_max_bytes: 1024 * 1024,
             auto_offset_reset: OffsetReset::Latest,
+            check_crcs: true,
         }
     }
 }
@@ -97,6 +102,9 @@ struct PartState {
 
 #[path = "consumer_group.rs"]
 mod consumer_group;
+mod decode;
+
+pub use decode::decode_fetched;
 
 type FetchResult = (Vec<(TopicPartition, u64)>, Result<v1::FetchResponse, Error>);
 
@@ -104,7 +112,8 @@ pub struct Consumer {
     cluster: Cluster,
     config: ConsumerConfig,
     parts: HashMap<TopicPartition, PartState>,
-    buffer: VecDeque<ConsumerRecord>,
+    /// Records fetched and not yet returned, in the order poll returns them.
+    buffer: Vec<ConsumerRecord>,
     /// One fetch in flight per leader address, with the (partition, generation) it covers.
     in_flight: HashMap<String, JoinHandle<FetchResult>>,
     group: Option<GroupMember>,
@@ -142,7 +151,7 @@ impl Consumer {
             cluster: Cluster::new(client),
             config,
             parts: HashMap::new(),
-            buffer: VecDeque::new(),
+            buffer: Vec::new(),
             in_flight: HashMap::new(),
             group: None,
             fresh: 0,
@@ -370,44 +379,19 @@ impl Consumer {
                 _ => return Err(Error::broker(p.error_code, p.error_message)),
             }
             state.high_watermark = Some(p.high_watermark as u64);
-            let Some(mut next) = state.fetch_position else {
+            let Some(next) = state.fetch_position else {
                 continue;
             };
             let buffered = self.buffer.len();
-            for batch in Batches::new(p.records) {
-                let batch = batch.map_err(|e| {
-                    Error::broker(ErrorCode::CorruptMessage.code(), format!("{tp}: {e}"))
-                })?;
-                if batch.is_control() {
-                    next = next.max(batch.next_offset() as u64);
-                    continue;
-                }
-                let base = batch.base_offset() as u64;
-                for r in batch.records().map_err(|e| {
-                    Error::broker(ErrorCode::CorruptMessage.code(), format!("{tp}: {e}"))
-                })? {
-                    let offset = base + r.offset_delta as u64;
-                    if offset < next {
-                        continue;
-                    }
-                    let timestamp =
-                        if batch.timestamp_type() == sluice_proto::TimestampType::LogAppendTime {
-                            batch.max_timestamp()
-                        } else {
-                            batch.base_timestamp() + r.timestamp_delta
-                        };
-                    self.buffer.push_back(ConsumerRecord {
-                        topic: tp.topic.clone(),
-                        partition: tp.partition,
-                        offset,
-                        timestamp,
-                        key: r.key,
-                        value: r.value,
-                        headers: r.headers,
-                    });
-                }
-                next = next.max(batch.next_offset() as u64);
-            }
+            let next = decode::decode_fetched(
+                &tp.topic,
+                tp.partition,
+                p.records,
+                next,
+                self.config.check_crcs,
+                &mut self.buffer,
+            )
+            .map_err(|e| Error::broker(ErrorCode::CorruptMessage.code(), format!("{tp}: {e}")))?;
             // Only control batches (or nothing) came back: nothing left for poll to
             // return below `next`, so the position moves past them, as Kafka's does.
             if self.buffer.len() == buffered && state.position == state.fetch_position {
@@ -474,15 +458,29 @@ impl Consumer {
         }
     }
 
+    /// Hands the whole buffer over (no copy of the records) and moves each partition's
+    /// position past its last record returned: one look-up per run of records of one
+    /// partition, not per record.
     fn drain(&mut self) -> Vec<ConsumerRecord> {
-        let out: Vec<ConsumerRecord> = self.buffer.drain(..).collect();
-        for r in &out {
+        let out = std::mem::take(&mut self.buffer);
+        let mut i = 0;
+        while i < out.len() {
+            let first = &out[i];
+            let mut last = i;
+            while last + 1 < out.len()
+                && out[last + 1].partition == first.partition
+                && out[last + 1].topic == first.topic
+            {
+                last += 1;
+            }
+            let r = &out[last];
             if let Some(p) = self
                 .parts
                 .get_mut(&TopicPartition::new(r.topic.clone(), r.partition))
             {
                 p.position = Some(r.offset + 1);
             }
+            i = last + 1;
         }
         out
     }

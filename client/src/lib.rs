@@ -37,7 +37,7 @@ pub mod table;
 
 pub use admin::{Admin, PartitionDescription, TopicDescription};
 pub use cluster::{ClientConfig, Cluster};
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Seek};
+pub use consumer::{decode_fetched, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Seek};
 pub use error::Error;
 pub use group::{
     GroupDescription, GroupListing, GroupOptions, MemberDescription, PartitionProgress,

@@ -227,10 +227,12 @@ pub fn set_log_append_time_header(header: &mut [u8], timestamp: i64, records: &[
     header[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// Exactly one record batch whose length, magic and CRC are known to be good.
+/// Exactly one record batch whose length, magic and CRC are known to be good (the CRC
+/// unless it was taken with [`RecordBatch::from_bytes_check_crc`] and the check off).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RecordBatch {
-    /// Invariant: `buf.len() == batch_size(&buf)` and the CRC matches.
+    /// Invariant: `buf.len() == batch_size(&buf)` and the CRC matches (unless taken
+    /// with the CRC check off).
     buf: Bytes,
 }
 
@@ -248,25 +250,43 @@ impl std::fmt::Debug for RecordBatch {
 impl RecordBatch {
     /// Checks `buf` holds exactly one batch with a good CRC.
     pub fn from_bytes(buf: Bytes) -> Result<RecordBatch, BatchError> {
+        RecordBatch::from_bytes_check_crc(buf, true)
+    }
+
+    /// [`RecordBatch::from_bytes`], reading the CRC only when `check_crc` is true
+    /// (a consumer's `check.crcs`): length and magic are always checked, and so are the
+    /// records when decoded, but a batch taken without the check may hold bytes that
+    /// changed after its producer computed the CRC.
+    pub fn from_bytes_check_crc(buf: Bytes, check_crc: bool) -> Result<RecordBatch, BatchError> {
         let size = batch_size(&buf)?;
         if size != buf.len() {
             return Err(BatchError::TrailingBytes {
                 bytes: buf.len() - size,
             });
         }
-        let stored = be_i32(&buf, CRC_AT) as u32;
-        let computed = compute_crc(&buf);
-        if stored != computed {
-            return Err(BatchError::BadCrc { stored, computed });
+        if check_crc {
+            let stored = be_i32(&buf, CRC_AT) as u32;
+            let computed = compute_crc(&buf);
+            if stored != computed {
+                return Err(BatchError::BadCrc { stored, computed });
+            }
         }
         Ok(RecordBatch { buf })
     }
 
     /// Splits the first batch off `buf`, returning it and the rest.
     pub fn split_first(buf: &Bytes) -> Result<(RecordBatch, Bytes), BatchError> {
+        RecordBatch::split_first_check_crc(buf, true)
+    }
+
+    /// [`RecordBatch::split_first`], reading the CRC only when `check_crc` is true.
+    pub fn split_first_check_crc(
+        buf: &Bytes,
+        check_crc: bool,
+    ) -> Result<(RecordBatch, Bytes), BatchError> {
         let size = batch_size(buf)?;
         Ok((
-            RecordBatch::from_bytes(buf.slice(..size))?,
+            RecordBatch::from_bytes_check_crc(buf.slice(..size), check_crc)?,
             buf.slice(size..),
         ))
     }
@@ -376,6 +396,16 @@ impl RecordBatch {
             Ok(())
         })?;
         Ok(out)
+    }
+
+    /// [`RecordBatch::records`] without collecting them: `visit` gets each record as it
+    /// is decoded, so a caller building its own records allocates no `Vec<Record>`.
+    pub fn for_each_record(&self, mut visit: impl FnMut(Record)) -> Result<(), BatchError> {
+        let data = self.records_data(UNCOMPRESSED_BATCH_BYTES_MAX)?;
+        self.walk(&data, false, |view| {
+            visit(view.to_record(&data)?);
+            Ok(())
+        })
     }
 
     fn walk<'a>(
@@ -734,11 +764,21 @@ impl BatchBuilder {
 /// log read). Stops with an error at the first bad batch.
 pub struct Batches {
     rest: Bytes,
+    check_crc: bool,
 }
 
 impl Batches {
     pub fn new(buf: Bytes) -> Batches {
-        Batches { rest: buf }
+        Batches::check_crc(buf, true)
+    }
+
+    /// Reads each batch's CRC only when `check_crc` is true (a consumer's `check.crcs`;
+    /// see [`RecordBatch::from_bytes_check_crc`]).
+    pub fn check_crc(buf: Bytes, check_crc: bool) -> Batches {
+        Batches {
+            rest: buf,
+            check_crc,
+        }
     }
 }
 
@@ -748,7 +788,7 @@ impl Iterator for Batches {
         if self.rest.is_empty() {
             return None;
         }
-        match RecordBatch::split_first(&self.rest) {
+        match RecordBatch::split_first_check_crc(&self.rest, self.check_crc) {
             Ok((batch, rest)) => {
                 self.rest = rest;
                 Some(Ok(batch))

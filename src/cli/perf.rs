@@ -77,6 +77,10 @@ pub struct ConsumeArgs {
     /// Give up after this long without a record.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
+    /// `check.crcs`: read every fetched batch's CRC-32C (default on, as Kafka's
+    /// consumer); `--check-crcs false` measures replay without it.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub check_crcs: bool,
 }
 
 pub async fn run(cmd: PerfCommand, c: &ClientArgs) -> anyhow::Result<ExitCode> {
@@ -343,6 +347,7 @@ async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         &config,
         ConsumerConfig {
             auto_offset_reset: OffsetReset::Earliest,
+            check_crcs: a.check_crcs,
             ..ConsumerConfig::default()
         },
     );
@@ -373,10 +378,10 @@ async fn consume(a: ConsumeArgs, c: &ClientArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let elapsed = last.duration_since(start).as_secs_f64().max(1e-9);
-    let out = json!({"records": records, "records_per_sec": records as f64 / elapsed, "mb_per_sec": bytes as f64 / elapsed / 1e6, "replication_factor": rf, "fsync": fsync});
+    let out = json!({"records": records, "records_per_sec": records as f64 / elapsed, "mb_per_sec": bytes as f64 / elapsed / 1e6, "replication_factor": rf, "fsync": fsync, "check_crcs": a.check_crcs});
     match c.output {
         Output::Json => status_println!("{out}"),
-        Output::Table => status_println!("{records} records, {:.0} records/s, {:.1} MB/s   [replication factor {rf}, fsync {fsync}]", records as f64 / elapsed, bytes as f64 / elapsed / 1e6),
+        Output::Table => status_println!("{records} records, {:.0} records/s, {:.1} MB/s   [replication factor {rf}, fsync {fsync}, check.crcs {}]", records as f64 / elapsed, bytes as f64 / elapsed / 1e6, a.check_crcs),
     }
     if records < a.num_records {
         status_eprintln!(
