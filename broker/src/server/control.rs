@@ -235,7 +235,10 @@ impl broker_control_server::BrokerControl for Control {
                 })
                 .collect();
         }
-        check_strays(&self.0).await;
+        // Not awaited: it waits for the roles lock, which a LeaderAndIsr may hold for
+        // long, and this push's answer must not (the heartbeat loop starts it too).
+        let shared = self.0.clone();
+        tokio::spawn(async move { check_strays(&shared).await });
         Ok(Response::new(ok()))
     }
 

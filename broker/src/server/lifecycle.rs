@@ -87,9 +87,20 @@ pub(crate) async fn register_and_heartbeat(shared: Arc<Shared>) -> String {
         let mut client = ControllerApiClient::new(ch);
         let registered_at = Instant::now();
         let mut digesting: Option<tokio::task::JoinHandle<(u64, u64)>> = None;
+        let mut straying: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::time::sleep(config.heartbeat_interval).await;
-            super::control::check_strays(&shared).await;
+            // Off the heartbeat's path: the stray check (once per process, after the
+            // first metadata) waits for the roles lock, which the registration's
+            // full-state LeaderAndIsr holds while it applies every partition — seconds
+            // for thousands of them on a slow disk, past the session timeout. The
+            // heartbeat reports `strays_deleted` as it stands.
+            if straying.as_ref().is_none_or(|t| t.is_finished()) {
+                let shared = shared.clone();
+                straying = Some(tokio::spawn(async move {
+                    super::control::check_strays(&shared).await
+                }));
+            }
             // The digests take every partition's lock, which a blocking thread may hold
             // across slow disk work: computed on a blocking thread, and a heartbeat
             // never waits long for them (the controller fences a broker whose
