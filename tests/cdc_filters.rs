@@ -11,12 +11,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::cdc::{consumed, Connector};
+use common::cdc::{consumed, refused, Connector};
 use common::db::{MariaDb, Postgres};
-use common::{wait_for, Dev, ExitedServer, BIN};
+use common::{wait_for, Dev};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -55,15 +54,6 @@ fn columns(image: &Value) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
-}
-
-/// A connector run that must exit 1 at once; its last line.
-fn refused(args: &[&str]) -> String {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    let run = ExitedServer::run(c, WAIT);
-    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
-    run.last_line().to_string()
 }
 
 #[test]

@@ -18,12 +18,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cdc::{consumed, open_set, Connector};
+use common::cdc::{consumed, open_set, refused, Connector};
 use common::db::{MariaDb, Postgres};
-use common::{runtime, wait_for, Dev, ExitedServer, BIN};
+use common::{runtime, wait_for, Dev};
 use serde_json::Value;
 use sluice_client::{PosRequest, TableConfig, TableSet};
 
@@ -108,20 +107,6 @@ fn check_consumed(dev: &Dev, topic: &str, columns: &[&str], deleted: &[i64], tru
         assert_eq!(tombstones.get(id), Some(&1), "{topic}: tombstones of {id}");
     }
     assert_eq!(markers > 0, truncated, "{topic}: truncate markers");
-}
-
-/// A connector started with `args` that must exit 1 at once; its last line.
-fn refused(args: &[&str]) -> String {
-    let run = ExitedServer::run(
-        {
-            let mut c = Command::new(BIN);
-            c.args(args);
-            c
-        },
-        WAIT,
-    );
-    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
-    run.last_line().to_string()
 }
 
 /// Postgres: rows through Tables and `consume`; a restart in the other format refused.

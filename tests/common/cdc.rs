@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 
 use sluice_client::{ClientConfig, TableConfig, TableSet};
 
-use super::{Dev, BIN};
+use super::{Dev, ExitedServer, BIN};
 
 /// A running connector (`sluice ARGS`), killed (kill -9) on drop; stderr appended to
 /// `connector.log` in the given directory (a restarted connector adds to the same file).
@@ -97,4 +97,13 @@ pub fn consumed(dev: &Dev, topic: &str) -> Vec<serde_json::Value> {
     .lines()
     .map(|l| serde_json::from_str(l).expect("a JSON line"))
     .collect()
+}
+
+/// A connector run (`sluice ARGS`) that must exit 1 within a minute; its last line.
+pub fn refused(args: &[&str]) -> String {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    let run = ExitedServer::run(c, std::time::Duration::from_secs(60));
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    run.last_line().to_string()
 }
