@@ -175,35 +175,23 @@ fn pg_patterns_choose_tables_and_excluded_columns_never_leave_the_database() {
     );
     drop(connector);
 
-    let line = refused(&[
-        "cdc",
-        "postgres",
-        "--bootstrap",
-        &dev.addr,
-        "--dsn",
-        &dsn,
-        "--tables",
-        "public.invoice*",
-        "--topic-prefix",
-        "other",
-    ]);
+    // Runs with these extra flags (after the DSN) must be refused.
+    let refused_with = |extra: &[&str]| {
+        let mut args = vec!["cdc", "postgres", "--bootstrap", &dev.addr, "--dsn", &dsn];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--topic-prefix", "other"]);
+        refused(&args)
+    };
+    let line = refused_with(&["--tables", "public.invoice*"]);
     assert!(
         line.contains("--tables public.invoice*: no table matches"),
         "{line}"
     );
-    let line = refused(&[
-        "cdc",
-        "postgres",
-        "--bootstrap",
-        &dev.addr,
-        "--dsn",
-        &dsn,
+    let line = refused_with(&[
         "--tables",
         "public.users",
         "--exclude-columns",
         "users.secret",
-        "--topic-prefix",
-        "other",
     ]);
     assert!(line.contains("give schema.table.column"), "{line}");
     assert!(

@@ -109,6 +109,11 @@ pub fn resolve_tables(
             }
         }
     }
+    // A typo here would capture a table meant to stay out: said once per run. Not
+    // refused — a table excluded and later dropped must not stop the connector.
+    for x in exclude.iter().filter(|x| !out.iter().any(|t| x.matches(t))) {
+        tracing::warn!(exclude = %x, "--exclude-tables: no table of --tables matches it");
+    }
     out.retain(|t| !exclude.iter().any(|x| x.matches(t)));
     if out.is_empty() {
         return Err("--exclude-tables leaves no table of --tables to capture".into());

@@ -1,3 +1,7 @@
+//! Tests of `decode_fetched`: CRCs checked or not (`check.crcs`), truncated and
+//! malformed batches refused either way, records below the fetch position skipped, and
+//! keys and values handed out as slices of the fetched bytes.
+
 use bytes::{Bytes, BytesMut};
 use sluice_proto::batch::{stamp, BatchBuilder, BatchError};
 use sluice_proto::Compression;
